@@ -1,0 +1,76 @@
+"""The shape of the configuration (DESIGN §7). Loading and validation live in tracker.config."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+VENDORS = ("sparksender", "engagespark", "skycore", "sparrow")
+
+
+@dataclass(frozen=True)
+class VendorConfig:
+    name: str
+    enabled: bool = True
+    base_url: str = ""
+    postback_token: str | None = None  # secret
+    # Spark Sender: the status URL is not public; default is base_url + "/api/getStatus/".
+    status_url: str | None = None
+    user_id: str | None = None
+    api_key: str | None = None  # secret (Spark Sender, engageSPARK, Skycore)
+    org_id: str | None = None  # engageSPARK
+    api_token: str | None = None  # secret (Sparrow)
+    partner_token: str | None = None  # secret (Sparrow)
+    # Poll schedule and limits.
+    first_poll_s: float = 30.0
+    max_poll_interval_s: float = 3600.0
+    tracking_window_s: float = 172800.0
+    deadline_margin_s: float = 3600.0  # engageSPARK: window = deliveryDeadline + margin
+    rate_limit_per_s: float = 10.0
+    concurrency: int = 8
+    request_timeout_s: float = 10.0
+    batch_size: int = 50  # messages claimed per poll batch
+    list_poll_min: int = 200  # engageSPARK: in-flight count at which the list endpoint is used
+    circuit_failures: int = 5  # consecutive errors that open the circuit
+    circuit_reset_s: float = 60.0  # how long it stays open before a half-open probe
+    allow_networks: tuple[str, ...] = ()  # postback source allowlist (CIDRs); empty: any
+    expected_final_s: float = 3600.0  # stuck_messages: silent longer than this
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    listen: str = "127.0.0.1:8080"
+    ops_listen: str | None = None
+    max_body_bytes: int = 65536
+    group_commit_ms: float = 5.0
+    group_commit_max: int = 256
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    dsn: str | None = None  # secret-bearing; absent: the embedded private cluster
+    state_dir: str = "./var/tracker"  # embedded cluster lives here
+    pool_min: int = 2
+    pool_max: int = 10
+
+
+@dataclass(frozen=True)
+class IntakeConfig:
+    sweep_interval_s: float = 5.0
+    batch_size: int = 500
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = "info"
+    format: str = "auto"  # auto | json | console
+
+
+@dataclass(frozen=True)
+class Config:
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    intake: IntakeConfig = field(default_factory=IntakeConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    vendors: dict[str, VendorConfig] = field(
+        default_factory=lambda: {v: VendorConfig(name=v) for v in VENDORS}
+    )
+    source: str | None = None  # the file it came from, for messages
