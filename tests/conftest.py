@@ -1,0 +1,94 @@
+"""Shared fixtures. Integration tests get a real PostgreSQL: an ephemeral cluster started from
+the machine's PostgreSQL binaries, or the server named by TRACKER_TEST_DSN (its role needs
+CREATEDB). Each test gets its own database, copied from a migrated template."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+from tracker.db.embedded import EmbeddedPostgres
+from tracker.db.migrate import migrate
+
+TEMPLATE = "tracker_test_template"
+
+
+def dsn_with_db(dsn: str, database: str) -> str:
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path="/" + database))
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A DSN of a server where tests may create databases."""
+    dsn = os.environ.get("TRACKER_TEST_DSN")
+    if dsn:
+        yield dsn
+        return
+    tmp = tempfile.mkdtemp(prefix="tracker-test-")
+    os.chmod(tmp, 0o755)  # the cluster may run as the postgres user
+    pg = EmbeddedPostgres(Path(tmp) / "pg", fast=True).start()
+    try:
+        yield pg.dsn
+    finally:
+        pg.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+async def template_db(pg_server):
+    admin = await asyncpg.connect(pg_server)
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
+        await admin.execute(f"CREATE DATABASE {TEMPLATE}")
+    finally:
+        await admin.close()
+    conn = await asyncpg.connect(dsn_with_db(pg_server, TEMPLATE))
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    return TEMPLATE
+
+
+@pytest.fixture
+async def db_dsn(pg_server, template_db):
+    """A fresh, migrated database for one test."""
+    name = "t_" + uuid.uuid4().hex[:12]
+    admin = await asyncpg.connect(pg_server)
+    try:
+        await admin.execute(f"CREATE DATABASE {name} TEMPLATE {template_db}")
+    finally:
+        await admin.close()
+    yield dsn_with_db(pg_server, name)
+    admin = await asyncpg.connect(pg_server)
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def empty_db_dsn(pg_server):
+    """A fresh database with nothing in it (for migration tests)."""
+    name = "e_" + uuid.uuid4().hex[:12]
+    admin = await asyncpg.connect(pg_server)
+    await admin.execute(f"CREATE DATABASE {name}")
+    await admin.close()
+    yield dsn_with_db(pg_server, name)
+    admin = await asyncpg.connect(pg_server)
+    await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    await admin.close()
+
+
+@pytest.fixture
+async def pool(db_dsn):
+    p = await asyncpg.create_pool(db_dsn, min_size=1, max_size=8)
+    yield p
+    await p.close()

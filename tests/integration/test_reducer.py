@@ -1,0 +1,140 @@
+"""The reducer on a real PostgreSQL."""
+import asyncio
+import random
+from datetime import datetime, timezone
+
+from tracker.adapters.base import Observation
+from tracker.core.states import Failure, State
+from tracker.db import reducer
+
+
+def obs(ref, state, vendor="sparksender", recipient=None, code=None, failure=None):
+    return Observation(vendor=vendor, vendor_ref=ref, recipient=recipient, state=state,
+                       code=code or (state.name if state is not None else "x"), failure=failure)
+
+
+async def make_messages(conn, vendor, refs):
+    rows = await conn.fetch(
+        "INSERT INTO tracker.messages (vendor, vendor_ref) SELECT $1, unnest($2::text[]) RETURNING id",
+        vendor, refs)
+    return [r["id"] for r in rows]
+
+
+async def test_concurrent_shuffled_batches_end_at_max_rank(pool):
+    rnd = random.Random(7)
+    refs = [f"m{i}" for i in range(1000)]
+    async with pool.acquire() as conn:
+        await make_messages(conn, "sparksender", refs)
+    reports = []
+    for _ in range(10_000):
+        reports.append(obs(rnd.choice(refs), rnd.choice(list(State))))
+    reports += rnd.sample(reports, 2000)  # duplicates
+    rnd.shuffle(reports)
+    expected = {}
+    for o in reports:
+        expected[o.vendor_ref] = max(expected.get(o.vendor_ref, State.submitted), o.state)
+
+    batches = [reports[i:i + 250] for i in range(0, len(reports), 250)]
+
+    async def worker(my_batches):
+        async with pool.acquire() as conn:
+            for b in my_batches:
+                await reducer.apply(conn, "poll", b)
+
+    await asyncio.gather(*(worker(batches[i::6]) for i in range(6)))
+
+    async with pool.acquire() as conn:
+        states = {r["vendor_ref"]: State[r["state"]] for r in await conn.fetch(
+            "SELECT vendor_ref, state FROM tracker.messages")}
+        n_obs = await conn.fetchval("SELECT count(*) FROM tracker.observations")
+        chains = await conn.fetch(
+            "SELECT m.vendor_ref, array_agg(t.from_state::text ORDER BY t.event_id) AS f,"
+            " array_agg(t.to_state::text ORDER BY t.event_id) AS t"
+            " FROM tracker.transitions t JOIN tracker.messages m ON m.id = t.message_id"
+            " GROUP BY m.vendor_ref")
+    assert n_obs == len(reports)
+    for ref in refs:
+        assert states[ref] == expected.get(ref, State.submitted)
+    for row in chains:
+        to = [State[s] for s in row["t"]]
+        frm = [State[s] for s in row["f"]]
+        assert to == sorted(set(to)), row  # strictly increasing, no rank repeated
+        assert to[-1] == expected[row["vendor_ref"]]
+        assert frm[0] == State.submitted and frm[1:] == to[:-1]  # one unbroken chain
+
+
+async def test_lower_reports_are_recorded_but_change_nothing(pool):
+    async with pool.acquire() as conn:
+        [mid] = await make_messages(conn, "sparksender", ["42"])
+        r1 = await reducer.apply(conn, "poll", [obs("42", State.delivered)])
+        r2 = await reducer.apply(conn, "poll", [obs("42", State.sent), obs("42", State.delivered)])
+        assert len(r1.transitions) == 1 and r2.transitions == []
+        assert await conn.fetchval("SELECT count(*) FROM tracker.observations WHERE message_id=$1", mid) == 3
+        assert await conn.fetchval("SELECT count(*) FROM tracker.transitions WHERE message_id=$1", mid) == 1
+
+
+async def test_unmapped_code_is_recorded_not_guessed(pool):
+    async with pool.acquire() as conn:
+        [mid] = await make_messages(conn, "sparksender", ["7"])
+        r = await reducer.apply(conn, "poll", [obs("7", None, code="99")])
+        assert r.unmapped == 1 and r.transitions == []
+        row = await conn.fetchrow("SELECT state, code FROM tracker.observations WHERE message_id=$1", mid)
+        assert row["state"] is None and row["code"] == "99"
+        assert await conn.fetchval("SELECT state::text FROM tracker.messages WHERE id=$1", mid) == "submitted"
+
+
+async def test_failure_details_and_correction(pool):
+    async with pool.acquire() as conn:
+        [mid] = await make_messages(conn, "sparksender", ["9"])
+        await reducer.apply(conn, "poll", [obs("9", State.failed, code="3",
+                                               failure=Failure("3", "Fail", None))])
+        st = await conn.fetchrow("SELECT * FROM tracker.message_status WHERE message_id=$1", mid)
+        assert (st["state"], st["failure_code"], st["failure_reason"], st["is_final"]) == ("failed", "3", "Fail", True)
+        await reducer.apply(conn, "poll", [obs("9", State.delivered, code="2")])
+        st = await conn.fetchrow("SELECT * FROM tracker.message_status WHERE message_id=$1", mid)
+        assert st["state"] == "delivered" and st["failure_code"] is None and st["delivered_at"] is not None
+        hist = await conn.fetch("SELECT * FROM tracker.message_history WHERE message_id=$1 ORDER BY event_id", mid)
+        assert [(h["from_state"], h["to_state"], h["is_correction"]) for h in hist] == [
+            ("submitted", "failed", False), ("failed", "delivered", True)]
+        assert hist[0]["failure_code"] == "3"
+
+
+async def test_report_before_message_is_applied_when_it_appears(pool):
+    async with pool.acquire() as conn:
+        r = await reducer.apply(conn, "postback", [obs("T1", State.delivered, vendor="skycore")])
+        assert r.orphans == 1 and not r.transitions
+        problems = await conn.fetch("SELECT * FROM tracker.intake_problems WHERE kind='orphan_report'")
+        assert len(problems) == 1
+        [mid] = await make_messages(conn, "skycore", ["T1"])
+        adopted = await reducer.adopt_orphans(conn, [mid])
+        assert [(t.from_state, t.to_state) for t in adopted.transitions] == [(State.submitted, State.delivered)]
+        assert await conn.fetchval("SELECT state::text FROM tracker.messages WHERE id=$1", mid) == "delivered"
+        assert await conn.fetchval("SELECT count(*) FROM tracker.intake_problems") == 0
+
+
+async def test_sparrow_messages_are_keyed_by_batch_and_recipient(pool):
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO tracker.messages (vendor, vendor_ref, recipient_key, recipient) VALUES"
+            " ('sparrow','b1','9771','9771'), ('sparrow','b1','9772','9772')")
+        await reducer.apply(conn, "poll", [obs("b1", State.delivered, vendor="sparrow", recipient="9772")])
+        rows = dict(await conn.fetch("SELECT recipient, state::text FROM tracker.messages ORDER BY 1"))
+        assert rows == {"9771": "submitted", "9772": "delivered"}
+
+
+async def test_one_notify_per_batch(pool, db_dsn):
+    import asyncpg
+    listener = await asyncpg.connect(db_dsn)
+    got = []
+    await listener.add_listener("tracker_events", lambda *a: got.append(a[3]))
+    async with pool.acquire() as conn:
+        await make_messages(conn, "sparksender", ["a", "b", "c"])
+        await reducer.apply(conn, "poll", [obs(r, s) for r in "abc" for s in (State.sent, State.delivered)])
+        await reducer.apply(conn, "poll", [obs("a", State.sent)])  # changes nothing: no notify
+    for _ in range(50):
+        if got:
+            break
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.1)
+    await listener.close()
+    assert got == ["6"]

@@ -1,0 +1,54 @@
+"""Planning a batch of reports against the messages' current states. Pure: the reducer in
+tracker.db.reducer reads the states under row locks, calls plan(), and writes what it returns.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Iterable, Mapping
+
+from tracker.core.states import State, step
+
+# Vendors whose id names a batch, so a message is (vendor_ref, recipient).
+KEYED_BY_RECIPIENT = frozenset({"sparrow"})
+
+
+def recipient_key(vendor: str, recipient: str | None) -> str:
+    return (recipient or "") if vendor in KEYED_BY_RECIPIENT else ""
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """An observation as stored: what the planner needs of it."""
+
+    observation_id: int
+    message_id: int
+    state: State
+    source: str
+    occurred_at: datetime  # vendor's event time, else the time we received it
+    failure_code: str | None = None
+    failure_reason: str | None = None
+    failure_permanent: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedTransition:
+    message_id: int
+    from_state: State
+    to_state: State
+    is_correction: bool
+    report: Report
+
+
+def plan(current: Mapping[int, State], reports: Iterable[Report]) -> list[PlannedTransition]:
+    """The transitions a batch causes. Within one batch a message's reports are taken in rank
+    order, so a batch holding `delivered` and `sent` records both steps of the way; across
+    batches the result depends only on the highest rank seen (merge is max)."""
+    state = dict(current)
+    out: list[PlannedTransition] = []
+    for r in sorted(reports, key=lambda r: (r.message_id, r.state, r.occurred_at, r.observation_id)):
+        t = step(state[r.message_id], r.state)
+        if t is not None:
+            out.append(PlannedTransition(r.message_id, t.from_state, t.to_state, t.is_correction, r))
+            state[r.message_id] = t.to_state
+    return out

@@ -1,0 +1,123 @@
+"""Every SQL statement the daemon runs (migrations, views and SQL functions live in sql/)."""
+
+# --- reducer -----------------------------------------------------------------------------------
+
+INSERT_OBSERVATIONS = """
+INSERT INTO tracker.observations (
+    message_id, vendor, vendor_ref, recipient_key, source, state, code, text, event_at,
+    received_at, failure_code, failure_reason, failure_permanent, raw, postback_id)
+SELECT m.id, o.vendor, o.vendor_ref, o.recipient_key, o.source::tracker.source,
+       o.state::tracker.state, o.code, o.text, o.event_at, o.received_at, o.failure_code,
+       o.failure_reason, o.failure_permanent, o.raw, o.postback_id
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+            $8::timestamptz[], $9::timestamptz[], $10::text[], $11::text[], $12::boolean[],
+            $13::jsonb[], $14::bigint[])
+     AS o(vendor, vendor_ref, recipient_key, source, state, code, text, event_at, received_at,
+          failure_code, failure_reason, failure_permanent, raw, postback_id)
+LEFT JOIN tracker.messages m
+       ON m.vendor = o.vendor AND m.vendor_ref = o.vendor_ref AND m.recipient_key = o.recipient_key
+RETURNING id, message_id, state, source, coalesce(event_at, received_at) AS occurred_at,
+          received_at, failure_code, failure_reason, failure_permanent
+"""
+
+# Reports waiting for their message: attach them to it (all such, or those of some messages).
+ADOPT_ORPHANS = """
+UPDATE tracker.observations o SET message_id = m.id
+FROM tracker.messages m
+WHERE o.message_id IS NULL
+  AND m.vendor = o.vendor AND m.vendor_ref = o.vendor_ref AND m.recipient_key = o.recipient_key
+  AND ($1::bigint[] IS NULL OR m.id = ANY($1::bigint[]))
+RETURNING o.id, o.message_id, o.state, o.source, coalesce(o.event_at, o.received_at) AS occurred_at,
+          o.received_at, o.failure_code, o.failure_reason, o.failure_permanent
+"""
+
+LOCK_MESSAGES = """
+SELECT id, state FROM tracker.messages WHERE id = ANY($1::bigint[]) ORDER BY id
+FOR NO KEY UPDATE  -- not FOR UPDATE: that would wait on the FK checks of concurrent inserts
+"""
+
+INSERT_TRANSITIONS = """
+INSERT INTO tracker.transitions (
+    message_id, from_state, to_state, source, occurred_at, failure_code, failure_reason,
+    failure_permanent, is_correction, observation_id)
+SELECT * FROM unnest($1::bigint[], $2::tracker.state[], $3::tracker.state[], $4::tracker.source[],
+                     $5::timestamptz[], $6::text[], $7::text[], $8::boolean[], $9::boolean[],
+                     $10::bigint[])
+"""
+
+# New state per changed message; failure details follow the state (cleared by a later success).
+UPDATE_MESSAGE_STATES = """
+UPDATE tracker.messages m SET
+    state = u.state,
+    updated_at = now(),
+    delivered_at = CASE WHEN u.state >= 'delivered' THEN coalesce(m.delivered_at, u.occurred_at)
+                        ELSE m.delivered_at END,
+    failure_code = CASE WHEN u.state < 'delivered' THEN u.failure_code END,
+    failure_reason = CASE WHEN u.state < 'delivered' THEN u.failure_reason END,
+    failure_permanent = CASE WHEN u.state < 'delivered' THEN u.failure_permanent END,
+    next_poll_at = CASE WHEN u.state >= 'unknown' THEN NULL ELSE m.next_poll_at END
+FROM unnest($1::bigint[], $2::tracker.state[], $3::timestamptz[], $4::text[], $5::text[],
+            $6::boolean[]) AS u(id, state, occurred_at, failure_code, failure_reason, failure_permanent)
+WHERE m.id = u.id
+"""
+
+TOUCH_MESSAGES = """
+UPDATE tracker.messages m SET last_report_at = greatest(m.last_report_at, u.received_at)
+FROM unnest($1::bigint[], $2::timestamptz[]) AS u(id, received_at)
+WHERE m.id = u.id
+"""
+
+NOTIFY_EVENTS = "SELECT pg_notify('tracker_events', $1::text)"
+
+PUBLISH_EVENTS = "SELECT tracker.publish_events()"
+
+# --- intake ------------------------------------------------------------------------------------
+
+CLAIM_SUBMISSIONS = """
+SELECT id, vendor, client_ref, submitted_at, vendor_ref, recipient, response, request
+FROM tracker.submissions
+WHERE processed_at IS NULL
+ORDER BY id
+LIMIT $1
+FOR UPDATE SKIP LOCKED
+"""
+
+FINISH_SUBMISSION = """
+UPDATE tracker.submissions
+SET processed_at = CASE WHEN $3::text IS NULL THEN now() ELSE processed_at END,
+    error = $2, waiting = $3, message_count = $4
+WHERE id = $1
+"""
+
+# Messages created from intake; an existing (vendor, vendor_ref, recipient_key) is kept as is.
+INSERT_MESSAGES = """
+INSERT INTO tracker.messages (
+    vendor, vendor_ref, recipient_key, recipient, client_ref, submission_id, submitted_at,
+    vendor_deadline, window_ends_at, next_poll_at)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
+                     $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::timestamptz[])
+ON CONFLICT (vendor, vendor_ref, recipient_key) DO NOTHING
+RETURNING id, vendor, vendor_ref, recipient_key
+"""
+
+UPSERT_VENDOR_SETTINGS = """
+INSERT INTO tracker.vendor_settings (vendor, expected_final_s)
+SELECT * FROM unnest($1::text[], $2::float8[])
+ON CONFLICT (vendor) DO UPDATE SET expected_final_s = excluded.expected_final_s, updated_at = now()
+"""
+
+# --- migrations --------------------------------------------------------------------------------
+
+MIGRATION_LOCK = "SELECT pg_advisory_lock(hashtext('tracker.migrate'))"
+MIGRATION_UNLOCK = "SELECT pg_advisory_unlock(hashtext('tracker.migrate'))"
+CREATE_MIGRATIONS_TABLE = """
+CREATE SCHEMA IF NOT EXISTS tracker;
+CREATE TABLE IF NOT EXISTS tracker.schema_migrations (
+    version    integer PRIMARY KEY,
+    name       text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+APPLIED_MIGRATIONS = "SELECT version FROM tracker.schema_migrations ORDER BY version"
+RECORD_MIGRATION = "INSERT INTO tracker.schema_migrations (version, name) VALUES ($1, $2)"
+MIGRATIONS_TABLE_EXISTS = "SELECT to_regclass('tracker.schema_migrations') IS NOT NULL"
