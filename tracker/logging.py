@@ -1,0 +1,190 @@
+"""Structured logging (DESIGN §7): structlog, JSON lines in production, readable on a terminal.
+
+Secrets never get out: a redaction processor masks values of secret-named keys, every registered secret
+(tracker.config registers all configured ones), URL credentials and query parameters, and the token
+segment of ``/postbacks/<vendor>/<token>`` paths, in every value including exception tracebacks.
+"""
+from __future__ import annotations
+
+import logging as _stdlib_logging
+import re
+import sys
+from functools import lru_cache, partial
+from typing import Any, TextIO
+
+import orjson
+import structlog
+
+from tracker.config import redact_dsn
+
+__all__ = ["configure", "get_logger", "redact", "register_secret", "scrub"]
+
+MASK = "***"
+MIN_SECRET_LEN = 4  # shorter "secrets" would mangle every log line; they are no secret anyway
+
+_LEVELS = {"debug": 10, "info": 20, "warning": 30, "warn": 30, "error": 40, "critical": 50}
+_SENSITIVE = ("api_key", "apikey", "token", "password", "passwd", "secret", "authorization", "cookie", "dsn")
+
+_stream: TextIO | None = None
+_secrets: set[str] = set()
+_secret_re: re.Pattern[str] | None = None
+
+# name=value / name: value / "name": "value" / ?name=value, for secret-looking names.
+_NAMED = re.compile(
+    r"(?P<pre>\b(?:api_?key|[a-z_]*token|password|passwd|[a-z_]*secret)['\"]?\s*[=:]\s*['\"]?)"
+    r"(?!\*\*\*)[^\s&'\",;}\]]+",
+    re.IGNORECASE,
+)
+_AUTH_SCHEME = re.compile(r"\b(?P<pre>(?:Bearer|Token|Basic)\s+)[A-Za-z0-9._~+/=-]{8,}")
+_USERINFO = re.compile(r"(?P<pre>\b[A-Za-z][A-Za-z0-9+.-]*://[^:/?#@\s]*:)[^@\s]*@")
+_POSTBACK = re.compile(r"(?P<pre>/postbacks/[^/\s?#]+/)[^/\s?#'\"]+")
+
+
+def register_secret(value: str | None) -> None:
+    """Mask ``value`` wherever it appears in any logged string from now on."""
+    global _secret_re
+    if not value or len(value) < MIN_SECRET_LEN or value in _secrets:
+        return
+    _secrets.add(value)
+    alternatives = sorted(_secrets, key=len, reverse=True)
+    _secret_re = re.compile("|".join(re.escape(s) for s in alternatives))
+
+
+@lru_cache(maxsize=4096)
+def _is_sensitive(key: str) -> bool:
+    k = key.lower().replace("-", "_")
+    return any(k == s or k.endswith("_" + s) for s in _SENSITIVE)
+
+
+def scrub(text: str) -> str:
+    """``text`` with registered secrets and credential-looking parts masked."""
+    if _secret_re is not None:
+        text = _secret_re.sub(MASK, text)
+    if "://" in text:
+        text = _USERINFO.sub(lambda m: m.group("pre") + MASK + "@", text)
+    if "/postbacks/" in text:
+        text = _POSTBACK.sub(lambda m: m.group("pre") + MASK, text)
+    if "=" in text or ":" in text:
+        text = _NAMED.sub(lambda m: m.group("pre") + MASK, text)
+    if " " in text:
+        text = _AUTH_SCHEME.sub(lambda m: m.group("pre") + MASK, text)
+    return text
+
+
+def _redact_value(key: str, value: Any, depth: int = 0) -> Any:
+    if value is None or isinstance(value, bool):
+        return value
+    if key and _is_sensitive(key):
+        if isinstance(value, str) and key.lower().endswith("dsn"):
+            return scrub(redact_dsn(value))
+        return MASK
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, (int, float)):
+        return value
+    if depth < 4:
+        if isinstance(value, dict):
+            return {k: _redact_value(str(k), v, depth + 1) for k, v in value.items()}
+        if isinstance(value, (list, tuple, set, frozenset)):
+            return [_redact_value("", v, depth + 1) for v in value]
+    if isinstance(value, (bytes, bytearray)):
+        return scrub(bytes(value).decode("utf-8", "replace"))
+    return scrub(str(value))
+
+
+def redact(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """structlog processor: mask secrets in every key and value (including formatted exceptions)."""
+    return {k: _redact_value(k, v) for k, v in event_dict.items()}
+
+
+def _orjson_dumps(obj: Any, **_kw: Any) -> bytes:
+    return orjson.dumps(obj, default=str, option=orjson.OPT_NON_STR_KEYS)
+
+
+class _StdlibBridge(_stdlib_logging.Handler):
+    """Forwards records of libraries using stdlib logging (asyncio, aiohttp, asyncpg) through structlog."""
+
+    def emit(self, record: _stdlib_logging.LogRecord) -> None:
+        try:
+            kw: dict[str, Any] = {"exc_info": record.exc_info} if record.exc_info else {}
+            structlog.get_logger(record.name).log(record.levelno, record.getMessage(), **kw)
+        except Exception:  # pragma: no cover - never let logging break the caller
+            self.handleError(record)
+
+
+class _NamedWriteLogger(structlog.WriteLogger):
+    def __init__(self, file: TextIO, name: str | None = None):
+        super().__init__(file)
+        self.name = name
+
+
+class _NamedBytesLogger(structlog.BytesLogger):
+    def __init__(self, file: Any, name: str | None = None):
+        super().__init__(file)
+        self.name = name
+
+
+def _add_logger_name(logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    name = getattr(logger, "name", None)
+    if name is not None:
+        event_dict.setdefault("logger", name)
+    return event_dict
+
+
+def configure(level: str = "info", fmt: str = "auto", *, stream: TextIO | None = None,
+              cache: bool = True) -> None:
+    """Set up structlog. ``fmt``: json | console | auto (JSON unless ``stream`` is a TTY).
+
+    ``stream`` defaults to stderr. ``cache=False`` keeps loggers reconfigurable (tests).
+    """
+    lvl = _LEVELS.get(level.lower())
+    if lvl is None:
+        raise ValueError(f"unknown log level {level!r}")
+    if fmt not in ("auto", "json", "console"):
+        raise ValueError(f"unknown log format {fmt!r}")
+    global _stream
+    stream = _stream = sys.stderr if stream is None else stream  # keep it alive: it owns .buffer
+    if fmt == "auto":
+        isatty = getattr(stream, "isatty", None)
+        fmt = "console" if isatty is not None and isatty() else "json"
+
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        _add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        redact,
+    ]
+    logger_factory: Any  # called with the name given to get_logger(), if any
+    if fmt == "json":
+        buffer = getattr(stream, "buffer", None)
+        if buffer is not None:
+            processors.append(structlog.processors.JSONRenderer(serializer=_orjson_dumps))
+            logger_factory = partial(_NamedBytesLogger, buffer)
+        else:
+            processors.append(structlog.processors.JSONRenderer(
+                serializer=lambda o, **kw: _orjson_dumps(o).decode()))
+            logger_factory = partial(_NamedWriteLogger, stream)
+    else:
+        isatty = getattr(stream, "isatty", None)
+        processors.append(structlog.dev.ConsoleRenderer(colors=bool(isatty and isatty())))
+        logger_factory = partial(_NamedWriteLogger, stream)
+
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(lvl),
+        logger_factory=logger_factory,
+        cache_logger_on_first_use=cache,
+    )
+
+    root = _stdlib_logging.getLogger()
+    for h in [h for h in root.handlers if isinstance(h, _StdlibBridge)]:
+        root.removeHandler(h)
+    root.addHandler(_StdlibBridge())
+    root.setLevel(lvl)
+
+
+def get_logger(name: str | None = None, **initial: Any) -> Any:
+    """A structlog logger (lazy: usable at import time); its records carry ``logger=name``."""
+    return structlog.get_logger(name, **initial) if name is not None else structlog.get_logger(**initial)
