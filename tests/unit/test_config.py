@@ -1,0 +1,373 @@
+"""tracker.config: layers, secrets from files, error collection, check-config."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from tracker import config as tc
+from tracker.config import ConfigError, Problem, check_config, load, redact_dsn
+from tracker.config_types import VENDORS, Config
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "tracker.example.toml"
+
+
+def write(tmp_path: Path, text: str, name: str = "tracker.toml") -> str:
+    p = tmp_path / name
+    p.write_text(text)
+    return str(p)
+
+
+def test_defaults_without_any_file():
+    cfg = load(None, env={})
+    assert cfg == Config()
+    assert cfg.database.dsn is None
+    assert cfg.http.listen == "127.0.0.1:8080"
+    assert set(cfg.vendors) == set(VENDORS)
+    assert all(v.enabled and v.postback_token is None for v in cfg.vendors.values())
+    assert cfg.source is None
+
+
+def test_file_values(tmp_path):
+    path = write(tmp_path, """
+[database]
+dsn = "postgresql://u@db:5432/t"
+pool_max = 20
+[http]
+listen = "0.0.0.0:9000"
+ops_listen = "[::1]:9001"
+[log]
+level = "DEBUG"
+format = "json"
+[vendors.sparrow]
+enabled = false
+base_url = "https://sparrow.example.com/"
+first_poll_s = 5
+allow_networks = ["10.0.0.0/8", "2001:db8::/32"]
+""")
+    cfg = load(path, env={})
+    assert cfg.source == path
+    assert cfg.database.dsn == "postgresql://u@db:5432/t"
+    assert cfg.database.pool_max == 20
+    assert cfg.http.listen == "0.0.0.0:9000" and cfg.http.ops_listen == "[::1]:9001"
+    assert cfg.log.level == "debug" and cfg.log.format == "json"
+    sp = cfg.vendors["sparrow"]
+    assert sp.enabled is False and sp.name == "sparrow"
+    assert sp.base_url == "https://sparrow.example.com"  # trailing slash dropped
+    assert sp.first_poll_s == 5.0 and isinstance(sp.first_poll_s, float)
+    assert sp.allow_networks == ("10.0.0.0/8", "2001:db8::/32")
+    assert cfg.vendors["skycore"].enabled is True
+
+
+def test_path_from_tracker_config_env(tmp_path):
+    path = write(tmp_path, '[http]\nlisten = "127.0.0.1:1"\n')
+    assert load(None, env={"TRACKER_CONFIG": path}).http.listen == "127.0.0.1:1"
+    # An explicit path wins over $TRACKER_CONFIG.
+    other = write(tmp_path, '[http]\nlisten = "127.0.0.1:2"\n', "other.toml")
+    assert load(other, env={"TRACKER_CONFIG": path}).http.listen == "127.0.0.1:2"
+
+
+def test_env_overrides_beat_the_file(tmp_path):
+    path = write(tmp_path, """
+[http]
+listen = "127.0.0.1:8080"
+[vendors.engagespark]
+concurrency = 2
+enabled = true
+""")
+    env = {
+        "TRACKER_HTTP__LISTEN": "0.0.0.0:8181",
+        "TRACKER_HTTP__OPS_LISTEN": "127.0.0.1:9090",
+        "tracker_vendors__EngageSpark__Concurrency": "16",  # case-insensitive
+        "TRACKER_VENDORS__ENGAGESPARK__ENABLED": "no",
+        "TRACKER_VENDORS__SKYCORE__RATE_LIMIT_PER_S": "2.5",
+        "TRACKER_VENDORS__SKYCORE__ALLOW_NETWORKS": "10.0.0.0/8, 192.168.0.0/16",
+        "TRACKER_DATABASE__DSN": "postgresql://x@h/db",
+        "TRACKER_CONFIG": "/nonexistent-but-ignored-because-path-given",
+        "TRACKER_SOMETHING_ELSE": "ignored (no double underscore)",
+        "HOME": "/root",
+    }
+    cfg = load(path, env=env)
+    assert cfg.http.listen == "0.0.0.0:8181"
+    assert cfg.http.ops_listen == "127.0.0.1:9090"
+    es = cfg.vendors["engagespark"]
+    assert es.concurrency == 16 and es.enabled is False
+    assert cfg.vendors["skycore"].rate_limit_per_s == 2.5
+    assert cfg.vendors["skycore"].allow_networks == ("10.0.0.0/8", "192.168.0.0/16")
+    assert cfg.database.dsn == "postgresql://x@h/db"
+
+
+@pytest.mark.parametrize("text,expected", [("true", True), ("1", True), ("YES", True),
+                                           ("false", False), ("0", False), ("no", False)])
+def test_env_bools(text, expected):
+    cfg = load(None, env={"TRACKER_VENDORS__SPARROW__ENABLED": text})
+    assert cfg.vendors["sparrow"].enabled is expected
+
+
+def test_secret_files_relative_to_config_dir(tmp_path):
+    (tmp_path / "key.txt").write_text("sk-live-abcdef\n")
+    (tmp_path / "pb").write_text("pb-token-123\n")
+    (tmp_path / "dsn").write_text("postgresql://u:dbpass99@h/db\n")
+    path = write(tmp_path, """
+[database]
+dsn_file = "dsn"
+[vendors.sparksender]
+api_key_file = "key.txt"
+postback_token_file = "pb"
+user_id = "42"
+""")
+    cfg = load(path, env={})
+    ss = cfg.vendors["sparksender"]
+    assert ss.api_key == "sk-live-abcdef"
+    assert ss.postback_token == "pb-token-123"
+    assert ss.user_id == "42"
+    assert cfg.database.dsn == "postgresql://u:dbpass99@h/db"
+
+
+def test_secret_files_from_credentials_directory(tmp_path):
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "sparrow-api").write_text("api-tok-777\n")
+    (creds / "sparrow-partner").write_text("partner-888")
+    absolute = tmp_path / "abs-token"
+    absolute.write_text("abs-secret-999\n")
+    path = write(tmp_path, """
+[vendors.sparrow]
+api_token_file = "sparrow-api"
+partner_token_file = "sparrow-partner"
+""")
+    env = {"CREDENTIALS_DIRECTORY": str(creds),
+           "TRACKER_VENDORS__SPARROW__POSTBACK_TOKEN_FILE": str(absolute)}
+    sp = load(path, env=env).vendors["sparrow"]
+    assert sp.api_token == "api-tok-777"
+    assert sp.partner_token == "partner-888"
+    assert sp.postback_token == "abs-secret-999"
+
+
+def test_env_secret_replaces_file_pair(tmp_path):
+    (tmp_path / "k").write_text("from-file-key")
+    path = write(tmp_path, '[vendors.skycore]\napi_key_file = "k"\n')
+    cfg = load(path, env={"TRACKER_VENDORS__SKYCORE__API_KEY": "from-env-key"})
+    assert cfg.vendors["skycore"].api_key == "from-env-key"
+
+
+def test_key_and_key_file_both_is_an_error(tmp_path):
+    (tmp_path / "k").write_text("file-value")
+    path = write(tmp_path, '[vendors.skycore]\napi_key = "inline-secret-value"\napi_key_file = "k"\n')
+    with pytest.raises(ConfigError) as ei:
+        load(path, env={})
+    [p] = ei.value.problems
+    assert p.file == path and p.key == "vendors.skycore.api_key_file"
+    assert "not both" in p.reason
+    assert "inline-secret-value" not in str(ei.value)
+    assert "file-value" not in str(ei.value)
+
+
+def test_unreadable_secret_file(tmp_path):
+    path = write(tmp_path, '[vendors.skycore]\npostback_token_file = "missing"\n')
+    with pytest.raises(ConfigError) as ei:
+        load(path, env={})
+    [p] = ei.value.problems
+    assert p.key == "vendors.skycore.postback_token_file"
+    assert "cannot read secret file" in p.reason and "missing" in p.reason
+
+
+def test_broken_file_reports_every_problem(tmp_path):
+    path = write(tmp_path, """
+[http]
+listn = "127.0.0.1:8080"
+ops_listen = "localhost"
+max_body_bytes = "big"
+[log]
+level = "verbose"
+[vendors.sparksender]
+concurency = 3
+rate_limit_per_s = 0
+base_url = "ftp://example.com"
+[vendors.sparksendr]
+enabled = true
+[databse]
+dsn = "x"
+""")
+    with pytest.raises(ConfigError) as ei:
+        load(path, env={"TRACKER_VENDORS__SKYCORE__CONCURRENCY": "lots",
+                        "TRACKER_HTTTP__LISTEN": "1.2.3.4:5"})
+    problems = ei.value.problems
+    by_key = {p.key: p for p in problems}
+    assert "did you mean 'listen'" in by_key["http.listn"].reason
+    assert "host:port" in by_key["http.ops_listen"].reason
+    assert "expected an integer" in by_key["http.max_body_bytes"].reason
+    assert "string 'big'" in by_key["http.max_body_bytes"].reason
+    assert "debug" in by_key["log.level"].reason
+    assert "did you mean 'concurrency'" in by_key["vendors.sparksender.concurency"].reason
+    assert "positive" in by_key["vendors.sparksender.rate_limit_per_s"].reason
+    assert "http" in by_key["vendors.sparksender.base_url"].reason
+    assert "did you mean 'sparksender'" in by_key["vendors.sparksendr"].reason
+    assert "did you mean 'database'" in by_key["databse"].reason
+    assert all(by_key[k].file == path for k in by_key if not k.startswith("TRACKER_"))
+    env_p = by_key["TRACKER_VENDORS__SKYCORE__CONCURRENCY"]
+    assert env_p.file == "environment" and "integer" in env_p.reason
+    assert "did you mean 'http'" in by_key["TRACKER_HTTTP__LISTEN"].reason
+    text = str(ei.value)
+    assert len(text.splitlines()) == len(problems) >= 11
+    assert f"{path}: http.listn: unknown key (did you mean 'listen'?)" in text.splitlines()
+
+
+def test_toml_syntax_error_has_line_and_column(tmp_path):
+    path = write(tmp_path, '[http]\nlisten = "127.0.0.1:8080"\nops_listen = 127.0.0.1:9090\n')
+    with pytest.raises(ConfigError) as ei:
+        load(path, env={"TRACKER_LOG__LEVEL": "loud"})
+    syntax, env_level = ei.value.problems
+    assert syntax.file == path
+    assert syntax.key.startswith("line 3, column ")
+    assert "TOML syntax error" in syntax.reason
+    # Environment problems are still reported alongside.
+    assert env_level == Problem("environment", "TRACKER_LOG__LEVEL", env_level.reason)
+
+
+def test_missing_or_binary_config_file(tmp_path):
+    with pytest.raises(ConfigError) as ei:
+        load(str(tmp_path / "nope.toml"), env={})
+    assert "cannot read config file" in str(ei.value)
+    binary = tmp_path / "bin.toml"
+    binary.write_bytes(b"a = 1\n\xff\xfe")
+    with pytest.raises(ConfigError) as ei:
+        load(str(binary), env={})
+    assert "not UTF-8" in str(ei.value)
+
+
+def test_wrong_types_and_values():
+    env = {
+        "TRACKER_HTTP__LISTEN": "127.0.0.1:99999",
+        "TRACKER_INTAKE__SWEEP_INTERVAL_S": "-1",
+        "TRACKER_VENDORS__SPARROW__ENABLED": "maybe",
+        "TRACKER_VENDORS__SPARROW__ALLOW_NETWORKS": "10.0.0.0/8,not-a-net",
+        "TRACKER_VENDORS__SPARROW__TRACKING_WINDOW_S": "nan",
+        "TRACKER_LOG__FORMAT": "jsn",
+        "TRACKER_VENDORS__SPARROW": "x",
+        "TRACKER_DATABASE__POOL_MIN": "50",
+    }
+    with pytest.raises(ConfigError) as ei:
+        load(None, env=env)
+    keys = {p.key for p in ei.value.problems}
+    assert keys == set(env)
+    assert all(p.file == "environment" for p in ei.value.problems)
+    assert "did you mean 'json'" in str(ei.value)
+
+
+def test_secret_values_never_in_problems(tmp_path):
+    (tmp_path / "empty").write_text("\n")
+    path = write(tmp_path, """
+[database]
+dsn = "mysql://admin:Sup3rS3cretPw@db/x"
+[vendors.sparksender]
+api_key = 123456789
+postback_token = "has/slash-SECRETTOKEN"
+api_kye = "typo-secret-ABCDEF"
+base_url = "ftp://user:urlpassword42@host"
+[vendors.sparrow]
+partner_token_file = "empty"
+""")
+    with pytest.raises(ConfigError) as ei:
+        load(path, env={"TRACKER_VENDORS__SKYCORE__API_KYE": "env-typo-secret-XYZ"})
+    text = str(ei.value)
+    for secret in ("Sup3rS3cretPw", "123456789", "SECRETTOKEN", "typo-secret-ABCDEF",
+                   "urlpassword42", "env-typo-secret-XYZ"):
+        assert secret not in text
+    keys = {p.key for p in ei.value.problems}
+    assert {"database.dsn", "vendors.sparksender.api_key", "vendors.sparksender.postback_token",
+            "vendors.sparksender.api_kye", "vendors.sparksender.base_url",
+            "vendors.sparrow.partner_token_file", "TRACKER_VENDORS__SKYCORE__API_KYE"} == keys
+
+
+def test_missing_credentials_are_fine_and_none():
+    cfg = load(None, env={"TRACKER_VENDORS__SKYCORE__BASE_URL": "http://127.0.0.1:1234"})
+    sky = cfg.vendors["skycore"]
+    assert sky.base_url == "http://127.0.0.1:1234"
+    assert sky.postback_token is None and sky.api_key is None
+
+
+def test_load_registers_secrets(tmp_path, monkeypatch):
+    from tracker import logging as tlog
+
+    monkeypatch.setattr(tlog, "_secrets", set())
+    monkeypatch.setattr(tlog, "_secret_re", None)
+    load(None, env={"TRACKER_VENDORS__SPARROW__API_TOKEN": "sparrow-api-secret",
+                    "TRACKER_DATABASE__DSN": "postgresql://u:pw-secret-1@h/db"})
+    assert "sparrow-api-secret" in tlog._secrets
+    assert "pw-secret-1" in tlog._secrets
+
+
+def test_example_config_is_valid_and_complete(tmp_path):
+    import tomllib
+
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    data = tomllib.loads(EXAMPLE.read_text())
+    for vendor in data["vendors"].values():
+        for key, value in vendor.items():
+            if key.endswith("_file"):
+                (creds / value).write_text(f"secret-for-{value}\n")
+    cfg = load(str(EXAMPLE), env={"CREDENTIALS_DIRECTORY": str(creds)})
+    assert cfg.database.dsn is None
+    assert cfg.vendors["sparrow"].partner_token == "secret-for-sparrow-partner-token"
+    # Every field of every section (secrets possibly as _file or commented out) is mentioned.
+    text = EXAMPLE.read_text()
+    for section, fields in tc._FIELDS.items():
+        for name in fields:
+            assert name in text, (section, name)
+
+
+@pytest.mark.parametrize("dsn,expected", [
+    ("postgresql://user:s3cret@host:5432/db", "postgresql://user:***@host:5432/db"),
+    ("postgresql://user@host/db", "postgresql://user@host/db"),
+    ("postgresql://user:p@ss:w@host/db", "postgresql://user:***@host/db"),
+    ("postgresql://host/db?password=s3cret&sslmode=require", "postgresql://host/db?password=***&sslmode=require"),
+    ("host=h user=u password=s3cret dbname=d", "host=h user=u password=*** dbname=d"),
+    ("host=h password='s3 cret' dbname=d", "host=h password=*** dbname=d"),
+    (None, ""),
+])
+def test_redact_dsn(dsn, expected):
+    assert redact_dsn(dsn) == expected
+
+
+def test_check_config_ok(tmp_path):
+    path = write(tmp_path, """
+[database]
+dsn = "postgresql://admin:hunter2-secret@db.internal:5432/tracker"
+[http]
+ops_listen = "127.0.0.1:9090"
+[vendors.sparrow]
+enabled = false
+[vendors.skycore]
+postback_token = "sky-token-abc"
+base_url = "https://sky.example.com"
+""")
+    out = io.StringIO()
+    assert check_config(path, env={}, out=out) == 0
+    text = out.getvalue()
+    assert text.splitlines()[0] == f"config OK: {path}"
+    assert "db.internal:5432/tracker" in text
+    assert "hunter2-secret" not in text and "sky-token-abc" not in text
+    assert "127.0.0.1:9090" in text
+    assert "vendor sparrow: disabled" in text
+    assert "vendor sparksender: enabled" in text and "postbacks refused" in text
+
+
+def test_check_config_defaults():
+    out = io.StringIO()
+    assert check_config(None, env={}, out=out) == 0
+    assert out.getvalue().startswith("config OK: defaults\n")
+    assert "embedded" in out.getvalue()
+
+
+def test_check_config_problems(tmp_path):
+    path = write(tmp_path, '[http]\nlisten = "nowhere"\n[vendors.skycore]\napi_key = 42\n')
+    out = io.StringIO()
+    assert check_config(path, env={"TRACKER_HTTP__OPS_LISTEN": "bad"}, out=out) == 2
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "config has 3 problems:"
+    assert lines[1].startswith(f"{path}: http.listen: expected host:port")
+    assert lines[2] == f"{path}: vendors.skycore.api_key: expected a string, got integer"
+    assert lines[3].startswith("environment: TRACKER_HTTP__OPS_LISTEN: expected host:port")

@@ -1,0 +1,196 @@
+"""tracker.logging: output formats, level filtering and secret redaction."""
+from __future__ import annotations
+
+import io
+import re
+import logging as stdlib_logging
+
+import orjson
+import pytest
+import structlog
+
+from tracker import logging as tlog
+
+
+class TTY(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+class BinaryStream(io.TextIOWrapper):
+    """A text stream with a .buffer, like sys.stderr (exercises the bytes fast path)."""
+
+    def __init__(self) -> None:
+        super().__init__(io.BytesIO(), encoding="utf-8", write_through=True)
+
+    def text(self) -> str:
+        self.flush()
+        return self.buffer.getvalue().decode()
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch):
+    monkeypatch.setattr(tlog, "_secrets", set())
+    monkeypatch.setattr(tlog, "_secret_re", None)
+    yield
+    structlog.reset_defaults()
+    root = stdlib_logging.getLogger()
+    for h in [h for h in root.handlers if isinstance(h, tlog._StdlibBridge)]:
+        root.removeHandler(h)
+
+
+def json_lines(text: str) -> list[dict]:
+    return [orjson.loads(line) for line in text.splitlines() if line]
+
+
+def test_json_lines_and_level_filter():
+    out = io.StringIO()
+    tlog.configure("info", "json", stream=out, cache=False)
+    log = tlog.get_logger("tracker.test")
+    log.debug("hidden")
+    log.info("hello", n=1, state="delivered")
+    log.warning("careful", when=None)
+    records = json_lines(out.getvalue())
+    assert [r["event"] for r in records] == ["hello", "careful"]
+    first = records[0]
+    assert first["level"] == "info" and first["logger"] == "tracker.test" and first["n"] == 1
+    assert first["timestamp"].endswith("Z") and "T" in first["timestamp"]
+
+
+def test_json_via_bytes_buffer():
+    out = BinaryStream()
+    tlog.configure("debug", "json", stream=out, cache=False)
+    tlog.get_logger("x").debug("bytes path", data={1: b"raw", "s": {"a"}})
+    [rec] = json_lines(out.text())
+    assert rec["event"] == "bytes path" and rec["level"] == "debug"
+    assert rec["data"] == {"1": "raw", "s": ["a"]}
+
+
+def test_auto_format_follows_tty():
+    pipe, tty = io.StringIO(), TTY()
+    tlog.configure("info", "auto", stream=pipe, cache=False)
+    tlog.get_logger().info("to a pipe")
+    assert json_lines(pipe.getvalue())[0]["event"] == "to a pipe"
+    tlog.configure("info", "auto", stream=tty, cache=False)
+    tlog.get_logger().info("to a terminal", k="v")
+    line = re.sub(r"\x1b\[[0-9;]*m", "", tty.getvalue())
+    assert "to a terminal" in line and "k=" in line
+    with pytest.raises(orjson.JSONDecodeError):
+        orjson.loads(line)
+
+
+def test_console_format_is_redacted():
+    out = io.StringIO()
+    tlog.configure("info", "console", stream=out, cache=False)
+    tlog.get_logger().info("login", api_key="sk-console-secret")
+    assert "sk-console-secret" not in out.getvalue()
+    assert "***" in out.getvalue()
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError):
+        tlog.configure("loud")
+    with pytest.raises(ValueError):
+        tlog.configure("info", "xml")
+
+
+def test_secret_keys_are_masked():
+    out = io.StringIO()
+    tlog.configure("info", "json", stream=out, cache=False)
+    tlog.get_logger().info(
+        "request",
+        api_key="k-1111", api_token="t-2222", partner_token="p-3333", postback_token="pb-4444",
+        token="t-5555", password="pw-6666", client_secret="s-7777", Authorization="Token abcdefgh9999",
+        dsn="postgresql://user:dbpw-8888@db:5432/tracker",
+        headers={"Authorization": "Bearer zzzz-0000", "Accept": "json"},
+        has_token=True, token_count=3, api_key_file="/run/credentials/x",
+    )
+    text = out.getvalue()
+    for secret in ("1111", "2222", "3333", "4444", "5555", "6666", "7777", "9999", "dbpw-8888", "0000"):
+        assert secret not in text
+    [rec] = json_lines(text)
+    assert rec["api_key"] == "***" and rec["token"] == "***"
+    assert rec["dsn"] == "postgresql://user:***@db:5432/tracker"
+    assert rec["headers"] == {"Authorization": "***", "Accept": "json"}
+    assert rec["has_token"] is True and rec["token_count"] == 3
+    assert rec["api_key_file"] == "/run/credentials/x"
+
+
+def test_registered_secrets_are_masked_anywhere():
+    out = io.StringIO()
+    tlog.configure("info", "json", stream=out, cache=False)
+    tlog.register_secret("very-secret-value")
+    tlog.register_secret("abc")  # too short to be masked usefully; ignored
+    log = tlog.get_logger()
+    log.info("got very-secret-value back", detail=["x", "prefix-very-secret-value-suffix"], n="abc")
+    text = out.getvalue()
+    assert "very-secret-value" not in text
+    [rec] = json_lines(text)
+    assert rec["event"] == "got *** back"
+    assert rec["detail"] == ["x", "prefix-***-suffix"]
+    assert rec["n"] == "abc"
+
+
+def test_secrets_registered_by_config_load():
+    from tracker.config import load
+
+    load(None, env={"TRACKER_VENDORS__SKYCORE__API_KEY": "skycore-key-from-env"})
+    out = io.StringIO()
+    tlog.configure("info", "json", stream=out, cache=False)
+    tlog.get_logger().error("vendor said", body="invalid key skycore-key-from-env")
+    assert "skycore-key-from-env" not in out.getvalue()
+
+
+def test_urls_and_text_are_scrubbed():
+    out = io.StringIO()
+    tlog.configure("info", "json", stream=out, cache=False)
+    tlog.get_logger().info(
+        "poll",
+        url="https://api.example.com/status?id=7&api_key=QQQ111&token=RRR222",
+        path="/postbacks/skycore/SSS333?x=1",
+        upstream="http://bob:TTT444@proxy:3128/",
+        err="{'apiKey': 'UUU555', 'password': 'VVV666'}",
+    )
+    text = out.getvalue()
+    for secret in ("QQQ111", "RRR222", "SSS333", "TTT444", "UUU555", "VVV666"):
+        assert secret not in text
+    [rec] = json_lines(text)
+    assert rec["url"] == "https://api.example.com/status?id=7&api_key=***&token=***"
+    assert rec["path"] == "/postbacks/skycore/***?x=1"
+    assert rec["upstream"] == "http://bob:***@proxy:3128/"
+
+
+def test_exception_tracebacks_are_scrubbed():
+    out = io.StringIO()
+    tlog.configure("info", "json", stream=out, cache=False)
+    tlog.register_secret("traceback-secret-42")
+    try:
+        raise RuntimeError("auth failed for traceback-secret-42")
+    except RuntimeError:
+        tlog.get_logger().exception("boom")
+    text = out.getvalue()
+    assert "traceback-secret-42" not in text
+    [rec] = json_lines(text)
+    assert "RuntimeError: auth failed for ***" in rec["exception"]
+
+
+def test_stdlib_records_are_bridged_and_scrubbed():
+    out = io.StringIO()
+    tlog.configure("info", "json", stream=out, cache=False)
+    tlog.register_secret("stdlib-secret-77")
+    stdlib_logging.getLogger("asyncio").error("Task failed: %s", "stdlib-secret-77")
+    stdlib_logging.getLogger("aiohttp").debug("filtered out")
+    [rec] = json_lines(out.getvalue())
+    assert rec["logger"] == "asyncio" and rec["level"] == "error"
+    assert rec["event"] == "Task failed: ***"
+
+
+def test_arbitrary_objects_are_stringified_and_scrubbed():
+    class Creds:
+        def __str__(self) -> str:
+            return "Creds(password=WWW777)"
+
+    out = io.StringIO()
+    tlog.configure("info", "json", stream=out, cache=False)
+    tlog.get_logger().info("obj", creds_obj=Creds())
+    assert "WWW777" not in out.getvalue()
