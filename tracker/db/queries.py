@@ -16,7 +16,7 @@ FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text
           failure_code, failure_reason, failure_permanent, raw, postback_id)
 LEFT JOIN tracker.messages m
        ON m.vendor = o.vendor AND m.vendor_ref = o.vendor_ref AND m.recipient_key = o.recipient_key
-RETURNING id, message_id, state, source, coalesce(event_at, received_at) AS occurred_at,
+RETURNING id, message_id, vendor, code, state, source, coalesce(event_at, received_at) AS occurred_at,
           received_at, failure_code, failure_reason, failure_permanent
 """
 
@@ -27,7 +27,7 @@ FROM tracker.messages m
 WHERE o.message_id IS NULL
   AND m.vendor = o.vendor AND m.vendor_ref = o.vendor_ref AND m.recipient_key = o.recipient_key
   AND ($1::bigint[] IS NULL OR m.id = ANY($1::bigint[]))
-RETURNING o.id, o.message_id, o.state, o.source, coalesce(o.event_at, o.received_at) AS occurred_at,
+RETURNING o.id, o.message_id, o.vendor, o.code, o.state, o.source, coalesce(o.event_at, o.received_at) AS occurred_at,
           o.received_at, o.failure_code, o.failure_reason, o.failure_permanent
 """
 

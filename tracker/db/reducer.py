@@ -16,6 +16,7 @@ import orjson
 from tracker.adapters.base import Observation
 from tracker.core.reduce import PlannedTransition, Report, plan, recipient_key
 from tracker.core.states import State
+from tracker import metrics
 from tracker.db import queries as q
 
 
@@ -63,6 +64,10 @@ async def apply(
     async with conn.transaction():
         rows = await conn.fetch(q.INSERT_OBSERVATIONS, *cols)
         result = await _raise_states(conn, rows)
+    for r in rows:
+        metrics.observations.labels(r["vendor"], source).inc()
+        if r["state"] is None:
+            metrics.unmapped.labels(r["vendor"], str(r["code"])[:32]).inc()
     result.stored = len(rows)
     result.orphans = sum(1 for r in rows if r["message_id"] is None)
     result.unmapped = sum(1 for r in rows if r["state"] is None)
@@ -121,4 +126,7 @@ async def _raise_states(conn: asyncpg.Connection, rows: Sequence[asyncpg.Record]
         )
         await conn.execute(q.NOTIFY_EVENTS, str(len(planned)))
     await conn.execute(q.TOUCH_MESSAGES, list(touched), list(touched.values()))
+    vendor_of = {r["message_id"]: r["vendor"] for r in rows}
+    for t in planned:
+        metrics.transitions.labels(vendor_of[t.message_id], t.to_state.name).inc()
     return Applied(transitions=planned)

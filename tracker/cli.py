@@ -1,0 +1,100 @@
+"""The `tracker` command."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from tracker import config as config_mod
+from tracker import logging as tlog
+
+
+def _load(args) -> config_mod.Config:
+    try:
+        cfg = config_mod.load(args.config)
+    except config_mod.ConfigError as e:
+        print(f"configuration error:\n{e}", file=sys.stderr)
+        raise SystemExit(2)
+    tlog.configure(cfg.log.level, cfg.log.format)
+    return cfg
+
+
+def cmd_run(args) -> int:
+    from tracker.app import Tracker
+
+    cfg = _load(args)
+    asyncio.run(Tracker(cfg).run_until_signal())
+    return 0
+
+
+def cmd_migrate(args) -> int:
+    import asyncpg
+
+    from tracker.db.embedded import EmbeddedPostgres
+    from tracker.db.migrate import migrate
+
+    cfg = _load(args)
+    log = tlog.get_logger("tracker.migrate")
+
+    async def go(dsn: str) -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            applied = await migrate(conn)
+        finally:
+            await conn.close()
+        log.info("migrations done", applied=[m.version for m in applied])
+
+    if cfg.database.dsn:
+        asyncio.run(go(cfg.database.dsn))
+    else:
+        with EmbeddedPostgres(cfg.database.state_dir) as pg:
+            asyncio.run(go(pg.dsn))
+    return 0
+
+
+def cmd_check_config(args) -> int:
+    return config_mod.check_config(args.config)
+
+
+def cmd_sandbox(args) -> int:
+    from tracker.sandbox.__main__ import main as sandbox_main
+
+    return sandbox_main(args.rest) or 0
+
+
+def cmd_demo(args) -> int:
+    from tracker.demo import main as demo_main
+
+    return demo_main(args)
+
+
+def cmd_replay(args) -> int:
+    from tracker.replay import main as replay_main
+
+    return replay_main(args, _load(args))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tracker", description="SMS delivery tracker")
+    parser.add_argument("--config", help="TOML configuration file (default: $TRACKER_CONFIG)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="run the daemon").set_defaults(func=cmd_run)
+    sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
+    sub.add_parser("check-config", help="validate the configuration").set_defaults(func=cmd_check_config)
+    sb = sub.add_parser("sandbox", help="run the fake vendors", add_help=False)
+    sb.add_argument("rest", nargs=argparse.REMAINDER)
+    sb.set_defaults(func=cmd_sandbox)
+    demo = sub.add_parser("demo", help="tracker + sandbox vendors + sample sends, on the embedded database")
+    demo.add_argument("--seconds", type=float, default=60.0, help="stop after this long (default 60)")
+    demo.add_argument("--rate", type=float, default=5.0, help="sends per second (default 5)")
+    demo.set_defaults(func=cmd_demo)
+    rp = sub.add_parser("replay", help="re-parse stored raw postbacks and apply them again")
+    rp.add_argument("--vendor", help="only this vendor's postbacks")
+    rp.add_argument("--since", help="only postbacks received at or after this ISO time")
+    rp.set_defaults(func=cmd_replay)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
