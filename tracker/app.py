@@ -39,6 +39,12 @@ class Tracker:
         self.stopping = asyncio.Event()
         self.intake_wake = asyncio.Event()
         self.listen_addresses: dict[str, tuple[str, int]] = {}
+        # Parts with their own lifecycle: each has `async start()`, `async stop()` and may have
+        # `add_routes(app)` for the postback listener. Started in order, stopped in reverse.
+        self.components: list = self._components()
+
+    def _components(self) -> list:
+        return []
 
     # --- start / stop --------------------------------------------------------------------------
 
@@ -60,6 +66,8 @@ class Tracker:
             vendors = list(self.config.vendors.values())
             await conn.execute(q.UPSERT_VENDOR_SETTINGS, [v.name for v in vendors],
                                [v.expected_final_s for v in vendors])
+        for c in self.components:
+            await c.start()
         await self._start_http()
         self.tasks.append(asyncio.create_task(self._intake_loop(), name="intake"))
         self.tasks.append(asyncio.create_task(self._listen_intake(), name="intake-listener"))
@@ -84,6 +92,8 @@ class Tracker:
         await asyncio.gather(*self.tasks, return_exceptions=True)
         for runner in self.runners:
             await runner.cleanup()  # finishes in-flight requests first
+        for c in reversed(self.components):
+            await c.stop()
         if self.pool is not None:
             await self.pool.close()
         if self.embedded is not None:
@@ -108,6 +118,9 @@ class Tracker:
         if self.config.http.ops_listen:
             ops_app = web.Application()
         ops.add_routes(ops_app, self)
+        for c in self.components:
+            if hasattr(c, "add_routes"):
+                c.add_routes(main)
         await self._serve(main, "listen", self.config.http.listen)
         if ops_app is not main:
             await self._serve(ops_app, "ops_listen", self.config.http.ops_listen)

@@ -3,9 +3,13 @@ answers; the shell (poller, postback server, intake) does the I/O and the databa
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone, tzinfo
+from email.utils import parsedate_to_datetime
 from typing import Any, Mapping
+
+import orjson
 
 from tracker.core.states import Failure, State
 
@@ -98,3 +102,117 @@ class HttpResponse:
     status: int
     headers: Mapping[str, str]
     body: bytes
+
+
+# --- Small pure helpers shared by the adapters (added with the vendor adapters) -------------
+
+# `vendor_ref` of a message the vendor refused before giving it an id (a send rejected at once:
+# Spark Sender `unsuccess`, a Skycore `Failure`, an engageSPARK per-message `error`, a Sparrow
+# DATA_ERROR). The intake keys such a message by its submission, not by this empty ref.
+NO_REF = ""
+
+
+def load_json(body: Any, what: str) -> Any:
+    """Decode a JSON body (bytes or str); ParseError, naming only `what`, if it is not JSON."""
+    if isinstance(body, str):
+        body = body.encode("utf-8", "surrogatepass")
+    if not isinstance(body, (bytes, bytearray, memoryview)):
+        raise ParseError(f"{what}: body is not bytes")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise ParseError(f"{what}: body is not valid JSON") from None
+
+
+def json_value(value: Any, what: str) -> Any:
+    """A send response or request as the intake holds it (decoded jsonb, raw bytes/str, or an
+    HttpResponse) as a decoded JSON value."""
+    if isinstance(value, HttpResponse):
+        return load_json(value.body, what)
+    if isinstance(value, (bytes, bytearray, memoryview, str)):
+        return load_json(value, what)
+    return value
+
+
+def as_code(value: Any) -> str | None:
+    """A vendor code that may arrive as int, integral float or string, as trimmed text; None when
+    absent or not a scalar code."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    return None
+
+
+def parse_time(value: Any, naive_tz: tzinfo | None = None) -> datetime | None:
+    """An ISO 8601 / RFC 3339 vendor time as an aware datetime, or None when absent or unreadable
+    (a bad timestamp never loses the report it came with). A time without an offset is read in
+    `naive_tz` (default UTC)."""
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    if not 10 <= len(text) <= 64:
+        return None
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if at.tzinfo is None or at.utcoffset() is None:
+        at = at.replace(tzinfo=naive_tz or timezone.utc)
+    return at
+
+
+def header(headers: Any, name: str) -> str | None:
+    """A header value, looked up case-insensitively in any mapping (or None)."""
+    try:
+        value = headers.get(name)
+        if value is None:
+            lname = name.lower()
+            value = next((v for k, v in headers.items() if str(k).lower() == lname), None)
+    except Exception:
+        return None
+    return value if isinstance(value, str) else None
+
+
+def retry_after(headers: Any, now: datetime, cap_s: float = 86400.0) -> float | None:
+    """Seconds to wait from a `Retry-After` header (delta-seconds or HTTP-date), capped."""
+    value = header(headers, "Retry-After")
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            at = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if at.tzinfo is None or now.tzinfo is None:
+            at, now = at.replace(tzinfo=None), now.replace(tzinfo=None)
+        seconds = (at - now).total_seconds()
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(seconds, 0.0), cap_s)
+
+
+def guarded(label: str):
+    """Decorate a parser so that nothing but ParseError escapes it. The message names only the
+    parser and the exception type, never payload values (a payload may carry a token). The
+    undecorated parser stays reachable as `__wrapped__` for tests."""
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except ParseError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the contract: only ParseError escapes
+                raise ParseError(f"{label}: unreadable payload ({type(exc).__name__})") from None
+
+        return wrapper
+
+    return decorate
