@@ -1,0 +1,130 @@
+"""The `tracker` command as an operator runs it: real processes, real PostgreSQL."""
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import asyncpg
+
+TRACKER = [sys.executable, "-m", "tracker"]
+
+
+def env_with(**extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKER_")}
+    env.update(extra)
+    return env
+
+
+async def test_migrate_twice_and_concurrently(empty_db_dsn):
+    env = env_with(TRACKER_DATABASE__DSN=empty_db_dsn, TRACKER_LOG__FORMAT="json")
+    for _ in range(2):
+        p = subprocess.run(TRACKER + ["migrate"], env=env, capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+    procs = [subprocess.Popen(TRACKER + ["migrate"], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    for p in procs:
+        _, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+    conn = await asyncpg.connect(empty_db_dsn)
+    try:
+        versions = [r[0] for r in await conn.fetch("SELECT version FROM tracker.schema_migrations ORDER BY 1")]
+    finally:
+        await conn.close()
+    from tracker.db.migrate import migrations
+    assert versions == [m.version for m in migrations()]
+
+
+async def test_migrate_from_several_processes_on_an_empty_database(empty_db_dsn):
+    env = env_with(TRACKER_DATABASE__DSN=empty_db_dsn)
+    procs = [subprocess.Popen(TRACKER + ["migrate"], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    for p in procs:
+        _, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+
+
+def test_check_config_names_the_key_and_the_reason(tmp_path):
+    bad = tmp_path / "tracker.toml"
+    bad.write_text('[http]\nlisten = "nowhere"\n[vendors.sparrow]\nrate_limit_per_s = "fast"\n'
+                   'api_tokn = "x"\n')
+    p = subprocess.run(TRACKER + ["--config", str(bad), "check-config"], env=env_with(),
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 2
+    assert f"{bad}: http.listen:" in p.stdout and "host:port" in p.stdout
+    assert "vendors.sparrow.rate_limit_per_s" in p.stdout
+    assert "vendors.sparrow.api_tokn" in p.stdout and "api_token" in p.stdout  # did you mean
+    good = tmp_path / "good.toml"
+    good.write_text('[http]\nlisten = "127.0.0.1:0"\n')
+    p = subprocess.run(TRACKER + ["--config", str(good), "check-config"], env=env_with(),
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0 and "config OK" in p.stdout
+
+
+def _run_until_ready(env, timeout=60):
+    proc = subprocess.Popen(TRACKER + ["run"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    lines = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if "tracker ready" in line:
+            return proc, lines
+    proc.kill()
+    raise AssertionError("tracker did not get ready:\n" + "".join(lines))
+
+
+def _stop(proc, lines):
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
+    lines.append(out)
+    return "".join(lines)
+
+
+def _get(url):
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, None
+
+
+def test_run_on_a_configured_database_stops_cleanly_on_sigterm(db_dsn):
+    proc, lines = _run_until_ready(env_with(TRACKER_DATABASE__DSN=db_dsn,
+                                            TRACKER_HTTP__LISTEN="127.0.0.1:0",
+                                            TRACKER_HTTP__OPS_LISTEN="127.0.0.1:0",
+                                            TRACKER_LOG__FORMAT="json"))
+    ready = json.loads(lines[-1])
+    ops = "http://" + ready["ops_listen"]
+    assert _get(ops + "/healthz") == (200, {"status": "alive"})
+    assert _get(ops + "/readyz") == (200, {"status": "ready"})
+    with urllib.request.urlopen(ops + "/metrics", timeout=5) as r:
+        assert b"tracker_observations_total" in r.read()
+    assert _get("http://" + ready["listen"] + "/metrics")[0] == 404  # ops are on their own listener
+    log = _stop(proc, lines)
+    assert proc.returncode == 0, log
+    assert "tracker stopped" in log
+    assert "Traceback" not in log
+
+
+def test_run_on_the_embedded_default(tmp_path):
+    state = Path(tempfile.mkdtemp(prefix="tracker-embedded-"))
+    os.chmod(state, 0o755)
+    try:
+        proc, lines = _run_until_ready(env_with(TRACKER_DATABASE__STATE_DIR=str(state / "s"),
+                                                TRACKER_HTTP__LISTEN="127.0.0.1:0",
+                                                TRACKER_LOG__FORMAT="json"))
+        log = _stop(proc, lines)
+        assert proc.returncode == 0, log
+        assert "embedded PostgreSQL started" in log and "tracker stopped" in log
+        assert not (state / "s" / "pgdata" / "postmaster.pid").exists()  # cluster stopped too
+    finally:
+        subprocess.run(["rm", "-rf", str(state)])
