@@ -7,14 +7,14 @@ that tracker.intake_problems shows; no row is dropped.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 
 import asyncpg
 import orjson
 
 from tracker import adapters
-from tracker.adapters.base import Observation, ParseError, digits
+from tracker.adapters.base import NO_REF, Observation, ParseError, digits
 from tracker.config_types import Config, VENDORS
 from tracker.core.reduce import recipient_key
 from tracker.core.states import State
@@ -76,7 +76,7 @@ async def take_in(conn: asyncpg.Connection, config: Config, batch_size: int | No
         for row in rows:
             out.rows += 1
             try:
-                found = observations_for(row, now)
+                found = _name_refused(row["id"], observations_for(row, now))
             except RowError as e:
                 await conn.execute(q.FINISH_SUBMISSION, row["id"], str(e), None, 0)
                 out.refused += 1
@@ -86,6 +86,12 @@ async def take_in(conn: asyncpg.Connection, config: Config, batch_size: int | No
             await conn.execute(q.FINISH_SUBMISSION, row["id"], None, None, len(found))
             out.messages += len(found)
     return out
+
+
+def _name_refused(submission_id: int, found: list[Observation]) -> list[Observation]:
+    """A message the vendor refused before giving it an id is keyed by its submission row."""
+    return [replace(o, vendor_ref=f"refused:{submission_id}:{i}") if o.vendor_ref == NO_REF else o
+            for i, o in enumerate(found)]
 
 
 async def _create(conn, config: Config, row, found: list[Observation]) -> None:
