@@ -1,0 +1,31 @@
+"""The SQL views answer the questions operators ask."""
+from datetime import datetime
+
+from tracker.adapters.base import Observation
+from tracker.core.states import State
+from tracker.db import reducer
+
+
+async def test_summary_latency_and_stuck(pool):
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO tracker.messages (vendor, vendor_ref, submitted_at) SELECT 'sparksender', g::text,"
+            " '2026-03-01 10:00+00'::timestamptz FROM generate_series(1, 10) g")
+        await conn.execute(
+            "INSERT INTO tracker.messages (vendor, vendor_ref, submitted_at) VALUES"
+            " ('skycore', 'old', now() - interval '3 hours'), ('skycore', 'new', now())")
+        await conn.execute("INSERT INTO tracker.vendor_settings VALUES ('skycore', 3600)")
+        obs = [Observation("sparksender", str(i), None, State.delivered, "2",
+                           event_at=datetime.fromisoformat(f"2026-03-01T10:00:{i:02d}+00:00"))
+               for i in range(1, 9)]
+        obs += [Observation("sparksender", "9", None, State.failed, "3"),
+                Observation("sparksender", "10", None, State.sent, "1")]
+        await reducer.apply(conn, "poll", obs)
+        s = await conn.fetchrow("SELECT * FROM tracker.delivery_summary WHERE vendor = 'sparksender'")
+        assert (s["total"], s["delivered"], s["failed"], s["sent"]) == (10, 8, 1, 1)
+        assert float(s["delivered_ratio"]) == 0.8
+        lat = await conn.fetchrow("SELECT * FROM tracker.delivery_latency WHERE vendor = 'sparksender'")
+        assert lat["delivered"] == 8 and lat["p50_s"] == 4.5 and 7 < lat["p99_s"] <= 8
+        stuck = {r["vendor_ref"] for r in await conn.fetch("SELECT vendor_ref FROM tracker.stuck_messages")}
+        # sparksender 10 was submitted long ago but reported just now: not silent, so not stuck.
+        assert stuck == {"old"}
