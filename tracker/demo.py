@@ -1,0 +1,165 @@
+"""`tracker demo`: the embedded PostgreSQL, the sandbox vendors, the tracker, and a stream of
+sample sends through all four vendors, printing transitions as consumers see them and a summary
+at the end. Stops after --seconds or on Ctrl-C."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import random
+import secrets
+import signal
+import sys
+import time
+
+import asyncpg
+import orjson
+
+from tracker import logging as tlog
+from tracker.config_types import VENDORS, Config, DatabaseConfig, HttpConfig, LogConfig, VendorConfig
+from tracker.sandbox.client import send_many
+from tracker.sandbox.server import Sandbox
+
+STATE_DIR = "./var/demo"
+SCALE = 0.1  # the sandbox's vendor world runs ten times faster than real time
+SAMPLE_NUMBERS = {
+    "sparksender": "9477{:07d}", "engagespark": "63917{:07d}", "skycore": "1555{:07d}",
+    "sparrow": "97798{:08d}",
+}
+
+
+def demo_config(sandbox: Sandbox) -> Config:
+    vendors = {}
+    for v in VENDORS:
+        vendors[v] = VendorConfig(
+            name=v, **sandbox.vendor_config(v), postback_token=secrets.token_urlsafe(16),
+            first_poll_s=1.0, max_poll_interval_s=4.0, tracking_window_s=30.0,
+            deadline_margin_s=2.0, expected_final_s=10.0, rate_limit_per_s=50.0)
+    return Config(database=DatabaseConfig(state_dir=STATE_DIR),
+                  http=HttpConfig(listen="127.0.0.1:0"),
+                  log=LogConfig(level="warning"), vendors=vendors)
+
+
+async def _send_stream(sandbox: Sandbox, conn: asyncpg.Connection, rate: float, push_base: str,
+                       stop: asyncio.Event) -> int:
+    rnd = random.Random(1)
+    sent = 0
+    for i, vendor in zip(itertools.count(), itertools.cycle(VENDORS)):
+        if stop.is_set():
+            return sent
+        n = rnd.choice((1, 1, 2, 3))
+        recipients = [SAMPLE_NUMBERS[vendor].format(rnd.randrange(10**7)) for _ in range(n)]
+        if rnd.random() < 0.1:
+            recipients[-1] = "12"  # a number no vendor takes: rejected at once
+        push = (f"{push_base}/engagespark/{_token('engagespark')}"
+                if vendor == "engagespark" and n == 1 else None)
+        with contextlib.suppress(Exception):  # a send the sandbox refused is the app's problem
+            calls = await send_many(sandbox, vendor, recipients, bulk=n > 1, client_push_url=push)
+            await conn.executemany(
+                "INSERT INTO tracker.submissions (vendor, client_ref, request, response)"
+                " VALUES ($1, $2, $3::jsonb, $4::jsonb)",
+                [(c.vendor, f"demo-{i}", orjson.dumps(c.request).decode(),
+                  orjson.dumps(c.response).decode()) for c in calls])
+            sent += len(recipients)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1.0 / rate)
+    return sent
+
+
+_TOKENS: dict[str, str] = {}
+
+
+def _token(vendor: str) -> str:
+    return _TOKENS[vendor]
+
+
+async def _print_events(conn: asyncpg.Connection, stop: asyncio.Event, t0: float) -> int:
+    wake = asyncio.Event()
+    listener = lambda *_: wake.set()  # noqa: E731
+    await conn.add_listener("tracker_events", listener)
+    try:
+        return await _print_loop(conn, stop, t0, wake)
+    finally:
+        await conn.remove_listener("tracker_events", listener)
+
+
+async def _print_loop(conn: asyncpg.Connection, stop: asyncio.Event, t0: float,
+                      wake: asyncio.Event) -> int:
+    shown = 0
+    while True:
+        events = await conn.fetch("SELECT * FROM tracker.read_events('demo', 200)")
+        for e in events:
+            who = e["vendor_ref"] if e["vendor"] != "sparrow" else f"{e['vendor_ref'][:8]}…/{e['recipient']}"
+            why = f"  [{e['failure_code']}: {e['failure_reason']}]" if e["failure_code"] else ""
+            fix = "  (correction)" if e["is_correction"] else ""
+            print(f"{time.monotonic() - t0:6.1f}s  {e['vendor']:<12} {who:<36} "
+                  f"{e['from_state']:>9} -> {e['to_state']:<9} via {e['source']}{why}{fix}",
+                  flush=True)
+        if events:
+            await conn.execute("SELECT tracker.ack_events('demo', $1)", events[-1]["event_id"])
+            shown += len(events)
+            continue
+        if stop.is_set():
+            return shown
+        wake.clear()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(wake.wait(), 0.5)
+
+
+async def _summary(conn: asyncpg.Connection) -> None:
+    rows = await conn.fetch(
+        "SELECT vendor, sum(total) total, sum(accepted + sent + submitted) in_flight, "
+        "sum(delivered) delivered, sum(read) read, sum(failed) failed, sum(rejected) rejected, "
+        "sum(expired) expired, sum(unknown) unknown FROM tracker.delivery_summary GROUP BY 1 ORDER BY 1")
+    cols = ["vendor", "total", "in_flight", "delivered", "read", "failed", "rejected", "expired", "unknown"]
+    print("\n" + "  ".join(f"{c:>10}" for c in cols))
+    for r in rows:
+        print("  ".join(f"{r[c]!s:>10}" for c in cols))
+    problems = await conn.fetchval("SELECT count(*) FROM tracker.intake_problems")
+    print(f"\nintake problems: {problems} (SELECT * FROM tracker.intake_problems)")
+
+
+async def run_demo(seconds: float, rate: float) -> int:
+    from tracker.app import Tracker
+
+    tlog.configure("warning", "console" if sys.stderr.isatty() else "json")
+    os.makedirs(STATE_DIR, exist_ok=True)
+    sandbox = Sandbox(seed=42, knobs={"time_scale": SCALE, "latency_s": 20.0, "deadline_s": 60.0,
+                                      "duplicate_share": 0.1, "out_of_order_share": 0.1})
+    await sandbox.start()
+    config = demo_config(sandbox)
+    _TOKENS.update({v: c.postback_token for v, c in config.vendors.items()})
+    tracker = Tracker(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await tracker.start()
+    host, port = tracker.listen_addresses["listen"]
+    push_base = f"http://{host}:{port}/postbacks"
+    for v in ("skycore", "sparrow"):
+        sandbox.set_postback_url(v, f"{push_base}/{v}/{_TOKENS[v]}")
+    print(f"demo: tracker on {push_base.rsplit('/', 1)[0]}, sandbox vendors on {sandbox.url}; "
+          f"{rate:g} sends/s for {seconds:g}s (Ctrl-C stops)\n", flush=True)
+    t0 = time.monotonic()
+    try:
+        async with tracker.pool.acquire() as send_conn, tracker.pool.acquire() as read_conn:
+            sender = asyncio.create_task(_send_stream(sandbox, send_conn, rate, push_base, stop))
+            printer = asyncio.create_task(_print_events(read_conn, stop, t0))
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), seconds)
+            stop.set()
+            sent = await sender
+            await asyncio.sleep(1.0)  # let the last reports land
+            shown = await printer
+            print(f"\n{sent} messages sent, {shown} transitions shown")
+            await _summary(read_conn)
+    finally:
+        await tracker.stop()
+        await sandbox.stop()
+    return 0
+
+
+def main(args) -> int:
+    return asyncio.run(run_demo(args.seconds, args.rate))
