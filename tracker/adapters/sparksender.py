@@ -1,0 +1,320 @@
+"""Spark Sender (cp.sparksender.com): polled only, one status call per message, no postbacks.
+
+Result codes travel in the JSON body (`status_code`, `sms_status`), not the HTTP status, and arrive
+as int or string. Credentials travel as query parameters: a status HttpRequest must never be
+logged whole. The status URL is not public: `cfg.status_url` overrides the default below and must
+be confirmed with the vendor (docs/vendors.md).
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Mapping
+from urllib.parse import parse_qsl
+
+from tracker.adapters.base import (
+    NO_REF,
+    AccountError,
+    HttpRequest,
+    HttpResponse,
+    MessageRef,
+    Observation,
+    ParseError,
+    SendResult,
+    StatusResult,
+    as_code,
+    digits,
+    guarded,
+    json_value,
+    load_json,
+    retry_after,
+)
+from tracker.config_types import VendorConfig
+from tracker.core.states import Failure, State
+
+NAME = "sparksender"
+POLLS = True
+PUSHES = False
+BATCH_POLL = False
+KEYED_BY_RECIPIENT = False
+
+DEFAULT_BASE_URL = "https://cp.sparksender.com"
+STATUS_PATH = "/api/getStatus/"  # not published by the vendor: confirm, or set cfg.status_url
+
+# sms_status -> (state, vendor text, permanent). 5 is a lookup failure, not an outcome: state None.
+STATUS_CODES: dict[str, tuple[State | None, str, bool | None]] = {
+    "0": (State.accepted, "Pending", None),
+    "1": (State.sent, "Send", None),
+    "2": (State.delivered, "Delivered", None),
+    "3": (State.failed, "Fail", None),
+    "4": (State.accepted, "Processing", None),
+    "5": (None, "Invalid Msg Id", None),
+}
+# sms_status values that are about the account, never a message.
+STATUS_ACCOUNT_CODES = {
+    "6": "Api key is invalid",
+    "7": "Api status is inactive",
+    "8": "Client is Suspended",
+}
+
+SEND_OK = "204"
+# Send `status_code` (single send) / `status` (bulk `unsuccess`) that reject one message.
+SEND_REJECT_CODES: dict[str, tuple[str, bool | None]] = {
+    "203": ("Contact Number is Invalid or Operator not Support", True),
+    "205": ("Length of Contact is Invalid", True),
+    "206": ("Country is not Available for Sending SMS", True),
+    "207": ("No Contact Numbers", True),
+    "209": ("Sending the Message is Unsuccessful", None),
+    "212": ("Rate Card is not Set for the Country", True),
+    "213": ("Route is not Set for the Country", True),
+    "216": ("Message contains a blocked word", True),
+}
+# Send codes about the account: AccountError, never a message state.
+SEND_ACCOUNT_CODES = {
+    "201": "Client API Status is Inactive",
+    "202": "Invalid API Key",
+    "208": "Account Balance is Insufficient",
+    "210": "Client is Suspended",
+    "211": "No Mask ID / Mask Id is not Approved",
+    "214": "API under maintenance",
+    "215": "Scheduled maintenance",
+}
+
+
+def normalize_ref(ref: Any) -> str:
+    """Trimmed. Ids are numeric strings ("14364") that the vendor may also send as JSON numbers,
+    so an all-digit id loses its leading zeros ("014364" == "14364"); any other id is kept as is
+    (case included)."""
+    if isinstance(ref, bool) or not isinstance(ref, (str, int)):
+        raise ParseError("sparksender: message id is not a string or integer")
+    text = str(ref).strip()
+    if not text:
+        raise ParseError("sparksender: empty message id")
+    if text.isdigit() and text.isascii():
+        text = text.lstrip("0") or "0"
+    return text
+
+
+def status_url(cfg: VendorConfig) -> str:
+    if cfg.status_url:
+        return cfg.status_url
+    return (cfg.base_url or DEFAULT_BASE_URL).rstrip("/") + STATUS_PATH
+
+
+def status_requests(
+    cfg: VendorConfig, refs: list[MessageRef], token: str | None = None
+) -> list[HttpRequest]:
+    """One GET per message; credentials in the query string."""
+    if not cfg.user_id or not cfg.api_key:
+        raise ValueError("sparksender: user_id and api_key must be configured")
+    url = status_url(cfg)
+    return [
+        HttpRequest(
+            "GET",
+            url,
+            params={"user_id": cfg.user_id, "api_key": cfg.api_key, "msg_id": normalize_ref(r.vendor_ref)},
+        )
+        for r in refs
+    ]
+
+
+def _http_problem(resp: HttpResponse, now: datetime, result: StatusResult) -> bool:
+    """Fill `result` for a non-200 answer; True when the body is not to be read."""
+    if 200 <= resp.status < 300:
+        return False
+    if resp.status in (408, 425, 429) or resp.status >= 500:
+        result.transient_error = result.transient_error or f"HTTP {resp.status}"
+        wait = retry_after(resp.headers, now)
+        if wait is not None:
+            result.retry_after_s = max(result.retry_after_s or 0.0, wait)
+    elif resp.status in (401, 403, 404, 405, 410):
+        # Wrong credentials or a wrong status URL (it is not public): the operator must act.
+        result.account_error = result.account_error or AccountError(
+            f"http_{resp.status}", f"status call answered HTTP {resp.status}; check credentials and status_url"
+        )
+    else:
+        result.transient_error = result.transient_error or f"HTTP {resp.status}"
+    return True
+
+
+@guarded("sparksender status")
+def parse_status(responses: list[HttpResponse], refs: list[MessageRef], now: datetime) -> StatusResult:
+    """`responses[i]` answers `refs[i]` (as built by status_requests). Callers may pass a single
+    pair, so that one unreadable body does not fail its siblings."""
+    if len(responses) != len(refs):
+        raise ParseError("sparksender status: responses and refs differ in length")
+    result = StatusResult()
+    for resp, ref in zip(responses, refs):
+        if _http_problem(resp, now, result):
+            continue
+        body = load_json(resp.body, "sparksender status")
+        if not isinstance(body, dict):
+            raise ParseError("sparksender status: body is not a JSON object")
+        code = as_code(body.get("sms_status"))
+        if code is None:
+            # Not documented, but the platform answers account problems with a send code.
+            send_code = as_code(body.get("status_code"))
+            if send_code in SEND_ACCOUNT_CODES:
+                result.account_error = result.account_error or _send_account_error(send_code, body)
+                continue
+            raise ParseError("sparksender status: no readable sms_status")
+        if code in STATUS_ACCOUNT_CODES:
+            result.account_error = result.account_error or AccountError(code, STATUS_ACCOUNT_CODES[code])
+            continue
+        state, text, permanent = STATUS_CODES.get(code, (None, None, None))
+        failure = Failure(code, text, permanent) if state is not None and state.is_failure else None
+        result.observations.append(
+            Observation(
+                vendor=NAME,
+                vendor_ref=normalize_ref(ref.vendor_ref),
+                recipient=_recipient(ref.recipient),
+                state=state,
+                code=code,
+                text=text,
+                failure=failure,
+                raw=body,
+            )
+        )
+    return result
+
+
+@guarded("sparksender postback")
+def parse_postback(
+    method: str, content_type: str, query: Mapping[str, str], body: bytes, now: datetime
+) -> list[Observation]:
+    raise ParseError("Spark Sender sends no postbacks")
+
+
+def _send_account_error(code: str, body: dict) -> AccountError:
+    reason = SEND_ACCOUNT_CODES[code]
+    detail = body.get("error")
+    if isinstance(detail, str) and detail.strip():
+        reason = f"{reason}: {detail.strip()[:200]}"
+    return AccountError(code, reason)
+
+
+def _items(value: Any, what: str) -> list[dict]:
+    """The bulk reply nests arrays in arrays ([[{...}]]); accept flat arrays and one object too."""
+    if value is None:
+        return []
+    if isinstance(value, dict):
+        return [value]
+    if not isinstance(value, list):
+        raise ParseError(f"sparksender send: {what} is not a list")
+    out: list[dict] = []
+    for item in value:
+        if isinstance(item, dict):
+            out.append(item)
+        elif isinstance(item, list):
+            for inner in item:
+                if not isinstance(inner, dict):
+                    raise ParseError(f"sparksender send: {what} entry is not an object")
+                out.append(inner)
+        else:
+            raise ParseError(f"sparksender send: {what} entry is not an object")
+    return out
+
+
+def _recipient(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        return None
+    return digits(value) or None
+
+
+def _request_recipient(request: Any) -> str | None:
+    """`recipient_contact_no` of a single-send request: a dict, JSON text, or a query string."""
+    if request is None:
+        return None
+    if isinstance(request, HttpRequest):
+        request = dict(request.params or request.data or {})
+    if isinstance(request, (bytes, bytearray, memoryview)):
+        request = bytes(request).decode("utf-8", "replace")
+    if isinstance(request, str):
+        text = request.strip()
+        if text.startswith(("{", "[")):
+            request = load_json(text, "sparksender send request")
+        else:
+            request = dict(parse_qsl(text.split("?", 1)[-1]))
+    if not isinstance(request, dict):
+        raise ParseError("sparksender send: request is not an object")
+    return _recipient(request.get("recipient_contact_no"))
+
+
+def _rejection(code: str, recipient: str | None, raw: Any, vendor_ref: str = NO_REF) -> Observation:
+    if code in SEND_REJECT_CODES:
+        text, permanent = SEND_REJECT_CODES[code]
+        return Observation(
+            vendor=NAME,
+            vendor_ref=vendor_ref,
+            recipient=recipient,
+            state=State.rejected,
+            code=code,
+            text=text,
+            failure=Failure(code, text, permanent),
+            raw=raw,
+        )
+    # Unknown code: recorded and counted as unmapped, never guessed.
+    return Observation(vendor=NAME, vendor_ref=vendor_ref, recipient=recipient, state=None, code=code, raw=raw)
+
+
+@guarded("sparksender send")
+def parse_send(response: Any, request: Any | None, now: datetime) -> SendResult:
+    """Single send `{status_code, msg_id}` (recipient from the request's `recipient_contact_no`)
+    or bulk `{success: [[{number, msgId}]], unsuccess: [[{number, status}]]}`."""
+    body = json_value(response, "sparksender send")
+    if not isinstance(body, dict):
+        raise ParseError("sparksender send: response is not a JSON object")
+    result = SendResult()
+    if "success" in body or "unsuccess" in body:
+        for item in _items(body.get("success"), "success"):
+            ref = item.get("msgId", item.get("msg_id"))
+            if ref is None:
+                raise ParseError("sparksender send: success entry without msgId")
+            result.observations.append(
+                Observation(
+                    vendor=NAME,
+                    vendor_ref=normalize_ref(ref),
+                    recipient=_recipient(item.get("number")),
+                    state=State.submitted,
+                    code=SEND_OK,
+                    raw=item,
+                )
+            )
+        for item in _items(body.get("unsuccess"), "unsuccess"):
+            code = as_code(item.get("status", item.get("status_code")))
+            if code is None:
+                raise ParseError("sparksender send: unsuccess entry without a status code")
+            if code in SEND_ACCOUNT_CODES:
+                result.account_error = result.account_error or _send_account_error(code, item)
+                continue
+            result.observations.append(_rejection(code, _recipient(item.get("number")), item))
+        return result
+
+    code = as_code(body.get("status_code"))
+    if code is None:
+        raise ParseError("sparksender send: no readable status_code")
+    if code in SEND_ACCOUNT_CODES:
+        result.account_error = _send_account_error(code, body)
+        return result
+    recipient = _request_recipient(request)
+    ref = body.get("msg_id", body.get("msgId"))
+    if code == SEND_OK:
+        if ref is None:
+            raise ParseError("sparksender send: status 204 without msg_id")
+        result.observations.append(
+            Observation(
+                vendor=NAME,
+                vendor_ref=normalize_ref(ref),
+                recipient=recipient,
+                state=State.submitted,
+                code=code,
+                text="Successfully Sent the Message",
+                raw=body,
+            )
+        )
+        return result
+    try:
+        vendor_ref = normalize_ref(ref)
+    except ParseError:  # a refused send normally carries no id
+        vendor_ref = NO_REF
+    result.observations.append(_rejection(code, recipient, body, vendor_ref))
+    return result
