@@ -42,22 +42,25 @@ async def apply(
     source: str,
     observations: Sequence[Observation],
     *,
-    received_at: datetime | None = None,
-    postback_id: int | None = None,
+    received_at: datetime | Sequence[datetime] | None = None,
+    postback_id: int | Sequence[int | None] | None = None,
 ) -> Applied:
     """Append observations and raise states, in one transaction (a savepoint if the caller
-    already holds one)."""
+    already holds one). `received_at` and `postback_id` are one value for all observations, or
+    one per observation (a batch of postbacks, each with its own time and raw row)."""
     if not observations:
         return Applied()
-    now = received_at or datetime.now(timezone.utc)
+    n = len(observations)
+    now = received_at if isinstance(received_at, Sequence) else [received_at or datetime.now(timezone.utc)] * n
+    postback_ids = postback_id if isinstance(postback_id, Sequence) else [postback_id] * n
     cols: list[list] = [[] for _ in range(14)]
-    for o in observations:
+    for o, at, pb in zip(observations, now, postback_ids, strict=True):
         f = o.failure
         row = (
             o.vendor, o.vendor_ref, recipient_key(o.vendor, o.recipient), source,
-            o.state.name if o.state is not None else None, o.code, o.text, o.event_at, now,
+            o.state.name if o.state is not None else None, o.code, o.text, o.event_at, at,
             f.code if f else None, f.reason if f else None, f.permanent if f else None,
-            _json(o.raw), postback_id,
+            _json(o.raw), pb,
         )
         for col, value in zip(cols, row):
             col.append(value)
