@@ -1,0 +1,338 @@
+"""engageSPARK (engagespark-*.txt, NOTES.md). Header `Authorization: Token KEY`.
+
+- `POST /v1/messaging/sms/phonenumbers`  bulk {orgid, messages: [{to, from, message}]}
+- `POST /v1/sms/contact`                 {orgId, to | contactId, from, message, clientPushURL?}
+- `POST /v1/sms/phonenumber`             {orgId, to, from, message, clientPushURL?}
+- `GET /v1/organizations/{orgId}/messages/{id}/`  the status object; 404 for an unknown id
+- `GET /v1/organizations/{orgId}/messages/`       list: `after` (a message id or an RFC 3339
+  time), `limit` (<= 100) or `page` (from 1) and `size` (<= 1000), `dir` (asc | desc),
+  `failed`, `startDate`, `endDate` -> {messages, hasNextPage, nextPage, paged}. In `after`/`limit`
+  mode `nextPage` is the last id returned (pass it as `after`), in `page` mode the next page number.
+Errors: 400 {error, errorCode, context}, 401 {"error": "Invalid Token"}, 402 when knob
+`account` is no_funds (every call), 409 duplicate `clientDedup`.
+
+Status object fields: `deliveredToTelco`, `deliveredToPhone` (unknown | confirmed | failed),
+`done`, `error`, `deliveryError`, `successPartCount`, `successT` (null until delivered), ... ;
+knob `old_field_names` serves `deliveredToVendor` / `deliveredByVendor` (bools) instead.
+A temporary failure (knob `temp_failure`) shows `deliveryError` "network error", done false,
+before the final outcome. With `clientPushURL` the status object is POSTed to it on every change.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from aiohttp import web
+
+from tracker.sandbox.common import (BadBody, Push, Route, Vendor, clean_number, digits_or_raw,
+                                    dumps, is_loopback_url, json_response, read_json)
+from tracker.sandbox.knobs import Knobs
+from tracker.sandbox.truth import Message, utcnow
+
+PRICE_MICRO = 20000
+PHONE = {"delivered": "confirmed", "failed": "failed", "expired": "failed", "rejected": "failed",
+         "retrying": "failed"}
+
+
+def es_time(dt: datetime) -> str:
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def es_deadline(dt: datetime) -> str:
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.%f") + f"{dt.microsecond % 1000:03d}Z"
+
+
+def parts_of(text: str) -> int:
+    return 1 if len(text) <= 160 else math.ceil(len(text) / 153)
+
+
+def error(status: int, text: str, code: str, **context: Any) -> web.Response:
+    return json_response({"error": text, "errorCode": code, "context": context}, status=status)
+
+
+class EngageSpark(Vendor):
+    name = "engagespark"
+    FATE_MAP = {"read": "delivered"}
+    CODES = {
+        "delivered": ("confirmed",),
+        "failed": ("unreachable", "contact absent - permanent", "contact absent - temporary"),
+        "expired": ("expired",),
+        "rejected": ("blocked", "no route", "not mobile number", "anti-spam filter",
+                     "opted out of promotional messaging"),
+        "no_receipt": ("unknown",),
+    }
+    TEMP_FAILURES = True
+
+    def __init__(self, sandbox: Any) -> None:
+        super().__init__(sandbox)
+        self._ids = itertools.count(1235)
+        self._contacts: dict[str, int] = {}  # number -> contactId
+        self._contact_ids = itertools.count(654321)
+        self._dedup: set[str] = set()
+        self.order: list[Message] = []  # accepted messages, oldest first
+        self._pos: dict[str, int] = {}  # ref -> index in order
+
+    def routes(self) -> list[Route]:
+        return [
+            Route(("POST",), "/v1/messaging/sms/phonenumbers", self.bulk),
+            Route(("POST",), "/v1/sms/contact", self.contact),
+            Route(("POST",), "/v1/sms/phonenumber", self.phonenumber),
+            Route(("GET",), "/v1/organizations/{org}/messages/{id}/", self.status,
+                  malformable=True),
+            Route(("GET",), "/v1/organizations/{org}/messages/", self.listing, malformable=True),
+        ]
+
+    # -- guards --
+    def _guard(self, request: web.Request) -> web.Response | None:
+        knobs = self.knobs
+        auth = request.headers.get("Authorization", "")
+        scheme, _, key = auth.partition(" ")
+        if (knobs.bad_credentials or scheme.lower() != "token"
+                or key.strip() != self.creds["api_key"]):
+            return json_response({"error": "Invalid Token"}, status=401)
+        if knobs.account == "no_funds":
+            return error(402, "insufficient funds", "insufficient_funds")
+        return None
+
+    def _org_ok(self, org: Any) -> bool:
+        return str(org).strip() == str(self.creds["org_id"])
+
+    # -- sending --
+    def _create(self, to: str, sender: str, text: str, index: int | None, *, contact_id: int = 0,
+                push_url: str | None = None, client_ref: str = "") -> tuple[Message, datetime]:
+        knobs = self.knobs
+        wall = utcnow()
+        n = next(self._ids)
+        org = self.creds["org_id"]
+        ref = f"SMS{wall:%Y%m%dT%H%M%S}-{org}-{n:04d}" + ("" if index is None else f"-{index}")
+        deadline = wall + timedelta(seconds=knobs.scaled(knobs.deadline_s))
+        data = {"sender": sender, "text": text, "parts": parts_of(text), "contact_id": contact_id,
+                "push_url": push_url, "client_ref": client_ref, "deadline": deadline}
+        msg = self.accept(ref, to, data)
+        self._pos[msg.ref] = len(self.order)
+        self.order.append(msg)
+        return msg, deadline
+
+    @staticmethod
+    def _estimate(parts: int) -> dict[str, Any]:
+        micro = parts * PRICE_MICRO
+        return {"estimateMicro": micro, "estimate": f"{micro / 1e6:.2f}"}
+
+    def _check_message(self, to: Any, text: Any) -> tuple[str | None, str | None]:
+        number = clean_number(to)
+        if number is None:
+            return None, "invalid 'to' number"
+        if not isinstance(text, str) or not text.strip():
+            return number, "empty message"
+        if parts_of(text) > 7:
+            return number, "message too long"
+        return number, None
+
+    async def bulk(self, request: web.Request) -> web.Response:
+        if (denied := self._guard(request)) is not None:
+            return denied
+        try:
+            body = await read_json(request)
+        except BadBody:
+            return error(400, "invalid JSON document", "invalid_json")
+        if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+            return error(400, "'messages' must be a list", "invalid_request")
+        if not self._org_ok(body.get("orgid", body.get("orgId", ""))):
+            return error(400, "invalid orgid", "invalid_org")
+        out, deadline, accepted, total = [], None, 0, 0
+        for i, m in enumerate(body["messages"]):
+            m = m if isinstance(m, dict) else {}
+            number, err = self._check_message(m.get("to"), m.get("message"))
+            if err is not None:
+                self.refuse(None, number or digits_or_raw(m.get("to", "")), err)
+                out.append({"id": "", "estimateMicro": 0, "estimate": "0.00", "error": err})
+                continue
+            msg, deadline = self._create(number, str(m.get("from", "")), m["message"], i)
+            self.refs(request, msg.ref)
+            est = self._estimate(msg.data["parts"])
+            total += est["estimateMicro"]
+            accepted += 1
+            out.append({"id": msg.ref, **est, "error": ""})
+        return json_response({
+            "error": "", "estimateMicro": total, "estimate": f"{total / 1e6:.2f}",
+            "acceptedMessages": accepted,
+            "deliveryDeadline": es_deadline(deadline or utcnow()), "messages": out})
+
+    async def contact(self, request: web.Request) -> web.Response:
+        return await self._single(request, contacts=True)
+
+    async def phonenumber(self, request: web.Request) -> web.Response:
+        return await self._single(request, contacts=False)
+
+    async def _single(self, request: web.Request, contacts: bool) -> web.Response:
+        if (denied := self._guard(request)) is not None:
+            return denied
+        try:
+            body = await read_json(request)
+        except BadBody:
+            return error(400, "invalid JSON document", "invalid_json")
+        if not isinstance(body, dict):
+            return error(400, "invalid JSON document", "invalid_json")
+        if not self._org_ok(body.get("orgId", body.get("orgid", ""))):
+            return error(400, "invalid orgId", "invalid_org")
+        push_url = body.get("clientPushURL") or None
+        if push_url is not None and not (isinstance(push_url, str) and is_loopback_url(push_url)):
+            return error(400, "clientPushURL must be a loopback http URL in the sandbox",
+                         "invalid_push_url")
+        dedup = body.get("clientDedup")
+        if dedup:
+            if str(dedup) in self._dedup:
+                return error(409, "duplicate clientDedup", "duplicate", clientDedup=str(dedup))
+        to, contact_id = body.get("to"), 0
+        if contacts and body.get("contactId"):
+            if to:
+                return error(400, "cannot send both 'to' and 'contactId'", "invalid_request")
+            contact_id = int(body["contactId"]) if str(body["contactId"]).isdigit() else -1
+            to = next((n for n, c in self._contacts.items() if c == contact_id), None)
+            if to is None:
+                return error(400, "contact not found", "invalid_contact", contactId=contact_id)
+        text = body.get("message")
+        number, err = self._check_message(to, text)
+        if err is not None:
+            self.refuse(None, number or digits_or_raw(to or ""), err)
+            return json_response({
+                "error": err, "errorCode": "invalid_request", "context": {}, "messageId": "",
+                "estimateParts": 0, **self._estimate(0), "deliveryDeadline": "",
+                "contactId": 0, "to": str(to or ""),
+                "message": text if isinstance(text, str) else ""},
+                status=400)
+        if contacts and not contact_id:
+            contact_id = self._contacts.setdefault(number, next(self._contact_ids))
+        if dedup:
+            self._dedup.add(str(dedup))
+        msg, deadline = self._create(number, str(body.get("from", "")), text, None,
+                                     contact_id=contact_id, push_url=push_url,
+                                     client_ref=str(body.get("client_ref", "") or ""))
+        self.refs(request, msg.ref)
+        parts = msg.data["parts"]
+        return json_response({
+            "error": "", "messageId": msg.ref, "estimateParts": parts, **self._estimate(parts),
+            "deliveryDeadline": es_deadline(deadline), "contactId": contact_id, "to": number,
+            "message": text})
+
+    # -- status --
+    def status_object(self, msg: Message, state: str, knobs: Knobs) -> dict[str, Any]:
+        d = msg.data
+        telco = state != "accepted"
+        phone = PHONE.get(state, "unknown")
+        delivered_t = msg.time_of("delivered")
+        delivered = state == "delivered"
+        obj: dict[str, Any] = {
+            "id": msg.ref, "direction": "egress", "created": es_time(msg.wall0),
+            "sender": d["sender"], "recipient": msg.recipient, "contactId": d["contact_id"],
+            "engagementId": 0, "engagementFlowId": 0, "engagementRunId": 0, "engagementPartId": "",
+            "pricePerPart": PRICE_MICRO,
+            "successPartCount": d["parts"] if delivered else 0,
+            "successT": es_time(msg.wall(delivered_t)) if delivered and delivered_t else None,
+            "message": d["text"],
+        }
+        if knobs.old_field_names:
+            obj["deliveredToVendor"] = telco
+            obj["deliveredByVendor"] = phone == "confirmed"
+        else:
+            obj["deliveredToTelco"] = telco
+            obj["deliveredToPhone"] = phone
+        obj.update({
+            "done": state not in ("accepted", "retrying"),
+            "error": "",
+            "deliveryError": msg.code if state in ("failed", "expired", "rejected")
+            else ("network error" if state == "retrying" else ""),
+            "chargedMicro": d["parts"] * PRICE_MICRO if telco else 0,
+            "client_ref": d["client_ref"], "firstName": "", "lastName": "", "fullPhoneNumber": "",
+        })
+        return obj
+
+    def pushes(self, msg: Message, knobs: Knobs) -> list[Push]:
+        url = msg.data.get("push_url")
+        if not url:
+            return []
+        return [Push(due=t, body=dumps(self.status_object(msg, state, knobs)),
+                     content_type="application/json", ref=msg.ref, recipient=None, kind=state,
+                     url=url) for t, state in msg.timeline[1:]]
+
+    async def status(self, request: web.Request) -> web.Response:
+        if (denied := self._guard(request)) is not None:
+            return denied
+        ref = request.match_info["id"].strip().upper()
+        self.refs(request, ref)
+        msg = self.sandbox.message(self.name, ref)
+        if msg is None or not self._org_ok(request.match_info["org"]):
+            return json_response({"error": "not found"}, status=404)
+        state, _ = msg.state_at(self.now())
+        return json_response(self.status_object(msg, state, self.knobs))
+
+    async def listing(self, request: web.Request) -> web.Response:
+        if (denied := self._guard(request)) is not None:
+            return denied
+        if not self._org_ok(request.match_info["org"]):
+            return json_response({"error": "not found"}, status=404)
+        q = request.query
+        try:
+            paged = "page" in q or "size" in q
+            page = int(q.get("page", "1"))
+            size = int(q.get("size", "100"))
+            limit = int(q.get("limit", "100"))
+            if page < 1:
+                return error(400, "page must be >= 1", "invalid_parameter", param="page")
+            if not 1 <= size <= 1000:
+                return error(400, "size must be between 1 and 1000", "invalid_parameter",
+                             param="size")
+            if not 1 <= limit <= 100:
+                return error(400, "limit must be between 1 and 100", "invalid_parameter",
+                             param="limit")
+            start, end = _when(q.get("startDate")), _when(q.get("endDate"))
+        except ValueError:
+            return error(400, "invalid query parameter", "invalid_parameter")
+        direction = q.get("dir", "asc").lower()
+        if direction not in ("asc", "desc"):
+            return error(400, "dir must be asc or desc", "invalid_parameter", param="dir")
+        now = self.now()
+        items = self.order if direction == "asc" else self.order[::-1]
+        after = q.get("after")
+        if after:
+            try:
+                t_after = _when(after)
+            except ValueError:
+                t_after = None
+            if t_after is not None:
+                items = [m for m in items if m.wall0 > t_after]
+            else:
+                pos = self._pos.get(after.strip().upper())
+                if pos is None:
+                    items = []
+                else:
+                    items = self.order[pos + 1:] if direction == "asc" else self.order[:pos][::-1]
+        if start is not None:
+            items = [m for m in items if m.wall0 >= start]
+        if end is not None:
+            items = [m for m in items if m.wall0 < end]
+        if q.get("failed", "").lower() in ("1", "true", "yes"):
+            items = [m for m in items if m.state_at(now)[0] in ("failed", "expired", "rejected",
+                                                                 "retrying")]
+        if paged:
+            chunk = items[(page - 1) * size: page * size]
+            more = len(items) > page * size
+            next_page: Any = page + 1 if more else None
+        else:
+            chunk = items[:limit]
+            more = len(items) > limit
+            next_page = chunk[-1].ref if more and chunk else None
+        knobs = self.knobs
+        self.refs(request, *(m.ref for m in chunk))
+        return json_response({
+            "messages": [self.status_object(m, m.state_at(now)[0], knobs) for m in chunk],
+            "hasNextPage": more, "nextPage": next_page, "paged": paged})
+
+
+def _when(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    dt = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)

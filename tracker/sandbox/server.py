@@ -1,0 +1,369 @@
+"""The sandbox: one aiohttp server on loopback serving all four fake vendors under path prefixes
+(`/sparksender`, `/engagespark`, `/skycore`, `/sparrow`), plus admin routes under `/_sandbox`:
+
+- `GET|POST /_sandbox/knobs`   current knobs per vendor / change them (see `Sandbox.configure`)
+- `GET /_sandbox/truth`        the ground truth, one object per message
+- `GET /_sandbox/requests`     every vendor request received (`?since=N` to skip the first N)
+- `GET /_sandbox/postbacks`    every postback attempt made (`?since=N`)
+- `POST /_sandbox/postback_url` `{"vendor": ..., "url": ...}` the account-wide postback URL
+
+Neither the truth nor the logs ever hold credentials (no query strings, no bodies, no URLs of
+postbacks, whose path carries the receiver's token).
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import ipaddress
+import math
+import time
+from typing import Any, Iterable, Mapping
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from tracker.sandbox.common import (MALFORMABLE, REFS, Push, Vendor, dumps, is_loopback_url,
+                                    json_response)
+from tracker.sandbox.engagespark import EngageSpark
+from tracker.sandbox.knobs import Knobs
+from tracker.sandbox.postbacks import Dispatcher
+from tracker.sandbox.skycore import Skycore
+from tracker.sandbox.sparksender import SparkSender
+from tracker.sandbox.sparrow import Sparrow
+from tracker.sandbox.truth import Message, iso, utcnow
+
+VENDORS = ("sparksender", "engagespark", "skycore", "sparrow")
+VENDOR_CLASSES: dict[str, type[Vendor]] = {
+    "sparksender": SparkSender, "engagespark": EngageSpark, "skycore": Skycore, "sparrow": Sparrow,
+}
+
+DEFAULT_CREDENTIALS: dict[str, dict[str, str]] = {
+    "sparksender": {"user_id": "1001", "api_key": "sandbox-sparksender-key"},
+    "engagespark": {"org_id": "1234", "api_key": "sandbox-engagespark-key"},
+    "skycore": {"api_key": "sandboxSkycoreApiKey0001"},
+    "sparrow": {"api_token": "sandbox-sparrow-api-token",
+                "partner_token": "sandbox-sparrow-partner-token"},
+}
+
+TruthKey = tuple[str, str | None, str | None]
+
+
+class Sandbox:
+    """Fake servers of the four vendors, with knobs, ground truth and a request log.
+
+    Knobs: `knobs` applies to every vendor, `vendor_knobs` overrides per vendor (a Knobs or a
+    dict of changes), `seed` (if given) overrides the knobs' seed everywhere.
+    """
+
+    def __init__(self, knobs: Knobs | Mapping[str, Any] | None = None, *, seed: int | None = None,
+                 vendor_knobs: Mapping[str, Knobs | Mapping[str, Any]] | None = None,
+                 credentials: Mapping[str, Mapping[str, str]] | None = None,
+                 log_max: int = 100_000) -> None:
+        base = knobs if isinstance(knobs, Knobs) else Knobs().with_changes(knobs or {})
+        if seed is not None:
+            base = base.with_changes({"seed": seed})
+        self._knobs: dict[str, Knobs] = {v: base for v in VENDORS}
+        for vendor, k in (vendor_knobs or {}).items():
+            self._check_vendor(vendor)
+            self._knobs[vendor] = k if isinstance(k, Knobs) else base.with_changes(k)
+        self.credentials: dict[str, dict[str, str]] = {
+            v: dict(DEFAULT_CREDENTIALS[v], **dict((credentials or {}).get(v, {})))
+            for v in VENDORS}
+        self.postback_urls: dict[str, str] = {}
+        self.requests: collections.deque[dict[str, Any]] = collections.deque(maxlen=log_max)
+        self.postbacks: collections.deque[dict[str, Any]] = collections.deque(maxlen=log_max)
+        self._request_count = 0
+        self._postback_count = 0
+        self._messages: dict[TruthKey, Message] = {}
+        self.vendors: dict[str, Vendor] = {v: VENDOR_CLASSES[v](self) for v in VENDORS}
+        self._dispatchers: dict[str, Dispatcher] = {}
+        self._buckets: dict[str, list[float]] = {}  # vendor -> [tokens, last refill]
+        self._runner: web.AppRunner | None = None
+        self._http: aiohttp.ClientSession | None = None
+        self.url: str | None = None
+
+    # -- lifecycle --
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        if host != "localhost" and not _is_loopback_ip(host):
+            raise ValueError("the sandbox listens on loopback addresses only")
+        if self._runner is not None:
+            raise RuntimeError("sandbox already started")
+        app = web.Application(middlewares=[self._middleware], client_max_size=4 * 1024 * 1024)
+        self._add_routes(app)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0,
+                               handler_cancellation=True)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        self._runner = runner
+        sock_host, sock_port = runner.addresses[0][:2]
+        self.url = f"http://{'[' + sock_host + ']' if ':' in sock_host else sock_host}:{sock_port}"
+        return self.url
+
+    async def stop(self) -> None:
+        for d in self._dispatchers.values():
+            await d.stop()
+        self._dispatchers.clear()
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> "Sandbox":
+        if self._runner is None:
+            await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- addresses and configuration --
+    def base_url(self, vendor: str) -> str:
+        self._check_vendor(vendor)
+        if self.url is None:
+            raise RuntimeError("sandbox not started")
+        return f"{self.url}/{vendor}"
+
+    def vendor_config(self, vendor: str) -> dict[str, str]:
+        """`base_url` plus credentials: the tracker's vendor config keys for this vendor."""
+        return {"base_url": self.base_url(vendor), **self.credentials[vendor]}
+
+    def set_postback_url(self, vendor: str, url: str | None) -> None:
+        """The account-wide postback URL (Skycore postbacks, Sparrow callbacks)."""
+        self._check_vendor(vendor)
+        if url is None:
+            self.postback_urls.pop(vendor, None)
+            return
+        if not is_loopback_url(url):
+            raise ValueError("postback URLs must point at a loopback address")
+        self.postback_urls[vendor] = url
+
+    def get_knobs(self, vendor: str) -> Knobs:
+        return self._knobs[vendor]
+
+    def set_knobs(self, vendor: str | None = None, **changes: Any) -> None:
+        """Change knobs for one vendor, or all when `vendor` is None."""
+        targets = [vendor] if vendor else list(VENDORS)
+        new = {}
+        for v in targets:
+            self._check_vendor(v)
+            new[v] = self._knobs[v].with_changes(changes)  # validate all before applying any
+        for v, k in new.items():
+            if k.seed != self._knobs[v].seed:
+                self.vendors[v].reseed(k.seed)
+            self._knobs[v] = k
+
+    def configure(self, spec: Mapping[str, Any]) -> None:
+        """Apply a knob spec: top-level knobs for every vendor, then `"vendors": {name: {...}}`."""
+        if not isinstance(spec, Mapping):
+            raise ValueError("knob spec must be a JSON object")
+        common = {k: v for k, v in spec.items() if k != "vendors"}
+        per = spec.get("vendors") or {}
+        if not isinstance(per, Mapping):
+            raise ValueError("'vendors' must map vendor names to knob objects")
+        for v, changes in per.items():  # validate everything first
+            self._check_vendor(v)
+            if not isinstance(changes, Mapping):
+                raise ValueError(f"knobs for {v} must be an object")
+            self._knobs[v].with_changes({**common, **changes})
+        if common:
+            self.set_knobs(None, **common)
+        for v, changes in per.items():
+            self.set_knobs(v, **changes)
+
+    # -- ground truth --
+    def record(self, msg: Message) -> None:
+        self._messages[msg.key] = msg
+
+    def truth(self) -> dict[TruthKey, dict[str, Any]]:
+        """(vendor, vendor_ref, recipient for Sparrow else None) -> what the message ends as.
+
+        vendor_ref is None (and recipient set) for a number the vendor refused without an id."""
+        now = asyncio.get_running_loop().time()
+        return {key: msg.truth(now) for key, msg in self._messages.items()}
+
+    def message(self, vendor: str, ref: str, recipient: str | None = None) -> Message | None:
+        return self._messages.get((vendor, ref, recipient))
+
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        if self._http is None:
+            self._http = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=64),
+                json_serialize=lambda o: dumps(o).decode())
+        return self._http
+
+    def schedule(self, vendor: str, pushes: Iterable[Push]) -> None:
+        d = self._dispatchers.get(vendor)
+        if d is None:
+            d = self._dispatchers[vendor] = Dispatcher(self, vendor)
+        for p in pushes:
+            d.schedule(p)
+
+    def log_postback(self, entry: dict[str, Any]) -> None:
+        self._postback_count += 1
+        entry["seq"] = self._postback_count
+        self.postbacks.append(entry)
+
+    def pending_postbacks(self, vendor: str | None = None) -> int:
+        return sum(d.pending for v, d in self._dispatchers.items() if vendor in (None, v))
+
+    # -- HTTP --
+    def _add_routes(self, app: web.Application) -> None:
+        admin = [
+            ("GET", "/_sandbox/knobs", self._admin_knobs),
+            ("POST", "/_sandbox/knobs", self._admin_knobs),
+            ("GET", "/_sandbox/truth", self._admin_truth),
+            ("GET", "/_sandbox/requests", self._admin_requests),
+            ("GET", "/_sandbox/postbacks", self._admin_postbacks),
+            ("POST", "/_sandbox/postback_url", self._admin_postback_url),
+        ]
+        for method, path, handler in admin:
+            app.router.add_route(method, path, handler)
+        for name, vendor in self.vendors.items():
+            for route in vendor.routes():
+                handler = _malformable(route.handler) if route.malformable else route.handler
+                full = f"/{name}{route.path}"
+                variants = {full, full.rstrip("/") or f"/{name}", full.rstrip("/") + "/"}
+                for path in sorted(variants):
+                    for method in route.methods:
+                        app.router.add_route(method, path, handler)
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        vendor = request.path.split("/", 2)[1] if request.path.count("/") >= 1 else ""
+        if vendor == "_sandbox":
+            return await handler(request)
+        if vendor not in self.vendors:
+            return json_response({"error": "not found"}, status=404)
+        request[REFS] = []
+        knobs = self._knobs[vendor]
+        status = 0
+        try:
+            response = self._fault(vendor, knobs)
+            if response is None:
+                if knobs.slow_share and self.vendors[vendor].rng.random() < knobs.slow_share:
+                    await asyncio.sleep(knobs.slow_delay_s)
+                response = await handler(request)
+                if (request.get(MALFORMABLE) and knobs.malformed_share
+                        and self.vendors[vendor].rng.random() < knobs.malformed_share):
+                    response = self._garble(vendor, response)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            self._log(request, vendor, status)
+
+    def _fault(self, vendor: str, knobs: Knobs) -> web.Response | None:
+        rng = self.vendors[vendor].rng
+        if knobs.rate_limit_per_s > 0:
+            wait = self._take_token(vendor, knobs.rate_limit_per_s)
+            if wait > 0:
+                return json_response({"error": "Too Many Requests"}, status=429,
+                                     headers={"Retry-After": str(max(1, math.ceil(wait)))})
+        if knobs.throttle_share and rng.random() < knobs.throttle_share:
+            return json_response({"error": "Too Many Requests"}, status=429,
+                                 headers={"Retry-After": str(knobs.retry_after_s)})
+        if knobs.server_error_share and rng.random() < knobs.server_error_share:
+            status = rng.choice((500, 502, 503))
+            return web.Response(status=status, text=f"<html><body><h1>{status} Server Error</h1>"
+                                "</body></html>", content_type="text/html")
+        return None
+
+    def _take_token(self, vendor: str, rate: float) -> float:
+        """Token bucket (capacity = one second's worth); seconds to wait, 0 if allowed."""
+        now = time.monotonic()
+        capacity = max(1.0, rate)
+        bucket = self._buckets.setdefault(vendor, [capacity, now])
+        bucket[0] = min(capacity, bucket[0] + (now - bucket[1]) * rate)
+        bucket[1] = now
+        if bucket[0] >= 1.0:
+            bucket[0] -= 1.0
+            return 0.0
+        return (1.0 - bucket[0]) / rate
+
+    def _garble(self, vendor: str, response: web.StreamResponse) -> web.Response:
+        body = response.body if isinstance(response, web.Response) else b""
+        raw = bytes(body) if isinstance(body, (bytes, bytearray)) else b""
+        kind = self.vendors[vendor].rng.choice(("truncated", "html", "empty"))
+        if kind == "truncated" and len(raw) > 1:
+            return web.Response(body=raw[: len(raw) // 2], status=response.status,
+                                content_type="application/json")
+        if kind == "html":
+            return web.Response(text="<html><body>Service temporarily unavailable</body></html>",
+                                status=200, content_type="text/html")
+        return web.Response(body=b"", status=200, content_type="application/json")
+
+    def _log(self, request: web.Request, vendor: str, status: int) -> None:
+        self._request_count += 1
+        self.requests.append({
+            "seq": self._request_count, "t": time.monotonic(), "wall": iso(utcnow()),
+            "vendor": vendor, "method": request.method, "path": request.path,
+            "status": status, "refs": list(request.get(REFS, ())),
+        })
+
+    # -- admin handlers --
+    async def _admin_knobs(self, request: web.Request) -> web.Response:
+        if request.method == "POST":
+            try:
+                spec = orjson.loads(await request.read())
+                self.configure(spec)
+            except (orjson.JSONDecodeError, ValueError) as exc:
+                return json_response({"error": str(exc)}, status=400)
+        return json_response({"vendors": {v: k.as_dict() for v, k in self._knobs.items()}})
+
+    async def _admin_truth(self, request: web.Request) -> web.Response:
+        rows = [{"vendor": k[0], "vendor_ref": k[1], "recipient": k[2], **v}
+                for k, v in self.truth().items()]
+        return json_response({"truth": rows})
+
+    @staticmethod
+    def _since(request: web.Request, log: collections.deque[dict[str, Any]], total: int
+               ) -> list[dict[str, Any]]:
+        try:
+            since = max(0, int(request.query.get("since", "0")))
+        except ValueError:
+            since = 0
+        first = total - len(log)  # entries dropped off the front
+        return list(log)[max(0, since - first):]
+
+    async def _admin_requests(self, request: web.Request) -> web.Response:
+        return json_response({"total": self._request_count,
+                              "requests": self._since(request, self.requests, self._request_count)})
+
+    async def _admin_postbacks(self, request: web.Request) -> web.Response:
+        return json_response({"total": self._postback_count,
+                              "postbacks": self._since(request, self.postbacks,
+                                                       self._postback_count)})
+
+    async def _admin_postback_url(self, request: web.Request) -> web.Response:
+        try:
+            body = orjson.loads(await request.read())
+            self.set_postback_url(str(body["vendor"]), body.get("url"))
+        except (orjson.JSONDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            return json_response({"error": f"bad request: {exc}"}, status=400)
+        return json_response({"ok": True})
+
+    @staticmethod
+    def _check_vendor(vendor: str) -> None:
+        if vendor not in VENDORS:
+            raise ValueError(f"unknown vendor {vendor!r}; one of {', '.join(VENDORS)}")
+
+
+def _is_loopback_ip(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _malformable(handler: Any) -> Any:
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        request[MALFORMABLE] = True
+        return await handler(request)
+    return wrapped

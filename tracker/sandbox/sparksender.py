@@ -1,0 +1,139 @@
+"""Spark Sender (spark-sender.txt, NOTES.md). Result codes live in the JSON body, always HTTP 200.
+
+- `GET|POST /api/send/`      user_id, api_key, sender_id, message, recipient_contact_no
+                             -> {"status_code": 204, "msg_id": "14364"} or {"status_code": 2xx}
+- `GET|POST /api/bulkSMS/`   ... recipient_contacts "a,b,c"
+                             -> {"success": [[{number, msgId}]], "unsuccess": [[{number, status}]]}
+- `GET|POST /api/getStatus/` user_id, api_key, msg_id -> {"sms_status": N}
+  0 pending, 4 processing (accepted), 1 send (sent; forever for a carrier without receipts),
+  2 delivered, 3 fail (failed, expired and rejected alike), 5 invalid msg id, 6 bad key,
+  7 api inactive, 8 suspended.
+Parameters come as query string, form body or JSON object. Knob `account`: inactive 201/7,
+suspended 210/8, no_funds 208, maintenance 214 (215 with an `error` text on bulk calls).
+Sandbox choices (not documented by the vendor): a number with anything but digits and a leading
+'+' or with fewer than 8 digits gets 203, more than 15 digits 205; an empty message 209.
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from aiohttp import web
+
+from tracker.sandbox.common import Route, Vendor, digits_or_raw, json_response, read_params
+from tracker.sandbox.knobs import Knobs
+
+ACCOUNT_SEND = {"inactive": 201, "suspended": 210, "no_funds": 208, "maintenance": 214}
+ACCOUNT_STATUS = {"inactive": 7, "suspended": 8}
+STATUS = {"sent": 1, "delivered": 2, "failed": 3, "rejected": 3}
+
+
+class SparkSender(Vendor):
+    name = "sparksender"
+    FATE_MAP = {"read": "delivered", "expired": "failed", "rejected": "failed"}
+    CODES = {"delivered": ("2",), "failed": ("3",), "no_receipt": ("1",)}
+
+    def __init__(self, sandbox: Any) -> None:
+        super().__init__(sandbox)
+        self._ids = itertools.count(14364)
+
+    def routes(self) -> list[Route]:
+        both = ("GET", "POST")
+        return [Route(both, "/api/send/", self.send), Route(both, "/api/bulkSMS/", self.bulk),
+                Route(both, "/api/getStatus/", self.status, malformable=True)]
+
+    def _account_error(self, p: dict[str, str], knobs: Knobs) -> int | None:
+        if (knobs.bad_credentials or p.get("user_id") != self.creds["user_id"]
+                or p.get("api_key") != self.creds["api_key"]):
+            return 202
+        if knobs.account in ACCOUNT_SEND:
+            return ACCOUNT_SEND[knobs.account]
+        if not p.get("sender_id"):
+            return 211
+        message = p.get("message", "")
+        if not message.strip() or len(message) > 480:
+            return 209
+        if any(w.lower() in message.lower() for w in knobs.blocked_words):
+            return 216
+        return None
+
+    @staticmethod
+    def _number_error(raw: str) -> int | None:
+        text = raw.strip()
+        body = text[1:] if text.startswith("+") else text
+        if not body.isdigit() or len(body) < 8:
+            return 203
+        if len(body) > 15:
+            return 205
+        return None
+
+    def _accept(self, raw: str) -> str:
+        ref = str(next(self._ids))
+        self.accept(ref, raw.strip().lstrip("+"))
+        return ref
+
+    async def send(self, request: web.Request) -> web.Response:
+        p = await read_params(request)
+        knobs = self.knobs
+        code = self._account_error(p, knobs)
+        if code is None:
+            raw = p.get("recipient_contact_no", "").strip()
+            code = 207 if not raw else self._number_error(raw)
+            if code is not None and raw:
+                self.refuse(None, digits_or_raw(raw), str(code))
+        if code is not None:
+            return json_response(self._error_body(code))
+        ref = self._accept(p["recipient_contact_no"])
+        self.refs(request, ref)
+        return json_response({"status_code": 204, "msg_id": ref})
+
+    async def bulk(self, request: web.Request) -> web.Response:
+        p = await read_params(request)
+        knobs = self.knobs
+        code = self._account_error(p, knobs)
+        numbers = [n.strip() for n in p.get("recipient_contacts", "").split(",") if n.strip()]
+        if code is None and not numbers:
+            code = 207
+        if code is not None:
+            return json_response(self._error_body(code, bulk=True))
+        success: list[dict[str, Any]] = []
+        unsuccess: list[dict[str, Any]] = []
+        for raw in numbers:
+            err = self._number_error(raw)
+            if err is None:
+                ref = self._accept(raw)
+                success.append({"number": raw, "msgId": ref})
+                self.refs(request, ref)
+            else:
+                self.refuse(None, digits_or_raw(raw), str(err))
+                unsuccess.append({"number": raw, "status": err})
+        return json_response({"success": [success], "unsuccess": [unsuccess]})
+
+    @staticmethod
+    def _error_body(code: int, bulk: bool = False) -> dict[str, Any]:
+        if code == 214 and bulk:
+            return {"status_code": 215, "error": "Scheduled maintenance in progress"}
+        return {"status_code": code}
+
+    async def status(self, request: web.Request) -> web.Response:
+        p = await read_params(request)
+        knobs = self.knobs
+        if (knobs.bad_credentials or p.get("user_id") != self.creds["user_id"]
+                or p.get("api_key") != self.creds["api_key"]):
+            return json_response({"sms_status": 6})
+        if knobs.account in ACCOUNT_STATUS:
+            return json_response({"sms_status": ACCOUNT_STATUS[knobs.account]})
+        raw = p.get("msg_id", "").strip()
+        ref = str(int(raw)) if raw.isdigit() else raw  # leading zeros do not matter
+        self.refs(request, ref)
+        msg = self.sandbox.message(self.name, ref)
+        if msg is None or not raw.isdigit():
+            return json_response({"sms_status": 5})
+        now = self.now()
+        state, since = msg.state_at(now)
+        if state == "accepted":
+            sent_at = msg.time_of("sent") or now
+            code = 0 if now - since < (sent_at - since) / 2 else 4
+        else:
+            code = STATUS[state]
+        return json_response({"sms_status": code})
