@@ -1,0 +1,101 @@
+"""The pure part of postback ingestion: admission, parsing for storage, fingerprints."""
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime, timedelta, timezone
+
+import orjson
+import pytest
+
+from tracker.adapters.base import Observation, ParseError
+from tracker.config_types import VENDORS, Config, VendorConfig
+from tracker.core.states import State
+from tracker.postbacks import core
+
+NOW = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+
+
+def config(**changes) -> Config:
+    vendors = {v: VendorConfig(**{"name": v, "postback_token": f"secret-{v}", **changes.get(v, {})})
+               for v in VENDORS}
+    return Config(vendors=vendors)
+
+
+def skycore_raw(body: bytes, ctype="application/json", query="") -> core.RawPostback:
+    return core.RawPostback("skycore", "POST", ctype, query, body, "127.0.0.1", NOW)
+
+
+SKY = {"origin": "SMS_MT", "code": "N202", "status": "Delivered", "to": "10000000000",
+       "tracking-id": "t-1", "timestamp": "2021-01-26T18:00:07.990498+00:00"}
+
+
+def test_only_enabled_pushing_vendors_with_a_token_get_a_route():
+    routes = core.routes_from(config(sparrow={"enabled": False}, engagespark={"postback_token": None}))
+    assert set(routes) == {"skycore"}  # sparksender never pushes
+
+
+@pytest.mark.parametrize("vendor,token", [
+    ("nosuch", "secret-nosuch"), ("sparksender", "secret-sparksender"), ("skycore", "wrong"),
+    ("skycore", ""), ("skycore", "secret-skycore "), ("skycore", "secret-sparrow"),
+])
+def test_every_failure_to_authenticate_is_the_same_404(vendor, token):
+    routes = core.routes_from(config())
+    assert core.admit(routes, vendor, token, "127.0.0.1", "application/json") is core.NOT_FOUND
+
+
+def test_right_token_and_content_types():
+    routes = core.routes_from(config())
+    assert core.admit(routes, "skycore", "secret-skycore", "127.0.0.1", "application/json") is None
+    assert core.admit(routes, "skycore", "secret-skycore", "127.0.0.1", "text/xml; charset=utf-8") is None
+    assert core.admit(routes, "skycore", "secret-skycore", "127.0.0.1", "") is None  # GET, no type
+    assert core.admit(routes, "skycore", "secret-skycore", "127.0.0.1", "text/html") is core.UNSUPPORTED
+    assert core.admit(routes, "sparrow", "secret-sparrow", "127.0.0.1", "text/xml") is core.UNSUPPORTED
+
+
+def test_allow_networks():
+    routes = core.routes_from(config(skycore={"allow_networks": ("10.0.0.0/8", "2001:db8::/32")}))
+    ok = lambda remote: core.admit(routes, "skycore", "secret-skycore", remote, "")  # noqa: E731
+    assert ok("10.1.2.3") is None
+    assert ok("::ffff:10.1.2.3") is None  # IPv4-mapped on a dual-stack socket
+    assert ok("2001:db8::5") is None
+    assert ok("127.0.0.1") is core.FORBIDDEN
+    assert ok(None) is core.FORBIDDEN
+    # the network check comes before the token: a 403 says nothing about the token
+    assert core.admit(routes, "skycore", "wrong", "127.0.0.1", "") is core.FORBIDDEN
+
+
+def test_parse_reads_through_the_adapter():
+    [o] = core.parse(skycore_raw(orjson.dumps(SKY)))
+    assert (o.vendor_ref, o.state) == ("t-1", State.delivered)
+    with pytest.raises(ParseError):
+        core.parse(skycore_raw(b"{not json"))
+
+
+@pytest.mark.parametrize("field,value", [("code", "N2\x0002"), ("tracking-id", "a\x00b"),
+                                         ("status", "Deliv\x00ered"), ("from", "x\x00")])
+def test_nul_characters_are_refused_before_answering(field, value):
+    with pytest.raises(ParseError):
+        core.parse(skycore_raw(orjson.dumps({**SKY, field: value})))
+
+
+def test_form_encoded_nul_is_refused():
+    body = b"tracking-id=t1&code=N202&status=Delivered%00"
+    with pytest.raises(ParseError):
+        core.parse(skycore_raw(body, "application/x-www-form-urlencoded"))
+
+
+def test_time_out_of_range_is_refused():
+    late = datetime(9999, 12, 31, 23, 59, tzinfo=timezone(-timedelta(hours=5)))  # past year 9999 in UTC
+    o = Observation("skycore", "t", None, State.sent, "N201", event_at=late)
+    assert core.unstorable(o, "skycore") == "time out of range"
+
+
+def test_fingerprint_tells_reports_apart_but_not_their_raw_fragment():
+    [o] = core.parse(skycore_raw(orjson.dumps(SKY)))
+    assert core.fingerprint(o) == core.fingerprint(dataclasses.replace(o, raw={"other": 1}))
+    assert core.fingerprint(o) != core.fingerprint(dataclasses.replace(o, state=State.sent))
+    assert core.fingerprint(o) != core.fingerprint(dataclasses.replace(o, state=None))
+
+
+def test_query_string_is_read_the_same_way_at_ingestion_and_replay():
+    assert core.query_dict("a=1&b=&c=x%20y") == {"a": "1", "b": "", "c": "x y"}

@@ -1,0 +1,198 @@
+"""The pure part of postback ingestion: which requests are admitted, what a stored raw postback
+says (through the vendor's adapter), and how an observation is fingerprinted so that a replay
+never appends the same observation twice. No I/O here."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Mapping
+from urllib.parse import parse_qsl
+
+import orjson
+
+from tracker import adapters
+from tracker.adapters.base import Observation, ParseError
+from tracker.config_types import Config
+from tracker.core.reduce import recipient_key
+
+# Content types each pushing vendor sends (lower-case media type, parameters dropped). A request
+# without a Content-Type (a GET with a query string, or a vendor that omits it) is let through
+# to the adapter, which reads the body by its shape.
+CONTENT_TYPES: dict[str, frozenset[str]] = {
+    # v2 JSON; v1 XML (as XML, or form-encoded with an `xml` field on some accounts)
+    "skycore": frozenset({"application/json", "application/xml", "text/xml",
+                          "application/x-www-form-urlencoded"}),
+    "sparrow": frozenset({"application/json"}),
+    # clientPushURL: undocumented; the status object as JSON or form fields
+    "engagespark": frozenset({"application/json", "application/x-www-form-urlencoded"}),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    status: int
+    error: str
+
+
+NOT_FOUND = Refusal(404, "not found")  # unknown vendor, not a pushing vendor, wrong token: alike
+FORBIDDEN = Refusal(403, "source address not allowed")
+UNSUPPORTED = Refusal(415, "unsupported content type")
+TOO_LARGE = Refusal(413, "body too large")
+BROKEN_BODY = Refusal(400, "incomplete body")
+UNAVAILABLE = Refusal(503, "temporarily unavailable, retry later")
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A vendor that may post to us: its token (as a digest) and where it may post from."""
+
+    vendor: str
+    token_digest: bytes
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    content_types: frozenset[str]
+
+
+def _digest(token: str) -> bytes:
+    # Comparing digests keeps the length of the configured token out of the timing too.
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+
+_DUMMY = _digest(secrets.token_urlsafe(24))
+
+
+def routes_from(config: Config) -> dict[str, Route]:
+    """Enabled vendors that push and have a postback token configured."""
+    out = {}
+    for name, vc in config.vendors.items():
+        if not (vc.enabled and vc.postback_token and adapters.get(name).PUSHES):
+            continue
+        nets = tuple(ipaddress.ip_network(n, strict=False) for n in vc.allow_networks)
+        out[name] = Route(name, _digest(vc.postback_token), nets,
+                          CONTENT_TYPES.get(name, frozenset({"application/json"})))
+    return out
+
+
+def media_type(content_type: str | None) -> str:
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def source_ip(remote: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        ip = ipaddress.ip_address(remote or "")
+    except ValueError:
+        return None
+    return (ip.ipv4_mapped or ip) if isinstance(ip, ipaddress.IPv6Address) else ip
+
+
+def admit(routes: Mapping[str, Route], vendor: str, token: str, remote: str | None,
+          content_type: str | None) -> Refusal | None:
+    """None when the request may go on to be read; else the answer. The token is compared in
+    constant time, also for an unknown vendor, and every failure to authenticate looks alike."""
+    route = routes.get(vendor)
+    given = _digest(token)
+    if route is None:
+        hmac.compare_digest(given, _DUMMY)
+        return NOT_FOUND
+    if route.networks:
+        ip = source_ip(remote)
+        if ip is None or not any(ip in net for net in route.networks if ip.version == net.version):
+            return FORBIDDEN
+    if not hmac.compare_digest(given, route.token_digest):
+        return NOT_FOUND
+    mt = media_type(content_type)
+    if mt and mt not in route.content_types:
+        return UNSUPPORTED
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class RawPostback:
+    """A request as stored: never the token (it is in the path) and no header but Content-Type."""
+
+    vendor: str
+    method: str
+    content_type: str
+    query: str  # the raw query string
+    body: bytes
+    source: str | None
+    received_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> "RawPostback":
+        return cls(row["vendor"], row["method"], row["content_type"], row["query"],
+                   bytes(row["body"]), None, row["received_at"])
+
+
+def query_dict(query: str) -> dict[str, str]:
+    return dict(parse_qsl(query, keep_blank_values=True))
+
+
+def parse(raw: RawPostback) -> list[Observation]:
+    """What a raw postback says. ParseError (a message without secrets) when it cannot be read
+    for its vendor, or says something the database could not store."""
+    adapter = adapters.get(raw.vendor)
+    try:
+        found = adapter.parse_postback(raw.method, raw.content_type, query_dict(raw.query),
+                                       raw.body, raw.received_at)
+    except ParseError:
+        raise
+    except Exception as e:  # the adapters' contract is ParseError only; hold them to it
+        raise ParseError(f"{raw.vendor} postback: unreadable ({type(e).__name__})") from None
+    for o in found:
+        problem = unstorable(o, raw.vendor)
+        if problem:
+            raise ParseError(f"{raw.vendor} postback: {problem}")
+    return found
+
+
+def _bad_text(value: Any) -> bool:
+    if value is None:
+        return False
+    if not isinstance(value, str):
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return "\x00" in value
+
+
+def unstorable(o: Observation, vendor: str) -> str | None:
+    """Why PostgreSQL would refuse this observation (NUL or lone surrogates in text, a time out
+    of range, raw data that is not JSON), or None. Checked before answering, so that a 200 is
+    never given for a report that could not be applied."""
+    if o.vendor != vendor:
+        return "report names another vendor"
+    f = o.failure
+    texts = (o.vendor_ref, o.recipient, o.code, o.text) + ((f.code, f.reason) if f else ())
+    if any(_bad_text(t) for t in texts) or not o.vendor_ref:
+        return "text with NUL or invalid characters"
+    for at in (o.event_at, o.deadline):
+        if at is not None:
+            try:
+                at.astimezone(timezone.utc)
+            except (OverflowError, ValueError):
+                return "time out of range"
+    if o.raw is not None:
+        try:
+            encoded = orjson.dumps(o.raw, default=str)  # as the reducer stores it
+        except TypeError:
+            return "payload is not JSON data"
+        if b"\\u0000" in encoded:
+            return "payload holds NUL characters"
+    return None
+
+
+def fingerprint(o: Observation) -> str:
+    """What makes two observations from one raw postback the same report (its raw fragment
+    aside): used by replay to append only what a new parse adds."""
+    f = o.failure
+    key = [o.vendor, o.vendor_ref, recipient_key(o.vendor, o.recipient),
+           o.state.name if o.state is not None else None, o.code, o.text,
+           o.event_at.isoformat() if o.event_at else None,
+           f.code if f else None, f.reason if f else None, f.permanent if f else None]
+    return hashlib.blake2b(orjson.dumps(key), digest_size=8).hexdigest()
