@@ -44,7 +44,11 @@ class Tracker:
         self.components: list = self._components()
 
     def _components(self) -> list:
-        return []
+        from tracker.postbacks import Postbacks
+
+        return [
+            Postbacks(self),
+        ]
 
     # --- start / stop --------------------------------------------------------------------------
 
