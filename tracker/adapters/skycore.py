@@ -165,8 +165,8 @@ def parse_postback(
     code = _str(fields.get("code")).upper()
     if not code:
         raise ParseError("skycore postback: no code")
-    status = _str(fields.get("status"))
-    details = _str(fields.get("status-details"))
+    status = " ".join(_str(fields.get("status")).split())  # v1 XML may wrap the text
+    details = " ".join(_str(fields.get("status-details")).split())
     text = f"{status} ({details})" if status and details else (status or details or None)
     recipient = digits(_str(fields.get("to"))) or None
     mapped = _map(code, status)

@@ -1,0 +1,193 @@
+"""What every adapter promises: the same names, the registry, only ParseError escapes a parser,
+no secret in anything it returns or raises (the HttpRequest it builds excepted), the base helpers."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tests.unit.fixtures import FUZZ, NOW, content_types, headers, json_values, methods, ok, queries, statuses
+from tracker import adapters
+from tracker.adapters import base
+from tracker.adapters.base import HttpResponse, MessageRef, ParseError
+from tracker.config_types import VendorConfig
+
+SECRETS = {"api_key": "SECRET-api-key-1", "api_token": "SECRET-api-token-2",
+           "partner_token": "SECRET-partner-3", "postback_token": "SECRET-postback-4"}
+CFGS = {name: VendorConfig(name=name, base_url=f"http://127.0.0.1:1/{name}", user_id="u1", org_id="42", **SECRETS)
+        for name in adapters.ADAPTERS}
+TOKEN = "SECRET-jwt-5"
+
+
+def test_registry():
+    assert list(adapters.ADAPTERS) == ["sparksender", "engagespark", "skycore", "sparrow"]
+    for name, module in adapters.ADAPTERS.items():
+        assert adapters.get(name) is module and module.NAME == name
+    with pytest.raises(KeyError, match="unknown vendor 'twilio'; known vendors: engagespark, skycore"):
+        adapters.get("twilio")
+
+
+@pytest.mark.parametrize("name,polls,pushes,batch,keyed", [
+    ("sparksender", True, False, False, False), ("engagespark", True, True, False, False),
+    ("skycore", False, True, False, False), ("sparrow", True, True, True, True)])
+def test_module_interface(name, polls, pushes, batch, keyed):
+    m = adapters.get(name)
+    assert (m.POLLS, m.PUSHES, m.BATCH_POLL, m.KEYED_BY_RECIPIENT) == (polls, pushes, batch, keyed)
+    for fn in ("normalize_ref", "status_requests", "parse_status", "parse_postback", "parse_send"):
+        assert callable(getattr(m, fn))
+    assert hasattr(adapters.sparrow, "login_request") and hasattr(adapters.sparrow, "parse_login")
+    assert hasattr(adapters.engagespark, "list_request") and hasattr(adapters.engagespark, "parse_list")
+
+
+def _calls(m):
+    """Every parser of a module, called with one set of (possibly garbage) inputs."""
+    def status(resp):
+        n = 2 if m.NAME == "sparrow" else 1
+        return m.parse_status([resp] * n, [MessageRef("5c32728e-340f-43b6-898d-d2b24e8e1426", "9771")], NOW)
+    calls = [status,
+             lambda resp: m.parse_postback("POST", "application/json", {}, resp.body, NOW),
+             lambda resp: m.parse_send(resp, None, NOW),
+             lambda resp: m.parse_send(resp.body, {"session": {"recipients": ["1"]}, "messages": [{"to": "1"}]}, NOW)]
+    if m.NAME == "sparrow":
+        calls.append(lambda resp: m.parse_login(resp, NOW))
+    if m.NAME == "engagespark":
+        calls.append(lambda resp: m.parse_list(resp, NOW))
+    return calls
+
+
+@FUZZ
+@given(vendor=st.sampled_from(list(adapters.ADAPTERS)), status=statuses, hdrs=headers,
+       body=st.binary(max_size=120) | json_values.map(lambda v: __import__("orjson").dumps(v)))
+def test_only_parse_error_escapes_the_public_parsers(vendor, status, hdrs, body):
+    for call in _calls(adapters.get(vendor)):
+        try:
+            call(HttpResponse(status, hdrs, body))
+        except ParseError:
+            pass
+
+
+@FUZZ
+@given(vendor=st.sampled_from(list(adapters.ADAPTERS)), method=methods, ctype=content_types, query=queries,
+       body=st.binary(max_size=120))
+def test_only_parse_error_escapes_postbacks(vendor, method, ctype, query, body):
+    try:
+        adapters.get(vendor).parse_postback(method, ctype, query, body, NOW)
+    except ParseError:
+        pass
+
+
+def test_guard_turns_anything_into_a_parse_error_without_values():
+    @base.guarded("demo")
+    def boom(x):
+        raise KeyError(x)
+    with pytest.raises(ParseError) as e:
+        boom("SECRET-in-payload")
+    assert "SECRET" not in str(e.value) and "demo" in str(e.value) and e.value.__cause__ is None
+    assert boom.__wrapped__ is not None
+
+
+# --- secrets --------------------------------------------------------------------------------------
+
+
+def _requests():
+    reqs = []
+    for name, m in adapters.ADAPTERS.items():
+        reqs += m.status_requests(CFGS[name], [MessageRef("5c32728e-340f-43b6-898d-d2b24e8e1426", "9771")], token=TOKEN)
+    reqs.append(adapters.sparrow.login_request(CFGS["sparrow"]))
+    reqs.append(adapters.engagespark.list_request(CFGS["engagespark"], after=NOW, page=1, size=10))
+    return reqs
+
+
+def test_requests_carry_the_credentials_they_need():
+    text = repr(_requests())
+    for secret in ("SECRET-api-key-1", "SECRET-api-token-2", "SECRET-partner-3", TOKEN):
+        assert secret in text  # the HttpRequest itself carries them (and must never be logged whole)
+    assert "SECRET-postback-4" not in text
+
+
+def _everything_else():
+    """Results and errors from every parser, fed bodies and requests that contain every secret."""
+    leaky = {k: v for k, v in SECRETS.items()} | {"token": TOKEN}
+    spark_request = {"user_id": "u1", "api_key": SECRETS["api_key"], "recipient_contact_no": "94711111111"}
+    out = []
+    cases = [
+        (adapters.sparksender, {"status_code": 204, "msg_id": "1"}, spark_request),
+        (adapters.sparksender, {"status_code": 202}, spark_request),
+        (adapters.sparksender, b"not json " + SECRETS["api_key"].encode(), spark_request),
+        (adapters.sparksender, {"status_code": 204, "msg_id": "1"},
+         f"https://cp/api/send/?api_key={SECRETS['api_key']}&recipient_contact_no=947"),
+        (adapters.engagespark, {"error": "Invalid Token"}, {"to": "1", "apiKey": SECRETS["api_key"]}),
+        (adapters.engagespark, {"messageId": "SMS1", "to": "1"}, None),
+        (adapters.skycore, {"status": "Failure", "error-code": "E103", "error-info": "bad key"},
+         {"to": "1", "x-api-key": SECRETS["api_key"]}),
+        (adapters.sparrow, {"result": "00", "data": {"batch_id": "b"}}, {"session": {"recipients": ["1"]}, **leaky}),
+        (adapters.sparrow, {"result": "00", "data": {}}, {"session": {"recipients": ["1"]}, **leaky}),
+    ]
+    for m, response, request in cases:
+        try:
+            out.append(m.parse_send(response, request, NOW))
+        except ParseError as e:
+            out.append(str(e))
+    for name, m in adapters.ADAPTERS.items():
+        for status in (200, 401, 402, 404, 429, 500):
+            n = 2 if name == "sparrow" else 1
+            try:
+                out.append(m.parse_status([ok(b"{}", status)] * n, [MessageRef("b", "1")], NOW))
+            except ParseError as e:
+                out.append(str(e))
+    for body in ({"data": {"token": 5}, "result": "00"}, {"data": {"errors": "Invalid API Token"}, "result": "11"}):
+        try:
+            out.append(adapters.sparrow.parse_login(ok(body, 200), NOW))
+        except ParseError as e:
+            out.append(str(e))
+    try:
+        adapters.sparrow.parse_login(ok(b'{"data": {"token": "' + TOKEN.encode() + b'", "expires_on": 7}, "result": "11"', 200), NOW)
+    except ParseError as e:
+        out.append(str(e))
+    return out
+
+
+def test_no_secret_in_results_or_errors():
+    text = repr(_everything_else())
+    for secret in (*SECRETS.values(), TOKEN):
+        assert secret not in text
+
+
+def test_parse_errors_for_config_problems_name_no_secret():
+    with pytest.raises(ValueError) as e:
+        adapters.sparksender.status_requests(VendorConfig("sparksender", api_key=SECRETS["api_key"]), [MessageRef("1")])
+    assert SECRETS["api_key"] not in str(e.value)
+
+
+# --- base helpers -------------------------------------------------------------------------------
+
+
+def test_parse_time():
+    npt = timezone(timedelta(hours=5, minutes=45))
+    assert base.parse_time("2019-07-02T05:21:54.837208837Z") == datetime(2019, 7, 2, 5, 21, 54, 837208,
+                                                                         tzinfo=timezone.utc)
+    assert base.parse_time("2023-01-23 14:31:30", npt) == datetime(2023, 1, 23, 14, 31, 30, tzinfo=npt)
+    assert base.parse_time("2023-01-23 14:31:30").tzinfo == timezone.utc
+    for bad in (None, 5, "", "yesterday", "2023-13-45 99:00:00", "x" * 100):
+        assert base.parse_time(bad) is None
+
+
+def test_retry_after():
+    assert base.retry_after({"retry-after": " 30 "}, NOW) == 30.0
+    assert base.retry_after({"Retry-After": "-5"}, NOW) == 0.0
+    assert base.retry_after({"Retry-After": "1e309"}, NOW) == 86400.0
+    assert base.retry_after({"Retry-After": "nan"}, NOW) is None
+    assert base.retry_after({"Retry-After": "Wed, 01 May 2024 12:01:00 GMT"}, NOW) == 60.0
+    assert base.retry_after({}, NOW) is None and base.retry_after({"Retry-After": "soon"}, NOW) is None
+
+
+def test_as_code_and_load_json():
+    assert [base.as_code(v) for v in (204, "204 ", 204.0, True, None, 2.5, "", [1])] == \
+        ["204", "204", "204", None, None, None, None, None]
+    with pytest.raises(ParseError, match="not valid JSON"):
+        base.load_json(b"\xff", "x")
+    with pytest.raises(ParseError):
+        base.load_json(None, "x")
+    assert base.load_json('{"a": 1}', "x") == {"a": 1}

@@ -1,0 +1,336 @@
+"""engageSPARK adapter: golden samples, the status-object mapping, list paging, pushes, fuzzing."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tests.unit.fixtures import (FUZZ, NOW, PROPERTY, content_types, encoded, headers, json_values, load,
+                                 methods, ok, queries, raw, shaped, statuses, unwrapped)
+from tracker.adapters import engagespark as es
+from tracker.adapters.base import NO_REF, HttpRequest, HttpResponse, MessageRef, ParseError
+from tracker.config_types import VendorConfig
+from tracker.core.states import Failure, State
+
+CFG = VendorConfig(name="engagespark", base_url="https://api.engagespark.com", org_id="1234", api_key="KEY-secret")
+UTC = timezone.utc
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+# --- golden samples ---------------------------------------------------------------------------
+
+
+def test_golden_bulk_single():
+    result = es.parse_send(load("engagespark", "bulk_response_single.json"),
+                           load("engagespark", "bulk_request_single.json"), NOW)
+    [o] = result.observations
+    assert (o.vendor, o.vendor_ref, o.recipient, o.state, o.code, o.failure, o.event_at) == (
+        "engagespark", "SMS20190701T052154-123-1234-0", "639123456789", State.accepted,
+        "accepted", None, None)
+    assert o.deadline == datetime(2019, 7, 2, 5, 21, 54, 837208, tzinfo=UTC)
+
+
+def test_golden_bulk_three_matched_by_position():
+    result = es.parse_send(raw("engagespark", "bulk_response_bulk.json"),
+                           raw("engagespark", "bulk_request_bulk.json"), NOW)
+    got = [(o.vendor_ref, o.recipient, o.state, o.failure) for o in result.observations]
+    assert got == [
+        ("SMS20190701T053121-123-1235-0", "639123456789", State.accepted, None),
+        ("SMS20190701T053121-123-1236-1", "254771234567", State.accepted, None),
+        ("SMS20190701T053121-123-1237-2", "13105551212", State.accepted, None),
+    ]
+    assert {o.deadline for o in result.observations} == {datetime(2019, 7, 2, 5, 31, 21, 814068, tzinfo=UTC)}
+
+
+@pytest.mark.parametrize("name,ref,deadline", [
+    ("to", "SMS20190723T154425-123-0123", datetime(2019, 7, 24, 13, 49, 16, 387856, tzinfo=UTC)),
+    ("contactid", "SMS20190723T154425-123-3210", datetime(2019, 7, 24, 15, 39, 41, 71667, tzinfo=UTC)),
+])
+def test_golden_send_to_contact(name, ref, deadline):
+    result = es.parse_send(load("engagespark", f"contact_response_{name}.json"),
+                           load("engagespark", f"contact_request_{name}.json"), NOW)
+    [o] = result.observations
+    assert (o.vendor_ref, o.recipient, o.state, o.code, o.failure, o.deadline) == (
+        ref, "639123456789", State.accepted, "accepted", None, deadline)
+
+
+def test_golden_status_old_field_names():
+    result = es.parse_status([ok(raw("engagespark", "status.json"))],
+                             [MessageRef("SMS20190701T053121-123-1235-0")], NOW)
+    [o] = result.observations
+    assert (o.vendor_ref, o.recipient, o.state, o.code, o.failure) == (
+        "SMS20190701T053121-123-1235-0", "639123456789", State.delivered, "confirmed", None)
+    assert o.event_at == datetime(2019, 7, 1, 5, 31, 23, 187897, tzinfo=UTC)  # successT
+
+
+def test_golden_invalid_token_is_account_error():
+    r = es.parse_status([ok(raw("engagespark", "error_401.json"), 401)], [MessageRef("X")], NOW)
+    assert (r.account_error.code, r.account_error.reason, r.observations) == ("401", "Invalid Token", [])
+    s = es.parse_send(HttpResponse(401, {}, raw("engagespark", "error_401.json")), None, NOW)
+    assert s.account_error.code == "401" and s.observations == []
+    assert es.parse_send(load("engagespark", "error_401.json"), None, NOW).account_error.code == "401"
+
+
+# --- the status object ----------------------------------------------------------------------------
+
+FUTURE = (NOW + timedelta(hours=3)).isoformat()
+PAST = (NOW - timedelta(hours=3)).isoformat()
+
+
+def status(**fields):
+    obj = {"id": "SMS1-1", "recipient": "639123456789", **fields}
+    [o] = es.parse_status([ok(obj)], [MessageRef("sms1-1")], NOW).observations
+    return o
+
+
+def test_new_field_names():
+    assert status(deliveredToTelco=False, deliveredToPhone="unknown", done=False).state == State.accepted
+    o = status(deliveredToTelco=True, deliveredToPhone="unknown", done=False, successT=None)
+    assert (o.state, o.code, o.event_at) == (State.sent, "deliveredToTelco", None)
+    o = status(deliveredToTelco=True, deliveredToPhone="confirmed", done=True, successT="2024-05-01T11:00:00Z")
+    assert (o.vendor_ref, o.state, o.code, o.event_at) == (
+        "SMS1-1", State.delivered, "confirmed", datetime(2024, 5, 1, 11, tzinfo=UTC))
+    assert status(deliveredToVendor=True, deliveredByVendor=False).state == State.sent
+
+
+def test_failure_while_vendor_retries_is_not_final():
+    o = status(deliveredToTelco=True, deliveredToPhone="failed", deliveryError="network error", done=False)
+    assert (o.state, o.code, o.text, o.failure) == (State.sent, "network error", "network error", None)
+    o = status(deliveredToTelco=False, error="telco timeout", done=False)
+    assert (o.state, o.code, o.text) == (State.accepted, "error", "telco timeout")
+    # no `done`: the deadline decides
+    o = status(deliveredToTelco=False, error="telco timeout", deliveryDeadline=FUTURE)
+    assert o.state == State.accepted and o.deadline == NOW + timedelta(hours=3)
+    o = status(deliveredToTelco=False, error="telco timeout", deliveryDeadline=PAST)
+    assert (o.state, o.failure) == (State.failed, Failure("error", "telco timeout", None))
+
+
+@pytest.mark.parametrize("derror,state,permanent", [
+    ("contact absent - permanent", State.failed, True),
+    ("not mobile number", State.rejected, True),
+    ("no route", State.rejected, True),
+    ("blocked", State.rejected, True),
+    ("anti-spam filter", State.rejected, True),
+    ("opted out of promotional messaging", State.rejected, True),
+    ("Opted out of marketing", State.rejected, True),
+    ("contact absent - temporary", State.failed, False),
+    ("network error", State.failed, False),
+    ("unreachable", State.failed, False),
+    ("expired", State.expired, False),
+    ("unknown", State.failed, None),
+])
+def test_delivery_error_table(derror, state, permanent):
+    o = status(deliveredToTelco=True, deliveredToPhone="failed", deliveryError=derror, done=True)
+    assert (o.state, o.code, o.failure) == (state, derror, Failure(derror, derror, permanent))
+
+
+def test_unknown_delivery_error_is_unmapped():
+    o = status(deliveredToTelco=True, deliveredToPhone="failed", deliveryError="sim swapped", done=True)
+    assert (o.state, o.code, o.failure) == (None, "sim swapped", None)
+    o = status(deliveredToTelco=True, deliveredToPhone="bounced", done=True)
+    assert (o.state, o.code) == (None, "deliveredToPhone:bounced")
+
+
+def test_multipart_delivered_only_when_all_parts_are():
+    o = status(deliveredToTelco=True, deliveredToPhone="confirmed", parts=3, successPartCount=2, done=False)
+    assert (o.state, o.code) == (State.sent, "partial")
+    o = status(deliveredToTelco=True, deliveredToPhone="confirmed", parts=3, successPartCount=2, done=True)
+    assert (o.state, o.failure) == (State.failed, Failure("partial", "2 of 3 parts delivered", None))
+    o = status(deliveredToTelco=True, deliveredToPhone="confirmed", parts=3, successPartCount=3, done=True)
+    assert o.state == State.delivered
+
+
+def test_status_http_answers():
+    refs = [MessageRef("a", "+63 912"), MessageRef("b"), MessageRef("c"), MessageRef("d")]
+    r = es.parse_status([ok({"error": "not found"}, 404), ok({"id": "b", "deliveredToTelco": True}),
+                         ok(b"", 429, {"Retry-After": "30"}), ok(b"", 500)], refs, NOW)
+    [lookup, sent] = r.observations
+    assert (lookup.vendor_ref, lookup.recipient, lookup.state, lookup.code, lookup.text) == (
+        "A", "63912", None, "404", "not found")
+    assert (sent.vendor_ref, sent.state) == ("B", State.sent)
+    assert (r.transient_error, r.retry_after_s, r.account_error) == ("HTTP 429", 30.0, None)
+    r = es.parse_status([ok({"error": "insufficient funds"}, 402)], [MessageRef("a")], NOW)
+    assert (r.account_error.code, r.account_error.reason) == ("402", "insufficient funds")
+
+
+def test_normalize_ref():
+    assert es.normalize_ref(" sms20190701t053121-123-1235-0 ") == "SMS20190701T053121-123-1235-0"
+    for bad in ("", None, [], True):
+        with pytest.raises(ParseError):
+            es.normalize_ref(bad)
+
+
+# --- send responses beyond the samples --------------------------------------------------------
+
+
+def test_bulk_per_message_error_is_rejected_with_that_error():
+    body = {"error": "", "acceptedMessages": 1, "deliveryDeadline": "2019-07-02T05:31:21.814068733Z",
+            "messages": [{"id": "", "error": "invalid 'to' number"}, {"id": "SMS1-1", "error": ""}]}
+    req = {"orgid": 1, "messages": [{"to": "12"}, {"to": "+63 912 345 6789"}]}
+    [bad, good] = es.parse_send(body, req, NOW).observations
+    assert (bad.vendor_ref, bad.recipient, bad.state, bad.code, bad.failure) == (
+        NO_REF, "12", State.rejected, "invalid 'to' number", Failure("invalid 'to' number", "invalid 'to' number", None))
+    assert (good.vendor_ref, good.recipient, good.state) == ("SMS1-1", "639123456789", State.accepted)
+    with pytest.raises(ParseError, match="different numbers"):
+        es.parse_send(body, {"messages": [{"to": "1"}]}, NOW)
+
+
+def test_single_send_error_is_rejected():
+    body = {"error": "invalid 'to' number", "errorCode": "invalid_request", "messageId": "", "to": "12"}
+    [o] = es.parse_send(HttpResponse(400, {}, ok(body).body), {"orgId": 1, "to": "12"}, NOW).observations
+    assert (o.vendor_ref, o.recipient, o.state, o.code, o.text) == (
+        NO_REF, "12", State.rejected, "invalid_request", "invalid 'to' number")
+    assert es.parse_send({"error": "insufficient funds"}, None, NOW).account_error.code == "402"
+
+
+# --- list endpoint --------------------------------------------------------------------------------
+
+
+def test_list_request_and_paging():
+    req = es.list_request(CFG, after=datetime(2024, 5, 1, 10, tzinfo=UTC), page=1, size=5000)
+    assert (req.method, req.url) == ("GET", "https://api.engagespark.com/v1/organizations/1234/messages/")
+    assert req.params == {"after": "2024-05-01T10:00:00Z", "page": "1", "size": "1000"}
+    assert req.headers["Authorization"] == "Token KEY-secret"
+    body = {"messages": [{"id": "SMS1-1", "recipient": "63", "deliveredToTelco": True, "deliveredToPhone": "confirmed",
+                          "done": True}], "hasNextPage": True, "nextPage": 2, "paged": True}
+    r = es.parse_list(ok(body), NOW, request=req)
+    assert [(o.vendor_ref, o.state) for o in r.observations] == [("SMS1-1", State.delivered)]
+    assert r.next_request.url == req.url and r.next_request.params["page"] == "2"
+    assert r.next_request.params["after"] == "2024-05-01T10:00:00Z"
+    last = es.parse_list(ok({**body, "hasNextPage": False, "nextPage": None}), NOW, request=req)
+    assert last.next_request is None
+    assert es.parse_list(ok(body), NOW).next_request is None  # no request given: cannot build one
+
+
+def test_list_cursor_mode_and_errors():
+    req = HttpRequest("GET", "https://x/v1/organizations/1/messages/", params={"limit": "100"})
+    r = es.parse_list(ok({"messages": [], "hasNextPage": True, "nextPage": "SMS9-9", "paged": False}), NOW, request=req)
+    assert r.next_request.params == {"limit": "100", "after": "SMS9-9"}
+    assert es.parse_list(ok({"error": "Invalid Token"}, 401), NOW).account_error.code == "401"
+    assert es.parse_list(ok({}, 404), NOW).account_error.code == "404"
+    assert es.parse_list(ok(b"", 503, {"Retry-After": "2"}), NOW).retry_after_s == 2.0
+    with pytest.raises(ParseError):
+        es.parse_list(ok({"messages": [{"recipient": "1"}]}), NOW)  # an entry without id
+
+
+def test_status_request_url():
+    [r] = es.status_requests(CFG, [MessageRef(" sms20190701t053121-123-1235-0 ")])
+    assert (r.method, r.url) == ("GET", "https://api.engagespark.com/v1/organizations/1234/messages/"
+                                        "SMS20190701T053121-123-1235-0/")
+    assert r.headers["Authorization"] == "Token KEY-secret"
+    with pytest.raises(ValueError):
+        es.status_requests(VendorConfig("engagespark"), [MessageRef("a")])
+
+
+# --- pushes ---------------------------------------------------------------------------------------
+
+
+def test_push_accepts_status_object_list_wrapper_and_form():
+    obj = load("engagespark", "status.json")
+    [o] = es.parse_postback("POST", "application/json", {}, raw("engagespark", "status.json"), NOW)
+    assert (o.vendor_ref, o.recipient, o.state) == ("SMS20190701T053121-123-1235-0", "639123456789", State.delivered)
+    two = es.parse_postback("POST", "", {}, ok([obj, {**obj, "id": "SMS2"}]).body, NOW)
+    assert [o.vendor_ref for o in two] == ["SMS20190701T053121-123-1235-0", "SMS2"]
+    [w] = es.parse_postback("POST", "application/json", {}, ok({"message": obj}).body, NOW)
+    assert w.state == State.delivered
+    [f] = es.parse_postback("POST", "application/x-www-form-urlencoded", {},
+                            b"id=SMS3&deliveredToTelco=true&deliveredToPhone=failed&deliveryError=no+route&done=true", NOW)
+    assert (f.vendor_ref, f.state, f.failure.permanent) == ("SMS3", State.rejected, True)
+    [q] = es.parse_postback("GET", "", {"id": "SMS4", "deliveredToTelco": "1"}, b"", NOW)
+    assert q.state == State.sent
+    with pytest.raises(ParseError):
+        es.parse_postback("POST", "application/json", {}, b'{"recipient": "1"}', NOW)
+
+
+# --- fuzzing and properties ---------------------------------------------------------------------
+
+KEYS = ["id", "messageId", "recipient", "to", "deliveredToTelco", "deliveredToVendor", "deliveredToPhone",
+        "deliveredByVendor", "done", "error", "deliveryError", "deliveryDeadline", "successPartCount", "parts",
+        "successT", "messages", "hasNextPage", "nextPage", "message", "data", "errorCode", "estimateParts"]
+WORDS = ["confirmed", "failed", "unknown", "no route", "network error", "true", "false", "SMS1-1",
+         "2019-07-02T05:21:54.837208837Z", "Invalid Token", "insufficient funds", ""]
+payloads = shaped(KEYS, WORDS)
+
+
+@FUZZ
+@given(body=encoded(payloads) | st.binary(max_size=200), status=statuses, hdrs=headers,
+       ref=st.text(max_size=8) | st.integers() | st.none())
+def test_fuzz_parse_status(body, status, hdrs, ref):
+    try:
+        unwrapped(es.parse_status)([HttpResponse(status, hdrs, body)], [MessageRef(ref)], NOW)
+    except ParseError:
+        pass
+
+
+@FUZZ
+@given(body=encoded(payloads) | st.binary(max_size=200), status=statuses, hdrs=headers,
+       req=st.none() | st.builds(HttpRequest, st.just("GET"), st.just("https://x/"),
+                                 params=st.none() | st.dictionaries(st.sampled_from(["page", "size", "limit", "after"]),
+                                                                    st.text(max_size=5))))
+def test_fuzz_parse_list(body, status, hdrs, req):
+    try:
+        unwrapped(es.parse_list)(HttpResponse(status, hdrs, body), NOW, request=req)
+    except ParseError:
+        pass
+
+
+@FUZZ
+@given(method=methods, ctype=content_types, query=queries,
+       body=encoded(payloads) | st.binary(max_size=200) | st.text(max_size=80).map(str.encode))
+def test_fuzz_parse_postback(method, ctype, query, body):
+    try:
+        unwrapped(es.parse_postback)(method, ctype, query, body, NOW)
+    except ParseError:
+        pass
+
+
+@FUZZ
+@given(response=payloads | encoded(payloads) | st.binary(max_size=100) | json_values
+       | st.builds(HttpResponse, statuses, headers, encoded(payloads)),
+       request=st.none() | payloads | st.binary(max_size=40))
+def test_fuzz_parse_send(response, request):
+    try:
+        unwrapped(es.parse_send)(response, request, NOW)
+    except ParseError:
+        pass
+
+
+@PROPERTY
+@given(to_telco=st.booleans(), phone=st.sampled_from(["unknown", "confirmed", "failed"]),
+       derror=st.sampled_from(sorted(es.DELIVERY_ERRORS) + ["", "sim swapped"]),
+       done=st.sampled_from([True, False, None]), deadline=st.sampled_from([None, PAST, FUTURE]),
+       old_names=st.booleans())
+def test_property_status_objects_map_to_table(to_telco, phone, derror, done, deadline, old_names):
+    obj = {"id": "SMS1-1"}
+    if old_names:
+        obj.update(deliveredToVendor=to_telco, deliveredByVendor=phone == "confirmed")
+        phone = "confirmed" if phone == "confirmed" else "unknown"
+    else:
+        obj.update(deliveredToTelco=to_telco, deliveredToPhone=phone)
+    if derror:
+        obj["deliveryError"] = derror
+    if done is not None:
+        obj["done"] = done
+    if deadline is not None:
+        obj["deliveryDeadline"] = deadline
+    [o] = es.parse_status([ok(obj)], [MessageRef("SMS1-1")], NOW).observations
+    final = done is True or (done is None and deadline != FUTURE)
+    if phone == "confirmed":
+        assert o.state == State.delivered
+    elif derror or phone == "failed":
+        if not final:
+            assert o.state in (State.accepted, State.sent) and o.failure is None
+        elif derror in es.DELIVERY_ERRORS:
+            state, permanent = es.DELIVERY_ERRORS[derror]
+            assert (o.state, o.code, o.failure.permanent) == (state, derror, permanent)
+        elif derror:
+            assert o.state is None and o.code == derror
+        else:
+            assert o.state == State.failed
+    else:
+        assert o.state == (State.sent if to_telco else State.accepted)
