@@ -633,9 +633,11 @@ async def test_cli_prints_urls_and_stops_on_sigterm() -> None:
         env={**os.environ, "PYTHONPATH": str(root)})
     try:
         assert proc.stdout is not None
-        lines = []
-        while not (lines and lines[-1].rstrip() == b"}"):  # the unindented closing brace
+        lines: list[bytes] = []
+        for _ in range(200):  # up to the unindented closing brace
             lines.append(await asyncio.wait_for(proc.stdout.readline(), 10))
+            if lines[-1].rstrip() == b"}" or not lines[-1]:
+                break
         info = orjson.loads(b"".join(lines))
         assert set(info["vendors"]) == set(VENDORS)
         assert info["vendors"]["sparrow"]["base_url"].endswith("/sparrow")
