@@ -35,8 +35,8 @@ def _since(text: str | None) -> datetime | None:
 class Progress:
     """A text progress bar on stderr: `replay [#####.....]  1200/2400 postbacks`."""
 
-    def __init__(self, total: int, stream: TextIO = sys.stderr, width: int = 30) -> None:
-        self.total, self.stream, self.width = total, stream, width
+    def __init__(self, total: int, stream: TextIO | None = None, width: int = 30) -> None:
+        self.total, self.stream, self.width = total, stream or sys.stderr, width
 
     def show(self, done: int) -> None:
         filled = self.width * min(done, self.total) // self.total if self.total else self.width

@@ -116,7 +116,9 @@ class Postbacks:
 
     async def _receive(self, request: web.Request, vendor: str, token: str) -> tuple[int, dict]:
         ctype = request.headers.get("Content-Type", "")
-        refusal = core.admit(self.routes, vendor, token, request.remote, ctype)
+        # A content type says nothing without a body (some clients label an empty GET too).
+        refusal = core.admit(self.routes, vendor, token, request.remote,
+                             ctype if request.body_exists else "")
         if refusal is None and request.content_length is not None and request.content_length > self.max_body:
             refusal = core.TOO_LARGE
         if refusal is None:

@@ -41,6 +41,8 @@ class GroupCommit:
         self._writes: set[asyncio.Task] = set()
         self._task: asyncio.Task | None = None
         self._closing = False
+        self.batches = 0  # committed batches and rows (tests, logs)
+        self.rows = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="postbacks-group-commit")
@@ -119,4 +121,6 @@ class GroupCommit:
                 else:
                     fut.set_exception(Unavailable(type(error).__name__))
         if error is None:
+            self.batches += 1
+            self.rows += len(rows)
             self.on_commit()

@@ -1,0 +1,291 @@
+"""Postback ingestion over real HTTP on loopback, against a real PostgreSQL: every answer, the
+group commit, the apply worker, failure paths, polls pushed out, replay."""
+from __future__ import annotations
+
+import asyncio
+import io
+import sys
+import types
+from datetime import datetime, timedelta, timezone
+
+import orjson
+import pytest
+
+from tests.postbacks_support import TOKENS, config_for, postback_url, running, session, settle
+from tracker import logging as tlog
+from tracker import replay
+from tracker.adapters import skycore
+from tracker.core.states import State
+from tracker.db import queries as q
+
+JSON = {"Content-Type": "application/json"}
+
+
+def sky(ref: str, code: str = "N202", status: str = "Delivered", **extra) -> bytes:
+    return orjson.dumps({"origin": "SMS_MT", "code": code, "status": status, "to": "10000000001",
+                         "tracking-id": ref, "timestamp": "2024-05-01T12:00:00+00:00", **extra})
+
+
+def postback_of(pb) -> dict:
+    return next(c for c in pb.components if type(c).__name__ == "Postbacks")
+
+
+async def post(s, url, body=b"", headers=JSON, method="POST"):
+    async with s.request(method, url, data=body, headers=headers) as r:
+        return r.status, await r.read()
+
+
+async def make_message(conn, vendor, ref, state="submitted", next_poll_in_s=None):
+    return await conn.fetchval(
+        "INSERT INTO tracker.messages (vendor, vendor_ref, state, next_poll_at)"
+        " VALUES ($1, $2, $3, now() + make_interval(secs => $4)) RETURNING id",
+        vendor, ref, state, next_poll_in_s)
+
+
+async def test_a_postback_is_stored_then_applied(db_dsn):
+    async with running(config_for(db_dsn)) as (tr, base), session() as s:
+        async with tr.pool.acquire() as c:
+            mid = await make_message(c, "skycore", "ref-1")
+        status, body = await post(s, postback_url(base, "skycore") + "?x=1", sky("ref-1"))
+        assert (status, orjson.loads(body)) == (200, {"status": "ok"})
+        await settle(tr.pool)
+        row = await tr.pool.fetchrow("SELECT * FROM tracker.postbacks")
+        assert (row["vendor"], row["method"], row["query"], row["content_type"]) == \
+            ("skycore", "POST", "x=1", "application/json")
+        assert bytes(row["body"]) == sky("ref-1") and str(row["source"]) == "127.0.0.1"
+        assert row["observation_count"] == 1 and row["error"] is None
+        assert await tr.pool.fetchval("SELECT state FROM tracker.messages WHERE id=$1", mid) == "delivered"
+        obs = await tr.pool.fetchrow("SELECT * FROM tracker.observations WHERE source='postback'")
+        assert obs["postback_id"] == row["id"] and obs["received_at"] == row["received_at"]
+        # the secret is nowhere in what was stored
+        dump = str([dict(r) for r in await tr.pool.fetch("SELECT * FROM tracker.postbacks")])
+        assert TOKENS["skycore"] not in dump
+
+
+async def test_every_answer(db_dsn):
+    cfg = config_for(db_dsn, http={"max_body_bytes": 2048},
+                     engagespark={"allow_networks": ("10.0.0.0/8",)})
+    async with running(cfg) as (tr, base), session() as s:
+        not_found = [
+            postback_url(base, "nosuch"), postback_url(base, "sparksender"),  # never pushes
+            postback_url(base, "skycore", "wrong"), postback_url(base, "skycore", TOKENS["sparrow"]),
+            f"{base}/postbacks/skycore/", f"{base}/postbacks/skycore",
+            postback_url(base, "skycore") + "/extra", f"{base}/postbacks/",
+        ]
+        answers = {await post(s, url, sky("r")) for url in not_found}
+        assert answers == {(404, b'{"error":"not found"}')}  # no hint which
+        url = postback_url(base, "skycore")
+        assert (await post(s, url, sky("r"), method="PUT"))[0] == 405
+        assert (await post(s, url, b"x" * 2049))[0] == 413
+
+        async def chunked():
+            yield b"{" + b" " * 2000
+            yield b" " * 100 + b"}"
+        assert (await post(s, url, chunked()))[0] == 413  # no Content-Length
+        assert (await post(s, url, sky("r"), {"Content-Type": "text/html"}))[0] == 415
+        status, body = await post(s, url, b'{"code": "N202"}')
+        assert status == 400 and "tracking-id" in orjson.loads(body)["error"]
+        assert (await post(s, postback_url(base, "engagespark"), b'{"id": "x"}'))[0] == 403
+        # GET with a query string, as some vendors call back
+        assert (await post(s, url + "?tracking-id=g1&code=N201&status=Sent", method="GET",
+                           headers={}))[0] == 200
+        assert (await post(s, url + "?nothing=here", method="GET", headers={}))[0] == 400
+        await settle(tr.pool)
+        rows = await tr.pool.fetch("SELECT vendor, method, query FROM tracker.postbacks")
+        assert [tuple(r) for r in rows] == [("skycore", "GET", "tracking-id=g1&code=N201&status=Sent")]
+
+
+async def test_nothing_secret_in_logs(db_dsn):
+    buf = io.StringIO()
+    tlog.configure("debug", "json", stream=buf, cache=False)
+    try:
+        async with running(config_for(db_dsn)) as (tr, base), session() as s:
+            await post(s, postback_url(base, "skycore"), b"{broken")
+            await post(s, postback_url(base, "skycore", "nope"), sky("r"))
+            await post(s, postback_url(base, "skycore"), sky("r"), {"Content-Type": "text/html"})
+            await post(s, postback_url(base, "skycore"), sky("r"))
+            await settle(tr.pool)
+    finally:
+        tlog.configure("info", "console", stream=sys.stderr, cache=False)
+    text = buf.getvalue()
+    assert "postback unreadable" in text and "postback refused" in text
+    assert all(t not in text for t in TOKENS.values())
+
+
+async def test_duplicates_and_disorder_are_harmless(db_dsn):
+    async with running(config_for(db_dsn)) as (tr, base), session() as s:
+        async with tr.pool.acquire() as c:
+            mid = await make_message(c, "skycore", "d1")
+        url = postback_url(base, "skycore")
+        for body in [sky("d1"), sky("d1", "N201", "Sent"), sky("d1"), sky("d1", "N201", "Sent")]:
+            assert (await post(s, url, body))[0] == 200
+            await settle(tr.pool)  # applied one by one: the final one first
+        chain = await tr.pool.fetch("SELECT from_state, to_state FROM tracker.transitions"
+                                    " WHERE message_id=$1 ORDER BY event_id", mid)
+        assert [tuple(r) for r in chain] == [("submitted", "delivered")]
+        assert await tr.pool.fetchval("SELECT count(*) FROM tracker.observations"
+                                      " WHERE message_id=$1", mid) == 4
+
+
+async def test_concurrent_postbacks_share_commits(db_dsn):
+    cfg = config_for(db_dsn, http={"group_commit_ms": 20, "group_commit_max": 64})
+    async with running(cfg) as (tr, base), session() as s:
+        url = postback_url(base, "skycore")
+        answers = await asyncio.gather(*(post(s, url, sky(f"c{i}")) for i in range(300)))
+        assert {a[0] for a in answers} == {200}
+        commit = postback_of(tr).commit
+        assert commit.rows == 300 and commit.batches < 100, commit.batches
+        await settle(tr.pool)
+        assert await tr.pool.fetchval("SELECT count(*) FROM tracker.observations") == 300
+
+
+async def test_rows_left_unprocessed_by_a_crash_are_applied_on_start(db_dsn, pool):
+    now = datetime.now(timezone.utc)
+    async with pool.acquire() as c:
+        mid = await make_message(c, "skycore", "k1")
+        await c.execute(q.INSERT_POSTBACKS, ["skycore"] * 2, ["POST"] * 2, ["application/json"] * 2,
+                        ["", ""], [sky("k1", "N201", "Sent"), sky("k1")], [None, None], [now, now])
+    async with running(config_for(db_dsn)) as (tr, base):
+        await settle(tr.pool)
+        assert await tr.pool.fetchval("SELECT state FROM tracker.messages WHERE id=$1", mid) == "delivered"
+
+
+async def test_a_row_the_database_refuses_is_set_aside_and_the_rest_applied(db_dsn, pool):
+    async with pool.acquire() as c:
+        await c.execute("""
+            CREATE FUNCTION pg_temp_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF NEW.vendor_ref = 'poison' THEN RAISE EXCEPTION 'refused' USING ERRCODE = '22023'; END IF;
+                RETURN NEW;
+            END $$;
+            CREATE TRIGGER refuse BEFORE INSERT ON tracker.observations
+                FOR EACH ROW EXECUTE FUNCTION pg_temp_refuse();""")
+        ok = await make_message(c, "skycore", "fine")
+    async with running(config_for(db_dsn)) as (tr, base), session() as s:
+        url = postback_url(base, "skycore")
+        results = await asyncio.gather(post(s, url, sky("poison")), post(s, url, sky("fine")))
+        assert [r[0] for r in results] == [200, 200]
+        await settle(tr.pool)
+        assert await tr.pool.fetchval("SELECT state FROM tracker.messages WHERE id=$1", ok) == "delivered"
+        problems = await tr.pool.fetch("SELECT kind, problem FROM tracker.postback_problems")
+        assert [p["kind"] for p in problems] == ["unreadable"]
+        assert "refused" in problems[0]["problem"]
+
+
+async def test_a_postback_pushes_the_next_poll_out(db_dsn):
+    cfg = config_for(db_dsn, engagespark={"max_poll_interval_s": 7200.0})
+    async with running(cfg) as (tr, base), session() as s:
+        async with tr.pool.acquire() as c:
+            soon = await make_message(c, "engagespark", "E-SOON", "accepted", 30)
+            final = await make_message(c, "engagespark", "E-FINAL", "accepted", 30)
+            pushed_only = await make_message(c, "skycore", "s-1", "accepted", None)
+        url = postback_url(base, "engagespark")
+        await post(s, url, orjson.dumps({"id": "e-soon", "deliveredToTelco": True,
+                                         "deliveredToPhone": "unknown"}))
+        await post(s, url, orjson.dumps({"id": "e-final", "deliveredToTelco": True,
+                                         "deliveredToPhone": "confirmed", "done": True}))
+        await post(s, postback_url(base, "skycore"), sky("s-1", "N201", "Sent"))
+        await settle(tr.pool)
+        rows = {r["id"]: r for r in await tr.pool.fetch(
+            "SELECT id, state, next_poll_at - now() AS wait FROM tracker.messages")}
+        assert rows[soon]["state"] == "sent" and rows[soon]["wait"] > timedelta(seconds=7000)
+        assert rows[final]["state"] == "delivered" and rows[final]["wait"] is None
+        assert rows[pushed_only]["state"] == "sent" and rows[pushed_only]["wait"] is None
+
+
+async def test_stop_answers_everything_in_flight(db_dsn):
+    cfg = config_for(db_dsn, http={"group_commit_ms": 50})
+    async with session() as s:
+        async with running(cfg) as (tr, base):
+            url = postback_url(base, "skycore")
+            sends = [asyncio.create_task(post(s, url, sky(f"f{i}"))) for i in range(100)]
+            commit = postback_of(tr).commit
+            while commit.rows + len(commit._pending) < 10:  # stop with postbacks in flight
+                await asyncio.sleep(0.001)
+        answers = await asyncio.gather(*sends, return_exceptions=True)
+    ok = [f"f{i}" for i, a in enumerate(answers) if not isinstance(a, BaseException) and a[0] == 200]
+    assert all(isinstance(a, BaseException) or a[0] in (200, 503) for a in answers)
+    assert ok  # those already received were answered
+    import asyncpg
+    conn = await asyncpg.connect(db_dsn)
+    try:
+        stored = {orjson.loads(bytes(b))["tracking-id"]
+                  for b in await conn.fetchval("SELECT array_agg(body) FROM tracker.postbacks")}
+    finally:
+        await conn.close()
+    assert set(ok) <= stored
+
+
+async def test_replay_after_a_mapping_fix_adds_only_what_changed(db_dsn, monkeypatch):
+    cfg = config_for(db_dsn)
+    async with running(cfg) as (tr, base), session() as s:
+        async with tr.pool.acquire() as c:
+            mid = await make_message(c, "skycore", "m1")
+        url = postback_url(base, "skycore")
+        await post(s, url, sky("m1", "N201", "Sent"))
+        await post(s, url, sky("m1", "N299", "Handset Delivered"))  # a code we do not map (yet)
+        await post(s, postback_url(base, "skycore"), sky("other"))  # another, left alone
+        await settle(tr.pool)
+        assert await tr.pool.fetchval("SELECT state FROM tracker.messages WHERE id=$1", mid) == "sent"
+
+        monkeypatch.setitem(skycore.CODES, "N299", (State.delivered, None))  # the fix
+        async with tr.pool.acquire() as conn:
+            first = await replay.replay(conn, cfg, "skycore", None, replay.Progress(0, io.StringIO()))
+            second = await replay.replay(conn, cfg, "skycore", None, replay.Progress(0, io.StringIO()))
+        assert (first.rows, first.observations, first.transitions, first.unchanged) == (3, 1, 1, 2)
+        assert (second.rows, second.observations, second.transitions, second.unchanged) == (3, 0, 0, 3)
+        assert await tr.pool.fetchval("SELECT state FROM tracker.messages WHERE id=$1", mid) == "delivered"
+        assert await tr.pool.fetchval("SELECT count(*) FROM tracker.observations") == 4
+
+        monkeypatch.delitem(skycore.CODES, "N201")  # a row that no longer parses keeps its past
+        monkeypatch.setattr(skycore, "parse_postback", _refuse_n201(skycore.parse_postback))
+        async with tr.pool.acquire() as conn:
+            third = await replay.replay(conn, cfg, None, None, replay.Progress(0, io.StringIO()))
+        assert (third.unreadable, third.observations) == (1, 0)
+        assert await tr.pool.fetchval("SELECT count(*) FROM tracker.postback_problems") == 1
+
+
+def _refuse_n201(parse):
+    from tracker.adapters.base import ParseError
+
+    def wrapped(method, ctype, query, body, now):
+        if b"N201" in body:
+            raise ParseError("skycore postback: test refuses N201")
+        return parse(method, ctype, query, body, now)
+    return wrapped
+
+
+async def test_replay_command(db_dsn, pool):
+    async with pool.acquire() as c:
+        await make_message(c, "skycore", "z1")
+        now = datetime.now(timezone.utc)
+        await c.execute(q.INSERT_POSTBACKS, ["skycore", "sparrow"], ["POST"] * 2,
+                        ["application/json"] * 2, ["", ""],
+                        [sky("z1"), b'{"dlr_type": "batch_complete", "dlr_data": {"uuid": "u"}}'],
+                        [None, None], [now - timedelta(hours=2), now])
+    cfg = config_for(db_dsn)
+    err = io.StringIO()
+    args = types.SimpleNamespace(vendor="skycore", since=(now - timedelta(days=1)).isoformat())
+    old, sys.stderr = sys.stderr, err
+    try:
+        assert await asyncio.to_thread(replay.main, args, cfg) == 0
+        assert await asyncio.to_thread(replay.main, args, cfg) == 0
+        bad = types.SimpleNamespace(vendor=None, since="yesterday")
+        assert await asyncio.to_thread(replay.main, bad, cfg) == 2
+    finally:
+        sys.stderr = old
+    text = err.getvalue()
+    assert "replay [##############################] 1/1 postbacks" in text
+    assert "replayed 1 postbacks: 1 new observations, 1 transitions" in text
+    assert "replayed 1 postbacks: 0 new observations, 0 transitions, 1 unchanged" in text
+    # replay also applies rows the daemon never got to, and marks them processed
+    assert await pool.fetchval("SELECT count(*) FROM tracker.postbacks WHERE processed_at IS NULL") == 1
+
+
+async def test_unmatched_postbacks_are_listed(db_dsn):
+    async with running(config_for(db_dsn)) as (tr, base), session() as s:
+        await post(s, postback_url(base, "skycore"), sky("nobody"))
+        await settle(tr.pool)
+        assert await tr.pool.fetchval("SELECT count(*) FROM tracker.postback_problems") == 0  # too young
+        rows = await tr.pool.fetch("SELECT * FROM tracker.unmatched_postbacks('0 seconds')")
+        assert [(r["kind"], r["vendor_ref"]) for r in rows] == [("no_message", "nobody")]
