@@ -21,6 +21,7 @@ CREATE TABLE tracker.submissions (
     processed_at  timestamptz,          -- taken in (or refused, then error says why)
     error         text,                 -- why the row could not be taken in
     waiting       text,                 -- why the row is not taken in yet (it will be retried)
+    note          text,                 -- taken in, but the vendor also reported an account problem
     message_count integer
 );
 CREATE INDEX submissions_unprocessed ON tracker.submissions (id) WHERE processed_at IS NULL;

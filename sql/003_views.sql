@@ -58,13 +58,16 @@ WHERE m.state < 'unknown'
   AND coalesce(m.last_report_at, m.submitted_at)
       < now() - make_interval(secs => coalesce(v.expected_final_s, 3600));
 
--- Intake rows that were refused or are still waiting, and reports that match no message.
+-- Intake rows that were refused, are still waiting, or came with an account problem; and
+-- reports that match no message.
 CREATE VIEW tracker.intake_problems AS
-SELECT 'submission'::text AS kind, s.id, s.vendor, s.vendor_ref, s.recipient,
-       coalesce(s.error, s.waiting) AS problem, s.error IS NOT NULL AS is_final,
+SELECT CASE WHEN s.error IS NULL AND s.waiting IS NULL THEN 'submission_note'
+            ELSE 'submission' END AS kind,
+       s.id, s.vendor, s.vendor_ref, s.recipient,
+       coalesce(s.error, s.waiting, s.note) AS problem, s.waiting IS NULL AS is_final,
        s.submitted_at AS at
 FROM tracker.submissions s
-WHERE s.error IS NOT NULL OR s.waiting IS NOT NULL
+WHERE s.error IS NOT NULL OR s.waiting IS NOT NULL OR s.note IS NOT NULL
 UNION ALL
 SELECT 'orphan_report', o.id, o.vendor, o.vendor_ref, nullif(o.recipient_key, ''),
        'no message with this vendor id (yet): ' || o.source || ' report ' || coalesce(o.code, ''),

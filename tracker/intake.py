@@ -38,33 +38,38 @@ def _jsonish(value):
     return orjson.loads(value) if isinstance(value, (str, bytes)) else value
 
 
-def observations_for(row, now: datetime) -> list[Observation]:
-    """What a submission row says, as observations (pure apart from the adapter call)."""
+def observations_for(row, now: datetime) -> tuple[list[Observation], str | None]:
+    """What a submission row says, as observations, and a note when the vendor also reported an
+    account problem (e.g. Sparrow's partial success on a billing error). Pure."""
     vendor = row["vendor"]
     if vendor not in VENDORS:
         raise RowError(f"unknown vendor {vendor!r}; expected one of {', '.join(VENDORS)}")
     adapter = adapters.get(vendor)
     if row["vendor_ref"] is not None:
-        ref = adapter.normalize_ref(row["vendor_ref"])
+        try:
+            ref = adapter.normalize_ref(row["vendor_ref"])
+        except ParseError as e:
+            raise RowError(f"vendor_ref cannot be read: {e}") from None
         if not ref:
             raise RowError("vendor_ref is empty")
         recipient = digits(row["recipient"]) if row["recipient"] else None
         if adapter.KEYED_BY_RECIPIENT and not recipient:
             raise RowError(f"{vendor} ids name a batch: recipient is required with vendor_ref")
         return [Observation(vendor, ref, recipient, State.submitted, code="submitted",
-                            event_at=row["submitted_at"])]
+                            event_at=row["submitted_at"])], None
     if row["response"] is None:
         raise RowError("row has neither vendor_ref nor response")
     try:
         result = adapter.parse_send(_jsonish(row["response"]), _jsonish(row["request"]), now)
     except ParseError as e:
         raise RowError(f"cannot read the {vendor} send response: {e}") from None
+    note = None
     if result.account_error is not None:
         e = result.account_error
-        raise RowError(f"the vendor refused the send for the account: {e.code} {e.reason}")
+        note = f"the vendor reported an account problem: {e.code} {e.reason}"
     if not result.observations:
-        raise RowError(f"the {vendor} send response names no message")
-    return result.observations
+        raise RowError(note or f"the {vendor} send response names no message")
+    return result.observations, note
 
 
 async def take_in(conn: asyncpg.Connection, config: Config, batch_size: int | None = None) -> IntakeResult:
@@ -76,14 +81,15 @@ async def take_in(conn: asyncpg.Connection, config: Config, batch_size: int | No
         for row in rows:
             out.rows += 1
             try:
-                found = _name_refused(row["id"], observations_for(row, now))
+                found, note = observations_for(row, now)
             except RowError as e:
-                await conn.execute(q.FINISH_SUBMISSION, row["id"], str(e), None, 0)
+                await conn.execute(q.FINISH_SUBMISSION, row["id"], str(e), None, 0, None)
                 out.refused += 1
                 continue
+            found = _name_refused(row["id"], found)
             await _create(conn, config, row, found)
             await reducer.apply(conn, "submit", found, received_at=now)
-            await conn.execute(q.FINISH_SUBMISSION, row["id"], None, None, len(found))
+            await conn.execute(q.FINISH_SUBMISSION, row["id"], None, None, len(found), note)
             out.messages += len(found)
     return out
 

@@ -68,3 +68,16 @@ async def test_report_before_submission_then_submission(pool):
         await take_in(conn, Config())
         hist = await conn.fetch("SELECT from_state::text, to_state::text, source::text FROM tracker.message_history ORDER BY event_id")
         assert [tuple(h) for h in hist] == [("submitted", "sent", "postback"), ("sent", "delivered", "postback")]
+
+
+async def test_partial_success_with_account_problem_is_tracked_and_noted(pool):
+    request = '{"data": {"text": "hi"}, "session": {"recipients": ["+9779801111111", "+9779802222222"]}}'
+    response = ('{"data": {"message": "Draft", "batch_id": "5c32728e-340f-43b6-898d-d2b24e8e1426",'
+                ' "valid_recipients": 2, "invalid_recipients": []}, "result": "01", "status": "DRAFT"}')
+    async with pool.acquire() as conn:
+        await conn.execute("INSERT INTO tracker.submissions (vendor, request, response) VALUES ('sparrow', $1, $2)",
+                           request, response)
+        r = await take_in(conn, Config())
+        assert (r.messages, r.refused) == (2, 0)
+        p = await conn.fetchrow("SELECT * FROM tracker.intake_problems")
+        assert p["kind"] == "submission_note" and "account problem" in p["problem"]

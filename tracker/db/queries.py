@@ -85,7 +85,7 @@ FOR UPDATE SKIP LOCKED
 FINISH_SUBMISSION = """
 UPDATE tracker.submissions
 SET processed_at = CASE WHEN $3::text IS NULL THEN now() ELSE processed_at END,
-    error = $2, waiting = $3, message_count = $4
+    error = $2, waiting = $3, message_count = $4, note = $5
 WHERE id = $1
 """
 
@@ -104,6 +104,145 @@ UPSERT_VENDOR_SETTINGS = """
 INSERT INTO tracker.vendor_settings (vendor, expected_final_s)
 SELECT * FROM unnest($1::text[], $2::float8[])
 ON CONFLICT (vendor) DO UPDATE SET expected_final_s = excluded.expected_final_s, updated_at = now()
+"""
+
+# --- poller (tracker/poller/engine.py, sql/005_polling.sql) -----------------------------------
+#
+# A claim leases due messages to one poller: lease_owner/lease_until say who holds them, and
+# next_poll_at moves to the lease's end, so that a crashed poller's claims come due again by
+# themselves. FOR NO KEY UPDATE (not FOR UPDATE) so that the key-share locks of concurrent
+# observation inserts (FK checks) do not make SKIP LOCKED pass over a message.
+
+# $1 vendor, $2 how many, $3 owner, $4 lease seconds.
+CLAIM_DUE = """
+WITH due AS MATERIALIZED (
+    SELECT id FROM tracker.messages
+    WHERE vendor = $1 AND next_poll_at <= now()
+    ORDER BY next_poll_at
+    LIMIT $2
+    FOR NO KEY UPDATE SKIP LOCKED
+)
+UPDATE tracker.messages m
+SET lease_owner = $3,
+    lease_until = now() + make_interval(secs => $4),
+    next_poll_at = now() + make_interval(secs => $4)
+FROM due
+WHERE m.id = due.id
+RETURNING m.id, m.vendor_ref, m.recipient, m.recipient_key, m.poll_count, m.submitted_at,
+          m.window_ends_at, m.lease_until
+"""
+
+# Vendors whose one call answers a whole batch id (Sparrow): claim every polled, unleased
+# message of each batch that has a due message, so one pair of report calls answers them all.
+# A batch is taken by one claimer at a time (a transaction-scoped advisory lock per batch id;
+# a claimer that cannot have it leaves the batch to the one that has), so that two claimers
+# never split one batch between them.
+# $1 vendor, $2 how many due messages to start from, $3 owner, $4 lease seconds.
+CLAIM_DUE_BATCHES = """
+WITH due AS MATERIALIZED (
+    SELECT DISTINCT vendor_ref FROM (
+        SELECT vendor_ref FROM tracker.messages
+        WHERE vendor = $1 AND next_poll_at <= now()
+        ORDER BY next_poll_at
+        LIMIT $2
+    ) d
+), mine AS MATERIALIZED (
+    SELECT vendor_ref FROM due
+    WHERE pg_try_advisory_xact_lock(hashtext('tracker.poll.' || $1), hashtext(vendor_ref))
+), members AS MATERIALIZED (
+    SELECT m.id FROM tracker.messages m
+    WHERE m.vendor = $1
+      AND m.vendor_ref IN (SELECT vendor_ref FROM mine)
+      AND m.next_poll_at IS NOT NULL
+      AND (m.lease_until IS NULL OR m.lease_until <= now())
+    FOR NO KEY UPDATE SKIP LOCKED
+)
+UPDATE tracker.messages m
+SET lease_owner = $3,
+    lease_until = now() + make_interval(secs => $4),
+    next_poll_at = now() + make_interval(secs => $4)
+FROM members
+WHERE m.id = members.id
+RETURNING m.id, m.vendor_ref, m.recipient, m.recipient_key, m.poll_count, m.submitted_at,
+          m.window_ends_at, m.lease_until
+"""
+
+# How many of a vendor's messages are due, counting no further than $2.
+COUNT_DUE = """
+SELECT count(*) FROM (
+    SELECT 1 FROM tracker.messages WHERE vendor = $1 AND next_poll_at <= now() LIMIT $2
+) d
+"""
+
+# The earliest next poll of a vendor (to sleep until then).
+NEXT_DUE = "SELECT min(next_poll_at) FROM tracker.messages WHERE vendor = $1 AND next_poll_at IS NOT NULL"
+
+# Writing results back: first lock (in id order, as the reducer does) the messages this claim
+# still holds; a claim whose lease expired and was taken over holds nothing and writes nothing.
+# $1 ids, $2 owner, $3 lease_until as claimed.
+HOLD_CLAIMED = """
+SELECT id FROM tracker.messages
+WHERE id = ANY($1::bigint[]) AND lease_owner = $2 AND lease_until = $3
+ORDER BY id
+FOR NO KEY UPDATE
+"""
+
+# Release a claim with each message's next poll (after the reducer has run: a final state has
+# cleared next_poll_at and keeps it cleared). A postback that pushed the next poll past the
+# lease (tracker.postbacks) keeps its later time.
+# $1 ids, $2 next poll, $3 polls to add (0 or 1), $4 owner, $5 lease_until as claimed.
+RELEASE_CLAIMED = """
+UPDATE tracker.messages m
+SET next_poll_at = CASE
+        WHEN m.state >= 'unknown' OR m.next_poll_at IS NULL THEN NULL
+        WHEN m.next_poll_at > m.lease_until THEN greatest(m.next_poll_at, u.next_poll_at)
+        ELSE u.next_poll_at END,
+    poll_count = m.poll_count + u.polls,
+    lease_owner = NULL,
+    lease_until = NULL
+FROM unnest($1::bigint[], $2::timestamptz[], $3::integer[]) AS u(id, next_poll_at, polls)
+WHERE m.id = u.id AND m.lease_owner = $4 AND m.lease_until = $5
+"""
+
+# On shutdown: hand back every claim of this poller, due at once.
+RELEASE_ALL = """
+UPDATE tracker.messages
+SET lease_owner = NULL, lease_until = NULL,
+    next_poll_at = CASE WHEN state >= 'unknown' THEN NULL ELSE now() END
+WHERE lease_owner = $1
+"""
+
+# Tracking windows that ended on messages not final yet. $1 how many.
+WINDOW_ENDED = """
+SELECT id, vendor, vendor_ref, recipient FROM tracker.messages
+WHERE state < 'unknown' AND window_ends_at <= now()
+ORDER BY window_ends_at
+LIMIT $1
+FOR NO KEY UPDATE SKIP LOCKED
+"""
+
+# Add one flush of a poller's counters. $1 vendors, $2 replica, then per vendor: polls ok,
+# polls failed, last success, last error time, last error, circuit state, circuit since.
+ADD_POLL_STATS = """
+INSERT INTO tracker.poll_stats AS s (vendor, replica, polls_ok, polls_failed, last_success_at,
+                                     last_error_at, last_error, circuit_state, circuit_since)
+SELECT u.vendor, $2, u.ok, u.failed, u.last_success_at, u.last_error_at, u.last_error,
+       u.circuit_state, u.circuit_since
+FROM unnest($1::text[], $3::bigint[], $4::bigint[], $5::timestamptz[], $6::timestamptz[],
+            $7::text[], $8::text[], $9::timestamptz[])
+     AS u(vendor, ok, failed, last_success_at, last_error_at, last_error, circuit_state,
+          circuit_since)
+ON CONFLICT (vendor, replica) DO UPDATE SET
+    polls_ok = s.polls_ok + excluded.polls_ok,
+    polls_failed = s.polls_failed + excluded.polls_failed,
+    last_success_at = greatest(s.last_success_at, excluded.last_success_at),
+    last_error_at = greatest(s.last_error_at, excluded.last_error_at),
+    last_error = CASE WHEN excluded.last_error_at IS NOT NULL
+                      AND excluded.last_error_at >= coalesce(s.last_error_at, '-infinity')
+                      THEN excluded.last_error ELSE s.last_error END,
+    circuit_state = excluded.circuit_state,
+    circuit_since = excluded.circuit_since,
+    updated_at = now()
 """
 
 # --- migrations --------------------------------------------------------------------------------
