@@ -39,6 +39,7 @@ ROUTE = "/postbacks/{path:.*}"
 WORKER_BATCH = 500
 SWEEP_S = 5.0  # the worker looks for rows left by others (a crash, another replica) this often
 TRANSIENT = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+             asyncpg.InternalClientError,  # e.g. a connection that died mid-operation
              asyncpg.exceptions.OperatorInterventionError,
              asyncpg.exceptions.InsufficientResourcesError,
              asyncpg.exceptions.TransactionRollbackError)
@@ -173,7 +174,9 @@ class Postbacks:
                 else:
                     log.warning("postback worker: database unavailable; will retry",
                                 error=type(e).__name__)
-                await asyncio.sleep(backoff)
+                self.wake.clear()  # a commit that succeeds means the database is back
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), backoff)
                 backoff = min(backoff * 2, 10.0)
                 continue
             with contextlib.suppress(TimeoutError):
@@ -185,7 +188,7 @@ class Postbacks:
         try:
             out = await process_pending(conn, self.config, WORKER_BATCH)
         except BatchFailed as e:
-            if _transient(e):
+            if _transient(e) or conn.is_closed():
                 raise
             log.warning("postback batch refused; applying its rows one by one",
                         rows=len(e.ids), error=type(e.__cause__).__name__)
@@ -193,7 +196,7 @@ class Postbacks:
                 try:
                     await process_pending(conn, self.config, 1, [pid])
                 except BatchFailed as one:
-                    if _transient(one):
+                    if _transient(one) or conn.is_closed():
                         raise
                     reason = f"not applied: {type(one.__cause__).__name__}: {one.__cause__}"[:500]
                     await conn.execute(q.FAIL_POSTBACK, pid, reason)

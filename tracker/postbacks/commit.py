@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import Callable
 
 import asyncpg
@@ -41,6 +42,7 @@ class GroupCommit:
         self._writes: set[asyncio.Task] = set()
         self._task: asyncio.Task | None = None
         self._closing = False
+        self._failed, self._failure_logged = 0, 0.0
         self.batches = 0  # committed batches and rows (tests, logs)
         self.rows = 0
 
@@ -91,6 +93,15 @@ class GroupCommit:
             self._writes.add(task)
             task.add_done_callback(self._written)
 
+    def _log_failure(self, e: Exception, count: int) -> None:
+        """One line per second at most while the database is down."""
+        self._failed += count
+        now = time.monotonic()
+        if now - self._failure_logged >= 1.0:
+            log.warning("postbacks not stored; answered 503", count=self._failed,
+                        error=type(e).__name__, detail=str(e)[:200])
+            self._failed, self._failure_logged = 0, now
+
     def _written(self, task: asyncio.Task) -> None:
         self._writes.discard(task)
         self._writers.release()
@@ -112,8 +123,7 @@ class GroupCommit:
                         [r.received_at for r in rows])
         except Exception as e:  # any failure: nobody is told 200, everybody retries
             error = e
-            log.warning("postbacks not stored; answering 503", count=len(rows),
-                        error=type(e).__name__, detail=str(e)[:200])
+            self._log_failure(e, len(rows))
         for _, fut, _ in batch:
             if not fut.done():
                 if error is None:
