@@ -6,7 +6,8 @@ batch; the tracked unit is (batch uuid, recipient).
   `token_ttl_s` (scaled); errors 401 {"data": {"errors": "Invalid API Token"}, ...}.
 - `POST /v1/intlsms/compose/` (Bearer) {data: {text, msg_type}, session: {sender_name, tag,
   recipients}} -> batch_id, valid_recipients, invalid_recipients; result 00 OK, 01 DRAFT (knob
-  `account` no_funds: saved, never sent), 11 DATA_ERROR (HTTP 400).
+  `account` no_funds: saved, never sent), 11 DATA_ERROR (HTTP 400; when no recipient is valid,
+  each is refused without a batch: truth key (sparrow, None, number)).
 - `GET|POST /v1/intlsms/compose/report/{uuid}/` aggregated; `.../delivery/` (also `.../delivered/`)
   records.delivered and records.seen; `.../failed/` records.rejected (refused at compose or by the
   carrier) and records.expired. A record is {"to": digits, "ts": "YYYY-MM-DD HH:MM:SS"} or, with
@@ -148,7 +149,9 @@ class Sparrow(Vendor):
                 invalid.append(raw)
             else:
                 valid.setdefault(number)
-        if not valid:
+        if not valid:  # refused without a batch: the truth keys them (sparrow, None, number)
+            for raw in dict.fromkeys(str(r) for r in invalid):
+                self.refuse(None, digits_or_raw(raw), "invalid", {"raw": raw})
             return fail(400, "No valid recipients", invalid_recipients=invalid)
         knobs = self.knobs
         batch_id = str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
