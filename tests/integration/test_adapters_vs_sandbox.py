@@ -636,12 +636,6 @@ async def test_sparrow_compose_with_no_valid_recipient_is_refused_without_a_batc
         assert key_of(o) == ("sparrow", None, "9771234")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (tracker/adapters/sparrow.py): an invalid recipient without digits ('abc', 'N/A') in "
-    "invalid_recipients / records.rejected / rejected_numbers raises ParseError ('record without "
-    "a number'), losing the whole compose (intake refuses the row), every report of the batch "
-    "and the batch_complete callback. Fix: skip such records (they cannot name a tracked "
-    "message; _recipients already drops digit-less numbers) instead of raising."))
 async def test_sparrow_invalid_recipient_without_digits_does_not_lose_the_batch() -> None:
     knobs = {**KNOBS, "delivered": 1.0, "read": 0.0, "failed": 0.0, "expired": 0.0,
              "rejected": 0.0, "no_receipt": 0.0}

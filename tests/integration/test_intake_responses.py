@@ -236,11 +236,6 @@ async def test_sparrow_compose_sample(pool) -> None:
         ]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (tracker/adapters/sparrow.py parse_send): an invalid recipient with no digits in "
-    "invalid_recipients raises ParseError ('record without a number'), so the intake refuses "
-    "the whole row and the batch's valid recipients are never tracked. Fix: skip digit-less "
-    "invalid recipients (they cannot be a tracked message) instead of raising."))
 async def test_sparrow_compose_with_a_digitless_invalid_recipient_keeps_the_batch(
         pool, sb, http) -> None:
     [call] = await send_many(sb, "sparrow", ["9779800000001", "N/A"], bulk=True, session=http)

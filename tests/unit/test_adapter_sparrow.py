@@ -42,11 +42,9 @@ def test_golden_compose_ok():
 def test_golden_compose_data_error():
     result = sp.parse_send(HttpResponse(400, {}, raw("sparrow", "compose_response_error.json")),
                            raw("sparrow", "compose_request.json"), NOW)
-    got = [(o.vendor_ref, o.recipient, o.state, o.code, o.failure) for o in result.observations]
-    billing = Failure("11", "Billing Error", False)
-    assert got == [(NO_REF, "9779801234567", State.rejected, "11", billing),
-                   (NO_REF, "9115522942", State.rejected, "11", billing)]
-    assert result.account_error == AccountError("11", "Billing Error")  # billing: the operator must act
+    # Billing: the operator must act; like other vendors' no-funds answers, no message is made.
+    assert result.observations == []
+    assert result.account_error == AccountError("11", "Billing Error")
 
 
 def test_golden_empty_reports_give_nothing():

@@ -172,7 +172,9 @@ def status_requests(
 
 
 def _record(rec: Any, what: str) -> tuple[str, Any]:
-    """(digits, raw timestamp) of one record: a bare number or an object carrying one."""
+    """(digits, raw timestamp) of one record: a bare number or an object carrying one. A number
+    with no digits at all ("N/A": the vendor echoes invalid recipients as given) names no
+    tracked message: its digits are "" and callers skip it rather than lose the whole answer."""
     if isinstance(rec, (str, int)) and not isinstance(rec, bool):
         number, at = digits(rec), None
     elif isinstance(rec, dict):
@@ -183,8 +185,6 @@ def _record(rec: Any, what: str) -> tuple[str, Any]:
         at = next((rec[k] for k in _TIME_KEYS if k in rec), None)
     else:
         raise ParseError(f"sparrow {what}: record is neither a number nor an object")
-    if not number:
-        raise ParseError(f"sparrow {what}: record without a number")
     return number, at
 
 
@@ -281,6 +281,8 @@ def parse_postback(
             if batch is None:
                 raise ParseError("sparrow postback: dlr_data entry without id")
             number, at = _record(item, "postback")
+            if not number:
+                continue
             code = as_code(item.get("status"))
             if code is None:
                 raise ParseError("sparrow postback: dlr_data entry without status")
@@ -302,6 +304,8 @@ def parse_postback(
             raise ParseError("sparrow postback: rejected_numbers is not a list")
         for rec in rejected:
             number, at = _record(rec, "postback")
+            if not number:
+                continue
             text = "rejected (batch complete)"
             out.append(Observation(NAME, ref, number, State.rejected, CODE_BATCH_REJECTED, text,
                                    parse_time(at, NAIVE_TZ),
@@ -354,7 +358,7 @@ def parse_send(response: Any, request: Any | None, now: datetime) -> SendResult:
     invalid_raw = data.get("invalid_recipients") or []
     if not isinstance(invalid_raw, list):
         raise ParseError("sparrow send: invalid_recipients is not a list")
-    invalid = [_record(r, "send")[0] for r in invalid_raw]
+    invalid = [n for n in (_record(r, "send")[0] for r in invalid_raw) if n]
     message = _error_text(body) or None
     obs = result.observations
 
@@ -376,22 +380,21 @@ def parse_send(response: Any, request: Any | None, now: datetime) -> SendResult:
     elif code == RESULT_DRAFT:
         text = "DRAFT: partial success (billing error)" + (f": {message}" if message else "")
         result.account_error = AccountError(code, text)
-        if ref == NO_REF:  # nothing to follow: nothing went out
-            for number in recipients:
-                add(number, State.rejected, code, text, Failure(code, text, False))
-        else:
+        if ref != NO_REF:  # without a batch nothing went out: an account problem only
             for number in recipients:
                 if number not in invalid:
                     add(number, State.submitted, code, text)
             reject_invalid()
     elif code == RESULT_DATA_ERROR:
         text = message or "DATA_ERROR"
-        billing = any(w in text.lower() for w in ("billing", "credit", "balance"))
-        if billing:
+        if any(w in text.lower() for w in ("billing", "credit", "balance")):
+            # No funds is the account's problem, not the messages': like Spark Sender 208 or
+            # engageSPARK 402, no message is made and the intake refuses the row with the reason.
             result.account_error = AccountError(code, text)
+            return result
         for number in recipients:
             if number not in invalid:
-                add(number, State.rejected, code, text, Failure(code, text, False if billing else None))
+                add(number, State.rejected, code, text, Failure(code, text, None))
         reject_invalid()
     else:  # an unknown result: recorded per recipient, never guessed
         for number in recipients:
