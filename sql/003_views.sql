@@ -5,7 +5,7 @@ SELECT m.id AS message_id, m.vendor, m.vendor_ref, m.recipient, m.client_ref, m.
        m.state >= 'unknown' AS is_final,
        m.submitted_at, m.updated_at, m.delivered_at,
        m.failure_code, m.failure_reason, m.failure_permanent,
-       m.last_report_at, m.next_poll_at, m.window_ends_at, m.submission_id
+       m.last_report_at, m.next_poll_at, m.window_ends_at, m.vendor_deadline, m.submission_id
 FROM tracker.messages m;
 
 CREATE VIEW tracker.message_history AS
