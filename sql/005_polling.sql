@@ -20,11 +20,12 @@ CREATE TABLE tracker.poll_stats (
                     CHECK (circuit_state IN ('closed', 'open', 'half_open')),
     circuit_since   timestamptz,
     updated_at      timestamptz NOT NULL DEFAULT now(),
+    stopped_at      timestamptz,              -- the replica stopped cleanly
     PRIMARY KEY (vendor, replica)
 );
 
--- Per vendor: poll successes and errors, last success, circuit state (the worst among replicas
--- that reported in the last two minutes; NULL when no live replica polls the vendor), and the
+-- Per vendor: poll successes and errors, last success, circuit state (the worst among running
+-- replicas that reported in the last two minutes; NULL when none polls the vendor), and the
 -- vendor codes seen that we do not map (from any source: polls and postbacks).
 CREATE VIEW tracker.vendor_health AS
 WITH vendors AS (
@@ -39,8 +40,10 @@ WITH vendors AS (
            max(last_error_at) AS last_error_at,
            (array_agg(last_error ORDER BY last_error_at DESC NULLS LAST))[1] AS last_error,
            max(CASE circuit_state WHEN 'open' THEN 2 WHEN 'half_open' THEN 1 ELSE 0 END)
-               FILTER (WHERE updated_at > now() - interval '2 minutes') AS circuit_rank,
-           count(*) FILTER (WHERE updated_at > now() - interval '2 minutes') AS polling_replicas
+               FILTER (WHERE stopped_at IS NULL AND updated_at > now() - interval '2 minutes')
+               AS circuit_rank,
+           count(*) FILTER (WHERE stopped_at IS NULL AND updated_at > now() - interval '2 minutes')
+               AS polling_replicas
     FROM tracker.poll_stats
     GROUP BY vendor
 ), unmapped AS (

@@ -242,8 +242,12 @@ ON CONFLICT (vendor, replica) DO UPDATE SET
                       THEN excluded.last_error ELSE s.last_error END,
     circuit_state = excluded.circuit_state,
     circuit_since = excluded.circuit_since,
-    updated_at = now()
+    updated_at = now(),
+    stopped_at = NULL
 """
+
+# A poller that stops cleanly says so: its circuit state no longer counts in vendor_health.
+STOP_POLL_STATS = "UPDATE tracker.poll_stats SET stopped_at = now() WHERE replica = $1"
 
 # --- migrations --------------------------------------------------------------------------------
 
