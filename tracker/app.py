@@ -44,10 +44,12 @@ class Tracker:
         self.components: list = self._components()
 
     def _components(self) -> list:
+        from tracker.poller.engine import Poller
         from tracker.postbacks import Postbacks
 
         return [
             Postbacks(self),
+            Poller(self),
         ]
 
     # --- start / stop --------------------------------------------------------------------------
