@@ -60,6 +60,7 @@ def test_corrections():
     assert step(State.failed, State.delivered).is_correction
     assert step(State.rejected, State.failed).is_correction
     assert not step(State.sent, State.failed).is_correction
+    assert not step(State.delivered, State.read).is_correction
 
 
 def test_finality():

@@ -59,11 +59,13 @@ def step(current: State, observed: State) -> Transition | None:
     """The transition a report causes, or None when it changes nothing.
 
     A correction is a real outcome overriding an earlier final one: `delivered` after a
-    failure, or any reported outcome after the tracker's own `unknown`.
+    failure, or any reported outcome after the tracker's own `unknown`. `read` after
+    `delivered` is progress, not a correction.
     """
     if observed <= current:
         return None
-    return Transition(current, observed, is_correction=current.is_final)
+    return Transition(current, observed,
+                      is_correction=current.is_final and current < State.delivered)
 
 
 def fold(observed: Iterable[State], start: State = State.submitted) -> tuple[State, list[Transition]]:
