@@ -1,9 +1,14 @@
 -- Polling (DESIGN §5): per-vendor claims, the poller's counters, and tracker.vendor_health.
 
 -- Each vendor's poll loop claims its own due messages: (vendor, next_poll_at) lets it find them
--- without walking past the other vendors' due rows. Like messages_due, only rows still polled.
+-- without walking past the other vendors' due rows. Like messages_due, which it replaces (one
+-- index fewer to write on every poll), it holds only the rows still polled.
 CREATE INDEX messages_due_by_vendor ON tracker.messages (vendor, next_poll_at)
     WHERE next_poll_at IS NOT NULL;
+DROP INDEX tracker.messages_due;
+
+-- Room on each page for claims (lease_owner/lease_until, no indexed column) to be HOT updates.
+ALTER TABLE tracker.messages SET (fillfactor = 85);
 
 -- Counters of each poller replica, per vendor, added to in batches (every few seconds), never
 -- per request. A replica that stops leaves its row: the counts are history; its circuit state

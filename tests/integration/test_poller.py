@@ -243,3 +243,23 @@ async def test_unmapped_codes_and_counts_show_in_vendor_health(sandbox, pool, db
 async def _polled_all(pool) -> bool:
     async with pool.acquire() as conn:
         return await conn.fetchval("SELECT bool_and(poll_count > 0) FROM tracker.messages")
+
+
+async def test_a_postback_that_pushed_the_next_poll_out_during_a_claim_is_kept(sandbox, pool, db_dsn):
+    config = make_config(sandbox, db_dsn)
+    await send(sandbox, pool, config, "sparksender", numbers(2))
+    p = await start_poller(config, pool)
+    await p.stop()
+    worker = p.workers["sparksender"]
+    async with pool.acquire() as conn:
+        await conn.execute("UPDATE tracker.messages SET next_poll_at = now()")
+    rows, lease_until, _ = await worker.claim(probe=False)
+    async with pool.acquire() as conn:  # what tracker.postbacks does on a report (DEFER_POLLS)
+        await conn.execute("UPDATE tracker.messages SET next_poll_at = now() + interval '1 hour'"
+                           " WHERE id = $1", rows[0].id)
+    await worker.write(rows, {r.id: Outcome() for r in rows}, lease_until)
+    async with pool.acquire() as conn:
+        due_in = {r["id"]: r["s"] for r in await conn.fetch(
+            "SELECT id, extract(epoch FROM next_poll_at - now()) AS s FROM tracker.messages")}
+    assert due_in[rows[0].id] > 3000  # the postback's later time
+    assert due_in[rows[1].id] < 5  # the backoff (2 x first_poll_s, jittered)

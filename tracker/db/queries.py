@@ -108,26 +108,27 @@ ON CONFLICT (vendor) DO UPDATE SET expected_final_s = excluded.expected_final_s,
 
 # --- poller (tracker/poller/engine.py, sql/005_polling.sql) -----------------------------------
 #
-# A claim leases due messages to one poller: lease_owner/lease_until say who holds them, and
-# next_poll_at moves to the lease's end, so that a crashed poller's claims come due again by
-# themselves. FOR NO KEY UPDATE (not FOR UPDATE) so that the key-share locks of concurrent
-# observation inserts (FK checks) do not make SKIP LOCKED pass over a message.
+# A claim leases due messages to one poller: lease_owner/lease_until say who holds them; a
+# message is due when next_poll_at has come and it is not leased (or its lease has run out, so
+# that a crashed poller's claims come due again by themselves). A claim changes no indexed
+# column (a HOT update: cheap); the write-back sets the next poll. FOR NO KEY UPDATE (not FOR
+# UPDATE) so that the key-share locks of concurrent observation inserts (FK checks) do not make
+# SKIP LOCKED pass over a message.
 
 # $1 vendor, $2 how many, $3 owner, $4 lease seconds.
 CLAIM_DUE = """
 WITH due AS MATERIALIZED (
     SELECT id FROM tracker.messages
     WHERE vendor = $1 AND next_poll_at <= now()
+      AND (lease_until IS NULL OR lease_until < now())
     ORDER BY next_poll_at
     LIMIT $2
     FOR NO KEY UPDATE SKIP LOCKED
 )
 UPDATE tracker.messages m
 SET lease_owner = $3,
-    lease_until = now() + make_interval(secs => $4),
-    next_poll_at = now() + make_interval(secs => $4)
-FROM due
-WHERE m.id = due.id
+    lease_until = now() + make_interval(secs => $4)
+WHERE m.id = ANY (ARRAY(SELECT id FROM due))  -- by primary key, never a scan of the table
 RETURNING m.id, m.vendor_ref, m.recipient, m.recipient_key, m.poll_count, m.submitted_at,
           m.window_ends_at, m.lease_until
 """
@@ -143,6 +144,7 @@ WITH due AS MATERIALIZED (
     SELECT DISTINCT vendor_ref FROM (
         SELECT vendor_ref FROM tracker.messages
         WHERE vendor = $1 AND next_poll_at <= now()
+          AND (lease_until IS NULL OR lease_until < now())
         ORDER BY next_poll_at
         LIMIT $2
     ) d
@@ -154,15 +156,13 @@ WITH due AS MATERIALIZED (
     WHERE m.vendor = $1
       AND m.vendor_ref IN (SELECT vendor_ref FROM mine)
       AND m.next_poll_at IS NOT NULL
-      AND (m.lease_until IS NULL OR m.lease_until <= now())
+      AND (m.lease_until IS NULL OR m.lease_until < now())
     FOR NO KEY UPDATE SKIP LOCKED
 )
 UPDATE tracker.messages m
 SET lease_owner = $3,
-    lease_until = now() + make_interval(secs => $4),
-    next_poll_at = now() + make_interval(secs => $4)
-FROM members
-WHERE m.id = members.id
+    lease_until = now() + make_interval(secs => $4)
+WHERE m.id = ANY (ARRAY(SELECT id FROM members))
 RETURNING m.id, m.vendor_ref, m.recipient, m.recipient_key, m.poll_count, m.submitted_at,
           m.window_ends_at, m.lease_until
 """
@@ -170,12 +170,17 @@ RETURNING m.id, m.vendor_ref, m.recipient, m.recipient_key, m.poll_count, m.subm
 # How many of a vendor's messages are due, counting no further than $2.
 COUNT_DUE = """
 SELECT count(*) FROM (
-    SELECT 1 FROM tracker.messages WHERE vendor = $1 AND next_poll_at <= now() LIMIT $2
+    SELECT 1 FROM tracker.messages
+    WHERE vendor = $1 AND next_poll_at <= now() AND (lease_until IS NULL OR lease_until < now())
+    LIMIT $2
 ) d
 """
 
-# The earliest next poll of a vendor (to sleep until then).
-NEXT_DUE = "SELECT min(next_poll_at) FROM tracker.messages WHERE vendor = $1 AND next_poll_at IS NOT NULL"
+# The earliest next poll of a vendor's unleased messages (to sleep until then).
+NEXT_DUE = """
+SELECT min(next_poll_at) FROM tracker.messages
+WHERE vendor = $1 AND next_poll_at IS NOT NULL AND (lease_until IS NULL OR lease_until < now())
+"""
 
 # Writing results back: first lock (in id order, as the reducer does) the messages this claim
 # still holds; a claim whose lease expired and was taken over holds nothing and writes nothing.
@@ -187,21 +192,23 @@ ORDER BY id
 FOR NO KEY UPDATE
 """
 
-# Release a claim with each message's next poll (after the reducer has run: a final state has
-# cleared next_poll_at and keeps it cleared). A postback that pushed the next poll past the
-# lease (tracker.postbacks) keeps its later time.
-# $1 ids, $2 next poll, $3 polls to add (0 or 1), $4 owner, $5 lease_until as claimed.
+# Release the messages HOLD_CLAIMED locked, with each one's next poll (after the reducer has
+# run: a final state has cleared next_poll_at and keeps it cleared). A claimed message was due,
+# so a next poll in the future was set meanwhile by a postback (tracker.postbacks pushes polls
+# out): the later of the two times is kept.
+# $1 ids (held), $2 next poll, $3 polls to add (0 or 1).
 RELEASE_CLAIMED = """
 UPDATE tracker.messages m
 SET next_poll_at = CASE
         WHEN m.state >= 'unknown' OR m.next_poll_at IS NULL THEN NULL
-        WHEN m.next_poll_at > m.lease_until THEN greatest(m.next_poll_at, u.next_poll_at)
+        WHEN m.next_poll_at > now() THEN greatest(m.next_poll_at, u.next_poll_at)
         ELSE u.next_poll_at END,
     poll_count = m.poll_count + u.polls,
     lease_owner = NULL,
     lease_until = NULL
 FROM unnest($1::bigint[], $2::timestamptz[], $3::integer[]) AS u(id, next_poll_at, polls)
-WHERE m.id = u.id AND m.lease_owner = $4 AND m.lease_until = $5
+WHERE m.id = ANY($1::bigint[])  -- by primary key, never a scan of the table
+  AND m.id = u.id
 """
 
 # On shutdown: hand back every claim of this poller, due at once.

@@ -241,6 +241,8 @@ class VendorWorker:
         self.slots = asyncio.Semaphore(cfg.concurrency)
         self.circuit = cb.Circuit()
         self.circuit_since = _utcnow()
+        self.m_polls = {o: metrics.polls.labels(self.name, o) for o in ("ok", "error", "account")}
+        self.m_seconds = metrics.poll_seconds.labels(self.name)
         self.stats = Stats()
         self.wake = asyncio.Event()
         self.rng = random.Random()
@@ -328,8 +330,15 @@ class VendorWorker:
             parts = list(groups.values())
         else:
             parts = [[r] for r in rows]
-        found = await asyncio.gather(*(self.poll_group(g) for g in parts))
-        return {k: v for d in found for k, v in d.items()}
+        out: dict[int, Outcome] = {}
+        todo = iter(parts)
+
+        async def worker() -> None:  # a few workers, not a task per message
+            for group in todo:
+                out.update(await self.poll_group(group))
+
+        await asyncio.gather(*(worker() for _ in range(min(len(parts), self.cfg.concurrency))))
+        return out
 
     async def poll_group(self, rows: Sequence[Claimed]) -> dict[int, Outcome]:
         async with self.slots:
@@ -353,7 +362,7 @@ class VendorWorker:
             result = StatusResult(transient_error="malformed answer")
         except ValueError as e:  # the adapter cannot build the request: configuration
             result = StatusResult(account_error=AccountError("config", str(e)))
-        metrics.poll_seconds.labels(self.name).observe(time.monotonic() - started)
+        self.m_seconds.observe(time.monotonic() - started)
         return self._outcomes(rows, result)
 
     async def _ask(self, refs: list[MessageRef]) -> StatusResult:
@@ -366,6 +375,8 @@ class VendorWorker:
         return self.adapter.parse_status(responses, refs, _utcnow())
 
     async def _fetch_all(self, requests) -> list:
+        if len(requests) == 1:
+            return [await self.client.fetch(requests[0])]
         answers = await asyncio.gather(*(self.client.fetch(r) for r in requests),
                                        return_exceptions=True)
         for a in answers:
@@ -405,7 +416,7 @@ class VendorWorker:
                 result = StatusResult(transient_error=str(e))
             except ParseError:
                 result = StatusResult(transient_error="malformed answer")
-            metrics.poll_seconds.labels(self.name).observe(time.monotonic() - started)
+            self.m_seconds.observe(time.monotonic() - started)
             pages += 1
             if result.account_error or result.transient_error:
                 out = self._outcomes([r for r in rows if r.ref.vendor_ref not in seen], result)
@@ -453,7 +464,7 @@ class VendorWorker:
 
     def _count(self, outcome: cb.Outcome, error: str | None = None) -> None:
         now = _utcnow()
-        metrics.polls.labels(self.name, outcome).inc()
+        self.m_polls[outcome].inc()
         if outcome == "ok":
             self.stats.ok += 1
             self.stats.last_success_at = now
@@ -484,25 +495,26 @@ class VendorWorker:
     async def write(self, rows: Sequence[Claimed], outcomes: dict[int, Outcome],
                     lease_until: datetime) -> None:
         now = _utcnow()
-        ids, nexts, polls = [], [], []
-        for r in rows:
-            o = outcomes.get(r.id) or Outcome(polled=False, wait_s=0.0)
-            if o.polled:
-                wait = schedule.delay(self.cfg, r.poll_count + 1, self.rng.random())
-                at = schedule.next_poll_at(now, wait, r.window_ends_at, o.retry_after_s)
-            else:
-                at = now + timedelta(seconds=o.wait_s or 0.0)
-            ids.append(r.id)
-            nexts.append(at)
-            polls.append(1 if o.polled else 0)
-        owner = self.poller.owner
         async with self.poller.pool.acquire() as conn, conn.transaction():
-            held = {rec["id"] for rec in await conn.fetch(q.HOLD_CLAIMED, ids, owner, lease_until)}
-            if len(held) < len(ids):
+            held = {rec["id"] for rec in await conn.fetch(
+                q.HOLD_CLAIMED, [r.id for r in rows], self.poller.owner, lease_until)}
+            if len(held) < len(rows):
                 log.warning("claim outlived its lease: results dropped for messages taken over",
-                            vendor=self.name, dropped=len(ids) - len(held))
-            found = [o for r in rows if r.id in held for o in outcomes.get(r.id, Outcome()).observations]
+                            vendor=self.name, dropped=len(rows) - len(held))
+            rows = [r for r in rows if r.id in held]
+            found = [o for r in rows for o in outcomes.get(r.id, Outcome()).observations]
             if found:
                 await reducer.apply(conn, "poll", found, received_at=now)
-            if held:
-                await conn.execute(q.RELEASE_CLAIMED, ids, nexts, polls, owner, lease_until)
+            ids, nexts, polls = [], [], []
+            for r in rows:
+                o = outcomes.get(r.id) or Outcome(polled=False, wait_s=0.0)
+                if o.polled:
+                    wait = schedule.delay(self.cfg, r.poll_count + 1, self.rng.random())
+                    at = schedule.next_poll_at(now, wait, r.window_ends_at, o.retry_after_s)
+                else:
+                    at = now + timedelta(seconds=o.wait_s or 0.0)
+                ids.append(r.id)
+                nexts.append(at)
+                polls.append(1 if o.polled else 0)
+            if ids:
+                await conn.execute(q.RELEASE_CLAIMED, ids, nexts, polls)
