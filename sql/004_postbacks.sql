@@ -14,9 +14,8 @@ CREATE TABLE tracker.postbacks (
     received_at       timestamptz NOT NULL,
     -- Written by the worker (and by `tracker replay`):
     processed_at      timestamptz,            -- parsed and applied through the reducer
-    observation_count integer,
-    fingerprints      jsonb,                  -- the observations this row has produced (replay)
     error             text                    -- why it could not be read or applied
+    -- What a row produced: tracker.observations with this postback_id.
 );
 CREATE INDEX postbacks_unprocessed ON tracker.postbacks (id) WHERE processed_at IS NULL;
 CREATE INDEX postbacks_vendor_received ON tracker.postbacks (vendor, received_at);

@@ -1,9 +1,9 @@
 """`tracker replay [--vendor V] [--since TIME]`: parse stored raw postbacks again (say after a
 mapping fix) and apply what they now say through the reducer.
 
-Each raw row remembers the fingerprints of the observations it has produced, so a replay appends
-only observations that the new parse adds (a code now mapped, a field now read): running it twice
-changes nothing the second time. A row that no longer parses keeps what it produced before and
+A replay appends only the observations that the new parse adds to those the row has already
+produced (a code now mapped, a field now read; tracker.observations.postback_id says which):
+running it twice changes nothing the second time. Polls are not pushed out again. A row that no longer parses keeps what it produced before and
 gets the error (tracker.postback_problems); a row that now parses has its error cleared. Safe
 while the daemon runs: rows are locked batch by batch, and the daemon's worker skips them.
 """
@@ -20,7 +20,7 @@ import asyncpg
 from tracker.config_types import VENDORS, Config
 from tracker.db import queries as q
 from tracker.db.embedded import EmbeddedPostgres
-from tracker.postbacks.process import Outcome, apply_rows
+from tracker.postbacks.process import Outcome, replay_rows
 
 BATCH = 500
 
@@ -61,7 +61,7 @@ async def replay(conn: asyncpg.Connection, config: Config, vendor: str | None,
             rows = await conn.fetch(q.REPLAY_POSTBACKS, last, vendor, since, BATCH)
             if not rows:
                 break
-            out.add(await apply_rows(conn, config, rows, defer_polls=False))
+            out.add(await replay_rows(conn, config, rows))
         last = rows[-1]["id"]
         progress.show(out.rows)
     progress.end()

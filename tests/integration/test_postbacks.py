@@ -35,6 +35,13 @@ async def post(s, url, body=b"", headers=JSON, method="POST"):
         return r.status, await r.read()
 
 
+async def store_raw(conn, vendors, bodies, times):
+    """Raw rows as the group commit writes them, left unprocessed (as by a crash)."""
+    n = len(vendors)
+    await conn.execute(q.INSERT_POSTBACKS, await conn.fetchval(q.NEXT_POSTBACK_IDS, n), vendors,
+                       ["POST"] * n, ["application/json"] * n, [""] * n, bodies, [None] * n, times)
+
+
 async def make_message(conn, vendor, ref, state="submitted", next_poll_in_s=None):
     return await conn.fetchval(
         "INSERT INTO tracker.messages (vendor, vendor_ref, state, next_poll_at)"
@@ -53,7 +60,7 @@ async def test_a_postback_is_stored_then_applied(db_dsn):
         assert (row["vendor"], row["method"], row["query"], row["content_type"]) == \
             ("skycore", "POST", "x=1", "application/json")
         assert bytes(row["body"]) == sky("ref-1") and str(row["source"]) == "127.0.0.1"
-        assert row["observation_count"] == 1 and row["error"] is None
+        assert row["processed_at"] is not None and row["error"] is None
         assert await tr.pool.fetchval("SELECT state FROM tracker.messages WHERE id=$1", mid) == "delivered"
         obs = await tr.pool.fetchrow("SELECT * FROM tracker.observations WHERE source='postback'")
         assert obs["postback_id"] == row["id"] and obs["received_at"] == row["received_at"]
@@ -143,8 +150,7 @@ async def test_rows_left_unprocessed_by_a_crash_are_applied_on_start(db_dsn, poo
     now = datetime.now(timezone.utc)
     async with pool.acquire() as c:
         mid = await make_message(c, "skycore", "k1")
-        await c.execute(q.INSERT_POSTBACKS, ["skycore"] * 2, ["POST"] * 2, ["application/json"] * 2,
-                        ["", ""], [sky("k1", "N201", "Sent"), sky("k1")], [None, None], [now, now])
+        await store_raw(c, ["skycore"] * 2, [sky("k1", "N201", "Sent"), sky("k1")], [now, now])
     async with running(config_for(db_dsn)) as (tr, base):
         await settle(tr.pool)
         assert await tr.pool.fetchval("SELECT state FROM tracker.messages WHERE id=$1", mid) == "delivered"
@@ -259,10 +265,9 @@ async def test_replay_command(db_dsn, pool):
     async with pool.acquire() as c:
         await make_message(c, "skycore", "z1")
         now = datetime.now(timezone.utc)
-        await c.execute(q.INSERT_POSTBACKS, ["skycore", "sparrow"], ["POST"] * 2,
-                        ["application/json"] * 2, ["", ""],
+        await store_raw(c, ["skycore", "sparrow"],
                         [sky("z1"), b'{"dlr_type": "batch_complete", "dlr_data": {"uuid": "u"}}'],
-                        [None, None], [now - timedelta(hours=2), now])
+                        [now - timedelta(hours=2), now])
     cfg = config_for(db_dsn)
     err = io.StringIO()
     args = types.SimpleNamespace(vendor="skycore", since=(now - timedelta(days=1)).isoformat())

@@ -1,4 +1,4 @@
-"""The pure part of postback ingestion: admission, parsing for storage, fingerprints."""
+"""The pure part of postback ingestion: admission, parsing for storage, report keys."""
 from __future__ import annotations
 
 import dataclasses
@@ -90,11 +90,17 @@ def test_time_out_of_range_is_refused():
     assert core.unstorable(o, "skycore") == "time out of range"
 
 
-def test_fingerprint_tells_reports_apart_but_not_their_raw_fragment():
+def test_report_key_tells_reports_apart_but_not_their_raw_fragment_or_time_zone():
     [o] = core.parse(skycore_raw(orjson.dumps(SKY)))
-    assert core.fingerprint(o) == core.fingerprint(dataclasses.replace(o, raw={"other": 1}))
-    assert core.fingerprint(o) != core.fingerprint(dataclasses.replace(o, state=State.sent))
-    assert core.fingerprint(o) != core.fingerprint(dataclasses.replace(o, state=None))
+    key = core.report_key
+    assert key(o) == key(dataclasses.replace(o, raw={"other": 1}))
+    assert key(o) == key(dataclasses.replace(o, event_at=o.event_at.astimezone(timezone(timedelta(hours=5)))))
+    assert key(o) != key(dataclasses.replace(o, state=State.sent))
+    assert key(o) != key(dataclasses.replace(o, state=None))
+    stored = {"vendor": "skycore", "vendor_ref": "t-1", "recipient_key": "", "state": "delivered",
+              "code": "N202", "text": "Delivered", "event_at": o.event_at, "failure_code": None,
+              "failure_reason": None, "failure_permanent": None}
+    assert core.stored_report_key(stored) == key(o)
 
 
 def test_query_string_is_read_the_same_way_at_ingestion_and_replay():

@@ -274,16 +274,22 @@ MIGRATIONS_TABLE_EXISTS = "SELECT to_regclass('tracker.schema_migrations') IS NO
 
 # --- postbacks (tracker.postbacks, sql/004_postbacks.sql) ----------------------------------------
 
-# One group commit: every raw postback of the batch in one statement (its own transaction).
+# One group commit: ids drawn from the sequence ahead (a block at a time, so that each caller
+# knows its row's id for sure), then every raw postback of the batch in one statement (its
+# own transaction).
+NEXT_POSTBACK_IDS = """
+SELECT array_agg(nextval('tracker.postbacks_id_seq')) FROM generate_series(1, $1)
+"""
+
 INSERT_POSTBACKS = """
-INSERT INTO tracker.postbacks (vendor, method, content_type, query, body, source, received_at)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::inet[],
-                     $7::timestamptz[])
+INSERT INTO tracker.postbacks (id, vendor, method, content_type, query, body, source, received_at)
+SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[],
+                     $7::inet[], $8::timestamptz[])
 """
 
 # Raw postbacks not applied yet (all, or these ids), claimed for the rest of the transaction.
 CLAIM_POSTBACKS = """
-SELECT id, vendor, method, content_type, query, body, received_at, fingerprints
+SELECT id, vendor, method, content_type, query, body, received_at
 FROM tracker.postbacks
 WHERE processed_at IS NULL AND ($2::bigint[] IS NULL OR id = ANY($2::bigint[]))
 ORDER BY id
@@ -291,9 +297,21 @@ LIMIT $1
 FOR UPDATE SKIP LOCKED
 """
 
+# Rows just stored, to apply with what their handlers parsed: marked processed (the claim; the
+# transaction rolls it back if applying fails), skipped if another session holds or did them.
+CLAIM_RECEIVED_POSTBACKS = """
+UPDATE tracker.postbacks p SET processed_at = now()
+FROM (SELECT id FROM tracker.postbacks
+      WHERE id = ANY($1::bigint[]) AND processed_at IS NULL
+      ORDER BY id
+      FOR UPDATE SKIP LOCKED) c
+WHERE p.id = c.id
+RETURNING p.id
+"""
+
 # `tracker replay`: stored postbacks after an id, of one vendor and/or since a time.
 REPLAY_POSTBACKS = """
-SELECT id, vendor, method, content_type, query, body, received_at, fingerprints
+SELECT id, vendor, method, content_type, query, body, received_at
 FROM tracker.postbacks
 WHERE id > $1
   AND ($2::text IS NULL OR vendor = $2)
@@ -308,13 +326,22 @@ SELECT count(*) FROM tracker.postbacks
 WHERE ($1::text IS NULL OR vendor = $1) AND ($2::timestamptz IS NULL OR received_at >= $2)
 """
 
+# What these raw postbacks have produced so far (replay appends only what is new).
+POSTBACK_OBSERVATIONS = """
+SELECT postback_id, vendor, vendor_ref, recipient_key, state::text AS state, code, text,
+       event_at, failure_code, failure_reason, failure_permanent
+FROM tracker.observations
+WHERE postback_id = ANY($1::bigint[])
+"""
+
 FINISH_POSTBACKS = """
-UPDATE tracker.postbacks p
-SET processed_at = coalesce(p.processed_at, now()),
-    observation_count = coalesce(u.n, p.observation_count),
-    fingerprints = u.fingerprints, error = u.error
-FROM unnest($1::bigint[], $2::integer[], $3::jsonb[], $4::text[])
-     AS u(id, n, fingerprints, error)
+UPDATE tracker.postbacks SET processed_at = coalesce(processed_at, now()), error = NULL
+WHERE id = ANY($1::bigint[])
+"""
+
+MARK_POSTBACKS_UNREADABLE = """
+UPDATE tracker.postbacks p SET processed_at = coalesce(p.processed_at, now()), error = u.error
+FROM unnest($1::bigint[], $2::text[]) AS u(id, error)
 WHERE p.id = u.id
 """
 

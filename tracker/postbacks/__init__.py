@@ -2,10 +2,11 @@
 
 A request is checked (vendor pushes and is enabled, source network, token in constant time,
 content type, size), parsed by the vendor's adapter (unreadable: 400, nothing stored), then
-stored raw by a group commit; 200 is answered only after that commit. A worker then parses the
-stored rows again and applies them through the reducer, marking them processed in the same
-transaction: a crash between the two leaves unprocessed rows that the next start (of any
-replica) applies. Answers:
+stored raw by a group commit; 200 is answered only after that commit. A worker then applies
+what the handlers parsed through the reducer, marking the rows processed in the same
+transaction. Whatever it could not apply (a crash, the database lost in between) stays an
+unprocessed row, which the worker's sweep (at start, every few seconds, after a failure; on any
+replica) parses again from the stored request and applies. Answers:
 
     200 stored        400 unreadable body    403 source not in allow_networks
     404 unknown vendor, vendor that does not push, wrong or missing token (all alike)
@@ -31,12 +32,14 @@ from tracker.db import queries as q
 from tracker.logging import get_logger, register_secret
 from tracker.postbacks import core
 from tracker.postbacks.commit import GroupCommit, Unavailable
-from tracker.postbacks.process import BatchFailed, process_pending
+from tracker.postbacks.process import BatchFailed, Parsed, process_pending, process_received
 
 log = get_logger("tracker.postbacks")
 
 ROUTE = "/postbacks/{path:.*}"
-WORKER_BATCH = 500
+WORKER_BATCH = 500  # rows parsed again per sweep transaction
+RECEIVED_BATCH = 1000  # rows applied per transaction with what their handlers parsed
+APPLY_WAIT_S = 0.05  # ... gathered for at most this long
 SWEEP_S = 5.0  # the worker looks for rows left by others (a crash, another replica) this often
 TRANSIENT = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
              asyncpg.InternalClientError,  # e.g. a connection that died mid-operation
@@ -55,6 +58,9 @@ def _transient(e: BaseException | None) -> bool:
     return False
 
 
+OK = 200, {"status": "ok"}
+
+
 def _answer(status: int, payload: dict) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(payload), content_type="application/json")
 
@@ -71,6 +77,8 @@ class Postbacks:
         self.max_body = self.config.http.max_body_bytes
         self.commit: GroupCommit | None = None
         self.worker: asyncio.Task | None = None
+        self.received: list[Parsed] = []  # stored, to apply with what the handler parsed
+        self.first_received = 0.0
         self.wake = asyncio.Event()
         self.stopping = False
 
@@ -79,15 +87,15 @@ class Postbacks:
     async def start(self) -> None:
         http = self.config.http
         self.commit = GroupCommit(self.tracker.pool, max_items=http.group_commit_max,
-                                  max_wait_s=http.group_commit_ms / 1000.0, on_commit=self.wake.set)
+                                  max_wait_s=http.group_commit_ms / 1000.0)
         self.commit.start()
         self.stopping = False
         self.worker = asyncio.create_task(self._work(), name="postbacks-worker")
         log.info("postbacks ready", vendors=sorted(self.routes))
 
     async def stop(self) -> None:
-        """Answer what is in flight (stored: 200, else 503), then stop the worker; rows it has
-        not applied stay unprocessed for the next start."""
+        """Answer what is in flight (stored: 200, else 503), let the worker apply what was
+        stored, then stop it; rows it has not applied stay unprocessed for the next start."""
         if self.commit is not None:
             await self.commit.stop()
         self.stopping = True
@@ -131,22 +139,31 @@ class Postbacks:
             return refusal.status, {"error": refusal.error}
         ip = core.source_ip(request.remote)
         raw = core.RawPostback(vendor, request.method, ctype, request.query_string, body,
-                               str(ip) if ip else None, datetime.now(timezone.utc))
+                               ip and ip.compressed, datetime.now(timezone.utc))
         try:
-            core.parse(raw)  # the worker parses again from the stored row; this is the 400
+            found = core.parse(raw)
         except ParseError as e:
             log.warning("postback unreadable", vendor=vendor, error=str(e), source=request.remote)
             return 400, {"error": str(e)}
         try:
-            await self.commit.store(raw)
+            postback_id = await self.commit.store(raw)
         except Unavailable:
             return core.UNAVAILABLE.status, {"error": core.UNAVAILABLE.error}
-        return 200, {"status": "ok"}
+        self.received.append(Parsed(postback_id, raw.received_at, found))
+        if len(self.received) == 1:
+            self.first_received = time.monotonic()
+            self.wake.set()
+        elif len(self.received) >= RECEIVED_BATCH:
+            self.wake.set()
+        return OK
 
     async def _read(self, request: web.Request) -> tuple[bytes, core.Refusal | None]:
         """The body, or why not: over the limit (also without a Content-Length), or broken."""
         chunks, size = [], 0
         try:
+            length = request.content_length
+            if length is not None:  # checked against the limit already
+                return (await request.content.readexactly(length) if length else b""), None
             async for chunk in request.content.iter_any():
                 size += len(chunk)
                 if size > self.max_body:
@@ -159,28 +176,57 @@ class Postbacks:
     # --- the apply worker ----------------------------------------------------------------------
 
     async def _work(self) -> None:
-        backoff = 0.5
-        while not self.stopping:
+        loop = asyncio.get_running_loop()
+        backoff, sweep_at = 0.5, 0.0  # sweep at once: rows a crash may have left
+        while not (self.stopping and not self.received):
             self.wake.clear()
+            if self.received and not self.stopping:  # fewer, larger transactions under load
+                wait = self.first_received + APPLY_WAIT_S - time.monotonic()
+                if wait > 0 and len(self.received) < RECEIVED_BATCH:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.wake.wait(), wait)
+                    continue
             try:
                 async with self.tracker.pool.acquire() as conn:
-                    done = await self._apply_some(conn)
+                    if self.received:
+                        items, self.received = self.received[:RECEIVED_BATCH], self.received[RECEIVED_BATCH:]
+                        self.first_received = time.monotonic()
+                        await self._apply_received(conn, items)
+                        continue
+                    if loop.time() >= sweep_at and not self.stopping:
+                        if await self._apply_some(conn) >= WORKER_BATCH:
+                            continue  # more waiting
+                        sweep_at = loop.time() + SWEEP_S
                 backoff = 0.5
-                if done >= WORKER_BATCH:
-                    continue  # more waiting
             except Exception as e:
+                # What was taken from `received` is still an unprocessed row: the sweep gets it.
+                sweep_at = 0.0
                 if not _transient(e):
                     log.exception("postback worker failed")
                 else:
                     log.warning("postback worker: database unavailable; will retry",
                                 error=type(e).__name__)
-                self.wake.clear()  # a commit that succeeds means the database is back
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), backoff)
-                backoff = min(backoff * 2, 10.0)
+                if self.stopping:
+                    return
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
                 continue
+            if self.stopping:
+                return
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), SWEEP_S)
+                await asyncio.wait_for(self.wake.wait(), max(0.0, sweep_at - loop.time()))
+
+    async def _apply_received(self, conn: asyncpg.Connection, items: list[Parsed]) -> None:
+        try:
+            out = await process_received(conn, self.config, items)
+        except BatchFailed as e:
+            if _transient(e) or conn.is_closed():
+                raise
+            await self._one_by_one(conn, e)  # from the stored rows, parsed again
+            return
+        if out.rows:
+            log.debug("postbacks applied", rows=out.rows, observations=out.observations,
+                      transitions=out.transitions)
 
     async def _apply_some(self, conn: asyncpg.Connection) -> int:
         """One batch; when the database refuses a batch for what it holds, the rows one by
@@ -190,19 +236,22 @@ class Postbacks:
         except BatchFailed as e:
             if _transient(e) or conn.is_closed():
                 raise
-            log.warning("postback batch refused; applying its rows one by one",
-                        rows=len(e.ids), error=type(e.__cause__).__name__)
-            for pid in e.ids:
-                try:
-                    await process_pending(conn, self.config, 1, [pid])
-                except BatchFailed as one:
-                    if _transient(one) or conn.is_closed():
-                        raise
-                    reason = f"not applied: {type(one.__cause__).__name__}: {one.__cause__}"[:500]
-                    await conn.execute(q.FAIL_POSTBACK, pid, reason)
-                    log.error("postback set aside", postback_id=pid, error=reason)
+            await self._one_by_one(conn, e)
             return 0
         if out.rows:
             log.debug("postbacks applied", rows=out.rows, observations=out.observations,
                       transitions=out.transitions, unreadable=out.unreadable)
         return out.rows
+
+    async def _one_by_one(self, conn: asyncpg.Connection, failed: BatchFailed) -> None:
+        log.warning("postback batch refused; applying its rows one by one",
+                    rows=len(failed.ids), error=type(failed.__cause__).__name__)
+        for pid in failed.ids:
+            try:
+                await process_pending(conn, self.config, 1, [pid])
+            except BatchFailed as one:
+                if _transient(one) or conn.is_closed():
+                    raise
+                reason = f"not applied: {type(one.__cause__).__name__}: {one.__cause__}"[:500]
+                await conn.execute(q.FAIL_POSTBACK, pid, reason)
+                log.error("postback set aside", postback_id=pid, error=reason)

@@ -1,8 +1,9 @@
 """The pure part of postback ingestion: which requests are admitted, what a stored raw postback
-says (through the vendor's adapter), and how an observation is fingerprinted so that a replay
+says (through the vendor's adapter), and what makes two reports the same, so that a replay
 never appends the same observation twice. No I/O here."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -80,6 +81,7 @@ def media_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 
 
+@functools.lru_cache(maxsize=4096)  # vendors post from a few addresses
 def source_ip(remote: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
         ip = ipaddress.ip_address(remote or "")
@@ -187,12 +189,17 @@ def unstorable(o: Observation, vendor: str) -> str | None:
     return None
 
 
-def fingerprint(o: Observation) -> str:
-    """What makes two observations from one raw postback the same report (its raw fragment
-    aside): used by replay to append only what a new parse adds."""
+def report_key(o: Observation) -> tuple:
+    """What makes two reports from one raw postback the same (their raw fragment aside): a
+    replay appends only reports whose key the postback has not produced yet."""
     f = o.failure
-    key = [o.vendor, o.vendor_ref, recipient_key(o.vendor, o.recipient),
-           o.state.name if o.state is not None else None, o.code, o.text,
-           o.event_at.isoformat() if o.event_at else None,
-           f.code if f else None, f.reason if f else None, f.permanent if f else None]
-    return hashlib.blake2b(orjson.dumps(key), digest_size=8).hexdigest()
+    return (o.vendor, o.vendor_ref, recipient_key(o.vendor, o.recipient),
+            o.state.name if o.state is not None else None, o.code, o.text, o.event_at,
+            f.code if f else None, f.reason if f else None, f.permanent if f else None)
+
+
+def stored_report_key(row: Mapping[str, Any]) -> tuple:
+    """report_key() of an observation as stored (times compare by instant, whatever the zone)."""
+    return (row["vendor"], row["vendor_ref"], row["recipient_key"], row["state"], row["code"],
+            row["text"], row["event_at"], row["failure_code"], row["failure_reason"],
+            row["failure_permanent"])

@@ -1,11 +1,14 @@
-"""From stored raw postbacks to states: parse each row again (the adapter is pure, and the row
-keeps everything it needs), apply what it says through the reducer, mark the row processed,
-all in one transaction. Used by the daemon's worker for new rows and by `tracker replay` for old
-ones.
+"""From stored raw postbacks to states: what a row says goes through the reducer, and the row is
+marked processed, in one transaction. Three ways in:
 
-Each row keeps the fingerprints of the observations it has produced, so a row is never applied
-twice: the worker takes only unprocessed rows (under FOR UPDATE SKIP LOCKED, so several replicas
-share the work), and a replay appends only observations that a new parse adds.
+- process_received: rows just stored, with what their handlers already parsed (the hot path);
+- process_pending: unprocessed rows, parsed again from the stored request (the sweep: rows a
+  crash or a lost database left behind; several replicas share them with SKIP LOCKED);
+- replay_rows: old rows parsed again by `tracker replay` after a mapping fix.
+
+A row is never applied twice: the first two take only unprocessed rows under a row lock, and a
+replay appends only the observations that a new parse adds to those the row already produced
+(tracker.observations.postback_id says which), so running it again changes nothing.
 """
 from __future__ import annotations
 
@@ -14,8 +17,8 @@ from datetime import datetime
 from typing import Sequence
 
 import asyncpg
-import orjson
 
+from tracker import adapters
 from tracker.adapters.base import Observation, ParseError
 from tracker.config_types import Config
 from tracker.core.reduce import recipient_key
@@ -37,54 +40,14 @@ class Outcome:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
-def _known(value) -> set[str]:
-    if value is None:
-        return set()
-    return set(orjson.loads(value) if isinstance(value, (str, bytes)) else value)
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """A stored raw postback and what it says (`found`), or why it cannot be read."""
 
-
-async def apply_rows(conn: asyncpg.Connection, config: Config, rows: Sequence[asyncpg.Record],
-                     *, defer_polls: bool) -> Outcome:
-    """Parse and apply claimed rows; the caller holds the transaction."""
-    out = Outcome(rows=len(rows))
-    found_all: list[Observation] = []
-    new: list[Observation] = []
-    new_ids: list[int] = []
-    new_at: list[datetime] = []
-    ids, counts, prints, errors = [], [], [], []
-    for row in rows:
-        known = _known(row["fingerprints"])
-        ids.append(row["id"])
-        try:
-            found = core.parse(core.RawPostback.from_row(row))
-        except ParseError as e:
-            out.unreadable += 1
-            counts.append(None)
-            prints.append(orjson.dumps(sorted(known)).decode())
-            errors.append(str(e)[:500])
-            continue
-        fps = [core.fingerprint(o) for o in found]
-        fresh = [o for o, fp in zip(found, fps) if fp not in known]
-        if not fresh:
-            out.unchanged += 1
-        new += fresh
-        new_ids += [row["id"]] * len(fresh)
-        new_at += [row["received_at"]] * len(fresh)
-        found_all += found
-        counts.append(len(found))
-        prints.append(orjson.dumps(sorted(known | set(fps))).decode())
-        errors.append(None)
-    applied = await reducer.apply(conn, "postback", new, received_at=new_at, postback_id=new_ids)
-    await conn.execute(q.FINISH_POSTBACKS, ids, counts, prints, errors)
-    if defer_polls and found_all:
-        keys = {(o.vendor, o.vendor_ref, recipient_key(o.vendor, o.recipient)) for o in found_all}
-        keys = sorted(k for k in keys if k[0] in config.vendors)
-        await conn.execute(q.DEFER_POLLS, [k[0] for k in keys], [k[1] for k in keys],
-                           [k[2] for k in keys],
-                           [config.vendors[k[0]].max_poll_interval_s for k in keys])
-    out.observations = applied.stored
-    out.transitions = len(applied.transitions)
-    return out
+    id: int
+    received_at: datetime
+    found: list[Observation] | None
+    error: str | None = None
 
 
 class BatchFailed(Exception):
@@ -95,14 +58,92 @@ class BatchFailed(Exception):
         self.ids = ids
 
 
+def parse_row(row: asyncpg.Record) -> Parsed:
+    try:
+        return Parsed(row["id"], row["received_at"], core.parse(core.RawPostback.from_row(row)))
+    except ParseError as e:
+        return Parsed(row["id"], row["received_at"], None, str(e)[:500])
+
+
+async def _apply(conn: asyncpg.Connection, config: Config, items: Sequence[Parsed],
+                 known: dict[int, set] | None = None) -> Outcome:
+    """Append what the (claimed, locked) rows say, less what they produced before (`known`:
+    postback id -> report keys), push polls out, and record unreadable rows."""
+    out = Outcome(rows=len(items))
+    new: list[Observation] = []
+    new_ids: list[int] = []
+    new_at: list[datetime] = []
+    polled: set[tuple[str, str, str]] = set()
+    bad_ids, bad_errors = [], []
+    for item in items:
+        if item.found is None:
+            out.unreadable += 1
+            bad_ids.append(item.id)
+            bad_errors.append(item.error)
+            continue
+        before = known.get(item.id, set()) if known is not None else set()
+        fresh = [o for o in item.found if core.report_key(o) not in before] if before else item.found
+        out.unchanged += not fresh
+        new += fresh
+        new_ids += [item.id] * len(fresh)
+        new_at += [item.received_at] * len(fresh)
+        polled.update((o.vendor, o.vendor_ref, recipient_key(o.vendor, o.recipient))
+                      for o in item.found if adapters.get(o.vendor).POLLS)
+    applied = await reducer.apply(conn, "postback", new, received_at=new_at, postback_id=new_ids)
+    if bad_ids:
+        await conn.execute(q.MARK_POSTBACKS_UNREADABLE, bad_ids, bad_errors)
+    if polled:
+        keys = sorted(polled)
+        await conn.execute(q.DEFER_POLLS, [k[0] for k in keys], [k[1] for k in keys],
+                           [k[2] for k in keys],
+                           [config.vendors[k[0]].max_poll_interval_s for k in keys])
+    out.observations = applied.stored
+    out.transitions = len(applied.transitions)
+    return out
+
+
+async def process_received(conn: asyncpg.Connection, config: Config,
+                           items: Sequence[Parsed]) -> Outcome:
+    """Apply rows just stored, with what the handlers parsed. Marking them processed is also
+    the claim: rows another session holds or has applied meanwhile (a sweep, a replay) are
+    left to it."""
+    async with conn.transaction():
+        claimed = {r["id"] for r in await conn.fetch(q.CLAIM_RECEIVED_POSTBACKS,
+                                                     [i.id for i in items])}
+        todo = [i for i in items if i.id in claimed]
+        if not todo:
+            return Outcome()
+        try:
+            return await _apply(conn, config, todo)
+        except Exception as e:
+            raise BatchFailed([i.id for i in todo]) from e
+
+
 async def process_pending(conn: asyncpg.Connection, config: Config, limit: int,
                           ids: Sequence[int] | None = None) -> Outcome:
-    """Apply up to `limit` unprocessed rows (of `ids`, if given) in one transaction."""
+    """Parse again and apply up to `limit` unprocessed rows (of `ids`, if given)."""
     async with conn.transaction():
         rows = await conn.fetch(q.CLAIM_POSTBACKS, limit, list(ids) if ids is not None else None)
         if not rows:
             return Outcome()
+        items = [parse_row(r) for r in rows]
         try:
-            return await apply_rows(conn, config, rows, defer_polls=True)
+            out = await _apply(conn, config, items)
+            await conn.execute(q.FINISH_POSTBACKS, [i.id for i in items if i.found is not None])
+            return out
         except Exception as e:
             raise BatchFailed([r["id"] for r in rows]) from e
+
+
+async def replay_rows(conn: asyncpg.Connection, config: Config,
+                      rows: Sequence[asyncpg.Record]) -> Outcome:
+    """Parse locked rows again and append only what is new for each; the caller holds the
+    transaction. A row that no longer parses keeps what it produced and gets the error."""
+    ids = [r["id"] for r in rows]
+    known: dict[int, set] = {}
+    for o in await conn.fetch(q.POSTBACK_OBSERVATIONS, ids):
+        known.setdefault(o["postback_id"], set()).add(core.stored_report_key(o))
+    items = [parse_row(r) for r in rows]
+    out = await _apply(conn, config, items, known)
+    await conn.execute(q.FINISH_POSTBACKS, [i.id for i in items if i.found is not None])
+    return out
