@@ -19,7 +19,8 @@ import asyncpg
 
 from tracker.config_types import VENDORS, Config
 from tracker.db import queries as q
-from tracker.db.embedded import EmbeddedPostgres
+from tracker.config import redact_dsn
+from tracker.db.embedded import EmbeddedError, EmbeddedPostgres
 from tracker.postbacks.process import Outcome, replay_rows
 
 BATCH = 500
@@ -99,11 +100,16 @@ def main(args, config: Config) -> int:
             await conn.close()
 
     dsn = config.database.dsn or _running_embedded(Path(config.database.state_dir))
-    if dsn:
-        out = asyncio.run(go(dsn))
-    else:
-        with EmbeddedPostgres(Path(config.database.state_dir)) as pg:
-            out = asyncio.run(go(pg.dsn))
+    try:
+        if dsn:
+            out = asyncio.run(go(dsn))
+        else:
+            with EmbeddedPostgres(Path(config.database.state_dir)) as pg:
+                out = asyncio.run(go(pg.dsn))
+    except (OSError, asyncpg.PostgresError, EmbeddedError) as e:
+        print(f"replay: database unavailable: {type(e).__name__}: {redact_dsn(str(e))}",
+              file=sys.stderr)
+        return 1
     print(f"replayed {out.rows} postbacks: {out.observations} new observations, "
           f"{out.transitions} transitions, {out.unchanged} unchanged, {out.unreadable} unreadable",
           file=sys.stderr)

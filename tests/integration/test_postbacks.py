@@ -17,6 +17,7 @@ from tracker import replay
 from tracker.adapters import skycore
 from tracker.core.states import State
 from tracker.db import queries as q
+from tracker.db.embedded import EmbeddedPostgres
 
 JSON = {"Content-Type": "application/json"}
 
@@ -93,13 +94,15 @@ async def test_every_answer(db_dsn):
         status, body = await post(s, url, b'{"code": "N202"}')
         assert status == 400 and "tracking-id" in orjson.loads(body)["error"]
         assert (await post(s, postback_url(base, "engagespark"), b'{"id": "x"}'))[0] == 403
+        assert (await post(s, url + "/", sky("r", "N201", "Sent")))[0] == 200  # a trailing slash
         # GET with a query string, as some vendors call back
         assert (await post(s, url + "?tracking-id=g1&code=N201&status=Sent", method="GET",
                            headers={}))[0] == 200
         assert (await post(s, url + "?nothing=here", method="GET", headers={}))[0] == 400
         await settle(tr.pool)
-        rows = await tr.pool.fetch("SELECT vendor, method, query FROM tracker.postbacks")
-        assert [tuple(r) for r in rows] == [("skycore", "GET", "tracking-id=g1&code=N201&status=Sent")]
+        rows = await tr.pool.fetch("SELECT vendor, method, query FROM tracker.postbacks ORDER BY id")
+        assert [tuple(r) for r in rows] == [("skycore", "POST", ""),
+                                            ("skycore", "GET", "tracking-id=g1&code=N201&status=Sent")]
 
 
 async def test_nothing_secret_in_logs(db_dsn):
@@ -277,14 +280,25 @@ async def test_replay_command(db_dsn, pool):
         assert await asyncio.to_thread(replay.main, args, cfg) == 0
         bad = types.SimpleNamespace(vendor=None, since="yesterday")
         assert await asyncio.to_thread(replay.main, bad, cfg) == 2
+        down = config_for("postgresql://tracker@127.0.0.1:1/nothing")
+        assert await asyncio.to_thread(replay.main, args, down) == 1
     finally:
         sys.stderr = old
     text = err.getvalue()
+    assert "replay: database unavailable" in text
     assert "replay [##############################] 1/1 postbacks" in text
     assert "replayed 1 postbacks: 1 new observations, 1 transitions" in text
     assert "replayed 1 postbacks: 0 new observations, 0 transitions, 1 unchanged" in text
-    # replay also applies rows the daemon never got to, and marks them processed
+    # replay also applies rows the daemon never got to (marked processed); the other vendor's stays
     assert await pool.fetchval("SELECT count(*) FROM tracker.postbacks WHERE processed_at IS NULL") == 1
+
+
+def test_replay_finds_the_daemons_embedded_cluster(tmp_path):
+    pid = EmbeddedPostgres(tmp_path).data_dir / "postmaster.pid"
+    assert replay._running_embedded(tmp_path) is None
+    pid.parent.mkdir(parents=True)
+    pid.write_text("1234\n/x/pgdata\n1700000000\n54321\n/x\n127.0.0.1\n")
+    assert replay._running_embedded(tmp_path) == "postgresql://tracker@127.0.0.1:54321/tracker"
 
 
 async def test_unmatched_postbacks_are_listed(db_dsn):

@@ -115,7 +115,7 @@ class Postbacks:
 
     async def handle(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
-        parts = request.match_info["path"].split("/")
+        parts = request.match_info["path"].removesuffix("/").split("/")  # a trailing / is fine
         vendor, token = (parts[0], parts[1]) if len(parts) == 2 else ("", "")
         status, payload = await self._receive(request, vendor, token)
         label = vendor if vendor in VENDORS else "unknown"
