@@ -3,9 +3,10 @@ mapping fix) and apply what they now say through the reducer.
 
 A replay appends only the observations that the new parse adds to those the row has already
 produced (a code now mapped, a field now read; tracker.observations.postback_id says which):
-running it twice changes nothing the second time. Polls are not pushed out again. A row that no longer parses keeps what it produced before and
-gets the error (tracker.postback_problems); a row that now parses has its error cleared. Safe
-while the daemon runs: rows are locked batch by batch, and the daemon's worker skips them.
+running it twice changes nothing the second time. A row that no longer parses keeps what it
+produced before and gets the error (tracker.postback_problems); a row that now parses has its
+error cleared. Polls are not pushed out again. Safe while the daemon runs: rows are locked batch
+by batch, and the daemon's worker skips them.
 """
 from __future__ import annotations
 

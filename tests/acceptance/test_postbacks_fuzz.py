@@ -18,7 +18,8 @@ from tracker.postbacks import core
 SETTINGS = dict(deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 MAX_BODY = 4096
-REF = {"skycore": "seededref01", "engagespark": "SEEDED-REF-01", "sparrow": "5d7c1f6e-0000-4000-8000-000000000001"}
+REF = {"skycore": "seededref01", "engagespark": "SEEDED-REF-01",
+       "sparrow": "5d7c1f6e-0000-4000-8000-000000000001"}
 VALID = {  # one real postback per pushing vendor, about a seeded message in state `sent`
     "skycore": {"origin": "SMS_MT", "code": "N202", "status": "Delivered", "to": "15550100000",
                 "tracking-id": REF["skycore"], "timestamp": "2024-05-01T12:00:00+00:00"},

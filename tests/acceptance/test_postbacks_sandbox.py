@@ -128,10 +128,11 @@ async def test_postbacks_before_the_submission_then_one_clean_chain(db_dsn):
             "INSERT INTO tracker.submissions (vendor, vendor_ref, recipient) VALUES ('skycore', $1, $2)",
             [(c.response["tracking-id"], c.response["to"]) for c in calls])
         assert await eventually(lambda: mismatches(tr.pool, sb, "skycore")) == []
-        assert await tr.pool.fetchval("SELECT count(*) FROM tracker.observations WHERE message_id IS NULL") == 0
+        assert await tr.pool.fetchval(
+            "SELECT count(*) FROM tracker.observations WHERE message_id IS NULL") == 0
         await assert_clean_chains(tr.pool)
-        chains = await tr.pool.fetch(
-            "SELECT array_agg(to_state::text ORDER BY event_id) AS t FROM tracker.transitions GROUP BY message_id")
+        chains = await tr.pool.fetch("SELECT array_agg(to_state::text ORDER BY event_id) AS t"
+                                     " FROM tracker.transitions GROUP BY message_id")
         assert len(chains) == len(numbers)
         for c in chains:  # submitted -> sent -> outcome, in rank order within the adopting batch
             assert c["t"][0] == "sent" and len(c["t"]) == 2, c

@@ -9,7 +9,6 @@ import types
 from datetime import datetime, timedelta, timezone
 
 import orjson
-import pytest
 
 from tests.postbacks_support import TOKENS, config_for, postback_url, running, session, settle
 from tracker import logging as tlog

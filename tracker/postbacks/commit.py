@@ -1,7 +1,8 @@
 """Group commit: many concurrent postbacks stored by one INSERT, one transaction, one WAL flush.
 
-`await store(raw)` returns the row's id once it is committed, or raises Unavailable (the database failed,
-timed out, or we are stopping) and the caller answers 503 so that the vendor retries. A batch is
+`await store(raw)` returns the row's id once it is committed, or raises Unavailable (the
+database failed, timed out, or we are stopping) and the caller answers 503 so that the vendor
+retries. A batch is
 written when it holds `max_items` postbacks, when its oldest has waited `max_wait_s`, or at
 once when no write is in progress (an idle database gains nothing from waiting). Up to
 `writers` batches are written at a time; while they are, the next batch grows.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+
 import asyncpg
 
 from tracker.db import queries as q
