@@ -86,19 +86,17 @@ class VendorClient:
         await self.limiter.acquire()
         if (closed := self.gate()) > 0:  # the circuit opened while this one waited
             raise Deferred(closed)
-        kw: dict[str, Any] = {"params": req.params, "headers": dict(req.headers or {}),
-                              "allow_redirects": False}
+        headers, data = req.headers, (dict(req.data) if req.data is not None else None)
         if req.json is not None:
-            kw["data"] = orjson.dumps(req.json)
-            kw["headers"].setdefault("Content-Type", "application/json")
-        elif req.data is not None:
-            kw["data"] = dict(req.data)
+            headers = {"Content-Type": "application/json", **(headers or {})}
+            data = orjson.dumps(req.json)
         try:
-            async with self.session.request(req.method, req.url, **kw) as resp:
+            async with self.session.request(req.method, req.url, params=req.params, headers=headers,
+                                            data=data, allow_redirects=False) as resp:
                 if (resp.content_length or 0) > MAX_BODY:
                     raise TransportError("answer too large")
                 body = await resp.read()
-                answer = HttpResponse(resp.status, dict(resp.headers), body)
+                answer = HttpResponse(resp.status, resp.headers, body)  # case-insensitive
         except asyncio.TimeoutError:
             raise TransportError("timeout") from None
         except (aiohttp.ClientError, OSError) as e:
