@@ -1,0 +1,167 @@
+"""Polls per second through the tracker against the sandbox, beside a bare aiohttp client loop
+against the same sandbox endpoint, in the same run. Loopback only; stops by itself.
+
+    .venv/bin/python bench/poll_rate.py [--messages 20000] [--concurrency 32] [--rounds 2] [--dsn DSN]
+
+The sandbox runs in its own process (Spark Sender's status call, one message per call). The
+bare loop sends `--concurrency` status calls at a time and reads each answer. The tracker is
+`tracker run` in its own process with the same concurrency and no rate limit: every message is
+made due at once and counted as polled when its result is written (poll_count, observation,
+reducer, next poll). Rounds alternate bare / tracker; the median round of each is shown.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from _polling import Daemon, cpu_seconds, database, migrated, sandbox, write_config
+
+import aiohttp
+import asyncpg
+import orjson
+
+from tracker.config_types import Config, VendorConfig
+from tracker.intake import take_in
+from tracker.sandbox import send_many
+
+KNOBS = {"time_scale": 0.01}
+
+
+class Meter:
+    """CPU seconds used by each process in one phase, per call made."""
+
+    def __init__(self, pids: dict[str, tuple[int | None, bool]]):
+        self.pids = pids
+
+    def __enter__(self) -> "Meter":
+        self.start = {k: cpu_seconds(pid, kids) for k, (pid, kids) in self.pids.items()}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.used = {k: cpu_seconds(pid, kids) - self.start[k] for k, (pid, kids) in self.pids.items()}
+
+    def per_call_us(self, calls: int) -> dict[str, float]:
+        return {k: v / calls * 1e6 for k, v in self.used.items()}
+
+
+async def bare_loop(base: str, creds: dict, refs: list[str], concurrency: int) -> float:
+    """Status calls for every ref, `concurrency` at a time; calls per second."""
+    url = base + "/api/getStatus/"
+    it = iter(refs)
+    done = 0
+
+    async def worker(s: aiohttp.ClientSession) -> None:
+        nonlocal done
+        for ref in it:
+            params = {"user_id": creds["user_id"], "api_key": creds["api_key"], "msg_id": ref}
+            async with s.get(url, params=params) as r:
+                await r.read()
+                done += r.status == 200
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as s:
+        began = time.perf_counter()
+        await asyncio.gather(*(worker(s) for _ in range(concurrency)))
+        return done / (time.perf_counter() - began)
+
+
+async def tracker_round(pool: asyncpg.Pool, n: int) -> float:
+    """Make every message due now; polls per second until all are polled once."""
+    await pool.execute("UPDATE tracker.messages SET poll_count = 0, next_poll_at = now()")
+    began = time.perf_counter()
+    while True:
+        left = await pool.fetchval("SELECT count(*) FROM tracker.messages WHERE poll_count = 0")
+        if left == 0:
+            break
+        await asyncio.sleep(0.25)  # (this check scans the table: not too often)
+    elapsed = time.perf_counter() - began
+    await pool.execute("UPDATE tracker.messages SET next_poll_at = now() + interval '1 day'")
+    return n / elapsed
+
+
+def cpu_line(us: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.0f}" for k, v in us.items() if v == v)  # NaN: not measured
+
+
+async def run(args, dsn: str, pg_pid: int | None) -> int:
+    await migrated(dsn)
+    async with sandbox(KNOBS) as sb:
+        vendor = sb["vendors"]["sparksender"]
+        creds = {k: vendor[k] for k in ("user_id", "api_key")}
+        target = {"sparksender": vendor}
+        calls = []
+        async with aiohttp.ClientSession() as http:
+            for k in range(0, args.messages, 1000):
+                calls += await send_many(target, "sparksender",
+                                         [f"6391{i:08d}" for i in range(k, min(k + 1000, args.messages))],
+                                         bulk=True, session=http)
+        refs = [item["msgId"] for c in calls for group in c.response["success"] for item in group]
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
+        try:
+            await pool.executemany(
+                "INSERT INTO tracker.submissions (vendor, request, response) VALUES ($1, $2::jsonb, $3::jsonb)",
+                [(c.vendor, orjson.dumps(c.request).decode(), orjson.dumps(c.response).decode()) for c in calls])
+            config = Config(vendors={"sparksender": VendorConfig(name="sparksender", first_poll_s=86400)})
+            async with pool.acquire() as conn:
+                while (await take_in(conn, config, 100)).rows:
+                    pass
+                await conn.execute("UPDATE tracker.messages SET next_poll_at = now() + interval '1 day'")
+            settings = {
+                **vendor, "first_poll_s": 3600.0, "max_poll_interval_s": 86400.0,
+                "tracking_window_s": 864000.0, "rate_limit_per_s": 1e6,
+                "concurrency": args.concurrency, "batch_size": args.batch_size,
+                "request_timeout_s": 10.0}
+            tmp = Path(tempfile.mkdtemp(prefix="tracker-pollrate-"))
+            daemon = Daemon(write_config(tmp / "tracker.toml", dsn, {"sparksender": settings}),
+                            tmp / "tracker.log").start()
+            pids = {"client": (os.getpid(), False), "tracker": (daemon.proc.pid, False),
+                    "sandbox": (sb["pid"], False), "postgres": (pg_pid, True)}
+            try:
+                await bare_loop(vendor["base_url"], creds, refs[:2000], args.concurrency)  # warm up
+                bares, tracks, bare_cpu, track_cpu = [], [], [], []
+                for _ in range(args.rounds):
+                    with Meter(pids) as m:
+                        bares.append(await bare_loop(vendor["base_url"], creds, refs, args.concurrency))
+                    bare_cpu.append(m.per_call_us(len(refs)))
+                    with Meter(pids) as m:
+                        tracks.append(await tracker_round(pool, len(refs)))
+                    track_cpu.append(m.per_call_us(len(refs)))
+            finally:
+                code = daemon.stop()
+                shutil.rmtree(tmp, ignore_errors=True)
+            errors = await pool.fetchval("SELECT coalesce(sum(polls_failed), 0) FROM tracker.poll_stats")
+        finally:
+            await pool.close()
+    bare, tracked = statistics.median(bares), statistics.median(tracks)
+    median_cpu = lambda rounds: {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}  # noqa: E731
+    print(f"poll rate bench: loopback, {len(refs)} Spark Sender messages, concurrency "
+          f"{args.concurrency}, batch {args.batch_size}, {args.rounds} rounds, {os.cpu_count()} CPUs;"
+          f" sandbox, tracker and this client each in its own process")
+    print("rounds (bare / tracker, per s): " + ", ".join(f"{b:.0f} / {t:.0f}" for b, t in zip(bares, tracks)))
+    print(f"bare aiohttp client loop   {bare:8.0f} status calls/s   CPU us per call: {cpu_line(median_cpu(bare_cpu))}")
+    print(f"tracker (tracker run)      {tracked:8.0f} polls/s          CPU us per poll: {cpu_line(median_cpu(track_cpu))}")
+    print(f"ratio {tracked / bare:.2f} (target 0.7); each poll is written through the reducer"
+          f" (observation, transition, state, next poll); poll errors {errors}; tracker exit code {code}")
+    return 0 if code == 0 else 1
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--messages", type=int, default=20000)
+    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=200)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--dsn", default=os.environ.get("TRACKER_BENCH_DSN"),
+                   help="an existing, migratable database (default: a private embedded cluster)")
+    args = p.parse_args()
+    with database(args.dsn) as (dsn, pg_pid):
+        return asyncio.run(run(args, dsn, pg_pid))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
