@@ -158,6 +158,28 @@ async def test_rows_left_unprocessed_by_a_crash_are_applied_on_start(db_dsn, poo
         assert await tr.pool.fetchval("SELECT state FROM tracker.messages WHERE id=$1", mid) == "delivered"
 
 
+async def test_rows_the_worker_failed_to_apply_are_swept_up_once(db_dsn, monkeypatch):
+    import tracker.postbacks as pb
+
+    calls = []
+
+    async def lost_connection(conn, config, items):
+        calls.append(len(items))
+        raise ConnectionResetError("database connection lost")  # once, then the real one
+    real = pb.process_received
+    monkeypatch.setattr(pb, "process_received", lost_connection)
+    async with running(config_for(db_dsn)) as (tr, base), session() as s:
+        async with tr.pool.acquire() as c:
+            mid = await make_message(c, "skycore", "w1")
+        assert (await post(s, postback_url(base, "skycore"), sky("w1")))[0] == 200
+        while not calls:
+            await asyncio.sleep(0.01)
+        monkeypatch.setattr(pb, "process_received", real)
+        await settle(tr.pool)  # the sweep parsed the stored row again and applied it
+        assert await tr.pool.fetchval("SELECT state FROM tracker.messages WHERE id=$1", mid) == "delivered"
+        assert await tr.pool.fetchval("SELECT count(*) FROM tracker.observations") == 1
+
+
 async def test_a_row_the_database_refuses_is_set_aside_and_the_rest_applied(db_dsn, pool):
     async with pool.acquire() as c:
         await c.execute("""
