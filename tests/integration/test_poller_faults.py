@@ -207,3 +207,24 @@ async def test_the_database_going_away_and_coming_back(sandbox, pool, db_dsn, pg
     await finish(p, pool)
     assert mismatches(sandbox, await db_states(pool), ("sparksender",)) == []
     assert await count(pool, "SELECT count(*) FROM tracker.messages WHERE lease_owner IS NOT NULL") == 0
+
+
+async def test_a_probe_lost_to_a_database_outage_does_not_wedge_the_circuit(sandbox, db_dsn):
+    from tests.polling_support import tracker_on
+    from tracker import adapters
+    from tracker.poller import circuit as cb
+    from tracker.poller.engine import Poller, VendorWorker
+
+    config = make_config(sandbox, db_dsn)
+    closed = await asyncpg.create_pool(db_dsn, min_size=0, max_size=1)
+    await closed.close()  # every acquire fails, as with the database down
+    poller = Poller(tracker_on(config, closed))
+    worker = VendorWorker(poller, adapters.get("sparksender"), config.vendors["sparksender"])
+    worker.circuit = cb.Circuit("open", opened_at=time.monotonic() - 60)  # a probe is due
+    task = asyncio.create_task(worker.run())
+    await asyncio.sleep(0.3)
+    poller.stopping.set()
+    worker.wake.set()
+    await asyncio.wait_for(task, 5)
+    await worker.client.close()
+    assert worker.circuit.state == "half_open" and not worker.circuit.probing  # the next may go

@@ -259,6 +259,7 @@ class VendorWorker:
                 log.warning("poll: database unavailable; retrying", vendor=self.name,
                             error=type(e).__name__, retry_in_s=db_wait)
                 sleep_s, db_wait = db_wait, min(db_wait * 2, DB_RETRY_S[1])
+                self._set_circuit(cb.release_probe(self.circuit))  # a probe that never went out
             except Exception:  # a bug: keep polling the other messages, say so loudly
                 log.exception("poll loop error", vendor=self.name)
                 self._set_circuit(cb.release_probe(self.circuit))
