@@ -127,6 +127,7 @@ class Daemon:
         deadline = time.monotonic() + timeout
         while b"tracker ready" not in self.log.read_bytes():
             if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()  # never leave it running behind us
                 raise RuntimeError("tracker run did not start:\n" + self.log.read_text()[-3000:])
             time.sleep(0.1)
         return self

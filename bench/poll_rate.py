@@ -117,8 +117,12 @@ async def run(args, dsn: str, pg_pid: int | None) -> int:
                 "concurrency": args.concurrency, "batch_size": args.batch_size,
                 "request_timeout_s": 10.0}
             tmp = Path(tempfile.mkdtemp(prefix="tracker-pollrate-"))
-            daemon = Daemon(write_config(tmp / "tracker.toml", dsn, {"sparksender": settings}),
-                            tmp / "tracker.log").start()
+            try:
+                daemon = Daemon(write_config(tmp / "tracker.toml", dsn, {"sparksender": settings}),
+                                tmp / "tracker.log").start()
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
             pids = {"client": (os.getpid(), False), "tracker": (daemon.proc.pid, False),
                     "sandbox": (sb["pid"], False), "postgres": (pg_pid, True)}
             try:
