@@ -59,7 +59,7 @@ def cmd_check_config(args) -> int:
 def cmd_sandbox(args) -> int:
     from tracker.sandbox.__main__ import main as sandbox_main
 
-    return sandbox_main(args.rest) or 0
+    return sandbox_main(args.extra) or 0
 
 
 def cmd_demo(args) -> int:
@@ -81,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("run", help="run the daemon").set_defaults(func=cmd_run)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
     sub.add_parser("check-config", help="validate the configuration").set_defaults(func=cmd_check_config)
-    sb = sub.add_parser("sandbox", help="run the fake vendors", add_help=False)
-    sb.add_argument("rest", nargs=argparse.REMAINDER)
+    sb = sub.add_parser("sandbox", help="run the fake vendors (options: tracker sandbox --help)",
+                        add_help=False)
     sb.set_defaults(func=cmd_sandbox)
     demo = sub.add_parser("demo", help="tracker + sandbox vendors + sample sends, on the embedded database")
     demo.add_argument("--seconds", type=float, default=60.0, help="stop after this long (default 60)")
@@ -92,7 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     rp.add_argument("--vendor", help="only this vendor's postbacks")
     rp.add_argument("--since", help="only postbacks received at or after this ISO time")
     rp.set_defaults(func=cmd_replay)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if args.command != "sandbox" and extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra  # the sandbox has options of its own
     return args.func(args)
 
 
