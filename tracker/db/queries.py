@@ -58,13 +58,13 @@ UPDATE tracker.messages m SET
     next_poll_at = CASE WHEN u.state >= 'unknown' THEN NULL ELSE m.next_poll_at END
 FROM unnest($1::bigint[], $2::tracker.state[], $3::timestamptz[], $4::text[], $5::text[],
             $6::boolean[]) AS u(id, state, occurred_at, failure_code, failure_reason, failure_permanent)
-WHERE m.id = u.id
+WHERE m.id = u.id AND m.id = ANY($1::bigint[])  -- ANY: an index scan even on a small table
 """
 
 TOUCH_MESSAGES = """
 UPDATE tracker.messages m SET last_report_at = greatest(m.last_report_at, u.received_at)
 FROM unnest($1::bigint[], $2::timestamptz[]) AS u(id, received_at)
-WHERE m.id = u.id
+WHERE m.id = u.id AND m.id = ANY($1::bigint[])
 """
 
 NOTIFY_EVENTS = "SELECT pg_notify('tracker_events', $1::text)"
