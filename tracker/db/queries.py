@@ -183,30 +183,70 @@ WHERE vendor = $1 AND next_poll_at IS NOT NULL AND (lease_until IS NULL OR lease
 """
 
 # Writing results back: first lock (in id order, as the reducer does) the messages this claim
-# still holds; a claim whose lease expired and was taken over holds nothing and writes nothing.
+# still holds, with their states (the reducer plans against them: reducer.apply_polls); a claim
+# whose lease expired and was taken over holds nothing and writes nothing.
 # $1 ids, $2 owner, $3 lease_until as claimed.
 HOLD_CLAIMED = """
-SELECT id FROM tracker.messages
+SELECT id, state FROM tracker.messages
 WHERE id = ANY($1::bigint[]) AND lease_owner = $2 AND lease_until = $3
 ORDER BY id
 FOR NO KEY UPDATE
 """
 
-# Release the messages HOLD_CLAIMED locked, with each one's next poll (after the reducer has
-# run: a final state has cleared next_poll_at and keeps it cleared). A claimed message was due,
-# so a next poll in the future was set meanwhile by a postback (tracker.postbacks pushes polls
-# out): the later of the two times is kept.
-# $1 ids (held), $2 next poll, $3 polls to add (0 or 1).
-RELEASE_CLAIMED = """
-UPDATE tracker.messages m
-SET next_poll_at = CASE
-        WHEN m.state >= 'unknown' OR m.next_poll_at IS NULL THEN NULL
+# The poller's write-back (reducer.apply_polls): observations of messages the poller holds
+# locked, so their ids are known (no lookup by key). Rows are inserted in the order given (ORDER
+# BY ord), so the ids the sequence hands out, sorted, follow that order.
+# $1 message ids, $2 vendors, $3 vendor refs, $4 recipient keys, $5 source, $6 states, $7 codes,
+# $8 texts, $9 event times, $10 received_at (one for all), $11-$13 failure code, reason,
+# permanent, $14 raw payloads.
+INSERT_POLL_OBSERVATIONS = """
+INSERT INTO tracker.observations (
+    message_id, vendor, vendor_ref, recipient_key, source, state, code, text, event_at,
+    received_at, failure_code, failure_reason, failure_permanent, raw)
+SELECT o.message_id, o.vendor, o.vendor_ref, o.recipient_key, $5::tracker.source,
+       o.state::tracker.state, o.code, o.text, o.event_at, $10::timestamptz, o.failure_code,
+       o.failure_reason, o.failure_permanent, o.raw
+FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $6::text[], $7::text[], $8::text[],
+            $9::timestamptz[], $11::text[], $12::text[], $13::boolean[], $14::jsonb[])
+     WITH ORDINALITY
+     AS o(message_id, vendor, vendor_ref, recipient_key, state, code, text, event_at,
+          failure_code, failure_reason, failure_permanent, raw, ord)
+ORDER BY o.ord
+RETURNING id
+"""
+
+# ... and one update per held message: its new state where the reducer planned one (as
+# UPDATE_MESSAGE_STATES), the time of its last report (as TOUCH_MESSAGES), and its release with
+# its next poll, judged on the new state: a final state clears next_poll_at (and keeps it
+# cleared). A claimed message was due, so a next poll in the future was set meanwhile by a
+# postback (tracker.postbacks pushes polls out): the later of the two times is kept.
+# $1 ids (held), $2 new state (NULL: unchanged), $3 occurred_at, $4-$6 failure code, reason,
+# permanent (of the new state), $7 last report received (NULL: none), $8 next poll, $9 polls
+# to add (0 or 1).
+WRITE_BACK_POLLED = """
+UPDATE tracker.messages m SET
+    state = coalesce(u.state, m.state),
+    updated_at = CASE WHEN u.state IS NULL THEN m.updated_at ELSE now() END,
+    delivered_at = CASE WHEN u.state >= 'delivered' THEN coalesce(m.delivered_at, u.occurred_at)
+                        ELSE m.delivered_at END,
+    failure_code = CASE WHEN u.state IS NULL THEN m.failure_code
+                        WHEN u.state < 'delivered' THEN u.failure_code END,
+    failure_reason = CASE WHEN u.state IS NULL THEN m.failure_reason
+                          WHEN u.state < 'delivered' THEN u.failure_reason END,
+    failure_permanent = CASE WHEN u.state IS NULL THEN m.failure_permanent
+                             WHEN u.state < 'delivered' THEN u.failure_permanent END,
+    last_report_at = greatest(m.last_report_at, u.reported_at),  -- greatest() skips NULLs
+    next_poll_at = CASE
+        WHEN coalesce(u.state, m.state) >= 'unknown' OR m.next_poll_at IS NULL THEN NULL
         WHEN m.next_poll_at > now() THEN greatest(m.next_poll_at, u.next_poll_at)
         ELSE u.next_poll_at END,
     poll_count = m.poll_count + u.polls,
     lease_owner = NULL,
     lease_until = NULL
-FROM unnest($1::bigint[], $2::timestamptz[], $3::integer[]) AS u(id, next_poll_at, polls)
+FROM unnest($1::bigint[], $2::tracker.state[], $3::timestamptz[], $4::text[], $5::text[],
+            $6::boolean[], $7::timestamptz[], $8::timestamptz[], $9::integer[])
+     AS u(id, state, occurred_at, failure_code, failure_reason, failure_permanent, reported_at,
+          next_poll_at, polls)
 WHERE m.id = ANY($1::bigint[])  -- by primary key, never a scan of the table
   AND m.id = u.id
 """

@@ -3,12 +3,15 @@
 apply() takes a batch of observations in one transaction: every observation appended, states
 raised by the rule (tracker.core), one transition row per real change, one NOTIFY per batch.
 Reports for messages not yet known are stored with no message and adopted when it appears.
+apply_polls() is the same for the poller's write-back, with each message's release folded into
+its one update.
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import asyncpg
 import orjson
@@ -67,14 +70,137 @@ async def apply(
     async with conn.transaction():
         rows = await conn.fetch(q.INSERT_OBSERVATIONS, *cols)
         result = await _raise_states(conn, rows)
-    for r in rows:
-        metrics.observations.labels(r["vendor"], source).inc()
-        if r["state"] is None:
-            metrics.unmapped.labels(r["vendor"], str(r["code"])[:32]).inc()
+    _count_observations(source, ((r["vendor"], r["state"], r["code"]) for r in rows))
     result.stored = len(rows)
     result.orphans = sum(1 for r in rows if r["message_id"] is None)
     result.unmapped = sum(1 for r in rows if r["state"] is None)
     return result
+
+
+def _count_observations(source: str, rows: Iterable[tuple[str, object, str | None]]) -> int:
+    """Metrics for stored observations, (vendor, state, code) each: one increment per label set
+    and batch, not per row. Returns how many were unmapped."""
+    stored: Counter[str] = Counter()
+    unmapped: Counter[tuple[str, str]] = Counter()
+    for vendor, state, code in rows:
+        stored[vendor] += 1
+        if state is None:
+            unmapped[vendor, str(code)[:32]] += 1
+    for vendor, n in stored.items():
+        _child(metrics.observations, vendor, source).inc(n)
+    for labels, n in unmapped.items():
+        metrics.unmapped.labels(*labels).inc(n)
+    return sum(unmapped.values())
+
+
+_children: dict[tuple, object] = {}
+
+
+def _child(metric, *labels: str):
+    """A metric's child for these labels, looked up once (labels() is not cheap)."""
+    key = (id(metric), *labels)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(*labels)
+    return child
+
+
+async def apply_polls(
+    conn: asyncpg.Connection,
+    current: Mapping[int, State],
+    found: Sequence[tuple[int, Observation]],
+    releases: Sequence[tuple[int, datetime, int]],
+    *,
+    received_at: datetime,
+) -> Applied:
+    """The poller's write-back, in the caller's transaction: the same effects as
+    `apply(conn, "poll", observations)` followed by handing the messages back, with one update
+    per message instead of three.
+
+    The caller holds every message of `current` locked (FOR NO KEY UPDATE, in id order, as
+    LOCK_MESSAGES does) and read its state under that lock. `found` are the poll's observations
+    of those messages, as (message id, observation); `releases` are (message id, next poll,
+    polls to add) for the messages to hand back (see queries.WRITE_BACK_POLLED)."""
+    reports: list[Report] = []
+    reported: set[int] = set()
+    if found:
+        cols: list[list] = [[] for _ in range(13)]
+        (ids, vendors, refs, keys, states, codes, texts, events, fcodes, freasons, fperms,
+         raws, _) = cols
+        for mid, o in found:
+            f = o.failure
+            ids.append(mid)
+            vendors.append(o.vendor)
+            refs.append(o.vendor_ref)
+            keys.append(recipient_key(o.vendor, o.recipient))
+            states.append(o.state.name if o.state is not None else None)
+            codes.append(o.code)
+            texts.append(o.text)
+            events.append(o.event_at)
+            fcodes.append(f.code if f else None)
+            freasons.append(f.reason if f else None)
+            fperms.append(f.permanent if f else None)
+            raws.append(_json(o.raw))
+        stored = await conn.fetch(
+            q.INSERT_POLL_OBSERVATIONS, ids, vendors, refs, keys, "poll", states, codes, texts,
+            events, received_at, fcodes, freasons, fperms, raws)
+        if len(stored) != len(found):
+            raise RuntimeError("observations stored do not match those given")
+        for (oid,), (mid, o) in zip(sorted(stored), found):  # ids follow the order given
+            reported.add(mid)
+            if o.state is not None:
+                f = o.failure
+                reports.append(Report(oid, mid, o.state, "poll", o.event_at or received_at,
+                                      f.code if f else None, f.reason if f else None,
+                                      f.permanent if f else None))
+    planned = plan(current, reports)
+    if planned:
+        await _insert_transitions(conn, planned)
+    last = {t.message_id: t for t in planned}  # the last step per message is its new state
+    cols = [[] for _ in range(9)]
+    (ids, states, occurred, fcodes, freasons, fperms, reports_at, nexts, polls) = cols
+    for mid, next_at, n in releases:
+        t = last.get(mid)
+        r = t.report if t is not None else None
+        ids.append(mid)
+        states.append(t.to_state.name if t is not None else None)
+        occurred.append(r.occurred_at if r is not None else None)
+        fcodes.append(r.failure_code if r is not None else None)
+        freasons.append(r.failure_reason if r is not None else None)
+        fperms.append(r.failure_permanent if r is not None else None)
+        reports_at.append(received_at if mid in reported else None)
+        nexts.append(next_at)
+        polls.append(n)
+    if ids:
+        await conn.execute(q.WRITE_BACK_POLLED, *cols)
+    if planned:
+        await conn.execute(q.NOTIFY_EVENTS, str(len(planned)))
+    unmapped = _count_observations("poll", ((o.vendor, o.state, o.code) for _, o in found))
+    vendor_of = {mid: o.vendor for mid, o in found}
+    _count_transitions(planned, vendor_of)
+    return Applied(stored=len(found), unmapped=unmapped, transitions=planned)
+
+
+def _count_transitions(planned: Sequence[PlannedTransition], vendor_of: Mapping[int, str]) -> None:
+    counts = Counter((vendor_of[t.message_id], t.to_state.name) for t in planned)
+    for labels, n in counts.items():
+        _child(metrics.transitions, *labels).inc(n)
+
+
+async def _insert_transitions(conn: asyncpg.Connection, planned: Sequence[PlannedTransition]) -> None:
+    await conn.execute(
+        q.INSERT_TRANSITIONS,
+        [t.message_id for t in planned],
+        [t.from_state.name for t in planned],
+        [t.to_state.name for t in planned],
+        [t.report.source for t in planned],
+        [t.report.occurred_at for t in planned],
+        [t.report.failure_code for t in planned],
+        [t.report.failure_reason for t in planned],
+        [t.report.failure_permanent for t in planned],
+        [t.is_correction for t in planned],
+        [t.report.observation_id for t in planned],
+    )
 
 
 async def adopt_orphans(conn: asyncpg.Connection, message_ids: Iterable[int] | None = None) -> Applied:
@@ -104,19 +230,7 @@ async def _raise_states(conn: asyncpg.Connection, rows: Sequence[asyncpg.Record]
     current = {r["id"]: State[r["state"]] for r in locked}
     planned = plan(current, reports)
     if planned:
-        await conn.execute(
-            q.INSERT_TRANSITIONS,
-            [t.message_id for t in planned],
-            [t.from_state.name for t in planned],
-            [t.to_state.name for t in planned],
-            [t.report.source for t in planned],
-            [t.report.occurred_at for t in planned],
-            [t.report.failure_code for t in planned],
-            [t.report.failure_reason for t in planned],
-            [t.report.failure_permanent for t in planned],
-            [t.is_correction for t in planned],
-            [t.report.observation_id for t in planned],
-        )
+        await _insert_transitions(conn, planned)
         last = {t.message_id: t for t in planned}  # the last step per message is its new state
         await conn.execute(
             q.UPDATE_MESSAGE_STATES,
@@ -129,7 +243,5 @@ async def _raise_states(conn: asyncpg.Connection, rows: Sequence[asyncpg.Record]
         )
         await conn.execute(q.NOTIFY_EVENTS, str(len(planned)))
     await conn.execute(q.TOUCH_MESSAGES, list(touched), list(touched.values()))
-    vendor_of = {r["message_id"]: r["vendor"] for r in rows}
-    for t in planned:
-        metrics.transitions.labels(vendor_of[t.message_id], t.to_state.name).inc()
+    _count_transitions(planned, {r["message_id"]: r["vendor"] for r in rows})
     return Applied(transitions=planned)

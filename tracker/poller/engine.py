@@ -73,6 +73,7 @@ WINDOW_MAX = 50_000  # ... and per run (the next run continues)
 HEALTH_FLUSH_S = 5.0  # poll counters go to tracker.poll_stats this often
 WINDOW_CODE = "window_closed"
 WINDOW_TEXT = "tracking window ended without a final report"
+STATES = {s.name: s for s in State}  # a state as the database spells it
 
 
 def _utcnow() -> datetime:
@@ -497,25 +498,26 @@ class VendorWorker:
                     lease_until: datetime) -> None:
         now = _utcnow()
         async with self.poller.pool.acquire() as conn, conn.transaction():
-            held = {rec["id"] for rec in await conn.fetch(
+            held = {rec[0]: STATES[rec[1]] for rec in await conn.fetch(
                 q.HOLD_CLAIMED, [r.id for r in rows], self.poller.owner, lease_until)}
             if len(held) < len(rows):
                 log.warning("claim outlived its lease: results dropped for messages taken over",
                             vendor=self.name, dropped=len(rows) - len(held))
-            rows = [r for r in rows if r.id in held]
-            found = [o for r in rows for o in outcomes.get(r.id, Outcome()).observations]
-            if found:
-                await reducer.apply(conn, "poll", found, received_at=now)
-            ids, nexts, polls = [], [], []
+            if not held:
+                return
+            found: list[tuple[int, Observation]] = []
+            releases: list[tuple[int, datetime, int]] = []
+            unpolled = Outcome(polled=False, wait_s=0.0)
             for r in rows:
-                o = outcomes.get(r.id) or Outcome(polled=False, wait_s=0.0)
+                if r.id not in held:
+                    continue
+                o = outcomes.get(r.id) or unpolled
                 if o.polled:
                     wait = schedule.delay(self.cfg, r.poll_count + 1, self.rng.random())
                     at = schedule.next_poll_at(now, wait, r.window_ends_at, o.retry_after_s)
                 else:
                     at = now + timedelta(seconds=o.wait_s or 0.0)
-                ids.append(r.id)
-                nexts.append(at)
-                polls.append(1 if o.polled else 0)
-            if ids:
-                await conn.execute(q.RELEASE_CLAIMED, ids, nexts, polls)
+                for obs in o.observations:
+                    found.append((r.id, obs))
+                releases.append((r.id, at, 1 if o.polled else 0))
+            await reducer.apply_polls(conn, held, found, releases, received_at=now)
