@@ -16,6 +16,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from tracker import intake, systemd
 from tracker.config import redact_dsn
 from tracker.config_types import Config
+from tracker.db import DB_ERRORS
 from tracker.db import queries as q
 from tracker.db import reducer
 from tracker.db.embedded import EmbeddedPostgres
@@ -25,7 +26,6 @@ from tracker.logging import get_logger
 
 log = get_logger("tracker.app")
 
-DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
 
 
 class Tracker:

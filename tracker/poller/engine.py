@@ -50,6 +50,7 @@ from tracker.adapters.base import AccountError, MessageRef, Observation, ParseEr
 from tracker.config_types import VendorConfig
 from tracker.core.reduce import recipient_key
 from tracker.core.states import State
+from tracker.db import DB_ERRORS
 from tracker.db import queries as q
 from tracker.db import reducer
 from tracker.logging import get_logger
@@ -59,7 +60,6 @@ from tracker.poller.client import AccountProblem, Deferred, TokenCache, Transpor
 
 log = get_logger("tracker.poller")
 
-DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
 
 LOOPS_PER_VENDOR = 2  # one claims while the other waits on the vendor or the database
 IDLE_MAX_S = 1.0  # an idle loop looks for due work at least this often
