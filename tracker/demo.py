@@ -9,6 +9,7 @@ import itertools
 import os
 import random
 import secrets
+import shutil
 import signal
 import sys
 import time
@@ -17,6 +18,7 @@ import asyncpg
 import orjson
 
 from tracker import logging as tlog
+from tracker.db.embedded import EmbeddedPostgres
 from tracker.config_types import VENDORS, Config, DatabaseConfig, HttpConfig, LogConfig, VendorConfig
 from tracker.sandbox.client import send_many
 from tracker.sandbox.server import Sandbox
@@ -27,6 +29,15 @@ SAMPLE_NUMBERS = {
     "sparksender": "9477{:07d}", "engagespark": "63917{:07d}", "skycore": "1555{:07d}",
     "sparrow": "97798{:08d}",
 }
+
+
+def _fresh_state_dir() -> None:
+    """Each demo starts from an empty database: the last run's messages belonged to a sandbox
+    that is gone. A cluster left running by a killed demo is stopped first."""
+    if os.path.isdir(STATE_DIR):
+        EmbeddedPostgres(STATE_DIR).stop()
+        shutil.rmtree(STATE_DIR)
+    os.makedirs(STATE_DIR)
 
 
 def demo_config(sandbox: Sandbox) -> Config:
@@ -124,7 +135,7 @@ async def run_demo(seconds: float, rate: float) -> int:
     from tracker.app import Tracker
 
     tlog.configure("warning", "console" if sys.stderr.isatty() else "json")
-    os.makedirs(STATE_DIR, exist_ok=True)
+    _fresh_state_dir()
     sandbox = Sandbox(seed=42, knobs={"time_scale": SCALE, "latency_s": 20.0, "deadline_s": 60.0,
                                       "duplicate_share": 0.1, "out_of_order_share": 0.1})
     await sandbox.start()
