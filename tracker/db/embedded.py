@@ -128,7 +128,11 @@ class EmbeddedPostgres:
             opts += ["-c fsync=off", "-c full_page_writes=off"]
         self._cmd("pg_ctl", "start", "-D", str(self.data_dir), "-w", "-t", "60",
                   "-l", str(self.state_dir / "postgres.log"), "-o", " ".join(opts))
-        self._ensure_database()
+        try:
+            self._ensure_database()
+        except BaseException:
+            self.stop()  # never leave a half-started cluster behind
+            raise
         return self
 
     def _ensure_database(self) -> None:
