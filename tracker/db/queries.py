@@ -6,14 +6,14 @@ INSERT_OBSERVATIONS = """
 INSERT INTO tracker.observations (
     message_id, vendor, vendor_ref, recipient_key, source, state, code, text, event_at,
     received_at, failure_code, failure_reason, failure_permanent, raw, postback_id)
-SELECT m.id, o.vendor, o.vendor_ref, o.recipient_key, o.source::tracker.source,
+SELECT m.id, o.vendor, o.vendor_ref, o.recipient_key, $14::tracker.source,
        o.state::tracker.state, o.code, o.text, o.event_at, o.received_at, o.failure_code,
        o.failure_reason, o.failure_permanent, o.raw, o.postback_id
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-            $8::timestamptz[], $9::timestamptz[], $10::text[], $11::text[], $12::boolean[],
-            $13::jsonb[], $14::bigint[])
-     AS o(vendor, vendor_ref, recipient_key, source, state, code, text, event_at, received_at,
-          failure_code, failure_reason, failure_permanent, raw, postback_id)
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+            $7::timestamptz[], $8::text[], $9::text[], $10::boolean[], $11::jsonb[],
+            $12::timestamptz[], $13::bigint[])
+     AS o(vendor, vendor_ref, recipient_key, state, code, text, event_at, failure_code,
+          failure_reason, failure_permanent, raw, received_at, postback_id)
 LEFT JOIN tracker.messages m
        ON m.vendor = o.vendor AND m.vendor_ref = o.vendor_ref AND m.recipient_key = o.recipient_key
 RETURNING id, message_id, vendor, code, state, source, coalesce(event_at, received_at) AS occurred_at,
@@ -203,14 +203,15 @@ INSERT_POLL_OBSERVATIONS = """
 INSERT INTO tracker.observations (
     message_id, vendor, vendor_ref, recipient_key, source, state, code, text, event_at,
     received_at, failure_code, failure_reason, failure_permanent, raw)
-SELECT o.message_id, o.vendor, o.vendor_ref, o.recipient_key, $5::tracker.source,
-       o.state::tracker.state, o.code, o.text, o.event_at, $10::timestamptz, o.failure_code,
+SELECT o.message_id, o.vendor, o.vendor_ref, o.recipient_key, $13::tracker.source,
+       o.state::tracker.state, o.code, o.text, o.event_at, $14::timestamptz, o.failure_code,
        o.failure_reason, o.failure_permanent, o.raw
-FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $6::text[], $7::text[], $8::text[],
-            $9::timestamptz[], $11::text[], $12::text[], $13::boolean[], $14::jsonb[])
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+            $7::timestamptz[], $8::text[], $9::text[], $10::boolean[], $11::jsonb[],
+            $12::bigint[])
      WITH ORDINALITY
-     AS o(message_id, vendor, vendor_ref, recipient_key, state, code, text, event_at,
-          failure_code, failure_reason, failure_permanent, raw, ord)
+     AS o(vendor, vendor_ref, recipient_key, state, code, text, event_at, failure_code,
+          failure_reason, failure_permanent, raw, message_id, ord)
 ORDER BY o.ord
 RETURNING id
 """

@@ -40,6 +40,22 @@ def _json(raw) -> str | None:
         return orjson.dumps(str(raw)).decode()
 
 
+def _observation_columns(observations: Sequence[Observation]) -> list[list]:
+    """The observations as the array parameters $1..$11 of INSERT_OBSERVATIONS and
+    INSERT_POLL_OBSERVATIONS: vendor, vendor_ref, recipient_key, state, code, text, event_at,
+    failure code, reason and permanent, raw."""
+    cols: list[list] = [[] for _ in range(11)]
+    for o in observations:
+        f = o.failure
+        row = (o.vendor, o.vendor_ref, recipient_key(o.vendor, o.recipient),
+               o.state.name if o.state is not None else None, o.code, o.text, o.event_at,
+               f.code if f else None, f.reason if f else None, f.permanent if f else None,
+               _json(o.raw))
+        for col, value in zip(cols, row):
+            col.append(value)
+    return cols
+
+
 async def apply(
     conn: asyncpg.Connection,
     source: str,
@@ -56,19 +72,12 @@ async def apply(
     n = len(observations)
     now = received_at if isinstance(received_at, Sequence) else [received_at or datetime.now(timezone.utc)] * n
     postback_ids = postback_id if isinstance(postback_id, Sequence) else [postback_id] * n
-    cols: list[list] = [[] for _ in range(14)]
-    for o, at, pb in zip(observations, now, postback_ids, strict=True):
-        f = o.failure
-        row = (
-            o.vendor, o.vendor_ref, recipient_key(o.vendor, o.recipient), source,
-            o.state.name if o.state is not None else None, o.code, o.text, o.event_at, at,
-            f.code if f else None, f.reason if f else None, f.permanent if f else None,
-            _json(o.raw), pb,
-        )
-        for col, value in zip(cols, row):
-            col.append(value)
+    if len(now) != n or len(postback_ids) != n:
+        raise ValueError("received_at and postback_id: one value, or one per observation")
+    cols = _observation_columns(observations)
     async with conn.transaction():
-        rows = await conn.fetch(q.INSERT_OBSERVATIONS, *cols)
+        rows = await conn.fetch(q.INSERT_OBSERVATIONS, *cols, list(now), list(postback_ids),
+                                source)
         result = await _raise_states(conn, rows)
     _count_observations(source, ((r["vendor"], r["state"], r["code"]) for r in rows))
     result.stored = len(rows)
@@ -124,26 +133,9 @@ async def apply_polls(
     reports: list[Report] = []
     reported: set[int] = set()
     if found:
-        cols: list[list] = [[] for _ in range(13)]
-        (ids, vendors, refs, keys, states, codes, texts, events, fcodes, freasons, fperms,
-         raws, _) = cols
-        for mid, o in found:
-            f = o.failure
-            ids.append(mid)
-            vendors.append(o.vendor)
-            refs.append(o.vendor_ref)
-            keys.append(recipient_key(o.vendor, o.recipient))
-            states.append(o.state.name if o.state is not None else None)
-            codes.append(o.code)
-            texts.append(o.text)
-            events.append(o.event_at)
-            fcodes.append(f.code if f else None)
-            freasons.append(f.reason if f else None)
-            fperms.append(f.permanent if f else None)
-            raws.append(_json(o.raw))
-        stored = await conn.fetch(
-            q.INSERT_POLL_OBSERVATIONS, ids, vendors, refs, keys, "poll", states, codes, texts,
-            events, received_at, fcodes, freasons, fperms, raws)
+        cols = _observation_columns([o for _, o in found])
+        stored = await conn.fetch(q.INSERT_POLL_OBSERVATIONS, *cols, [mid for mid, _ in found],
+                                  "poll", received_at)
         if len(stored) != len(found):
             raise RuntimeError("observations stored do not match those given")
         for (oid,), (mid, o) in zip(sorted(stored), found):  # ids follow the order given
