@@ -11,10 +11,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 
 import asyncpg
-import orjson
 
 from tracker import adapters
-from tracker.adapters.base import NO_REF, Observation, ParseError, digits
+from tracker.adapters.base import NO_REF, Observation, ParseError, digits, json_value
 from tracker.config_types import Config, VENDORS
 from tracker.core.reduce import recipient_key
 from tracker.core.states import State
@@ -31,11 +30,6 @@ class IntakeResult:
     rows: int = 0
     messages: int = 0
     refused: int = 0
-
-
-def _jsonish(value):
-    # asyncpg hands jsonb back as text unless a codec is set.
-    return orjson.loads(value) if isinstance(value, (str, bytes)) else value
 
 
 def observations_for(row, now: datetime) -> tuple[list[Observation], str | None]:
@@ -60,7 +54,9 @@ def observations_for(row, now: datetime) -> tuple[list[Observation], str | None]
     if row["response"] is None:
         raise RowError("row has neither vendor_ref nor response")
     try:
-        result = adapter.parse_send(_jsonish(row["response"]), _jsonish(row["request"]), now)
+        # asyncpg hands jsonb over as text: decoded here (a ParseError if it were not JSON).
+        result = adapter.parse_send(json_value(row["response"], f"{vendor} send response"),
+                                    json_value(row["request"], f"{vendor} send request"), now)
     except ParseError as e:
         raise RowError(f"cannot read the {vendor} send response: {e}") from None
     note = None
