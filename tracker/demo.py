@@ -52,7 +52,7 @@ def demo_config(sandbox: Sandbox) -> Config:
                   log=LogConfig(level="warning"), vendors=vendors)
 
 
-async def _send_stream(sandbox: Sandbox, conn: asyncpg.Connection, rate: float, push_base: str,
+async def _send_stream(sandbox: Sandbox, conn: asyncpg.Connection, rate: float, push_url: str,
                        stop: asyncio.Event) -> int:
     rnd = random.Random(1)
     sent = 0
@@ -63,8 +63,7 @@ async def _send_stream(sandbox: Sandbox, conn: asyncpg.Connection, rate: float, 
         recipients = [SAMPLE_NUMBERS[vendor].format(rnd.randrange(10**7)) for _ in range(n)]
         if rnd.random() < 0.1:
             recipients[-1] = "12"  # a number no vendor takes: rejected at once
-        push = (f"{push_base}/engagespark/{_token('engagespark')}"
-                if vendor == "engagespark" and n == 1 else None)
+        push = push_url if vendor == "engagespark" and n == 1 else None
         with contextlib.suppress(Exception):  # a send the sandbox refused is the app's problem
             calls = await send_many(sandbox, vendor, recipients, bulk=n > 1, client_push_url=push)
             await conn.executemany(
@@ -76,13 +75,6 @@ async def _send_stream(sandbox: Sandbox, conn: asyncpg.Connection, rate: float, 
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stop.wait(), 1.0 / rate)
     return sent
-
-
-_TOKENS: dict[str, str] = {}
-
-
-def _token(vendor: str) -> str:
-    return _TOKENS[vendor]
 
 
 async def _print_events(conn: asyncpg.Connection, stop: asyncio.Event, t0: float) -> int:
@@ -140,7 +132,6 @@ async def run_demo(seconds: float, rate: float) -> int:
                                       "duplicate_share": 0.1, "out_of_order_share": 0.1})
     await sandbox.start()
     config = demo_config(sandbox)
-    _TOKENS.update({v: c.postback_token for v, c in config.vendors.items()})
     tracker = Tracker(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -149,14 +140,15 @@ async def run_demo(seconds: float, rate: float) -> int:
     await tracker.start()
     host, port = tracker.listen_addresses["listen"]
     push_base = f"http://{host}:{port}/postbacks"
+    push_urls = {v: f"{push_base}/{v}/{c.postback_token}" for v, c in config.vendors.items()}
     for v in ("skycore", "sparrow"):
-        sandbox.set_postback_url(v, f"{push_base}/{v}/{_TOKENS[v]}")
+        sandbox.set_postback_url(v, push_urls[v])
     print(f"demo: tracker on {push_base.rsplit('/', 1)[0]}, sandbox vendors on {sandbox.url}; "
           f"{rate:g} sends/s for {seconds:g}s (Ctrl-C stops)\n", flush=True)
     t0 = time.monotonic()
     try:
         async with tracker.pool.acquire() as send_conn, tracker.pool.acquire() as read_conn:
-            sender = asyncio.create_task(_send_stream(sandbox, send_conn, rate, push_base, stop))
+            sender = asyncio.create_task(_send_stream(sandbox, send_conn, rate, push_urls["engagespark"], stop))
             printer = asyncio.create_task(_print_events(read_conn, stop, t0))
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), seconds)
