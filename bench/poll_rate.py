@@ -6,8 +6,9 @@ against the same sandbox endpoint, in the same run. Loopback only; stops by itse
 The sandbox runs in its own process (Spark Sender's status call, one message per call). The
 bare loop sends `--concurrency` status calls at a time and reads each answer. The tracker is
 `tracker run` in its own process with the same concurrency and no rate limit: every message is
-made due at once and counted as polled when its result is written (poll_count, observation,
-reducer, next poll). Rounds alternate bare / tracker; the median round of each is shown.
+made due at one moment and counted as polled when its result is written (poll_count,
+observation, reducer, next poll): the rate runs from that moment to the last write. Rounds
+alternate bare / tracker; the median round of each is shown.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import shutil
 import statistics
 import tempfile
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from _polling import Daemon, cpu_seconds, database, migrated, sandbox, write_config
@@ -28,6 +30,7 @@ import orjson
 
 from tracker.config_types import Config, VendorConfig
 from tracker.intake import take_in
+from tracker.poller.engine import IDLE_MAX_S
 from tracker.sandbox import send_many
 
 KNOBS = {"time_scale": 0.01}
@@ -71,16 +74,20 @@ async def bare_loop(base: str, creds: dict, refs: list[str], concurrency: int) -
 
 
 async def tracker_round(pool: asyncpg.Pool, n: int, meter: Meter) -> float:
-    """Make every message due now; polls per second until all are polled once. `meter` counts
-    CPU from then until the last poll is written, not this bench's own bulk updates."""
-    await pool.execute("UPDATE tracker.messages SET poll_count = 0, next_poll_at = now()")
+    """Make every message due at one moment a little ahead (so that the tracker's idle loop,
+    which looks for due work at least every IDLE_MAX_S, is awake for it, as a bare loop that
+    starts at once is); polls per second from that moment to the last poll written. `meter`
+    counts CPU from then until all are polled, not this bench's own bulk updates."""
+    await pool.execute("UPDATE tracker.messages SET poll_count = 0, next_poll_at = NULL")
+    due = datetime.now(timezone.utc) + timedelta(seconds=IDLE_MAX_S * 1.5)
+    await pool.execute("UPDATE tracker.messages SET next_poll_at = $1", due)
     with meter:
-        began = time.perf_counter()
         while await pool.fetchval("SELECT EXISTS (SELECT 1 FROM tracker.messages WHERE poll_count = 0)"):
             await asyncio.sleep(0.25)  # (this check may scan the table: not too often)
-        elapsed = time.perf_counter() - began
+    last = await pool.fetchval(
+        "SELECT max(received_at) FROM tracker.observations WHERE source = 'poll' AND received_at >= $1", due)
     await pool.execute("UPDATE tracker.messages SET next_poll_at = now() + interval '1 day'")
-    return n / elapsed
+    return n / (last - due).total_seconds()
 
 
 def cpu_line(us: dict[str, float]) -> str:
