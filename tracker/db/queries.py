@@ -2,18 +2,28 @@
 
 # --- reducer -----------------------------------------------------------------------------------
 
+# Batches of rows travel as one JSON array of arrays (reducer._rows_json), unpacked here by
+# position: one parameter instead of one array per column (cheaper to encode and to decode).
+# An observation row: 0 vendor, 1 vendor_ref, 2 recipient_key, 3 state, 4 code, 5 text,
+# 6 event_at, 7-9 failure code, reason, permanent, 10 raw; then per statement.
+
+# Rows: an observation row + 11 received_at, 12 postback_id. $2 source.
 INSERT_OBSERVATIONS = """
+WITH o AS (
+    SELECT r->>0 AS vendor, r->>1 AS vendor_ref, r->>2 AS recipient_key,
+           (r->>3)::tracker.state AS state, r->>4 AS code, r->>5 AS text,
+           (r->>6)::timestamptz AS event_at, r->>7 AS failure_code, r->>8 AS failure_reason,
+           (r->>9)::boolean AS failure_permanent, nullif(r->10, 'null') AS raw,
+           (r->>11)::timestamptz AS received_at, (r->>12)::bigint AS postback_id
+    FROM jsonb_array_elements($1::jsonb) AS rows(r)
+)
 INSERT INTO tracker.observations (
     message_id, vendor, vendor_ref, recipient_key, source, state, code, text, event_at,
     received_at, failure_code, failure_reason, failure_permanent, raw, postback_id)
-SELECT m.id, o.vendor, o.vendor_ref, o.recipient_key, $14::tracker.source,
-       o.state::tracker.state, o.code, o.text, o.event_at, o.received_at, o.failure_code,
-       o.failure_reason, o.failure_permanent, o.raw, o.postback_id
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-            $7::timestamptz[], $8::text[], $9::text[], $10::boolean[], $11::jsonb[],
-            $12::timestamptz[], $13::bigint[])
-     AS o(vendor, vendor_ref, recipient_key, state, code, text, event_at, failure_code,
-          failure_reason, failure_permanent, raw, received_at, postback_id)
+SELECT m.id, o.vendor, o.vendor_ref, o.recipient_key, $2::tracker.source, o.state, o.code,
+       o.text, o.event_at, o.received_at, o.failure_code, o.failure_reason,
+       o.failure_permanent, o.raw, o.postback_id
+FROM o
 LEFT JOIN tracker.messages m
        ON m.vendor = o.vendor AND m.vendor_ref = o.vendor_ref AND m.recipient_key = o.recipient_key
 RETURNING id, message_id, vendor, code, state, source, coalesce(event_at, received_at) AS occurred_at,
@@ -36,13 +46,15 @@ SELECT id, state FROM tracker.messages WHERE id = ANY($1::bigint[]) ORDER BY id
 FOR NO KEY UPDATE  -- not FOR UPDATE: that would wait on the FK checks of concurrent inserts
 """
 
+# Rows: message_id, from_state, to_state, source, occurred_at, failure code, reason, permanent,
+# is_correction, observation_id.
 INSERT_TRANSITIONS = """
 INSERT INTO tracker.transitions (
     message_id, from_state, to_state, source, occurred_at, failure_code, failure_reason,
     failure_permanent, is_correction, observation_id)
-SELECT * FROM unnest($1::bigint[], $2::tracker.state[], $3::tracker.state[], $4::tracker.source[],
-                     $5::timestamptz[], $6::text[], $7::text[], $8::boolean[], $9::boolean[],
-                     $10::bigint[])
+SELECT (r->>0)::bigint, (r->>1)::tracker.state, (r->>2)::tracker.state, (r->>3)::tracker.source,
+       (r->>4)::timestamptz, r->>5, r->>6, (r->>7)::boolean, (r->>8)::boolean, (r->>9)::bigint
+FROM jsonb_array_elements($1::jsonb) AS rows(r)
 """
 
 # New state per changed message; failure details follow the state (cleared by a later success).
@@ -196,23 +208,17 @@ FOR NO KEY UPDATE
 # The poller's write-back (reducer.apply_polls): observations of messages the poller holds
 # locked, so their ids are known (no lookup by key). Rows are inserted in the order given (ORDER
 # BY ord), so the ids the sequence hands out, sorted, follow that order.
-# $1 message ids, $2 vendors, $3 vendor refs, $4 recipient keys, $5 source, $6 states, $7 codes,
-# $8 texts, $9 event times, $10 received_at (one for all), $11-$13 failure code, reason,
-# permanent, $14 raw payloads.
+# Rows: an observation row (see INSERT_OBSERVATIONS) + 11 message_id. $2 received_at (one for
+# all), $3 source.
 INSERT_POLL_OBSERVATIONS = """
 INSERT INTO tracker.observations (
     message_id, vendor, vendor_ref, recipient_key, source, state, code, text, event_at,
     received_at, failure_code, failure_reason, failure_permanent, raw)
-SELECT o.message_id, o.vendor, o.vendor_ref, o.recipient_key, $13::tracker.source,
-       o.state::tracker.state, o.code, o.text, o.event_at, $14::timestamptz, o.failure_code,
-       o.failure_reason, o.failure_permanent, o.raw
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-            $7::timestamptz[], $8::text[], $9::text[], $10::boolean[], $11::jsonb[],
-            $12::bigint[])
-     WITH ORDINALITY
-     AS o(vendor, vendor_ref, recipient_key, state, code, text, event_at, failure_code,
-          failure_reason, failure_permanent, raw, message_id, ord)
-ORDER BY o.ord
+SELECT (r->>11)::bigint, r->>0, r->>1, r->>2, $3::tracker.source, (r->>3)::tracker.state,
+       r->>4, r->>5, (r->>6)::timestamptz, $2::timestamptz, r->>7, r->>8, (r->>9)::boolean,
+       nullif(r->10, 'null')
+FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS rows(r, ord)
+ORDER BY ord
 RETURNING id
 """
 
@@ -221,9 +227,9 @@ RETURNING id
 # its next poll, judged on the new state: a final state clears next_poll_at (and keeps it
 # cleared). A claimed message was due, so a next poll in the future was set meanwhile by a
 # postback (tracker.postbacks pushes polls out): the later of the two times is kept.
-# $1 ids (held), $2 new state (NULL: unchanged), $3 occurred_at, $4-$6 failure code, reason,
-# permanent (of the new state), $7 last report received (NULL: none), $8 next poll, $9 polls
-# to add (0 or 1).
+# Rows: id (held), new state (NULL: unchanged), occurred_at, failure code, reason, permanent
+# (of the new state), last report received (NULL: none), next poll, polls to add (0 or 1).
+# $2 the ids again.
 WRITE_BACK_POLLED = """
 UPDATE tracker.messages m SET
     state = coalesce(u.state, m.state),
@@ -244,11 +250,14 @@ UPDATE tracker.messages m SET
     poll_count = m.poll_count + u.polls,
     lease_owner = NULL,
     lease_until = NULL
-FROM unnest($1::bigint[], $2::tracker.state[], $3::timestamptz[], $4::text[], $5::text[],
-            $6::boolean[], $7::timestamptz[], $8::timestamptz[], $9::integer[])
-     AS u(id, state, occurred_at, failure_code, failure_reason, failure_permanent, reported_at,
-          next_poll_at, polls)
-WHERE m.id = ANY($1::bigint[])  -- by primary key, never a scan of the table
+FROM (
+    SELECT (r->>0)::bigint AS id, (r->>1)::tracker.state AS state,
+           (r->>2)::timestamptz AS occurred_at, r->>3 AS failure_code, r->>4 AS failure_reason,
+           (r->>5)::boolean AS failure_permanent, (r->>6)::timestamptz AS reported_at,
+           (r->>7)::timestamptz AS next_poll_at, (r->>8)::integer AS polls
+    FROM jsonb_array_elements($1::jsonb) AS rows(r)
+) u
+WHERE m.id = ANY($2::bigint[])  -- by primary key, never a scan of the table
   AND m.id = u.id
 """
 

@@ -31,29 +31,31 @@ class Applied:
     transitions: list[PlannedTransition] = field(default_factory=list)
 
 
-def _json(raw) -> str | None:
+def _json(raw) -> orjson.Fragment | None:
+    """A raw payload as JSON, ready to sit in a row (anything JSON cannot say becomes text)."""
     if raw is None:
         return None
     try:
-        return orjson.dumps(raw, default=str).decode()
+        return orjson.Fragment(orjson.dumps(raw, default=str))
     except TypeError:
-        return orjson.dumps(str(raw)).decode()
+        return orjson.Fragment(orjson.dumps(str(raw)))
 
 
-def _observation_columns(observations: Sequence[Observation]) -> list[list]:
-    """The observations as the array parameters $1..$11 of INSERT_OBSERVATIONS and
+def _rows_json(rows: Iterable[Sequence]) -> str:
+    """Rows for one statement as one JSON array of arrays (see queries: INSERT_OBSERVATIONS).
+    A time without a zone is UTC, as asyncpg would send it."""
+    return orjson.dumps(list(rows), option=orjson.OPT_NAIVE_UTC).decode()
+
+
+def _observation_row(o: Observation) -> list:
+    """An observation as the first eleven columns of a row of INSERT_OBSERVATIONS and
     INSERT_POLL_OBSERVATIONS: vendor, vendor_ref, recipient_key, state, code, text, event_at,
     failure code, reason and permanent, raw."""
-    cols: list[list] = [[] for _ in range(11)]
-    for o in observations:
-        f = o.failure
-        row = (o.vendor, o.vendor_ref, recipient_key(o.vendor, o.recipient),
-               o.state.name if o.state is not None else None, o.code, o.text, o.event_at,
-               f.code if f else None, f.reason if f else None, f.permanent if f else None,
-               _json(o.raw))
-        for col, value in zip(cols, row):
-            col.append(value)
-    return cols
+    f = o.failure
+    return [o.vendor, o.vendor_ref, recipient_key(o.vendor, o.recipient),
+            o.state.name if o.state is not None else None, o.code, o.text, o.event_at,
+            f.code if f else None, f.reason if f else None, f.permanent if f else None,
+            _json(o.raw)]
 
 
 async def apply(
@@ -74,10 +76,10 @@ async def apply(
     postback_ids = postback_id if isinstance(postback_id, Sequence) else [postback_id] * n
     if len(now) != n or len(postback_ids) != n:
         raise ValueError("received_at and postback_id: one value, or one per observation")
-    cols = _observation_columns(observations)
+    given = _rows_json([*_observation_row(o), at, pb]
+                       for o, at, pb in zip(observations, now, postback_ids))
     async with conn.transaction():
-        rows = await conn.fetch(q.INSERT_OBSERVATIONS, *cols, list(now), list(postback_ids),
-                                source)
+        rows = await conn.fetch(q.INSERT_OBSERVATIONS, given, source)
         result = await _raise_states(conn, rows)
     _count_observations(source, ((r["vendor"], r["state"], r["code"]) for r in rows))
     result.stored = len(rows)
@@ -133,9 +135,9 @@ async def apply_polls(
     reports: list[Report] = []
     reported: set[int] = set()
     if found:
-        cols = _observation_columns([o for _, o in found])
-        stored = await conn.fetch(q.INSERT_POLL_OBSERVATIONS, *cols, [mid for mid, _ in found],
-                                  "poll", received_at)
+        stored = await conn.fetch(
+            q.INSERT_POLL_OBSERVATIONS, _rows_json([*_observation_row(o), mid] for mid, o in found),
+            received_at, "poll")
         if len(stored) != len(found):
             raise RuntimeError("observations stored do not match those given")
         for (oid,), (mid, o) in zip(sorted(stored), found):  # ids follow the order given
@@ -149,22 +151,18 @@ async def apply_polls(
     if planned:
         await _insert_transitions(conn, planned)
     last = {t.message_id: t for t in planned}  # the last step per message is its new state
-    cols = [[] for _ in range(9)]
-    (ids, states, occurred, fcodes, freasons, fperms, reports_at, nexts, polls) = cols
+    rows = []
     for mid, next_at, n in releases:
         t = last.get(mid)
-        r = t.report if t is not None else None
-        ids.append(mid)
-        states.append(t.to_state.name if t is not None else None)
-        occurred.append(r.occurred_at if r is not None else None)
-        fcodes.append(r.failure_code if r is not None else None)
-        freasons.append(r.failure_reason if r is not None else None)
-        fperms.append(r.failure_permanent if r is not None else None)
-        reports_at.append(received_at if mid in reported else None)
-        nexts.append(next_at)
-        polls.append(n)
-    if ids:
-        await conn.execute(q.WRITE_BACK_POLLED, *cols)
+        if t is None:
+            rows.append((mid, None, None, None, None, None,
+                         received_at if mid in reported else None, next_at, n))
+        else:
+            r = t.report
+            rows.append((mid, t.to_state.name, r.occurred_at, r.failure_code, r.failure_reason,
+                         r.failure_permanent, received_at if mid in reported else None, next_at, n))
+    if rows:
+        await conn.execute(q.WRITE_BACK_POLLED, _rows_json(rows), [row[0] for row in rows])
     if planned:
         await conn.execute(q.NOTIFY_EVENTS, str(len(planned)))
     unmapped = _count_observations("poll", ((o.vendor, o.state, o.code) for _, o in found))
@@ -180,19 +178,11 @@ def _count_transitions(planned: Sequence[PlannedTransition], vendor_of: Mapping[
 
 
 async def _insert_transitions(conn: asyncpg.Connection, planned: Sequence[PlannedTransition]) -> None:
-    await conn.execute(
-        q.INSERT_TRANSITIONS,
-        [t.message_id for t in planned],
-        [t.from_state.name for t in planned],
-        [t.to_state.name for t in planned],
-        [t.report.source for t in planned],
-        [t.report.occurred_at for t in planned],
-        [t.report.failure_code for t in planned],
-        [t.report.failure_reason for t in planned],
-        [t.report.failure_permanent for t in planned],
-        [t.is_correction for t in planned],
-        [t.report.observation_id for t in planned],
-    )
+    await conn.execute(q.INSERT_TRANSITIONS, _rows_json(
+        (t.message_id, t.from_state.name, t.to_state.name, t.report.source, t.report.occurred_at,
+         t.report.failure_code, t.report.failure_reason, t.report.failure_permanent,
+         t.is_correction, t.report.observation_id)
+        for t in planned))
 
 
 async def adopt_orphans(conn: asyncpg.Connection, message_ids: Iterable[int] | None = None) -> Applied:
