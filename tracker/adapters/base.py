@@ -92,7 +92,10 @@ class SendResult:
 
 def digits(number: Any) -> str:
     """A phone number as digits only: '+1 (555) 010-2030' -> '15550102030'."""
-    return "".join(ch for ch in str(number) if ch.isdigit())
+    text = str(number)
+    if text.isdigit():  # already digits only (the common case): no per-character walk
+        return text
+    return "".join(ch for ch in text if ch.isdigit())
 
 
 @dataclass(frozen=True, slots=True)
