@@ -228,3 +228,24 @@ async def test_a_probe_lost_to_a_database_outage_does_not_wedge_the_circuit(sand
     await asyncio.wait_for(task, 5)
     await worker.client.close()
     assert worker.circuit.state == "half_open" and not worker.circuit.probing  # the next may go
+
+
+async def test_an_answer_postgresql_cannot_store_is_retried_without_holding_up_its_batch(
+        sandbox, pool, db_dsn):
+    # Well-formed JSON with a NUL character: the adapters read it, PostgreSQL would refuse it.
+    # Each such answer counts as malformed; the rest of its batch is written, and it is asked
+    # again until a clean answer comes.
+    sandbox.set_knobs(None, no_receipt=0.0)
+    config = make_config(sandbox, db_dsn, tracking_window_s=12.0, circuit_failures=50,
+                         batch_size=100)
+    for vendor in ("sparksender", "engagespark", "sparrow"):
+        await send(sandbox, pool, config, vendor, numbers(40), chunk=20)
+    sandbox.set_knobs(None, malformed_share=0.4, malformed_kinds=["nul"])
+    p = await start_poller(config, pool)
+    await finish(p, pool, timeout=40)
+    assert mismatches(sandbox, await db_states(pool)) == []
+    async with pool.acquire() as conn:
+        errs = {r["last_error"] for r in await conn.fetch("SELECT last_error FROM tracker.poll_stats")}
+        nul = await conn.fetchval("SELECT count(*) FROM tracker.observations WHERE raw ? 'note'")
+    assert "malformed answer" in errs
+    assert nul == 0

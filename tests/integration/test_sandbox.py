@@ -617,8 +617,10 @@ def test_knobs_validate() -> None:
     two = Knobs().with_changes({"postback_retries": 2})
     assert two.postback("skycore", "postback_retries") == 2
     assert Knobs().postback("skycore", "postback_retries") == 5
+    assert Knobs().with_changes({"malformed_kinds": ["nul"]}).as_dict()["malformed_kinds"] == ["nul"]
     for bad in ({"delivered": -1}, {"latency": "zipf"}, {"account": "broke"},
-                {"throttle_share": 2}, {"time_scale": "fast"}):
+                {"throttle_share": 2}, {"time_scale": "fast"}, {"malformed_kinds": []},
+                {"malformed_kinds": ["gibberish"]}):
         with pytest.raises(ValueError):
             Knobs().with_changes(bad)
     with pytest.raises(ValueError):

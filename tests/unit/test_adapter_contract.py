@@ -191,3 +191,20 @@ def test_as_code_and_load_json():
     with pytest.raises(ParseError):
         base.load_json(None, "x")
     assert base.load_json('{"a": 1}', "x") == {"a": 1}
+
+
+def test_unstorable_names_what_postgresql_would_refuse_and_passes_the_rest():
+    from tracker.core.states import Failure, State
+    ok = base.Observation("sparksender", "14364", "639171234567", State.delivered, "2", "Delivered",
+                          raw={"sms_status": 2})
+    assert base.unstorable(ok) is None
+    nul = "bad\x00text"
+    for o in (base.Observation("sparksender", "14364", None, State.sent, nul),
+              base.Observation("sparksender", "14364", None, State.failed, "3",
+                               failure=Failure("3", nul, True)),
+              base.Observation("sparksender", "", None, State.sent, "1")):
+        assert base.unstorable(o) == "text with NUL or invalid characters"
+    assert base.unstorable(base.Observation("sparksender", "14364", None, State.sent, "1",
+                                            raw={"note": nul})) == "payload holds NUL characters"
+    assert base.unstorable(base.Observation("sparksender", "14364", None, State.sent, "1",
+                                            text="\ud800")) == "text with NUL or invalid characters"

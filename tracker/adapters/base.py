@@ -202,6 +202,43 @@ def retry_after(headers: Any, now: datetime, cap_s: float = 86400.0) -> float | 
     return min(max(seconds, 0.0), cap_s)
 
 
+def _bad_text(value: Any) -> bool:
+    if value is None:
+        return False
+    if not isinstance(value, str):
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return "\x00" in value
+
+
+def unstorable(o: Observation) -> str | None:
+    """Why PostgreSQL would refuse this observation (NUL or lone surrogates in text, a time out
+    of range, raw data that is not JSON), or None. A vendor's answer can be well-formed JSON
+    and still hold such things; the shell checks before it stores, so that one bad report
+    never sinks the batch it came in."""
+    f = o.failure
+    texts = (o.vendor_ref, o.recipient, o.code, o.text) + ((f.code, f.reason) if f else ())
+    if any(_bad_text(t) for t in texts) or not o.vendor_ref:
+        return "text with NUL or invalid characters"
+    for at in (o.event_at, o.deadline):
+        if at is not None:
+            try:
+                at.astimezone(timezone.utc)
+            except (OverflowError, ValueError):
+                return "time out of range"
+    if o.raw is not None:
+        try:
+            encoded = orjson.dumps(o.raw, default=str)  # as the reducer stores it
+        except TypeError:
+            return "payload is not JSON data"
+        if b"\\u0000" in encoded:
+            return "payload holds NUL characters"
+    return None
+
+
 def guarded(label: str):
     """Decorate a parser so that nothing but ParseError escapes it. The message names only the
     parser and the exception type, never payload values (a payload may carry a token). The

@@ -9,7 +9,8 @@ per-message state is kept in memory: the schedule lives in `messages.next_poll_a
 What happens on each failure path (per "poll": one status call, or one pair of Sparrow report
 calls for a whole batch, or one page walk of engageSPARK's list endpoint):
 
-- timeout, connection error, 5xx, 429, malformed answer: no observation; the message is polled
+- timeout, connection error, 5xx, 429, malformed answer (unreadable, or a report PostgreSQL
+  would refuse, such as a NUL in well-formed JSON): no observation; the message is polled
   again after its backoff delay (at least the Retry-After, which also pauses the whole vendor);
   the error counts towards the circuit breaker (`circuit_failures` in a row open it).
 - account-level error (bad key, suspended, no funds, login refused): the circuit opens at once
@@ -46,7 +47,8 @@ from typing import Any, NamedTuple, Sequence
 import asyncpg
 
 from tracker import adapters, metrics
-from tracker.adapters.base import AccountError, MessageRef, Observation, ParseError, StatusResult
+from tracker.adapters.base import (AccountError, MessageRef, Observation, ParseError, StatusResult,
+                                   unstorable)
 from tracker.config_types import VendorConfig
 from tracker.core.reduce import recipient_key
 from tracker.core.states import State
@@ -71,6 +73,7 @@ LIST_SLACK = timedelta(seconds=60)  # vendor's accept time vs our submitted_at, 
 WINDOW_BATCH = 1000  # window sweep: messages per reducer call
 WINDOW_MAX = 50_000  # ... and per run (the next run continues)
 HEALTH_FLUSH_S = 5.0  # poll counters go to tracker.poll_stats this often
+MALFORMED = "malformed answer"  # unreadable, or holding what PostgreSQL cannot store
 WINDOW_CODE = "window_closed"
 WINDOW_TEXT = "tracking window ended without a final report"
 STATES = {s.name: s for s in State}  # a state as the database spells it
@@ -218,6 +221,12 @@ async def end_windows(conn: asyncpg.Connection) -> int:
     return total
 
 
+def storable(observations: list[Observation]) -> list[Observation]:
+    """The reports PostgreSQL would not refuse (adapters.base.unstorable: a NUL in well-formed
+    JSON, say), so that one bad report never sinks the batch it would be written with."""
+    return [o for o in observations if unstorable(o) is None]
+
+
 class Claimed(NamedTuple):  # (a tuple: cheap to make, one per claimed message)
     id: int
     ref: MessageRef
@@ -353,6 +362,10 @@ class VendorWorker:
         started = time.monotonic()
         try:
             result = await self._ask(refs)
+            kept = storable(result.observations)
+            if len(kept) < len(result.observations):  # the rest: not answered, malformed
+                result.observations = kept
+                result.transient_error = result.transient_error or MALFORMED
         except Deferred as d:
             self._set_circuit(cb.release_probe(self.circuit))
             return self._unpolled(rows, d.wait_s)
@@ -361,7 +374,7 @@ class VendorWorker:
         except TransportError as e:
             result = StatusResult(transient_error=str(e))
         except ParseError:
-            result = StatusResult(transient_error="malformed answer")
+            result = StatusResult(transient_error=MALFORMED)
         except ValueError as e:  # the adapter cannot build the request: configuration
             result = StatusResult(account_error=AccountError("config", str(e)))
         self.m_seconds.observe(time.monotonic() - started)
@@ -409,6 +422,8 @@ class VendorWorker:
             started = time.monotonic()
             try:
                 result = self.adapter.parse_list(await self.client.fetch(req), _utcnow(), req)
+                # (a report PostgreSQL would refuse leaves its message to be asked on its own)
+                result.observations = storable(result.observations)
             except Deferred as d:
                 self._set_circuit(cb.release_probe(self.circuit))
                 out = self._unpolled([r for r in rows if r.ref.vendor_ref not in seen], d.wait_s)
@@ -417,7 +432,7 @@ class VendorWorker:
             except TransportError as e:
                 result = StatusResult(transient_error=str(e))
             except ParseError:
-                result = StatusResult(transient_error="malformed answer")
+                result = StatusResult(transient_error=MALFORMED)
             self.m_seconds.observe(time.monotonic() - started)
             pages += 1
             if result.account_error or result.transient_error:

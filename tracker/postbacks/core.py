@@ -9,14 +9,13 @@ import hmac
 import ipaddress
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Mapping
 from urllib.parse import parse_qsl
 
-import orjson
-
 from tracker import adapters
 from tracker.adapters.base import Observation, ParseError
+from tracker.adapters.base import unstorable as base_unstorable
 from tracker.config_types import Config
 from tracker.core.reduce import recipient_key
 
@@ -151,42 +150,12 @@ def parse(raw: RawPostback) -> list[Observation]:
     return found
 
 
-def _bad_text(value: Any) -> bool:
-    if value is None:
-        return False
-    if not isinstance(value, str):
-        return True
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return "\x00" in value
-
-
 def unstorable(o: Observation, vendor: str) -> str | None:
-    """Why PostgreSQL would refuse this observation (NUL or lone surrogates in text, a time out
-    of range, raw data that is not JSON), or None. Checked before answering, so that a 200 is
-    never given for a report that could not be applied."""
+    """Why this report cannot be applied (see adapters.base.unstorable), or None. Checked
+    before answering, so that a 200 is never given for a report that could not be applied."""
     if o.vendor != vendor:
         return "report names another vendor"
-    f = o.failure
-    texts = (o.vendor_ref, o.recipient, o.code, o.text) + ((f.code, f.reason) if f else ())
-    if any(_bad_text(t) for t in texts) or not o.vendor_ref:
-        return "text with NUL or invalid characters"
-    for at in (o.event_at, o.deadline):
-        if at is not None:
-            try:
-                at.astimezone(timezone.utc)
-            except (OverflowError, ValueError):
-                return "time out of range"
-    if o.raw is not None:
-        try:
-            encoded = orjson.dumps(o.raw, default=str)  # as the reducer stores it
-        except TypeError:
-            return "payload is not JSON data"
-        if b"\\u0000" in encoded:
-            return "payload holds NUL characters"
-    return None
+    return base_unstorable(o)
 
 
 def report_key(o: Observation) -> tuple:

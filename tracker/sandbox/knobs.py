@@ -19,6 +19,7 @@ from typing import Any, Mapping
 
 ACCOUNT_VALUES = ("ok", "no_funds", "suspended", "inactive", "maintenance")
 LATENCY_DISTS = ("lognormal", "exponential", "fixed", "uniform")
+MALFORMED_KINDS = ("truncated", "html", "empty", "nul")
 
 # Postback behaviour per vendor where the knob is left at None. Skycore's is documented (one at a
 # time, about one per second, 5 retries 5 minutes apart); engageSPARK's push and Sparrow's callback
@@ -71,6 +72,10 @@ class Knobs:
     slow_share: float = 0.0  # share answered only after slow_delay_s
     slow_delay_s: float = 15.0
     malformed_share: float = 0.0  # status/list/report answers and first postback attempts garbled
+    # ... how a status/list/report answer is garbled, one picked at random each time:
+    # truncated JSON, an HTML page, an empty body, or "nul": well-formed JSON holding a NUL
+    # character (\u0000), which PostgreSQL cannot store in text or jsonb.
+    malformed_kinds: tuple[str, ...] = ("truncated", "html", "empty")
     # -- account --
     bad_credentials: bool = False  # reject every credential
     account: str = "ok"  # ok | no_funds | suspended | inactive | maintenance
@@ -95,6 +100,8 @@ class Knobs:
             raise ValueError(f"knob latency: one of {', '.join(LATENCY_DISTS)}")
         if self.account not in ACCOUNT_VALUES:
             raise ValueError(f"knob account: one of {', '.join(ACCOUNT_VALUES)}")
+        if not self.malformed_kinds or not set(self.malformed_kinds) <= set(MALFORMED_KINDS):
+            raise ValueError(f"knob malformed_kinds: one or more of {', '.join(MALFORMED_KINDS)}")
         if self.postback_format not in ("v1", "v2"):
             raise ValueError("knob postback_format: v1 or v2")
         if self.postback_retries is not None and not 0 <= self.postback_retries <= 20:
@@ -132,6 +139,7 @@ class Knobs:
     def as_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["blocked_words"] = list(self.blocked_words)
+        d["malformed_kinds"] = list(self.malformed_kinds)
         return d
 
 

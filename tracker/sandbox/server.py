@@ -290,7 +290,16 @@ class Sandbox:
     def _garble(self, vendor: str, response: web.StreamResponse) -> web.Response:
         body = response.body if isinstance(response, web.Response) else b""
         raw = bytes(body) if isinstance(body, (bytes, bytearray)) else b""
-        kind = self.vendors[vendor].rng.choice(("truncated", "html", "empty"))
+        kind = self.vendors[vendor].rng.choice(self._knobs[vendor].malformed_kinds)
+        if kind == "nul":
+            try:
+                doc = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                doc = None
+            if isinstance(doc, dict):
+                return web.Response(body=orjson.dumps({**doc, "note": "\x00"}),
+                                    status=response.status, content_type="application/json")
+            kind = "truncated"
         if kind == "truncated" and len(raw) > 1:
             return web.Response(body=raw[: len(raw) // 2], status=response.status,
                                 content_type="application/json")
