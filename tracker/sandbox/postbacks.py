@@ -30,10 +30,12 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._workers: list[asyncio.Task[None]] = []
         self._closed = False
+        self._sending = 0
 
     @property
     def pending(self) -> int:
-        return len(self._heap)
+        """Pushes still to go out: scheduled, or on their way (sent, not answered yet)."""
+        return len(self._heap) + self._sending
 
     def schedule(self, push: Push) -> None:
         if self._closed:
@@ -71,7 +73,11 @@ class Dispatcher:
                     pass
                 continue
             _, _, push = heapq.heappop(self._heap)
-            await self._deliver(push)
+            self._sending += 1
+            try:
+                await self._deliver(push)
+            finally:
+                self._sending -= 1
             knobs = self.sandbox.get_knobs(self.vendor)
             pause = knobs.scaled(knobs.postback(self.vendor, "postback_interval_s"))
             if pause > 0:
