@@ -146,6 +146,7 @@ class Tracker:
     async def _intake_loop(self) -> None:
         batch = self.config.intake.batch_size
         while not self.stopping.is_set():
+            self.intake_wake.clear()  # before looking: a NOTIFY from now on wakes the next look
             try:
                 async with self.pool.acquire() as conn:
                     result = await intake.take_in(conn, self.config, batch)
@@ -156,7 +157,6 @@ class Tracker:
                     continue  # more waiting
             except DB_ERRORS as e:
                 log.warning("intake failed; will retry", error=str(e))
-            self.intake_wake.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.intake_wake.wait(), self.config.intake.sweep_interval_s)
 

@@ -72,6 +72,7 @@ async def take_in(conn: asyncpg.Connection, config: Config, batch_size: int | No
     """Take in one batch of new submission rows, in one transaction. Returns what it did."""
     out = IntakeResult()
     now = datetime.now(timezone.utc)
+    created: list[int] = []
     async with conn.transaction():
         rows = await conn.fetch(q.CLAIM_SUBMISSIONS, batch_size or config.intake.batch_size)
         for row in rows:
@@ -83,10 +84,12 @@ async def take_in(conn: asyncpg.Connection, config: Config, batch_size: int | No
                 out.refused += 1
                 continue
             found = _name_refused(row["id"], found)
-            await _create(conn, config, row, found)
+            created += await _create(conn, config, row, found)
             await reducer.apply(conn, "submit", found, received_at=now)
             await conn.execute(q.FINISH_SUBMISSION, row["id"], None, None, len(found), note)
             out.messages += len(found)
+    if created:  # again after commit: reports stored meanwhile (see reducer.adopt_orphans)
+        await reducer.adopt_orphans(conn, created)
     return out
 
 
@@ -96,7 +99,8 @@ def _name_refused(submission_id: int, found: list[Observation]) -> list[Observat
             for i, o in enumerate(found)]
 
 
-async def _create(conn, config: Config, row, found: list[Observation]) -> None:
+async def _create(conn, config: Config, row, found: list[Observation]) -> list[int]:
+    """Insert the messages these observations name; returns the ids of those created."""
     cols: list[list] = [[] for _ in range(10)]
     submitted_at = row["submitted_at"]
     for o in found:
@@ -113,3 +117,4 @@ async def _create(conn, config: Config, row, found: list[Observation]) -> None:
     created = await conn.fetch(q.INSERT_MESSAGES, *cols)
     if created:
         await reducer.adopt_orphans(conn, [r["id"] for r in created])
+    return [r["id"] for r in created]

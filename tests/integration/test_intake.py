@@ -81,3 +81,77 @@ async def test_partial_success_with_account_problem_is_tracked_and_noted(pool):
         assert (r.messages, r.refused) == (2, 0)
         p = await conn.fetchrow("SELECT * FROM tracker.intake_problems")
         assert p["kind"] == "submission_note" and "account problem" in p["problem"]
+
+
+async def test_a_report_stored_while_its_message_is_being_made_is_adopted_after_commit(pool):
+    # The race: intake has made the message and looked for waiting reports, but not committed;
+    # a postback stored meanwhile cannot see the message, so it waits as an orphan. Intake looks
+    # again once it has committed.
+    import asyncio
+
+    from tracker.adapters.base import Observation
+    from tracker.core.states import State
+    from tracker.db import reducer
+
+    async with pool.acquire() as intake_conn, pool.acquire() as report_conn, pool.acquire() as gate:
+        await intake_conn.execute(
+            "INSERT INTO tracker.submissions (vendor, vendor_ref, recipient) VALUES ('skycore', 'TRK9', '1555')")
+        hold = gate.transaction()
+        await hold.start()
+        # Intake's last step (marking the row done) waits on this; its claim does not.
+        await gate.execute("LOCK TABLE tracker.submissions IN SHARE MODE")
+        intake = asyncio.create_task(take_in(intake_conn, Config()))
+        pid = intake_conn.get_server_pid()
+        for _ in range(200):
+            if await report_conn.fetchval(
+                    "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid):
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError("intake never reached its last step")
+        assert await report_conn.fetchval("SELECT count(*) FROM tracker.messages") == 0  # not committed
+        applied = await reducer.apply(report_conn, "postback", [
+            Observation("skycore", "TRK9", "1555", State.delivered, "N202")])
+        assert applied.orphans == 1
+        await hold.rollback()
+        assert (await intake).messages == 1
+        state = await report_conn.fetchval("SELECT state::text FROM tracker.messages WHERE vendor_ref = 'TRK9'")
+        orphans = await report_conn.fetchval("SELECT count(*) FROM tracker.observations WHERE message_id IS NULL")
+    assert (state, orphans) == ("delivered", 0)
+
+
+async def test_a_submission_notified_while_intake_is_busy_is_taken_in_at_once(pool, db_dsn):
+    # The NOTIFY of a row that arrives while intake works on the previous one must not be lost
+    # (it once was: the loop cleared its wake-up after working, then slept a whole sweep).
+    import asyncio
+    import time
+
+    from tracker.app import Tracker
+    from tracker.config_types import DatabaseConfig, HttpConfig, IntakeConfig
+
+    tracker = Tracker(Config(database=DatabaseConfig(dsn=db_dsn), http=HttpConfig(listen="127.0.0.1:0"),
+                             intake=IntakeConfig(sweep_interval_s=60.0)))
+    await tracker.start()
+    try:
+        async with pool.acquire() as conn, pool.acquire() as gate:
+            await asyncio.sleep(0.5)  # the listener is up; the first sweep found nothing
+            hold = gate.transaction()
+            await hold.start()
+            await gate.execute("LOCK TABLE tracker.observations IN SHARE MODE")  # intake waits here
+            await conn.execute("INSERT INTO tracker.submissions (vendor, vendor_ref) VALUES ('skycore', 'A1')")
+            for _ in range(200):
+                if await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                                       " AND query LIKE '%tracker.observations%'"):
+                    break
+                await asyncio.sleep(0.02)
+            else:
+                raise AssertionError("intake never started on the first row")
+            await conn.execute("INSERT INTO tracker.submissions (vendor, vendor_ref) VALUES ('skycore', 'A2')")
+            await asyncio.sleep(0.2)  # its NOTIFY reaches the daemon while intake is still busy
+            await hold.rollback()
+            began = time.monotonic()
+            while await conn.fetchval("SELECT count(*) FROM tracker.messages") < 2:
+                assert time.monotonic() - began < 5, "the second row waited for the next sweep"
+                await asyncio.sleep(0.05)
+    finally:
+        await tracker.stop()

@@ -329,3 +329,42 @@ async def test_unmatched_postbacks_are_listed(db_dsn):
         assert await tr.pool.fetchval("SELECT count(*) FROM tracker.postback_problems") == 0  # too young
         rows = await tr.pool.fetch("SELECT * FROM tracker.unmatched_postbacks('0 seconds')")
         assert [(r["kind"], r["vendor_ref"]) for r in rows] == [("no_message", "nobody")]
+
+
+async def test_a_postback_stored_while_its_message_is_being_made_is_adopted_after_commit(pool):
+    # The mirror of the intake race: the postback's transaction stores its report as an orphan
+    # and commits after intake has made the message and committed. It looks again after its
+    # own commit.
+    from tracker.config_types import Config
+    from tracker.intake import take_in
+    from tracker.postbacks.process import process_pending
+
+    body = orjson.dumps({"origin": "SMS_MT", "code": "N202", "status": "Delivered",
+                         "to": "10000000000", "tracking-id": "TRK8",
+                         "timestamp": "2021-01-26T18:00:07.990498+00:00"})
+    async with pool.acquire() as post_conn, pool.acquire() as intake_conn, pool.acquire() as gate:
+        await post_conn.execute(
+            "INSERT INTO tracker.postbacks (vendor, method, content_type, body, received_at)"
+            " VALUES ('skycore', 'POST', 'application/json', $1, now())", body)
+        await intake_conn.execute(
+            "INSERT INTO tracker.submissions (vendor, vendor_ref, recipient) VALUES ('skycore', 'TRK8', '10000000000')")
+        hold = gate.transaction()
+        await hold.start()
+        # The postback's last step (marking its row done) waits on this; its claim does not.
+        await gate.execute("LOCK TABLE tracker.postbacks IN SHARE MODE")
+        applying = asyncio.create_task(process_pending(post_conn, Config(), 10))
+        pid = post_conn.get_server_pid()
+        for _ in range(200):
+            if await intake_conn.fetchval(
+                    "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid):
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError("the postback never reached its last step")
+        assert (await take_in(intake_conn, Config())).messages == 1  # commits; sees no report yet
+        await hold.rollback()
+        out = await applying
+        state = await intake_conn.fetchval("SELECT state::text FROM tracker.messages WHERE vendor_ref = 'TRK8'")
+        orphans = await intake_conn.fetchval("SELECT count(*) FROM tracker.observations WHERE message_id IS NULL")
+    assert out.observations == 1
+    assert (state, orphans) == ("delivered", 0)

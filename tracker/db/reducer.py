@@ -27,6 +27,7 @@ from tracker.db import queries as q
 class Applied:
     stored: int = 0  # observations appended
     orphans: int = 0  # of which waiting for their message
+    orphan_ids: list[int] = field(default_factory=list)  # (their observation ids)
     unmapped: int = 0  # of which with a vendor code we do not map
     transitions: list[PlannedTransition] = field(default_factory=list)
 
@@ -83,7 +84,8 @@ async def apply(
         result = await _raise_states(conn, rows)
     _count_observations(source, ((r["vendor"], r["state"], r["code"]) for r in rows))
     result.stored = len(rows)
-    result.orphans = sum(1 for r in rows if r["message_id"] is None)
+    result.orphan_ids = [r["id"] for r in rows if r["message_id"] is None]
+    result.orphans = len(result.orphan_ids)
     result.unmapped = sum(1 for r in rows if r["state"] is None)
     return result
 
@@ -185,11 +187,19 @@ async def _insert_transitions(conn: asyncpg.Connection, planned: Sequence[Planne
         for t in planned))
 
 
-async def adopt_orphans(conn: asyncpg.Connection, message_ids: Iterable[int] | None = None) -> Applied:
-    """Attach waiting reports to their messages (these, or all that exist now) and apply them."""
-    ids = list(message_ids) if message_ids is not None else None
+async def adopt_orphans(conn: asyncpg.Connection, message_ids: Iterable[int] | None = None, *,
+                        observation_ids: Iterable[int] | None = None) -> Applied:
+    """Attach waiting reports to their messages (these messages' reports, or these reports, or
+    all that can be now) and apply them.
+
+    A report stored while its message is being created (in a transaction not committed yet)
+    misses it, and that transaction's own adoption misses the report. Both sides therefore
+    look again after they commit (intake for the messages it made, postbacks for the orphans
+    they stored): whichever commits second then sees the other."""
+    mids = list(message_ids) if message_ids is not None else None
+    oids = list(observation_ids) if observation_ids is not None else None
     async with conn.transaction():
-        rows = await conn.fetch(q.ADOPT_ORPHANS, ids)
+        rows = await conn.fetch(q.ADOPT_ORPHANS, mids, oids)
         return await _raise_states(conn, rows)
 
 

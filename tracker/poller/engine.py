@@ -262,6 +262,7 @@ class VendorWorker:
     async def run(self) -> None:
         db_wait = DB_RETRY_S[0]
         while not self.poller.stopping.is_set():
+            self.wake.clear()  # before the tick: stop() during it still cuts the sleep short
             try:
                 sleep_s = await self.tick()
                 db_wait = DB_RETRY_S[0]
@@ -275,7 +276,6 @@ class VendorWorker:
                 self._set_circuit(cb.release_probe(self.circuit))
                 sleep_s = IDLE_MAX_S
             if sleep_s > 0:
-                self.wake.clear()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), sleep_s)
 

@@ -12,7 +12,7 @@ replay appends only the observations that a new parse adds to those the row alre
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Sequence
 
@@ -34,6 +34,7 @@ class Outcome:
     transitions: int = 0
     unreadable: int = 0  # rows the adapter cannot read (now)
     unchanged: int = 0  # rows whose parse adds nothing new
+    orphan_ids: list[int] = field(default_factory=list)  # reports stored before their message
 
     def add(self, other: "Outcome") -> None:
         for name in ("rows", "observations", "transitions", "unreadable", "unchanged"):
@@ -99,6 +100,15 @@ async def _apply(conn: asyncpg.Connection, config: Config, items: Sequence[Parse
                            [config.vendors[k[0]].max_poll_interval_s for k in keys])
     out.observations = applied.stored
     out.transitions = len(applied.transitions)
+    out.orphan_ids = applied.orphan_ids
+    return out
+
+
+async def _adopt_late(conn: asyncpg.Connection, out: Outcome) -> Outcome:
+    """After commit: orphans whose message was being created meanwhile (reducer.adopt_orphans).
+    If this fails, the orphan sweep adopts them."""
+    if out.orphan_ids:
+        out.transitions += len((await reducer.adopt_orphans(conn, observation_ids=out.orphan_ids)).transitions)
     return out
 
 
@@ -114,9 +124,10 @@ async def process_received(conn: asyncpg.Connection, config: Config,
         if not todo:
             return Outcome()
         try:
-            return await _apply(conn, config, todo)
+            out = await _apply(conn, config, todo)
         except Exception as e:
             raise BatchFailed([i.id for i in todo]) from e
+    return await _adopt_late(conn, out)
 
 
 async def process_pending(conn: asyncpg.Connection, config: Config, limit: int,
@@ -130,9 +141,9 @@ async def process_pending(conn: asyncpg.Connection, config: Config, limit: int,
         try:
             out = await _apply(conn, config, items)
             await conn.execute(q.FINISH_POSTBACKS, [i.id for i in items if i.found is not None])
-            return out
         except Exception as e:
             raise BatchFailed([r["id"] for r in rows]) from e
+    return await _adopt_late(conn, out)
 
 
 async def replay_rows(conn: asyncpg.Connection, config: Config,
