@@ -89,7 +89,7 @@ async def take_in(conn: asyncpg.Connection, config: Config, batch_size: int | No
             await conn.execute(q.FINISH_SUBMISSION, row["id"], None, None, len(found), note)
             out.messages += len(found)
     if created:  # again after commit: reports stored meanwhile (see reducer.adopt_orphans)
-        await reducer.adopt_orphans(conn, created)
+        await reducer.adopt_after_commit(conn, created)
     return out
 
 

@@ -83,23 +83,26 @@ async def test_partial_success_with_account_problem_is_tracked_and_noted(pool):
         assert p["kind"] == "submission_note" and "account problem" in p["problem"]
 
 
-async def test_a_report_stored_while_its_message_is_being_made_is_adopted_after_commit(pool):
-    # The race: intake has made the message and looked for waiting reports, but not committed;
-    # a postback stored meanwhile cannot see the message, so it waits as an orphan. Intake looks
-    # again once it has committed.
+async def _race_a_report_with_intake(pool, block_second_look: bool = False):
+    """Intake has made message TRK9 and looked for waiting reports, but not committed (held at
+    its last step by a table lock) when a postback for it is stored: an orphan. Then intake
+    commits. With `block_second_look`, another session holds the orphan's row meanwhile, so
+    intake's look after its commit times out. Returns (intake's result, state, orphans left)."""
     import asyncio
 
     from tracker.adapters.base import Observation
     from tracker.core.states import State
     from tracker.db import reducer
 
-    async with pool.acquire() as intake_conn, pool.acquire() as report_conn, pool.acquire() as gate:
+    async with (pool.acquire() as intake_conn, pool.acquire() as report_conn,
+                pool.acquire() as table_gate, pool.acquire() as row_gate):
         await intake_conn.execute(
             "INSERT INTO tracker.submissions (vendor, vendor_ref, recipient) VALUES ('skycore', 'TRK9', '1555')")
-        hold = gate.transaction()
-        await hold.start()
+        await intake_conn.execute("SET lock_timeout = '2s'")
+        hold_table, hold_row = table_gate.transaction(), row_gate.transaction()
+        await hold_table.start()
         # Intake's last step (marking the row done) waits on this; its claim does not.
-        await gate.execute("LOCK TABLE tracker.submissions IN SHARE MODE")
+        await table_gate.execute("LOCK TABLE tracker.submissions IN SHARE MODE")
         intake = asyncio.create_task(take_in(intake_conn, Config()))
         pid = intake_conn.get_server_pid()
         for _ in range(200):
@@ -113,11 +116,39 @@ async def test_a_report_stored_while_its_message_is_being_made_is_adopted_after_
         applied = await reducer.apply(report_conn, "postback", [
             Observation("skycore", "TRK9", "1555", State.delivered, "N202")])
         assert applied.orphans == 1
-        await hold.rollback()
-        assert (await intake).messages == 1
+        if block_second_look:
+            await hold_row.start()
+            await row_gate.execute("SELECT 1 FROM tracker.observations WHERE id = $1 FOR UPDATE",
+                                   applied.orphan_ids[0])
+        await hold_table.rollback()
+        result = await intake
+        if block_second_look:
+            await hold_row.rollback()
         state = await report_conn.fetchval("SELECT state::text FROM tracker.messages WHERE vendor_ref = 'TRK9'")
         orphans = await report_conn.fetchval("SELECT count(*) FROM tracker.observations WHERE message_id IS NULL")
+        return result, state, orphans
+
+
+async def test_a_report_stored_while_its_message_is_being_made_is_adopted_after_commit(pool):
+    # The race: a postback stored meanwhile cannot see the uncommitted message, and intake's
+    # own look missed the report. Intake looks again once it has committed.
+    result, state, orphans = await _race_a_report_with_intake(pool)
+    assert result.messages == 1
     assert (state, orphans) == ("delivered", 0)
+
+
+async def test_when_the_look_after_commit_fails_the_orphan_sweep_adopts(pool):
+    # The second look times out on a row lock: intake still reports what it did (its work is
+    # committed), and the report waits for the orphan sweep, which applies it.
+    from tracker.db import reducer
+
+    result, state, orphans = await _race_a_report_with_intake(pool, block_second_look=True)
+    assert result.messages == 1
+    assert (state, orphans) == ("submitted", 1)
+    async with pool.acquire() as conn:
+        await reducer.adopt_orphans(conn)  # what the sweep runs
+        state = await conn.fetchval("SELECT state::text FROM tracker.messages WHERE vendor_ref = 'TRK9'")
+    assert state == "delivered"
 
 
 async def test_a_submission_notified_while_intake_is_busy_is_taken_in_at_once(pool, db_dsn):

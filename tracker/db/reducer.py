@@ -20,7 +20,11 @@ from tracker.adapters.base import Observation
 from tracker.core.reduce import PlannedTransition, Report, plan, recipient_key
 from tracker.core.states import State
 from tracker import metrics
+from tracker.db import DB_ERRORS
 from tracker.db import queries as q
+from tracker.logging import get_logger
+
+log = get_logger("tracker.reducer")
 
 
 @dataclass
@@ -44,7 +48,9 @@ def _json(raw) -> orjson.Fragment | None:
 
 def _rows_json(rows: Iterable[Sequence]) -> str:
     """Rows for one statement as one JSON array of arrays (see queries: INSERT_OBSERVATIONS).
-    A time without a zone is UTC, as asyncpg would send it."""
+    A time without a zone is taken as UTC (the adapters give aware times). orjson writes zone
+    offsets in whole minutes: an offset with seconds (historical local mean times only) would
+    be rounded."""
     return orjson.dumps(list(rows), option=orjson.OPT_NAIVE_UTC).decode()
 
 
@@ -201,6 +207,18 @@ async def adopt_orphans(conn: asyncpg.Connection, message_ids: Iterable[int] | N
     async with conn.transaction():
         rows = await conn.fetch(q.ADOPT_ORPHANS, mids, oids)
         return await _raise_states(conn, rows)
+
+
+async def adopt_after_commit(conn: asyncpg.Connection, message_ids: Iterable[int] | None = None, *,
+                             observation_ids: Iterable[int] | None = None) -> int:
+    """adopt_orphans() as the second look after a commit: a failure loses nothing (the orphan
+    sweep adopts them later), so it is logged, not raised. Returns the transitions made."""
+    try:
+        adopted = await adopt_orphans(conn, message_ids, observation_ids=observation_ids)
+    except DB_ERRORS as e:
+        log.warning("orphans left to the sweep", error=type(e).__name__)
+        return 0
+    return len(adopted.transitions)
 
 
 async def _raise_states(conn: asyncpg.Connection, rows: Sequence[asyncpg.Record]) -> Applied:

@@ -105,10 +105,9 @@ async def _apply(conn: asyncpg.Connection, config: Config, items: Sequence[Parse
 
 
 async def _adopt_late(conn: asyncpg.Connection, out: Outcome) -> Outcome:
-    """After commit: orphans whose message was being created meanwhile (reducer.adopt_orphans).
-    If this fails, the orphan sweep adopts them."""
+    """After commit: orphans whose message was being made meanwhile (reducer.adopt_orphans)."""
     if out.orphan_ids:
-        out.transitions += len((await reducer.adopt_orphans(conn, observation_ids=out.orphan_ids)).transitions)
+        out.transitions += await reducer.adopt_after_commit(conn, observation_ids=out.orphan_ids)
     return out
 
 
