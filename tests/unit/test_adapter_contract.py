@@ -208,3 +208,19 @@ def test_unstorable_names_what_postgresql_would_refuse_and_passes_the_rest():
                                             raw={"note": nul})) == "payload holds NUL characters"
     assert base.unstorable(base.Observation("sparksender", "14364", None, State.sent, "1",
                                             text="\ud800")) == "text with NUL or invalid characters"
+
+
+def test_cleaned_replaces_what_postgresql_refuses_and_keeps_the_reading():
+    from tracker.core.states import Failure, State
+    from tracker.poller.engine import storable
+    o = base.Observation("sparksender", "14364", None, State.failed, "3\x00", "bad\x00text",
+                         failure=Failure("3", "re\ud800ason", True), raw={"note": "\x00", "n": [1, "\x00"]})
+    c = base.cleaned(o)
+    assert base.unstorable(o) is not None and base.unstorable(c) is None
+    assert (c.state, c.code, c.text, c.failure.reason) == (State.failed, "3\ufffd", "bad\ufffdtext", "re?ason")
+    assert c.raw == {"note": "\ufffd", "n": [1, "\ufffd"]}
+    # what cleaning cannot mend (a key or a time) is left out of a poll's result
+    late = datetime(9999, 12, 31, 23, 59, tzinfo=timezone(-timedelta(hours=5)))
+    keyless = base.Observation("sparksender", "", None, State.sent, "1")
+    timeless = base.Observation("sparksender", "14364", None, State.sent, "1", event_at=late)
+    assert storable([o, keyless, timeless]) == [c]

@@ -4,7 +4,7 @@ answers; the shell (poller, postback server, intake) does the I/O and the databa
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone, tzinfo
 from email.utils import parsedate_to_datetime
 from typing import Any, Mapping
@@ -237,6 +237,27 @@ def unstorable(o: Observation) -> str | None:
         if b"\\u0000" in encoded:
             return "payload holds NUL characters"
     return None
+
+
+def _clean_text(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    return value.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")
+
+
+def cleaned(o: Observation) -> Observation:
+    """`o` with what PostgreSQL cannot store in its texts and raw payload replaced: NUL by
+    U+FFFD, a lone surrogate by '?'. Its key (vendor_ref, recipient) and times are left as they
+    are: if those cannot be stored, the report stays unstorable."""
+    f = o.failure
+    raw = o.raw
+    if raw is not None:
+        try:
+            raw = orjson.loads(orjson.dumps(raw, default=str).replace(b"\\u0000", b"\\ufffd"))
+        except (TypeError, orjson.JSONDecodeError):
+            raw = _clean_text(str(raw))
+    return replace(o, code=_clean_text(o.code), text=_clean_text(o.text), raw=raw,
+                   failure=replace(f, code=_clean_text(f.code), reason=_clean_text(f.reason)) if f else None)
 
 
 def guarded(label: str):

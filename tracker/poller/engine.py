@@ -9,8 +9,9 @@ per-message state is kept in memory: the schedule lives in `messages.next_poll_a
 What happens on each failure path (per "poll": one status call, or one pair of Sparrow report
 calls for a whole batch, or one page walk of engageSPARK's list endpoint):
 
-- timeout, connection error, 5xx, 429, malformed answer (unreadable, or a report PostgreSQL
-  would refuse, such as a NUL in well-formed JSON): no observation; the message is polled
+- a report PostgreSQL would refuse: a stray NUL in a text or the raw payload is replaced by
+  U+FFFD and the reading kept; one still unstorable (a time out of range) counts as malformed.
+- timeout, connection error, 5xx, 429, malformed answer: no observation; the message is polled
   again after its backoff delay (at least the Retry-After, which also pauses the whole vendor);
   the error counts towards the circuit breaker (`circuit_failures` in a row open it).
 - account-level error (bad key, suspended, no funds, login refused): the circuit opens at once
@@ -48,7 +49,7 @@ import asyncpg
 
 from tracker import adapters, metrics
 from tracker.adapters.base import (AccountError, MessageRef, Observation, ParseError, StatusResult,
-                                   unstorable)
+                                   cleaned, unstorable)
 from tracker.config_types import VendorConfig
 from tracker.core.reduce import recipient_key
 from tracker.core.states import State
@@ -222,9 +223,18 @@ async def end_windows(conn: asyncpg.Connection) -> int:
 
 
 def storable(observations: list[Observation]) -> list[Observation]:
-    """The reports PostgreSQL would not refuse (adapters.base.unstorable: a NUL in well-formed
-    JSON, say), so that one bad report never sinks the batch it would be written with."""
-    return [o for o in observations if unstorable(o) is None]
+    """The reports as PostgreSQL will take them, so that one bad report never sinks the batch
+    it would be written with: a stray NUL in a text or the raw payload is replaced (the
+    reading is kept, adapters.base.cleaned); a report still unstorable (its time out of
+    range, say) is left out."""
+    out = []
+    for o in observations:
+        if unstorable(o) is not None:
+            o = cleaned(o)
+            if unstorable(o) is not None:
+                continue
+        out.append(o)
+    return out
 
 
 class Claimed(NamedTuple):  # (a tuple: cheap to make, one per claimed message)
@@ -364,8 +374,8 @@ class VendorWorker:
             result = await self._ask(refs)
             kept = storable(result.observations)
             if len(kept) < len(result.observations):  # the rest: not answered, malformed
-                result.observations = kept
                 result.transient_error = result.transient_error or MALFORMED
+            result.observations = kept
         except Deferred as d:
             self._set_circuit(cb.release_probe(self.circuit))
             return self._unpolled(rows, d.wait_s)
