@@ -138,3 +138,24 @@ async def test_one_notify_per_batch(pool, db_dsn):
     await asyncio.sleep(0.1)
     await listener.close()
     assert got == ["6"]
+
+
+async def test_two_adoptions_at_once_apply_each_waiting_report_once(pool):
+    # Intake's look, the postback worker's and the sweep may run together: the second to
+    # reach a report waits for the first and then leaves it (no second transition).
+    async with pool.acquire() as a, pool.acquire() as b:
+        applied = await reducer.apply(a, "postback", [obs("w1", State.sent), obs("w2", State.delivered)])
+        assert applied.orphans == 2
+        await make_messages(a, "sparksender", ["w1", "w2"])
+        first = a.transaction()
+        await first.start()
+        took = await reducer.adopt_orphans(a)  # holds both reports until it commits
+        assert len(took.transitions) == 2
+        second = asyncio.create_task(reducer.adopt_orphans(b))
+        await asyncio.sleep(0.3)
+        assert not second.done()  # waiting for the first
+        await first.commit()
+        assert (await second).transitions == []
+        n = await a.fetchval("SELECT count(*) FROM tracker.transitions")
+        left = await a.fetchval("SELECT count(*) FROM tracker.observations WHERE message_id IS NULL")
+    assert (n, left) == (2, 0)

@@ -31,14 +31,24 @@ RETURNING id, message_id, vendor, code, state, source, coalesce(event_at, receiv
 """
 
 # Reports waiting for their message: attach them to it (all such, or those of some messages,
-# or some reports: $1 message ids, $2 observation ids, NULL for any).
+# or some reports: $1 message ids, $2 observation ids, NULL for any). The reports are locked in
+# id order, so that adoptions running at once (intake's, the postback worker's, the sweep's)
+# never deadlock; one that finds a report adopted meanwhile leaves it.
 ADOPT_ORPHANS = """
-UPDATE tracker.observations o SET message_id = m.id
-FROM tracker.messages m
-WHERE o.message_id IS NULL
-  AND m.vendor = o.vendor AND m.vendor_ref = o.vendor_ref AND m.recipient_key = o.recipient_key
-  AND ($1::bigint[] IS NULL OR m.id = ANY($1::bigint[]))
-  AND ($2::bigint[] IS NULL OR o.id = ANY($2::bigint[]))
+WITH waiting AS MATERIALIZED (
+    SELECT o.id, m.id AS message_id
+    FROM tracker.observations o
+    JOIN tracker.messages m
+      ON m.vendor = o.vendor AND m.vendor_ref = o.vendor_ref AND m.recipient_key = o.recipient_key
+    WHERE o.message_id IS NULL
+      AND ($1::bigint[] IS NULL OR m.id = ANY($1::bigint[]))
+      AND ($2::bigint[] IS NULL OR o.id = ANY($2::bigint[]))
+    ORDER BY o.id
+    FOR UPDATE OF o
+)
+UPDATE tracker.observations o SET message_id = w.message_id
+FROM waiting w
+WHERE o.id = w.id
 RETURNING o.id, o.message_id, o.vendor, o.code, o.state, o.source, coalesce(o.event_at, o.received_at) AS occurred_at,
           o.received_at, o.failure_code, o.failure_reason, o.failure_permanent
 """
