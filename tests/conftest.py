@@ -3,6 +3,7 @@ the machine's PostgreSQL binaries, or the server named by TRACKER_TEST_DSN (its 
 CREATEDB). Each test gets its own database, copied from a migrated template."""
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import tempfile
@@ -17,6 +18,17 @@ from tracker.db.embedded import EmbeddedPostgres
 from tracker.db.migrate import migrate
 
 TEMPLATE = "tracker_test_template"
+
+
+async def until_waiting_on_a_lock(conn: asyncpg.Connection, pid: int, what: str,
+                                  timeout: float = 4.0) -> None:
+    """Wait until the server session `pid` waits on a lock (as `conn` sees it), or fail
+    naming `what` was expected to get there."""
+    for _ in range(int(timeout / 0.02)):
+        if await conn.fetchval("SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid):
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{what} never reached its last step")
 
 
 def dsn_with_db(dsn: str, database: str) -> str:

@@ -1,4 +1,5 @@
 """Intake of tracker.submissions rows on a real PostgreSQL."""
+from tests.conftest import until_waiting_on_a_lock
 from tracker.config_types import Config
 from tracker.intake import take_in
 
@@ -104,14 +105,7 @@ async def _race_a_report_with_intake(pool, block_second_look: bool = False):
         # Intake's last step (marking the row done) waits on this; its claim does not.
         await table_gate.execute("LOCK TABLE tracker.submissions IN SHARE MODE")
         intake = asyncio.create_task(take_in(intake_conn, Config()))
-        pid = intake_conn.get_server_pid()
-        for _ in range(200):
-            if await report_conn.fetchval(
-                    "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid):
-                break
-            await asyncio.sleep(0.02)
-        else:
-            raise AssertionError("intake never reached its last step")
+        await until_waiting_on_a_lock(report_conn, intake_conn.get_server_pid(), "intake")
         assert await report_conn.fetchval("SELECT count(*) FROM tracker.messages") == 0  # not committed
         applied = await reducer.apply(report_conn, "postback", [
             Observation("skycore", "TRK9", "1555", State.delivered, "N202")])

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta, timezone
 
 import orjson
 
+from tests.conftest import until_waiting_on_a_lock
 from tests.postbacks_support import TOKENS, config_for, postback_url, running, session, settle
 from tracker import logging as tlog
 from tracker import replay
@@ -353,14 +354,7 @@ async def test_a_postback_stored_while_its_message_is_being_made_is_adopted_afte
         # The postback's last step (marking its row done) waits on this; its claim does not.
         await gate.execute("LOCK TABLE tracker.postbacks IN SHARE MODE")
         applying = asyncio.create_task(process_pending(post_conn, Config(), 10))
-        pid = post_conn.get_server_pid()
-        for _ in range(200):
-            if await intake_conn.fetchval(
-                    "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid):
-                break
-            await asyncio.sleep(0.02)
-        else:
-            raise AssertionError("the postback never reached its last step")
+        await until_waiting_on_a_lock(intake_conn, post_conn.get_server_pid(), "the postback")
         assert (await take_in(intake_conn, Config())).messages == 1  # commits; sees no report yet
         await hold.rollback()
         out = await applying
