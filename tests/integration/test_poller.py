@@ -2,15 +2,12 @@
 claims and leases, per-vendor schedules, batch and list polls, tracking windows."""
 from __future__ import annotations
 
-import asyncio
 from collections import Counter, defaultdict
-from datetime import timedelta
 
 import pytest
 
 from tests.polling_support import (all_final, db_states, make_config, numbers, send,
                                    start_poller, status_requests, wait_until)
-from tracker.adapters.base import MessageRef
 from tracker.db import queries as q
 from tracker.poller.engine import Outcome
 from tracker.poller import schedule
@@ -35,6 +32,20 @@ async def run_until_final(poller, pool, timeout: float = 30.0) -> None:
         return await all_final(pool)
 
     await wait_until(done, timeout, step=0.2)
+
+
+async def claimed_by_hand(sandbox, pool, db_dsn, n: int):
+    """`n` Spark Sender messages, all due, claimed by the worker of a poller that is not
+    polling (started and stopped): (poller, worker, claimed rows, lease_until)."""
+    config = make_config(sandbox, db_dsn)
+    await send(sandbox, pool, config, "sparksender", numbers(n))
+    p = await start_poller(config, pool)
+    await p.stop()  # not polling: the test drives its worker by hand
+    worker = p.workers["sparksender"]
+    async with pool.acquire() as conn:
+        await conn.execute("UPDATE tracker.messages SET next_poll_at = now()")
+    rows, lease_until, _ = await worker.claim(probe=False)
+    return p, worker, rows, lease_until
 
 
 def mismatches(truth, states):
@@ -146,14 +157,7 @@ async def test_a_stale_claim_writes_nothing(sandbox, pool, db_dsn):
     from tracker.adapters.base import Observation
     from tracker.core.states import State
 
-    config = make_config(sandbox, db_dsn)
-    await send(sandbox, pool, config, "sparksender", numbers(5))
-    a = await start_poller(config, pool)
-    await a.stop()  # not polling: we drive its worker by hand
-    worker = a.workers["sparksender"]
-    async with pool.acquire() as conn:
-        await conn.execute("UPDATE tracker.messages SET next_poll_at = now()")
-    rows, lease_until, _ = await worker.claim(probe=False)
+    _, worker, rows, lease_until = await claimed_by_hand(sandbox, pool, db_dsn, 5)
     assert len(rows) == 5
     async with pool.acquire() as conn:  # the lease runs out; another poller takes them over
         await conn.execute("UPDATE tracker.messages SET lease_until = now() - interval '1 s',"
@@ -170,14 +174,7 @@ async def test_a_stale_claim_writes_nothing(sandbox, pool, db_dsn):
 
 
 async def test_stop_hands_back_claims_due_at_once(sandbox, pool, db_dsn):
-    config = make_config(sandbox, db_dsn)
-    await send(sandbox, pool, config, "sparksender", numbers(20))
-    p = await start_poller(config, pool)
-    await p.stop()
-    worker = p.workers["sparksender"]
-    async with pool.acquire() as conn:
-        await conn.execute("UPDATE tracker.messages SET next_poll_at = now()")
-    rows, _, _ = await worker.claim(probe=False)
+    p, _, rows, _ = await claimed_by_hand(sandbox, pool, db_dsn, 20)
     assert rows
     async with pool.acquire() as conn:
         held = await conn.fetchval("SELECT count(*) FROM tracker.messages WHERE lease_owner = $1", p.owner)
@@ -246,14 +243,7 @@ async def _polled_all(pool) -> bool:
 
 
 async def test_a_postback_that_pushed_the_next_poll_out_during_a_claim_is_kept(sandbox, pool, db_dsn):
-    config = make_config(sandbox, db_dsn)
-    await send(sandbox, pool, config, "sparksender", numbers(2))
-    p = await start_poller(config, pool)
-    await p.stop()
-    worker = p.workers["sparksender"]
-    async with pool.acquire() as conn:
-        await conn.execute("UPDATE tracker.messages SET next_poll_at = now()")
-    rows, lease_until, _ = await worker.claim(probe=False)
+    _, worker, rows, lease_until = await claimed_by_hand(sandbox, pool, db_dsn, 2)
     async with pool.acquire() as conn:  # what tracker.postbacks does on a report (DEFER_POLLS)
         await conn.execute("UPDATE tracker.messages SET next_poll_at = now() + interval '1 hour'"
                            " WHERE id = $1", rows[0].id)
