@@ -10,7 +10,6 @@ import asyncpg
 import pytest
 import structlog
 
-from tests.conftest import dsn_with_db
 from tests.polling_support import (all_final, db_states, make_config, numbers, send,
                                    start_poller, status_requests, wait_until)
 from tracker.sandbox import Sandbox

@@ -1,7 +1,6 @@
 """The reducer on a real PostgreSQL."""
 import asyncio
 import random
-from datetime import datetime, timezone
 
 from tracker.adapters.base import Observation
 from tracker.core.states import Failure, State

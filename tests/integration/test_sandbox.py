@@ -448,7 +448,7 @@ async def test_fates_converge_to_truth(http: aiohttp.ClientSession) -> None:
         sb.set_postback_url("skycore", rx.url("sky"))
         sb.set_postback_url("sparrow", rx.url("sparrow"))
         ss = await send_many(sb, "sparksender", numbers, bulk=True)
-        es = await send_many(sb, "engagespark", numbers, bulk=True)
+        await send_many(sb, "engagespark", numbers, bulk=True)
         sk = await send_many(sb, "skycore", numbers)
         sp = await send_many(sb, "sparrow", numbers, bulk=True)
         await settle(sb)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from tests.unit.fixtures import (FUZZ, NOW, PROPERTY, content_types, encoded, headers, json_values, load,
                                  methods, ok, queries, raw, shaped, statuses, unwrapped)
 from tracker.adapters import sparrow as sp
-from tracker.adapters.base import NO_REF, AccountError, HttpResponse, MessageRef, ParseError
+from tracker.adapters.base import AccountError, HttpResponse, MessageRef, ParseError
 from tracker.config_types import VendorConfig
 from tracker.core.states import Failure, State
 
