@@ -1,7 +1,8 @@
 """Polls per second through the tracker against the sandbox, beside a bare aiohttp client loop
 against the same sandbox endpoint, in the same run. Loopback only; stops by itself.
 
-    .venv/bin/python bench/poll_rate.py [--messages 20000] [--concurrency 32] [--rounds 2] [--dsn DSN]
+    .venv/bin/python bench/poll_rate.py [--messages 20000] [--concurrency 32] [--rounds 2]
+                                        [--delays-ms 0,5,20] [--dsn DSN]
 
 The sandbox runs in its own process (Spark Sender's status call, one message per call). The
 bare loop sends `--concurrency` status calls at a time and reads each answer. The tracker is
@@ -9,6 +10,11 @@ bare loop sends `--concurrency` status calls at a time and reads each answer. Th
 made due at one moment and counted as polled when its result is written (poll_count,
 observation, reducer, next poll): the rate runs from that moment to the last write. Rounds
 alternate bare / tracker; the median round of each is shown.
+
+Each delay in `--delays-ms` is one profile: the sandbox holds every answer that long (its
+`answer_delay_s` knob), as a vendor's network and servers do. At 0 the sandbox answers at once
+and both sides are bound by CPU: the bare loop's one aiohttp call against the tracker's call plus
+its PostgreSQL write, with the sandbox and PostgreSQL on the same cores (docs/polling.md).
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ import statistics
 import tempfile
 import time
 from datetime import datetime, timezone
+from typing import NamedTuple
 from pathlib import Path
 
 from _polling import Daemon, cpu_seconds, database, migrated, sandbox, write_config
@@ -97,6 +104,38 @@ async def tracker_round(pool: asyncpg.Pool, n: int, meter: Meter) -> float:
     return n / (last - due).total_seconds()
 
 
+class Profile(NamedTuple):
+    bares: list[float]
+    tracks: list[float]
+    bare: float  # medians
+    tracked: float
+    bare_cpu: dict[str, float]
+    track_cpu: dict[str, float]
+
+
+async def set_knobs(url: str, knobs: dict) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url + "/_sandbox/knobs", json=knobs) as r:
+            r.raise_for_status()
+
+
+async def profile(args, pool: asyncpg.Pool, vendor: dict, creds: dict, refs: list[str],
+                  pids: dict) -> Profile:
+    """Rounds of bare loop and tracker, alternating, after a warm-up of the bare loop."""
+    await bare_loop(vendor["base_url"], creds, refs[:2000], args.concurrency)
+    bares, tracks, bare_cpu, track_cpu = [], [], [], []
+    for _ in range(args.rounds):
+        with Meter(pids) as m:
+            bares.append(await bare_loop(vendor["base_url"], creds, refs, args.concurrency))
+        bare_cpu.append(m.per_call_us(len(refs)))
+        m = Meter(pids)
+        tracks.append(await tracker_round(pool, len(refs), m))
+        track_cpu.append(m.per_call_us(len(refs)))
+    median_cpu = lambda rounds: {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}  # noqa: E731
+    return Profile(bares, tracks, statistics.median(bares), statistics.median(tracks),
+                   median_cpu(bare_cpu), median_cpu(track_cpu))
+
+
 def cpu_line(us: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.0f}" for k, v in us.items() if v == v)  # NaN: not measured
 
@@ -139,32 +178,35 @@ async def run(args, dsn: str, pg_pid: int | None) -> int:
             pids = {"client": (os.getpid(), False), "tracker": (daemon.proc.pid, False),
                     "sandbox": (sb["pid"], False), "postgres": (pg_pid, True)}
             try:
-                await bare_loop(vendor["base_url"], creds, refs[:2000], args.concurrency)  # warm up
-                bares, tracks, bare_cpu, track_cpu = [], [], [], []
-                for _ in range(args.rounds):
-                    with Meter(pids) as m:
-                        bares.append(await bare_loop(vendor["base_url"], creds, refs, args.concurrency))
-                    bare_cpu.append(m.per_call_us(len(refs)))
-                    m = Meter(pids)
-                    tracks.append(await tracker_round(pool, len(refs), m))
-                    track_cpu.append(m.per_call_us(len(refs)))
+                profiles = []
+                for delay_ms in args.delays_ms:
+                    await set_knobs(sb["url"], {"answer_delay_s": delay_ms / 1000})
+                    profiles.append((delay_ms, await profile(args, pool, vendor, creds, refs, pids)))
             finally:
                 code = daemon.stop()
                 shutil.rmtree(tmp, ignore_errors=True)
             errors = await pool.fetchval("SELECT coalesce(sum(polls_failed), 0) FROM tracker.poll_stats")
         finally:
             await pool.close()
-    bare, tracked = statistics.median(bares), statistics.median(tracks)
-    median_cpu = lambda rounds: {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}  # noqa: E731
     print(f"poll rate bench: loopback, {len(refs)} Spark Sender messages, concurrency "
           f"{args.concurrency}, batch {args.batch_size}, {args.rounds} rounds, {os.cpu_count()} CPUs;"
-          f" sandbox, tracker and this client each in its own process")
-    print("rounds (bare / tracker, per s): " + ", ".join(f"{b:.0f} / {t:.0f}" for b, t in zip(bares, tracks)))
-    print(f"bare aiohttp client loop   {bare:8.0f} status calls/s   CPU us per call: {cpu_line(median_cpu(bare_cpu))}")
-    print(f"tracker (tracker run)      {tracked:8.0f} polls/s          CPU us per poll: {cpu_line(median_cpu(track_cpu))}")
-    print(f"ratio {tracked / bare:.2f} (target 0.7); each poll is written through the reducer"
-          f" (observation, transition, state, next poll); poll errors {errors}; tracker exit code {code}")
+          f" sandbox, tracker and this client each in its own process; each poll is written"
+          f" through the reducer (observation, transition, state, next poll)")
+    for delay_ms, p in profiles:
+        print(f"answer delay {delay_ms:g} ms: rounds (bare / tracker, per s) "
+              + ", ".join(f"{b:.0f} / {t:.0f}" for b, t in zip(p.bares, p.tracks)))
+        print(f"  bare aiohttp client loop {p.bare:8.0f} status calls/s  CPU us per call: {cpu_line(p.bare_cpu)}")
+        print(f"  tracker (tracker run)    {p.tracked:8.0f} polls/s         CPU us per poll: {cpu_line(p.track_cpu)}")
+        print(f"  ratio {p.tracked / p.bare:.2f} (target 0.7)")
+    print(f"poll errors {errors}; tracker exit code {code}")
     return 0 if code == 0 else 1
+
+
+def delays(text: str) -> list[float]:
+    out = [float(x) for x in text.split(",") if x.strip()]
+    if not out or min(out) < 0:
+        raise argparse.ArgumentTypeError("one or more delays in ms, each >= 0")
+    return out
 
 
 def main() -> int:
@@ -173,6 +215,8 @@ def main() -> int:
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=200)
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--delays-ms", type=delays, default=[0.0, 5.0, 20.0],
+                   help="sandbox answer delays to measure at, comma-separated (default 0,5,20)")
     p.add_argument("--dsn", default=os.environ.get("TRACKER_BENCH_DSN"),
                    help="an existing, migratable database (default: a private embedded cluster)")
     args = p.parse_args()

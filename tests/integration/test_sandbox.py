@@ -535,6 +535,14 @@ async def test_throttle_rate_limit_5xx_slow_malformed(http: aiohttp.ClientSessio
         with pytest.raises(asyncio.TimeoutError):
             await get_json(http, "GET", sb.base_url("sparksender") + "/api/getStatus/",
                            timeout=timeout)
+    async with sandbox({**FAST, "answer_delay_s": 0.3}) as sb:
+        began = time.monotonic()
+        status, _, _ = await get_json(http, "GET", sb.base_url("sparksender") + "/api/getStatus/")
+        assert status == 200 and time.monotonic() - began >= 0.3
+        sb.set_knobs(None, answer_delay_s=0.0)
+        began = time.monotonic()
+        await get_json(http, "GET", sb.base_url("sparksender") + "/api/getStatus/")
+        assert time.monotonic() - began < 0.3
     async with sandbox(only("delivered", malformed_share=1.0)) as sb:
         [call] = await send_many(sb, "sparksender", [PH[0]])  # sends are never garbled
         cfg = sb.vendor_config("sparksender")
@@ -620,7 +628,7 @@ def test_knobs_validate() -> None:
     assert Knobs().with_changes({"malformed_kinds": ["nul"]}).as_dict()["malformed_kinds"] == ["nul"]
     for bad in ({"delivered": -1}, {"latency": "zipf"}, {"account": "broke"},
                 {"throttle_share": 2}, {"time_scale": "fast"}, {"malformed_kinds": []},
-                {"malformed_kinds": ["gibberish"]}):
+                {"malformed_kinds": ["gibberish"]}, {"answer_delay_s": -0.1}):
         with pytest.raises(ValueError):
             Knobs().with_changes(bad)
     with pytest.raises(ValueError):

@@ -4,7 +4,7 @@ Times come in two kinds:
 - vendor time (`*_s` fields marked "scaled"): what the vendor's world takes (receipt latency,
   deliveryDeadline, token lifetime, postback timeout and retry delay). Real seconds are
   `value * time_scale`, so `time_scale=0.001` turns Skycore's 5-minute retry into 0.3 s.
-- transport time (`slow_delay_s`, `retry_after_s`): real seconds, never scaled, because they are
+- transport time (`answer_delay_s`, `slow_delay_s`, `retry_after_s`): real seconds, never scaled, because they are
   about the tracker's own timeouts and back-off.
 
 Fate shares are weights (normalized over their sum). A vendor that cannot express a fate reports
@@ -64,7 +64,8 @@ class Knobs:
     duplicate_share: float = 0.0  # a postback is sent twice
     out_of_order_share: float = 0.0  # the final postback goes out before the 'sent' one
     postback_format: str = "v2"  # Skycore: v2 (JSON) | v1 (XML)
-    # -- transport faults (real seconds) --
+    # -- transport (real seconds) --
+    answer_delay_s: float = 0.0  # every API answer waits this long: a vendor's network and server
     rate_limit_per_s: float = 0.0  # hard limit per vendor, 0 = none; beyond: 429 + Retry-After
     throttle_share: float = 0.0  # share of requests answered 429 + Retry-After
     retry_after_s: int = 1
@@ -108,8 +109,9 @@ class Knobs:
             raise ValueError("knob postback_retries: 0..20")
         if self.postback_concurrency is not None and not 1 <= self.postback_concurrency <= 64:
             raise ValueError("knob postback_concurrency: 1..64")
-        if self.retry_after_s < 0 or self.rate_limit_per_s < 0 or self.slow_delay_s < 0:
-            raise ValueError("knobs retry_after_s, rate_limit_per_s, slow_delay_s: must be >= 0")
+        if min(self.retry_after_s, self.rate_limit_per_s, self.slow_delay_s, self.answer_delay_s) < 0:
+            raise ValueError("knobs retry_after_s, rate_limit_per_s, slow_delay_s, answer_delay_s:"
+                             " must be >= 0")
         if sum(self.fate_weights().values()) <= 0:
             raise ValueError("knobs: at least one fate share must be > 0")
 

@@ -243,6 +243,8 @@ class Sandbox:
         knobs = self._knobs[vendor]
         status = 0
         try:
+            if knobs.answer_delay_s:
+                await asyncio.sleep(knobs.answer_delay_s)
             response = self._fault(vendor, knobs)
             if response is None:
                 if knobs.slow_share and self.vendors[vendor].rng.random() < knobs.slow_share:
