@@ -4,8 +4,8 @@ Times come in two kinds:
 - vendor time (`*_s` fields marked "scaled"): what the vendor's world takes (receipt latency,
   deliveryDeadline, token lifetime, postback timeout and retry delay). Real seconds are
   `value * time_scale`, so `time_scale=0.001` turns Skycore's 5-minute retry into 0.3 s.
-- transport time (`answer_delay_s`, `slow_delay_s`, `retry_after_s`): real seconds, never scaled, because they are
-  about the tracker's own timeouts and back-off.
+- transport time (`answer_delay_s`, `slow_delay_s`, `retry_after_s`): real seconds, never
+  scaled, because they are about the tracker's own timeouts, back-off and throughput.
 
 Fate shares are weights (normalized over their sum). A vendor that cannot express a fate reports
 the nearest one it can (e.g. Spark Sender has only "fail", Skycore v2 has no "expired"); the ground
@@ -65,7 +65,7 @@ class Knobs:
     out_of_order_share: float = 0.0  # the final postback goes out before the 'sent' one
     postback_format: str = "v2"  # Skycore: v2 (JSON) | v1 (XML)
     # -- transport (real seconds) --
-    answer_delay_s: float = 0.0  # every API answer waits this long: a vendor's network and server
+    answer_delay_s: float = 0.0  # every API answer waits this long (a vendor's network and servers)
     rate_limit_per_s: float = 0.0  # hard limit per vendor, 0 = none; beyond: 429 + Retry-After
     throttle_share: float = 0.0  # share of requests answered 429 + Retry-After
     retry_after_s: int = 1
@@ -109,7 +109,8 @@ class Knobs:
             raise ValueError("knob postback_retries: 0..20")
         if self.postback_concurrency is not None and not 1 <= self.postback_concurrency <= 64:
             raise ValueError("knob postback_concurrency: 1..64")
-        if min(self.retry_after_s, self.rate_limit_per_s, self.slow_delay_s, self.answer_delay_s) < 0:
+        if min(self.retry_after_s, self.rate_limit_per_s, self.slow_delay_s,
+               self.answer_delay_s) < 0:
             raise ValueError("knobs retry_after_s, rate_limit_per_s, slow_delay_s, answer_delay_s:"
                              " must be >= 0")
         if sum(self.fate_weights().values()) <= 0:
