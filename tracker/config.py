@@ -25,6 +25,7 @@ from tracker.config_types import (
     VENDORS,
     Config,
     DatabaseConfig,
+    HealthConfig,
     HttpConfig,
     IntakeConfig,
     LogConfig,
@@ -42,6 +43,7 @@ _SECTIONS: dict[str, type] = {
     "database": DatabaseConfig,
     "http": HttpConfig,
     "intake": IntakeConfig,
+    "health": HealthConfig,
     "log": LogConfig,
 }
 _SECRETS: dict[str, frozenset[str]] = {
@@ -465,6 +467,7 @@ class _Loader:
             database=DatabaseConfig(**sections["database"]),
             http=HttpConfig(**sections["http"]),
             intake=IntakeConfig(**sections["intake"]),
+            health=HealthConfig(**sections["health"]),
             log=LogConfig(**sections["log"]),
             vendors={v: VendorConfig(name=v, **vendors[v]) for v in VENDORS},
             source=self.path,

@@ -55,7 +55,18 @@ class DatabaseConfig:
 @dataclass(frozen=True)
 class IntakeConfig:
     sweep_interval_s: float = 5.0
-    batch_size: int = 500
+    batch_size: int = 1000  # submission rows claimed per transaction
+    max_messages_per_row: int = 200_000  # a row that expands to more is refused with the reason
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    """Supervision and readiness (tracker.supervisor, /readyz)."""
+
+    restart_backoff_max_s: float = 30.0  # a failing component restarts after 0.1 s, doubling to this
+    failures_before_unready: int = 3  # consecutive failures after which /readyz names the component
+    intake_stall_s: float = 60.0  # /readyz 503 while a submission row waits longer than this
+    postbacks_stall_s: float = 60.0  # /readyz 503 while a stored postback waits longer than this
 
 
 @dataclass(frozen=True)
@@ -69,6 +80,7 @@ class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     intake: IntakeConfig = field(default_factory=IntakeConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
     log: LogConfig = field(default_factory=LogConfig)
     vendors: dict[str, VendorConfig] = field(
         default_factory=lambda: {v: VendorConfig(name=v) for v in VENDORS}
