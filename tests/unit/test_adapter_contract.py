@@ -174,6 +174,28 @@ def test_parse_time():
         assert base.parse_time(bad) is None
 
 
+def test_parse_time_out_of_range():
+    # Edge times that UTC can hold are returned (the caller clamps them); those it cannot hold
+    # would overflow in whoever compares or stores them: unreadable, None.
+    assert base.parse_time("9999-12-31T23:59:59Z") == datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc)
+    assert base.parse_time("0001-01-01T00:00:00Z") == datetime(1, 1, 1, tzinfo=timezone.utc)
+    for bad in ("9999-12-31T10:00:00-14:00", "0001-01-01T00:00:00+05:00", "infinity", "-infinity",
+                "0000-01-01T00:00:00Z", "10000-01-01T00:00:00Z"):
+        assert base.parse_time(bad) is None
+    assert base.parse_time("0001-01-01 00:00:00", timezone(timedelta(hours=5, minutes=45))) is None
+
+
+def test_digits_id_text_and_limits():
+    assert base.digits("+1 (555) 010-2030") == "15550102030" and base.digits(9771) == "9771"
+    assert base.digits("\x00") == "" and base.digits("9" * 100_000) == "9" * 100_000
+    with pytest.raises(ParseError):
+        base.digits(10 ** 5000)  # Python would refuse its text; a phone number it is not
+    assert [base.id_text(v) for v in ("007", 14364, True, 1.5, None, [], 10 ** 400)] == \
+        ["007", "14364", None, None, None, None, None]
+    assert base.as_code(10 ** 5000) is None
+    assert (base.MAX_REF_LEN, base.MAX_RECIPIENT_LEN, base.MAX_CLIENT_REF_LEN) == (200, 32, 500)
+
+
 def test_retry_after():
     assert base.retry_after({"retry-after": " 30 "}, NOW) == 30.0
     assert base.retry_after({"Retry-After": "-5"}, NOW) == 0.0

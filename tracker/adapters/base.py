@@ -18,6 +18,20 @@ class ParseError(ValueError):
     """The payload cannot be read as this vendor's format. The message says why, never a secret."""
 
 
+# Longest vendor id (`Observation.vendor_ref`, as issued and normalized), recipient (digits) and
+# client reference a submission may carry: the intake refuses a row beyond them (PostgreSQL's
+# btree entries hold about 2,700 bytes; no vendor's documented id comes near these). Adapters
+# never truncate an id to fit (a cut id could name another message); a send response whose
+# shared batch id is longer than MAX_REF_LEN is a ParseError, since it would be copied into
+# every message of the row.
+MAX_REF_LEN = 200
+MAX_RECIPIENT_LEN = 32
+MAX_CLIENT_REF_LEN = 500
+# An integer id, code or number longer than this (about 300 digits) is none of them: it is never
+# turned into text (slow for huge integers, and refused by Python beyond 4,300 digits).
+MAX_INT_BITS = 1024
+
+
 @dataclass(frozen=True, slots=True)
 class Observation:
     """One report about one message, normalized.
@@ -35,7 +49,12 @@ class Observation:
     event_at: datetime | None = None  # the vendor's time of the event, when it gives one
     failure: Failure | None = None
     deadline: datetime | None = None  # vendor keeps retrying until then (engageSPARK)
-    raw: Any = None  # the fragment of the payload this came from (JSON-able)
+    # The fragment of the payload this came from (JSON-able): this message's own part, never a
+    # whole multi-message response again (its size must stay linear in the response's).
+    raw: Any = None
+    # The id exactly as the vendor wrote it (set by parse_send; None where no id was given):
+    # what status calls must send back. `vendor_ref` is its normalized form, for matching.
+    issued_ref: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +110,11 @@ class SendResult:
 
 
 def digits(number: Any) -> str:
-    """A phone number as digits only: '+1 (555) 010-2030' -> '15550102030'."""
+    """A phone number as digits only: '+1 (555) 010-2030' -> '15550102030'. Linear in the
+    text's length; an integer too long to be a phone number is a ParseError (its decimal text
+    would be slow to make, and Python refuses it beyond 4,300 digits)."""
+    if isinstance(number, int) and not isinstance(number, bool) and number.bit_length() > MAX_INT_BITS:
+        raise ParseError("phone number is an integer too long to be one")
     text = str(number)
     if text.isdigit():  # already digits only (the common case): no per-character walk
         return text
@@ -113,6 +136,16 @@ class HttpResponse:
 # Spark Sender `unsuccess`, a Skycore `Failure`, an engageSPARK per-message `error`, a Sparrow
 # DATA_ERROR). The intake keys such a message by its submission, not by this empty ref.
 NO_REF = ""
+
+
+def id_text(value: Any) -> str | None:
+    """A vendor id as the vendor wrote it: a string as is, an integer as its decimal text; None
+    for anything else (bool, float, null, a container, an integer too long to be an id)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() <= MAX_INT_BITS:
+        return str(value)
+    return None
 
 
 def load_json(body: Any, what: str) -> Any:
@@ -143,7 +176,7 @@ def as_code(value: Any) -> str | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return str(value)
+        return str(value) if value.bit_length() <= MAX_INT_BITS else None
     if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
         return str(int(value))
     if isinstance(value, str) and value.strip():
@@ -154,7 +187,9 @@ def as_code(value: Any) -> str | None:
 def parse_time(value: Any, naive_tz: tzinfo | None = None) -> datetime | None:
     """An ISO 8601 / RFC 3339 vendor time as an aware datetime, or None when absent or unreadable
     (a bad timestamp never loses the report it came with). A time without an offset is read in
-    `naive_tz` (default UTC)."""
+    `naive_tz` (default UTC). A time that cannot be expressed in UTC (year 9999 at -14:00, year
+    1 at +05:00) is unreadable too: it would overflow in whoever compares or stores it. Times at
+    the edges that can (9999-12-31T23:59:59Z) are returned; callers clamp them to their range."""
     if not isinstance(value, str):
         return None
     text = value.strip()
@@ -166,6 +201,10 @@ def parse_time(value: Any, naive_tz: tzinfo | None = None) -> datetime | None:
         return None
     if at.tzinfo is None or at.utcoffset() is None:
         at = at.replace(tzinfo=naive_tz or timezone.utc)
+    try:
+        at.astimezone(timezone.utc)
+    except (OverflowError, ValueError):
+        return None
     return at
 
 
