@@ -110,13 +110,17 @@ def report(**records):
     return ok({"data": {"uuid": B2, "records": records}, "meta": {}, "result": "00", "status": "OK"})
 
 
-def test_status_requests_two_per_batch():
+def test_status_requests_two_per_batch_with_the_id_as_issued():
+    # Grouped by the normalized batch id; each URL carries its group's first id verbatim
+    # (percent-encoded for the path), never the normalized form.
     refs = [MessageRef(B2.upper(), "+977 980"), MessageRef(B2, "9771"), MessageRef("{" + BATCH + "}", "1")]
     reqs = sp.status_requests(CFG, refs, token="JWT-secret")
     base = "https://ent-api.sparrowsms.com/v1/intlsms/compose/report/"
     assert [(r.method, r.url) for r in reqs] == [
-        ("GET", f"{base}{B2}/delivery/"), ("GET", f"{base}{B2}/failed/"),
-        ("GET", f"{base}{BATCH}/delivery/"), ("GET", f"{base}{BATCH}/failed/")]
+        ("GET", f"{base}{B2.upper()}/delivery/"), ("GET", f"{base}{B2.upper()}/failed/"),
+        ("GET", f"{base}%7B{BATCH}%7D/delivery/"), ("GET", f"{base}%7B{BATCH}%7D/failed/")]
+    [one, _] = sp.status_requests(CFG, [MessageRef(B2, "1")], token="t")
+    assert one.url == f"{base}{B2}/delivery/"
     assert all(r.headers["Authorization"] == "Bearer JWT-secret" for r in reqs)
     with pytest.raises(ValueError):
         sp.status_requests(CFG, refs)

@@ -11,8 +11,10 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
+from urllib.parse import quote
 
 from tracker.adapters.base import (
+    MAX_REF_LEN,
     NO_REF,
     AccountError,
     HttpRequest,
@@ -160,12 +162,14 @@ def _batches(refs: list[MessageRef]) -> dict[str, list[MessageRef]]:
 def status_requests(
     cfg: VendorConfig, refs: list[MessageRef], token: str | None = None
 ) -> list[HttpRequest]:
-    """Two GETs per batch (delivery, then failed); refs normally share one batch id."""
+    """Two GETs per batch (delivery, then failed); refs normally share one batch id. Refs are
+    grouped by their normalized batch id; the URL carries the group's first id verbatim."""
     if not token:
         raise ValueError("sparrow: a login token is required (login_request / parse_login)")
     headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
     out = []
-    for batch in _batches(refs):
+    for group in _batches(refs).values():
+        batch = quote(str(group[0].vendor_ref), safe="")  # as issued: normalized for grouping only
         for report in ("delivery", "failed"):
             out.append(HttpRequest("GET", f"{_base(cfg)}/v1/intlsms/compose/report/{batch}/{report}/", headers=headers))
     return out
@@ -207,8 +211,9 @@ def parse_status(responses: list[HttpResponse], refs: list[MessageRef], now: dat
                 if not missing_reported:
                     missing_reported = True
                     for number in wanted:
-                        result.observations.append(
-                            Observation(NAME, batch, number, None, "404", "batch not found"))
+                        result.observations.append(Observation(
+                            vendor=NAME, vendor_ref=batch, recipient=number, state=None, code="404",
+                            text="batch not found"))
                 continue
             elif s in (401, 403):
                 reason = "bearer token rejected (log in again)" if s == 401 else "forbidden"
@@ -247,9 +252,9 @@ def parse_status(responses: list[HttpResponse], refs: list[MessageRef], now: dat
                         state, permanent = mapped
                         if state.is_failure:
                             failure = Failure(code, code, permanent)
-                    result.observations.append(
-                        Observation(NAME, batch, number, state, code, code,
-                                    parse_time(at, NAIVE_TZ), failure, raw=rec))
+                    result.observations.append(Observation(
+                        vendor=NAME, vendor_ref=batch, recipient=number, state=state, code=code, text=code,
+                        event_at=parse_time(at, NAIVE_TZ), failure=failure, raw=rec))
     return result
 
 
@@ -289,8 +294,9 @@ def parse_postback(
             code = code.zfill(2) if code.isdigit() else code[:50]
             state, text, permanent = DLR_STATUS.get(code, (None, None, None))
             failure = Failure(code, text, permanent) if state is not None and state.is_failure else None
-            out.append(Observation(NAME, normalize_ref(batch), number, state, code, text,
-                                   parse_time(at, NAIVE_TZ), failure, raw=item))
+            out.append(Observation(
+                vendor=NAME, vendor_ref=normalize_ref(batch), recipient=number, state=state, code=code,
+                text=text, event_at=parse_time(at, NAIVE_TZ), failure=failure, raw=item))
         return out
     if kind == "batch_complete":
         if not isinstance(data, dict):
@@ -307,14 +313,17 @@ def parse_postback(
             if not number:
                 continue
             text = "rejected (batch complete)"
-            out.append(Observation(NAME, ref, number, State.rejected, CODE_BATCH_REJECTED, text,
-                                   parse_time(at, NAIVE_TZ),
-                                   Failure(CODE_BATCH_REJECTED, text, True), raw=rec))
+            out.append(Observation(
+                vendor=NAME, vendor_ref=ref, recipient=number, state=State.rejected, code=CODE_BATCH_REJECTED,
+                text=text, event_at=parse_time(at, NAIVE_TZ), failure=Failure(CODE_BATCH_REJECTED, text, True),
+                raw=rec))
         return out
     raise ParseError("sparrow postback: unknown dlr_type")
 
 
-def _recipients(request: Any) -> list[str]:
+def _recipients(request: Any) -> dict[str, Any]:
+    """The compose request's recipients: digits -> the number as the request gave it, in order,
+    each once (a dict, so that a campaign-sized list costs linear time)."""
     if request is None:
         raise ParseError("sparrow send: the compose request is needed to name the recipients")
     req = json_value(request, "sparrow send request")
@@ -324,13 +333,26 @@ def _recipients(request: Any) -> list[str]:
         numbers = numbers.split(",")
     if not isinstance(numbers, list):
         raise ParseError("sparrow send: request has no session.recipients list")
-    out: list[str] = []
+    out: dict[str, Any] = {}
     for n in numbers:
         if isinstance(n, bool) or not isinstance(n, (str, int)):
             raise ParseError("sparrow send: a recipient is not a number")
         d = digits(n)
         if d and d not in out:  # numbers with no digits cannot be messages; duplicates are one
-            out.append(d)
+            out[d] = n
+    return out
+
+
+def _invalid(data: dict) -> dict[str, Any]:
+    """`invalid_recipients`: digits -> the vendor's own record (a number or an object), each once."""
+    records = data.get("invalid_recipients") or []
+    if not isinstance(records, list):
+        raise ParseError("sparrow send: invalid_recipients is not a list")
+    out: dict[str, Any] = {}
+    for rec in records:
+        number = _record(rec, "send")[0]
+        if number and number not in out:
+            out[number] = rec
     return out
 
 
@@ -339,7 +361,11 @@ def parse_send(response: Any, request: Any | None, now: datetime) -> SendResult:
     """Compose response + request. 00: one `accepted` per recipient, `invalid_recipients`
     rejected. 01 DRAFT (partial success, billing error): an AccountError for the operator, and
     the messages kept as `submitted` (the batch exists; its reports will tell which went out).
-    11 DATA_ERROR: every recipient rejected with the vendor's error text."""
+    11 DATA_ERROR: every recipient rejected with the vendor's error text.
+
+    Each message's raw payload is its own part: {batch_id (as issued), result, recipient (as the
+    request gave it)} or, for an invalid one, {batch_id, result, invalid_recipient: the vendor's
+    record}. Linear in the size of the response and the request."""
     status = response.status if isinstance(response, HttpResponse) else None
     body = json_value(response, "sparrow send")
     if not isinstance(body, dict):
@@ -351,39 +377,45 @@ def parse_send(response: Any, request: Any | None, now: datetime) -> SendResult:
     code = _result(body)
     if code is None:
         raise ParseError("sparrow send: response has no result code")
+    code = code[:50]
     data = body.get("data") if isinstance(body.get("data"), dict) else {}
     recipients = _recipients(request)
     batch_id = data.get("batch_id")
-    ref = normalize_ref(batch_id) if isinstance(batch_id, str) and batch_id.strip() else NO_REF
-    invalid_raw = data.get("invalid_recipients") or []
-    if not isinstance(invalid_raw, list):
-        raise ParseError("sparrow send: invalid_recipients is not a list")
-    invalid = [n for n in (_record(r, "send")[0] for r in invalid_raw) if n]
+    issued = batch_id if isinstance(batch_id, str) and batch_id.strip() else None
+    if issued is not None and len(issued) > MAX_REF_LEN:  # copied into every message: refused once
+        raise ParseError(f"sparrow send: batch_id is longer than {MAX_REF_LEN} characters")
+    ref = normalize_ref(issued) if issued is not None else NO_REF
+    invalid = _invalid(data)
     message = _error_text(body) or None
     obs = result.observations
 
-    def add(number: str, state: State | None, c: str, text: str | None, failure: Failure | None = None) -> None:
-        obs.append(Observation(NAME, ref, number, state, c, text, failure=failure, raw=data or body))
+    def add(number: str, state: State | None, text: str | None, failure: Failure | None,
+            c: str, own: dict[str, Any]) -> None:
+        obs.append(Observation(vendor=NAME, vendor_ref=ref, recipient=number, state=state, code=c,
+                               text=text, failure=failure, issued_ref=issued,
+                               raw={"batch_id": issued, "result": code, **own}))
+
+    def add_listed(state: State | None, text: str | None, failure: Failure | None = None) -> None:
+        for number, given in recipients.items():
+            if number not in invalid:
+                add(number, state, text, failure, code, {"recipient": given})
 
     def reject_invalid() -> None:
         text = "invalid recipient"
-        for number in dict.fromkeys(invalid):
-            add(number, State.rejected, CODE_INVALID_RECIPIENT, text, Failure(CODE_INVALID_RECIPIENT, text, True))
+        failure = Failure(CODE_INVALID_RECIPIENT, text, True)
+        for number, rec in invalid.items():
+            add(number, State.rejected, text, failure, CODE_INVALID_RECIPIENT, {"invalid_recipient": rec})
 
     if code == RESULT_OK:
         if ref == NO_REF:
             raise ParseError("sparrow send: result 00 without batch_id")
-        for number in recipients:
-            if number not in invalid:
-                add(number, State.accepted, code, message)
+        add_listed(State.accepted, message)
         reject_invalid()
     elif code == RESULT_DRAFT:
         text = "DRAFT: partial success (billing error)" + (f": {message}" if message else "")
         result.account_error = AccountError(code, text)
         if ref != NO_REF:  # without a batch nothing went out: an account problem only
-            for number in recipients:
-                if number not in invalid:
-                    add(number, State.submitted, code, text)
+            add_listed(State.submitted, text)
             reject_invalid()
     elif code == RESULT_DATA_ERROR:
         text = message or "DATA_ERROR"
@@ -392,11 +424,9 @@ def parse_send(response: Any, request: Any | None, now: datetime) -> SendResult:
             # engageSPARK 402, no message is made and the intake refuses the row with the reason.
             result.account_error = AccountError(code, text)
             return result
-        for number in recipients:
-            if number not in invalid:
-                add(number, State.rejected, code, text, Failure(code, text, None))
+        add_listed(State.rejected, text, Failure(code, text, None))
         reject_invalid()
     else:  # an unknown result: recorded per recipient, never guessed
-        for number in recipients:
-            add(number, None, code[:50], message)
+        for number, given in recipients.items():
+            add(number, None, message, None, code, {"recipient": given})
     return result
