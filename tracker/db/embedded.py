@@ -3,18 +3,26 @@
 Used when no database is configured (`tracker run` on the embedded default) and by the test
 suite. PostgreSQL refuses to run as root, so as root the cluster runs as the `postgres` system
 user (which must be able to reach the data directory).
+
+Only the tracker can reach it (DESIGN §9): there is no TCP listener; the Unix socket lives in a
+directory (`<state_dir>/run`) that only the cluster's OS user can enter (and root); and
+pg_hba.conf, rewritten at every start, admits only peer-authenticated local connections from
+the OS users in pg_ident.conf: the tracker's own user and the cluster's. No password exists, so
+none can leak through the DSN or the logs.
 """
 from __future__ import annotations
 
 import glob
 import os
 import pwd
+import shlex
 import shutil
-import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 INSTALL_HINT = (
     "no PostgreSQL server binaries (initdb, pg_ctl) found on PATH or under "
@@ -42,10 +50,40 @@ def find_bindir() -> Path:
     raise EmbeddedError(INSTALL_HINT)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+DEFAULT_PORT = 5432  # names the socket file only: the directory is private, so no clash
+SOCKET_DIR = "run"
+# A Unix socket path must fit sun_path: 108 bytes with the terminating NUL.
+MAX_SOCKET_PATH = 107
+AUTH_MAP = "tracker"
+DB_USER = "tracker"
+
+
+def socket_dsn(socket_dir: Path | str, port: int, database: str) -> str:
+    """A libpq/asyncpg URL for a Unix socket in ``socket_dir``."""
+    return (f"postgresql://{DB_USER}@/{database}"
+            f"?host={quote(str(socket_dir), safe='/')}&port={port}")
+
+
+def running_dsn(state_dir: Path | str, database: str = "tracker") -> str | None:
+    """The DSN of the embedded cluster under ``state_dir`` if one is running (another process,
+    e.g. the daemon, started it): its port and socket directory come from postmaster.pid."""
+    pid_file = Path(state_dir).absolute() / "pgdata" / "postmaster.pid"
+    try:
+        lines = pid_file.read_text().splitlines()
+        port, socket_dir = int(lines[3]), lines[4].split(",")[0].strip()
+    except (OSError, IndexError, ValueError):
+        return None
+    return socket_dsn(socket_dir, port, database) if socket_dir.startswith("/") else None
+
+
+def _os_user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        raise EmbeddedError(
+            f"user id {uid} has no name in the password database; PostgreSQL's peer "
+            "authentication needs one: run the tracker as a named user"
+        ) from None
 
 
 def _run_as() -> pwd.struct_passwd | None:
@@ -67,7 +105,7 @@ class EmbeddedPostgres:
 
     state_dir: Path
     fast: bool = False  # fsync off: for tests only
-    port: int = 0
+    port: int = DEFAULT_PORT
     database: str = "tracker"
 
     def __post_init__(self) -> None:
@@ -75,10 +113,13 @@ class EmbeddedPostgres:
         self.data_dir = self.state_dir / "pgdata"
         self.bindir = find_bindir()
         self.user = _run_as()
+        self.socket_dir = self.state_dir / SOCKET_DIR
+        self._own_tmp_socket_dir: Path | None = None  # made by us when state_dir is too deep
 
     @property
     def dsn(self) -> str:
-        return f"postgresql://tracker@127.0.0.1:{self.port}/{self.database}"
+        """Unix socket, peer authentication: no host, no password."""
+        return socket_dsn(self.socket_dir, self.port, self.database)
 
     def _cmd(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         kwargs: dict = {}
@@ -102,32 +143,71 @@ class EmbeddedPostgres:
 
     def _prepare_dirs(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        if self.user is None:
-            return
-        # The postgres user must be able to reach the state directory.
-        for parent in [self.state_dir, *self.state_dir.parents]:
-            st = parent.stat()
-            if not (st.st_mode & 0o001 or st.st_uid == self.user.pw_uid):
-                raise EmbeddedError(
-                    f"the `postgres` user cannot reach {self.state_dir} ({parent} is not "
-                    "searchable by others): choose another database.state_dir, e.g. under /var/lib"
-                )
-        os.chown(self.state_dir, self.user.pw_uid, self.user.pw_gid)
-        os.chmod(self.state_dir, 0o700)
+        if self.user is not None:
+            # The postgres user must be able to reach the state directory.
+            for parent in [self.state_dir, *self.state_dir.parents]:
+                st = parent.stat()
+                if not (st.st_mode & 0o001 or st.st_uid == self.user.pw_uid):
+                    raise EmbeddedError(
+                        f"the `postgres` user cannot reach {self.state_dir} ({parent} is not "
+                        "searchable by others): choose another database.state_dir, e.g. under /var/lib"
+                    )
+        self._make_private(self.state_dir)
+        self.socket_dir = self._choose_socket_dir()
+        self._make_private(self.socket_dir)
+
+    def _make_private(self, path: Path) -> None:
+        """Owned by the cluster's OS user, mode 0700: nobody else (but root) may enter."""
+        if path.is_symlink():
+            raise EmbeddedError(f"{path} is a symbolic link; the embedded cluster needs a real "
+                                "directory there: remove the link")
+        try:
+            path.mkdir(mode=0o700, exist_ok=True)
+            if self.user is not None:
+                os.chown(path, self.user.pw_uid, self.user.pw_gid)
+            os.chmod(path, 0o700)
+        except OSError as e:
+            raise EmbeddedError(f"cannot make {path} private to the embedded cluster's user: "
+                                f"{e.strerror or e}") from None
+
+    def _choose_socket_dir(self) -> Path:
+        """``<state_dir>/run``, or a fresh private directory under /tmp when that path is too
+        long for a Unix socket (postmaster.pid records where it is, see running_dsn)."""
+        preferred = self.state_dir / SOCKET_DIR
+        if len(os.fsencode(preferred / f".s.PGSQL.{self.port}")) <= MAX_SOCKET_PATH:
+            return preferred
+        if self._own_tmp_socket_dir is None:
+            self._own_tmp_socket_dir = Path(tempfile.mkdtemp(prefix="tracker-pg-", dir="/tmp"))
+        return self._own_tmp_socket_dir
+
+    def _write_access_rules(self) -> None:
+        """pg_hba.conf and pg_ident.conf, rewritten at every start so that a cluster made by an
+        older tracker (which trusted every local user over TCP) is locked down as well."""
+        os_users = {_os_user_name(os.geteuid())}
+        if self.user is not None:
+            os_users.add(self.user.pw_name)
+        hba = ("# Written by tracker.db.embedded at every start: edits are lost.\n"
+               "# No TCP listener; the Unix socket's directory is private; and only the OS users\n"
+               f"# in pg_ident.conf map '{AUTH_MAP}' may connect, as '{DB_USER}'.\n"
+               f"local all {DB_USER} peer map={AUTH_MAP}\n")
+        ident = "# Written by tracker.db.embedded at every start: edits are lost.\n" + "".join(
+            f"{AUTH_MAP} {name} {DB_USER}\n" for name in sorted(os_users))
+        for name, text in (("pg_hba.conf", hba), ("pg_ident.conf", ident)):
+            path = self.data_dir / name
+            path.write_text(text)
+            if self.user is not None:
+                os.chown(path, self.user.pw_uid, self.user.pw_gid)
+            os.chmod(path, 0o600)
 
     def start(self) -> "EmbeddedPostgres":
         self._prepare_dirs()
         if not (self.data_dir / "PG_VERSION").exists():
-            self._cmd("initdb", "-D", str(self.data_dir), "-U", "tracker", "--auth=trust",
+            self._cmd("initdb", "-D", str(self.data_dir), "-U", DB_USER,
+                      "--auth-local=peer", "--auth-host=reject",
                       "-E", "UTF8", "--locale=C", *(["--no-sync"] if self.fast else []))
-        if not self.port:
-            self.port = _free_port()
-        opts = [f"-p {self.port}", "-c listen_addresses=127.0.0.1",
-                f"-k {self.state_dir}", "-c max_connections=200"]
-        if self.fast:
-            opts += ["-c fsync=off", "-c full_page_writes=off"]
+        self._write_access_rules()
         self._cmd("pg_ctl", "start", "-D", str(self.data_dir), "-w", "-t", "60",
-                  "-l", str(self.state_dir / "postgres.log"), "-o", " ".join(opts))
+                  "-l", str(self.state_dir / "postgres.log"), "-o", self._server_options())
         try:
             self._ensure_database()
         except BaseException:
@@ -135,9 +215,24 @@ class EmbeddedPostgres:
             raise
         return self
 
+    def _server_options(self) -> str:
+        """postgres options, for pg_ctl -o (which hands them to /bin/sh: hence the quoting)."""
+        settings = {
+            "listen_addresses": "",  # no TCP at all
+            "unix_socket_directories": str(self.socket_dir),
+            "unix_socket_permissions": "0700",
+            "max_connections": "200",
+            "jit": "off",  # small queries; and the unit's MemoryDenyWriteExecute= forbids JIT code
+        }
+        if self.fast:
+            settings |= {"fsync": "off", "full_page_writes": "off"}
+        opts = [f"-p {self.port}"]
+        opts += [f"-c {shlex.quote(f'{k}={v}')}" for k, v in settings.items()]
+        return " ".join(opts)
+
     def _ensure_database(self) -> None:
         for _ in range(50):
-            proc = self._cmd("psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "tracker",
+            proc = self._cmd("psql", "-h", str(self.socket_dir), "-p", str(self.port), "-U", DB_USER,
                              "-d", "postgres", "-tAc",
                              f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'",
                              check=False)
@@ -147,12 +242,15 @@ class EmbeddedPostgres:
         else:
             raise EmbeddedError(f"the embedded cluster did not accept connections: {proc.stderr}")
         if proc.stdout.strip() != "1":
-            self._cmd("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "tracker",
+            self._cmd("createdb", "-h", str(self.socket_dir), "-p", str(self.port), "-U", DB_USER,
                       self.database)
 
     def stop(self) -> None:
         if (self.data_dir / "postmaster.pid").exists():
             self._cmd("pg_ctl", "stop", "-D", str(self.data_dir), "-m", "fast", "-w", check=False)
+        if self._own_tmp_socket_dir is not None:
+            shutil.rmtree(self._own_tmp_socket_dir, ignore_errors=True)
+            self._own_tmp_socket_dir = None
 
     def __enter__(self) -> "EmbeddedPostgres":
         return self.start()
