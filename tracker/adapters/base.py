@@ -121,6 +121,14 @@ def digits(number: Any) -> str:
     return "".join(ch for ch in text if ch.isdigit())
 
 
+def recipient_digits(value: Any) -> str | None:
+    """A recipient given as a string or an integer, as digits; None for anything else or for a
+    value without digits."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        return None
+    return digits(value) or None
+
+
 @dataclass(frozen=True, slots=True)
 class HttpResponse:
     """An answer as the shell received it, handed back to the adapter to parse."""
