@@ -218,10 +218,13 @@ def test_list_cursor_mode_and_errors():
         es.parse_list(ok({"messages": [{"recipient": "1"}]}), NOW)  # an entry without id
 
 
-def test_status_request_url():
-    [r] = es.status_requests(CFG, [MessageRef(" sms20190701t053121-123-1235-0 ")])
+def test_status_request_url_sends_the_id_as_issued():
+    [r] = es.status_requests(CFG, [MessageRef("SMS20190701T053121-123-1235-0")])
     assert (r.method, r.url) == ("GET", "https://api.engagespark.com/v1/organizations/1234/messages/"
                                         "SMS20190701T053121-123-1235-0/")
+    # verbatim: no trimming or upper-casing (that is for matching only); encoded for the path
+    [r] = es.status_requests(CFG, [MessageRef(" sms1/2?x ")])
+    assert r.url == "https://api.engagespark.com/v1/organizations/1234/messages/%20sms1%2F2%3Fx%20/"
     assert r.headers["Authorization"] == "Token KEY-secret"
     with pytest.raises(ValueError):
         es.status_requests(VendorConfig("engagespark"), [MessageRef("a")])

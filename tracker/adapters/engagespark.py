@@ -13,6 +13,7 @@ from typing import Any, Mapping
 from urllib.parse import parse_qsl, quote
 
 from tracker.adapters.base import (
+    MAX_REF_LEN,
     NO_REF,
     AccountError,
     HttpRequest,
@@ -23,11 +24,12 @@ from tracker.adapters.base import (
     SendResult,
     StatusResult,
     as_code,
-    digits,
     guarded,
+    id_text,
     json_value,
     load_json,
     parse_time,
+    recipient_digits,
     retry_after,
 )
 from tracker.config_types import VendorConfig
@@ -69,12 +71,14 @@ CODE_ACCEPTED = "accepted"  # send response: accepted (acceptedMessages)
 
 
 def normalize_ref(ref: Any) -> str:
-    """Trimmed and upper-cased: ids ("SMS20190701T053121-123-1235-0") are written by the vendor
-    in upper case only (letters SMS and T, digits, dashes), so a copy folded to lower case by some
-    application names the same message; nothing is numeric, so no leading zeros are touched."""
-    if isinstance(ref, bool) or not isinstance(ref, (str, int)):
+    """For matching only: trimmed and upper-cased: ids ("SMS20190701T053121-123-1235-0") are
+    written by the vendor in upper case only (letters SMS and T, digits, dashes), so a copy folded
+    to lower case by some application names the same message; nothing is numeric, so no leading
+    zeros are touched. Status calls send the id as issued (status_requests)."""
+    text = id_text(ref)
+    if text is None:
         raise ParseError("engagespark: message id is not a string")
-    text = str(ref).strip()
+    text = text.strip()
     if not text:
         raise ParseError("engagespark: empty message id")
     return text.upper()
@@ -93,12 +97,13 @@ def _auth(cfg: VendorConfig) -> dict[str, str]:
 def status_requests(
     cfg: VendorConfig, refs: list[MessageRef], token: str | None = None
 ) -> list[HttpRequest]:
+    """One GET per message, with its id as issued (verbatim; percent-encoded for the path)."""
     headers = _auth(cfg)
     org = quote(str(cfg.org_id), safe="")
     return [
         HttpRequest(
             "GET",
-            f"{_base(cfg)}/v1/organizations/{org}/messages/{quote(normalize_ref(r.vendor_ref), safe='')}/",
+            f"{_base(cfg)}/v1/organizations/{org}/messages/{quote(str(r.vendor_ref), safe='')}/",
             headers=headers,
         )
         for r in refs
@@ -194,14 +199,10 @@ def _observation(obj: Any, ref: MessageRef | None, now: datetime) -> Observation
         if ident is None:
             raise ParseError("engagespark: status object without id")
         vendor_ref = normalize_ref(ident)
-    recipient = None
-    for key in ("recipient", "to", "fullPhoneNumber"):
-        value = obj.get(key)
-        if isinstance(value, (str, int)) and not isinstance(value, bool) and digits(value):
-            recipient = digits(value)
-            break
-    if recipient is None and ref is not None and ref.recipient:
-        recipient = digits(ref.recipient) or None
+    numbers = (recipient_digits(obj.get(key)) for key in ("recipient", "to", "fullPhoneNumber"))
+    recipient = next(filter(None, numbers), None)
+    if recipient is None and ref is not None:
+        recipient = recipient_digits(ref.recipient)
 
     to_telco = _bool(obj.get("deliveredToTelco"))
     if to_telco is None:
@@ -220,8 +221,8 @@ def _observation(obj: Any, ref: MessageRef | None, now: datetime) -> Observation
 
     def obs(state: State | None, code: str, text: str | None, failure: Failure | None = None,
             event_at: datetime | None = None) -> Observation:
-        return Observation(NAME, vendor_ref, recipient, state, code, text or None, event_at,
-                           failure, deadline, obj)
+        return Observation(vendor=NAME, vendor_ref=vendor_ref, recipient=recipient, state=state, code=code,
+                           text=text or None, event_at=event_at, failure=failure, deadline=deadline, raw=obj)
 
     if phone == "confirmed":
         if parts is not None and ok_parts is not None and ok_parts < parts:
@@ -293,10 +294,9 @@ def parse_status(responses: list[HttpResponse], refs: list[MessageRef], now: dat
         if _http_problem(resp, now, result, lookup=True):
             if resp.status in (400, 404):
                 text = _error_text(resp) or ("message not found" if resp.status == 404 else "bad request")
-                result.observations.append(
-                    Observation(NAME, normalize_ref(ref.vendor_ref), digits(ref.recipient or "") or None,
-                                None, str(resp.status), text)
-                )
+                result.observations.append(Observation(
+                    vendor=NAME, vendor_ref=normalize_ref(ref.vendor_ref),
+                    recipient=recipient_digits(ref.recipient), state=None, code=str(resp.status), text=text))
             elif not (result.account_error or result.transient_error):
                 result.transient_error = f"HTTP {resp.status}"
             continue
@@ -330,9 +330,10 @@ def parse_list(resp: HttpResponse, now: datetime, request: HttpRequest | None = 
             page = _int(nxt)
             params["page"] = str(page if page is not None else (_int(params.get("page")) or 1) + 1)
         else:  # after/limit mode: nextPage is the last id returned, the next `after`
-            if isinstance(nxt, bool) or not isinstance(nxt, (str, int)) or not str(nxt).strip():
+            after = id_text(nxt)
+            if after is None or not after.strip():
                 raise ParseError("engagespark list: hasNextPage without a usable nextPage")
-            params["after"] = str(nxt).strip()
+            params["after"] = after  # the vendor's id, sent back as it wrote it
         result.next_request = HttpRequest(request.method, request.url, params=params, headers=request.headers)
     return result
 
@@ -398,25 +399,33 @@ def _request_messages(request: Any) -> list[Any] | None:
 
 
 def _to(obj: Any) -> str | None:
-    if not isinstance(obj, dict):
-        return None
-    value = obj.get("to")
-    if isinstance(value, (str, int)) and not isinstance(value, bool):
-        return digits(value) or None
-    return None
+    return recipient_digits(obj.get("to")) if isinstance(obj, dict) else None
 
 
-def _rejected(vendor_ref: str, recipient: str | None, error: str, code: str | None, raw: Any,
+def _accepted(ident: Any, recipient: str | None, raw: Any, deadline: datetime | None) -> Observation:
+    return Observation(vendor=NAME, vendor_ref=normalize_ref(ident), recipient=recipient, state=State.accepted,
+                       code=CODE_ACCEPTED, deadline=deadline, raw=raw, issued_ref=id_text(ident))
+
+
+def _rejected(ident: Any, recipient: str | None, error: str, code: str | None, raw: Any,
               deadline: datetime | None) -> Observation:
-    code = code or error[:100] or "error"
-    return Observation(NAME, vendor_ref, recipient, State.rejected, code, error or None,
-                       failure=Failure(code, error or None, None), deadline=deadline, raw=raw)
+    """A message refused before or instead of being queued; `ident` its id if it got one."""
+    issued = id_text(ident)
+    if issued is not None and not issued.strip():
+        issued = None
+    code = (code or error or "error")[:100]
+    return Observation(vendor=NAME, vendor_ref=normalize_ref(issued) if issued is not None else NO_REF,
+                       recipient=recipient, state=State.rejected, code=code, text=error or None,
+                       failure=Failure(code, error or None, None), deadline=deadline, raw=raw, issued_ref=issued)
 
 
 @guarded("engagespark send")
 def parse_send(response: Any, request: Any | None, now: datetime) -> SendResult:
     """Bulk (`messages`, matched by position to the request's `messages[i].to`) and
-    send-to-contact / send-to-phonenumber (`messageId`, `to`, `deliveryDeadline`) responses."""
+    send-to-contact / send-to-phonenumber (`messageId`, `to`, `deliveryDeadline`) responses.
+    Each message's raw payload is its own part: its `messages` element (bulk), the response
+    (one message), or, when one refusal covers many requested messages, {error, errorCode,
+    index} with the request's position. Linear in the response's and the request's size."""
     status = response.status if isinstance(response, HttpResponse) else None
     body = json_value(response, "engagespark send")
     if not isinstance(body, dict):
@@ -443,30 +452,34 @@ def parse_send(response: Any, request: Any | None, now: datetime) -> SendResult:
             ident = entry.get("id", entry.get("messageId"))
             entry_error = _text(entry.get("error"))
             if entry_error:
-                ref = normalize_ref(ident) if isinstance(ident, str) and ident.strip() else NO_REF
                 result.observations.append(
-                    _rejected(ref, recipient, entry_error, as_code(entry.get("errorCode")), entry, deadline))
-                continue
-            if ident is None:
+                    _rejected(ident, recipient, entry_error, as_code(entry.get("errorCode")), entry, deadline))
+            elif ident is None:
                 raise ParseError("engagespark send: messages entry without id or error")
-            result.observations.append(
-                Observation(NAME, normalize_ref(ident), recipient, State.accepted, CODE_ACCEPTED,
-                            deadline=deadline, raw=entry))
+            else:
+                result.observations.append(_accepted(ident, recipient, entry, deadline))
         return result
 
     ident = body.get("messageId", body.get("id"))
-    has_id = isinstance(ident, (str, int)) and not isinstance(ident, bool) and str(ident).strip() != ""
+    issued = id_text(ident)
+    has_id = issued is not None and issued.strip() != ""
     if has_id and not error:
         recipient = _to(body) or (_to(requested[0]) if requested else None)
-        result.observations.append(
-            Observation(NAME, normalize_ref(ident), recipient, State.accepted, CODE_ACCEPTED,
-                        deadline=deadline, raw=body))
+        result.observations.append(_accepted(ident, recipient, body, deadline))
         return result
     if not error:
         raise ParseError("engagespark send: response has neither messageId, messages nor error")
     # The whole call was refused (400 etc.): every message it asked for is rejected.
-    ref = normalize_ref(ident) if has_id else NO_REF
     recipients = [_to(m) for m in requested] if requested else [_to(body)]
-    for recipient in recipients:
-        result.observations.append(_rejected(ref, recipient, error, code, body, deadline))
+    if len(recipients) == 1:
+        result.observations.append(_rejected(ident, recipients[0], error, code, body, deadline))
+        return result
+    # Several messages: one id cannot name them all (each is keyed by the row instead), and the
+    # shared words are kept bounded in each raw payload, never the whole body again.
+    if has_id and len(issued) > MAX_REF_LEN:
+        raise ParseError(f"engagespark send: messageId is longer than {MAX_REF_LEN} characters")
+    code = code[:100] if code else None
+    for i, recipient in enumerate(recipients):
+        raw = {"error": error, "errorCode": code, "messageId": issued, "index": i}
+        result.observations.append(_rejected(None, recipient, error, code, raw, deadline))
     return result
