@@ -137,10 +137,11 @@ def test_postbacks_are_refused():
 # --- requests -------------------------------------------------------------------------------------
 
 
-def test_status_requests_one_per_message():
+def test_status_requests_one_per_message_with_the_id_as_issued():
     reqs = ss.status_requests(CFG, [MessageRef("0014364"), MessageRef("15")])
     assert [(r.method, r.url) for r in reqs] == [("GET", "https://cp.sparksender.com/api/getStatus/")] * 2
-    assert reqs[0].params == {"user_id": "u-7", "api_key": "KEY-secret", "msg_id": "14364"}
+    # leading zeros are dropped for matching only (normalize_ref), never in what the vendor gets
+    assert reqs[0].params == {"user_id": "u-7", "api_key": "KEY-secret", "msg_id": "0014364"}
     assert reqs[1].params["msg_id"] == "15"
 
 

@@ -22,10 +22,11 @@ from tracker.adapters.base import (
     SendResult,
     StatusResult,
     as_code,
-    digits,
     guarded,
+    id_text,
     json_value,
     load_json,
+    recipient_digits,
     retry_after,
 )
 from tracker.config_types import VendorConfig
@@ -81,12 +82,13 @@ SEND_ACCOUNT_CODES = {
 
 
 def normalize_ref(ref: Any) -> str:
-    """Trimmed. Ids are numeric strings ("14364") that the vendor may also send as JSON numbers,
-    so an all-digit id loses its leading zeros ("014364" == "14364"); any other id is kept as is
-    (case included)."""
-    if isinstance(ref, bool) or not isinstance(ref, (str, int)):
+    """For matching only: trimmed. Ids are numeric strings ("14364") that the vendor may also
+    send as JSON numbers, so an all-digit id loses its leading zeros ("014364" == "14364"); any
+    other id is kept as is (case included). Status calls send the id as issued."""
+    text = id_text(ref)
+    if text is None:
         raise ParseError("sparksender: message id is not a string or integer")
-    text = str(ref).strip()
+    text = text.strip()
     if not text:
         raise ParseError("sparksender: empty message id")
     if text.isdigit() and text.isascii():
@@ -103,7 +105,7 @@ def status_url(cfg: VendorConfig) -> str:
 def status_requests(
     cfg: VendorConfig, refs: list[MessageRef], token: str | None = None
 ) -> list[HttpRequest]:
-    """One GET per message; credentials in the query string."""
+    """One GET per message, its id as issued (verbatim); credentials in the query string."""
     if not cfg.user_id or not cfg.api_key:
         raise ValueError("sparksender: user_id and api_key must be configured")
     url = status_url(cfg)
@@ -111,7 +113,7 @@ def status_requests(
         HttpRequest(
             "GET",
             url,
-            params={"user_id": cfg.user_id, "api_key": cfg.api_key, "msg_id": normalize_ref(r.vendor_ref)},
+            params={"user_id": cfg.user_id, "api_key": cfg.api_key, "msg_id": str(r.vendor_ref)},
         )
         for r in refs
     ]
@@ -166,7 +168,7 @@ def parse_status(responses: list[HttpResponse], refs: list[MessageRef], now: dat
             Observation(
                 vendor=NAME,
                 vendor_ref=normalize_ref(ref.vendor_ref),
-                recipient=_recipient(ref.recipient),
+                recipient=recipient_digits(ref.recipient),
                 state=state,
                 code=code,
                 text=text,
@@ -214,12 +216,6 @@ def _items(value: Any, what: str) -> list[dict]:
     return out
 
 
-def _recipient(value: Any) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        return None
-    return digits(value) or None
-
-
 def _request_recipient(request: Any) -> str | None:
     """`recipient_contact_no` of a single-send request: a dict, JSON text, or a query string."""
     if request is None:
@@ -236,30 +232,33 @@ def _request_recipient(request: Any) -> str | None:
             request = dict(parse_qsl(text.split("?", 1)[-1]))
     if not isinstance(request, dict):
         raise ParseError("sparksender send: request is not an object")
-    return _recipient(request.get("recipient_contact_no"))
+    return recipient_digits(request.get("recipient_contact_no"))
 
 
-def _rejection(code: str, recipient: str | None, raw: Any, vendor_ref: str = NO_REF) -> Observation:
-    if code in SEND_REJECT_CODES:
-        text, permanent = SEND_REJECT_CODES[code]
-        return Observation(
-            vendor=NAME,
-            vendor_ref=vendor_ref,
-            recipient=recipient,
-            state=State.rejected,
-            code=code,
-            text=text,
-            failure=Failure(code, text, permanent),
-            raw=raw,
-        )
-    # Unknown code: recorded and counted as unmapped, never guessed.
-    return Observation(vendor=NAME, vendor_ref=vendor_ref, recipient=recipient, state=None, code=code, raw=raw)
+def _submitted(ref: Any, recipient: str | None, raw: Any, text: str | None = None) -> Observation:
+    return Observation(vendor=NAME, vendor_ref=normalize_ref(ref), recipient=recipient, state=State.submitted,
+                       code=SEND_OK, text=text, raw=raw, issued_ref=id_text(ref))
+
+
+def _rejection(code: str, recipient: str | None, raw: Any, ref: Any = None) -> Observation:
+    """A refused send; it normally carries no id (NO_REF then)."""
+    try:
+        vendor_ref, issued = normalize_ref(ref), id_text(ref)
+    except ParseError:
+        vendor_ref, issued = NO_REF, None
+    code = code[:50]
+    # An unknown code is recorded and counted as unmapped, never guessed.
+    text, permanent = SEND_REJECT_CODES.get(code, (None, None))
+    return Observation(vendor=NAME, vendor_ref=vendor_ref, recipient=recipient,
+                       state=State.rejected if text else None, code=code, text=text,
+                       failure=Failure(code, text, permanent) if text else None, raw=raw, issued_ref=issued)
 
 
 @guarded("sparksender send")
 def parse_send(response: Any, request: Any | None, now: datetime) -> SendResult:
     """Single send `{status_code, msg_id}` (recipient from the request's `recipient_contact_no`)
-    or bulk `{success: [[{number, msgId}]], unsuccess: [[{number, status}]]}`."""
+    or bulk `{success: [[{number, msgId}]], unsuccess: [[{number, status}]]}`. Each message's
+    raw payload is its own part: its bulk element, or the single send's response."""
     body = json_value(response, "sparksender send")
     if not isinstance(body, dict):
         raise ParseError("sparksender send: response is not a JSON object")
@@ -269,16 +268,7 @@ def parse_send(response: Any, request: Any | None, now: datetime) -> SendResult:
             ref = item.get("msgId", item.get("msg_id"))
             if ref is None:
                 raise ParseError("sparksender send: success entry without msgId")
-            result.observations.append(
-                Observation(
-                    vendor=NAME,
-                    vendor_ref=normalize_ref(ref),
-                    recipient=_recipient(item.get("number")),
-                    state=State.submitted,
-                    code=SEND_OK,
-                    raw=item,
-                )
-            )
+            result.observations.append(_submitted(ref, recipient_digits(item.get("number")), item))
         for item in _items(body.get("unsuccess"), "unsuccess"):
             code = as_code(item.get("status", item.get("status_code")))
             if code is None:
@@ -286,7 +276,7 @@ def parse_send(response: Any, request: Any | None, now: datetime) -> SendResult:
             if code in SEND_ACCOUNT_CODES:
                 result.account_error = result.account_error or _send_account_error(code, item)
                 continue
-            result.observations.append(_rejection(code, _recipient(item.get("number")), item))
+            result.observations.append(_rejection(code, recipient_digits(item.get("number")), item))
         return result
 
     code = as_code(body.get("status_code"))
@@ -300,21 +290,7 @@ def parse_send(response: Any, request: Any | None, now: datetime) -> SendResult:
     if code == SEND_OK:
         if ref is None:
             raise ParseError("sparksender send: status 204 without msg_id")
-        result.observations.append(
-            Observation(
-                vendor=NAME,
-                vendor_ref=normalize_ref(ref),
-                recipient=recipient,
-                state=State.submitted,
-                code=code,
-                text="Successfully Sent the Message",
-                raw=body,
-            )
-        )
+        result.observations.append(_submitted(ref, recipient, body, "Successfully Sent the Message"))
         return result
-    try:
-        vendor_ref = normalize_ref(ref)
-    except ParseError:  # a refused send normally carries no id
-        vendor_ref = NO_REF
-    result.observations.append(_rejection(code, recipient, body, vendor_ref))
+    result.observations.append(_rejection(code, recipient, body, ref))
     return result
