@@ -26,6 +26,7 @@ from tracker.adapters.base import (
     as_code,
     digits,
     guarded,
+    id_text,
     json_value,
     load_json,
     parse_time,
@@ -63,11 +64,12 @@ MAX_XML_BYTES = 65536
 
 
 def normalize_ref(ref: Any) -> str:
-    """Trimmed, case kept: the tracking id is opaque and the same system writes it in the send
-    response and in the postbacks; nothing is numeric to strip."""
-    if isinstance(ref, bool) or not isinstance(ref, (str, int)):
+    """For matching only: trimmed, case kept: the tracking id is opaque and the same system
+    writes it in the send response and in the postbacks; nothing is numeric to strip."""
+    text = id_text(ref)
+    if text is None:
         raise ParseError("skycore: tracking-id is not a string")
-    text = str(ref).strip()
+    text = text.strip()
     if not text:
         raise ParseError("skycore: empty tracking-id")
     return text
@@ -204,7 +206,8 @@ def _request_to(request: Any) -> str | None:
 def parse_send(response: Any, request: Any | None, now: datetime) -> SendResult:
     """`{"status": "Success", "tracking-id", "to", "status-details"}` -> accepted (the vendor
     says "accepted and queued"); `{"status": "Failure", "error-code", "error-info", "to"}` ->
-    rejected with that code, or an AccountError for the vendor's authentication codes."""
+    rejected with that code, or an AccountError for the vendor's authentication codes. One
+    message per response: its raw payload is the response."""
     body = json_value(response, "skycore send")
     if not isinstance(body, dict):
         raise ParseError("skycore send: response is not a JSON object")
@@ -215,9 +218,9 @@ def parse_send(response: Any, request: Any | None, now: datetime) -> SendResult:
         ref = body.get("tracking-id")
         if ref is None:
             raise ParseError("skycore send: success without tracking-id")
-        result.observations.append(
-            Observation(NAME, normalize_ref(ref), recipient, State.accepted, "Success",
-                        _str(body.get("status-details")) or None, raw=body))
+        result.observations.append(Observation(
+            vendor=NAME, vendor_ref=normalize_ref(ref), recipient=recipient, state=State.accepted, code="Success",
+            text=_str(body.get("status-details"))[:200] or None, raw=body, issued_ref=id_text(ref)))
         return result
     if status.lower() != "failure":
         raise ParseError("skycore send: status is neither Success nor Failure")
@@ -228,7 +231,7 @@ def parse_send(response: Any, request: Any | None, now: datetime) -> SendResult:
         return result
     # Skycore publishes no table of per-message send errors: the send was refused, so the
     # message is rejected with the vendor's code kept; permanence unknown.
-    result.observations.append(
-        Observation(NAME, NO_REF, recipient, State.rejected, code, info,
-                    failure=Failure(code, info, None), raw=body))
+    result.observations.append(Observation(
+        vendor=NAME, vendor_ref=NO_REF, recipient=recipient, state=State.rejected, code=code, text=info,
+        failure=Failure(code, info, None), raw=body))
     return result
