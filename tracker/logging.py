@@ -3,21 +3,27 @@
 Secrets never get out: a redaction processor masks values of secret-named keys, every registered secret
 (tracker.config registers all configured ones), URL credentials and query parameters, and the token
 segment of ``/postbacks/<vendor>/<token>`` paths, in every value including exception tracebacks.
+
+Malformed HTTP cannot flood the log: aiohttp's server logs each request it cannot parse as an ERROR
+with a full traceback; :class:`MalformedRequestFilter` turns those into one brief WARNING each, at
+most a few a minute, and counts the rest.
 """
 from __future__ import annotations
 
 import logging as _stdlib_logging
 import re
 import sys
+import time
 from functools import lru_cache, partial
 from typing import Any, TextIO
 
 import orjson
 import structlog
+from aiohttp.http_exceptions import HttpProcessingError
 
 from tracker.config import redact_dsn
 
-__all__ = ["configure", "get_logger", "redact", "register_secret", "scrub"]
+__all__ = ["MalformedRequestFilter", "configure", "get_logger", "redact", "register_secret", "scrub"]
 
 MASK = "***"
 MIN_SECRET_LEN = 4  # shorter "secrets" would mangle every log line; they are no secret anyway
@@ -97,6 +103,81 @@ def redact(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, 
     return {k: _redact_value(k, v) for k, v in event_dict.items()}
 
 
+# aiohttp's loggers that report requests its server could not parse.
+AIOHTTP_SERVER_LOGGERS = ("aiohttp.server", "aiohttp.web")
+MALFORMED_PER_MINUTE = 10
+MALFORMED_ERROR_MAX_CHARS = 200  # the parser's message may quote kilobytes of the request
+EXTRA_FIELDS = "tracker_fields"  # a stdlib record attribute: fields the bridge passes to structlog
+
+
+class MalformedRequestFilter(_stdlib_logging.Filter):
+    """Rewrites aiohttp's "Error handling request" ERROR records for unparseable requests (an
+    8 KB URL, bad header bytes, Transfer-Encoding with Content-Length, ...) into one brief
+    WARNING: the peer, the error's type and its message, no traceback. Anyone who can reach the
+    listener can send those, so at most ``per_minute`` are logged per minute; the next one
+    logged after a quiet spell carries ``suppressed``, the count of those left out. Other records
+    (a handler's own exception, say) pass unchanged."""
+
+    WINDOW_S = 60.0
+
+    def __init__(self, per_minute: int = MALFORMED_PER_MINUTE, clock: Any = time.monotonic):
+        super().__init__()
+        self.per_minute = per_minute
+        self.clock = clock
+        self.window_start = float("-inf")
+        self.logged_in_window = 0
+        self.suppressed = 0
+
+    def filter(self, record: _stdlib_logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if record.levelno < _stdlib_logging.WARNING or not isinstance(exc, HttpProcessingError):
+            return True
+        if not self._may_log():
+            self.suppressed += 1
+            return False
+        self._make_brief(record, exc)
+        return True
+
+    def _may_log(self) -> bool:
+        now = self.clock()
+        if now - self.window_start >= self.WINDOW_S:
+            self.window_start, self.logged_in_window = now, 0
+        if self.logged_in_window >= self.per_minute:
+            return False
+        self.logged_in_window += 1
+        return True
+
+    def _make_brief(self, record: _stdlib_logging.LogRecord, exc: HttpProcessingError) -> None:
+        fields: dict[str, Any] = {"error": _brief_error(exc)}
+        if isinstance(record.args, tuple) and record.args:  # "Error handling request from %s"
+            fields["peer"] = str(record.args[0])
+        if self.suppressed:
+            fields["suppressed"], self.suppressed = self.suppressed, 0
+        setattr(record, EXTRA_FIELDS, fields)
+        record.msg, record.args = "malformed HTTP request refused", ()
+        record.levelno, record.levelname = _stdlib_logging.WARNING, "WARNING"
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+
+
+def _brief_error(exc: HttpProcessingError) -> str:
+    """``Type: message`` on one line, cut short: the message may quote the request itself."""
+    text = " ".join(str(exc.message or exc).split())
+    if len(text) > MALFORMED_ERROR_MAX_CHARS:
+        text = text[: MALFORMED_ERROR_MAX_CHARS - 3] + "..."
+    return f"{type(exc).__name__}: {text}"
+
+
+_malformed_requests = MalformedRequestFilter()
+
+
+def _filter_aiohttp_server_logs() -> None:
+    for name in AIOHTTP_SERVER_LOGGERS:
+        logger = _stdlib_logging.getLogger(name)
+        for f in [f for f in logger.filters if isinstance(f, MalformedRequestFilter)]:
+            logger.removeFilter(f)
+        logger.addFilter(_malformed_requests)
+
+
 def _orjson_dumps(obj: Any, **_kw: Any) -> bytes:
     return orjson.dumps(obj, default=str, option=orjson.OPT_NON_STR_KEYS)
 
@@ -106,7 +187,9 @@ class _StdlibBridge(_stdlib_logging.Handler):
 
     def emit(self, record: _stdlib_logging.LogRecord) -> None:
         try:
-            kw: dict[str, Any] = {"exc_info": record.exc_info} if record.exc_info else {}
+            kw: dict[str, Any] = dict(getattr(record, EXTRA_FIELDS, {}))
+            if record.exc_info:
+                kw["exc_info"] = record.exc_info
             structlog.get_logger(record.name).log(record.levelno, record.getMessage(), **kw)
         except Exception:  # pragma: no cover - never let logging break the caller
             self.handleError(record)
@@ -183,6 +266,7 @@ def configure(level: str = "info", fmt: str = "auto", *, stream: TextIO | None =
         root.removeHandler(h)
     root.addHandler(_StdlibBridge())
     root.setLevel(lvl)
+    _filter_aiohttp_server_logs()
 
 
 def get_logger(name: str | None = None, **initial: Any) -> Any:
