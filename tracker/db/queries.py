@@ -2,7 +2,7 @@
 
 # --- reducer -----------------------------------------------------------------------------------
 
-# Batches of rows travel as one JSON array of arrays (reducer._rows_json), unpacked here by
+# Batches of rows travel as one JSON array of arrays (reducer.rows_json), unpacked here by
 # position: one parameter instead of one array per column (cheaper to encode and to decode).
 # An observation row: 0 vendor, 1 vendor_ref, 2 recipient_key, 3 state, 4 code, 5 text,
 # 6 event_at, 7-9 failure code, reason, permanent, 10 raw; then per statement.
@@ -30,22 +30,49 @@ RETURNING id, message_id, vendor, code, state, source, coalesce(event_at, receiv
           received_at, failure_code, failure_reason, failure_permanent
 """
 
-# Reports waiting for their message: attach them to it (all such, or those of some messages,
-# or some reports: $1 message ids, $2 observation ids, NULL for any). The reports are locked in
-# id order, so that adoptions running at once (intake's, the postback worker's, the sweep's)
-# never deadlock; one that finds a report adopted meanwhile leaves it.
-ADOPT_ORPHANS = """
+# Reports waiting for their message: attach them to it. Three ways to find them, each by an
+# index: the reports of some messages (intake's new messages: by key), some reports (postbacks
+# just stored), or the recent ones (the periodic sweep: old orphans, such as Skycore's reports
+# of messages never sent through us, are not looked at again and again). The reports are
+# locked in id order, so that adoptions running at once never deadlock; one that finds a
+# report adopted meanwhile leaves it. Each ends with ADOPT_WAITING.
+ADOPT_ORPHANS_OF_MESSAGES = """
+WITH m AS MATERIALIZED (
+    SELECT id, vendor, vendor_ref, recipient_key FROM tracker.messages WHERE id = ANY($1::bigint[])
+), waiting AS MATERIALIZED (
+    SELECT o.id, m.id AS message_id
+    FROM m JOIN tracker.observations o
+      ON o.vendor = m.vendor AND o.vendor_ref = m.vendor_ref AND o.recipient_key = m.recipient_key
+    WHERE o.message_id IS NULL
+    ORDER BY o.id
+    FOR UPDATE OF o
+)"""
+
+ADOPT_ORPHAN_REPORTS = """
+WITH waiting AS MATERIALIZED (
+    SELECT o.id, m.id AS message_id
+    FROM tracker.observations o
+    JOIN tracker.messages m
+      ON m.vendor = o.vendor AND m.vendor_ref = o.vendor_ref AND m.recipient_key = o.recipient_key
+    WHERE o.message_id IS NULL AND o.id = ANY($1::bigint[])
+    ORDER BY o.id
+    FOR UPDATE OF o
+)"""
+
+# $1: how far back to look, in seconds (NULL: every orphan, however old).
+ADOPT_RECENT_ORPHANS = """
 WITH waiting AS MATERIALIZED (
     SELECT o.id, m.id AS message_id
     FROM tracker.observations o
     JOIN tracker.messages m
       ON m.vendor = o.vendor AND m.vendor_ref = o.vendor_ref AND m.recipient_key = o.recipient_key
     WHERE o.message_id IS NULL
-      AND ($1::bigint[] IS NULL OR m.id = ANY($1::bigint[]))
-      AND ($2::bigint[] IS NULL OR o.id = ANY($2::bigint[]))
+      AND ($1::float8 IS NULL OR o.received_at > now() - make_interval(secs => $1::float8))
     ORDER BY o.id
     FOR UPDATE OF o
-)
+)"""
+
+ADOPT_WAITING = """
 UPDATE tracker.observations o SET message_id = w.message_id
 FROM waiting w
 WHERE o.id = w.id
@@ -95,33 +122,78 @@ NOTIFY_EVENTS = "SELECT pg_notify('tracker_events', $1::text)"
 
 PUBLISH_EVENTS = "SELECT tracker.publish_events()"
 
-# --- intake ------------------------------------------------------------------------------------
+# --- intake (tracker.intake, docs/intake.md) -------------------------------------------------
 
+# Claim new rows, oldest first, up to $1 rows and about $2 bytes of stored response + request
+# (so that a batch of large rows stays small in memory); rows another intake holds are passed
+# over. A row's first look is free of decoding traps: a submitted_at outside the sane range
+# arrives as NULL (its text beside it), a response larger than $3 bytes stored is not fetched.
 CLAIM_SUBMISSIONS = """
-SELECT id, vendor, client_ref, submitted_at, vendor_ref, recipient, response, request
-FROM tracker.submissions
-WHERE processed_at IS NULL
-ORDER BY id
-LIMIT $1
-FOR UPDATE SKIP LOCKED
+WITH candidates AS MATERIALIZED (
+    SELECT id, coalesce(pg_column_size(response), 0) + coalesce(pg_column_size(request), 0) AS size
+    FROM tracker.submissions
+    WHERE processed_at IS NULL
+    ORDER BY id
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+), picked AS (
+    SELECT id FROM (SELECT id, sum(size) OVER (ORDER BY id) - size AS before FROM candidates) c
+    WHERE before < $2
+)
+SELECT s.id, s.vendor, s.client_ref, s.vendor_ref, s.recipient,
+       CASE WHEN s.submitted_at >= '2000-01-01' AND s.submitted_at < now() + interval '1 day'
+            THEN s.submitted_at END AS submitted_at,
+       s.submitted_at::text AS submitted_text,
+       CASE WHEN pg_column_size(s.response) <= $3 THEN s.response END AS response,
+       CASE WHEN pg_column_size(s.request) <= $3 THEN s.request END AS request,
+       CASE WHEN greatest(pg_column_size(s.response), pg_column_size(s.request)) > $3
+            THEN greatest(pg_column_size(s.response), pg_column_size(s.request)) END
+           AS response_too_large,
+       $3 AS response_limit
+FROM tracker.submissions s
+WHERE s.id IN (SELECT id FROM picked)
+ORDER BY s.id
 """
 
-FINISH_SUBMISSION = """
-UPDATE tracker.submissions
-SET processed_at = CASE WHEN $3::text IS NULL THEN now() ELSE processed_at END,
-    error = $2, waiting = $3, message_count = $4, note = $5
-WHERE id = $1
+# New messages, in the state their submit reports raise them to (tracker.intake.plan); a key
+# that exists already is left alone (its reports go through the reducer). Each new message says
+# whether reports are waiting for it (orphans: adopted by the caller). Rows: 0 vendor,
+# 1 vendor_ref, 2 recipient_key, 3 issued_ref (NULL: as vendor_ref), 4 recipient, 5 client_ref,
+# 6 submission_id, 7 submitted_at, 8 vendor_deadline, 9 window_ends_at, 10 next_poll_at,
+# 11 state, 12 delivered_at, 13-15 failure code, reason, permanent, 16 last_report_at.
+INSERT_NEW_MESSAGES = """
+WITH new AS (
+    INSERT INTO tracker.messages (
+        vendor, vendor_ref, recipient_key, issued_ref, recipient, client_ref, submission_id,
+        submitted_at, vendor_deadline, window_ends_at, next_poll_at, state, delivered_at,
+        failure_code, failure_reason, failure_permanent, last_report_at)
+    SELECT r->>0, r->>1, r->>2, r->>3, r->>4, r->>5, (r->>6)::bigint, (r->>7)::timestamptz,
+           (r->>8)::timestamptz, (r->>9)::timestamptz, (r->>10)::timestamptz,
+           (r->>11)::tracker.state, (r->>12)::timestamptz, r->>13, r->>14, (r->>15)::boolean,
+           (r->>16)::timestamptz
+    FROM jsonb_array_elements($1::jsonb) AS rows(r)
+    ON CONFLICT (vendor, vendor_ref, recipient_key) DO NOTHING
+    RETURNING id, vendor, vendor_ref, recipient_key
+)
+SELECT new.id, new.vendor, new.vendor_ref, new.recipient_key,
+       EXISTS (SELECT 1 FROM tracker.observations o
+               WHERE o.vendor = new.vendor AND o.vendor_ref = new.vendor_ref
+                 AND o.recipient_key = new.recipient_key AND o.message_id IS NULL) AS orphans
+FROM new
 """
 
-# Messages created from intake; an existing (vendor, vendor_ref, recipient_key) is kept as is.
-INSERT_MESSAGES = """
-INSERT INTO tracker.messages (
-    vendor, vendor_ref, recipient_key, recipient, client_ref, submission_id, submitted_at,
-    vendor_deadline, window_ends_at, next_poll_at)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
-                     $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::timestamptz[])
-ON CONFLICT (vendor, vendor_ref, recipient_key) DO NOTHING
-RETURNING id, vendor, vendor_ref, recipient_key
+# Every claimed row's outcome: $1 ids, $2 message counts; then, for the few rows refused or
+# taken with a note, FINISH_SUBMISSION_PROBLEMS ($1 ids, $2 errors, $3 notes).
+FINISH_SUBMISSIONS = """
+UPDATE tracker.submissions s SET processed_at = now(), waiting = NULL, message_count = u.n
+FROM unnest($1::bigint[], $2::integer[]) AS u(id, n)
+WHERE s.id = ANY($1::bigint[]) AND s.id = u.id
+"""
+
+FINISH_SUBMISSION_PROBLEMS = """
+UPDATE tracker.submissions s SET error = u.error, note = u.note
+FROM unnest($1::bigint[], $2::text[], $3::text[]) AS u(id, error, note)
+WHERE s.id = ANY($1::bigint[]) AND s.id = u.id
 """
 
 UPSERT_VENDOR_SETTINGS = """
@@ -423,4 +495,25 @@ FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[])
      AS u(vendor, vendor_ref, recipient_key, delay_s)
 WHERE m.vendor = u.vendor AND m.vendor_ref = u.vendor_ref AND m.recipient_key = u.recipient_key
   AND m.state < 'unknown' AND m.next_poll_at IS NOT NULL
+"""
+
+# --- health (tracker.supervisor, /readyz) ------------------------------------------------------
+
+# How long the oldest submission row not taken in yet and the oldest stored postback not applied
+# yet have waited, in seconds (NULL: none waits). Two lookups in the partial indexes.
+OLDEST_WAITING = """
+SELECT extract(epoch FROM clock_timestamp() - (
+           SELECT created_at FROM tracker.submissions WHERE processed_at IS NULL ORDER BY id LIMIT 1
+       ))::float8 AS intake_s,
+       extract(epoch FROM clock_timestamp() - (
+           SELECT received_at FROM tracker.postbacks WHERE processed_at IS NULL ORDER BY id LIMIT 1
+       ))::float8 AS postbacks_s
+"""
+
+# How many wait, each counted up to $1: bounded work however large the backlog.
+COUNT_WAITING = """
+SELECT (SELECT count(*) FROM (SELECT FROM tracker.submissions WHERE processed_at IS NULL LIMIT $1) s)
+           AS intake,
+       (SELECT count(*) FROM (SELECT FROM tracker.postbacks WHERE processed_at IS NULL LIMIT $1) p)
+           AS postbacks
 """

@@ -9,7 +9,7 @@ its one update.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Iterable, Mapping, Sequence
 
@@ -46,7 +46,7 @@ def _json(raw) -> orjson.Fragment | None:
         return orjson.Fragment(orjson.dumps(str(raw)))
 
 
-def _rows_json(rows: Iterable[Sequence]) -> str:
+def rows_json(rows: Iterable[Sequence]) -> str:
     """Rows for one statement as one JSON array of arrays (see queries: INSERT_OBSERVATIONS).
     A time without a zone is taken as UTC (the adapters give aware times). orjson writes zone
     offsets in whole minutes: an offset with seconds (historical local mean times only) would
@@ -83,7 +83,7 @@ async def apply(
     postback_ids = postback_id if isinstance(postback_id, Sequence) else [postback_id] * n
     if len(now) != n or len(postback_ids) != n:
         raise ValueError("received_at and postback_id: one value, or one per observation")
-    given = _rows_json([*_observation_row(o), at, pb]
+    given = rows_json([*_observation_row(o), at, pb]
                        for o, at, pb in zip(observations, now, postback_ids))
     async with conn.transaction():
         rows = await conn.fetch(q.INSERT_OBSERVATIONS, given, source)
@@ -143,12 +143,8 @@ async def apply_polls(
     reports: list[Report] = []
     reported: set[int] = set()
     if found:
-        stored = await conn.fetch(
-            q.INSERT_POLL_OBSERVATIONS, _rows_json([*_observation_row(o), mid] for mid, o in found),
-            received_at, "poll")
-        if len(stored) != len(found):
-            raise RuntimeError("observations stored do not match those given")
-        for (oid,), (mid, o) in zip(sorted(stored), found):  # ids follow the order given
+        stored = await insert_observations_of(conn, "poll", found, received_at, count=False)
+        for oid, (mid, o) in zip(stored, found):
             reported.add(mid)
             if o.state is not None:
                 f = o.failure
@@ -170,7 +166,7 @@ async def apply_polls(
             rows.append((mid, t.to_state.name, r.occurred_at, r.failure_code, r.failure_reason,
                          r.failure_permanent, received_at if mid in reported else None, next_at, n))
     if rows:
-        await conn.execute(q.WRITE_BACK_POLLED, _rows_json(rows), [row[0] for row in rows])
+        await conn.execute(q.WRITE_BACK_POLLED, rows_json(rows), [row[0] for row in rows])
     if planned:
         await conn.execute(q.NOTIFY_EVENTS, str(len(planned)))
     unmapped = _count_observations("poll", ((o.vendor, o.state, o.code) for _, o in found))
@@ -185,8 +181,45 @@ def _count_transitions(planned: Sequence[PlannedTransition], vendor_of: Mapping[
         _child(metrics.transitions, *labels).inc(n)
 
 
+async def insert_observations_of(conn: asyncpg.Connection, source: str,
+                                 found: Sequence[tuple[int, Observation]], received_at: datetime,
+                                 *, count: bool = True) -> list[int]:
+    """Append observations of messages whose ids are known (the caller holds or made them):
+    (message id, observation) each, received at one time. Returns their ids, in the order
+    given. Counts them in the metrics unless the caller does (`count`)."""
+    stored = await conn.fetch(
+        q.INSERT_POLL_OBSERVATIONS, rows_json([*_observation_row(o), mid] for mid, o in found),
+        received_at, source)
+    if len(stored) != len(found):
+        raise RuntimeError("observations stored do not match those given")
+    if count:
+        _count_observations(source, ((o.vendor, o.state, o.code) for _, o in found))
+    return sorted(r[0] for r in stored)  # ids follow the order given
+
+
+def remap(planned: Sequence[PlannedTransition], message_ids: Sequence[int | None],
+          observation_ids: Sequence[int]) -> list[PlannedTransition]:
+    """Transitions planned before their rows had ids (message_id and observation_id were indexes
+    into `message_ids` and `observation_ids`), with the ids the database gave; those of messages
+    that got no id (None) are dropped."""
+    out = []
+    for t in planned:
+        mid = message_ids[t.message_id]
+        if mid is not None:
+            r = replace(t.report, message_id=mid, observation_id=observation_ids[t.report.observation_id])
+            out.append(replace(t, message_id=mid, report=r))
+    return out
+
+
+async def insert_transitions(conn: asyncpg.Connection, planned: Sequence[PlannedTransition],
+                             vendor_of: Mapping[int, str]) -> None:
+    """Append planned transitions and count them (the caller notifies, once per batch)."""
+    await _insert_transitions(conn, planned)
+    _count_transitions(planned, vendor_of)
+
+
 async def _insert_transitions(conn: asyncpg.Connection, planned: Sequence[PlannedTransition]) -> None:
-    await conn.execute(q.INSERT_TRANSITIONS, _rows_json(
+    await conn.execute(q.INSERT_TRANSITIONS, rows_json(
         (t.message_id, t.from_state.name, t.to_state.name, t.report.source, t.report.occurred_at,
          t.report.failure_code, t.report.failure_reason, t.report.failure_permanent,
          t.is_correction, t.report.observation_id)
@@ -194,18 +227,23 @@ async def _insert_transitions(conn: asyncpg.Connection, planned: Sequence[Planne
 
 
 async def adopt_orphans(conn: asyncpg.Connection, message_ids: Iterable[int] | None = None, *,
-                        observation_ids: Iterable[int] | None = None) -> Applied:
+                        observation_ids: Iterable[int] | None = None,
+                        max_age_s: float | None = None) -> Applied:
     """Attach waiting reports to their messages (these messages' reports, or these reports, or
-    all that can be now) and apply them.
+    all that can be now: with `max_age_s`, those received that recently) and apply them.
 
     A report stored while its message is being created (in a transaction not committed yet)
     misses it, and that transaction's own adoption misses the report. Both sides therefore
     look again after they commit (intake for the messages it made, postbacks for the orphans
     they stored): whichever commits second then sees the other."""
-    mids = list(message_ids) if message_ids is not None else None
-    oids = list(observation_ids) if observation_ids is not None else None
+    if message_ids is not None:
+        query, arg = q.ADOPT_ORPHANS_OF_MESSAGES, list(message_ids)
+    elif observation_ids is not None:
+        query, arg = q.ADOPT_ORPHAN_REPORTS, list(observation_ids)
+    else:
+        query, arg = q.ADOPT_RECENT_ORPHANS, max_age_s
     async with conn.transaction():
-        rows = await conn.fetch(q.ADOPT_ORPHANS, mids, oids)
+        rows = await conn.fetch(query + q.ADOPT_WAITING, arg)
         return await _raise_states(conn, rows)
 
 

@@ -1,0 +1,178 @@
+"""Intake: turn rows of tracker.submissions into tracked messages, a batch at a time.
+
+A claimed batch is read row by row (tracker.intake.rows: pure, bounded), planned chunk by chunk
+(tracker.intake.plan: pure) and written with a constant number of set-based statements per
+chunk: new messages, their observations, their transitions, then every row's outcome. A row
+that cannot be read is refused alone with its reason. A chunk that PostgreSQL refuses is split
+in halves, down to the single row it refuses, so that one bad row never holds back the rest.
+Large rows are read and planned off the event loop. See docs/intake.md.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable, Sequence
+
+import asyncpg
+
+from tracker.config_types import Config
+from tracker.db import queries as q
+from tracker.db import reducer
+from tracker.intake.plan import ChunkPlan, plan_chunk
+from tracker.intake.rows import RowError, TakenRow, read_row
+from tracker.logging import get_logger
+
+__all__ = ["IntakeResult", "RowError", "take_in"]
+
+log = get_logger("tracker.intake")
+
+CHUNK_MESSAGES = 10_000  # messages written per set of statements
+BATCH_BYTES = 16 << 20  # stored response + request bytes claimed per batch, at most
+ROW_BYTES = 16 << 20  # a row whose response or request is stored larger is refused
+OFF_LOOP_BYTES = 64 << 10  # rows and chunks larger than this are read and planned in a thread
+SLICE_S = 0.002  # reading small rows, the loop gets a turn at least this often
+# PostgreSQL refusing what a row says, not the database being unavailable: data exceptions
+# (22: out of range, bad text), integrity constraints (23), program limits (54: index row too
+# large). Anything else is the batch's problem and goes to the caller to retry.
+ROW_SQLSTATE_CLASSES = ("22", "23", "54")
+
+
+@dataclass
+class IntakeResult:
+    rows: int = 0
+    messages: int = 0
+    refused: int = 0
+
+
+@dataclass
+class _Outcome:
+    error: str | None = None
+    count: int = 0
+    note: str | None = None
+
+
+async def take_in(conn: asyncpg.Connection, config: Config, batch_size: int | None = None) -> IntakeResult:
+    """Take in one batch of new submission rows, in one transaction. Returns what it did."""
+    now = datetime.now(timezone.utc)
+    vendors = config.vendors
+    limit = config.intake.max_messages_per_row
+    outcomes: dict[int, _Outcome] = {}
+    created: list[int] = []
+    transitions = 0
+    async with conn.transaction():
+        rows = await conn.fetch(q.CLAIM_SUBMISSIONS, batch_size or config.intake.batch_size,
+                                BATCH_BYTES, ROW_BYTES)
+        chunk: list[TakenRow] = []
+        size = 0
+        slice_began = time.perf_counter()
+        for row in rows:
+            big = _size(row) > OFF_LOOP_BYTES
+            taken = await (asyncio.to_thread(_read, row, now, limit) if big else _now(_read(row, now, limit)))
+            if isinstance(taken, str):
+                outcomes[row["id"]] = _Outcome(error=taken)
+                continue
+            outcomes[row["id"]] = _Outcome(count=len(taken.observations), note=taken.note)
+            chunk.append(taken)
+            size += len(taken.observations)
+            if size >= CHUNK_MESSAGES:
+                c, t = await _write_isolated(conn, chunk, vendors, now, outcomes)
+                created += c
+                transitions += t
+                chunk, size = [], 0
+            if time.perf_counter() - slice_began > SLICE_S:
+                await asyncio.sleep(0)
+                slice_began = time.perf_counter()
+        if chunk:
+            c, t = await _write_isolated(conn, chunk, vendors, now, outcomes)
+            created += c
+            transitions += t
+        if outcomes:
+            await conn.execute(q.FINISH_SUBMISSIONS, list(outcomes),
+                               [0 if o.error else o.count for o in outcomes.values()])
+            problems = [(sid, o.error, o.note) for sid, o in outcomes.items() if o.error or o.note]
+            if problems:
+                await conn.execute(q.FINISH_SUBMISSION_PROBLEMS, *map(list, zip(*problems)))
+        if transitions:
+            await conn.execute(q.NOTIFY_EVENTS, str(transitions))
+    if created:  # again after commit: reports stored meanwhile (see reducer.adopt_orphans)
+        await reducer.adopt_after_commit(conn, created)
+    refused = sum(1 for o in outcomes.values() if o.error is not None)
+    return IntakeResult(rows=len(rows), refused=refused,
+                        messages=sum(o.count for o in outcomes.values() if o.error is None))
+
+
+def _read(row: asyncpg.Record, now: datetime, limit: int) -> TakenRow | str:
+    """A row read, or the reason it is refused. A bug met while reading one row refuses that
+    row (and is logged with its traceback), never the batch."""
+    try:
+        return read_row(row, now, limit)
+    except RowError as e:
+        return str(e)
+    except Exception as e:  # noqa: BLE001 - one row's surprise must not stop intake
+        log.exception("intake could not read a row", submission_id=row["id"])
+        return f"internal error while reading this row ({type(e).__name__}); see the tracker's log"
+
+
+async def _now(value: Any) -> Any:
+    return value
+
+
+def _size(row: asyncpg.Record) -> int:
+    return len(row["response"] or "") + len(row["request"] or "")
+
+
+async def _write_isolated(conn: asyncpg.Connection, rows: list[TakenRow], vendors, now: datetime,
+                          outcomes: dict[int, _Outcome]) -> tuple[list[int], int]:
+    """Write these rows in a savepoint; if PostgreSQL refuses what one of them says, split them
+    in halves until that row is found, refuse it with PostgreSQL's reason, and write the rest.
+    Returns the ids of the messages made and the number of transitions."""
+    try:
+        async with conn.transaction():
+            return await _write(conn, rows, vendors, now)
+    except asyncpg.PostgresError as e:
+        if not str(getattr(e, "sqlstate", "") or "").startswith(ROW_SQLSTATE_CLASSES):
+            raise
+        if len(rows) == 1:
+            outcomes[rows[0].id] = _Outcome(error=_refusal(e))
+            return [], 0
+        half = len(rows) // 2
+        a = await _write_isolated(conn, rows[:half], vendors, now, outcomes)
+        b = await _write_isolated(conn, rows[half:], vendors, now, outcomes)
+        return a[0] + b[0], a[1] + b[1]
+
+
+def _refusal(e: asyncpg.PostgresError) -> str:
+    text = str(e).replace("\x00", "")
+    if len(text) > 300:
+        text = text[:297] + "..."
+    return f"refused by PostgreSQL ({e.sqlstate}): {text}"
+
+
+async def _write(conn: asyncpg.Connection, rows: list[TakenRow], vendors, now: datetime) -> tuple[list[int], int]:
+    """The set-based writes of one chunk (see tracker.intake.plan). Returns the ids of the
+    messages made and the number of transitions still to be notified."""
+    big = sum(len(r.observations) for r in rows) > CHUNK_MESSAGES // 4
+    plan: ChunkPlan = await _maybe_off_loop(big, plan_chunk, rows, vendors, now)
+    new = await conn.fetch(q.INSERT_NEW_MESSAGES, await _maybe_off_loop(big, reducer.rows_json, plan.messages))
+    ids = {(r["vendor"], r["vendor_ref"], r["recipient_key"]): r["id"] for r in new}
+    message_id = [ids.get(k) for k in plan.keys]
+    mine = [(message_id[k], o) for k, o in plan.observations if message_id[k] is not None]
+    others = [o for k, o in plan.observations if message_id[k] is None]
+    steps = []
+    if mine:
+        stored = await reducer.insert_observations_of(conn, "submit", mine, now)
+        steps = reducer.remap(plan.transitions, message_id, stored)
+        if steps:
+            await reducer.insert_transitions(conn, steps, {mid: o.vendor for mid, o in mine})
+    if others:  # keys that existed already: the reducer's general path (it notifies itself)
+        await reducer.apply(conn, "submit", others, received_at=now)
+    waited_for = [r["id"] for r in new if r["orphans"]]
+    if waited_for:
+        await reducer.adopt_orphans(conn, waited_for)
+    return [r["id"] for r in new], len(steps)
+
+
+async def _maybe_off_loop(big: bool, fn: Callable, *args) -> Any:
+    return await asyncio.to_thread(fn, *args) if big else fn(*args)
