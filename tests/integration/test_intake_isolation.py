@@ -1,0 +1,186 @@
+"""No row, however malformed, stops or slows the rows after it (issue #10): each bad row is
+refused alone, with its reason in tracker.intake_problems, and its batch-mates are tracked."""
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from tracker.config_types import Config, IntakeConfig
+from tracker.db import reducer
+from tracker.intake import take_in
+
+GOOD = "INSERT INTO tracker.submissions (vendor, vendor_ref) VALUES ('skycore', $1) RETURNING id"
+
+
+async def good(conn, ref: str) -> int:
+    return await conn.fetchval(GOOD, ref)
+
+
+async def bad(conn, sql: str, *args) -> int:
+    return await conn.fetchval(sql + " RETURNING id", *args)
+
+
+def bulk(n: int, deadline: str) -> tuple[str, str]:
+    response = {"messages": [{"id": f"EB{deadline[:4]}{i}"} for i in range(n)], "deliveryDeadline": deadline}
+    request = {"messages": [{"to": f"63917000{i:04d}"} for i in range(n)]}
+    return orjson.dumps(response).decode(), orjson.dumps(request).decode()
+
+
+async def outcome(conn, sid: int):
+    return await conn.fetchrow("SELECT processed_at, error, note, message_count FROM tracker.submissions"
+                               " WHERE id = $1", sid)
+
+
+async def test_every_bad_row_is_refused_alone_with_its_reason(pool):
+    ins = "INSERT INTO tracker.submissions (vendor, vendor_ref, recipient, client_ref, submitted_at)" \
+          " VALUES ($1, $2, $3, $4, coalesce($5::text::timestamptz, now()))"
+    resp = "INSERT INTO tracker.submissions (vendor, response, request) VALUES ($1, $2::jsonb, $3::jsonb)"
+    async with pool.acquire() as conn:
+        goods, refused = [], {}
+        goods.append(await good(conn, "G0"))
+        refused[await bad(conn, ins, "sparksender", "1" * 3000, None, None, None)] = "3000 characters"
+        goods.append(await good(conn, "G1"))
+        refused[await bad(conn, ins, "skycore", "X1", None, "c" * 10_000, None)] = "client_ref is 10000"
+        refused[await bad(conn, ins, "sparrow", "batch-1", "9" * 10_000, None, None)] = "recipient is 10000"
+        refused[await bad(conn, ins, "sparrow", "batch-1", "9" * 100, None, None)] = "recipient has 100 digits"
+        for when in ("infinity", "9999-12-31", "20000-01-01", "4713-01-01 BC", "1990-01-01"):
+            refused[await bad(conn, ins, "skycore", f"T-{when}", None, None, when)] = "outside the range"
+        goods.append(await good(conn, "G2"))
+        for vendor, body in (("engagespark", "[]"), ("engagespark", '{"messages": 5}'),
+                             ("sparksender", "42"), ("sparrow", '{"result": []}'),
+                             ("skycore", '"text"'), ("sparksender", '{"status": {"deep": [[[]]]}}')):
+            refused[await bad(conn, resp, vendor, body, None)] = f"cannot read the {vendor} send response"
+        refused[await bad(conn, "INSERT INTO tracker.submissions (vendor, vendor_ref) VALUES ('nope', '1')")] = \
+            "unknown vendor 'nope'"
+        refused[await bad(conn, "INSERT INTO tracker.submissions (vendor, response, request)"
+                                " VALUES ('engagespark', $1::jsonb, $2::jsonb)", *bulk(6, "2030-01-01T00:00:00Z"))] = \
+            "at most 5 are taken per row"
+        goods.append(await good(conn, "G3"))
+
+        r = await take_in(conn, Config(intake=IntakeConfig(max_messages_per_row=5)))
+        assert (r.rows, r.refused, r.messages) == (len(goods) + len(refused), len(refused), len(goods))
+        for sid, reason in refused.items():
+            row = await outcome(conn, sid)
+            assert row["processed_at"] is not None and reason in row["error"], (reason, dict(row))
+        shown = {p["id"] for p in await conn.fetch(
+            "SELECT id FROM tracker.intake_problems WHERE kind = 'submission' AND is_final")}
+        assert shown == set(refused)
+        refs = {r[0] for r in await conn.fetch("SELECT vendor_ref FROM tracker.message_status")}
+        assert refs == {"G0", "G1", "G2", "G3"}
+        # Later rows go in as usual.
+        await good(conn, "G4")
+        assert (await take_in(conn, Config())).messages == 1
+
+
+async def test_far_deadlines_are_clamped_with_a_note_and_unconvertible_ones_ignored(pool):
+    async with pool.acquire() as conn:
+        far = await bad(conn, "INSERT INTO tracker.submissions (vendor, response, request)"
+                              " VALUES ('engagespark', $1::jsonb, $2::jsonb)", *bulk(2, "9999-12-31T23:59:59Z"))
+        edge = await bad(conn, "INSERT INTO tracker.submissions (vendor, response, request)"
+                               " VALUES ('engagespark', $1::jsonb, $2::jsonb)", *bulk(2, "9999-12-31T10:00:00-14:00"))
+        r = await take_in(conn, Config())
+        assert (r.refused, r.messages) == (0, 4)
+        assert "clamped" in (await outcome(conn, far))["note"]
+        deadlines = await conn.fetch("SELECT submission_id, vendor_deadline, window_ends_at, submitted_at"
+                                     " FROM tracker.messages ORDER BY id")
+        for m in deadlines:
+            if m["submission_id"] == far:
+                assert (m["vendor_deadline"] - m["submitted_at"]).days == 30
+            else:
+                assert m["submission_id"] == edge and m["vendor_deadline"] is None
+            assert m["window_ends_at"] > m["submitted_at"]
+
+
+async def test_what_a_row_carries_but_is_not_read_is_noted(pool):
+    async with pool.acquire() as conn:
+        both = await bad(conn, "INSERT INTO tracker.submissions (vendor, vendor_ref, response)"
+                               " VALUES ('skycore', 'B1', '{}'::jsonb)")
+        letters = await bad(conn, "INSERT INTO tracker.submissions (vendor, vendor_ref, recipient)"
+                                  " VALUES ('skycore', 'B2', 'not a number')")
+        r = await take_in(conn, Config())
+        assert (r.refused, r.messages) == (0, 2)
+        assert "response/request were not read" in (await outcome(conn, both))["note"]
+        assert "is not a phone number: ignored" in (await outcome(conn, letters))["note"]
+        notes = await conn.fetchval("SELECT count(*) FROM tracker.intake_problems WHERE kind = 'submission_note'")
+        assert notes == 2
+        assert await conn.fetchval("SELECT recipient FROM tracker.messages WHERE vendor_ref = 'B2'") is None
+
+
+POISON = """
+CREATE FUNCTION tracker.test_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.vendor_ref = 'POISON' THEN
+        RAISE EXCEPTION 'poisoned row' USING ERRCODE = '{code}';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER test_poison BEFORE INSERT ON tracker.messages
+    FOR EACH ROW EXECUTE FUNCTION tracker.test_poison();
+"""
+
+
+async def test_a_row_postgresql_refuses_is_found_by_halving_and_refused_alone(pool):
+    # PostgreSQL refuses one row's message (as it would an index entry too large or a value out
+    # of range): the batch is split until that row is found; the other nine are tracked.
+    async with pool.acquire() as conn:
+        await conn.execute(POISON.format(code="22023"))
+        ids = [await good(conn, ref) for ref in ("A", "B", "C", "D", "POISON", "E", "F", "G", "H", "I")]
+        r = await take_in(conn, Config())
+        assert (r.rows, r.refused, r.messages) == (10, 1, 9)
+        row = await outcome(conn, ids[4])
+        assert "refused by PostgreSQL (22023)" in row["error"] and "poisoned row" in row["error"]
+        assert await conn.fetchval("SELECT count(*) FROM tracker.messages") == 9
+        assert await conn.fetchval("SELECT count(*) FROM tracker.observations") == 9
+
+
+async def test_a_database_problem_that_is_not_the_rows_fault_is_retried_not_refused(pool):
+    # Anything else PostgreSQL says (here: a state the database is in) is not a row's fault:
+    # take_in raises (the intake loop logs it, counts it and tries again) and changes nothing.
+    async with pool.acquire() as conn:
+        await conn.execute(POISON.format(code="55000"))
+        for ref in ("A", "POISON", "B"):
+            await good(conn, ref)
+        with pytest.raises(Exception, match="poisoned row"):
+            await take_in(conn, Config())
+        assert await conn.fetchval("SELECT count(*) FROM tracker.submissions WHERE processed_at IS NULL") == 3
+        assert await conn.fetchval("SELECT count(*) FROM tracker.messages") == 0
+        await conn.execute("DROP TRIGGER test_poison ON tracker.messages")
+        assert (await take_in(conn, Config())).messages == 3
+
+
+async def test_a_batch_is_split_by_bytes_and_rows_over_the_row_limit_are_refused(pool, monkeypatch):
+    import tracker.intake as intake
+
+    monkeypatch.setattr(intake, "BATCH_BYTES", 1500)
+    monkeypatch.setattr(intake, "ROW_BYTES", 20_000)
+    async with pool.acquire() as conn:
+        sizes = [await bad(conn, "INSERT INTO tracker.submissions (vendor, response, request)"
+                                 " VALUES ('engagespark', $1::jsonb, $2::jsonb)", *bulk(n, "2030-01-01T00:00:00Z"))
+                 for n in (20, 20, 1000)]
+        first = await take_in(conn, Config())
+        assert first.rows < 3  # the byte budget cut the batch short
+        while (await take_in(conn, Config())).rows:
+            pass
+        assert (await outcome(conn, sizes[0]))["message_count"] == 20
+        huge = await outcome(conn, sizes[2])
+        assert "bytes stored; at most 20000 are taken" in huge["error"]
+
+
+async def test_the_orphan_sweep_looks_only_at_recent_orphans_intake_adopts_any_by_key(pool):
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO tracker.observations (vendor, vendor_ref, source, state, code, received_at) VALUES"
+            " ('skycore', 'OLD', 'postback', 'delivered', 'N202', now() - interval '2 days'),"
+            " ('skycore', 'NEW', 'postback', 'delivered', 'N202', now())")
+        # Messages that appeared some other way (not through intake): only the sweep finds them.
+        await conn.execute("INSERT INTO tracker.messages (vendor, vendor_ref) VALUES ('skycore', 'OLD'), ('skycore', 'NEW')")
+        swept = await reducer.adopt_orphans(conn, max_age_s=600)
+        assert [t.to_state.name for t in swept.transitions] == ["delivered"]
+        assert await conn.fetchval("SELECT count(*) FROM tracker.observations WHERE message_id IS NULL") == 1
+        # Intake adopts the orphans of the messages it makes, however old.
+        await conn.execute(
+            "INSERT INTO tracker.observations (vendor, vendor_ref, source, state, code, received_at) VALUES"
+            " ('skycore', 'OLD2', 'postback', 'delivered', 'N202', now() - interval '30 days')")
+        await good(conn, "OLD2")
+        await take_in(conn, Config())
+        assert await conn.fetchval("SELECT state::text FROM tracker.messages WHERE vendor_ref = 'OLD2'") == "delivered"
