@@ -8,10 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.unit.fixtures import (FUZZ, NOW, PROPERTY, content_types, encoded, headers, json_values, load,
-                                 methods, ok, queries, raw, shaped, statuses, unwrapped)
+from tests.unit.fixtures import (FUZZ, NOW, PROPERTY, as_json_text, check_send, content_types, mostly, encoded, headers, json_values,
+                                 load, methods, ok, queries, raw, raw_bytes, shaped, statuses, unwrapped,
+                                 wild_scalars, wild_values)
 from tracker.adapters import sparrow as sp
-from tracker.adapters.base import AccountError, HttpResponse, MessageRef, ParseError
+from tracker.adapters.base import MAX_REF_LEN, AccountError, HttpResponse, MessageRef, ParseError
 from tracker.config_types import VendorConfig
 from tracker.core.states import Failure, State
 
@@ -334,3 +335,72 @@ def test_property_reports_map_to_table(wanted, placement, bare):
     assert {o.recipient: o.code for o in obs} == where
     for o in obs:
         assert o.state == sp.REPORT_LISTS[o.code][0]
+
+
+# --- campaign scale and hostile input (issue #10) -------------------------------------------------
+
+
+def _campaign(n: int, invalid_every: int) -> tuple[dict, dict]:
+    numbers = [f"+97798{i:08d}" for i in range(n)]
+    invalid = numbers[::invalid_every] if invalid_every else []
+    response = {"data": {"message": "Queued successfully", "batch_id": BATCH, "invalid_recipients": invalid},
+                "result": "00", "status": "OK"}
+    return response, {"session": {"recipients": numbers, "message": "hello"}}
+
+
+@pytest.mark.parametrize("invalid_every", [0, 1, 2])
+def test_compose_at_campaign_scale_is_linear(invalid_every):
+    # 100,000 recipients (all valid, all invalid, half invalid). Each message keeps only its own
+    # part as raw; a quadratic step (list membership, the whole `data` per message) would take
+    # minutes and gigabytes here. Checked at 1,000 first, so that a regression fails, not OOMs.
+    for n in (1_000, 100_000):
+        response, request = _campaign(n, invalid_every)
+        obs = sp.parse_send(response, request, NOW).observations
+        assert len(obs) == n
+        rejected = [o for o in obs if o.state == State.rejected]
+        assert len(rejected) == (len(range(0, n, invalid_every)) if invalid_every else 0)
+        assert all(o.code == "invalid_recipient" and o.raw["invalid_recipient"].startswith("+977")
+                   for o in rejected)
+        size_in = len(orjson.dumps(response)) + len(orjson.dumps(request))
+        assert max(len(orjson.dumps(o.raw)) for o in obs) < 150
+        assert raw_bytes(obs) < 8 * size_in
+
+
+def test_compose_raw_is_each_messages_own_part():
+    body = {"data": {"message": "Queued successfully", "batch_id": BATCH.upper(),
+                     "invalid_recipients": [{"to": "+1-23", "reason": "bad"}, "+1-23"]}, "result": "00"}
+    req = {"session": {"recipients": ["+977 980 1234567", "9779801234567", "123"]}}
+    ok_, bad = sp.parse_send(body, req, NOW).observations
+    assert (ok_.raw, ok_.issued_ref, ok_.vendor_ref) == (
+        {"batch_id": BATCH.upper(), "result": "00", "recipient": "+977 980 1234567"}, BATCH.upper(), BATCH)
+    assert bad.raw == {"batch_id": BATCH.upper(), "result": "00", "invalid_recipient": {"to": "+1-23", "reason": "bad"}}
+    # A batch id too long to store would be copied into every message: the row is refused once.
+    with pytest.raises(ParseError, match="batch_id is longer"):
+        sp.parse_send({"data": {"batch_id": "b" * (MAX_REF_LEN + 1)}, "result": "00"}, req, NOW)
+
+
+# Shapes close to the real compose request and response, with odd values mixed in.
+compose_requests = st.builds(
+    lambda r: {"session": {"recipients": r}},
+    mostly(st.lists(numbers, max_size=6) | st.lists(numbers, max_size=6).map(",".join),
+           st.lists(numbers_like | wild_scalars, max_size=6) | wild_values))
+compose_responses = st.builds(
+    lambda result, batch, invalid, extra: {"result": result, "status": "OK", "data": {
+        "batch_id": batch, "invalid_recipients": invalid, "message": "Queued successfully", **extra}},
+    mostly(st.sampled_from(["00", "00", "01", "11", "42", 0, 11]), wild_scalars),
+    mostly(st.sampled_from([BATCH, BATCH.upper(), " x ", "", "x" * (MAX_REF_LEN + 1)]), wild_scalars),
+    mostly(st.lists(numbers | st.fixed_dictionaries({"to": numbers}), max_size=5),
+           st.lists(numbers_like | wild_scalars | st.fixed_dictionaries({"to": wild_scalars}), max_size=5)
+           | wild_values),
+    st.dictionaries(st.sampled_from(["errors", "message", "batch_id"]), wild_values, max_size=2))
+
+
+@PROPERTY
+@given(response=mostly(compose_responses | as_json_text(compose_responses), wild_values | composes),
+       request=mostly(compose_requests, st.none() | wild_values))
+def test_property_parse_send_gives_a_result_or_parse_error(response, request):
+    try:
+        result = unwrapped(sp.parse_send)(response, request, NOW)
+    except ParseError:
+        return
+    check_send(sp, result, response, request)
