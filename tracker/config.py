@@ -12,7 +12,9 @@ import ipaddress
 import math
 import os
 import re
+import socket
 import sys
+import threading
 import tomllib
 import types
 import typing
@@ -31,6 +33,7 @@ from tracker.config_types import (
     LogConfig,
     VendorConfig,
 )
+from tracker.db.embedded import MAX_CONNECTIONS as EMBEDDED_MAX_CONNECTIONS
 
 __all__ = ["ConfigError", "Problem", "check_config", "load", "redact_dsn", "secrets_of", "summary"]
 
@@ -53,7 +56,14 @@ _SECRETS: dict[str, frozenset[str]] = {
 # Numeric fields that may be zero; every other number must be > 0.
 _NON_NEGATIVE = frozenset({"deadline_margin_s", "group_commit_ms", "pool_min", "list_poll_min"})
 _URL_SAFE = re.compile(r"[A-Za-z0-9._~-]+")
-_LISTEN = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^\s:\[\]]+)):(?P<port>\d{1,5})")
+_LISTEN = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^\s:\[\]]+)):(?P<port>\d+)")
+_IPV4_LOOKING = re.compile(r"[0-9.]+")
+MIN_POSTBACK_TOKEN_CHARS = 16  # 16 random URL-safe characters are ~95 bits: not guessable
+MIN_BODY_BYTES = 1024  # below this even a single vendor postback is refused
+MAX_BODY_BYTES = 64 * 1024 * 1024  # above this one request could make the tracker hold 64 MiB
+MIN_POOL = 2  # the intake listener holds one connection for as long as the tracker runs
+EMBEDDED_POOL_HEADROOM = 10  # embedded connections left for `tracker migrate`, replay, psql
+RESOLVE_TIMEOUT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -162,6 +172,78 @@ def _show(value: Any) -> str:
     return redact_dsn(text)
 
 
+# --------------------------------------------------------------------------- listen addresses
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@dataclass(frozen=True)
+class Listener:
+    """A checked ``host:port``: the addresses it binds (resolved once, at load)."""
+
+    text: str
+    port: int
+    addresses: frozenset[IPAddress]
+
+    def clashes_with(self, other: "Listener") -> bool:
+        """Would binding both fail? Same port (0 picks a free one) and an address in common,
+        or one of them the wildcard of the other's family (asyncio binds IPv6 sockets v6-only)."""
+        if self.port == 0 or self.port != other.port:
+            return False
+        return any(a.version == b.version and (a == b or a.is_unspecified or b.is_unspecified)
+                   for a in self.addresses for b in other.addresses)
+
+
+def parse_listen(text: str) -> Listener | str:
+    """The Listener for ``host:port``, or the reason it cannot be listened on."""
+    m = _LISTEN.fullmatch(text)
+    if not m:
+        return f"expected host:port (e.g. 127.0.0.1:8080 or [::1]:8080), got {_show(text)}"
+    port = int(m.group("port"))
+    if port > 65535:
+        return f"port {port} is out of range 0..65535"
+    host = m.group("v6") or m.group("host")
+    if m.group("v6") or _IPV4_LOOKING.fullmatch(host):
+        try:
+            return Listener(text, port, frozenset({ipaddress.ip_address(host)}))
+        except ValueError:
+            family = "IPv6" if m.group("v6") else "IPv4"
+            return f"{host!r} is not a valid {family} address"
+    addresses = resolve(host)
+    return addresses if isinstance(addresses, str) else Listener(text, port, addresses)
+
+
+def resolve(host: str, timeout: float | None = None) -> frozenset[IPAddress] | str:
+    """The addresses ``host`` resolves to (getaddrinfo, as the server will), or why not.
+
+    Bounded in time: a stalled DNS server costs check-config ``RESOLVE_TIMEOUT_S``, not minutes.
+    Names under ``.invalid`` never resolve (RFC 6761) and are refused without a lookup.
+    """
+    if host.lower().rstrip(".") == "invalid" or host.lower().rstrip(".").endswith(".invalid"):
+        return f"host {host!r} does not resolve (the .invalid domain never does)"
+    timeout = RESOLVE_TIMEOUT_S if timeout is None else timeout
+    result: list[Any] = []
+
+    def lookup() -> None:
+        try:
+            infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+            result.append(frozenset(ipaddress.ip_address(i[4][0].split("%")[0]) for i in infos))
+        except (OSError, UnicodeError, ValueError) as e:
+            result.append(e)
+
+    # A daemon thread: a lookup that never returns cannot hold up the process's exit either.
+    worker = threading.Thread(target=lookup, name="resolve-listen-host", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if not result:
+        return f"host {host!r} did not resolve within {timeout:g} s; give an IP address"
+    found = result[0]
+    if isinstance(found, Exception):
+        why = found.strerror if isinstance(found, OSError) and found.strerror else type(found).__name__
+        return f"host {host!r} does not resolve: {why}"
+    return found or f"host {host!r} resolves to no address"
+
+
 # --------------------------------------------------------------------------- loading
 
 
@@ -186,9 +268,12 @@ class _Loader:
         # (section, vendor or None) -> layer ("file"/"env") -> key -> _Raw
         self.layers: dict[tuple[str, str | None], dict[str, dict[str, _Raw]]] = {}
         self._merged: dict[tuple[str, str | None], dict[str, _Raw]] = {}
+        self.listeners: dict[str, Listener] = {}  # "listen" / "ops_listen" -> checked address
+        self._bad_keys: set[str] = set()  # keys already reported: cross-checks leave them alone
 
     def problem(self, file: str, key: str, reason: str) -> None:
         self.problems.append(Problem(file, key, reason))
+        self._bad_keys.add(key)
 
     def _put(self, section: str, vendor: str | None, layer: str, key: str, raw: _Raw) -> None:
         self.layers.setdefault((section, vendor), {}).setdefault(layer, {})[key] = raw
@@ -403,9 +488,14 @@ class _Loader:
         elif kind in ("int", "float") and value < 0:
             bad(f"must not be negative, got {value}")
         elif key in ("listen", "ops_listen"):
-            m = _LISTEN.fullmatch(value)
-            if not m or int(m.group("port")) > 65535:
-                bad(f"expected host:port (e.g. 127.0.0.1:8080 or [::1]:8080), got {_show(value)}")
+            listener = parse_listen(value)
+            if isinstance(listener, str):
+                bad(listener)
+            else:
+                self.listeners[key] = listener
+        elif key == "max_body_bytes" and not MIN_BODY_BYTES <= value <= MAX_BODY_BYTES:
+            bad(f"must be between {MIN_BODY_BYTES} (1 KiB) and {MAX_BODY_BYTES} (64 MiB), got {value}: "
+                "postbacks are a few KB, and every request may be held in memory whole")
         elif key in ("base_url", "status_url"):
             if value:
                 try:
@@ -434,8 +524,14 @@ class _Loader:
                     bad(f"not an IP network (CIDR): {_show(net)}")
         elif key == "postback_token" and not _URL_SAFE.fullmatch(value):
             bad("must contain only URL-safe characters (A-Z a-z 0-9 . _ ~ -)")
-        elif key == "dsn" and "://" in value and not re.match(r"postgres(ql)?://", value):
-            bad("expected a postgresql:// URL or a libpq key=value string")
+        elif key == "postback_token" and len(value) < MIN_POSTBACK_TOKEN_CHARS:
+            bad(f"is shorter than {MIN_POSTBACK_TOKEN_CHARS} characters, too easy to guess: anyone who "
+                "guesses it can post delivery reports; make one with `openssl rand -hex 16`")
+        elif key == "dsn" and "://" in value:
+            if not re.match(r"postgres(ql)?://", value):
+                bad("expected a postgresql:// URL or a libpq key=value string")
+            elif not _url_port_ok(value):
+                bad("the URL's port is not a number in 1..65535")
         return value
 
     def build(self, section: str, vendor: str | None) -> dict[str, Any]:
@@ -456,11 +552,10 @@ class _Loader:
         self.read_env()
         sections = {s: self.build(s, None) for s in _SECTIONS}
         vendors = {v: self.build("vendors", v) for v in VENDORS}
-        db = sections["database"]
-        if db.get("pool_min", 0) > db.get("pool_max", DatabaseConfig.pool_max):
-            src = self.merged("database", None).get("pool_min")
-            self.problem(src.file if src else (self.path or ENVIRONMENT),
-                         src.key if src else "database.pool_min", "must not exceed database.pool_max")
+        self.check_database(sections["database"])
+        self.check_listeners()
+        for v in VENDORS:
+            self.check_poll_schedule(v, vendors[v])
         if self.problems:  # the file's problems first, then the environment's
             raise ConfigError(sorted(self.problems, key=lambda p: p.file == ENVIRONMENT))
         return Config(
@@ -472,6 +567,79 @@ class _Loader:
             vendors={v: VendorConfig(name=v, **vendors[v]) for v in VENDORS},
             source=self.path,
         )
+
+    # ---- checks across keys: each reported once, at the key most likely to be the mistake
+
+    def source(self, section: str, vendor: str | None, key: str) -> tuple[str, str]:
+        """(file, key) to name in a problem about ``key``: where it was set, else its dotted name."""
+        raw = self.merged(section, vendor).get(key)
+        if raw is not None:
+            return raw.file, raw.key
+        return self.path or ENVIRONMENT, f"{section}.{vendor}.{key}" if vendor else f"{section}.{key}"
+
+    def usable(self, section: str, vendor: str | None, *keys: str) -> bool:
+        """None of ``keys`` has been reported already (a cross-check on them would only echo)."""
+        return not any(self.source(section, vendor, k)[1] in self._bad_keys for k in keys)
+
+    def cross_problem(self, section: str, vendor: str | None, key: str, reason: str) -> None:
+        self.problem(*self.source(section, vendor, key), reason)
+
+    def check_database(self, db: dict[str, Any]) -> None:
+        if not self.usable("database", None, "pool_min", "pool_max"):
+            return
+        pool_min = db.get("pool_min", DatabaseConfig.pool_min)
+        pool_max = db.get("pool_max", DatabaseConfig.pool_max)
+        if pool_max < MIN_POOL:
+            self.cross_problem("database", None, "pool_max",
+                               f"must be at least {MIN_POOL}: the intake listener holds one "
+                               "connection for as long as the tracker runs")
+        elif pool_min > pool_max:
+            key = "pool_min" if "pool_min" in db else "pool_max"
+            self.cross_problem("database", None, key,
+                               f"database.pool_min ({pool_min}) must not exceed database.pool_max ({pool_max})")
+        limit = EMBEDDED_MAX_CONNECTIONS - EMBEDDED_POOL_HEADROOM
+        if not db.get("dsn") and pool_max > limit:
+            self.cross_problem("database", None, "pool_max",
+                               f"must be at most {limit} with the embedded cluster (no database.dsn), "
+                               f"which accepts {EMBEDDED_MAX_CONNECTIONS} connections in all")
+
+    def check_listeners(self) -> None:
+        ops = self.listeners.get("ops_listen")
+        if ops is None or not self.usable("http", None, "listen"):
+            return
+        main = self.listeners.get("listen") or parse_listen(HttpConfig.listen)
+        if isinstance(main, Listener) and ops.clashes_with(main):
+            self.cross_problem("http", None, "ops_listen",
+                               f"{ops.text} takes the same address and port as http.listen "
+                               f"({main.text}); give it another port, or leave it out to serve "
+                               "/healthz, /readyz and /metrics on the postback listener")
+
+    def check_poll_schedule(self, vendor: str, given: dict[str, Any]) -> None:
+        keys = ("first_poll_s", "max_poll_interval_s", "tracking_window_s")
+        if not self.usable("vendors", vendor, *keys):
+            return
+        first, cap, window = (given.get(k, getattr(VendorConfig, k)) for k in keys)
+        prefix = f"vendors.{vendor}"
+        # Name the key the operator set: that is the one to change.
+        if first > cap:
+            key = "first_poll_s" if "first_poll_s" in given else "max_poll_interval_s"
+            self.cross_problem("vendors", vendor, key,
+                               f"{prefix}.first_poll_s ({first:g} s) exceeds {prefix}.max_poll_interval_s "
+                               f"({cap:g} s): the first poll would wait longer than any later one")
+        if first >= window:
+            key = "first_poll_s" if "first_poll_s" in given else "tracking_window_s"
+            self.cross_problem("vendors", vendor, key,
+                               f"{prefix}.first_poll_s ({first:g} s) is not less than "
+                               f"{prefix}.tracking_window_s ({window:g} s): messages would be given "
+                               "up on before their first poll")
+
+
+def _url_port_ok(url: str) -> bool:
+    try:
+        port = urlsplit(url).port
+    except ValueError:
+        return False
+    return port is None or port > 0
 
 
 def _config_path(path: str | None, env: Mapping[str, str]) -> str | None:

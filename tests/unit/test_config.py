@@ -107,7 +107,7 @@ def test_env_bools(text, expected):
 
 def test_secret_files_relative_to_config_dir(tmp_path):
     (tmp_path / "key.txt").write_text("sk-live-abcdef\n")
-    (tmp_path / "pb").write_text("pb-token-123\n")
+    (tmp_path / "pb").write_text("pb-token-123-4567890\n")
     (tmp_path / "dsn").write_text("postgresql://u:dbpass99@h/db\n")
     path = write(tmp_path, """
 [database]
@@ -120,7 +120,7 @@ user_id = "42"
     cfg = load(path, env={})
     ss = cfg.vendors["sparksender"]
     assert ss.api_key == "sk-live-abcdef"
-    assert ss.postback_token == "pb-token-123"
+    assert ss.postback_token == "pb-token-123-4567890"
     assert ss.user_id == "42"
     assert cfg.database.dsn == "postgresql://u:dbpass99@h/db"
 
@@ -131,7 +131,7 @@ def test_secret_files_from_credentials_directory(tmp_path):
     (creds / "sparrow-api").write_text("api-tok-777\n")
     (creds / "sparrow-partner").write_text("partner-888")
     absolute = tmp_path / "abs-token"
-    absolute.write_text("abs-secret-999\n")
+    absolute.write_text("abs-secret-999-4567890\n")
     path = write(tmp_path, """
 [vendors.sparrow]
 api_token_file = "sparrow-api"
@@ -142,7 +142,7 @@ partner_token_file = "sparrow-partner"
     sp = load(path, env=env).vendors["sparrow"]
     assert sp.api_token == "api-tok-777"
     assert sp.partner_token == "partner-888"
-    assert sp.postback_token == "abs-secret-999"
+    assert sp.postback_token == "abs-secret-999-4567890"
 
 
 def test_env_secret_replaces_file_pair(tmp_path):
@@ -341,7 +341,7 @@ ops_listen = "127.0.0.1:9090"
 [vendors.sparrow]
 enabled = false
 [vendors.skycore]
-postback_token = "sky-token-abc"
+postback_token = "sky-token-abc-4567890"
 base_url = "https://sky.example.com"
 """)
     out = io.StringIO()
@@ -371,3 +371,184 @@ def test_check_config_problems(tmp_path):
     assert lines[1].startswith(f"{path}: http.listen: expected host:port")
     assert lines[2] == f"{path}: vendors.skycore.api_key: expected a string, got integer"
     assert lines[3].startswith("environment: TRACKER_HTTP__OPS_LISTEN: expected host:port")
+
+
+# --------------------------------------------------------------------------- what `run` would trip on
+
+
+def problems_of(text: str, tmp_path: Path, env: dict | None = None) -> dict[str, str]:
+    """key -> reason for every problem of a config file (and environment)."""
+    with pytest.raises(ConfigError) as ei:
+        load(write(tmp_path, text), env=env or {})
+    return {p.key: p.reason for p in ei.value.problems}
+
+
+@pytest.mark.parametrize("listen,reason", [
+    ("999.1.1.1:80", "'999.1.1.1' is not a valid IPv4 address"),
+    ("1.2.3:80", "'1.2.3' is not a valid IPv4 address"),  # getaddrinfo would take it as 1.2.0.3
+    ("[1:2:3]:80", "'1:2:3' is not a valid IPv6 address"),
+    ("127.0.0.1:65536", "port 65536 is out of range 0..65535"),
+    ("127.0.0.1:999999", "port 999999 is out of range 0..65535"),
+    ("nowhere.invalid:8080", "host 'nowhere.invalid' does not resolve"),
+])
+def test_a_listen_address_run_could_not_bind(tmp_path, listen, reason):
+    problems = problems_of(f'[http]\nlisten = "{listen}"\n', tmp_path)
+    assert reason in problems["http.listen"]
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1:0", "0.0.0.0:65535", "[::]:8080", "[::1]:1", "localhost:8080"])
+def test_listen_addresses_that_bind(listen):
+    assert load(None, env={"TRACKER_HTTP__LISTEN": listen}).http.listen == listen
+
+
+def test_a_host_that_does_not_resolve_is_named(monkeypatch):
+    import socket
+
+    def no_such_host(host, *_a, **_kw):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_such_host)
+    with pytest.raises(ConfigError) as ei:
+        load(None, env={"TRACKER_HTTP__OPS_LISTEN": "metrics.internal:9090"})
+    [p] = ei.value.problems
+    assert p.key == "TRACKER_HTTP__OPS_LISTEN"
+    assert p.reason == "host 'metrics.internal' does not resolve: Name or service not known"
+
+
+def test_a_stalled_lookup_costs_only_the_resolve_timeout(monkeypatch):
+    import socket
+    import threading
+    import time
+
+    release = threading.Event()
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *_a, **_kw: release.wait(10) and [])
+    monkeypatch.setattr(tc, "RESOLVE_TIMEOUT_S", 0.2)
+    started = time.monotonic()
+    try:
+        with pytest.raises(ConfigError, match=r"did not resolve within 0.2 s"):
+            load(None, env={"TRACKER_HTTP__LISTEN": "slow.example:8080"})
+    finally:
+        release.set()
+    assert time.monotonic() - started < 2
+
+
+@pytest.mark.parametrize("listen,ops", [
+    ("127.0.0.1:8080", "127.0.0.1:8080"),
+    ("0.0.0.0:8080", "127.0.0.1:8080"),  # the wildcard takes every IPv4 address
+    ("127.0.0.1:8080", "localhost:8080"),
+    ("[::]:9000", "[::1]:9000"),
+    (None, "127.0.0.1:8080"),  # the default http.listen
+])
+def test_ops_listen_must_not_take_the_postback_listeners_address(tmp_path, listen, ops):
+    text = "[http]\n" + (f'listen = "{listen}"\n' if listen else "") + f'ops_listen = "{ops}"\n'
+    problems = problems_of(text, tmp_path)
+    assert list(problems) == ["http.ops_listen"]
+    assert "same address and port as http.listen" in problems["http.ops_listen"]
+
+
+@pytest.mark.parametrize("listen,ops", [
+    ("127.0.0.1:8080", "127.0.0.1:9090"),
+    ("127.0.0.1:8080", "[::1]:8080"),  # IPv6 sockets are v6-only: no clash with IPv4
+    ("127.0.0.1:0", "127.0.0.1:0"),  # each gets its own free port
+    ("127.0.0.1:8080", "127.0.0.2:8080"),
+])
+def test_ops_listen_on_another_address(listen, ops):
+    cfg = load(None, env={"TRACKER_HTTP__LISTEN": listen, "TRACKER_HTTP__OPS_LISTEN": ops})
+    assert cfg.http.ops_listen == ops
+
+
+def test_a_short_postback_token_is_refused_without_showing_it(tmp_path):
+    (tmp_path / "pb").write_text("short-file-tok\n")
+    problems = problems_of("""
+[vendors.skycore]
+postback_token = "abc123"
+[vendors.sparrow]
+postback_token_file = "pb"
+""", tmp_path)
+    for key in ("vendors.skycore.postback_token", "vendors.sparrow.postback_token_file"):
+        assert "shorter than 16 characters, too easy to guess" in problems[key]
+    assert "abc123" not in str(problems) and "short-file-tok" not in str(problems)
+    cfg = load(None, env={"TRACKER_VENDORS__SKYCORE__POSTBACK_TOKEN": "0123456789abcdef"})
+    assert cfg.vendors["skycore"].postback_token == "0123456789abcdef"
+
+
+def test_the_first_poll_must_fit_the_schedule(tmp_path):
+    problems = problems_of("""
+[vendors.sparksender]
+first_poll_s = 600
+max_poll_interval_s = 300
+[vendors.skycore]
+max_poll_interval_s = 10        # below the default first_poll_s (30)
+[vendors.sparrow]
+first_poll_s = 60
+max_poll_interval_s = 60
+tracking_window_s = 60
+""", tmp_path)
+    assert set(problems) == {"vendors.sparksender.first_poll_s", "vendors.skycore.max_poll_interval_s",
+                             "vendors.sparrow.first_poll_s"}
+    assert problems["vendors.sparksender.first_poll_s"] == (
+        "vendors.sparksender.first_poll_s (600 s) exceeds vendors.sparksender.max_poll_interval_s "
+        "(300 s): the first poll would wait longer than any later one")
+    assert "exceeds vendors.skycore.max_poll_interval_s (10 s)" in problems["vendors.skycore.max_poll_interval_s"]
+    assert "given up on before their first poll" in problems["vendors.sparrow.first_poll_s"]
+
+
+def test_a_key_already_wrong_is_not_reported_twice(tmp_path):
+    problems = problems_of('[vendors.skycore]\nfirst_poll_s = -5\nmax_poll_interval_s = "x"\n', tmp_path)
+    assert set(problems) == {"vendors.skycore.first_poll_s", "vendors.skycore.max_poll_interval_s"}
+
+
+@pytest.mark.parametrize("size,ok", [(1023, False), (1024, True), (64 * 1024 * 1024, True),
+                                     (64 * 1024 * 1024 + 1, False), (10**12, False)])
+def test_max_body_bytes_must_be_sane(size, ok):
+    env = {"TRACKER_HTTP__MAX_BODY_BYTES": str(size)}
+    if ok:
+        assert load(None, env=env).http.max_body_bytes == size
+    else:
+        with pytest.raises(ConfigError, match=r"between 1024 \(1 KiB\) and 67108864 \(64 MiB\)"):
+            load(None, env=env)
+
+
+@pytest.mark.parametrize("env,key,reason", [
+    ({"TRACKER_DATABASE__POOL_MAX": "1"}, "TRACKER_DATABASE__POOL_MAX", "must be at least 2"),
+    ({"TRACKER_DATABASE__POOL_MAX": "500"}, "TRACKER_DATABASE__POOL_MAX",
+     "must be at most 190 with the embedded cluster"),
+    ({"TRACKER_DATABASE__POOL_MIN": "0", "TRACKER_DATABASE__POOL_MAX": "0"}, "TRACKER_DATABASE__POOL_MAX",
+     "must be positive"),
+    ({"TRACKER_VENDORS__SKYCORE__REQUEST_TIMEOUT_S": "0"}, "TRACKER_VENDORS__SKYCORE__REQUEST_TIMEOUT_S",
+     "must be positive"),
+    ({"TRACKER_HEALTH__INTAKE_STALL_S": "-1"}, "TRACKER_HEALTH__INTAKE_STALL_S", "must be positive"),
+    ({"TRACKER_DATABASE__DSN": "postgresql://u@db:port/x"}, "TRACKER_DATABASE__DSN",
+     "port is not a number"),
+])
+def test_database_and_timeouts(env, key, reason):
+    with pytest.raises(ConfigError) as ei:
+        load(None, env=env)
+    assert [p.key for p in ei.value.problems] == [key]
+    assert reason in ei.value.problems[0].reason
+
+
+def test_a_big_pool_is_fine_on_a_configured_database():
+    cfg = load(None, env={"TRACKER_DATABASE__POOL_MAX": "500", "TRACKER_DATABASE__DSN": "postgresql://u@db/x"})
+    assert cfg.database.pool_max == 500
+
+
+def test_check_config_names_each_key_and_reason(tmp_path):
+    path = write(tmp_path, """
+[http]
+listen = "999.1.1.1:80"
+max_body_bytes = 512
+[vendors.skycore]
+postback_token = "guessable"
+first_poll_s = 7200
+""")
+    out = io.StringIO()
+    assert check_config(path, env={}, out=out) == 2
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "config has 4 problems:"
+    assert lines[1] == f"{path}: http.listen: '999.1.1.1' is not a valid IPv4 address"
+    assert lines[2].startswith(f"{path}: http.max_body_bytes: must be between 1024")
+    assert lines[3].startswith(f"{path}: vendors.skycore.postback_token: is shorter than 16 characters")
+    assert lines[4].startswith(f"{path}: vendors.skycore.first_poll_s: vendors.skycore.first_poll_s (7200 s) "
+                               "exceeds vendors.skycore.max_poll_interval_s (3600 s)")
+    assert "guessable" not in out.getvalue()

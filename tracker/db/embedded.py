@@ -56,6 +56,7 @@ SOCKET_DIR = "run"
 MAX_SOCKET_PATH = 107
 AUTH_MAP = "tracker"
 DB_USER = "tracker"
+MAX_CONNECTIONS = 200  # tracker.config keeps database.pool_max well below it
 
 
 def socket_dsn(socket_dir: Path | str, port: int, database: str) -> str:
@@ -221,7 +222,7 @@ class EmbeddedPostgres:
             "listen_addresses": "",  # no TCP at all
             "unix_socket_directories": str(self.socket_dir),
             "unix_socket_permissions": "0700",
-            "max_connections": "200",
+            "max_connections": str(MAX_CONNECTIONS),
             "jit": "off",  # small queries; and the unit's MemoryDenyWriteExecute= forbids JIT code
         }
         if self.fast:
