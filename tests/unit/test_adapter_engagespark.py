@@ -3,12 +3,14 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.unit.fixtures import (FUZZ, NOW, PROPERTY, content_types, encoded, headers, json_values, load,
-                                 methods, ok, queries, raw, shaped, statuses, unwrapped)
+from tests.unit.fixtures import (EDGE_DATES, FUZZ, NOW, PROPERTY, as_json_text, check_send, content_types, encoded,
+                                 headers, json_values, load, methods, mostly, ok, queries, raw, raw_bytes, shaped,
+                                 statuses, unwrapped, wild_scalars, wild_values)
 from tracker.adapters import engagespark as es
 from tracker.adapters.base import NO_REF, HttpRequest, HttpResponse, MessageRef, ParseError
 from tracker.config_types import VendorConfig
@@ -337,3 +339,89 @@ def test_property_status_objects_map_to_table(to_telco, phone, derror, done, dea
             assert o.state == State.failed
     else:
         assert o.state == (State.sent if to_telco else State.accepted)
+
+
+# --- campaign scale and hostile input (issue #10) -------------------------------------------------
+
+
+def _bulk(n: int) -> tuple[dict, dict]:
+    request = {"orgId": 1234, "from": "Example", "message": "hello",
+               "messages": [{"to": f"63912{i:07d}"} for i in range(n)]}
+    entries = [{"id": "", "error": "invalid 'to' number"} if i % 10 == 0 else
+               {"id": f"SMS20190701T053121-123-{i}-{i % 7}", "error": ""} for i in range(n)]
+    response = {"error": "", "acceptedMessages": n - len(range(0, n, 10)),
+                "deliveryDeadline": "2019-07-02T05:31:21.814068733Z", "messages": entries}
+    return response, request
+
+
+def test_bulk_at_campaign_scale_is_linear():
+    # 100,000 messages: each keeps its own `messages` element as raw, never the response again
+    # (checked at 1,000 first, so that a regression fails instead of exhausting memory).
+    for n in (1_000, 100_000):
+        response, request = _bulk(n)
+        obs = es.parse_send(response, request, NOW).observations
+        assert len(obs) == n and sum(o.state == State.rejected for o in obs) == len(range(0, n, 10))
+        assert obs[1].raw == response["messages"][1] and obs[1].issued_ref == "SMS20190701T053121-123-1-1"
+        assert max(len(orjson.dumps(o.raw)) for o in obs) < 80
+        assert raw_bytes(obs) <= len(orjson.dumps(response))
+
+
+def test_whole_call_refusal_at_campaign_scale_is_linear():
+    # One refusal for 100,000 requested messages, the response echoing the request back: each
+    # message keeps the refusal's words (bounded) and its position, not the whole body.
+    for n in (1_000, 100_000):
+        _, request = _bulk(n)
+        response = {"error": "invalid 'from' field", "errorCode": "invalid_request", "context": request}
+        obs = es.parse_send(HttpResponse(400, {}, orjson.dumps(response)), request, NOW).observations
+        assert len(obs) == n and {o.state for o in obs} == {State.rejected}
+        assert {o.vendor_ref for o in obs} == {NO_REF} and obs[5].recipient == "639120000005"
+        assert obs[5].raw == {"error": "invalid 'from' field", "errorCode": "invalid_request", "messageId": None,
+                              "index": 5}
+        assert raw_bytes(obs) < 3 * (len(orjson.dumps(response)) + len(orjson.dumps(request)))
+    # a single refused message keeps the whole (small) response
+    [one] = es.parse_send({"error": "invalid 'to' number", "messageId": "", "to": "12"}, {"to": "12"}, NOW).observations
+    assert one.raw == {"error": "invalid 'to' number", "messageId": "", "to": "12"}
+
+
+@pytest.mark.parametrize("deadline", EDGE_DATES)
+def test_out_of_range_deadlines_never_overflow(deadline):
+    # The adapter does no arithmetic a far deadline could overflow; one UTC cannot hold is None.
+    [o] = es.parse_send({"messageId": "SMS1", "to": "63", "deliveryDeadline": deadline}, None, NOW).observations
+    assert o.deadline is None or o.deadline.astimezone(UTC).year >= 1
+    body = {"id": "SMS1", "deliveredToTelco": False, "error": "telco timeout", "deliveryDeadline": deadline}
+    [s] = es.parse_status([ok(body)], [MessageRef("SMS1")], NOW).observations
+    assert s.deadline == o.deadline
+    assert s.state == (State.accepted if s.deadline is not None and s.deadline > NOW else State.failed)
+
+
+bulk_requests = st.builds(lambda msgs: {"orgId": 1, "messages": msgs},
+                          mostly(st.lists(st.fixed_dictionaries({"to": st.from_regex(r"\+?63[0-9]{9}", fullmatch=True)}),
+                                          max_size=5),
+                                 st.lists(st.fixed_dictionaries({"to": wild_scalars}) | wild_values, max_size=5)))
+bulk_entries = mostly(st.fixed_dictionaries({"id": st.sampled_from(["SMS1-1", "sms2-2", " SMS3 ", ""]),
+                                             "error": st.sampled_from(["", "", "invalid 'to' number"])}),
+                      st.dictionaries(st.sampled_from(["id", "messageId", "error", "errorCode", "to"]), wild_values,
+                                      max_size=4) | wild_values)
+bulk_responses = st.builds(
+    lambda entries, error, deadline: {"error": error, "acceptedMessages": len(entries), "deliveryDeadline": deadline,
+                                      "messages": entries},
+    st.lists(bulk_entries, max_size=5), mostly(st.sampled_from(["", "invalid 'from'"]), wild_scalars),
+    mostly(st.sampled_from(EDGE_DATES), wild_scalars))
+single_responses = st.fixed_dictionaries({
+    "messageId": mostly(st.sampled_from(["SMS20190723T154425-123-0123", "", 42]), wild_scalars),
+    "to": mostly(st.sampled_from(["639123456789", "12"]), wild_scalars),
+    "deliveryDeadline": mostly(st.sampled_from(EDGE_DATES), wild_scalars)},
+    optional={"error": wild_scalars | st.just("invalid 'to' number"), "errorCode": wild_scalars})
+
+
+@PROPERTY
+@given(response=mostly(bulk_responses | single_responses | as_json_text(bulk_responses), wild_values | payloads),
+       request=mostly(bulk_requests | st.none(), wild_values))
+def test_property_parse_send_gives_a_result_or_parse_error(response, request):
+    try:
+        result = unwrapped(es.parse_send)(response, request, NOW)
+    except ParseError:
+        return
+    check_send(es, result, response, request)
+    for o in result.observations:
+        assert o.deadline is None or o.deadline.astimezone(UTC)  # never a time UTC cannot hold
