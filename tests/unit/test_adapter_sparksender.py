@@ -1,12 +1,14 @@
 """Spark Sender adapter: golden samples, mapping table, requests, fuzzing."""
 from __future__ import annotations
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.unit.fixtures import (FUZZ, NOW, PROPERTY, content_types, encoded, headers, json_values, load,
-                                 methods, ok, queries, raw, shaped, statuses, unwrapped)
+from tests.unit.fixtures import (FUZZ, NOW, PROPERTY, as_json_text, check_send, content_types, encoded, headers,
+                                 json_values, load, methods, mostly, ok, queries, raw, raw_bytes, shaped, statuses,
+                                 unwrapped, wild_scalars, wild_values)
 from tracker.adapters import sparksender as ss
 from tracker.adapters.base import NO_REF, AccountError, HttpResponse, MessageRef, ParseError
 from tracker.config_types import VendorConfig
@@ -224,3 +226,56 @@ def test_property_bulk_maps_to_table(ok_items, bad_items, nested):
     for o, (c, n) in zip(obs[len(ok_items):], bad_items):
         expected = State.rejected if c in ss.SEND_REJECT_CODES else None
         assert (o.vendor_ref, o.recipient, o.state, o.code) == (NO_REF, n, expected, c)
+
+
+# --- campaign scale and hostile input (issue #10) -------------------------------------------------
+
+
+def test_bulk_at_campaign_scale_is_linear():
+    # 100,000 sent and 100,000 refused, nested as the vendor nests them: each message keeps its
+    # own element as raw (checked at 1,000 first, so that a regression fails, not exhausts memory).
+    for n in (1_000, 100_000):
+        success = [{"number": f"9471{i:07d}", "msgId": str(10**6 + i)} for i in range(n)]
+        unsuccess = [{"number": f"9421{i:07d}", "status": 203 if i % 2 else "216"} for i in range(n)]
+        response = {"success": [success], "unsuccess": [unsuccess]}
+        obs = ss.parse_send(response, None, NOW).observations
+        assert len(obs) == 2 * n and sum(o.state == State.rejected for o in obs) == n
+        assert (obs[0].raw, obs[0].issued_ref, obs[n].raw) == (success[0], "1000000", unsuccess[0])
+        assert raw_bytes(obs) <= len(orjson.dumps(response))
+
+
+def test_issued_ref_keeps_what_normalize_ref_drops():
+    [o] = ss.parse_send({"status_code": 204, "msg_id": " 0014364"}, {"recipient_contact_no": "947"}, NOW).observations
+    assert (o.vendor_ref, o.issued_ref, o.raw) == ("14364", " 0014364", {"status_code": 204, "msg_id": " 0014364"})
+    [n] = ss.parse_send({"success": [{"number": "947", "msgId": 1001}]}, None, NOW).observations
+    assert (n.vendor_ref, n.issued_ref) == ("1001", "1001")
+
+
+single_responses = st.fixed_dictionaries(
+    {"status_code": mostly(st.sampled_from([204, "204", 203, "216", 208, 299]), wild_scalars)},
+    optional={"msg_id": mostly(st.sampled_from(["14364", "0014364", 14364, ""]), wild_scalars),
+              "error": wild_scalars})
+bulk_items = mostly(st.fixed_dictionaries({"number": st.from_regex(r"\+?94[0-9]{9}", fullmatch=True),
+                                           "msgId": st.sampled_from(["1000", "01001", 1002])}),
+                    st.dictionaries(st.sampled_from(["number", "msgId", "msg_id", "status"]), wild_values, max_size=3)
+                    | wild_values)
+bad_items = mostly(st.fixed_dictionaries({"number": st.sampled_from(["94214545455", "58478"]),
+                                          "status": st.sampled_from([203, "205", 208, "299"])}),
+                   st.dictionaries(st.sampled_from(["number", "status", "status_code"]), wild_values, max_size=3)
+                   | wild_values)
+bulk_responses = st.builds(lambda ok_, bad, nest: {"success": [ok_] if nest else ok_, "unsuccess": [bad] if nest else bad},
+                           st.lists(bulk_items, max_size=5), st.lists(bad_items, max_size=5), st.booleans())
+requests = mostly(st.fixed_dictionaries({"recipient_contact_no": st.sampled_from(["+94 71 111 1111", "94711111111"])})
+                  | st.just("https://cp.sparksender.com/api/send/?recipient_contact_no=94711111111") | st.none(),
+                  wild_values)
+
+
+@PROPERTY
+@given(response=mostly(bulk_responses | single_responses | as_json_text(bulk_responses), wild_values | payloads),
+       request=requests)
+def test_property_parse_send_gives_a_result_or_parse_error(response, request):
+    try:
+        result = unwrapped(ss.parse_send)(response, request, NOW)
+    except ParseError:
+        return
+    check_send(ss, result, response, request)
