@@ -152,7 +152,7 @@ async def test_a_batch_is_split_by_bytes_and_rows_over_the_row_limit_are_refused
     import tracker.intake as intake
 
     monkeypatch.setattr(intake, "BATCH_BYTES", 1500)
-    monkeypatch.setattr(intake, "ROW_BYTES", 20_000)
+    monkeypatch.setattr(intake, "ROW_BYTES", 2500)
     async with pool.acquire() as conn:
         sizes = [await bad(conn, "INSERT INTO tracker.submissions (vendor, response, request)"
                                  " VALUES ('engagespark', $1::jsonb, $2::jsonb)", *bulk(n, "2030-01-01T00:00:00Z"))
@@ -163,7 +163,7 @@ async def test_a_batch_is_split_by_bytes_and_rows_over_the_row_limit_are_refused
             pass
         assert (await outcome(conn, sizes[0]))["message_count"] == 20
         huge = await outcome(conn, sizes[2])
-        assert "bytes stored; at most 20000 are taken" in huge["error"]
+        assert "bytes stored; at most 2500 are taken" in huge["error"]
 
 
 async def test_the_orphan_sweep_looks_only_at_recent_orphans_intake_adopts_any_by_key(pool):
@@ -184,3 +184,34 @@ async def test_the_orphan_sweep_looks_only_at_recent_orphans_intake_adopts_any_b
         await good(conn, "OLD2")
         await take_in(conn, Config())
         assert await conn.fetchval("SELECT state::text FROM tracker.messages WHERE vendor_ref = 'OLD2'") == "delivered"
+
+
+async def test_a_row_larger_than_a_slice_is_written_whole_with_duplicates_orphans_and_old_keys(pool):
+    # 5,000 recipients (more than one statement's slice), some refused at once by the vendor,
+    # one listed twice, one already known (a resubmission), one with a report waiting.
+    import uuid
+
+    batch = str(uuid.uuid4())
+    numbers = [f"97798{i:07d}" for i in range(5000)]
+    invalid = numbers[100:200]
+    request = {"session": {"recipients": numbers + [numbers[0]]}, "data": {"text": "hi"}}
+    response = {"data": {"batch_id": batch, "invalid_recipients": invalid}, "result": "00", "status": "OK"}
+    async with pool.acquire() as conn:
+        await conn.execute("INSERT INTO tracker.messages (vendor, vendor_ref, recipient_key, recipient)"
+                           " VALUES ('sparrow', $1, $2, $2)", batch, numbers[4999])
+        await conn.execute("INSERT INTO tracker.observations (vendor, vendor_ref, recipient_key, source, state,"
+                           " code) VALUES ('sparrow', $1, $2, 'postback', 'delivered', 'delivered')",
+                           batch, numbers[3000])
+        sid = await bad(conn, "INSERT INTO tracker.submissions (vendor, request, response)"
+                              " VALUES ('sparrow', $1::jsonb, $2::jsonb)",
+                        orjson.dumps(request).decode(), orjson.dumps(response).decode())
+        r = await take_in(conn, Config())
+        assert r.refused == 0
+        states = dict(await conn.fetch("SELECT state::text, count(*) FROM tracker.messages GROUP BY 1"))
+        assert states == {"accepted": 4899, "rejected": 100, "delivered": 1}
+        # The known message is raised through the reducer (one transition), the waiting report
+        # adopted (accepted, then delivered), every other new message one step.
+        assert await conn.fetchval("SELECT count(*) FROM tracker.observations WHERE message_id IS NULL") == 0
+        assert await conn.fetchval("SELECT count(*) FROM tracker.transitions") == 4899 + 100 + 1 + 1
+        assert await conn.fetchval("SELECT count(*) FROM tracker.observations WHERE source = 'submit'") == 5001
+        assert (await outcome(conn, sid))["message_count"] == 5001

@@ -198,7 +198,7 @@ async def insert_observations_of(conn: asyncpg.Connection, source: str,
 
 
 def remap(planned: Sequence[PlannedTransition], message_ids: Sequence[int | None],
-          observation_ids: Sequence[int]) -> list[PlannedTransition]:
+          observation_ids: Sequence[int | None]) -> list[PlannedTransition]:
     """Transitions planned before their rows had ids (message_id and observation_id were indexes
     into `message_ids` and `observation_ids`), with the ids the database gave; those of messages
     that got no id (None) are dropped."""

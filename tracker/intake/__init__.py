@@ -28,7 +28,8 @@ __all__ = ["IntakeResult", "RowError", "take_in"]
 
 log = get_logger("tracker.intake")
 
-CHUNK_MESSAGES = 10_000  # messages written per set of statements
+CHUNK_MESSAGES = 10_000  # messages written per savepoint (a row's messages are never split)
+SLICE = 2_000  # messages per statement
 BATCH_BYTES = 16 << 20  # stored response + request bytes claimed per batch, at most
 ROW_BYTES = 16 << 20  # a row whose response or request is stored larger is refused
 OFF_LOOP_BYTES = 64 << 10  # rows and chunks larger than this are read and planned in a thread
@@ -151,27 +152,45 @@ def _refusal(e: asyncpg.PostgresError) -> str:
 
 
 async def _write(conn: asyncpg.Connection, rows: list[TakenRow], vendors, now: datetime) -> tuple[list[int], int]:
-    """The set-based writes of one chunk (see tracker.intake.plan). Returns the ids of the
-    messages made and the number of transitions still to be notified."""
-    big = sum(len(r.observations) for r in rows) > CHUNK_MESSAGES // 4
+    """The set-based writes of one chunk (see tracker.intake.plan), a slice of SLICE messages
+    per statement, so that no step between two awaits holds the event loop long. Returns the
+    ids of the messages made and the number of transitions still to be notified."""
+    big = sum(len(r.observations) for r in rows) > SLICE
     plan: ChunkPlan = await _maybe_off_loop(big, plan_chunk, rows, vendors, now)
-    new = await conn.fetch(q.INSERT_NEW_MESSAGES, await _maybe_off_loop(big, reducer.rows_json, plan.messages))
-    ids = {(r["vendor"], r["vendor_ref"], r["recipient_key"]): r["id"] for r in new}
-    message_id = [ids.get(k) for k in plan.keys]
-    mine = [(message_id[k], o) for k, o in plan.observations if message_id[k] is not None]
-    others = [o for k, o in plan.observations if message_id[k] is None]
-    steps = []
-    if mine:
-        stored = await reducer.insert_observations_of(conn, "submit", mine, now)
-        steps = reducer.remap(plan.transitions, message_id, stored)
-        if steps:
-            await reducer.insert_transitions(conn, steps, {mid: o.vendor for mid, o in mine})
+    message_id: list[int | None] = [None] * len(plan.keys)
+    observation_id: list[int | None] = [None] * len(plan.observations)
+    created: list[int] = []
+    waited_for: list[int] = []
+    others = []
+    made = 0  # keys written so far (keys are numbered in order of first appearance)
+    for a in range(0, len(plan.observations), SLICE):
+        part = plan.observations[a:a + SLICE]
+        upto = max(k for k, _ in part) + 1
+        if upto > made:
+            for r in await conn.fetch(q.INSERT_NEW_MESSAGES, reducer.rows_json(plan.messages[made:upto])):
+                message_id[plan.index[r["vendor"], r["vendor_ref"], r["recipient_key"]]] = r["id"]
+                created.append(r["id"])
+                if r["orphans"]:
+                    waited_for.append(r["id"])
+            made = upto
+        mine = [(i, message_id[k], o) for i, (k, o) in enumerate(part, a) if message_id[k] is not None]
+        others += [o for k, o in part if message_id[k] is None]
+        if mine:
+            stored = await reducer.insert_observations_of(conn, "submit", [m[1:] for m in mine], now)
+            for (i, _, _), oid in zip(mine, stored):
+                observation_id[i] = oid
+    vendor_of = {message_id[k]: key[0] for k, key in enumerate(plan.keys)}
+    steps = 0
+    for a in range(0, len(plan.transitions), SLICE):
+        part = reducer.remap(plan.transitions[a:a + SLICE], message_id, observation_id)
+        if part:
+            await reducer.insert_transitions(conn, part, vendor_of)
+            steps += len(part)
     if others:  # keys that existed already: the reducer's general path (it notifies itself)
         await reducer.apply(conn, "submit", others, received_at=now)
-    waited_for = [r["id"] for r in new if r["orphans"]]
     if waited_for:
         await reducer.adopt_orphans(conn, waited_for)
-    return [r["id"] for r in new], len(steps)
+    return created, steps
 
 
 async def _maybe_off_loop(big: bool, fn: Callable, *args) -> Any:

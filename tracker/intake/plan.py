@@ -30,6 +30,7 @@ class ChunkPlan:
     its key in `keys` until the shell maps both to the ids the database gave."""
 
     keys: list[Key] = field(default_factory=list)
+    index: dict[Key, int] = field(default_factory=dict)  # key -> its index in keys
     messages: list[list] = field(default_factory=list)  # rows of queries.INSERT_NEW_MESSAGES
     observations: list[tuple[int, Observation]] = field(default_factory=list)  # (key index, o)
     transitions: list[PlannedTransition] = field(default_factory=list)
@@ -38,7 +39,7 @@ class ChunkPlan:
 def plan_chunk(rows: Sequence[TakenRow], vendors: Mapping[str, VendorConfig],
                now: datetime) -> ChunkPlan:
     out = ChunkPlan()
-    index: dict[Key, int] = {}
+    index = out.index
     first: list[tuple[TakenRow, Observation]] = []
     reports: list[Report] = []
     for row in rows:
