@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.unit.fixtures import (FUZZ, NOW, PROPERTY, content_types, encoded, json_values, load, methods, queries,
-                                 raw, shaped, unwrapped)
+from tests.unit.fixtures import (FUZZ, NOW, PROPERTY, as_json_text, check_send, content_types, encoded, json_values,
+                                 load, methods, mostly, queries, raw, raw_bytes, shaped, unwrapped, wild_scalars,
+                                 wild_values)
 from tracker.adapters import skycore as sc
 from tracker.adapters.base import NO_REF, HttpResponse, MessageRef, ParseError, StatusResult
 from tracker.config_types import VendorConfig
@@ -183,3 +184,40 @@ def test_property_postbacks_map_to_table(data, version, ref, to):
         body = orjson.dumps({"origin": "SMS_MT", "code": code, "status": status, "to": to, "tracking-id": ref})
     [o] = sc.parse_postback("POST", data.draw(content_types), {}, body, NOW)
     assert (o.vendor_ref, o.recipient, o.code, o.state) == (ref, to.lstrip("+"), code, EXPECTED[status])
+
+
+# --- hostile input (issue #10) ------------------------------------------------------------------
+
+
+def test_send_response_at_scale_is_linear():
+    # Skycore answers one message per send call: a response swollen with 100,000 elements, or a
+    # 100,000-character number, is still one message whose raw is that response, read in linear time.
+    for n in (1_000, 100_000):
+        response = {"status": "Success", "tracking-id": "trk-1", "to": "1" * n, "extra": ["x"] * n,
+                    "status-details": "queued " * n}
+        [o] = sc.parse_send(response, {"to": "2" * n}, NOW).observations
+        assert (o.vendor_ref, o.issued_ref, len(o.recipient), len(o.text)) == ("trk-1", "trk-1", n, 200)
+        assert raw_bytes([o]) == len(orjson.dumps(response))
+        [f] = sc.parse_send({"status": "Failure", "error-code": "E111", "error-info": "x" * n}, {"to": "3" * n},
+                            NOW).observations
+        assert (f.recipient, len(f.text), f.vendor_ref, f.issued_ref) == ("3" * n, 200, NO_REF, None)
+
+
+send_responses = st.fixed_dictionaries(
+    {"status": mostly(st.sampled_from(["Success", "Failure", "success"]), wild_scalars)},
+    optional={"tracking-id": mostly(st.sampled_from(["xxxxxxxxxxxx", " t1 ", "", 77]), wild_scalars),
+              "to": mostly(st.from_regex(r"\+?1[0-9]{10}", fullmatch=True), wild_scalars),
+              "status-details": wild_scalars, "error-code": mostly(st.sampled_from(["E111", "E103", "e100"]), wild_scalars),
+              "error-info": wild_scalars})
+
+
+@PROPERTY
+@given(response=mostly(send_responses | as_json_text(send_responses), wild_values | payloads),
+       request=mostly(st.none() | st.fixed_dictionaries({"to": st.sampled_from(["10000000001", "+1 555"])}),
+                      wild_values))
+def test_property_parse_send_gives_a_result_or_parse_error(response, request):
+    try:
+        result = unwrapped(sc.parse_send)(response, request, NOW)
+    except ParseError:
+        return
+    check_send(sc, result, response, request)
