@@ -213,5 +213,5 @@ async def test_a_row_larger_than_a_slice_is_written_whole_with_duplicates_orphan
         # adopted (accepted, then delivered), every other new message one step.
         assert await conn.fetchval("SELECT count(*) FROM tracker.observations WHERE message_id IS NULL") == 0
         assert await conn.fetchval("SELECT count(*) FROM tracker.transitions") == 4899 + 100 + 1 + 1
-        assert await conn.fetchval("SELECT count(*) FROM tracker.observations WHERE source = 'submit'") == 5001
-        assert (await outcome(conn, sid))["message_count"] == 5001
+        assert await conn.fetchval("SELECT count(*) FROM tracker.observations WHERE source = 'submit'") == 5000  # the vendor lists a number once
+        assert (await outcome(conn, sid))["message_count"] == 5000
