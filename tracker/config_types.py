@@ -42,6 +42,8 @@ class HttpConfig:
     max_body_bytes: int = 65536
     group_commit_ms: float = 5.0
     group_commit_max: int = 256
+    body_timeout_s: float = 10.0  # a request body not received within this is cut off
+    keepalive_timeout_s: float = 15.0  # an idle connection (or one slow to send headers) is closed
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class IntakeConfig:
     sweep_interval_s: float = 5.0
     batch_size: int = 1000  # submission rows claimed per transaction
     max_messages_per_row: int = 200_000  # a row that expands to more is refused with the reason
+    orphan_sweep_age_s: float = 600.0  # the periodic sweep adopts orphans received this recently
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,7 @@ class HealthConfig:
     failures_before_unready: int = 3  # consecutive failures after which /readyz names the component
     intake_stall_s: float = 60.0  # /readyz 503 while a submission row waits longer than this
     postbacks_stall_s: float = 60.0  # /readyz 503 while a stored postback waits longer than this
+    wedged_after_s: float = 120.0  # busy this long without progress: wedged (watchdog ping stops)
 
 
 @dataclass(frozen=True)
