@@ -321,9 +321,9 @@ def parse_postback(
     raise ParseError("sparrow postback: unknown dlr_type")
 
 
-def _recipients(request: Any) -> dict[str, Any]:
-    """The compose request's recipients: digits -> the number as the request gave it, in order,
-    each once (a dict, so that a campaign-sized list costs linear time)."""
+def _recipients(request: Any) -> list[str]:
+    """The compose request's recipients as digits, in order, each once (deduplicated through a
+    dict: a campaign-sized list costs linear time)."""
     if request is None:
         raise ParseError("sparrow send: the compose request is needed to name the recipients")
     req = json_value(request, "sparrow send request")
@@ -333,14 +333,13 @@ def _recipients(request: Any) -> dict[str, Any]:
         numbers = numbers.split(",")
     if not isinstance(numbers, list):
         raise ParseError("sparrow send: request has no session.recipients list")
-    out: dict[str, Any] = {}
+    out: dict[str, None] = {}
     for n in numbers:
         if isinstance(n, bool) or not isinstance(n, (str, int)):
             raise ParseError("sparrow send: a recipient is not a number")
-        d = digits(n)
-        if d and d not in out:  # numbers with no digits cannot be messages; duplicates are one
-            out[d] = n
-    return out
+        out[digits(n)] = None  # duplicates are one message
+    out.pop("", None)  # numbers with no digits cannot be messages
+    return list(out)
 
 
 def _invalid(data: dict) -> dict[str, Any]:
@@ -363,9 +362,9 @@ def parse_send(response: Any, request: Any | None, now: datetime) -> SendResult:
     the messages kept as `submitted` (the batch exists; its reports will tell which went out).
     11 DATA_ERROR: every recipient rejected with the vendor's error text.
 
-    Each message's raw payload is its own part: {batch_id (as issued), result, recipient (as the
-    request gave it)} or, for an invalid one, {batch_id, result, invalid_recipient: the vendor's
-    record}. Linear in the size of the response and the request."""
+    Each message's raw payload is its own part: {batch_id (as issued), result, recipient} or, for
+    an invalid one, {batch_id, result, invalid_recipient: the vendor's record}. Linear in the
+    size of the response and the request."""
     status = response.status if isinstance(response, HttpResponse) else None
     body = json_value(response, "sparrow send")
     if not isinstance(body, dict):
@@ -396,9 +395,9 @@ def parse_send(response: Any, request: Any | None, now: datetime) -> SendResult:
                                raw={"batch_id": issued, "result": code, **own}))
 
     def add_listed(state: State | None, text: str | None, failure: Failure | None = None) -> None:
-        for number, given in recipients.items():
+        for number in recipients:
             if number not in invalid:
-                add(number, state, text, failure, code, {"recipient": given})
+                add(number, state, text, failure, code, {"recipient": number})
 
     def reject_invalid() -> None:
         text = "invalid recipient"
@@ -427,6 +426,6 @@ def parse_send(response: Any, request: Any | None, now: datetime) -> SendResult:
         add_listed(State.rejected, text, Failure(code, text, None))
         reject_invalid()
     else:  # an unknown result: recorded per recipient, never guessed
-        for number, given in recipients.items():
-            add(number, None, message, None, code, {"recipient": given})
+        for number in recipients:
+            add(number, None, message, None, code, {"recipient": number})
     return result
