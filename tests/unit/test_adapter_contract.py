@@ -224,7 +224,8 @@ def test_unstorable_names_what_postgresql_would_refuse_and_passes_the_rest():
     for o in (base.Observation("sparksender", "14364", None, State.sent, nul),
               base.Observation("sparksender", "14364", None, State.failed, "3",
                                failure=Failure("3", nul, True)),
-              base.Observation("sparksender", "", None, State.sent, "1")):
+              base.Observation("sparksender", "", None, State.sent, "1"),
+              base.Observation("sparksender", "14364", None, State.sent, "1", issued_ref=nul)):
         assert base.unstorable(o) == "text with NUL or invalid characters"
     assert base.unstorable(base.Observation("sparksender", "14364", None, State.sent, "1",
                                             raw={"note": nul})) == "payload holds NUL characters"

@@ -267,7 +267,7 @@ def unstorable(o: Observation) -> str | None:
     and still hold such things; the shell checks before it stores, so that one bad report
     never sinks the batch it came in."""
     f = o.failure
-    texts = (o.vendor_ref, o.recipient, o.code, o.text) + ((f.code, f.reason) if f else ())
+    texts = (o.vendor_ref, o.issued_ref, o.recipient, o.code, o.text) + ((f.code, f.reason) if f else ())
     if any(_bad_text(t) for t in texts) or not o.vendor_ref:
         return "text with NUL or invalid characters"
     for at in (o.event_at, o.deadline):
