@@ -1,4 +1,5 @@
-"""Prometheus metrics. Labels are vendors, sources, states and vendor codes: never secrets."""
+"""Prometheus metrics. Labels are vendors, sources, states, vendor codes and component names:
+never secrets."""
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -22,3 +23,18 @@ postbacks = Counter("tracker_postbacks_total", "Postback requests, by vendor and
 postback_seconds = Histogram("tracker_postback_seconds", "Postback answer latency",
                              registry=REGISTRY,
                              buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1, 5))
+
+# Supervision and backlogs (tracker.supervisor, /readyz). Component names are a fixed set.
+component_failures = Counter("tracker_component_failures_total",
+                             "Unexpected errors of a background component (it restarts), by component",
+                             ["component"], registry=REGISTRY)
+intake_waiting = Gauge("tracker_intake_waiting_rows",
+                       "Submission rows not taken in yet (counted up to 100000)", registry=REGISTRY)
+intake_oldest_age = Gauge("tracker_intake_oldest_age_seconds",
+                          "How long the oldest submission row not taken in yet has waited",
+                          registry=REGISTRY)
+postbacks_waiting = Gauge("tracker_postbacks_waiting",
+                          "Stored postbacks not applied yet (counted up to 100000)", registry=REGISTRY)
+postbacks_oldest_age = Gauge("tracker_postbacks_oldest_age_seconds",
+                             "How long the oldest stored postback not applied yet has waited",
+                             registry=REGISTRY)

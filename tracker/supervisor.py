@@ -1,0 +1,242 @@
+"""One supervisor for every background task of the daemon (DESIGN §9).
+
+Parts start in order and stop in reverse, as aiohttp's cleanup contexts do: a part is an async
+generator function that starts something, yields once, and stops it when resumed. A part that
+fails to start ends the start; the parts already started are stopped, in reverse.
+
+Background loops run under `spawn`, periodic sweeps under `job`. An exception a component did
+not handle itself (it handles expected database outages where they happen) is logged once,
+with its traceback and the component's name, counted in
+`tracker_component_failures_total{component}`, and the loop starts again after 0.1 s, doubling
+with each failure in a row up to `health.restart_backoff_max_s`. A sweep is not restarted: its
+next run is its restart.
+
+A component tells the supervisor how it is doing through its Beat (`beat()`, from inside its
+task): `working()` around one iteration (busy on entry, progress on a clean exit) and
+`progress()` for a step of a long iteration. From that the supervisor knows which component is
+- failing: `failures_before_unready` failures in a row, with no progress in between;
+- wedged: busy for longer than `wedged_after_s` without progress.
+/readyz reports both; the systemd watchdog ping stops while a component is wedged.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import time
+from dataclasses import dataclass
+from typing import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+
+from tracker import metrics
+from tracker.config_types import HealthConfig
+from tracker.logging import get_logger, scrub
+
+log = get_logger("tracker.supervisor")
+
+FIRST_RESTART_S = 0.1
+
+Part = Callable[[], AsyncIterator[None]]
+Loop = Callable[[], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why the tracker is not ready, naming the component."""
+
+    component: str
+    reason: str
+
+
+@dataclass
+class Health:
+    """What the supervisor knows of one component."""
+
+    name: str
+    failures_in_a_row: int = 0
+    last_error: str = ""
+    busy_since: float | None = None  # working, with no progress since then
+    restarting: bool = False  # waiting out its restart delay: nothing in hand
+
+
+# --- the rules (pure) ---------------------------------------------------------------------------
+
+
+def restart_delay(failures_in_a_row: int, cap_s: float) -> float:
+    """0.1 s after a first failure, doubling with each failure in a row, up to `cap_s`."""
+    return min(cap_s, FIRST_RESTART_S * 2 ** max(0, failures_in_a_row - 1))
+
+
+def wedged(components: Iterable[Health], now: float, wedged_after_s: float) -> list[Problem]:
+    return [Problem(c.name, f"busy for {now - c.busy_since:.0f} s without progress")
+            for c in components
+            if c.busy_since is not None and now - c.busy_since > wedged_after_s]
+
+
+def failing(components: Iterable[Health], failures_before_unready: int) -> list[Problem]:
+    return [Problem(c.name, f"failed {c.failures_in_a_row} times in a row; last: {c.last_error}")
+            for c in components if c.failures_in_a_row >= failures_before_unready]
+
+
+# --- what a component tells ---------------------------------------------------------------------
+
+
+class Beat:
+    """A component's line to the supervisor."""
+
+    def __init__(self, health: Health, clock: Callable[[], float]):
+        self.health = health
+        self.clock = clock
+
+    @contextlib.contextmanager
+    def working(self) -> Iterator[None]:
+        """Around one iteration: busy inside it; a clean exit is progress."""
+        self.health.busy_since = self.clock()
+        try:
+            yield
+        finally:
+            self.health.busy_since = None
+        self.progress()
+
+    def progress(self) -> None:
+        """A step of work done: the failures in a row end, and a busy component is not stuck."""
+        self.health.failures_in_a_row = 0
+        if self.health.busy_since is not None:
+            self.health.busy_since = self.clock()
+
+
+_UNSUPERVISED = Beat(Health("unsupervised"), time.monotonic)  # code run outside the supervisor
+_current: contextvars.ContextVar[Beat] = contextvars.ContextVar("tracker_beat")
+
+
+def beat() -> Beat:
+    """The Beat of the component this code runs for (inherited by the tasks it starts)."""
+    return _current.get(_UNSUPERVISED)
+
+
+# --- the supervisor -----------------------------------------------------------------------------
+
+
+class Supervisor:
+    def __init__(self, config: HealthConfig, *, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep):
+        self.config = config
+        self.clock = clock
+        self.sleep = sleep  # the restart delay (tests make it instant)
+        self.components: dict[str, Health] = {}
+        self._parts: list[tuple[str, AsyncIterator[None]]] = []
+        self._tasks: dict[asyncio.Task, Health] = {}
+
+    # --- parts: started in order, stopped in reverse
+
+    async def start(self, name: str, part: Part) -> None:
+        running = part()
+        try:
+            await running.__anext__()
+        except StopAsyncIteration:
+            raise TypeError(f"part {name!r} must yield once") from None
+        self._parts.append((name, running))
+
+    async def stop(self) -> None:
+        """Stop every started part, last first; one that fails to stop does not stop the rest."""
+        while self._parts:
+            name, running = self._parts.pop()
+            try:
+                await running.__anext__()
+            except StopAsyncIteration:
+                continue
+            except Exception:
+                log.exception("part failed to stop", part=name)
+                continue
+            log.error("part yielded more than once", part=name)
+            await running.aclose()
+
+    # --- components
+
+    def health(self, name: str) -> Health:
+        return self.components.setdefault(name, Health(name))
+
+    def spawn(self, name: str, loop: Loop, *, stopping: Callable[[], bool]) -> asyncio.Task:
+        """Run `loop` as component `name`, again after each failure, until `stopping()`; a
+        return while not stopping is a failure too."""
+        health = self.health(name)
+        task = asyncio.create_task(self._supervise(health, loop, stopping), name=name)
+        self._tasks[task] = health
+        task.add_done_callback(self._tasks.pop)
+        return task
+
+    async def _supervise(self, health: Health, loop: Loop, stopping: Callable[[], bool]) -> None:
+        _current.set(Beat(health, self.clock))  # this task's context only
+        while True:
+            error: Exception | None = None
+            try:
+                await loop()
+            except Exception as e:
+                error = e
+            else:
+                if stopping():
+                    return
+            health.busy_since = None
+            if stopping():  # a failure on the way out: reported, not restarted
+                self._failed(health, error, None)
+                return
+            delay = restart_delay(health.failures_in_a_row + 1, self.config.restart_backoff_max_s)
+            self._failed(health, error, delay)
+            health.restarting = True
+            try:
+                await self.sleep(delay)
+            finally:
+                health.restarting = False
+            if stopping():
+                return
+
+    def job(self, name: str, sweep: Loop) -> Loop:
+        """`sweep` as a periodic job of component `name` (apscheduler runs each in a task)."""
+        health = self.health(name)
+        its_beat = Beat(health, self.clock)
+
+        async def run_job() -> None:
+            token = _current.set(its_beat)
+            try:
+                with its_beat.working():
+                    await sweep()
+            except Exception as e:
+                self._failed(health, e, None)
+            finally:
+                _current.reset(token)
+
+        return run_job
+
+    def _failed(self, health: Health, error: Exception | None, restart_in_s: float | None) -> None:
+        health.failures_in_a_row += 1
+        reason = f"{type(error).__name__}: {error}" if error else "returned while not stopping"
+        health.last_error = scrub(reason)[:300]
+        metrics.component_failures.labels(health.name).inc()
+        log.error("component failed", component=health.name, error=reason[:300],
+                  failures_in_a_row=health.failures_in_a_row, restart_in_s=restart_in_s,
+                  exc_info=error)
+
+    async def stop_tasks(self, tasks: Iterable[asyncio.Task], grace_s: float) -> None:
+        """Wait up to `grace_s` for tasks whose component was told to stop to finish what they
+        hold, then cancel the rest; one waiting out a restart delay is cancelled at once."""
+        tasks = list(tasks)
+        for t in tasks:
+            h = self._tasks.get(t)
+            if h is not None and h.restarting:
+                t.cancel()
+        if not tasks:
+            return
+        _, late = await asyncio.wait(tasks, timeout=grace_s)
+        for t in late:
+            log.warning("component did not stop in time; cancelled (its work rolls back)",
+                        component=t.get_name(), grace_s=grace_s)
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # --- what it tells
+
+    def wedged(self) -> list[Problem]:
+        return wedged(self.components.values(), self.clock(), self.config.wedged_after_s)
+
+    def problems(self) -> list[Problem]:
+        return (failing(self.components.values(), self.config.failures_before_unready)
+                + self.wedged())
