@@ -60,9 +60,9 @@ MAX_CONNECTIONS = 200  # tracker.config keeps database.pool_max well below it
 
 
 def socket_dsn(socket_dir: Path | str, port: int, database: str) -> str:
-    """A libpq/asyncpg URL for a Unix socket in ``socket_dir``."""
-    return (f"postgresql://{DB_USER}@/{database}"
-            f"?host={quote(str(socket_dir), safe='/')}&port={port}")
+    """A libpq/asyncpg URL for a Unix socket in ``socket_dir``: the directory, percent-encoded,
+    stands where a host name would, so the URL keeps the usual shape (the database name last)."""
+    return f"postgresql://{DB_USER}@{quote(str(socket_dir), safe='')}:{port}/{database}"
 
 
 def running_dsn(state_dir: Path | str, database: str = "tracker") -> str | None:
