@@ -1,5 +1,8 @@
-"""`tracker run`: the daemon. A thin shell that wires the database, the HTTP listeners, the
-intake loop and the periodic sweeps together, and takes them down in order on SIGTERM."""
+"""`tracker run`: the daemon. A thin shell that wires the database, the components, the HTTP
+listeners, the intake loop, the periodic sweeps and the systemd watchdog together under one
+supervisor (tracker.supervisor): parts start in this order and stop in reverse on SIGTERM, so
+that claiming stops first, in-flight work finishes or is handed back, and the database goes
+last; every background task is supervised."""
 from __future__ import annotations
 
 import asyncio
@@ -7,13 +10,13 @@ import contextlib
 import logging
 import signal
 from pathlib import Path
-from typing import Awaitable, Callable
+from typing import AsyncIterator, Awaitable, Callable, Protocol
 
 import asyncpg
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from tracker import intake, systemd
+from tracker import intake, metrics, systemd
 from tracker.config import redact_dsn
 from tracker.config_types import Config
 from tracker.db import DB_ERRORS
@@ -23,9 +26,37 @@ from tracker.db.embedded import EmbeddedPostgres
 from tracker.db.migrate import migrate
 from tracker.http import ops
 from tracker.logging import get_logger
+from tracker.supervisor import Part, Supervisor, beat
 
 log = get_logger("tracker.app")
 
+EXIT_CANNOT_START = 2  # as for a configuration error: the message names the setting
+ORPHANS_SWEEP_S = 10.0
+BACKLOG_SWEEP_S = 10.0  # the backlog gauges are refreshed this often (and by each /readyz)
+BACKLOG_COUNT_MAX = 100_000  # ... counting up to this many rows: bounded work
+INTAKE_STOP_GRACE_S = 10.0  # stop(): time the intake batch in flight gets to commit
+HTTP_SHUTDOWN_S = 10.0  # stop(): time in-flight requests get to be answered
+
+
+class StartError(Exception):
+    """The daemon cannot start for a reason the operator can fix; `key` names the setting."""
+
+    def __init__(self, key: str, value: str, reason: str):
+        super().__init__(f"{key} = {value}: {reason}")
+        self.key, self.value, self.reason = key, value, reason
+
+
+class Host(Protocol):
+    """What a component of the daemon (Postbacks, Poller) uses of it."""
+
+    config: Config
+    pool: asyncpg.Pool
+    supervisor: Supervisor
+    scheduler: AsyncIOScheduler
+
+    def every(self, name: str, seconds: float, sweep: Callable[[], Awaitable[None]]) -> None: ...
+
+    async def exclusive(self, name: str, job: Callable[[asyncpg.Connection], Awaitable]) -> None: ...
 
 
 class Tracker:
@@ -33,14 +64,13 @@ class Tracker:
         self.config = config
         self.embedded: EmbeddedPostgres | None = None
         self.pool: asyncpg.Pool | None = None
-        self.runners: list[web.AppRunner] = []
-        self.tasks: list[asyncio.Task] = []
         self.scheduler = AsyncIOScheduler(timezone="UTC")
+        self.supervisor = Supervisor(config.health)
         self.stopping = asyncio.Event()
         self.intake_wake = asyncio.Event()
         self.listen_addresses: dict[str, tuple[str, int]] = {}
         # Parts with their own lifecycle: each has `async start()`, `async stop()` and may have
-        # `add_routes(app)` for the postback listener. Started in order, stopped in reverse.
+        # `add_routes(app)` for the postback listener.
         self.components: list = self._components()
 
     def _components(self) -> list:
@@ -56,33 +86,23 @@ class Tracker:
 
     async def start(self) -> None:
         logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one line per job run is noise
-        dsn = self.config.database.dsn
-        if not dsn:
-            self.embedded = EmbeddedPostgres(Path(self.config.database.state_dir))
-            await asyncio.to_thread(self.embedded.start)
-            dsn = self.embedded.dsn
-            log.info("embedded PostgreSQL started", data_dir=str(self.embedded.data_dir), dsn=dsn)
-        self.pool = await asyncpg.create_pool(
-            dsn, min_size=self.config.database.pool_min, max_size=self.config.database.pool_max)
-        log.info("database connected", dsn=redact_dsn(dsn))
-        async with self.pool.acquire() as conn:
-            applied = await migrate(conn)
-            if applied:
-                log.info("migrations applied", versions=[m.version for m in applied])
-            vendors = list(self.config.vendors.values())
-            await conn.execute(q.UPSERT_VENDOR_SETTINGS, [v.name for v in vendors],
-                               [v.expected_final_s for v in vendors])
-        for c in self.components:
-            await c.start()
-        await self._start_http()
-        self.tasks.append(asyncio.create_task(self._intake_loop(), name="intake"))
-        self.tasks.append(asyncio.create_task(self._listen_intake(), name="intake-listener"))
-        self.scheduler.add_job(self._sweep_orphans, "interval", seconds=10, id="orphans",
-                               max_instances=1, coalesce=True)
-        self.scheduler.start()
-        interval = systemd.watchdog_interval_s()
-        if interval:
-            self.tasks.append(asyncio.create_task(self._watchdog(interval), name="watchdog"))
+        http = self.config.http
+        main, ops_app = self._apps()
+        parts: list[tuple[str, Part]] = []
+        if not self.config.database.dsn:
+            parts.append(("embedded database", self._embedded_database))
+        parts.append(("database", self._database))
+        parts += [(type(c).__name__.lower(), _lifecycle(c)) for c in self.components]
+        parts.append(("http.listen", self._listener("http.listen", http.listen, main)))
+        if ops_app is not main:
+            parts.append(("http.ops_listen", self._listener("http.ops_listen", http.ops_listen, ops_app)))
+        parts += [("intake", self._intake), ("sweeps", self._sweeps), ("watchdog", self._watchdog)]
+        try:
+            for name, part in parts:
+                await self.supervisor.start(name, part)
+        except BaseException:
+            await self.supervisor.stop()  # what did start, in reverse
+            raise
         systemd.notify("READY=1")
         log.info("tracker ready", **{k: f"{h}:{p}" for k, (h, p) in self.listen_addresses.items()})
 
@@ -91,19 +111,8 @@ class Tracker:
         systemd.notify("STOPPING=1")
         log.info("tracker stopping")
         self.stopping.set()
-        if self.scheduler.running:
-            self.scheduler.shutdown(wait=False)
-        for t in self.tasks:
-            t.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-        for runner in self.runners:
-            await runner.cleanup()  # finishes in-flight requests first
-        for c in reversed(self.components):
-            await c.stop()
-        if self.pool is not None:
-            await self.pool.close()
-        if self.embedded is not None:
-            await asyncio.to_thread(self.embedded.stop)
+        self.intake_wake.set()
+        await self.supervisor.stop()
         log.info("tracker stopped")
 
     async def run_until_signal(self) -> None:
@@ -113,43 +122,132 @@ class Tracker:
         try:
             await self.start()
             await self.stopping.wait()
+        except StartError as e:
+            log.error("tracker cannot start", key=e.key, address=e.value, reason=e.reason)
+            raise SystemExit(EXIT_CANNOT_START) from None
         finally:
             await self.stop()
 
-    # --- HTTP ----------------------------------------------------------------------------------
+    # --- what components use (Host) -----------------------------------------------------------
 
-    async def _start_http(self) -> None:
-        main = web.Application(client_max_size=self.config.http.max_body_bytes)
-        ops_app = main
-        if self.config.http.ops_listen:
-            ops_app = web.Application()
+    def every(self, name: str, seconds: float, sweep: Callable[[], Awaitable[None]]) -> None:
+        """Run `sweep` every `seconds` (apscheduler), supervised as component `sweep:<name>`."""
+        self.scheduler.add_job(self.supervisor.job(f"sweep:{name}", sweep), "interval",
+                               seconds=seconds, id=name, max_instances=1, coalesce=True,
+                               replace_existing=True)
+
+    async def exclusive(self, name: str, job: Callable[[asyncpg.Connection], Awaitable]) -> None:
+        """Run a sweep on one replica at a time (transaction-scoped advisory lock)."""
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                if await conn.fetchval("SELECT pg_try_advisory_xact_lock(hashtext($1))",
+                                       "tracker.sweep." + name):
+                    await job(conn)
+        except DB_ERRORS as e:
+            log.warning("sweep failed", sweep=name, error=str(e))
+
+    # --- parts, in the order they start ----------------------------------------------------------
+
+    async def _embedded_database(self) -> AsyncIterator[None]:
+        self.embedded = EmbeddedPostgres(Path(self.config.database.state_dir))
+        await asyncio.to_thread(self.embedded.start)
+        log.info("embedded PostgreSQL started", data_dir=str(self.embedded.data_dir),
+                 dsn=self.embedded.dsn)
+        yield
+        await asyncio.to_thread(self.embedded.stop)
+
+    async def _database(self) -> AsyncIterator[None]:
+        db = self.config.database
+        dsn = db.dsn or self.embedded.dsn
+        self.pool = await asyncpg.create_pool(dsn, min_size=db.pool_min, max_size=db.pool_max)
+        try:
+            log.info("database connected", dsn=redact_dsn(dsn))
+            async with self.pool.acquire() as conn:
+                applied = await migrate(conn)
+                if applied:
+                    log.info("migrations applied", versions=[m.version for m in applied])
+                vendors = list(self.config.vendors.values())
+                await conn.execute(q.UPSERT_VENDOR_SETTINGS, [v.name for v in vendors],
+                                   [v.expected_final_s for v in vendors])
+        except BaseException:
+            await self.pool.close()
+            raise
+        yield
+        await self.pool.close()
+
+    def _apps(self) -> tuple[web.Application, web.Application]:
+        """The postback listener's application, and the operations one (the same, unless
+        http.ops_listen is set)."""
+        http = self.config.http
+        cut = [_cut_slow_bodies(http.body_timeout_s)]
+        main = web.Application(client_max_size=http.max_body_bytes, middlewares=cut)
+        ops_app = web.Application(middlewares=cut) if http.ops_listen else main
         ops.add_routes(ops_app, self)
         for c in self.components:
             if hasattr(c, "add_routes"):
                 c.add_routes(main)
-        await self._serve(main, "listen", self.config.http.listen)
-        if ops_app is not main:
-            await self._serve(ops_app, "ops_listen", self.config.http.ops_listen)
+        return main, ops_app
 
-    async def _serve(self, app: web.Application, name: str, address: str) -> None:
-        host, port = address.rsplit(":", 1)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=10)
-        await runner.setup()
-        site = web.TCPSite(runner, host.strip("[]"), int(port))
-        await site.start()
-        self.runners.append(runner)
-        sock = site._server.sockets[0].getsockname()  # the real port when port 0 was asked for
-        self.listen_addresses[name] = (sock[0], sock[1])
+    def _listener(self, key: str, address: str, app: web.Application) -> Part:
+        async def listener() -> AsyncIterator[None]:
+            runner = web.AppRunner(app, access_log=None, shutdown_timeout=HTTP_SHUTDOWN_S,
+                                   keepalive_timeout=self.config.http.keepalive_timeout_s)
+            await runner.setup()
+            host, port = address.rsplit(":", 1)
+            site = web.TCPSite(runner, host.strip("[]"), int(port))
+            try:
+                await site.start()
+            except OSError as e:  # in use, not ours to bind, no such host
+                await runner.cleanup()
+                raise StartError(key, address, e.strerror or str(e)) from None
+            sock = site._server.sockets[0].getsockname()  # the real port when port 0 was asked for
+            self.listen_addresses[key.removeprefix("http.")] = (sock[0], sock[1])
+            yield
+            await runner.cleanup()  # answers in-flight requests first
+        return listener
+
+    async def _intake(self) -> AsyncIterator[None]:
+        stopping = self.stopping.is_set
+        taking = self.supervisor.spawn("intake", self._intake_loop, stopping=stopping)
+        listening = self.supervisor.spawn("intake-listener", self._listen_intake, stopping=stopping)
+        yield
+        self.stopping.set()
+        self.intake_wake.set()
+        listening.cancel()  # it holds nothing
+        await self.supervisor.stop_tasks([taking, listening], INTAKE_STOP_GRACE_S)
+
+    async def _sweeps(self) -> AsyncIterator[None]:
+        self.every("orphans", ORPHANS_SWEEP_S, self._sweep_orphans)
+        self.every("backlog", BACKLOG_SWEEP_S, self.count_backlog)
+        self.scheduler.start()
+        yield
+        self.scheduler.shutdown(wait=False)  # a sweep in flight is cancelled: it rolls back
+
+    async def _watchdog(self) -> AsyncIterator[None]:
+        interval = systemd.watchdog_interval_s()
+        if not interval:
+            yield
+            return
+        pinging = self.supervisor.spawn(
+            "watchdog", lambda: systemd.ping_watchdog(interval, self.supervisor.wedged),
+            stopping=self.stopping.is_set)
+        yield
+        pinging.cancel()
+        await asyncio.gather(pinging, return_exceptions=True)
 
     # --- intake --------------------------------------------------------------------------------
 
     async def _intake_loop(self) -> None:
         batch = self.config.intake.batch_size
+        taken, refused = metrics.intake_rows.labels("taken"), metrics.intake_rows.labels("refused")
         while not self.stopping.is_set():
             self.intake_wake.clear()  # before looking: a NOTIFY from now on wakes the next look
             try:
-                async with self.pool.acquire() as conn:
-                    result = await intake.take_in(conn, self.config, batch)
+                with beat().working():  # progress: a batch taken in, or none waiting
+                    async with self.pool.acquire() as conn:
+                        result = await intake.take_in(conn, self.config, batch)
+                taken.inc(result.rows - result.refused)
+                refused.inc(result.refused)
                 if result.rows:
                     log.info("intake", rows=result.rows, messages=result.messages,
                              refused=result.refused)
@@ -165,35 +263,67 @@ class Tracker:
         while not self.stopping.is_set():
             try:
                 async with self.pool.acquire() as conn:
-                    wake = lambda *_: self.intake_wake.set()  # noqa: E731
-                    await conn.add_listener("tracker_intake", wake)
-                    try:
-                        while not conn.is_closed():
-                            await asyncio.sleep(1)
-                    finally:
-                        with contextlib.suppress(*DB_ERRORS):
-                            await conn.remove_listener("tracker_intake", wake)
+                    await self._listen_on(conn)
             except DB_ERRORS as e:
                 log.warning("intake listener lost; reconnecting", error=str(e))
             await asyncio.sleep(1)
+
+    async def _listen_on(self, conn: asyncpg.Connection) -> None:
+        wake = lambda *_: self.intake_wake.set()  # noqa: E731
+        await conn.add_listener("tracker_intake", wake)
+        beat().progress()  # progress: listening
+        try:
+            while not conn.is_closed():
+                await asyncio.sleep(1)
+        finally:
+            with contextlib.suppress(*DB_ERRORS):
+                await conn.remove_listener("tracker_intake", wake)
 
     # --- periodic sweeps (apscheduler) ---------------------------------------------------------
 
     async def _sweep_orphans(self) -> None:
         """Backstop for reports that raced their message's creation."""
-        await self._exclusive("orphans", lambda conn: reducer.adopt_orphans(conn))
+        await self.exclusive("orphans", lambda conn: reducer.adopt_orphans(conn))
 
-    async def _exclusive(self, name: str, job: Callable[[asyncpg.Connection], Awaitable]) -> None:
-        """Run a sweep on one replica at a time (transaction-scoped advisory lock)."""
+    async def count_backlog(self) -> None:
+        """Refresh the backlog gauges: submission rows and postbacks waiting, and for how long."""
         try:
-            async with self.pool.acquire() as conn, conn.transaction():
-                if await conn.fetchval("SELECT pg_try_advisory_xact_lock(hashtext($1))",
-                                       "tracker.sweep." + name):
-                    await job(conn)
+            async with self.pool.acquire() as conn:
+                counts = await conn.fetchrow(q.COUNT_WAITING, BACKLOG_COUNT_MAX)
+                ages = await conn.fetchrow(q.OLDEST_WAITING)
         except DB_ERRORS as e:
-            log.warning("sweep failed", sweep=name, error=str(e))
+            log.warning("sweep failed", sweep="backlog", error=str(e))
+            return
+        metrics.intake_waiting.set(counts["intake"])
+        metrics.postbacks_waiting.set(counts["postbacks"])
+        ops.record_ages(ages["intake_s"], ages["postbacks_s"])
 
-    async def _watchdog(self, interval: float) -> None:
-        while True:
-            systemd.notify("WATCHDOG=1")
-            await asyncio.sleep(interval)
+
+def _lifecycle(component) -> Part:
+    async def part() -> AsyncIterator[None]:
+        await component.start()
+        yield
+        await component.stop()
+    return part
+
+
+def _cut_slow_bodies(timeout_s: float):
+    """Middleware: a request whose body has not all arrived `timeout_s` after its headers loses
+    its connection (a body trickled byte by byte would hold a handler for ever)."""
+    @web.middleware
+    async def cut_slow_bodies(request: web.Request, handler):
+        if not request.body_exists:
+            return await handler(request)
+
+        def cut() -> None:
+            if not request.content.is_eof():
+                log.warning("request body too slow; connection closed", peer=request.remote,
+                            body_timeout_s=timeout_s)
+                request.protocol.force_close()
+
+        timer = asyncio.get_running_loop().call_later(timeout_s, cut)
+        try:
+            return await handler(request)
+        finally:
+            timer.cancel()
+    return cut_slow_bodies

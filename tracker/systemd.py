@@ -1,8 +1,15 @@
 """sd_notify for Type=notify units: READY, STOPPING and WATCHDOG pings. A no-op outside systemd."""
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
+from typing import Callable, Sequence
+
+from tracker.logging import get_logger
+from tracker.supervisor import Problem, beat
+
+log = get_logger("tracker.systemd")
 
 
 def notify(state: str) -> bool:
@@ -23,3 +30,23 @@ def watchdog_interval_s() -> float | None:
     if not usec or os.environ.get("WATCHDOG_PID", str(os.getpid())) != str(os.getpid()):
         return None
     return int(usec) / 2_000_000
+
+
+async def ping_watchdog(interval_s: float, wedged: Callable[[], Sequence[Problem]]) -> None:
+    """Ping every `interval_s` from the event loop, so that a blocked loop stops the pings by
+    itself; hold them back while a component is wedged, so that systemd restarts us."""
+    held_back = False
+    while True:
+        stuck = wedged()
+        if stuck:
+            if not held_back:
+                log.error("watchdog ping held back: a component is wedged",
+                          problems=[f"{p.component}: {p.reason}" for p in stuck])
+            held_back = True
+        else:
+            if held_back:
+                log.warning("watchdog ping resumed: no component is wedged any more")
+            held_back = False
+            notify("WATCHDOG=1")
+            beat().progress()
+        await asyncio.sleep(interval_s)

@@ -1,14 +1,63 @@
-"""Operations endpoints: /healthz (alive), /readyz (database reachable, migrations current),
-/metrics (Prometheus text)."""
+"""Operations endpoints: /healthz (alive), /readyz (ready for work, or 503 naming every
+problem), /metrics (Prometheus text).
+
+Ready means: the database answers (within READY_TIMEOUT_S), no migration is pending, no
+submission row waits longer than `health.intake_stall_s` to be taken in, no stored postback
+waits longer than `health.postbacks_stall_s` to be applied (two lookups in partial indexes),
+and no component is failing again and again or wedged (tracker.supervisor, in memory).
+"""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from tracker import metrics
+from tracker.config_types import HealthConfig
+from tracker.db import queries as q
 from tracker.db.migrate import pending
+from tracker.logging import scrub
 from tracker.metrics import REGISTRY
+from tracker.supervisor import Problem
+
+READY_TIMEOUT_S = 2.0
+
+
+def stalls(intake_s: float | None, postbacks_s: float | None, health: HealthConfig) -> list[Problem]:
+    """Work waiting longer than it should: the component that should have done it. Pure."""
+    out = []
+    if intake_s is not None and intake_s > health.intake_stall_s:
+        out.append(Problem("intake", f"the oldest submission row has waited {intake_s:.0f} s to be "
+                                     f"taken in (limit {health.intake_stall_s:g} s)"))
+    if postbacks_s is not None and postbacks_s > health.postbacks_stall_s:
+        out.append(Problem("postbacks", f"the oldest stored postback has waited {postbacks_s:.0f} s "
+                                        f"to be applied (limit {health.postbacks_stall_s:g} s)"))
+    return out
+
+
+def record_ages(intake_s: float | None, postbacks_s: float | None) -> None:
+    metrics.intake_oldest_age.set(max(0.0, intake_s or 0.0))
+    metrics.postbacks_oldest_age.set(max(0.0, postbacks_s or 0.0))
+
+
+async def readiness(tracker) -> list[Problem]:
+    """Every reason the tracker is not ready; none: ready."""
+    components = tracker.supervisor.problems()
+    try:
+        async with asyncio.timeout(READY_TIMEOUT_S):
+            async with tracker.pool.acquire() as conn:
+                todo = await pending(conn)
+                ages = None if todo else await conn.fetchrow(q.OLDEST_WAITING)
+    except Exception as e:  # any failure to reach the database means not ready
+        reason = scrub(f"not answering: {type(e).__name__}: {e}")[:300]
+        return [Problem("database", reason), *components]
+    if todo:
+        versions = ", ".join(str(m.version) for m in todo)
+        return [Problem("migrations", f"pending: {versions}"), *components]
+    record_ages(ages["intake_s"], ages["postbacks_s"])
+    return stalls(ages["intake_s"], ages["postbacks_s"], tracker.config.health) + components
 
 
 def add_routes(app: web.Application, tracker) -> None:
@@ -16,22 +65,17 @@ def add_routes(app: web.Application, tracker) -> None:
         return web.json_response({"status": "alive"})
 
     async def readyz(_request: web.Request) -> web.Response:
-        try:
-            async with asyncio.timeout(2):
-                async with tracker.pool.acquire() as conn:
-                    todo = await pending(conn)
-        except Exception as e:  # any failure to reach the database means not ready
-            return web.json_response({"status": "unavailable", "reason": type(e).__name__},
-                                     status=503)
-        if todo:
-            return web.json_response(
-                {"status": "migrations pending", "pending": [m.version for m in todo]}, status=503)
-        return web.json_response({"status": "ready"})
+        problems = await readiness(tracker)
+        if not problems:
+            return web.json_response({"status": "ready"})
+        return web.json_response(
+            {"status": "unready", "problems": [dataclasses.asdict(p) for p in problems]},
+            status=503)
 
-    async def metrics(_request: web.Request) -> web.Response:
+    async def metrics_page(_request: web.Request) -> web.Response:
         body = generate_latest(REGISTRY)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/metrics", metrics_page)

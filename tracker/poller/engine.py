@@ -25,10 +25,14 @@ calls for a whole batch, or one page walk of engageSPARK's list endpoint):
   the write first locks the messages it still holds (same owner and lease time).
 - stop(): the loops stop claiming and get a few seconds to write what is in flight; anything
   still claimed is handed back, due at once.
-- anything unexpected (a bug) in one batch: logged with its traceback; the loop goes on and
-  that batch's claims come due when their lease ends.
+- anything unexpected (a bug) in one batch: the loop's supervisor (tracker.supervisor) logs
+  it with its traceback, counts it and starts the loop again after a short delay; that batch's
+  claims come due when their lease ends.
 
-Window expiry is a periodic sweep on one replica (Tracker._exclusive): a message not final when
+Each loop runs under the supervisor as component `poll:<vendor>:<n>`; its progress is a tick
+completed, or a poll answered (or failed) within a long tick.
+
+Window expiry is a periodic sweep on one replica (Tracker.exclusive): a message not final when
 its tracking window ends becomes `unknown` through the reducer (source `tracker`).
 """
 from __future__ import annotations
@@ -60,6 +64,7 @@ from tracker.logging import get_logger
 from tracker.poller import circuit as cb
 from tracker.poller import schedule
 from tracker.poller.client import AccountProblem, Deferred, TokenCache, TransportError, VendorClient
+from tracker.supervisor import beat
 
 log = get_logger("tracker.poller")
 
@@ -114,7 +119,8 @@ class Stats:
 
 
 class Poller:
-    """The component. `tracker` gives it config, pool, scheduler and _exclusive()."""
+    """The component. `tracker` (tracker.app.Host) gives it config, pool, supervisor,
+    scheduler, every() and exclusive()."""
 
     def __init__(self, tracker: Any):
         self.tracker = tracker
@@ -139,7 +145,8 @@ class Poller:
             self.workers[name] = VendorWorker(self, adapter, cfg)
         for w in self.workers.values():
             for i in range(LOOPS_PER_VENDOR):
-                self.tasks.append(asyncio.create_task(w.run(), name=f"poll-{w.name}-{i}"))
+                self.tasks.append(self.tracker.supervisor.spawn(
+                    f"poll:{w.name}:{i}", w.run, stopping=self.stopping.is_set))
         windows = [v.tracking_window_s for v in self.tracker.config.vendors.values() if v.enabled]
         sweep_s = min(10.0, max(0.5, min(windows, default=200.0) / 20))
         self._add_job(self.sweep_windows, sweep_s, "poll-windows")
@@ -148,19 +155,14 @@ class Poller:
                  window_sweep_s=sweep_s)
 
     def _add_job(self, fn, seconds: float, job_id: str) -> None:
-        self.tracker.scheduler.add_job(fn, "interval", seconds=seconds, id=job_id,
-                                       max_instances=1, coalesce=True, replace_existing=True)
+        self.tracker.every(job_id, seconds, fn)  # supervised as component sweep:<job_id>
         self.job_ids.append(job_id)
 
     async def stop(self) -> None:
         self.stopping.set()
         for w in self.workers.values():
             w.wake.set()
-        if self.tasks:
-            _, pending = await asyncio.wait(self.tasks, timeout=STOP_GRACE_S)
-            for t in pending:
-                t.cancel()
-            await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.tracker.supervisor.stop_tasks(self.tasks, STOP_GRACE_S)
         self.tasks.clear()
         for job_id in self.job_ids:
             with contextlib.suppress(Exception):  # gone with a scheduler already shut down
@@ -182,7 +184,7 @@ class Poller:
     # --- periodic sweeps ------------------------------------------------------------------------
 
     async def sweep_windows(self) -> None:
-        await self.tracker._exclusive("windows", end_windows)
+        await self.tracker.exclusive("windows", end_windows)
 
     async def flush_health(self) -> None:
         if not self.workers:
@@ -274,17 +276,17 @@ class VendorWorker:
         while not self.poller.stopping.is_set():
             self.wake.clear()  # before the tick: stop() during it still cuts the sleep short
             try:
-                sleep_s = await self.tick()
+                with beat().working():
+                    sleep_s = await self.tick()
                 db_wait = DB_RETRY_S[0]
             except DB_ERRORS as e:
                 log.warning("poll: database unavailable; retrying", vendor=self.name,
                             error=type(e).__name__, retry_in_s=db_wait)
                 sleep_s, db_wait = db_wait, min(db_wait * 2, DB_RETRY_S[1])
                 self._set_circuit(cb.release_probe(self.circuit))  # a probe that never went out
-            except Exception:  # a bug: keep polling the other messages, say so loudly
-                log.exception("poll loop error", vendor=self.name)
+            except Exception:  # a bug: the supervisor says so and starts the loop again
                 self._set_circuit(cb.release_probe(self.circuit))
-                sleep_s = IDLE_MAX_S
+                raise
             if sleep_s > 0:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), sleep_s)
@@ -491,6 +493,7 @@ class VendorWorker:
 
     def _count(self, outcome: cb.Outcome, error: str | None = None) -> None:
         now = _utcnow()
+        beat().progress()  # a poll answered (or failed): a long tick is not stuck
         self.m_polls[outcome].inc()
         if outcome == "ok":
             self.stats.ok += 1

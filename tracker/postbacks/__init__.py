@@ -6,7 +6,9 @@ stored raw by a group commit; 200 is answered only after that commit. A worker t
 what the handlers parsed through the reducer, marking the rows processed in the same
 transaction. Whatever it could not apply (a crash, the database lost in between) stays an
 unprocessed row, which the worker's sweep (at start, every few seconds, after a failure; on any
-replica) parses again from the stored request and applies. Answers:
+replica) parses again from the stored request and applies. The worker runs under the
+supervisor (tracker.supervisor) as component `postbacks`: a bug there is logged, counted and
+the worker starts again; its progress is a batch applied or a sweep done. Answers:
 
     200 stored        400 unreadable body    403 source not in allow_networks
     404 unknown vendor, vendor that does not push, wrong or missing token (all alike)
@@ -33,6 +35,7 @@ from tracker.logging import get_logger, register_secret
 from tracker.postbacks import core
 from tracker.postbacks.commit import GroupCommit, Unavailable
 from tracker.postbacks.process import BatchFailed, Parsed, process_pending, process_received
+from tracker.supervisor import beat
 
 log = get_logger("tracker.postbacks")
 
@@ -41,6 +44,7 @@ WORKER_BATCH = 500  # rows parsed again per sweep transaction
 RECEIVED_BATCH = 1000  # rows applied per transaction with what their handlers parsed
 APPLY_WAIT_S = 0.05  # ... gathered for at most this long
 SWEEP_S = 5.0  # the worker looks for rows left by others (a crash, another replica) this often
+STOP_GRACE_S = 10.0  # stop(): time the worker gets to apply what was stored
 TRANSIENT = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
              asyncpg.InternalClientError,  # e.g. a connection that died mid-operation
              asyncpg.exceptions.OperatorInterventionError,
@@ -90,7 +94,8 @@ class Postbacks:
                                   max_wait_s=http.group_commit_ms / 1000.0)
         self.commit.start()
         self.stopping = False
-        self.worker = asyncio.create_task(self._work(), name="postbacks-worker")
+        self.worker = self.tracker.supervisor.spawn("postbacks", self._work,
+                                                    stopping=lambda: self.stopping)
         log.info("postbacks ready", vendors=sorted(self.routes))
 
     async def stop(self) -> None:
@@ -101,10 +106,7 @@ class Postbacks:
         self.stopping = True
         self.wake.set()
         if self.worker is not None:
-            try:
-                await asyncio.wait_for(self.worker, 10)
-            except TimeoutError:
-                log.warning("postback worker did not finish in time; its batch rolls back")
+            await self.tracker.supervisor.stop_tasks([self.worker], STOP_GRACE_S)
             self.worker = None
 
     def add_routes(self, app: web.Application) -> None:
@@ -187,25 +189,27 @@ class Postbacks:
                         await asyncio.wait_for(self.wake.wait(), wait)
                     continue
             try:
-                async with self.tracker.pool.acquire() as conn:
-                    if self.received:
-                        items, self.received = self.received[:RECEIVED_BATCH], self.received[RECEIVED_BATCH:]
-                        self.first_received = time.monotonic()
-                        await self._apply_received(conn, items)
-                        continue
-                    if loop.time() >= sweep_at and not self.stopping:
-                        if await self._apply_some(conn) >= WORKER_BATCH:
-                            continue  # more waiting
-                        sweep_at = loop.time() + SWEEP_S
+                with beat().working():  # progress: a batch applied, or a sweep done
+                    async with self.tracker.pool.acquire() as conn:
+                        if self.received:
+                            items = self.received[:RECEIVED_BATCH]
+                            self.received = self.received[RECEIVED_BATCH:]
+                            self.first_received = time.monotonic()
+                            await self._apply_received(conn, items)
+                            continue
+                        if loop.time() >= sweep_at and not self.stopping:
+                            if await self._apply_some(conn) >= WORKER_BATCH:
+                                continue  # more waiting
+                            sweep_at = loop.time() + SWEEP_S
                 backoff = 0.5
             except Exception as e:
-                # What was taken from `received` is still an unprocessed row: the sweep gets it.
-                sweep_at = 0.0
+                # What was taken from `received` is still an unprocessed row: the sweep gets it
+                # (at once when the supervisor starts the worker again after a bug).
                 if not _transient(e):
-                    log.exception("postback worker failed")
-                else:
-                    log.warning("postback worker: database unavailable; will retry",
-                                error=type(e).__name__)
+                    raise
+                sweep_at = 0.0
+                log.warning("postback worker: database unavailable; will retry",
+                            error=type(e).__name__)
                 if self.stopping:
                     return
                 await asyncio.sleep(backoff)

@@ -1,0 +1,96 @@
+"""The daemon's HTTP listeners: an address already in use is reported naming its setting (and
+nothing is left running), a body trickled in is cut off, an idle connection is closed."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+
+import pytest
+import structlog
+
+from tests.postbacks_support import TOKENS, config_for, replace_http, running
+from tracker.app import StartError, Tracker
+
+
+@contextlib.contextmanager
+def taken_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen()
+    try:
+        yield f"127.0.0.1:{s.getsockname()[1]}"
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("key", ["http.listen", "http.ops_listen"])
+async def test_an_address_in_use_names_its_setting_and_nothing_is_left_running(db_dsn, key):
+    with taken_port() as address:
+        config = config_for(db_dsn)
+        if key == "http.listen":
+            config = replace_http(config, listen=address)
+        else:
+            config = replace_http(config, ops_listen=address)
+        tr = Tracker(config)
+        with pytest.raises(StartError) as e:
+            await tr.start()
+    assert e.value.key == key and e.value.value == address
+    assert "address already in use" in e.value.reason
+    assert str(e.value).startswith(f"{key} = {address}: ")
+    assert tr.pool is not None and tr.pool.is_closing()  # the parts that started are stopped
+    assert tr.components[0].worker is None  # the postback worker too
+    if key == "http.ops_listen":  # the postback listener had started: it is closed again
+        host, port = tr.listen_addresses["listen"]
+        with pytest.raises(OSError):
+            await asyncio.open_connection(host, port)
+
+
+async def closed_within(reader: asyncio.StreamReader, timeout: float) -> float:
+    """How long until the server closes the connection (reading what it sends meanwhile)."""
+    started = time.monotonic()
+    async with asyncio.timeout(timeout):
+        while await reader.read(1024):
+            pass
+    return time.monotonic() - started
+
+
+async def test_a_body_trickled_in_is_cut_off(db_dsn):
+    config = replace_http(config_for(db_dsn), body_timeout_s=0.5, keepalive_timeout_s=30.0)
+    async with running(config) as (tr, base):
+        host, port = tr.listen_addresses["listen"]
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(f"POST /postbacks/skycore/{TOKENS['skycore']} HTTP/1.1\r\nHost: x\r\n"
+                     "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n".encode())
+
+        async def trickle() -> None:
+            with contextlib.suppress(ConnectionError):
+                for _ in range(1000):
+                    writer.write(b" ")
+                    await writer.drain()
+                    await asyncio.sleep(0.05)
+
+        sender = asyncio.create_task(trickle())
+        try:
+            with structlog.testing.capture_logs() as logs:
+                took = await closed_within(reader, 5)
+        finally:
+            sender.cancel()
+            writer.close()
+        assert 0.4 < took < 3
+        assert "request body too slow; connection closed" in [e["event"] for e in logs]
+        assert await tr.pool.fetchval("SELECT count(*) FROM tracker.postbacks") == 0
+
+
+async def test_an_idle_connection_is_closed(db_dsn):
+    config = replace_http(config_for(db_dsn), keepalive_timeout_s=0.5)
+    async with running(config) as (tr, base):
+        host, port = tr.listen_addresses["listen"]
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # headers never finished
+            took = await closed_within(reader, 5)
+        finally:
+            writer.close()
+        assert 0.4 < took < 3

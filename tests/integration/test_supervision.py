@@ -1,0 +1,231 @@
+"""Every background task of a running tracker is supervised (DESIGN §9): a fault injected into
+each one is logged with the component's name, counted, the component starts again, /readyz
+names it while it keeps failing and is ready again once it recovers; work waiting too long
+makes /readyz 503 naming who should have done it. Real PostgreSQL, the daemon in-process."""
+from __future__ import annotations
+
+import dataclasses
+import io
+import sys
+from datetime import datetime, timezone
+
+import orjson
+import pytest
+import structlog
+
+import tracker.postbacks as postbacks_mod
+from tests.polling_support import wait_until
+from tests.postbacks_support import config_for, running, session
+from tracker import intake
+from tracker import logging as tlog
+from tracker.app import Tracker
+from tracker.metrics import REGISTRY
+from tracker.poller.engine import VendorWorker
+
+
+class InjectedFault(Exception):
+    """The fault a test puts into a component."""
+
+
+class Switch:
+    """A fault that can be armed and disarmed; `calls` counts the calls it saw armed."""
+
+    def __init__(self) -> None:
+        self.armed = True
+        self.calls = 0
+
+    def wrap(self, real):
+        async def faulty(*args, **kwargs):
+            if self.armed:
+                self.calls += 1
+                raise InjectedFault(f"injected #{self.calls}")
+            return await real(*args, **kwargs)
+        return faulty
+
+
+def health_config(dsn: str, **health):
+    config = config_for(dsn, sparksender={"base_url": "http://127.0.0.1:9"})  # polled, never called
+    values = {"restart_backoff_max_s": 0.2, "failures_before_unready": 2, **health}
+    return dataclasses.replace(config, health=dataclasses.replace(config.health, **values))
+
+
+def failures(component: str) -> float:
+    return REGISTRY.get_sample_value("tracker_component_failures_total",
+                                     {"component": component}) or 0.0
+
+
+def metric(name: str, **labels) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def readyz(s, base: str) -> tuple[int, dict]:
+    async with s.get(base + "/readyz") as r:
+        return r.status, await r.json()
+
+
+def named(body: dict, component: str) -> list[str]:
+    return [p["reason"] for p in body.get("problems", []) if p["component"] == component]
+
+
+async def run_sweep_now(tr: Tracker, job_id: str) -> None:
+    tr.scheduler.get_job(job_id).modify(next_run_time=datetime.now(timezone.utc))
+
+
+# Per component: how to inject the fault (before the tracker starts, so that it is in place
+# from its first run), and how to make the component run again when it does not by itself.
+def inject_intake(monkeypatch, fault: Switch) -> None:
+    monkeypatch.setattr(intake, "take_in", fault.wrap(intake.take_in))
+
+
+def inject_listener(monkeypatch, fault: Switch) -> None:
+    monkeypatch.setattr(Tracker, "_listen_on", fault.wrap(Tracker._listen_on))
+
+
+def inject_poll(monkeypatch, fault: Switch) -> None:
+    monkeypatch.setattr(VendorWorker, "tick", fault.wrap(VendorWorker.tick))
+
+
+def inject_postbacks(monkeypatch, fault: Switch) -> None:
+    monkeypatch.setattr(postbacks_mod, "process_pending", fault.wrap(postbacks_mod.process_pending))
+
+
+def inject_sweep(monkeypatch, fault: Switch) -> None:
+    monkeypatch.setattr(Tracker, "_sweep_orphans", fault.wrap(Tracker._sweep_orphans))
+
+
+CASES = {
+    "intake": (inject_intake, None),
+    "intake-listener": (inject_listener, None),
+    "poll:sparksender:0": (inject_poll, None),
+    "postbacks": (inject_postbacks, None),
+    "sweep:orphans": (inject_sweep, "orphans"),
+}
+# Components that share one injected fault: a vendor's poll loops.
+FAMILY = {"poll:sparksender:0": ("poll:sparksender:0", "poll:sparksender:1")}
+
+
+@pytest.mark.parametrize("component", list(CASES))
+async def test_a_failing_component_is_logged_counted_restarted_and_reported(
+        component, db_dsn, monkeypatch):
+    inject, job_id = CASES[component]
+    fault = Switch()
+    inject(monkeypatch, fault)
+    family = FAMILY.get(component, (component,))
+    before = sum(failures(c) for c in family)
+    with structlog.testing.capture_logs() as logs:
+        async with running(health_config(db_dsn)) as (tr, base), session() as s:
+            async def failing_and_reported() -> bool:
+                if job_id:
+                    await run_sweep_now(tr, job_id)  # a sweep runs again on its schedule
+                status, body = await readyz(s, base)
+                return status == 503 and bool(named(body, component))
+
+            await wait_until(failing_and_reported, 10, step=0.2)
+            status, body = await readyz(s, base)
+            assert body["status"] == "unready"
+            assert "times in a row; last: InjectedFault: injected #" in named(body, component)[0]
+            assert fault.calls >= 2  # it was started again after failing
+            fault.armed = False
+
+            async def recovered() -> bool:
+                if job_id:
+                    await run_sweep_now(tr, job_id)
+                return await readyz(s, base) == (200, {"status": "ready"})
+
+            await wait_until(recovered, 10, step=0.2)
+            calls = fault.calls
+    failed = [e for e in logs if e.get("event") == "component failed" and e["component"] in family]
+    assert len(failed) == calls  # once per failure
+    assert all(isinstance(e["exc_info"], InjectedFault) and e["log_level"] == "error" for e in failed)
+    assert component in {e["component"] for e in failed}
+    assert sum(failures(c) for c in family) - before == calls
+    # No one else logged the injected fault (apscheduler, asyncio, the component itself).
+    others = [e for e in logs if e.get("event") != "component failed" and "injected #" in repr(e)]
+    assert others == []
+
+
+async def test_the_failure_is_one_json_line_with_the_traceback(db_dsn, monkeypatch):
+    fault = Switch()
+    inject_intake(monkeypatch, fault)
+    out = io.StringIO()
+    tlog.configure("info", "json", stream=out, cache=False)
+    try:
+        async with running(health_config(db_dsn)) as (tr, base):
+            await wait_until(lambda: _true(fault.calls >= 2), 10, step=0.05)
+            fault.armed = False
+    finally:
+        tlog.configure("info", "console", stream=sys.stderr, cache=False)
+    lines = [orjson.loads(line) for line in out.getvalue().splitlines() if "injected #" in line]
+    assert len(lines) == fault.calls
+    for line in lines:
+        assert line["event"] == "component failed" and line["component"] == "intake"
+        assert line["level"] == "error" and line["restart_in_s"] > 0
+        assert "Traceback" in line["exception"] and "InjectedFault: injected #" in line["exception"]
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def test_submissions_waiting_too_long_make_readyz_name_intake(db_dsn, monkeypatch):
+    fault = Switch()
+    inject_intake(monkeypatch, fault)
+    config = health_config(db_dsn, intake_stall_s=0.3, failures_before_unready=1000)
+    async with running(config) as (tr, base), session() as s:
+        await tr.pool.execute("INSERT INTO tracker.submissions (vendor, vendor_ref, recipient)"
+                              " VALUES ('sparksender', 'stall-1', '639170000001')")
+
+        async def stalled() -> bool:
+            status, body = await readyz(s, base)
+            return status == 503 and any("oldest submission row" in r for r in named(body, "intake"))
+
+        await wait_until(stalled, 10, step=0.1)
+        assert metric("tracker_intake_oldest_age_seconds") > 0.3
+        await tr.count_backlog()
+        assert metric("tracker_intake_waiting_rows") == 1
+        fault.armed = False  # intake works again: the row goes in
+        await wait_until(lambda: _ready(s, base), 10, step=0.1)
+        await tr.count_backlog()
+        assert metric("tracker_intake_waiting_rows") == 0
+        assert metric("tracker_intake_oldest_age_seconds") == 0
+
+
+async def _ready(s, base: str) -> bool:
+    return (await readyz(s, base))[0] == 200
+
+
+async def test_postbacks_not_applied_in_time_make_readyz_name_postbacks(db_dsn, monkeypatch):
+    fault = Switch()
+    inject_postbacks(monkeypatch, fault)
+    config = health_config(db_dsn, postbacks_stall_s=0.3, failures_before_unready=1000)
+    async with running(config) as (tr, base), session() as s:
+        await tr.pool.execute(
+            "INSERT INTO tracker.postbacks (vendor, method, content_type, query, body, received_at)"
+            " VALUES ('skycore', 'POST', 'application/json', '', '{}', now())")
+
+        async def stalled() -> bool:
+            status, body = await readyz(s, base)
+            return status == 503 and any("stored postback" in r for r in named(body, "postbacks"))
+
+        await wait_until(stalled, 10, step=0.1)
+        await tr.count_backlog()
+        assert metric("tracker_postbacks_waiting") == 1
+        assert metric("tracker_postbacks_oldest_age_seconds") > 0.3
+        fault.armed = False
+        await wait_until(lambda: _ready(s, base), 15, step=0.1)
+
+
+async def test_intake_counts_rows_taken_and_refused(db_dsn):
+    taken, refused = (metric("tracker_intake_rows_total", result=r) for r in ("taken", "refused"))
+    async with running(health_config(db_dsn)) as (tr, base):
+        await tr.pool.execute("INSERT INTO tracker.submissions (vendor, vendor_ref, recipient) VALUES"
+                              " ('sparksender', 'count-1', '639170000001'),"
+                              " ('nosuchvendor', 'count-2', '639170000002')")
+
+        async def done() -> bool:
+            return not await tr.pool.fetchval(
+                "SELECT count(*) FROM tracker.submissions WHERE processed_at IS NULL")
+
+        await wait_until(done, 10, step=0.05)
+    assert metric("tracker_intake_rows_total", result="taken") - taken == 1
+    assert metric("tracker_intake_rows_total", result="refused") - refused == 1
