@@ -21,7 +21,7 @@ import asyncpg
 from tracker.config_types import VENDORS, Config
 from tracker.db import queries as q
 from tracker.config import redact_dsn
-from tracker.db.embedded import EmbeddedError, EmbeddedPostgres
+from tracker.db.embedded import EmbeddedError, EmbeddedPostgres, running_dsn
 from tracker.postbacks.process import Outcome, replay_rows
 
 BATCH = 500
@@ -71,13 +71,8 @@ async def replay(conn: asyncpg.Connection, config: Config, vendor: str | None,
 
 
 def _running_embedded(state_dir: Path) -> str | None:
-    """The DSN of the embedded cluster if the daemon already runs it (port from postmaster.pid)."""
-    pid_file = EmbeddedPostgres(state_dir).data_dir / "postmaster.pid"
-    try:
-        lines = pid_file.read_text().splitlines()
-        return f"postgresql://tracker@127.0.0.1:{int(lines[3])}/tracker"
-    except (OSError, IndexError, ValueError):
-        return None
+    """The DSN of the embedded cluster if the daemon already runs it (its private socket)."""
+    return running_dsn(state_dir)
 
 
 def main(args, config: Config) -> int:

@@ -320,7 +320,7 @@ def test_replay_finds_the_daemons_embedded_cluster(tmp_path):
     assert replay._running_embedded(tmp_path) is None
     pid.parent.mkdir(parents=True)
     pid.write_text("1234\n/x/pgdata\n1700000000\n54321\n/x\n127.0.0.1\n")
-    assert replay._running_embedded(tmp_path) == "postgresql://tracker@127.0.0.1:54321/tracker"
+    assert replay._running_embedded(tmp_path) == "postgresql://tracker@%2Fx:54321/tracker"
 
 
 async def test_unmatched_postbacks_are_listed(db_dsn):
