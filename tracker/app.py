@@ -282,8 +282,10 @@ class Tracker:
     # --- periodic sweeps (apscheduler) ---------------------------------------------------------
 
     async def _sweep_orphans(self) -> None:
-        """Backstop for reports that raced their message's creation."""
-        await self.exclusive("orphans", lambda conn: reducer.adopt_orphans(conn))
+        """Backstop for reports that raced their message's creation: the recent ones only (old
+        orphans, such as reports of messages never sent through us, are not looked at again)."""
+        age = self.config.intake.orphan_sweep_age_s
+        await self.exclusive("orphans", lambda conn: reducer.adopt_orphans(conn, max_age_s=age))
 
     async def count_backlog(self) -> None:
         """Refresh the backlog gauges: submission rows and postbacks waiting, and for how long."""

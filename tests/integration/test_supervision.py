@@ -229,3 +229,26 @@ async def test_intake_counts_rows_taken_and_refused(db_dsn):
         await wait_until(done, 10, step=0.05)
     assert metric("tracker_intake_rows_total", result="taken") - taken == 1
     assert metric("tracker_intake_rows_total", result="refused") - refused == 1
+
+
+async def test_the_daemons_orphan_sweep_adopts_recent_orphans_only(db_dsn):
+    config = health_config(db_dsn)
+    config = dataclasses.replace(config, intake=dataclasses.replace(config.intake,
+                                                                    orphan_sweep_age_s=600.0))
+    async with running(config) as (tr, base):
+        await tr.pool.execute(
+            "INSERT INTO tracker.observations (vendor, vendor_ref, source, state, code, received_at)"
+            " VALUES ('skycore', 'OLD', 'postback', 'delivered', 'N202', now() - interval '2 days'),"
+            "        ('skycore', 'NEW', 'postback', 'delivered', 'N202', now())")
+        # Messages that appeared some other way (not through intake): only the sweep finds them.
+        await tr.pool.execute("INSERT INTO tracker.messages (vendor, vendor_ref)"
+                              " VALUES ('skycore', 'OLD'), ('skycore', 'NEW')")
+        await run_sweep_now(tr, "orphans")
+
+        async def adopted() -> bool:
+            return await tr.pool.fetchval(
+                "SELECT state::text FROM tracker.messages WHERE vendor_ref = 'NEW'") == "delivered"
+
+        await wait_until(adopted, 10, step=0.05)
+        assert await tr.pool.fetchval(
+            "SELECT state::text FROM tracker.messages WHERE vendor_ref = 'OLD'") == "submitted"
