@@ -33,7 +33,6 @@ log = get_logger("tracker.app")
 EXIT_CANNOT_START = 2  # as for a configuration error: the message names the setting
 ORPHANS_SWEEP_S = 10.0
 BACKLOG_SWEEP_S = 10.0  # the backlog gauges are refreshed this often (and by each /readyz)
-BACKLOG_COUNT_MAX = 100_000  # ... counting up to this many rows: bounded work
 INTAKE_STOP_GRACE_S = 10.0  # stop(): time the intake batch in flight gets to commit
 HTTP_SHUTDOWN_S = 10.0  # stop(): time in-flight requests get to be answered
 
@@ -288,17 +287,7 @@ class Tracker:
         await self.exclusive("orphans", lambda conn: reducer.adopt_orphans(conn, max_age_s=age))
 
     async def count_backlog(self) -> None:
-        """Refresh the backlog gauges: submission rows and postbacks waiting, and for how long."""
-        try:
-            async with self.pool.acquire() as conn:
-                counts = await conn.fetchrow(q.COUNT_WAITING, BACKLOG_COUNT_MAX)
-                ages = await conn.fetchrow(q.OLDEST_WAITING)
-        except DB_ERRORS as e:
-            log.warning("sweep failed", sweep="backlog", error=str(e))
-            return
-        metrics.intake_waiting.set(counts["intake"])
-        metrics.postbacks_waiting.set(counts["postbacks"])
-        ops.record_ages(ages["intake_s"], ages["postbacks_s"])
+        await ops.count_backlog(self.pool)
 
 
 def _lifecycle(component) -> Part:

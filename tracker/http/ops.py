@@ -5,6 +5,7 @@ Ready means: the database answers (within READY_TIMEOUT_S), no migration is pend
 submission row waits longer than `health.intake_stall_s` to be taken in, no stored postback
 waits longer than `health.postbacks_stall_s` to be applied (two lookups in partial indexes),
 and no component is failing again and again or wedged (tracker.supervisor, in memory).
+Each /readyz and a periodic sweep (count_backlog) refresh the backlog gauges.
 """
 from __future__ import annotations
 
@@ -16,13 +17,17 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from tracker import metrics
 from tracker.config_types import HealthConfig
+from tracker.db import DB_ERRORS
 from tracker.db import queries as q
 from tracker.db.migrate import pending
-from tracker.logging import scrub
+from tracker.logging import get_logger, scrub
 from tracker.metrics import REGISTRY
 from tracker.supervisor import Problem
 
+log = get_logger("tracker.ops")
+
 READY_TIMEOUT_S = 2.0
+BACKLOG_COUNT_MAX = 100_000  # the backlog gauges count up to this many rows: bounded work
 
 
 def stalls(intake_s: float | None, postbacks_s: float | None, health: HealthConfig) -> list[Problem]:
@@ -40,6 +45,21 @@ def stalls(intake_s: float | None, postbacks_s: float | None, health: HealthConf
 def record_ages(intake_s: float | None, postbacks_s: float | None) -> None:
     metrics.intake_oldest_age.set(max(0.0, intake_s or 0.0))
     metrics.postbacks_oldest_age.set(max(0.0, postbacks_s or 0.0))
+
+
+async def count_backlog(pool) -> None:
+    """Refresh the backlog gauges: submission rows and postbacks waiting, and for how long
+    (a periodic sweep)."""
+    try:
+        async with pool.acquire() as conn:
+            counts = await conn.fetchrow(q.COUNT_WAITING, BACKLOG_COUNT_MAX)
+            ages = await conn.fetchrow(q.OLDEST_WAITING)
+    except DB_ERRORS as e:
+        log.warning("sweep failed", sweep="backlog", error=str(e))
+        return
+    metrics.intake_waiting.set(counts["intake"])
+    metrics.postbacks_waiting.set(counts["postbacks"])
+    record_ages(ages["intake_s"], ages["postbacks_s"])
 
 
 async def readiness(tracker) -> list[Problem]:
