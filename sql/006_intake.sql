@@ -12,3 +12,8 @@ CREATE INDEX observations_orphans_recent ON tracker.observations (received_at)
 -- The vendor's id exactly as issued, where it differs from vendor_ref (its normalized form,
 -- used for matching): what is shown and sent back to the vendor.
 ALTER TABLE tracker.messages ADD COLUMN issued_ref text;
+
+-- Where a message goes (tracker.core.route, at intake: from the recipient with phonenumbers) and
+-- the operator where a vendor reports one: the delivery-by-route views group by them.
+ALTER TABLE tracker.messages ADD COLUMN country text, ADD COLUMN calling_code integer,
+                             ADD COLUMN operator text;

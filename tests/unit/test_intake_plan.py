@@ -88,3 +88,22 @@ def test_a_window_of_centuries_ends_at_the_end_of_time_not_in_an_error():
     far = datetime(9999, 12, 1, tzinfo=timezone.utc)
     assert window_end(far, None, vc).year == 9999
     assert window_end(NOW, NOW + timedelta(days=3), vc) == NOW + timedelta(days=3, seconds=vc.deadline_margin_s)
+
+
+@pytest.mark.parametrize("recipient, expected", [
+    ("9779801234567", ("NP", 977)), ("14155550123", ("US", 1)), ("12045550123", ("CA", 1)),
+    ("447781123456", ("GG", 44)), ("447400123456", ("GB", 44)), ("77011234567", ("KZ", 7)),
+    ("79161234567", ("RU", 7)), ("94711111111", ("LK", 94)), ("639171234567", ("PH", 63)),
+    ("12345", (None, None)), ("", (None, None)), (None, (None, None)), ("999999999999", (None, None)),
+    ("8823456789", (None, 882)), ("1" * 16, (None, None)),
+])
+def test_the_destination_is_read_from_the_recipient_never_an_error(recipient, expected):
+    from tracker.core.route import destination
+
+    assert destination(recipient) == expected
+    assert destination(recipient) == expected  # the second time from the cache
+
+
+def test_a_message_row_carries_its_destination():
+    rows = [TakenRow(1, None, NOW, [Observation("sparksender", "1", "639171234567", State.accepted, code="a")])]
+    assert plan_chunk(rows, VENDORS, NOW).messages[0][17:] == ["PH", 63]

@@ -160,17 +160,18 @@ ORDER BY s.id
 # whether reports are waiting for it (orphans: adopted by the caller). Rows: 0 vendor,
 # 1 vendor_ref, 2 recipient_key, 3 issued_ref (NULL: as vendor_ref), 4 recipient, 5 client_ref,
 # 6 submission_id, 7 submitted_at, 8 vendor_deadline, 9 window_ends_at, 10 next_poll_at,
-# 11 state, 12 delivered_at, 13-15 failure code, reason, permanent, 16 last_report_at.
+# 11 state, 12 delivered_at, 13-15 failure code, reason, permanent, 16 last_report_at,
+# 17 country, 18 calling_code.
 INSERT_NEW_MESSAGES = """
 WITH new AS (
     INSERT INTO tracker.messages (
         vendor, vendor_ref, recipient_key, issued_ref, recipient, client_ref, submission_id,
         submitted_at, vendor_deadline, window_ends_at, next_poll_at, state, delivered_at,
-        failure_code, failure_reason, failure_permanent, last_report_at)
+        failure_code, failure_reason, failure_permanent, last_report_at, country, calling_code)
     SELECT r->>0, r->>1, r->>2, r->>3, r->>4, r->>5, (r->>6)::bigint, (r->>7)::timestamptz,
            (r->>8)::timestamptz, (r->>9)::timestamptz, (r->>10)::timestamptz,
            (r->>11)::tracker.state, (r->>12)::timestamptz, r->>13, r->>14, (r->>15)::boolean,
-           (r->>16)::timestamptz
+           (r->>16)::timestamptz, r->>17, (r->>18)::integer
     FROM jsonb_array_elements($1::jsonb) AS rows(r)
     ON CONFLICT (vendor, vendor_ref, recipient_key) DO NOTHING
     RETURNING id, vendor, vendor_ref, recipient_key

@@ -16,6 +16,7 @@ from tracker import adapters
 from tracker.adapters.base import Observation
 from tracker.config_types import VendorConfig
 from tracker.core.reduce import PlannedTransition, Report, plan, recipient_key
+from tracker.core.route import destination
 from tracker.core.states import State
 from tracker.intake.rows import TakenRow
 
@@ -75,7 +76,7 @@ def _message_row(key: Key, row: TakenRow, o: Observation, step: PlannedTransitio
             _after(row.submitted_at, vc.first_poll_s) if polled else None,
             state.name, r.occurred_at if r and state >= State.delivered else None,
             r.failure_code if r else None, r.failure_reason if r else None,
-            r.failure_permanent if r else None, now]
+            r.failure_permanent if r else None, now, *destination(o.recipient)]
 
 
 def window_end(submitted_at: datetime, deadline: datetime | None, vc: VendorConfig) -> datetime:
