@@ -207,13 +207,17 @@ class Tracker:
 
     async def _intake(self) -> AsyncIterator[None]:
         stopping = self.stopping.is_set
-        taking = self.supervisor.spawn("intake", self._intake_loop, stopping=stopping)
+        # Two loops by default: one reads and plans in Python while the other's batch is written
+        # by PostgreSQL (they claim disjoint rows: FOR UPDATE SKIP LOCKED).
+        taking = [self.supervisor.spawn("intake" if i == 0 else f"intake:{i}", self._intake_loop,
+                                        stopping=stopping)
+                  for i in range(self.config.intake.workers)]
         listening = self.supervisor.spawn("intake-listener", self._listen_intake, stopping=stopping)
         yield
         self.stopping.set()
         self.intake_wake.set()
         listening.cancel()  # it holds nothing
-        await self.supervisor.stop_tasks([taking, listening], INTAKE_STOP_GRACE_S)
+        await self.supervisor.stop_tasks([*taking, listening], INTAKE_STOP_GRACE_S)
 
     async def _sweeps(self) -> AsyncIterator[None]:
         self.every("orphans", ORPHANS_SWEEP_S, self._sweep_orphans)
@@ -250,8 +254,8 @@ class Tracker:
                 if result.rows:
                     log.info("intake", rows=result.rows, messages=result.messages,
                              refused=result.refused)
-                if result.rows >= batch:
-                    continue  # more waiting
+                if result.rows:
+                    continue  # maybe more waiting (a batch is also cut short by its bytes)
             except DB_ERRORS as e:
                 log.warning("intake failed; will retry", error=str(e))
             with contextlib.suppress(asyncio.TimeoutError):

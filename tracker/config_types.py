@@ -60,6 +60,7 @@ class IntakeConfig:
     batch_size: int = 1000  # submission rows claimed per transaction
     max_messages_per_row: int = 200_000  # a row that expands to more is refused with the reason
     orphan_sweep_age_s: float = 600.0  # the periodic sweep adopts orphans received this recently
+    workers: int = 2  # intake loops: one reads rows while another's batch is written
 
 
 @dataclass(frozen=True)

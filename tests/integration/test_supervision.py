@@ -101,7 +101,8 @@ CASES = {
     "sweep:orphans": (inject_sweep, "orphans"),
 }
 # Components that share one injected fault: a vendor's poll loops.
-FAMILY = {"poll:sparksender:0": ("poll:sparksender:0", "poll:sparksender:1")}
+FAMILY = {"poll:sparksender:0": ("poll:sparksender:0", "poll:sparksender:1"),
+          "intake": ("intake", "intake:1")}
 
 
 @pytest.mark.parametrize("component", list(CASES))
@@ -158,7 +159,7 @@ async def test_the_failure_is_one_json_line_with_the_traceback(db_dsn, monkeypat
     lines = [orjson.loads(line) for line in out.getvalue().splitlines() if "injected #" in line]
     assert len(lines) == fault.calls
     for line in lines:
-        assert line["event"] == "component failed" and line["component"] == "intake"
+        assert line["event"] == "component failed" and line["component"] in ("intake", "intake:1")
         assert line["level"] == "error" and line["restart_in_s"] > 0
         assert "Traceback" in line["exception"] and "InjectedFault: injected #" in line["exception"]
 
