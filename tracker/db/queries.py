@@ -39,11 +39,19 @@ RETURNING id, message_id, vendor, code, state, source, coalesce(event_at, receiv
 ADOPT_ORPHANS_OF_MESSAGES = """
 WITH m AS MATERIALIZED (
     SELECT id, vendor, vendor_ref, recipient_key FROM tracker.messages WHERE id = ANY($1::bigint[])
-), waiting AS MATERIALIZED (
+), found AS MATERIALIZED (
+    -- One index probe per message (OFFSET 0 keeps the planner from hashing every orphan).
     SELECT o.id, m.id AS message_id
-    FROM m JOIN tracker.observations o
-      ON o.vendor = m.vendor AND o.vendor_ref = m.vendor_ref AND o.recipient_key = m.recipient_key
-    WHERE o.message_id IS NULL
+    FROM m CROSS JOIN LATERAL (
+        SELECT o.id FROM tracker.observations o
+        WHERE o.vendor = m.vendor AND o.vendor_ref = m.vendor_ref
+          AND o.recipient_key = m.recipient_key AND o.message_id IS NULL
+        OFFSET 0) o
+), waiting AS MATERIALIZED (
+    SELECT o.id, f.message_id
+    FROM found f JOIN tracker.observations o ON o.id = f.id
+    WHERE o.id = ANY (ARRAY(SELECT id FROM found))  -- by primary key, never a scan
+      AND o.message_id IS NULL
     ORDER BY o.id
     FOR UPDATE OF o
 )"""
