@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 import uuid
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import aiohttp
@@ -57,9 +58,11 @@ async def insert_ref_rows(conn, first: int, n: int) -> None:
         " FROM generate_series($1::int, $1::int + $2::int - 1) g", first, n)
 
 
+DEADLINE = (datetime.now(timezone.utc) + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def bulk_row(i: int) -> tuple[str, str]:
-    response = {"messages": [{"id": f"E{i}-{j}"} for j in range(BULK)],
-                "deliveryDeadline": "2030-01-01T00:00:00Z"}
+    response = {"messages": [{"id": f"E{i}-{j}"} for j in range(BULK)], "deliveryDeadline": DEADLINE}
     request = {"messages": [{"to": f"63917{i:05d}{j:02d}"} for j in range(BULK)]}
     return orjson.dumps(response).decode(), orjson.dumps(request).decode()
 
@@ -75,6 +78,7 @@ async def insert_orphans(conn, n: int) -> None:
         "INSERT INTO tracker.observations (vendor, vendor_ref, source, state, code, received_at)"
         " SELECT 'skycore', 'ORPHAN' || g, 'postback', 'delivered', 'N202', now() - interval '2 days'"
         " FROM generate_series(1, $1) g", n)
+    await conn.execute("VACUUM ANALYZE tracker.observations")  # settled, as orphans gathered over time are
 
 
 async def until_taken_in(conn, began: float, timeout: float = 600) -> float:
@@ -91,16 +95,17 @@ BARE_REF_MESSAGES = """
 INSERT INTO tracker.messages (vendor, vendor_ref, recipient, client_ref, submission_id, submitted_at,
                               window_ends_at, next_poll_at, last_report_at)
 SELECT vendor, vendor_ref, recipient, client_ref, id, submitted_at, submitted_at + interval '2 days',
-       NULL, now()
+       submitted_at + interval '30 seconds', now()
 FROM tracker.submissions WHERE id BETWEEN $1 AND $2
 RETURNING id
 """
 BARE_BULK_MESSAGES = """
 INSERT INTO tracker.messages (vendor, vendor_ref, recipient, client_ref, submission_id, submitted_at,
-                              vendor_deadline, window_ends_at, state, last_report_at)
+                              vendor_deadline, window_ends_at, next_poll_at, state, last_report_at)
 SELECT s.vendor, m.value->>'id', (s.request->'messages'->(m.n::int - 1))->>'to', s.client_ref, s.id,
        s.submitted_at, (s.response->>'deliveryDeadline')::timestamptz,
-       (s.response->>'deliveryDeadline')::timestamptz + interval '1 hour', 'accepted', now()
+       (s.response->>'deliveryDeadline')::timestamptz + interval '1 hour',
+       s.submitted_at + interval '30 seconds', 'accepted', now()
 FROM tracker.submissions s, jsonb_array_elements(s.response->'messages') WITH ORDINALITY AS m(value, n)
 WHERE s.id BETWEEN $1 AND $2
 RETURNING id

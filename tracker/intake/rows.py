@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 from tracker import adapters
 from tracker.adapters.base import (MAX_CLIENT_REF_LEN, MAX_RECIPIENT_LEN, MAX_REF_LEN, NO_REF,
-                                   Observation, ParseError, digits, json_value, unstorable)
+                                   Observation, ParseError, digits, json_value)
 from tracker.config_types import VENDORS
 from tracker.core.states import State
 
@@ -131,8 +131,8 @@ def _expanded(row: Mapping[str, Any], vendor: str, now: datetime) -> tuple[list[
 
 def _bounded(submission_id: int, submitted_at: datetime, found: list[Observation],
              notes: list[str]) -> list[Observation]:
-    """The row's observations, checked against what can be stored, refused-before-an-id
-    messages keyed by their row, and deadlines clamped."""
+    """The row's observations, within the bounds, refused-before-an-id messages keyed by their
+    row, and deadlines clamped."""
     out = []
     latest = submitted_at + MAX_DEADLINE
     clamped = 0
@@ -148,10 +148,7 @@ def _bounded(submission_id: int, submitted_at: datetime, found: list[Observation
         if o.deadline is not None and not _before(o.deadline, latest):
             o = replace(o, deadline=latest)
             clamped += 1
-        why = unstorable(o)
-        if why is not None:
-            raise RowError(f"message {i + 1}: {why}")
-        out.append(o)
+        out.append(o)  # texts from jsonb hold no NUL nor lone surrogate; PostgreSQL judges the rest
     if clamped:
         notes.append(f"{clamped} vendor deadline(s) more than {MAX_DEADLINE.days} days after "
                      f"submission (or unreadable) were clamped to {latest.isoformat()}")
