@@ -215,3 +215,43 @@ async def test_a_row_larger_than_a_slice_is_written_whole_with_duplicates_orphan
         assert await conn.fetchval("SELECT count(*) FROM tracker.transitions") == 4899 + 100 + 1 + 1
         assert await conn.fetchval("SELECT count(*) FROM tracker.observations WHERE source = 'submit'") == 5000  # the vendor lists a number once
         assert (await outcome(conn, sid))["message_count"] == 5000
+
+
+async def test_a_100000_recipient_row_goes_in_while_the_event_loop_keeps_answering(pool):
+    # The row is read and planned in a thread, written a slice at a time, and the cyclic
+    # garbage collector waits meanwhile: the loop is never held long (bench/intake.py measures
+    # /healthz against the daemon; here a generous bound on the loop's own lag).
+    import asyncio
+    import gc
+    import time
+    import uuid
+
+    numbers = [f"9779{i:08d}" for i in range(100_000)]
+    request = {"session": {"recipients": numbers}, "data": {"text": "hi"}}
+    response = {"data": {"batch_id": str(uuid.uuid4()), "invalid_recipients": numbers[::2]},
+                "result": "00", "status": "OK"}
+    lags: list[float] = []
+    done = False
+
+    async def probe() -> None:
+        while not done:
+            began = time.perf_counter()
+            await asyncio.sleep(0.001)
+            lags.append(time.perf_counter() - began)
+
+    async with pool.acquire() as conn:
+        sid = await bad(conn, "INSERT INTO tracker.submissions (vendor, request, response)"
+                              " VALUES ('sparrow', $1::jsonb, $2::jsonb)",
+                        orjson.dumps(request).decode(), orjson.dumps(response).decode())
+        probing = asyncio.create_task(probe())
+        try:
+            r = await take_in(conn, Config())
+        finally:
+            done = True
+            await probing
+        assert (r.refused, r.messages) == (0, 100_000)
+        assert (await outcome(conn, sid))["message_count"] == 100_000
+        states = dict(await conn.fetch("SELECT state::text, count(*) FROM tracker.messages GROUP BY 1"))
+        assert states == {"accepted": 50_000, "rejected": 50_000}
+    assert gc.isenabled()
+    assert max(lags) < 0.5, f"the event loop was held {max(lags):.3f} s"

@@ -107,3 +107,22 @@ def test_the_destination_is_read_from_the_recipient_never_an_error(recipient, ex
 def test_a_message_row_carries_its_destination():
     rows = [TakenRow(1, None, NOW, [Observation("sparksender", "1", "639171234567", State.accepted, code="a")])]
     assert plan_chunk(rows, VENDORS, NOW).messages[0][17:] == ["PH", 63]
+
+
+async def test_the_garbage_collector_waits_only_while_some_intake_holds_it_even_on_errors():
+    import gc
+
+    from tracker.intake import _gc_paused
+
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError):
+        async with _gc_paused() as outer:
+            outer()
+            async with _gc_paused() as inner:
+                inner()
+                inner()  # twice is once
+            assert not gc.isenabled()  # the outer still holds it
+            raise RuntimeError("the batch failed")
+    assert gc.isenabled()
+    async with _gc_paused():
+        assert gc.isenabled()  # never paused: nothing to hold
