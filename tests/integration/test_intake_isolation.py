@@ -255,3 +255,34 @@ async def test_a_100000_recipient_row_goes_in_while_the_event_loop_keeps_answeri
         assert states == {"accepted": 50_000, "rejected": 50_000}
     assert gc.isenabled()
     assert max(lags) < 0.5, f"the event loop was held {max(lags):.3f} s"
+
+
+async def test_the_running_daemon_refuses_bad_rows_takes_the_rest_and_stays_ready(db_dsn):
+    # The rows that once stopped intake for good (issue #10), sent to a running daemon.
+    import asyncio
+
+    from tests.postbacks_support import config_for, running, session
+
+    async with running(config_for(db_dsn)) as (tr, base), session() as s:
+        async with tr.pool.acquire() as conn:
+            await conn.execute(
+                "INSERT INTO tracker.submissions (vendor, vendor_ref, client_ref, recipient, submitted_at) VALUES"
+                " ('sparksender', repeat('7', 3000), NULL, NULL, now()),"
+                " ('skycore', 'K1', repeat('c', 10000), NULL, now()),"
+                " ('sparrow', 'b-1', NULL, repeat('9', 10000), now()),"
+                " ('skycore', 'K2', NULL, NULL, 'infinity'),"
+                " ('skycore', 'K3', NULL, NULL, '20000-01-01'),"
+                " ('skycore', 'OK1', NULL, NULL, now())")
+            await conn.execute("INSERT INTO tracker.submissions (vendor, response, request)"
+                               " VALUES ('engagespark', $1::jsonb, $2::jsonb)", *bulk(3, "9999-12-31T23:59:59Z"))
+            await conn.execute("INSERT INTO tracker.submissions (vendor, vendor_ref) VALUES ('skycore', 'OK2')")
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 10
+        while await tr.pool.fetchval("SELECT count(*) FROM tracker.submissions WHERE processed_at IS NULL"):
+            assert loop.time() < end, "intake stopped"
+            await asyncio.sleep(0.05)
+        assert await tr.pool.fetchval("SELECT count(*) FROM tracker.submissions WHERE error IS NOT NULL") == 5
+        assert await tr.pool.fetchval("SELECT count(*) FROM tracker.messages") == 5  # OK1, OK2, 3 of the bulk
+        ops = "http://%s:%d" % tr.listen_addresses.get("ops_listen", tr.listen_addresses["listen"])
+        async with s.get(ops + "/readyz") as r:
+            assert (r.status, await r.json()) == (200, {"status": "ready"})
