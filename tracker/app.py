@@ -33,6 +33,9 @@ log = get_logger("tracker.app")
 EXIT_CANNOT_START = 2  # as for a configuration error: the message names the setting
 ORPHANS_SWEEP_S = 10.0
 BACKLOG_SWEEP_S = 10.0  # the backlog gauges are refreshed this often (and by each /readyz)
+# Every transaction that leads to a 200 or a transition is durable at commit, whatever the
+# role's or the database's default (a startup option outranks ALTER ROLE/DATABASE ... SET).
+DURABLE = {"synchronous_commit": "on"}
 INTAKE_STOP_GRACE_S = 10.0  # stop(): time the intake batch in flight gets to commit
 HTTP_SHUTDOWN_S = 10.0  # stop(): time in-flight requests get to be answered
 
@@ -158,7 +161,8 @@ class Tracker:
     async def _database(self) -> AsyncIterator[None]:
         db = self.config.database
         dsn = db.dsn or self.embedded.dsn
-        self.pool = await asyncpg.create_pool(dsn, min_size=db.pool_min, max_size=db.pool_max)
+        self.pool = await asyncpg.create_pool(dsn, min_size=db.pool_min, max_size=db.pool_max,
+                                              server_settings=DURABLE)
         try:
             log.info("database connected", dsn=redact_dsn(dsn))
             async with self.pool.acquire() as conn:
