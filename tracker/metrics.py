@@ -6,8 +6,9 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 
 observations = Counter("tracker_observations_total", "Reports stored, by vendor and source",
                        ["vendor", "source"], registry=REGISTRY)
-unmapped = Counter("tracker_unmapped_codes_total", "Reports whose vendor code is not mapped",
-                   ["vendor", "code"], registry=REGISTRY)
+unmapped = Counter("tracker_unmapped_codes_total",
+                   "Reports whose vendor code is not mapped (the codes: tracker.vendor_health)",
+                   ["vendor"], registry=REGISTRY)
 transitions = Counter("tracker_transitions_total", "State changes, by vendor and new state",
                       ["vendor", "to_state"], registry=REGISTRY)
 intake_rows = Counter("tracker_intake_rows_total", "Submission rows handled, by result",
@@ -38,3 +39,17 @@ postbacks_waiting = Gauge("tracker_postbacks_waiting",
 postbacks_oldest_age = Gauge("tracker_postbacks_oldest_age_seconds",
                              "How long the oldest stored postback not applied yet has waited",
                              registry=REGISTRY)
+
+# Event sinks (tracker.sinks). Sink names come from the configuration, never URLs or secrets.
+sink_lag = Gauge("tracker_sink_lag_events",
+                 "Events a sink has not delivered yet (tracker.sink_status.events_behind)",
+                 ["sink"], registry=REGISTRY)
+sink_deliveries = Counter("tracker_sink_deliveries_total",
+                          "Delivery attempts by outcome: delivered, failed, throttled, gone, dead "
+                          "(webhooks); delivered, duplicate, failed (NATS)",
+                          ["sink", "outcome"], registry=REGISTRY)
+sink_delivery_seconds = Histogram("tracker_sink_delivery_seconds",
+                                  "From a transition's recording to its delivery by a sink",
+                                  ["sink"], registry=REGISTRY,
+                                  buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
+                                           60, 300, 1800, 7200, 86400))

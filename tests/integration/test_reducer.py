@@ -158,3 +158,28 @@ async def test_two_adoptions_at_once_apply_each_waiting_report_once(pool):
         n = await a.fetchval("SELECT count(*) FROM tracker.transitions")
         left = await a.fetchval("SELECT count(*) FROM tracker.observations WHERE message_id IS NULL")
     assert (n, left) == (2, 0)
+
+
+async def test_unmapped_codes_are_counted_per_vendor_never_as_labels(pool):
+    # 2,000 random codes once made 1,788 metric series: a code is never a label.
+    import structlog
+
+    from tracker.metrics import REGISTRY
+
+    def series() -> list:
+        return [s for m in REGISTRY.collect() if m.name == "tracker_unmapped_codes"
+                for s in m.samples if s.name.endswith("_total")]
+
+    before = {tuple(sorted(s.labels.items())): s.value for s in series()}
+    with structlog.testing.capture_logs() as logs:
+        async with pool.acquire() as conn:
+            for batch in range(4):
+                await reducer.apply(conn, "postback", [
+                    Observation(vendor="skycore", vendor_ref=f"U{batch}-{i}", recipient=None, state=None,
+                            code=f"code-{batch}-{i}") for i in range(500)])
+    after = series()
+    assert {tuple(s.labels) for s in after} <= {("vendor",)}
+    sky = next(s.value for s in after if s.labels == {"vendor": "skycore"})
+    assert sky - before.get((("vendor", "skycore"),), 0) == 2000
+    warned = [e for e in logs if e["event"].startswith("vendor codes not in the mapping")]
+    assert len(warned) <= 1 and all(len(e["codes"]) <= 5 for e in warned)

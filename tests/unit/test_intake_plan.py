@@ -48,7 +48,8 @@ def test_the_id_as_issued_is_kept_beside_the_normalized_one():
 
 
 def observation(ref: str, state: State | None, at_s: int = 0) -> Observation:
-    return Observation("skycore", ref, None, state, code=str(state), event_at=NOW + timedelta(seconds=at_s))
+    return Observation(vendor="skycore", vendor_ref=ref, recipient=None, state=state, code=str(state),
+                       event_at=NOW + timedelta(seconds=at_s))
 
 
 reports = st.lists(st.tuples(st.sampled_from(["A", "B", "C"]),
@@ -76,8 +77,8 @@ def test_each_key_is_one_message_in_the_highest_state_reported_reached_step_by_s
 
 
 def test_a_polled_message_gets_its_first_poll_unless_final():
-    rows = [TakenRow(1, None, NOW, [Observation("sparksender", "1", None, State.accepted, code="a"),
-                                    Observation("sparksender", "2", None, State.rejected, code="r")])]
+    rows = [TakenRow(1, None, NOW, [Observation(vendor="sparksender", vendor_ref="1", recipient=None, state=State.accepted, code="a"),
+                                    Observation(vendor="sparksender", vendor_ref="2", recipient=None, state=State.rejected, code="r")])]
     plan = plan_chunk(rows, VENDORS, NOW)
     first_poll = NOW + timedelta(seconds=VENDORS["sparksender"].first_poll_s)
     assert [m[10] for m in plan.messages] == [first_poll, None]
@@ -105,7 +106,8 @@ def test_the_destination_is_read_from_the_recipient_never_an_error(recipient, ex
 
 
 def test_a_message_row_carries_its_destination():
-    rows = [TakenRow(1, None, NOW, [Observation("sparksender", "1", "639171234567", State.accepted, code="a")])]
+    rows = [TakenRow(1, None, NOW, [Observation(vendor="sparksender", vendor_ref="1", recipient="639171234567",
+                                         state=State.accepted, code="a")])]
     assert plan_chunk(rows, VENDORS, NOW).messages[0][17:] == ["PH", 63]
 
 

@@ -8,6 +8,7 @@ its one update.
 """
 from __future__ import annotations
 
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -98,18 +99,45 @@ async def apply(
 
 def _count_observations(source: str, rows: Iterable[tuple[str, object, str | None]]) -> int:
     """Metrics for stored observations, (vendor, state, code) each: one increment per label set
-    and batch, not per row. Returns how many were unmapped."""
+    and batch, not per row. Unmapped codes are counted per vendor (a code is never a label: any
+    vendor can send any number of them) and logged, at most once a minute per vendor; the codes
+    themselves are in tracker.vendor_health. Returns how many were unmapped."""
     stored: Counter[str] = Counter()
-    unmapped: Counter[tuple[str, str]] = Counter()
+    unmapped: dict[str, Counter[str]] = {}
     for vendor, state, code in rows:
         stored[vendor] += 1
         if state is None:
-            unmapped[vendor, str(code)[:32]] += 1
+            unmapped.setdefault(vendor, Counter())[str(code)[:32]] += 1
     for vendor, n in stored.items():
         _child(metrics.observations, vendor, source).inc(n)
-    for labels, n in unmapped.items():
-        metrics.unmapped.labels(*labels).inc(n)
-    return sum(unmapped.values())
+    for vendor, codes in unmapped.items():
+        n = sum(codes.values())
+        _child(metrics.unmapped, vendor).inc(n)
+        _unmapped_log.report(vendor, source, n, codes)
+    return sum(sum(c.values()) for c in unmapped.values())
+
+
+class _UnmappedLog:
+    """One warning per vendor a minute at most, with what was seen meanwhile."""
+
+    EVERY_S = 60.0
+
+    def __init__(self) -> None:
+        self.last: dict[str, float] = {}
+        self.since: Counter[str] = Counter()
+
+    def report(self, vendor: str, source: str, n: int, codes: Counter[str]) -> None:
+        now = time.monotonic()
+        self.since[vendor] += n
+        if now - self.last.get(vendor, -self.EVERY_S) < self.EVERY_S:
+            return
+        self.last[vendor] = now
+        log.warning("vendor codes not in the mapping: recorded, not guessed", vendor=vendor,
+                    source=source, reports=self.since.pop(vendor),
+                    codes=[c for c, _ in codes.most_common(5)])
+
+
+_unmapped_log = _UnmappedLog()
 
 
 _children: dict[tuple, object] = {}
