@@ -107,8 +107,9 @@ def _named(row: Mapping[str, Any], vendor: str, notes: list[str]) -> Observation
             notes.append(f"recipient {_short(given)} is not a phone number: ignored")
     if adapter.KEYED_BY_RECIPIENT and not recipient:
         raise RowError(f"{vendor} ids name a batch: recipient is required with vendor_ref")
-    return Observation(vendor, ref, recipient, State.submitted, code="submitted",
-                       event_at=row["submitted_at"], issued_ref=issued if issued != ref else None)
+    return Observation(vendor=vendor, vendor_ref=ref, recipient=recipient, state=State.submitted,
+                       code="submitted", event_at=row["submitted_at"],
+                       issued_ref=issued if issued != ref else None)
 
 
 def _expanded(row: Mapping[str, Any], vendor: str, now: datetime) -> tuple[list[Observation], str | None]:
