@@ -516,7 +516,7 @@ class _Loader:
             if value.lower() not in LOG_FORMATS:
                 bad(f"expected one of {', '.join(LOG_FORMATS)}{_suggest(value, LOG_FORMATS)}, got {_show(value)}")
             value = value.lower()
-        elif key == "allow_networks":
+        elif key in ("allow_networks", "trusted_proxies"):
             for net in value:
                 try:
                     ipaddress.ip_network(net, strict=False)

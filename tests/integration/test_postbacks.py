@@ -93,7 +93,8 @@ async def test_every_answer(db_dsn):
         assert (await post(s, url, sky("r"), {"Content-Type": "text/html"}))[0] == 415
         status, body = await post(s, url, b'{"code": "N202"}')
         assert status == 400 and "tracking-id" in orjson.loads(body)["error"]
-        assert (await post(s, postback_url(base, "engagespark"), b'{"id": "x"}'))[0] == 403
+        assert (await post(s, postback_url(base, "engagespark"), b'{"id": "x"}')) == (
+            404, b'{"error":"not found"}')  # a source outside allow_networks: as a wrong token
         assert (await post(s, url + "/", sky("r", "N201", "Sent")))[0] == 200  # a trailing slash
         # GET with a query string, as some vendors call back
         assert (await post(s, url + "?tracking-id=g1&code=N201&status=Sent", method="GET",
@@ -362,3 +363,30 @@ async def test_a_postback_stored_while_its_message_is_being_made_is_adopted_afte
         orphans = await intake_conn.fetchval("SELECT count(*) FROM tracker.observations WHERE message_id IS NULL")
     assert out.observations == 1
     assert (state, orphans) == ("delivered", 0)
+
+
+async def test_behind_a_trusted_proxy_the_client_is_the_forwarded_address(db_dsn):
+    # The daemon sits behind a load balancer on 127.0.0.1: only from it is X-Forwarded-For
+    # believed; the vendor's own network is what allow_networks is checked against.
+    cfg = config_for(db_dsn, http={"trusted_proxies": ("127.0.0.0/8",)},
+                     skycore={"allow_networks": ("203.0.113.0/24",)})
+    async with running(cfg) as (tr, base), session() as s:
+        url = postback_url(base, "skycore")
+        vendor = {**JSON, "X-Forwarded-For": "198.51.100.66, 203.0.113.7"}
+        assert (await post(s, url, sky("xf-1"), vendor))[0] == 200
+        spoofed = {**JSON, "X-Forwarded-For": "203.0.113.7, 198.51.100.66"}  # the nearest is not the vendor
+        assert (await post(s, url, sky("xf-2"), spoofed)) == (404, b'{"error":"not found"}')
+        assert (await post(s, url, sky("xf-3")))[0] == 404  # the proxy itself is not the vendor
+        sources = [r[0] for r in await tr.pool.fetch("SELECT host(source) FROM tracker.postbacks")]
+        assert sources == ["203.0.113.7"]
+    untrusted = config_for(db_dsn, skycore={"allow_networks": ("203.0.113.0/24",)})
+    async with running(untrusted) as (tr, base), session() as s:
+        vendor = {**JSON, "X-Forwarded-For": "203.0.113.7"}
+        assert (await post(s, postback_url(base, "skycore"), sky("xf-4"), vendor))[0] == 404
+
+
+async def test_a_vendor_id_no_index_could_hold_is_a_400_and_nothing_is_stored(db_dsn):
+    async with running(config_for(db_dsn)) as (tr, base), session() as s:
+        status, body = await post(s, postback_url(base, "skycore"), sky("中" * 3000))
+        assert status == 400 and "vendor id is 3000 characters long" in orjson.loads(body)["error"]
+        assert await tr.pool.fetchval("SELECT count(*) FROM tracker.postbacks") == 0

@@ -58,10 +58,34 @@ def test_allow_networks():
     assert ok("10.1.2.3") is None
     assert ok("::ffff:10.1.2.3") is None  # IPv4-mapped on a dual-stack socket
     assert ok("2001:db8::5") is None
-    assert ok("127.0.0.1") is core.FORBIDDEN
-    assert ok(None) is core.FORBIDDEN
-    # the network check comes before the token: a 403 says nothing about the token
-    assert core.admit(routes, "skycore", "wrong", "127.0.0.1", "") is core.FORBIDDEN
+    # A refused source gets the same 404 as a wrong token: no hint what is configured.
+    assert ok("127.0.0.1") is core.NOT_FOUND
+    assert ok(None) is core.NOT_FOUND
+    assert core.admit(routes, "skycore", "wrong", "127.0.0.1", "") is core.NOT_FOUND
+
+
+TRUSTED = core.networks(["10.0.0.0/8", "fd00::/8"])
+
+
+@pytest.mark.parametrize("peer, header, client", [
+    ("10.0.0.5", "203.0.113.7", "203.0.113.7"),  # a trusted proxy says whom it forwards for
+    ("10.0.0.5", "198.51.100.1, 203.0.113.7, 10.0.0.9", "203.0.113.7"),  # the nearest untrusted
+    ("203.0.113.9", "10.1.1.1", "203.0.113.9"),  # anyone else's header is ignored
+    ("10.0.0.5", None, "10.0.0.5"),
+    ("10.0.0.5", "not an address", "10.0.0.5"),  # malformed: the peer
+    ("10.0.0.5", "10.2.2.2, 10.3.3.3", "10.2.2.2"),  # only proxies: the first
+    ("fd00::1", "2001:db8::1", "2001:db8::1"),
+    ("::ffff:10.0.0.5", "203.0.113.7", "203.0.113.7"),  # IPv4-mapped peer
+])
+def test_the_client_address_comes_from_x_forwarded_for_only_behind_a_trusted_proxy(peer, header, client):
+    assert core.client_address(peer, header, TRUSTED) == client
+    assert core.client_address(peer, header, ()) == peer  # no trusted proxies: never the header
+
+
+def test_a_report_whose_vendor_id_no_index_could_hold_is_refused_before_it_is_stored():
+    long_ref = dict(SKY, **{"tracking-id": "中" * 3000})
+    with pytest.raises(ParseError, match="vendor id is 3000 characters long"):
+        core.parse(skycore_raw(orjson.dumps(long_ref)))
 
 
 def test_parse_reads_through_the_adapter():
@@ -105,3 +129,11 @@ def test_report_key_tells_reports_apart_but_not_their_raw_fragment_or_time_zone(
 
 def test_query_string_is_read_the_same_way_at_ingestion_and_replay():
     assert core.query_dict("a=1&b=&c=x%20y") == {"a": "1", "b": "", "c": "x y"}
+
+
+@pytest.mark.parametrize("when", ["0001-01-01T00:00:00+00:00", "9999-12-31T23:59:59-14:00",
+                                  "0001-01-01T00:00:00+05:00", "infinity"])
+def test_a_vendor_time_out_of_range_keeps_the_report_at_the_receive_time(when):
+    [o] = core.parse(skycore_raw(orjson.dumps(dict(SKY, timestamp=when))))
+    assert o.state is State.delivered
+    assert o.event_at is None or o.event_at.year == 1  # stored as given, or left to the receive time

@@ -10,7 +10,7 @@ replica) parses again from the stored request and applies. The worker runs under
 supervisor (tracker.supervisor) as component `postbacks`: a bug there is logged, counted and
 the worker starts again; its progress is a batch applied or a sweep done. Answers:
 
-    200 stored        400 unreadable body    403 source not in allow_networks
+    200 stored        400 unreadable body    404 source not in allow_networks (as a wrong token)
     404 unknown vendor, vendor that does not push, wrong or missing token (all alike)
     405 other method  413 body over http.max_body_bytes   415 content type the vendor never sends
     503 database unavailable, timed out, overloaded or stopping (the vendor retries)
@@ -76,6 +76,7 @@ class Postbacks:
         self.tracker = tracker
         self.config = tracker.config
         self.routes = core.routes_from(self.config)
+        self.trusted_proxies = core.networks(self.config.http.trusted_proxies)
         for vc in self.config.vendors.values():
             register_secret(vc.postback_token)
         self.max_body = self.config.http.max_body_bytes
@@ -127,8 +128,10 @@ class Postbacks:
 
     async def _receive(self, request: web.Request, vendor: str, token: str) -> tuple[int, dict]:
         ctype = request.headers.get("Content-Type", "")
+        remote = core.client_address(request.remote, request.headers.get("X-Forwarded-For"),
+                                     self.trusted_proxies)
         # A content type says nothing without a body (some clients label an empty GET too).
-        refusal = core.admit(self.routes, vendor, token, request.remote,
+        refusal = core.admit(self.routes, vendor, token, remote,
                              ctype if request.body_exists else "")
         if refusal is None and request.content_length is not None and request.content_length > self.max_body:
             refusal = core.TOO_LARGE
@@ -137,15 +140,15 @@ class Postbacks:
         if refusal is not None:
             if refusal.status != 404:
                 log.warning("postback refused", vendor=vendor, status=refusal.status,
-                            reason=refusal.error, source=request.remote, content_type=ctype[:100])
+                            reason=refusal.error, source=remote, content_type=ctype[:100])
             return refusal.status, {"error": refusal.error}
-        ip = core.source_ip(request.remote)
+        ip = core.source_ip(remote)
         raw = core.RawPostback(vendor, request.method, ctype, request.query_string, body,
                                ip and ip.compressed, datetime.now(timezone.utc))
         try:
             found = core.parse(raw)
         except ParseError as e:
-            log.warning("postback unreadable", vendor=vendor, error=str(e), source=request.remote)
+            log.warning("postback unreadable", vendor=vendor, error=str(e), source=remote)
             return 400, {"error": str(e)}
         try:
             postback_id = await self.commit.store(raw)

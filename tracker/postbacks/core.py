@@ -14,7 +14,7 @@ from typing import Any, Mapping
 from urllib.parse import parse_qsl
 
 from tracker import adapters
-from tracker.adapters.base import Observation, ParseError
+from tracker.adapters.base import MAX_RECIPIENT_LEN, MAX_REF_LEN, Observation, ParseError
 from tracker.adapters.base import unstorable as base_unstorable
 from tracker.config_types import Config
 from tracker.core.reduce import recipient_key
@@ -38,8 +38,9 @@ class Refusal:
     error: str
 
 
-NOT_FOUND = Refusal(404, "not found")  # unknown vendor, not a pushing vendor, wrong token: alike
-FORBIDDEN = Refusal(403, "source address not allowed")
+# Unknown vendor, not a pushing vendor, wrong token, a source outside the vendor's
+# allow_networks: all alike, so that a caller learns nothing of what is configured.
+NOT_FOUND = Refusal(404, "not found")
 UNSUPPORTED = Refusal(415, "unsupported content type")
 TOO_LARGE = Refusal(413, "body too large")
 BROKEN_BODY = Refusal(400, "incomplete body")
@@ -70,8 +71,7 @@ def routes_from(config: Config) -> dict[str, Route]:
     for name, vc in config.vendors.items():
         if not (vc.enabled and vc.postback_token and adapters.get(name).PUSHES):
             continue
-        nets = tuple(ipaddress.ip_network(n, strict=False) for n in vc.allow_networks)
-        out[name] = Route(name, _digest(vc.postback_token), nets,
+        out[name] = Route(name, _digest(vc.postback_token), networks(vc.allow_networks),
                           CONTENT_TYPES.get(name, frozenset({"application/json"})))
     return out
 
@@ -101,13 +101,42 @@ def admit(routes: Mapping[str, Route], vendor: str, token: str, remote: str | No
     if route.networks:
         ip = source_ip(remote)
         if ip is None or not any(ip in net for net in route.networks if ip.version == net.version):
-            return FORBIDDEN
+            hmac.compare_digest(given, route.token_digest)  # the same work as a wrong token
+            return NOT_FOUND
     if not hmac.compare_digest(given, route.token_digest):
         return NOT_FOUND
     mt = media_type(content_type)
     if mt and mt not in route.content_types:
         return UNSUPPORTED
     return None
+
+
+Networks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+
+
+def networks(cidrs) -> Networks:
+    return tuple(ipaddress.ip_network(n, strict=False) for n in cidrs)
+
+
+def _within(ip, nets: Networks) -> bool:
+    return ip is not None and any(ip in net for net in nets if ip.version == net.version)
+
+
+def client_address(peer: str | None, forwarded_for: str | None, trusted: Networks) -> str | None:
+    """The client's address: the TCP peer, unless the peer is a trusted proxy (http.trusted_proxies)
+    that says whom it forwards for. Then the nearest address in X-Forwarded-For that is not
+    itself a trusted proxy (the ones further left could be made up by the client). A header
+    from anyone else is ignored; a malformed one leaves the peer."""
+    if not trusted or not forwarded_for or not _within(source_ip(peer), trusted):
+        return peer
+    hops = [h.strip() for h in forwarded_for.split(",")][:32]
+    for hop in reversed(hops):
+        ip = source_ip(hop)
+        if ip is None:
+            return peer
+        if not _within(ip, trusted):
+            return hop
+    return source_ip(hops[0]) and hops[0] or peer
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +184,10 @@ def unstorable(o: Observation, vendor: str) -> str | None:
     before answering, so that a 200 is never given for a report that could not be applied."""
     if o.vendor != vendor:
         return "report names another vendor"
+    if len(o.vendor_ref) > MAX_REF_LEN:  # an index entry could not hold it: refused, not set aside
+        return f"vendor id is {len(o.vendor_ref)} characters long; at most {MAX_REF_LEN} are taken"
+    if o.recipient is not None and len(o.recipient) > MAX_RECIPIENT_LEN:
+        return f"recipient has {len(o.recipient)} digits; a phone number has at most {MAX_RECIPIENT_LEN}"
     return base_unstorable(o)
 
 
