@@ -76,12 +76,16 @@ class Tracker:
         self.components: list = self._components()
 
     def _components(self) -> list:
+        from tracker.events import Publisher
         from tracker.poller.engine import Poller
         from tracker.postbacks import Postbacks
+        from tracker.sinks.component import Sinks
 
         return [
+            Publisher(self),
             Postbacks(self),
             Poller(self),
+            Sinks(self),  # started last, stopped first: events out (tracker.sinks)
         ]
 
     # --- start / stop --------------------------------------------------------------------------

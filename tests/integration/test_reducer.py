@@ -2,6 +2,7 @@
 import asyncio
 import random
 
+from tests.conftest import until_waiting_on_a_lock
 from tracker.adapters.base import Observation
 from tracker.core.states import Failure, State
 from tracker.db import reducer
@@ -121,22 +122,34 @@ async def test_sparrow_messages_are_keyed_by_batch_and_recipient(pool):
         assert rows == {"9771": "submitted", "9772": "delivered"}
 
 
-async def test_one_notify_per_batch(pool, db_dsn):
+async def test_one_notify_per_batch_and_consumers_hear_only_of_published_events(pool, db_dsn):
+    # A writer says once per batch that it committed transitions (to the publisher); consumers
+    # hear of them once they have positions, one notification per publication.
     import asyncpg
+
+    from tracker.events import publish_pending
+
     listener = await asyncpg.connect(db_dsn)
-    got = []
-    await listener.add_listener("tracker_events", lambda *a: got.append(a[3]))
+    written, published = [], []
+    await listener.add_listener("tracker_transitions", lambda *a: written.append(a[3]))
+    await listener.add_listener("tracker_events", lambda *a: published.append(a[3]))
     async with pool.acquire() as conn:
         await make_messages(conn, "sparksender", ["a", "b", "c"])
         await reducer.apply(conn, "poll", [obs(r, s) for r in "abc" for s in (State.sent, State.delivered)])
         await reducer.apply(conn, "poll", [obs("a", State.sent)])  # changes nothing: no notify
     for _ in range(50):
-        if got:
+        if written:
             break
         await asyncio.sleep(0.02)
     await asyncio.sleep(0.1)
+    assert (written, published) == (["6"], [])
+    assert await publish_pending(pool) == 6
+    for _ in range(50):
+        if published:
+            break
+        await asyncio.sleep(0.02)
     await listener.close()
-    assert got == ["6"]
+    assert published == ["6"]
 
 
 async def test_two_adoptions_at_once_apply_each_waiting_report_once(pool):
@@ -183,3 +196,43 @@ async def test_unmapped_codes_are_counted_per_vendor_never_as_labels(pool):
     assert sky - before.get((("vendor", "skycore"),), 0) == 2000
     warned = [e for e in logs if e["event"].startswith("vendor codes not in the mapping")]
     assert len(warned) <= 1 and all(len(e["codes"]) <= 5 for e in warned)
+
+
+async def test_a_consumer_woken_by_a_notification_always_finds_its_events(pool, db_dsn):
+    # The race that once left consumers asleep: another reader holds the publisher row (inside
+    # read_events, in its transaction) when a writer commits. The publisher waits for the row
+    # instead of skipping it, and the notification comes with the publication.
+    import asyncpg
+
+    from tracker.events import publish_pending
+
+    consumer = await asyncpg.connect(db_dsn)
+    woken = asyncio.Event()
+    await consumer.add_listener("tracker_events", lambda *a: woken.set())
+    async with pool.acquire() as reader, pool.acquire() as writer:
+        await make_messages(writer, "sparksender", ["w1"])
+        hold = reader.transaction()
+        await hold.start()
+        await reader.fetch("SELECT * FROM tracker.read_events('other', 10)")  # holds the row
+        await reducer.apply(writer, "poll", [obs("w1", State.delivered)])
+        publishing = asyncio.create_task(publish_pending(pool))
+        await until_waiting_on_a_lock(writer, await _backend_of(pool, writer), "the publisher")
+        assert not woken.is_set()  # nothing published: nobody woken to read nothing
+        await hold.rollback()
+        assert await publishing == 1
+        await asyncio.wait_for(woken.wait(), 5)
+        events = await consumer.fetch("SELECT * FROM tracker.read_events('billing', 10)")
+        assert [e["to_state"] for e in events] == ["delivered"]
+    await consumer.close()
+
+
+async def _backend_of(pool, exclude) -> int:
+    """The server pid of the session waiting on the publisher row (the one that is not ours)."""
+    for _ in range(200):
+        pid = await exclude.fetchval(
+            "SELECT pid FROM pg_stat_activity WHERE query LIKE '%event_publisher FOR UPDATE%'"
+            " AND pid <> pg_backend_pid() AND wait_event_type = 'Lock' LIMIT 1")
+        if pid:
+            return pid
+        await asyncio.sleep(0.02)
+    raise AssertionError("the publisher never waited for the row")

@@ -7,27 +7,28 @@
 # An observation row: 0 vendor, 1 vendor_ref, 2 recipient_key, 3 state, 4 code, 5 text,
 # 6 event_at, 7-9 failure code, reason, permanent, 10 raw; then per statement.
 
-# Rows: an observation row + 11 received_at, 12 postback_id. $2 source.
+# Rows: an observation row + 11 received_at, 12 postback_id, 13 operator. $2 source.
 INSERT_OBSERVATIONS = """
 WITH o AS (
     SELECT r->>0 AS vendor, r->>1 AS vendor_ref, r->>2 AS recipient_key,
            (r->>3)::tracker.state AS state, r->>4 AS code, r->>5 AS text,
            (r->>6)::timestamptz AS event_at, r->>7 AS failure_code, r->>8 AS failure_reason,
            (r->>9)::boolean AS failure_permanent, nullif(r->10, 'null') AS raw,
-           (r->>11)::timestamptz AS received_at, (r->>12)::bigint AS postback_id
+           (r->>11)::timestamptz AS received_at, (r->>12)::bigint AS postback_id,
+           r->>13 AS operator
     FROM jsonb_array_elements($1::jsonb) AS rows(r)
 )
 INSERT INTO tracker.observations (
     message_id, vendor, vendor_ref, recipient_key, source, state, code, text, event_at,
-    received_at, failure_code, failure_reason, failure_permanent, raw, postback_id)
+    received_at, failure_code, failure_reason, failure_permanent, raw, postback_id, operator)
 SELECT m.id, o.vendor, o.vendor_ref, o.recipient_key, $2::tracker.source, o.state, o.code,
        o.text, o.event_at, o.received_at, o.failure_code, o.failure_reason,
-       o.failure_permanent, o.raw, o.postback_id
+       o.failure_permanent, o.raw, o.postback_id, o.operator
 FROM o
 LEFT JOIN tracker.messages m
        ON m.vendor = o.vendor AND m.vendor_ref = o.vendor_ref AND m.recipient_key = o.recipient_key
 RETURNING id, message_id, vendor, code, state, source, coalesce(event_at, received_at) AS occurred_at,
-          received_at, failure_code, failure_reason, failure_permanent
+          received_at, failure_code, failure_reason, failure_permanent, operator
 """
 
 # Reports waiting for their message: attach them to it. Three ways to find them, each by an
@@ -85,7 +86,7 @@ UPDATE tracker.observations o SET message_id = w.message_id
 FROM waiting w
 WHERE o.id = w.id
 RETURNING o.id, o.message_id, o.vendor, o.code, o.state, o.source, coalesce(o.event_at, o.received_at) AS occurred_at,
-          o.received_at, o.failure_code, o.failure_reason, o.failure_permanent
+          o.received_at, o.failure_code, o.failure_reason, o.failure_permanent, o.operator
 """
 
 LOCK_MESSAGES = """
@@ -126,9 +127,23 @@ FROM unnest($1::bigint[], $2::timestamptz[]) AS u(id, received_at)
 WHERE m.id = u.id AND m.id = ANY($1::bigint[])
 """
 
-NOTIFY_EVENTS = "SELECT pg_notify('tracker_events', $1::text)"
+# The operator a report names, on its message (reducer._store_operators): $1 ids, $2 operators,
+# $3 when those reports were received. A report older than the message's last one (an orphan
+# adopted late) names the operator only where none is known yet: the latest one wins.
+SET_MESSAGE_OPERATORS = """
+UPDATE tracker.messages m SET operator = u.operator
+FROM unnest($1::bigint[], $2::text[], $3::timestamptz[]) AS u(id, operator, received_at)
+WHERE m.id = ANY($1::bigint[]) AND m.id = u.id AND m.operator IS DISTINCT FROM u.operator
+  AND (m.operator IS NULL OR m.last_report_at IS NULL OR u.received_at >= m.last_report_at)
+"""
 
-PUBLISH_EVENTS = "SELECT tracker.publish_events()"
+# Writers say they committed transitions; the publisher (tracker.events) numbers them, and
+# tracker.publish_events() notifies `tracker_events` for consumers (sql/010_publish_notify.sql).
+NOTIFY_EVENTS = "SELECT pg_notify('tracker_transitions', $1::text)"
+
+PUBLISH_EVENTS = "SELECT tracker.publish_events($1)"
+PUBLISHER_LOCK_TIMEOUT = "SET LOCAL lock_timeout = '2s'"
+HOLD_PUBLISHER = "SELECT 1 FROM tracker.event_publisher FOR UPDATE"
 
 # --- intake (tracker.intake, docs/intake.md) -------------------------------------------------
 
@@ -301,15 +316,15 @@ FOR NO KEY UPDATE
 # The poller's write-back (reducer.apply_polls): observations of messages the poller holds
 # locked, so their ids are known (no lookup by key). Rows are inserted in the order given (ORDER
 # BY ord), so the ids the sequence hands out, sorted, follow that order.
-# Rows: an observation row (see INSERT_OBSERVATIONS) + 11 message_id. $2 received_at (one for
-# all), $3 source.
+# Rows: an observation row (see INSERT_OBSERVATIONS) + 11 message_id, 12 operator.
+# $2 received_at (one for all), $3 source.
 INSERT_POLL_OBSERVATIONS = """
 INSERT INTO tracker.observations (
     message_id, vendor, vendor_ref, recipient_key, source, state, code, text, event_at,
-    received_at, failure_code, failure_reason, failure_permanent, raw)
+    received_at, failure_code, failure_reason, failure_permanent, raw, operator)
 SELECT (r->>11)::bigint, r->>0, r->>1, r->>2, $3::tracker.source, (r->>3)::tracker.state,
        r->>4, r->>5, (r->>6)::timestamptz, $2::timestamptz, r->>7, r->>8, (r->>9)::boolean,
-       nullif(r->10, 'null')
+       nullif(r->10, 'null'), r->>12
 FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS rows(r, ord)
 ORDER BY ord
 RETURNING id
@@ -526,3 +541,137 @@ SELECT (SELECT count(*) FROM (SELECT FROM tracker.submissions WHERE processed_at
        (SELECT count(*) FROM (SELECT FROM tracker.postbacks WHERE processed_at IS NULL LIMIT $1) p)
            AS postbacks
 """
+
+# --- sinks (tracker.sinks, sql/008_sinks.sql, docs/events.md) -----------------------------------
+
+# $1 names, $2 kinds ('webhook' | 'nats'). A sink's cursor is consumer 'sink:<name>'.
+REGISTER_SINKS = """
+INSERT INTO tracker.sinks (name, kind, consumer)
+SELECT n, k, 'sink:' || n FROM unnest($1::text[], $2::text[]) AS u(n, k)
+ON CONFLICT (name) DO UPDATE SET kind = excluded.kind, configured_at = now()
+"""
+
+# Whether the sink is disabled (410) and how long it is still paused (throttled), in seconds.
+SINK_STATE = """
+SELECT disabled_at IS NOT NULL AS disabled,
+       greatest(extract(epoch FROM paused_until - now()), 0)::float8 AS paused_s
+FROM tracker.sinks WHERE name = $1
+"""
+
+# One filler per sink at a time across replicas (a transaction-scoped advisory lock): two would
+# read the same events; the loser skips, since the winner moves them for both.
+TRY_LOCK_SINK_FILL = "SELECT pg_try_advisory_xact_lock(hashtext('tracker.sink.fill.' || $1))"
+
+READ_SINK_EVENTS = "SELECT * FROM tracker.read_events($1, $2)"
+
+ACK_SINK_EVENTS = "SELECT tracker.ack_events($1, $2)"
+
+# $1 sink, then per delivery: $2 event_id, $3 pos, $4 message_id, $5 recorded_at, $6 body.
+INSERT_SINK_DELIVERIES = """
+INSERT INTO tracker.sink_deliveries (sink, event_id, pos, message_id, recorded_at, body)
+SELECT $1, u.event_id, u.pos, u.message_id, u.recorded_at, u.body
+FROM unnest($2::bigint[], $3::bigint[], $4::bigint[], $5::timestamptz[], $6::bytea[])
+     AS u(event_id, pos, message_id, recorded_at, body)
+ON CONFLICT (sink, event_id) DO NOTHING
+"""
+
+# Due deliveries, leased to claim $4 for $3 seconds. A row waits while an earlier event of its
+# message is pending for this sink (claimed or not): per message, one at a time, in order.
+CLAIM_SINK_DELIVERIES = """
+WITH due AS MATERIALIZED (
+    SELECT d.event_id
+    FROM tracker.sink_deliveries d
+    WHERE d.sink = $1 AND d.status = 'pending' AND d.next_attempt_at <= now()
+      AND NOT EXISTS (SELECT 1 FROM tracker.sink_deliveries e
+                      WHERE e.sink = d.sink AND e.message_id = d.message_id
+                        AND e.status = 'pending' AND e.pos < d.pos)
+    ORDER BY d.next_attempt_at, d.pos
+    LIMIT $2
+    FOR UPDATE OF d SKIP LOCKED
+)
+UPDATE tracker.sink_deliveries d
+SET next_attempt_at = now() + make_interval(secs => $3::float8), claim = $4
+FROM due
+WHERE d.sink = $1 AND d.event_id = due.event_id
+RETURNING d.event_id, d.body, d.attempts, d.recorded_at
+"""
+
+# Results of attempts by claim $2: delivered rows go; others are tried again after retry_in_s
+# or dead-lettered; a 410 ('gone') puts the row back without counting the attempt. Rows whose
+# lease another claim has taken since are left to it. The sink's last success/error follow.
+RECORD_SINK_DELIVERIES = """
+WITH r AS (
+    SELECT * FROM unnest($3::bigint[], $4::text[], $5::float8[], $6::int[], $7::text[])
+        AS r(event_id, outcome, retry_in_s, status, error)
+), delivered AS (
+    DELETE FROM tracker.sink_deliveries d USING r
+    WHERE d.sink = $1 AND d.event_id = r.event_id AND d.claim = $2 AND r.outcome = 'delivered'
+    RETURNING d.event_id
+), tried AS (
+    UPDATE tracker.sink_deliveries d SET
+        attempts = d.attempts + (r.outcome <> 'gone')::int,
+        status = CASE WHEN r.outcome = 'dead' THEN 'dead' ELSE 'pending' END,
+        next_attempt_at = now() + make_interval(secs => r.retry_in_s),
+        claim = NULL,
+        first_attempt_at = coalesce(d.first_attempt_at, now()),
+        last_attempt_at = now(),
+        last_status = r.status,
+        last_error = r.error,
+        dead_at = CASE WHEN r.outcome = 'dead' THEN now() END
+    FROM r
+    WHERE d.sink = $1 AND d.event_id = r.event_id AND d.claim = $2 AND r.outcome <> 'delivered'
+    RETURNING d.event_id
+)
+UPDATE tracker.sinks s SET
+    last_success_at = CASE WHEN EXISTS (SELECT FROM r WHERE outcome = 'delivered') THEN now()
+                           ELSE s.last_success_at END,
+    last_error = coalesce((SELECT error FROM r WHERE outcome <> 'delivered' ORDER BY event_id DESC LIMIT 1),
+                          s.last_error),
+    last_error_at = CASE WHEN EXISTS (SELECT FROM r WHERE outcome <> 'delivered') THEN now()
+                         ELSE s.last_error_at END
+WHERE s.name = $1
+RETURNING (SELECT count(*) FROM delivered) AS delivered, (SELECT count(*) FROM tried) AS tried
+"""
+
+# Seconds until the sink's next pending delivery comes due (NULL: none pending).
+NEXT_SINK_DUE = """
+SELECT extract(epoch FROM min(next_attempt_at) - now())::float8
+FROM tracker.sink_deliveries WHERE sink = $1 AND status = 'pending'
+"""
+
+DISABLE_SINK = """
+UPDATE tracker.sinks SET disabled_at = coalesce(disabled_at, now()), disabled_reason = $2
+WHERE name = $1
+"""
+
+ENABLE_SINK = """
+UPDATE tracker.sinks SET disabled_at = NULL, disabled_reason = NULL, paused_until = NULL
+WHERE name = $1 RETURNING name
+"""
+
+# $2 seconds: the sink waits at least this long (a later pause already set stands).
+PAUSE_SINK = """
+UPDATE tracker.sinks
+SET paused_until = greatest(paused_until, now() + make_interval(secs => $2::float8))
+WHERE name = $1
+"""
+
+SINK_SUCCEEDED = "UPDATE tracker.sinks SET last_success_at = now() WHERE name = $1"
+
+SINK_FAILED = "UPDATE tracker.sinks SET last_error = $2, last_error_at = now() WHERE name = $1"
+
+# Dead letters of sink $1 (events recorded at or after $2, if given) become pending again.
+REDRIVE_SINK = """
+UPDATE tracker.sink_deliveries
+SET status = 'pending', attempts = 0, next_attempt_at = now(), claim = NULL, dead_at = NULL
+WHERE sink = $1 AND status = 'dead' AND ($2::timestamptz IS NULL OR recorded_at >= $2)
+"""
+
+SINK_STATUS = "SELECT * FROM tracker.sink_status ORDER BY sink"
+
+WAKE_SINKS = "SELECT pg_notify('tracker_events', 'redrive')"
+
+# --- status and retention (tracker.rollup, tracker.http.status, tracker.retention; sql/009) -----
+
+# Fold the route deltas committed so far into the rollups (sql/009: tracker.fold_route_deltas).
+FOLD_ROUTE_DELTAS = "SELECT tracker.fold_route_deltas()"

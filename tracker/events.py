@@ -1,0 +1,94 @@
+"""The publisher: gives committed transitions their delivery positions, then wakes consumers.
+
+Writers (the reducer, intake) notify `tracker_transitions` when they commit transitions. The
+publisher, woken by that (a timer is the backstop), numbers them with tracker.publish_events(),
+which sends `NOTIFY tracker_events` when its own transaction commits: so a consumer woken by
+`tracker_events` always finds the events that caused it (it once could read nothing, when the
+notification came at the writer's commit and another reader held the publisher row).
+
+The publisher waits for the publisher row rather than skipping it (as read_events does), with a
+lock timeout: a consumer holding it in a long transaction delays publication, never loses it.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import asyncpg
+
+from tracker.db import DB_ERRORS
+from tracker.db import queries as q
+from tracker.logging import get_logger
+from tracker.supervisor import beat
+
+log = get_logger("tracker.events")
+
+BACKSTOP_S = 1.0  # look for unpublished events this often even without a notification
+BATCH = 10_000  # events numbered per transaction
+
+
+class Publisher:
+    """A component (start/stop) of the daemon; `host` gives pool, supervisor and stopping."""
+
+    def __init__(self, host):
+        self.host = host
+        self.wake = asyncio.Event()
+        self.tasks: list[asyncio.Task] = []
+        self.stopping = False
+
+    async def start(self) -> None:
+        self.stopping = False
+        sup = self.host.supervisor
+        self.tasks = [sup.spawn("publisher", self._publish, stopping=lambda: self.stopping),
+                      sup.spawn("publisher-listener", self._listen, stopping=lambda: self.stopping)]
+
+    async def stop(self) -> None:
+        self.stopping = True
+        self.wake.set()
+        await self.host.supervisor.stop_tasks(self.tasks, 5.0)
+        self.tasks = []
+        with contextlib.suppress(*DB_ERRORS):  # what the other components wrote as they stopped
+            await publish_pending(self.host.pool)
+
+    async def _publish(self) -> None:
+        while not self.stopping:
+            self.wake.clear()  # before looking: a notification from now on wakes the next look
+            try:
+                with beat().working():
+                    while await publish_pending(self.host.pool) >= BATCH:
+                        pass
+            except DB_ERRORS as e:
+                log.warning("publishing events failed; will retry", error=type(e).__name__)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), BACKSTOP_S)
+
+    async def _listen(self) -> None:
+        while not self.stopping:
+            try:
+                async with self.host.pool.acquire() as conn:
+                    wake = lambda *_: self.wake.set()  # noqa: E731
+                    await conn.add_listener("tracker_transitions", wake)
+                    try:
+                        self.wake.set()  # anything committed while nobody listened
+                        beat().progress()
+                        while not conn.is_closed() and not self.stopping:
+                            await asyncio.sleep(0.5)
+                    finally:
+                        with contextlib.suppress(*DB_ERRORS):
+                            await conn.remove_listener("tracker_transitions", wake)
+            except DB_ERRORS as e:
+                log.warning("publisher listener lost; reconnecting", error=type(e).__name__)
+            await asyncio.sleep(0.5)
+
+
+async def publish_pending(pool: asyncpg.Pool) -> int:
+    """Number the committed, unpublished events (up to BATCH); 0 when there are none or the
+    publisher row stayed held past the lock timeout (2 s; the next look tries again)."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(q.PUBLISHER_LOCK_TIMEOUT)
+        try:
+            await conn.execute(q.HOLD_PUBLISHER)
+        except asyncpg.LockNotAvailableError:
+            log.info("publisher row held by a consumer's transaction; publishing later")
+            return 0
+        return await conn.fetchval(q.PUBLISH_EVENTS, BATCH)
