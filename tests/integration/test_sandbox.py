@@ -355,6 +355,26 @@ async def test_duplicate_out_of_order_and_malformed_postbacks() -> None:
         assert {orjson.loads(b)["code"] for b in bodies[2:]} == {"N201", "N202"}
 
 
+async def test_postback_log_names_the_exact_bytes_sent() -> None:
+    """Each attempt's `digest` is the SHA-256 of the body as sent (garbled or not), so that a
+    receiver's stored copy can be matched to the attempt it answered."""
+    import hashlib
+
+    knobs = only("delivered", malformed_share=1.0, duplicate_share=1.0, time_scale=0.001)
+    async with Receiver(statuses=[400, 400]) as rx, sandbox(knobs) as sb:
+        sb.set_postback_url("skycore", rx.url("sky"))
+        await send_many(sb, "skycore", [PH[0]])
+        await eventually(lambda: len(rx.hits) >= 6 and sb.pending_postbacks() == 0)
+        body_of = {hashlib.sha256(h[3]).hexdigest(): h[3] for h in rx.hits}
+        assert sorted(p["digest"] for p in sb.postbacks) == sorted(
+            hashlib.sha256(h[3]).hexdigest() for h in rx.hits)
+        garbled = [body_of[p["digest"]] for p in sb.postbacks if p["malformed"]]
+        assert len(garbled) == 2  # the two first attempts (duplicates go out whole)
+        for body in garbled:
+            with pytest.raises(orjson.JSONDecodeError):
+                orjson.loads(body)
+
+
 # -- Sparrow -------------------------------------------------------------------------------
 
 async def test_sparrow_login_compose_reports_callbacks(http: aiohttp.ClientSession) -> None:

@@ -2,10 +2,15 @@
 time with `postback_interval_s` between two, retrying a postback not answered 200 (2xx for
 vendors other than Skycore) within the timeout `postback_retry_s` later, up to
 `postback_retries` times. Only loopback URLs are ever called.
+
+Each attempt is logged (`Sandbox.postbacks`) with `digest`, the SHA-256 (hex) of the body bytes
+actually sent (garbled or not), so that a receiver's stored copy can be matched to the attempt
+it answered (a duplicate has its original's digest).
 """
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import heapq
 import itertools
 from typing import TYPE_CHECKING, Any
@@ -99,6 +104,7 @@ class Dispatcher:
         body = push.body
         if entry["malformed"]:
             body = body[: max(1, len(body) // 2)]
+        entry["digest"] = hashlib.sha256(body).hexdigest()
         timeout = max(knobs.scaled(knobs.postback_timeout_s), MIN_TIMEOUT_S)
         ok = False
         try:
