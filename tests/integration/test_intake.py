@@ -180,3 +180,25 @@ async def test_a_submission_notified_while_intake_is_busy_is_taken_in_at_once(po
                 await asyncio.sleep(0.05)
     finally:
         await tracker.stop()
+
+
+async def test_ids_are_matched_normalized_and_shown_as_the_vendor_issued_them(pool):
+    # Spark Sender ids lose leading zeros and engageSPARK ids their case for matching only.
+    from tracker.adapters.base import Observation
+    from tracker.core.states import State
+    from tracker.db import reducer
+
+    async with pool.acquire() as conn:
+        await conn.execute("INSERT INTO tracker.submissions (vendor, vendor_ref) VALUES"
+                           " ('sparksender', ' 000123 '), ('engagespark', 'abC-42')")
+        await take_in(conn, Config())
+        shown = dict(await conn.fetch("SELECT vendor, vendor_ref FROM tracker.message_status"))
+        assert shown == {"sparksender": "000123", "engagespark": "abC-42"}
+        matched = dict(await conn.fetch("SELECT vendor, vendor_ref FROM tracker.messages"))
+        assert matched["sparksender"] != "000123" or matched["engagespark"] != "abC-42"
+        # A report naming the normalized id finds the message, and events show the id as issued.
+        for vendor, ref in matched.items():
+            await reducer.apply(conn, "postback", [Observation(vendor=vendor, vendor_ref=ref, recipient=None,
+                                                               state=State.delivered, code="d")])
+        events = await conn.fetch("SELECT vendor, vendor_ref FROM tracker.read_events('t', 10)")
+        assert dict(events) == shown
