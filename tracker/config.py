@@ -34,6 +34,7 @@ from tracker.config_types import (
     VendorConfig,
 )
 from tracker.db.embedded import MAX_CONNECTIONS as EMBEDDED_MAX_CONNECTIONS
+from tracker.sinks import settings as sink_settings
 
 __all__ = ["ConfigError", "Problem", "check_config", "load", "redact_dsn", "secrets_of", "summary"]
 
@@ -270,6 +271,7 @@ class _Loader:
         self._merged: dict[tuple[str, str | None], dict[str, _Raw]] = {}
         self.listeners: dict[str, Listener] = {}  # "listen" / "ops_listen" -> checked address
         self._bad_keys: set[str] = set()  # keys already reported: cross-checks leave them alone
+        self.sinks = sink_settings.SinkSettings(path, env)  # [sinks...]: tracker.sinks.settings
 
     def problem(self, file: str, key: str, reason: str) -> None:
         self.problems.append(Problem(file, key, reason))
@@ -320,6 +322,8 @@ class _Loader:
                     self.problem(self.path, top, "expected a table")
                 else:
                     self._file_table(top, None, table)
+            elif top == "sinks":
+                self.sinks.read_file(table)
             else:
                 self.problem(self.path, top,
                              f"unknown section{_suggest(top, [*_SECTIONS, 'vendors'])}")
@@ -344,6 +348,9 @@ class _Loader:
                 continue
             parts = name[len(ENV_PREFIX):].lower().split("__")
             section = parts[0]
+            if section == "sinks":
+                self.sinks.read_env(name, parts[1:], value)
+                continue
             if section == "vendors":
                 if len(parts) != 3:
                     self.problem(ENVIRONMENT, name, "expected TRACKER_VENDORS__<VENDOR>__<KEY>")
@@ -556,6 +563,9 @@ class _Loader:
         self.check_listeners()
         for v in VENDORS:
             self.check_poll_schedule(v, vendors[v])
+        sinks = self.sinks.build()
+        for file, key, reason in self.sinks.problems:
+            self.problem(file, key, reason)
         if self.problems:  # the file's problems first, then the environment's
             raise ConfigError(sorted(self.problems, key=lambda p: p.file == ENVIRONMENT))
         return Config(
@@ -565,6 +575,7 @@ class _Loader:
             health=HealthConfig(**sections["health"]),
             log=LogConfig(**sections["log"]),
             vendors={v: VendorConfig(name=v, **vendors[v]) for v in VENDORS},
+            sinks=sinks,
             source=self.path,
         )
 
@@ -655,6 +666,7 @@ def secrets_of(cfg: Config) -> list[str]:
             out.append(pw)
     for v in cfg.vendors.values():
         out += [s for s in (v.postback_token, v.api_key, v.api_token, v.partner_token) if s]
+    out += sink_settings.secrets_of(cfg.sinks)
     return out
 
 
@@ -691,6 +703,7 @@ def summary(cfg: Config) -> list[str]:
         if not v.postback_token:
             notes.append("no postback_token (postbacks refused)")
         lines.append(f"vendor {v.name}: enabled, {', '.join(notes)}")
+    lines += sink_settings.summary(cfg.sinks)
     return lines
 
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from tracker.sinks.policy import DEFAULT_RETRY_SCHEDULE_S
+
 VENDORS = ("sparksender", "engagespark", "skycore", "sparrow")
 
 
@@ -82,6 +84,43 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class WebhookSinkConfig:
+    """[sinks.webhooks.<name>]: Standard Webhooks deliveries of every event (tracker.sinks)."""
+
+    name: str
+    url: str = ""
+    secrets: tuple[str, ...] = field(default=(), repr=False)  # whsec_<base64>, each signs
+    vendors: tuple[str, ...] = ()  # empty: every vendor
+    states: tuple[str, ...] = ()  # to_state filter; empty: every state
+    timeout_s: float = 15.0
+    retry_schedule_s: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE_S
+    concurrency: int = 16  # deliveries in flight (halved while the receiver throttles)
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class NatsSinkConfig:
+    """[sinks.nats.<name>]: JetStream publishes of every event (tracker.sinks)."""
+
+    name: str
+    servers: tuple[str, ...] = field(default=(), repr=False)  # nats:// URLs (may hold credentials)
+    stream: str = "TRACKER_EVENTS"
+    subject_prefix: str = "tracker"
+    create_stream: bool = False
+    duplicate_window_s: float = 120.0  # a stream we create drops repeated Nats-Msg-Ids this long
+    timeout_s: float = 5.0  # connect and publish-acknowledgement timeout
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class SinksConfig:
+    webhooks: dict[str, WebhookSinkConfig] = field(default_factory=dict)
+    nats: dict[str, NatsSinkConfig] = field(default_factory=dict)
+    poll_interval_s: float = 5.0  # backstop when no NOTIFY tracker_events arrives
+    batch_size: int = 500  # events taken from the outbox per transaction
+
+
+@dataclass(frozen=True)
 class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
@@ -91,4 +130,5 @@ class Config:
     vendors: dict[str, VendorConfig] = field(
         default_factory=lambda: {v: VendorConfig(name=v) for v in VENDORS}
     )
+    sinks: SinksConfig = field(default_factory=SinksConfig)
     source: str | None = None  # the file it came from, for messages

@@ -1,0 +1,163 @@
+"""[sinks...] configuration: what loads, what check-config refuses (file, key, reason), and that
+secrets never show."""
+from __future__ import annotations
+
+import base64
+import io
+
+import pytest
+
+from tracker import config
+from tracker.logging import scrub
+from tracker.sinks.policy import DEFAULT_RETRY_SCHEDULE_S
+
+SECRET = "whsec_" + base64.b64encode(bytes(range(7, 39))).decode()
+SECRET2 = "whsec_" + base64.b64encode(bytes(range(50, 82))).decode()
+
+
+def load(tmp_path, text: str, env: dict | None = None):
+    path = tmp_path / "tracker.toml"
+    path.write_text(text)
+    return config.load(str(path), env or {})
+
+
+def problems(tmp_path, text: str, env: dict | None = None) -> list[str]:
+    with pytest.raises(config.ConfigError) as e:
+        load(tmp_path, text, env)
+    return [str(p) for p in e.value.problems]
+
+
+def test_a_full_configuration_loads(tmp_path):
+    (tmp_path / "crm.secrets").write_text(f"{SECRET}\n\n{SECRET2}\n")
+    cfg = load(tmp_path, f"""
+[sinks]
+poll_interval_s = 2
+batch_size = 100
+[sinks.webhooks.crm]
+url = "https://crm.example.com/hooks/sms"
+secrets_file = "crm.secrets"
+vendors = ["skycore", "sparrow"]
+states = ["delivered", "failed"]
+timeout_s = 5
+retry_schedule_s = [0, 1, 10]
+concurrency = 4
+[sinks.webhooks.audit]
+url = "http://127.0.0.1:9000/"
+secrets = ["{SECRET}"]
+[sinks.nats.bus]
+servers = ["nats://127.0.0.1:4222", "tls://nats.example.com:4443"]
+stream = "SMS"
+subject_prefix = "sms.events"
+create_stream = true
+""")
+    s = cfg.sinks
+    assert s.poll_interval_s == 2.0 and s.batch_size == 100
+    crm = s.webhooks["crm"]
+    assert crm.secrets == (SECRET, SECRET2) and crm.vendors == ("skycore", "sparrow")
+    assert crm.states == ("delivered", "failed") and crm.retry_schedule_s == (0.0, 1.0, 10.0)
+    assert crm.timeout_s == 5.0 and crm.concurrency == 4
+    assert s.webhooks["audit"].retry_schedule_s == DEFAULT_RETRY_SCHEDULE_S
+    bus = s.nats["bus"]
+    assert bus.stream == "SMS" and bus.subject_prefix == "sms.events" and bus.create_stream
+    assert SECRET not in repr(cfg) and SECRET2 not in repr(cfg)
+    text = "\n".join(config.summary(cfg))
+    assert "sink crm: webhook to https://crm.example.com, 2 secret(s)" in text
+    assert "/hooks/sms" not in text and SECRET not in text
+    assert "sink bus: NATS JetStream stream SMS, subjects sms.events.>" in text
+    assert scrub(f"oops {SECRET} and {SECRET2.removeprefix('whsec_')}") == "oops *** and ***"
+
+
+def test_environment_overrides_and_defines_sinks(tmp_path):
+    cfg = load(tmp_path, f'[sinks.webhooks.crm]\nurl = "https://a.example.com/"\nsecrets = ["{SECRET}"]\n', {
+        "TRACKER_SINKS__WEBHOOKS__CRM__URL": "https://b.example.com/x",
+        "TRACKER_SINKS__WEBHOOKS__CRM__SECRETS": f"{SECRET2},{SECRET}",
+        "TRACKER_SINKS__WEBHOOKS__CRM__RETRY_SCHEDULE_S": "0, 0.5,2",
+        "TRACKER_SINKS__NATS__BUS__SERVERS": "nats://u:pw-123456@127.0.0.1:4222",
+        "TRACKER_SINKS__POLL_INTERVAL_S": "0.5",
+    })
+    crm = cfg.sinks.webhooks["crm"]
+    assert crm.url == "https://b.example.com/x" and crm.secrets == (SECRET2, SECRET)
+    assert crm.retry_schedule_s == (0.0, 0.5, 2.0) and cfg.sinks.poll_interval_s == 0.5
+    assert cfg.sinks.nats["bus"].servers == ("nats://u:pw-123456@127.0.0.1:4222",)
+    assert "pw-123456" in config.secrets_of(cfg)
+
+
+def test_check_config_names_every_mistake(tmp_path):
+    found = problems(tmp_path, f"""
+[sinks.webhooks.crm]
+url = "ftp://crm.example.com/"
+secrets = ["{SECRET}", "plain-text-secret", "whsec_c2hvcnQ="]
+states = ["delivered", "delivred", "submitted"]
+vendors = ["skycore", "twitterr"]
+retry_schedule_s = []
+concurrency = 0
+[sinks.webhooks.nosecret]
+url = "https://x.example.com/"
+[sinks.webhooks.nourl]
+secrets = ["{SECRET}"]
+[sinks.nats.bus]
+servers = []
+subject_prefix = "sms..events"
+stream = "has space"
+[sinks.nats.bus2]
+servers = ["http://127.0.0.1:4222"]
+[sinks.webhooks.Bad_Name]
+url = "https://x.example.com/"
+[sinks.webhooks.typo]
+urll = "https://x.example.com/"
+""")
+    text = "\n".join(found)
+    f = str(tmp_path / "tracker.toml")
+    expect = [
+        (f"{f}: sinks.webhooks.crm.url:", "URL"),
+        (f"{f}: sinks.webhooks.crm.secrets:", "secret 2: must start with 'whsec_'"),
+        (f"{f}: sinks.webhooks.crm.secrets:", "secret 3: decodes to 5 bytes"),
+        (f"{f}: sinks.webhooks.crm.states:", "unknown state 'delivred'"),
+        (f"{f}: sinks.webhooks.crm.states:", "unknown state 'submitted'"),
+        (f"{f}: sinks.webhooks.crm.vendors:", "unknown vendor 'twitterr'"),
+        (f"{f}: sinks.webhooks.crm.retry_schedule_s:", "1 to 50 delays"),
+        (f"{f}: sinks.webhooks.crm.concurrency:", "at least 1"),
+        (f"{f}: sinks.webhooks.nosecret.secrets:", "at least one whsec_ secret is required"),
+        (f"{f}: sinks.webhooks.nourl.url:", "required"),
+        (f"{f}: sinks.nats.bus.servers:", "at least one server is required"),
+        (f"{f}: sinks.nats.bus.subject_prefix:", "subject tokens"),
+        (f"{f}: sinks.nats.bus.stream:", "stream name"),
+        (f"{f}: sinks.nats.bus2.servers:", "nats://"),
+        (f"{f}: sinks.webhooks.Bad_Name:", "lower-case"),
+        (f"{f}: sinks.webhooks.typo.urll:", "unknown key"),
+    ]
+    for where, what in expect:
+        assert any(p.startswith(where) and what in p for p in found), (where, what, text)
+    assert "plain-text-secret" not in text and SECRET not in text
+
+
+def test_secrets_and_secrets_file_together_and_unreadable_file(tmp_path):
+    found = problems(tmp_path, f'[sinks.webhooks.a]\nurl = "https://x.example.com/"\nsecrets = ["{SECRET}"]\n'
+                               'secrets_file = "nowhere.txt"\n')
+    assert any("give either sinks.webhooks.a.secrets or sinks.webhooks.a.secrets_file" in p for p in found)
+    found = problems(tmp_path, '[sinks.webhooks.a]\nurl = "https://x.example.com/"\nsecrets_file = "nowhere.txt"\n')
+    assert any("sinks.webhooks.a.secrets_file: cannot read secret file" in p for p in found)
+
+
+def test_names_unique_across_kinds_and_bad_environment_names(tmp_path):
+    found = problems(tmp_path, f'[sinks.webhooks.x]\nurl = "https://x.example.com/"\nsecrets = ["{SECRET}"]\n'
+                               '[sinks.nats.x]\nservers = ["nats://127.0.0.1:4222"]\n',
+                     {"TRACKER_SINKS__WEBHOOKS__URL": "x", "TRACKER_SINKS__NATS__B__SERVRS": "x"})
+    text = "\n".join(found)
+    assert "sinks.nats.x: a webhook sink is named 'x' too" in text
+    assert "environment: TRACKER_SINKS__WEBHOOKS__URL: expected TRACKER_SINKS__<KEY>" in text
+    assert "environment: TRACKER_SINKS__NATS__B__SERVRS: unknown key 'servrs'" in text
+
+
+def test_check_config_command_output(tmp_path):
+    path = tmp_path / "tracker.toml"
+    path.write_text('[sinks.webhooks.crm]\nurl = "https://crm.example.com/h?token=abc123456"\n'
+                    'secrets = ["whsec_tooshort"]\n')
+    out = io.StringIO()
+    assert config.check_config(str(path), {}, out) == 2
+    assert "sinks.webhooks.crm.secrets: secret 1:" in out.getvalue()
+    assert "tooshort" not in out.getvalue()
+    path.write_text(f'[sinks.webhooks.crm]\nurl = "https://crm.example.com/h?token=abc123456"\nsecrets = ["{SECRET}"]\n')
+    out = io.StringIO()
+    assert config.check_config(str(path), {}, out) == 0
+    assert "sink crm: webhook to https://crm.example.com" in out.getvalue() and "abc123456" not in out.getvalue()

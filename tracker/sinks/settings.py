@@ -1,0 +1,373 @@
+"""The [sinks...] configuration: reading, conversion and checks (DESIGN §7, docs/events.md).
+
+    [sinks]                      poll_interval_s, batch_size
+    [sinks.webhooks.<name>]      url, secrets | secrets_file, vendors, states, timeout_s,
+                                 retry_schedule_s, concurrency, enabled
+    [sinks.nats.<name>]          servers, stream, subject_prefix, create_stream,
+                                 duplicate_window_s, timeout_s, enabled
+
+Environment: TRACKER_SINKS__<KEY>, TRACKER_SINKS__WEBHOOKS__<NAME>__<KEY>,
+TRACKER_SINKS__NATS__<NAME>__<KEY>; lists are comma-separated there. tracker.config calls
+`SinkSettings` and reports its problems with everything else's; secrets are never quoted.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+from urllib.parse import urlsplit
+
+from tracker.config_types import VENDORS, NatsSinkConfig, SinksConfig, WebhookSinkConfig
+from tracker.core.states import State
+from tracker.sinks.signing import BadSecret, parse_secret
+
+Problem = tuple[str, str, str]  # file, key, reason (tracker.config makes them Problems)
+
+KINDS = ("webhooks", "nats")
+GLOBAL_KEYS = {"poll_interval_s": "float", "batch_size": "int"}
+KEYS: dict[str, dict[str, str]] = {
+    "webhooks": {"url": "str", "secrets": "strlist", "secrets_file": "str", "vendors": "strlist",
+                 "states": "strlist", "timeout_s": "float", "retry_schedule_s": "floatlist",
+                 "concurrency": "int", "enabled": "bool"},
+    "nats": {"servers": "strlist", "stream": "str", "subject_prefix": "str", "create_stream": "bool",
+             "duplicate_window_s": "float", "timeout_s": "float", "enabled": "bool"},
+}
+SECRET_KEYS = frozenset({"secrets", "servers"})  # never quoted (server URLs may hold passwords)
+NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+STREAM = re.compile(r"[A-Za-z0-9_-]{1,255}")
+SUBJECT_TOKEN = re.compile(r"[^\s.*>]+")
+NATS_SCHEMES = ("nats", "tls", "ws", "wss")
+EVENT_STATES = tuple(s.name for s in State if s is not State.submitted)  # never a to_state
+MAX_TIMEOUT_S = 300.0
+MAX_RETRY_DELAY_S = 7 * 86400.0
+MAX_RETRIES = 50
+MAX_CONCURRENCY = 1000
+MAX_BATCH = 10_000
+
+
+@dataclass
+class Raw:
+    value: Any
+    file: str
+    key: str  # dotted key, or the environment variable's name
+    from_env: bool
+
+
+class SinkSettings:
+    """Collects [sinks...] values from the file and the environment, then builds SinksConfig."""
+
+    def __init__(self, path: str | None, env: Mapping[str, str]):
+        self.path, self.env = path, env
+        self.problems: list[Problem] = []
+        self.globals: dict[str, dict[str, Raw]] = {"file": {}, "env": {}}
+        # (kind, name) -> layer -> key -> Raw
+        self.sinks: dict[tuple[str, str], dict[str, dict[str, Raw]]] = {}
+
+    def problem(self, raw_or_file: Raw | str, key: str, reason: str) -> None:
+        if isinstance(raw_or_file, Raw):
+            self.problems.append((raw_or_file.file, raw_or_file.key, reason))
+        else:
+            self.problems.append((raw_or_file, key, reason))
+
+    # --- reading --------------------------------------------------------------------------------
+
+    def read_file(self, table: Any) -> None:
+        file = self.path or "(file)"
+        if not isinstance(table, dict):
+            self.problem(file, "sinks", "expected a table ([sinks], [sinks.webhooks.<name>], ...)")
+            return
+        for key, value in table.items():
+            dotted = f"sinks.{key}"
+            if key in GLOBAL_KEYS:
+                self.globals["file"][key] = Raw(value, file, dotted, False)
+            elif key in KINDS:
+                if not isinstance(value, dict):
+                    self.problem(file, dotted, f"expected a table of [{dotted}.<name>] tables")
+                    continue
+                for name, sink in value.items():
+                    self._file_sink(key, name, sink)
+            else:
+                self.problem(file, dotted, f"unknown key; known: {', '.join([*GLOBAL_KEYS, *KINDS])}")
+
+    def _file_sink(self, kind: str, name: str, table: Any) -> None:
+        file, prefix = self.path or "(file)", f"sinks.{kind}.{name}"
+        if not isinstance(table, dict):
+            self.problem(file, prefix, "expected a table")
+            return
+        if not self._name_ok(file, prefix, name):
+            return
+        layer = self.sinks.setdefault((kind, name), {}).setdefault("file", {})
+        for key, value in table.items():
+            if key not in KEYS[kind]:
+                self.problem(file, f"{prefix}.{key}", f"unknown key; known: {', '.join(KEYS[kind])}")
+                continue
+            layer[key] = Raw(value, file, f"{prefix}.{key}", False)
+
+    def read_env(self, name: str, parts: list[str], value: str) -> None:
+        """`parts`: the lower-cased name after TRACKER_SINKS__, split on "__"."""
+        if len(parts) == 1 and parts[0] in GLOBAL_KEYS:
+            self.globals["env"][parts[0]] = Raw(value, "environment", name, True)
+            return
+        if len(parts) != 3 or parts[0] not in KINDS:
+            self.problem("environment", name, "expected TRACKER_SINKS__<KEY> or "
+                         "TRACKER_SINKS__WEBHOOKS__<NAME>__<KEY> or TRACKER_SINKS__NATS__<NAME>__<KEY>")
+            return
+        kind, sink, key = parts
+        if not self._name_ok("environment", name, sink):
+            return
+        if key not in KEYS[kind]:
+            self.problem("environment", name, f"unknown key '{key}'; known: {', '.join(KEYS[kind])}")
+            return
+        self.sinks.setdefault((kind, sink), {}).setdefault("env", {})[key] = Raw(value, "environment", name, True)
+
+    def _name_ok(self, file: str, key: str, name: str) -> bool:
+        if NAME.fullmatch(name):
+            return True
+        self.problem(file, key, "a sink's name is 1 to 64 lower-case letters, digits, '-' or '_' "
+                     "(it names the sink's cursor, its metrics and its environment variables)")
+        return False
+
+    # --- building -------------------------------------------------------------------------------
+
+    def merged(self, layers: dict[str, dict[str, Raw]], pair: tuple[str, str] | None = None) -> dict[str, Raw]:
+        file_l, env_l = dict(layers.get("file", {})), layers.get("env", {})
+        if pair is not None:
+            a, b = pair
+            for layer in (file_l, env_l):
+                if a in layer and b in layer:
+                    self.problem(layer[b], "", f"give either {layer[a].key} or {layer[b].key}, not both")
+            if a in env_l or b in env_l:  # the environment replaces the file's pair
+                file_l.pop(a, None)
+                file_l.pop(b, None)
+        return {**file_l, **env_l}
+
+    def build(self) -> SinksConfig:
+        g = {k: self.convert(GLOBAL_KEYS[k], k, raw) for k, raw in self.merged(self.globals).items()}
+        g = {k: v for k, v in g.items() if v is not None}
+        if g.get("poll_interval_s", 1.0) <= 0:
+            self.problem(self.merged(self.globals)["poll_interval_s"], "", "must be positive")
+        if not 1 <= g.get("batch_size", 1) <= MAX_BATCH:
+            self.problem(self.merged(self.globals)["batch_size"], "", f"must be 1 to {MAX_BATCH}")
+        webhooks, nats = {}, {}
+        for (kind, name), layers in sorted(self.sinks.items()):
+            values = self.merged(layers, ("secrets", "secrets_file") if kind == "webhooks" else None)
+            if kind == "webhooks":
+                built = self.webhook(name, values)
+                if built is not None:
+                    webhooks[name] = built
+            else:
+                built = self.nats(name, values)
+                if built is not None:
+                    nats[name] = built
+        for name in sorted(set(webhooks) & set(nats)):
+            self.problem(self.path or "environment", f"sinks.nats.{name}",
+                         f"a webhook sink is named {name!r} too; sink names must be unique")
+        return SinksConfig(webhooks=webhooks, nats=nats, **g)
+
+    def convert(self, kind: str, key: str, raw: Raw) -> Any:
+        """The value as `kind`, or None after reporting why not."""
+        v, shown = raw.value, "" if key in SECRET_KEYS else f" {str(raw.value)[:60]!r}"
+        if raw.from_env:
+            s = v.strip()
+            try:
+                if kind == "bool":
+                    if s.lower() in ("true", "1", "yes", "on"):
+                        return True
+                    if s.lower() in ("false", "0", "no", "off"):
+                        return False
+                    raise ValueError
+                if kind == "int":
+                    return int(s)
+                if kind == "float":
+                    return self._finite(float(s))
+                if kind == "strlist":
+                    return tuple(p.strip() for p in s.split(",") if p.strip())
+                if kind == "floatlist":
+                    return tuple(self._finite(float(p)) for p in s.split(",") if p.strip())
+                return v
+            except ValueError:
+                self.problem(raw, "", f"expected {_KIND_TEXT[kind]}, got{shown}")
+                return None
+        ok = {
+            "bool": lambda: isinstance(v, bool),
+            "int": lambda: isinstance(v, int) and not isinstance(v, bool),
+            "float": lambda: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+            "str": lambda: isinstance(v, str),
+            "strlist": lambda: isinstance(v, list) and all(isinstance(x, str) for x in v),
+            "floatlist": lambda: isinstance(v, list) and all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v),
+        }[kind]()
+        if not ok:
+            self.problem(raw, "", f"expected {_KIND_TEXT[kind]}, got{shown}")
+            return None
+        if kind == "float":
+            return float(v)
+        if kind in ("strlist", "floatlist"):
+            return tuple(float(x) for x in v) if kind == "floatlist" else tuple(v)
+        return v
+
+    @staticmethod
+    def _finite(x: float) -> float:
+        if not math.isfinite(x):
+            raise ValueError
+        return x
+
+    def _values(self, kind: str, values: dict[str, Raw]) -> dict[str, Any]:
+        out = {k: self.convert(KEYS[kind][k], k, raw) for k, raw in values.items()}
+        return {k: v for k, v in out.items() if v is not None}
+
+    def webhook(self, name: str, values: dict[str, Raw]) -> WebhookSinkConfig | None:
+        prefix, before = f"sinks.webhooks.{name}", len(self.problems)
+        given = self._values("webhooks", values)
+        where = lambda key: values.get(key) or Raw(None, self.path or "environment", f"{prefix}.{key}", False)  # noqa: E731
+        url = given.get("url")
+        if url is None and "url" not in values:
+            self.problem(where("url"), "", "required: the receiver's http:// or https:// URL")
+        elif url is not None and (reason := url_problem(url, ("http", "https"))):
+            self.problem(values["url"], "", reason)
+        if "secrets_file" in given:
+            given["secrets"] = self.read_secrets_file(values["secrets_file"], given.pop("secrets_file"))
+        secrets = given.get("secrets")
+        if secrets == () or (secrets is None and "secrets" not in values and "secrets_file" not in values):
+            self.problem(where("secrets"), "", "at least one whsec_ secret is required "
+                         "(secrets = [...] or secrets_file = PATH): deliveries are always signed")
+        for i, secret in enumerate(secrets or ()):
+            try:
+                parse_secret(secret)
+            except BadSecret as e:
+                src = values.get("secrets") or values["secrets_file"]
+                self.problem(src, "", f"secret {i + 1}: {e}")
+        self._members(values, given, "vendors", VENDORS)
+        self._members(values, given, "states", EVENT_STATES)
+        self._bounded(values, given, "timeout_s", 0.0, MAX_TIMEOUT_S, strict_low=True)
+        self._bounded(values, given, "concurrency", 1, MAX_CONCURRENCY)
+        schedule = given.get("retry_schedule_s")
+        if schedule is not None:
+            if not 1 <= len(schedule) <= MAX_RETRIES:
+                self.problem(values["retry_schedule_s"], "", f"expected 1 to {MAX_RETRIES} delays in seconds")
+            elif any(not 0 <= d <= MAX_RETRY_DELAY_S for d in schedule):
+                self.problem(values["retry_schedule_s"], "", "each delay must be 0 to 604800 s (7 days)")
+        if len(self.problems) > before:
+            return None
+        return WebhookSinkConfig(name=name, **given)
+
+    def nats(self, name: str, values: dict[str, Raw]) -> NatsSinkConfig | None:
+        prefix, before = f"sinks.nats.{name}", len(self.problems)
+        given = self._values("nats", values)
+        servers = given.get("servers")
+        if not servers:
+            src = values.get("servers") or Raw(None, self.path or "environment", f"{prefix}.servers", False)
+            if servers is not None or "servers" not in values:
+                self.problem(src, "", "at least one server is required, e.g. [\"nats://127.0.0.1:4222\"]")
+        for i, server in enumerate(servers or ()):
+            if reason := url_problem(server, NATS_SCHEMES, quote=False):
+                self.problem(values["servers"], "", f"server {i + 1}: {reason}")
+        stream = given.get("stream")
+        if stream is not None and not STREAM.fullmatch(stream):
+            self.problem(values["stream"], "", "a JetStream stream name: letters, digits, '-' and '_' only")
+        prefix_value = given.get("subject_prefix")
+        if prefix_value is not None and not all(SUBJECT_TOKEN.fullmatch(t) for t in prefix_value.split(".")):
+            self.problem(values["subject_prefix"], "", "dot-separated subject tokens, none empty, "
+                         "without spaces or the wildcards '*' and '>'")
+        self._bounded(values, given, "timeout_s", 0.0, MAX_TIMEOUT_S, strict_low=True)
+        self._bounded(values, given, "duplicate_window_s", 0.0, MAX_RETRY_DELAY_S, strict_low=True)
+        if len(self.problems) > before:
+            return None
+        return NatsSinkConfig(name=name, **given)
+
+    def _members(self, values: dict[str, Raw], given: dict[str, Any], key: str, known: tuple[str, ...]) -> None:
+        for item in given.get(key, ()):
+            if item not in known:
+                self.problem(values[key], "", f"unknown {key[:-1]} {item[:60]!r}; known: {', '.join(known)}")
+
+    def _bounded(self, values: dict[str, Raw], given: dict[str, Any], key: str, low: float, high: float,
+                 strict_low: bool = False) -> None:
+        v = given.get(key)
+        if v is None:
+            return
+        too_low = v <= low if strict_low else v < low
+        if too_low or v > high:
+            self.problem(values[key], "", f"must be {'above' if strict_low else 'at least'} {low:g} "
+                         f"and at most {high:g}, got {v:g}")
+
+    def read_secrets_file(self, raw: Raw, name: str) -> tuple[str, ...] | None:
+        """One secret per line (two during a rotation); blank lines are skipped."""
+        text = self._read(raw, name)
+        return None if text is None else tuple(s.strip() for s in text.splitlines() if s.strip())
+
+    def _read(self, raw: Raw, name: str) -> str | None:
+        name = name.strip()
+        if not name:
+            self.problem(raw, "", "empty file name")
+            return None
+        p = Path(name).expanduser()
+        if not p.is_absolute():
+            creds = self.env.get("CREDENTIALS_DIRECTORY")
+            if creds:
+                p = Path(creds) / p
+            elif self.path is not None:
+                p = Path(self.path).resolve().parent / p
+        try:
+            return p.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
+            self.problem(raw, "", f"cannot read secret file {str(p)!r}: {reason}")
+            return None
+
+
+_KIND_TEXT = {"bool": "a boolean", "int": "an integer", "float": "a finite number", "str": "a string",
+              "strlist": "a list of strings", "floatlist": "a list of numbers (seconds)"}
+
+
+def url_problem(url: str, schemes: tuple[str, ...], quote: bool = True) -> str | None:
+    """Why `url` cannot be used (None: it can). Quotes the URL only when asked (no credentials)."""
+    shown = f", got {url[:80]!r}" if quote and "@" not in url else ""
+    try:
+        u = urlsplit(url.strip())
+        _ = u.port  # raises on a malformed port
+        ok = u.scheme in schemes and bool(u.hostname)
+    except ValueError:
+        ok = False
+    if not ok:
+        return f"expected a URL with a host, starting {' or '.join(s + '://' for s in schemes)}{shown}"
+    return None
+
+
+def public_url(url: str) -> str:
+    """scheme://host[:port] of a URL: what summaries and logs may show of it."""
+    try:
+        u = urlsplit(url)
+        port = f":{u.port}" if u.port else ""
+        host = f"[{u.hostname}]" if u.hostname and ":" in u.hostname else u.hostname
+        return f"{u.scheme}://{host}{port}"
+    except ValueError:
+        return "(unreadable URL)"
+
+
+def secrets_of(sinks: SinksConfig) -> list[str]:
+    """Every secret in the sinks' configuration: whsec_ secrets and server URL passwords."""
+    out = [s for w in sinks.webhooks.values() for s in w.secrets]
+    out += [s.removeprefix("whsec_") for w in sinks.webhooks.values() for s in w.secrets]
+    for n in sinks.nats.values():
+        for server in n.servers:
+            try:
+                u = urlsplit(server)
+            except ValueError:
+                continue
+            out += [x for x in (u.password, u.username if u.password is None else None) if x]
+    return out
+
+
+def summary(sinks: SinksConfig) -> list[str]:
+    lines = []
+    for w in sinks.webhooks.values():
+        filters = [f"vendors={','.join(w.vendors)}"] if w.vendors else []
+        filters += [f"states={','.join(w.states)}"] if w.states else []
+        lines.append(f"sink {w.name}: webhook to {public_url(w.url)}, {len(w.secrets)} secret(s)"
+                     f"{', ' + ' '.join(filters) if filters else ''}{'' if w.enabled else ', disabled'}")
+    for n in sinks.nats.values():
+        lines.append(f"sink {n.name}: NATS JetStream stream {n.stream}, subjects {n.subject_prefix}.>,"
+                     f" {len(n.servers)} server(s){'' if n.enabled else ', disabled'}")
+    return lines
