@@ -625,6 +625,26 @@ async def test_truth_and_logs_over_http(http: aiohttp.ClientSession) -> None:
             sb.set_knobs(time_scale=0)
 
 
+async def test_logs_over_http_say_retry_after_and_pending_postbacks(
+        http: aiohttp.ClientSession) -> None:
+    async with Receiver() as rx, sandbox(only("delivered", time_scale=1.0)) as sb:
+        sb.set_knobs("sparksender", throttle_share=1.0, retry_after_s=7)
+        cfg = sb.vendor_config("sparksender")
+        status, _, headers = await get_json(http, "GET", cfg["base_url"] + "/api/getStatus/",
+                                            params={"msg_id": "1"})
+        assert status == 429 and headers["Retry-After"] == "7"
+        _, reqs, _ = await get_json(http, "GET", sb.url + "/_sandbox/requests")
+        assert [(r["status"], r["retry_after"]) for r in reqs["requests"]] == [(429, "7")]
+        sb.set_knobs("sparksender", throttle_share=0.0)
+        await get_json(http, "GET", cfg["base_url"] + "/api/getStatus/", params={"msg_id": "1"})
+        assert sb.requests[-1]["status"] == 200 and sb.requests[-1]["retry_after"] is None
+
+        sb.set_postback_url("skycore", rx.url("sky"))  # sent in 2 s, delivered 20 s later
+        await send_many(sb, "skycore", [PH[0]])
+        _, pbs, _ = await get_json(http, "GET", sb.url + "/_sandbox/postbacks")
+        assert (pbs["total"], pbs["pending"], pbs["postbacks"]) == (0, 2, [])
+
+
 async def test_stop_leaves_no_tasks() -> None:
     before = set(asyncio.all_tasks())
     async with Receiver() as rx:

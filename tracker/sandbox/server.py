@@ -3,8 +3,10 @@
 
 - `GET|POST /_sandbox/knobs`   current knobs per vendor / change them (see `Sandbox.configure`)
 - `GET /_sandbox/truth`        the ground truth, one object per message
-- `GET /_sandbox/requests`     every vendor request received (`?since=N` to skip the first N)
-- `GET /_sandbox/postbacks`    every postback attempt made (`?since=N`)
+- `GET /_sandbox/requests`     every vendor request received (`?since=N` to skip the first N),
+                               with its answer's status and `retry_after` (its Retry-After, if any)
+- `GET /_sandbox/postbacks`    every postback attempt made (`?since=N`), and `pending`: how many
+                               are still to go out (scheduled, retries included, or on their way)
 - `POST /_sandbox/postback_url` `{"vendor": ..., "url": ...}` the account-wide postback URL
 
 Neither the truth nor the logs ever hold credentials (no query strings, no bodies, no URLs of
@@ -241,7 +243,7 @@ class Sandbox:
             return json_response({"error": "not found"}, status=404)
         request[REFS] = []
         knobs = self._knobs[vendor]
-        status = 0
+        status, retry_after = 0, None
         try:
             if knobs.answer_delay_s:
                 await asyncio.sleep(knobs.answer_delay_s)
@@ -254,12 +256,13 @@ class Sandbox:
                         and self.vendors[vendor].rng.random() < knobs.malformed_share):
                     response = self._garble(vendor, response)
             status = response.status
+            retry_after = response.headers.get("Retry-After")
             return response
         except web.HTTPException as exc:
             status = exc.status
             raise
         finally:
-            self._log(request, vendor, status)
+            self._log(request, vendor, status, retry_after)
 
     def _fault(self, vendor: str, knobs: Knobs) -> web.Response | None:
         rng = self.vendors[vendor].rng
@@ -310,12 +313,13 @@ class Sandbox:
                                 status=200, content_type="text/html")
         return web.Response(body=b"", status=200, content_type="application/json")
 
-    def _log(self, request: web.Request, vendor: str, status: int) -> None:
+    def _log(self, request: web.Request, vendor: str, status: int,
+             retry_after: str | None = None) -> None:
         self._request_count += 1
         self.requests.append({
             "seq": self._request_count, "t": time.monotonic(), "wall": iso(utcnow()),
             "vendor": vendor, "method": request.method, "path": request.path,
-            "status": status, "refs": list(request.get(REFS, ())),
+            "status": status, "retry_after": retry_after, "refs": list(request.get(REFS, ())),
         })
 
     # -- admin handlers --
@@ -348,7 +352,7 @@ class Sandbox:
                               "requests": self._since(request, self.requests, self._request_count)})
 
     async def _admin_postbacks(self, request: web.Request) -> web.Response:
-        return json_response({"total": self._postback_count,
+        return json_response({"total": self._postback_count, "pending": self.pending_postbacks(),
                               "postbacks": self._since(request, self.postbacks,
                                                        self._postback_count)})
 
