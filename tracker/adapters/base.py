@@ -55,6 +55,9 @@ class Observation:
     # The id exactly as the vendor wrote it (set by parse_send; None where no id was given):
     # what status calls must send back. `vendor_ref` is its normalized form, for matching.
     issued_ref: str | None = None
+    # The mobile operator (carrier) the vendor says the message went to, where it says one
+    # (Skycore's operator-name, else operator-id): kept on the message for delivery by route.
+    operator: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,7 +270,7 @@ def unstorable(o: Observation) -> str | None:
     and still hold such things; the shell checks before it stores, so that one bad report
     never sinks the batch it came in."""
     f = o.failure
-    texts = (o.vendor_ref, o.issued_ref, o.recipient, o.code, o.text) + ((f.code, f.reason) if f else ())
+    texts = (o.vendor_ref, o.issued_ref, o.recipient, o.code, o.text, o.operator) + ((f.code, f.reason) if f else ())
     if any(_bad_text(t) for t in texts) or not o.vendor_ref:
         return "text with NUL or invalid characters"
     for at in (o.event_at, o.deadline):
@@ -304,6 +307,7 @@ def cleaned(o: Observation) -> Observation:
         except (TypeError, orjson.JSONDecodeError):
             raw = _clean_text(str(raw))
     return replace(o, code=_clean_text(o.code), text=_clean_text(o.text), raw=raw,
+                   operator=_clean_text(o.operator),
                    failure=replace(f, code=_clean_text(f.code), reason=_clean_text(f.reason)) if f else None)
 
 

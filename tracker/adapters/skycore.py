@@ -61,6 +61,7 @@ AUTH_ERROR_CODES = {f"E10{i}" for i in range(10)}
 _FORBIDDEN_XML = re.compile(r"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 _XML_DECL = re.compile(r"^\s*<\?xml[^>]*\?>")
 MAX_XML_BYTES = 65536
+MAX_OPERATOR_LEN = 100  # an operator's name or id; anything longer is cut, never refused
 
 
 def normalize_ref(ref: Any) -> str:
@@ -189,8 +190,15 @@ def parse_postback(
             event_at=parse_time(fields.get("timestamp")),
             failure=failure,
             raw=fields,
+            operator=_operator(fields),
         )
     ]
+
+
+def _operator(fields: dict[str, Any]) -> str | None:
+    """The carrier the postback names (newer accounts): its name, else its id (v1 SPID)."""
+    name = " ".join(_str(fields.get("operator-name")).split())
+    return (name or _str(fields.get("operator-id")))[:MAX_OPERATOR_LEN] or None
 
 
 def _request_to(request: Any) -> str | None:

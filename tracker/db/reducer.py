@@ -84,7 +84,7 @@ async def apply(
     postback_ids = postback_id if isinstance(postback_id, Sequence) else [postback_id] * n
     if len(now) != n or len(postback_ids) != n:
         raise ValueError("received_at and postback_id: one value, or one per observation")
-    given = rows_json([*_observation_row(o), at, pb]
+    given = rows_json([*_observation_row(o), at, pb, o.operator]
                        for o, at, pb in zip(observations, now, postback_ids))
     async with conn.transaction():
         rows = await conn.fetch(q.INSERT_OBSERVATIONS, given, source)
@@ -216,10 +216,11 @@ async def insert_observations_of(conn: asyncpg.Connection, source: str,
     (message id, observation) each, received at one time. Returns their ids, in the order
     given. Counts them in the metrics unless the caller does (`count`)."""
     stored = await conn.fetch(
-        q.INSERT_POLL_OBSERVATIONS, rows_json([*_observation_row(o), mid] for mid, o in found),
-        received_at, source)
+        q.INSERT_POLL_OBSERVATIONS,
+        rows_json([*_observation_row(o), mid, o.operator] for mid, o in found), received_at, source)
     if len(stored) != len(found):
         raise RuntimeError("observations stored do not match those given")
+    await _store_operators(conn, ((mid, o.operator, received_at) for mid, o in found))
     if count:
         _count_observations(source, ((o.vendor, o.state, o.code) for _, o in found))
     return sorted(r[0] for r in stored)  # ids follow the order given
@@ -320,6 +321,23 @@ async def _raise_states(conn: asyncpg.Connection, rows: Sequence[asyncpg.Record]
             [t.report.failure_permanent for t in last.values()],
         )
         await conn.execute(q.NOTIFY_EVENTS, str(len(planned)))
+    await _store_operators(conn, ((r["message_id"], r["operator"], r["received_at"])
+                                  for r in rows if r["message_id"] is not None))
     await conn.execute(q.TOUCH_MESSAGES, list(touched), list(touched.values()))
     _count_transitions(planned, {r["message_id"]: r["vendor"] for r in rows})
     return Applied(transitions=planned)
+
+
+async def _store_operators(conn: asyncpg.Connection,
+                           reports: Iterable[tuple[int, str | None, datetime]]) -> None:
+    """Keep on each message the operator its latest report naming one gave: (message id,
+    operator, received at) per report, of messages the caller holds locked. Before
+    TOUCH_MESSAGES: a report older than the message's last one does not replace a known
+    operator. Nothing to do (no statement) when no report names one."""
+    latest: dict[int, tuple[datetime, str]] = {}
+    for mid, operator, at in reports:
+        if operator is not None and (mid not in latest or at >= latest[mid][0]):
+            latest[mid] = (at, operator)
+    if latest:
+        await conn.execute(q.SET_MESSAGE_OPERATORS, list(latest),
+                           [op for _, op in latest.values()], [at for at, _ in latest.values()])
