@@ -79,11 +79,13 @@ class Tracker:
         from tracker.events import Publisher
         from tracker.poller.engine import Poller
         from tracker.postbacks import Postbacks
+        from tracker.sinks.component import Sinks
 
         return [
             Publisher(self),
             Postbacks(self),
             Poller(self),
+            Sinks(self),  # started last, stopped first: events out (tracker.sinks)
         ]
 
     # --- start / stop --------------------------------------------------------------------------

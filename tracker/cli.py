@@ -74,6 +74,12 @@ def cmd_replay(args) -> int:
     return replay_main(args, _load(args))
 
 
+def cmd_sinks(args) -> int:
+    from tracker.sinks.cli import main as sinks_main
+
+    return sinks_main(args, _load(args))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tracker", description="SMS delivery tracker")
     parser.add_argument("--config", help="TOML configuration file (default: $TRACKER_CONFIG)")
@@ -92,6 +98,15 @@ def main(argv: list[str] | None = None) -> int:
     rp.add_argument("--vendor", help="only this vendor's postbacks")
     rp.add_argument("--since", help="only postbacks received at or after this ISO time")
     rp.set_defaults(func=cmd_replay)
+    sk = sub.add_parser("sinks", help="event sinks: status, redrive dead letters, enable after a 410")
+    sks = sk.add_subparsers(dest="sinks_command", required=True)
+    sks.add_parser("status", help="each sink's position, lag and last error")
+    rd = sks.add_parser("redrive", help="send a webhook sink's dead letters again")
+    rd.add_argument("name", help="the webhook sink ([sinks.webhooks.NAME])")
+    rd.add_argument("--since", help="only events recorded at or after this ISO time")
+    sks.add_parser("enable", help="deliver again to a sink disabled by a 410 Gone").add_argument(
+        "name", help="the webhook sink ([sinks.webhooks.NAME])")
+    sk.set_defaults(func=cmd_sinks)
     args, extra = parser.parse_known_args(argv)
     if args.command != "sandbox" and extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

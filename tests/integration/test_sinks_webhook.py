@@ -1,0 +1,251 @@
+"""Webhook sinks against a real local receiver that checks every delivery with the
+`standardwebhooks` package, on a real PostgreSQL, with the daemon's own loops (tracker.app).
+Retry schedules are shortened by configuration; every wait is for a condition, with a deadline."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jsonschema
+
+from tests.postbacks_support import running
+from tests.sinks_support import (Receiver, config, events, in_order_per_message, make_messages,
+                                 new_secret, report, wait_until, write_config)
+from tracker.core.states import State
+from tracker.logging import scrub
+
+SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "docs" / "event.schema.json").read_text())
+FAST = {"timeout_s": 2.0, "retry_schedule_s": [0, 0.2, 0.4, 0.6], "concurrency": 8}
+
+
+def hook(receiver: Receiver, secrets: list[str], **changes) -> dict:
+    return {"url": receiver.url, "secrets": tuple(secrets), **{**FAST, **changes}}
+
+
+async def status(pool, sink: str) -> dict:
+    return dict(await pool.fetchrow("SELECT * FROM tracker.sink_status WHERE sink = $1", sink))
+
+
+async def test_every_event_signed_with_both_rotating_secrets_valid_and_in_order(db_dsn, pool):
+    old, new = new_secret(), new_secret()
+    both = await Receiver([old, new]).start()  # verifies with each: a receiver on either secret
+    try:
+        cfg = config(db_dsn, webhooks={"crm": hook(both, [old, new])})
+        refs = [f"m{i}" for i in range(30)]
+        await make_messages(pool, refs)
+        async with running(cfg):
+            for state in (State.accepted, State.sent, State.delivered):
+                await report(pool, refs, state)
+            await wait_until(lambda: len(both.delivered_ids()) == 90, 20, "90 events delivered")
+        evs = await events(pool)
+        assert {e["event_id"] for e in evs} == both.delivered_ids()
+        assert all(d.verified for d in both.requests)
+        validator = jsonschema.Draft202012Validator(SCHEMA, format_checker=jsonschema.FormatChecker())
+        for d in both.requests:
+            validator.validate(d.data)
+            assert d.id == str(d.data["data"]["event_id"])
+            assert len(d.headers["webhook-signature"].split(" ")) == 2
+        assert in_order_per_message(both.requests, {e["event_id"]: e["pos"] for e in evs})
+        st = await status(pool, "crm")
+        assert st["events_behind"] == 0 and st["pending"] == 0 and not st["disabled"]
+        assert st["last_success_at"] is not None and st["position"] == max(e["pos"] for e in evs)
+    finally:
+        await both.stop()
+
+
+async def test_retry_schedule_same_id_and_body_on_every_attempt(db_dsn, pool):
+    secret = new_secret()
+    tries: dict[str, int] = {}
+
+    def fail_twice(d):
+        tries[d.id] = tries.get(d.id, 0) + 1
+        return 500 if tries[d.id] <= 2 else 204
+
+    rx = await Receiver([secret], answer=fail_twice).start()
+    schedule = [0, 0.3, 0.6]
+    try:
+        await make_messages(pool, ["a", "b", "c"])
+        async with running(config(db_dsn, webhooks={"crm": hook(rx, [secret], retry_schedule_s=schedule)})):
+            await report(pool, ["a", "b", "c"], State.sent)
+            await wait_until(lambda: len(rx.delivered_ids()) == 3, 20, "3 events delivered")
+            assert (await status(pool, "crm"))["pending"] == 0
+    finally:
+        await rx.stop()
+    for event_id in rx.delivered_ids():
+        attempts = [d for d in rx.requests if d.id == str(event_id)]
+        assert [d.status for d in attempts] == [500, 500, 204]
+        assert all(d.verified for d in attempts) and len({d.body for d in attempts}) == 1
+        gaps = [b.at - a.at for a, b in zip(attempts, attempts[1:])]
+        assert gaps[0] >= 0.3 * 0.9 - 0.02 and gaps[1] >= 0.6 * 0.9 - 0.02, gaps
+
+
+async def test_dead_letters_do_not_hold_up_others_and_are_redriven(db_dsn, pool, tmp_path):
+    secret = new_secret()
+    broken = {"on": True}
+    rx = await Receiver([secret]).start()
+    rx.answer = lambda d: 500 if broken["on"] and d.data["data"]["vendor_ref"] == "bad" else 200
+    hooks = {"crm": hook(rx, [secret], retry_schedule_s=[0, 1.0, 1.0])}
+    refs = ["bad"] + [f"ok{i}" for i in range(20)]
+    try:
+        await make_messages(pool, refs)
+        async with running(config(db_dsn, webhooks=hooks)):
+            await report(pool, refs, State.accepted)
+            await report(pool, refs, State.sent)
+            await wait_until(lambda: len(rx.delivered_ids()) == 40, 20, "the good messages' 40 events")
+            others_done = time.monotonic()
+            failures = "SELECT * FROM tracker.sink_failures WHERE sink = 'crm' ORDER BY event_id"
+            await wait_until(lambda: _count(pool, failures, 2), 20, "the bad message's 2 events dead")
+            bad_attempts = [d for d in rx.requests if d.data["data"]["vendor_ref"] == "bad"]
+            assert others_done < bad_attempts[-1].at  # nobody waited for the failing message
+            assert [d.data["type"] for d in bad_attempts] == ["message.accepted"] * 3 + ["message.sent"] * 3
+            dead = await pool.fetch(failures)
+            assert [r["type"] for r in dead] == ["message.accepted", "message.sent"]
+            assert all(r["attempts"] == 3 and r["last_status"] == 500 and r["last_error"] == "HTTP 500"
+                       and r["vendor_ref"] == "bad" for r in dead)
+            st = await status(pool, "crm")
+            assert st["dead_letters"] == 2 and st["pending"] == 0 and st["last_error"] == "HTTP 500"
+
+            broken["on"] = False
+            cfg_file = write_config(tmp_path / "t.toml", db_dsn, webhooks=hooks)
+            out = _cli(cfg_file, "sinks", "redrive", "crm", "--since", "2999-01-01T00:00:00")
+            assert "0 dead letters" in out
+            out = _cli(cfg_file, "sinks", "redrive", "crm")
+            assert "2 dead letters to send again" in out
+            await wait_until(lambda: len(rx.delivered_ids()) == 42, 20, "the redriven events delivered")
+            assert not await pool.fetch(failures)
+            redriven = [d for d in rx.delivered() if d.data["data"]["vendor_ref"] == "bad"]
+            assert [d.data["type"] for d in redriven] == ["message.accepted", "message.sent"]
+            assert {d.id for d in redriven} == {str(r["event_id"]) for r in dead}
+            listing = _cli(cfg_file, "sinks", "status")
+            assert listing.splitlines()[0].startswith("sink") and "crm" in listing
+        rows = await pool.fetch("SELECT name, last_error FROM tracker.sinks UNION ALL "
+                                "SELECT sink, coalesce(last_error, '') FROM tracker.sink_deliveries")
+        assert not any(secret in str(tuple(r)) or "receiver-token-123" in str(tuple(r)) for r in rows)
+    finally:
+        await rx.stop()
+
+
+def _cli(config_file: Path, *args: str) -> str:
+    p = subprocess.run([sys.executable, "-m", "tracker", "--config", str(config_file), *args],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    return p.stdout
+
+
+async def _count(pool, sql: str, n: int) -> bool:
+    return len(await pool.fetch(sql)) == n
+
+
+async def test_410_disables_the_sink_until_enabled(db_dsn, pool, tmp_path):
+    secret = new_secret()
+    gone = {"on": True}
+    rx = await Receiver([secret]).start()
+    rx.answer = lambda d: 410 if gone["on"] else 200
+    hooks = {"crm": hook(rx, [secret], concurrency=1)}
+    refs = [f"m{i}" for i in range(5)]
+    try:
+        await make_messages(pool, refs)
+        async with running(config(db_dsn, webhooks=hooks, poll_interval_s=0.2)):
+            await report(pool, refs, State.sent)
+            await wait_until(lambda: _disabled(pool), 20, "the sink disabled")
+            st = await status(pool, "crm")
+            assert "410 Gone" in st["disabled_reason"] and "tracker sinks enable crm" in st["disabled_reason"]
+            seen = len(rx.requests)
+            await report(pool, refs, State.delivered)
+            # An observation window, not a condition: several fill turns pass and nothing is sent.
+            deadline = time.monotonic() + 1.5
+            while time.monotonic() < deadline:
+                assert len(rx.requests) == seen
+                await wait_until(lambda: True, 0.1, "")
+            assert seen == 1  # one request, one 410, and the sink stopped
+            assert (await status(pool, "crm"))["events_behind"] == 10
+            gone["on"] = False
+            _cli(write_config(tmp_path / "t.toml", db_dsn, webhooks=hooks), "sinks", "enable", "crm")
+            await wait_until(lambda: len(rx.delivered_ids()) == 10, 20, "all 10 events after enable")
+            assert not (await status(pool, "crm"))["disabled"]
+    finally:
+        await rx.stop()
+
+
+async def _disabled(pool) -> bool:
+    return bool(await pool.fetchval("SELECT disabled FROM tracker.sink_status WHERE sink = 'crm'"))
+
+
+async def test_429_retry_after_is_honoured_by_the_whole_sink(db_dsn, pool):
+    secret = new_secret()
+    rx = await Receiver([secret]).start()
+    rx.answer = lambda d: (429, {"Retry-After": "2"}) if not rx.requests else 200
+    refs = [f"m{i}" for i in range(6)]
+    try:
+        await make_messages(pool, refs)
+        async with running(config(db_dsn, webhooks={"crm": hook(rx, [secret], concurrency=1)})):
+            await report(pool, refs, State.sent)
+            await wait_until(lambda: len(rx.delivered_ids()) == 6, 20, "6 events delivered")
+    finally:
+        await rx.stop()
+    first, then = rx.requests[0], rx.requests[1]
+    assert first.status == 429
+    assert then.at - first.at >= 2.0 - 0.05  # nothing was sent before Retry-After passed
+    assert then.id == first.id or then.data["data"]["message_id"] != first.data["data"]["message_id"]
+    assert len(rx.requests) == 7  # the throttled event once more, the rest once
+
+
+async def test_a_receiver_failing_for_a_while_then_gets_every_event_in_order(db_dsn, pool):
+    secret = new_secret()
+    outage = {"on": True, "n": 0}
+
+    def answer(d):
+        if not outage["on"]:
+            return 200
+        outage["n"] += 1
+        return (503, {"Retry-After": "0.2"}) if outage["n"] % 10 == 0 else 500
+
+    rx = await Receiver([secret], answer=answer).start()
+    refs = [f"m{i}" for i in range(40)]
+    hooks = {"crm": hook(rx, [secret], retry_schedule_s=[0] + [0.3] * 12)}
+    try:
+        await make_messages(pool, refs)
+        async with running(config(db_dsn, webhooks=hooks)):
+            for state in (State.accepted, State.sent, State.delivered):
+                await report(pool, refs, state)
+            await wait_until(lambda: outage["n"] > 40, 20, "the receiver failing for a while")
+            outage["on"] = False
+            await wait_until(lambda: len(rx.delivered_ids()) == 120, 30, "all 120 events after the outage")
+            assert (await status(pool, "crm"))["dead_letters"] == 0
+        evs = await events(pool)
+        assert rx.delivered_ids() == {e["event_id"] for e in evs}
+        assert in_order_per_message(rx.requests, {e["event_id"]: e["pos"] for e in evs})
+        assert all(d.verified for d in rx.requests)
+    finally:
+        await rx.stop()
+
+
+async def test_filters_take_only_their_vendors_and_states_and_the_cursor_moves_past_the_rest(db_dsn, pool):
+    secret = new_secret()
+    rx = await Receiver([secret]).start()
+    hooks = {"crm": hook(rx, [secret], vendors=("skycore",), states=("delivered", "failed"))}
+    try:
+        await make_messages(pool, ["s1", "s2"], vendor="skycore")
+        await make_messages(pool, ["p1", "p2"], vendor="sparksender")
+        async with running(config(db_dsn, webhooks=hooks)):
+            for vendor, refs in (("skycore", ["s1", "s2"]), ("sparksender", ["p1", "p2"])):
+                await report(pool, refs, State.sent, vendor)
+                await report(pool, refs[:1], State.delivered, vendor)
+                await report(pool, refs[1:], State.failed, vendor)
+            await wait_until(lambda: _behind(pool, 0), 20, "the cursor past every event")
+            await wait_until(lambda: len(rx.delivered_ids()) == 2, 20, "2 events")
+        assert sorted((d.data["data"]["vendor_ref"], d.data["type"]) for d in rx.requests) == [
+            ("s1", "message.delivered"), ("s2", "message.failed")]
+    finally:
+        await rx.stop()
+
+
+async def _behind(pool, n: int) -> bool:
+    return await pool.fetchval("SELECT events_behind FROM tracker.sink_status WHERE sink = 'crm'") == n
+
+
+def test_errors_are_redacted():
+    assert "receiver-token-123" not in scrub("POST http://h/x?token=receiver-token-123 failed")

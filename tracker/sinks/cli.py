@@ -1,0 +1,107 @@
+"""`tracker sinks status | redrive NAME [--since TIME] | enable NAME`: the operator's handles on
+the sinks. They work on the database, with or without the daemon running (its embedded cluster
+is found by its private socket, as `tracker replay` does); a running daemon is woken by
+NOTIFY tracker_events and sends redriven events at once."""
+from __future__ import annotations
+
+import asyncio
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Awaitable, Callable
+
+import asyncpg
+
+from tracker.config import redact_dsn
+from tracker.config_types import Config
+from tracker.db.embedded import EmbeddedError, EmbeddedPostgres, running_dsn
+from tracker.sinks import store
+
+COLUMNS = ("sink", "kind", "position", "events_behind", "pending", "dead_letters",
+           "oldest_undelivered_age", "last_success_at", "disabled", "last_error")
+
+
+def parse_since(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    at = datetime.fromisoformat(text.strip())
+    return at if at.tzinfo else at.replace(tzinfo=timezone.utc)
+
+
+def _show(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, datetime):
+        return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    if hasattr(value, "total_seconds"):
+        return f"{value.total_seconds():.1f}s"
+    return str(value)
+
+
+def table(rows) -> str:
+    shown = [[_show(r[c]) for c in COLUMNS] for r in rows]
+    widths = [max([len(c), *(len(row[i]) for row in shown)]) for i, c in enumerate(COLUMNS)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in shown]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _on_database(config: Config, job: Callable[[asyncpg.Connection], Awaitable[int]]) -> int:
+    async def go(dsn: str) -> int:
+        conn = await asyncpg.connect(dsn)
+        try:
+            if not await conn.fetchval("SELECT to_regclass('tracker.sinks') IS NOT NULL"):
+                print("sinks: the database has no tracker.sinks: run `tracker migrate`", file=sys.stderr)
+                return 2
+            return await job(conn)
+        finally:
+            await conn.close()
+
+    dsn = config.database.dsn or running_dsn(Path(config.database.state_dir))
+    try:
+        if dsn:
+            return asyncio.run(go(dsn))
+        with EmbeddedPostgres(Path(config.database.state_dir)) as pg:
+            return asyncio.run(go(pg.dsn))
+    except (OSError, asyncpg.PostgresError, EmbeddedError) as e:
+        print(f"sinks: database unavailable: {type(e).__name__}: {redact_dsn(str(e))}", file=sys.stderr)
+        return 1
+
+
+def main(args, config: Config) -> int:
+    action = args.sinks_command
+    if action == "status":
+        async def show(conn: asyncpg.Connection) -> int:
+            rows = await store.status(conn)
+            print(table(rows) if rows else "no sinks have run yet")
+            return 0
+        return _on_database(config, show)
+
+    name = args.name
+    if name not in config.sinks.webhooks:
+        known = ", ".join(config.sinks.webhooks) or "none configured"
+        kind = " (a NATS sink: it keeps no dead letters)" if name in config.sinks.nats else ""
+        print(f"sinks {action}: no webhook sink named {name!r}{kind}; webhook sinks: {known}",
+              file=sys.stderr)
+        return 2
+    if action == "enable":
+        async def enable(conn: asyncpg.Connection) -> int:
+            if not await store.enable(conn, name):
+                print(f"sinks enable: {name!r} has not run yet; nothing to enable", file=sys.stderr)
+                return 1
+            print(f"sink {name} enabled")
+            return 0
+        return _on_database(config, enable)
+
+    try:
+        since = parse_since(args.since)
+    except ValueError:
+        print(f"sinks redrive: --since {args.since!r} is not an ISO 8601 time", file=sys.stderr)
+        return 2
+
+    async def redrive(conn: asyncpg.Connection) -> int:
+        n = await store.redrive(conn, name, since)
+        print(f"sink {name}: {n} dead letter{'s' if n != 1 else ''} to send again"
+              + (f" (events recorded since {_show(since)})" if since else ""))
+        return 0
+    return _on_database(config, redrive)

@@ -1,0 +1,111 @@
+"""The daemon component that runs the configured sinks (tracker.app lists it).
+
+start(): registers every enabled sink (tracker.sinks rows), then runs one supervised loop per
+sink (component `sink:<name>`), one listener on `LISTEN tracker_events` that wakes them all
+(component `sinks-listener`; each loop's own timer, `sinks.poll_interval_s`, is the backstop),
+and a sweep that refreshes `tracker_sink_lag_events` from tracker.sink_status.
+stop(): tells each loop to stop; a webhook loop lets its requests in flight finish (up to its
+timeout) and records them; whatever is not recorded is sent again after its lease.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import asyncpg
+
+from tracker import metrics
+from tracker.db import DB_ERRORS
+from tracker.logging import get_logger, register_secret
+from tracker.sinks import settings, store
+from tracker.sinks.jetstream import NatsSink
+from tracker.sinks.webhook import WebhookSink
+from tracker.supervisor import beat
+
+log = get_logger("tracker.sinks")
+
+CHANNEL = "tracker_events"
+LAG_SWEEP_S = 10.0
+STOP_GRACE_MARGIN_S = 5.0
+
+
+class Sinks:
+    def __init__(self, tracker) -> None:
+        self.tracker = tracker
+        self.config = tracker.config.sinks
+        for secret in settings.secrets_of(self.config):  # a Config built in code, not loaded
+            register_secret(secret)
+        self.loops: list[WebhookSink | NatsSink] = []
+        self.tasks: list[asyncio.Task] = []
+        self.stopping = False
+
+    def configured(self) -> list[tuple[str, str]]:
+        return ([(w.name, "webhook") for w in self.config.webhooks.values() if w.enabled]
+                + [(n.name, "nats") for n in self.config.nats.values() if n.enabled])
+
+    async def start(self) -> None:
+        sinks = self.configured()
+        if not sinks:
+            return
+        pool = self.tracker.pool
+        async with pool.acquire() as conn:
+            await store.register(conn, sinks)
+        self.stopping = False
+        self.loops = ([WebhookSink(w, pool, self.config) for w in self.config.webhooks.values() if w.enabled]
+                      + [NatsSink(n, pool, self.config) for n in self.config.nats.values() if n.enabled])
+        spawn, stopping = self.tracker.supervisor.spawn, lambda: self.stopping
+        self.tasks = [spawn(f"sink:{s.name}", s.run, stopping=stopping) for s in self.loops]
+        self.listener = spawn("sinks-listener", self._listen, stopping=stopping)
+        self.tracker.every("sinks-lag", LAG_SWEEP_S, self.refresh_lag)
+        log.info("sinks started", sinks=[f"{kind}:{name}" for name, kind in sinks])
+
+    async def stop(self) -> None:
+        if not self.loops:
+            return
+        self.stopping = True
+        for s in self.loops:
+            s.stop()
+        self.listener.cancel()  # it holds nothing
+        grace = max(s.cfg.timeout_s for s in self.loops)  # a request in flight finishes
+        await self.tracker.supervisor.stop_tasks([*self.tasks, self.listener], grace + STOP_GRACE_MARGIN_S)
+        with contextlib.suppress(Exception):  # gone with a scheduler already shut down
+            self.tracker.scheduler.remove_job("sinks-lag")
+        self.tasks, self.loops = [], []
+
+    def wake_all(self) -> None:
+        for s in self.loops:
+            s.wake()
+
+    async def _listen(self) -> None:
+        """Wake every sink on NOTIFY tracker_events (one per committed batch of transitions)."""
+        while not self.stopping:
+            try:
+                async with self.tracker.pool.acquire() as conn:
+                    await self._listen_on(conn)
+            except DB_ERRORS as e:
+                log.warning("sinks listener lost; reconnecting", error=type(e).__name__)
+            await asyncio.sleep(1)
+
+    async def _listen_on(self, conn: asyncpg.Connection) -> None:
+        wake = lambda *_: self.wake_all()  # noqa: E731
+        await conn.add_listener(CHANNEL, wake)
+        self.wake_all()  # anything committed before we listened
+        beat().progress()  # progress: listening
+        try:
+            while not conn.is_closed() and not self.stopping:
+                await asyncio.sleep(1)
+        finally:
+            with contextlib.suppress(*DB_ERRORS):
+                await conn.remove_listener(CHANNEL, wake)
+
+    async def refresh_lag(self) -> None:
+        try:
+            async with self.tracker.pool.acquire() as conn:
+                rows = await store.status(conn)
+        except DB_ERRORS as e:
+            log.warning("sweep failed", sweep="sinks-lag", error=type(e).__name__)
+            return
+        running = {s.name for s in self.loops}
+        for r in rows:
+            if r["sink"] in running:
+                metrics.sink_lag.labels(r["sink"]).set(r["events_behind"])
