@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
+import nats
 import orjson
 from aiohttp import web
 from standardwebhooks import Webhook
@@ -227,3 +228,46 @@ class NatsServer:
 
 def nats_available() -> bool:
     return os.access(NATS_SERVER, os.X_OK)
+
+
+STREAM = "SMS_EVENTS"
+
+
+async def stream_messages(url: str) -> list:
+    """Every message in the stream, in stream order."""
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        n = (await js.stream_info(STREAM)).state.messages
+        return [await js.get_msg(STREAM, seq) for seq in range(1, n + 1)]
+    finally:
+        await nc.close()
+
+
+async def stream_count(url: str) -> int:
+    try:
+        nc = await nats.connect(url, connect_timeout=1, allow_reconnect=False)
+    except Exception:  # noqa: BLE001 - a broker still starting
+        return -1
+    try:
+        return (await nc.jetstream().stream_info(STREAM)).state.messages
+    except Exception:  # noqa: BLE001 - no stream yet
+        return -1
+    finally:
+        await nc.close()
+
+
+def check_stream(msgs: list, evs: list[dict]) -> None:
+    """Once per Nats-Msg-Id, every event, right subject, in order per message."""
+    ids = [m.headers["Nats-Msg-Id"] for m in msgs]
+    assert len(ids) == len(set(ids)), "a Nats-Msg-Id stored twice"
+    assert {int(i) for i in ids} == {e["event_id"] for e in evs}
+    pos = {e["event_id"]: e["pos"] for e in evs}
+    last: dict[int, int] = {}
+    for m in msgs:
+        body = orjson.loads(m.data)
+        d = body["data"]
+        assert m.subject == f"sms.events.{d['vendor']}.{d['to_state']}"
+        assert m.headers["Nats-Msg-Id"] == str(d["event_id"]) and body["type"] == f"message.{d['to_state']}"
+        assert pos[d["event_id"]] > last.get(d["message_id"], 0), "out of order for a message"
+        last[d["message_id"]] = pos[d["event_id"]]

@@ -4,16 +4,16 @@ message, the cursor moved only on the publish acknowledgement; a missing stream;
 from __future__ import annotations
 
 import nats
-import orjson
 import pytest
 
 from tests.postbacks_support import running
-from tests.sinks_support import NatsServer, config, events, make_messages, nats_available, report, wait_until
+from tests.sinks_support import (NatsServer, check_stream, config, events, make_messages,
+                                 nats_available, report, stream_count, stream_messages, wait_until)
 from tracker.core.states import State
 
 pytestmark = pytest.mark.skipif(not nats_available(), reason="nats-server is not installed (.ci/run installs it)")
 
-STREAM = "SMS_EVENTS"
+STREAM = "SMS_EVENTS"  # as in sinks_support
 
 
 @pytest.fixture
@@ -28,46 +28,6 @@ def broker(tmp_path):
 def sink(broker: NatsServer, **changes) -> dict:
     return {"servers": (broker.url,), "stream": STREAM, "subject_prefix": "sms.events",
             "create_stream": True, "timeout_s": 2.0, **changes}
-
-
-async def stream_messages(url: str) -> list:
-    """Every message in the stream, in stream order."""
-    nc = await nats.connect(url)
-    try:
-        js = nc.jetstream()
-        n = (await js.stream_info(STREAM)).state.messages
-        return [await js.get_msg(STREAM, seq) for seq in range(1, n + 1)]
-    finally:
-        await nc.close()
-
-
-async def stream_count(url: str) -> int:
-    try:
-        nc = await nats.connect(url, connect_timeout=1, allow_reconnect=False)
-    except Exception:  # noqa: BLE001 - a broker still starting
-        return -1
-    try:
-        return (await nc.jetstream().stream_info(STREAM)).state.messages
-    except Exception:  # noqa: BLE001 - no stream yet
-        return -1
-    finally:
-        await nc.close()
-
-
-def check_stream(msgs: list, evs: list[dict]) -> None:
-    """Once per Nats-Msg-Id, every event, right subject, in order per message."""
-    ids = [m.headers["Nats-Msg-Id"] for m in msgs]
-    assert len(ids) == len(set(ids)), "a Nats-Msg-Id stored twice"
-    assert {int(i) for i in ids} == {e["event_id"] for e in evs}
-    pos = {e["event_id"]: e["pos"] for e in evs}
-    last: dict[int, int] = {}
-    for m in msgs:
-        body = orjson.loads(m.data)
-        d = body["data"]
-        assert m.subject == f"sms.events.{d['vendor']}.{d['to_state']}"
-        assert m.headers["Nats-Msg-Id"] == str(d["event_id"]) and body["type"] == f"message.{d['to_state']}"
-        assert pos[d["event_id"]] > last.get(d["message_id"], 0), "out of order for a message"
-        last[d["message_id"]] = pos[d["event_id"]]
 
 
 async def test_events_published_once_each_in_order_and_the_cursor_follows_acks(db_dsn, pool, broker):
