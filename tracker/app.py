@@ -80,11 +80,13 @@ class Tracker:
         from tracker.poller.engine import Poller
         from tracker.postbacks import Postbacks
         from tracker.sinks.component import Sinks
+        from tracker.upkeep import Upkeep
 
         return [
             Publisher(self),
             Postbacks(self),
             Poller(self),
+            Upkeep(self),  # sweeps: delivery rollup, consumer lag, retention
             Sinks(self),  # started last, stopped first: events out (tracker.sinks)
         ]
 

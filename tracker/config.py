@@ -31,6 +31,7 @@ from tracker.config_types import (
     HttpConfig,
     IntakeConfig,
     LogConfig,
+    RetentionConfig,
     VendorConfig,
 )
 from tracker.db.embedded import MAX_CONNECTIONS as EMBEDDED_MAX_CONNECTIONS
@@ -49,13 +50,17 @@ _SECTIONS: dict[str, type] = {
     "intake": IntakeConfig,
     "health": HealthConfig,
     "log": LogConfig,
+    "retention": RetentionConfig,
 }
 _SECRETS: dict[str, frozenset[str]] = {
     "database": frozenset({"dsn"}),
+    "http": frozenset({"status_token"}),
     "vendors": frozenset({"postback_token", "api_key", "api_token", "partner_token"}),
 }
 # Numeric fields that may be zero; every other number must be > 0.
-_NON_NEGATIVE = frozenset({"deadline_margin_s", "group_commit_ms", "pool_min", "list_poll_min"})
+_NON_NEGATIVE = frozenset({"deadline_margin_s", "group_commit_ms", "pool_min", "list_poll_min",
+                           "pause_ms",  # and [retention] *_days: 0 keeps that kind for ever
+                           *(f.name for f in dataclasses.fields(RetentionConfig) if f.name.endswith("_days"))})
 _URL_SAFE = re.compile(r"[A-Za-z0-9._~-]+")
 _LISTEN = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^\s:\[\]]+)):(?P<port>\d+)")
 _IPV4_LOOKING = re.compile(r"[0-9.]+")
@@ -534,6 +539,9 @@ class _Loader:
         elif key == "postback_token" and len(value) < MIN_POSTBACK_TOKEN_CHARS:
             bad(f"is shorter than {MIN_POSTBACK_TOKEN_CHARS} characters, too easy to guess: anyone who "
                 "guesses it can post delivery reports; make one with `openssl rand -hex 16`")
+        elif key == "status_token" and (len(value) < MIN_POSTBACK_TOKEN_CHARS or not _URL_SAFE.fullmatch(value)):
+            bad(f"must be at least {MIN_POSTBACK_TOKEN_CHARS} URL-safe characters (A-Z a-z 0-9 . _ ~ -), "
+                "not guessable: make one with `openssl rand -hex 16`")
         elif key == "dsn" and "://" in value:
             if not re.match(r"postgres(ql)?://", value):
                 bad("expected a postgresql:// URL or a libpq key=value string")
@@ -574,6 +582,7 @@ class _Loader:
             intake=IntakeConfig(**sections["intake"]),
             health=HealthConfig(**sections["health"]),
             log=LogConfig(**sections["log"]),
+            retention=RetentionConfig(**sections["retention"]),
             vendors={v: VendorConfig(name=v, **vendors[v]) for v in VENDORS},
             sinks=sinks,
             source=self.path,
@@ -667,6 +676,8 @@ def secrets_of(cfg: Config) -> list[str]:
     for v in cfg.vendors.values():
         out += [s for s in (v.postback_token, v.api_key, v.api_token, v.partner_token) if s]
     out += sink_settings.secrets_of(cfg.sinks)
+    if cfg.http.status_token:
+        out.append(cfg.http.status_token)
     return out
 
 

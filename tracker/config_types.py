@@ -47,6 +47,7 @@ class HttpConfig:
     body_timeout_s: float = 10.0  # a request body not received within this is cut off
     keepalive_timeout_s: float = 15.0  # an idle connection (or one slow to send headers) is closed
     trusted_proxies: tuple[str, ...] = ()  # CIDRs whose X-Forwarded-For names the client
+    status_token: str | None = None  # secret; set: /status asks for it (?token= or Bearer)
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,24 @@ class SinksConfig:
 
 
 @dataclass(frozen=True)
+class RetentionConfig:
+    """[retention]: how long each kind of row is kept (tracker.retention, docs/retention.md).
+    0 days keeps that kind for ever. Nothing a consumer or sink has not acknowledged, and no
+    message with work left, is ever removed."""
+
+    observations_days: float = 30.0  # reports with their raw payloads, of final messages
+    postbacks_days: float = 14.0  # raw postbacks already applied (replay reads them)
+    orphans_days: float = 7.0  # reports that never found their message
+    transitions_days: float = 30.0  # events every consumer and sink has acknowledged
+    refused_rows_days: float = 30.0  # submission rows refused (or that named no message)
+    final_messages_days: float = 90.0  # messages final this long, with their history
+    interval_s: float = 300.0  # a sweep runs this often, on one replica at a time
+    batch_size: int = 2000  # rows removed per transaction (short ones: never long locks)
+    run_budget_s: float = 60.0  # a sweep stops after this long; the next one goes on
+    pause_ms: float = 20.0  # between two batches, so that the hot path keeps the disk
+
+
+@dataclass(frozen=True)
 class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
@@ -131,4 +150,5 @@ class Config:
         default_factory=lambda: {v: VendorConfig(name=v) for v in VENDORS}
     )
     sinks: SinksConfig = field(default_factory=SinksConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
     source: str | None = None  # the file it came from, for messages

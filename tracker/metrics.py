@@ -53,3 +53,23 @@ sink_delivery_seconds = Histogram("tracker_sink_delivery_seconds",
                                   ["sink"], registry=REGISTRY,
                                   buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
                                            60, 300, 1800, 7200, 86400))
+
+# Outbox readers and retention (tracker.upkeep, tracker.retention). Consumer names are the
+# consumers' own (sinks read as consumer 'sink:<name>'); kinds are a fixed set.
+consumer_lag = Gauge("tracker_consumer_lag_events",
+                     "Published events a consumer has not acknowledged yet", ["consumer"],
+                     registry=REGISTRY)
+consumer_lag_seconds = Gauge("tracker_consumer_lag_seconds",
+                             "Age of the oldest event a consumer has not acknowledged yet (0: none)",
+                             ["consumer"], registry=REGISTRY)
+retention_removed = Counter("tracker_retention_removed_total", "Rows removed by retention, by kind",
+                            ["kind"], registry=REGISTRY)
+retention_errors = Counter("tracker_retention_errors_total",
+                           "Retention batches that failed (the next sweep goes on), by kind",
+                           ["kind"], registry=REGISTRY)
+retention_behind = Gauge("tracker_retention_behind",
+                         "1 while the last sweep of a kind stopped with rows left to remove "
+                         "(its time budget ran out, or a batch failed)", ["kind"], registry=REGISTRY)
+retention_last_run = Gauge("tracker_retention_last_run_timestamp_seconds",
+                           "When the last retention sweep finished (Unix time; 0: none yet)",
+                           registry=REGISTRY)

@@ -20,6 +20,7 @@ from tracker.config_types import HealthConfig
 from tracker.db import DB_ERRORS
 from tracker.db import queries as q
 from tracker.db.migrate import pending
+from tracker.http import status
 from tracker.logging import get_logger, scrub
 from tracker.metrics import REGISTRY
 from tracker.supervisor import Problem
@@ -99,3 +100,4 @@ def add_routes(app: web.Application, tracker) -> None:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_page)
+    status.add_routes(app, tracker)  # GET /status: the human page (tracker.http.status)

@@ -1,0 +1,198 @@
+"""Retention (tracker.retention) removes exactly what it should: old enough, and nothing a consumer
+or sink has not acknowledged, nor any message with work left."""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import pytest
+
+from tracker import metrics, retention
+from tracker.config_types import RetentionConfig
+
+CONFIG = RetentionConfig(observations_days=30, postbacks_days=14, orphans_days=7, transitions_days=30,
+                         refused_rows_days=30, final_messages_days=90, batch_size=3, pause_ms=0,
+                         run_budget_s=30)
+
+
+async def message(conn, ref: str, state: str, age_days: float, final_days: float | None = None,
+                  submission: int | None = None, events: int = 2) -> int:
+    """A message submitted `age_days` ago, in `state` since `final_days` ago, with two reports
+    and `events` published events (their positions follow on from the publisher's)."""
+    mid = await conn.fetchval(
+        "INSERT INTO tracker.messages (vendor, vendor_ref, state, submitted_at, updated_at, submission_id)"
+        " VALUES ('sparksender', $1, $2::tracker.state, now() - make_interval(days => $3::int),"
+        "         now() - make_interval(days => $4::int), $5) RETURNING id",
+        ref, state, int(age_days), int(final_days if final_days is not None else age_days), submission)
+    await conn.execute(
+        "INSERT INTO tracker.observations (message_id, vendor, vendor_ref, source, state, code, raw, received_at)"
+        " SELECT $1, 'sparksender', $2, 'poll', 'sent', '1', '{\"big\": \"payload\"}',"
+        "        now() - make_interval(days => $3::int) FROM generate_series(1, 2)", mid, ref, int(age_days))
+    for _ in range(events):
+        await conn.execute(
+            "INSERT INTO tracker.transitions (message_id, from_state, to_state, source, occurred_at, recorded_at, pos)"
+            " VALUES ($1, 'submitted', 'sent', 'poll', now(), now() - make_interval(days => $2::int),"
+            "         (SELECT last_pos + 1 FROM tracker.event_publisher))", mid, int(age_days))
+        await conn.execute("UPDATE tracker.event_publisher SET last_pos = last_pos + 1")
+    return mid
+
+
+async def last_pos(conn) -> int:
+    return await conn.fetchval("SELECT last_pos FROM tracker.event_publisher")
+
+
+async def test_removes_exactly_what_may_go(pool):
+    async with pool.acquire() as conn:
+        sub_gone = await conn.fetchval(
+            "INSERT INTO tracker.submissions (vendor, vendor_ref, processed_at, created_at, message_count)"
+            " VALUES ('sparksender', 'x', now() - interval '100 days', now() - interval '100 days', 1) RETURNING id")
+        sub_shared = await conn.fetchval(
+            "INSERT INTO tracker.submissions (vendor, vendor_ref, processed_at, created_at, message_count)"
+            " VALUES ('sparksender', 'y', now() - interval '100 days', now() - interval '100 days', 2) RETURNING id")
+        old_acked = await message(conn, "old-acked", "delivered", 100, 95, sub_gone)
+        shared_old = await message(conn, "shared-old", "delivered", 100, 95, sub_shared)
+        shared_new = await message(conn, "shared-new", "sent", 100, 1, sub_shared)  # still in flight
+        month_old = await message(conn, "forty-days", "delivered", 40, 40, events=1)
+        recent = await message(conn, "recent", "delivered", 10, 10)
+        old_unacked = await message(conn, "old-unacked", "failed", 100, 95)
+        # billing has acknowledged every event but old-unacked's last one.
+        await conn.execute("INSERT INTO tracker.consumers (consumer, acked_pos) VALUES ('billing', $1)",
+                           await last_pos(conn) - 1)
+        unpublished = await conn.fetchval(
+            "INSERT INTO tracker.transitions (message_id, from_state, to_state, source, occurred_at, recorded_at)"
+            " VALUES ($1, 'sent', 'delivered', 'poll', now(), now() - interval '60 days') RETURNING event_id", month_old)
+        await conn.execute(
+            "INSERT INTO tracker.observations (vendor, vendor_ref, source, code, received_at) VALUES"
+            " ('skycore', 'orphan-old', 'postback', 'N201', now() - interval '10 days'),"
+            " ('skycore', 'orphan-new', 'postback', 'N201', now() - interval '2 days')")
+        await conn.execute(
+            "INSERT INTO tracker.postbacks (vendor, method, body, received_at, processed_at) VALUES"
+            " ('skycore', 'POST', 'a', now() - interval '20 days', now() - interval '20 days'),"
+            " ('skycore', 'POST', 'b', now() - interval '20 days', NULL),"
+            " ('skycore', 'POST', 'c', now() - interval '5 days', now() - interval '5 days')")
+        await conn.execute(
+            "INSERT INTO tracker.submissions (vendor, vendor_ref, error, processed_at, created_at, message_count) VALUES"
+            " ('twilio', 'old-refused', 'unknown vendor', now() - interval '40 days', now() - interval '40 days', 0),"
+            " ('twilio', 'new-refused', 'unknown vendor', now() - interval '10 days', now() - interval '10 days', 0),"
+            " ('sparksender', 'waiting', NULL, NULL, now() - interval '40 days', NULL)")
+        removed_before = {k: metrics.retention_removed.labels(k)._value.get() for k in retention.KINDS}
+
+    swept = await retention.sweep(pool, CONFIG)
+
+    async with pool.acquire() as conn:
+        messages = {r["vendor_ref"] for r in await conn.fetch("SELECT vendor_ref FROM tracker.messages")}
+        assert messages == {"shared-new", "old-unacked", "forty-days", "recent"}
+        by_message = {r["message_id"]: r["n"] for r in await conn.fetch(
+            "SELECT message_id, count(*) AS n FROM tracker.observations WHERE message_id IS NOT NULL GROUP BY 1")}
+        # Reports of final messages older than 30 days go; in-flight and recent ones stay.
+        assert by_message == {shared_new: 2, recent: 2}
+        events = {r["message_id"]: r["n"] for r in await conn.fetch(
+            "SELECT message_id, count(*) AS n FROM tracker.transitions GROUP BY 1")}
+        # old-unacked: its acknowledged event went, the other holds the message; forty-days: its
+        # acknowledged event went, the unpublished one stays; in flight and recent: all stay.
+        assert events == {shared_new: 2, old_unacked: 1, month_old: 1, recent: 2}
+        assert await conn.fetchval("SELECT event_id FROM tracker.transitions WHERE message_id = $1", month_old) \
+            == unpublished
+        orphans = [r[0] for r in await conn.fetch(
+            "SELECT vendor_ref FROM tracker.observations WHERE message_id IS NULL")]
+        assert orphans == ["orphan-new"]
+        assert sorted(bytes(r[0]) for r in await conn.fetch("SELECT body FROM tracker.postbacks")) == [b"b", b"c"]
+        subs = {r[0] for r in await conn.fetch("SELECT vendor_ref FROM tracker.submissions")}
+        assert subs == {"y", "new-refused", "waiting"}  # x went with its message; y keeps one
+        status = {r["kind"]: r for r in await conn.fetch("SELECT * FROM tracker.retention_status")}
+    assert {s.kind: s.removed for s in swept} == {
+        "orphans": 1, "postbacks": 1, "observations": 8, "transitions": 6, "final_messages": 2,
+        "refused_rows": 1}
+    # Their reports and events had gone already (the kinds before); the submission row goes with them.
+    final = next(s for s in swept if s.kind == "final_messages")
+    assert final.also == {"observations": 0, "transitions": 0, "submissions": 1}
+    assert not any(s.behind or s.error for s in swept)
+    assert status["final_messages"]["removed"] == 2 and status["postbacks"]["batches"] >= 1
+    for s in swept:
+        assert metrics.retention_removed.labels(s.kind)._value.get() - removed_before[s.kind] == s.removed
+    assert metrics.retention_last_run._value.get() > 0
+    del shared_old, old_acked  # removed, as asserted through the names above
+
+
+async def test_a_sink_that_never_acknowledged_holds_every_event(pool):
+    async with pool.acquire() as conn:
+        if not await conn.fetchval("SELECT to_regclass('tracker.sinks') IS NOT NULL"):
+            pytest.skip("the sinks' migration (issue #13) is not in this tree")
+        await message(conn, "acked-by-consumer", "delivered", 100, 95)
+        await conn.execute("INSERT INTO tracker.consumers (consumer, acked_pos) VALUES ('billing', $1)",
+                           await last_pos(conn))
+        await conn.execute("INSERT INTO tracker.sinks (name, kind, consumer) VALUES ('crm', 'webhook', 'sink:crm')")
+        assert await conn.fetchval("SELECT tracker.acknowledged_pos()") == 0
+    swept = {s.kind: s.removed for s in await retention.sweep(pool, CONFIG)}
+    assert swept["transitions"] == 0 and swept["final_messages"] == 0
+    async with pool.acquire() as conn:
+        await conn.execute("INSERT INTO tracker.consumers (consumer, acked_pos) VALUES ('sink:crm', $1)",
+                           await last_pos(conn))
+    swept = {s.kind: s.removed for s in await retention.sweep(pool, CONFIG)}
+    assert swept["final_messages"] == 1
+
+
+async def test_zero_days_keeps_a_kind_and_one_sweeper_at_a_time(pool):
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO tracker.postbacks (vendor, method, body, received_at, processed_at)"
+            " VALUES ('skycore', 'POST', 'a', now() - interval '400 days', now())")
+        await conn.execute("SELECT pg_advisory_lock(hashtext('tracker.retention'))")
+        assert await retention.sweep(pool, CONFIG) is None  # another replica is sweeping
+        await conn.execute("SELECT pg_advisory_unlock(hashtext('tracker.retention'))")
+    kept = dataclasses.replace(CONFIG, postbacks_days=0)
+    assert "postbacks" not in {s.kind for s in await retention.sweep(pool, kept)}
+    assert await pool.fetchval("SELECT count(*) FROM tracker.postbacks") == 1
+
+
+async def test_a_budget_spent_leaves_the_rest_to_the_next_sweep(pool):
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO tracker.postbacks (vendor, method, body, received_at, processed_at)"
+            " SELECT 'skycore', 'POST', 'x', now() - interval '30 days', now() FROM generate_series(1, 50)")
+    tight = dataclasses.replace(CONFIG, run_budget_s=0.0)
+    [first] = [s for s in await retention.sweep(pool, tight) if s.kind == "postbacks"]
+    assert first.behind and first.removed == 0
+    assert metrics.retention_behind.labels("postbacks")._value.get() == 1
+    swept = {s.kind: s for s in await retention.sweep(pool, dataclasses.replace(CONFIG, batch_size=7))}
+    assert swept["postbacks"].removed == 50 and swept["postbacks"].batches == 9  # 8 batches, 1 to see the end
+    assert metrics.retention_behind.labels("postbacks")._value.get() == 0
+
+
+async def test_a_batch_that_cannot_have_its_lock_gives_up_soon_and_says_so(pool):
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO tracker.postbacks (vendor, method, body, received_at, processed_at)"
+            " VALUES ('skycore', 'POST', 'x', now() - interval '30 days', now())")
+    errors_before = metrics.retention_errors.labels("postbacks")._value.get()
+    holder = await pool.acquire()
+    try:
+        tx = holder.transaction()
+        await tx.start()
+        await holder.execute("LOCK TABLE tracker.postbacks IN ACCESS EXCLUSIVE MODE")
+        started = asyncio.get_running_loop().time()
+        swept = {s.kind: s for s in await retention.sweep(pool, CONFIG)}
+        assert asyncio.get_running_loop().time() - started < 10
+        await tx.rollback()
+    finally:
+        await pool.release(holder)
+    assert swept["postbacks"].behind and "LockNotAvailable" in swept["postbacks"].error
+    assert swept["orphans"].error is None  # the other kinds went on
+    assert metrics.retention_errors.labels("postbacks")._value.get() == errors_before + 1
+    status = await pool.fetchrow("SELECT * FROM tracker.retention_status WHERE kind = 'postbacks'")
+    assert "LockNotAvailable" in status["error"]
+    assert await pool.fetchval("SELECT count(*) FROM tracker.postbacks") == 1
+
+
+async def test_a_final_message_takes_its_reports_and_events_along(pool):
+    async with pool.acquire() as conn:
+        await message(conn, "old", "expired", 120, 100)
+        await conn.execute("INSERT INTO tracker.consumers (consumer, acked_pos) VALUES ('billing', $1)",
+                           await last_pos(conn))
+    keep_parts = dataclasses.replace(CONFIG, observations_days=0, transitions_days=0)
+    [final] = [s for s in await retention.sweep(pool, keep_parts) if s.kind == "final_messages"]
+    assert (final.removed, final.also) == (1, {"observations": 2, "transitions": 2, "submissions": 0})
+    for table in ("messages", "observations", "transitions"):
+        assert await pool.fetchval(f"SELECT count(*) FROM tracker.{table}") == 0
+    # What it counted for stays in the delivery figures (the rollup keeps history).
+    assert await pool.fetchval("SELECT sum(expired) FROM tracker.delivery_by_route") == 1

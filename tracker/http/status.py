@@ -1,0 +1,153 @@
+"""GET /status on the operations listener (DESIGN §4): a human status page (tracker.http.status_page
+renders it). Every figure behind it is a bounded lookup: the rollups of sql/009 (a few rows per
+vendor and hour or route and day), partial indexes for what is in flight and stuck (counted up to
+a cap), the small poller and consumer tables. What was gathered is reused for CACHE_S seconds,
+and requests arriving while it is gathered wait for that one gathering.
+
+With `http.status_token` set the page asks for it (`?token=` or `Authorization: Bearer`),
+compared in constant time; without it the page is open to whoever reaches the ops listener.
+"""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+from datetime import datetime, timedelta, timezone
+from urllib.parse import quote
+
+import asyncpg
+from aiohttp import web
+
+from tracker.db import DB_ERRORS
+from tracker.db import queries as q
+from tracker.http.status_page import StatusData, VendorStatus, esc, render
+from tracker.logging import get_logger, scrub
+
+log = get_logger("tracker.status")
+
+CACHE_S = 5.0
+COUNT_CAP = 100_000  # in flight, stuck and waiting rows are counted up to this many
+TOP_ROUTES = 12
+UNMAPPED_CODES_SHOWN = 200
+HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",  # the token may be in the URL
+    # No script, no fetch, no frame: styles inline, charts inline SVG.
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:",
+}
+
+
+def authorized(request: web.Request, token: str | None) -> bool:
+    if not token:
+        return True
+    given = request.query.get("token")
+    auth = request.headers.get("Authorization", "")
+    if auth[:7].lower() == "bearer ":
+        given = auth[7:].strip()
+    return given is not None and hmac.compare_digest(given.encode(), token.encode())
+
+
+class StatusPage:
+    def __init__(self, tracker) -> None:
+        self.tracker = tracker
+        self.cached: tuple[float, StatusData] | None = None
+        self.gathering: asyncio.Task | None = None
+
+    async def handle(self, request: web.Request) -> web.Response:
+        token = self.tracker.config.http.status_token
+        if not authorized(request, token):
+            log.info("status page refused: missing or wrong token", peer=request.remote)
+            return web.Response(status=401, text="401: the status page needs its token (?token=...)\n",
+                                headers={"WWW-Authenticate": 'Bearer realm="tracker status"', **HEADERS})
+        try:
+            data = await self.data()
+        except DB_ERRORS as e:
+            reason = scrub(f"{type(e).__name__}: {e}")[:300]
+            log.warning("status page: database unavailable", error=reason)
+            return web.Response(status=503, content_type="text/html", headers=HEADERS,
+                                text=f"<!doctype html><title>status: unavailable</title><h1>Database "
+                                     f"unavailable</h1><p>{esc(reason)}</p>")
+        url = "/status" + (f"?token={quote(request.query['token'], safe='')}" if "token" in request.query else "")
+        return web.Response(text=render(data, url), content_type="text/html", headers=HEADERS)
+
+    async def data(self) -> StatusData:
+        if self.cached and time.monotonic() - self.cached[0] < CACHE_S:
+            return self.cached[1]
+        if self.gathering is None or self.gathering.done():
+            self.gathering = asyncio.create_task(self._gather_and_keep())
+        return await asyncio.shield(self.gathering)  # one request leaving does not cancel it
+
+    async def _gather_and_keep(self) -> StatusData:
+        data = await gather(self.tracker)
+        self.cached = (time.monotonic(), data)
+        return data
+
+
+async def gather(tracker) -> StatusData:
+    cfg = tracker.config
+    now = datetime.now(timezone.utc)
+    enabled = [v for v in cfg.vendors.values() if v.enabled]
+    async with tracker.pool.acquire() as conn, conn.transaction(readonly=True):
+        await conn.execute(q.STATUS_LIMITS)
+        looks = await conn.fetch(q.STATUS_IN_FLIGHT, COUNT_CAP, [v.name for v in enabled],
+                                 [v.expected_final_s for v in enabled])
+        hour = {r["vendor"]: r for r in await conn.fetch(q.STATUS_VENDOR_FIGURES, now - timedelta(hours=1))}
+        day = {r["vendor"]: r for r in await conn.fetch(q.STATUS_VENDOR_FIGURES, now - timedelta(days=1))}
+        health = {r["vendor"]: r for r in await conn.fetch(q.STATUS_POLL_HEALTH)}
+        unmapped: dict[str, list[str]] = {}
+        for r in await conn.fetch(q.STATUS_UNMAPPED_CODES, UNMAPPED_CODES_SHOWN):
+            unmapped.setdefault(r["vendor"], []).append(r["code"])
+        hourly = await conn.fetch(q.STATUS_HOURLY, now - timedelta(hours=23))
+        waiting = await conn.fetchrow(q.COUNT_WAITING, COUNT_CAP)
+        ages = await conn.fetchrow(q.OLDEST_WAITING)
+        consumers = await conn.fetch(q.CONSUMER_LAG)
+        routes = await conn.fetch(q.STATUS_TOP_ROUTES, (now - timedelta(days=1)).date(), TOP_ROUTES)
+        retention = await conn.fetch(q.STATUS_RETENTION)
+        sinks, sinks_note = await _sinks(conn)
+    names = [v.name for v in enabled] + sorted((set(hour) | set(day)) - {v.name for v in enabled})
+    counted = {r["vendor"]: r for r in looks}
+    vendors = []
+    for name in names:
+        h, c = health.get(name), counted.get(name)
+        vendors.append(VendorStatus(
+            vendor=name, in_flight=c["in_flight"] if c else 0, stuck=c["stuck"] if c else 0,
+            count_cap=COUNT_CAP, hour=hour.get(name), day=day.get(name),
+            circuit=h["circuit_state"] if h else None, last_success_at=h["last_success_at"] if h else None,
+            last_error=h["last_error"] if h else None, unmapped_codes=unmapped.get(name, []),
+            chart=_chart(hourly, name, now)))
+    return StatusData(now=now, vendors=vendors, intake_waiting=waiting["intake"],
+                      intake_oldest_s=ages["intake_s"], postbacks_waiting=waiting["postbacks"],
+                      postbacks_oldest_s=ages["postbacks_s"], consumers=list(consumers), sinks=sinks,
+                      sinks_note=sinks_note, routes=list(routes), retention=list(retention),
+                      count_cap=COUNT_CAP, stall_s=cfg.health.intake_stall_s)
+
+
+async def _sinks(conn: asyncpg.Connection) -> tuple[list | None, str | None]:
+    """The sinks' status (issue #13), when its view exists; its absence or failure is shown in
+    the page, never fails it."""
+    if not await conn.fetchval(q.SINK_STATUS_EXISTS):
+        return None, "no sinks: tracker.sink_status does not exist in this database yet"
+    try:
+        async with conn.transaction():  # a savepoint: a failure here leaves the rest
+            return [dict(r) for r in await conn.fetch(q.STATUS_SINKS)], None
+    except asyncpg.PostgresError as e:
+        log.warning("status page: sink status unreadable", error=str(e)[:300])
+        return None, f"sink status unreadable: {type(e).__name__}: {e}"[:300]
+
+
+def _chart(rows, vendor: str, now: datetime) -> list[tuple[datetime, int, float | None]]:
+    """24 hourly points (hours without messages are zero), oldest first."""
+    first = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=23)
+    got = {r["hour"]: r for r in rows if r["vendor"] == vendor}
+    points = []
+    for i in range(24):
+        at = first + timedelta(hours=i)
+        r = got.get(at)
+        total = int(r["total"]) if r else 0
+        points.append((at, total, float(r["delivered_ratio"]) if r and r["delivered_ratio"] is not None else None))
+    return points
+
+
+def add_routes(app: web.Application, tracker) -> None:
+    app.router.add_get("/status", StatusPage(tracker).handle)

@@ -1,0 +1,124 @@
+"""Retention (DESIGN §9, docs/retention.md): old rows removed in small batches, each its own short
+transaction, on one replica at a time, so that a busy deployment's disk stays bounded.
+
+Kinds and what may go (the batch functions are in sql/009_route_views.sql):
+
+- orphans: reports that never found their message;
+- postbacks: raw postbacks already applied (or set aside);
+- observations: reports, with their raw payloads, of final messages;
+- transitions: events of final messages that every consumer and sink has acknowledged;
+- final_messages: messages final for that long whose events are all acknowledged, with their
+  reports, events and the submission rows they leave behind;
+- refused_rows: submission rows refused (or that named no message).
+
+A kind's sweep walks its table in id order (ids grow with time) from the start, a batch at a
+time, and stops where the rows are too young; rows held by another transaction are passed over,
+never waited for. A sweep has a time budget, shared by the kinds; a kind that runs out is
+marked behind (metric) and goes on at the next sweep. What each sweep removed is in
+tracker.retention_status.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+import asyncpg
+import orjson
+
+from tracker import metrics
+from tracker.config_types import RetentionConfig
+from tracker.db import DB_ERRORS
+from tracker.db import queries as q
+from tracker.logging import get_logger, scrub
+
+log = get_logger("tracker.retention")
+
+# In the order they run: the cheap, independent kinds first; messages after their reports and
+# events have mostly gone; refused rows last.
+KINDS = ("orphans", "postbacks", "observations", "transitions", "final_messages", "refused_rows")
+LOCK = "tracker.retention"
+RUNS_KEPT_DAYS = 30  # tracker.retention_runs itself is kept this long
+
+
+@dataclass
+class Swept:
+    """What one sweep of one kind did."""
+
+    kind: str
+    removed: int = 0
+    also: dict | None = None
+    batches: int = 0
+    behind: bool = False  # stopped with eligible rows left (budget spent, or a failure)
+    error: str | None = None
+
+
+async def sweep(pool: asyncpg.Pool, config: RetentionConfig) -> list[Swept] | None:
+    """One sweep of every kind with a limit, on one replica at a time: None when another
+    replica is sweeping now."""
+    kinds = [k for k in KINDS if getattr(config, f"{k}_days") > 0]
+    async with pool.acquire() as conn:
+        if not await conn.fetchval(q.RETENTION_TRY_LOCK, LOCK):
+            return None
+        try:
+            share = config.run_budget_s / max(1, len(kinds))
+            done = []
+            for kind in kinds:
+                done.append(await sweep_kind(conn, kind, config, time.monotonic() + share))
+            await conn.execute(q.RETENTION_FORGET_RUNS, RUNS_KEPT_DAYS)
+        finally:
+            await conn.execute(q.RETENTION_UNLOCK, LOCK)
+    metrics.retention_last_run.set(time.time())
+    return done
+
+
+async def sweep_kind(conn: asyncpg.Connection, kind: str, config: RetentionConfig,
+                     deadline: float) -> Swept:
+    """Remove what may go of one kind, batch by batch, until nothing old is left or the
+    deadline; record and count what was done."""
+    out = Swept(kind)
+    started_at, cutoff = await conn.fetchrow(q.RETENTION_CUTOFF, getattr(config, f"{kind}_days"))
+    after = 0
+    try:
+        while True:
+            if time.monotonic() >= deadline:
+                out.behind = True
+                break
+            batch = await _batch(conn, kind, after, cutoff, config.batch_size)
+            out.batches += 1
+            out.removed += batch["removed"]
+            _add(out, batch["also"])
+            if not batch["old"] or batch["last_id"] is None:
+                break  # reached rows too young to go, or the end of the table
+            after = batch["last_id"]
+            await asyncio.sleep(config.pause_ms / 1000)
+    except DB_ERRORS as e:
+        if conn.is_closed():
+            raise
+        out.behind = True
+        out.error = scrub(f"{type(e).__name__}: {e}")[:300]
+        metrics.retention_errors.labels(kind).inc()
+        log.warning("retention batch failed; the next sweep goes on", kind=kind, error=out.error)
+    metrics.retention_removed.labels(kind).inc(out.removed)
+    metrics.retention_behind.labels(kind).set(1 if out.behind else 0)
+    if out.removed or out.error:
+        await conn.execute(q.RETENTION_RECORD_RUN, kind, started_at, cutoff, out.removed,
+                           orjson.dumps(out.also).decode() if out.also else None, out.batches,
+                           out.error)
+        log.info("retention", kind=kind, removed=out.removed, also=out.also, batches=out.batches,
+                 behind=out.behind, older_than=cutoff.isoformat())
+    return out
+
+
+async def _batch(conn: asyncpg.Connection, kind: str, after: int, cutoff, limit: int) -> asyncpg.Record:
+    """One batch in its own transaction, which never waits long for a lock."""
+    async with conn.transaction():
+        await conn.execute(q.RETENTION_BATCH_LIMITS)
+        return await conn.fetchrow(q.RETENTION_BATCH[kind], after, cutoff, limit)
+
+
+def _add(out: Swept, also: str | dict | None) -> None:
+    if not also:
+        return
+    counts = orjson.loads(also) if isinstance(also, str) else also
+    out.also = {k: (out.also or {}).get(k, 0) + v for k, v in counts.items()}

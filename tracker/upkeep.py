@@ -1,0 +1,54 @@
+"""The daemon's upkeep sweeps (a component: tracker.app starts it with the others): folding the
+delivery rollup, the outbox readers' lag gauges, and retention. Each runs under the supervisor
+as `sweep:<name>` (apscheduler); folding and retention on one replica at a time."""
+from __future__ import annotations
+
+from tracker import metrics, retention, rollup
+from tracker.db import DB_ERRORS
+from tracker.db import queries as q
+from tracker.logging import get_logger
+
+log = get_logger("tracker.upkeep")
+
+LAG_EVERY_S = 10.0
+
+
+class Upkeep:
+    def __init__(self, tracker) -> None:
+        self.tracker = tracker
+
+    async def start(self) -> None:
+        self.tracker.every("rollup", rollup.FOLD_EVERY_S, self.fold)
+        self.tracker.every("lag", LAG_EVERY_S, self.measure_lag)
+        if any(getattr(self.tracker.config.retention, f"{k}_days") > 0 for k in retention.KINDS):
+            self.tracker.every("retention", self.tracker.config.retention.interval_s, self.retain)
+
+    async def stop(self) -> None:
+        """Nothing held: the scheduler's shutdown ends a sweep in flight (it rolls back)."""
+
+    async def fold(self) -> None:
+        await self.tracker.exclusive("rollup", rollup.fold)
+
+    async def measure_lag(self) -> None:
+        await measure_lag(self.tracker.pool)
+
+    async def retain(self) -> None:
+        try:
+            await retention.sweep(self.tracker.pool, self.tracker.config.retention)
+        except DB_ERRORS as e:
+            log.warning("sweep failed", sweep="retention", error=str(e))
+
+
+async def measure_lag(pool) -> None:
+    """Each consumer's lag (sinks included: they are consumers 'sink:<name>'), as gauges."""
+    try:
+        async with pool.acquire() as conn:
+            rows = await conn.fetch(q.CONSUMER_LAG)
+    except DB_ERRORS as e:
+        log.warning("sweep failed", sweep="lag", error=str(e))
+        return
+    metrics.consumer_lag.clear()  # consumers removed since are no longer shown
+    metrics.consumer_lag_seconds.clear()
+    for r in rows:
+        metrics.consumer_lag.labels(r["consumer"]).set(r["events"])
+        metrics.consumer_lag_seconds.labels(r["consumer"]).set(r["age_s"] or 0.0)
