@@ -50,8 +50,15 @@ def tracker_on(config: Config, pool) -> Tracker:
     return t
 
 
-async def start_poller(config: Config, pool) -> Poller:
-    p = Poller(tracker_on(config, pool))
+def poller_on(config: Config, pool, **given: Any) -> Poller:
+    """A Poller wired as the daemon wires it (its supervisor, sweeps and lock helper), on an
+    existing pool; `given`: clock, transport."""
+    t = tracker_on(config, pool)
+    return Poller(config, lambda: pool, t.supervisor, every=t.every, exclusive=t.exclusive, **given)
+
+
+async def start_poller(config: Config, pool, **given: Any) -> Poller:
+    p = poller_on(config, pool, **given)
     await p.start()
     return p
 

@@ -85,7 +85,8 @@ class Tracker:
         return [
             Publisher(self),
             Postbacks(self),
-            Poller(self),
+            Poller(self.config, lambda: self.pool, self.supervisor, every=self.every,
+                   exclusive=self.exclusive),
             Upkeep(self),  # sweeps: delivery rollup, consumer lag, retention
             Sinks(self),  # started last, stopped first: events out (tracker.sinks)
         ]

@@ -9,7 +9,7 @@ import pytest
 from tests.polling_support import (all_final, db_states, make_config, numbers, send,
                                    start_poller, status_requests, wait_until)
 from tracker.db import queries as q
-from tracker.poller.engine import Outcome
+from tracker.poller.outcomes import Outcome
 from tracker.poller import schedule
 from tracker.sandbox import Sandbox
 
@@ -151,26 +151,6 @@ async def test_two_pollers_never_poll_one_message_within_one_lease(sandbox, pool
                                      " WHERE vendor = 'sparksender'")
     assert polls == sum(len(ts) for ts in by_ref.values())  # one call per poll, none lost
     assert len(per_owner) == 2 and all(r["polls_ok"] > 0 for r in per_owner)  # both worked
-
-
-async def test_a_stale_claim_writes_nothing(sandbox, pool, db_dsn):
-    from tracker.adapters.base import Observation
-    from tracker.core.states import State
-
-    _, worker, rows, lease_until = await claimed_by_hand(sandbox, pool, db_dsn, 5)
-    assert len(rows) == 5
-    async with pool.acquire() as conn:  # the lease runs out; another poller takes them over
-        await conn.execute("UPDATE tracker.messages SET lease_until = now() - interval '1 s',"
-                           " next_poll_at = now() - interval '1 s'")
-        taken = await conn.fetch(q.CLAIM_DUE, "sparksender", 10, "other", 60.0)
-    assert len(taken) == 5
-    late = {r.id: Outcome([Observation("sparksender", r.ref.vendor_ref, None, State.delivered, "2")])
-            for r in rows}
-    await worker.write(rows, late, lease_until)
-    async with pool.acquire() as conn:
-        assert await conn.fetchval("SELECT count(*) FROM tracker.observations WHERE source = 'poll'") == 0
-        assert await conn.fetchval(
-            "SELECT count(*) FROM tracker.messages WHERE lease_owner = 'other' AND state < 'delivered'") == 5
 
 
 async def test_stop_hands_back_claims_due_at_once(sandbox, pool, db_dsn):

@@ -235,7 +235,7 @@ def test_unstorable_names_what_postgresql_would_refuse_and_passes_the_rest():
 
 def test_cleaned_replaces_what_postgresql_refuses_and_keeps_the_reading():
     from tracker.core.states import Failure, State
-    from tracker.poller.engine import storable
+    from tracker.poller.outcomes import storable
     o = base.Observation("sparksender", "14364", None, State.failed, "3\x00", "bad\x00text",
                          failure=Failure("3", "re\ud800ason", True), raw={"note": "\x00", "n": [1, "\x00"]})
     c = base.cleaned(o)

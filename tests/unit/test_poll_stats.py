@@ -1,7 +1,7 @@
-"""Poll counters kept for the next flush when one fails (tracker.poller.engine.Stats)."""
+"""Poll counters kept for the next flush when one fails (tracker.poller.health.Stats)."""
 from datetime import datetime, timezone
 
-from tracker.poller.engine import Stats
+from tracker.poller.health import Stats
 
 T1, T2 = datetime(2026, 1, 1, tzinfo=timezone.utc), datetime(2026, 1, 2, tzinfo=timezone.utc)
 

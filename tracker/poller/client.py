@@ -1,37 +1,32 @@
-"""The poller's HTTP client: one aiohttp session per vendor, within the vendor's limits.
+"""A vendor's requests within its limits, over a transport (tracker.poller.transport):
 
-- concurrency: at most `concurrency` connections (the connector limit; the poller also runs at
-  most `concurrency` polls at once, so that each poll's outcome reaches the circuit breaker
-  before the next poll may start);
+- concurrency: the transport holds at most `concurrency` connections, and the worker runs at
+  most `concurrency` polls at once (each poll's outcome reaches the circuit breaker before the
+  next may start);
 - rate: at most `rate_limit_per_s` requests per second, with bursts of a tenth of a second's
   worth at most (aiolimiter's leaky bucket);
-- Retry-After: a 429/503 with Retry-After pauses every request to that vendor until then;
-- timeouts: `request_timeout_s` for the whole request.
+- Retry-After: a 429/503 with Retry-After pauses every request to that vendor until then (a 429
+  without it, one second); a caller who would wait longer than a request timeout is told to
+  come back later (Deferred);
+- the gate: the circuit breaker's say, asked again after the rate limiter's wait.
 
-Requests carry credentials (query parameters, headers, bodies): nothing here logs a request,
-and errors name only the kind of failure, never the URL.
+Times are the injected clock's (tracker.poller.clock), so pauses are tested without waiting.
 """
 from __future__ import annotations
 
 import asyncio
-import time
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Any, Callable
 
-import aiohttp
-import orjson
 from aiolimiter import AsyncLimiter
 
 from tracker.adapters.base import AccountError, HttpRequest, HttpResponse, ParseError, retry_after
 from tracker.config_types import VendorConfig
+from tracker.poller.clock import SYSTEM_CLOCK, Clock
+from tracker.poller.transport import Transport, TransportError
 
-MAX_BODY = 32 * 1024 * 1024
 BURST_WINDOW_S = 0.1
-USER_AGENT = "sms-delivery-tracker/0.1"
-
-
-class TransportError(Exception):
-    """No usable answer (timeout, refused, reset, oversized). The text is the kind of failure."""
+THROTTLED_WAIT_S = 1.0  # a 429 that does not say for how long
 
 
 class Deferred(Exception):
@@ -50,30 +45,30 @@ class AccountProblem(Exception):
         self.error = error
 
 
+def rate_limiter(cfg: VendorConfig) -> AsyncLimiter:
+    """`rate_limit_per_s`, in bursts of a tenth of a second's worth (at least one request)."""
+    capacity = max(1.0, cfg.rate_limit_per_s * BURST_WINDOW_S)
+    return AsyncLimiter(capacity, capacity / cfg.rate_limit_per_s)
+
+
 class VendorClient:
-    def __init__(self, cfg: VendorConfig):
+    def __init__(self, cfg: VendorConfig, transport: Transport, clock: Clock = SYSTEM_CLOCK):
         self.cfg = cfg
-        self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=cfg.concurrency, limit_per_host=cfg.concurrency,
-                                           ttl_dns_cache=300),
-            timeout=aiohttp.ClientTimeout(total=cfg.request_timeout_s),
-            headers={"User-Agent": USER_AGENT},
-            trust_env=False,
-        )
-        capacity = max(1.0, cfg.rate_limit_per_s * BURST_WINDOW_S)
-        self.limiter = AsyncLimiter(capacity, capacity / cfg.rate_limit_per_s)
-        self.paused_until = 0.0  # monotonic; set by Retry-After
+        self.transport = transport
+        self.clock = clock
+        self.limiter = rate_limiter(cfg)
+        self.paused_until = 0.0  # clock.monotonic(); set by Retry-After
         # Seconds until requests may go again, as the caller's circuit breaker says (0: now).
         self.gate: Callable[[], float] = lambda: 0.0
 
     async def close(self) -> None:
-        await self.session.close()
+        await self.transport.close()
 
     def pause(self, seconds: float) -> None:
-        self.paused_until = max(self.paused_until, time.monotonic() + seconds)
+        self.paused_until = max(self.paused_until, self.clock.monotonic() + seconds)
 
     def pause_left(self) -> float:
-        return max(0.0, self.paused_until - time.monotonic())
+        return max(0.0, self.paused_until - self.clock.monotonic())
 
     async def fetch(self, req: HttpRequest, max_wait_s: float | None = None) -> HttpResponse:
         """Send one request within the limits. Raises TransportError, or Deferred when a pause
@@ -82,43 +77,29 @@ class VendorClient:
         while (left := self.pause_left()) > 0:
             if left > max_wait:
                 raise Deferred(left)
-            await asyncio.sleep(left)
+            await self.clock.sleep(left)
         await self.limiter.acquire()
         if (closed := self.gate()) > 0:  # the circuit opened while this one waited
             raise Deferred(closed)
-        headers, data = req.headers, (dict(req.data) if req.data is not None else None)
-        if req.json is not None:
-            headers = {"Content-Type": "application/json", **(headers or {})}
-            data = orjson.dumps(req.json)
-        try:
-            async with self.session.request(req.method, req.url, params=req.params, headers=headers,
-                                            data=data, allow_redirects=False) as resp:
-                if (resp.content_length or 0) > MAX_BODY:
-                    raise TransportError("answer too large")
-                body = await resp.read()
-                answer = HttpResponse(resp.status, resp.headers, body)  # case-insensitive
-        except asyncio.TimeoutError:
-            raise TransportError("timeout") from None
-        except (aiohttp.ClientError, OSError) as e:
-            raise TransportError(type(e).__name__) from None
+        answer = await self.transport(req)
         if answer.status in (429, 503):
-            wait = retry_after(answer.headers, datetime.now(timezone.utc))
+            wait = retry_after(answer.headers, self.clock.now())
             if wait is None and answer.status == 429:
-                wait = 1.0  # throttled without saying for how long
+                wait = THROTTLED_WAIT_S
             if wait:
                 self.pause(wait)
         return answer
 
 
 class TokenCache:
-    """Sparrow's login token: fetched on first use, refreshed before `expires_on` and when a
+    """A login token (Sparrow's): fetched on first use, refreshed before it expires and when a
     call is refused with 401 (only once for all callers that saw the same refused token)."""
 
     def __init__(self, adapter: Any, client: VendorClient):
         self.adapter = adapter
         self.client = client
         self.token: str | None = None
-        self.refresh_at: datetime | None = None
+        self.refresh_at = None
         self.lock = asyncio.Lock()
 
     def forget(self, token: str | None) -> None:
@@ -127,7 +108,7 @@ class TokenCache:
 
     async def get(self) -> str:
         async with self.lock:
-            now = datetime.now(timezone.utc)
+            now = self.client.clock.now()
             if self.token is not None and self.refresh_at is not None and now < self.refresh_at:
                 return self.token
             self.token = None

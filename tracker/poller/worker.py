@@ -1,0 +1,250 @@
+"""One polled vendor's worker: a few loops (under the supervisor, as `poll:<vendor>:<n>`) that
+each repeat one tick: claim due messages (a leased batch, tracker.db.queries CLAIM_*), ask the
+vendor (tracker.poller.client, within its limits; the list endpoint through
+tracker.poller.listing), parse the answers with the vendor's sans-I/O adapter, and write the
+results back in one transaction through the reducer, releasing each message with its next
+poll time (tracker.poller.schedule). Nothing per message is kept in memory.
+
+The worker is given what it uses: the vendor's adapter and configuration, the pool (a getter:
+the daemon opens it after building its parts), its claim owner, the clock and the transport.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from datetime import datetime, timedelta
+from typing import Any, Callable, Sequence
+
+import asyncpg
+
+from tracker.adapters.base import AccountError, MessageRef, ParseError, StatusResult
+from tracker.config_types import VendorConfig
+from tracker.core.reduce import recipient_key
+from tracker.core.states import State
+from tracker.db import DB_ERRORS
+from tracker.db import queries as q
+from tracker.db import reducer
+from tracker.logging import get_logger
+from tracker.poller import schedule
+from tracker.poller.client import AccountProblem, Deferred, TokenCache, VendorClient
+from tracker.poller.clock import SYSTEM_CLOCK, Clock
+from tracker.poller.health import VendorHealth
+from tracker.poller.listing import LIST_CLAIM_MAX, ListWalker
+from tracker.poller.outcomes import (MALFORMED, Claimed, Outcome, kind_of, spread, storable,
+                                     unpolled)
+from tracker.poller.transport import Transport, TransportError
+from tracker.supervisor import beat
+
+log = get_logger("tracker.poller")
+
+IDLE_MAX_S = 1.0  # an idle loop looks for due work at least this often
+DB_RETRY_S = (1.0, 30.0)  # database unavailable: wait this long, doubling, up to the cap
+PROBE_BUSY_S = 0.05  # another loop is sending the half-open probe: look again this soon
+STATES = {s.name: s for s in State}  # a state as the database spells it
+
+
+class VendorWorker:
+    def __init__(self, adapter: Any, cfg: VendorConfig, pool: Callable[[], asyncpg.Pool],
+                 owner: str, transport: Transport, clock: Clock = SYSTEM_CLOCK,
+                 stopping: asyncio.Event | None = None):
+        self.adapter = adapter
+        self.cfg = cfg
+        self.name = cfg.name
+        self.pool = pool
+        self.owner = owner
+        self.clock = clock
+        self.stopping = stopping or asyncio.Event()
+        self.health = VendorHealth(cfg, clock)
+        self.client = VendorClient(cfg, transport, clock)
+        self.client.gate = self.health.reopens_in
+        self.tokens = TokenCache(adapter, self.client) if hasattr(adapter, "login_request") else None
+        has_list = hasattr(adapter, "list_request") and hasattr(adapter, "parse_list")
+        self.lists = ListWalker(adapter, cfg, self.client, self.health) if has_list else None
+        # At most `concurrency` polls at once; a poll holds its slot until its outcome has
+        # reached the circuit breaker, so that none starts after the circuit should have opened.
+        self.slots = asyncio.Semaphore(cfg.concurrency)
+        self.wake = asyncio.Event()
+        self.rng = random.Random()
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    # --- the loop -------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        db_wait = DB_RETRY_S[0]
+        while not self.stopping.is_set():
+            self.wake.clear()  # before the tick: stop() during it still cuts the sleep short
+            try:
+                with beat().working():
+                    sleep_s = await self.tick()
+                db_wait = DB_RETRY_S[0]
+            except DB_ERRORS as e:
+                log.warning("poll: database unavailable; retrying", vendor=self.name,
+                            error=type(e).__name__, retry_in_s=db_wait)
+                sleep_s, db_wait = db_wait, min(db_wait * 2, DB_RETRY_S[1])
+                self.health.release_probe()  # a probe that never went out
+            except Exception:  # a bug: the supervisor says so and starts the loop again
+                self.health.release_probe()
+                raise
+            if sleep_s > 0:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), sleep_s)
+
+    async def tick(self) -> float:
+        """Claim, poll and write one batch. Returns how long to sleep before the next."""
+        wait = max(self.health.reopens_in(), self.client.pause_left())
+        if wait > 0:
+            return min(wait, IDLE_MAX_S)
+        may, probe = self.health.allow()
+        if not may:
+            return PROBE_BUSY_S
+        rows, lease_until, listing = await self.claim(probe)  # a probe: one message
+        if not rows:
+            if probe:
+                self.health.release_probe()
+            return await self.idle_s()
+        started = self.clock.monotonic()
+        outcomes = await (self.poll_list(rows) if listing else self.poll(rows))
+        await self.write(rows, outcomes, lease_until)
+        log.debug("poll batch", vendor=self.name, messages=len(rows), list=listing,
+                  seconds=round(self.clock.monotonic() - started, 3))
+        return 0.0
+
+    async def idle_s(self) -> float:
+        async with self.pool().acquire() as conn:
+            nxt = await conn.fetchval(q.NEXT_DUE, self.name)
+        if nxt is None:
+            return IDLE_MAX_S
+        return min(IDLE_MAX_S, max(0.02, (nxt - self.clock.now()).total_seconds()))
+
+    # --- claims ---------------------------------------------------------------------------------
+
+    async def claim(self, probe: bool) -> tuple[list[Claimed], datetime | None, bool]:
+        cfg = self.cfg
+        async with self.pool().acquire() as conn:
+            listing = False
+            if self.lists is not None and not probe and cfg.list_poll_min > 0:
+                due = await conn.fetchval(q.COUNT_DUE, self.name, cfg.list_poll_min)
+                listing = schedule.list_mode(due, cfg, True)
+            limit = 1 if probe else (LIST_CLAIM_MAX if listing else cfg.batch_size)
+            sql = q.CLAIM_DUE_BATCHES if self.adapter.BATCH_POLL else q.CLAIM_DUE
+            rows = await conn.fetch(sql, self.name, limit, self.owner, schedule.lease_s(cfg, limit))
+        claimed = [
+            Claimed(r["id"], MessageRef(r["vendor_ref"], r["recipient"]),
+                    (r["vendor_ref"], r["recipient_key"]), r["poll_count"], r["submitted_at"],
+                    r["window_ends_at"])
+            for r in rows
+        ]
+        return claimed, (rows[0]["lease_until"] if rows else None), listing
+
+    # --- polling --------------------------------------------------------------------------------
+
+    async def poll(self, rows: Sequence[Claimed]) -> dict[int, Outcome]:
+        """One poll per group: per message, or per batch id where one call answers a batch."""
+        if self.adapter.BATCH_POLL:
+            groups: dict[str, list[Claimed]] = {}
+            for r in rows:
+                groups.setdefault(r.ref.vendor_ref, []).append(r)
+            parts = list(groups.values())
+        else:
+            parts = [[r] for r in rows]
+        out: dict[int, Outcome] = {}
+        todo = iter(parts)
+
+        async def worker() -> None:  # a few workers, not a task per message
+            for group in todo:
+                async with self.slots:
+                    out.update(await self.poll_group(group))
+
+        await asyncio.gather(*(worker() for _ in range(min(len(parts), self.cfg.concurrency))))
+        return out
+
+    async def poll_group(self, rows: Sequence[Claimed]) -> dict[int, Outcome]:
+        if self.health.is_open:
+            return unpolled(rows, self.health.reopen_wait())
+        refs = [r.ref for r in rows]
+        started = self.clock.monotonic()
+        try:
+            result = await self._ask(refs)
+            kept = storable(result.observations)
+            if len(kept) < len(result.observations):  # the rest: not answered, malformed
+                result.transient_error = result.transient_error or MALFORMED
+            result.observations = kept
+        except Deferred as d:
+            self.health.release_probe()
+            return unpolled(rows, d.wait_s)
+        except AccountProblem as e:
+            result = StatusResult(account_error=e.error)
+        except TransportError as e:
+            result = StatusResult(transient_error=str(e))
+        except ParseError:
+            result = StatusResult(transient_error=MALFORMED)
+        except ValueError as e:  # the adapter cannot build the request: configuration
+            result = StatusResult(account_error=AccountError("config", str(e)))
+        self.health.took(self.clock.monotonic() - started)
+        self.health.record(*kind_of(result))
+        return spread(rows, result, self._key, self.health.reopen_wait())
+
+    def _key(self, o) -> tuple[str, str]:
+        return o.vendor_ref, recipient_key(self.name, o.recipient)
+
+    async def _ask(self, refs: list[MessageRef]) -> StatusResult:
+        token = await self.tokens.get() if self.tokens else None
+        responses = await self._fetch_all(self.adapter.status_requests(self.cfg, refs, token))
+        if self.tokens and any(r.status == 401 for r in responses):
+            self.tokens.forget(token)  # refused: log in again, once
+            token = await self.tokens.get()
+            responses = await self._fetch_all(self.adapter.status_requests(self.cfg, refs, token))
+        return self.adapter.parse_status(responses, refs, self.clock.now())
+
+    async def _fetch_all(self, requests) -> list:
+        if len(requests) == 1:
+            return [await self.client.fetch(requests[0])]
+        answers = await asyncio.gather(*(self.client.fetch(r) for r in requests),
+                                       return_exceptions=True)
+        for a in answers:
+            if isinstance(a, BaseException):
+                raise a
+        return answers
+
+    async def poll_list(self, rows: Sequence[Claimed]) -> dict[int, Outcome]:
+        """Many messages in flight: walk the list endpoint; whatever the pages do not show is
+        asked for per message."""
+        async with self.slots:
+            out, rest = await self.lists.walk(rows)
+        if rest:
+            out.update(await self.poll(rest))
+        return out
+
+    # --- writing results ------------------------------------------------------------------------
+
+    async def write(self, rows: Sequence[Claimed], outcomes: dict[int, Outcome],
+                    lease_until: datetime) -> None:
+        """One transaction: lock the messages the claim still holds (a claim that outlived its
+        lease, and may have been taken over, writes nothing for those), store the reports
+        through the reducer and release each message with its next poll."""
+        now = self.clock.now()
+        async with self.pool().acquire() as conn, conn.transaction():
+            held = {rec[0]: STATES[rec[1]] for rec in await conn.fetch(
+                q.HOLD_CLAIMED, [r.id for r in rows], self.owner, lease_until)}
+            if len(held) < len(rows):
+                log.warning("claim outlived its lease: results dropped for messages taken over",
+                            vendor=self.name, dropped=len(rows) - len(held))
+            if not held:
+                return
+            found, releases = [], []
+            handed_back = Outcome(polled=False, wait_s=0.0)
+            for r in rows:
+                if r.id not in held:
+                    continue
+                o = outcomes.get(r.id) or handed_back
+                if o.polled:
+                    wait = schedule.delay(self.cfg, r.poll_count + 1, self.rng.random())
+                    at = schedule.next_poll_at(now, wait, r.window_ends_at, o.retry_after_s)
+                else:
+                    at = now + timedelta(seconds=o.wait_s or 0.0)
+                found += [(r.id, obs) for obs in o.observations]
+                releases.append((r.id, at, 1 if o.polled else 0))
+            await reducer.apply_polls(conn, held, found, releases, received_at=now)
