@@ -571,6 +571,10 @@ async def test_throttle_rate_limit_5xx_slow_malformed(http: aiohttp.ClientSessio
                 "user_id": cfg["user_id"], "api_key": cfg["api_key"],
                 "msg_id": call.response["msg_id"]})
             assert isinstance(body, bytes)  # not JSON
+        polls = [r for r in sb.requests if "/getStatus/" in r["path"]]
+        assert len(polls) == 5 and all(r["garbled"] in ("truncated", "html", "empty")
+                                       for r in polls)
+        assert [r["garbled"] for r in sb.requests if "/getStatus/" not in r["path"]] == [None]
 
 
 async def test_bad_credentials_everywhere(http: aiohttp.ClientSession) -> None:

@@ -4,7 +4,8 @@
 - `GET|POST /_sandbox/knobs`   current knobs per vendor / change them (see `Sandbox.configure`)
 - `GET /_sandbox/truth`        the ground truth, one object per message
 - `GET /_sandbox/requests`     every vendor request received (`?since=N` to skip the first N),
-                               with its answer's status and `retry_after` (its Retry-After, if any)
+                               with its answer's status, `retry_after` (its Retry-After, if any)
+                               and `garbled` (how the malformed knob garbled it, if it did)
 - `GET /_sandbox/postbacks`    every postback attempt made (`?since=N`), and `pending`: how many
                                are still to go out (scheduled, retries included, or on their way)
 - `POST /_sandbox/postback_url` `{"vendor": ..., "url": ...}` the account-wide postback URL
@@ -243,7 +244,7 @@ class Sandbox:
             return json_response({"error": "not found"}, status=404)
         request[REFS] = []
         knobs = self._knobs[vendor]
-        status, retry_after = 0, None
+        status, retry_after, garbled = 0, None, None
         try:
             if knobs.answer_delay_s:
                 await asyncio.sleep(knobs.answer_delay_s)
@@ -254,7 +255,7 @@ class Sandbox:
                 response = await handler(request)
                 if (request.get(MALFORMABLE) and knobs.malformed_share
                         and self.vendors[vendor].rng.random() < knobs.malformed_share):
-                    response = self._garble(vendor, response)
+                    response, garbled = self._garble(vendor, response)
             status = response.status
             retry_after = response.headers.get("Retry-After")
             return response
@@ -262,7 +263,7 @@ class Sandbox:
             status = exc.status
             raise
         finally:
-            self._log(request, vendor, status, retry_after)
+            self._log(request, vendor, status, retry_after, garbled)
 
     def _fault(self, vendor: str, knobs: Knobs) -> web.Response | None:
         rng = self.vendors[vendor].rng
@@ -292,7 +293,8 @@ class Sandbox:
             return 0.0
         return (1.0 - bucket[0]) / rate
 
-    def _garble(self, vendor: str, response: web.StreamResponse) -> web.Response:
+    def _garble(self, vendor: str, response: web.StreamResponse) -> tuple[web.Response, str]:
+        """The answer garbled, and how: truncated, html, empty or nul."""
         body = response.body if isinstance(response, web.Response) else b""
         raw = bytes(body) if isinstance(body, (bytes, bytearray)) else b""
         kind = self.vendors[vendor].rng.choice(self._knobs[vendor].malformed_kinds)
@@ -303,23 +305,24 @@ class Sandbox:
                 doc = None
             if isinstance(doc, dict):
                 return web.Response(body=orjson.dumps({**doc, "note": "\x00"}),
-                                    status=response.status, content_type="application/json")
+                                    status=response.status, content_type="application/json"), kind
             kind = "truncated"
         if kind == "truncated" and len(raw) > 1:
             return web.Response(body=raw[: len(raw) // 2], status=response.status,
-                                content_type="application/json")
+                                content_type="application/json"), kind
         if kind == "html":
             return web.Response(text="<html><body>Service temporarily unavailable</body></html>",
-                                status=200, content_type="text/html")
-        return web.Response(body=b"", status=200, content_type="application/json")
+                                status=200, content_type="text/html"), kind
+        return web.Response(body=b"", status=200, content_type="application/json"), "empty"
 
     def _log(self, request: web.Request, vendor: str, status: int,
-             retry_after: str | None = None) -> None:
+             retry_after: str | None = None, garbled: str | None = None) -> None:
         self._request_count += 1
         self.requests.append({
             "seq": self._request_count, "t": time.monotonic(), "wall": iso(utcnow()),
             "vendor": vendor, "method": request.method, "path": request.path,
-            "status": status, "retry_after": retry_after, "refs": list(request.get(REFS, ())),
+            "status": status, "retry_after": retry_after, "garbled": garbled,
+            "refs": list(request.get(REFS, ())),
         })
 
     # -- admin handlers --
