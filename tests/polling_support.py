@@ -23,7 +23,7 @@ FAST_POLLS = dict(first_poll_s=0.3, max_poll_interval_s=1.0, tracking_window_s=4
 
 def vendor_config(sandbox: Sandbox, vendor: str, **overrides: Any) -> VendorConfig:
     values = {**FAST_POLLS, **sandbox.vendor_config(vendor), **overrides}
-    return VendorConfig(name=vendor, **values)
+    return VendorConfig.from_keys(vendor, **values)
 
 
 def make_config(sandbox: Sandbox, dsn: str | None = None, **overrides: Any) -> Config:

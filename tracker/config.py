@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Mapping, TextIO
 from urllib.parse import urlsplit
 
+from tracker.adapters import ADAPTERS
 from tracker.config_types import (
     VENDORS,
     Config,
@@ -112,16 +113,32 @@ def _kind(tp: Any) -> str:
 
 def _fields(cls: type) -> dict[str, str]:
     hints = typing.get_type_hints(cls)
-    return {f.name: _kind(hints[f.name]) for f in dataclasses.fields(cls) if f.name != "name"}
+    return {f.name: _kind(hints[f.name]) for f in dataclasses.fields(cls)
+            if f.name not in ("name", "settings")}
 
 
 _FIELDS: dict[str, dict[str, str]] = {s: _fields(c) for s, c in _SECTIONS.items()}
 _FIELDS["vendors"] = _fields(VendorConfig)
+_COMMON_VENDOR_KEYS = frozenset(_FIELDS["vendors"])
+# Keys only one vendor has, declared by its adapter (SETTINGS): strings, some secret, some URLs.
+_VENDOR_SETTINGS = {name: dict(a.SETTINGS) for name, a in ADAPTERS.items()}
+for _own in _VENDOR_SETTINGS.values():
+    for _key, _setting in _own.items():
+        _FIELDS["vendors"][_key] = "optstr"
+        if _setting.secret:
+            _SECRETS["vendors"] |= {_key}
+_URL_KEYS = frozenset({"base_url", "status_url"} | {k for own in _VENDOR_SETTINGS.values()
+                                                     for k, s in own.items() if s.url})
 
 
-def _allowed_keys(section: str) -> list[str]:
+def _allowed_keys(section: str, vendor: str | None = None) -> list[str]:
     keys = list(_FIELDS[section])
-    keys += [f"{k}_file" for k in sorted(_SECRETS.get(section, ()))]
+    secrets = _SECRETS.get(section, frozenset())
+    if section == "vendors":  # the common keys and this vendor's own
+        own = _VENDOR_SETTINGS.get(vendor or "", {})
+        keys = [k for k in keys if k in _COMMON_VENDOR_KEYS or k in own]
+        secrets = {k for k in secrets if k in _COMMON_VENDOR_KEYS or k in own}
+    keys += [f"{k}_file" for k in sorted(secrets)]
     return keys
 
 
@@ -336,7 +353,7 @@ class _Loader:
     def _file_table(self, section: str, vendor: str | None, table: dict[str, Any]) -> None:
         assert self.path is not None
         prefix = f"{section}.{vendor}" if vendor else section
-        allowed = _allowed_keys(section)
+        allowed = _allowed_keys(section, vendor)
         for key, value in table.items():
             dotted = f"{prefix}.{key}"
             if key not in allowed:
@@ -374,7 +391,7 @@ class _Loader:
                 self.problem(ENVIRONMENT, name,
                              f"unknown section '{section}'{_suggest(section, [*_SECTIONS, 'vendors'])}")
                 continue
-            allowed = _allowed_keys(section)
+            allowed = _allowed_keys(section, vendor)
             if key not in allowed:
                 self.problem(ENVIRONMENT, name, f"unknown key '{key}'{_suggest(key, allowed)}")
                 continue
@@ -508,7 +525,7 @@ class _Loader:
         elif key == "max_body_bytes" and not MIN_BODY_BYTES <= value <= MAX_BODY_BYTES:
             bad(f"must be between {MIN_BODY_BYTES} (1 KiB) and {MAX_BODY_BYTES} (64 MiB), got {value}: "
                 "postbacks are a few KB, and every request may be held in memory whole")
-        elif key in ("base_url", "status_url"):
+        elif key in _URL_KEYS:
             if value:
                 try:
                     u = urlsplit(value)
@@ -583,7 +600,7 @@ class _Loader:
             health=HealthConfig(**sections["health"]),
             log=LogConfig(**sections["log"]),
             retention=RetentionConfig(**sections["retention"]),
-            vendors={v: VendorConfig(name=v, **vendors[v]) for v in VENDORS},
+            vendors={v: VendorConfig.from_keys(v, **vendors[v]) for v in VENDORS},
             sinks=sinks,
             source=self.path,
         )
@@ -675,6 +692,8 @@ def secrets_of(cfg: Config) -> list[str]:
             out.append(pw)
     for v in cfg.vendors.values():
         out += [s for s in (v.postback_token, v.api_key, v.api_token, v.partner_token) if s]
+        own = _VENDOR_SETTINGS.get(v.name, {})
+        out += [s for k, s in v.settings.items() if s and k in own and own[k].secret]
     out += sink_settings.secrets_of(cfg.sinks)
     if cfg.http.status_token:
         out.append(cfg.http.status_token)

@@ -1,11 +1,12 @@
 """The shape of the configuration (DESIGN §7). Loading and validation live in tracker.config."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
+from typing import Any, Mapping
 
+from tracker.adapters import VENDORS  # the registered vendors (tracker.adapters.REGISTERED)
 from tracker.sinks.policy import DEFAULT_RETRY_SCHEDULE_S
-
-VENDORS = ("sparksender", "engagespark", "skycore", "sparrow")
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,17 @@ class VendorConfig:
     circuit_reset_s: float = 60.0  # how long it stays open before a half-open probe
     allow_networks: tuple[str, ...] = ()  # postback source allowlist (CIDRs); empty: any
     expected_final_s: float = 3600.0  # stuck_messages: silent longer than this
+    # Keys only this vendor has, declared by its adapter (SETTINGS): key -> value.
+    settings: Mapping[str, str] = field(default_factory=dict, repr=False)  # may hold secrets
+
+    @classmethod
+    def from_keys(cls, name: str, **keys: Any) -> "VendorConfig":
+        """A VendorConfig from flat keys, as a configuration file's [vendors.<name>] has them:
+        keys that are not fields are the vendor's own settings."""
+        fields = {f.name for f in dataclasses.fields(cls)} - {"settings"}
+        own = {k: v for k, v in keys.items() if k not in fields and k != "settings"}
+        given = {k: v for k, v in keys.items() if k in fields}
+        return cls(name=name, **given, settings={**keys.get("settings", {}), **own})
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """`tracker demo`: the embedded PostgreSQL, the sandbox vendors, the tracker, and a stream of
-sample sends through all four vendors, printing transitions as consumers see them and a summary
-at the end. Stops after --seconds or on Ctrl-C."""
+sample sends through every registered vendor in turn, printing transitions as consumers see them
+and a summary at the end. Stops after --seconds or on Ctrl-C."""
 from __future__ import annotations
 
 import asyncio
@@ -21,14 +21,10 @@ from tracker import logging as tlog
 from tracker.db.embedded import EmbeddedPostgres
 from tracker.config_types import VENDORS, Config, DatabaseConfig, HttpConfig, LogConfig, VendorConfig
 from tracker.sandbox.client import send_many
-from tracker.sandbox.server import Sandbox
+from tracker.sandbox.server import VENDOR_CLASSES, Sandbox
 
 STATE_DIR = "./var/demo"
 SCALE = 0.1  # the sandbox's vendor world runs ten times faster than real time
-SAMPLE_NUMBERS = {
-    "sparksender": "9477{:07d}", "engagespark": "63917{:07d}", "skycore": "1555{:07d}",
-    "sparrow": "97798{:08d}",
-}
 
 
 def _fresh_state_dir() -> None:
@@ -43,8 +39,8 @@ def _fresh_state_dir() -> None:
 def demo_config(sandbox: Sandbox) -> Config:
     vendors = {}
     for v in VENDORS:
-        vendors[v] = VendorConfig(
-            name=v, **sandbox.vendor_config(v), postback_token=secrets.token_urlsafe(16),
+        vendors[v] = VendorConfig.from_keys(
+            v, **sandbox.vendor_config(v), postback_token=secrets.token_urlsafe(16),
             first_poll_s=1.0, max_poll_interval_s=4.0, tracking_window_s=30.0,
             deadline_margin_s=2.0, expected_final_s=10.0, rate_limit_per_s=50.0)
     return Config(database=DatabaseConfig(state_dir=STATE_DIR),
@@ -52,18 +48,21 @@ def demo_config(sandbox: Sandbox) -> Config:
                   log=LogConfig(level="warning"), vendors=vendors)
 
 
-async def _send_stream(sandbox: Sandbox, conn: asyncpg.Connection, rate: float, push_url: str,
-                       stop: asyncio.Event) -> int:
+async def _send_stream(sandbox: Sandbox, conn: asyncpg.Connection, rate: float,
+                       push_urls: dict[str, str], stop: asyncio.Event) -> int:
     rnd = random.Random(1)
     sent = 0
     for i, vendor in zip(itertools.count(), itertools.cycle(VENDORS)):
         if stop.is_set():
             return sent
         n = rnd.choice((1, 1, 2, 3))
-        recipients = [SAMPLE_NUMBERS[vendor].format(rnd.randrange(10**7)) for _ in range(n)]
+        fake = VENDOR_CLASSES[vendor]
+        recipients = [fake.SAMPLE_NUMBER.format(rnd.randrange(10**7)) for _ in range(n)]
         if rnd.random() < 0.1:
             recipients[-1] = "12"  # a number no vendor takes: rejected at once
-        push = push_url if vendor == "engagespark" and n == 1 else None
+        # A vendor told where to push with each send gets the URL on its single sends.
+        single = n == 1 or not fake.BULK_SEND
+        push = push_urls[vendor] if fake.PUSH_URL == "per_send" and single else None
         with contextlib.suppress(Exception):  # a send the sandbox refused is the app's problem
             calls = await send_many(sandbox, vendor, recipients, bulk=n > 1, client_push_url=push)
             await conn.executemany(
@@ -141,14 +140,15 @@ async def run_demo(seconds: float, rate: float) -> int:
     host, port = tracker.listen_addresses["listen"]
     push_base = f"http://{host}:{port}/postbacks"
     push_urls = {v: f"{push_base}/{v}/{c.postback_token}" for v, c in config.vendors.items()}
-    for v in ("skycore", "sparrow"):
-        sandbox.set_postback_url(v, push_urls[v])
+    for v, fake in VENDOR_CLASSES.items():
+        if fake.PUSH_URL == "account":  # one URL set on the vendor's account
+            sandbox.set_postback_url(v, push_urls[v])
     print(f"demo: tracker on {push_base.rsplit('/', 1)[0]}, sandbox vendors on {sandbox.url}; "
           f"{rate:g} sends/s for {seconds:g}s (Ctrl-C stops)\n", flush=True)
     t0 = time.monotonic()
     try:
         async with tracker.pool.acquire() as send_conn, tracker.pool.acquire() as read_conn:
-            sender = asyncio.create_task(_send_stream(sandbox, send_conn, rate, push_urls["engagespark"], stop))
+            sender = asyncio.create_task(_send_stream(sandbox, send_conn, rate, push_urls, stop))
             printer = asyncio.create_task(_print_events(read_conn, stop, t0))
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), seconds)

@@ -281,7 +281,7 @@ async def send_sparrow(sb: Sandbox, http: aiohttp.ClientSession, rx: Receiver) -
 # -- reading, as the tracker does -----------------------------------------------------------------
 
 def vendor_cfg(sb: Sandbox, vendor: str) -> VendorConfig:
-    return VendorConfig(name=vendor, **sb.vendor_config(vendor))
+    return VendorConfig.from_keys(vendor, **sb.vendor_config(vendor))
 
 
 def refs_from_sends(run: Run, vendor: str) -> list[MessageRef]:
@@ -342,10 +342,10 @@ async def read_sparrow(sb: Sandbox, http: aiohttp.ClientSession, run: Run) -> No
 
     async def login() -> str:
         got = adapter.parse_login(await fetch(http, adapter.login_request(cfg)), now())
-        assert not isinstance(got, AccountError), got
-        token[:] = [got[0]]
-        assert got[1] > now()  # expires_on read
-        return got[0]
+        assert got.account_error is None and got.token, got
+        token[:] = [got.token]
+        assert got.expires_on > now()  # expires_on read
+        return got.token
 
     await login()
     batches: dict[str, list[MessageRef]] = defaultdict(list)
@@ -358,7 +358,7 @@ async def read_sparrow(sb: Sandbox, http: aiohttp.ClientSession, run: Run) -> No
             reqs = adapter.status_requests(cfg, refs, token[0])
             assert len(reqs) == 2  # delivery, failed: one pair for the whole batch
             result = adapter.parse_status([await fetch(http, r) for r in reqs], refs, now())
-            if result.account_error is not None and result.account_error.code == "401" and not attempt:
+            if result.account_error is not None and result.account_error.code == "http_401" and not attempt:
                 await login()  # the shell logs in again once on a 401
                 continue
             assert result.account_error is None and result.transient_error is None, result
@@ -620,7 +620,7 @@ def test_send_responses_name_every_message_once(run: Run) -> None:
 
 async def read_batch(sb: Sandbox, http: aiohttp.ClientSession, refs: list[MessageRef]) -> Any:
     adapter, cfg = adapters.get("sparrow"), vendor_cfg(sb, "sparrow")
-    token, _ = adapter.parse_login(await fetch(http, adapter.login_request(cfg)), now())
+    token = adapter.parse_login(await fetch(http, adapter.login_request(cfg)), now()).token
     reqs = adapter.status_requests(cfg, refs, token)
     return adapter.parse_status([await fetch(http, r) for r in reqs], refs, now())
 

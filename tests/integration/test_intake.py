@@ -63,8 +63,8 @@ async def test_report_before_submission_then_submission(pool):
     from tracker.db import reducer
 
     async with pool.acquire() as conn:
-        await reducer.apply(conn, "postback", [Observation("skycore", "TRK1", "1555", State.sent, "N201"),
-                                               Observation("skycore", "TRK1", "1555", State.delivered, "N202")])
+        await reducer.apply(conn, "postback", [Observation(vendor="skycore", vendor_ref="TRK1", recipient="1555", state=State.sent, code="N201"),
+                                               Observation(vendor="skycore", vendor_ref="TRK1", recipient="1555", state=State.delivered, code="N202")])
         await conn.execute("INSERT INTO tracker.submissions (vendor, vendor_ref, recipient) VALUES ('skycore','TRK1','1555')")
         await take_in(conn, Config())
         hist = await conn.fetch("SELECT from_state::text, to_state::text, source::text FROM tracker.message_history ORDER BY event_id")
@@ -108,7 +108,7 @@ async def _race_a_report_with_intake(pool, block_second_look: bool = False):
         await until_waiting_on_a_lock(report_conn, intake_conn.get_server_pid(), "intake")
         assert await report_conn.fetchval("SELECT count(*) FROM tracker.messages") == 0  # not committed
         applied = await reducer.apply(report_conn, "postback", [
-            Observation("skycore", "TRK9", "1555", State.delivered, "N202")])
+            Observation(vendor="skycore", vendor_ref="TRK9", recipient="1555", state=State.delivered, code="N202")])
         assert applied.orphans == 1
         if block_second_look:
             await hold_row.start()

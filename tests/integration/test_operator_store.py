@@ -12,7 +12,7 @@ T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 
 
 def report(ref, state, operator=None, vendor="skycore"):
-    return Observation(vendor, ref, None, state, state.name if state else "X99", operator=operator)
+    return Observation(vendor=vendor, vendor_ref=ref, recipient=None, state=state, code=state.name if state else "X99", operator=operator)
 
 
 async def operator_of(conn, ref):

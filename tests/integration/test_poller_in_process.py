@@ -358,3 +358,23 @@ async def test_the_rate_limit_holds():
     worst = max(sum(1 for u in times[i:] if u < t + 1.0) for i, t in enumerate(times))
     assert worst <= rate * 1.1 + 1  # bursts of a tenth of a second's worth at most
     assert times[-1] - times[0] >= (n - rate * 0.1) / rate - 0.05  # not faster than the rate
+
+
+async def test_a_missing_setting_opens_the_circuit_but_a_bug_does_not(pool, clock, vendors, worker_of):
+    cfg = config()
+    await make_messages(pool, cfg, "sparksender", 2)
+    w = worker_of("sparksender", cfg)
+    w.cfg = VendorConfig("sparksender", base_url="http://sparksender.test", **POLLS)  # no credentials
+    await w.tick()
+    assert w.health.circuit.state == "open" and "config" in w.health.stats.last_error
+    assert vendors.log == []  # nothing was sent
+    w = worker_of("sparksender", cfg)
+    await make_due(pool)
+
+    def bug(*args):
+        raise ValueError("a bug, not a configuration")
+
+    w.adapter = type("Buggy", (), {"status_requests": staticmethod(bug)})()
+    with pytest.raises(ValueError):
+        await w.tick()  # the supervisor logs it and restarts the loop; the circuit is not touched
+    assert w.health.circuit.state == "closed" and w.health.stats.failed == 0

@@ -85,7 +85,7 @@ async def test_rollup_equals_a_fresh_count_under_concurrent_writers(pool):
                 batch = []
                 for v, ref in r.sample(refs, 12):
                     at = T0 + timedelta(hours=60, seconds=r.randrange(1, 100_000))
-                    batch.append(Observation(v, ref, None, r.choice(list(State)), "c", event_at=at,
+                    batch.append(Observation(vendor=v, vendor_ref=ref, recipient=None, state=r.choice(list(State)), code="c", event_at=at,
                                              operator=r.choice((None, None, "Alpha", "Beta"))))
                 await reducer.apply(conn, "postback", batch,
                                     received_at=T0 + timedelta(hours=61, seconds=r.randrange(100_000)))

@@ -48,7 +48,7 @@ async def load_known_data(conn) -> None:
     for v, ref, _, at, reports in DATA:
         for state, after_s, operator in reports:
             failure = Failure("E", "failed", True) if state in (State.failed, State.rejected) else None
-            o = Observation(v, ref, None, state, state.name, event_at=at + timedelta(seconds=after_s),
+            o = Observation(vendor=v, vendor_ref=ref, recipient=None, state=state, code=state.name, event_at=at + timedelta(seconds=after_s),
                             failure=failure, operator=operator)
             await reducer.apply(conn, "postback", [o], received_at=at + timedelta(seconds=after_s))
 

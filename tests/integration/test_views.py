@@ -15,11 +15,11 @@ async def test_summary_latency_and_stuck(pool):
             "INSERT INTO tracker.messages (vendor, vendor_ref, submitted_at) VALUES"
             " ('skycore', 'old', now() - interval '3 hours'), ('skycore', 'new', now())")
         await conn.execute("INSERT INTO tracker.vendor_settings VALUES ('skycore', 3600)")
-        obs = [Observation("sparksender", str(i), None, State.delivered, "2",
+        obs = [Observation(vendor="sparksender", vendor_ref=str(i), recipient=None, state=State.delivered, code="2",
                            event_at=datetime.fromisoformat(f"2026-03-01T10:00:{i:02d}+00:00"))
                for i in range(1, 9)]
-        obs += [Observation("sparksender", "9", None, State.failed, "3"),
-                Observation("sparksender", "10", None, State.sent, "1")]
+        obs += [Observation(vendor="sparksender", vendor_ref="9", recipient=None, state=State.failed, code="3"),
+                Observation(vendor="sparksender", vendor_ref="10", recipient=None, state=State.sent, code="1")]
         await reducer.apply(conn, "poll", obs)
         s = await conn.fetchrow("SELECT * FROM tracker.delivery_summary WHERE vendor = 'sparksender'")
         assert (s["total"], s["delivered"], s["failed"], s["sent"]) == (10, 8, 1, 1)

@@ -1,5 +1,7 @@
-"""What every adapter promises: the same names, the registry, only ParseError escapes a parser,
-no secret in anything it returns or raises (the HttpRequest it builds excepted), the base helpers."""
+"""What every adapter promises: the declared contract (tracker.adapters.contract) kept by every
+registered vendor module, the registry, one reading of HTTP statuses, only ParseError escapes a
+parser, no secret in anything it returns or raises (the HttpRequest it builds excepted), the
+base helpers."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
@@ -10,7 +12,7 @@ from hypothesis import strategies as st
 
 from tests.unit.fixtures import FUZZ, NOW, content_types, headers, json_values, methods, ok, queries, statuses
 from tracker import adapters
-from tracker.adapters import base
+from tracker.adapters import base, contract
 from tracker.adapters.base import HttpResponse, MessageRef, ParseError
 from tracker.config_types import VendorConfig
 
@@ -22,23 +24,106 @@ TOKEN = "SECRET-jwt-5"
 
 
 def test_registry():
-    assert list(adapters.ADAPTERS) == ["sparksender", "engagespark", "skycore", "sparrow"]
+    assert adapters.VENDORS[:4] == ("sparksender", "engagespark", "skycore", "sparrow")
+    assert adapters.VENDORS == adapters.REGISTERED == tuple(adapters.ADAPTERS)
     for name, module in adapters.ADAPTERS.items():
         assert adapters.get(name) is module and module.NAME == name
-    with pytest.raises(KeyError, match="unknown vendor 'twilio'; known vendors: engagespark, skycore"):
-        adapters.get("twilio")
+    with pytest.raises(KeyError, match="unknown vendor 'nosuch'; known vendors: engagespark, "):
+        adapters.get("nosuch")
+    # each vendor's facts come from its own module, gathered here
+    from tracker.config_types import VENDORS
+    from tracker.core.reduce import recipient_key
+    assert VENDORS == adapters.VENDORS
+    assert adapters.KEYED_BY_RECIPIENT == {n for n, m in adapters.ADAPTERS.items() if m.KEYED_BY_RECIPIENT}
+    assert recipient_key("sparrow", "977") == "977" and recipient_key("sparksender", "977") == ""
 
 
-@pytest.mark.parametrize("name,polls,pushes,batch,keyed", [
-    ("sparksender", True, False, False, False), ("engagespark", True, True, False, False),
-    ("skycore", False, True, False, False), ("sparrow", True, True, True, True)])
-def test_module_interface(name, polls, pushes, batch, keyed):
+@pytest.mark.parametrize("name", adapters.VENDORS)
+def test_every_vendor_module_keeps_the_declared_contract(name):
+    module = adapters.get(name)
+    assert contract.drift(module) == []
+    assert isinstance(module, contract.Adapter)
+    assert module.PUSHES == bool(module.POSTBACK_CONTENT_TYPES)  # a pusher says what it sends
+
+
+def test_the_abilities_of_the_four_first_vendors():
+    have = {n: {a.__name__ for a in contract.abilities(adapters.get(n))} for n in adapters.VENDORS[:4]}
+    assert have == {"sparksender": set(), "engagespark": {"ListsMessages"}, "skycore": set(),
+                    "sparrow": {"LogsIn", "PollsInBatches"}}
+    flags = {n: (m.POLLS, m.PUSHES, m.KEYED_BY_RECIPIENT) for n, m in adapters.ADAPTERS.items()}
+    assert [flags[n] for n in adapters.VENDORS[:4]] == [
+        (True, False, False), (True, True, False), (False, True, False), (True, True, True)]
+
+
+def test_drift_is_caught():
+    """A module that departs from the contract in any way is named with what is wrong."""
+    import types
+
+    def drifted(base=adapters.sparrow, **changes):
+        m = types.ModuleType("drifted")
+        m.__dict__.update({k: getattr(base, k) for k in dir(base) if not k.startswith("__")})
+        m.__dict__.update(changes)
+        for k, v in list(changes.items()):
+            if v is None:
+                delattr(m, k)
+        return m
+
+    assert contract.drift(drifted()) == []
+    assert contract.drift(drifted(parse_send=None)) == ["Adapter.parse_send: missing"]
+    assert contract.drift(drifted(POLLS="yes")) == ["Adapter.POLLS: expected <class 'bool'>, got str"]
+    assert contract.drift(drifted(parse_status=lambda responses, refs: None)) == [
+        "Adapter.parse_status: parameters (responses, refs) differ from the contract's "
+        "(responses, refs, now)"]
+    assert contract.drift(drifted(parse_login=None)) == ["LogsIn.parse_login: missing"]  # half an ability
+    es = adapters.engagespark
+    assert contract.drift(drifted(es, list_request=lambda cfg, after=None, page=None, size=1: None)) == [
+        "ListsMessages.list_request: parameters (cfg, after=…, page=…, size=…) differ from the "
+        "contract's (cfg, *, after=…, page=…, size=…)"]
+    assert contract.drift(drifted(es, LIST_MAX_SIZE=None)) == ["ListsMessages.LIST_MAX_SIZE: missing"]
+    assert contract.drift(drifted(batch_of=None)) == []  # an ability left out whole: not claimed
+
+
+@pytest.mark.parametrize("name", [n for n in adapters.VENDORS if adapters.get(n).POLLS])
+def test_every_polled_vendor_reads_http_statuses_alike(name):
+    """2xx read; 408/425/429/5xx transient with Retry-After; 401/403 account errors."""
     m = adapters.get(name)
-    assert (m.POLLS, m.PUSHES, m.BATCH_POLL, m.KEYED_BY_RECIPIENT) == (polls, pushes, batch, keyed)
-    for fn in ("normalize_ref", "status_requests", "parse_status", "parse_postback", "parse_send"):
-        assert callable(getattr(m, fn))
-    assert hasattr(adapters.sparrow, "login_request") and hasattr(adapters.sparrow, "parse_login")
-    assert hasattr(adapters.engagespark, "list_request") and hasattr(adapters.engagespark, "parse_list")
+    refs = [MessageRef("5c32728e-340f-43b6-898d-d2b24e8e1426", "9771")]
+    n = len(m.status_requests(CFGS[name], refs, token=TOKEN))
+
+    def status(code, hdrs=None):
+        return m.parse_status([ok(b"{}", code, hdrs or {})] * n, refs, NOW)
+
+    for code in (408, 425, 429, 500, 502, 503, 504):
+        r = status(code, {"Retry-After": "7"})
+        assert (r.transient_error, r.retry_after_s, r.account_error) == (f"HTTP {code}", 7.0, None)
+        assert r.observations == []
+    for code in (401, 403):
+        r = status(code)
+        assert r.account_error.code == f"http_{code}" and r.transient_error is None
+        assert r.observations == []
+
+
+def test_classify_http():
+    r = base.StatusResult()
+    assert base.classify_http(ok(b"", 204), NOW, r) == base.READ and r == base.StatusResult()
+    assert base.classify_http(ok(b"", 404), NOW, r, lookup=(404,)) == base.LOOKUP
+    assert base.classify_http(ok(b"", 402), NOW, r, account={402: "no funds"}) == base.NOTED
+    assert r.account_error == base.AccountError("http_402", "no funds")
+    base.classify_http(ok(b"", 403), NOW, r)
+    assert r.account_error.code == "http_402"  # the first stays
+    r = base.StatusResult()
+    base.classify_http(ok(b"", 503, {"Retry-After": "3"}), NOW, r)
+    base.classify_http(ok(b"", 429, {"Retry-After": "9"}), NOW, r)
+    base.classify_http(ok(b"", 418), NOW, r)
+    assert (r.transient_error, r.retry_after_s) == ("HTTP 503", 9.0)  # the longest wait
+    login = base.LoginResult()
+    base.classify_http(ok(b"", 401), NOW, login, reason=lambda resp: "bad key")
+    assert login.account_error == base.AccountError("http_401", "bad key")
+
+
+def test_observation_is_built_with_keywords_only():
+    with pytest.raises(TypeError):
+        base.Observation("sparksender", "1", None, None, "2")
 
 
 def _calls(m):
@@ -156,7 +241,7 @@ def test_no_secret_in_results_or_errors():
 
 
 def test_parse_errors_for_config_problems_name_no_secret():
-    with pytest.raises(ValueError) as e:
+    with pytest.raises(base.NotConfigured) as e:
         adapters.sparksender.status_requests(VendorConfig("sparksender", api_key=SECRETS["api_key"]), [MessageRef("1")])
     assert SECRETS["api_key"] not in str(e.value)
 
@@ -217,26 +302,26 @@ def test_as_code_and_load_json():
 
 def test_unstorable_names_what_postgresql_would_refuse_and_passes_the_rest():
     from tracker.core.states import Failure, State
-    ok = base.Observation("sparksender", "14364", "639171234567", State.delivered, "2", "Delivered",
+    ok = base.Observation(vendor="sparksender", vendor_ref="14364", recipient="639171234567", state=State.delivered, code="2", text="Delivered",
                           raw={"sms_status": 2})
     assert base.unstorable(ok) is None
     nul = "bad\x00text"
-    for o in (base.Observation("sparksender", "14364", None, State.sent, nul),
-              base.Observation("sparksender", "14364", None, State.failed, "3",
+    for o in (base.Observation(vendor="sparksender", vendor_ref="14364", recipient=None, state=State.sent, code=nul),
+              base.Observation(vendor="sparksender", vendor_ref="14364", recipient=None, state=State.failed, code="3",
                                failure=Failure("3", nul, True)),
-              base.Observation("sparksender", "", None, State.sent, "1"),
-              base.Observation("sparksender", "14364", None, State.sent, "1", issued_ref=nul)):
+              base.Observation(vendor="sparksender", vendor_ref="", recipient=None, state=State.sent, code="1"),
+              base.Observation(vendor="sparksender", vendor_ref="14364", recipient=None, state=State.sent, code="1", issued_ref=nul)):
         assert base.unstorable(o) == "text with NUL or invalid characters"
-    assert base.unstorable(base.Observation("sparksender", "14364", None, State.sent, "1",
+    assert base.unstorable(base.Observation(vendor="sparksender", vendor_ref="14364", recipient=None, state=State.sent, code="1",
                                             raw={"note": nul})) == "payload holds NUL characters"
-    assert base.unstorable(base.Observation("sparksender", "14364", None, State.sent, "1",
+    assert base.unstorable(base.Observation(vendor="sparksender", vendor_ref="14364", recipient=None, state=State.sent, code="1",
                                             text="\ud800")) == "text with NUL or invalid characters"
 
 
 def test_cleaned_replaces_what_postgresql_refuses_and_keeps_the_reading():
     from tracker.core.states import Failure, State
     from tracker.poller.outcomes import storable
-    o = base.Observation("sparksender", "14364", None, State.failed, "3\x00", "bad\x00text",
+    o = base.Observation(vendor="sparksender", vendor_ref="14364", recipient=None, state=State.failed, code="3\x00", text="bad\x00text",
                          failure=Failure("3", "re\ud800ason", True), raw={"note": "\x00", "n": [1, "\x00"]})
     c = base.cleaned(o)
     assert base.unstorable(o) is not None and base.unstorable(c) is None
@@ -244,6 +329,6 @@ def test_cleaned_replaces_what_postgresql_refuses_and_keeps_the_reading():
     assert c.raw == {"note": "\ufffd", "n": [1, "\ufffd"]}
     # what cleaning cannot mend (a key or a time) is left out of a poll's result
     late = datetime(9999, 12, 31, 23, 59, tzinfo=timezone(-timedelta(hours=5)))
-    keyless = base.Observation("sparksender", "", None, State.sent, "1")
-    timeless = base.Observation("sparksender", "14364", None, State.sent, "1", event_at=late)
+    keyless = base.Observation(vendor="sparksender", vendor_ref="", recipient=None, state=State.sent, code="1")
+    timeless = base.Observation(vendor="sparksender", vendor_ref="14364", recipient=None, state=State.sent, code="1", event_at=late)
     assert storable([o, keyless, timeless]) == [c]

@@ -12,7 +12,7 @@ from tests.unit.fixtures import (EDGE_DATES, FUZZ, NOW, PROPERTY, as_json_text, 
                                  headers, json_values, load, methods, mostly, ok, queries, raw, raw_bytes, shaped,
                                  statuses, unwrapped, wild_scalars, wild_values)
 from tracker.adapters import engagespark as es
-from tracker.adapters.base import NO_REF, HttpRequest, HttpResponse, MessageRef, ParseError
+from tracker.adapters.base import NO_REF, HttpRequest, HttpResponse, MessageRef, NotConfigured, ParseError
 from tracker.config_types import VendorConfig
 from tracker.core.states import Failure, State
 
@@ -72,7 +72,7 @@ def test_golden_status_old_field_names():
 
 def test_golden_invalid_token_is_account_error():
     r = es.parse_status([ok(raw("engagespark", "error_401.json"), 401)], [MessageRef("X")], NOW)
-    assert (r.account_error.code, r.account_error.reason, r.observations) == ("401", "Invalid Token", [])
+    assert (r.account_error.code, r.account_error.reason, r.observations) == ("http_401", "Invalid Token", [])
     s = es.parse_send(HttpResponse(401, {}, raw("engagespark", "error_401.json")), None, NOW)
     assert s.account_error.code == "401" and s.observations == []
     assert es.parse_send(load("engagespark", "error_401.json"), None, NOW).account_error.code == "401"
@@ -157,7 +157,7 @@ def test_status_http_answers():
     assert (sent.vendor_ref, sent.state) == ("B", State.sent)
     assert (r.transient_error, r.retry_after_s, r.account_error) == ("HTTP 429", 30.0, None)
     r = es.parse_status([ok({"error": "insufficient funds"}, 402)], [MessageRef("a")], NOW)
-    assert (r.account_error.code, r.account_error.reason) == ("402", "insufficient funds")
+    assert (r.account_error.code, r.account_error.reason) == ("http_402", "insufficient funds")
 
 
 def test_normalize_ref():
@@ -213,8 +213,8 @@ def test_list_cursor_mode_and_errors():
     req = HttpRequest("GET", "https://x/v1/organizations/1/messages/", params={"limit": "100"})
     r = es.parse_list(ok({"messages": [], "hasNextPage": True, "nextPage": "SMS9-9", "paged": False}), NOW, request=req)
     assert r.next_request.params == {"limit": "100", "after": "SMS9-9"}
-    assert es.parse_list(ok({"error": "Invalid Token"}, 401), NOW).account_error.code == "401"
-    assert es.parse_list(ok({}, 404), NOW).account_error.code == "404"
+    assert es.parse_list(ok({"error": "Invalid Token"}, 401), NOW).account_error.code == "http_401"
+    assert es.parse_list(ok({}, 404), NOW).account_error.code == "http_404"
     assert es.parse_list(ok(b"", 503, {"Retry-After": "2"}), NOW).retry_after_s == 2.0
     with pytest.raises(ParseError):
         es.parse_list(ok({"messages": [{"recipient": "1"}]}), NOW)  # an entry without id
@@ -228,7 +228,7 @@ def test_status_request_url_sends_the_id_as_issued():
     [r] = es.status_requests(CFG, [MessageRef(" sms1/2?x ")])
     assert r.url == "https://api.engagespark.com/v1/organizations/1234/messages/%20sms1%2F2%3Fx%20/"
     assert r.headers["Authorization"] == "Token KEY-secret"
-    with pytest.raises(ValueError):
+    with pytest.raises(NotConfigured):
         es.status_requests(VendorConfig("engagespark"), [MessageRef("a")])
 
 

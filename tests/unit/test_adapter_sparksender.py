@@ -10,7 +10,7 @@ from tests.unit.fixtures import (FUZZ, NOW, PROPERTY, as_json_text, check_send, 
                                  json_values, load, methods, mostly, ok, queries, raw, raw_bytes, shaped, statuses,
                                  unwrapped, wild_scalars, wild_values)
 from tracker.adapters import sparksender as ss
-from tracker.adapters.base import NO_REF, AccountError, HttpResponse, MessageRef, ParseError
+from tracker.adapters.base import NO_REF, AccountError, HttpResponse, MessageRef, NotConfigured, ParseError
 from tracker.config_types import VendorConfig
 from tracker.core.states import Failure, State
 
@@ -155,7 +155,7 @@ def test_status_url_default_and_override():
         "http://127.0.0.1:9/sparksender/api/getStatus/"
     assert ss.status_requests(VendorConfig("sparksender", status_url="https://x.example/st", user_id="u",
                                            api_key="k"), [MessageRef("1")])[0].url == "https://x.example/st"
-    with pytest.raises(ValueError):
+    with pytest.raises(NotConfigured):
         ss.status_requests(VendorConfig("sparksender"), [MessageRef("1")])
 
 

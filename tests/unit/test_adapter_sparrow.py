@@ -12,7 +12,8 @@ from tests.unit.fixtures import (FUZZ, NOW, PROPERTY, as_json_text, check_send, 
                                  load, methods, ok, queries, raw, raw_bytes, shaped, statuses, unwrapped,
                                  wild_scalars, wild_values)
 from tracker.adapters import sparrow as sp
-from tracker.adapters.base import MAX_REF_LEN, AccountError, HttpResponse, MessageRef, ParseError
+from tracker.adapters.base import (MAX_REF_LEN, AccountError, HttpResponse, LoginResult, MessageRef,
+                                   NotConfigured, ParseError)
 from tracker.config_types import VendorConfig
 from tracker.core.states import Failure, State
 
@@ -27,9 +28,9 @@ B2 = "b8d2516c-f78d-42d9-bdf4-6b5ec421402d"
 
 
 def test_golden_login():
-    token, expires = sp.parse_login(ok(raw("sparrow", "login.json")), NOW)
-    assert token == "<JWT>"
-    assert expires == datetime(2022, 8, 21, 18, 0, 55, 400174, tzinfo=NPT)
+    login = sp.parse_login(ok(raw("sparrow", "login.json")), NOW)
+    assert login.token == "<JWT>" and login.account_error is None
+    assert login.expires_on == datetime(2022, 8, 21, 18, 0, 55, 400174, tzinfo=NPT)
 
 
 def test_golden_compose_ok():
@@ -78,29 +79,28 @@ def test_golden_batch_complete():
                                   "Account is Expired", "Invalid User"])
 def test_login_errors_are_account_errors(text):
     body = {"data": {"errors": text}, "result": "11", "status": "UNAUTHORIZED"}
-    err = sp.parse_login(ok(body, 401), NOW)
-    assert err == AccountError("11", text)
-    assert sp.parse_login(ok({"message": text}, 403), NOW) == AccountError("http_403", text)
+    assert sp.parse_login(ok(body, 401), NOW) == LoginResult(account_error=AccountError("11", text))
+    assert sp.parse_login(ok({"message": text}, 403), NOW).account_error == AccountError("http_403", text)
 
 
 def test_login_edge_cases():
     no_expiry = sp.parse_login(ok({"data": {"token": "t"}, "result": "00"}), NOW)
-    assert no_expiry == ("t", NOW + timedelta(hours=24))
+    assert (no_expiry.token, no_expiry.expires_on) == ("t", NOW + timedelta(hours=24))
     naive = sp.parse_login(ok({"data": {"token": "t", "expires_on": "2024-05-02 17:45:00"}, "result": "00"}), NOW)
-    assert naive[1] == datetime(2024, 5, 2, 12, tzinfo=timezone.utc)
-    busy = sp.parse_login(ok(b"", 503, {"Retry-After": "60"}), NOW)
-    assert busy == AccountError("http_503", "login: vendor unavailable", 60.0)
+    assert naive.expires_on == datetime(2024, 5, 2, 12, tzinfo=timezone.utc)
+    busy = sp.parse_login(ok(b"", 503, {"Retry-After": "60"}), NOW)  # the vendor, not the account
+    assert busy == LoginResult(transient_error="HTTP 503", retry_after_s=60.0)
     with pytest.raises(ParseError) as e:
         sp.parse_login(ok({"data": {"message": "Success", "token": 7}, "result": "00"}), NOW)
     assert "7" not in str(e.value)
-    assert sp.parse_login(ok(b"<html>", 401), NOW) == AccountError("http_401", "login refused")
+    assert sp.parse_login(ok(b"<html>", 401), NOW).account_error == AccountError("http_401", "login refused")
 
 
 def test_login_request():
     r = sp.login_request(CFG)
     assert (r.method, r.url, r.json) == ("POST", "https://ent-api.sparrowsms.com/v1/autho/apitoken/login/",
                                          {"api_token": "API-secret", "partner_token": "PARTNER-secret"})
-    with pytest.raises(ValueError):
+    with pytest.raises(NotConfigured):
         sp.login_request(VendorConfig("sparrow"))
 
 
@@ -151,7 +151,7 @@ def test_reports_unknown_list_is_unmapped():
 def test_report_http_answers():
     refs = [MessageRef(B2, "9771")]
     r = sp.parse_status([ok({}, 401), ok({}, 401)], refs, NOW)
-    assert r.account_error.code == "401" and r.observations == []
+    assert r.account_error.code == "http_401" and r.observations == []
     r = sp.parse_status([ok({}, 404), ok({}, 404)], refs, NOW)
     assert [(o.recipient, o.state, o.code) for o in r.observations] == [("9771", None, "404")]
     r = sp.parse_status([ok(b"", 429, {"Retry-After": "12"}), report()], refs, NOW)

@@ -42,13 +42,13 @@ def test_no_operator_or_an_unusable_one_is_none():
 
 
 def test_an_operator_postgresql_cannot_store_is_caught_and_cleaned():
-    o = Observation("skycore", "t-1", None, State.sent, "N201", operator="AT\x00T")
+    o = Observation(vendor="skycore", vendor_ref="t-1", recipient=None, state=State.sent, code="N201", operator="AT\x00T")
     assert unstorable(o) is not None
     assert cleaned(o).operator == "AT\ufffdT" and unstorable(cleaned(o)) is None
 
 
 def test_operator_is_the_last_field_and_optional():
-    o = Observation("skycore", "t-1", None, State.sent, "N201")
+    o = Observation(vendor="skycore", vendor_ref="t-1", recipient=None, state=State.sent, code="N201")
     assert o.operator is None
     assert Observation.__dataclass_fields__["operator"].default is None
     assert list(Observation.__dataclass_fields__)[-1] == "operator"

@@ -110,7 +110,7 @@ def test_form_encoded_nul_is_refused():
 
 def test_time_out_of_range_is_refused():
     late = datetime(9999, 12, 31, 23, 59, tzinfo=timezone(-timedelta(hours=5)))  # past year 9999 in UTC
-    o = Observation("skycore", "t", None, State.sent, "N201", event_at=late)
+    o = Observation(vendor="skycore", vendor_ref="t", recipient=None, state=State.sent, code="N201", event_at=late)
     assert core.unstorable(o, "skycore") == "time out of range"
 
 
@@ -137,3 +137,25 @@ def test_a_vendor_time_out_of_range_keeps_the_report_at_the_receive_time(when):
     [o] = core.parse(skycore_raw(orjson.dumps(dict(SKY, timestamp=when))))
     assert o.state is State.delivered
     assert o.event_at is None or o.event_at.year == 1  # stored as given, or left to the receive time
+
+
+def test_content_types_are_each_vendors_own():
+    from tracker import adapters
+    routes = core.routes_from(config())
+    for name, route in routes.items():
+        assert route.content_types == adapters.get(name).POSTBACK_CONTENT_TYPES
+
+
+def test_a_vendor_that_signs_is_authenticated_once_the_body_is_read():
+    from tracker.adapters.base import PostbackRequest
+    req = PostbackRequest("POST", "https://x.example/postbacks/v/t", {"X-Signature": "s"}, b"a=1")
+    plain = core.Route("v", b"", (), frozenset())
+    assert core.authenticate(plain, req) is None  # signs nothing: nothing to check
+    signed = dataclasses.replace(plain, verify=lambda r: r.headers.get("X-Signature") == "s")
+    assert core.authenticate(signed, req) is None
+    assert core.authenticate(signed, dataclasses.replace(req, headers={})) == core.BAD_SIGNATURE
+
+    def trips(r):
+        raise KeyError("a verifier that trips")
+
+    assert core.authenticate(dataclasses.replace(plain, verify=trips), req) == core.BAD_SIGNATURE

@@ -1,18 +1,27 @@
-"""The vendor adapters: one small sans-I/O module per vendor, all with the same names
-(NAME, POLLS, PUSHES, BATCH_POLL, KEYED_BY_RECIPIENT, normalize_ref, status_requests,
-parse_status, parse_postback, parse_send; Sparrow adds login_request / parse_login,
-engageSPARK list_request / parse_list). Mapping tables: docs/vendors.md.
+"""The vendor adapters: one small sans-I/O module per vendor, each keeping the contract declared
+in tracker.adapters.contract (the Adapter protocol, plus the optional abilities LogsIn,
+ListsMessages, PollsInBatches, SignsPostbacks). Mapping tables: docs/vendors.md. Adding a
+vendor: docs/adding-a-vendor.md.
+
+The registry below is the one place that names the vendors: configuration (VENDORS), intake,
+the poller, the postback routes and the sandbox all take them from here.
 """
 from __future__ import annotations
 
-from types import ModuleType
+from importlib import import_module
 
-from tracker.adapters import engagespark, skycore, sparksender, sparrow
+from tracker.adapters.contract import Adapter
 
-ADAPTERS: dict[str, ModuleType] = {m.NAME: m for m in (sparksender, engagespark, skycore, sparrow)}
+# The registered vendors, in the order they are shown (one module each: tracker/adapters/<name>.py).
+REGISTERED = ("sparksender", "engagespark", "skycore", "sparrow")
+
+ADAPTERS: dict[str, Adapter] = {name: import_module(f"tracker.adapters.{name}") for name in REGISTERED}
+VENDORS: tuple[str, ...] = tuple(ADAPTERS)
+# Vendors whose id names a batch, so that a message is (vendor_ref, recipient).
+KEYED_BY_RECIPIENT = frozenset(name for name, a in ADAPTERS.items() if a.KEYED_BY_RECIPIENT)
 
 
-def get(vendor: str) -> ModuleType:
+def get(vendor: str) -> Adapter:
     """The adapter module for `vendor`; KeyError naming the known vendors otherwise."""
     try:
         return ADAPTERS[vendor]
@@ -20,4 +29,4 @@ def get(vendor: str) -> ModuleType:
         raise KeyError(f"unknown vendor {vendor!r}; known vendors: {', '.join(sorted(ADAPTERS))}") from None
 
 
-__all__ = ["ADAPTERS", "get"]
+__all__ = ["ADAPTERS", "KEYED_BY_RECIPIENT", "VENDORS", "get"]

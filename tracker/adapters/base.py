@@ -18,6 +18,12 @@ class ParseError(ValueError):
     """The payload cannot be read as this vendor's format. The message says why, never a secret."""
 
 
+class NotConfigured(Exception):
+    """The adapter cannot build a request: a setting it needs (a credential, a URL) is missing.
+    The poller treats it as an account-level error (the circuit opens and alerts); it is not a
+    ValueError, so that a ValueError from a bug is never mistaken for one."""
+
+
 # Longest vendor id (`Observation.vendor_ref`, as issued and normalized), recipient (digits) and
 # client reference a submission may carry: the intake refuses a row beyond them (PostgreSQL's
 # btree entries hold about 2,700 bytes; no vendor's documented id comes near these). Adapters
@@ -32,9 +38,10 @@ MAX_CLIENT_REF_LEN = 500
 MAX_INT_BITS = 1024
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Observation:
-    """One report about one message, normalized.
+    """One report about one message, normalized (built with keywords only: ten fields are too
+    many to tell apart by position).
 
     `state` is None when the vendor's code is not in our mapping table: the report is recorded
     and counted as unmapped, never guessed.
@@ -104,12 +111,88 @@ class StatusResult:
 
 
 @dataclass(slots=True)
+class LoginResult:
+    """What a login answer said: a token and when it expires, or an account-level error, or a
+    transient problem (the vendor is unavailable) with an optional Retry-After."""
+
+    token: str | None = None
+    expires_on: datetime | None = None
+    account_error: AccountError | None = None
+    retry_after_s: float | None = None
+    transient_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PostbackRequest:
+    """A postback as it reached us, for a vendor that signs its postbacks (SignsPostbacks): the
+    URL as received (scheme, host, path with the token, query), every header, the raw body."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """A configuration key only one vendor has (`vendors.<vendor>.<key>`, a string), declared
+    in its adapter's SETTINGS and found in `VendorConfig.settings`."""
+
+    about: str
+    secret: bool = False  # masked in logs and errors; may be given as `<key>_file`
+    url: bool = False  # an http:// or https:// URL
+
+
+@dataclass(slots=True)
 class SendResult:
     """What a raw send response (plus the request, where needed) says: one observation per
     message created (state `submitted`/`accepted`, or `rejected` with the vendor's code)."""
 
     observations: list[Observation] = field(default_factory=list)
     account_error: AccountError | None = None
+
+
+# --- HTTP statuses, read the same way for every polled vendor ------------------------------------
+
+TRANSIENT_STATUSES = frozenset({408, 425, 429})  # and every 5xx: try again later
+ACCOUNT_STATUSES: Mapping[int, str] = {401: "credentials refused", 403: "forbidden"}
+READ, LOOKUP, NOTED = "read", "lookup", "noted"
+
+
+def is_transient(status: int) -> bool:
+    return status in TRANSIENT_STATUSES or status >= 500
+
+
+def classify_http(resp: HttpResponse, now: datetime, into: Any, *,
+                  account: Mapping[int, str] = ACCOUNT_STATUSES, lookup: Any = (),
+                  reason: Any = None) -> str:
+    """How an answer's HTTP status reads, for every polled vendor alike:
+
+    - 2xx: READ (the body is the vendor's answer);
+    - a status in `lookup`: LOOKUP (the vendor does not know this id: a per-message lookup
+      failure, which the adapter records as an observation without a state);
+    - 408, 425, 429, 5xx: NOTED as `into.transient_error` "HTTP n", with `into.retry_after_s`
+      from Retry-After (the longest of a batch);
+    - 401, 403 and the vendor's other account statuses (`account`: status -> default reason):
+      NOTED as `into.account_error` `http_<n>` with `reason(resp)` or the default reason;
+    - anything else: NOTED as transient (an answer that is not the vendor's: retried, counted).
+
+    `into` is a StatusResult or a LoginResult; the first error noted on it stays."""
+    s = resp.status
+    if 200 <= s < 300:
+        return READ
+    if s in lookup:
+        return LOOKUP
+    if s in account or s in ACCOUNT_STATUSES:
+        why = (reason(resp) if reason else "") or account.get(s) or ACCOUNT_STATUSES[s]
+        into.account_error = into.account_error or AccountError(f"http_{s}", why)
+        return NOTED
+    into.transient_error = into.transient_error or f"HTTP {s}"
+    if is_transient(s):
+        wait = retry_after(resp.headers, now)
+        if wait is not None:
+            into.retry_after_s = max(into.retry_after_s or 0.0, wait)
+    return NOTED
 
 
 def digits(number: Any) -> str:

@@ -9,37 +9,45 @@ are read. The vendor retries failed hand-offs until `deliveryDeadline` (24 h): a
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 from urllib.parse import parse_qsl, quote
 
 from tracker.adapters.base import (
+    LOOKUP,
     MAX_REF_LEN,
     NO_REF,
+    READ,
     AccountError,
     HttpRequest,
     HttpResponse,
     MessageRef,
+    NotConfigured,
     Observation,
     ParseError,
     SendResult,
+    Setting,
     StatusResult,
     as_code,
+    classify_http,
     guarded,
     id_text,
     json_value,
     load_json,
     parse_time,
     recipient_digits,
-    retry_after,
 )
-from tracker.config_types import VendorConfig
 from tracker.core.states import Failure, State
+
+if TYPE_CHECKING:
+    from tracker.config_types import VendorConfig
 
 NAME = "engagespark"
 POLLS = True
 PUSHES = True
-BATCH_POLL = False  # the status call is per message; the list endpoint (list_request) covers many
 KEYED_BY_RECIPIENT = False
+# clientPushURL: undocumented; the status object as JSON or form fields
+POSTBACK_CONTENT_TYPES = frozenset({"application/json", "application/x-www-form-urlencoded"})
+SETTINGS: dict[str, Setting] = {}  # org_id, api_key: VendorConfig fields
 
 DEFAULT_BASE_URL = "https://api.engagespark.com"
 LIST_MAX_SIZE = 1000
@@ -90,7 +98,7 @@ def _base(cfg: VendorConfig) -> str:
 
 def _auth(cfg: VendorConfig) -> dict[str, str]:
     if not cfg.api_key or not cfg.org_id:
-        raise ValueError("engagespark: org_id and api_key must be configured")
+        raise NotConfigured("engagespark: org_id and api_key must be configured")
     return {"Authorization": f"Token {cfg.api_key}", "Accept": "application/json"}
 
 
@@ -265,22 +273,10 @@ def _error_text(resp: HttpResponse) -> str:
     return _text(body.get("error")) if isinstance(body, dict) else ""
 
 
-def _http_problem(resp: HttpResponse, now: datetime, result: StatusResult, lookup: bool) -> bool:
-    """Account errors, transient errors; True when the body is not a status object."""
-    s = resp.status
-    if 200 <= s < 300:
-        return False
-    if s in (401, 402, 403) or (s == 404 and not lookup):
-        default = {401: "Invalid Token", 402: "insufficient funds", 403: "forbidden", 404: "organization not found"}[s]
-        result.account_error = result.account_error or AccountError(str(s), _error_text(resp) or default)
-    elif s in (408, 425, 429) or s >= 500:
-        result.transient_error = result.transient_error or f"HTTP {s}"
-        wait = retry_after(resp.headers, now)
-        if wait is not None:
-            result.retry_after_s = max(result.retry_after_s or 0.0, wait)
-    elif not lookup:
-        result.transient_error = result.transient_error or f"HTTP {s}"
-    return True
+HTTP_ACCOUNT_STATUSES = {401: "Invalid Token", 402: "insufficient funds", 403: "forbidden"}
+# The list endpoint names no message: a 404 there means the organization is wrong.
+LIST_ACCOUNT_STATUSES = {**HTTP_ACCOUNT_STATUSES, 404: "organization not found"}
+LOOKUP_STATUSES = (400, 404)  # a status call about an id the vendor does not know
 
 
 @guarded("engagespark status")
@@ -291,14 +287,14 @@ def parse_status(responses: list[HttpResponse], refs: list[MessageRef], now: dat
         raise ParseError("engagespark status: responses and refs differ in length")
     result = StatusResult()
     for resp, ref in zip(responses, refs):
-        if _http_problem(resp, now, result, lookup=True):
-            if resp.status in (400, 404):
-                text = _error_text(resp) or ("message not found" if resp.status == 404 else "bad request")
-                result.observations.append(Observation(
-                    vendor=NAME, vendor_ref=normalize_ref(ref.vendor_ref),
-                    recipient=recipient_digits(ref.recipient), state=None, code=str(resp.status), text=text))
-            elif not (result.account_error or result.transient_error):
-                result.transient_error = f"HTTP {resp.status}"
+        answer = classify_http(resp, now, result, account=HTTP_ACCOUNT_STATUSES,
+                               lookup=LOOKUP_STATUSES, reason=_error_text)
+        if answer == LOOKUP:
+            text = _error_text(resp) or ("message not found" if resp.status == 404 else "bad request")
+            result.observations.append(Observation(
+                vendor=NAME, vendor_ref=normalize_ref(ref.vendor_ref),
+                recipient=recipient_digits(ref.recipient), state=None, code=str(resp.status), text=text))
+        if answer != READ:
             continue
         body = load_json(resp.body, "engagespark status")
         if not isinstance(body, dict):
@@ -312,7 +308,7 @@ def parse_list(resp: HttpResponse, now: datetime, request: HttpRequest | None = 
     """One page of the list endpoint. Pass the `request` that fetched it to get `next_request`
     (the same request with `page` = the vendor's `nextPage`) when `hasNextPage` is true."""
     result = StatusResult()
-    if _http_problem(resp, now, result, lookup=False):
+    if classify_http(resp, now, result, account=LIST_ACCOUNT_STATUSES, reason=_error_text) != READ:
         return result
     body = load_json(resp.body, "engagespark list")
     if not isinstance(body, dict):

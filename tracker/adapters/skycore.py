@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 from datetime import datetime
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 from urllib.parse import parse_qsl
 
 from tracker.adapters.base import (
@@ -22,6 +22,7 @@ from tracker.adapters.base import (
     Observation,
     ParseError,
     SendResult,
+    Setting,
     StatusResult,
     as_code,
     digits,
@@ -31,14 +32,19 @@ from tracker.adapters.base import (
     load_json,
     parse_time,
 )
-from tracker.config_types import VendorConfig
 from tracker.core.states import Failure, State
+
+if TYPE_CHECKING:
+    from tracker.config_types import VendorConfig
 
 NAME = "skycore"
 POLLS = False
 PUSHES = True
-BATCH_POLL = False
 KEYED_BY_RECIPIENT = False
+# v2 JSON; v1 XML (as XML, or form-encoded with an `xml` field on some accounts)
+POSTBACK_CONTENT_TYPES = frozenset({"application/json", "application/xml", "text/xml",
+                                    "application/x-www-form-urlencoded"})
+SETTINGS: dict[str, Setting] = {}  # api_key: a VendorConfig field
 
 # Unambiguous postback codes -> (state, permanent).
 CODES: dict[str, tuple[State, bool | None]] = {

@@ -8,35 +8,41 @@ be confirmed with the vendor (docs/vendors.md).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 from urllib.parse import parse_qsl
 
 from tracker.adapters.base import (
     NO_REF,
     AccountError,
     HttpRequest,
+    READ,
     HttpResponse,
     MessageRef,
+    NotConfigured,
     Observation,
     ParseError,
     SendResult,
+    Setting,
     StatusResult,
     as_code,
+    classify_http,
     guarded,
     id_text,
     json_value,
     load_json,
     recipient_digits,
-    retry_after,
 )
-from tracker.config_types import VendorConfig
 from tracker.core.states import Failure, State
+
+if TYPE_CHECKING:
+    from tracker.config_types import VendorConfig
 
 NAME = "sparksender"
 POLLS = True
 PUSHES = False
-BATCH_POLL = False
 KEYED_BY_RECIPIENT = False
+POSTBACK_CONTENT_TYPES: frozenset[str] = frozenset()  # no callbacks
+SETTINGS: dict[str, Setting] = {}  # status_url, user_id, api_key: VendorConfig fields
 
 DEFAULT_BASE_URL = "https://cp.sparksender.com"
 STATUS_PATH = "/api/getStatus/"  # not published by the vendor: confirm, or set cfg.status_url
@@ -107,7 +113,7 @@ def status_requests(
 ) -> list[HttpRequest]:
     """One GET per message, its id as issued (verbatim); credentials in the query string."""
     if not cfg.user_id or not cfg.api_key:
-        raise ValueError("sparksender: user_id and api_key must be configured")
+        raise NotConfigured("sparksender: user_id and api_key must be configured")
     url = status_url(cfg)
     return [
         HttpRequest(
@@ -119,23 +125,9 @@ def status_requests(
     ]
 
 
-def _http_problem(resp: HttpResponse, now: datetime, result: StatusResult) -> bool:
-    """Fill `result` for a non-200 answer; True when the body is not to be read."""
-    if 200 <= resp.status < 300:
-        return False
-    if resp.status in (408, 425, 429) or resp.status >= 500:
-        result.transient_error = result.transient_error or f"HTTP {resp.status}"
-        wait = retry_after(resp.headers, now)
-        if wait is not None:
-            result.retry_after_s = max(result.retry_after_s or 0.0, wait)
-    elif resp.status in (401, 403, 404, 405, 410):
-        # Wrong credentials or a wrong status URL (it is not public): the operator must act.
-        result.account_error = result.account_error or AccountError(
-            f"http_{resp.status}", f"status call answered HTTP {resp.status}; check credentials and status_url"
-        )
-    else:
-        result.transient_error = result.transient_error or f"HTTP {resp.status}"
-    return True
+# Wrong credentials or a wrong status URL (it is not public): the operator must act.
+HTTP_ACCOUNT_STATUSES = {s: f"status call answered HTTP {s}; check credentials and status_url"
+                         for s in (401, 403, 404, 405, 410)}
 
 
 @guarded("sparksender status")
@@ -146,7 +138,7 @@ def parse_status(responses: list[HttpResponse], refs: list[MessageRef], now: dat
         raise ParseError("sparksender status: responses and refs differ in length")
     result = StatusResult()
     for resp, ref in zip(responses, refs):
-        if _http_problem(resp, now, result):
+        if classify_http(resp, now, result, account=HTTP_ACCOUNT_STATUSES) != READ:
             continue
         body = load_json(resp.body, "sparksender status")
         if not isinstance(body, dict):

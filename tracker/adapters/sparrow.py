@@ -10,36 +10,45 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta, timezone
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 from urllib.parse import quote
 
 from tracker.adapters.base import (
+    LOOKUP,
     MAX_REF_LEN,
     NO_REF,
+    READ,
     AccountError,
     HttpRequest,
     HttpResponse,
+    LoginResult,
     MessageRef,
+    NotConfigured,
     Observation,
     ParseError,
     SendResult,
+    Setting,
     StatusResult,
     as_code,
+    classify_http,
     digits,
     guarded,
+    is_transient,
     json_value,
     load_json,
     parse_time,
-    retry_after,
 )
-from tracker.config_types import VendorConfig
 from tracker.core.states import Failure, State
+
+if TYPE_CHECKING:
+    from tracker.config_types import VendorConfig
 
 NAME = "sparrow"
 POLLS = True
 PUSHES = True
-BATCH_POLL = True
 KEYED_BY_RECIPIENT = True
+POSTBACK_CONTENT_TYPES = frozenset({"application/json"})  # DLR callbacks
+SETTINGS: dict[str, Setting] = {}  # api_token, partner_token: VendorConfig fields
 
 DEFAULT_BASE_URL = "https://ent-api.sparrowsms.com"
 NAIVE_TZ = timezone(timedelta(hours=5, minutes=45), "NPT")  # assumption: see module docstring
@@ -61,6 +70,8 @@ DLR_STATUS: dict[str, tuple[State, str, bool | None]] = {
 CODE_INVALID_RECIPIENT = "invalid_recipient"
 CODE_BATCH_REJECTED = "rejected"  # batch_complete rejected_numbers
 RESULT_OK, RESULT_DRAFT, RESULT_DATA_ERROR = "00", "01", "11"
+
+HTTP_ACCOUNT_STATUSES = {401: "bearer token rejected (log in again)", 403: "forbidden"}
 
 _NUMBER_KEYS = ("to", "number", "recipient", "mobile")
 _TIME_KEYS = ("ts", "timestamp", "time")
@@ -87,7 +98,7 @@ def _base(cfg: VendorConfig) -> str:
 
 def login_request(cfg: VendorConfig) -> HttpRequest:
     if not cfg.api_token or not cfg.partner_token:
-        raise ValueError("sparrow: api_token and partner_token must be configured")
+        raise NotConfigured("sparrow: api_token and partner_token must be configured")
     return HttpRequest(
         "POST",
         f"{_base(cfg)}/v1/autho/apitoken/login/",
@@ -128,27 +139,37 @@ def _result(body: Any) -> str | None:
 
 
 @guarded("sparrow login")
-def parse_login(resp: HttpResponse, now: datetime) -> tuple[str, datetime] | AccountError:
-    """(token, expires_on) or an AccountError ("Invalid API Token", "Account is Expired", ...).
-    A 429/5xx is an AccountError too, with retry_after_s: no token can be had now."""
+def parse_login(resp: HttpResponse, now: datetime) -> LoginResult:
+    """The token and its expires_on, or an account error ("Invalid API Token", "Account is
+    Expired", ...), or (408/425/429/5xx) a transient error with its Retry-After."""
     s = resp.status
-    if s in (408, 425, 429) or s >= 500:
-        return AccountError(f"http_{s}", "login: vendor unavailable", retry_after(resp.headers, now))
+    login = LoginResult()
+    if is_transient(s):
+        classify_http(resp, now, login)
+        return login
     try:
         body = load_json(resp.body, "sparrow login")
     except ParseError:
         if 200 <= s < 300:
             raise
-        return AccountError(f"http_{s}", "login refused")
+        login.account_error = AccountError(f"http_{s}", "login refused")
+        return login
     result = _result(body)
     data = body.get("data") if isinstance(body, dict) else None
     token = data.get("token") if isinstance(data, dict) else None
     if 200 <= s < 300 and result in (None, RESULT_OK) and isinstance(token, str) and token.strip():
-        expires = parse_time(data.get("expires_on"), NAIVE_TZ) or now + TOKEN_LIFETIME
-        return token.strip(), expires
+        login.token = token.strip()
+        login.expires_on = parse_time(data.get("expires_on"), NAIVE_TZ) or now + TOKEN_LIFETIME
+        return login
     if 200 <= s < 300 and result in (None, RESULT_OK):
         raise ParseError("sparrow login: answer has no token")
-    return AccountError(result or f"http_{s}", _error_text(body) or "login refused")
+    login.account_error = AccountError(result or f"http_{s}", _error_text(body) or "login refused")
+    return login
+
+
+def batch_of(ref: MessageRef) -> str:
+    """One compose call is one batch: its two report calls answer for every recipient."""
+    return normalize_ref(ref.vendor_ref)
 
 
 def _batches(refs: list[MessageRef]) -> dict[str, list[MessageRef]]:
@@ -204,26 +225,14 @@ def parse_status(responses: list[HttpResponse], refs: list[MessageRef], now: dat
         wanted = {digits(r.recipient): r for r in batch_refs if r.recipient and digits(r.recipient)}
         missing_reported = False
         for resp in responses[2 * i: 2 * i + 2]:
-            s = resp.status
-            if 200 <= s < 300:
-                pass
-            elif s == 404:  # the batch is unknown: a lookup failure per message, once
-                if not missing_reported:
-                    missing_reported = True
-                    for number in wanted:
-                        result.observations.append(Observation(
-                            vendor=NAME, vendor_ref=batch, recipient=number, state=None, code="404",
-                            text="batch not found"))
-                continue
-            elif s in (401, 403):
-                reason = "bearer token rejected (log in again)" if s == 401 else "forbidden"
-                result.account_error = result.account_error or AccountError(str(s), reason)
-                continue
-            else:
-                result.transient_error = result.transient_error or f"HTTP {s}"
-                wait = retry_after(resp.headers, now)
-                if wait is not None:
-                    result.retry_after_s = max(result.retry_after_s or 0.0, wait)
+            answer = classify_http(resp, now, result, account=HTTP_ACCOUNT_STATUSES, lookup=(404,))
+            if answer == LOOKUP and not missing_reported:  # the batch is unknown: once per message
+                missing_reported = True
+                for number in wanted:
+                    result.observations.append(Observation(
+                        vendor=NAME, vendor_ref=batch, recipient=number, state=None, code="404",
+                        text="batch not found"))
+            if answer != READ:
                 continue
             body = load_json(resp.body, "sparrow status")
             if not isinstance(body, dict):

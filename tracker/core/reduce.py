@@ -7,10 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Iterable, Mapping
 
+from tracker.adapters import KEYED_BY_RECIPIENT  # each vendor's own fact, gathered by the registry
 from tracker.core.states import State, step
-
-# Vendors whose id names a batch, so a message is (vendor_ref, recipient).
-KEYED_BY_RECIPIENT = frozenset({"sparrow"})
 
 
 def recipient_key(vendor: str, recipient: str | None) -> str:

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
-from typing import Any, Callable
+from typing import Callable
 
 from aiolimiter import AsyncLimiter
 
 from tracker.adapters.base import AccountError, HttpRequest, HttpResponse, ParseError, retry_after
+from tracker.adapters.contract import LogsIn
 from tracker.config_types import VendorConfig
 from tracker.poller.clock import SYSTEM_CLOCK, Clock
 from tracker.poller.transport import Transport, TransportError
@@ -95,7 +96,7 @@ class TokenCache:
     """A login token (Sparrow's): fetched on first use, refreshed before it expires and when a
     call is refused with 401 (only once for all callers that saw the same refused token)."""
 
-    def __init__(self, adapter: Any, client: VendorClient):
+    def __init__(self, adapter: LogsIn, client: VendorClient):
         self.adapter = adapter
         self.client = client
         self.token: str | None = None
@@ -114,17 +115,16 @@ class TokenCache:
             self.token = None
             resp = await self.client.fetch(self.adapter.login_request(self.client.cfg))
             try:
-                out = self.adapter.parse_login(resp, now)
+                login = self.adapter.parse_login(resp, now)
             except ParseError:
                 raise TransportError("malformed login answer") from None
-            if isinstance(out, AccountError):
-                if out.code.startswith("http_") and (out.code[5:] in ("408", "425", "429")
-                                                     or out.code[5:].startswith("5")):
-                    if out.retry_after_s:
-                        self.client.pause(out.retry_after_s)
-                    raise TransportError(f"login {out.code}")  # the vendor is down, not our account
-                raise AccountProblem(out)
-            token, expires_on = out
+            if login.account_error is not None:
+                raise AccountProblem(login.account_error)
+            if login.token is None or login.expires_on is None:  # the vendor is down, not our account
+                if login.retry_after_s:
+                    self.client.pause(login.retry_after_s)
+                raise TransportError(f"login: {login.transient_error or 'no token'}")
+            token, expires_on = login.token, login.expires_on
             lifetime = (expires_on - now).total_seconds()
             # Refresh before expiry: a tenth of the lifetime early, at most five minutes early.
             margin = min(300.0, max(0.0, lifetime) * 0.1)

@@ -170,8 +170,9 @@ async def end_windows(conn: asyncpg.Connection) -> int:
             break
         now = SYSTEM_CLOCK.now()
         await reducer.apply(conn, "tracker", [
-            Observation(r["vendor"], r["vendor_ref"], r["recipient"], State.unknown, WINDOW_CODE,
-                        WINDOW_TEXT, event_at=now) for r in rows], received_at=now)
+            Observation(vendor=r["vendor"], vendor_ref=r["vendor_ref"], recipient=r["recipient"],
+                        state=State.unknown, code=WINDOW_CODE, text=WINDOW_TEXT, event_at=now)
+            for r in rows], received_at=now)
         total += len(rows)
         if len(rows) < WINDOW_BATCH:
             break

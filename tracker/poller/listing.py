@@ -10,9 +10,10 @@ A failed page ends the walk: the messages not seen yet share its outcome.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any, Sequence
+from typing import Sequence
 
-from tracker.adapters.base import Observation, ParseError, StatusResult
+from tracker.adapters.base import AccountError, NotConfigured, Observation, ParseError, StatusResult
+from tracker.adapters.contract import ListsMessages
 from tracker.config_types import VendorConfig
 from tracker.poller.client import Deferred, VendorClient
 from tracker.poller.health import VendorHealth
@@ -23,11 +24,11 @@ from tracker.poller.transport import TransportError
 LIST_CLAIM_MAX = 5000  # messages claimed at once in list mode
 LIST_MAX_PAGES = 20  # ... and list pages walked for them before asking per message
 LIST_SLACK = timedelta(seconds=60)  # vendor's accept time vs our submitted_at, clock skew
-DEFAULT_PAGE_SIZE = 1000
 
 
 class ListWalker:
-    def __init__(self, adapter: Any, cfg: VendorConfig, client: VendorClient, health: VendorHealth):
+    def __init__(self, adapter: ListsMessages, cfg: VendorConfig, client: VendorClient,
+                 health: VendorHealth):
         self.adapter = adapter
         self.cfg = cfg
         self.client = client
@@ -43,8 +44,13 @@ class ListWalker:
             return [r for r in rows if r.ref.vendor_ref not in seen]
 
         after = min(r.submitted_at for r in rows) - LIST_SLACK
-        size = getattr(self.adapter, "LIST_MAX_SIZE", DEFAULT_PAGE_SIZE)
-        req = self.adapter.list_request(self.cfg, after=after, page=1, size=size)
+        try:
+            req = self.adapter.list_request(self.cfg, after=after, page=1,
+                                            size=self.adapter.LIST_MAX_SIZE)
+        except NotConfigured as e:  # a setting is missing: the operator must act
+            self.health.record("account", f"account error config: {e}")
+            return spread(rows, StatusResult(account_error=AccountError("config", str(e))),
+                          lambda o: None, self.health.reopen_wait()), []
         pages = 0
         while req is not None and len(seen) < len(by_ref) and pages < LIST_MAX_PAGES:
             if self.health.is_open:

@@ -14,11 +14,12 @@ import asyncio
 import contextlib
 import random
 from datetime import datetime, timedelta
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import asyncpg
 
-from tracker.adapters.base import AccountError, MessageRef, ParseError, StatusResult
+from tracker.adapters.base import AccountError, MessageRef, NotConfigured, ParseError, StatusResult
+from tracker.adapters.contract import Adapter, ListsMessages, LogsIn, PollsInBatches
 from tracker.config_types import VendorConfig
 from tracker.core.reduce import recipient_key
 from tracker.core.states import State
@@ -45,7 +46,7 @@ STATES = {s.name: s for s in State}  # a state as the database spells it
 
 
 class VendorWorker:
-    def __init__(self, adapter: Any, cfg: VendorConfig, pool: Callable[[], asyncpg.Pool],
+    def __init__(self, adapter: Adapter, cfg: VendorConfig, pool: Callable[[], asyncpg.Pool],
                  owner: str, transport: Transport, clock: Clock = SYSTEM_CLOCK,
                  stopping: asyncio.Event | None = None):
         self.adapter = adapter
@@ -58,9 +59,10 @@ class VendorWorker:
         self.health = VendorHealth(cfg, clock)
         self.client = VendorClient(cfg, transport, clock)
         self.client.gate = self.health.reopens_in
-        self.tokens = TokenCache(adapter, self.client) if hasattr(adapter, "login_request") else None
-        has_list = hasattr(adapter, "list_request") and hasattr(adapter, "parse_list")
-        self.lists = ListWalker(adapter, cfg, self.client, self.health) if has_list else None
+        self.tokens = TokenCache(adapter, self.client) if isinstance(adapter, LogsIn) else None
+        self.lists = (ListWalker(adapter, cfg, self.client, self.health)
+                      if isinstance(adapter, ListsMessages) else None)
+        self.batches = adapter if isinstance(adapter, PollsInBatches) else None
         # At most `concurrency` polls at once; a poll holds its slot until its outcome has
         # reached the circuit breaker, so that none starts after the circuit should have opened.
         self.slots = asyncio.Semaphore(cfg.concurrency)
@@ -129,7 +131,7 @@ class VendorWorker:
                 due = await conn.fetchval(q.COUNT_DUE, self.name, cfg.list_poll_min)
                 listing = schedule.list_mode(due, cfg, True)
             limit = 1 if probe else (LIST_CLAIM_MAX if listing else cfg.batch_size)
-            sql = q.CLAIM_DUE_BATCHES if self.adapter.BATCH_POLL else q.CLAIM_DUE
+            sql = q.CLAIM_DUE_BATCHES if self.batches is not None else q.CLAIM_DUE
             rows = await conn.fetch(sql, self.name, limit, self.owner, schedule.lease_s(cfg, limit))
         claimed = [
             Claimed(r["id"], MessageRef(r["vendor_ref"], r["recipient"]),
@@ -143,10 +145,10 @@ class VendorWorker:
 
     async def poll(self, rows: Sequence[Claimed]) -> dict[int, Outcome]:
         """One poll per group: per message, or per batch id where one call answers a batch."""
-        if self.adapter.BATCH_POLL:
+        if self.batches is not None:
             groups: dict[str, list[Claimed]] = {}
             for r in rows:
-                groups.setdefault(r.ref.vendor_ref, []).append(r)
+                groups.setdefault(self.batches.batch_of(r.ref), []).append(r)
             parts = list(groups.values())
         else:
             parts = [[r] for r in rows]
@@ -181,7 +183,7 @@ class VendorWorker:
             result = StatusResult(transient_error=str(e))
         except ParseError:
             result = StatusResult(transient_error=MALFORMED)
-        except ValueError as e:  # the adapter cannot build the request: configuration
+        except NotConfigured as e:  # a setting is missing: the operator must act
             result = StatusResult(account_error=AccountError("config", str(e)))
         self.health.took(self.clock.monotonic() - started)
         self.health.record(*kind_of(result))

@@ -28,7 +28,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from tracker import metrics
-from tracker.adapters.base import ParseError
+from tracker.adapters.base import ParseError, PostbackRequest
 from tracker.config_types import VENDORS
 from tracker.db import queries as q
 from tracker.logging import get_logger, register_secret
@@ -137,6 +137,9 @@ class Postbacks:
             refusal = core.TOO_LARGE
         if refusal is None:
             body, refusal = await self._read(request)
+        if refusal is None:  # a vendor that signs its postbacks: checked before anything is read
+            refusal = core.authenticate(self.routes[vendor], PostbackRequest(
+                request.method, str(request.url), request.headers, body))
         if refusal is not None:
             if refusal.status != 404:
                 log.warning("postback refused", vendor=vendor, status=refusal.status,

@@ -10,26 +10,20 @@ import ipaddress
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 from urllib.parse import parse_qsl
 
 from tracker import adapters
-from tracker.adapters.base import MAX_RECIPIENT_LEN, MAX_REF_LEN, Observation, ParseError
+from tracker.adapters.base import (MAX_RECIPIENT_LEN, MAX_REF_LEN, Observation, ParseError,
+                                   PostbackRequest)
 from tracker.adapters.base import unstorable as base_unstorable
+from tracker.adapters.contract import SignsPostbacks
 from tracker.config_types import Config
 from tracker.core.reduce import recipient_key
 
-# Content types each pushing vendor sends (lower-case media type, parameters dropped). A request
-# without a Content-Type (a GET with a query string, or a vendor that omits it) is let through
-# to the adapter, which reads the body by its shape.
-CONTENT_TYPES: dict[str, frozenset[str]] = {
-    # v2 JSON; v1 XML (as XML, or form-encoded with an `xml` field on some accounts)
-    "skycore": frozenset({"application/json", "application/xml", "text/xml",
-                          "application/x-www-form-urlencoded"}),
-    "sparrow": frozenset({"application/json"}),
-    # clientPushURL: undocumented; the status object as JSON or form fields
-    "engagespark": frozenset({"application/json", "application/x-www-form-urlencoded"}),
-}
+# The content types each pushing vendor sends are its adapter's POSTBACK_CONTENT_TYPES (lower-
+# case media types, parameters dropped). A request without a Content-Type (a GET with a query
+# string, or a vendor that omits it) is let through to the adapter, which reads it by its shape.
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +39,7 @@ UNSUPPORTED = Refusal(415, "unsupported content type")
 TOO_LARGE = Refusal(413, "body too large")
 BROKEN_BODY = Refusal(400, "incomplete body")
 UNAVAILABLE = Refusal(503, "temporarily unavailable, retry later")
+BAD_SIGNATURE = Refusal(403, "signature does not verify")  # a vendor that signs (SignsPostbacks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +50,8 @@ class Route:
     token_digest: bytes
     networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     content_types: frozenset[str]
+    # A vendor that signs its postbacks (SignsPostbacks): does a request's signature verify?
+    verify: Callable[[PostbackRequest], bool] | None = None
 
 
 def _digest(token: str) -> bytes:
@@ -69,11 +66,26 @@ def routes_from(config: Config) -> dict[str, Route]:
     """Enabled vendors that push and have a postback token configured."""
     out = {}
     for name, vc in config.vendors.items():
-        if not (vc.enabled and vc.postback_token and adapters.get(name).PUSHES):
+        adapter = adapters.get(name)
+        if not (vc.enabled and vc.postback_token and adapter.PUSHES):
             continue
+        verify = (functools.partial(adapter.verify_postback, vc)
+                  if isinstance(adapter, SignsPostbacks) else None)
         out[name] = Route(name, _digest(vc.postback_token), networks(vc.allow_networks),
-                          CONTENT_TYPES.get(name, frozenset({"application/json"})))
+                          frozenset(adapter.POSTBACK_CONTENT_TYPES), verify)
     return out
+
+
+def authenticate(route: Route, request: PostbackRequest) -> Refusal | None:
+    """For a vendor that signs its postbacks, once the body is read: None when the signature
+    verifies (or the vendor signs nothing), else the refusal. A verifier that trips is a
+    refusal too: a request that cannot be verified is never stored."""
+    if route.verify is None:
+        return None
+    try:
+        return None if route.verify(request) else BAD_SIGNATURE
+    except Exception:  # noqa: BLE001 - whatever the verifier trips on, the request is not trusted
+        return BAD_SIGNATURE
 
 
 def media_type(content_type: str | None) -> str:

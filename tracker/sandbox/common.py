@@ -16,6 +16,7 @@ from tracker.sandbox.knobs import Knobs
 from tracker.sandbox.truth import Message, plan, refused, utcnow
 
 if TYPE_CHECKING:
+    from tracker.sandbox.client import Caller
     from tracker.sandbox.server import Sandbox
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -128,13 +129,30 @@ def is_loopback_url(url: str) -> bool:
 
 
 class Vendor:
-    """One fake vendor. Subclasses declare routes, what fates they can tell and their codes."""
+    """One fake vendor. Subclasses declare routes, what fates they can tell and their codes,
+    the credentials they expect, and how an application sends through them (`send_call`, for
+    tracker.sandbox.client). Each vendor's module names its class FAKE (the registry:
+    tracker.sandbox.server.VENDOR_CLASSES, one per registered adapter)."""
 
     name: ClassVar[str]
     FATE_MAP: ClassVar[dict[str, str]] = {}  # fates this vendor cannot tell -> what it reports
     CODES: ClassVar[dict[str, tuple[str, ...]]]  # fate -> the vendor's codes for it
     KEYED_BY_RECIPIENT: ClassVar[bool] = False
     TEMP_FAILURES: ClassVar[bool] = False
+    CREDENTIALS: ClassVar[dict[str, str]] = {}  # what it expects: the tracker's vendor config keys
+    SENDER: ClassVar[str] = "SANDBOX"  # a sender id it takes
+    BULK_SEND: ClassVar[bool] = True  # one send call may name many recipients
+    # Where its postbacks go: "account" (one URL set on the account, Sandbox.set_postback_url),
+    # "per_send" (a URL given with each single send), None (it sends none).
+    PUSH_URL: ClassVar[str | None] = None
+    SAMPLE_NUMBER: ClassVar[str] = "1555{:07d}"  # sample recipients (the demo), from an int
+
+    @staticmethod
+    async def send_call(call: "Caller", recipients: list[str], *, sender: str, message: str,
+                        bulk: bool, push_url: str | None) -> tuple[dict[str, Any], Any]:
+        """One send call as an application makes it: (the request as sent, without
+        credentials; the vendor's raw JSON answer)."""
+        raise NotImplementedError
 
     def __init__(self, sandbox: "Sandbox") -> None:
         self.sandbox = sandbox

@@ -54,6 +54,10 @@ def error(status: int, text: str, code: str, **context: Any) -> web.Response:
 
 class EngageSpark(Vendor):
     name = "engagespark"
+    CREDENTIALS = {"org_id": "1234", "api_key": "sandbox-engagespark-key"}
+    SENDER = "engageSPARK"
+    PUSH_URL = "per_send"  # clientPushURL on a single send
+    SAMPLE_NUMBER = "63917{:07d}"
     FATE_MAP = {"read": "delivered"}
     CODES = {
         "delivered": ("confirmed",),
@@ -330,9 +334,30 @@ class EngageSpark(Vendor):
             "messages": [self.status_object(m, m.state_at(now)[0], knobs) for m in chunk],
             "hasNextPage": more, "nextPage": next_page, "paged": paged})
 
+    # -- how an application sends through it (tracker.sandbox.client) --
+    @staticmethod
+    async def send_call(call, recipients, *, sender, message, bulk, push_url):
+        """The bulk phonenumbers call, or /v1/sms/phonenumber (with clientPushURL) for one."""
+        org_id = call.cfg["org_id"]
+        org: Any = int(org_id) if org_id.isdigit() else org_id
+        headers = {"Authorization": f"Token {call.cfg['api_key']}"}
+        if bulk:
+            body: dict[str, Any] = {"orgid": org, "messages": [
+                {"to": n, "from": sender, "message": message} for n in recipients]}
+            path = "/v1/messaging/sms/phonenumbers"
+        else:
+            body = {"orgId": org, "to": recipients[0], "from": sender, "message": message}
+            if push_url:
+                body["clientPushURL"] = push_url
+            path = "/v1/sms/phonenumber"
+        return body, await call("POST", call.base + path, json=body, headers=headers)
+
 
 def _when(text: str | None) -> datetime | None:
     if not text:
         return None
     dt = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+FAKE = EngageSpark

@@ -33,7 +33,7 @@ POSTBACK_DEFAULTS: dict[str, dict[str, float]] = {
                 "postback_concurrency": 4},
     "sparksender": {"postback_retries": 0, "postback_retry_s": 300.0, "postback_interval_s": 0.0,
                     "postback_concurrency": 1},
-}
+}  # a vendor not named here: sent once, four at a time (as Sparrow's)
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,9 @@ class Knobs:
     def postback(self, vendor: str, name: str) -> float:
         """A postback knob, falling back to the vendor's documented default."""
         value = getattr(self, name)
-        return POSTBACK_DEFAULTS[vendor][name] if value is None else value
+        if value is not None:
+            return value
+        return POSTBACK_DEFAULTS.get(vendor, POSTBACK_DEFAULTS["sparrow"])[name]
 
     def with_changes(self, changes: Mapping[str, Any]) -> "Knobs":
         """A copy with `changes` applied; unknown names or wrong types raise ValueError."""

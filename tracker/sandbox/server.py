@@ -1,5 +1,5 @@
-"""The sandbox: one aiohttp server on loopback serving all four fake vendors under path prefixes
-(`/sparksender`, `/engagespark`, `/skycore`, `/sparrow`), plus admin routes under `/_sandbox`:
+"""The sandbox: one aiohttp server on loopback serving a fake of every registered vendor under its
+path prefix (`/sparksender`, `/engagespark`, ...), plus admin routes under `/_sandbox`:
 
 - `GET|POST /_sandbox/knobs`   current knobs per vendor / change them (see `Sandbox.configure`)
 - `GET /_sandbox/truth`        the ground truth, one object per message
@@ -20,34 +20,25 @@ import collections
 import ipaddress
 import math
 import time
+from importlib import import_module
 from typing import Any, Iterable, Mapping
 
 import aiohttp
 import orjson
 from aiohttp import web
 
+from tracker.adapters import VENDORS  # every registered vendor has its fake here
 from tracker.sandbox.common import (MALFORMABLE, REFS, Push, Vendor, dumps, is_loopback_url,
                                     json_response)
-from tracker.sandbox.engagespark import EngageSpark
 from tracker.sandbox.knobs import Knobs
 from tracker.sandbox.postbacks import Dispatcher
-from tracker.sandbox.skycore import Skycore
-from tracker.sandbox.sparksender import SparkSender
-from tracker.sandbox.sparrow import Sparrow
 from tracker.sandbox.truth import Message, iso, utcnow
 
-VENDORS = ("sparksender", "engagespark", "skycore", "sparrow")
+# One fake per registered vendor: tracker/sandbox/<vendor>.py names its class FAKE.
 VENDOR_CLASSES: dict[str, type[Vendor]] = {
-    "sparksender": SparkSender, "engagespark": EngageSpark, "skycore": Skycore, "sparrow": Sparrow,
-}
-
+    v: import_module(f"tracker.sandbox.{v}").FAKE for v in VENDORS}
 DEFAULT_CREDENTIALS: dict[str, dict[str, str]] = {
-    "sparksender": {"user_id": "1001", "api_key": "sandbox-sparksender-key"},
-    "engagespark": {"org_id": "1234", "api_key": "sandbox-engagespark-key"},
-    "skycore": {"api_key": "sandboxSkycoreApiKey0001"},
-    "sparrow": {"api_token": "sandbox-sparrow-api-token",
-                "partner_token": "sandbox-sparrow-partner-token"},
-}
+    v: dict(fake.CREDENTIALS) for v, fake in VENDOR_CLASSES.items()}
 
 TruthKey = tuple[str, str | None, str | None]
 

@@ -42,6 +42,11 @@ def failure(code: str, info: str, to: Any = "") -> web.Response:
 
 class Skycore(Vendor):
     name = "skycore"
+    CREDENTIALS = {"api_key": "sandboxSkycoreApiKey0001"}
+    SENDER = "00000"
+    BULK_SEND = False  # one recipient per call
+    PUSH_URL = "account"  # one postback URL, set in the dashboard
+    SAMPLE_NUMBER = "1555{:07d}"
 
     def fate_map(self, knobs: Knobs) -> dict[str, str]:
         if knobs.postback_format == "v1":
@@ -126,7 +131,19 @@ class Skycore(Vendor):
             f"<TIMESTAMP>{msg.wall(t).isoformat(timespec='seconds')}</TIMESTAMP></POSTBACK>"
         ).encode()
 
+    # -- how an application sends through it (tracker.sandbox.client) --
+    @staticmethod
+    async def send_call(call, recipients, *, sender, message, bulk, push_url):
+        """sendsms for one recipient (Skycore has no bulk call)."""
+        body = {"action": "sendsms", "to": recipients[0], "from": sender, "message-text": message}
+        answer = await call("POST", call.base + "/", json=body,
+                            headers={"x-api-key": call.cfg["api_key"]})
+        return body, answer
+
 
 def _xml(text: Any) -> str:
     return (str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
             .replace("'", "&apos;").replace('"', "&quot;"))
+
+
+FAKE = Skycore

@@ -30,6 +30,9 @@ STATUS = {"sent": 1, "delivered": 2, "failed": 3, "rejected": 3}
 
 class SparkSender(Vendor):
     name = "sparksender"
+    CREDENTIALS = {"user_id": "1001", "api_key": "sandbox-sparksender-key"}
+    SENDER = "SparkDEMO"
+    SAMPLE_NUMBER = "9477{:07d}"
     FATE_MAP = {"read": "delivered", "expired": "failed", "rejected": "failed"}
     CODES = {"delivered": ("2",), "failed": ("3",), "no_receipt": ("1",)}
 
@@ -137,3 +140,20 @@ class SparkSender(Vendor):
         else:
             code = STATUS[state]
         return json_response({"sms_status": code})
+
+    # -- how an application sends through it (tracker.sandbox.client) --
+    @staticmethod
+    async def send_call(call, recipients, *, sender, message, bulk, push_url):
+        """/api/send/ or /api/bulkSMS/; the request kept is its parameters without api_key."""
+        params = {"user_id": call.cfg["user_id"], "sender_id": sender, "message": message}
+        if bulk:
+            params["recipient_contacts"] = ",".join(recipients)
+            path = "/api/bulkSMS/"
+        else:
+            params["recipient_contact_no"] = recipients[0]
+            path = "/api/send/"
+        answer = await call("POST", call.base + path, data={**params, "api_key": call.cfg["api_key"]})
+        return params, answer
+
+
+FAKE = SparkSender

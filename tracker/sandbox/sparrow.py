@@ -35,6 +35,7 @@ from aiohttp import web
 
 from tracker.sandbox.common import (BadBody, Push, Route, Vendor, clean_number, digits_or_raw,
                                     dumps, json_response, read_json)
+from tracker.sandbox.client import SendError
 from tracker.sandbox.knobs import Knobs
 from tracker.sandbox.truth import Message, utcnow
 
@@ -62,6 +63,11 @@ def _b64(raw: bytes) -> str:
 class Sparrow(Vendor):
     name = "sparrow"
     KEYED_BY_RECIPIENT = True
+    CREDENTIALS = {"api_token": "sandbox-sparrow-api-token",
+                   "partner_token": "sandbox-sparrow-partner-token"}
+    SENDER = "SandboxCo"
+    PUSH_URL = "account"  # the DLR callback URL, set on the account
+    SAMPLE_NUMBER = "97798{:08d}"
     FATE_MAP = {"failed": "expired"}
     CODES = {"delivered": ("00",), "read": ("01",), "expired": ("02",), "rejected": ("rejected",),
              "no_receipt": ("sent",)}
@@ -240,3 +246,24 @@ class Sparrow(Vendor):
                 add(name, msg.recipient, msg.wall(since))
         return records
 
+    # -- how an application sends through it (tracker.sandbox.client) --
+    @staticmethod
+    async def send_call(call, recipients, *, sender, message, bulk, push_url):
+        """One compose for all recipients, after a login (its token kept in call.memo)."""
+        async with call.lock:
+            if "token" not in call.memo:
+                answer = await call("POST", call.base + "/v1/autho/apitoken/login/", json={
+                    "api_token": call.cfg["api_token"], "partner_token": call.cfg["partner_token"]})
+                data = answer.get("data") if isinstance(answer, dict) else None
+                token = data.get("token") if isinstance(data, dict) else None
+                if not token:
+                    raise SendError("sparrow: login refused")
+                call.memo["token"] = token
+        body = {"data": {"text": message, "msg_type": "plain"},
+                "session": {"sender_name": sender, "tag": ["sandbox"], "recipients": recipients}}
+        answer = await call("POST", call.base + "/v1/intlsms/compose/", json=body,
+                            headers={"Authorization": f"Bearer {call.memo['token']}"})
+        return body, answer
+
+
+FAKE = Sparrow
