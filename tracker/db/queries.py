@@ -690,9 +690,10 @@ ORDER BY c.consumer
 # The status page reads in one read-only transaction that never runs long.
 STATUS_LIMITS = "SET LOCAL statement_timeout = '3s'"
 
-# Per vendor ($2 names, $3 expected_final_s): messages in flight, and those silent longer than
-# the vendor is expected to take (tracker.stuck_messages' rule), each counted up to $1, in the
-# partial index messages_in_flight.
+# Per vendor ($2 names, $3 expected_final_s): messages in flight (counted up to $1: an index-only
+# scan of the partial index messages_in_flight), and those silent longer than the vendor is
+# expected to take (tracker.stuck_messages' rule; counted up to $4: the index finds those
+# submitted before then, each then read for its last report).
 STATUS_IN_FLIGHT = """
 SELECT v.vendor,
        (SELECT count(*) FROM (SELECT 1 FROM tracker.messages m
@@ -702,7 +703,7 @@ SELECT v.vendor,
                                 AND m.submitted_at < now() - make_interval(secs => v.expected_final_s)
                                 AND coalesce(m.last_report_at, m.submitted_at)
                                     < now() - make_interval(secs => v.expected_final_s)
-                              LIMIT $1) s) AS stuck
+                              LIMIT $4) s) AS stuck
 FROM unnest($2::text[], $3::float8[]) AS v(vendor, expected_final_s)
 """
 

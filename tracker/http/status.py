@@ -26,7 +26,8 @@ from tracker.logging import get_logger, scrub
 log = get_logger("tracker.status")
 
 CACHE_S = 5.0
-COUNT_CAP = 100_000  # in flight, stuck and waiting rows are counted up to this many
+COUNT_CAP = 100_000  # in flight and waiting rows are counted up to this many (index-only)
+STUCK_CAP = 10_000  # stuck ones up to this many (each is read: 10,000 is plenty to page someone)
 TOP_ROUTES = 12
 UNMAPPED_CODES_SHOWN = 200
 HEADERS = {
@@ -91,7 +92,7 @@ async def gather(tracker) -> StatusData:
     async with tracker.pool.acquire() as conn, conn.transaction(readonly=True):
         await conn.execute(q.STATUS_LIMITS)
         looks = await conn.fetch(q.STATUS_IN_FLIGHT, COUNT_CAP, [v.name for v in enabled],
-                                 [v.expected_final_s for v in enabled])
+                                 [v.expected_final_s for v in enabled], STUCK_CAP)
         hour = {r["vendor"]: r for r in await conn.fetch(q.STATUS_VENDOR_FIGURES, now - timedelta(hours=1))}
         day = {r["vendor"]: r for r in await conn.fetch(q.STATUS_VENDOR_FIGURES, now - timedelta(days=1))}
         health = {r["vendor"]: r for r in await conn.fetch(q.STATUS_POLL_HEALTH)}
@@ -112,7 +113,7 @@ async def gather(tracker) -> StatusData:
         h, c = health.get(name), counted.get(name)
         vendors.append(VendorStatus(
             vendor=name, in_flight=c["in_flight"] if c else 0, stuck=c["stuck"] if c else 0,
-            count_cap=COUNT_CAP, hour=hour.get(name), day=day.get(name),
+            count_cap=COUNT_CAP, stuck_cap=STUCK_CAP, hour=hour.get(name), day=day.get(name),
             circuit=h["circuit_state"] if h else None, last_success_at=h["last_success_at"] if h else None,
             last_error=h["last_error"] if h else None, unmapped_codes=unmapped.get(name, []),
             chart=_chart(hourly, name, now)))

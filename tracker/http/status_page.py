@@ -21,6 +21,7 @@ class VendorStatus:
     in_flight: int = 0
     stuck: int = 0
     count_cap: int = 100_000
+    stuck_cap: int = 10_000
     hour: Mapping[str, Any] | None = None  # tracker.vendor_figures_since: total, ratio, p50_s, p90_s
     day: Mapping[str, Any] | None = None
     circuit: str | None = None  # closed | half_open | open | None (not polled)
@@ -131,7 +132,7 @@ def _vendor_card(v: VendorStatus, now: datetime) -> str:
     if v.circuit == "open":
         alerts.append(_badge("circuit open", "bad"))
     if v.stuck:
-        alerts.append(_badge(f"{count(v.stuck, v.count_cap)} stuck", "warn"))
+        alerts.append(_badge(f"{count(v.stuck, v.stuck_cap)} stuck", "warn"))
     if v.unmapped_codes:
         alerts.append(_badge(f"{len(v.unmapped_codes)} unmapped codes", "warn"))
     codes = ", ".join(f"<code>{esc(c)}</code>" for c in v.unmapped_codes[:20]) or "none"
@@ -143,7 +144,7 @@ def _vendor_card(v: VendorStatus, now: datetime) -> str:
     <div><span class="k">in flight</span><span class="v" data-k="in_flight">{count(v.in_flight, v.count_cap)}</span></div>
     <div><span class="k">delivered, last hour</span><span class="v" data-k="ratio_hour">{ratio((v.hour or {}).get("delivered_ratio"))}</span></div>
     <div><span class="k">delivered, last day</span><span class="v" data-k="ratio_day">{ratio((v.day or {}).get("delivered_ratio"))}</span></div>
-    <div><span class="k">stuck</span><span class="v" data-k="stuck">{count(v.stuck, v.count_cap)}</span></div>
+    <div><span class="k">stuck</span><span class="v" data-k="stuck">{count(v.stuck, v.stuck_cap)}</span></div>
   </div>
   <table><tr><th></th><th class="n">messages</th><th class="n">delivered</th><th class="n">latency p50 / p90</th></tr>
     <tr><th>last hour</th>{_figures(v.hour)}</tr>
