@@ -3,12 +3,15 @@
 -- A sink's cursor is its row in tracker.consumers (consumer 'sink:<name>'), moved only by
 -- tracker.ack_events, so a sink inherits the outbox's guarantees: at least once, never
 -- skipping, in order per message.
--- - A webhook sink moves events from the outbox into tracker.sink_deliveries (the events its
---   filters take, with the exact body it will send) and acknowledges them in the same
---   transaction: an event is pending here or acknowledged there, never neither. Deliveries are
---   then claimed with a lease, one message's events strictly one after another (a row is not
---   claimable while an earlier row of its message is pending), others in parallel. A delivered
---   row is deleted; a row whose retries are used up stays as a dead letter until redriven.
+-- - A webhook sink reads the outbox (one replica at a time per sink: the reader lease on its
+--   row), sends what its filters take, and acknowledges a batch only in the transaction that
+--   also records, in tracker.sink_deliveries, every event of it not delivered yet (failed, in
+--   flight past the batch's budget, not sent, or queued behind an earlier event of its
+--   message): an event is delivered, pending here or unacknowledged there, never none of them.
+--   An event delivered at the first try never touches this table. Pending rows are claimed with
+--   a lease, one message's events strictly one after another (a row is not claimable while an
+--   earlier row of its message is pending), others in parallel. A delivered row is deleted; a
+--   row whose retries are used up stays as a dead letter until redriven.
 -- - A NATS JetStream sink acknowledges events after JetStream has acknowledged their publish;
 --   it keeps no rows here.
 -- Rows hold their own copy of the body, so retention of transitions never strands a delivery.
@@ -25,7 +28,9 @@ CREATE TABLE tracker.sinks (
     last_error_at   timestamptz,
     disabled_at     timestamptz,              -- set by a 410 Gone; `tracker sinks enable` clears it
     disabled_reason text,
-    paused_until    timestamptz               -- the receiver asked us to slow down until then
+    paused_until    timestamptz,              -- the receiver asked us to slow down until then
+    reader          text,                     -- the loop that reads the outbox for this sink ...
+    reader_until    timestamptz               -- ... holds that lease until then (one at a time)
 );
 
 CREATE TABLE tracker.sink_deliveries (
@@ -37,8 +42,9 @@ CREATE TABLE tracker.sink_deliveries (
     body             bytea NOT NULL,           -- exactly what is signed and sent, every attempt
     status           text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'dead')),
     attempts         integer NOT NULL DEFAULT 0,
-    next_attempt_at  timestamptz NOT NULL DEFAULT now(),  -- while claimed: the lease's end
-    claim            text,                     -- who holds the lease (a sink loop's token)
+    next_attempt_at  timestamptz NOT NULL DEFAULT now(),
+    claim            text,                     -- who holds the lease (a sink loop's token) ...
+    claimed_until    timestamptz,              -- ... until then (not indexed: a claim is a HOT update)
     first_attempt_at timestamptz,
     last_attempt_at  timestamptz,
     last_status      integer,                  -- HTTP status of the last attempt (NULL: no answer)
@@ -46,8 +52,8 @@ CREATE TABLE tracker.sink_deliveries (
     dead_at          timestamptz,
     created_at       timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (sink, event_id)
-);
-CREATE INDEX sink_deliveries_due ON tracker.sink_deliveries (sink, next_attempt_at)
+) WITH (fillfactor = 70);  -- room on each page for the claim's in-place (HOT) update
+CREATE INDEX sink_deliveries_due ON tracker.sink_deliveries (sink, next_attempt_at, pos)
     WHERE status = 'pending';
 CREATE INDEX sink_deliveries_message ON tracker.sink_deliveries (sink, message_id, pos)
     WHERE status = 'pending';

@@ -558,47 +558,81 @@ SELECT disabled_at IS NOT NULL AS disabled,
 FROM tracker.sinks WHERE name = $1
 """
 
-# One filler per sink at a time across replicas (a transaction-scoped advisory lock): two would
-# read the same events; the loser skips, since the winner moves them for both.
-TRY_LOCK_SINK_FILL = "SELECT pg_try_advisory_xact_lock(hashtext('tracker.sink.fill.' || $1))"
-
 READ_SINK_EVENTS = "SELECT * FROM tracker.read_events($1, $2)"
 
 ACK_SINK_EVENTS = "SELECT tracker.ack_events($1, $2)"
 
-# $1 sink, then per delivery: $2 event_id, $3 pos, $4 message_id, $5 recorded_at, $6 body.
-INSERT_SINK_DELIVERIES = """
-INSERT INTO tracker.sink_deliveries (sink, event_id, pos, message_id, recorded_at, body)
-SELECT $1, u.event_id, u.pos, u.message_id, u.recorded_at, u.body
-FROM unnest($2::bigint[], $3::bigint[], $4::bigint[], $5::timestamptz[], $6::bytea[])
-     AS u(event_id, pos, message_id, recorded_at, body)
-ON CONFLICT (sink, event_id) DO NOTHING
+# The reader lease: who reads the outbox for sink $1 (token $2, for $3 seconds). True: ours.
+TAKE_SINK_READER = """
+UPDATE tracker.sinks SET reader = $2, reader_until = now() + make_interval(secs => $3::float8)
+WHERE name = $1 AND (reader IS NULL OR reader = $2 OR reader_until <= now())
+RETURNING true
+"""
+
+DROP_SINK_READER = "UPDATE tracker.sinks SET reader = NULL, reader_until = NULL WHERE name = $1 AND reader = $2"
+
+# Which of messages $2 have an event pending for sink $1 (a new event of theirs waits behind it).
+SINK_MESSAGES_PENDING = """
+SELECT DISTINCT message_id FROM tracker.sink_deliveries
+WHERE sink = $1 AND status = 'pending' AND message_id = ANY($2::bigint[])
+"""
+
+# A read batch settled: what was not delivered goes into the table as it stands ($3..: one
+# element per event: attempts made, seconds until due, 'pending' | 'dead', claimed by $2 (in
+# flight: leased for $13 seconds), last status and error), in the transaction that moves the
+# cursor past the batch ($14 consumer, $15 its last event).
+SETTLE_SINK_BATCH = """
+WITH ins AS (
+    INSERT INTO tracker.sink_deliveries AS d (
+        sink, event_id, pos, message_id, recorded_at, body, attempts, next_attempt_at, status,
+        claim, claimed_until, first_attempt_at, last_attempt_at, last_status, last_error, dead_at)
+    SELECT $1, u.event_id, u.pos, u.message_id, u.recorded_at, u.body, u.attempts,
+           now() + make_interval(secs => u.retry_in_s), u.status,
+           CASE WHEN u.claimed THEN $2 END,
+           CASE WHEN u.claimed THEN now() + make_interval(secs => $13::float8) END,
+           CASE WHEN u.attempts > 0 THEN now() END, CASE WHEN u.attempts > 0 THEN now() END,
+           u.last_status, u.last_error, CASE WHEN u.status = 'dead' THEN now() END
+    FROM unnest($3::bigint[], $4::bigint[], $5::bigint[], $6::timestamptz[], $7::bytea[], $8::int[],
+                $9::float8[], $10::text[], $11::boolean[], $12::int[], $16::text[])
+         AS u(event_id, pos, message_id, recorded_at, body, attempts, retry_in_s, status, claimed,
+              last_status, last_error)
+    ON CONFLICT (sink, event_id) DO NOTHING
+    RETURNING 1
+)
+SELECT tracker.ack_events($14, $15), (SELECT count(*) FROM ins)
 """
 
 # Due deliveries, leased to claim $4 for $3 seconds. A row waits while an earlier event of its
 # message is pending for this sink (claimed or not): per message, one at a time, in order.
+# The lease columns are in no index, so that a claim is an in-place (HOT) update; the rows in
+# flight sit at the head of the due index and are stepped over.
 CLAIM_SINK_DELIVERIES = """
 WITH due AS MATERIALIZED (
     SELECT d.event_id
     FROM tracker.sink_deliveries d
     WHERE d.sink = $1 AND d.status = 'pending' AND d.next_attempt_at <= now()
-      AND NOT EXISTS (SELECT 1 FROM tracker.sink_deliveries e
-                      WHERE e.sink = d.sink AND e.message_id = d.message_id
-                        AND e.status = 'pending' AND e.pos < d.pos)
+      AND (d.claimed_until IS NULL OR d.claimed_until <= now())
+      -- the message's first pending event (a subplan on the message index, whatever the
+      -- statistics say: an anti-join planned on a table filled since its last ANALYZE went
+      -- quadratic)
+      AND d.pos = (SELECT e.pos FROM tracker.sink_deliveries e
+                   WHERE e.sink = $1 AND e.message_id = d.message_id AND e.status = 'pending'
+                   ORDER BY e.pos LIMIT 1)
     ORDER BY d.next_attempt_at, d.pos
     LIMIT $2
     FOR UPDATE OF d SKIP LOCKED
 )
 UPDATE tracker.sink_deliveries d
-SET next_attempt_at = now() + make_interval(secs => $3::float8), claim = $4
+SET claimed_until = now() + make_interval(secs => $3::float8), claim = $4
 FROM due
 WHERE d.sink = $1 AND d.event_id = due.event_id
 RETURNING d.event_id, d.body, d.attempts, d.recorded_at
 """
 
 # Results of attempts by claim $2: delivered rows go; others are tried again after retry_in_s
-# or dead-lettered; a 410 ('gone') puts the row back without counting the attempt. Rows whose
-# lease another claim has taken since are left to it. The sink's last success/error follow.
+# or dead-lettered; a 410 ('gone') or a claim handed back unsent ('released') puts the row back
+# without counting an attempt. Rows whose lease another claim has taken since are left to it.
+# The sink's last success (at most once a second: a hot row) and last error follow.
 RECORD_SINK_DELIVERIES = """
 WITH r AS (
     SELECT * FROM unnest($3::bigint[], $4::text[], $5::float8[], $6::int[], $7::text[])
@@ -609,14 +643,16 @@ WITH r AS (
     RETURNING d.event_id
 ), tried AS (
     UPDATE tracker.sink_deliveries d SET
-        attempts = d.attempts + (r.outcome <> 'gone')::int,
+        attempts = d.attempts + (r.outcome NOT IN ('gone', 'released'))::int,
         status = CASE WHEN r.outcome = 'dead' THEN 'dead' ELSE 'pending' END,
         next_attempt_at = now() + make_interval(secs => r.retry_in_s),
         claim = NULL,
-        first_attempt_at = coalesce(d.first_attempt_at, now()),
-        last_attempt_at = now(),
-        last_status = r.status,
-        last_error = r.error,
+        claimed_until = NULL,
+        first_attempt_at = CASE WHEN r.outcome = 'released' THEN d.first_attempt_at
+                                ELSE coalesce(d.first_attempt_at, now()) END,
+        last_attempt_at = CASE WHEN r.outcome = 'released' THEN d.last_attempt_at ELSE now() END,
+        last_status = CASE WHEN r.outcome = 'released' THEN d.last_status ELSE r.status END,
+        last_error = CASE WHEN r.outcome = 'released' THEN d.last_error ELSE r.error END,
         dead_at = CASE WHEN r.outcome = 'dead' THEN now() END
     FROM r
     WHERE d.sink = $1 AND d.event_id = r.event_id AND d.claim = $2 AND r.outcome <> 'delivered'
@@ -625,17 +661,18 @@ WITH r AS (
 UPDATE tracker.sinks s SET
     last_success_at = CASE WHEN EXISTS (SELECT FROM r WHERE outcome = 'delivered') THEN now()
                            ELSE s.last_success_at END,
-    last_error = coalesce((SELECT error FROM r WHERE outcome <> 'delivered' ORDER BY event_id DESC LIMIT 1),
+    last_error = coalesce((SELECT error FROM r WHERE error IS NOT NULL ORDER BY event_id DESC LIMIT 1),
                           s.last_error),
-    last_error_at = CASE WHEN EXISTS (SELECT FROM r WHERE outcome <> 'delivered') THEN now()
+    last_error_at = CASE WHEN EXISTS (SELECT FROM r WHERE error IS NOT NULL) THEN now()
                          ELSE s.last_error_at END
 WHERE s.name = $1
-RETURNING (SELECT count(*) FROM delivered) AS delivered, (SELECT count(*) FROM tried) AS tried
-"""
+  AND (EXISTS (SELECT FROM r WHERE error IS NOT NULL)
+       OR s.last_success_at IS NULL OR s.last_success_at < now() - interval '1 second')
+"""  # the data-modifying CTEs run to completion whether or not the sink's row is updated
 
 # Seconds until the sink's next pending delivery comes due (NULL: none pending).
 NEXT_SINK_DUE = """
-SELECT extract(epoch FROM min(next_attempt_at) - now())::float8
+SELECT extract(epoch FROM min(greatest(next_attempt_at, claimed_until)) - now())::float8
 FROM tracker.sink_deliveries WHERE sink = $1 AND status = 'pending'
 """
 
@@ -663,7 +700,8 @@ SINK_FAILED = "UPDATE tracker.sinks SET last_error = $2, last_error_at = now() W
 # Dead letters of sink $1 (events recorded at or after $2, if given) become pending again.
 REDRIVE_SINK = """
 UPDATE tracker.sink_deliveries
-SET status = 'pending', attempts = 0, next_attempt_at = now(), claim = NULL, dead_at = NULL
+SET status = 'pending', attempts = 0, next_attempt_at = now(), claim = NULL, claimed_until = NULL,
+    dead_at = NULL
 WHERE sink = $1 AND status = 'dead' AND ($2::timestamptz IS NULL OR recorded_at >= $2)
 """
 

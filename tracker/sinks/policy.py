@@ -37,6 +37,7 @@ class Outcome(str, enum.Enum):
     throttled = "throttled"  # will be tried again; the sink slows down
     gone = "gone"  # 410: the sink is disabled, the event stays pending
     dead = "dead"  # the schedule is used up: dead-lettered
+    released = "released"  # not attempted: a claim handed back unsent (stopping, paused, stale)
 
 
 def classify(status: int | None) -> Outcome:

@@ -11,7 +11,7 @@ import asyncpg
 
 from tracker.db import queries as q
 from tracker.sinks.event import encode_event
-from tracker.sinks.policy import EventFilter, Outcome
+from tracker.sinks.policy import Outcome
 
 
 def consumer_name(sink: str) -> str:
@@ -20,21 +20,23 @@ def consumer_name(sink: str) -> str:
 
 
 @dataclass(frozen=True)
-class Filled:
-    read: int = 0  # events taken from the outbox (and acknowledged)
-    kept: int = 0  # of those, the ones the sink's filters take: now pending deliveries
-    busy: bool = False  # another replica was filling this sink; nothing done
-
-    def full(self, batch: int) -> bool:
-        return self.read >= batch
-
-
-@dataclass(frozen=True)
 class Claimed:
+    """An event to send: a claimed row of tracker.sink_deliveries, or (virtual) an event read
+    from the outbox that has no row yet."""
+
     event_id: int
     body: bytes
     attempts: int  # made before this claim
     recorded_at: datetime
+    pos: int = 0
+    message_id: int = 0
+    virtual: bool = False
+
+
+def from_outbox(row) -> Claimed:
+    """A read_events row as an event to send, its body made once here."""
+    return Claimed(row["event_id"], encode_event(row), 0, row["recorded_at"], row["pos"],
+                   row["message_id"], virtual=True)
 
 
 @dataclass(frozen=True)
@@ -64,24 +66,50 @@ async def state(conn: asyncpg.Connection, sink: str) -> SinkState:
     return SinkState(False, 0.0) if row is None else SinkState(row["disabled"], row["paused_s"])
 
 
-async def fill(conn: asyncpg.Connection, sink: str, batch: int, keep: EventFilter) -> Filled:
-    """Move up to `batch` events from the outbox into the sink's pending deliveries (those its
-    filters take) and acknowledge them, in one transaction: each event ends up pending here
-    or still unacknowledged there, never neither."""
-    consumer = consumer_name(sink)
-    async with conn.transaction():
-        if not await conn.fetchval(q.TRY_LOCK_SINK_FILL, sink):
-            return Filled(busy=True)
-        rows = await conn.fetch(q.READ_SINK_EVENTS, consumer, batch)
-        if not rows:
-            return Filled()
-        kept = [r for r in rows if keep.matches(r["vendor"], r["to_state"])]
-        if kept:
-            await conn.execute(q.INSERT_SINK_DELIVERIES, sink, [r["event_id"] for r in kept],
-                               [r["pos"] for r in kept], [r["message_id"] for r in kept],
-                               [r["recorded_at"] for r in kept], [encode_event(r) for r in kept])
-        await conn.execute(q.ACK_SINK_EVENTS, consumer, rows[-1]["event_id"])
-    return Filled(read=len(rows), kept=len(kept))
+async def take_reader(conn: asyncpg.Connection, sink: str, token: str, lease_s: float) -> bool:
+    """Take or renew the sink's reader lease: True when this loop may read the outbox."""
+    return bool(await conn.fetchval(q.TAKE_SINK_READER, sink, token, lease_s))
+
+
+async def drop_reader(conn: asyncpg.Connection, sink: str, token: str) -> None:
+    await conn.execute(q.DROP_SINK_READER, sink, token)
+
+
+async def read(conn: asyncpg.Connection, sink: str, batch: int) -> list[asyncpg.Record]:
+    """Up to `batch` events after the sink's cursor (moves nothing)."""
+    return await conn.fetch(q.READ_SINK_EVENTS, consumer_name(sink), batch)
+
+
+async def pending_messages(conn: asyncpg.Connection, sink: str, message_ids: list[int]) -> set[int]:
+    rows = await conn.fetch(q.SINK_MESSAGES_PENDING, sink, message_ids)
+    return {r["message_id"] for r in rows}
+
+
+@dataclass(frozen=True)
+class Unsettled:
+    """An event of a read batch that was not delivered, as it goes into the table."""
+
+    event: Claimed
+    attempts: int = 0
+    retry_in_s: float = 0.0
+    dead: bool = False
+    in_flight: bool = False  # still being sent by us: the row is leased to our claim
+    last_status: int | None = None
+    last_error: str | None = None
+
+
+async def settle(conn: asyncpg.Connection, sink: str, token: str, lease_s: float,
+                 rows: Sequence[Unsettled], last_event_id: int) -> None:
+    """Record a read batch's undelivered events and move the cursor past the batch, in one
+    transaction (one statement)."""
+    e = [u.event for u in rows]
+    await conn.execute(
+        q.SETTLE_SINK_BATCH, sink, token, [x.event_id for x in e], [x.pos for x in e],
+        [x.message_id for x in e], [x.recorded_at for x in e], [x.body for x in e],
+        [u.attempts for u in rows], [u.retry_in_s for u in rows],
+        ["dead" if u.dead else "pending" for u in rows], [u.in_flight for u in rows],
+        [u.last_status for u in rows], lease_s, consumer_name(sink), last_event_id,
+        [u.last_error for u in rows])
 
 
 async def claim(conn: asyncpg.Connection, sink: str, limit: int, lease_s: float,
