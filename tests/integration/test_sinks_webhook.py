@@ -250,3 +250,50 @@ async def _behind(pool, n: int) -> bool:
 
 def test_errors_are_redacted():
     assert "receiver-token-123" not in scrub("POST http://h/x?token=receiver-token-123 failed")
+
+
+async def test_unreachable_receiver_retried_then_dead_lettered_while_the_tracker_stays_ready(db_dsn, pool):
+    import socket
+
+    import aiohttp
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    secret = new_secret()
+    hooks = {"crm": {"url": f"http://127.0.0.1:{port}/hooks?token=receiver-token-123", "secrets": (secret,),
+                     **{**FAST, "retry_schedule_s": [0, 0.2]}}}
+    await make_messages(pool, ["a", "b", "c"])
+    async with running(config(db_dsn, webhooks=hooks)) as (tracker, base):
+        await report(pool, ["a", "b", "c"], State.sent)
+        dead = "SELECT * FROM tracker.sink_failures WHERE sink = 'crm'"
+        await wait_until(lambda: _count(pool, dead, 3), 20, "3 dead letters")
+        rows = await pool.fetch(dead)
+        assert all(r["attempts"] == 2 and r["last_status"] is None
+                   and r["last_error"].startswith("cannot connect:") for r in rows), rows
+        before = _metric(await _get(f"{base}/metrics"), 'tracker_sink_deliveries_total{outcome="dead",sink="crm"}')
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{base}/readyz") as r:
+                assert r.status == 200, await r.text()  # a failing receiver is no reason to refuse postbacks
+            async with http.get(f"{base}/metrics") as r:
+                text = await r.text()
+        await next(c for c in tracker.components if type(c).__name__ == "Sinks").refresh_lag()
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{base}/metrics") as r:
+                lag = await r.text()
+    assert before >= 3  # counters of the process: earlier tests' deliveries count too
+    assert _metric(text, 'tracker_sink_deliveries_total{outcome="failed",sink="crm"}') >= 3
+    assert "tracker_sink_delivery_seconds_bucket" in text
+    assert 'tracker_sink_lag_events{sink="crm"} 0.0' in lag
+    assert secret not in text and "receiver-token-123" not in text
+
+
+async def _get(url: str) -> str:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http, http.get(url) as r:
+        return await r.text()
+
+
+def _metric(text: str, name: str) -> float:
+    return float(next(line.rsplit(" ", 1)[1] for line in text.splitlines() if line.startswith(name + " ")))
