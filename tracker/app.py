@@ -149,8 +149,7 @@ class Tracker:
         """Run a sweep on one replica at a time (transaction-scoped advisory lock)."""
         try:
             async with self.pool.acquire() as conn, conn.transaction():
-                if await conn.fetchval("SELECT pg_try_advisory_xact_lock(hashtext($1))",
-                                       "tracker.sweep." + name):
+                if await conn.fetchval(q.TRY_SWEEP_LOCK, "tracker.sweep." + name):
                     await job(conn)
         except DB_ERRORS as e:
             log.warning("sweep failed", sweep=name, error=str(e))

@@ -18,12 +18,14 @@ import asyncpg
 import orjson
 
 from tracker import logging as tlog
+from tracker.db import queries as q
 from tracker.db.embedded import EmbeddedPostgres
 from tracker.config_types import VENDORS, Config, DatabaseConfig, HttpConfig, LogConfig, VendorConfig
 from tracker.sandbox.client import send_many
 from tracker.sandbox.server import VENDOR_CLASSES, Sandbox
 
 STATE_DIR = "./var/demo"
+DEMO_CONSUMER = "demo"  # the demo reads events as this consumer
 SCALE = 0.1  # the sandbox's vendor world runs ten times faster than real time
 
 
@@ -66,8 +68,7 @@ async def _send_stream(sandbox: Sandbox, conn: asyncpg.Connection, rate: float,
         with contextlib.suppress(Exception):  # a send the sandbox refused is the app's problem
             calls = await send_many(sandbox, vendor, recipients, bulk=n > 1, client_push_url=push)
             await conn.executemany(
-                "INSERT INTO tracker.submissions (vendor, client_ref, request, response)"
-                " VALUES ($1, $2, $3::jsonb, $4::jsonb)",
+                q.DEMO_SUBMIT,
                 [(c.vendor, f"demo-{i}", orjson.dumps(c.request).decode(),
                   orjson.dumps(c.response).decode()) for c in calls])
             sent += len(recipients)
@@ -90,7 +91,7 @@ async def _print_loop(conn: asyncpg.Connection, stop: asyncio.Event, t0: float,
                       wake: asyncio.Event) -> int:
     shown = 0
     while True:
-        events = await conn.fetch("SELECT * FROM tracker.read_events('demo', 200)")
+        events = await conn.fetch(q.READ_EVENTS, DEMO_CONSUMER, 200)
         for e in events:
             who = e["vendor_ref"] if e["vendor"] != "sparrow" else f"{e['vendor_ref'][:8]}…/{e['recipient']}"
             why = f"  [{e['failure_code']}: {e['failure_reason']}]" if e["failure_code"] else ""
@@ -99,7 +100,7 @@ async def _print_loop(conn: asyncpg.Connection, stop: asyncio.Event, t0: float,
                   f"{e['from_state']:>9} -> {e['to_state']:<9} via {e['source']}{why}{fix}",
                   flush=True)
         if events:
-            await conn.execute("SELECT tracker.ack_events('demo', $1)", events[-1]["event_id"])
+            await conn.execute(q.ACK_EVENTS, DEMO_CONSUMER, events[-1]["event_id"])
             shown += len(events)
             continue
         if stop.is_set():
@@ -110,15 +111,12 @@ async def _print_loop(conn: asyncpg.Connection, stop: asyncio.Event, t0: float,
 
 
 async def _summary(conn: asyncpg.Connection) -> None:
-    rows = await conn.fetch(
-        "SELECT vendor, sum(total) total, sum(accepted + sent + submitted) in_flight, "
-        "sum(delivered) delivered, sum(read) read, sum(failed) failed, sum(rejected) rejected, "
-        "sum(expired) expired, sum(unknown) unknown FROM tracker.delivery_summary GROUP BY 1 ORDER BY 1")
+    rows = await conn.fetch(q.DEMO_SUMMARY)
     cols = ["vendor", "total", "in_flight", "delivered", "read", "failed", "rejected", "expired", "unknown"]
     print("\n" + "  ".join(f"{c:>10}" for c in cols))
     for r in rows:
         print("  ".join(f"{r[c]!s:>10}" for c in cols))
-    problems = await conn.fetchval("SELECT count(*) FROM tracker.intake_problems")
+    problems = await conn.fetchval(q.COUNT_INTAKE_PROBLEMS)
     print(f"\nintake problems: {problems} (SELECT * FROM tracker.intake_problems)")
 
 

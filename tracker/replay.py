@@ -89,7 +89,7 @@ def main(args, config: Config) -> int:
     async def go(dsn: str) -> Outcome:
         conn = await asyncpg.connect(dsn)
         try:
-            if not await conn.fetchval("SELECT to_regclass('tracker.postbacks') IS NOT NULL"):
+            if not await conn.fetchval(q.POSTBACKS_TABLE_EXISTS):
                 raise SystemExit("replay: the database has no tracker.postbacks: run `tracker migrate`")
             return await replay(conn, config, vendor, since)
         finally:

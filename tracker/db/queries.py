@@ -94,47 +94,67 @@ SELECT id, state FROM tracker.messages WHERE id = ANY($1::bigint[]) ORDER BY id
 FOR NO KEY UPDATE  -- not FOR UPDATE: that would wait on the FK checks of concurrent inserts
 """
 
-# Rows: message_id, from_state, to_state, source, occurred_at, failure code, reason, permanent,
-# is_correction, observation_id.
+# Rows: tracker.db.rows.TransitionRow, by position.
 INSERT_TRANSITIONS = """
 INSERT INTO tracker.transitions (
     message_id, from_state, to_state, source, occurred_at, failure_code, failure_reason,
     failure_permanent, is_correction, observation_id)
-SELECT (r->>0)::bigint, (r->>1)::tracker.state, (r->>2)::tracker.state, (r->>3)::tracker.source,
-       (r->>4)::timestamptz, r->>5, r->>6, (r->>7)::boolean, (r->>8)::boolean, (r->>9)::bigint
+SELECT (r->>0)::bigint AS message_id, (r->>1)::tracker.state AS from_state,
+       (r->>2)::tracker.state AS to_state, (r->>3)::tracker.source AS source,
+       (r->>4)::timestamptz AS occurred_at, r->>5 AS failure_code, r->>6 AS failure_reason,
+       (r->>7)::boolean AS failure_permanent, (r->>8)::boolean AS is_correction,
+       (r->>9)::bigint AS observation_id
 FROM jsonb_array_elements($1::jsonb) AS rows(r)
 """
 
-# New state per changed message; failure details follow the state (cleared by a later success).
-UPDATE_MESSAGE_STATES = """
+# The one way a message's state is written, for every source (reducer.apply for postbacks, the
+# tracker's window sweep and adopted orphans; reducer.apply_polls for the poller; intake for the
+# operators of the messages it made). Rows: tracker.db.rows.MessageWrite, by position; $2 the
+# ids again (an index scan even on a small table). The rules, in one place:
+# - state: the planned new one, else unchanged; updated_at moves with it;
+# - delivered_at: set once, when the state first reaches delivered (or read);
+# - failure details follow the state: set by a failure, cleared by a success;
+# - last_report_at: the latest report received (greatest() skips NULLs);
+# - operator: the latest report naming one wins; a report older than the message's last one
+#   (an orphan adopted late) names it only where none is known yet;
+# - next_poll_at: cleared by a final state; otherwise unchanged, unless the poller hands its
+#   claim back (a row with next_poll_at): then that time, or a later one a postback set
+#   meanwhile (tracker.postbacks pushes polls out); poll_count counts the poll, and the lease
+#   is let go.
+WRITE_MESSAGES = """
 UPDATE tracker.messages m SET
-    state = u.state,
-    updated_at = now(),
+    state = coalesce(u.state, m.state),
+    updated_at = CASE WHEN u.state IS NULL THEN m.updated_at ELSE now() END,
     delivered_at = CASE WHEN u.state >= 'delivered' THEN coalesce(m.delivered_at, u.occurred_at)
                         ELSE m.delivered_at END,
-    failure_code = CASE WHEN u.state < 'delivered' THEN u.failure_code END,
-    failure_reason = CASE WHEN u.state < 'delivered' THEN u.failure_reason END,
-    failure_permanent = CASE WHEN u.state < 'delivered' THEN u.failure_permanent END,
-    next_poll_at = CASE WHEN u.state >= 'unknown' THEN NULL ELSE m.next_poll_at END
-FROM unnest($1::bigint[], $2::tracker.state[], $3::timestamptz[], $4::text[], $5::text[],
-            $6::boolean[]) AS u(id, state, occurred_at, failure_code, failure_reason, failure_permanent)
-WHERE m.id = u.id AND m.id = ANY($1::bigint[])  -- ANY: an index scan even on a small table
-"""
-
-TOUCH_MESSAGES = """
-UPDATE tracker.messages m SET last_report_at = greatest(m.last_report_at, u.received_at)
-FROM unnest($1::bigint[], $2::timestamptz[]) AS u(id, received_at)
-WHERE m.id = u.id AND m.id = ANY($1::bigint[])
-"""
-
-# The operator a report names, on its message (reducer._store_operators): $1 ids, $2 operators,
-# $3 when those reports were received. A report older than the message's last one (an orphan
-# adopted late) names the operator only where none is known yet: the latest one wins.
-SET_MESSAGE_OPERATORS = """
-UPDATE tracker.messages m SET operator = u.operator
-FROM unnest($1::bigint[], $2::text[], $3::timestamptz[]) AS u(id, operator, received_at)
-WHERE m.id = ANY($1::bigint[]) AND m.id = u.id AND m.operator IS DISTINCT FROM u.operator
-  AND (m.operator IS NULL OR m.last_report_at IS NULL OR u.received_at >= m.last_report_at)
+    failure_code = CASE WHEN u.state IS NULL THEN m.failure_code
+                        WHEN u.state < 'delivered' THEN u.failure_code END,
+    failure_reason = CASE WHEN u.state IS NULL THEN m.failure_reason
+                          WHEN u.state < 'delivered' THEN u.failure_reason END,
+    failure_permanent = CASE WHEN u.state IS NULL THEN m.failure_permanent
+                             WHEN u.state < 'delivered' THEN u.failure_permanent END,
+    last_report_at = greatest(m.last_report_at, u.reported_at),
+    operator = CASE WHEN u.operator IS NOT NULL
+                         AND (m.operator IS NULL OR m.last_report_at IS NULL
+                              OR u.operator_at >= m.last_report_at)
+                    THEN u.operator ELSE m.operator END,
+    next_poll_at = CASE
+        WHEN coalesce(u.state, m.state) >= 'unknown' OR m.next_poll_at IS NULL THEN NULL
+        WHEN u.next_poll_at IS NULL THEN m.next_poll_at
+        WHEN m.next_poll_at > now() THEN greatest(m.next_poll_at, u.next_poll_at)
+        ELSE u.next_poll_at END,
+    poll_count = m.poll_count + u.polls,
+    lease_owner = CASE WHEN u.next_poll_at IS NULL THEN m.lease_owner END,
+    lease_until = CASE WHEN u.next_poll_at IS NULL THEN m.lease_until END
+FROM (
+    SELECT (r->>0)::bigint AS id, (r->>1)::tracker.state AS state,
+           (r->>2)::timestamptz AS occurred_at, r->>3 AS failure_code, r->>4 AS failure_reason,
+           (r->>5)::boolean AS failure_permanent, (r->>6)::timestamptz AS reported_at,
+           r->>7 AS operator, (r->>8)::timestamptz AS operator_at,
+           (r->>9)::timestamptz AS next_poll_at, (r->>10)::integer AS polls
+    FROM jsonb_array_elements($1::jsonb) AS rows(r)
+) u
+WHERE m.id = ANY($2::bigint[]) AND m.id = u.id
 """
 
 # Writers say they committed transitions; the publisher (tracker.events) numbers them, and
@@ -330,44 +350,7 @@ ORDER BY ord
 RETURNING id
 """
 
-# ... and one update per held message: its new state where the reducer planned one (as
-# UPDATE_MESSAGE_STATES), the time of its last report (as TOUCH_MESSAGES), and its release with
-# its next poll, judged on the new state: a final state clears next_poll_at (and keeps it
-# cleared). A claimed message was due, so a next poll in the future was set meanwhile by a
-# postback (tracker.postbacks pushes polls out): the later of the two times is kept.
-# Rows: id (held), new state (NULL: unchanged), occurred_at, failure code, reason, permanent
-# (of the new state), last report received (NULL: none), next poll, polls to add (0 or 1).
-# $2 the ids again.
-WRITE_BACK_POLLED = """
-UPDATE tracker.messages m SET
-    state = coalesce(u.state, m.state),
-    updated_at = CASE WHEN u.state IS NULL THEN m.updated_at ELSE now() END,
-    delivered_at = CASE WHEN u.state >= 'delivered' THEN coalesce(m.delivered_at, u.occurred_at)
-                        ELSE m.delivered_at END,
-    failure_code = CASE WHEN u.state IS NULL THEN m.failure_code
-                        WHEN u.state < 'delivered' THEN u.failure_code END,
-    failure_reason = CASE WHEN u.state IS NULL THEN m.failure_reason
-                          WHEN u.state < 'delivered' THEN u.failure_reason END,
-    failure_permanent = CASE WHEN u.state IS NULL THEN m.failure_permanent
-                             WHEN u.state < 'delivered' THEN u.failure_permanent END,
-    last_report_at = greatest(m.last_report_at, u.reported_at),  -- greatest() skips NULLs
-    next_poll_at = CASE
-        WHEN coalesce(u.state, m.state) >= 'unknown' OR m.next_poll_at IS NULL THEN NULL
-        WHEN m.next_poll_at > now() THEN greatest(m.next_poll_at, u.next_poll_at)
-        ELSE u.next_poll_at END,
-    poll_count = m.poll_count + u.polls,
-    lease_owner = NULL,
-    lease_until = NULL
-FROM (
-    SELECT (r->>0)::bigint AS id, (r->>1)::tracker.state AS state,
-           (r->>2)::timestamptz AS occurred_at, r->>3 AS failure_code, r->>4 AS failure_reason,
-           (r->>5)::boolean AS failure_permanent, (r->>6)::timestamptz AS reported_at,
-           (r->>7)::timestamptz AS next_poll_at, (r->>8)::integer AS polls
-    FROM jsonb_array_elements($1::jsonb) AS rows(r)
-) u
-WHERE m.id = ANY($2::bigint[])  -- by primary key, never a scan of the table
-  AND m.id = u.id
-"""
+# ... then WRITE_MESSAGES (above): one row per held message, with its release (next_poll_at).
 
 # On shutdown: hand back every claim of this poller, due at once.
 RELEASE_ALL = """
@@ -413,6 +396,34 @@ ON CONFLICT (vendor, replica) DO UPDATE SET
 
 # A poller that stops cleanly says so: its circuit state no longer counts in vendor_health.
 STOP_POLL_STATS = "UPDATE tracker.poll_stats SET stopped_at = now() WHERE replica = $1"
+
+# --- the daemon's sweeps, replay, the demo ----------------------------------------------------
+
+# A sweep only one replica at a time runs (Tracker.exclusive): $1 its lock's name. The lock goes
+# with the transaction.
+TRY_SWEEP_LOCK = "SELECT pg_try_advisory_xact_lock(hashtext($1))"
+
+POSTBACKS_TABLE_EXISTS = "SELECT to_regclass('tracker.postbacks') IS NOT NULL"
+
+# A consumer's read and acknowledgement (the contract: tracker.read_events / ack_events).
+READ_EVENTS = "SELECT * FROM tracker.read_events($1, $2)"
+ACK_EVENTS = "SELECT tracker.ack_events($1, $2)"
+
+# `tracker demo`: the sample application's sends ($1 vendor, $2 client_ref, $3 request, $4
+# response), and the summary it prints at the end.
+DEMO_SUBMIT = """
+INSERT INTO tracker.submissions (vendor, client_ref, request, response)
+VALUES ($1, $2, $3::jsonb, $4::jsonb)
+"""
+
+DEMO_SUMMARY = """
+SELECT vendor, sum(total) total, sum(accepted + sent + submitted) in_flight,
+       sum(delivered) delivered, sum(read) read, sum(failed) failed, sum(rejected) rejected,
+       sum(expired) expired, sum(unknown) unknown
+FROM tracker.delivery_summary GROUP BY 1 ORDER BY 1
+"""
+
+COUNT_INTAKE_PROBLEMS = "SELECT count(*) FROM tracker.intake_problems"
 
 # --- migrations --------------------------------------------------------------------------------
 

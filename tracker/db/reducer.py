@@ -4,7 +4,8 @@ apply() takes a batch of observations in one transaction: every observation appe
 raised by the rule (tracker.core), one transition row per real change, one NOTIFY per batch.
 Reports for messages not yet known are stored with no message and adopted when it appears.
 apply_polls() is the same for the poller's write-back, with each message's release folded into
-its one update.
+its one update. Whatever the source, a message is written by one statement, WRITE_MESSAGES
+(write_messages), with rows laid out as tracker.db.rows.MessageWrite.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from tracker.core.states import State
 from tracker import metrics
 from tracker.db import DB_ERRORS
 from tracker.db import queries as q
+from tracker.db.rows import MessageWrite, TransitionRow, message_write
 from tracker.logging import get_logger
 
 log = get_logger("tracker.reducer")
@@ -52,7 +54,14 @@ def rows_json(rows: Iterable[Sequence]) -> str:
     A time without a zone is taken as UTC (the adapters give aware times). orjson writes zone
     offsets in whole minutes: an offset with seconds (historical local mean times only) would
     be rounded."""
-    return orjson.dumps(list(rows), option=orjson.OPT_NAIVE_UTC).decode()
+    return orjson.dumps(list(rows), default=_row, option=orjson.OPT_NAIVE_UTC).decode()
+
+
+def _row(value: object) -> list:
+    """A NamedTuple row (tracker.db.rows) as the array it travels as."""
+    if isinstance(value, tuple):
+        return list(value)
+    raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
 
 
 def _observation_row(o: Observation) -> list:
@@ -161,8 +170,8 @@ async def apply_polls(
     received_at: datetime,
 ) -> Applied:
     """The poller's write-back, in the caller's transaction: the same effects as
-    `apply(conn, "poll", observations)` followed by handing the messages back, with one update
-    per message instead of three.
+    `apply(conn, "poll", observations)` followed by handing the messages back, in the same one
+    statement (WRITE_MESSAGES), with one row per message.
 
     The caller holds every message of `current` locked (FOR NO KEY UPDATE, in id order, as
     LOCK_MESSAGES does) and read its state under that lock. `found` are the poll's observations
@@ -171,7 +180,8 @@ async def apply_polls(
     reports: list[Report] = []
     reported: set[int] = set()
     if found:
-        stored = await insert_observations_of(conn, "poll", found, received_at, count=False)
+        stored = await insert_observations_of(conn, "poll", found, received_at, count=False,
+                                              operators=False)
         for oid, (mid, o) in zip(stored, found):
             reported.add(mid)
             if o.state is not None:
@@ -183,18 +193,11 @@ async def apply_polls(
     if planned:
         await _insert_transitions(conn, planned)
     last = {t.message_id: t for t in planned}  # the last step per message is its new state
-    rows = []
-    for mid, next_at, n in releases:
-        t = last.get(mid)
-        if t is None:
-            rows.append((mid, None, None, None, None, None,
-                         received_at if mid in reported else None, next_at, n))
-        else:
-            r = t.report
-            rows.append((mid, t.to_state.name, r.occurred_at, r.failure_code, r.failure_reason,
-                         r.failure_permanent, received_at if mid in reported else None, next_at, n))
-    if rows:
-        await conn.execute(q.WRITE_BACK_POLLED, rows_json(rows), [row[0] for row in rows])
+    named = {mid: o.operator for mid, o in found if o.operator is not None}
+    await write_messages(conn, [
+        _message_write(mid, last.get(mid), received_at if mid in reported else None,
+                       named.get(mid), received_at, next_at, n)
+        for mid, next_at, n in releases])
     if planned:
         await conn.execute(q.NOTIFY_EVENTS, str(len(planned)))
     unmapped = _count_observations("poll", ((o.vendor, o.state, o.code) for _, o in found))
@@ -211,16 +214,20 @@ def _count_transitions(planned: Sequence[PlannedTransition], vendor_of: Mapping[
 
 async def insert_observations_of(conn: asyncpg.Connection, source: str,
                                  found: Sequence[tuple[int, Observation]], received_at: datetime,
-                                 *, count: bool = True) -> list[int]:
+                                 *, count: bool = True, operators: bool = True) -> list[int]:
     """Append observations of messages whose ids are known (the caller holds or made them):
     (message id, observation) each, received at one time. Returns their ids, in the order
-    given. Counts them in the metrics unless the caller does (`count`)."""
+    given. Counts them in the metrics unless the caller does (`count`); keeps the operators
+    they name on their messages unless the caller writes the messages itself (`operators`)."""
     stored = await conn.fetch(
         q.INSERT_POLL_OBSERVATIONS,
         rows_json([*_observation_row(o), mid, o.operator] for mid, o in found), received_at, source)
     if len(stored) != len(found):
         raise RuntimeError("observations stored do not match those given")
-    await _store_operators(conn, ((mid, o.operator, received_at) for mid, o in found))
+    if operators:
+        named = {mid: o.operator for mid, o in found if o.operator is not None}
+        await write_messages(conn, [message_write(mid, operator=op, operator_at=received_at)
+                                    for mid, op in named.items()])
     if count:
         _count_observations(source, ((o.vendor, o.state, o.code) for _, o in found))
     return sorted(r[0] for r in stored)  # ids follow the order given
@@ -251,9 +258,9 @@ async def insert_transitions(conn: asyncpg.Connection, planned: Sequence[Planned
 
 async def _insert_transitions(conn: asyncpg.Connection, planned: Sequence[PlannedTransition]) -> None:
     await conn.execute(q.INSERT_TRANSITIONS, rows_json(
-        (t.message_id, t.from_state.name, t.to_state.name, t.report.source, t.report.occurred_at,
-         t.report.failure_code, t.report.failure_reason, t.report.failure_permanent,
-         t.is_correction, t.report.observation_id)
+        TransitionRow(t.message_id, t.from_state.name, t.to_state.name, t.report.source,
+                      t.report.occurred_at, t.report.failure_code, t.report.failure_reason,
+                      t.report.failure_permanent, t.is_correction, t.report.observation_id)
         for t in planned))
 
 
@@ -297,11 +304,16 @@ async def _raise_states(conn: asyncpg.Connection, rows: Sequence[asyncpg.Record]
         for r in rows
         if r["message_id"] is not None and r["state"] is not None
     ]
-    touched: dict[int, datetime] = {}
+    touched: dict[int, datetime] = {}  # message -> its latest report's receive time
+    named: dict[int, tuple[datetime, str]] = {}  # message -> its latest report naming an operator
     for r in rows:
-        if r["message_id"] is not None:
-            prev = touched.get(r["message_id"])
-            touched[r["message_id"]] = max(prev, r["received_at"]) if prev else r["received_at"]
+        mid = r["message_id"]
+        if mid is None:
+            continue
+        at = r["received_at"]
+        touched[mid] = max(touched[mid], at) if mid in touched else at
+        if r["operator"] is not None and (mid not in named or at >= named[mid][0]):
+            named[mid] = (at, r["operator"])
     if not touched:
         return Applied()
     # Lock in id order so that concurrent batches never deadlock.
@@ -310,34 +322,30 @@ async def _raise_states(conn: asyncpg.Connection, rows: Sequence[asyncpg.Record]
     planned = plan(current, reports)
     if planned:
         await _insert_transitions(conn, planned)
-        last = {t.message_id: t for t in planned}  # the last step per message is its new state
-        await conn.execute(
-            q.UPDATE_MESSAGE_STATES,
-            list(last),
-            [t.to_state.name for t in last.values()],
-            [t.report.occurred_at for t in last.values()],
-            [t.report.failure_code for t in last.values()],
-            [t.report.failure_reason for t in last.values()],
-            [t.report.failure_permanent for t in last.values()],
-        )
+    last = {t.message_id: t for t in planned}  # the last step per message is its new state
+    await write_messages(conn, [
+        _message_write(mid, last.get(mid), at, *named.get(mid, (None, None))[::-1])
+        for mid, at in touched.items()])
+    if planned:
         await conn.execute(q.NOTIFY_EVENTS, str(len(planned)))
-    await _store_operators(conn, ((r["message_id"], r["operator"], r["received_at"])
-                                  for r in rows if r["message_id"] is not None))
-    await conn.execute(q.TOUCH_MESSAGES, list(touched), list(touched.values()))
     _count_transitions(planned, {r["message_id"]: r["vendor"] for r in rows})
     return Applied(transitions=planned)
 
 
-async def _store_operators(conn: asyncpg.Connection,
-                           reports: Iterable[tuple[int, str | None, datetime]]) -> None:
-    """Keep on each message the operator its latest report naming one gave: (message id,
-    operator, received at) per report, of messages the caller holds locked. Before
-    TOUCH_MESSAGES: a report older than the message's last one does not replace a known
-    operator. Nothing to do (no statement) when no report names one."""
-    latest: dict[int, tuple[datetime, str]] = {}
-    for mid, operator, at in reports:
-        if operator is not None and (mid not in latest or at >= latest[mid][0]):
-            latest[mid] = (at, operator)
-    if latest:
-        await conn.execute(q.SET_MESSAGE_OPERATORS, list(latest),
-                           [op for _, op in latest.values()], [at for at, _ in latest.values()])
+def _message_write(mid: int, t: PlannedTransition | None, reported_at: datetime | None,
+                   operator: str | None = None, operator_at: datetime | None = None,
+                   next_poll_at: datetime | None = None, polls: int = 0) -> MessageWrite:
+    """A message's row of WRITE_MESSAGES: its last planned step (if any) and its reports."""
+    if t is None:
+        return message_write(mid, reported_at=reported_at, operator=operator,
+                             operator_at=operator_at, next_poll_at=next_poll_at, polls=polls)
+    r = t.report
+    return MessageWrite(mid, t.to_state.name, r.occurred_at, r.failure_code, r.failure_reason,
+                        r.failure_permanent, reported_at, operator, operator_at, next_poll_at, polls)
+
+
+async def write_messages(conn: asyncpg.Connection, rows: Sequence[MessageWrite]) -> None:
+    """The one way message states are written (queries.WRITE_MESSAGES), for every source. The
+    caller holds the messages locked."""
+    if rows:
+        await conn.execute(q.WRITE_MESSAGES, rows_json(rows), [row.id for row in rows])

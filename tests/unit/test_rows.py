@@ -1,0 +1,43 @@
+"""Row layouts between Python and SQL (tracker.db.rows) match the statements that unpack them,
+and one statement writes message states for every source."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tracker.db import queries as q
+from tracker.db.rows import MessageWrite, TransitionRow, message_write
+
+COLUMN = re.compile(r"\(?r->>(\d+)\)?(?:::[\w.]+)?\s+AS\s+(\w+)")
+
+
+def columns(sql: str) -> list[tuple[int, str]]:
+    """(position, name) of every `r->>N AS name` in a statement, in order."""
+    return [(int(n), name) for n, name in COLUMN.findall(sql)]
+
+
+@pytest.mark.parametrize("row,sql", [(MessageWrite, q.WRITE_MESSAGES),
+                                     (TransitionRow, q.INSERT_TRANSITIONS)])
+def test_the_statement_unpacks_the_row_in_its_order(row, sql):
+    assert columns(sql) == list(enumerate(row._fields))
+
+
+def test_message_write_defaults_change_nothing():
+    w = message_write(7, reported_at=None)
+    assert w == MessageWrite(7, None, None, None, None, None, None, None, None, None, 0)
+
+
+def test_one_statement_writes_message_states():
+    """Of the daemon's statements, only WRITE_MESSAGES sets a message's state (intake's
+    INSERT_NEW_MESSAGES makes new messages in their first state); no other module of the
+    package writes messages by itself."""
+    setting_state = [name for name, sql in vars(q).items()
+                     if isinstance(sql, str) and re.search(r"UPDATE\s+tracker\.messages", sql)
+                     and re.search(r"\bstate\s*=", sql.split("WHERE")[0])]
+    assert setting_state == ["WRITE_MESSAGES"]
+    root = Path(q.__file__).parents[1]
+    elsewhere = [str(p.relative_to(root)) for p in root.rglob("*.py")
+                 if p.name != "queries.py" and "UPDATE tracker.messages" in p.read_text()]
+    assert elsewhere == []
