@@ -12,16 +12,19 @@ TRACKER_SINKS__NATS__<NAME>__<KEY>; lists are comma-separated there. tracker.con
 """
 from __future__ import annotations
 
-import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 from tracker.config_types import VENDORS, NatsSinkConfig, SinksConfig, WebhookSinkConfig
-from tracker.core.states import State
+from tracker.sinks import checks
+from tracker.sinks.checks import (EVENT_STATES, MAX_BATCH, MAX_CONCURRENCY, MAX_RETRIES,
+                                  MAX_RETRY_DELAY_S, MAX_TIMEOUT_S, NAME, NATS_SCHEMES, STREAM,
+                                  SUBJECT_TOKEN, public_url, url_problem)
 from tracker.sinks.signing import BadSecret, parse_secret
+
+__all__ = ["SinkSettings", "public_url", "secrets_of", "summary"]
 
 Problem = tuple[str, str, str]  # file, key, reason (tracker.config makes them Problems)
 
@@ -35,17 +38,6 @@ KEYS: dict[str, dict[str, str]] = {
              "duplicate_window_s": "float", "timeout_s": "float", "enabled": "bool"},
 }
 SECRET_KEYS = frozenset({"secrets", "servers"})  # never quoted (server URLs may hold passwords)
-NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
-STREAM = re.compile(r"[A-Za-z0-9_-]{1,255}")
-SUBJECT_TOKEN = re.compile(r"[^\s.*>]+")
-NATS_SCHEMES = ("nats", "tls", "ws", "wss")
-EVENT_STATES = tuple(s.name for s in State if s is not State.submitted)  # never a to_state
-MAX_TIMEOUT_S = 300.0
-MAX_RETRY_DELAY_S = 7 * 86400.0
-MAX_RETRIES = 50
-MAX_CONCURRENCY = 1000
-MAX_BATCH = 10_000
-
 
 @dataclass
 class Raw:
@@ -167,52 +159,13 @@ class SinkSettings:
         return SinksConfig(webhooks=webhooks, nats=nats, **g)
 
     def convert(self, kind: str, key: str, raw: Raw) -> Any:
-        """The value as `kind`, or None after reporting why not."""
-        v, shown = raw.value, "" if key in SECRET_KEYS else f" {str(raw.value)[:60]!r}"
-        if raw.from_env:
-            s = v.strip()
-            try:
-                if kind == "bool":
-                    if s.lower() in ("true", "1", "yes", "on"):
-                        return True
-                    if s.lower() in ("false", "0", "no", "off"):
-                        return False
-                    raise ValueError
-                if kind == "int":
-                    return int(s)
-                if kind == "float":
-                    return self._finite(float(s))
-                if kind == "strlist":
-                    return tuple(p.strip() for p in s.split(",") if p.strip())
-                if kind == "floatlist":
-                    return tuple(self._finite(float(p)) for p in s.split(",") if p.strip())
-                return v
-            except ValueError:
-                self.problem(raw, "", f"expected {_KIND_TEXT[kind]}, got{shown}")
-                return None
-        ok = {
-            "bool": lambda: isinstance(v, bool),
-            "int": lambda: isinstance(v, int) and not isinstance(v, bool),
-            "float": lambda: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
-            "str": lambda: isinstance(v, str),
-            "strlist": lambda: isinstance(v, list) and all(isinstance(x, str) for x in v),
-            "floatlist": lambda: isinstance(v, list) and all(
-                isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v),
-        }[kind]()
-        if not ok:
-            self.problem(raw, "", f"expected {_KIND_TEXT[kind]}, got{shown}")
+        """The value as `kind`, or None after reporting why not (a secret is not quoted)."""
+        try:
+            return checks.convert(kind, raw.value, raw.from_env)
+        except ValueError:
+            shown = "" if key in SECRET_KEYS else f" {str(raw.value)[:60]!r}"
+            self.problem(raw, "", f"expected {checks.KIND_TEXT[kind]}, got{shown}")
             return None
-        if kind == "float":
-            return float(v)
-        if kind in ("strlist", "floatlist"):
-            return tuple(float(x) for x in v) if kind == "floatlist" else tuple(v)
-        return v
-
-    @staticmethod
-    def _finite(x: float) -> float:
-        if not math.isfinite(x):
-            raise ValueError
-        return x
 
     def _values(self, kind: str, values: dict[str, Raw]) -> dict[str, Any]:
         out = {k: self.convert(KEYS[kind][k], k, raw) for k, raw in values.items()}
@@ -315,35 +268,6 @@ class SinkSettings:
             reason = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
             self.problem(raw, "", f"cannot read secret file {str(p)!r}: {reason}")
             return None
-
-
-_KIND_TEXT = {"bool": "a boolean", "int": "an integer", "float": "a finite number", "str": "a string",
-              "strlist": "a list of strings", "floatlist": "a list of numbers (seconds)"}
-
-
-def url_problem(url: str, schemes: tuple[str, ...], quote: bool = True) -> str | None:
-    """Why `url` cannot be used (None: it can). Quotes the URL only when asked (no credentials)."""
-    shown = f", got {url[:80]!r}" if quote and "@" not in url else ""
-    try:
-        u = urlsplit(url.strip())
-        _ = u.port  # raises on a malformed port
-        ok = u.scheme in schemes and bool(u.hostname)
-    except ValueError:
-        ok = False
-    if not ok:
-        return f"expected a URL with a host, starting {' or '.join(s + '://' for s in schemes)}{shown}"
-    return None
-
-
-def public_url(url: str) -> str:
-    """scheme://host[:port] of a URL: what summaries and logs may show of it."""
-    try:
-        u = urlsplit(url)
-        port = f":{u.port}" if u.port else ""
-        host = f"[{u.hostname}]" if u.hostname and ":" in u.hostname else u.hostname
-        return f"{u.scheme}://{host}{port}"
-    except ValueError:
-        return "(unreadable URL)"
 
 
 def secrets_of(sinks: SinksConfig) -> list[str]:

@@ -1,0 +1,91 @@
+"""Rules for single [sinks...] values (tracker.sinks.settings applies them): conversion from
+TOML or environment text, URLs, names. Pure."""
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
+from tracker.core.states import State
+
+NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+STREAM = re.compile(r"[A-Za-z0-9_-]{1,255}")
+SUBJECT_TOKEN = re.compile(r"[^\s.*>]+")
+NATS_SCHEMES = ("nats", "tls", "ws", "wss")
+EVENT_STATES = tuple(s.name for s in State if s is not State.submitted)  # never a to_state
+MAX_TIMEOUT_S = 300.0
+MAX_RETRY_DELAY_S = 7 * 86400.0
+MAX_RETRIES = 50
+MAX_CONCURRENCY = 1000
+MAX_BATCH = 10_000
+
+KIND_TEXT = {"bool": "a boolean", "int": "an integer", "float": "a finite number", "str": "a string",
+             "strlist": "a list of strings", "floatlist": "a list of numbers (seconds)"}
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def _finite(x: float) -> float:
+    if not math.isfinite(x):
+        raise ValueError(x)
+    return x
+
+
+def convert(kind: str, value: Any, from_env: bool) -> Any:
+    """`value` as `kind` (environment values are text: lists comma-separated), or ValueError."""
+    if from_env:
+        s = value.strip()
+        if kind == "bool":
+            if s.lower() in _TRUE + _FALSE:
+                return s.lower() in _TRUE
+            raise ValueError(s)
+        if kind == "int":
+            return int(s)
+        if kind == "float":
+            return _finite(float(s))
+        if kind == "strlist":
+            return tuple(p.strip() for p in s.split(",") if p.strip())
+        if kind == "floatlist":
+            return tuple(_finite(float(p)) for p in s.split(",") if p.strip())
+        return value
+    number = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)  # noqa: E731
+    ok = {"bool": lambda: isinstance(value, bool),
+          "int": lambda: isinstance(value, int) and not isinstance(value, bool),
+          "float": lambda: number(value),
+          "str": lambda: isinstance(value, str),
+          "strlist": lambda: isinstance(value, list) and all(isinstance(x, str) for x in value),
+          "floatlist": lambda: isinstance(value, list) and all(number(x) for x in value)}[kind]()
+    if not ok:
+        raise ValueError(kind)
+    if kind == "float":
+        return float(value)
+    if kind == "strlist":
+        return tuple(value)
+    if kind == "floatlist":
+        return tuple(float(x) for x in value)
+    return value
+
+
+def url_problem(url: str, schemes: tuple[str, ...], quote: bool = True) -> str | None:
+    """Why `url` cannot be used (None: it can). Quotes the URL only when asked (no credentials)."""
+    shown = f", got {url[:80]!r}" if quote and "@" not in url else ""
+    try:
+        u = urlsplit(url.strip())
+        _ = u.port  # raises on a malformed port
+        ok = u.scheme in schemes and bool(u.hostname)
+    except ValueError:
+        ok = False
+    if not ok:
+        return f"expected a URL with a host, starting {' or '.join(s + '://' for s in schemes)}{shown}"
+    return None
+
+
+def public_url(url: str) -> str:
+    """scheme://host[:port] of a URL: what summaries and logs may show of it."""
+    try:
+        u = urlsplit(url)
+        port = f":{u.port}" if u.port else ""
+        host = f"[{u.hostname}]" if u.hostname and ":" in u.hostname else u.hostname
+        return f"{u.scheme}://{host}{port}"
+    except ValueError:
+        return "(unreadable URL)"
