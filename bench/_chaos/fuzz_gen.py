@@ -1,0 +1,239 @@
+"""Hostile input, generated fast from a seed: postbacks across the pushing vendors' formats
+(Skycore v2 JSON, v1 XML, form; engageSPARK JSON and form; Sparrow JSON) and routes, and
+submission rows. Every one is meant to be refused: a postback with a 4xx, a row with a reason.
+
+A generated postback that the tracker's own parser would read (tracker.postbacks.core.parse)
+or a row that the intake's pure reader would take (tracker.intake.rows.read_row) is dropped
+and another generated: the suite checks that the running daemon refuses what must be refused,
+whatever gets past its parser into its routes, storage and intake."""
+from __future__ import annotations
+
+import random
+import string
+import uuid
+from datetime import datetime, timezone
+from typing import Any, NamedTuple
+
+import orjson
+
+from tracker.adapters.base import ParseError
+from tracker.intake.rows import RowError, read_row
+from tracker.postbacks import core
+
+PUSHERS = ("skycore", "engagespark", "sparrow")
+CJK = "漢字送達確認"
+
+
+class Postback(NamedTuple):
+    kind: str
+    method: str
+    vendor: str  # in the path
+    token: str  # in the path
+    content_type: str | None
+    body: bytes
+    query: str = ""
+
+
+class Refs(NamedTuple):
+    """Seeded messages (state `submitted`) the generated reports name, so that one wrongly
+    taken would change a state."""
+    skycore: list[str]
+    engagespark: list[str]
+    sparrow: list[tuple[str, str]]  # (batch, recipient)
+
+
+def valid(rng: random.Random, vendor: str, refs: Refs) -> tuple[dict | bytes, str]:
+    """A real postback (as the vendor sends it) about a seeded message: (body, content type)."""
+    if vendor == "skycore":
+        ref = rng.choice(refs.skycore)
+        if rng.random() < 0.3:
+            return (f"<?xml version='1.0'?><POSTBACK><ORIGIN>SMS_MT</ORIGIN><CODE>N202</CODE>"
+                    f"<STATUS>Message Sent/Delivered</STATUS><FROM>00000</FROM>"
+                    f"<TO>14155550100</TO><TRACKINGID>{ref}</TRACKINGID><SPID>0001470</SPID>"
+                    f"<TIMESTAMP>2026-12-01T10:00:00</TIMESTAMP></POSTBACK>").encode(), "application/xml"
+        return {"origin": "SMS_MT", "code": "N202", "sent-as": "SMS", "status": "Delivered",
+                "to": "14155550100", "from": "00000", "tracking-id": ref,
+                "timestamp": "2026-12-01T10:00:00.000000+00:00"}, "application/json"
+    if vendor == "engagespark":
+        return {"id": rng.choice(refs.engagespark), "deliveredToTelco": True,
+                "deliveredToPhone": "confirmed", "done": True, "error": "",
+                "deliveryError": ""}, "application/json"
+    batch, to = rng.choice(refs.sparrow)
+    return {"dlr_type": "instant", "dlr_data": [{"ts": "2026-12-01 10:00:00", "to": to,
+                                                 "id": batch, "status": "00"}]}, "application/json"
+
+
+REQUIRED = {"skycore": ("tracking-id", "code"), "engagespark": ("id",), "sparrow": ("dlr_data",)}
+WRONG_TYPES = (None, True, False, 0, -1, 1.5, 2**63 - 1, 1e300, {}, [], [[]], {"a": {}}, "")
+
+
+def _mutate(rng: random.Random, vendor: str, doc: Any) -> tuple[str, bytes]:
+    """A real JSON postback made unreadable on purpose: (kind, body)."""
+    raw = orjson.dumps(doc)
+    k = rng.randrange(11)
+    if k == 0:
+        return "truncated", raw[:rng.randrange(1, len(raw))]
+    if k == 1:
+        field = rng.choice(REQUIRED[vendor])
+        return "field dropped", orjson.dumps({a: b for a, b in doc.items() if a != field})
+    if k == 2:
+        field = rng.choice(REQUIRED[vendor])
+        return "field retyped", orjson.dumps({**doc, field: rng.choice(WRONG_TYPES)})
+    if k == 3:
+        return "NUL", orjson.dumps(_with_id(vendor, doc, lambda ref: ref[:3] + "\x00" + ref[3:]))
+    if k == 4:
+        return "lone surrogate", raw.replace(b'":"', b'":"\\ud800', 1)
+    if k == 5:
+        cut = rng.randrange(len(raw))
+        return "invalid UTF-8", raw[:cut] + bytes([0xff, 0xfe, 0xc3]) + raw[cut:]
+    if k == 6:
+        other = rng.choice([v for v in PUSHERS if v != vendor])
+        return "another vendor's shape", _bytes(valid(rng, other, FAKE)[0])
+    if k == 7:
+        return "JSON scalar or list", orjson.dumps(rng.choice([1, "x", None, True, [], [1, 2],
+                                                               [[]], 1e300]))
+    if k == 8:
+        depth = rng.choice((100, 2000, 20000))
+        return "deep nesting", b"[" * depth + b"]" * depth
+    if k == 9:
+        return "random bytes", rng.randbytes(rng.randrange(1, 400))
+    huge = CJK * rng.choice((40, 500, 1000))
+    return "id longer than an index entry", orjson.dumps(_with_id(vendor, doc, lambda _: huge))
+
+
+def _with_id(vendor: str, doc: dict, change: Any) -> dict:
+    """The postback with its message id changed by `change`."""
+    if vendor == "sparrow":
+        entry = doc["dlr_data"][0]
+        return {**doc, "dlr_data": [{**entry, "id": change(entry["id"])}]}
+    field = "tracking-id" if vendor == "skycore" else "id"
+    return {**doc, field: change(doc[field])}
+
+
+FAKE = Refs(["fake0000ref"], ["SMS20261201T000000-1234-0001"],
+            [("5d7c1f6e-0000-4000-8000-00000000ffff", "9779800000001")])
+
+
+def _xml_bad(rng: random.Random, body: bytes) -> tuple[str, bytes]:
+    k = rng.randrange(3)
+    if k == 0:
+        return "XML truncated", body[:rng.randrange(1, len(body))]
+    if k == 1:
+        return "XML entity", (b"<?xml version='1.0'?><!DOCTYPE p [<!ENTITY x 'y'>]>"
+                              + body.split(b"?>", 1)[1].replace(b"N202", b"&x;"))
+    return "XML without tracking id", body.replace(b"TRACKINGID", b"TRACKINGXX")
+
+
+def postback(rng: random.Random, refs: Refs, tokens: dict[str, str], max_body: int) -> Postback:
+    """One hostile request at the postback route."""
+    vendor = rng.choice(PUSHERS)
+    token = tokens[vendor]
+    doc, ctype = valid(rng, vendor, refs)
+    k = rng.random()
+    if k < 0.06:  # wrong token, unknown or non-pushing vendor: 404 alike
+        which = rng.randrange(4)
+        if which == 0:
+            token = "".join(rng.choices(string.ascii_letters + string.digits, k=rng.randrange(1, 40)))
+        elif which == 1:
+            vendor = rng.choice(["sparksender", "nosuch", "SKYCORE", "skycore%20", "..", "twilio0"])
+        elif which == 2:
+            token = token[:-1]
+        else:
+            token = ""
+        return Postback("route or token", "POST", vendor, token, ctype, _bytes(doc))
+    if k < 0.08:
+        return Postback("method", rng.choice(["PUT", "DELETE", "PATCH"]), vendor, token, ctype,
+                        _bytes(doc))
+    if k < 0.11:
+        return Postback("oversized", "POST", vendor, token, ctype,
+                        _bytes(doc) + b" " * (max_body + rng.randrange(1, 5000)))
+    if k < 0.15:
+        return Postback("content type", "POST", vendor, token,
+                        rng.choice(["text/html", "image/png", "application/octet-stream",
+                                    "multipart/form-data; boundary=x", "text/csv"]), _bytes(doc))
+    if k < 0.19:
+        return Postback("query only", "GET", vendor, token, None, b"",
+                        rng.choice(["x=1", "tracking-id=", "id=", "dlr_data=%00", "a=%ff%fe",
+                                    "code=N202", "status=00&to=1"]))
+    if isinstance(doc, bytes):
+        kind, body = _xml_bad(rng, doc)
+    elif vendor == "engagespark" and rng.random() < 0.15:
+        kind, body = "form without id", b"deliveredToPhone=confirmed&done=true&x=%ff"
+        ctype = "application/x-www-form-urlencoded"
+    else:
+        kind, body = _mutate(rng, vendor, doc)
+    return Postback(kind, "POST", vendor, token, ctype, body)
+
+
+def _bytes(doc: dict | bytes) -> bytes:
+    return doc if isinstance(doc, bytes) else orjson.dumps(doc)
+
+
+BEFORE_PARSING = ("route or token", "method", "oversized", "content type")  # refused unread
+
+
+def parses(p: Postback) -> bool:
+    """Would the vendor's adapter read it (then it is not surely refused: dropped)?"""
+    if p.kind in BEFORE_PARSING or p.vendor not in PUSHERS:
+        return False
+    raw = core.RawPostback(p.vendor, p.method, p.content_type or "", p.query, p.body, None,
+                           datetime.now(timezone.utc))
+    try:
+        core.parse(raw)
+        return True
+    except (ParseError, KeyError, ValueError):
+        return False
+
+
+def row(rng: random.Random, max_messages: int) -> dict[str, Any]:
+    """One submission row meant to be refused (columns as tracker.submissions has them;
+    submitted_at as text, cast by PostgreSQL)."""
+    vendor = rng.choice(["sparksender", "engagespark", "skycore", "sparrow"])
+    r: dict[str, Any] = {"vendor": vendor, "vendor_ref": None, "recipient": None,
+                         "client_ref": None, "submitted_at": None, "response": None,
+                         "request": None}
+    k = rng.randrange(9)
+    if k == 0:
+        r["vendor"] = rng.choice(["", "SPARKSENDER", "spark sender", " skycore", "nosuch",
+                                  "".join(rng.choices(string.ascii_lowercase, k=12))])
+        r["vendor_ref"] = "12345"
+    elif k == 1:
+        r["client_ref"] = "neither"
+    elif k == 2:
+        r["vendor_ref"] = rng.choice(["", "   ", "x" * rng.randrange(201, 3000),
+                                      CJK * rng.randrange(40, 400)])
+    elif k == 3:
+        r.update(vendor_ref="4242", client_ref="c" * rng.randrange(501, 5000))
+    elif k == 4:
+        r.update(vendor_ref="4242", recipient="9" * rng.randrange(33, 200))
+    elif k == 5:
+        r.update(vendor_ref="4242", submitted_at=rng.choice(
+            ["1999-12-31 23:59:59+00", "2200-01-01 00:00:00+00", "infinity", "-infinity",
+             "4713-01-01 00:00:00+00 BC", "9999-12-31 23:59:59+00"]))
+    elif k == 6:
+        r["response"] = rng.choice([1, "x", None, True, [], [1], {}, {"success": "x"},
+                                    {"messages": [{"id": 5}]}, {"status": "Success"},
+                                    {"data": {"batch_id": 7}, "result": "00"}, {"a": [[[]]]}])
+        r["response"] = r["response"] if r["response"] is not None else {"x": None}
+    elif k == 7:
+        r.update(vendor="sparrow", vendor_ref=str(uuid.UUID(int=rng.getrandbits(128))))
+    else:
+        n = max_messages + rng.randrange(1, 50)
+        r.update(vendor="sparksender", response={"success": [[
+            {"number": f"63917{i:07d}", "msgId": str(900000 + i)} for i in range(n)]],
+            "unsuccess": [[]]})
+    return r
+
+
+def refused(r: dict[str, Any], max_messages: int) -> bool:
+    """Would the intake's pure reader refuse it? (A time out of range arrives as NULL.)"""
+    dump = lambda v: None if v is None else orjson.dumps(v).decode()  # noqa: E731
+    claimed = {**r, "id": 1, "submitted_at": None if r["submitted_at"] else datetime.now(timezone.utc),
+               "submitted_text": r["submitted_at"], "response": dump(r["response"]),
+               "request": dump(r["request"]), "response_too_large": None,
+               "response_limit": 16 << 20}
+    try:
+        read_row(claimed, datetime.now(timezone.utc), max_messages)
+        return False
+    except RowError:
+        return True

@@ -1,0 +1,314 @@
+"""One scenario, start to end: its database, the sandbox, the daemon(s), the application's load,
+a consumer, the scenario's fault, then waiting for everything to settle (past the tracking
+window) and judging the result against the ground truth."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+import aiohttp
+import asyncpg
+import orjson
+
+from _chaos import checks
+from _chaos.consumer import Consumer
+from _chaos.env import TOKENS, Cluster, Daemon, SandboxProc, free_port, pool_for, write_config
+from _chaos.load import Load
+
+RECOVERED_LAG_S = 3.0  # caught up: nothing due, waiting or stored is older than this
+STABLE_S = 4.0  # ... and it stays so this long (a dead replica's claims lag only as time passes)
+RECOVERY_MAX_S = 90.0
+POLLED = ("sparksender", "engagespark", "sparrow")
+
+
+@dataclass(frozen=True)
+class Size:
+    name: str
+    load_s: float  # how long the application sends
+    rate: float  # messages per second it sends, on average, besides campaigns
+    campaigns: tuple[tuple[float, str, int], ...]  # (at second, vendor, numbers in one bulk call)
+    kills: int  # kill -9 scenario: how many times
+    fault_s: float  # a timed fault's length (outage: this much timeouts, then half as much 5xx)
+    fuzz_postbacks: int
+    fuzz_rows: int
+
+
+SHORT = Size("short", 10, 40, ((3, "sparksender", 300), (5, "engagespark", 250),
+                               (6, "sparrow", 60)), 2, 5, 5_000, 500)
+FULL = Size("full", 40, 80, ((8, "sparksender", 1200), (16, "engagespark", 1500),
+                             (24, "sparrow", 300), (30, "sparksender", 800)), 4, 12,
+            100_000, 10_000)
+# Configured per-vendor request limits (rate_limit_per_s). engageSPARK's is high: a list claim
+# (up to 5,000 messages) is leased for 2 x 5,000 / rate s, and a lease lost in a crash must
+# end well within these compressed tracking windows.
+LIMITS = {"sparksender": 150.0, "engagespark": 1000.0, "sparrow": 50.0}
+# Vendor time runs 100 times faster: a receipt within 4 s, engageSPARK's deadline 6 s after the
+# send, Skycore's retry 3 s; a postback answer may take 10 real seconds, as the vendors allow.
+# engageSPARK and Sparrow do not publish a postback retry policy: the contract's 503 ("so that
+# the vendor retries") assumes one, so they get Skycore's documented 5 retries here.
+KNOBS = {"time_scale": 0.01, "latency_max_s": 400.0, "deadline_s": 600.0,
+         "postback_timeout_s": 1000.0, "postback_retries": 5, "postback_retry_s": 300.0,
+         "duplicate_share": 0.1, "out_of_order_share": 0.1, "answer_delay_s": 0.002}
+
+
+@dataclass
+class Scenario:
+    key: str
+    title: str
+    fault: Callable[["Run"], Awaitable[None]] | None = None
+    body: Callable[["Run"], Awaitable[None]] | None = None  # instead of load + fault + settle
+    vendors: Callable[["Run"], dict[str, dict[str, Any]]] | None = None  # vendor settings
+    config: dict[str, dict[str, Any]] = field(default_factory=dict)  # other config sections
+    replicas: int = 1
+    window_s: float = 15.0
+    db_settings: dict[str, str] = field(default_factory=dict)  # the database's defaults
+    server_settings: dict[str, str] = field(default_factory=dict)  # ALTER SYSTEM, then reset
+    knobs: dict[str, Any] = field(default_factory=dict)
+    informational: tuple[str, ...] = ()  # figures shown but not judged (e.g. "rate")
+    note: str = ""
+
+
+@dataclass
+class Result:
+    title: str
+    messages: int = 0
+    postbacks_200: int = 0
+    lost: int = 0
+    duplicates: int = 0
+    wrong: int = 0
+    consumer: int = 0
+    other: dict[str, int] = field(default_factory=dict)
+    recovery_s: float | None = None
+    rates: dict[str, tuple[float, float]] = field(default_factory=dict)
+    informational: tuple[str, ...] = ()
+    details: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def rate_ratio(self) -> float:
+        return max((r / lim for r, lim in self.rates.values()), default=0.0)
+
+    @property
+    def failed(self) -> bool:
+        bad = self.lost or self.duplicates or self.wrong or self.consumer or any(self.other.values())
+        if "rate" not in self.informational and self.rate_ratio > 1.1:
+            bad = True
+        return bool(bad)
+
+
+class Run:
+    def __init__(self, sc: Scenario, size: Size, cluster: Cluster, work: Path, seed: int) -> None:
+        self.sc, self.size, self.cluster, self.work, self.seed = sc, size, cluster, work, seed
+        self.db = f"chaos_{sc.key.replace('-', '_')}"
+        self.result = Result(sc.title, informational=sc.informational)
+        self.daemons: list[Daemon] = []
+        self.sandbox = SandboxProc()
+        self.recoveries: list[asyncio.Task] = []
+        self.other = self.result.other
+        self.began = 0.0
+        self.killed: set[str] = set()  # daemons killed for good (two replicas)
+        self._turn = itertools.count()
+
+    # --- what faults use ---------------------------------------------------------------------
+
+    async def at(self, second: float) -> None:
+        """Sleep until `second` seconds after the load began."""
+        await asyncio.sleep(max(0.0, self.began + second - time.monotonic()))
+
+    def live(self) -> list[Daemon]:
+        return [d for d in self.daemons if d.alive]
+
+    def push_url(self) -> str:
+        live = self.live() or self.daemons
+        return live[next(self._turn) % len(live)].postback_url("engagespark")
+
+    def recovery_from(self, t0: float) -> None:
+        """Measure, in the background, how long after `t0` the tracker is caught up."""
+        self.recoveries.append(asyncio.create_task(self._recovery(t0)))
+
+    async def _recovery(self, t0: float) -> float | None:
+        """Seconds from t0 to the start of the first span of STABLE_S in which every sample
+        says caught up; None if none began within RECOVERY_MAX_S."""
+        since: float | None = None
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as http:
+            while True:
+                now = time.monotonic()
+                if await self._caught_up(http):
+                    since = now if since is None else since
+                    if now - since >= STABLE_S:
+                        return since - t0
+                else:
+                    since = None
+                    if now - t0 > RECOVERY_MAX_S:
+                        return None
+                await asyncio.sleep(0.25)
+
+    async def _caught_up(self, http: aiohttp.ClientSession) -> bool:
+        try:
+            for d in self.live():
+                async with http.get(d.base + "/readyz") as r:
+                    if r.status != 200:
+                        return False
+            conn = await asyncpg.connect(self.dsn, timeout=2)
+            try:
+                lags = await conn.fetchrow(checks.LAG, timeout=3)
+            finally:
+                await conn.close()
+        except (OSError, aiohttp.ClientError, asyncpg.PostgresError, asyncpg.InterfaceError,
+                TimeoutError):
+            return False
+        return all(lag is None or lag <= RECOVERED_LAG_S for lag in lags)
+
+    # --- the run -------------------------------------------------------------------------------
+
+    def vendor_settings_default(self) -> dict[str, dict[str, Any]]:
+        w = self.sc.window_s
+        common = dict(first_poll_s=0.5, max_poll_interval_s=2.0, tracking_window_s=w,
+                      deadline_margin_s=max(1.0, w - 6.0), concurrency=8, request_timeout_s=1.0,
+                      batch_size=50, list_poll_min=200, circuit_failures=5, circuit_reset_s=2.0,
+                      expected_final_s=60.0)
+        out = {}
+        for v in ("sparksender", "engagespark", "skycore", "sparrow"):
+            out[v] = {**self.sandbox.vendor(v), **common, "rate_limit_per_s": LIMITS.get(v, 10.0)}
+            if v in TOKENS:
+                out[v]["postback_token"] = TOKENS[v]
+        return out
+
+    async def execute(self) -> Result:
+        started = time.monotonic()
+        self.dsn = await self.cluster.create_db(self.db, self.sc.db_settings)
+        await self.cluster.configure(self.sc.server_settings)
+        await self.sandbox.start({**KNOBS, **self.sc.knobs, "seed": self.seed})
+        try:
+            await self._start_daemons()
+            async with pool_for(self.dsn) as self.pool:
+                await (self.sc.body or default_body)(self)
+                await self._judge()
+        finally:
+            for t in self.recoveries:
+                t.cancel()
+            for d in self.daemons:
+                if d.alive and await d.stop() != 0:
+                    self.other["daemon stopped uncleanly"] = 1 + self.other.get(
+                        "daemon stopped uncleanly", 0)
+            await self.sandbox.stop()
+            with contextlib.suppress(Exception):
+                await self.cluster.configure({k: None for k in self.sc.server_settings})
+                await self.cluster.drop_db(self.db)
+        self.result.seconds = time.monotonic() - started
+        return self.result
+
+    async def _start_daemons(self) -> None:
+        vendors = (self.sc.vendors or Run.vendor_settings_default)(self)
+        for i in range(self.sc.replicas):
+            name = "ab"[i] if self.sc.replicas > 1 else "tracker"
+            port = free_port()
+            cfg = write_config(self.work / f"{self.sc.key}-{name}.toml", self.dsn, port, vendors,
+                               self.sc.config)
+            self.daemons.append(Daemon(name, cfg, self.work / f"{self.sc.key}-{name}.log", port))
+        await asyncio.gather(*(d.start() for d in self.daemons))
+        await self.sandbox.postback_url("skycore", self.daemons[0].postback_url("skycore"))
+        await self.sandbox.postback_url("sparrow", self.daemons[-1].postback_url("sparrow"))
+
+    async def settle(self, deadline_s: float) -> None:
+        """Wait until every report has come and been applied and every window has closed."""
+        deadline = time.monotonic() + deadline_s
+        while True:
+            await self.sandbox.collect()
+            truth = await self.sandbox.truth()
+            unsettled = sum(1 for t in truth if not t["settled"] and t["fate"] != "no_receipt")
+            try:
+                work = await self.pool.fetchrow(checks.OPEN_WORK)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                work = {"database": 1}
+            if not unsettled and not self.sandbox.pending and not any(work.values()):
+                return
+            if time.monotonic() > deadline:
+                self.result.details.append(
+                    f"did not settle in {deadline_s:.0f} s: {dict(work)}, vendor side "
+                    f"unsettled {unsettled}, postbacks to go {self.sandbox.pending}")
+                return
+            await asyncio.sleep(0.5)
+
+    async def _judge(self) -> None:
+        r = self.result
+        consumer: Consumer | None = getattr(self, "consumer", None)
+        await self.sandbox.collect()
+        async with self.pool.acquire() as conn:
+            lost = await checks.lost_postbacks(conn, self.sandbox.postbacks)
+            r.postbacks_200, r.lost = lost.answered_200, lost.lost
+            if lost.lost:
+                r.details.append(f"postbacks answered 200: {lost.not_stored} not stored, "
+                                 f"{lost.not_applied} stored but not applied")
+            r.duplicates = await checks.duplicate_transitions(conn)
+            load: Load | None = getattr(self, "load", None)
+            if load is not None:
+                finals = await checks.final_states(conn, await self.sandbox.truth(), load.keys)
+                r.messages, r.wrong = finals.messages, finals.bad
+                if finals.bad:
+                    r.details.append(f"wrong {finals.wrong}, missing {finals.missing}, extra "
+                                     f"{finals.extra}: {dict(finals.by_kind)}")
+                    r.details += ["  e.g. " + e for e in finals.examples[:4]]
+                r.details.append(f"application: {load.rows_written} rows written, "
+                                 f"{load.send_failures} sends refused or failed, "
+                                 f"{load.write_failures} writes retried")
+            if consumer is not None:
+                never = await consumer.never_read(self.pool)
+                r.consumer = consumer.reread_after_ack + never + consumer.out_of_order
+                r.details.append(
+                    f"consumer: {len(consumer.read)} events, {consumer.crashes} crashes, "
+                    f"{consumer.rereads} re-read before ack (allowed), re-read after ack "
+                    f"{consumer.reread_after_ack}, never read {never}, out of order "
+                    f"{consumer.out_of_order}")
+        r.details.append(f"polls answered: {checks.poll_answers(self.sandbox.requests)}")
+        retry = checks.inside_retry_after(self.sandbox.requests)
+        if retry:
+            self.other["polls inside a Retry-After"] = retry
+        r.rates = checks.poll_rates(self.sandbox.requests, LIMITS)
+        (self.work / f"{self.sc.key}-sandbox.json").write_bytes(orjson.dumps(
+            {"requests": self.sandbox.requests, "postbacks": self.sandbox.postbacks}))
+        r.details.append("peak poll rate over 2 s / limit: " + ", ".join(
+            f"{v} {got:.0f}/{lim:.0f}" for v, (got, lim) in r.rates.items()))
+        times = [await t for t in self.recoveries]
+        if any(t is None for t in times):
+            self.other["not recovered in 90 s"] = sum(t is None for t in times)
+        if times and all(t is not None for t in times):
+            r.recovery_s = max(times)
+            if len(times) > 1:
+                r.details.append("recovery after each fault: " + ", ".join(f"{t:.1f} s"
+                                                                          for t in times))
+        for d in self.daemons:
+            if d.proc is not None and not d.alive and d.name not in self.killed:
+                self.other["daemon died by itself"] = self.other.get("daemon died by itself", 0) + 1
+
+
+async def default_body(run: Run) -> None:
+    """The mixed load, the consumer and the fault together; then settle past the window."""
+    size = run.size
+    run.load = Load(run.sandbox.info["vendors"], run.dsn, run.push_url, size.rate, run.seed)
+    run.consumer = Consumer(run.dsn, run.seed)
+    consuming = asyncio.create_task(run.consumer.run())
+
+    async def collect() -> None:
+        while True:
+            await asyncio.sleep(2)
+            with contextlib.suppress(Exception):
+                await run.sandbox.collect()
+
+    collecting = asyncio.create_task(collect())
+    run.began = time.monotonic()
+    try:
+        faults = [asyncio.create_task(run.sc.fault(run))] if run.sc.fault else []
+        await run.load.run(size.load_s, list(size.campaigns))
+        await asyncio.gather(*faults)
+        await run.settle(run.sc.window_s + 90)
+        run.consumer.stop.set()
+        await asyncio.wait_for(consuming, 120)
+    finally:
+        collecting.cancel()
+        consuming.cancel()
