@@ -117,14 +117,22 @@ async def test_dead_letters_do_not_hold_up_others_and_are_redriven(db_dsn, pool,
             assert "2 dead letters to send again" in out
             await wait_until(lambda: len(rx.delivered_ids()) == 42, 20, "the redriven events delivered")
             assert not await pool.fetch(failures)
+            rows = await pool.fetch("SELECT name, last_error FROM tracker.sinks UNION ALL "
+                                    "SELECT sink, coalesce(last_error, '') FROM tracker.sink_deliveries")
+            assert not any(secret in str(tuple(r)) or "receiver-token-123" in str(tuple(r)) for r in rows)
             redriven = [d for d in rx.delivered() if d.data["data"]["vendor_ref"] == "bad"]
             assert [d.data["type"] for d in redriven] == ["message.accepted", "message.sent"]
             assert {d.id for d in redriven} == {str(r["event_id"]) for r in dead}
             listing = _cli(cfg_file, "sinks", "status")
             assert listing.splitlines()[0].startswith("sink") and "crm" in listing
-        rows = await pool.fetch("SELECT name, last_error FROM tracker.sinks UNION ALL "
-                                "SELECT sink, coalesce(last_error, '') FROM tracker.sink_deliveries")
-        assert not any(secret in str(tuple(r)) or "receiver-token-123" in str(tuple(r)) for r in rows)
+        # Taken out of the configuration, then forgotten: no cursor left to hold retention back.
+        p = subprocess.run([sys.executable, "-m", "tracker", "--config", str(cfg_file), "sinks", "forget", "crm"],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 2 and "still configured" in p.stderr
+        out = _cli(write_config(tmp_path / "none.toml", db_dsn), "sinks", "forget", "crm")
+        assert "forgotten" in out
+        assert not await pool.fetchval("SELECT count(*) FROM tracker.consumers WHERE consumer = 'sink:crm'")
+        assert not await pool.fetchval("SELECT count(*) FROM tracker.sink_deliveries")
     finally:
         await rx.stop()
 

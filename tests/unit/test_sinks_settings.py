@@ -65,6 +65,7 @@ create_stream = true
     assert "/hooks/sms" not in text and SECRET not in text
     assert "sink bus: NATS JetStream stream SMS, subjects sms.events.>" in text
     assert scrub(f"oops {SECRET} and {SECRET2.removeprefix('whsec_')}") == "oops *** and ***"
+    assert scrub("POST https://crm.example.com/hooks/sms failed") == "POST https://crm.example.com*** failed"
 
 
 def test_environment_overrides_and_defines_sinks(tmp_path):

@@ -720,6 +720,14 @@ SINK_STATUS = "SELECT * FROM tracker.sink_status ORDER BY sink"
 
 WAKE_SINKS = "SELECT pg_notify('tracker_events', 'redrive')"
 
+# A sink taken out of the configuration: its row, its pending deliveries and dead letters
+# (cascade), and its cursor, which would otherwise hold back retention of the outbox for ever.
+FORGET_SINK = """
+WITH s AS (DELETE FROM tracker.sinks WHERE name = $1 RETURNING consumer),
+     c AS (DELETE FROM tracker.consumers WHERE consumer IN (SELECT consumer FROM s) RETURNING 1)
+SELECT (SELECT count(*) FROM s) AS sinks, (SELECT count(*) FROM c) AS cursors
+"""
+
 # --- status and retention (tracker.rollup, tracker.http.status, tracker.retention; sql/009) -----
 
 # Fold the route deltas committed so far into the rollups (sql/009: tracker.fold_route_deltas).

@@ -1,5 +1,5 @@
-"""`tracker sinks status | redrive NAME [--since TIME] | enable NAME`: the operator's handles on
-the sinks. They work on the database, with or without the daemon running (its embedded cluster
+"""`tracker sinks status | redrive NAME [--since TIME] | enable NAME | forget NAME`: the
+operator's handles on the sinks. They work on the database, with or without the daemon running (its embedded cluster
 is found by its private socket, as `tracker replay` does); a running daemon is woken by
 NOTIFY tracker_events and sends redriven events at once."""
 from __future__ import annotations
@@ -78,6 +78,19 @@ def main(args, config: Config) -> int:
         return _on_database(config, show)
 
     name = args.name
+    if action == "forget":
+        if name in config.sinks.webhooks or name in config.sinks.nats:
+            print(f"sinks forget: {name!r} is still configured; take it out of the configuration "
+                  "(and restart the daemons) first", file=sys.stderr)
+            return 2
+
+        async def forget(conn: asyncpg.Connection) -> int:
+            if not await store.forget(conn, name):
+                print(f"sinks forget: no sink named {name!r} in the database", file=sys.stderr)
+                return 1
+            print(f"sink {name} forgotten: its cursor, pending deliveries and dead letters are gone")
+            return 0
+        return _on_database(config, forget)
     if name not in config.sinks.webhooks:
         known = ", ".join(config.sinks.webhooks) or "none configured"
         kind = " (a NATS sink: it keeps no dead letters)" if name in config.sinks.nats else ""

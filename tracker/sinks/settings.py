@@ -271,9 +271,17 @@ class SinkSettings:
 
 
 def secrets_of(sinks: SinksConfig) -> list[str]:
-    """Every secret in the sinks' configuration: whsec_ secrets and server URL passwords."""
+    """Every secret in the sinks' configuration: whsec_ secrets, server URL passwords, and a
+    webhook URL's path and query (receivers put tokens there; logs show scheme://host only)."""
     out = [s for w in sinks.webhooks.values() for s in w.secrets]
     out += [s.removeprefix("whsec_") for w in sinks.webhooks.values() for s in w.secrets]
+    for w in sinks.webhooks.values():
+        try:
+            u = urlsplit(w.url)
+        except ValueError:
+            continue
+        rest = u.path + (f"?{u.query}" if u.query else "")
+        out += [x for x in (u.password, rest if len(rest) >= 8 else None) if x]
     for n in sinks.nats.values():
         for server in n.servers:
             try:

@@ -159,3 +159,8 @@ async def redrive(conn: asyncpg.Connection, sink: str, since: datetime | None) -
 
 async def status(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     return await conn.fetch(q.SINK_STATUS)
+
+
+async def forget(conn: asyncpg.Connection, sink: str) -> bool:
+    """Remove a sink's row, deliveries, dead letters and cursor; False when there was none."""
+    return (await conn.fetchrow(q.FORGET_SINK, sink))["sinks"] > 0
