@@ -1,4 +1,4 @@
--- Polling (DESIGN §5): per-vendor claims, the poller's counters, and tracker.vendor_health.
+-- Polling (docs/polling.md): per-vendor claims, the poller's counters, and tracker.vendor_health.
 
 -- Each vendor's poll loop claims its own due messages: (vendor, next_poll_at) lets it find them
 -- without walking past the other vendors' due rows. Like messages_due, which it replaces (one

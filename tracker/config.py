@@ -1,4 +1,4 @@
-"""Loading and validating the configuration (DESIGN §7).
+"""Loading and validating the configuration (docs/design.md#contract-7).
 
 Layers, later wins: dataclass defaults < TOML file < environment (``TRACKER_<SECTION>__<KEY>``,
 ``TRACKER_VENDORS__<VENDOR>__<KEY>``). Secret keys may instead be given as ``<key>_file``. Every problem

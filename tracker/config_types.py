@@ -1,4 +1,4 @@
-"""The shape of the configuration (DESIGN §7). Loading and validation live in tracker.config."""
+"""The shape of the configuration (docs/design.md#contract-7). Loading and validation live in tracker.config."""
 from __future__ import annotations
 
 import dataclasses

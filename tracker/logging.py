@@ -1,4 +1,4 @@
-"""Structured logging (DESIGN §7): structlog, JSON lines in production, readable on a terminal.
+"""Structured logging (docs/design.md#contract-7): structlog, JSON lines in production, readable on a terminal.
 
 Secrets never get out: a redaction processor masks values of secret-named keys, every registered secret
 (tracker.config registers all configured ones), URL credentials and query parameters, and the token

@@ -1,4 +1,4 @@
-"""Retention (DESIGN §9, docs/retention.md): old rows removed in small batches, each its own short
+"""Retention (docs/retention.md, docs/design.md#contract-9): old rows removed in small batches, each its own short
 transaction, on one replica at a time, so that a busy deployment's disk stays bounded.
 
 Kinds and what may go (the batch functions are in sql/009_route_views.sql):

@@ -1,4 +1,4 @@
-"""One supervisor for every background task of the daemon (DESIGN §9).
+"""One supervisor for every background task of the daemon (docs/design.md#supervision).
 
 Parts start in order and stop in reverse, as aiohttp's cleanup contexts do: a part is an async
 generator function that starts something, yields once, and stops it when resumed. A part that

@@ -1,4 +1,4 @@
-"""The embedded cluster is reachable only by the tracker (DESIGN §9): no TCP listener, a Unix
+"""The embedded cluster is reachable only by the tracker (docs/design.md#contract-9): no TCP listener, a Unix
 socket in a private directory, and peer authentication limited to the tracker's OS user."""
 from __future__ import annotations
 

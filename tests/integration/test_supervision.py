@@ -1,4 +1,4 @@
-"""Every background task of a running tracker is supervised (DESIGN §9): a fault injected into
+"""Every background task of a running tracker is supervised (docs/design.md#supervision): a fault injected into
 each one is logged with the component's name, counted, the component starts again, /readyz
 names it while it keeps failing and is ready again once it recovers; work waiting too long
 makes /readyz 503 naming who should have done it. Real PostgreSQL, the daemon in-process."""

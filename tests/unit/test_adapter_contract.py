@@ -18,8 +18,11 @@ from tracker.config_types import VendorConfig
 
 SECRETS = {"api_key": "SECRET-api-key-1", "api_token": "SECRET-api-token-2",
            "partner_token": "SECRET-partner-3", "postback_token": "SECRET-postback-4"}
-CFGS = {name: VendorConfig(name=name, base_url=f"http://127.0.0.1:1/{name}", user_id="u1", org_id="42", **SECRETS)
-        for name in adapters.ADAPTERS}
+# Every vendor configured, its own settings too (a secret one holds a SECRET- value).
+CFGS = {name: VendorConfig(name=name, base_url=f"http://127.0.0.1:1/{name}", user_id="u1", org_id="42", **SECRETS,
+                           settings={k: f"SECRET-{name}-{k}" if s.secret else f"https://{k}.example"
+                                     for k, s in m.SETTINGS.items()})
+        for name, m in adapters.ADAPTERS.items()}
 TOKEN = "SECRET-jwt-5"
 
 
@@ -126,18 +129,24 @@ def test_observation_is_built_with_keywords_only():
         base.Observation("sparksender", "1", None, None, "2")
 
 
+def _answers(m) -> int:
+    """How many answers one message's status takes (Sparrow: a pair), at least one."""
+    ref = MessageRef("5c32728e-340f-43b6-898d-d2b24e8e1426", "9771")
+    return len(m.status_requests(CFGS[m.NAME], [ref], token=TOKEN)) or 1
+
+
 def _calls(m):
     """Every parser of a module, called with one set of (possibly garbage) inputs."""
     def status(resp):
-        n = 2 if m.NAME == "sparrow" else 1
+        n = _answers(m)
         return m.parse_status([resp] * n, [MessageRef("5c32728e-340f-43b6-898d-d2b24e8e1426", "9771")], NOW)
     calls = [status,
              lambda resp: m.parse_postback("POST", "application/json", {}, resp.body, NOW),
              lambda resp: m.parse_send(resp, None, NOW),
              lambda resp: m.parse_send(resp.body, {"session": {"recipients": ["1"]}, "messages": [{"to": "1"}]}, NOW)]
-    if m.NAME == "sparrow":
+    if isinstance(m, contract.LogsIn):
         calls.append(lambda resp: m.parse_login(resp, NOW))
-    if m.NAME == "engagespark":
+    if isinstance(m, contract.ListsMessages):
         calls.append(lambda resp: m.parse_list(resp, NOW))
     return calls
 
@@ -180,8 +189,11 @@ def _requests():
     reqs = []
     for name, m in adapters.ADAPTERS.items():
         reqs += m.status_requests(CFGS[name], [MessageRef("5c32728e-340f-43b6-898d-d2b24e8e1426", "9771")], token=TOKEN)
-    reqs.append(adapters.sparrow.login_request(CFGS["sparrow"]))
-    reqs.append(adapters.engagespark.list_request(CFGS["engagespark"], after=NOW, page=1, size=10))
+    for name, m in adapters.ADAPTERS.items():
+        if isinstance(m, contract.LogsIn):
+            reqs.append(m.login_request(CFGS[name]))
+        if isinstance(m, contract.ListsMessages):
+            reqs.append(m.list_request(CFGS[name], after=NOW, page=1, size=10))
     return reqs
 
 
@@ -217,7 +229,7 @@ def _everything_else():
             out.append(str(e))
     for name, m in adapters.ADAPTERS.items():
         for status in (200, 401, 402, 404, 429, 500):
-            n = 2 if name == "sparrow" else 1
+            n = _answers(m)
             try:
                 out.append(m.parse_status([ok(b"{}", status)] * n, [MessageRef("b", "1")], NOW))
             except ParseError as e:

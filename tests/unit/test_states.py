@@ -1,4 +1,4 @@
-"""The state machine's laws (DESIGN §2), property-tested."""
+"""The state machine's laws (docs/design.md#contract-2), property-tested."""
 from datetime import datetime, timezone
 
 from hypothesis import given, strategies as st

@@ -1,4 +1,4 @@
-"""The normalized state machine (DESIGN §2). Pure: no I/O.
+"""The normalized state machine (docs/design.md#contract-2). Pure: no I/O.
 
 A message's state is the highest-ranked state ever observed for it. Merge is `max`, so the
 result does not depend on the order or number of reports. A lower or equal report changes

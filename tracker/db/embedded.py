@@ -4,7 +4,7 @@ Used when no database is configured (`tracker run` on the embedded default) and 
 suite. PostgreSQL refuses to run as root, so as root the cluster runs as the `postgres` system
 user (which must be able to reach the data directory).
 
-Only the tracker can reach it (DESIGN §9): there is no TCP listener; the Unix socket lives in a
+Only the tracker can reach it (docs/design.md#contract-9): there is no TCP listener; the Unix socket lives in a
 directory (`<state_dir>/run`) that only the cluster's OS user can enter (and root); and
 pg_hba.conf, rewritten at every start, admits only peer-authenticated local connections from
 the OS users in pg_ident.conf: the tracker's own user and the cluster's. No password exists, so

@@ -1,6 +1,6 @@
 """When to poll a message next, and for how long a claim is held. Pure: no I/O, no clock.
 
-The schedule of one message (DESIGN §5): the first poll `first_poll_s` after submission (set by
+The schedule of one message (docs/polling.md#where-the-schedule-lives): the first poll `first_poll_s` after submission (set by
 the intake), then after each poll a delay that doubles from `first_poll_s` up to the cap
 `max_poll_interval_s`, with jitter so that messages sent together spread out:
 

@@ -1,4 +1,4 @@
-"""Postback ingestion (DESIGN §4): `POST|GET /postbacks/{vendor}/{token}`.
+"""Postback ingestion (docs/postbacks.md): `POST|GET /postbacks/{vendor}/{token}`.
 
 A request is checked (vendor pushes and is enabled, source network, token in constant time,
 content type, size), parsed by the vendor's adapter (unreadable: 400, nothing stored), then

@@ -1,4 +1,5 @@
-"""Faithful fake servers of the four SMS vendors, with knobs and ground truth (DESIGN §6).
+"""Faithful fake servers of the SMS vendors, one per registered vendor, with knobs and ground
+truth (docs/vendors.md#the-sandbox).
 
     sandbox = Sandbox(knobs=Knobs(time_scale=0.01), seed=7)
     await sandbox.start()                  # loopback, any free port -> sandbox.url

@@ -53,6 +53,7 @@ class Push:
     attempt: int = 0
     malformed: bool = False  # the first attempt goes out garbled
     duplicate: bool = False
+    headers: dict[str, str] | None = None  # besides Content-Type (a vendor's signature)
 
 
 def dumps(data: Any) -> bytes:
@@ -228,5 +229,5 @@ def quirks(pushes: list[Push], knobs: Knobs, rng: random.Random) -> list[Push]:
         if rng.random() < knobs.duplicate_share:
             out.append(Push(due=p.due + knobs.scaled(rng.uniform(0.1, 2.0)), body=p.body,
                             content_type=p.content_type, ref=p.ref, recipient=p.recipient,
-                            kind=p.kind, url=p.url, duplicate=True))
+                            kind=p.kind, url=p.url, duplicate=True, headers=p.headers))
     return out

@@ -91,6 +91,7 @@ class Dispatcher:
     async def _deliver(self, push: Push) -> None:
         knobs = self.sandbox.get_knobs(self.vendor)
         url = push.url or self.sandbox.postback_urls.get(self.vendor)
+        url = url and self.sandbox.via_proxy(url)
         entry: dict[str, Any] = {
             "t": asyncio.get_running_loop().time(), "wall": iso(utcnow()), "vendor": self.vendor,
             "kind": push.kind, "ref": push.ref, "recipient": push.recipient,
@@ -109,7 +110,7 @@ class Dispatcher:
         ok = False
         try:
             async with self.sandbox.http.post(
-                url, data=body, headers={"Content-Type": push.content_type},
+                url, data=body, headers={"Content-Type": push.content_type, **(push.headers or {})},
                 timeout=aiohttp.ClientTimeout(total=timeout), allow_redirects=False,
             ) as resp:
                 await resp.read()

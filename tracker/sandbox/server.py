@@ -65,6 +65,7 @@ class Sandbox:
             v: dict(DEFAULT_CREDENTIALS[v], **dict((credentials or {}).get(v, {})))
             for v in VENDORS}
         self.postback_urls: dict[str, str] = {}
+        self.proxies: dict[str, str] = {}  # public URL prefix -> loopback prefix (set_proxy)
         self.requests: collections.deque[dict[str, Any]] = collections.deque(maxlen=log_max)
         self.postbacks: collections.deque[dict[str, Any]] = collections.deque(maxlen=log_max)
         self._request_count = 0
@@ -134,6 +135,23 @@ class Sandbox:
         if not is_loopback_url(url):
             raise ValueError("postback URLs must point at a loopback address")
         self.postback_urls[vendor] = url
+
+    def set_proxy(self, public_base: str, local_base: str | None) -> None:
+        """Postbacks addressed under `public_base` (what the vendor is told, and signs) go to
+        `local_base` on loopback instead, as a reverse proxy in front of the receiver takes them."""
+        if local_base is None:
+            self.proxies.pop(public_base.rstrip("/"), None)
+            return
+        if not is_loopback_url(local_base):
+            raise ValueError("a proxy must forward to a loopback address")
+        self.proxies[public_base.rstrip("/")] = local_base.rstrip("/")
+
+    def via_proxy(self, url: str) -> str:
+        """Where a postback addressed to `url` really goes (set_proxy)."""
+        for public, local in self.proxies.items():
+            if url == public or url.startswith(public + "/") or url.startswith(public + "?"):
+                return local + url[len(public):]
+        return url
 
     def get_knobs(self, vendor: str) -> Knobs:
         return self._knobs[vendor]
