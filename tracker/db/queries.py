@@ -562,31 +562,36 @@ SELECT n, k, 'sink:' || n FROM unnest($1::text[], $2::text[]) AS u(n, k)
 ON CONFLICT (name) DO UPDATE SET kind = excluded.kind, configured_at = now()
 """
 
-# Whether the sink is disabled (410) and how long it is still paused (throttled), in seconds.
-SINK_STATE = """
-SELECT disabled_at IS NOT NULL AS disabled,
-       greatest(extract(epoch FROM paused_until - now()), 0)::float8 AS paused_s
-FROM tracker.sinks WHERE name = $1
-"""
 
 READ_SINK_EVENTS = "SELECT * FROM tracker.read_events($1, $2)"
 
 ACK_SINK_EVENTS = "SELECT tracker.ack_events($1, $2)"
 
 # The reader lease: who reads the outbox for sink $1 (token $2, for $3 seconds). True: ours.
+# Also the sink's shared state: disabled (a 410, on any replica), paused (seconds left). A
+# disabled sink's lease is not taken.
 TAKE_SINK_READER = """
-UPDATE tracker.sinks SET reader = $2, reader_until = now() + make_interval(secs => $3::float8)
-WHERE name = $1 AND (reader IS NULL OR reader = $2 OR reader_until <= now())
-RETURNING true
+WITH taken AS (
+    UPDATE tracker.sinks SET reader = $2, reader_until = now() + make_interval(secs => $3::float8)
+    WHERE name = $1 AND disabled_at IS NULL
+      AND (reader IS NULL OR reader = $2 OR reader_until <= now())
+    RETURNING true AS ours
+)
+SELECT coalesce((SELECT ours FROM taken), false) AS ours, s.disabled_at IS NOT NULL AS disabled,
+       greatest(extract(epoch FROM s.paused_until - now()), 0)::float8 AS paused_s
+FROM tracker.sinks s WHERE s.name = $1
+"""
+
+# read_events, and for each event whether its message has an event pending for sink $3.
+READ_SINK_BATCH = """
+SELECT e.*, EXISTS (SELECT FROM tracker.sink_deliveries d
+                    WHERE d.sink = $3 AND d.message_id = e.message_id AND d.status = 'pending')
+            AS message_pending
+FROM tracker.read_events($1, $2) e
 """
 
 DROP_SINK_READER = "UPDATE tracker.sinks SET reader = NULL, reader_until = NULL WHERE name = $1 AND reader = $2"
 
-# Which of messages $2 have an event pending for sink $1 (a new event of theirs waits behind it).
-SINK_MESSAGES_PENDING = """
-SELECT DISTINCT message_id FROM tracker.sink_deliveries
-WHERE sink = $1 AND status = 'pending' AND message_id = ANY($2::bigint[])
-"""
 
 # A read batch settled: what was not delivered goes into the table as it stands ($3..: one
 # element per event: attempts made, seconds until due, 'pending' | 'dead', claimed by $2 (in
@@ -608,6 +613,10 @@ WITH ins AS (
          AS u(event_id, pos, message_id, recorded_at, body, attempts, retry_in_s, status, claimed,
               last_status, last_error)
     ON CONFLICT (sink, event_id) DO NOTHING
+    RETURNING 1
+), ok AS (  -- $17: some of the batch was delivered (the sink's row: at most once a second)
+    UPDATE tracker.sinks SET last_success_at = now()
+    WHERE name = $1 AND $17 AND (last_success_at IS NULL OR last_success_at < now() - interval '1 second')
     RETURNING 1
 )
 SELECT tracker.ack_events($14, $15), (SELECT count(*) FROM ins)

@@ -26,17 +26,17 @@ class ReadBatch:
         self.delivered = 0
 
     @classmethod
-    def of(cls, rows: Sequence, keep: EventFilter, pending: set[int], started: float) -> "ReadBatch":
-        """From read_events rows (in position order): the filter's events, split into those
-        sent straight away and those queued in the table; `pending`: messages with an event
-        pending in the table."""
+    def of(cls, rows: Sequence, keep: EventFilter, started: float) -> "ReadBatch":
+        """From read_events rows (in position order, each with `message_pending`: its message
+        has an event pending in the table): the filter's events, split into those sent
+        straight away and those queued in the table."""
         kept = [r for r in rows if keep.matches(r["vendor"], r["to_state"])]
         per_message: dict[int, int] = {}
         for r in kept:
             per_message[r["message_id"]] = per_message.get(r["message_id"], 0) + 1
         direct, to_table = [], []
         for r in kept:
-            alone = per_message[r["message_id"]] == 1 and r["message_id"] not in pending
+            alone = per_message[r["message_id"]] == 1 and not r["message_pending"]
             (direct if alone else to_table).append(from_outbox(r))
         return cls(rows[-1]["event_id"], started, direct, to_table)
 

@@ -48,12 +48,6 @@ class Result:
     error: str | None = None  # redacted, for the row and the view
 
 
-@dataclass(frozen=True)
-class SinkState:
-    disabled: bool
-    paused_s: float
-
-
 async def register(conn: asyncpg.Connection, sinks: Iterable[tuple[str, str]]) -> None:
     """Make sure every configured sink has its row ((name, kind) pairs)."""
     sinks = list(sinks)
@@ -61,14 +55,17 @@ async def register(conn: asyncpg.Connection, sinks: Iterable[tuple[str, str]]) -
         await conn.execute(q.REGISTER_SINKS, [n for n, _ in sinks], [k for _, k in sinks])
 
 
-async def state(conn: asyncpg.Connection, sink: str) -> SinkState:
-    row = await conn.fetchrow(q.SINK_STATE, sink)
-    return SinkState(False, 0.0) if row is None else SinkState(row["disabled"], row["paused_s"])
+@dataclass(frozen=True)
+class Reader:
+    ours: bool  # this loop holds the reader lease: it may read the outbox
+    disabled: bool
+    paused_s: float
 
 
-async def take_reader(conn: asyncpg.Connection, sink: str, token: str, lease_s: float) -> bool:
-    """Take or renew the sink's reader lease: True when this loop may read the outbox."""
-    return bool(await conn.fetchval(q.TAKE_SINK_READER, sink, token, lease_s))
+async def take_reader(conn: asyncpg.Connection, sink: str, token: str, lease_s: float) -> Reader:
+    """Take or renew the sink's reader lease (not while disabled), and its shared state."""
+    row = await conn.fetchrow(q.TAKE_SINK_READER, sink, token, lease_s)
+    return Reader(False, False, 0.0) if row is None else Reader(row["ours"], row["disabled"], row["paused_s"])
 
 
 async def drop_reader(conn: asyncpg.Connection, sink: str, token: str) -> None:
@@ -76,13 +73,9 @@ async def drop_reader(conn: asyncpg.Connection, sink: str, token: str) -> None:
 
 
 async def read(conn: asyncpg.Connection, sink: str, batch: int) -> list[asyncpg.Record]:
-    """Up to `batch` events after the sink's cursor (moves nothing)."""
-    return await conn.fetch(q.READ_SINK_EVENTS, consumer_name(sink), batch)
-
-
-async def pending_messages(conn: asyncpg.Connection, sink: str, message_ids: list[int]) -> set[int]:
-    rows = await conn.fetch(q.SINK_MESSAGES_PENDING, sink, message_ids)
-    return {r["message_id"] for r in rows}
+    """Up to `batch` events after the sink's cursor (moves nothing), each with
+    `message_pending`: its message has an event pending for the sink."""
+    return await conn.fetch(q.READ_SINK_BATCH, consumer_name(sink), batch, sink)
 
 
 @dataclass(frozen=True)
@@ -99,9 +92,9 @@ class Unsettled:
 
 
 async def settle(conn: asyncpg.Connection, sink: str, token: str, lease_s: float,
-                 rows: Sequence[Unsettled], last_event_id: int) -> None:
+                 rows: Sequence[Unsettled], last_event_id: int, delivered: bool) -> None:
     """Record a read batch's undelivered events and move the cursor past the batch, in one
-    transaction (one statement)."""
+    transaction (one statement); `delivered`: some of it was (the sink's last success)."""
     e = [u.event for u in rows]
     await conn.execute(
         q.SETTLE_SINK_BATCH, sink, token, [x.event_id for x in e], [x.pos for x in e],
@@ -109,7 +102,7 @@ async def settle(conn: asyncpg.Connection, sink: str, token: str, lease_s: float
         [u.attempts for u in rows], [u.retry_in_s for u in rows],
         ["dead" if u.dead else "pending" for u in rows], [u.in_flight for u in rows],
         [u.last_status for u in rows], lease_s, consumer_name(sink), last_event_id,
-        [u.last_error for u in rows])
+        [u.last_error for u in rows], delivered)
 
 
 async def claim(conn: asyncpg.Connection, sink: str, limit: int, lease_s: float,

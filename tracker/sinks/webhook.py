@@ -159,8 +159,9 @@ class WebhookSink(Answers):
         self._more = False
         if reading and self.batch is None:
             self.notified.clear()
-            await self._refresh(conn, backstop)
             self._more = await self._read(conn)
+            if backstop:
+                await self._next_due(conn)
         now = self.loop.time()
         room = 2 * self.window.size - len(self.queue) - len(self.in_flight)
         if self.due and self._sending(now) and room >= max(1, self.window.size // 2):
@@ -173,35 +174,35 @@ class WebhookSink(Answers):
     def _sending(self, now: float) -> bool:
         return not (self.disabled or self.stopping or self.hold) and now >= self.paused_until
 
-    async def _refresh(self, conn: asyncpg.Connection, backstop: bool) -> None:
-        """The sink's shared state (another replica's 410 or pause, an operator's enable);
-        on the timer, also when its next pending row comes due."""
-        st = await store.state(conn, self.name)
-        if self.disabled and not st.disabled:
-            log.info("webhook sink enabled again", sink=self.name)
-            self.due = True
-        self.disabled = st.disabled
-        now = self.loop.time()
-        if st.paused_s:
-            self.paused_until = max(self.paused_until, now + st.paused_s)
-        if backstop and (due_s := await store.next_due_s(conn, self.name)) is not None:
+    async def _next_due(self, conn: asyncpg.Connection) -> None:
+        """On the timer: when the sink's next pending row comes due (another replica's, or one
+        whose lease ended)."""
+        due_s = await store.next_due_s(conn, self.name)
+        if due_s is not None:
             if due_s <= 0:
                 self.due = True
             else:
-                self.retry_at = min(self.retry_at, now + due_s)
+                self.retry_at = min(self.retry_at, self.loop.time() + due_s)
 
     # --- reading the outbox ------------------------------------------------------------------------
 
     async def _read(self, conn: asyncpg.Connection) -> bool:
-        """Read a batch (if this loop holds the reader lease) and start sending it; True when
-        the batch was full (more may wait)."""
-        if self.disabled or not await store.take_reader(conn, self.name, self.token, self.reader_lease_s):
+        """Learn the sink's shared state (another replica's 410 or pause, an operator's enable)
+        and, holding the reader lease, read a batch and start sending it; True when the batch
+        was full (more may wait)."""
+        st = await store.take_reader(conn, self.name, self.token, self.reader_lease_s)
+        if self.disabled and not st.disabled:
+            log.info("webhook sink enabled again", sink=self.name)
+            self.due = True
+        self.disabled = st.disabled
+        if st.paused_s:
+            self.paused_until = max(self.paused_until, self.loop.time() + st.paused_s)
+        if not st.ours:
             return False
         rows = await store.read(conn, self.name, self.batch_size)
         if not rows:
             return False
-        pending = await store.pending_messages(conn, self.name, list({r["message_id"] for r in rows}))
-        self.batch = ReadBatch.of(rows, self.filter, pending, self.loop.time())
+        self.batch = ReadBatch.of(rows, self.filter, self.loop.time())
         at = self.loop.time()
         self.queue.extend((c, at) for c in self.batch.open.values())
         self._start_queued()
@@ -220,13 +221,12 @@ class WebhookSink(Answers):
         self.queue = collections.deque((c, at) for c, at in self.queue if not c.virtual)
         rows, handed_over = b.settlement(self.in_flight.values())
         try:
-            await store.settle(conn, self.name, self.token, self.lease_s, rows, b.last_event_id)
+            await store.settle(conn, self.name, self.token, self.lease_s, rows, b.last_event_id,
+                               b.delivered > 0)
         except BaseException:
             self.batch = b  # settled again later; what it has lost track of is sent again
             raise
         self.due = self.due or bool(rows)
-        if b.delivered:
-            await store.succeeded(conn, self.name)
         if rows:
             log.debug("read batch settled", sink=self.name, into_table=len(rows),
                       handed_over=len(handed_over))
