@@ -146,9 +146,10 @@ class RetentionConfig:
     refused_rows_days: float = 30.0  # submission rows refused (or that named no message)
     final_messages_days: float = 90.0  # messages final this long, with their history
     interval_s: float = 300.0  # a sweep runs this often, on one replica at a time
-    batch_size: int = 2000  # rows removed per transaction (short ones: never long locks)
+    batch_size: int = 500  # rows removed per transaction (short ones: never long locks)
     run_budget_s: float = 60.0  # a sweep stops after this long; the next one goes on
-    pause_ms: float = 20.0  # between two batches, so that the hot path keeps the disk
+    pause_ms: float = 50.0  # between two batches (and at least twice as long as the batch took),
+    # so that retention has the database a third of the time at most and the hot path keeps it
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,9 @@ Kinds and what may go (the batch functions are in sql/009_route_views.sql):
 
 A kind's sweep walks its table in id order (ids grow with time) from the start, a batch at a
 time, and stops where the rows are too young; rows held by another transaction are passed over,
-never waited for. A sweep has a time budget, shared by the kinds; a kind that runs out is
-marked behind (metric) and goes on at the next sweep. What each sweep removed is in
+never waited for; between batches it rests at least twice as long as the batch took. A sweep has a
+time budget, shared by the kinds; a kind that runs out is marked behind (metric) and goes on at
+the next sweep. What each sweep removed is in
 tracker.retention_status.
 """
 from __future__ import annotations
@@ -84,6 +85,7 @@ async def sweep_kind(conn: asyncpg.Connection, kind: str, config: RetentionConfi
             if time.monotonic() >= deadline:
                 out.behind = True
                 break
+            began = time.monotonic()
             batch = await _batch(conn, kind, after, cutoff, config.batch_size)
             out.batches += 1
             out.removed += batch["removed"]
@@ -91,7 +93,9 @@ async def sweep_kind(conn: asyncpg.Connection, kind: str, config: RetentionConfi
             if not batch["old"] or batch["last_id"] is None:
                 break  # reached rows too young to go, or the end of the table
             after = batch["last_id"]
-            await asyncio.sleep(config.pause_ms / 1000)
+            # Rest at least twice as long as the batch took: retention has the database a third
+            # of the time at most, however slow it is under load.
+            await asyncio.sleep(max(config.pause_ms / 1000, 2 * (time.monotonic() - began)))
     except DB_ERRORS as e:
         if conn.is_closed():
             raise

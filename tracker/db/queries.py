@@ -842,8 +842,12 @@ RETENTION_UNLOCK = "SELECT pg_advisory_unlock(hashtext($1))"
 # When this kind's sweep starts, and its cutoff: $1 days ago.
 RETENTION_CUTOFF = "SELECT now(), now() - make_interval(secs => $1::float8 * 86400)"
 
-# A batch never waits long for a lock, nor runs long.
-RETENTION_BATCH_LIMITS = "SET LOCAL lock_timeout = '1s'; SET LOCAL statement_timeout = '30s'"
+# A batch never waits long for a lock, nor runs long, nor waits for its WAL to reach the disk
+# (a batch lost in a crash is removed again by the next sweep: the postbacks' commits keep the
+# disk's flushes to themselves).
+RETENTION_BATCH_LIMITS = """
+SET LOCAL lock_timeout = '1s'; SET LOCAL statement_timeout = '30s'; SET LOCAL synchronous_commit = off
+"""
 
 # One batch of a kind (sql/009: tracker.retain_<kind>): $1 after id, $2 cutoff, $3 rows examined.
 RETENTION_BATCH = {
