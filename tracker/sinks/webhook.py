@@ -116,18 +116,18 @@ class WebhookSink(Answers):
             if now >= self.retry_at:
                 self.retry_at, self.due = math.inf, True
             backstop = now - last_read >= self.poll_interval_s
-            reading = self.batch is None and (self.notified.is_set() or more or backstop)
+            want_read = self.notified.is_set() or more or backstop  # once no batch is open
             record = bool(self.results) and (len(self.results) >= max(1, self.window.size // 2)
                                              or now >= self.first_result_at + RECORD_WAIT_S)
             settle = self.batch is not None and self._settling(now)
+            reading = want_read and (self.batch is None or settle)  # read right after settling
             room = 2 * self.window.size - len(self.queue) - len(self.in_flight)
             claim = self.due and self._sending(now) and room >= max(1, self.window.size // 2)
             try:
                 if record or settle or reading or claim or self.alarms:
                     with beat().working():  # progress: a turn done (requests run outside it)
                         async with self.pool.acquire() as conn:
-                            await self._turn(conn, record, settle, reading, backstop)
-                            if reading:
+                            if await self._turn(conn, record, settle, reading, backstop):
                                 last_read, more = now, self._more
                 else:
                     beat().progress()
@@ -149,15 +149,16 @@ class WebhookSink(Answers):
                 await asyncio.wait_for(self.changed.wait(), max(0.0, wake_at - now))
 
     async def _turn(self, conn: asyncpg.Connection, record: bool, settle: bool, reading: bool,
-                    backstop: bool) -> None:
+                    backstop: bool) -> bool:
+        """One turn's database work; True when it read the outbox."""
         if self.alarms:
             await self._act_on_alarms(conn)
         if record or settle:  # a batch's settling may need its handed-over rows' earlier answers
             await self._record(conn)
         if settle:
             await self._settle(conn)
-        self._more = False
-        if reading and self.batch is None:
+        read = reading and self.batch is None
+        if read:
             self.notified.clear()
             self._more = await self._read(conn)
             if backstop:
@@ -170,6 +171,7 @@ class WebhookSink(Answers):
             at = self.loop.time()
             self.queue.extend((c, at) for c in claimed)
             self._start_queued()
+        return read
 
     def _sending(self, now: float) -> bool:
         return not (self.disabled or self.stopping or self.hold) and now >= self.paused_until

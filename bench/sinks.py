@@ -1,0 +1,307 @@
+"""Webhook sink throughput and latency, on this machine, in one run, loopback only.
+
+    .venv/bin/python bench/sinks.py [--events 5000] [--rounds 3] [--concurrency 16]
+                                    [--rate 1000] [--seconds 10] [--dsn DSN]
+
+1. Throughput: events/s that `tracker run` delivers to a local receiver (the outbox filled
+   beforehand, the daemon started on it: moving from the outbox, claiming, signing, POSTing,
+   recording) beside a bare aiohttp client POSTing the same bodies, signed the same way, with
+   the same concurrency, to the same receiver. Both rates are measured at the receiver (first to
+   last arrival), in alternating rounds; the ratio is the median of the rounds' ratios
+   (target >= 0.7).
+2. Latency: Skycore postbacks at a steady --rate per second for --seconds, each a `delivered`
+   report for a message in `sent`: from just before the postback is sent to the webhook's
+   arrival at the receiver, p50/p99 (the postback's group commit, the apply worker, the
+   publisher, the sink's fill and claim, the POST).
+
+The receiver runs in its own process (answers 204, notes arrival times), as does `tracker run`
+and PostgreSQL (a private embedded cluster, fsync on, unless --dsn). Everything started here is
+stopped here.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import aiohttp  # noqa: E402
+import asyncpg  # noqa: E402
+import orjson  # noqa: E402
+from aiohttp import web  # noqa: E402
+
+from bench._polling import Daemon, database, migrated, toml  # noqa: E402
+from tracker.sinks import signing  # noqa: E402
+from tracker.sinks.event import encode_event  # noqa: E402
+
+PY = sys.executable
+SECRET = "whsec_" + base64.b64encode(bytes(range(32))).decode()
+TOKEN = "bench-token-0123456789"
+
+
+# --- the receiver (its own process: `bench/sinks.py receiver`) -------------------------------------
+
+
+def receiver_main() -> None:
+    arrivals: list[tuple[float, str]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        body = await request.read()
+        arrivals.append((time.time(), orjson.loads(body)["data"]["vendor_ref"]))
+        return web.Response(status=204)
+
+    async def stats(request: web.Request) -> web.Response:
+        refs = request.query.get("refs") == "1"
+        times = [t for t, _ in arrivals]
+        out = {"count": len(arrivals), "first": min(times, default=0), "last": max(times, default=0)}
+        if refs:
+            out["refs"] = {r: t for t, r in arrivals}
+        return web.Response(body=orjson.dumps(out), content_type="application/json")
+
+    async def reset(_request: web.Request) -> web.Response:
+        arrivals.clear()
+        return web.Response(status=204)
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_post("/hook", hook)
+        app.router.add_get("/stats", stats)
+        app.router.add_post("/reset", reset)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        print(f"http://{host}:{port}", flush=True)
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+class ReceiverProc:
+    def __enter__(self) -> "ReceiverProc":
+        self.proc = subprocess.Popen([PY, __file__, "receiver"], stdout=subprocess.PIPE, text=True)
+        self.base = self.proc.stdout.readline().strip()
+        self.url = self.base + "/hook"
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+    async def stats(self, session: aiohttp.ClientSession, refs: bool = False) -> dict:
+        async with session.get(self.base + "/stats", params={"refs": "1" if refs else "0"}) as r:
+            return await r.json()
+
+    async def reset(self, session: aiohttp.ClientSession) -> None:
+        async with session.post(self.base + "/reset") as r:
+            await r.read()
+
+    async def until(self, session: aiohttp.ClientSession, n: int, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        while (s := await self.stats(session))["count"] < n:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the receiver got {s['count']} of {n} within {timeout} s")
+            await asyncio.sleep(0.05)
+        return s
+
+
+# --- the tracker side --------------------------------------------------------------------------------
+
+
+def write_config(path: Path, dsn: str, url: str, concurrency: int, skycore: bool = False) -> Path:
+    lines = ["[database]", f"dsn = {toml(dsn)}", "pool_min = 2", "pool_max = 10",
+             "[http]", 'listen = "127.0.0.1:0"', "[log]", 'level = "info"', 'format = "json"',
+             "[sinks]", "poll_interval_s = 1.0", "batch_size = 1000",
+             "[sinks.webhooks.bench]", f"url = {toml(url)}", f"secrets = [{toml(SECRET)}]",
+             f"concurrency = {concurrency}", "timeout_s = 10.0"]
+    for name in ("sparksender", "engagespark", "skycore", "sparrow"):
+        lines.append(f"[vendors.{name}]")
+        lines += ([f"postback_token = {toml(TOKEN)}"] if skycore and name == "skycore" else ["enabled = false"])
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+async def write_events(dsn: str, first: int, n: int) -> None:
+    """n messages, one transition each, straight into the outbox (as the reducer writes them)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            "WITH m AS (INSERT INTO tracker.messages (vendor, vendor_ref, recipient)"
+            "  SELECT 'sparksender', 'e' || i, '1555' || i FROM generate_series($1::int, $2::int) i RETURNING id)"
+            " INSERT INTO tracker.transitions (message_id, from_state, to_state, source, occurred_at)"
+            " SELECT id, 'submitted', 'delivered', 'poll', now() FROM m", first, first + n - 1)
+    finally:
+        await conn.close()
+
+
+def sample_bodies(n: int, first: int) -> list[bytes]:
+    now = datetime.now(timezone.utc)
+    return [encode_event({"event_id": first + i, "message_id": first + i, "vendor": "sparksender",
+                          "vendor_ref": f"e{first + i}", "recipient": f"1555{first + i}", "client_ref": None,
+                          "from_state": "submitted", "to_state": "delivered", "source": "poll",
+                          "occurred_at": now, "recorded_at": now, "failure_code": None,
+                          "failure_reason": None, "failure_permanent": None, "is_correction": False})
+            for i in range(n)]
+
+
+async def bare(session: aiohttp.ClientSession, url: str, bodies: list[bytes], concurrency: int,
+               first: int) -> None:
+    keys = [signing.parse_secret(SECRET)]
+    todo = iter(enumerate(bodies))
+
+    async def worker() -> None:
+        for i, body in todo:
+            headers = signing.headers(keys, str(first + i), int(time.time()), body)
+            async with session.post(url, data=body, headers=headers, allow_redirects=False) as r:
+                await r.read()
+                assert r.status == 204
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+def rate(stats: dict) -> float:
+    return (stats["count"] - 1) / max(stats["last"] - stats["first"], 1e-9)
+
+
+async def throughput(args, dsn: str, tmp: Path, rx: ReceiverProc, session) -> dict:
+    config = write_config(tmp / "throughput.toml", dsn, rx.url, args.concurrency)
+    bares, tracks = [], []
+    for r in range(args.rounds):
+        first = 1 + r * args.events
+        await rx.reset(session)
+        await bare(session, rx.url, sample_bodies(args.events, first), args.concurrency, first)
+        bares.append(rate(await rx.until(session, args.events, 60)))
+        await rx.reset(session)
+        await write_events(dsn, first, args.events)
+        daemon = Daemon(config, tmp / f"daemon-{r}.log").start()
+        try:
+            tracks.append(rate(await rx.until(session, args.events, 300)))
+        finally:
+            daemon.stop()
+    ratios = [t / b for b, t in zip(bares, tracks)]
+    return {"bare": bares, "tracker": tracks, "ratio": statistics.median(ratios)}
+
+
+def postback(ref: str) -> bytes:
+    return orjson.dumps({"origin": "SMS_MT", "code": "N202", "sent-as": "SMS", "status": "Delivered",
+                         "from": "00000", "to": "15550000000", "tracking-id": ref,
+                         "timestamp": "2024-05-01T12:00:00.000000+00:00"})
+
+
+async def latency(args, dsn: str, tmp: Path, rx: ReceiverProc, session) -> dict:
+    n = int(args.rate * args.seconds)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("INSERT INTO tracker.messages (vendor, vendor_ref, state)"
+                           " SELECT 'skycore', 'lat' || lpad(i::text, 8, '0'), 'sent'"
+                           " FROM generate_series(0, $1) i", n)
+    finally:
+        await conn.close()
+    log = tmp / "latency.log"
+    daemon = Daemon(write_config(tmp / "latency.toml", dsn, rx.url, args.concurrency, skycore=True), log).start()
+    try:
+        await rx.until(session, 0, 1)
+        ready = next(json.loads(line) for line in log.read_text().splitlines() if "tracker ready" in line)
+        url = f"http://{ready['listen']}/postbacks/skycore/{TOKEN}"
+        await asyncio.sleep(3)  # the throughput rounds' events, if any, are out of the way
+        await rx.reset(session)
+        sent: dict[str, float] = {}
+        statuses: dict[int, int] = {}
+        start = time.monotonic()
+
+        async def one(i: int) -> None:
+            ref = f"lat{i:08d}"
+            sent[ref] = time.time()
+            async with session.post(url, data=postback(ref), headers={"Content-Type": "application/json"}) as r:
+                await r.read()
+                statuses[r.status] = statuses.get(r.status, 0) + 1
+
+        tasks = []
+        for i in range(n):  # a steady rate: request i leaves at start + i / rate
+            delay = start + i / args.rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(i)))
+        await asyncio.gather(*tasks)
+        achieved = n / (time.monotonic() - start)
+        stats = await rx.until(session, n, 120)
+        stats = await rx.stats(session, refs=True)
+        conn = await asyncpg.connect(dsn)
+        try:  # when each transition was recorded: the tracker's part and the sink's part
+            recorded = {r["vendor_ref"]: r["at"] for r in await conn.fetch(
+                "SELECT m.vendor_ref, extract(epoch FROM t.recorded_at)::float8 AS at"
+                " FROM tracker.transitions t JOIN tracker.messages m ON m.id = t.message_id"
+                " WHERE m.vendor = 'skycore' AND m.vendor_ref LIKE 'lat%'")}
+        finally:
+            await conn.close()
+    finally:
+        daemon.stop()
+    got = stats["refs"]
+    lat = sorted((got[ref] - t) * 1000 for ref, t in sent.items() if ref in got)
+    ingest = sorted((recorded[ref] - t) * 1000 for ref, t in sent.items() if ref in recorded)
+    sink = sorted((got[ref] - recorded[ref]) * 1000 for ref in sent if ref in got and ref in recorded)
+    pct = lambda xs, p: xs[min(len(xs) - 1, int(p * len(xs)))] if xs else float("nan")  # noqa: E731
+    return {"n": n, "achieved": achieved, "statuses": statuses, "p50": pct(lat, 0.5), "p99": pct(lat, 0.99),
+            "max": lat[-1], "delivered": len(lat), "ingest": (pct(ingest, 0.5), pct(ingest, 0.99)),
+            "sink": (pct(sink, 0.5), pct(sink, 0.99))}
+
+
+async def run(args, dsn: str) -> int:
+    await migrated(dsn)
+    tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"tracker-bench-sinks-{os.getpid()}"
+    tmp.mkdir(parents=True, exist_ok=True)
+    with ReceiverProc() as rx:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=max(args.concurrency, 256))) as s:
+            t = await throughput(args, dsn, tmp, rx, s) if args.only != "latency" else None
+            lat = await latency(args, dsn, tmp, rx, s) if args.only != "throughput" else None
+    print(f"sinks bench: loopback, {os.cpu_count()} CPUs; receiver, tracker run and PostgreSQL each in "
+          f"their own process; concurrency {args.concurrency}; {args.rounds} rounds of {args.events} events")
+    if t:
+        print_throughput(t)
+    if lat:
+        print(f"latency postback -> webhook at {lat['achieved']:.0f} postbacks/s for {args.seconds:g} s "
+              f"({lat['n']} postbacks, answers {lat['statuses']}, {lat['delivered']} webhooks): "
+              f"p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms, max {lat['max']:.1f} ms")
+        print(f"  of which postback sent -> transition recorded: p50 {lat['ingest'][0]:.1f} ms, p99 "
+              f"{lat['ingest'][1]:.1f} ms; recorded -> webhook received: p50 {lat['sink'][0]:.1f} ms, "
+              f"p99 {lat['sink'][1]:.1f} ms")
+    return 0 if lat is None or lat["delivered"] == lat["n"] else 1
+
+
+def print_throughput(t: dict) -> None:
+    print("rounds (bare client / tracker sink, events/s): " + ", ".join(
+        f"{b:.0f} / {x:.0f}" for b, x in zip(t["bare"], t["tracker"])))
+    print(f"throughput: tracker {statistics.median(t['tracker']):.0f} events/s, bare aiohttp client "
+          f"{statistics.median(t['bare']):.0f} /s, ratio {t['ratio']:.2f} (median of the rounds'; target >= 0.7)")
+
+
+def main() -> int:
+    if sys.argv[1:2] == ["receiver"]:
+        receiver_main()
+        return 0
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--events", type=int, default=5000, help="events per throughput round")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--concurrency", type=int, default=16, help="the sink's and the bare client's")
+    p.add_argument("--rate", type=float, default=1000.0, help="postbacks per second (latency)")
+    p.add_argument("--seconds", type=float, default=10.0, help="how long the steady load lasts")
+    p.add_argument("--only", choices=("throughput", "latency"), help="run one part only")
+    p.add_argument("--dsn", default=os.environ.get("TRACKER_BENCH_DSN"),
+                   help="an existing database (default: a private embedded cluster, fsync on)")
+    args = p.parse_args()
+    with database(args.dsn) as (dsn, _pid):
+        return asyncio.run(run(args, dsn))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
