@@ -7,13 +7,22 @@ from datetime import datetime, timedelta, timezone
 HOSTILE_CODE = '<script>alert("code")</script>'
 HOSTILE_CONSUMER = "billing<img src=x onerror=alert(1)>"
 
-# What the page must show per vendor, by data-k (tracker.http.status_page).
+# What the page must show per vendor, by data-k (tracker.http.status_page); every other vendor
+# configured shows QUIET.
+QUIET = {"in_flight": "0", "stuck": "0", "ratio_hour": "–", "ratio_day": "–"}
 EXPECTED = {
     "sparksender": {"in_flight": "1", "stuck": "0", "ratio_hour": "80.0%", "ratio_day": "65.0%"},
     "engagespark": {"in_flight": "0", "stuck": "0", "ratio_hour": "100.0%", "ratio_day": "100.0%"},
     "skycore": {"in_flight": "5", "stuck": "5", "ratio_hour": "–", "ratio_day": "0.0%"},
-    "sparrow": {"in_flight": "0", "stuck": "0", "ratio_hour": "–", "ratio_day": "–"},
+    "sparrow": QUIET,
 }
+
+
+def expected_cards() -> dict[str, dict[str, str]]:
+    """Every vendor the default configuration enables, with what its card must show."""
+    from tracker.config_types import Config
+
+    return {v.name: EXPECTED.get(v.name, QUIET) for v in Config().vendors.values() if v.enabled}
 
 
 async def add_messages(conn, vendor: str, n: int, ago: timedelta, state: str, latency_s: float | None,
