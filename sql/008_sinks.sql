@@ -60,6 +60,36 @@ CREATE INDEX sink_deliveries_message ON tracker.sink_deliveries (sink, message_i
 CREATE INDEX sink_deliveries_dead ON tracker.sink_deliveries (sink, recorded_at)
     WHERE status = 'dead';
 
+-- A webhook sink's read: like tracker.read_events (publishing first, as it does), but after
+-- `after_pos` when that is beyond the sink's cursor (batches read while earlier ones are still
+-- being sent), and with whether each event's message has an event pending for the sink.
+CREATE FUNCTION tracker.read_sink_batch(sink text, after_pos bigint, max_events int)
+RETURNS TABLE (
+    event_id bigint, message_id bigint, vendor text, vendor_ref text, recipient text,
+    client_ref text, from_state tracker.state, to_state tracker.state, source tracker.source,
+    occurred_at timestamptz, recorded_at timestamptz, failure_code text, failure_reason text,
+    failure_permanent boolean, is_correction boolean, pos bigint, message_pending boolean
+)
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF current_setting('transaction_read_only') = 'off' THEN
+        PERFORM tracker.publish_events();
+    END IF;
+    RETURN QUERY
+    SELECT t.event_id, t.message_id, m.vendor, m.vendor_ref, m.recipient, m.client_ref,
+           t.from_state, t.to_state, t.source, t.occurred_at, t.recorded_at,
+           t.failure_code, t.failure_reason, t.failure_permanent, t.is_correction, t.pos,
+           EXISTS (SELECT FROM tracker.sink_deliveries d
+                   WHERE d.sink = read_sink_batch.sink AND d.message_id = t.message_id
+                     AND d.status = 'pending')
+    FROM tracker.transitions t
+    JOIN tracker.messages m ON m.id = t.message_id
+    WHERE t.pos > greatest(after_pos, coalesce((SELECT c.acked_pos FROM tracker.consumers c
+                                                WHERE c.consumer = 'sink:' || read_sink_batch.sink), 0))
+    ORDER BY t.pos
+    LIMIT max_events;
+END $$;
+
 -- Per sink: where its cursor is, how far behind it is, and how it last fared.
 CREATE VIEW tracker.sink_status AS
 SELECT s.name AS sink,

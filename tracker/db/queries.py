@@ -582,13 +582,8 @@ SELECT coalesce((SELECT ours FROM taken), false) AS ours, s.disabled_at IS NOT N
 FROM tracker.sinks s WHERE s.name = $1
 """
 
-# read_events, and for each event whether its message has an event pending for sink $3.
-READ_SINK_BATCH = """
-SELECT e.*, EXISTS (SELECT FROM tracker.sink_deliveries d
-                    WHERE d.sink = $3 AND d.message_id = e.message_id AND d.status = 'pending')
-            AS message_pending
-FROM tracker.read_events($1, $2) e
-"""
+# Events of sink $1 after its cursor and after position $2, up to $3 (sql/008_sinks.sql).
+READ_SINK_BATCH = "SELECT * FROM tracker.read_sink_batch($1, $2, $3)"
 
 DROP_SINK_READER = "UPDATE tracker.sinks SET reader = NULL, reader_until = NULL WHERE name = $1 AND reader = $2"
 

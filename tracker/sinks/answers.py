@@ -48,19 +48,20 @@ class Answers:
         else:
             self._came_back(task.result())
         self._start_queued()
-        if self.due and len(self.queue) < self.window.size // 2:
-            self.changed.set()  # room for more claims
+        if (self.due or self.more) and len(self.queue) < self.window.size // 2:
+            self.changed.set()  # room for more claims, or another read
 
     def _came_back(self, done: Done) -> None:
         r = done.result
-        if not (self.batch is not None and self.batch.came_back(r)):
+        batch = self.batch_of.pop(r.event_id, None)
+        if batch is None or not batch.came_back(r):
             if not self.results:
                 self.first_result_at = self.loop.time()
             self.results.append(r)  # a claimed row's answer: written with others
             if len(self.results) >= max(1, self.window.size // 2):
                 self.changed.set()
-        elif self.batch.done:
-            self.changed.set()  # settle it
+        elif batch.done and batch is self.batches[0]:
+            self.changed.set()  # settle it (and those done behind it)
         self._account(done)
         if r.outcome in (Outcome.throttled, Outcome.gone):
             self.hold = True  # nothing starts until the loop has acted on it

@@ -3,12 +3,14 @@ together (tracker.sinks.store.settle): what was delivered needs no row; everythi
 into tracker.sink_deliveries in the transaction that moves the cursor past the batch. Pure
 bookkeeping, no I/O.
 
-An event is sent straight from the batch only when it is its message's one event in the batch
-and its message has nothing pending for the sink; otherwise it goes to the table unsent, behind
-its message's earlier events (the table keeps one message's events in order).
+An event is sent straight from the batch only when it is its message's one event in the batch,
+its message has nothing pending for the sink, and no earlier batch still open holds an event of
+its message; otherwise it goes to the table unsent, behind its message's earlier events (the
+table keeps one message's events in order, and batches are settled in the order they were read).
 """
 from __future__ import annotations
 
+from typing import AbstractSet as Set
 from typing import Iterable, Sequence
 
 from tracker.sinks.policy import EventFilter, Outcome
@@ -16,29 +18,34 @@ from tracker.sinks.store import Claimed, Result, Unsettled, from_outbox
 
 
 class ReadBatch:
-    def __init__(self, last_event_id: int, started: float, direct: Sequence[Claimed],
+    def __init__(self, last_event_id: int, last_pos: int, started: float, direct: Sequence[Claimed],
                  to_table: Sequence[Claimed]):
         self.last_event_id = last_event_id  # the cursor moves past it when settled
+        self.last_pos = last_pos  # the next batch is read after it
         self.started = started
         self.to_table = list(to_table)
+        self.messages = {c.message_id for c in direct} | {c.message_id for c in to_table}
         self.open = {c.event_id: c for c in direct}  # sent or to send, no answer yet
         self.failed: list[tuple[Claimed, Result]] = []
         self.delivered = 0
 
     @classmethod
-    def of(cls, rows: Sequence, keep: EventFilter, started: float) -> "ReadBatch":
+    def of(cls, rows: Sequence, keep: EventFilter, started: float,
+           busy: Set[int] = frozenset()) -> "ReadBatch":
         """From read_events rows (in position order, each with `message_pending`: its message
         has an event pending in the table): the filter's events, split into those sent
-        straight away and those queued in the table."""
+        straight away and those queued in the table. `busy`: messages of earlier batches
+        still open."""
         kept = [r for r in rows if keep.matches(r["vendor"], r["to_state"])]
         per_message: dict[int, int] = {}
         for r in kept:
             per_message[r["message_id"]] = per_message.get(r["message_id"], 0) + 1
         direct, to_table = [], []
         for r in kept:
-            alone = per_message[r["message_id"]] == 1 and not r["message_pending"]
+            alone = (per_message[r["message_id"]] == 1 and not r["message_pending"]
+                     and r["message_id"] not in busy)
             (direct if alone else to_table).append(from_outbox(r))
-        return cls(rows[-1]["event_id"], started, direct, to_table)
+        return cls(rows[-1]["event_id"], rows[-1]["pos"], started, direct, to_table)
 
     def came_back(self, r: Result) -> bool:
         """Take the answer for one of our events; False when it is not ours (a table row's)."""

@@ -72,10 +72,11 @@ async def drop_reader(conn: asyncpg.Connection, sink: str, token: str) -> None:
     await conn.execute(q.DROP_SINK_READER, sink, token)
 
 
-async def read(conn: asyncpg.Connection, sink: str, batch: int) -> list[asyncpg.Record]:
-    """Up to `batch` events after the sink's cursor (moves nothing), each with
-    `message_pending`: its message has an event pending for the sink."""
-    return await conn.fetch(q.READ_SINK_BATCH, consumer_name(sink), batch, sink)
+async def read(conn: asyncpg.Connection, sink: str, after_pos: int, batch: int) -> list[asyncpg.Record]:
+    """Up to `batch` events after the sink's cursor and after `after_pos` (what open batches
+    hold already); moves nothing. Each with `message_pending`: its message has an event
+    pending for the sink."""
+    return await conn.fetch(q.READ_SINK_BATCH, sink, after_pos, batch)
 
 
 @dataclass(frozen=True)

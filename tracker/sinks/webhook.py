@@ -51,7 +51,8 @@ log = get_logger("tracker.sinks.webhook")
 
 LEASE_MARGIN_S = 10.0  # a claim's lease: the request's timeout and this
 RECORD_WAIT_S = 0.01  # claimed rows' answers are written in batches: at most this late
-BATCH_BUDGET_S = 1.0  # a read batch is settled by then, answers in or not
+BATCH_BUDGET_S = 0.5  # a read batch is settled by then, answers in or not
+MAX_OPEN_BATCHES = 16  # read batches sent and not settled yet (settled in order)
 
 
 class WebhookSink(Answers):
@@ -70,7 +71,9 @@ class WebhookSink(Answers):
         self.changed = asyncio.Event()  # anything the loop should look at
         self.stopping = False
         self.window = Window(cfg.concurrency)
-        self.batch: ReadBatch | None = None  # read from the outbox, not settled yet
+        self.batches: collections.deque[ReadBatch] = collections.deque()  # read, not settled
+        self.batch_of: dict[int, ReadBatch] = {}  # event id -> its open batch, until answered
+        self.more = False  # the last read was a full batch: more may wait
         self.queue: collections.deque[tuple[store.Claimed, float]] = collections.deque()
         self.in_flight: dict[asyncio.Task, int] = {}  # task -> event id
         self.results: list[store.Result] = []  # claimed rows' answers, not written yet
@@ -119,8 +122,8 @@ class WebhookSink(Answers):
             want_read = self.notified.is_set() or more or backstop  # once no batch is open
             record = bool(self.results) and (len(self.results) >= max(1, self.window.size // 2)
                                              or now >= self.first_result_at + RECORD_WAIT_S)
-            settle = self.batch is not None and self._settling(now)
-            reading = want_read and (self.batch is None or settle)  # read right after settling
+            settle = bool(self.batches) and self._settling(self.batches[0], now)
+            reading = want_read and (self._may_read() or settle)  # read right after settling
             room = 2 * self.window.size - len(self.queue) - len(self.in_flight)
             claim = self.due and self._sending(now) and room >= max(1, self.window.size // 2)
             try:
@@ -128,7 +131,7 @@ class WebhookSink(Answers):
                     with beat().working():  # progress: a turn done (requests run outside it)
                         async with self.pool.acquire() as conn:
                             if await self._turn(conn, record, settle, reading, backstop):
-                                last_read, more = now, self._more
+                                last_read, more = now, self.more
                 else:
                     beat().progress()
                 backoff = 0.5
@@ -138,12 +141,12 @@ class WebhookSink(Answers):
                 await asyncio.sleep(backoff)
                 backoff, last_read = min(backoff * 2, 5.0), -math.inf
                 continue
-            if more and self.batch is None and not self.disabled:
+            if more and self._may_read() and not self.disabled:
                 continue
             now = self.loop.time()
             wake_at = min(last_read + self.poll_interval_s, self.retry_at,
                           self.first_result_at + RECORD_WAIT_S,
-                          self.batch.started + BATCH_BUDGET_S if self.batch else math.inf,
+                          self.batches[0].started + BATCH_BUDGET_S if self.batches else math.inf,
                           self.paused_until if self.due and self.paused_until > now else math.inf)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.changed.wait(), max(0.0, wake_at - now))
@@ -155,12 +158,12 @@ class WebhookSink(Answers):
             await self._act_on_alarms(conn)
         if record or settle:  # a batch's settling may need its handed-over rows' earlier answers
             await self._record(conn)
-        if settle:
+        while settle and self.batches and self._settling(self.batches[0], self.loop.time()):
             await self._settle(conn)
-        read = reading and self.batch is None
+        read = reading and self._may_read()
         if read:
             self.notified.clear()
-            self._more = await self._read(conn)
+            self.more = await self._read(conn)
             if backstop:
                 await self._next_due(conn)
         now = self.loop.time()
@@ -172,6 +175,10 @@ class WebhookSink(Answers):
             self.queue.extend((c, at) for c in claimed)
             self._start_queued()
         return read
+
+    def _may_read(self) -> bool:
+        """Room for another batch: not too many open, not too much unsent."""
+        return len(self.batches) < MAX_OPEN_BATCHES and len(self.queue) < 2 * self.window.size
 
     def _sending(self, now: float) -> bool:
         return not (self.disabled or self.stopping or self.hold) and now >= self.paused_until
@@ -201,32 +208,40 @@ class WebhookSink(Answers):
             self.paused_until = max(self.paused_until, self.loop.time() + st.paused_s)
         if not st.ours:
             return False
-        rows = await store.read(conn, self.name, self.batch_size)
+        # After the open batches' events; with none open, after the cursor (which may have been
+        # moved meanwhile by another replica that held the lease).
+        after = self.batches[-1].last_pos if self.batches else 0
+        rows = await store.read(conn, self.name, after, self.batch_size)
         if not rows:
             return False
-        self.batch = ReadBatch.of(rows, self.filter, self.loop.time())
+        busy = set().union(*(b.messages for b in self.batches))
+        batch = ReadBatch.of(rows, self.filter, self.loop.time(), busy)
+        self.batches.append(batch)
+        self.batch_of.update((event_id, batch) for event_id in batch.open)
         at = self.loop.time()
-        self.queue.extend((c, at) for c in self.batch.open.values())
+        self.queue.extend((c, at) for c in batch.open.values())
         self._start_queued()
         return len(rows) >= self.batch_size
 
-    def _settling(self, now: float) -> bool:
-        """Settle the batch now: every answer is in, its budget is spent, or nothing of it is
-        being sent any more (paused, disabled, stopping)."""
-        b = self.batch
+    def _settling(self, b: ReadBatch, now: float) -> bool:
+        """Settle the oldest batch now: every answer is in, its budget is spent, or nothing of
+        it is being sent any more (paused, disabled, stopping)."""
         return (b.done or now - b.started >= BATCH_BUDGET_S
                 or (not self._sending(now) and not set(self.in_flight.values()) & set(b.open)))
 
     async def _settle(self, conn: asyncpg.Connection) -> None:
-        # Detached first: an answer that comes back while this is written is a table row's.
-        b, self.batch = self.batch, None
-        self.queue = collections.deque((c, at) for c, at in self.queue if not c.virtual)
+        """Settle the oldest open batch. Detached first: an answer that comes back while this is
+        written is a table row's."""
+        b = self.batches.popleft()
+        for event_id in b.open:
+            self.batch_of.pop(event_id, None)
+        self.queue = collections.deque((c, at) for c, at in self.queue if c.event_id not in b.open)
         rows, handed_over = b.settlement(self.in_flight.values())
         try:
             await store.settle(conn, self.name, self.token, self.lease_s, rows, b.last_event_id,
                                b.delivered > 0)
         except BaseException:
-            self.batch = b  # settled again later; what it has lost track of is sent again
+            self.batches.appendleft(b)  # settled again later; what it lost track of is sent again
             raise
         self.due = self.due or bool(rows)
         if rows:
@@ -246,7 +261,7 @@ class WebhookSink(Answers):
         try:
             async with self.pool.acquire() as conn:
                 await self._record(conn)
-                if self.batch is not None:
+                while self.batches:
                     await self._settle(conn)
                 await store.drop_reader(conn, self.name, self.token)
         except DB_ERRORS as e:
