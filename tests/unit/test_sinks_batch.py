@@ -62,3 +62,9 @@ def test_settling_accounts_for_every_undelivered_event_exactly_once(mids, pendin
         if u.attempts:
             assert u.last_status == 500 and u.retry_in_s == 1.5
     assert b.delivered == len(delivered)
+
+
+def test_a_message_of_an_earlier_open_batch_waits_in_the_table():
+    b = ReadBatch.of(rows([1, 2]), EventFilter(), 0.0, busy={2})
+    assert sorted(b.open) == [1] and [c.event_id for c in b.to_table] == [2]
+    assert b.messages == {1, 2} and b.last_pos == 2
