@@ -29,13 +29,14 @@ POLLS = dict(first_poll_s=1.0, max_poll_interval_s=60.0, tracking_window_s=3600.
 CREDENTIALS = {"sparksender": dict(user_id="u1", api_key="key-1"),
                "engagespark": dict(org_id="42", api_key="key-2"),
                "skycore": dict(api_key="key-3"),
-               "sparrow": dict(api_token="tok-4", partner_token="partner-5")}
+               "sparrow": dict(api_token="tok-4", partner_token="partner-5"),
+               "twilio": dict(account_sid="AC1", auth_token="token-6")}
 BATCH = "5c32728e-340f-43b6-898d-d2b24e8e1426"
 
 
 def config(**changes) -> Config:
     return Config(database=DatabaseConfig(), vendors={
-        v: VendorConfig(name=v, base_url=f"http://{v}.test", **CREDENTIALS[v], **{**POLLS, **changes})
+        v: VendorConfig.from_keys(v, base_url=f"http://{v}.test", **CREDENTIALS[v], **{**POLLS, **changes})
         for v in VENDORS})
 
 
@@ -51,6 +52,7 @@ class Vendors:
         self.clock = clock
         self.sms_status = 2  # Spark Sender: delivered
         self.engagespark_status = 200
+        self.engagespark_body = {"deliveredToTelco": True, "deliveredToPhone": "confirmed", "done": True}
         self.sparrow_login = "ok"
         self.sparrow_receipts = True  # False: the reports list nobody yet
         self.sparrow_tokens: set[str] = set()
@@ -74,8 +76,7 @@ class Vendors:
             if self.engagespark_status != 200:
                 return answer({"error": "insufficient funds"}, self.engagespark_status)
             ref = url.path.rstrip("/").rsplit("/", 1)[-1]
-            return answer({"id": ref, "deliveredToTelco": True, "deliveredToPhone": "confirmed",
-                           "done": True})
+            return answer({"id": ref, **self.engagespark_body})
         if url.hostname == "sparrow.test":
             token = (req.headers or {}).get("Authorization", "").removeprefix("Bearer ")
             if token not in self.sparrow_tokens:
@@ -378,3 +379,38 @@ async def test_a_missing_setting_opens_the_circuit_but_a_bug_does_not(pool, cloc
     with pytest.raises(ValueError):
         await w.tick()  # the supervisor logs it and restarts the loop; the circuit is not touched
     assert w.health.circuit.state == "closed" and w.health.stats.failed == 0
+
+
+async def test_status_calls_send_the_id_as_the_vendor_issued_it(pool, clock, vendors, worker_of):
+    # Matching uses the normalized id (no leading zeros, upper case); the vendor gets its own.
+    async with pool.acquire() as conn:
+        await conn.executemany("INSERT INTO tracker.submissions (vendor, vendor_ref, recipient)"
+                               " VALUES ($1, $2, $3)", [("sparksender", "000123", "639170000001"),
+                                                        ("engagespark", "abC-42", "639170000002")])
+        assert (await intake.take_in(conn, config())).messages == 2
+    await make_due(pool)
+    for vendor in ("sparksender", "engagespark"):
+        await worker_of(vendor).tick()
+    sent = {urlsplit(r.url).hostname: r for _, r in vendors.log}
+    spark = sent["sparksender.test"]
+    assert "000123" in (spark.url, *(spark.params or {}).values(), *(spark.data or {}).values())
+    assert sent["engagespark.test"].url.rstrip("/").endswith("/abC-42")
+    async with pool.acquire() as conn:
+        states = dict(await conn.fetch("SELECT vendor, state::text FROM tracker.messages"))
+    assert states == {"sparksender": "delivered", "engagespark": "delivered"}
+
+
+async def test_an_engagespark_failure_before_the_stored_deadline_is_not_final(pool, clock, vendors,
+                                                                             worker_of):
+    # The vendor's page shape: no `done`, no deadline; the deadline stored at intake decides.
+    async with pool.acquire() as conn:
+        await conn.execute("INSERT INTO tracker.submissions (vendor, vendor_ref) VALUES ('engagespark', 'E1')")
+        assert (await intake.take_in(conn, config())).messages == 1
+    await make_due(pool)
+    vendors.engagespark_body = {"deliveredToTelco": False, "error": "telco timeout"}
+    await worker_of("engagespark").tick()
+    async with pool.acquire() as conn:
+        m = await conn.fetchrow("SELECT state::text, next_poll_at FROM tracker.messages")
+        assert m["state"] == "accepted" and m["next_poll_at"] is not None  # still polled
+        seen = await conn.fetchrow("SELECT code, text FROM tracker.observations WHERE source = 'poll'")
+        assert tuple(seen) == ("error", "telco timeout")  # the vendor's code and words kept

@@ -12,7 +12,8 @@ from tests.unit.fixtures import (EDGE_DATES, FUZZ, NOW, PROPERTY, as_json_text, 
                                  headers, json_values, load, methods, mostly, ok, queries, raw, raw_bytes, shaped,
                                  statuses, unwrapped, wild_scalars, wild_values)
 from tracker.adapters import engagespark as es
-from tracker.adapters.base import NO_REF, HttpRequest, HttpResponse, MessageRef, NotConfigured, ParseError
+from tracker.adapters.base import (NO_REF, HttpRequest, HttpResponse, MessageRef, NotConfigured,
+                                   Observation, ParseError)
 from tracker.config_types import VendorConfig
 from tracker.core.states import Failure, State
 
@@ -101,6 +102,7 @@ def test_new_field_names():
 
 
 def test_failure_while_vendor_retries_is_not_final():
+    # While the vendor retries, a failure is at most accepted/sent, with its code and words kept.
     o = status(deliveredToTelco=True, deliveredToPhone="failed", deliveryError="network error", done=False)
     assert (o.state, o.code, o.text, o.failure) == (State.sent, "network error", "network error", None)
     o = status(deliveredToTelco=False, error="telco timeout", done=False)
@@ -110,6 +112,28 @@ def test_failure_while_vendor_retries_is_not_final():
     assert o.state == State.accepted and o.deadline == NOW + timedelta(hours=3)
     o = status(deliveredToTelco=False, error="telco timeout", deliveryDeadline=PAST)
     assert (o.state, o.failure) == (State.failed, Failure("error", "telco timeout", None))
+
+
+def stored(ref: MessageRef, **fields) -> Observation:
+    """A status answer in the shape of the vendor's own page: no `done`, no deadline."""
+    obj = {"id": "SMS1-1", "recipient": "639123456789", **fields}
+    [o] = es.parse_status([ok(obj)], [ref], NOW).observations
+    return o
+
+
+def test_without_done_or_deadline_in_the_answer_the_deadline_stored_at_intake_decides():
+    failing = dict(deliveredToTelco=False, error="telco timeout")
+    assert stored(MessageRef("SMS1-1", deadline=NOW + timedelta(hours=1)), **failing).state == State.accepted
+    assert stored(MessageRef("SMS1-1", deadline=NOW - timedelta(seconds=1)), **failing).state == State.failed
+    # none stored (a vendor_ref row): the documented 24 h from submission stand in
+    young = MessageRef("SMS1-1", submitted_at=NOW - timedelta(hours=23))
+    old = MessageRef("SMS1-1", submitted_at=NOW - timedelta(hours=25))
+    assert stored(young, **failing).state == State.accepted
+    assert stored(old, **failing).state == State.failed
+    # nothing known at all (a push): not final; the next poll, which knows, decides
+    [o] = es.parse_postback("POST", "application/json", {},
+                            orjson.dumps({"id": "SMS1-1", **failing}), NOW)
+    assert (o.state, o.code, o.text, o.failure) == (State.accepted, "error", "telco timeout", None)
 
 
 @pytest.mark.parametrize("derror,state,permanent", [
@@ -324,11 +348,11 @@ def test_property_status_objects_map_to_table(to_telco, phone, derror, done, dea
     if deadline is not None:
         obj["deliveryDeadline"] = deadline
     [o] = es.parse_status([ok(obj)], [MessageRef("SMS1-1")], NOW).observations
-    final = done is True or (done is None and deadline != FUTURE)
+    final = done is True or (done is None and deadline == PAST)  # nothing stored, no submit time
     if phone == "confirmed":
         assert o.state == State.delivered
     elif derror or phone == "failed":
-        if not final:
+        if not final:  # the vendor's words kept, no outcome
             assert o.state in (State.accepted, State.sent) and o.failure is None
         elif derror in es.DELIVERY_ERRORS:
             state, permanent = es.DELIVERY_ERRORS[derror]
@@ -391,7 +415,7 @@ def test_out_of_range_deadlines_never_overflow(deadline):
     body = {"id": "SMS1", "deliveredToTelco": False, "error": "telco timeout", "deliveryDeadline": deadline}
     [s] = es.parse_status([ok(body)], [MessageRef("SMS1")], NOW).observations
     assert s.deadline == o.deadline
-    assert s.state == (State.accepted if s.deadline is not None and s.deadline > NOW else State.failed)
+    assert s.state == (State.failed if s.deadline is not None and s.deadline <= NOW else State.accepted)
 
 
 bulk_requests = st.builds(lambda msgs: {"orgId": 1, "messages": msgs},

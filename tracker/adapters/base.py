@@ -91,10 +91,13 @@ class HttpRequest:
 
 @dataclass(frozen=True, slots=True)
 class MessageRef:
-    """What the shell knows of a message it wants to poll."""
+    """What the shell knows of a message it wants to poll. `vendor_ref` is the id as the vendor
+    issued it (what a status call must send back); matching uses the normalized form."""
 
     vendor_ref: str
     recipient: str | None = None
+    submitted_at: datetime | None = None
+    deadline: datetime | None = None  # the vendor retries until then (stored at intake)
 
 
 @dataclass(slots=True)

@@ -8,7 +8,7 @@ are read. The vendor retries failed hand-offs until `deliveryDeadline` (24 h): a
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Mapping
 from urllib.parse import parse_qsl, quote
 
@@ -196,6 +196,17 @@ def _delivery_error_mapping(derror: str) -> tuple[State, bool | None] | None:
     return None
 
 
+RETRY_PERIOD = timedelta(hours=24)  # the vendor's documented retry period for a failed hand-off
+
+
+def _retry_until(ref: MessageRef | None) -> datetime | None:
+    if ref is None:
+        return None
+    if ref.deadline is not None:
+        return ref.deadline
+    return ref.submitted_at + RETRY_PERIOD if ref.submitted_at is not None else None
+
+
 def _observation(obj: Any, ref: MessageRef | None, now: datetime) -> Observation:
     """One status object (poll, list entry or push) -> one observation, its most advanced news."""
     if not isinstance(obj, dict):
@@ -221,9 +232,12 @@ def _observation(obj: Any, ref: MessageRef | None, now: datetime) -> Observation
     error = _text(obj.get("error"))
     deadline = parse_time(obj.get("deliveryDeadline"))
     parts, ok_parts = _parts(obj), _int(obj.get("successPartCount"))
-    # Final only when the vendor says it stopped (done), or, when it does not say, once the
-    # deadline has passed or when no deadline is known (old shape: nothing says it retries).
-    final = done is True or (done is None and (deadline is None or now >= deadline))
+    # Final only when the vendor says it stopped (done), or, when it does not say, once its
+    # retry deadline has passed: the one the answer gives, else the one stored at intake, else
+    # the documented 24 h from submission. A report that names none of them (a push about a
+    # message we cannot see here) is not final: the next poll, which knows, decides.
+    retry_until = deadline or _retry_until(ref)
+    final = done is True or (done is None and retry_until is not None and now >= retry_until)
     pending_state = State.sent if to_telco else State.accepted
     success_t = parse_time(obj.get("successT"))  # the time of success (null until then)
 
@@ -249,7 +263,7 @@ def _observation(obj: Any, ref: MessageRef | None, now: datetime) -> Observation
             code, text, mapped = CODE_HANDOFF_ERROR, error, (State.failed, None)
         if error and derror:
             text = f"{derror}; {error}"
-        if not final:  # the vendor is still retrying: not an outcome yet
+        if not final:  # the vendor is still retrying: not an outcome yet (its code and words kept)
             return obs(pending_state, code, text)
         if mapped is None:  # unmapped: recorded and counted, never guessed
             return obs(None, code, text)

@@ -270,7 +270,8 @@ SET lease_owner = $3,
     lease_until = now() + make_interval(secs => $4)
 WHERE m.id = ANY (ARRAY(SELECT id FROM due))  -- by primary key, never a scan of the table
 RETURNING m.id, m.vendor_ref, m.recipient, m.recipient_key, m.poll_count, m.submitted_at,
-          m.window_ends_at, m.lease_until
+          m.window_ends_at, m.lease_until, coalesce(m.issued_ref, m.vendor_ref) AS issued_ref,
+          m.vendor_deadline
 """
 
 # Vendors whose one call answers a whole batch id (Sparrow): claim every polled, unleased
@@ -304,7 +305,8 @@ SET lease_owner = $3,
     lease_until = now() + make_interval(secs => $4)
 WHERE m.id = ANY (ARRAY(SELECT id FROM members))
 RETURNING m.id, m.vendor_ref, m.recipient, m.recipient_key, m.poll_count, m.submitted_at,
-          m.window_ends_at, m.lease_until
+          m.window_ends_at, m.lease_until, coalesce(m.issued_ref, m.vendor_ref) AS issued_ref,
+          m.vendor_deadline
 """
 
 # How many of a vendor's messages are due, counting no further than $2.

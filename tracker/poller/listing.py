@@ -37,11 +37,11 @@ class ListWalker:
 
     async def walk(self, rows: Sequence[Claimed]) -> tuple[dict[int, Outcome], list[Claimed]]:
         """Outcomes of the messages the pages showed (or of all, on an error), and the rest."""
-        by_ref = {r.ref.vendor_ref: r for r in rows}
+        by_ref = {r.key[0]: r for r in rows}  # normalized ids, as the adapter reports them
         seen: dict[str, Observation] = {}
 
         def unseen() -> list[Claimed]:
-            return [r for r in rows if r.ref.vendor_ref not in seen]
+            return [r for r in rows if r.key[0] not in seen]
 
         after = min(r.submitted_at for r in rows) - LIST_SLACK
         try:

@@ -83,4 +83,4 @@ def unpolled(rows: Iterable[Claimed], wait_s: float) -> dict[int, Outcome]:
 
 def observed(rows: Iterable[Claimed], seen: dict[str, Observation]) -> dict[int, Outcome]:
     """Messages a list page showed, each with what it said."""
-    return {r.id: Outcome([seen[r.ref.vendor_ref]]) for r in rows}
+    return {r.id: Outcome([seen[r.key[0]]]) for r in rows}

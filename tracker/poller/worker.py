@@ -134,7 +134,8 @@ class VendorWorker:
             sql = q.CLAIM_DUE_BATCHES if self.batches is not None else q.CLAIM_DUE
             rows = await conn.fetch(sql, self.name, limit, self.owner, schedule.lease_s(cfg, limit))
         claimed = [
-            Claimed(r["id"], MessageRef(r["vendor_ref"], r["recipient"]),
+            Claimed(r["id"], MessageRef(r["issued_ref"], r["recipient"], r["submitted_at"],
+                                        r["vendor_deadline"]),
                     (r["vendor_ref"], r["recipient_key"]), r["poll_count"], r["submitted_at"],
                     r["window_ends_at"])
             for r in rows
