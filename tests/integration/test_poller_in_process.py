@@ -52,6 +52,7 @@ class Vendors:
         self.clock = clock
         self.sms_status = 2  # Spark Sender: delivered
         self.engagespark_status = 200
+        self.engagespark_error = "insufficient funds"
         self.engagespark_body = {"deliveredToTelco": True, "deliveredToPhone": "confirmed", "done": True}
         self.sparrow_login = "ok"
         self.sparrow_receipts = True  # False: the reports list nobody yet
@@ -74,7 +75,7 @@ class Vendors:
             return answer({"sms_status": self.sms_status})
         if url.hostname == "engagespark.test":
             if self.engagespark_status != 200:
-                return answer({"error": "insufficient funds"}, self.engagespark_status)
+                return answer({"error": self.engagespark_error}, self.engagespark_status)
             ref = url.path.rstrip("/").rsplit("/", 1)[-1]
             return answer({"id": ref, **self.engagespark_body})
         if url.hostname == "sparrow.test":
@@ -414,3 +415,19 @@ async def test_an_engagespark_failure_before_the_stored_deadline_is_not_final(po
         assert m["state"] == "accepted" and m["next_poll_at"] is not None  # still polled
         seen = await conn.fetchrow("SELECT code, text FROM tracker.observations WHERE source = 'poll'")
         assert tuple(seen) == ("error", "telco timeout")  # the vendor's code and words kept
+
+
+async def test_a_vendor_error_text_that_echoes_a_secret_is_stored_masked(pool, clock, vendors, worker_of):
+    # vendor_health shows the last error; a vendor that echoes the key it was sent must not put
+    # the key into the database.
+    from tracker.logging import register_secret
+
+    key = "sk-live-9f8e7d6c5b4a3210"
+    register_secret(key)
+    cfg = config()
+    await make_messages(pool, cfg, "engagespark", 1)
+    vendors.engagespark_status, vendors.engagespark_error = 401, f"Invalid API key {key}"
+    w = worker_of("engagespark", cfg)
+    await w.tick()
+    assert w.health.stats.last_error and key not in w.health.stats.last_error
+    assert "Invalid API key" in w.health.stats.last_error

@@ -10,7 +10,7 @@ from datetime import datetime
 
 from tracker import metrics
 from tracker.config_types import VendorConfig
-from tracker.logging import get_logger
+from tracker.logging import get_logger, scrub
 from tracker.poller import circuit as cb
 from tracker.poller.clock import Clock
 from tracker.supervisor import beat
@@ -98,7 +98,9 @@ class VendorHealth:
                 return  # the usual case: nothing about the circuit to record
         else:
             self.stats.failed += 1
-            self.stats.last_error_at, self.stats.last_error = now, (error or outcome)[:200]
+            # Stored in tracker.poll_stats (vendor_health): masked like a log line, since a
+            # vendor's error text may echo a key or token it was sent.
+            self.stats.last_error_at, self.stats.last_error = now, scrub((error or outcome)[:200])
         before = self.circuit.state
         self._set(cb.record(self.circuit, outcome, self.clock.monotonic(), self.cfg.circuit_failures))
         if self.circuit.state == "open" and before != "open":
