@@ -146,11 +146,17 @@ class Tracker:
                                replace_existing=True)
 
     async def exclusive(self, name: str, job: Callable[[asyncpg.Connection], Awaitable]) -> None:
-        """Run a sweep on one replica at a time (transaction-scoped advisory lock)."""
+        """Run a sweep on one replica at a time. The advisory lock is the session's, not a
+        transaction's: the job commits as it goes (a long sweep in short transactions, never
+        one that holds thousands of rows locked against polls and postbacks)."""
         try:
-            async with self.pool.acquire() as conn, conn.transaction():
-                if await conn.fetchval(q.TRY_SWEEP_LOCK, "tracker.sweep." + name):
+            async with self.pool.acquire() as conn:
+                if not await conn.fetchval(q.TRY_SWEEP_LOCK, "tracker.sweep." + name):
+                    return  # another replica runs it
+                try:
                     await job(conn)
+                finally:
+                    await conn.execute(q.SWEEP_UNLOCK, "tracker.sweep." + name)
         except DB_ERRORS as e:
             log.warning("sweep failed", sweep=name, error=str(e))
 

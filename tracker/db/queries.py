@@ -403,7 +403,8 @@ STOP_POLL_STATS = "UPDATE tracker.poll_stats SET stopped_at = now() WHERE replic
 
 # A sweep only one replica at a time runs (Tracker.exclusive): $1 its lock's name. The lock goes
 # with the transaction.
-TRY_SWEEP_LOCK = "SELECT pg_try_advisory_xact_lock(hashtext($1))"
+TRY_SWEEP_LOCK = "SELECT pg_try_advisory_lock(hashtext($1))"
+SWEEP_UNLOCK = "SELECT pg_advisory_unlock(hashtext($1))"
 
 POSTBACKS_TABLE_EXISTS = "SELECT to_regclass('tracker.postbacks') IS NOT NULL"
 
