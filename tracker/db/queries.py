@@ -396,6 +396,17 @@ ON CONFLICT (vendor, replica) DO UPDATE SET
     stopped_at = NULL
 """
 
+# Vendor limits for the whole deployment (tracker.poller.shared_limits, sql/012).
+# $1 vendor, $2 tokens wanted, $3 rate per second, $4 burst.
+TAKE_RATE_TOKENS = "SELECT tracker.take_rate_tokens($1, $2, $3, $4)"
+
+# Replicas polling each vendor now (their counters refreshed in the last 15 s).
+POLLING_REPLICAS = """
+SELECT vendor, count(*) AS replicas FROM tracker.poll_stats
+WHERE stopped_at IS NULL AND updated_at > now() - interval '15 seconds'
+GROUP BY vendor
+"""
+
 # A poller that stops cleanly says so: its circuit state no longer counts in vendor_health.
 STOP_POLL_STATS = "UPDATE tracker.poll_stats SET stopped_at = now() WHERE replica = $1"
 

@@ -4,7 +4,8 @@
   most `concurrency` polls at once (each poll's outcome reaches the circuit breaker before the
   next may start);
 - rate: at most `rate_limit_per_s` requests per second, with bursts of a tenth of a second's
-  worth at most (aiolimiter's leaky bucket);
+  worth at most (aiolimiter's leaky bucket), for this replica, and for the whole deployment
+  through the database's token bucket (`shared`, tracker.poller.shared_limits);
 - Retry-After: a 429/503 with Retry-After pauses every request to that vendor until then (a 429
   without it, one second); a caller who would wait longer than a request timeout is told to
   come back later (Deferred);
@@ -58,6 +59,8 @@ class VendorClient:
         self.transport = transport
         self.clock = clock
         self.limiter = rate_limiter(cfg)
+        # The deployment's rate (tracker.poller.shared_limits), when several replicas may poll.
+        self.shared = None
         self.paused_until = 0.0  # clock.monotonic(); set by Retry-After
         # Seconds until requests may go again, as the caller's circuit breaker says (0: now).
         self.gate: Callable[[], float] = lambda: 0.0
@@ -79,6 +82,8 @@ class VendorClient:
             if left > max_wait:
                 raise Deferred(left)
             await self.clock.sleep(left)
+        if self.shared is not None:
+            await self.shared.acquire()
         await self.limiter.acquire()
         if (closed := self.gate()) > 0:  # the circuit opened while this one waited
             raise Deferred(closed)

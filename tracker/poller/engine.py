@@ -54,6 +54,7 @@ from tracker.db import queries as q
 from tracker.db import reducer
 from tracker.logging import get_logger
 from tracker.poller.clock import SYSTEM_CLOCK, Clock
+from tracker.poller.shared_limits import share
 from tracker.poller.transport import TransportFactory, aiohttp_transport
 from tracker.poller.worker import IDLE_MAX_S, VendorWorker  # noqa: F401 - IDLE_MAX_S: bench
 from tracker.supervisor import Supervisor
@@ -104,6 +105,9 @@ class Poller:
                 log.warning("vendor has no base_url: its messages are not polled", vendor=name)
                 continue
             self.workers[name] = self.worker(name)
+        # Say at once that this replica polls, and take its share of each vendor's concurrency
+        # among the replicas already polling (a database not reachable yet: the next flush).
+        await self.flush_health()
         for w in self.workers.values():
             for i in range(LOOPS_PER_VENDOR):
                 self.tasks.append(self.supervisor.spawn(
@@ -159,6 +163,19 @@ class Poller:
             for h, s in zip(healths, taken):
                 h.keep_stats(s)
             log.warning("poll stats not written; will retry", error=type(e).__name__)
+            return
+        await self.share_limits()
+
+    async def share_limits(self) -> None:
+        """Each worker's concurrency: its share among the replicas polling its vendor now (the
+        rows just refreshed by flush_health, this replica's included)."""
+        try:
+            async with self.pool().acquire() as conn:
+                replicas = dict(await conn.fetch(q.POLLING_REPLICAS))
+        except DB_ERRORS:
+            return  # the shares stay as they are until the next flush
+        for name, w in self.workers.items():
+            await w.slots.resize(share(w.cfg.concurrency, replicas.get(name, 1)))
 
 
 async def end_windows(conn: asyncpg.Connection) -> int:

@@ -34,6 +34,7 @@ from tracker.poller.health import VendorHealth
 from tracker.poller.listing import LIST_CLAIM_MAX, ListWalker
 from tracker.poller.outcomes import (MALFORMED, Claimed, Outcome, kind_of, spread, storable,
                                      unpolled)
+from tracker.poller.shared_limits import SharedRate, Slots
 from tracker.poller.transport import Transport, TransportError
 from tracker.supervisor import beat
 
@@ -59,13 +60,15 @@ class VendorWorker:
         self.health = VendorHealth(cfg, clock)
         self.client = VendorClient(cfg, transport, clock)
         self.client.gate = self.health.reopens_in
+        self.client.shared = SharedRate(cfg, pool, clock)  # the deployment's rate
         self.tokens = TokenCache(adapter, self.client) if isinstance(adapter, LogsIn) else None
         self.lists = (ListWalker(adapter, cfg, self.client, self.health)
                       if isinstance(adapter, ListsMessages) else None)
         self.batches = adapter if isinstance(adapter, PollsInBatches) else None
         # At most `concurrency` polls at once; a poll holds its slot until its outcome has
         # reached the circuit breaker, so that none starts after the circuit should have opened.
-        self.slots = asyncio.Semaphore(cfg.concurrency)
+        # Its size is this replica's share of the deployment's (engine.share_limits).
+        self.slots = Slots(cfg.concurrency)
         self.wake = asyncio.Event()
         self.rng = random.Random()
 
