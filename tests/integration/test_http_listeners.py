@@ -40,7 +40,8 @@ async def test_an_address_in_use_names_its_setting_and_nothing_is_left_running(d
     assert "address already in use" in e.value.reason
     assert str(e.value).startswith(f"{key} = {address}: ")
     assert tr.pool is not None and tr.pool.is_closing()  # the parts that started are stopped
-    assert tr.components[0].worker is None  # the postback worker too
+    postbacks = next(c for c in tr.components if type(c).__name__ == "Postbacks")
+    assert postbacks.worker is None  # the postback worker too
     if key == "http.ops_listen":  # the postback listener had started: it is closed again
         host, port = tr.listen_addresses["listen"]
         with pytest.raises(OSError):
