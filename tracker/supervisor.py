@@ -55,6 +55,7 @@ class Health:
     failures_in_a_row: int = 0
     last_error: str = ""
     busy_since: float | None = None  # working, with no progress since then
+    last_progress: float | None = None  # the clock's time of its last progress (or its start)
     restarting: bool = False  # waiting out its restart delay: nothing in hand
 
 
@@ -100,6 +101,7 @@ class Beat:
     def progress(self) -> None:
         """A step of work done: the failures in a row end, and a busy component is not stuck."""
         self.health.failures_in_a_row = 0
+        self.health.last_progress = self.clock()
         if self.health.busy_since is not None:
             self.health.busy_since = self.clock()
 
@@ -159,6 +161,7 @@ class Supervisor:
         """Run `loop` as component `name`, again after each failure, until `stopping()`; a
         return while not stopping is a failure too."""
         health = self.health(name)
+        health.last_progress = self.clock()  # as good as progress: it has just started
         task = asyncio.create_task(self._supervise(health, loop, stopping), name=name)
         self._tasks[task] = health
         task.add_done_callback(self._tasks.pop)
@@ -236,6 +239,14 @@ class Supervisor:
 
     def wedged(self) -> list[Problem]:
         return wedged(self.components.values(), self.clock(), self.config.wedged_after_s)
+
+    def idle_s(self, component: str) -> float | None:
+        """Seconds since `component` (or any of `component:<n>`) last made progress; None when
+        no such component runs here."""
+        times = [c.last_progress for c in self.components.values()
+                 if (c.name == component or c.name.startswith(component + ":"))
+                 and c.last_progress is not None]
+        return self.clock() - max(times) if times else None
 
     def problems(self) -> list[Problem]:
         return (failing(self.components.values(), self.config.failures_before_unready)

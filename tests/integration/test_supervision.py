@@ -184,11 +184,16 @@ async def test_submissions_waiting_too_long_make_readyz_name_intake(db_dsn, monk
         assert metric("tracker_intake_oldest_age_seconds") > 0.3
         await tr.count_backlog()
         assert metric("tracker_intake_waiting_rows") == 1
-        fault.armed = False  # intake works again: the row goes in
+        fault.armed = False  # intake works again: the row goes in (ready from its first batch)
         await wait_until(lambda: _ready(s, base), 10, step=0.1)
+        await wait_until(lambda: _none_waiting(tr), 10, step=0.05)
         await tr.count_backlog()
         assert metric("tracker_intake_waiting_rows") == 0
         assert metric("tracker_intake_oldest_age_seconds") == 0
+
+
+async def _none_waiting(tr) -> bool:
+    return not await tr.pool.fetchval("SELECT count(*) FROM tracker.submissions WHERE processed_at IS NULL")
 
 
 async def _ready(s, base: str) -> bool:

@@ -247,3 +247,24 @@ async def test_a_part_that_fails_to_start_is_not_stopped_but_those_before_it_are
         await sup.start("http.listen", listener)
     await sup.stop()
     assert seen == ["start database", "stop database"]
+
+
+def test_a_backlog_taken_in_batch_after_batch_is_not_a_stall_one_not_moving_is():
+    from tracker.config_types import HealthConfig
+    from tracker.http.ops import stalls
+
+    health = HealthConfig(intake_stall_s=60.0, postbacks_stall_s=60.0)
+    busy = {"intake": 0.5, "postbacks": 1.0}.get  # progress moments ago: a campaign's backlog
+    assert stalls(300.0, 300.0, health, busy) == []
+    stuck = {"intake": 120.0, "postbacks": 90.0}.get  # no progress for longer than the limit
+    assert [p.component for p in stalls(300.0, 300.0, health, stuck)] == ["intake", "postbacks"]
+    assert [p.component for p in stalls(300.0, None, health)] == ["intake"]  # not running here
+    assert stalls(30.0, 30.0, health, stuck) == []  # young work is never a stall
+
+
+def test_idle_time_counts_from_the_last_progress_of_any_loop_of_a_component():
+    sup = Supervisor(HealthConfig(), clock=lambda: 100.0)
+    a, b = sup.health("intake"), sup.health("intake:1")
+    a.last_progress, b.last_progress = 40.0, 90.0
+    assert sup.idle_s("intake") == 10.0
+    assert sup.idle_s("postbacks") is None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from typing import Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -31,13 +32,24 @@ READY_TIMEOUT_S = 2.0
 BACKLOG_COUNT_MAX = 100_000  # the backlog gauges count up to this many rows: bounded work
 
 
-def stalls(intake_s: float | None, postbacks_s: float | None, health: HealthConfig) -> list[Problem]:
-    """Work waiting longer than it should: the component that should have done it. Pure."""
+def stalls(intake_s: float | None, postbacks_s: float | None, health: HealthConfig,
+           idle_s: Callable[[str], float | None] = lambda _: None) -> list[Problem]:
+    """Work waiting longer than it should, while the component that should do it has made no
+    progress for as long (a campaign's backlog taken in batch after batch is not a stall:
+    answering 503 then would turn a load balancer's postbacks away). `idle_s(component)`:
+    seconds since its last progress here, None when it does not run here. Pure."""
     out = []
-    if intake_s is not None and intake_s > health.intake_stall_s:
+
+    def stalled(waited: float | None, limit: float, component: str) -> bool:
+        if waited is None or waited <= limit:
+            return False
+        idle = idle_s(component)
+        return idle is None or idle > limit
+
+    if stalled(intake_s, health.intake_stall_s, "intake"):
         out.append(Problem("intake", f"the oldest submission row has waited {intake_s:.0f} s to be "
                                      f"taken in (limit {health.intake_stall_s:g} s)"))
-    if postbacks_s is not None and postbacks_s > health.postbacks_stall_s:
+    if stalled(postbacks_s, health.postbacks_stall_s, "postbacks"):
         out.append(Problem("postbacks", f"the oldest stored postback has waited {postbacks_s:.0f} s "
                                         f"to be applied (limit {health.postbacks_stall_s:g} s)"))
     return out
@@ -78,7 +90,8 @@ async def readiness(tracker) -> list[Problem]:
         versions = ", ".join(str(m.version) for m in todo)
         return [Problem("migrations", f"pending: {versions}"), *components]
     record_ages(ages["intake_s"], ages["postbacks_s"])
-    return stalls(ages["intake_s"], ages["postbacks_s"], tracker.config.health) + components
+    return stalls(ages["intake_s"], ages["postbacks_s"], tracker.config.health,
+                  tracker.supervisor.idle_s) + components
 
 
 def add_routes(app: web.Application, tracker) -> None:
