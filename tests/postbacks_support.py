@@ -18,7 +18,7 @@ def config_for(dsn: str, sandbox=None, http: dict | None = None, **vendor_change
     for v in VENDORS:
         extra = dict(sandbox.vendor_config(v)) if sandbox is not None else {}
         extra.update(vendor_changes.get(v, {}))
-        vendors[v] = VendorConfig(name=v, postback_token=TOKENS[v], **extra)
+        vendors[v] = VendorConfig.from_keys(v, postback_token=TOKENS[v], **extra)
     return Config(database=DatabaseConfig(dsn=dsn, pool_min=1, pool_max=10),
                   http=HttpConfig(listen="127.0.0.1:0", **(http or {})), vendors=vendors)
 

@@ -676,7 +676,7 @@ def test_knobs_validate() -> None:
         with pytest.raises(ValueError):
             Knobs().with_changes(bad)
     with pytest.raises(ValueError):
-        Sandbox(vendor_knobs={"twilio": {}})
+        Sandbox(vendor_knobs={"nosuch": {}})
 
 
 async def test_cli_prints_urls_and_stops_on_sigterm() -> None:

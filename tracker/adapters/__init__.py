@@ -13,7 +13,7 @@ from importlib import import_module
 from tracker.adapters.contract import Adapter
 
 # The registered vendors, in the order they are shown (one module each: tracker/adapters/<name>.py).
-REGISTERED = ("sparksender", "engagespark", "skycore", "sparrow")
+REGISTERED = ("sparksender", "engagespark", "skycore", "sparrow", "twilio")
 
 ADAPTERS: dict[str, Adapter] = {name: import_module(f"tracker.adapters.{name}") for name in REGISTERED}
 VENDORS: tuple[str, ...] = tuple(ADAPTERS)

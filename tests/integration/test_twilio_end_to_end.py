@@ -1,0 +1,128 @@
+"""Twilio end to end, against its sandbox over loopback and a real PostgreSQL: messages sent
+through the fake (raw send responses taken in by the intake), polled until the ground truth,
+signed status callbacks to a running tracker (valid, invalid, behind a proxy URL), with
+duplicates and disorder; every message one clean chain of transitions."""
+from __future__ import annotations
+
+import asyncio
+from typing import Callable
+
+import orjson
+import pytest
+
+from tests.polling_support import all_final, db_states, make_config, send, start_poller, wait_until
+from tests.postbacks_support import TOKENS, config_for, postback_url, running
+from tracker.sandbox import Sandbox, send_many
+
+VENDOR = "twilio"
+POLLED = {"time_scale": 0.01, "latency": "uniform", "latency_s": 100.0,
+          "read": 0.0}  # "read" follows "delivered", a final state: only callbacks tell it
+PUSHED = {"time_scale": 0.002, "latency_max_s": 250.0, "duplicate_share": 0.3,
+          "out_of_order_share": 0.3}
+NUMBERS = [f"1415555{i:04d}" for i in range(40)]
+PUBLIC = "https://sms.example.com"
+
+
+async def eventually(check: Callable[[], object], timeout: float = 20.0):
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while True:
+        result = await check()
+        if not result or loop.time() > end:
+            return result
+        await asyncio.sleep(0.1)
+
+
+async def submit(pool, calls) -> None:
+    await pool.executemany(
+        "INSERT INTO tracker.submissions (vendor, request, response) VALUES ($1, $2::jsonb, $3::jsonb)",
+        [(c.vendor, orjson.dumps(c.request).decode(), orjson.dumps(c.response).decode())
+         for c in calls])
+
+
+async def wrong(pool, sb: Sandbox, field: str = "final") -> list:
+    """Twilio messages whose state is not the truth's `field` (final, or last_real)."""
+    have = await db_states(pool)
+    return sorted((k, have.get(k), t[field]) for k, t in sb.truth().items()
+                  if k[0] == VENDOR and k[1] is not None and have.get(k) != t[field])
+
+
+async def clean_chains(pool) -> None:
+    rows = await pool.fetch(
+        "SELECT array_agg(from_state::text ORDER BY event_id) AS f,"
+        " array_agg(to_state::text ORDER BY event_id) AS t FROM tracker.transitions GROUP BY message_id")
+    assert rows
+    for r in rows:
+        assert r["f"][0] == "submitted" and r["f"][1:] == r["t"][:-1], r  # unbroken
+        assert len(set(r["t"])) == len(r["t"]), r  # no state entered twice
+
+
+async def test_twilio_is_polled_until_the_ground_truth(pool, db_dsn):
+    async with Sandbox(POLLED, seed=3) as sb:
+        config = make_config(sb, db_dsn)
+        made = await send(sb, pool, config, VENDOR, NUMBERS + ["12"])  # "12": refused at once
+        assert made == len(NUMBERS) + 1
+        poller = await start_poller(config, pool)
+        try:
+            async def done() -> bool:
+                await poller.sweep_windows()
+                return await all_final(pool, VENDOR)
+            await wait_until(done, 30, step=0.2)
+        finally:
+            await poller.stop()
+        assert await wrong(pool, sb) == []
+        async with pool.acquire() as conn:
+            rejected = await conn.fetchrow("SELECT * FROM tracker.messages WHERE vendor = 'twilio'"
+                                           " AND recipient = '12'")
+            polls = await conn.fetchval("SELECT sum(poll_count) FROM tracker.messages WHERE vendor = 'twilio'")
+            codes = {r["code"] for r in await conn.fetch(
+                "SELECT DISTINCT code FROM tracker.observations WHERE vendor = 'twilio' AND source = 'poll'")}
+        assert (rejected["state"], rejected["failure_code"]) == ("rejected", "21211")
+        assert polls > len(NUMBERS) and {"queued", "sent"} & codes and "delivered" in codes
+        answers = [r["status"] for r in sb.requests if r["vendor"] == VENDOR]
+        assert set(answers) == {200, 201, 400} and answers.count(400) == 1  # "12" refused
+        await clean_chains(pool)
+
+
+@pytest.mark.parametrize("behind_proxy", [False, True], ids=["direct", "behind-a-proxy"])
+async def test_signed_callbacks_with_duplicates_and_disorder_end_in_the_truth(db_dsn, behind_proxy):
+    async with Sandbox(PUSHED, seed=7) as sb:
+        creds = dict(sb.credentials[VENDOR], **({"public_base_url": PUBLIC} if behind_proxy else {}))
+        async with running(config_for(db_dsn, twilio=creds)) as (tr, base):
+            url = postback_url(base, VENDOR)
+            if behind_proxy:  # Twilio calls (and signs) the public URL; the proxy forwards it here
+                sb.set_proxy(PUBLIC, base)
+                url = f"{PUBLIC}/postbacks/{VENDOR}/{TOKENS[VENDOR]}"
+            calls = await send_many(sb, VENDOR, NUMBERS, client_push_url=url, concurrency=16)
+            await submit(tr.pool, calls)
+            assert await eventually(lambda: wrong(tr.pool, sb, "last_real")) == []
+            await clean_chains(tr.pool)
+            answered = [p for p in sb.postbacks if p["vendor"] == VENDOR]
+            assert answered and {p["status"] for p in answered} == {200}
+            assert any(p["duplicate"] for p in answered)
+            stored = await tr.pool.fetchval("SELECT count(*) FROM tracker.postbacks WHERE vendor = 'twilio'")
+            assert stored == len(answered)
+
+
+@pytest.mark.parametrize("case", ["wrong-token", "proxy-url-not-configured"])
+async def test_callbacks_that_do_not_verify_are_refused_and_change_nothing(db_dsn, case):
+    async with Sandbox({**PUSHED, "duplicate_share": 0.0, "no_receipt": 0.0}, seed=9) as sb:
+        creds = dict(sb.credentials[VENDOR])
+        if case == "wrong-token":
+            creds["auth_token"] = "not-the-account-s-token"
+        async with running(config_for(db_dsn, twilio=creds)) as (tr, base):
+            url = postback_url(base, VENDOR)
+            if case == "proxy-url-not-configured":
+                sb.set_proxy(PUBLIC, base)
+                url = f"{PUBLIC}/postbacks/{VENDOR}/{TOKENS[VENDOR]}"
+            calls = await send_many(sb, VENDOR, NUMBERS[:10], client_push_url=url)
+            await submit(tr.pool, calls)
+
+            async def waiting() -> int:
+                return sb.pending_postbacks(VENDOR) or not all(t["settled"] for t in sb.truth().values())
+            assert not await eventually(waiting)
+            answered = [p for p in sb.postbacks if p["vendor"] == VENDOR]
+            assert answered and {p["status"] for p in answered} == {403}
+            assert await tr.pool.fetchval("SELECT count(*) FROM tracker.postbacks") == 0
+            states = await tr.pool.fetch("SELECT DISTINCT state::text FROM tracker.messages")
+            assert [r["state"] for r in states] == ["accepted"]  # as the send response left them

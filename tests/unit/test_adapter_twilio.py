@@ -1,0 +1,239 @@
+"""Twilio's adapter: the Message resource polled, status callbacks and their signatures (checked
+against the official `twilio` package's RequestValidator, an independent oracle), send
+responses, and the whole status vocabulary."""
+from __future__ import annotations
+
+import base64
+from datetime import datetime, timezone
+from urllib.parse import parse_qsl, urlencode
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from twilio.request_validator import RequestValidator
+
+from tests.unit.fixtures import FUZZ, NOW, ok, raw, load, unwrapped
+from tracker.adapters import twilio as tw
+from tracker.adapters.base import (AccountError, HttpResponse, MessageRef, NotConfigured,
+                                   ParseError, PostbackRequest)
+from tracker.config_types import VendorConfig
+from tracker.core.states import State
+
+TOKEN = "SECRET-twilio-auth-token"
+SID = "SM1f0e8ae6ade43cb3c0ce4525424e404f"
+CFG = VendorConfig.from_keys("twilio", base_url="https://api.twilio.com",
+                             account_sid="AC0123456789abcdef0123456789abcdef", auth_token=TOKEN)
+URL = "https://sms.example.com/postbacks/twilio/pb-token-0123456789"
+
+
+def form(name: str) -> dict[str, str]:
+    return dict(parse_qsl(raw("twilio", name).decode()))
+
+
+# --- polls ----------------------------------------------------------------------------------------
+
+
+def test_status_request_is_the_message_resource_with_basic_auth():
+    [r] = tw.status_requests(CFG, [MessageRef(SID)])
+    assert (r.method, r.url) == ("GET", "https://api.twilio.com/2010-04-01/Accounts/"
+                                        f"AC0123456789abcdef0123456789abcdef/Messages/{SID}.json")
+    user, _, password = base64.b64decode(r.headers["Authorization"].removeprefix("Basic ")).decode().partition(":")
+    assert (user, password) == ("AC0123456789abcdef0123456789abcdef", TOKEN)
+    [odd] = tw.status_requests(CFG, [MessageRef(" sm/1?x ")])  # verbatim, encoded for the path
+    assert odd.url.endswith("/Messages/%20sm%2F1%3Fx%20.json")
+    with pytest.raises(NotConfigured):
+        tw.status_requests(VendorConfig("twilio"), [MessageRef(SID)])
+
+
+def test_golden_undelivered_poll():
+    r = tw.parse_status([ok(raw("twilio", "message_undelivered.json"))], [MessageRef(SID, "14155552345")], NOW)
+    [o] = r.observations
+    assert (o.vendor_ref, o.recipient, o.state, o.code) == (SID, "14155552345", State.failed, "30003")
+    assert (o.failure.code, o.failure.reason, o.failure.permanent) == ("30003", "unreachable destination handset", False)
+    assert o.event_at == datetime(2023, 8, 24, 5, 2, 13, tzinfo=timezone.utc)
+    assert o.raw["error_message"] == "Unreachable destination handset"
+
+
+@pytest.mark.parametrize("status,state,final", [
+    ("accepted", State.accepted, False), ("scheduled", State.accepted, False),
+    ("queued", State.accepted, False), ("sending", State.accepted, False), ("sent", State.sent, False),
+    ("delivered", State.delivered, True), ("read", State.read, True),
+    ("undelivered", State.failed, True), ("failed", State.failed, True),
+    ("canceled", State.failed, True), ("partially_delivered", State.failed, True),
+    ("receiving", None, None), ("received", None, None), ("some_new_status", None, None)])
+def test_the_whole_status_vocabulary(status, state, final):
+    r = tw.parse_status([ok({"sid": SID, "status": status, "to": "+1415"})], [MessageRef(SID)], NOW)
+    [o] = r.observations
+    assert (o.state, o.code) == (state, status)  # unmapped: recorded with its word, never guessed
+    if state is not None:
+        assert state.is_final == final
+        assert (o.failure is not None) == state.is_failure
+    assert tw.parse_postback("POST", "application/x-www-form-urlencoded", {},
+                             urlencode({"MessageSid": SID, "MessageStatus": status}).encode(), NOW)[0].state == state
+
+
+@pytest.mark.parametrize("code,state,permanent", [
+    ("30001", State.failed, False), ("30003", State.failed, False), ("30004", State.rejected, True),
+    ("30005", State.rejected, True), ("30006", State.rejected, True), ("30007", State.rejected, None),
+    ("30008", State.failed, None), ("21610", State.rejected, True), ("39999", State.failed, None)])
+def test_error_codes_are_kept_and_refine_the_outcome(code, state, permanent):
+    r = tw.parse_status([ok({"sid": SID, "status": "undelivered", "error_code": int(code),
+                             "error_message": "vendor words"})], [MessageRef(SID)], NOW)
+    [o] = r.observations
+    assert (o.state, o.code, o.failure.code, o.failure.permanent) == (state, code, code, permanent)
+    if code == "39999":  # not in the table: the status says failed, the vendor's words are kept
+        assert o.failure.reason == "vendor words"
+
+
+def test_http_answers():
+    refs = [MessageRef(SID)]
+    r = tw.parse_status([ok(raw("twilio", "error_20404.json"), 404)], refs, NOW)
+    assert [(o.state, o.code) for o in r.observations] == [(None, "404")] and r.account_error is None
+    r = tw.parse_status([ok(raw("twilio", "error_20003.json"), 401)], refs, NOW)
+    assert r.account_error == AccountError("http_401", "Authenticate") and r.observations == []
+    r = tw.parse_status([ok(b"", 429, {"Retry-After": "3"})], refs, NOW)
+    assert (r.transient_error, r.retry_after_s) == ("HTTP 429", 3.0)
+    with pytest.raises(ParseError):
+        tw.parse_status([ok(b"<html>")], refs, NOW)
+
+
+def test_normalize_ref():
+    assert tw.normalize_ref(" sm1F0E8AE6ADE43CB3C0CE4525424E404F ") == SID
+    assert tw.normalize_ref("MM1f0e8ae6ade43cb3c0ce4525424e404f").startswith("MM")
+    assert tw.normalize_ref("not-a-sid") == "not-a-sid"
+    for bad in ("", "  ", None, 1.5, []):
+        with pytest.raises(ParseError):
+            tw.normalize_ref(bad)
+
+
+# --- callbacks ------------------------------------------------------------------------------------
+
+
+def test_golden_callbacks():
+    [d] = tw.parse_postback("POST", "application/x-www-form-urlencoded", {},
+                            raw("twilio", "status_callback_delivered.form"), NOW)
+    assert (d.vendor_ref, d.recipient, d.state, d.code, d.event_at) == (SID, "15558675310", State.delivered,
+                                                                        "delivered", None)
+    assert d.raw["RawDlrDoneDate"] == "2308240502"  # the carrier's, without a zone: kept, not read
+    [u] = tw.parse_postback("POST", "application/x-www-form-urlencoded", {},
+                            raw("twilio", "status_callback_undelivered.form"), NOW)
+    assert (u.state, u.code, u.failure.reason, u.failure.permanent) == (
+        State.rejected, "30005", "unknown destination handset", True)
+    [q] = tw.parse_postback("GET", "", {"MessageSid": SID, "MessageStatus": "sent"}, b"", NOW)
+    assert q.state == State.sent
+    for body in (b"MessageStatus=sent", b"", b"\xff\xfe"):
+        with pytest.raises(ParseError):
+            tw.parse_postback("POST", "application/x-www-form-urlencoded", {}, body, NOW)
+
+
+def signed(url: str, params: dict[str, str], token: str = TOKEN) -> PostbackRequest:
+    """A callback signed by the official library (the oracle), as Twilio would send it."""
+    sig = RequestValidator(token).compute_signature(url, params)
+    return PostbackRequest("POST", url, {"X-Twilio-Signature": sig}, urlencode(params).encode())
+
+
+def test_the_signature_matches_the_official_library():
+    params = form("status_callback_delivered.form")
+    for url in (URL, URL + "?x=1&y=%20", "http://127.0.0.1:8080/postbacks/twilio/t"):
+        assert tw.signature(TOKEN, url, params) == RequestValidator(TOKEN).compute_signature(url, params)
+        assert tw.verify_postback(CFG, signed(url, params))
+
+
+@FUZZ
+@given(params=st.dictionaries(st.text(min_size=1, max_size=12), st.text(max_size=20), max_size=6),
+       path=st.text(st.characters(codec="ascii", categories=["L", "N"]), max_size=12))
+def test_signatures_agree_with_the_oracle_on_any_form(params, path):
+    url = f"https://sms.example.com/postbacks/twilio/{path}"
+    validator = RequestValidator(TOKEN)
+    assert tw.signature(TOKEN, url, params) == validator.compute_signature(url, params)
+    request = signed(url, params)
+    expected = validator.validate(url, dict(parse_qsl(request.body.decode(), keep_blank_values=True)),
+                                  request.headers["X-Twilio-Signature"])
+    assert tw.verify_postback(CFG, request) == expected
+
+
+def test_invalid_signatures_are_refused():
+    params = form("status_callback_delivered.form")
+    good = signed(URL, params)
+    assert tw.verify_postback(CFG, good)
+    assert not tw.verify_postback(CFG, PostbackRequest("POST", URL, {}, good.body))  # none
+    assert not tw.verify_postback(CFG, signed(URL, params, token="another-token"))  # another key
+    tampered = good.body.replace(b"delivered", b"undelivered")
+    assert not tw.verify_postback(CFG, PostbackRequest("POST", URL, good.headers, tampered))
+    assert not tw.verify_postback(CFG, PostbackRequest("POST", URL + "x", good.headers, good.body))
+    assert not tw.verify_postback(VendorConfig("twilio"), good)  # no auth token configured
+
+
+def test_behind_a_proxy_the_public_url_is_what_was_signed():
+    params = form("status_callback_undelivered.form")
+    public = signed(URL, params)  # Twilio called the public URL; the proxy forwarded it here:
+    here = PostbackRequest("POST", "http://10.0.0.5:8080/postbacks/twilio/pb-token-0123456789",
+                           public.headers, public.body)
+    assert not tw.verify_postback(CFG, here)
+    behind = VendorConfig.from_keys("twilio", auth_token=TOKEN, public_base_url="https://sms.example.com/")
+    assert tw.verify_postback(behind, here)
+    # Twilio's validators accept the URL with or without its default port
+    ported = signed("https://sms.example.com:443/postbacks/twilio/pb-token-0123456789", params)
+    assert tw.verify_postback(behind, PostbackRequest("POST", here.url, ported.headers, ported.body))
+
+
+def test_a_json_body_is_signed_through_its_hash():
+    import hashlib
+    body = b'{"MessageSid": "SM1", "MessageStatus": "sent"}'
+    url = f"{URL}?bodySHA256={hashlib.sha256(body).hexdigest()}"
+    sig = RequestValidator(TOKEN).compute_signature(url, {})
+    assert RequestValidator(TOKEN).validate(url, body.decode(), sig)
+    assert tw.verify_postback(CFG, PostbackRequest("POST", url, {"X-Twilio-Signature": sig}, body))
+    assert not tw.verify_postback(CFG, PostbackRequest("POST", url, {"X-Twilio-Signature": sig}, body + b" "))
+
+
+# --- send responses -------------------------------------------------------------------------------
+
+
+def test_golden_send_response():
+    r = tw.parse_send(load("twilio", "message_created.json"), None, NOW)
+    [o] = r.observations
+    assert (o.vendor_ref, o.issued_ref, o.recipient, o.state, o.code) == (
+        "SMXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX", "SMXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX", "14155552345",
+        State.accepted, "queued")
+    assert r.account_error is None and o.raw["messaging_service_sid"].startswith("MG")
+    scheduled = tw.parse_send({"sid": SID, "status": "scheduled", "to": "+1"}, None, NOW)
+    assert scheduled.observations[0].state == State.accepted
+
+
+def test_refused_sends():
+    r = tw.parse_send(HttpResponse(400, {}, raw("twilio", "error_21211.json")), {"To": "5551234"}, NOW)
+    [o] = r.observations
+    assert (o.vendor_ref, o.recipient, o.state, o.code, o.failure.permanent) == ("", "5551234", State.rejected,
+                                                                               "21211", True)
+    auth = tw.parse_send(load("twilio", "error_20003.json"), None, NOW)
+    assert auth.account_error == AccountError("20003", "Authenticate") and auth.observations == []
+    odd = tw.parse_send({"code": 29999, "message": "new", "status": 400}, "To=%2B14155550100&Body=x", NOW)
+    assert [(o.state, o.code, o.recipient) for o in odd.observations] == [(None, "29999", "14155550100")]
+    with pytest.raises(ParseError):
+        tw.parse_send({"hello": "world"}, None, NOW)
+
+
+# --- fuzzing ----------------------------------------------------------------------------------------
+
+WORDS = sorted(tw.STATUSES) + sorted(tw.ERROR_CODES)
+KEYS = ["sid", "status", "error_code", "error_message", "to", "date_updated", "code", "message",
+        "MessageSid", "MessageStatus", "ErrorCode", "To"]
+values = st.recursive(st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1) | st.text(max_size=10)
+                      | st.sampled_from(WORDS),
+                      lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(KEYS), inner,
+                                                                                    max_size=6), max_leaves=12)
+
+
+@FUZZ
+@given(body=values, status=st.sampled_from([200, 201, 400, 401, 404, 429, 500]))
+def test_parsers_raise_only_parse_errors(body, status):
+    import orjson
+    encoded = orjson.dumps(body)
+    for call in (lambda: unwrapped(tw.parse_status)([HttpResponse(status, {}, encoded)], [MessageRef(SID)], NOW),
+                 lambda: unwrapped(tw.parse_send)(HttpResponse(status, {}, encoded), None, NOW),
+                 lambda: unwrapped(tw.parse_postback)("POST", "application/json", {}, encoded, NOW)):
+        try:
+            call()
+        except ParseError:
+            pass

@@ -1,0 +1,402 @@
+"""Twilio Programmable Messaging (api.twilio.com): polled per message (the Message resource) and
+pushed as status callbacks to the `StatusCallback` URL given with each send, each signed with
+`X-Twilio-Signature`. Built from Twilio's public API documentation (docs/vendors.md#sources).
+
+- Status: `GET {base}/2010-04-01/Accounts/{AccountSid}/Messages/{Sid}.json`, HTTP basic auth
+  (account_sid, auth_token). The answer is the Message resource (`sid`, `status`, `error_code`,
+  `error_message`, `to`, `date_updated`, ...); 404 (code 20404) names no message we know.
+- Status callbacks: form-encoded `MessageSid`, `MessageStatus` (also `SmsSid`, `SmsStatus`),
+  `ErrorCode`, `To`, `From`, `AccountSid`, `ApiVersion`, and on delivered / undelivered
+  `RawDlrDoneDate` (YYMMDDhhmm, the carrier's, without a zone: kept in `raw`, not read as a time).
+- Signature: base64 of HMAC-SHA1, keyed with the auth token, over the URL Twilio requested (the
+  public one: `vendors.twilio.public_base_url` behind a proxy) followed by every POST parameter,
+  sorted by name, as name + value. As Twilio's own validators do, the URL is tried with and
+  without its default port. A JSON body is signed through `bodySHA256` in the URL instead.
+- Send response: the created Message resource (`sid`, `status` queued / accepted / scheduled), or
+  an error object (`code`, `message`, `status`) when the API refused the request.
+
+The status vocabulary maps by `status`, refined by `ErrorCode` where the message did not get
+through (the table below, and docs/vendors.md). `undelivered` and `failed` are final: Twilio
+does not try again.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, Any, Mapping
+from urllib.parse import parse_qs, parse_qsl, quote, urlsplit, urlunsplit
+
+from tracker.adapters.base import (
+    LOOKUP,
+    NO_REF,
+    READ,
+    AccountError,
+    HttpRequest,
+    HttpResponse,
+    MessageRef,
+    NotConfigured,
+    Observation,
+    ParseError,
+    PostbackRequest,
+    SendResult,
+    Setting,
+    StatusResult,
+    as_code,
+    classify_http,
+    guarded,
+    header,
+    id_text,
+    json_value,
+    load_json,
+    recipient_digits,
+)
+from tracker.core.states import Failure, State
+
+if TYPE_CHECKING:
+    from tracker.config_types import VendorConfig
+
+NAME = "twilio"
+POLLS = True
+PUSHES = True
+KEYED_BY_RECIPIENT = False
+POSTBACK_CONTENT_TYPES = frozenset({"application/x-www-form-urlencoded"})  # status callbacks
+SETTINGS = {
+    "account_sid": Setting("the account's SID (AC...): the status call's path and its user"),
+    "auth_token": Setting("the account's auth token: the status call's password and the key "
+                          "of every callback's signature", secret=True),
+    "public_base_url": Setting("the public URL callbacks are addressed to, when a proxy stands "
+                               "in front of the tracker (signatures are computed over it)", url=True),
+}
+
+DEFAULT_BASE_URL = "https://api.twilio.com"
+API_VERSION = "2010-04-01"
+SIGNATURE_HEADER = "X-Twilio-Signature"
+
+# `status` -> (state, text). Where the message did not get through, ERROR_CODES refines it.
+STATUSES: dict[str, tuple[State | None, str]] = {
+    "accepted": (State.accepted, "received by the Messaging Service"),
+    "scheduled": (State.accepted, "scheduled by the Messaging Service"),
+    "queued": (State.accepted, "queued to be sent"),
+    "sending": (State.accepted, "being dispatched to the carrier"),
+    "sent": (State.sent, "accepted by the nearest upstream carrier"),
+    "delivered": (State.delivered, "delivered"),
+    "read": (State.read, "read by the recipient"),  # WhatsApp, RCS
+    "undelivered": (State.failed, "the carrier reported it undelivered"),
+    "failed": (State.failed, "could not be sent"),
+    "canceled": (State.failed, "canceled before it was sent"),  # a scheduled message
+    # Any part not delivered fails the message (the contract's rule for multipart).
+    "partially_delivered": (State.failed, "partially delivered"),
+    # Inbound statuses never describe a message we sent: recorded, never guessed.
+    "receiving": (None, "inbound message being received"),
+    "received": (None, "inbound message received"),
+}
+NOT_THROUGH = frozenset({"undelivered", "failed", "canceled", "partially_delivered"})
+# ErrorCode -> (state, reason, permanent): what stopped a message. Other codes keep the status's
+# state (failed) with the code and the vendor's words.
+ERROR_CODES: dict[str, tuple[State, str, bool | None]] = {
+    "30001": (State.failed, "queue overflow", False),
+    "30002": (State.failed, "account suspended", None),
+    "30003": (State.failed, "unreachable destination handset", False),
+    "30004": (State.rejected, "message blocked", True),
+    "30005": (State.rejected, "unknown destination handset", True),
+    "30006": (State.rejected, "landline or unreachable carrier", True),
+    "30007": (State.rejected, "message filtered (carrier violation)", None),
+    "30008": (State.failed, "unknown error", None),
+    "30009": (State.failed, "missing segment", False),
+    "30010": (State.rejected, "message price exceeds max price", False),
+    "30032": (State.rejected, "toll-free number not verified", None),
+    "30034": (State.rejected, "message from an unregistered number (A2P 10DLC)", None),
+    "21211": (State.rejected, "invalid 'To' number", True),
+    "21408": (State.rejected, "sending to this region is not enabled", None),
+    "21610": (State.rejected, "the recipient unsubscribed", True),
+    "21614": (State.rejected, "'To' is not a valid mobile number", True),
+    "21635": (State.rejected, "'To' is a landline", True),
+}
+# Error codes of the API that are about our account or its settings, never a message.
+ACCOUNT_CODES = {
+    "20003": "authentication failed",
+    "20005": "account not active",
+    "20008": "not accessible with test credentials",
+    "21606": "the From number cannot send SMS",
+    "21608": "trial accounts send only to verified numbers",
+}
+HTTP_ACCOUNT_STATUSES = {401: "authentication failed (check account_sid and auth_token)",
+                         403: "forbidden"}
+
+_SID = re.compile(r"[A-Za-z]{2}[0-9a-fA-F]{32}")
+
+
+def normalize_ref(ref: Any) -> str:
+    """For matching only: trimmed; a SID (two letters and 32 hex digits, `SM...` / `MM...`) with
+    its prefix upper-cased and its hex lower-cased, as Twilio writes them, so that a copy folded
+    to one case names the same message. Status calls send the SID as issued."""
+    text = id_text(ref)
+    if text is None:
+        raise ParseError("twilio: message sid is not a string")
+    text = text.strip()
+    if not text:
+        raise ParseError("twilio: empty message sid")
+    if _SID.fullmatch(text):
+        return text[:2].upper() + text[2:].lower()
+    return text
+
+
+def _credentials(cfg: VendorConfig) -> tuple[str, str]:
+    sid, token = cfg.settings.get("account_sid"), cfg.settings.get("auth_token")
+    if not sid or not token:
+        raise NotConfigured("twilio: account_sid and auth_token must be configured")
+    return sid, token
+
+
+def status_requests(
+    cfg: VendorConfig, refs: list[MessageRef], token: str | None = None
+) -> list[HttpRequest]:
+    """One GET of the Message resource per message, its SID as issued (encoded for the path)."""
+    sid, auth = _credentials(cfg)
+    basic = base64.b64encode(f"{sid}:{auth}".encode()).decode()
+    headers = {"Authorization": f"Basic {basic}", "Accept": "application/json"}
+    base = (cfg.base_url or DEFAULT_BASE_URL).rstrip("/")
+    account = quote(sid, safe="")
+    return [HttpRequest("GET", f"{base}/{API_VERSION}/Accounts/{account}/Messages/"
+                               f"{quote(str(r.vendor_ref), safe='')}.json", headers=headers)
+            for r in refs]
+
+
+def _time(value: Any) -> datetime | None:
+    """An RFC 2822 time of the API ("Thu, 30 Jul 2015 20:12:33 +0000"), or None."""
+    if not isinstance(value, str) or not 10 <= len(value) <= 64:
+        return None
+    try:
+        at = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return at if at.tzinfo is not None else None
+
+
+def _observation(*, ref: str, recipient: str | None, status: Any, error_code: Any,
+                 error_text: str | None, event_at: datetime | None, raw: Any,
+                 issued_ref: str | None = None) -> Observation:
+    """What a status (with its error code, if any) says about one message."""
+    if not isinstance(status, str) or not status.strip():
+        raise ParseError("twilio: no status")
+    word = status.strip().lower()[:50]
+    code = as_code(error_code)
+    code = code[:50] if code is not None and code != "0" else None
+    state, text = STATUSES.get(word, (None, None))
+    failure = None
+    if word in NOT_THROUGH:
+        known = ERROR_CODES.get(code) if code else None
+        if known is not None:
+            state, text, permanent = known
+        else:
+            permanent = False if word == "canceled" else None
+            text = error_text or text
+        failure = Failure(code or word, text, permanent)
+    elif state is None:
+        text = error_text or text
+    # The detailed code: the ErrorCode where the message did not get through, else the status.
+    return Observation(vendor=NAME, vendor_ref=normalize_ref(ref), recipient=recipient, state=state,
+                       code=code if code and failure else word, text=text, event_at=event_at,
+                       failure=failure, raw=raw, issued_ref=issued_ref)
+
+
+def _message(body: Any, ref: str | None, recipient: str | None = None) -> Observation:
+    """The Message resource as an observation (a poll's answer, or a send response)."""
+    if not isinstance(body, dict):
+        raise ParseError("twilio: message is not a JSON object")
+    sid = body.get("sid")
+    if sid is None and ref is None:
+        raise ParseError("twilio: message without sid")
+    msg = body.get("error_message")
+    return _observation(ref=ref if ref is not None else sid,
+                        recipient=recipient_digits(body.get("to")) or recipient_digits(recipient),
+                        status=body.get("status"), error_code=body.get("error_code"),
+                        error_text=msg.strip()[:200] if isinstance(msg, str) and msg.strip() else None,
+                        event_at=_time(body.get("date_updated")), raw=body,
+                        issued_ref=id_text(sid) if ref is None else None)
+
+
+def _error_text(resp: HttpResponse) -> str:
+    try:
+        body = load_json(resp.body, "twilio")
+    except ParseError:
+        return ""
+    msg = body.get("message") if isinstance(body, dict) else None
+    return msg.strip()[:200] if isinstance(msg, str) else ""
+
+
+@guarded("twilio status")
+def parse_status(responses: list[HttpResponse], refs: list[MessageRef], now: datetime) -> StatusResult:
+    """`responses[i]` answers `refs[i]`. A 404 is a per-message lookup failure (code "404")."""
+    if len(responses) != len(refs):
+        raise ParseError("twilio status: responses and refs differ in length")
+    result = StatusResult()
+    for resp, ref in zip(responses, refs):
+        answer = classify_http(resp, now, result, account=HTTP_ACCOUNT_STATUSES, lookup=(404,),
+                               reason=_error_text)
+        if answer == LOOKUP:
+            result.observations.append(Observation(
+                vendor=NAME, vendor_ref=normalize_ref(ref.vendor_ref),
+                recipient=recipient_digits(ref.recipient), state=None, code="404",
+                text=_error_text(resp) or "message not found"))
+        if answer != READ:
+            continue
+        result.observations.append(
+            _message(load_json(resp.body, "twilio status"), ref.vendor_ref, ref.recipient))
+    return result
+
+
+def _form(content_type: str, query: Mapping[str, str], body: bytes) -> dict[str, str]:
+    raw = bytes(body or b"")
+    if not raw.strip():
+        return dict(query)
+    if raw.lstrip()[:1] in (b"{", b"["):
+        fields = load_json(raw, "twilio postback")
+        if not isinstance(fields, dict):
+            raise ParseError("twilio postback: body is not an object")
+        return {str(k): v for k, v in fields.items()}
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ParseError("twilio postback: form body is not UTF-8") from None
+    return dict(parse_qsl(text, keep_blank_values=True))
+
+
+@guarded("twilio postback")
+def parse_postback(
+    method: str, content_type: str, query: Mapping[str, str], body: bytes, now: datetime
+) -> list[Observation]:
+    """One status callback: one observation. Its fields are the form's (or the query's)."""
+    fields = _form(content_type, query, body)
+    sid = fields.get("MessageSid") or fields.get("SmsSid")
+    if not isinstance(sid, str) or not sid.strip():
+        raise ParseError("twilio postback: no MessageSid")
+    status = fields.get("MessageStatus") or fields.get("SmsStatus")
+    msg = fields.get("ErrorMessage")
+    return [_observation(ref=sid, recipient=recipient_digits(fields.get("To")), status=status,
+                         error_code=fields.get("ErrorCode"),
+                         error_text=msg.strip()[:200] if isinstance(msg, str) and msg.strip() else None,
+                         event_at=None, raw=fields)]
+
+
+# --- signatures -----------------------------------------------------------------------------------
+
+
+def signature(auth_token: str, url: str, params: Mapping[str, Any]) -> str:
+    """X-Twilio-Signature of a request: HMAC-SHA1 over the URL then each parameter's name and
+    value, names sorted (a repeated name: its distinct values sorted), base64."""
+    signed = url
+    for name in sorted(params):
+        values = params[name]
+        for value in sorted(set(values if isinstance(values, list) else [values])):
+            signed += name + value
+    mac = hmac.new(auth_token.encode("utf-8"), signed.encode("utf-8"), hashlib.sha1)
+    return base64.b64encode(mac.digest()).decode("ascii")
+
+
+def _ports(url: str) -> list[str]:
+    """The URL as given, without its port and with its default port (Twilio signs either)."""
+    parts = urlsplit(url)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    if parts.port is not None:
+        host = host.rsplit(":", 1)[0]
+    default = 443 if parts.scheme == "https" else 80
+    bare = urlunsplit(parts._replace(netloc=host))
+    ported = urlunsplit(parts._replace(netloc=f"{host}:{parts.port or default}"))
+    return list(dict.fromkeys([url, bare, ported]))
+
+
+def signed_url(cfg: VendorConfig, received_url: str) -> str:
+    """The URL Twilio signed: the public base URL (behind a proxy) with the path and query as
+    received, else the URL as received."""
+    public = cfg.settings.get("public_base_url")
+    if not public:
+        return received_url
+    parts = urlsplit(received_url)
+    path_qs = parts.path + (f"?{parts.query}" if parts.query else "")
+    return public.rstrip("/") + path_qs
+
+
+def verify_postback(cfg: VendorConfig, request: PostbackRequest) -> bool:
+    """Does the callback's X-Twilio-Signature verify with the account's auth token?"""
+    token = cfg.settings.get("auth_token")
+    given = header(request.headers, SIGNATURE_HEADER)
+    if not token or not given:
+        return False
+    url = signed_url(cfg, request.url)
+    query = parse_qs(urlsplit(url).query)
+    if "bodySHA256" in query:  # a JSON body: its hash is in the signed URL
+        if not hmac.compare_digest(hashlib.sha256(request.body).hexdigest(), query["bodySHA256"][0]):
+            return False
+        params: dict[str, list[str]] = {}
+    elif request.method.upper() == "POST":
+        try:
+            form = request.body.decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+        params = {}
+        for name, value in parse_qsl(form, keep_blank_values=True):
+            params.setdefault(name, []).append(value)
+    else:
+        params = {}
+    expected = given.strip().encode("utf-8", "replace")
+    return any(hmac.compare_digest(signature(token, u, params).encode("ascii"), expected)
+               for u in _ports(url))
+
+
+# --- send responses -------------------------------------------------------------------------------
+
+
+def _request_to(request: Any) -> str | None:
+    """`To` of the send request: a form dict, JSON, or the form body as text."""
+    if request is None:
+        return None
+    if isinstance(request, HttpRequest):
+        request = dict(request.data or request.params or {})
+    if isinstance(request, (bytes, bytearray, memoryview)):
+        request = bytes(request).decode("utf-8", "replace")
+    if isinstance(request, str):
+        text = request.strip()
+        request = (json_value(text, "twilio send request") if text.startswith("{")
+                   else dict(parse_qsl(text)))
+    if not isinstance(request, dict):
+        raise ParseError("twilio send: request is not an object")
+    return recipient_digits(request.get("To", request.get("to")))
+
+
+@guarded("twilio send")
+def parse_send(response: Any, request: Any | None, now: datetime) -> SendResult:
+    """The created Message resource: one message in its first status (queued, accepted,
+    scheduled; or already failed with its error code). An error object (`code`, `message`):
+    the request was refused: an account problem (ACCOUNT_CODES, 401/403) or one message
+    rejected without a SID (recipient from the request's `To`)."""
+    status = response.status if isinstance(response, HttpResponse) else None
+    body = json_value(response, "twilio send")
+    if not isinstance(body, dict):
+        raise ParseError("twilio send: response is not a JSON object")
+    result = SendResult()
+    if body.get("sid") is not None:
+        result.observations.append(_message(body, None))
+        return result
+    code = as_code(body.get("code"))
+    if code is None:
+        raise ParseError("twilio send: response has neither sid nor an error code")
+    code = code[:50]
+    msg = body.get("message")
+    text = msg.strip()[:200] if isinstance(msg, str) and msg.strip() else None
+    http = as_code(body.get("status")) or (str(status) if status else None)
+    if code in ACCOUNT_CODES or http in ("401", "403"):
+        result.account_error = AccountError(code, text or ACCOUNT_CODES.get(code, "account error"))
+        return result
+    recipient = recipient_digits(body.get("to")) or _request_to(request)
+    known = ERROR_CODES.get(code)
+    state, reason, permanent = known if known else (None, text, None)
+    result.observations.append(Observation(
+        vendor=NAME, vendor_ref=NO_REF, recipient=recipient, state=state, code=code,
+        text=text or reason, failure=Failure(code, text or reason, permanent) if state else None,
+        raw=body))
+    return result

@@ -1,0 +1,180 @@
+"""Twilio Programmable Messaging, from Twilio's public API documentation (docs/vendors.md#sources).
+HTTP basic auth (AccountSid, AuthToken) on every call.
+
+- `POST /2010-04-01/Accounts/{AccountSid}/Messages.json` form `To`, `From`, `Body`,
+  `StatusCallback`? -> 201 and the Message resource (`sid` SM..., `status` "queued", ...), or an
+  error object `{"code", "message", "more_info", "status"}`: 21211 invalid To, 21602 no body,
+  21604 no From, 20003 bad credentials (401).
+- `GET /2010-04-01/Accounts/{AccountSid}/Messages/{Sid}.json` -> the Message resource as it is
+  now: `queued` then `sending` (accepted), `sent`, `delivered` / `read`, or `undelivered` with
+  `error_code` and `error_message`; 404 `{"code": 20404}` for a SID it does not know.
+- Status callbacks to the `StatusCallback` given at send, one per change after the first
+  (`sent`, then the outcome): form-encoded `MessageSid`, `MessageStatus`, `SmsSid`, `SmsStatus`,
+  `AccountSid`, `From`, `To`, `ApiVersion`, `ErrorCode` (undelivered), `RawDlrDoneDate`
+  (delivered, undelivered), signed with `X-Twilio-Signature` over the StatusCallback URL as
+  given (the public one: `Sandbox.set_proxy` carries it to loopback).
+Twilio has no "expired" status: the sandbox reports an expiry as undelivered. Sandbox choices
+(the documentation does not say): an inactive, suspended or unfunded account is 401 with code
+20005 on every call, maintenance is 503; callbacks are sent once (no retries).
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from email.utils import format_datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from aiohttp import web
+
+from tracker.sandbox.common import Push, Route, Vendor, clean_number, digits_or_raw, json_response
+from tracker.sandbox.knobs import Knobs
+from tracker.sandbox.truth import Message
+
+API = "/2010-04-01/Accounts/{account}"
+STATUS = {"sent": "sent", "delivered": "delivered", "read": "read", "failed": "undelivered",
+          "rejected": "undelivered"}
+ERRORS = {"30001": "Queue overflow", "30003": "Unreachable destination handset",
+          "30004": "Message blocked", "30005": "Unknown destination handset",
+          "30006": "Landline or unreachable carrier",
+          "30007": "Message filtered (carrier violation)", "30008": "Unknown error"}
+ACCOUNT_DOWN = ("inactive", "suspended", "no_funds")
+
+
+def error(status: int, code: int, message: str) -> web.Response:
+    return json_response({"code": code, "message": message, "status": status,
+                          "more_info": f"https://www.twilio.com/docs/errors/{code}"}, status=status)
+
+
+def sign(token: str, url: str, params: dict[str, str]) -> str:
+    """The X-Twilio-Signature Twilio puts on a callback (HMAC-SHA1, base64)."""
+    data = url + "".join(k + params[k] for k in sorted(params))
+    return base64.b64encode(hmac.new(token.encode(), data.encode(), hashlib.sha1).digest()).decode()
+
+
+class Twilio(Vendor):
+    name = "twilio"
+    FATE_MAP = {"expired": "failed"}
+    CODES = {"delivered": ("delivered",), "read": ("read",), "failed": ("30003", "30008", "30001"),
+             "rejected": ("30004", "30005", "30006", "30007"), "no_receipt": ("sent",)}
+    CREDENTIALS = {"account_sid": "AC00000000000000000000000000sandbox",
+                   "auth_token": "sandbox-twilio-auth-token"}
+    SENDER = "+15005550006"
+    BULK_SEND = False  # one message per call
+    PUSH_URL = "per_send"  # StatusCallback with each message
+    SAMPLE_NUMBER = "1415{:07d}"
+
+    def routes(self) -> list[Route]:
+        return [Route(("POST",), API + "/Messages.json", self.create),
+                Route(("GET",), API + "/Messages/{sid}.json", self.fetch, malformable=True)]
+
+    # -- guards --
+    def _guard(self, request: web.Request) -> web.Response | None:
+        knobs = self.knobs
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        try:
+            user, _, password = base64.b64decode(given.strip()).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            user = password = ""
+        if (knobs.bad_credentials or scheme.lower() != "basic" or user != self.creds["account_sid"]
+                or password != self.creds["auth_token"]
+                or request.match_info["account"] != self.creds["account_sid"]):
+            return error(401, 20003, "Authenticate")
+        if knobs.account in ACCOUNT_DOWN:
+            return error(401, 20005, "Account not active")
+        if knobs.account == "maintenance":
+            return error(503, 20503, "Service unavailable")
+        return None
+
+    # -- the Message resource --
+    def resource(self, msg: Message, state: str, since: float) -> dict[str, Any]:
+        d = msg.data
+        if state == "accepted":
+            sent_at = msg.time_of("sent") or since
+            status = "queued" if self.now() - since < (sent_at - since) / 2 else "sending"
+        else:
+            status = STATUS[state]
+        failed = status == "undelivered"
+        sid, account = msg.ref, self.creds["account_sid"]
+        return {
+            "account_sid": account, "api_version": "2010-04-01", "body": d["body"],
+            "date_created": format_datetime(msg.wall0), "date_sent": (
+                format_datetime(msg.wall(msg.time_of("sent"))) if state != "accepted" else None),
+            "date_updated": format_datetime(msg.wall(since)), "direction": "outbound-api",
+            "error_code": int(msg.code) if failed else None,
+            "error_message": ERRORS.get(msg.code) if failed else None,
+            "from": d["from"], "messaging_service_sid": None, "num_media": "0",
+            "num_segments": "1", "price": None, "price_unit": "USD", "sid": sid,
+            "status": status, "to": "+" + msg.recipient,
+            "uri": f"/2010-04-01/Accounts/{account}/Messages/{sid}.json",
+        }
+
+    async def create(self, request: web.Request) -> web.Response:
+        if (denied := self._guard(request)) is not None:
+            return denied
+        form = {k: str(v) for k, v in (await request.post()).items()}
+        to, sender, body = form.get("To", ""), form.get("From", ""), form.get("Body", "")
+        if not sender:
+            return error(400, 21604, "A 'From' phone number is required.")
+        if not body.strip():
+            return error(400, 21602, "Message body is required.")
+        number = clean_number(to) if to.strip().startswith("+") else None
+        if number is None:
+            self.refuse(None, digits_or_raw(to), "21211")
+            return error(400, 21211, f"The 'To' number {to} is not a valid phone number.")
+        sid = "SM%032x" % self.rng.getrandbits(128)
+        msg = self.accept(sid, number, {"body": body, "from": sender,
+                                        "callback": form.get("StatusCallback") or None})
+        self.refs(request, sid)
+        answer = self.resource(msg, "accepted", msg.t0)
+        return json_response({**answer, "status": "queued"}, status=201)
+
+    async def fetch(self, request: web.Request) -> web.Response:
+        if (denied := self._guard(request)) is not None:
+            return denied
+        sid = request.match_info["sid"]
+        self.refs(request, sid)
+        msg = self.sandbox.message(self.name, sid)
+        if msg is None:
+            return error(404, 20404, f"The requested resource /2010-04-01/Accounts/"
+                                     f"{self.creds['account_sid']}/Messages/{sid}.json was not found")
+        state, since = msg.state_at(self.now())
+        return json_response(self.resource(msg, state, since))
+
+    # -- status callbacks --
+    def pushes(self, msg: Message, knobs: Knobs) -> list[Push]:
+        url = msg.data.get("callback")
+        if not url:
+            return []
+        out = []
+        for t, state in msg.timeline[1:]:
+            status = STATUS[state]
+            params = {"AccountSid": self.creds["account_sid"], "ApiVersion": "2010-04-01",
+                      "From": msg.data["from"], "MessageSid": msg.ref, "MessageStatus": status,
+                      "SmsSid": msg.ref, "SmsStatus": status, "To": "+" + msg.recipient}
+            if status == "undelivered":
+                params["ErrorCode"] = msg.code
+            if status in ("delivered", "undelivered"):
+                params["RawDlrDoneDate"] = msg.wall(t).strftime("%y%m%d%H%M")
+            out.append(Push(due=t, body=urlencode(params).encode(), kind=state, url=url,
+                            content_type="application/x-www-form-urlencoded", ref=msg.ref,
+                            recipient=None,
+                            headers={"X-Twilio-Signature": sign(self.creds["auth_token"], url, params)}))
+        return out
+
+    # -- how an application sends through it (tracker.sandbox.client) --
+    @staticmethod
+    async def send_call(call, recipients, *, sender, message, bulk, push_url):
+        """One message: POST Messages.json with basic auth; the request kept has no credentials."""
+        form = {"To": "+" + recipients[0].lstrip("+"), "From": sender, "Body": message}
+        if push_url:
+            form["StatusCallback"] = push_url
+        sid = call.cfg["account_sid"]
+        basic = base64.b64encode(f"{sid}:{call.cfg['auth_token']}".encode()).decode()
+        answer = await call("POST", f"{call.base}/2010-04-01/Accounts/{sid}/Messages.json",
+                            data=form, headers={"Authorization": f"Basic {basic}"})
+        return form, answer
+
+
+FAKE = Twilio
