@@ -50,3 +50,28 @@ class TransitionRow(NamedTuple):
     failure_permanent: bool | None
     is_correction: bool
     observation_id: int | None
+
+
+class NewMessageRow(NamedTuple):
+    """One message intake makes, in its first state (queries.INSERT_NEW_MESSAGES, whose column
+    list is in this order). Offered to tracker.intake.plan, which builds these rows."""
+
+    vendor: str
+    vendor_ref: str
+    recipient_key: str
+    issued_ref: str | None  # None: as vendor_ref
+    recipient: str | None
+    client_ref: str | None
+    submission_id: int | None
+    submitted_at: datetime
+    vendor_deadline: datetime | None
+    window_ends_at: datetime | None
+    next_poll_at: datetime | None
+    state: str
+    delivered_at: datetime | None
+    failure_code: str | None
+    failure_reason: str | None
+    failure_permanent: bool | None
+    last_report_at: datetime | None
+    country: str | None
+    calling_code: int | None
