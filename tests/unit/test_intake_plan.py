@@ -66,13 +66,13 @@ def test_each_key_is_one_message_in_the_highest_state_reported_reached_step_by_s
     for k, key in enumerate(plan.keys):
         states = [s for ref, s, _ in found if ref == key[1] and s is not None]
         highest = max(states, default=State.submitted)
-        assert plan.messages[k][11] == highest.name  # the row's state column
+        assert plan.messages[k].state == highest.name
         steps = [t for t in plan.transitions if t.message_id == k]
         assert [t.to_state for t in steps] == sorted({s for s in states if s > State.submitted})
         assert all(a.to_state == b.from_state for a, b in zip(steps, steps[1:]))
         # Skycore is push-only: never polled. A key's message names the first row naming it.
-        assert plan.messages[k][10] is None
-        assert plan.messages[k][6] == next(i for i, (ref, _, _) in enumerate(found) if ref == key[1])
+        assert plan.messages[k].next_poll_at is None
+        assert plan.messages[k].submission_id == next(i for i, (ref, _, _) in enumerate(found) if ref == key[1])
     assert [k for k, _ in plan.observations] == [plan.index["skycore", ref, ""] for ref, _, _ in found]
 
 
@@ -81,7 +81,7 @@ def test_a_polled_message_gets_its_first_poll_unless_final():
                                     Observation(vendor="sparksender", vendor_ref="2", recipient=None, state=State.rejected, code="r")])]
     plan = plan_chunk(rows, VENDORS, NOW)
     first_poll = NOW + timedelta(seconds=VENDORS["sparksender"].first_poll_s)
-    assert [m[10] for m in plan.messages] == [first_poll, None]
+    assert [m.next_poll_at for m in plan.messages] == [first_poll, None]
 
 
 def test_a_window_of_centuries_ends_at_the_end_of_time_not_in_an_error():
@@ -108,7 +108,8 @@ def test_the_destination_is_read_from_the_recipient_never_an_error(recipient, ex
 def test_a_message_row_carries_its_destination():
     rows = [TakenRow(1, None, NOW, [Observation(vendor="sparksender", vendor_ref="1", recipient="639171234567",
                                          state=State.accepted, code="a")])]
-    assert plan_chunk(rows, VENDORS, NOW).messages[0][17:] == ["PH", 63]
+    m = plan_chunk(rows, VENDORS, NOW).messages[0]
+    assert (m.country, m.calling_code) == ("PH", 63)
 
 
 async def test_the_garbage_collector_waits_only_while_some_intake_holds_it_even_on_errors():

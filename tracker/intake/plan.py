@@ -18,6 +18,7 @@ from tracker.config_types import VendorConfig
 from tracker.core.reduce import PlannedTransition, Report, plan, recipient_key
 from tracker.core.route import destination
 from tracker.core.states import State
+from tracker.db.rows import NewMessageRow
 from tracker.intake.rows import TakenRow
 
 Key = tuple[str, str, str]  # vendor, vendor_ref, recipient_key
@@ -32,7 +33,7 @@ class ChunkPlan:
 
     keys: list[Key] = field(default_factory=list)
     index: dict[Key, int] = field(default_factory=dict)  # key -> its index in keys
-    messages: list[list] = field(default_factory=list)  # rows of queries.INSERT_NEW_MESSAGES
+    messages: list[NewMessageRow] = field(default_factory=list)
     observations: list[tuple[int, Observation]] = field(default_factory=list)  # (key index, o)
     transitions: list[PlannedTransition] = field(default_factory=list)
 
@@ -65,18 +66,19 @@ def plan_chunk(rows: Sequence[TakenRow], vendors: Mapping[str, VendorConfig],
 
 
 def _message_row(key: Key, row: TakenRow, o: Observation, step: PlannedTransition | None,
-                 vc: VendorConfig, now: datetime) -> list:
-    """A row of INSERT_NEW_MESSAGES: the message as its first row names it, in its new state."""
+                 vc: VendorConfig, now: datetime) -> NewMessageRow:
+    """The message as its first row names it, in its new state."""
     state = step.to_state if step else State.submitted
     r = step.report if step else None
     polled = adapters.get(o.vendor).POLLS and vc.enabled and not state.is_final
-    issued = o.issued_ref if o.issued_ref != o.vendor_ref else None
-    return [*key, issued, o.recipient, row.client_ref, row.id, row.submitted_at, o.deadline,
-            window_end(row.submitted_at, o.deadline, vc),
-            _after(row.submitted_at, vc.first_poll_s) if polled else None,
-            state.name, r.occurred_at if r and state >= State.delivered else None,
-            r.failure_code if r else None, r.failure_reason if r else None,
-            r.failure_permanent if r else None, now, *destination(o.recipient)]
+    return NewMessageRow(
+        *key, o.issued_ref if o.issued_ref != o.vendor_ref else None, o.recipient,
+        row.client_ref, row.id, row.submitted_at, o.deadline,
+        window_end(row.submitted_at, o.deadline, vc),
+        _after(row.submitted_at, vc.first_poll_s) if polled else None,
+        state.name, r.occurred_at if r and state >= State.delivered else None,
+        r.failure_code if r else None, r.failure_reason if r else None,
+        r.failure_permanent if r else None, now, *destination(o.recipient))
 
 
 def window_end(submitted_at: datetime, deadline: datetime | None, vc: VendorConfig) -> datetime:
