@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _chaos.env import Cluster  # noqa: E402
 from _chaos.fuzz import FUZZ  # noqa: E402
-from _chaos.run import FULL, LIMITS, SHORT, Result, Run  # noqa: E402
+from _chaos.run import Run  # noqa: E402
+from _chaos.spec import FULL, SHORT, Result  # noqa: E402
 from _chaos.scenarios import SCENARIOS  # noqa: E402
 
 ALL = [*SCENARIOS, FUZZ]
@@ -38,11 +39,11 @@ HEAD = ("scenario", "messages", "postbacks 200", "lost (0)", "dup transitions (0
 def cells(r: Result) -> list[str]:
     other = sum(r.other.values())
     rate = "-"
-    if r.rates:
+    if any(got for got, _ in r.rates.values()):
         vendor, (got, limit) = max(r.rates.items(), key=lambda kv: kv[1][0] / kv[1][1])
         rate = f"{got / limit:.2f}x ({vendor} {got:.0f}/{limit:.0f})"
         if "rate" in r.informational:
-            rate += " info" + ("rmational: over 1.1x" if got / limit > 1.1 else "")
+            rate += ", informational" + (": over 1.1x" if got / limit > 1.1 else "")
     return [r.title, str(r.messages), str(r.postbacks_200), str(r.lost), str(r.duplicates),
             str(r.wrong), str(r.consumer), str(other),
             "-" if r.recovery_s is None else f"{r.recovery_s:.1f}", rate]
@@ -69,7 +70,7 @@ async def main(args: argparse.Namespace) -> int:
     began = time.monotonic()
     results: list[Result] = []
     print(f"chaos: {size.name} form, {len(chosen)} scenarios, {os.cpu_count()} CPUs, loopback; "
-          f"configured limits {LIMITS} req/s; logs in {work}", flush=True)
+          f"configured limits (req/s) {size.limits}; logs in {work}", flush=True)
     try:
         await cluster.start()
         for i, sc in enumerate(chosen):

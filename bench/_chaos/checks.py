@@ -35,8 +35,13 @@ SELECT extract(epoch FROM now() - (SELECT min(next_poll_at) FROM tracker.message
        extract(epoch FROM now() - (SELECT min(received_at) FROM tracker.postbacks
                                    WHERE processed_at IS NULL))::float8
 """
-HELD_CLAIMS = ("SELECT count(*) FROM tracker.messages WHERE lease_owner IS NOT NULL"
-               " AND lease_until > now() AND state < 'unknown'")
+# A moment to kill at: the daemon holds poll claims, and postbacks it answered 200 are stored
+# but not applied yet.
+MID_WORK = """
+SELECT EXISTS (SELECT 1 FROM tracker.messages WHERE lease_owner IS NOT NULL
+               AND lease_until > now() AND state < 'unknown')
+   AND EXISTS (SELECT 1 FROM tracker.postbacks WHERE processed_at IS NULL)
+"""
 # Poll-made observations and transitions of some vendors in a span of wall time.
 POLL_CHANGES = """
 SELECT (SELECT count(*) FROM tracker.observations WHERE source = 'poll' AND vendor = ANY($1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import random
+import re
 import time
 import uuid
 
@@ -18,7 +19,8 @@ import orjson
 
 from _chaos import fuzz_gen
 from _chaos.env import TOKENS
-from _chaos.run import Run, Scenario
+from _chaos.run import Run
+from _chaos.spec import Scenario
 
 MAX_BODY = 65536  # http.max_body_bytes (the default)
 MAX_MESSAGES = 50  # intake.max_messages_per_row here, so that the limit is met cheaply
@@ -141,9 +143,8 @@ async def fuzz_body(run: Run) -> None:
     after = dict(await run.pool.fetchrow(SNAPSHOT))
     taken = await run.pool.fetchval("SELECT count(*) FROM tracker.submissions WHERE id >= $1"
                                     " AND processed_at IS NOT NULL AND error IS NULL", first_row)
-    reasons = await run.pool.fetch(
-        "SELECT split_part(error, ':', 1) AS reason, count(*) AS n FROM tracker.submissions"
-        " WHERE id >= $1 AND error IS NOT NULL GROUP BY 1 ORDER BY 2 DESC LIMIT 6", first_row)
+    reasons = collections.Counter(reason(e[0]) for e in await run.pool.fetch(
+        "SELECT error FROM tracker.submissions WHERE id >= $1 AND error IS NOT NULL", first_row))
 
     r.messages = before["messages"]
     r.postbacks_200 = statuses[200]
@@ -156,14 +157,20 @@ async def fuzz_body(run: Run) -> None:
     r.details.append(
         f"{sum(statuses.values())} postbacks in {took:.0f} s, answers "
         f"{dict(sorted(statuses.items()))} ({dropped} generated ones the parser reads were "
-        f"dropped); {written} rows, refused e.g. " + "; ".join(
-            f"{x['reason'][:60]} ({x['n']})" for x in reasons))
+        f"dropped); {written} rows, refused: " + "; ".join(
+            f"{text} ({n})" for text, n in reasons.most_common(12)))
     if odd:
         r.details.append(f"not 4xx: {dict(odd.most_common(8))}")
     if unready:
         r.details.append(f"/readyz: {dict(unready.most_common(3))}")
     if any(before[k] != after[k] for k in before):
         r.details.append(f"before {before}, after {after}")
+
+
+def reason(error: str) -> str:
+    """A refusal's reason without its particulars (quoted values, numbers, details)."""
+    text = re.sub(r"'[^']*'", "'…'", error)
+    return re.sub(r"\d+", "N", re.split(r"[:;(]", text, maxsplit=1)[0]).strip()[:70]
 
 
 def fuzz_vendors(run: Run) -> dict:

@@ -7,9 +7,8 @@ import asyncio
 import contextlib
 import itertools
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import aiohttp
 import asyncpg
@@ -19,86 +18,11 @@ from _chaos import checks
 from _chaos.consumer import Consumer
 from _chaos.env import TOKENS, Cluster, Daemon, SandboxProc, free_port, pool_for, write_config
 from _chaos.load import Load
+from _chaos.spec import KNOBS, Result, Scenario, Size
 
 RECOVERED_LAG_S = 3.0  # caught up: nothing due, waiting or stored is older than this
 STABLE_S = 4.0  # ... and it stays so this long (a dead replica's claims lag only as time passes)
 RECOVERY_MAX_S = 90.0
-POLLED = ("sparksender", "engagespark", "sparrow")
-
-
-@dataclass(frozen=True)
-class Size:
-    name: str
-    load_s: float  # how long the application sends
-    rate: float  # messages per second it sends, on average, besides campaigns
-    campaigns: tuple[tuple[float, str, int], ...]  # (at second, vendor, numbers in one bulk call)
-    kills: int  # kill -9 scenario: how many times
-    fault_s: float  # a timed fault's length (outage: this much timeouts, then half as much 5xx)
-    fuzz_postbacks: int
-    fuzz_rows: int
-
-
-SHORT = Size("short", 10, 40, ((3, "sparksender", 300), (5, "engagespark", 250),
-                               (6, "sparrow", 60)), 2, 5, 5_000, 500)
-FULL = Size("full", 40, 80, ((8, "sparksender", 1200), (16, "engagespark", 1500),
-                             (24, "sparrow", 300), (30, "sparksender", 800)), 4, 12,
-            100_000, 10_000)
-# Configured per-vendor request limits (rate_limit_per_s). engageSPARK's is high: a list claim
-# (up to 5,000 messages) is leased for 2 x 5,000 / rate s, and a lease lost in a crash must
-# end well within these compressed tracking windows.
-LIMITS = {"sparksender": 150.0, "engagespark": 1000.0, "sparrow": 50.0}
-# Vendor time runs 100 times faster: a receipt within 4 s, engageSPARK's deadline 6 s after the
-# send, Skycore's retry 3 s; a postback answer may take 10 real seconds, as the vendors allow.
-# engageSPARK and Sparrow do not publish a postback retry policy: the contract's 503 ("so that
-# the vendor retries") assumes one, so they get Skycore's documented 5 retries here.
-KNOBS = {"time_scale": 0.01, "latency_max_s": 400.0, "deadline_s": 600.0,
-         "postback_timeout_s": 1000.0, "postback_retries": 5, "postback_retry_s": 300.0,
-         "duplicate_share": 0.1, "out_of_order_share": 0.1, "answer_delay_s": 0.002}
-
-
-@dataclass
-class Scenario:
-    key: str
-    title: str
-    fault: Callable[["Run"], Awaitable[None]] | None = None
-    body: Callable[["Run"], Awaitable[None]] | None = None  # instead of load + fault + settle
-    vendors: Callable[["Run"], dict[str, dict[str, Any]]] | None = None  # vendor settings
-    config: dict[str, dict[str, Any]] = field(default_factory=dict)  # other config sections
-    replicas: int = 1
-    window_s: float = 15.0
-    db_settings: dict[str, str] = field(default_factory=dict)  # the database's defaults
-    server_settings: dict[str, str] = field(default_factory=dict)  # ALTER SYSTEM, then reset
-    knobs: dict[str, Any] = field(default_factory=dict)
-    informational: tuple[str, ...] = ()  # figures shown but not judged (e.g. "rate")
-    note: str = ""
-
-
-@dataclass
-class Result:
-    title: str
-    messages: int = 0
-    postbacks_200: int = 0
-    lost: int = 0
-    duplicates: int = 0
-    wrong: int = 0
-    consumer: int = 0
-    other: dict[str, int] = field(default_factory=dict)
-    recovery_s: float | None = None
-    rates: dict[str, tuple[float, float]] = field(default_factory=dict)
-    informational: tuple[str, ...] = ()
-    details: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-
-    @property
-    def rate_ratio(self) -> float:
-        return max((r / lim for r, lim in self.rates.values()), default=0.0)
-
-    @property
-    def failed(self) -> bool:
-        bad = self.lost or self.duplicates or self.wrong or self.consumer or any(self.other.values())
-        if "rate" not in self.informational and self.rate_ratio > 1.1:
-            bad = True
-        return bool(bad)
 
 
 class Run:
@@ -127,9 +51,16 @@ class Run:
         live = self.live() or self.daemons
         return live[next(self._turn) % len(live)].postback_url("engagespark")
 
-    def recovery_from(self, t0: float) -> None:
-        """Measure, in the background, how long after `t0` the tracker is caught up."""
-        self.recoveries.append(asyncio.create_task(self._recovery(t0)))
+    @property
+    def load_s(self) -> float:
+        return self.size.load_s * self.sc.load_scale
+
+    def recovery_from(self, t0: float) -> asyncio.Task:
+        """Measure, in the background, how long after `t0` the tracker is caught up (await
+        the task returned to wait for it)."""
+        task = asyncio.create_task(self._recovery(t0))
+        self.recoveries.append(task)
+        return task
 
     async def _recovery(self, t0: float) -> float | None:
         """Seconds from t0 to the start of the first span of STABLE_S in which every sample
@@ -174,7 +105,7 @@ class Run:
                       expected_final_s=60.0)
         out = {}
         for v in ("sparksender", "engagespark", "skycore", "sparrow"):
-            out[v] = {**self.sandbox.vendor(v), **common, "rate_limit_per_s": LIMITS.get(v, 10.0)}
+            out[v] = {**self.sandbox.vendor(v), **common, "rate_limit_per_s": self.size.limits.get(v, 10.0)}
             if v in TOKENS:
                 out[v]["postback_token"] = TOKENS[v]
         return out
@@ -269,7 +200,7 @@ class Run:
         retry = checks.inside_retry_after(self.sandbox.requests)
         if retry:
             self.other["polls inside a Retry-After"] = retry
-        r.rates = checks.poll_rates(self.sandbox.requests, LIMITS)
+        r.rates = checks.poll_rates(self.sandbox.requests, self.size.limits)
         (self.work / f"{self.sc.key}-sandbox.json").write_bytes(orjson.dumps(
             {"requests": self.sandbox.requests, "postbacks": self.sandbox.postbacks}))
         r.details.append("peak poll rate over 2 s / limit: " + ", ".join(
@@ -304,7 +235,7 @@ async def default_body(run: Run) -> None:
     run.began = time.monotonic()
     try:
         faults = [asyncio.create_task(run.sc.fault(run))] if run.sc.fault else []
-        await run.load.run(size.load_s, list(size.campaigns))
+        await run.load.run(run.load_s, list(size.campaigns))
         await asyncio.gather(*faults)
         await run.settle(run.sc.window_s + 90)
         run.consumer.stop.set()

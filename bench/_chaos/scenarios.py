@@ -11,31 +11,34 @@ import time
 from datetime import datetime, timedelta, timezone
 
 from _chaos import checks
-from _chaos.run import LIMITS, POLLED, Run, Scenario
+from _chaos.run import Run
+from _chaos.spec import POLLED, Scenario
 
 
 async def kill9(run: Run) -> None:
-    """SIGKILL under load, then a restart (as systemd's Restart=on-failure would), `kills`
-    times spread over the load."""
+    """SIGKILL under load while the daemon holds poll claims and unapplied postbacks, then a
+    restart (as systemd's Restart=on-failure would), `kills` times spread over the load; each
+    kill waits until the tracker has recovered from the one before."""
     d = run.daemons[0]
     n = run.size.kills
     for i in range(n):
-        await run.at(run.size.load_s * (i + 1) / (n + 1))
-        await holding_claims(run)
+        await run.at(run.load_s * (i + 1) / (n + 1))
+        await mid_work(run)
         t0 = time.monotonic()
         await d.kill()
         await asyncio.sleep(0.5)
         await d.start()
-        run.recovery_from(t0)  # kill to caught up, the restart included
+        await run.recovery_from(t0)  # kill to caught up, the restart included
 
 
-async def holding_claims(run: Run, within_s: float = 3.0) -> None:
-    """Wait (a little) for a moment when a daemon holds poll claims: a kill then strands them."""
+async def mid_work(run: Run, within_s: float = 3.0) -> None:
+    """Wait (a little) for a moment when the daemons hold poll claims and have postbacks stored
+    but not applied: a kill then strands the claims and leaves the rows to the recovery sweep."""
     deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
-        if await run.pool.fetchval(checks.HELD_CLAIMS):
+        if await run.pool.fetchval(checks.MID_WORK):
             return
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.005)
 
 
 async def db_crash(run: Run) -> None:
@@ -43,7 +46,7 @@ async def db_crash(run: Run) -> None:
     10 s, then started again; it recovers from its WAL. The application and the consumer are
     quiet for the second before the crash, so that the last commits before it are the
     tracker's own (another session's synchronous commit would flush them too)."""
-    await run.at(run.size.load_s * 0.4 - 1.0)
+    await run.at(run.load_s * 0.4 - 1.0)
     run.load.quiet.set()
     run.consumer.quiet.set()
     await asyncio.sleep(1.0)
@@ -58,7 +61,7 @@ async def db_crash(run: Run) -> None:
 async def vendor_outage(run: Run) -> None:
     """engageSPARK answers nothing (every answer held past the tracker's timeout) for
     `fault_s`, then 500/502/503 for half as long, then recovers."""
-    await run.at(run.size.load_s * 0.3)
+    await run.at(run.load_s * 0.3)
     await run.sandbox.knobs(engagespark={"slow_share": 1.0, "slow_delay_s": 60.0})
     await asyncio.sleep(run.size.fault_s)
     await run.sandbox.knobs(engagespark={"slow_share": 0.0, "server_error_share": 1.0})
@@ -71,8 +74,8 @@ async def throttling(run: Run) -> None:
     """Every polled vendor answers 429 with Retry-After: beyond half the configured rate (its
     own limit, Retry-After the seconds until a token), and a fifth of requests at random
     (Retry-After 2 s); then recovers."""
-    await run.at(run.size.load_s * 0.3)
-    limits = {v: {"rate_limit_per_s": LIMITS[v] / 2, "throttle_share": 0.2,
+    await run.at(run.load_s * 0.3)
+    limits = {v: {"rate_limit_per_s": run.size.limits[v] / 2, "throttle_share": 0.2,
                   "retry_after_s": 2} for v in POLLED}
     await run.sandbox.knobs(**limits)
     await asyncio.sleep(run.size.fault_s)
@@ -86,7 +89,7 @@ async def bad_credentials(run: Run) -> None:
     login 401) for `fault_s`, then accepts them again. No poll may change a message meanwhile
     (postbacks still do: they need no credentials). It begins after the first campaigns, so
     that many messages are in flight; the application's own sends fail meanwhile."""
-    await run.at(run.size.load_s * 0.65)
+    await run.at(run.load_s * 0.65)
     began = datetime.now(timezone.utc)
     await run.sandbox.knobs(**{v: {"bad_credentials": True} for v in POLLED})
     await asyncio.sleep(run.size.fault_s)
@@ -107,8 +110,8 @@ async def replica_killed(run: Run) -> None:
     The vendors' account-wide postback URLs move to B (as a load balancer's health check
     would); engageSPARK sends name B from then on."""
     a, b = run.daemons
-    await run.at(run.size.load_s * 0.5)
-    await holding_claims(run)
+    await run.at(run.load_s * 0.5)
+    await mid_work(run)
     t0 = time.monotonic()
     await a.kill()
     run.killed.add(a.name)
@@ -120,7 +123,7 @@ async def replica_killed(run: Run) -> None:
 
 SCENARIOS = [
     Scenario("baseline", "baseline"),
-    Scenario("kill-9", "kill -9", fault=kill9, window_s=25.0),
+    Scenario("kill-9", "kill -9", fault=kill9, window_s=25.0, load_scale=1.5),
     Scenario("db-crash", "database crash", fault=db_crash, window_s=30.0),
     Scenario("db-crash-async", "database crash, async commit", fault=db_crash, window_s=30.0,
              db_settings={"synchronous_commit": "off"},
@@ -132,7 +135,7 @@ SCENARIOS = [
     Scenario("vendor-outage", "vendor outage", fault=vendor_outage, window_s=35.0),
     Scenario("throttling", "vendor throttling", fault=throttling, window_s=30.0),
     Scenario("bad-credentials", "bad credentials", fault=bad_credentials, window_s=30.0),
-    Scenario("malformed", "malformed answers", window_s=15.0,
+    Scenario("malformed", "malformed answers", window_s=30.0,
              knobs={"malformed_share": 0.2,
                     "malformed_kinds": ["truncated", "html", "empty", "nul"]}),
     Scenario("two-replicas", "two replicas, one killed", fault=replica_killed, replicas=2,
