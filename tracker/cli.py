@@ -20,10 +20,11 @@ def _load(args) -> config_mod.Config:
 
 
 def cmd_run(args) -> int:
+    from tracker import loop
     from tracker.app import Tracker
 
     cfg = _load(args)
-    asyncio.run(Tracker(cfg).run_until_signal())
+    loop.run(Tracker(cfg).run_until_signal())  # uvloop where installed (tracker.loop)
     return 0
 
 
