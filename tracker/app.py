@@ -66,6 +66,7 @@ class Tracker:
         self.config = config
         self.embedded: EmbeddedPostgres | None = None
         self.pool: asyncpg.Pool | None = None
+        self.dsn: str | None = None
         self.scheduler = AsyncIOScheduler(timezone="UTC")
         self.supervisor = Supervisor(config.health)
         self.stopping = asyncio.Event()
@@ -173,6 +174,7 @@ class Tracker:
     async def _database(self) -> AsyncIterator[None]:
         db = self.config.database
         dsn = db.dsn or self.embedded.dsn
+        self.dsn = dsn  # components that keep connections of their own (tracker.postbacks)
         self.pool = await asyncpg.create_pool(dsn, min_size=db.pool_min, max_size=db.pool_max,
                                               server_settings=DURABLE)
         try:
@@ -323,7 +325,7 @@ def _cut_slow_bodies(timeout_s: float):
     its connection (a body trickled byte by byte would hold a handler for ever)."""
     @web.middleware
     async def cut_slow_bodies(request: web.Request, handler):
-        if not request.body_exists:
+        if not request.body_exists or request.content.is_eof():  # none, or all in already
             return await handler(request)
 
         def cut() -> None:

@@ -164,6 +164,16 @@ NOTIFY_EVENTS = "SELECT pg_notify('tracker_transitions', $1::text)"
 PUBLISH_EVENTS = "SELECT tracker.publish_events($1)"
 PUBLISHER_LOCK_TIMEOUT = "SET LOCAL lock_timeout = '2s'"
 HOLD_PUBLISHER = "SELECT 1 FROM tracker.event_publisher FOR UPDATE"
+# The daemon's publisher, in one round trip: wait for the publisher row (2 s at most), and commit
+# without waiting for the WAL flush. A publication is no transition and leads to no 200; what a
+# consumer or sink makes durable after reading it (an ack, a delivery row) commits with
+# synchronous_commit on, which flushes the publication first (the WAL is written in order); a
+# publication lost in a crash before that is made again, from the same unpublished events.
+# (tracker.events.publish_pending)
+PUBLISHER_HOLD_ASYNC = """
+SET LOCAL lock_timeout = '2s'; SET LOCAL synchronous_commit = off;
+SELECT 1 FROM tracker.event_publisher FOR UPDATE
+"""
 
 # --- intake (tracker.intake, docs/intake.md) -------------------------------------------------
 
@@ -463,6 +473,10 @@ MIGRATIONS_TABLE_EXISTS = "SELECT to_regclass('tracker.schema_migrations') IS NO
 NEXT_POSTBACK_IDS = """
 SELECT array_agg(nextval('tracker.postbacks_id_seq')) FROM generate_series(1, $1)
 """
+
+# The group commit writes its batch by binary COPY into these columns (tracker.postbacks.commit);
+# INSERT_POSTBACKS is the same as one statement.
+POSTBACK_COLUMNS = ("id", "vendor", "method", "content_type", "query", "body", "source", "received_at")
 
 INSERT_POSTBACKS = """
 INSERT INTO tracker.postbacks (id, vendor, method, content_type, query, body, source, received_at)

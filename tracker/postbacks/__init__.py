@@ -42,7 +42,7 @@ log = get_logger("tracker.postbacks")
 ROUTE = "/postbacks/{path:.*}"
 WORKER_BATCH = 500  # rows parsed again per sweep transaction
 RECEIVED_BATCH = 1000  # rows applied per transaction with what their handlers parsed
-APPLY_WAIT_S = 0.05  # ... gathered for at most this long
+WRITERS = 2  # group commit batches written at a time
 SWEEP_S = 5.0  # the worker looks for rows left by others (a crash, another replica) this often
 STOP_GRACE_S = 10.0  # stop(): time the worker gets to apply what was stored
 TRANSIENT = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
@@ -63,10 +63,33 @@ def _transient(e: BaseException | None) -> bool:
 
 
 OK = 200, {"status": "ok"}
+_OK_BODY = orjson.dumps(OK[1])
 
 
 def _answer(status: int, payload: dict) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps(payload), content_type="application/json")
+    body = _OK_BODY if payload is OK[1] else orjson.dumps(payload)
+    return web.Response(status=status, body=body, content_type="application/json")
+
+
+_counters: dict[tuple[str, int], object] = {}
+
+
+def _count(vendor: str, status: int):
+    """tracker_postbacks_total's child for (vendor, status), looked up once (labels() is not
+    cheap, and this runs for every request)."""
+    child = _counters.get((vendor, status))
+    if child is None:
+        label = vendor if vendor in VENDORS else "unknown"
+        child = metrics.postbacks.labels(label, str(status))
+        if len(_counters) < 1000:  # bounded: any path can name a vendor
+            _counters[(vendor, status)] = child
+    return child
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """The postback path's own connections are handed back as they are: asyncpg rolls back an
+    open transaction, and this code leaves no other session state (no SET, LISTEN or session
+    lock), so the pool's reset round trip (RESET ALL, UNLISTEN *, ...) per use is saved."""
 
 
 class Postbacks:
@@ -80,10 +103,11 @@ class Postbacks:
         for vc in self.config.vendors.values():
             register_secret(vc.postback_token)
         self.max_body = self.config.http.max_body_bytes
+        self.pool: asyncpg.Pool | None = None  # the postback path's own connections
+        self.own_pool = False
         self.commit: GroupCommit | None = None
         self.worker: asyncio.Task | None = None
         self.received: list[Parsed] = []  # stored, to apply with what the handler parsed
-        self.first_received = 0.0
         self.wake = asyncio.Event()
         self.stopping = False
 
@@ -91,8 +115,16 @@ class Postbacks:
 
     async def start(self) -> None:
         http = self.config.http
-        self.commit = GroupCommit(self.tracker.pool, max_items=http.group_commit_max,
-                                  max_wait_s=http.group_commit_ms / 1000.0)
+        dsn = getattr(self.tracker, "dsn", None)
+        if dsn:  # the group commit's writers and the apply worker: connections of their own
+            self.pool = await asyncpg.create_pool(
+                dsn, min_size=1, max_size=WRITERS + 1, reset=_keep_session,
+                server_settings={"synchronous_commit": "on"})  # 200 only after a durable commit
+            self.own_pool = True
+        else:
+            self.pool = self.tracker.pool
+        self.commit = GroupCommit(self.pool, max_items=http.group_commit_max,
+                                  max_wait_s=http.group_commit_ms / 1000.0, writers=WRITERS)
         self.commit.start()
         self.stopping = False
         self.worker = self.tracker.supervisor.spawn("postbacks", self._work,
@@ -109,6 +141,10 @@ class Postbacks:
         if self.worker is not None:
             await self.tracker.supervisor.stop_tasks([self.worker], STOP_GRACE_S)
             self.worker = None
+        if self.own_pool and self.pool is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.pool.close(), 5)
+            self.pool, self.own_pool = None, False
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_route("POST", ROUTE, self.handle)
@@ -121,8 +157,7 @@ class Postbacks:
         parts = request.match_info["path"].removesuffix("/").split("/")  # a trailing / is fine
         vendor, token = (parts[0], parts[1]) if len(parts) == 2 else ("", "")
         status, payload = await self._receive(request, vendor, token)
-        label = vendor if vendor in VENDORS else "unknown"
-        metrics.postbacks.labels(label, str(status)).inc()
+        _count(vendor, status).inc()
         metrics.postback_seconds.observe(time.perf_counter() - started)
         return _answer(status, payload)
 
@@ -137,7 +172,8 @@ class Postbacks:
             refusal = core.TOO_LARGE
         if refusal is None:
             body, refusal = await self._read(request)
-        if refusal is None:  # a vendor that signs its postbacks: checked before anything is read
+        if refusal is None and self.routes[vendor].verify is not None:
+            # a vendor that signs its postbacks: checked before anything is parsed
             refusal = core.authenticate(self.routes[vendor], PostbackRequest(
                 request.method, str(request.url), request.headers, body))
         if refusal is not None:
@@ -158,11 +194,8 @@ class Postbacks:
         except Unavailable:
             return core.UNAVAILABLE.status, {"error": core.UNAVAILABLE.error}
         self.received.append(Parsed(postback_id, raw.received_at, found))
-        if len(self.received) == 1:
-            self.first_received = time.monotonic()
-            self.wake.set()
-        elif len(self.received) >= RECEIVED_BATCH:
-            self.wake.set()
+        if len(self.received) == 1:  # the worker applies at once when idle (woken by the
+            self.wake.set()  # commit, not a timer); while it applies, the next batch grows
         return OK
 
     async def _read(self, request: web.Request) -> tuple[bytes, core.Refusal | None]:
@@ -188,19 +221,12 @@ class Postbacks:
         backoff, sweep_at = 0.5, 0.0  # sweep at once: rows a crash may have left
         while not (self.stopping and not self.received):
             self.wake.clear()
-            if self.received and not self.stopping:  # fewer, larger transactions under load
-                wait = self.first_received + APPLY_WAIT_S - time.monotonic()
-                if wait > 0 and len(self.received) < RECEIVED_BATCH:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.wake.wait(), wait)
-                    continue
             try:
                 with beat().working():  # progress: a batch applied, or a sweep done
-                    async with self.tracker.pool.acquire() as conn:
-                        if self.received:
+                    async with self.pool.acquire() as conn:
+                        if self.received:  # what was stored while the last batch applied
                             items = self.received[:RECEIVED_BATCH]
                             self.received = self.received[RECEIVED_BATCH:]
-                            self.first_received = time.monotonic()
                             await self._apply_received(conn, items)
                             continue
                         if loop.time() >= sweep_at and not self.stopping:

@@ -136,14 +136,13 @@ class GroupCommit:
             async with asyncio.timeout(self.timeout_s):
                 async with self.pool.acquire() as conn:
                     ids = await self._take_ids(conn, len(rows))
-                    # One statement outside a transaction block: committed (WAL flushed, with
-                    # the default synchronous_commit) when it returns.
-                    await conn.execute(
-                        q.INSERT_POSTBACKS, ids,
-                        [r.vendor for r in rows], [r.method for r in rows],
-                        [r.content_type for r in rows], [r.query for r in rows],
-                        [r.body for r in rows], [r.source for r in rows],
-                        [r.received_at for r in rows])
+                    # One COPY outside a transaction block: committed (WAL flushed, with
+                    # synchronous_commit on) when it returns. Binary COPY costs PostgreSQL
+                    # less per row than INSERT ... SELECT FROM unnest(arrays).
+                    await conn.copy_records_to_table(
+                        "postbacks", schema_name="tracker", columns=q.POSTBACK_COLUMNS,
+                        records=[(i, r.vendor, r.method, r.content_type, r.query, r.body,
+                                  r.source, r.received_at) for i, r in zip(ids, rows)])
         except Exception as e:  # any failure: nobody is told 200, everybody retries
             error = e
             self._log_failure(e, len(rows))
