@@ -85,9 +85,8 @@ async def publish_pending(pool: asyncpg.Pool) -> int:
     """Number the committed, unpublished events (up to BATCH); 0 when there are none or the
     publisher row stayed held past the lock timeout (2 s; the next look tries again)."""
     async with pool.acquire() as conn, conn.transaction():
-        await conn.execute(q.PUBLISHER_LOCK_TIMEOUT)
         try:
-            await conn.execute(q.HOLD_PUBLISHER)
+            await conn.execute(q.PUBLISHER_HOLD_ASYNC)  # a flush-free commit: see queries
         except asyncpg.LockNotAvailableError:
             log.info("publisher row held by a consumer's transaction; publishing later")
             return 0
