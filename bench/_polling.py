@@ -115,12 +115,16 @@ def write_config(path: Path, dsn: str, vendors: dict[str, dict]) -> Path:
 class Daemon:
     """`tracker run` with a config file, in its own process; `rss_kib()` reads /proc."""
 
-    def __init__(self, config: Path, log: Path):
+    def __init__(self, config: Path, log: Path, env: dict[str, str] | None = None):
         self.config, self.log = config, log
+        self.env = env or {}
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 60) -> "Daemon":
         env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKER_")}
+        env.update(self.env)
+        if "TRACKER_LOOP" in os.environ:  # the event loop chosen for the run (tracker.loop)
+            env.setdefault("TRACKER_LOOP", os.environ["TRACKER_LOOP"])
         self.proc = subprocess.Popen([PY, "-m", "tracker", "--config", str(self.config), "run"],
                                      stdout=self.log.open("wb"), stderr=subprocess.STDOUT,
                                      env=env, cwd=str(ROOT))

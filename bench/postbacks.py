@@ -1,201 +1,186 @@
-"""Durable postbacks per second through the tracker's postback route, beside a bare aiohttp
-handler, on this machine, in one run: the same client loop, the same concurrency, loopback only.
+"""Durable postbacks per second through `tracker run`'s postback route, beside a bare aiohttp
+handler, on this machine, in one run: `wrk` drives both from its own core, loopback only.
 
-    .venv/bin/python bench/postbacks.py [--requests 20000] [--concurrency 64] [--dsn DSN]
+    .venv/bin/python bench/postbacks.py [--seconds 10] [--rounds 3] [--connections 64] [--dsn DSN]
 
-The tracker runs as the daemon does (group commit, apply worker, real PostgreSQL: a private
-embedded cluster with fsync on unless --dsn is given); every 200 it answers is a committed row,
-checked at the end. The bare handler reads the body and answers 200, nothing more. The two are
-measured in alternating rounds (--rounds), each of --requests requests or --seconds, whichever
-comes first. Shown: the median round's rate, p50/p99 over all rounds, and as the ratio the
-median of the rounds' ratios (each tracker round against the bare round just before it), which
-holds up better on a shared machine.
+The tracker runs as a daemon does (its own process; group commit, apply worker, publisher; real
+PostgreSQL: a private embedded cluster with fsync on unless --dsn is given); every 200 it
+answers is a committed row, checked at the end. The bare handler (bench/_bare.py, its own
+process, the same event loop implementation) reads the body, parses it (orjson, the Skycore
+shape) and answers 200. Each postback is a `delivered` report of its own message (made
+beforehand, in `sent`), so every one is applied: an observation, a transition, a state.
+Rounds alternate bare / tracker; shown: the median round of each, wrk's p50/p99 of the median
+round, CPU per request of each process, and the ratio: the median of the rounds' ratios (each
+tracker round against the bare round just before it), which holds up better on a shared machine.
+Needs wrk (`apt-get install wrk`).
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
-import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import aiohttp  # noqa: E402
-import orjson  # noqa: E402
-from aiohttp import web  # noqa: E402
+import _wrk  # noqa: E402
+from _polling import ROOT, PY, Daemon, cpu_seconds, database, migrated, write_config  # noqa: E402
 
-from tracker import logging as tlog  # noqa: E402
-from tracker.app import Tracker  # noqa: E402
-from tracker.config_types import VENDORS, Config, DatabaseConfig, HttpConfig, VendorConfig  # noqa: E402
-from tracker.db.embedded import EmbeddedPostgres  # noqa: E402
+import asyncpg  # noqa: E402
+
+from tracker import loop  # noqa: E402
 
 TOKEN = "bench-token-0123456789"
-COUNT = "SELECT count(*) FROM tracker.postbacks"
-UNPROCESSED = "SELECT count(*) FROM tracker.postbacks WHERE processed_at IS NULL"
+PER_SECOND = 20_000  # message numbers set aside per second of load (more than either side makes)
+
+MAKE_MESSAGES = """
+INSERT INTO tracker.messages (vendor, vendor_ref, recipient, state, submitted_at)
+SELECT 'skycore', 'bench' || lpad(i::text, 8, '0'), '1555' || lpad((i % 10000000)::text, 7, '0'),
+       'sent', now() - interval '1 minute'
+FROM generate_series($1::int, $2::int) i
+ON CONFLICT DO NOTHING
+"""
 
 
-def body(i: int) -> bytes:
-    return orjson.dumps({"origin": "SMS_MT", "code": "N202", "sent-as": "SMS", "status": "Delivered",
-                         "from": "00000", "to": f"1555{i:07d}", "tracking-id": f"bench{i:08d}",
-                         "operator-id": "0001470", "operator-name": "AT&T",
-                         "timestamp": "2024-05-01T12:00:00.000000+00:00"})
-
-
-async def bare_server() -> tuple[web.AppRunner, str]:
-    async def handler(request: web.Request) -> web.Response:
-        await request.read()
-        return web.Response(body=b'{"status":"ok"}', content_type="application/json")
-
-    app = web.Application()
-    app.router.add_post("/postbacks/{vendor}/{token}", handler)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    return runner, f"http://{host}:{port}/postbacks/skycore/{TOKEN}"
-
-
-async def load(session: aiohttp.ClientSession, url: str, start: int, n: int, concurrency: int,
-               seconds: float) -> dict:
-    """`n` POSTs (or until `seconds`) from `concurrency` workers; latencies of the 200s."""
-    latencies: list[float] = []
-    statuses: dict[int | str, int] = {}
-    next_i = start
-    deadline = time.perf_counter() + seconds
-    headers = {"Content-Type": "application/json"}
-
-    async def worker() -> None:
-        nonlocal next_i
-        while next_i < start + n and time.perf_counter() < deadline:
-            i, next_i = next_i, next_i + 1
-            t0 = time.perf_counter()
-            try:
-                async with session.post(url, data=body(i), headers=headers) as r:
-                    await r.read()
-                    status: int | str = r.status
-            except aiohttp.ClientError as e:
-                status = type(e).__name__
-            statuses[status] = statuses.get(status, 0) + 1
-            if status == 200:
-                latencies.append(time.perf_counter() - t0)
-
-    began, cpu = time.perf_counter(), time.process_time()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    elapsed, cpu = time.perf_counter() - began, time.process_time() - cpu
-    return {"ok": len(latencies), "rate": len(latencies) / elapsed, "latencies": latencies,
-            "statuses": statuses, "cpu_s": cpu}
-
-
-def summary(rounds: list[dict]) -> dict:
-    """The median round's rate; latencies and CPU over all rounds."""
-    lat = sorted(x for r in rounds for x in r["latencies"])
-    statuses: dict = {}
-    for r in rounds:
-        for k, v in r["statuses"].items():
-            statuses[k] = statuses.get(k, 0) + v
-
-    def pct(p: float) -> float:
-        return lat[min(len(lat) - 1, int(p * len(lat)))] * 1000 if lat else float("nan")
-
-    return {"rate": statistics.median(r["rate"] for r in rounds), "p50": pct(0.50),
-            "p99": pct(0.99), "ok": len(lat), "statuses": statuses,
-            "cpu_us": sum(r["cpu_s"] for r in rounds) / max(len(lat), 1) * 1e6}
-
-
-def config(dsn: str) -> Config:
-    vendors = {v: VendorConfig(name=v, postback_token=TOKEN if v == "skycore" else None) for v in VENDORS}
-    return Config(database=DatabaseConfig(dsn=dsn, pool_min=4, pool_max=12),
-                  http=HttpConfig(listen="127.0.0.1:0"), vendors=vendors)
-
-
-def line(name: str, r: dict) -> str:
-    other = {k: v for k, v in r["statuses"].items() if k != 200}
-    return (f"{name:<24} {r['rate']:8.0f} /s   p50 {r['p50']:6.2f} ms   p99 {r['p99']:6.2f} ms"
-            f"   {r['cpu_us']:4.0f} us CPU/request (this process)"
-            f"   ({r['ok']} answered 200{f', others {other}' if other else ''})")
-
-
-async def run(args, dsn: str) -> int:
-    tlog.configure("warning", "console", cache=False)
-    tracker = Tracker(config(dsn))
-    await tracker.start()
-    bare, bare_url = await bare_server()
-    host, port = tracker.listen_addresses["listen"]
-    url = f"http://{host}:{port}/postbacks/skycore/{TOKEN}"
+@contextlib.contextmanager
+def bare_server():
+    """bench/_bare.py in its own process; yields (url, pid)."""
+    proc = subprocess.Popen([PY, str(ROOT / "bench" / "_bare.py")], stdout=subprocess.PIPE, text=True,
+                            cwd=str(ROOT))
     try:
-        async with tracker.pool.acquire() as conn:  # the messages the postbacks are about
-            await conn.execute(
-                "INSERT INTO tracker.messages (vendor, vendor_ref, state)"
-                " SELECT 'skycore', 'bench' || lpad(i::text, 8, '0'), 'sent'"
-                " FROM generate_series(0, $1) i", args.rounds * args.requests + 2000)
-            settings = {r["name"]: r["setting"] for r in await conn.fetch(
-                "SELECT name, setting FROM pg_settings WHERE name IN"
-                " ('fsync', 'synchronous_commit', 'server_version')")}
-        connector = aiohttp.TCPConnector(limit=args.concurrency)
-        bares, tracks, answered = [], [], 0
-        async with aiohttp.ClientSession(connector=connector) as s:
-            await load(s, bare_url, 0, 1000, args.concurrency, 10)  # warm up both
-            await load(s, url, 0, 1000, args.concurrency, 10)
-            before = await tracker.pool.fetchval(COUNT)
-            for r in range(args.rounds):
-                first = 1000 + r * args.requests
-                bares.append(await load(s, bare_url, first, args.requests, args.concurrency, args.seconds))
-                tracks.append(await load(s, url, first, args.requests, args.concurrency, args.seconds))
-                answered += tracks[-1]["ok"]
-        stored = await tracker.pool.fetchval(COUNT) - before
-        drain = time.perf_counter()
-        while await tracker.pool.fetchval(UNPROCESSED):
-            await asyncio.sleep(0.05)
-        drain = time.perf_counter() - drain
-        b, t = summary(bares), summary(tracks)
-        # each tracker round against the bare round just before it: steadier on a shared machine
-        ratio = statistics.median(y["rate"] / x["rate"] for x, y in zip(bares, tracks))
-        commit = next(c for c in tracker.components if type(c).__name__ == "Postbacks").commit
+        base = proc.stdout.readline().strip()
+        if not base:
+            raise RuntimeError("the bare handler did not start")
+        yield f"{base}/postbacks/skycore/{TOKEN}", proc.pid
     finally:
-        await bare.cleanup()
-        await tracker.stop()
-    print(f"postbacks bench: loopback, concurrency {args.concurrency}, {args.rounds} rounds of up to"
-          f" {args.requests} requests or {args.seconds:.0f} s each, one client loop;"
-          f" PostgreSQL {settings.get('server_version')}"
-          f" fsync={settings.get('fsync')} synchronous_commit={settings.get('synchronous_commit')},"
-          f" {os.cpu_count()} CPUs")
-    print("rounds (bare / tracker /s): " + ", ".join(
-        f"{x['rate']:.0f} / {y['rate']:.0f}" for x, y in zip(bares, tracks)))
-    print(line("bare aiohttp handler", b))
-    print(line("tracker postback route", t))
-    print(f"ratio {ratio:.2f} (median of the rounds' ratios; target >= 0.5); tracker p99 {t['p99']:.1f} ms (target < 50 ms);"
-          f" group commits {commit.batches}, mean batch {commit.rows / max(commit.batches, 1):.1f};"
-          f" rows stored {stored} of {answered} answered 200; the worker had applied all"
-          f" {drain:.2f} s after the last answer")
-    return 0 if stored >= answered else 1
+        proc.terminate()
+        proc.wait(10)
+
+
+@contextlib.asynccontextmanager
+async def tracker_daemon(dsn: str, tmp: Path, extra: str = ""):
+    """`tracker run` with Skycore's postback route (other vendors off); yields (url, pid, log)."""
+    config = write_config(tmp / "tracker.toml", dsn, {"skycore": {"postback_token": TOKEN}})
+    if extra:
+        with config.open("a") as f:
+            f.write(extra)
+    log = tmp / "tracker.log"
+    daemon = Daemon(config, log).start()
+    try:
+        import orjson
+        ready = next(orjson.loads(line) for line in log.read_bytes().splitlines()
+                     if b"tracker ready" in line)
+        yield f"http://{ready['listen']}/postbacks/skycore/{TOKEN}", daemon.proc.pid, log
+    finally:
+        if daemon.stop() != 0:
+            print("warning: tracker run did not stop cleanly:\n" + log.read_text()[-2000:])
+
+
+def phase(url: str, seconds: float, connections: int, first: int, pids: dict) -> dict:
+    before = {k: cpu_seconds(pid, kids) for k, (pid, kids) in pids.items()}
+    r = _wrk.run(url, seconds, connections, first, int(seconds * PER_SECOND))
+    used = {k: cpu_seconds(pid, kids) - before[k] for k, (pid, kids) in pids.items()}
+    r["cpu_us"] = {k: v / max(r["ok"], 1) * 1e6 for k, v in used.items()}
+    return r
+
+
+async def measure(dsn: str, pg_pid: int | None, seconds: float = 10.0, rounds: int = 3,
+                  connections: int = 64, warmup: float = 2.0) -> dict:
+    """The postback figures: bare and tracker rounds, ratio, latency, CPU per request."""
+    _wrk.wrk_path()  # say how to install it before anything starts
+    await migrated(dsn)
+    block = int(seconds * PER_SECOND)
+    total = block * (rounds + 1)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(MAKE_MESSAGES, 0, total)
+        await conn.execute("VACUUM ANALYZE tracker.messages")
+        settings = {r["name"]: r["setting"] for r in await conn.fetch(
+            "SELECT name, setting FROM pg_settings WHERE name IN ('fsync', 'synchronous_commit')")}
+        before = await conn.fetchval("SELECT count(*) FROM tracker.postbacks")
+    finally:
+        await conn.close()
+    tmp = Path(tempfile.mkdtemp(prefix="tracker-bench-postbacks-"))
+    bares, tracks = [], []
+    with bare_server() as (bare_url, bare_pid):
+        async with tracker_daemon(dsn, tmp) as (url, tracker_pid, _log):
+            bare_pids = {"bare": (bare_pid, False)}
+            pids = {"tracker": (tracker_pid, False), "postgres": (pg_pid, True)}
+            await asyncio.to_thread(phase, bare_url, warmup, connections, 0, bare_pids)
+            answered = (await asyncio.to_thread(phase, url, warmup, connections, 0, pids))["ok"]
+            for r in range(rounds):
+                first = (r + 1) * block
+                bares.append(await asyncio.to_thread(phase, bare_url, seconds, connections, first, bare_pids))
+                tracks.append(await asyncio.to_thread(phase, url, seconds, connections, first, pids))
+                answered += tracks[-1]["ok"]
+            conn = await asyncpg.connect(dsn)
+            try:
+                stored = await conn.fetchval("SELECT count(*) FROM tracker.postbacks") - before
+                began = time.monotonic()
+                while await conn.fetchval("SELECT count(*) FROM tracker.postbacks WHERE processed_at IS NULL"):
+                    if time.monotonic() - began > 120:
+                        break
+                    await asyncio.sleep(0.05)
+                drained = time.monotonic() - began
+            finally:
+                await conn.close()
+    med = lambda rs: sorted(rs, key=lambda x: x["rate"])[len(rs) // 2]  # noqa: E731
+    cpu = lambda rs, k: statistics.median(x["cpu_us"][k] for x in rs)  # noqa: E731
+    b, t = med(bares), med(tracks)
+    return {
+        "loop": loop.name(), "connections": connections, "seconds": seconds, "rounds": rounds,
+        "settings": settings, "bares": bares, "tracks": tracks,
+        "bare_rate": b["rate"], "bare_p50": b["p50"], "bare_p99": b["p99"],
+        "rate": t["rate"], "p50": t["p50"], "p99": t["p99"], "p99_worst": max(x["p99"] for x in tracks),
+        "ratio": statistics.median(y["rate"] / x["rate"] for x, y in zip(bares, tracks)),
+        "cpu_bare": cpu(bares, "bare"), "cpu_tracker": cpu(tracks, "tracker"),
+        "cpu_postgres": cpu(tracks, "postgres"),
+        "errors": sum(x["errors"] for x in tracks), "answered": answered, "stored": stored,
+        "drained_s": drained,
+    }
+
+
+def report(r: dict) -> str:
+    lines = [
+        f"postbacks: wrk -t1 -c{r['connections']} on core {_wrk.WRK_CORE}, {r['rounds']} rounds of"
+        f" {r['seconds']:g} s each side, loop {r['loop']}, fsync={r['settings'].get('fsync')}"
+        f" synchronous_commit={r['settings'].get('synchronous_commit')}, {os.cpu_count()} CPUs",
+        "  rounds (bare / tracker, per s): " + ", ".join(
+            f"{x['rate']:.0f} / {y['rate']:.0f}" for x, y in zip(r["bares"], r["tracks"])),
+        f"  bare aiohttp handler   {r['bare_rate']:8.0f} /s  p50 {r['bare_p50']:6.2f} ms  p99 {r['bare_p99']:6.2f} ms"
+        f"  CPU {r['cpu_bare']:.0f} us/request",
+        f"  tracker postback route {r['rate']:8.0f} /s  p50 {r['p50']:6.2f} ms  p99 {r['p99']:6.2f} ms"
+        f"  CPU tracker {r['cpu_tracker']:.0f} + PostgreSQL {r['cpu_postgres']:.0f} us/request",
+        f"  ratio {r['ratio']:.2f} (target >= 0.6), tracker p99 {r['p99']:.1f} ms (target <= 25);"
+        f" errors {r['errors']}; rows stored {r['stored']} of {r['answered']} answered 200;"
+        f" all applied {r['drained_s']:.2f} s after the last answer",
+    ]
+    return "\n".join(lines)
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--requests", type=int, default=5000, help="per round and phase")
-    p.add_argument("--rounds", type=int, default=7)
-    p.add_argument("--concurrency", type=int, default=64)
-    p.add_argument("--seconds", type=float, default=20.0, help="cap per round and phase")
+    p.add_argument("--seconds", type=float, default=10.0, help="per round and side")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--connections", type=int, default=64)
     p.add_argument("--dsn", default=os.environ.get("TRACKER_BENCH_DSN"),
-                   help="an existing database (default: a private embedded cluster, fsync on)")
+                   help="an existing, migratable database (default: a private embedded cluster, fsync on)")
     args = p.parse_args()
-    if args.dsn:
-        return asyncio.run(run(args, args.dsn))
-    tmp = tempfile.mkdtemp(prefix="tracker-bench-")
-    os.chmod(tmp, 0o755)  # the cluster may run as the postgres user
-    pg = EmbeddedPostgres(Path(tmp) / "pg")
     try:
-        pg.start()
-        return asyncio.run(run(args, pg.dsn))
-    finally:
-        pg.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        _wrk.wrk_path()
+    except _wrk.WrkMissing as e:
+        print(e, file=sys.stderr)
+        return 2
+    with database(args.dsn) as (dsn, pg_pid):
+        r = asyncio.run(measure(dsn, pg_pid, args.seconds, args.rounds, args.connections))
+    print(report(r))
+    return 0 if r["stored"] >= r["answered"] else 1
 
 
 if __name__ == "__main__":

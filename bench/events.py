@@ -1,0 +1,200 @@
+"""Postback to consumer latency: how soon a transition caused by a postback is seen by a consumer
+that LISTENs on `tracker_events` and reads with tracker.read_events (the contract's consumer).
+
+    .venv/bin/python bench/events.py [--rates 200,1000] [--seconds 10] [--dsn DSN]
+
+`tracker run` (its own process, Skycore's postback route, a private PostgreSQL with fsync on
+unless --dsn) gets Skycore `delivered` postbacks at a steady rate, each about its own message
+(in `sent`); the consumer (its own process) is woken by the notification, reads every event
+after its position, acknowledges, and notes when it saw each one. From just before a postback
+leaves to the moment its event is read: p50/p99/max, and where the time goes: the postback's
+answer (group commit), answered -> transition recorded (the apply worker; recorded_at is its
+transaction's start), recorded -> read (the apply's commit, the publisher, the notification and
+the consumer's read). Each rate is its own run of the daemon on fresh messages.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _polling import PY, ROOT, database, migrated  # noqa: E402
+
+import aiohttp  # noqa: E402
+import asyncpg  # noqa: E402
+import orjson  # noqa: E402
+
+from tracker import loop  # noqa: E402
+
+from postbacks import tracker_daemon  # noqa: E402
+
+CONSUMER = "bench-latency"
+
+
+# --- the consumer (its own process: `bench/events.py consumer DSN N TIMEOUT`) ----------------------
+
+
+async def consume(dsn: str, n: int, timeout: float) -> dict:
+    """Read events as a LISTEN-woken consumer until n were seen; {vendor_ref: seen at}."""
+    conn = await asyncpg.connect(dsn)
+    woken = asyncio.Event()
+    await conn.add_listener("tracker_events", lambda *_: woken.set())
+    seen: dict[str, float] = {}
+    reads = 0
+    print("listening", flush=True)
+    deadline = time.monotonic() + timeout
+    while len(seen) < n and time.monotonic() < deadline:
+        try:
+            await asyncio.wait_for(woken.wait(), 1.0)
+        except TimeoutError:
+            pass
+        woken.clear()  # before reading: a notification from now on means another read
+        while True:
+            rows = await conn.fetch("SELECT event_id, vendor_ref FROM tracker.read_events($1, 1000)", CONSUMER)
+            reads += 1
+            if not rows:
+                break
+            now = time.time()
+            for r in rows:
+                seen.setdefault(r["vendor_ref"], now)
+            await conn.fetchval("SELECT tracker.ack_events($1, $2)", CONSUMER, rows[-1]["event_id"])
+    await conn.close()
+    return {"seen": seen, "reads": reads}
+
+
+def consumer_main(dsn: str, n: int, timeout: float) -> None:
+    out = loop.run(consume(dsn, n, timeout))
+    sys.stdout.write(orjson.dumps(out).decode() + "\n")
+
+
+# --- the load ------------------------------------------------------------------------------------
+
+
+def body(ref: str, i: int) -> bytes:
+    return orjson.dumps({"origin": "SMS_MT", "code": "N202", "sent-as": "SMS", "status": "Delivered",
+                         "from": "00000", "to": f"1555{i % 10_000_000:07d}", "tracking-id": ref,
+                         "timestamp": "2024-05-01T12:00:00.000000+00:00"})
+
+
+def pct(xs: list[float], p: float) -> float:
+    return xs[min(len(xs) - 1, int(p * len(xs)))] if xs else float("nan")
+
+
+async def one_rate(dsn: str, rate: float, seconds: float, tag: str) -> dict:
+    n = int(rate * seconds)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            "INSERT INTO tracker.messages (vendor, vendor_ref, recipient, state)"
+            " SELECT 'skycore', $1 || lpad(i::text, 8, '0'), '1555' || lpad(i::text, 7, '0'), 'sent'"
+            " FROM generate_series(0, $2 - 1) i", tag, n)
+        await conn.execute("VACUUM ANALYZE tracker.messages")
+        # the consumer starts after everything before this run
+        last = await conn.fetchval("SELECT max(event_id) FROM tracker.transitions WHERE pos IS NOT NULL")
+        if last:
+            await conn.execute("SELECT tracker.ack_events($1, $2)", CONSUMER, last)
+    finally:
+        await conn.close()
+    tmp = Path(tempfile.mkdtemp(prefix="tracker-bench-events-"))
+    async with tracker_daemon(dsn, tmp) as (url, _pid, _log):
+        consumer = subprocess.Popen([PY, __file__, "consumer", dsn, str(n), str(seconds + 60)],
+                                    stdout=subprocess.PIPE, text=True, cwd=str(ROOT))
+        try:
+            assert consumer.stdout.readline().strip() == "listening"
+            sent: dict[str, float] = {}
+            answered: dict[str, float] = {}
+            statuses: dict[int, int] = {}
+            connector = aiohttp.TCPConnector(limit=512)
+            async with aiohttp.ClientSession(connector=connector) as session:
+                headers = {"Content-Type": "application/json"}
+
+                async def post(i: int) -> None:
+                    ref = f"{tag}{i:08d}"
+                    data = body(ref, i)
+                    sent[ref] = time.time()
+                    async with session.post(url, data=data, headers=headers) as r:
+                        await r.read()
+                        answered[ref] = time.time()
+                        statuses[r.status] = statuses.get(r.status, 0) + 1
+
+                await post(n)  # a first request opens a connection (not measured: no message)
+                tasks = []
+                start = time.monotonic()
+                for i in range(n):  # a steady rate: request i leaves at start + i / rate
+                    delay = start + i / rate - time.monotonic()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    tasks.append(asyncio.create_task(post(i)))
+                await asyncio.gather(*tasks)
+                achieved = n / (time.monotonic() - start)
+            out, _ = await asyncio.to_thread(consumer.communicate, timeout=seconds + 90)
+        finally:
+            if consumer.poll() is None:
+                consumer.kill()
+                consumer.wait()
+    got = orjson.loads(out)
+    seen = got["seen"]
+    conn = await asyncpg.connect(dsn)
+    try:
+        recorded = {r["vendor_ref"]: r["at"] for r in await conn.fetch(
+            "SELECT m.vendor_ref, extract(epoch FROM t.recorded_at)::float8 AS at"
+            " FROM tracker.transitions t JOIN tracker.messages m ON m.id = t.message_id"
+            " WHERE m.vendor = 'skycore' AND m.vendor_ref LIKE $1 || '%'", tag)}
+    finally:
+        await conn.close()
+    ms = lambda a, b, keys: sorted((b[k] - a[k]) * 1000 for k in keys if k in a and k in b)  # noqa: E731
+    total = ms(sent, seen, sent)
+    return {"rate": rate, "achieved": achieved, "n": n, "seen": len(seen), "statuses": statuses,
+            "reads": got["reads"], "p50": pct(total, 0.5), "p99": pct(total, 0.99),
+            "max": total[-1] if total else float("nan"),
+            "answer": [pct(x, q) for x in [ms(sent, answered, sent)] for q in (0.5, 0.99)],
+            "apply": [pct(x, q) for x in [ms(answered, recorded, sent)] for q in (0.5, 0.99)],
+            "publish": [pct(x, q) for x in [ms(recorded, seen, sent)] for q in (0.5, 0.99)]}
+
+
+async def measure(dsn: str, rates=(200.0, 1000.0), seconds: float = 10.0) -> list[dict]:
+    await migrated(dsn)
+    return [await one_rate(dsn, rate, seconds, f"ev{k}x") for k, rate in enumerate(rates)]
+
+
+def report(results: list[dict]) -> str:
+    lines = ["events: postback -> LISTEN-woken consumer (read_events), tracker run and the consumer"
+             " each in its own process"]
+    for r in results:
+        lines.append(
+            f"  {r['rate']:5.0f} postbacks/s (achieved {r['achieved']:.0f}, {r['n']} postbacks, answers"
+            f" {r['statuses']}, {r['seen']} events read in {r['reads']} reads): p50 {r['p50']:.1f} ms,"
+            f" p99 {r['p99']:.1f} ms, max {r['max']:.1f} ms")
+        lines.append(
+            f"        of which p50/p99: answer {r['answer'][0]:.1f}/{r['answer'][1]:.1f} ms,"
+            f" answered -> recorded {r['apply'][0]:.1f}/{r['apply'][1]:.1f} ms,"
+            f" recorded -> read {r['publish'][0]:.1f}/{r['publish'][1]:.1f} ms")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    if sys.argv[1:2] == ["consumer"]:
+        consumer_main(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))
+        return 0
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rates", default="200,1000", help="postbacks per second, comma-separated")
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--dsn", default=os.environ.get("TRACKER_BENCH_DSN"),
+                   help="an existing, migratable database (default: a private embedded cluster)")
+    args = p.parse_args()
+    rates = [float(x) for x in args.rates.split(",") if x.strip()]
+    with database(args.dsn) as (dsn, _pid):
+        results = loop.run(measure(dsn, rates, args.seconds))
+    print(report(results))
+    return 0 if all(r["seen"] == r["n"] for r in results) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
