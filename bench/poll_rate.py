@@ -146,7 +146,8 @@ def cpu_line(us: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.0f}" for k, v in us.items() if v == v)  # NaN: not measured
 
 
-async def run(args, dsn: str, pg_pid: int | None) -> int:
+async def measure(args, dsn: str, pg_pid: int | None) -> dict:
+    """Every profile of `args.delays_ms`; see report()."""
     await migrated(dsn)
     async with sandbox(KNOBS) as sb:
         vendor = sb["vendors"]["sparksender"]
@@ -194,18 +195,39 @@ async def run(args, dsn: str, pg_pid: int | None) -> int:
             errors = await pool.fetchval("SELECT coalesce(sum(polls_failed), 0) FROM tracker.poll_stats")
         finally:
             await pool.close()
-    print(f"poll rate bench: loopback, {len(refs)} Spark Sender messages, concurrency "
-          f"{args.concurrency}, batch {args.batch_size}, {args.rounds} rounds, {os.cpu_count()} CPUs;"
-          f" sandbox, tracker and this client each in its own process; each poll is written"
-          f" through the reducer (observation, transition, state, next poll)")
-    for delay_ms, p in profiles:
-        print(f"answer delay {delay_ms:g} ms: rounds (bare / tracker, per s) "
-              + ", ".join(f"{b:.0f} / {t:.0f}" for b, t in zip(p.bares, p.tracks)))
-        print(f"  bare aiohttp client loop {p.bare:8.0f} status calls/s  CPU us per call: {cpu_line(p.bare_cpu)}")
-        print(f"  tracker (tracker run)    {p.tracked:8.0f} polls/s         CPU us per poll: {cpu_line(p.track_cpu)}")
-        print(f"  ratio {p.tracked / p.bare:.2f} (target 0.7)")
-    print(f"poll errors {errors}; tracker exit code {code}")
-    return 0 if code == 0 else 1
+    return {"messages": len(refs), "concurrency": args.concurrency, "batch": args.batch_size,
+            "rounds": args.rounds, "profiles": profiles, "errors": errors, "code": code}
+
+
+def cpu_total(us: dict[str, float], side: str) -> float:
+    """CPU per call of the side measured: the bare client's; the tracker's plus PostgreSQL's."""
+    if side == "bare":
+        return us["client"]
+    return us["tracker"] + us["postgres"]
+
+
+def report(r: dict) -> str:
+    lines = [f"poll rate bench: loopback, {r['messages']} Spark Sender messages, concurrency "
+             f"{r['concurrency']}, batch {r['batch']}, {r['rounds']} rounds, {os.cpu_count()} CPUs;"
+             f" sandbox, tracker and this client each in its own process; each poll is written"
+             f" through the reducer (observation, transition, state, next poll)"]
+    for delay_ms, p in r["profiles"]:
+        lines += [
+            f"answer delay {delay_ms:g} ms: rounds (bare / tracker, per s) "
+            + ", ".join(f"{b:.0f} / {t:.0f}" for b, t in zip(p.bares, p.tracks)),
+            f"  bare aiohttp client loop {p.bare:8.0f} status calls/s  CPU us per call: {cpu_line(p.bare_cpu)}",
+            f"  tracker (tracker run)    {p.tracked:8.0f} polls/s         CPU us per poll: {cpu_line(p.track_cpu)}",
+            f"  ratio {p.tracked / p.bare:.2f}; CPU per poll, tracker + PostgreSQL"
+            f" {cpu_total(p.track_cpu, 'tracker'):.0f} us = {cpu_total(p.track_cpu, 'tracker') / cpu_total(p.bare_cpu, 'bare'):.2f}x"
+            f" the bare client's {cpu_total(p.bare_cpu, 'bare'):.0f} us per call (target <= 1.5x)"]
+    lines.append(f"poll errors {r['errors']}; tracker exit code {r['code']}")
+    return "\n".join(lines)
+
+
+async def run(args, dsn: str, pg_pid: int | None) -> int:
+    r = await measure(args, dsn, pg_pid)
+    print(report(r))
+    return 0 if r["code"] == 0 else 1
 
 
 def delays(text: str) -> list[float]:

@@ -48,6 +48,20 @@ ON CONFLICT DO NOTHING
 """
 
 
+def body(i: int) -> bytes:
+    """Postback number i (the body wrk sends, for Python clients: bench/retention.py)."""
+    return (_wrk.BODY % (i % 10_000_000, i)).encode()
+
+
+def config(dsn: str):
+    """An in-process Tracker's configuration with Skycore's route (bench/retention.py)."""
+    from tracker.config_types import VENDORS, Config, DatabaseConfig, HttpConfig, VendorConfig
+
+    vendors = {v: VendorConfig(name=v, postback_token=TOKEN if v == "skycore" else None) for v in VENDORS}
+    return Config(database=DatabaseConfig(dsn=dsn, pool_min=4, pool_max=12),
+                  http=HttpConfig(listen="127.0.0.1:0"), vendors=vendors)
+
+
 @contextlib.contextmanager
 def bare_server():
     """bench/_bare.py in its own process; yields (url, pid)."""

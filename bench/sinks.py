@@ -256,7 +256,8 @@ async def latency(args, dsn: str, tmp: Path, rx: ReceiverProc, session) -> dict:
             "sink": (pct(sink, 0.5), pct(sink, 0.99))}
 
 
-async def run(args, dsn: str) -> int:
+async def measure(args, dsn: str) -> tuple[dict | None, dict | None]:
+    """(throughput, latency), each None when --only leaves it out."""
     await migrated(dsn)
     tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"tracker-bench-sinks-{os.getpid()}"
     tmp.mkdir(parents=True, exist_ok=True)
@@ -264,6 +265,11 @@ async def run(args, dsn: str) -> int:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=max(args.concurrency, 256))) as s:
             t = await throughput(args, dsn, tmp, rx, s) if args.only != "latency" else None
             lat = await latency(args, dsn, tmp, rx, s) if args.only != "throughput" else None
+    return t, lat
+
+
+async def run(args, dsn: str) -> int:
+    t, lat = await measure(args, dsn)
     print(f"sinks bench: loopback, {os.cpu_count()} CPUs; receiver, tracker run and PostgreSQL each in "
           f"their own process; concurrency {args.concurrency}; {args.rounds} rounds of {args.events} events")
     if t:
