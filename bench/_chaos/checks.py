@@ -165,9 +165,10 @@ def poll_answers(requests: list[dict[str, Any]]) -> dict[str, int]:
     return dict(sorted(out.items()))
 
 
-def inside_retry_after(requests: list[dict[str, Any]], grace_s: float = 0.25) -> int:
-    """Tracker requests the sandbox received while a Retry-After it had answered was running
-    (after a grace for requests already on their way)."""
+def inside_retry_after(requests: list[dict[str, Any]], grace_s: float = 0.1) -> int:
+    """Tracker requests the sandbox received while a Retry-After it had answered was running,
+    after a grace for requests already on their way (on loopback they arrive within a few ms
+    of the 429; the grace leaves room for a busy machine's scheduling)."""
     out = 0
     for vendor, marks in POLL_PATHS.items():
         mine = sorted((r for r in requests if r["vendor"] == vendor

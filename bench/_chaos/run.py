@@ -203,8 +203,11 @@ class Run:
         r.rates = checks.poll_rates(self.sandbox.requests, self.size.limits)
         (self.work / f"{self.sc.key}-sandbox.json").write_bytes(orjson.dumps(
             {"requests": self.sandbox.requests, "postbacks": self.sandbox.postbacks}))
-        r.details.append("peak poll rate over 2 s / limit: " + ", ".join(
-            f"{v} {got:.0f}/{lim:.0f}" for v, (got, lim) in r.rates.items()))
+        windows = {w: checks.poll_rates(self.sandbox.requests, self.size.limits, w)
+                   for w in (1.0, 5.0)}
+        r.details.append("peak poll rate / limit over 1, 2 and 5 s: " + ", ".join(
+            f"{v} {windows[1.0][v][0] / lim:.2f}/{got / lim:.2f}/{windows[5.0][v][0] / lim:.2f}x"
+            f" ({got:.0f}/{lim:.0f} req/s over 2 s)" for v, (got, lim) in r.rates.items()))
         times = [await t for t in self.recoveries]
         if any(t is None for t in times):
             self.other["not recovered in 90 s"] = sum(t is None for t in times)
