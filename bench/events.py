@@ -6,7 +6,8 @@ that LISTENs on `tracker_events` and reads with tracker.read_events (the contrac
 `tracker run` (its own process, Skycore's postback route, a private PostgreSQL with fsync on
 unless --dsn) gets Skycore `delivered` postbacks at a steady rate, each about its own message
 (in `sent`); the consumer (its own process) is woken by the notification, reads every event
-after its position, acknowledges, and notes when it saw each one. From just before a postback
+after its position, acknowledges, and notes when it saw each one (its acknowledgements commit without waiting for the WAL
+flush: a consumer's choice, at least once either way). From just before a postback
 leaves to the moment its event is read: p50/p99/max, and where the time goes: the postback's
 answer (group commit), answered -> transition recorded (the apply worker; recorded_at is its
 transaction's start), recorded -> read (the apply's commit, the publisher, the notification and
@@ -43,7 +44,9 @@ CONSUMER = "bench-latency"
 
 async def consume(dsn: str, n: int, timeout: float) -> dict:
     """Read events as a LISTEN-woken consumer until n were seen; {vendor_ref: seen at}."""
-    conn = await asyncpg.connect(dsn)
+    # Its acknowledgements need not wait for the WAL flush: one lost in a crash means events
+    # read again (at least once), which a consumer deduplicates by event_id anyway.
+    conn = await asyncpg.connect(dsn, server_settings={"synchronous_commit": "off"})
     woken = asyncio.Event()
     await conn.add_listener("tracker_events", lambda *_: woken.set())
     seen: dict[str, float] = {}

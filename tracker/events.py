@@ -8,6 +8,9 @@ notification came at the writer's commit and another reader held the publisher r
 
 The publisher waits for the publisher row rather than skipping it (as read_events does), with a
 lock timeout: a consumer holding it in a long transaction delays publication, never loses it.
+It publishes in one statement (tracker.publish_waiting, sql/013) that commits without waiting for
+the WAL flush: a publication is no transition and leads to no 200, and whatever a consumer makes
+durable after reading it flushes the publication first.
 """
 from __future__ import annotations
 
@@ -84,10 +87,9 @@ class Publisher:
 async def publish_pending(pool: asyncpg.Pool) -> int:
     """Number the committed, unpublished events (up to BATCH); 0 when there are none or the
     publisher row stayed held past the lock timeout (2 s; the next look tries again)."""
-    async with pool.acquire() as conn, conn.transaction():
-        try:
-            await conn.execute(q.PUBLISHER_HOLD_ASYNC)  # a flush-free commit: see queries
+    async with pool.acquire() as conn:
+        try:  # one statement, its own transaction (sql/013_publish_waiting.sql)
+            return await conn.fetchval(q.PUBLISH_WAITING, BATCH)
         except asyncpg.LockNotAvailableError:
             log.info("publisher row held by a consumer's transaction; publishing later")
             return 0
-        return await conn.fetchval(q.PUBLISH_EVENTS, BATCH)

@@ -161,19 +161,10 @@ WHERE m.id = ANY($2::bigint[]) AND m.id = u.id
 # tracker.publish_events() notifies `tracker_events` for consumers (sql/010_publish_notify.sql).
 NOTIFY_EVENTS = "SELECT pg_notify('tracker_transitions', $1::text)"
 
-PUBLISH_EVENTS = "SELECT tracker.publish_events($1)"
-PUBLISHER_LOCK_TIMEOUT = "SET LOCAL lock_timeout = '2s'"
-HOLD_PUBLISHER = "SELECT 1 FROM tracker.event_publisher FOR UPDATE"
-# The daemon's publisher, in one round trip: wait for the publisher row (2 s at most), and commit
-# without waiting for the WAL flush. A publication is no transition and leads to no 200; what a
-# consumer or sink makes durable after reading it (an ack, a delivery row) commits with
-# synchronous_commit on, which flushes the publication first (the WAL is written in order); a
-# publication lost in a crash before that is made again, from the same unpublished events.
-# (tracker.events.publish_pending)
-PUBLISHER_HOLD_ASYNC = """
-SET LOCAL lock_timeout = '2s'; SET LOCAL synchronous_commit = off;
-SELECT 1 FROM tracker.event_publisher FOR UPDATE
-"""
+# The daemon's publisher: one statement that waits for the publisher row (2 s at most) and
+# publishes, committing without waiting for the WAL flush (sql/013_publish_waiting.sql says why
+# that is safe). The comment names the row it waits for (pg_stat_activity shows it).
+PUBLISH_WAITING = "SELECT tracker.publish_waiting($1, 2000) /* waits for event_publisher FOR UPDATE */"
 
 # --- intake (tracker.intake, docs/intake.md) -------------------------------------------------
 

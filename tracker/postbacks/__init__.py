@@ -43,6 +43,7 @@ ROUTE = "/postbacks/{path:.*}"
 WORKER_BATCH = 500  # rows parsed again per sweep transaction
 RECEIVED_BATCH = 1000  # rows applied per transaction with what their handlers parsed
 WRITERS = 2  # group commit batches written at a time
+APPLIERS = 2  # stored batches applied at a time: the worker, and one more while it is busy
 SWEEP_S = 5.0  # the worker looks for rows left by others (a crash, another replica) this often
 STOP_GRACE_S = 10.0  # stop(): time the worker gets to apply what was stored
 TRANSIENT = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
@@ -107,18 +108,25 @@ class Postbacks:
         self.own_pool = False
         self.commit: GroupCommit | None = None
         self.worker: asyncio.Task | None = None
+        self.appliers: list[asyncio.Task] = []
         self.received: list[Parsed] = []  # stored, to apply with what the handler parsed
         self.wake = asyncio.Event()
+        self.wake_more = asyncio.Event()  # the other appliers'
         self.stopping = False
+        self.publisher = None  # the daemon's (tracker.events), found at start
 
     # --- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
         http = self.config.http
+        # The daemon's publisher, woken at once when an applied batch made transitions (the
+        # writers' NOTIFY would take a hop more); without one, the NOTIFY wakes whoever publishes.
+        self.publisher = next((c for c in getattr(self.tracker, "components", ())
+                               if type(c).__name__ == "Publisher"), None)
         dsn = getattr(self.tracker, "dsn", None)
         if dsn:  # the group commit's writers and the apply worker: connections of their own
             self.pool = await asyncpg.create_pool(
-                dsn, min_size=1, max_size=WRITERS + 1, reset=_keep_session,
+                dsn, min_size=1, max_size=WRITERS + APPLIERS, reset=_keep_session,
                 server_settings={"synchronous_commit": "on"})  # 200 only after a durable commit
             self.own_pool = True
         else:
@@ -129,6 +137,9 @@ class Postbacks:
         self.stopping = False
         self.worker = self.tracker.supervisor.spawn("postbacks", self._work,
                                                     stopping=lambda: self.stopping)
+        self.appliers = [self.tracker.supervisor.spawn(f"postbacks:apply:{i}", self._apply_more,
+                                                       stopping=lambda: self.stopping)
+                         for i in range(1, APPLIERS)]
         log.info("postbacks ready", vendors=sorted(self.routes))
 
     async def stop(self) -> None:
@@ -138,9 +149,10 @@ class Postbacks:
             await self.commit.stop()
         self.stopping = True
         self.wake.set()
+        self.wake_more.set()
         if self.worker is not None:
-            await self.tracker.supervisor.stop_tasks([self.worker], STOP_GRACE_S)
-            self.worker = None
+            await self.tracker.supervisor.stop_tasks([self.worker, *self.appliers], STOP_GRACE_S)
+            self.worker, self.appliers = None, []
         if self.own_pool and self.pool is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.pool.close(), 5)
@@ -195,7 +207,8 @@ class Postbacks:
             return core.UNAVAILABLE.status, {"error": core.UNAVAILABLE.error}
         self.received.append(Parsed(postback_id, raw.received_at, found))
         if len(self.received) == 1:  # the worker applies at once when idle (woken by the
-            self.wake.set()  # commit, not a timer); while it applies, the next batch grows
+            self.wake.set()  # commit, not a timer); while it applies, the next batch grows,
+            self.wake_more.set()  # or another applier takes it
         return OK
 
     async def _read(self, request: web.Request) -> tuple[bytes, core.Refusal | None]:
@@ -252,6 +265,32 @@ class Postbacks:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), max(0.0, sweep_at - loop.time()))
 
+    async def _apply_more(self) -> None:
+        """Another applier: it applies what was stored while the worker applies a batch, so
+        that a batch waits less for the one before it. Only the worker sweeps: a batch this
+        one fails to apply stays unprocessed rows, and the worker's sweep applies them."""
+        while not (self.stopping and not self.received):
+            self.wake_more.clear()
+            if not self.received:
+                if self.stopping:
+                    return
+                await self.wake_more.wait()
+                continue
+            items = self.received[:RECEIVED_BATCH]
+            self.received = self.received[RECEIVED_BATCH:]
+            try:
+                with beat().working():
+                    async with self.pool.acquire() as conn:
+                        await self._apply_received(conn, items)
+            except Exception as e:
+                if not _transient(e):
+                    raise
+                log.warning("postback applier: database unavailable; the sweep will apply",
+                            error=type(e).__name__)
+                if self.stopping:
+                    return
+                await asyncio.sleep(0.5)
+
     async def _apply_received(self, conn: asyncpg.Connection, items: list[Parsed]) -> None:
         try:
             out = await process_received(conn, self.config, items)
@@ -260,6 +299,8 @@ class Postbacks:
                 raise
             await self._one_by_one(conn, e)  # from the stored rows, parsed again
             return
+        if out.transitions and self.publisher is not None:
+            self.publisher.wake.set()  # committed: publish now (the NOTIFY would take a hop more)
         if out.rows:
             log.debug("postbacks applied", rows=out.rows, observations=out.observations,
                       transitions=out.transitions)
