@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import shutil
 import subprocess
 import tempfile
@@ -74,7 +75,10 @@ def run(url: str, seconds: float, connections: int, first: int, count: int) -> d
                "--timeout", "10s", "-s", str(lua), url]
         if shutil.which("taskset") and (os.cpu_count() or 1) > WRK_CORE:
             cmd = ["taskset", "-c", str(WRK_CORE), *cmd]
+        used = resource.getrusage(resource.RUSAGE_CHILDREN)
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        wrk_cpu = after.ru_utime + after.ru_stime - used.ru_utime - used.ru_stime
     finally:
         lua.unlink(missing_ok=True)
     m = re.search(r"^WRKJSON (\{.*\})$", out.stdout, re.M)
@@ -86,4 +90,5 @@ def run(url: str, seconds: float, connections: int, first: int, count: int) -> d
     return {"requests": r["requests"], "ok": ok, "errors": errors, "non2xx": r["non2xx"],
             "seconds": r["duration_us"] / 1e6, "rate": ok / (r["duration_us"] / 1e6),
             "p50": r["p50_us"] / 1000, "p90": r["p90_us"] / 1000, "p99": r["p99_us"] / 1000,
-            "p999": r["p999_us"] / 1000, "max": r["max_us"] / 1000}
+            "p999": r["p999_us"] / 1000, "max": r["max_us"] / 1000,
+            "wrk_cpu_us": wrk_cpu / max(r["requests"], 1) * 1e6, "wrk_cores": wrk_cpu / (r["duration_us"] / 1e6)}

@@ -155,6 +155,8 @@ async def measure(dsn: str, pg_pid: int | None, seconds: float = 10.0, rounds: i
         "ratio": statistics.median(y["rate"] / x["rate"] for x, y in zip(bares, tracks)),
         "cpu_bare": cpu(bares, "bare"), "cpu_tracker": cpu(tracks, "tracker"),
         "cpu_postgres": cpu(tracks, "postgres"),
+        "wrk_cores_bare": statistics.median(x["wrk_cores"] for x in bares),
+        "wrk_cores": statistics.median(x["wrk_cores"] for x in tracks),
         "errors": sum(x["errors"] for x in tracks), "answered": answered, "stored": stored,
         "drained_s": drained,
     }
@@ -171,6 +173,8 @@ def report(r: dict) -> str:
         f"  CPU {r['cpu_bare']:.0f} us/request",
         f"  tracker postback route {r['rate']:8.0f} /s  p50 {r['p50']:6.2f} ms  p99 {r['p99']:6.2f} ms"
         f"  CPU tracker {r['cpu_tracker']:.0f} + PostgreSQL {r['cpu_postgres']:.0f} us/request",
+        f"  wrk used {r['wrk_cores_bare']:.2f} of its core against the bare handler,"
+        f" {r['wrk_cores']:.2f} against the tracker",
         f"  ratio {r['ratio']:.2f} (target >= 0.6), tracker p99 {r['p99']:.1f} ms (target <= 25);"
         f" errors {r['errors']}; rows stored {r['stored']} of {r['answered']} answered 200;"
         f" all applied {r['drained_s']:.2f} s after the last answer",
