@@ -431,3 +431,37 @@ async def test_a_vendor_error_text_that_echoes_a_secret_is_stored_masked(pool, c
     await w.tick()
     assert w.health.stats.last_error and key not in w.health.stats.last_error
     assert "Invalid API key" in w.health.stats.last_error
+
+
+async def test_requests_queued_for_the_rate_limit_never_go_inside_a_retry_after():
+    # Eight polls wait for tokens at 10/s when the vendor answers 429 Retry-After: 5; none of
+    # those still queued may reach it during the pause (found by bench/chaos.py, throttling).
+    clock_times: list[float] = []
+    throttled = [True]
+
+    def vendor(req):
+        clock_times.append(time.monotonic())
+        if throttled[0]:
+            throttled[0] = False
+            return answer({"error": "slow down"}, 429, **{"Retry-After": "0.5"})
+        return answer({})
+
+    client = VendorClient(VendorConfig("x", rate_limit_per_s=10.0, request_timeout_s=2.0),
+                          MockTransport(vendor))
+    await asyncio.gather(*(client.fetch(HttpRequest("GET", "http://x.test/")) for _ in range(8)))
+    first = clock_times[0]
+    inside = [t for t in clock_times[1:] if t < first + 0.5]
+    assert inside == [], f"{len(inside)} requests inside the Retry-After"
+    assert len(clock_times) == 8
+
+
+async def test_a_list_claim_is_leased_for_its_requests_not_one_per_message(pool, clock, worker_of):
+    # A daemon killed holding a list claim once stranded its messages for 17 minutes: the lease
+    # was one request per message at the vendor's rate (found by bench/chaos.py).
+    cfg = config(rate_limit_per_s=10.0, request_timeout_s=10.0, list_poll_min=100)
+    await make_messages(pool, cfg, "engagespark", 300)
+    claimed, lease_until, listing = await worker_of("engagespark", cfg).claim(False)
+    assert listing and len(claimed) == 300
+    async with pool.acquire() as conn:
+        lease_s = await conn.fetchval("SELECT extract(epoch FROM $1::timestamptz - now())", lease_until)
+    assert lease_s < 60  # pages and at most a batch asked for one by one: not 1,030 s

@@ -78,13 +78,18 @@ class VendorClient:
         """Send one request within the limits. Raises TransportError, or Deferred when a pause
         is longer than `max_wait_s` (default: one request timeout) or the gate is closed."""
         max_wait = self.cfg.request_timeout_s if max_wait_s is None else max_wait_s
-        while (left := self.pause_left()) > 0:
-            if left > max_wait:
-                raise Deferred(left)
-            await self.clock.sleep(left)
-        if self.shared is not None:
-            await self.shared.acquire()
-        await self.limiter.acquire()
+        while True:
+            while (left := self.pause_left()) > 0:
+                if left > max_wait:
+                    raise Deferred(left)
+                await self.clock.sleep(left)
+            if self.shared is not None:
+                await self.shared.acquire()
+            await self.limiter.acquire()
+            if self.pause_left() <= 0:
+                break
+            # A Retry-After came while this one waited for its turn: its token is spent, and
+            # it waits out the pause like the rest (never a request inside one).
         if (closed := self.gate()) > 0:  # the circuit opened while this one waited
             raise Deferred(closed)
         answer = await self.transport(req)

@@ -1,7 +1,7 @@
 """Vendor limits for the whole deployment, not per replica (sql/012_shared_limits.sql).
 
 - SharedRate: the deployment's token bucket for one vendor, kept in PostgreSQL; a replica takes
-  a tenth of a second's worth at a time and spends it here, dropping what it has not spent
+  a fiftieth of a second's worth at a time and spends it here, dropping what it has not spent
   within a second (so all replicas together never go past the rate plus one burst).
 - Slots: this replica's share of the vendor's `concurrency`, resized as replicas come and go.
 """
@@ -17,7 +17,9 @@ from tracker.config_types import VendorConfig
 from tracker.db import queries as q
 from tracker.poller.clock import SYSTEM_CLOCK, Clock
 
-CHUNK_S = 0.1  # tokens taken at a time: this many seconds' worth (one at least)
+# Tokens taken at a time: this many seconds' worth (one at least). Small, since what replicas
+# hold unspent is what the deployment may send above the rate (measured by bench/chaos.py).
+CHUNK_S = 0.02
 KEEP_S = 1.0  # tokens not spent within this are dropped
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 from datetime import datetime, timedelta
 from typing import Callable, Sequence
@@ -134,8 +135,13 @@ class VendorWorker:
                 due = await conn.fetchval(q.COUNT_DUE, self.name, cfg.list_poll_min)
                 listing = schedule.list_mode(due, cfg, True)
             limit = 1 if probe else (LIST_CLAIM_MAX if listing else cfg.batch_size)
+            # The lease covers the requests this claim makes: in list mode a few pages and at
+            # most a batch asked for one by one (poll_list hands the rest back), not one
+            # request per message (that once held 5,000 messages for 17 minutes after a kill).
+            requests = (math.ceil(limit / self.lists.adapter.LIST_MAX_SIZE) + cfg.batch_size
+                        if listing else limit)
             sql = q.CLAIM_DUE_BATCHES if self.batches is not None else q.CLAIM_DUE
-            rows = await conn.fetch(sql, self.name, limit, self.owner, schedule.lease_s(cfg, limit))
+            rows = await conn.fetch(sql, self.name, limit, self.owner, schedule.lease_s(cfg, requests))
         claimed = [
             Claimed(r["id"], MessageRef(r["issued_ref"], r["recipient"], r["submitted_at"],
                                         r["vendor_deadline"]),
@@ -220,6 +226,9 @@ class VendorWorker:
         asked for per message."""
         async with self.slots:
             out, rest = await self.lists.walk(rows)
+        if len(rest) > self.cfg.batch_size:  # more than the lease covers: due again at once
+            out.update(unpolled(rest[self.cfg.batch_size:], 0.0))
+            rest = rest[:self.cfg.batch_size]
         if rest:
             out.update(await self.poll(rest))
         return out
