@@ -1,7 +1,7 @@
 """Past one daemon: the figures behind docs/scaling.md, on this machine. Loopback only; stops by
 itself. Each part runs on its own private PostgreSQL cluster (fsync on).
 
-    .venv/bin/python bench/scaling.py [--messages 10000] [--only life,replicas,standby]
+    .venv/bin/python bench/scaling.py [--messages 10000] [--only life,replicas,consumers,standby]
 
 life      What one message costs the primary over its life, from its submission row to `delivered`
           and its event published (and read and acknowledged by one consumer): WAL bytes, SQL
@@ -10,6 +10,8 @@ life      What one message costs the primary over its life, from its submission 
 replicas  1, 2 and 3 `tracker run` on one database polling the same due messages (the sandbox
           answering after 20 ms, and at once): polls/s, CPU per poll, the claim statement's mean
           time, and messages polled twice in a round (must be 0).
+consumers The outbox published to NATS JetStream by a NATS sink, then 3 JetStream consumers each
+          reading every event, against 3 SQL consumers (read_events/ack_events): CPU per event read.
 standby   A streaming standby of the primary (pg_basebackup): which views and functions answer
           there (read-only), and how far behind it is.
 """
@@ -160,7 +162,7 @@ async def life_postback(dsn: str, pg_pid: int, n: int, tmp: Path) -> dict:
 
 KNOBS = {"time_scale": 0.01, "delivered": 1.0, "read": 0.0, "failed": 0.0, "expired": 0.0,
          "rejected": 0.0, "no_receipt": 0.0, "temp_failure": 0.0, "latency": "fixed",
-         "latency_s": 200.0, "sent_after_s": 50.0}
+         "latency_s": 500.0, "sent_after_s": 50.0}
 
 
 async def life_poll(dsn: str, pg_pid: int, n: int, tmp: Path) -> dict:
@@ -180,7 +182,6 @@ async def life_poll(dsn: str, pg_pid: int, n: int, tmp: Path) -> dict:
                     calls += await send_many({"sparksender": vendor}, "sparksender",
                                              [f"6391{i:08d}" for i in range(k, min(k + 1000, n))],
                                              bulk=True, session=http)
-            await asyncio.sleep(2)
             m = Meter(conn, pg_pid)
             await m.start()
             await conn.executemany(
@@ -274,6 +275,101 @@ async def replica_round(pool: asyncpg.Pool, pg_pid: int, n: int, pids: list[int]
             "claims": claim["calls"], "claim_ms": claim["mean_ms"],
             "claimed_per_call": (claim["rows"] or 0) / max(claim["calls"] or 1, 1),
             "pg_us": (cpu1[0] - cpu0[0]) / n * 1e6, "tracker_us": (cpu1[1] - cpu0[1]) / n * 1e6}
+
+
+# --- consumers: SQL readers against JetStream consumers ------------------------------------------------
+
+
+async def consumers(n: int, tmp: Path, readers: int = 3) -> dict:
+    """The outbox filled with n events; `tracker run` publishes them to NATS JetStream through a
+    NATS sink; then `readers` JetStream consumers each read all of them (PostgreSQL untouched),
+    against `readers` SQL consumers each reading them with read_events/ack_events."""
+    import socket
+    import subprocess
+
+    import nats
+
+    server = shutil.which("nats-server") or "/usr/sbin/nats-server"
+    if not os.access(server, os.X_OK):
+        return {"skipped": "nats-server is not installed (apt-get install nats-server)"}
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    store = tmp / "nats"
+    store.mkdir()
+    proc = subprocess.Popen([server, "-js", "-sd", str(store), "-a", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"nats://127.0.0.1:{port}"
+    out: dict = {"events": n, "readers": readers}
+    try:
+        for _ in range(100):
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+                break
+            await asyncio.sleep(0.05)
+        with cluster("consumers", stats=False, port=55462) as (pg, pg_pid):
+            await migrated(pg.dsn)
+            conn = await asyncpg.connect(pg.dsn)
+            await conn.execute(
+                "WITH m AS (INSERT INTO tracker.messages (vendor, vendor_ref, recipient)"
+                "  SELECT 'sparksender', 'n' || i, '1555' || i FROM generate_series(1, $1) i RETURNING id)"
+                " INSERT INTO tracker.transitions (message_id, from_state, to_state, source, occurred_at)"
+                " SELECT id, 'submitted', 'delivered', 'poll', now() FROM m", n)
+            config = write_config(tmp / "nats.toml", pg.dsn, {})
+            with config.open("a") as f:
+                f.write(f'[sinks]\npoll_interval_s = 1.0\nbatch_size = 1000\n[sinks.nats.bus]\n'
+                        f'servers = ["{url}"]\nstream = "TRACKER_EVENTS"\nsubject_prefix = "tracker"\n'
+                        f'create_stream = true\n')
+            nc = await nats.connect(url)
+            js = nc.jetstream()
+            cpu0 = cpu_seconds(pg_pid, True), cpu_seconds(proc.pid)
+            began = time.monotonic()
+            daemon = Daemon(config, tmp / "nats.log").start()
+            try:
+                while True:
+                    with contextlib.suppress(Exception):
+                        if (await js.stream_info("TRACKER_EVENTS")).state.messages >= n:
+                            break
+                    if time.monotonic() - began > 300:
+                        raise RuntimeError("the NATS sink did not publish every event")
+                    await asyncio.sleep(0.05)
+                took = time.monotonic() - began
+                cpu1 = cpu_seconds(pg_pid, True), cpu_seconds(proc.pid), cpu_seconds(daemon.proc.pid)
+            finally:
+                daemon.stop()
+            out["sink_rate"] = n / took
+            out["sink_pg_us"] = (cpu1[0] - cpu0[0]) / n * 1e6
+            out["sink_nats_us"] = (cpu1[1] - cpu0[1]) / n * 1e6
+            out["sink_daemon_us"] = cpu1[2] / n * 1e6  # (its start included)
+            # readers JetStream consumers, each reading every event
+            cpu0 = cpu_seconds(pg_pid, True), cpu_seconds(proc.pid)
+            began = time.monotonic()
+            for k in range(readers):
+                sub = await js.pull_subscribe("tracker.>", durable=f"reader{k}", stream="TRACKER_EVENTS")
+                got = 0
+                while got < n:
+                    msgs = await sub.fetch(1000, timeout=10)
+                    for m in msgs:
+                        await m.ack()
+                    got += len(msgs)
+            took = time.monotonic() - began
+            cpu1 = cpu_seconds(pg_pid, True), cpu_seconds(proc.pid)
+            out["js_rate"] = n * readers / took
+            out["js_pg_us"] = (cpu1[0] - cpu0[0]) / (n * readers) * 1e6
+            out["js_nats_us"] = (cpu1[1] - cpu0[1]) / (n * readers) * 1e6
+            await nc.close()
+            # readers SQL consumers, each reading every event
+            cpu0 = cpu_seconds(pg_pid, True)
+            began = time.monotonic()
+            for k in range(readers):
+                await consume_all(conn, f"sql-reader-{k}")
+            took = time.monotonic() - began
+            out["sql_rate"] = n * readers / took
+            out["sql_pg_us"] = (cpu_seconds(pg_pid, True) - cpu0) / (n * readers) * 1e6
+            await conn.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    return out
 
 
 # --- standby -----------------------------------------------------------------------------------------
@@ -379,6 +475,18 @@ def report(r: dict) -> str:
                          f" CPU per poll daemons {x['tracker_us']:.0f} us + PostgreSQL {x['pg_us']:.0f} us;"
                          f" claims {x['claims']}, mean {x['claim_ms']:.2f} ms, {x['claimed_per_call']:.0f} rows each;"
                          f" polled twice: {x['twice']}")
+    if "consumers" in r:
+        c = r["consumers"]
+        if "skipped" in c:
+            lines.append(f"consumers: {c['skipped']}")
+        else:
+            lines.append(f"consumers ({c['events']:,} events): the NATS sink published {c['sink_rate']:,.0f} events/s"
+                         f" (PostgreSQL {c['sink_pg_us']:.1f} us, nats-server {c['sink_nats_us']:.1f} us,"
+                         f" daemon {c['sink_daemon_us']:.1f} us of CPU per event)")
+            lines.append(f"  {c['readers']} JetStream consumers, each reading every event: {c['js_rate']:,.0f} events/s"
+                         f" in all, PostgreSQL {c['js_pg_us']:.1f} us, nats-server {c['js_nats_us']:.1f} us per event read")
+            lines.append(f"  {c['readers']} SQL consumers (read_events/ack_events, 1000 at a time): {c['sql_rate']:,.0f}"
+                         f" events/s in all, PostgreSQL {c['sql_pg_us']:.1f} us per event read")
     if "standby" in r:
         s = r["standby"]
         lines.append(f"standby (streaming, pg_basebackup; in recovery: {s['in_recovery']}): a row written on the"
@@ -400,6 +508,8 @@ async def measure(parts: list[str], n: int) -> dict:
         if "replicas" in parts:
             with cluster("replicas") as (pg, pid):
                 out["replicas"] = await replicas(pg.dsn, pid, 2 * n, tmp)
+        if "consumers" in parts:
+            out["consumers"] = await consumers(2 * n, tmp)
         if "standby" in parts:
             out["standby"] = await standby(n)
     finally:
@@ -410,7 +520,7 @@ async def measure(parts: list[str], n: int) -> dict:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--messages", type=int, default=10_000)
-    p.add_argument("--only", default="life,replicas,standby")
+    p.add_argument("--only", default="life,replicas,consumers,standby")
     args = p.parse_args()
     parts = [x.strip() for x in args.only.split(",") if x.strip()]
     r = loop.run(measure(parts, args.messages))
