@@ -18,6 +18,8 @@ from _chaos import checks
 from _chaos.consumer import Consumer
 from _chaos.env import TOKENS, Cluster, Daemon, SandboxProc, free_port, pool_for, write_config
 from _chaos.load import Load
+from _chaos.sink import Receiver, sink_config
+from _chaos.sink import summary as sink_summary
 from _chaos.spec import KNOBS, Result, Scenario, Size
 
 RECOVERED_LAG_S = 3.0  # caught up: nothing due, waiting or stored is older than this
@@ -115,6 +117,8 @@ class Run:
         self.dsn = await self.cluster.create_db(self.db, self.sc.db_settings)
         await self.cluster.configure(self.sc.server_settings)
         await self.sandbox.start({**KNOBS, **self.sc.knobs, "seed": self.seed})
+        self.receiver = Receiver(self.seed)  # the webhook sink's receiving end (sink.py)
+        await self.receiver.start()
         try:
             await self._start_daemons()
             async with pool_for(self.dsn) as self.pool:
@@ -128,6 +132,7 @@ class Run:
                     self.other["daemon stopped uncleanly"] = 1 + self.other.get(
                         "daemon stopped uncleanly", 0)
             await self.sandbox.stop()
+            await self.receiver.stop()
             with contextlib.suppress(Exception):
                 await self.cluster.configure({k: None for k in self.sc.server_settings})
                 await self.cluster.drop_db(self.db)
@@ -140,7 +145,7 @@ class Run:
             name = "ab"[i] if self.sc.replicas > 1 else "tracker"
             port = free_port()
             cfg = write_config(self.work / f"{self.sc.key}-{name}.toml", self.dsn, port, vendors,
-                               self.sc.config)
+                               {**(self.sc.config or {}), **sink_config(self.receiver.url)})
             self.daemons.append(Daemon(name, cfg, self.work / f"{self.sc.key}-{name}.log", port))
         await asyncio.gather(*(d.start() for d in self.daemons))
         await self.sandbox.postback_url("skycore", self.daemons[0].postback_url("skycore"))
@@ -196,6 +201,15 @@ class Run:
                     f"{consumer.rereads} re-read before ack (allowed), re-read after ack "
                     f"{consumer.reread_after_ack}, never read {never}, out of order "
                     f"{consumer.out_of_order}")
+        missing = await self.receiver.caught_up(self.pool, 60.0)
+        for what, n in (("webhook events out of order", self.receiver.out_of_order()),
+                        ("webhook deliveries badly signed", self.receiver.forged)):
+            if n:
+                self.other[what] = n
+        # Shown, not judged yet: after a kill -9, events the sink had claimed and a receiver
+        # had answered 503 stay pending (a known bug of the webhook sink: docs/chaos.md).
+        r.details.append(sink_summary(self.receiver) + f"; never delivered within 60 s: "
+                         f"{len(missing)} (not judged: docs/chaos.md, finding 3)")
         r.details.append(f"polls answered: {checks.poll_answers(self.sandbox.requests)}")
         retry = checks.inside_retry_after(self.sandbox.requests)
         if retry:
