@@ -18,6 +18,8 @@ Runs, one after another, each in a fresh database of one private PostgreSQL clus
 --quick is a smoke run (a few minutes, smaller sizes: its figures are not the targets' sizes and
 say so). Each bench can also be run alone, with more detail. Needs wrk (`apt-get install wrk`).
 The machine's load average is printed before and after: figures from a busy machine are low.
+Between benches it checkpoints and waits (45 s at most) for the load to come back near where it
+began, so that one bench's aftermath does not land in the next one's figures.
 """
 from __future__ import annotations
 
@@ -159,11 +161,32 @@ def load() -> str:
         return " ".join(f.read().split()[:3])
 
 
+async def settle(server_dsn: str, floor: float, most_s: float = 45.0) -> None:
+    """Before a bench: the previous one's dirty pages written (CHECKPOINT, so that its
+    checkpoint does not land in the next one's figures) and the load average back near where
+    it was when the run began (or most_s seconds)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(server_dsn)
+    try:
+        await conn.execute("CHECKPOINT")
+    except asyncpg.PostgresError:  # not ours to checkpoint (--dsn): wait only
+        pass
+    finally:
+        await conn.close()
+    deadline = time.monotonic() + most_s
+    while float(load().split()[0]) > floor and time.monotonic() < deadline:
+        await asyncio.sleep(1)
+
+
 async def run_all(server_dsn: str, pg_pid: int | None, names: list[str], quick: bool):
     rows: list[Row] = []
     details: list[str] = []
     timings = {}
-    for name in names:
+    floor = max(0.6, float(load().split()[0]) + 0.3)
+    for i, name in enumerate(names):
+        if i:
+            await settle(server_dsn, floor, 15.0 if quick else 45.0)
         began = time.monotonic()
         dsn = server_dsn if name in ("claims", "intake") else await intake_bench.fresh_db(server_dsn)
         print(f"[{time.strftime('%H:%M:%S')}] {name} (load average {load()}) ...", file=sys.stderr, flush=True)
