@@ -118,6 +118,8 @@ class WebhookSink(Answers):
             now = self.loop.time()
             if now >= self.retry_at:
                 self.retry_at, self.due = math.inf, True
+            if self.queue and len(self.in_flight) < self.window.size and self._sending(now):
+                self._start_queued()  # a pause has ended: what waited in the queue goes out
             backstop = now - last_read >= self.poll_interval_s
             want_read = self.notified.is_set() or more or backstop  # once no batch is open
             record = bool(self.results) and (len(self.results) >= max(1, self.window.size // 2)
@@ -147,7 +149,8 @@ class WebhookSink(Answers):
             wake_at = min(last_read + self.poll_interval_s, self.retry_at,
                           self.first_result_at + RECORD_WAIT_S,
                           self.batches[0].started + BATCH_BUDGET_S if self.batches else math.inf,
-                          self.paused_until if self.due and self.paused_until > now else math.inf)
+                          self.paused_until if (self.due or self.queue) and self.paused_until > now
+                          else math.inf)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.changed.wait(), max(0.0, wake_at - now))
 
