@@ -157,6 +157,12 @@ FROM (
 WHERE m.id = ANY($2::bigint[]) AND m.id = u.id
 """
 
+# INSERT_TRANSITIONS and the writers' NOTIFY (below) in one statement, one round trip: the
+# reducer's (the notification is sent at commit, once per batch, as before).
+INSERT_TRANSITIONS_AND_NOTIFY = (
+    "WITH ins AS (" + INSERT_TRANSITIONS.strip() + "\nRETURNING 1)\n"
+    "SELECT pg_notify('tracker_transitions', count(*)::text) FROM ins")
+
 # Writers say they committed transitions; the publisher (tracker.events) numbers them, and
 # tracker.publish_events() notifies `tracker_events` for consumers (sql/010_publish_notify.sql).
 NOTIFY_EVENTS = "SELECT pg_notify('tracker_transitions', $1::text)"
