@@ -186,7 +186,7 @@ async def run_all(server_dsn: str, pg_pid: int | None, names: list[str], quick: 
     floor = max(0.6, float(load().split()[0]) + 0.3)
     for i, name in enumerate(names):
         if i:
-            await settle(server_dsn, floor, 15.0 if quick else 45.0)
+            await settle(server_dsn, floor, 3.0 if quick else 45.0)
         began = time.monotonic()
         dsn = server_dsn if name in ("claims", "intake") else await intake_bench.fresh_db(server_dsn)
         print(f"[{time.strftime('%H:%M:%S')}] {name} (load average {load()}) ...", file=sys.stderr, flush=True)
