@@ -21,6 +21,7 @@ from tracker.config import redact_dsn
 from tracker.config_types import Config
 from tracker.db import DB_ERRORS
 from tracker.db import queries as q
+from tracker.db.listen import listen
 from tracker.db import reducer
 from tracker.db.embedded import EmbeddedPostgres
 from tracker.db.migrate import migrate
@@ -280,25 +281,8 @@ class Tracker:
                 await asyncio.wait_for(self.intake_wake.wait(), self.config.intake.sweep_interval_s)
 
     async def _listen_intake(self) -> None:
-        """Wake the intake loop on NOTIFY; the loop's own timer is the backstop."""
-        while not self.stopping.is_set():
-            try:
-                async with self.pool.acquire() as conn:
-                    await self._listen_on(conn)
-            except DB_ERRORS as e:
-                log.warning("intake listener lost; reconnecting", error=str(e))
-            await asyncio.sleep(1)
-
-    async def _listen_on(self, conn: asyncpg.Connection) -> None:
-        wake = lambda *_: self.intake_wake.set()  # noqa: E731
-        await conn.add_listener("tracker_intake", wake)
-        beat().progress()  # progress: listening
-        try:
-            while not conn.is_closed():
-                await asyncio.sleep(1)
-        finally:
-            with contextlib.suppress(*DB_ERRORS):
-                await conn.remove_listener("tracker_intake", wake)
+        """Wake the intake loops on NOTIFY; their own timer is the backstop."""
+        await listen(lambda: self.pool, "tracker_intake", self.intake_wake.set, self.stopping.is_set)
 
     # --- periodic sweeps (apscheduler) ---------------------------------------------------------
 

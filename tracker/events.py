@@ -21,6 +21,7 @@ import asyncpg
 
 from tracker.db import DB_ERRORS
 from tracker.db import queries as q
+from tracker.db.listen import listen
 from tracker.logging import get_logger
 from tracker.supervisor import beat
 
@@ -66,22 +67,8 @@ class Publisher:
                 await asyncio.wait_for(self.wake.wait(), BACKSTOP_S)
 
     async def _listen(self) -> None:
-        while not self.stopping:
-            try:
-                async with self.host.pool.acquire() as conn:
-                    wake = lambda *_: self.wake.set()  # noqa: E731
-                    await conn.add_listener("tracker_transitions", wake)
-                    try:
-                        self.wake.set()  # anything committed while nobody listened
-                        beat().progress()
-                        while not conn.is_closed() and not self.stopping:
-                            await asyncio.sleep(0.5)
-                    finally:
-                        with contextlib.suppress(*DB_ERRORS):
-                            await conn.remove_listener("tracker_transitions", wake)
-            except DB_ERRORS as e:
-                log.warning("publisher listener lost; reconnecting", error=type(e).__name__)
-            await asyncio.sleep(0.5)
+        await listen(lambda: self.host.pool, "tracker_transitions", self.wake.set,
+                     lambda: self.stopping, check_s=0.5)
 
 
 async def publish_pending(pool: asyncpg.Pool) -> int:

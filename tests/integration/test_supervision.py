@@ -17,6 +17,7 @@ import tracker.postbacks as postbacks_mod
 from tests.polling_support import wait_until
 from tests.postbacks_support import config_for, running, session
 from tracker import intake
+from tracker.db import listen as db_listen
 from tracker import logging as tlog
 from tracker.app import Tracker
 from tracker.metrics import REGISTRY
@@ -78,7 +79,12 @@ def inject_intake(monkeypatch, fault: Switch) -> None:
 
 
 def inject_listener(monkeypatch, fault: Switch) -> None:
-    monkeypatch.setattr(Tracker, "_listen_on", fault.wrap(Tracker._listen_on))
+    real, faulty = db_listen.listen_on, fault.wrap(db_listen.listen_on)
+
+    async def listen_on(conn, channel, *args, **kwargs):  # the intake's listener only
+        return await (faulty if channel == "tracker_intake" else real)(conn, channel, *args, **kwargs)
+
+    monkeypatch.setattr(db_listen, "listen_on", listen_on)
 
 
 def inject_poll(monkeypatch, fault: Switch) -> None:

@@ -12,15 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-import asyncpg
 
 from tracker import metrics
 from tracker.db import DB_ERRORS
+from tracker.db.listen import listen
 from tracker.logging import get_logger, register_secret
 from tracker.sinks import settings, store
 from tracker.sinks.jetstream import NatsSink
 from tracker.sinks.webhook import WebhookSink
-from tracker.supervisor import beat
 
 log = get_logger("tracker.sinks")
 
@@ -77,26 +76,8 @@ class Sinks:
             s.wake()
 
     async def _listen(self) -> None:
-        """Wake every sink on NOTIFY tracker_events (one per committed batch of transitions)."""
-        while not self.stopping:
-            try:
-                async with self.tracker.pool.acquire() as conn:
-                    await self._listen_on(conn)
-            except DB_ERRORS as e:
-                log.warning("sinks listener lost; reconnecting", error=type(e).__name__)
-            await asyncio.sleep(1)
-
-    async def _listen_on(self, conn: asyncpg.Connection) -> None:
-        wake = lambda *_: self.wake_all()  # noqa: E731
-        await conn.add_listener(CHANNEL, wake)
-        self.wake_all()  # anything committed before we listened
-        beat().progress()  # progress: listening
-        try:
-            while not conn.is_closed() and not self.stopping:
-                await asyncio.sleep(1)
-        finally:
-            with contextlib.suppress(*DB_ERRORS):
-                await conn.remove_listener(CHANNEL, wake)
+        """Wake every sink on NOTIFY tracker_events (one per published batch of transitions)."""
+        await listen(lambda: self.tracker.pool, CHANNEL, self.wake_all, lambda: self.stopping)
 
     async def refresh_lag(self) -> None:
         try:

@@ -1,0 +1,48 @@
+"""LISTEN on a channel for as long as a component runs: one loop for every listener of the
+daemon (intake wake-ups, the publisher, the sinks)."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Callable
+
+import asyncpg
+
+from tracker.db import DB_ERRORS
+from tracker.logging import get_logger
+from tracker.supervisor import beat
+
+log = get_logger("tracker.db.listen")
+
+RECONNECT_S = 1.0  # after a lost connection, listen again this soon
+
+
+async def listen(pool: Callable[[], asyncpg.Pool], channel: str, wake: Callable[[], None],
+                 stopping: Callable[[], bool], check_s: float = 1.0) -> None:
+    """Call `wake()` on every NOTIFY on `channel`, and once each time listening (re)starts (a
+    notification sent while nobody listened is lost: whoever is woken looks anyway). A lost
+    connection is logged and listened on again, until `stopping()`."""
+    while not stopping():
+        try:
+            async with pool().acquire() as conn:
+                await listen_on(conn, channel, wake, stopping, check_s)
+        except DB_ERRORS as e:
+            log.warning("listener lost; reconnecting", channel=channel, error=type(e).__name__)
+        await asyncio.sleep(RECONNECT_S)
+
+
+async def listen_on(conn: asyncpg.Connection, channel: str, wake: Callable[[], None],
+                    stopping: Callable[[], bool], check_s: float = 1.0) -> None:
+    """Listen on one connection until it closes or `stopping()` (looked at every `check_s`)."""
+    def on_notify(*_) -> None:
+        wake()
+
+    await conn.add_listener(channel, on_notify)
+    wake()  # anything committed before we listened
+    beat().progress()  # progress: listening
+    try:
+        while not conn.is_closed() and not stopping():
+            await asyncio.sleep(check_s)
+    finally:
+        with contextlib.suppress(*DB_ERRORS):
+            await conn.remove_listener(channel, on_notify)
