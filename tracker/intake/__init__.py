@@ -15,7 +15,7 @@ import gc
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import asyncpg
 
@@ -62,8 +62,7 @@ async def take_in(conn: asyncpg.Connection, config: Config, batch_size: int | No
     vendors = config.vendors
     limit = config.intake.max_messages_per_row
     outcomes: dict[int, _Outcome] = {}
-    created: list[int] = []
-    transitions = 0
+    written: list[tuple[list[int], int]] = []  # per chunk: messages made, transitions to notify
     async with _gc_paused() as pause, conn.transaction():
         rows = await conn.fetch(q.CLAIM_SUBMISSIONS, batch_size or config.intake.batch_size,
                                 BATCH_BYTES, ROW_BYTES)
@@ -74,7 +73,7 @@ async def take_in(conn: asyncpg.Connection, config: Config, batch_size: int | No
             big = _size(row) > OFF_LOOP_BYTES
             if big:
                 pause()
-            taken = await (asyncio.to_thread(_read, row, now, limit) if big else _now(_read(row, now, limit)))
+            taken = await _maybe_off_loop(big, _read, row, now, limit)
             if isinstance(taken, str):
                 outcomes[row["id"]] = _Outcome(error=taken)
                 continue
@@ -82,25 +81,23 @@ async def take_in(conn: asyncpg.Connection, config: Config, batch_size: int | No
             chunk.append(taken)
             size += len(taken.observations)
             if size >= CHUNK_MESSAGES:
-                c, t = await _write_isolated(conn, chunk, vendors, now, outcomes)
-                created += c
-                transitions += t
+                written.append(await _write_isolated(conn, chunk, vendors, now, outcomes))
                 chunk, size = [], 0
             if time.perf_counter() - slice_began > SLICE_S:
                 await asyncio.sleep(0)
                 slice_began = time.perf_counter()
         if chunk:
-            c, t = await _write_isolated(conn, chunk, vendors, now, outcomes)
-            created += c
-            transitions += t
+            written.append(await _write_isolated(conn, chunk, vendors, now, outcomes))
         if outcomes:
             await conn.execute(q.FINISH_SUBMISSIONS, list(outcomes),
                                [0 if o.error else o.count for o in outcomes.values()])
             problems = [(sid, o.error, o.note) for sid, o in outcomes.items() if o.error or o.note]
             if problems:
                 await conn.execute(q.FINISH_SUBMISSION_PROBLEMS, *map(list, zip(*problems)))
+        transitions = sum(t for _, t in written)
         if transitions:
             await conn.execute(q.NOTIFY_EVENTS, str(transitions))
+    created = [mid for made, _ in written for mid in made]
     if created:  # again after commit: reports stored meanwhile (see reducer.adopt_orphans)
         await reducer.adopt_after_commit(conn, created)
     refused = sum(1 for o in outcomes.values() if o.error is not None)
@@ -147,10 +144,6 @@ def _read(row: asyncpg.Record, now: datetime, limit: int) -> TakenRow | str:
     except Exception as e:  # noqa: BLE001 - one row's surprise must not stop intake
         log.exception("intake could not read a row", submission_id=row["id"])
         return f"internal error while reading this row ({type(e).__name__}); see the tracker's log"
-
-
-async def _now(value: Any) -> Any:
-    return value
 
 
 def _size(row: asyncpg.Record) -> int:
