@@ -1,158 +1,31 @@
-"""The types every vendor adapter speaks. Adapters are sans-I/O: they build requests and parse
-answers; the shell (poller, postback server, intake) does the I/O and the database work.
+"""What every vendor adapter shares: the one reading of HTTP statuses and the small pure helpers
+(ids, phone numbers, codes, JSON bodies, times, headers, failures). Adapters are sans-I/O: they
+build requests and parse answers; the shell (poller, postback server, intake) does the I/O and
+the database work.
+
+The types adapters speak live in tracker.adapters.datatypes and the storage checks in
+tracker.adapters.storable; both are re-exported here, so that `from tracker.adapters.base import
+X` stays the one way to reach any of them.
 """
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone, tzinfo
 from email.utils import parsedate_to_datetime
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import orjson
 
+# Re-exported: every name below is imported from here by the shell, the tests and the adapters.
+from tracker.adapters.datatypes import (MAX_CLIENT_REF_LEN, MAX_INT_BITS, MAX_RECIPIENT_LEN, MAX_REF_LEN,
+                                        NO_REF, AccountError, HttpRequest, HttpResponse, LoginResult,
+                                        MessageRef, NotConfigured, Observation, ParseError, PostbackRequest,
+                                        SendResult, Setting, StatusResult)
+from tracker.adapters.storable import cleaned, unstorable
 from tracker.core.states import Failure, State
 
-
-class ParseError(ValueError):
-    """The payload cannot be read as this vendor's format. The message says why, never a secret."""
-
-
-class NotConfigured(Exception):
-    """The adapter cannot build a request: a setting it needs (a credential, a URL) is missing.
-    The poller treats it as an account-level error (the circuit opens and alerts); it is not a
-    ValueError, so that a ValueError from a bug is never mistaken for one."""
-
-
-# Longest vendor id (`Observation.vendor_ref`, as issued and normalized), recipient (digits) and
-# client reference a submission may carry: the intake refuses a row beyond them (PostgreSQL's
-# btree entries hold about 2,700 bytes; no vendor's documented id comes near these). Adapters
-# never truncate an id to fit (a cut id could name another message); a send response whose
-# shared batch id is longer than MAX_REF_LEN is a ParseError, since it would be copied into
-# every message of the row.
-MAX_REF_LEN = 200
-MAX_RECIPIENT_LEN = 32
-MAX_CLIENT_REF_LEN = 500
-# An integer id, code or number longer than this (about 300 digits) is none of them: it is never
-# turned into text (slow for huge integers, and refused by Python beyond 4,300 digits).
-MAX_INT_BITS = 1024
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Observation:
-    """One report about one message, normalized (built with keywords only: ten fields are too
-    many to tell apart by position).
-
-    `state` is None when the vendor's code is not in our mapping table: the report is recorded
-    and counted as unmapped, never guessed.
-    """
-
-    vendor: str
-    vendor_ref: str  # normalized with the adapter's normalize_ref
-    recipient: str | None  # normalized digits; part of the key for Sparrow (batch id + recipient)
-    state: State | None
-    code: str  # the vendor's own code or status value, as text
-    text: str | None = None  # the vendor's own words for it
-    event_at: datetime | None = None  # the vendor's time of the event, when it gives one
-    failure: Failure | None = None
-    deadline: datetime | None = None  # vendor keeps retrying until then (engageSPARK)
-    # The fragment of the payload this came from (JSON-able): this message's own part, never a
-    # whole multi-message response again (its size must stay linear in the response's).
-    raw: Any = None
-    # The id exactly as the vendor wrote it (set by parse_send; None where no id was given):
-    # what status calls must send back. `vendor_ref` is its normalized form, for matching.
-    issued_ref: str | None = None
-    # The mobile operator (carrier) the vendor says the message went to, where it says one
-    # (Skycore's operator-name, else operator-id): kept on the message for delivery by route.
-    operator: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class AccountError:
-    """A problem with our account or the vendor, not with a message: bad key, suspended, no
-    funds, maintenance. Opens the vendor's circuit; never changes a message's state."""
-
-    code: str
-    reason: str
-    retry_after_s: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class HttpRequest:
-    """A request for the shell to send. It carries credentials: never log it whole."""
-
-    method: str
-    url: str
-    params: Mapping[str, str] | None = None
-    headers: Mapping[str, str] | None = None
-    json: Any = None
-    data: Mapping[str, str] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class MessageRef:
-    """What the shell knows of a message it wants to poll. `vendor_ref` is the id as the vendor
-    issued it (what a status call must send back); matching uses the normalized form."""
-
-    vendor_ref: str
-    recipient: str | None = None
-    submitted_at: datetime | None = None
-    deadline: datetime | None = None  # the vendor retries until then (stored at intake)
-
-
-@dataclass(slots=True)
-class StatusResult:
-    """What one status answer said: observations, and/or an account-level error, and/or a
-    transient problem (5xx, 429) with an optional Retry-After."""
-
-    observations: list[Observation] = field(default_factory=list)
-    account_error: AccountError | None = None
-    retry_after_s: float | None = None
-    transient_error: str | None = None
-    # For list-style endpoints: the request for the next page, if any.
-    next_request: HttpRequest | None = None
-
-
-@dataclass(slots=True)
-class LoginResult:
-    """What a login answer said: a token and when it expires, or an account-level error, or a
-    transient problem (the vendor is unavailable) with an optional Retry-After."""
-
-    token: str | None = None
-    expires_on: datetime | None = None
-    account_error: AccountError | None = None
-    retry_after_s: float | None = None
-    transient_error: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class PostbackRequest:
-    """A postback as it reached us, for a vendor that signs its postbacks (SignsPostbacks): the
-    URL as received (scheme, host, path with the token, query), every header, the raw body."""
-
-    method: str
-    url: str
-    headers: Mapping[str, str]
-    body: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Setting:
-    """A configuration key only one vendor has (`vendors.<vendor>.<key>`, a string), declared
-    in its adapter's SETTINGS and found in `VendorConfig.settings`."""
-
-    about: str
-    secret: bool = False  # masked in logs and errors; may be given as `<key>_file`
-    url: bool = False  # an http:// or https:// URL
-
-
-@dataclass(slots=True)
-class SendResult:
-    """What a raw send response (plus the request, where needed) says: one observation per
-    message created (state `submitted`/`accepted`, or `rejected` with the vendor's code)."""
-
-    observations: list[Observation] = field(default_factory=list)
-    account_error: AccountError | None = None
+if TYPE_CHECKING:
+    from tracker.config_types import VendorConfig
 
 
 # --- HTTP statuses, read the same way for every polled vendor ------------------------------------
@@ -218,22 +91,7 @@ def recipient_digits(value: Any) -> str | None:
     return digits(value) or None
 
 
-@dataclass(frozen=True, slots=True)
-class HttpResponse:
-    """An answer as the shell received it, handed back to the adapter to parse."""
-
-    status: int
-    headers: Mapping[str, str]
-    body: bytes
-
-
 # --- Small pure helpers shared by the adapters (added with the vendor adapters) -------------
-
-# `vendor_ref` of a message the vendor refused before giving it an id (a send rejected at once:
-# Spark Sender `unsuccess`, a Skycore `Failure`, an engageSPARK per-message `error`, a Sparrow
-# DATA_ERROR). The intake keys such a message by its submission, not by this empty ref.
-NO_REF = ""
-
 
 def id_text(value: Any) -> str | None:
     """A vendor id as the vendor wrote it: a string as is, an integer as its decimal text; None
@@ -243,6 +101,48 @@ def id_text(value: Any) -> str | None:
     if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() <= MAX_INT_BITS:
         return str(value)
     return None
+
+
+def ref_text(ref: Any, vendor: str, noun: str) -> str:
+    """A message id as issued (a string, or an integer as its text), trimmed: what a vendor's
+    normalize_ref starts from. ParseError naming the vendor and its word for the id otherwise."""
+    text = id_text(ref)
+    if text is None:
+        raise ParseError(f"{vendor}: {noun} is not a string")
+    text = text.strip()
+    if not text:
+        raise ParseError(f"{vendor}: empty {noun}")
+    return text
+
+
+def base_url(cfg: VendorConfig, default: str) -> str:
+    """The vendor's API base URL: the configured one, else its public one; no trailing slash."""
+    return (cfg.base_url or default).rstrip("/")
+
+
+def paired(responses: list[HttpResponse], refs: list[MessageRef], what: str) -> Any:
+    """(response, ref) pairs of a status call made per message; ParseError if they cannot pair."""
+    if len(responses) != len(refs):
+        raise ParseError(f"{what}: responses and refs differ in length")
+    return zip(responses, refs)
+
+
+def lookup_failure(vendor: str, vendor_ref: str, recipient: str | None, status: int,
+                   text: str) -> Observation:
+    """What a LOOKUP answer (classify_http) says: the vendor does not know this id. Recorded with
+    the HTTP status as its code and no state, never guessed."""
+    return Observation(vendor=vendor, vendor_ref=vendor_ref, recipient=recipient, state=None,
+                       code=str(status), text=text)
+
+
+def failure_if(state: State | None, code: str, text: str | None, permanent: bool | None) -> Failure | None:
+    """The Failure a mapped state carries when it is one (expired, rejected, failed), else None."""
+    return Failure(code, text, permanent) if state is not None and state.is_failure else None
+
+
+def text_of(value: Any, limit: int = 200) -> str:
+    """A vendor's own words, trimmed and bounded; "" for anything that is not a string."""
+    return value.strip()[:limit] if isinstance(value, str) else ""
 
 
 def load_json(body: Any, what: str) -> Any:
@@ -265,6 +165,24 @@ def json_value(value: Any, what: str) -> Any:
     if isinstance(value, (bytes, bytearray, memoryview, str)):
         return load_json(value, what)
     return value
+
+
+def json_object(value: Any, what: str, noun: str = "body") -> dict:
+    """`value` read as json_value reads it, which must be a JSON object; ParseError otherwise."""
+    body = json_value(value, what)
+    if not isinstance(body, dict):
+        raise ParseError(f"{what}: {noun} is not a JSON object")
+    return body
+
+
+def error_text(resp: HttpResponse, key: str) -> str:
+    """The vendor's words in an error answer's JSON `key`; "" when the answer has none (or is not
+    JSON: it is an error answer already, its unreadable body says nothing more)."""
+    try:
+        body = load_json(resp.body, "error answer")
+    except ParseError:
+        return ""
+    return text_of(body.get(key)) if isinstance(body, dict) else ""
 
 
 def as_code(value: Any) -> str | None:
@@ -305,6 +223,15 @@ def parse_time(value: Any, naive_tz: tzinfo | None = None) -> datetime | None:
     return at
 
 
+def http_date(value: str) -> datetime | None:
+    """An RFC 2822 time (an HTTP-date: "Thu, 30 Jul 2015 20:12:33 +0000"), None if unreadable.
+    Naive when it names no zone ("-0000"); callers decide what that means."""
+    try:
+        return parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
 def header(headers: Any, name: str) -> str | None:
     """A header value, looked up case-insensitively in any mapping (or None)."""
     try:
@@ -326,9 +253,8 @@ def retry_after(headers: Any, now: datetime, cap_s: float = 86400.0) -> float | 
     try:
         seconds = float(value)
     except ValueError:
-        try:
-            at = parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError, OverflowError):
+        at = http_date(value)
+        if at is None:
             return None
         if at.tzinfo is None or now.tzinfo is None:
             at, now = at.replace(tzinfo=None), now.replace(tzinfo=None)
@@ -336,66 +262,6 @@ def retry_after(headers: Any, now: datetime, cap_s: float = 86400.0) -> float | 
     if seconds != seconds:  # NaN
         return None
     return min(max(seconds, 0.0), cap_s)
-
-
-def _bad_text(value: Any) -> bool:
-    if value is None:
-        return False
-    if not isinstance(value, str):
-        return True
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return "\x00" in value
-
-
-def unstorable(o: Observation) -> str | None:
-    """Why PostgreSQL would refuse this observation (NUL or lone surrogates in text, a time out
-    of range, raw data that is not JSON), or None. A vendor's answer can be well-formed JSON
-    and still hold such things; the shell checks before it stores, so that one bad report
-    never sinks the batch it came in."""
-    f = o.failure
-    texts = (o.vendor_ref, o.issued_ref, o.recipient, o.code, o.text, o.operator) + ((f.code, f.reason) if f else ())
-    if any(_bad_text(t) for t in texts) or not o.vendor_ref:
-        return "text with NUL or invalid characters"
-    for at in (o.event_at, o.deadline):
-        if at is not None:
-            try:
-                at.astimezone(timezone.utc)
-            except (OverflowError, ValueError):
-                return "time out of range"
-    if o.raw is not None:
-        try:
-            encoded = orjson.dumps(o.raw, default=str)  # as the reducer stores it
-        except TypeError:
-            return "payload is not JSON data"
-        if b"\\u0000" in encoded:
-            return "payload holds NUL characters"
-    return None
-
-
-def _clean_text(value: Any) -> Any:
-    if not isinstance(value, str):
-        return value
-    return value.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")
-
-
-def cleaned(o: Observation) -> Observation:
-    """`o` with what PostgreSQL cannot store in its texts and raw payload replaced: NUL by
-    U+FFFD, a lone surrogate by '?'. Its key (vendor_ref, recipient) and times are left as they
-    are: if those cannot be stored, the report stays unstorable."""
-    f = o.failure
-    raw = o.raw
-    if raw is not None:
-        try:
-            raw = orjson.loads(orjson.dumps(raw, default=str).replace(b"\\u0000", b"\\ufffd"))
-        except (TypeError, orjson.JSONDecodeError):
-            raw = _clean_text(str(raw))
-    return replace(o, code=_clean_text(o.code), text=_clean_text(o.text), raw=raw,
-                   operator=_clean_text(o.operator),
-                   failure=replace(f, code=_clean_text(f.code), reason=_clean_text(f.reason)) if f else None)
-
 
 def guarded(label: str):
     """Decorate a parser so that nothing but ParseError escapes it. The message names only the
