@@ -8,10 +8,8 @@ pushed as status callbacks to the `StatusCallback` URL given with each send, eac
 - Status callbacks: form-encoded `MessageSid`, `MessageStatus` (also `SmsSid`, `SmsStatus`),
   `ErrorCode`, `To`, `From`, `AccountSid`, `ApiVersion`, and on delivered / undelivered
   `RawDlrDoneDate` (YYMMDDhhmm, the carrier's, without a zone: kept in `raw`, not read as a time).
-- Signature: base64 of HMAC-SHA1, keyed with the auth token, over the URL Twilio requested (the
-  public one: `vendors.twilio.public_base_url` behind a proxy) followed by every POST parameter,
-  sorted by name, as name + value. As Twilio's own validators do, the URL is tried with and
-  without its default port. A JSON body is signed through `bodySHA256` in the URL instead.
+- Signature: HMAC-SHA1 with the auth token over the URL Twilio requested and the POST
+  parameters (tracker.adapters.twilio_signature, re-exported here).
 - Send response: the created Message resource (`sid`, `status` queued / accepted / scheduled), or
   an error object (`code`, `message`, `status`) when the API refused the request.
 
@@ -22,13 +20,10 @@ does not try again.
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import re
 from datetime import datetime
-from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Mapping
-from urllib.parse import parse_qs, parse_qsl, quote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote
 
 from tracker.adapters.base import (
     LOOKUP,
@@ -41,19 +36,26 @@ from tracker.adapters.base import (
     NotConfigured,
     Observation,
     ParseError,
-    PostbackRequest,
     SendResult,
     Setting,
     StatusResult,
     as_code,
+    base_url,
     classify_http,
+    error_text,
     guarded,
-    header,
+    http_date,
     id_text,
+    json_object,
     json_value,
     load_json,
+    lookup_failure,
+    paired,
     recipient_digits,
+    ref_text,
+    text_of,
 )
+from tracker.adapters.twilio_signature import SIGNATURE_HEADER, signature, signed_url, verify_postback
 from tracker.core.states import Failure, State
 
 if TYPE_CHECKING:
@@ -74,7 +76,6 @@ SETTINGS = {
 
 DEFAULT_BASE_URL = "https://api.twilio.com"
 API_VERSION = "2010-04-01"
-SIGNATURE_HEADER = "X-Twilio-Signature"
 
 # `status` -> (state, text). Where the message did not get through, ERROR_CODES refines it.
 STATUSES: dict[str, tuple[State | None, str]] = {
@@ -134,12 +135,7 @@ def normalize_ref(ref: Any) -> str:
     """For matching only: trimmed; a SID (two letters and 32 hex digits, `SM...` / `MM...`) with
     its prefix upper-cased and its hex lower-cased, as Twilio writes them, so that a copy folded
     to one case names the same message. Status calls send the SID as issued."""
-    text = id_text(ref)
-    if text is None:
-        raise ParseError("twilio: message sid is not a string")
-    text = text.strip()
-    if not text:
-        raise ParseError("twilio: empty message sid")
+    text = ref_text(ref, "twilio", "message sid")
     if _SID.fullmatch(text):
         return text[:2].upper() + text[2:].lower()
     return text
@@ -159,7 +155,7 @@ def status_requests(
     sid, auth = _credentials(cfg)
     basic = base64.b64encode(f"{sid}:{auth}".encode()).decode()
     headers = {"Authorization": f"Basic {basic}", "Accept": "application/json"}
-    base = (cfg.base_url or DEFAULT_BASE_URL).rstrip("/")
+    base = base_url(cfg, DEFAULT_BASE_URL)
     account = quote(sid, safe="")
     return [HttpRequest("GET", f"{base}/{API_VERSION}/Accounts/{account}/Messages/"
                                f"{quote(str(r.vendor_ref), safe='')}.json", headers=headers)
@@ -170,11 +166,8 @@ def _time(value: Any) -> datetime | None:
     """An RFC 2822 time of the API ("Thu, 30 Jul 2015 20:12:33 +0000"), or None."""
     if not isinstance(value, str) or not 10 <= len(value) <= 64:
         return None
-    try:
-        at = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    return at if at.tzinfo is not None else None
+    at = http_date(value)
+    return at if at is not None and at.tzinfo is not None else None
 
 
 def _observation(*, ref: str, recipient: str | None, status: Any, error_code: Any,
@@ -211,38 +204,29 @@ def _message(body: Any, ref: str | None, recipient: str | None = None) -> Observ
     sid = body.get("sid")
     if sid is None and ref is None:
         raise ParseError("twilio: message without sid")
-    msg = body.get("error_message")
     return _observation(ref=ref if ref is not None else sid,
                         recipient=recipient_digits(body.get("to")) or recipient_digits(recipient),
                         status=body.get("status"), error_code=body.get("error_code"),
-                        error_text=msg.strip()[:200] if isinstance(msg, str) and msg.strip() else None,
+                        error_text=text_of(body.get("error_message")) or None,
                         event_at=_time(body.get("date_updated")), raw=body,
                         issued_ref=id_text(sid) if ref is None else None)
 
 
 def _error_text(resp: HttpResponse) -> str:
-    try:
-        body = load_json(resp.body, "twilio")
-    except ParseError:
-        return ""
-    msg = body.get("message") if isinstance(body, dict) else None
-    return msg.strip()[:200] if isinstance(msg, str) else ""
+    return error_text(resp, "message")
 
 
 @guarded("twilio status")
 def parse_status(responses: list[HttpResponse], refs: list[MessageRef], now: datetime) -> StatusResult:
     """`responses[i]` answers `refs[i]`. A 404 is a per-message lookup failure (code "404")."""
-    if len(responses) != len(refs):
-        raise ParseError("twilio status: responses and refs differ in length")
     result = StatusResult()
-    for resp, ref in zip(responses, refs):
+    for resp, ref in paired(responses, refs, "twilio status"):
         answer = classify_http(resp, now, result, account=HTTP_ACCOUNT_STATUSES, lookup=(404,),
                                reason=_error_text)
         if answer == LOOKUP:
-            result.observations.append(Observation(
-                vendor=NAME, vendor_ref=normalize_ref(ref.vendor_ref),
-                recipient=recipient_digits(ref.recipient), state=None, code="404",
-                text=_error_text(resp) or "message not found"))
+            result.observations.append(lookup_failure(
+                NAME, normalize_ref(ref.vendor_ref), recipient_digits(ref.recipient), resp.status,
+                _error_text(resp) or "message not found"))
         if answer != READ:
             continue
         result.observations.append(
@@ -276,76 +260,9 @@ def parse_postback(
     if not isinstance(sid, str) or not sid.strip():
         raise ParseError("twilio postback: no MessageSid")
     status = fields.get("MessageStatus") or fields.get("SmsStatus")
-    msg = fields.get("ErrorMessage")
     return [_observation(ref=sid, recipient=recipient_digits(fields.get("To")), status=status,
                          error_code=fields.get("ErrorCode"),
-                         error_text=msg.strip()[:200] if isinstance(msg, str) and msg.strip() else None,
-                         event_at=None, raw=fields)]
-
-
-# --- signatures -----------------------------------------------------------------------------------
-
-
-def signature(auth_token: str, url: str, params: Mapping[str, Any]) -> str:
-    """X-Twilio-Signature of a request: HMAC-SHA1 over the URL then each parameter's name and
-    value, names sorted (a repeated name: its distinct values sorted), base64."""
-    signed = url
-    for name in sorted(params):
-        values = params[name]
-        for value in sorted(set(values if isinstance(values, list) else [values])):
-            signed += name + value
-    mac = hmac.new(auth_token.encode("utf-8"), signed.encode("utf-8"), hashlib.sha1)
-    return base64.b64encode(mac.digest()).decode("ascii")
-
-
-def _ports(url: str) -> list[str]:
-    """The URL as given, without its port and with its default port (Twilio signs either)."""
-    parts = urlsplit(url)
-    host = parts.netloc.rsplit("@", 1)[-1]
-    if parts.port is not None:
-        host = host.rsplit(":", 1)[0]
-    default = 443 if parts.scheme == "https" else 80
-    bare = urlunsplit(parts._replace(netloc=host))
-    ported = urlunsplit(parts._replace(netloc=f"{host}:{parts.port or default}"))
-    return list(dict.fromkeys([url, bare, ported]))
-
-
-def signed_url(cfg: VendorConfig, received_url: str) -> str:
-    """The URL Twilio signed: the public base URL (behind a proxy) with the path and query as
-    received, else the URL as received."""
-    public = cfg.settings.get("public_base_url")
-    if not public:
-        return received_url
-    parts = urlsplit(received_url)
-    path_qs = parts.path + (f"?{parts.query}" if parts.query else "")
-    return public.rstrip("/") + path_qs
-
-
-def verify_postback(cfg: VendorConfig, request: PostbackRequest) -> bool:
-    """Does the callback's X-Twilio-Signature verify with the account's auth token?"""
-    token = cfg.settings.get("auth_token")
-    given = header(request.headers, SIGNATURE_HEADER)
-    if not token or not given:
-        return False
-    url = signed_url(cfg, request.url)
-    query = parse_qs(urlsplit(url).query)
-    if "bodySHA256" in query:  # a JSON body: its hash is in the signed URL
-        if not hmac.compare_digest(hashlib.sha256(request.body).hexdigest(), query["bodySHA256"][0]):
-            return False
-        params: dict[str, list[str]] = {}
-    elif request.method.upper() == "POST":
-        try:
-            form = request.body.decode("utf-8")
-        except UnicodeDecodeError:
-            return False
-        params = {}
-        for name, value in parse_qsl(form, keep_blank_values=True):
-            params.setdefault(name, []).append(value)
-    else:
-        params = {}
-    expected = given.strip().encode("utf-8", "replace")
-    return any(hmac.compare_digest(signature(token, u, params).encode("ascii"), expected)
-               for u in _ports(url))
+                         error_text=text_of(fields.get("ErrorMessage")) or None, event_at=None, raw=fields)]
 
 
 # --- send responses -------------------------------------------------------------------------------
@@ -375,9 +292,7 @@ def parse_send(response: Any, request: Any | None, now: datetime) -> SendResult:
     the request was refused: an account problem (ACCOUNT_CODES, 401/403) or one message
     rejected without a SID (recipient from the request's `To`)."""
     status = response.status if isinstance(response, HttpResponse) else None
-    body = json_value(response, "twilio send")
-    if not isinstance(body, dict):
-        raise ParseError("twilio send: response is not a JSON object")
+    body = json_object(response, "twilio send", "response")
     result = SendResult()
     if body.get("sid") is not None:
         result.observations.append(_message(body, None))
@@ -386,8 +301,7 @@ def parse_send(response: Any, request: Any | None, now: datetime) -> SendResult:
     if code is None:
         raise ParseError("twilio send: response has neither sid nor an error code")
     code = code[:50]
-    msg = body.get("message")
-    text = msg.strip()[:200] if isinstance(msg, str) and msg.strip() else None
+    text = text_of(body.get("message")) or None
     http = as_code(body.get("status")) or (str(status) if status else None)
     if code in ACCOUNT_CODES or http in ("401", "403"):
         result.account_error = AccountError(code, text or ACCOUNT_CODES.get(code, "account error"))

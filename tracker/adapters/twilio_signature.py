@@ -1,0 +1,85 @@
+"""Twilio's signature on its status callbacks (`X-Twilio-Signature`), for tracker.adapters.twilio,
+which re-exports `signature`, `signed_url` and `verify_postback` (its SignsPostbacks ability). Kept
+apart because it is its own concern: it reads no payload, only proves who sent it.
+
+Base64 of HMAC-SHA1, keyed with the auth token, over the URL Twilio requested (the public one:
+`vendors.twilio.public_base_url` behind a proxy) followed by every POST parameter, sorted by name,
+as name + value. As Twilio's own validators do, the URL is tried with and without its default
+port. A JSON body is signed through `bodySHA256` in the URL instead.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from typing import TYPE_CHECKING, Any, Mapping
+from urllib.parse import parse_qs, parse_qsl, urlsplit, urlunsplit
+
+from tracker.adapters.base import PostbackRequest, header
+
+if TYPE_CHECKING:
+    from tracker.config_types import VendorConfig
+
+SIGNATURE_HEADER = "X-Twilio-Signature"
+
+
+def signature(auth_token: str, url: str, params: Mapping[str, Any]) -> str:
+    """X-Twilio-Signature of a request: HMAC-SHA1 over the URL then each parameter's name and
+    value, names sorted (a repeated name: its distinct values sorted), base64."""
+    signed = url
+    for name in sorted(params):
+        values = params[name]
+        for value in sorted(set(values if isinstance(values, list) else [values])):
+            signed += name + value
+    mac = hmac.new(auth_token.encode("utf-8"), signed.encode("utf-8"), hashlib.sha1)
+    return base64.b64encode(mac.digest()).decode("ascii")
+
+
+def _ports(url: str) -> list[str]:
+    """The URL as given, without its port and with its default port (Twilio signs either)."""
+    parts = urlsplit(url)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    if parts.port is not None:
+        host = host.rsplit(":", 1)[0]
+    default = 443 if parts.scheme == "https" else 80
+    bare = urlunsplit(parts._replace(netloc=host))
+    ported = urlunsplit(parts._replace(netloc=f"{host}:{parts.port or default}"))
+    return list(dict.fromkeys([url, bare, ported]))
+
+
+def signed_url(cfg: VendorConfig, received_url: str) -> str:
+    """The URL Twilio signed: the public base URL (behind a proxy) with the path and query as
+    received, else the URL as received."""
+    public = cfg.settings.get("public_base_url")
+    if not public:
+        return received_url
+    parts = urlsplit(received_url)
+    path_qs = parts.path + (f"?{parts.query}" if parts.query else "")
+    return public.rstrip("/") + path_qs
+
+
+def verify_postback(cfg: VendorConfig, request: PostbackRequest) -> bool:
+    """Does the callback's X-Twilio-Signature verify with the account's auth token?"""
+    token = cfg.settings.get("auth_token")
+    given = header(request.headers, SIGNATURE_HEADER)
+    if not token or not given:
+        return False
+    url = signed_url(cfg, request.url)
+    query = parse_qs(urlsplit(url).query)
+    if "bodySHA256" in query:  # a JSON body: its hash is in the signed URL
+        if not hmac.compare_digest(hashlib.sha256(request.body).hexdigest(), query["bodySHA256"][0]):
+            return False
+        params: dict[str, list[str]] = {}
+    elif request.method.upper() == "POST":
+        try:
+            form = request.body.decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+        params = {}
+        for name, value in parse_qsl(form, keep_blank_values=True):
+            params.setdefault(name, []).append(value)
+    else:
+        params = {}
+    expected = given.strip().encode("utf-8", "replace")
+    return any(hmac.compare_digest(signature(token, u, params).encode("ascii"), expected)
+               for u in _ports(url))
