@@ -7,6 +7,23 @@
 # An observation row: 0 vendor, 1 vendor_ref, 2 recipient_key, 3 state, 4 code, 5 text,
 # 6 event_at, 7-9 failure code, reason, permanent, 10 raw; then per statement.
 
+# The end of each statement that stores reports (INSERT_OBSERVATIONS, ADOPT_WAITING: their CTE
+# `stored`): the messages they are about, locked in id order (so that concurrent batches never
+# deadlock) in the same statement, a round trip less; each report comes back with its message's
+# state under that lock (current_state), which the reducer plans against. FOR NO KEY UPDATE, not
+# FOR UPDATE: that would wait on the FK checks of concurrent inserts.
+_LOCK_REPORTED = """,
+locked AS MATERIALIZED (
+    SELECT id, state FROM tracker.messages
+    WHERE id = ANY (ARRAY(SELECT message_id FROM stored WHERE message_id IS NOT NULL))
+    ORDER BY id
+    FOR NO KEY UPDATE
+)
+SELECT stored.*, locked.state AS current_state
+FROM stored LEFT JOIN locked ON locked.id = stored.message_id
+ORDER BY stored.id
+"""
+
 # Rows: an observation row + 11 received_at, 12 postback_id, 13 operator. $2 source.
 INSERT_OBSERVATIONS = """
 WITH o AS (
@@ -17,19 +34,20 @@ WITH o AS (
            (r->>11)::timestamptz AS received_at, (r->>12)::bigint AS postback_id,
            r->>13 AS operator
     FROM jsonb_array_elements($1::jsonb) AS rows(r)
-)
-INSERT INTO tracker.observations (
-    message_id, vendor, vendor_ref, recipient_key, source, state, code, text, event_at,
-    received_at, failure_code, failure_reason, failure_permanent, raw, postback_id, operator)
-SELECT m.id, o.vendor, o.vendor_ref, o.recipient_key, $2::tracker.source, o.state, o.code,
-       o.text, o.event_at, o.received_at, o.failure_code, o.failure_reason,
-       o.failure_permanent, o.raw, o.postback_id, o.operator
-FROM o
-LEFT JOIN tracker.messages m
-       ON m.vendor = o.vendor AND m.vendor_ref = o.vendor_ref AND m.recipient_key = o.recipient_key
-RETURNING id, message_id, vendor, code, state, source, coalesce(event_at, received_at) AS occurred_at,
-          received_at, failure_code, failure_reason, failure_permanent, operator
-"""
+), stored AS (
+    INSERT INTO tracker.observations (
+        message_id, vendor, vendor_ref, recipient_key, source, state, code, text, event_at,
+        received_at, failure_code, failure_reason, failure_permanent, raw, postback_id, operator)
+    SELECT m.id, o.vendor, o.vendor_ref, o.recipient_key, $2::tracker.source, o.state, o.code,
+           o.text, o.event_at, o.received_at, o.failure_code, o.failure_reason,
+           o.failure_permanent, o.raw, o.postback_id, o.operator
+    FROM o
+    LEFT JOIN tracker.messages m
+           ON m.vendor = o.vendor AND m.vendor_ref = o.vendor_ref AND m.recipient_key = o.recipient_key
+    RETURNING id, message_id, vendor, code, state, source,
+              coalesce(event_at, received_at) AS occurred_at, received_at, failure_code,
+              failure_reason, failure_permanent, operator
+)""" + _LOCK_REPORTED
 
 # Reports waiting for their message: attach them to it. Three ways to find them, each by an
 # index: the reports of some messages (intake's new messages: by key), some reports (postbacks
@@ -81,21 +99,18 @@ WITH waiting AS MATERIALIZED (
     FOR UPDATE OF o
 )"""
 
-ADOPT_WAITING = """
-UPDATE tracker.observations o SET message_id = w.message_id
-FROM waiting w
-WHERE o.id = w.id
-RETURNING o.id, o.message_id, o.vendor, o.code, o.state, o.source, coalesce(o.event_at, o.received_at) AS occurred_at,
-          o.received_at, o.failure_code, o.failure_reason, o.failure_permanent, o.operator
-"""
+ADOPT_WAITING = """, stored AS (
+    UPDATE tracker.observations o SET message_id = w.message_id
+    FROM waiting w
+    WHERE o.id = w.id
+    RETURNING o.id, o.message_id, o.vendor, o.code, o.state, o.source,
+              coalesce(o.event_at, o.received_at) AS occurred_at, o.received_at,
+              o.failure_code, o.failure_reason, o.failure_permanent, o.operator
+)""" + _LOCK_REPORTED
 
-LOCK_MESSAGES = """
-SELECT id, state FROM tracker.messages WHERE id = ANY($1::bigint[]) ORDER BY id
-FOR NO KEY UPDATE  -- not FOR UPDATE: that would wait on the FK checks of concurrent inserts
-"""
-
-# Rows: tracker.db.rows.TransitionRow, by position.
-INSERT_TRANSITIONS = """
+# Rows: tracker.db.rows.TransitionRow, by position (intake's first states; every later
+# transition is written with its message, by WRITE_MESSAGES).
+_INSERT_TRANSITIONS_FROM = """
 INSERT INTO tracker.transitions (
     message_id, from_state, to_state, source, occurred_at, failure_code, failure_reason,
     failure_permanent, is_correction, observation_id)
@@ -104,13 +119,17 @@ SELECT (r->>0)::bigint AS message_id, (r->>1)::tracker.state AS from_state,
        (r->>4)::timestamptz AS occurred_at, r->>5 AS failure_code, r->>6 AS failure_reason,
        (r->>7)::boolean AS failure_permanent, (r->>8)::boolean AS is_correction,
        (r->>9)::bigint AS observation_id
-FROM jsonb_array_elements($1::jsonb) AS rows(r)
+FROM jsonb_array_elements({rows}::jsonb) AS rows(r)
 """
+INSERT_TRANSITIONS = _INSERT_TRANSITIONS_FROM.format(rows="$1")
 
 # The one way a message's state is written, for every source (reducer.apply for postbacks, the
 # tracker's window sweep and adopted orphans; reducer.apply_polls for the poller; intake for the
-# operators of the messages it made). Rows: tracker.db.rows.MessageWrite, by position; $2 the
-# ids again (an index scan even on a small table). The rules, in one place:
+# operators of the messages it made): the messages' rows and the transitions that got them
+# there, with the writers' NOTIFY when there are any, in one statement (one round trip; the
+# notification is sent at commit). $1 rows: tracker.db.rows.MessageWrite, by position; $2 the
+# ids again (an index scan even on a small table); $3 transitions: TransitionRow (may be none).
+# The rules, in one place:
 # - state: the planned new one, else unchanged; updated_at moves with it;
 # - delivered_at: set once, when the state first reaches delivered (or read);
 # - failure details follow the state: set by a failure, cleared by a success;
@@ -122,6 +141,8 @@ FROM jsonb_array_elements($1::jsonb) AS rows(r)
 #   meanwhile (tracker.postbacks pushes polls out); poll_count counts the poll, and the lease
 #   is let go.
 WRITE_MESSAGES = """
+WITH transitions AS (""" + _INSERT_TRANSITIONS_FROM.format(rows="$3") + """RETURNING 1
+), messages AS (
 UPDATE tracker.messages m SET
     state = coalesce(u.state, m.state),
     updated_at = CASE WHEN u.state IS NULL THEN m.updated_at ELSE now() END,
@@ -155,13 +176,10 @@ FROM (
     FROM jsonb_array_elements($1::jsonb) AS rows(r)
 ) u
 WHERE m.id = ANY($2::bigint[]) AND m.id = u.id
+)
+SELECT pg_notify('tracker_transitions', n::text) FROM (SELECT count(*) AS n FROM transitions) c
+WHERE n > 0
 """
-
-# INSERT_TRANSITIONS and the writers' NOTIFY (below) in one statement, one round trip: the
-# reducer's (the notification is sent at commit, once per batch, as before).
-INSERT_TRANSITIONS_AND_NOTIFY = (
-    "WITH ins AS (" + INSERT_TRANSITIONS.strip() + "\nRETURNING 1)\n"
-    "SELECT pg_notify('tracker_transitions', count(*)::text) FROM ins")
 
 # Writers say they committed transitions; the publisher (tracker.events) numbers them, and
 # tracker.publish_events() notifies `tracker_events` for consumers (sql/010_publish_notify.sql).

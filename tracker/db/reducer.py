@@ -5,7 +5,10 @@ raised by the rule (tracker.core), one transition row per real change, one NOTIF
 Reports for messages not yet known are stored with no message and adopted when it appears.
 apply_polls() is the same for the poller's write-back, with each message's release folded into
 its one update. Whatever the source, a message is written by one statement, WRITE_MESSAGES
-(write_messages), with rows laid out as tracker.db.rows.MessageWrite.
+(write_messages), with rows laid out as tracker.db.rows.MessageWrite, together with the
+transitions that got it there. A batch of reports takes four round trips: BEGIN, the reports
+stored with their messages locked (their states come back), the transitions and messages
+written, COMMIT.
 """
 from __future__ import annotations
 
@@ -173,10 +176,10 @@ async def apply_polls(
     `apply(conn, "poll", observations)` followed by handing the messages back, in the same one
     statement (WRITE_MESSAGES), with one row per message.
 
-    The caller holds every message of `current` locked (FOR NO KEY UPDATE, in id order, as
-    LOCK_MESSAGES does) and read its state under that lock. `found` are the poll's observations
-    of those messages, as (message id, observation); `releases` are (message id, next poll,
-    polls to add) for the messages to hand back (see queries.WRITE_BACK_POLLED)."""
+    The caller holds every message of `current` locked (FOR NO KEY UPDATE, in id order:
+    queries.HOLD_CLAIMED) and read its state under that lock. `found` are the poll's
+    observations of those messages, as (message id, observation); `releases` are (message id,
+    next poll, polls to add) for the messages to hand back."""
     reports: list[Report] = []
     reported: set[int] = set()
     if found:
@@ -190,14 +193,12 @@ async def apply_polls(
                                       f.code if f else None, f.reason if f else None,
                                       f.permanent if f else None))
     planned = plan(current, reports)
-    if planned:  # with the one NOTIFY of the batch
-        await _insert_transitions(conn, planned, notify=True)
     last = {t.message_id: t for t in planned}  # the last step per message is its new state
     named = {mid: o.operator for mid, o in found if o.operator is not None}
     await write_messages(conn, [
         _message_write(mid, last.get(mid), received_at if mid in reported else None,
                        named.get(mid), received_at, next_at, n)
-        for mid, next_at, n in releases])
+        for mid, next_at, n in releases], planned)
     unmapped = _count_observations("poll", ((o.vendor, o.state, o.code) for _, o in found))
     vendor_of = {mid: o.vendor for mid, o in found}
     _count_transitions(planned, vendor_of)
@@ -249,20 +250,18 @@ def remap(planned: Sequence[PlannedTransition], message_ids: Sequence[int | None
 
 async def insert_transitions(conn: asyncpg.Connection, planned: Sequence[PlannedTransition],
                              vendor_of: Mapping[int, str]) -> None:
-    """Append planned transitions and count them (the caller notifies, once per batch)."""
-    await _insert_transitions(conn, planned)
+    """Append the first transitions of messages just made (intake) and count them (the caller
+    notifies, once per batch)."""
+    await conn.execute(q.INSERT_TRANSITIONS, _transitions_json(planned))
     _count_transitions(planned, vendor_of)
 
 
-async def _insert_transitions(conn: asyncpg.Connection, planned: Sequence[PlannedTransition],
-                              notify: bool = False) -> None:
-    """Append transitions; with `notify`, also the batch's NOTIFY tracker_transitions, in the
-    same statement (a round trip less)."""
-    await conn.execute(q.INSERT_TRANSITIONS_AND_NOTIFY if notify else q.INSERT_TRANSITIONS, rows_json(
+def _transitions_json(planned: Sequence[PlannedTransition]) -> str:
+    return rows_json(
         TransitionRow(t.message_id, t.from_state.name, t.to_state.name, t.report.source,
                       t.report.occurred_at, t.report.failure_code, t.report.failure_reason,
                       t.report.failure_permanent, t.is_correction, t.report.observation_id)
-        for t in planned))
+        for t in planned)
 
 
 async def adopt_orphans(conn: asyncpg.Connection, message_ids: Iterable[int] | None = None, *,
@@ -299,17 +298,21 @@ async def adopt_after_commit(conn: asyncpg.Connection, message_ids: Iterable[int
 
 
 async def _raise_states(conn: asyncpg.Connection, rows: Sequence[asyncpg.Record]) -> Applied:
+    """Plan and write what stored reports do to their messages. Each row carries its message's
+    state, read under the row lock its statement took (queries._LOCK_REPORTED)."""
+    current = {r["message_id"]: State[r["current_state"]] for r in rows
+               if r["current_state"] is not None}
     reports = [
         Report(r["id"], r["message_id"], State[r["state"]], r["source"], r["occurred_at"],
                r["failure_code"], r["failure_reason"], r["failure_permanent"])
         for r in rows
-        if r["message_id"] is not None and r["state"] is not None
+        if r["message_id"] in current and r["state"] is not None
     ]
     touched: dict[int, datetime] = {}  # message -> its latest report's receive time
     named: dict[int, tuple[datetime, str]] = {}  # message -> its latest report naming an operator
     for r in rows:
         mid = r["message_id"]
-        if mid is None:
+        if mid not in current:  # no message (an orphan), or none any more
             continue
         at = r["received_at"]
         touched[mid] = max(touched[mid], at) if mid in touched else at
@@ -317,16 +320,11 @@ async def _raise_states(conn: asyncpg.Connection, rows: Sequence[asyncpg.Record]
             named[mid] = (at, r["operator"])
     if not touched:
         return Applied()
-    # Lock in id order so that concurrent batches never deadlock.
-    locked = await conn.fetch(q.LOCK_MESSAGES, sorted(touched))
-    current = {r["id"]: State[r["state"]] for r in locked}
     planned = plan(current, reports)
-    if planned:  # with the one NOTIFY of the batch
-        await _insert_transitions(conn, planned, notify=True)
     last = {t.message_id: t for t in planned}  # the last step per message is its new state
     await write_messages(conn, [
         _message_write(mid, last.get(mid), at, *named.get(mid, (None, None))[::-1])
-        for mid, at in touched.items()])
+        for mid, at in touched.items()], planned)
     _count_transitions(planned, {r["message_id"]: r["vendor"] for r in rows})
     return Applied(transitions=planned)
 
@@ -343,8 +341,11 @@ def _message_write(mid: int, t: PlannedTransition | None, reported_at: datetime 
                         r.failure_permanent, reported_at, operator, operator_at, next_poll_at, polls)
 
 
-async def write_messages(conn: asyncpg.Connection, rows: Sequence[MessageWrite]) -> None:
-    """The one way message states are written (queries.WRITE_MESSAGES), for every source. The
-    caller holds the messages locked."""
+async def write_messages(conn: asyncpg.Connection, rows: Sequence[MessageWrite],
+                         planned: Sequence[PlannedTransition] = ()) -> None:
+    """The one way message states are written (queries.WRITE_MESSAGES), for every source, with
+    the transitions planned for them (and, if any, the batch's one NOTIFY). The caller holds
+    the messages locked."""
     if rows:
-        await conn.execute(q.WRITE_MESSAGES, rows_json(rows), [row.id for row in rows])
+        await conn.execute(q.WRITE_MESSAGES, rows_json(rows), [row.id for row in rows],
+                           _transitions_json(planned))
