@@ -422,7 +422,7 @@ def test_a_stalled_lookup_costs_only_the_resolve_timeout(monkeypatch):
 
     release = threading.Event()
     monkeypatch.setattr(socket, "getaddrinfo", lambda *_a, **_kw: release.wait(10) and [])
-    monkeypatch.setattr(tc, "RESOLVE_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(tc.listen, "RESOLVE_TIMEOUT_S", 0.2)
     started = time.monotonic()
     try:
         with pytest.raises(ConfigError, match=r"did not resolve within 0.2 s"):

@@ -1,0 +1,159 @@
+"""The loader: layers read and merged, each value converted and checked, then the checks across
+keys, and a Config built, or every problem raised together as one ConfigError."""
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping
+
+from tracker.config.listen import Listener, parse_listen
+from tracker.config.problems import ConfigError
+from tracker.config.redaction import secrets_of
+from tracker.config.schema import (
+    _FIELDS,
+    _SECTIONS,
+    EMBEDDED_POOL_HEADROOM,
+    ENVIRONMENT,
+    MIN_POOL,
+)
+from tracker.config.values import _Values
+from tracker.config_types import (
+    VENDORS,
+    Config,
+    DatabaseConfig,
+    HealthConfig,
+    HttpConfig,
+    IntakeConfig,
+    LogConfig,
+    RetentionConfig,
+    VendorConfig,
+)
+from tracker.db.embedded import MAX_CONNECTIONS as EMBEDDED_MAX_CONNECTIONS
+
+
+class _Loader(_Values):
+    """One load: build() each section from its checked values, then the checks across keys."""
+
+    def build(self, section: str, vendor: str | None) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for key, raw in self.merged(section, vendor).items():
+            if key.endswith("_file") and key not in _FIELDS[section]:
+                field_name = key[: -len("_file")]
+                ok, value = self.read_secret_file(raw)
+            else:
+                field_name = key
+                ok, value = self.convert(section, key, raw)
+            if ok:
+                values[field_name] = self.check(section, field_name, value, raw)
+        return values
+
+    def load(self) -> Config:
+        self.read_file()
+        self.read_env()
+        sections = {s: self.build(s, None) for s in _SECTIONS}
+        vendors = {v: self.build("vendors", v) for v in VENDORS}
+        self.check_database(sections["database"])
+        self.check_listeners()
+        for v in VENDORS:
+            self.check_poll_schedule(v, vendors[v])
+        sinks = self.sinks.build()
+        for file, key, reason in self.sinks.problems:
+            self.problem(file, key, reason)
+        if self.problems:  # the file's problems first, then the environment's
+            raise ConfigError(sorted(self.problems, key=lambda p: p.file == ENVIRONMENT))
+        return Config(
+            database=DatabaseConfig(**sections["database"]),
+            http=HttpConfig(**sections["http"]),
+            intake=IntakeConfig(**sections["intake"]),
+            health=HealthConfig(**sections["health"]),
+            log=LogConfig(**sections["log"]),
+            retention=RetentionConfig(**sections["retention"]),
+            vendors={v: VendorConfig.from_keys(v, **vendors[v]) for v in VENDORS},
+            sinks=sinks,
+            source=self.path,
+        )
+
+    # ---- checks across keys: each reported once, at the key most likely to be the mistake
+
+    def source(self, section: str, vendor: str | None, key: str) -> tuple[str, str]:
+        """(file, key) to name in a problem about ``key``: where it was set, else its dotted name."""
+        raw = self.merged(section, vendor).get(key)
+        if raw is not None:
+            return raw.file, raw.key
+        return self.path or ENVIRONMENT, f"{section}.{vendor}.{key}" if vendor else f"{section}.{key}"
+
+    def usable(self, section: str, vendor: str | None, *keys: str) -> bool:
+        """None of ``keys`` has been reported already (a cross-check on them would only echo)."""
+        return not any(self.source(section, vendor, k)[1] in self._bad_keys for k in keys)
+
+    def cross_problem(self, section: str, vendor: str | None, key: str, reason: str) -> None:
+        self.problem(*self.source(section, vendor, key), reason)
+
+    def check_database(self, db: dict[str, Any]) -> None:
+        if not self.usable("database", None, "pool_min", "pool_max"):
+            return
+        pool_min = db.get("pool_min", DatabaseConfig.pool_min)
+        pool_max = db.get("pool_max", DatabaseConfig.pool_max)
+        if pool_max < MIN_POOL:
+            self.cross_problem("database", None, "pool_max",
+                               f"must be at least {MIN_POOL}: the intake listener holds one "
+                               "connection for as long as the tracker runs")
+        elif pool_min > pool_max:
+            key = "pool_min" if "pool_min" in db else "pool_max"
+            self.cross_problem("database", None, key,
+                               f"database.pool_min ({pool_min}) must not exceed database.pool_max ({pool_max})")
+        limit = EMBEDDED_MAX_CONNECTIONS - EMBEDDED_POOL_HEADROOM
+        if not db.get("dsn") and pool_max > limit:
+            self.cross_problem("database", None, "pool_max",
+                               f"must be at most {limit} with the embedded cluster (no database.dsn), "
+                               f"which accepts {EMBEDDED_MAX_CONNECTIONS} connections in all")
+
+    def check_listeners(self) -> None:
+        ops = self.listeners.get("ops_listen")
+        if ops is None or not self.usable("http", None, "listen"):
+            return
+        main = self.listeners.get("listen") or parse_listen(HttpConfig.listen)
+        if isinstance(main, Listener) and ops.clashes_with(main):
+            self.cross_problem("http", None, "ops_listen",
+                               f"{ops.text} takes the same address and port as http.listen "
+                               f"({main.text}); give it another port, or leave it out to serve "
+                               "/healthz, /readyz and /metrics on the postback listener")
+
+    def check_poll_schedule(self, vendor: str, given: dict[str, Any]) -> None:
+        keys = ("first_poll_s", "max_poll_interval_s", "tracking_window_s")
+        if not self.usable("vendors", vendor, *keys):
+            return
+        first, cap, window = (given.get(k, getattr(VendorConfig, k)) for k in keys)
+        prefix = f"vendors.{vendor}"
+        # Name the key the operator set: that is the one to change.
+        if first > cap:
+            key = "first_poll_s" if "first_poll_s" in given else "max_poll_interval_s"
+            self.cross_problem("vendors", vendor, key,
+                               f"{prefix}.first_poll_s ({first:g} s) exceeds {prefix}.max_poll_interval_s "
+                               f"({cap:g} s): the first poll would wait longer than any later one")
+        if first >= window:
+            key = "first_poll_s" if "first_poll_s" in given else "tracking_window_s"
+            self.cross_problem("vendors", vendor, key,
+                               f"{prefix}.first_poll_s ({first:g} s) is not less than "
+                               f"{prefix}.tracking_window_s ({window:g} s): messages would be given "
+                               "up on before their first poll")
+
+
+
+def _config_path(path: str | None, env: Mapping[str, str]) -> str | None:
+    return path or env.get("TRACKER_CONFIG") or None
+
+
+def load(path: str | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Load the configuration: ``path``, else ``$TRACKER_CONFIG``, else defaults; then the environment.
+
+    Raises :class:`ConfigError` listing every problem. Registers every secret with tracker.logging so
+    that it is masked in log output.
+    """
+    env = os.environ if env is None else env
+    cfg = _Loader(_config_path(path, env), env).load()
+    from tracker.logging import register_secret  # late: tracker.logging imports tracker.config
+
+    for s in secrets_of(cfg):
+        register_secret(s)
+    return cfg
+

@@ -1,0 +1,52 @@
+"""What ``tracker check-config`` prints: a short, redacted summary, or every problem."""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Mapping, TextIO
+
+from tracker.config.loader import load
+from tracker.config.problems import ConfigError
+from tracker.config.redaction import _dsn_target, redact_dsn
+from tracker.config_types import Config
+from tracker.sinks import settings as sink_settings
+
+
+def summary(cfg: Config) -> list[str]:
+    """A short, redacted description of a configuration."""
+    db = (f"dsn {_dsn_target(cfg.database.dsn)}" if cfg.database.dsn
+          else f"embedded cluster in {cfg.database.state_dir}")
+    lines = [
+        f"database: {db}",
+        f"http.listen: {cfg.http.listen}",
+        f"http.ops_listen: {cfg.http.ops_listen or '(same listener)'}",
+        f"log: level={cfg.log.level} format={cfg.log.format}",
+    ]
+    for v in cfg.vendors.values():
+        if not v.enabled:
+            lines.append(f"vendor {v.name}: disabled")
+            continue
+        notes = [f"base_url={redact_dsn(v.base_url) or '(unset)'}"]
+        if not v.postback_token:
+            notes.append("no postback_token (postbacks refused)")
+        lines.append(f"vendor {v.name}: enabled, {', '.join(notes)}")
+    lines += sink_settings.summary(cfg.sinks)
+    return lines
+
+
+def check_config(path: str | None, env: Mapping[str, str] | None = None, out: TextIO | None = None) -> int:
+    """``tracker check-config``: 0 and a summary when the configuration is valid, else 2 and every problem."""
+    out = sys.stdout if out is None else out
+    env = os.environ if env is None else env
+    try:
+        cfg = load(path, env)
+    except ConfigError as e:
+        n = len(e.problems)
+        print(f"config has {n} problem{'s' if n != 1 else ''}:", file=out)
+        for p in e.problems:
+            print(str(p), file=out)
+        return 2
+    print(f"config OK: {cfg.source or 'defaults'}", file=out)
+    for line in summary(cfg):
+        print(f"  {line}", file=out)
+    return 0

@@ -1,0 +1,106 @@
+"""The keys a configuration may have: the sections, each field's kind, which keys are secret or
+URLs, and the limits the checks hold values to."""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import types
+import typing
+from typing import Any
+
+from tracker.adapters import ADAPTERS
+from tracker.config_types import (
+    DatabaseConfig,
+    HealthConfig,
+    HttpConfig,
+    IntakeConfig,
+    LogConfig,
+    RetentionConfig,
+    VendorConfig,
+)
+
+ENV_PREFIX = "TRACKER_"
+ENVIRONMENT = "environment"
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("auto", "json", "console")
+
+_SECTIONS: dict[str, type] = {
+    "database": DatabaseConfig,
+    "http": HttpConfig,
+    "intake": IntakeConfig,
+    "health": HealthConfig,
+    "log": LogConfig,
+    "retention": RetentionConfig,
+}
+_SECRETS: dict[str, frozenset[str]] = {
+    "database": frozenset({"dsn"}),
+    "http": frozenset({"status_token"}),
+    "vendors": frozenset({"postback_token", "api_key", "api_token", "partner_token"}),
+}
+# Numeric fields that may be zero; every other number must be > 0.
+_NON_NEGATIVE = frozenset({"deadline_margin_s", "group_commit_ms", "pool_min", "list_poll_min",
+                           "pause_ms",  # and [retention] *_days: 0 keeps that kind for ever
+                           *(f.name for f in dataclasses.fields(RetentionConfig) if f.name.endswith("_days"))})
+_URL_SAFE = re.compile(r"[A-Za-z0-9._~-]+")
+MIN_POSTBACK_TOKEN_CHARS = 16  # 16 random URL-safe characters are ~95 bits: not guessable
+MIN_BODY_BYTES = 1024  # below this even a single vendor postback is refused
+MAX_BODY_BYTES = 64 * 1024 * 1024  # above this one request could make the tracker hold 64 MiB
+MIN_POOL = 2  # the intake listener holds one connection for as long as the tracker runs
+EMBEDDED_POOL_HEADROOM = 10  # embedded connections left for `tracker migrate`, replay, psql
+
+
+# --------------------------------------------------------------------------- field kinds
+
+
+def _kind(tp: Any) -> str:
+    if tp is bool:
+        return "bool"
+    if tp is int:
+        return "int"
+    if tp is float:
+        return "float"
+    if tp is str:
+        return "str"
+    if isinstance(tp, types.UnionType) and set(typing.get_args(tp)) == {str, type(None)}:
+        return "optstr"
+    if typing.get_origin(tp) is tuple and typing.get_args(tp) == (str, ...):
+        return "strtuple"
+    raise TypeError(f"unsupported config field type {tp!r}")  # pragma: no cover - programming error
+
+
+def _fields(cls: type) -> dict[str, str]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: _kind(hints[f.name]) for f in dataclasses.fields(cls)
+            if f.name not in ("name", "settings")}
+
+
+_FIELDS: dict[str, dict[str, str]] = {s: _fields(c) for s, c in _SECTIONS.items()}
+_FIELDS["vendors"] = _fields(VendorConfig)
+_COMMON_VENDOR_KEYS = frozenset(_FIELDS["vendors"])
+# Keys only one vendor has, declared by its adapter (SETTINGS): strings, some secret, some URLs.
+_VENDOR_SETTINGS = {name: dict(a.SETTINGS) for name, a in ADAPTERS.items()}
+for _own in _VENDOR_SETTINGS.values():
+    for _key, _setting in _own.items():
+        _FIELDS["vendors"][_key] = "optstr"
+        if _setting.secret:
+            _SECRETS["vendors"] |= {_key}
+_URL_KEYS = frozenset({"base_url", "status_url"} | {k for own in _VENDOR_SETTINGS.values()
+                                                     for k, s in own.items() if s.url})
+
+
+def _allowed_keys(section: str, vendor: str | None = None) -> list[str]:
+    keys = list(_FIELDS[section])
+    secrets = _SECRETS.get(section, frozenset())
+    if section == "vendors":  # the common keys and this vendor's own
+        own = _VENDOR_SETTINGS.get(vendor or "", {})
+        keys = [k for k in keys if k in _COMMON_VENDOR_KEYS or k in own]
+        secrets = {k for k in secrets if k in _COMMON_VENDOR_KEYS or k in own}
+    keys += [f"{k}_file" for k in sorted(secrets)]
+    return keys
+
+
+def _suggest(word: str, choices: typing.Iterable[str]) -> str:
+    match = difflib.get_close_matches(word.lower(), list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{match[0]}'?)" if match else ""
+
