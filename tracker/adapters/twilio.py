@@ -55,7 +55,8 @@ from tracker.adapters.base import (
     ref_text,
     text_of,
 )
-from tracker.adapters.twilio_signature import SIGNATURE_HEADER, signature, signed_url, verify_postback
+from tracker.adapters.twilio_signature import (  # noqa: F401 - re-exported; verify_postback: SignsPostbacks
+    SIGNATURE_HEADER, signature, signed_url, verify_postback)
 from tracker.core.states import Failure, State
 
 if TYPE_CHECKING:
