@@ -1,14 +1,7 @@
 """The sandbox: one aiohttp server on loopback serving a fake of every registered vendor under its
-path prefix (`/sparksender`, `/engagespark`, ...), plus admin routes under `/_sandbox`:
-
-- `GET|POST /_sandbox/knobs`   current knobs per vendor / change them (see `Sandbox.configure`)
-- `GET /_sandbox/truth`        the ground truth, one object per message
-- `GET /_sandbox/requests`     every vendor request received (`?since=N` to skip the first N),
-                               with its answer's status, `retry_after` (its Retry-After, if any)
-                               and `garbled` (how the malformed knob garbled it, if it did)
-- `GET /_sandbox/postbacks`    every postback attempt made (`?since=N`), and `pending`: how many
-                               are still to go out (scheduled, retries included, or on their way)
-- `POST /_sandbox/postback_url` `{"vendor": ..., "url": ...}` the account-wide postback URL
+path prefix (`/sparksender`, `/engagespark`, ...), plus admin routes under `/_sandbox`. Here: its
+state (knobs, credentials, ground truth, the request and postback logs) and its lifecycle; the
+vendors' routes and the faults played on them: vendor_http.py; the admin routes: admin.py.
 
 Neither the truth nor the logs ever hold credentials (no query strings, no bodies, no URLs of
 postbacks, whose path carries the receiver's token).
@@ -18,21 +11,20 @@ from __future__ import annotations
 import asyncio
 import collections
 import ipaddress
-import math
 import time
 from importlib import import_module
 from typing import Any, Iterable, Mapping
 
 import aiohttp
-import orjson
 from aiohttp import web
 
 from tracker.adapters import VENDORS  # every registered vendor has its fake here
-from tracker.sandbox.common import (MALFORMABLE, REFS, Push, Vendor, dumps, is_loopback_url,
-                                    json_response)
+from tracker.sandbox.admin import add_admin_routes
+from tracker.sandbox.common import REFS, Push, Vendor, dumps, is_loopback_url
 from tracker.sandbox.knobs import Knobs
 from tracker.sandbox.postbacks import Dispatcher
 from tracker.sandbox.truth import Message, iso, utcnow
+from tracker.sandbox.vendor_http import Faults, add_vendor_routes
 
 # One fake per registered vendor: tracker/sandbox/<vendor>.py names its class FAKE.
 VENDOR_CLASSES: dict[str, type[Vendor]] = {
@@ -68,12 +60,12 @@ class Sandbox:
         self.proxies: dict[str, str] = {}  # public URL prefix -> loopback prefix (set_proxy)
         self.requests: collections.deque[dict[str, Any]] = collections.deque(maxlen=log_max)
         self.postbacks: collections.deque[dict[str, Any]] = collections.deque(maxlen=log_max)
-        self._request_count = 0
-        self._postback_count = 0
+        self.request_count = 0  # ever logged: the deques keep only the last log_max
+        self.postback_count = 0
         self._messages: dict[TruthKey, Message] = {}
         self.vendors: dict[str, Vendor] = {v: VENDOR_CLASSES[v](self) for v in VENDORS}
         self._dispatchers: dict[str, Dispatcher] = {}
-        self._buckets: dict[str, list[float]] = {}  # vendor -> [tokens, last refill]
+        self._faults = Faults(self)
         self._runner: web.AppRunner | None = None
         self._http: aiohttp.ClientSession | None = None
         self.url: str | None = None
@@ -84,8 +76,9 @@ class Sandbox:
             raise ValueError("the sandbox listens on loopback addresses only")
         if self._runner is not None:
             raise RuntimeError("sandbox already started")
-        app = web.Application(middlewares=[self._middleware], client_max_size=4 * 1024 * 1024)
-        self._add_routes(app)
+        app = web.Application(middlewares=[self._faults.middleware], client_max_size=4 * 1024 * 1024)
+        add_admin_routes(app, self)
+        add_vendor_routes(app, self)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0,
                                handler_cancellation=True)
         await runner.setup()
@@ -200,6 +193,7 @@ class Sandbox:
     def message(self, vendor: str, ref: str, recipient: str | None = None) -> Message | None:
         return self._messages.get((vendor, ref, recipient))
 
+    # -- postbacks and the request log --
     @property
     def http(self) -> aiohttp.ClientSession:
         if self._http is None:
@@ -216,165 +210,22 @@ class Sandbox:
             d.schedule(p)
 
     def log_postback(self, entry: dict[str, Any]) -> None:
-        self._postback_count += 1
-        entry["seq"] = self._postback_count
+        self.postback_count += 1
+        entry["seq"] = self.postback_count
         self.postbacks.append(entry)
 
     def pending_postbacks(self, vendor: str | None = None) -> int:
         return sum(d.pending for v, d in self._dispatchers.items() if vendor in (None, v))
 
-    # -- HTTP --
-    def _add_routes(self, app: web.Application) -> None:
-        admin = [
-            ("GET", "/_sandbox/knobs", self._admin_knobs),
-            ("POST", "/_sandbox/knobs", self._admin_knobs),
-            ("GET", "/_sandbox/truth", self._admin_truth),
-            ("GET", "/_sandbox/requests", self._admin_requests),
-            ("GET", "/_sandbox/postbacks", self._admin_postbacks),
-            ("POST", "/_sandbox/postback_url", self._admin_postback_url),
-        ]
-        for method, path, handler in admin:
-            app.router.add_route(method, path, handler)
-        for name, vendor in self.vendors.items():
-            for route in vendor.routes():
-                handler = _malformable(route.handler) if route.malformable else route.handler
-                full = f"/{name}{route.path}"
-                variants = {full, full.rstrip("/") or f"/{name}", full.rstrip("/") + "/"}
-                for path in sorted(variants):
-                    for method in route.methods:
-                        app.router.add_route(method, path, handler)
-
-    @web.middleware
-    async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        vendor = request.path.split("/", 2)[1] if request.path.count("/") >= 1 else ""
-        if vendor == "_sandbox":
-            return await handler(request)
-        if vendor not in self.vendors:
-            return json_response({"error": "not found"}, status=404)
-        request[REFS] = []
-        knobs = self._knobs[vendor]
-        status, retry_after, garbled = 0, None, None
-        try:
-            if knobs.answer_delay_s:
-                await asyncio.sleep(knobs.answer_delay_s)
-            response = self._fault(vendor, knobs)
-            if response is None:
-                if knobs.slow_share and self.vendors[vendor].rng.random() < knobs.slow_share:
-                    await asyncio.sleep(knobs.slow_delay_s)
-                response = await handler(request)
-                if (request.get(MALFORMABLE) and knobs.malformed_share
-                        and self.vendors[vendor].rng.random() < knobs.malformed_share):
-                    response, garbled = self._garble(vendor, response)
-            status = response.status
-            retry_after = response.headers.get("Retry-After")
-            return response
-        except web.HTTPException as exc:
-            status = exc.status
-            raise
-        finally:
-            self._log(request, vendor, status, retry_after, garbled)
-
-    def _fault(self, vendor: str, knobs: Knobs) -> web.Response | None:
-        rng = self.vendors[vendor].rng
-        if knobs.rate_limit_per_s > 0:
-            wait = self._take_token(vendor, knobs.rate_limit_per_s)
-            if wait > 0:
-                return json_response({"error": "Too Many Requests"}, status=429,
-                                     headers={"Retry-After": str(max(1, math.ceil(wait)))})
-        if knobs.throttle_share and rng.random() < knobs.throttle_share:
-            return json_response({"error": "Too Many Requests"}, status=429,
-                                 headers={"Retry-After": str(knobs.retry_after_s)})
-        if knobs.server_error_share and rng.random() < knobs.server_error_share:
-            status = rng.choice((500, 502, 503))
-            return web.Response(status=status, text=f"<html><body><h1>{status} Server Error</h1>"
-                                "</body></html>", content_type="text/html")
-        return None
-
-    def _take_token(self, vendor: str, rate: float) -> float:
-        """Token bucket (capacity = one second's worth); seconds to wait, 0 if allowed."""
-        now = time.monotonic()
-        capacity = max(1.0, rate)
-        bucket = self._buckets.setdefault(vendor, [capacity, now])
-        bucket[0] = min(capacity, bucket[0] + (now - bucket[1]) * rate)
-        bucket[1] = now
-        if bucket[0] >= 1.0:
-            bucket[0] -= 1.0
-            return 0.0
-        return (1.0 - bucket[0]) / rate
-
-    def _garble(self, vendor: str, response: web.StreamResponse) -> tuple[web.Response, str]:
-        """The answer garbled, and how: truncated, html, empty or nul."""
-        body = response.body if isinstance(response, web.Response) else b""
-        raw = bytes(body) if isinstance(body, (bytes, bytearray)) else b""
-        kind = self.vendors[vendor].rng.choice(self._knobs[vendor].malformed_kinds)
-        if kind == "nul":
-            try:
-                doc = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                doc = None
-            if isinstance(doc, dict):
-                return web.Response(body=orjson.dumps({**doc, "note": "\x00"}),
-                                    status=response.status, content_type="application/json"), kind
-            kind = "truncated"
-        if kind == "truncated" and len(raw) > 1:
-            return web.Response(body=raw[: len(raw) // 2], status=response.status,
-                                content_type="application/json"), kind
-        if kind == "html":
-            return web.Response(text="<html><body>Service temporarily unavailable</body></html>",
-                                status=200, content_type="text/html"), kind
-        return web.Response(body=b"", status=200, content_type="application/json"), "empty"
-
-    def _log(self, request: web.Request, vendor: str, status: int,
-             retry_after: str | None = None, garbled: str | None = None) -> None:
-        self._request_count += 1
+    def log_request(self, request: web.Request, vendor: str, status: int,
+                    retry_after: str | None = None, garbled: str | None = None) -> None:
+        self.request_count += 1
         self.requests.append({
-            "seq": self._request_count, "t": time.monotonic(), "wall": iso(utcnow()),
+            "seq": self.request_count, "t": time.monotonic(), "wall": iso(utcnow()),
             "vendor": vendor, "method": request.method, "path": request.path,
             "status": status, "retry_after": retry_after, "garbled": garbled,
             "refs": list(request.get(REFS, ())),
         })
-
-    # -- admin handlers --
-    async def _admin_knobs(self, request: web.Request) -> web.Response:
-        if request.method == "POST":
-            try:
-                spec = orjson.loads(await request.read())
-                self.configure(spec)
-            except (orjson.JSONDecodeError, ValueError) as exc:
-                return json_response({"error": str(exc)}, status=400)
-        return json_response({"vendors": {v: k.as_dict() for v, k in self._knobs.items()}})
-
-    async def _admin_truth(self, request: web.Request) -> web.Response:
-        rows = [{"vendor": k[0], "vendor_ref": k[1], "recipient": k[2], **v}
-                for k, v in self.truth().items()]
-        return json_response({"truth": rows})
-
-    @staticmethod
-    def _since(request: web.Request, log: collections.deque[dict[str, Any]], total: int
-               ) -> list[dict[str, Any]]:
-        try:
-            since = max(0, int(request.query.get("since", "0")))
-        except ValueError:
-            since = 0
-        first = total - len(log)  # entries dropped off the front
-        return list(log)[max(0, since - first):]
-
-    async def _admin_requests(self, request: web.Request) -> web.Response:
-        return json_response({"total": self._request_count,
-                              "requests": self._since(request, self.requests, self._request_count)})
-
-    async def _admin_postbacks(self, request: web.Request) -> web.Response:
-        return json_response({"total": self._postback_count, "pending": self.pending_postbacks(),
-                              "postbacks": self._since(request, self.postbacks,
-                                                       self._postback_count)})
-
-    async def _admin_postback_url(self, request: web.Request) -> web.Response:
-        try:
-            body = orjson.loads(await request.read())
-            self.set_postback_url(str(body["vendor"]), body.get("url"))
-        except (orjson.JSONDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            return json_response({"error": f"bad request: {exc}"}, status=400)
-        return json_response({"ok": True})
 
     @staticmethod
     def _check_vendor(vendor: str) -> None:
@@ -387,10 +238,3 @@ def _is_loopback_ip(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def _malformable(handler: Any) -> Any:
-    async def wrapped(request: web.Request) -> web.StreamResponse:
-        request[MALFORMABLE] = True
-        return await handler(request)
-    return wrapped
