@@ -2,14 +2,12 @@
 for many recipients, so a message is (batch_id, recipient). Polled per batch (two report calls),
 pushed as DLR callbacks. Every call but the login carries `Authorization: Bearer <JWT>`.
 
-Sparrow writes some times without an offset ("2023-01-23 14:31:30"); they are read in NAIVE_TZ,
-Nepal time, the offset its own API shows elsewhere ("+05:45"). Nepal has no daylight saving, so a
-fixed offset is exact.
+What Sparrow's answers are made of (batch ids, the envelope, records) and the login answer are
+read in tracker.adapters.sparrow_payloads; this module makes the calls and the observations.
 """
 from __future__ import annotations
 
-import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Mapping
 from urllib.parse import quote
 
@@ -21,7 +19,6 @@ from tracker.adapters.base import (
     AccountError,
     HttpRequest,
     HttpResponse,
-    LoginResult,
     MessageRef,
     NotConfigured,
     Observation,
@@ -30,13 +27,29 @@ from tracker.adapters.base import (
     Setting,
     StatusResult,
     as_code,
+    base_url,
     classify_http,
     digits,
+    failure_if,
     guarded,
-    is_transient,
-    json_value,
-    load_json,
+    json_object,
+    lookup_failure,
     parse_time,
+)
+from tracker.adapters.sparrow_payloads import (  # noqa: F401 - batch_of, parse_login: re-exported (abilities)
+    NAIVE_TZ,
+    RESULT_DATA_ERROR,
+    RESULT_DRAFT,
+    RESULT_OK,
+    batch_of,
+    batches,
+    error_words,
+    invalid_recipients,
+    normalize_ref,
+    parse_login,
+    record,
+    request_recipients,
+    result_code,
 )
 from tracker.core.states import Failure, State
 
@@ -51,8 +64,6 @@ POSTBACK_CONTENT_TYPES = frozenset({"application/json"})  # DLR callbacks
 SETTINGS: dict[str, Setting] = {}  # api_token, partner_token: VendorConfig fields
 
 DEFAULT_BASE_URL = "https://ent-api.sparrowsms.com"
-NAIVE_TZ = timezone(timedelta(hours=5, minutes=45), "NPT")  # assumption: see module docstring
-TOKEN_LIFETIME = timedelta(hours=24)  # used when the login answer has no readable expires_on
 
 # Report lists (compose/report/:uuid/delivery and /failed) -> (state, permanent).
 REPORT_LISTS: dict[str, tuple[State, bool | None]] = {
@@ -69,115 +80,17 @@ DLR_STATUS: dict[str, tuple[State, str, bool | None]] = {
 }
 CODE_INVALID_RECIPIENT = "invalid_recipient"
 CODE_BATCH_REJECTED = "rejected"  # batch_complete rejected_numbers
-RESULT_OK, RESULT_DRAFT, RESULT_DATA_ERROR = "00", "01", "11"
 
 HTTP_ACCOUNT_STATUSES = {401: "bearer token rejected (log in again)", 403: "forbidden"}
-
-_NUMBER_KEYS = ("to", "number", "recipient", "mobile")
-_TIME_KEYS = ("ts", "timestamp", "time")
-
-
-def normalize_ref(ref: Any) -> str:
-    """A batch id is a uuid: canonical lower-case hyphenated form (uuids are case-insensitive,
-    and braces / "urn:uuid:" / unhyphenated spellings name the same batch). Anything that is
-    not a uuid is trimmed and lower-cased."""
-    if not isinstance(ref, str):
-        raise ParseError("sparrow: batch id is not a string")
-    text = ref.strip()
-    if not text:
-        raise ParseError("sparrow: empty batch id")
-    try:
-        return str(uuid.UUID(text))
-    except ValueError:
-        return text.lower()
-
-
-def _base(cfg: VendorConfig) -> str:
-    return (cfg.base_url or DEFAULT_BASE_URL).rstrip("/")
-
 
 def login_request(cfg: VendorConfig) -> HttpRequest:
     if not cfg.api_token or not cfg.partner_token:
         raise NotConfigured("sparrow: api_token and partner_token must be configured")
     return HttpRequest(
         "POST",
-        f"{_base(cfg)}/v1/autho/apitoken/login/",
+        f"{base_url(cfg, DEFAULT_BASE_URL)}/v1/autho/apitoken/login/",
         json={"api_token": cfg.api_token, "partner_token": cfg.partner_token},
     )
-
-
-def _error_text(body: Any) -> str:
-    """The vendor's words for an error, wherever it put them (data.errors, message, ...)."""
-    if not isinstance(body, dict):
-        return ""
-    places = [body.get("data"), body]
-    for place in places:
-        if not isinstance(place, dict):
-            continue
-        for key in ("errors", "error", "message", "detail", "msg"):
-            value = place.get(key)
-            if isinstance(value, str) and value.strip():
-                return value.strip()[:200]
-            if isinstance(value, (list, dict)) and value:
-                parts = value.values() if isinstance(value, dict) else value
-                words = []
-                for part in parts:
-                    if isinstance(part, str):
-                        words.append(part)
-                    elif isinstance(part, list):
-                        words.extend(p for p in part if isinstance(p, str))
-                if words:
-                    return "; ".join(w.strip() for w in words)[:200]
-    return ""
-
-
-def _result(body: Any) -> str | None:
-    if not isinstance(body, dict):
-        return None
-    code = as_code(body.get("result"))
-    return code.zfill(2) if code is not None and code.isdigit() else code
-
-
-@guarded("sparrow login")
-def parse_login(resp: HttpResponse, now: datetime) -> LoginResult:
-    """The token and its expires_on, or an account error ("Invalid API Token", "Account is
-    Expired", ...), or (408/425/429/5xx) a transient error with its Retry-After."""
-    s = resp.status
-    login = LoginResult()
-    if is_transient(s):
-        classify_http(resp, now, login)
-        return login
-    try:
-        body = load_json(resp.body, "sparrow login")
-    except ParseError:
-        if 200 <= s < 300:
-            raise
-        login.account_error = AccountError(f"http_{s}", "login refused")
-        return login
-    result = _result(body)
-    data = body.get("data") if isinstance(body, dict) else None
-    token = data.get("token") if isinstance(data, dict) else None
-    if 200 <= s < 300 and result in (None, RESULT_OK) and isinstance(token, str) and token.strip():
-        login.token = token.strip()
-        login.expires_on = parse_time(data.get("expires_on"), NAIVE_TZ) or now + TOKEN_LIFETIME
-        return login
-    if 200 <= s < 300 and result in (None, RESULT_OK):
-        raise ParseError("sparrow login: answer has no token")
-    login.account_error = AccountError(result or f"http_{s}", _error_text(body) or "login refused")
-    return login
-
-
-def batch_of(ref: MessageRef) -> str:
-    """One compose call is one batch: its two report calls answer for every recipient."""
-    return normalize_ref(ref.vendor_ref)
-
-
-def _batches(refs: list[MessageRef]) -> dict[str, list[MessageRef]]:
-    """refs grouped by batch id, in order of first appearance (one call pair per batch)."""
-    groups: dict[str, list[MessageRef]] = {}
-    for r in refs:
-        groups.setdefault(normalize_ref(r.vendor_ref), []).append(r)
-    return groups
 
 
 def status_requests(
@@ -188,36 +101,19 @@ def status_requests(
     if not token:
         raise ValueError("sparrow: a login token is required (login_request / parse_login)")
     headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
-    out = []
-    for group in _batches(refs).values():
+    base, out = base_url(cfg, DEFAULT_BASE_URL), []
+    for group in batches(refs).values():
         batch = quote(str(group[0].vendor_ref), safe="")  # as issued: normalized for grouping only
         for report in ("delivery", "failed"):
-            out.append(HttpRequest("GET", f"{_base(cfg)}/v1/intlsms/compose/report/{batch}/{report}/", headers=headers))
+            out.append(HttpRequest("GET", f"{base}/v1/intlsms/compose/report/{batch}/{report}/", headers=headers))
     return out
-
-
-def _record(rec: Any, what: str) -> tuple[str, Any]:
-    """(digits, raw timestamp) of one record: a bare number or an object carrying one. A number
-    with no digits at all ("N/A": the vendor echoes invalid recipients as given) names no
-    tracked message: its digits are "" and callers skip it rather than lose the whole answer."""
-    if isinstance(rec, (str, int)) and not isinstance(rec, bool):
-        number, at = digits(rec), None
-    elif isinstance(rec, dict):
-        value = next((rec[k] for k in _NUMBER_KEYS if k in rec), None)
-        if isinstance(value, bool) or not isinstance(value, (str, int)):
-            raise ParseError(f"sparrow {what}: record without a number")
-        number = digits(value)
-        at = next((rec[k] for k in _TIME_KEYS if k in rec), None)
-    else:
-        raise ParseError(f"sparrow {what}: record is neither a number nor an object")
-    return number, at
 
 
 @guarded("sparrow status")
 def parse_status(responses: list[HttpResponse], refs: list[MessageRef], now: datetime) -> StatusResult:
     """Answers to status_requests(refs): per batch, the delivery report then the failed report.
     A recipient named in neither gets no observation; only the refs asked about are reported."""
-    groups = _batches(refs)
+    groups = batches(refs)
     if len(responses) != 2 * len(groups):
         raise ParseError("sparrow status: expected two responses per batch")
     result = StatusResult()
@@ -229,15 +125,11 @@ def parse_status(responses: list[HttpResponse], refs: list[MessageRef], now: dat
             if answer == LOOKUP and not missing_reported:  # the batch is unknown: once per message
                 missing_reported = True
                 for number in wanted:
-                    result.observations.append(Observation(
-                        vendor=NAME, vendor_ref=batch, recipient=number, state=None, code="404",
-                        text="batch not found"))
+                    result.observations.append(lookup_failure(NAME, batch, number, resp.status, "batch not found"))
             if answer != READ:
                 continue
-            body = load_json(resp.body, "sparrow status")
-            if not isinstance(body, dict):
-                raise ParseError("sparrow status: body is not a JSON object")
-            code = _result(body)
+            body = json_object(resp, "sparrow status")
+            code = result_code(body)
             if code not in (None, RESULT_OK):
                 result.transient_error = result.transient_error or f"report result {code[:20]}"
                 continue
@@ -252,18 +144,15 @@ def parse_status(responses: list[HttpResponse], refs: list[MessageRef], now: dat
                     raise ParseError("sparrow status: a records entry is not a list")
                 mapped = REPORT_LISTS.get(str(key).strip().lower())
                 for rec in recs:
-                    number, at = _record(rec, "status")
+                    number, at = record(rec, "status")
                     if number not in wanted:
                         continue
                     code = str(key)[:50]
-                    state, failure = None, None
-                    if mapped is not None:
-                        state, permanent = mapped
-                        if state.is_failure:
-                            failure = Failure(code, code, permanent)
+                    state, permanent = mapped or (None, None)
                     result.observations.append(Observation(
                         vendor=NAME, vendor_ref=batch, recipient=number, state=state, code=code, text=code,
-                        event_at=parse_time(at, NAIVE_TZ), failure=failure, raw=rec))
+                        event_at=parse_time(at, NAIVE_TZ), failure=failure_if(state, code, code, permanent),
+                        raw=rec))
     return result
 
 
@@ -273,9 +162,7 @@ def parse_postback(
 ) -> list[Observation]:
     """DLR callbacks: `instant` (dlr_data: list of {ts, to, id, status}) and `batch_complete`
     (dlr_data: {uuid, rejected_numbers, counts}; only rejected numbers say anything per message)."""
-    payload = load_json(bytes(body or b""), "sparrow postback")
-    if not isinstance(payload, dict):
-        raise ParseError("sparrow postback: body is not a JSON object")
+    payload = json_object(bytes(body or b""), "sparrow postback")
     dlr_type = payload.get("dlr_type")
     data = payload.get("dlr_data")
     if dlr_type is None:
@@ -294,7 +181,7 @@ def parse_postback(
             batch = item.get("id", item.get("uuid"))
             if batch is None:
                 raise ParseError("sparrow postback: dlr_data entry without id")
-            number, at = _record(item, "postback")
+            number, at = record(item, "postback")
             if not number:
                 continue
             code = as_code(item.get("status"))
@@ -302,10 +189,10 @@ def parse_postback(
                 raise ParseError("sparrow postback: dlr_data entry without status")
             code = code.zfill(2) if code.isdigit() else code[:50]
             state, text, permanent = DLR_STATUS.get(code, (None, None, None))
-            failure = Failure(code, text, permanent) if state is not None and state.is_failure else None
             out.append(Observation(
                 vendor=NAME, vendor_ref=normalize_ref(batch), recipient=number, state=state, code=code,
-                text=text, event_at=parse_time(at, NAIVE_TZ), failure=failure, raw=item))
+                text=text, event_at=parse_time(at, NAIVE_TZ), failure=failure_if(state, code, text, permanent),
+                raw=item))
         return out
     if kind == "batch_complete":
         if not isinstance(data, dict):
@@ -318,7 +205,7 @@ def parse_postback(
         if not isinstance(rejected, list):
             raise ParseError("sparrow postback: rejected_numbers is not a list")
         for rec in rejected:
-            number, at = _record(rec, "postback")
+            number, at = record(rec, "postback")
             if not number:
                 continue
             text = "rejected (batch complete)"
@@ -328,40 +215,6 @@ def parse_postback(
                 raw=rec))
         return out
     raise ParseError("sparrow postback: unknown dlr_type")
-
-
-def _recipients(request: Any) -> list[str]:
-    """The compose request's recipients as digits, in order, each once (deduplicated through a
-    dict: a campaign-sized list costs linear time)."""
-    if request is None:
-        raise ParseError("sparrow send: the compose request is needed to name the recipients")
-    req = json_value(request, "sparrow send request")
-    session = req.get("session") if isinstance(req, dict) else None
-    numbers = session.get("recipients") if isinstance(session, dict) else None
-    if isinstance(numbers, str):
-        numbers = numbers.split(",")
-    if not isinstance(numbers, list):
-        raise ParseError("sparrow send: request has no session.recipients list")
-    out: dict[str, None] = {}
-    for n in numbers:
-        if isinstance(n, bool) or not isinstance(n, (str, int)):
-            raise ParseError("sparrow send: a recipient is not a number")
-        out[digits(n)] = None  # duplicates are one message
-    out.pop("", None)  # numbers with no digits cannot be messages
-    return list(out)
-
-
-def _invalid(data: dict) -> dict[str, Any]:
-    """`invalid_recipients`: digits -> the vendor's own record (a number or an object), each once."""
-    records = data.get("invalid_recipients") or []
-    if not isinstance(records, list):
-        raise ParseError("sparrow send: invalid_recipients is not a list")
-    out: dict[str, Any] = {}
-    for rec in records:
-        number = _record(rec, "send")[0]
-        if number and number not in out:
-            out[number] = rec
-    return out
 
 
 @guarded("sparrow send")
@@ -375,26 +228,24 @@ def parse_send(response: Any, request: Any | None, now: datetime) -> SendResult:
     an invalid one, {batch_id, result, invalid_recipient: the vendor's record}. Linear in the
     size of the response and the request."""
     status = response.status if isinstance(response, HttpResponse) else None
-    body = json_value(response, "sparrow send")
-    if not isinstance(body, dict):
-        raise ParseError("sparrow send: response is not a JSON object")
+    body = json_object(response, "sparrow send", "response")
     result = SendResult()
     if status in (401, 403):
-        result.account_error = AccountError(str(status), _error_text(body) or "authentication failed")
+        result.account_error = AccountError(str(status), error_words(body) or "authentication failed")
         return result
-    code = _result(body)
+    code = result_code(body)
     if code is None:
         raise ParseError("sparrow send: response has no result code")
     code = code[:50]
     data = body.get("data") if isinstance(body.get("data"), dict) else {}
-    recipients = _recipients(request)
+    recipients = request_recipients(request)
     batch_id = data.get("batch_id")
     issued = batch_id if isinstance(batch_id, str) and batch_id.strip() else None
     if issued is not None and len(issued) > MAX_REF_LEN:  # copied into every message: refused once
         raise ParseError(f"sparrow send: batch_id is longer than {MAX_REF_LEN} characters")
     ref = normalize_ref(issued) if issued is not None else NO_REF
-    invalid = _invalid(data)
-    message = _error_text(body) or None
+    invalid = invalid_recipients(data)
+    message = error_words(body) or None
     obs = result.observations
 
     def add(number: str, state: State | None, text: str | None, failure: Failure | None,
