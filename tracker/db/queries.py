@@ -7,26 +7,27 @@
 # An observation row: 0 vendor, 1 vendor_ref, 2 recipient_key, 3 state, 4 code, 5 text,
 # 6 event_at, 7-9 failure code, reason, permanent, 10 raw; then per statement.
 
-# The end of each statement that stores reports (INSERT_OBSERVATIONS, ADOPT_WAITING: their CTE
-# `stored`): the messages they are about, locked in id order (so that concurrent batches never
-# deadlock) in the same statement, a round trip less; each report comes back with its message's
-# state under that lock (current_state), which the reducer plans against. FOR NO KEY UPDATE, not
-# FOR UPDATE: that would wait on the FK checks of concurrent inserts.
-_LOCK_REPORTED = """,
+# The end of each statement that stores reports (their CTE `stored`): the messages they are
+# about, locked in id order (so that concurrent batches never deadlock) in the same statement, a
+# round trip less; each report comes back with its message's state under that lock
+# (current_state), which the reducer plans against. FOR NO KEY UPDATE, not FOR UPDATE: that
+# would wait on the FK checks of concurrent inserts.
+_LOCKED = """,
 locked AS MATERIALIZED (
     SELECT id, state FROM tracker.messages
     WHERE id = ANY (ARRAY(SELECT message_id FROM stored WHERE message_id IS NOT NULL))
     ORDER BY id
     FOR NO KEY UPDATE
-)
+)"""
+_REPORTS_AND_STATES = _LOCKED + """
 SELECT stored.*, locked.state AS current_state
 FROM stored LEFT JOIN locked ON locked.id = stored.message_id
 ORDER BY stored.id
 """
 
-# Rows: an observation row + 11 received_at, 12 postback_id, 13 operator. $2 source.
-INSERT_OBSERVATIONS = """
-WITH o AS (
+# Rows: an observation row + 11 received_at, 12 postback_id, 13 operator. $2 source. Each
+# report is attached to its message, found by key (none yet: an orphan, adopted later).
+_STORE_GIVEN = """o AS (
     SELECT r->>0 AS vendor, r->>1 AS vendor_ref, r->>2 AS recipient_key,
            (r->>3)::tracker.state AS state, r->>4 AS code, r->>5 AS text,
            (r->>6)::timestamptz AS event_at, r->>7 AS failure_code, r->>8 AS failure_reason,
@@ -44,10 +45,33 @@ WITH o AS (
     FROM o
     LEFT JOIN tracker.messages m
            ON m.vendor = o.vendor AND m.vendor_ref = o.vendor_ref AND m.recipient_key = o.recipient_key
+    {only}
     RETURNING id, message_id, vendor, code, state, source,
               coalesce(event_at, received_at) AS occurred_at, received_at, failure_code,
-              failure_reason, failure_permanent, operator
-)""" + _LOCK_REPORTED
+              failure_reason, failure_permanent, operator, postback_id
+)"""
+INSERT_OBSERVATIONS = "WITH " + _STORE_GIVEN.format(only="") + _REPORTS_AND_STATES
+
+# Postbacks just stored ($3: their ids), claimed and applied in one statement: each row is
+# marked processed (the claim; the transaction rolls it back if applying fails) unless another
+# session holds it or did it (a sweep, a replay: left to it), and only the claimed rows' reports
+# are stored. A row per claimed postback (claimed_id), one per report it stored.
+CLAIM_AND_INSERT_OBSERVATIONS = """
+WITH claimed AS (
+    UPDATE tracker.postbacks p SET processed_at = now()
+    FROM (SELECT id FROM tracker.postbacks
+          WHERE id = ANY($3::bigint[]) AND processed_at IS NULL
+          ORDER BY id
+          FOR UPDATE SKIP LOCKED) c
+    WHERE p.id = c.id
+    RETURNING p.id
+), """ + _STORE_GIVEN.format(only="WHERE o.postback_id = ANY (ARRAY(SELECT id FROM claimed))") + _LOCKED + """
+SELECT claimed.id AS claimed_id, stored.*, locked.state AS current_state
+FROM claimed
+LEFT JOIN stored ON stored.postback_id = claimed.id
+LEFT JOIN locked ON locked.id = stored.message_id
+ORDER BY claimed.id, stored.id
+"""
 
 # Reports waiting for their message: attach them to it. Three ways to find them, each by an
 # index: the reports of some messages (intake's new messages: by key), some reports (postbacks
@@ -105,8 +129,8 @@ ADOPT_WAITING = """, stored AS (
     WHERE o.id = w.id
     RETURNING o.id, o.message_id, o.vendor, o.code, o.state, o.source,
               coalesce(o.event_at, o.received_at) AS occurred_at, o.received_at,
-              o.failure_code, o.failure_reason, o.failure_permanent, o.operator
-)""" + _LOCK_REPORTED
+              o.failure_code, o.failure_reason, o.failure_permanent, o.operator, o.postback_id
+)""" + _REPORTS_AND_STATES
 
 # Rows: tracker.db.rows.TransitionRow, by position (intake's first states; every later
 # transition is written with its message, by WRITE_MESSAGES).
@@ -507,18 +531,6 @@ WHERE processed_at IS NULL AND ($2::bigint[] IS NULL OR id = ANY($2::bigint[]))
 ORDER BY id
 LIMIT $1
 FOR UPDATE SKIP LOCKED
-"""
-
-# Rows just stored, to apply with what their handlers parsed: marked processed (the claim; the
-# transaction rolls it back if applying fails), skipped if another session holds or did them.
-CLAIM_RECEIVED_POSTBACKS = """
-UPDATE tracker.postbacks p SET processed_at = now()
-FROM (SELECT id FROM tracker.postbacks
-      WHERE id = ANY($1::bigint[]) AND processed_at IS NULL
-      ORDER BY id
-      FOR UPDATE SKIP LOCKED) c
-WHERE p.id = c.id
-RETURNING p.id
 """
 
 # `tracker replay`: stored postbacks after an id, of one vendor and/or since a time.

@@ -25,7 +25,7 @@ from tracker.adapters.base import Observation
 from tracker.core.reduce import PlannedTransition, Report, plan, recipient_key
 from tracker.core.states import State
 from tracker import metrics
-from tracker.db import DB_ERRORS
+from tracker.db import DB_ERRORS, transaction
 from tracker.db import queries as q
 from tracker.db.rows import MessageWrite, TransitionRow, message_write
 from tracker.logging import get_logger
@@ -40,6 +40,7 @@ class Applied:
     orphan_ids: list[int] = field(default_factory=list)  # (their observation ids)
     unmapped: int = 0  # of which with a vendor code we do not map
     transitions: list[PlannedTransition] = field(default_factory=list)
+    claimed: list[int] = field(default_factory=list)  # postbacks claimed (apply's `claim`)
 
 
 def _json(raw) -> orjson.Fragment | None:
@@ -85,11 +86,15 @@ async def apply(
     *,
     received_at: datetime | Sequence[datetime] | None = None,
     postback_id: int | Sequence[int | None] | None = None,
+    claim: Sequence[int] | None = None,
 ) -> Applied:
-    """Append observations and raise states, in one transaction (a savepoint if the caller
-    already holds one). `received_at` and `postback_id` are one value for all observations, or
-    one per observation (a batch of postbacks, each with its own time and raw row)."""
-    if not observations:
+    """Append observations and raise states, in one transaction (the caller's, if it holds
+    one). `received_at` and `postback_id` are one value for all observations, or one per
+    observation (a batch of postbacks, each with its own time and raw row). With `claim`
+    (postbacks just stored: their ids), the same statement first claims those rows
+    (queries.CLAIM_AND_INSERT_OBSERVATIONS) and only the claimed rows' observations are
+    appended; Applied.claimed says which."""
+    if not observations and claim is None:
         return Applied()
     n = len(observations)
     now = received_at if isinstance(received_at, Sequence) else [received_at or datetime.now(timezone.utc)] * n
@@ -98,14 +103,21 @@ async def apply(
         raise ValueError("received_at and postback_id: one value, or one per observation")
     given = rows_json([*_observation_row(o), at, pb, o.operator]
                        for o, at, pb in zip(observations, now, postback_ids))
-    async with conn.transaction():
-        rows = await conn.fetch(q.INSERT_OBSERVATIONS, given, source)
+    claimed: list[int] = []
+    async with transaction(conn):
+        if claim is None:
+            rows = await conn.fetch(q.INSERT_OBSERVATIONS, given, source)
+        else:
+            rows = await conn.fetch(q.CLAIM_AND_INSERT_OBSERVATIONS, given, source, list(claim))
+            claimed = sorted({r["claimed_id"] for r in rows})
+            rows = [r for r in rows if r["id"] is not None]
         result = await _raise_states(conn, rows)
     _count_observations(source, ((r["vendor"], r["state"], r["code"]) for r in rows))
     result.stored = len(rows)
     result.orphan_ids = [r["id"] for r in rows if r["message_id"] is None]
     result.orphans = len(result.orphan_ids)
     result.unmapped = sum(1 for r in rows if r["state"] is None)
+    result.claimed = claimed
     return result
 
 
@@ -280,7 +292,7 @@ async def adopt_orphans(conn: asyncpg.Connection, message_ids: Iterable[int] | N
         query, arg = q.ADOPT_ORPHAN_REPORTS, list(observation_ids)
     else:
         query, arg = q.ADOPT_RECENT_ORPHANS, max_age_s
-    async with conn.transaction():
+    async with transaction(conn):
         rows = await conn.fetch(query + q.ADOPT_WAITING, arg)
         return await _raise_states(conn, rows)
 
@@ -299,7 +311,7 @@ async def adopt_after_commit(conn: asyncpg.Connection, message_ids: Iterable[int
 
 async def _raise_states(conn: asyncpg.Connection, rows: Sequence[asyncpg.Record]) -> Applied:
     """Plan and write what stored reports do to their messages. Each row carries its message's
-    state, read under the row lock its statement took (queries._LOCK_REPORTED)."""
+    state, read under the row lock its statement took (queries._LOCKED)."""
     current = {r["message_id"]: State[r["current_state"]] for r in rows
                if r["current_state"] is not None}
     reports = [

@@ -67,13 +67,31 @@ def parse_row(row: asyncpg.Record) -> Parsed:
 
 
 async def _apply(conn: asyncpg.Connection, config: Config, items: Sequence[Parsed],
-                 known: dict[int, set] | None = None) -> Outcome:
-    """Append what the (claimed, locked) rows say, less what they produced before (`known`:
-    postback id -> report keys), push polls out, and record unreadable rows."""
-    out = Outcome(rows=len(items))
+                 known: dict[int, set] | None = None, claim: bool = False) -> Outcome:
+    """Append what the rows say, less what they produced before (`known`: postback id ->
+    report keys), push polls out, and record unreadable rows. The rows are claimed and locked
+    by the caller, or here (`claim`: in the statement that stores their reports; rows another
+    session holds or did are left to it)."""
     new: list[Observation] = []
     new_ids: list[int] = []
     new_at: list[datetime] = []
+    fresh_of: dict[int, list[Observation]] = {}
+    for item in items:
+        if item.found is None:
+            continue
+        before = known.get(item.id, set()) if known is not None else set()
+        fresh = [o for o in item.found if core.report_key(o) not in before] if before else item.found
+        fresh_of[item.id] = fresh
+        new += fresh
+        new_ids += [item.id] * len(fresh)
+        new_at += [item.received_at] * len(fresh)
+    applied = await reducer.apply(conn, "postback", new, received_at=new_at, postback_id=new_ids,
+                                  claim=[i.id for i in items] if claim else None)
+    if claim:
+        taken = set(applied.claimed)
+        items = [i for i in items if i.id in taken]
+    out = Outcome(rows=len(items), observations=applied.stored,
+                  transitions=len(applied.transitions), orphan_ids=applied.orphan_ids)
     polled: set[tuple[str, str, str]] = set()
     bad_ids, bad_errors = [], []
     for item in items:
@@ -82,15 +100,9 @@ async def _apply(conn: asyncpg.Connection, config: Config, items: Sequence[Parse
             bad_ids.append(item.id)
             bad_errors.append(item.error)
             continue
-        before = known.get(item.id, set()) if known is not None else set()
-        fresh = [o for o in item.found if core.report_key(o) not in before] if before else item.found
-        out.unchanged += not fresh
-        new += fresh
-        new_ids += [item.id] * len(fresh)
-        new_at += [item.received_at] * len(fresh)
+        out.unchanged += not fresh_of[item.id]
         polled.update((o.vendor, o.vendor_ref, recipient_key(o.vendor, o.recipient))
                       for o in item.found if adapters.get(o.vendor).POLLS)
-    applied = await reducer.apply(conn, "postback", new, received_at=new_at, postback_id=new_ids)
     if bad_ids:
         await conn.execute(q.MARK_POSTBACKS_UNREADABLE, bad_ids, bad_errors)
     if polled:
@@ -98,9 +110,6 @@ async def _apply(conn: asyncpg.Connection, config: Config, items: Sequence[Parse
         await conn.execute(q.DEFER_POLLS, [k[0] for k in keys], [k[1] for k in keys],
                            [k[2] for k in keys],
                            [config.vendors[k[0]].max_poll_interval_s for k in keys])
-    out.observations = applied.stored
-    out.transitions = len(applied.transitions)
-    out.orphan_ids = applied.orphan_ids
     return out
 
 
@@ -114,18 +123,13 @@ async def _adopt_late(conn: asyncpg.Connection, out: Outcome) -> Outcome:
 async def process_received(conn: asyncpg.Connection, config: Config,
                            items: Sequence[Parsed]) -> Outcome:
     """Apply rows just stored, with what the handlers parsed. Marking them processed is also
-    the claim: rows another session holds or has applied meanwhile (a sweep, a replay) are
-    left to it."""
-    async with conn.transaction():
-        claimed = {r["id"] for r in await conn.fetch(q.CLAIM_RECEIVED_POSTBACKS,
-                                                     [i.id for i in items])}
-        todo = [i for i in items if i.id in claimed]
-        if not todo:
-            return Outcome()
-        try:
-            out = await _apply(conn, config, todo)
-        except Exception as e:
-            raise BatchFailed([i.id for i in todo]) from e
+    the claim, made by the statement that stores their reports: rows another session holds or
+    has applied meanwhile (a sweep, a replay) are left to it."""
+    try:
+        async with conn.transaction():
+            out = await _apply(conn, config, items, claim=True)
+    except Exception as e:
+        raise BatchFailed([i.id for i in items]) from e
     return await _adopt_late(conn, out)
 
 
