@@ -39,7 +39,7 @@ from postbacks import tracker_daemon  # noqa: E402
 CONSUMER = "bench-latency"
 
 
-# --- the consumer (its own process: `bench/events.py consumer DSN N TIMEOUT`) ----------------------
+# --- the consumer (its own process: `bench/events.py consumer DSN N TIMEOUT OUT`) ------------------
 
 
 async def consume(dsn: str, n: int, timeout: float) -> dict:
@@ -72,9 +72,11 @@ async def consume(dsn: str, n: int, timeout: float) -> dict:
     return {"seen": seen, "reads": reads}
 
 
-def consumer_main(dsn: str, n: int, timeout: float) -> None:
+def consumer_main(dsn: str, n: int, timeout: float, path: str) -> None:
+    """What it saw goes to a file: through the stdout pipe, a result over 64 KiB written while
+    the load was still finishing arrived cut at 64 KiB on a busy machine."""
     out = loop.run(consume(dsn, n, timeout))
-    sys.stdout.write(orjson.dumps(out).decode() + "\n")
+    Path(path).write_bytes(orjson.dumps(out))
 
 
 # --- the load ------------------------------------------------------------------------------------
@@ -107,8 +109,9 @@ async def one_rate(dsn: str, rate: float, seconds: float, tag: str) -> dict:
         await conn.close()
     tmp = Path(tempfile.mkdtemp(prefix="tracker-bench-events-"))
     async with tracker_daemon(dsn, tmp) as (url, _pid, _log):
-        consumer = subprocess.Popen([PY, __file__, "consumer", dsn, str(n), str(seconds + 60)],
-                                    stdout=subprocess.PIPE, text=True, cwd=str(ROOT))
+        result = tmp / "consumer.json"
+        consumer = subprocess.Popen([PY, __file__, "consumer", dsn, str(n), str(seconds + 60),
+                                     str(result)], stdout=subprocess.PIPE, text=True, cwd=str(ROOT))
         try:
             assert consumer.stdout.readline().strip() == "listening"
             sent: dict[str, float] = {}
@@ -137,12 +140,14 @@ async def one_rate(dsn: str, rate: float, seconds: float, tag: str) -> dict:
                     tasks.append(asyncio.create_task(post(i)))
                 await asyncio.gather(*tasks)
                 achieved = n / (time.monotonic() - start)
-            out, _ = await asyncio.to_thread(consumer.communicate, timeout=seconds + 90)
+            await asyncio.to_thread(consumer.communicate, timeout=seconds + 90)
         finally:
             if consumer.poll() is None:
                 consumer.kill()
                 consumer.wait()
-    got = orjson.loads(out)
+    if consumer.returncode != 0:
+        raise RuntimeError(f"the consumer failed (exit {consumer.returncode}); see its stderr above")
+    got = orjson.loads(result.read_bytes())
     seen = got["seen"]
     conn = await asyncpg.connect(dsn)
     try:
@@ -184,7 +189,7 @@ def report(results: list[dict]) -> str:
 
 def main() -> int:
     if sys.argv[1:2] == ["consumer"]:
-        consumer_main(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))
+        consumer_main(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), sys.argv[5])
         return 0
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rates", default="200,1000", help="postbacks per second, comma-separated")
