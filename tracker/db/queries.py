@@ -43,8 +43,10 @@ _STORE_GIVEN = """o AS (
            o.text, o.event_at, o.received_at, o.failure_code, o.failure_reason,
            o.failure_permanent, o.raw, o.postback_id, o.operator
     FROM o
-    LEFT JOIN tracker.messages m
-           ON m.vendor = o.vendor AND m.vendor_ref = o.vendor_ref AND m.recipient_key = o.recipient_key
+    LEFT JOIN LATERAL (  -- one index probe per report, whatever the plan's row estimates
+        SELECT id FROM tracker.messages m
+        WHERE m.vendor = o.vendor AND m.vendor_ref = o.vendor_ref AND m.recipient_key = o.recipient_key
+    ) m ON true
     {only}
     RETURNING id, message_id, vendor, code, state, source,
               coalesce(event_at, received_at) AS occurred_at, received_at, failure_code,
