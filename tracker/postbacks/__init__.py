@@ -63,6 +63,13 @@ def _transient(e: BaseException | None) -> bool:
     return False
 
 
+# The group commit's writers' and the appliers' connections: 200 only after a durable commit;
+# generic plans, because their statements take batches of ids and keys found by index whatever
+# the values (queries: CLAIM_AND_INSERT_OBSERVATIONS, WRITE_MESSAGES), so they are planned once
+# per connection. Left to choose, PostgreSQL planned the claim anew for every batch, which took
+# as long as running it (0.5 ms; docs/performance.md).
+SESSION_SETTINGS = {"synchronous_commit": "on", "plan_cache_mode": "force_generic_plan"}
+
 OK = 200, {"status": "ok"}
 _OK_BODY = orjson.dumps(OK[1])
 
@@ -127,12 +134,7 @@ class Postbacks:
         if dsn:  # the group commit's writers and the apply worker: connections of their own
             self.pool = await asyncpg.create_pool(
                 dsn, min_size=1, max_size=WRITERS + APPLIERS, reset=_keep_session,
-                server_settings={"synchronous_commit": "on",  # 200 only after a durable commit
-                                 "plan_cache_mode": "force_generic_plan"})  # see below
-            # Their statements take batches of ids and keys, found by index whatever the values
-            # (queries: CLAIM_AND_INSERT_OBSERVATIONS, WRITE_MESSAGES): planned once per
-            # connection. Left to choose, PostgreSQL planned the claim anew for every batch,
-            # which took as long as running it (0.5 ms; docs/performance.md).
+                server_settings=SESSION_SETTINGS)
             self.own_pool = True
         else:
             self.pool = self.tracker.pool
