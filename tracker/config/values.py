@@ -5,13 +5,13 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from tracker.config.layers import _Layers, _Raw
 from tracker.config.listen import parse_listen
 from tracker.config.redaction import _show
+from tracker.config.secret_files import read_secret, secret_path
 from tracker.config.schema import (
     _FIELDS,
     _NON_NEGATIVE,
@@ -101,17 +101,9 @@ class _Values(_Layers):
         if not name:
             self.problem(raw.file, raw.key, "empty file name")
             return False, None
-        p = Path(name).expanduser()
-        if not p.is_absolute():
-            creds = self.env.get("CREDENTIALS_DIRECTORY")
-            if creds:
-                p = Path(creds) / p
-            elif self.path is not None:
-                p = Path(self.path).resolve().parent / p
-        try:
-            text = p.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            reason = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
+        p = secret_path(name, self.env, self.path)
+        text, reason = read_secret(p)
+        if text is None:
             self.problem(raw.file, raw.key, f"cannot read secret file {str(p)!r}: {reason}")
             return False, None
         value = text.rstrip("\r\n")

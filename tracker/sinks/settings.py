@@ -13,10 +13,10 @@ TRACKER_SINKS__NATS__<NAME>__<KEY>; lists are comma-separated there. tracker.con
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
+from tracker.config.secret_files import read_secret, secret_path
 from tracker.config_types import VENDORS, NatsSinkConfig, SinksConfig, WebhookSinkConfig
 from tracker.sinks import checks
 from tracker.sinks.checks import (EVENT_STATES, MAX_BATCH, MAX_CONCURRENCY, MAX_RETRIES,
@@ -255,19 +255,11 @@ class SinkSettings:
         if not name:
             self.problem(raw, "", "empty file name")
             return None
-        p = Path(name).expanduser()
-        if not p.is_absolute():
-            creds = self.env.get("CREDENTIALS_DIRECTORY")
-            if creds:
-                p = Path(creds) / p
-            elif self.path is not None:
-                p = Path(self.path).resolve().parent / p
-        try:
-            return p.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            reason = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
+        p = secret_path(name, self.env, self.path)
+        text, reason = read_secret(p)
+        if text is None:
             self.problem(raw, "", f"cannot read secret file {str(p)!r}: {reason}")
-            return None
+        return text
 
 
 def secrets_of(sinks: SinksConfig) -> list[str]:
