@@ -311,7 +311,7 @@ async def adopt_after_commit(conn: asyncpg.Connection, message_ids: Iterable[int
 
 async def _raise_states(conn: asyncpg.Connection, rows: Sequence[asyncpg.Record]) -> Applied:
     """Plan and write what stored reports do to their messages. Each row carries its message's
-    state, read under the row lock its statement took (queries._LOCKED)."""
+    state, read under the row lock its statement took (queries.reducer._LOCKED)."""
     current = {r["message_id"]: State[r["current_state"]] for r in rows
                if r["current_state"] is not None}
     reports = [

@@ -1,0 +1,82 @@
+"""Intake's statements (tracker.intake, docs/intake.md): submission rows claimed, messages made."""
+
+# --- intake (tracker.intake, docs/intake.md) -------------------------------------------------
+
+# Claim new rows, oldest first, up to $1 rows and about $2 bytes of stored response + request
+# (so that a batch of large rows stays small in memory); rows another intake holds are passed
+# over. A row's first look is free of decoding traps: a submitted_at outside the sane range
+# arrives as NULL (its text beside it), a response larger than $3 bytes stored is not fetched.
+CLAIM_SUBMISSIONS = """
+WITH candidates AS MATERIALIZED (
+    SELECT id, coalesce(pg_column_size(response), 0) + coalesce(pg_column_size(request), 0) AS size
+    FROM tracker.submissions
+    WHERE processed_at IS NULL
+    ORDER BY id
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+), picked AS (
+    SELECT id FROM (SELECT id, sum(size) OVER (ORDER BY id) - size AS before FROM candidates) c
+    WHERE before < $2
+)
+SELECT s.id, s.vendor, s.client_ref, s.vendor_ref, s.recipient,
+       CASE WHEN s.submitted_at >= '2000-01-01' AND s.submitted_at < now() + interval '1 day'
+            THEN s.submitted_at END AS submitted_at,
+       s.submitted_at::text AS submitted_text,
+       CASE WHEN pg_column_size(s.response) <= $3 THEN s.response END AS response,
+       CASE WHEN pg_column_size(s.request) <= $3 THEN s.request END AS request,
+       CASE WHEN greatest(pg_column_size(s.response), pg_column_size(s.request)) > $3
+            THEN greatest(pg_column_size(s.response), pg_column_size(s.request)) END
+           AS response_too_large,
+       $3 AS response_limit
+FROM tracker.submissions s
+WHERE s.id IN (SELECT id FROM picked)
+ORDER BY s.id
+"""
+
+# New messages, in the state their submit reports raise them to (tracker.intake.plan); a key
+# that exists already is left alone (its reports go through the reducer). Each new message says
+# whether reports are waiting for it (orphans: adopted by the caller). Rows: 0 vendor,
+# 1 vendor_ref, 2 recipient_key, 3 issued_ref (NULL: as vendor_ref), 4 recipient, 5 client_ref,
+# 6 submission_id, 7 submitted_at, 8 vendor_deadline, 9 window_ends_at, 10 next_poll_at,
+# 11 state, 12 delivered_at, 13-15 failure code, reason, permanent, 16 last_report_at,
+# 17 country, 18 calling_code.
+INSERT_NEW_MESSAGES = """
+WITH new AS (
+    INSERT INTO tracker.messages (
+        vendor, vendor_ref, recipient_key, issued_ref, recipient, client_ref, submission_id,
+        submitted_at, vendor_deadline, window_ends_at, next_poll_at, state, delivered_at,
+        failure_code, failure_reason, failure_permanent, last_report_at, country, calling_code)
+    SELECT r->>0, r->>1, r->>2, r->>3, r->>4, r->>5, (r->>6)::bigint, (r->>7)::timestamptz,
+           (r->>8)::timestamptz, (r->>9)::timestamptz, (r->>10)::timestamptz,
+           (r->>11)::tracker.state, (r->>12)::timestamptz, r->>13, r->>14, (r->>15)::boolean,
+           (r->>16)::timestamptz, r->>17, (r->>18)::integer
+    FROM jsonb_array_elements($1::jsonb) AS rows(r)
+    ON CONFLICT (vendor, vendor_ref, recipient_key) DO NOTHING
+    RETURNING id, vendor, vendor_ref, recipient_key
+)
+SELECT new.id, new.vendor, new.vendor_ref, new.recipient_key,
+       EXISTS (SELECT 1 FROM tracker.observations o
+               WHERE o.vendor = new.vendor AND o.vendor_ref = new.vendor_ref
+                 AND o.recipient_key = new.recipient_key AND o.message_id IS NULL) AS orphans
+FROM new
+"""
+
+# Every claimed row's outcome: $1 ids, $2 message counts; then, for the few rows refused or
+# taken with a note, FINISH_SUBMISSION_PROBLEMS ($1 ids, $2 errors, $3 notes).
+FINISH_SUBMISSIONS = """
+UPDATE tracker.submissions s SET processed_at = now(), waiting = NULL, message_count = u.n
+FROM unnest($1::bigint[], $2::integer[]) AS u(id, n)
+WHERE s.id = ANY($1::bigint[]) AND s.id = u.id
+"""
+
+FINISH_SUBMISSION_PROBLEMS = """
+UPDATE tracker.submissions s SET error = u.error, note = u.note
+FROM unnest($1::bigint[], $2::text[], $3::text[]) AS u(id, error, note)
+WHERE s.id = ANY($1::bigint[]) AND s.id = u.id
+"""
+
+UPSERT_VENDOR_SETTINGS = """
+INSERT INTO tracker.vendor_settings (vendor, expected_final_s)
+SELECT * FROM unnest($1::text[], $2::float8[])
+ON CONFLICT (vendor) DO UPDATE SET expected_final_s = excluded.expected_final_s, updated_at = now()
+"""

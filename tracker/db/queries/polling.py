@@ -1,0 +1,166 @@
+"""The poller's statements (tracker.poller, sql/005_polling.sql): claims, write-backs, poll stats,
+shared rate limits."""
+
+# --- poller (tracker/poller/engine.py, sql/005_polling.sql) -----------------------------------
+#
+# A claim leases due messages to one poller: lease_owner/lease_until say who holds them; a
+# message is due when next_poll_at has come and it is not leased (or its lease has run out, so
+# that a crashed poller's claims come due again by themselves). A claim changes no indexed
+# column (a HOT update: cheap); the write-back sets the next poll. FOR NO KEY UPDATE (not FOR
+# UPDATE) so that the key-share locks of concurrent observation inserts (FK checks) do not make
+# SKIP LOCKED pass over a message.
+
+# $1 vendor, $2 how many, $3 owner, $4 lease seconds.
+CLAIM_DUE = """
+WITH due AS MATERIALIZED (
+    SELECT id FROM tracker.messages
+    WHERE vendor = $1 AND next_poll_at <= now()
+      AND (lease_until IS NULL OR lease_until < now())
+    ORDER BY next_poll_at
+    LIMIT $2
+    FOR NO KEY UPDATE SKIP LOCKED
+)
+UPDATE tracker.messages m
+SET lease_owner = $3,
+    lease_until = now() + make_interval(secs => $4)
+WHERE m.id = ANY (ARRAY(SELECT id FROM due))  -- by primary key, never a scan of the table
+RETURNING m.id, m.vendor_ref, m.recipient, m.recipient_key, m.poll_count, m.submitted_at,
+          m.window_ends_at, m.lease_until, coalesce(m.issued_ref, m.vendor_ref) AS issued_ref,
+          m.vendor_deadline
+"""
+
+# Vendors whose one call answers a whole batch id (Sparrow): claim every polled, unleased
+# message of each batch that has a due message, so one pair of report calls answers them all.
+# A batch is taken by one claimer at a time (a transaction-scoped advisory lock per batch id;
+# a claimer that cannot have it leaves the batch to the one that has), so that two claimers
+# never split one batch between them.
+# $1 vendor, $2 how many due messages to start from, $3 owner, $4 lease seconds.
+CLAIM_DUE_BATCHES = """
+WITH due AS MATERIALIZED (
+    SELECT DISTINCT vendor_ref FROM (
+        SELECT vendor_ref FROM tracker.messages
+        WHERE vendor = $1 AND next_poll_at <= now()
+          AND (lease_until IS NULL OR lease_until < now())
+        ORDER BY next_poll_at
+        LIMIT $2
+    ) d
+), mine AS MATERIALIZED (
+    SELECT vendor_ref FROM due
+    WHERE pg_try_advisory_xact_lock(hashtext('tracker.poll.' || $1), hashtext(vendor_ref))
+), members AS MATERIALIZED (
+    SELECT m.id FROM tracker.messages m
+    WHERE m.vendor = $1
+      AND m.vendor_ref IN (SELECT vendor_ref FROM mine)
+      AND m.next_poll_at IS NOT NULL
+      AND (m.lease_until IS NULL OR m.lease_until < now())
+    FOR NO KEY UPDATE SKIP LOCKED
+)
+UPDATE tracker.messages m
+SET lease_owner = $3,
+    lease_until = now() + make_interval(secs => $4)
+WHERE m.id = ANY (ARRAY(SELECT id FROM members))
+RETURNING m.id, m.vendor_ref, m.recipient, m.recipient_key, m.poll_count, m.submitted_at,
+          m.window_ends_at, m.lease_until, coalesce(m.issued_ref, m.vendor_ref) AS issued_ref,
+          m.vendor_deadline
+"""
+
+# How many of a vendor's messages are due, counting no further than $2.
+COUNT_DUE = """
+SELECT count(*) FROM (
+    SELECT 1 FROM tracker.messages
+    WHERE vendor = $1 AND next_poll_at <= now() AND (lease_until IS NULL OR lease_until < now())
+    LIMIT $2
+) d
+"""
+
+# The earliest next poll of a vendor's unleased messages (to sleep until then).
+NEXT_DUE = """
+SELECT min(next_poll_at) FROM tracker.messages
+WHERE vendor = $1 AND next_poll_at IS NOT NULL AND (lease_until IS NULL OR lease_until < now())
+"""
+
+# Writing results back: first lock (in id order, as the reducer does) the messages this claim
+# still holds, with their states (the reducer plans against them: reducer.apply_polls); a claim
+# whose lease expired and was taken over holds nothing and writes nothing.
+# $1 ids, $2 owner, $3 lease_until as claimed.
+HOLD_CLAIMED = """
+SELECT id, state FROM tracker.messages
+WHERE id = ANY($1::bigint[]) AND lease_owner = $2 AND lease_until = $3
+ORDER BY id
+FOR NO KEY UPDATE
+"""
+
+# The poller's write-back (reducer.apply_polls): observations of messages the poller holds
+# locked, so their ids are known (no lookup by key). Rows are inserted in the order given (ORDER
+# BY ord), so the ids the sequence hands out, sorted, follow that order.
+# Rows: an observation row (see INSERT_OBSERVATIONS) + 11 message_id, 12 operator.
+# $2 received_at (one for all), $3 source.
+INSERT_POLL_OBSERVATIONS = """
+INSERT INTO tracker.observations (
+    message_id, vendor, vendor_ref, recipient_key, source, state, code, text, event_at,
+    received_at, failure_code, failure_reason, failure_permanent, raw, operator)
+SELECT (r->>11)::bigint, r->>0, r->>1, r->>2, $3::tracker.source, (r->>3)::tracker.state,
+       r->>4, r->>5, (r->>6)::timestamptz, $2::timestamptz, r->>7, r->>8, (r->>9)::boolean,
+       nullif(r->10, 'null'), r->>12
+FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS rows(r, ord)
+ORDER BY ord
+RETURNING id
+"""
+
+# ... then WRITE_MESSAGES (above): one row per held message, with its release (next_poll_at).
+
+# On shutdown: hand back every claim of this poller, due at once.
+RELEASE_ALL = """
+UPDATE tracker.messages
+SET lease_owner = NULL, lease_until = NULL,
+    next_poll_at = CASE WHEN state >= 'unknown' THEN NULL ELSE now() END
+WHERE lease_owner = $1
+"""
+
+# Tracking windows that ended on messages not final yet. $1 how many.
+WINDOW_ENDED = """
+SELECT id, vendor, vendor_ref, recipient FROM tracker.messages
+WHERE state < 'unknown' AND window_ends_at <= now()
+ORDER BY window_ends_at
+LIMIT $1
+FOR NO KEY UPDATE SKIP LOCKED
+"""
+
+# Add one flush of a poller's counters. $1 vendors, $2 replica, then per vendor: polls ok,
+# polls failed, last success, last error time, last error, circuit state, circuit since.
+ADD_POLL_STATS = """
+INSERT INTO tracker.poll_stats AS s (vendor, replica, polls_ok, polls_failed, last_success_at,
+                                     last_error_at, last_error, circuit_state, circuit_since)
+SELECT u.vendor, $2, u.ok, u.failed, u.last_success_at, u.last_error_at, u.last_error,
+       u.circuit_state, u.circuit_since
+FROM unnest($1::text[], $3::bigint[], $4::bigint[], $5::timestamptz[], $6::timestamptz[],
+            $7::text[], $8::text[], $9::timestamptz[])
+     AS u(vendor, ok, failed, last_success_at, last_error_at, last_error, circuit_state,
+          circuit_since)
+ON CONFLICT (vendor, replica) DO UPDATE SET
+    polls_ok = s.polls_ok + excluded.polls_ok,
+    polls_failed = s.polls_failed + excluded.polls_failed,
+    last_success_at = greatest(s.last_success_at, excluded.last_success_at),
+    last_error_at = greatest(s.last_error_at, excluded.last_error_at),
+    last_error = CASE WHEN excluded.last_error_at IS NOT NULL
+                      AND excluded.last_error_at >= coalesce(s.last_error_at, '-infinity')
+                      THEN excluded.last_error ELSE s.last_error END,
+    circuit_state = excluded.circuit_state,
+    circuit_since = excluded.circuit_since,
+    updated_at = now(),
+    stopped_at = NULL
+"""
+
+# Vendor limits for the whole deployment (tracker.poller.shared_limits, sql/012).
+# $1 vendor, $2 tokens wanted, $3 rate per second, $4 burst.
+TAKE_RATE_TOKENS = "SELECT tracker.take_rate_tokens($1, $2, $3, $4)"
+
+# Replicas polling each vendor now (their counters refreshed in the last 15 s).
+POLLING_REPLICAS = """
+SELECT vendor, count(*) AS replicas FROM tracker.poll_stats
+WHERE stopped_at IS NULL AND updated_at > now() - interval '15 seconds'
+GROUP BY vendor
+"""
+
+# A poller that stops cleanly says so: its circuit state no longer counts in vendor_health.
+STOP_POLL_STATS = "UPDATE tracker.poll_stats SET stopped_at = now() WHERE replica = $1"

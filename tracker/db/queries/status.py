@@ -1,0 +1,133 @@
+"""The status page, the rollup and retention (tracker.http.status, tracker.rollup,
+tracker.retention; sql/009)."""
+
+# --- status and retention (tracker.rollup, tracker.http.status, tracker.retention; sql/009) -----
+
+# Fold the route deltas committed so far into the rollups (sql/009: tracker.fold_route_deltas).
+FOLD_ROUTE_DELTAS = "SELECT tracker.fold_route_deltas()"
+
+# Each outbox consumer (sinks are consumers 'sink:<name>'): published events not acknowledged
+# yet, and how old the oldest of them is (a lookup by the unique pos index per consumer).
+CONSUMER_LAG = """
+SELECT c.consumer, greatest(p.last_pos - c.acked_pos, 0) AS events,
+       extract(epoch FROM clock_timestamp() - (
+           SELECT t.recorded_at FROM tracker.transitions t
+           WHERE t.pos > c.acked_pos ORDER BY t.pos LIMIT 1))::float8 AS age_s
+FROM tracker.consumers c CROSS JOIN tracker.event_publisher p
+ORDER BY c.consumer
+"""
+
+# The status page reads in one read-only transaction that never runs long.
+STATUS_LIMITS = "SET LOCAL statement_timeout = '3s'"
+
+# Per vendor ($2 names, $3 expected_final_s): messages in flight (counted up to $1: an index-only
+# scan of the partial index messages_in_flight), and those silent longer than the vendor is
+# expected to take (tracker.stuck_messages' rule; counted up to $4: the index finds those
+# submitted before then, each then read for its last report).
+STATUS_IN_FLIGHT = """
+SELECT v.vendor,
+       (SELECT count(*) FROM (SELECT 1 FROM tracker.messages m
+                              WHERE m.vendor = v.vendor AND m.state < 'unknown' LIMIT $1) f) AS in_flight,
+       (SELECT count(*) FROM (SELECT 1 FROM tracker.messages m
+                              WHERE m.vendor = v.vendor AND m.state < 'unknown'
+                                AND m.submitted_at < now() - make_interval(secs => v.expected_final_s)
+                                AND coalesce(m.last_report_at, m.submitted_at)
+                                    < now() - make_interval(secs => v.expected_final_s)
+                              LIMIT $4) s) AS stuck
+FROM unnest($2::text[], $3::float8[]) AS v(vendor, expected_final_s)
+"""
+
+# Per vendor, messages submitted since $1 (by hour), from the rollup.
+STATUS_VENDOR_FIGURES = "SELECT * FROM tracker.vendor_figures_since($1)"
+
+# Circuit state and last successful poll (vendor_health without its unmapped-code part, which
+# the planner leaves out when none of its columns is asked for).
+STATUS_POLL_HEALTH = """
+SELECT vendor, circuit_state, last_success_at, last_error FROM tracker.vendor_health
+"""
+
+# The distinct unmapped (vendor, code) pairs, up to $1: a skip scan of observations_unmapped,
+# one index probe per pair, however many reports carry them.
+STATUS_UNMAPPED_CODES = """
+WITH RECURSIVE codes AS (
+    (SELECT vendor, code FROM tracker.observations
+     WHERE state IS NULL AND code IS NOT NULL ORDER BY vendor, code LIMIT 1)
+    UNION ALL
+    SELECT n.vendor, n.code FROM codes c
+    CROSS JOIN LATERAL (SELECT o.vendor, o.code FROM tracker.observations o
+                        WHERE o.state IS NULL AND (o.vendor, o.code) > (c.vendor, c.code)
+                        ORDER BY o.vendor, o.code LIMIT 1) n
+)
+SELECT vendor, code FROM codes LIMIT $1
+"""
+
+# Per vendor and hour since the hour of $1: volume and delivered ratio (the page's charts).
+STATUS_HOURLY = """
+SELECT hour, vendor, total, delivered_ratio FROM tracker.vendor_hourly
+WHERE hour >= date_trunc('hour', $1::timestamptz, 'UTC')
+"""
+
+# The $2 routes with the most messages submitted on or after day $1 (UTC).
+STATUS_TOP_ROUTES = """
+SELECT r.vendor, nullif(r.country, '') AS country, nullif(r.operator, '') AS operator,
+       sum(r.total) AS total,
+       round(sum(r.delivered)::numeric / nullif(sum(r.total), 0), 4) AS delivered_ratio,
+       tracker.hist_quantile(tracker.hist_merge(r.latency), 0.5) AS p50_s
+FROM (
+    SELECT vendor, country, operator, latency, delivered + read AS delivered,
+           submitted + accepted + sent + unknown + expired + rejected + failed + delivered + read AS total
+    FROM tracker.route_days WHERE day >= $1
+    UNION ALL
+    SELECT vendor, country, operator, latency, delivered + read,
+           submitted + accepted + sent + unknown + expired + rejected + failed + delivered + read
+    FROM tracker.route_deltas_by_hour WHERE hour >= $1::timestamp AT TIME ZONE 'UTC'
+) r
+GROUP BY r.vendor, r.country, r.operator
+HAVING sum(r.total) > 0
+ORDER BY total DESC, r.vendor, r.country, r.operator
+LIMIT $2
+"""
+
+# What retention last removed, per kind.
+STATUS_RETENTION = """
+SELECT DISTINCT ON (kind) kind, finished_at, removed, error
+FROM tracker.retention_runs ORDER BY kind, id DESC
+"""
+
+# The sinks' view (sql/008, issue #13), where it exists.
+SINK_STATUS_EXISTS = "SELECT to_regclass('tracker.sink_status') IS NOT NULL"
+STATUS_SINKS = "SELECT * FROM tracker.sink_status ORDER BY 1"
+
+# Retention (tracker.retention): one sweeper at a time (a session lock: the sweep's batches are
+# transactions of their own).
+RETENTION_TRY_LOCK = "SELECT pg_try_advisory_lock(hashtext($1))"
+RETENTION_UNLOCK = "SELECT pg_advisory_unlock(hashtext($1))"
+
+# When this kind's sweep starts, and its cutoff: $1 days ago.
+RETENTION_CUTOFF = "SELECT now(), now() - make_interval(secs => $1::float8 * 86400)"
+
+# A batch never waits long for a lock, nor runs long, nor waits for its WAL to reach the disk
+# (a batch lost in a crash is removed again by the next sweep: the postbacks' commits keep the
+# disk's flushes to themselves).
+RETENTION_BATCH_LIMITS = """
+SET LOCAL lock_timeout = '1s'; SET LOCAL statement_timeout = '30s'; SET LOCAL synchronous_commit = off
+"""
+
+# One batch of a kind (sql/009: tracker.retain_<kind>): $1 after id, $2 cutoff, $3 rows examined.
+RETENTION_BATCH = {
+    "orphans": "SELECT * FROM tracker.retain_orphans($1, $2, $3)",
+    "postbacks": "SELECT * FROM tracker.retain_postbacks($1, $2, $3)",
+    "observations": "SELECT * FROM tracker.retain_observations($1, $2, $3)",
+    "transitions": "SELECT * FROM tracker.retain_transitions($1, $2, $3)",
+    "final_messages": "SELECT * FROM tracker.retain_final_messages($1, $2, $3)",
+    "refused_rows": "SELECT * FROM tracker.retain_refused_rows($1, $2, $3)",
+}
+
+RETENTION_RECORD_RUN = """
+INSERT INTO tracker.retention_runs (kind, started_at, cutoff, removed, also, batches, error)
+VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7)
+"""
+
+RETENTION_FORGET_RUNS = """
+DELETE FROM tracker.retention_runs WHERE finished_at < now() - make_interval(days => $1)
+"""

@@ -1,0 +1,69 @@
+"""The daemon's sweeps, replay and demo; migrations; health (/readyz)."""
+
+# --- the daemon's sweeps, replay, the demo ----------------------------------------------------
+
+# A sweep only one replica at a time runs (Tracker.exclusive): $1 its lock's name. The lock goes
+# with the transaction.
+TRY_SWEEP_LOCK = "SELECT pg_try_advisory_lock(hashtext($1))"
+SWEEP_UNLOCK = "SELECT pg_advisory_unlock(hashtext($1))"
+
+POSTBACKS_TABLE_EXISTS = "SELECT to_regclass('tracker.postbacks') IS NOT NULL"
+
+# A consumer's read and acknowledgement (the contract: tracker.read_events / ack_events).
+READ_EVENTS = "SELECT * FROM tracker.read_events($1, $2)"
+ACK_EVENTS = "SELECT tracker.ack_events($1, $2)"
+
+# `tracker demo`: the sample application's sends ($1 vendor, $2 client_ref, $3 request, $4
+# response), and the summary it prints at the end.
+DEMO_SUBMIT = """
+INSERT INTO tracker.submissions (vendor, client_ref, request, response)
+VALUES ($1, $2, $3::jsonb, $4::jsonb)
+"""
+
+DEMO_SUMMARY = """
+SELECT vendor, sum(total) total, sum(accepted + sent + submitted) in_flight,
+       sum(delivered) delivered, sum(read) read, sum(failed) failed, sum(rejected) rejected,
+       sum(expired) expired, sum(unknown) unknown
+FROM tracker.delivery_summary GROUP BY 1 ORDER BY 1
+"""
+
+COUNT_INTAKE_PROBLEMS = "SELECT count(*) FROM tracker.intake_problems"
+
+
+# --- migrations --------------------------------------------------------------------------------
+
+MIGRATION_LOCK = "SELECT pg_advisory_lock(hashtext('tracker.migrate'))"
+MIGRATION_UNLOCK = "SELECT pg_advisory_unlock(hashtext('tracker.migrate'))"
+CREATE_MIGRATIONS_TABLE = """
+CREATE SCHEMA IF NOT EXISTS tracker;
+CREATE TABLE IF NOT EXISTS tracker.schema_migrations (
+    version    integer PRIMARY KEY,
+    name       text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+APPLIED_MIGRATIONS = "SELECT version FROM tracker.schema_migrations ORDER BY version"
+RECORD_MIGRATION = "INSERT INTO tracker.schema_migrations (version, name) VALUES ($1, $2)"
+MIGRATIONS_TABLE_EXISTS = "SELECT to_regclass('tracker.schema_migrations') IS NOT NULL"
+
+
+# --- health (tracker.supervisor, /readyz) ------------------------------------------------------
+
+# How long the oldest submission row not taken in yet and the oldest stored postback not applied
+# yet have waited, in seconds (NULL: none waits). Two lookups in the partial indexes.
+OLDEST_WAITING = """
+SELECT extract(epoch FROM clock_timestamp() - (
+           SELECT created_at FROM tracker.submissions WHERE processed_at IS NULL ORDER BY id LIMIT 1
+       ))::float8 AS intake_s,
+       extract(epoch FROM clock_timestamp() - (
+           SELECT received_at FROM tracker.postbacks WHERE processed_at IS NULL ORDER BY id LIMIT 1
+       ))::float8 AS postbacks_s
+"""
+
+# How many wait, each counted up to $1: bounded work however large the backlog.
+COUNT_WAITING = """
+SELECT (SELECT count(*) FROM (SELECT FROM tracker.submissions WHERE processed_at IS NULL LIMIT $1) s)
+           AS intake,
+       (SELECT count(*) FROM (SELECT FROM tracker.postbacks WHERE processed_at IS NULL LIMIT $1) p)
+           AS postbacks
+"""
