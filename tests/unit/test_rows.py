@@ -5,8 +5,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pytest
-
 from tracker.db import queries as q
 from tracker.db.rows import MessageWrite, TransitionRow, message_write
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-
 from tracker import metrics
 from tracker.db import DB_ERRORS
 from tracker.db.listen import listen
