@@ -135,3 +135,40 @@ async def test_existing_messages_are_counted_by_the_migration(pool):
             await conn.execute(backfill)
             await rollup.fold(conn)
             assert rolled_counts(await conn.fetch(ROLLED_BY_DAY)) == kept
+
+
+async def test_the_update_trigger_reads_each_row_once_however_many_a_statement_updates(pool):
+    """A claim of thousands of messages (list mode) once spent seconds in the rollup's trigger:
+    it joined the statement's old and new rows, and with a transition table estimated at one row
+    the join was a nested loop rescanning one table per row of the other. Each transition table
+    is read once now (sql/014), and the counts stay exact."""
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO tracker.messages (vendor, vendor_ref, submitted_at, state, country)"
+            " SELECT 'engagespark', g::text, $1::timestamptz, 'accepted', 'PH'"
+            " FROM generate_series(1, 2000) g", T0)
+        await conn.execute("LOAD 'auto_explain'")
+        for setting in ("log_min_duration = 0", "log_analyze = on", "log_nested_statements = on",
+                        "log_level = notice"):
+            await conn.execute(f"SET auto_explain.{setting}")
+        plans: list[str] = []
+
+        def keep(_conn, msg) -> None:
+            plans.append(msg.message)
+
+        conn.add_log_listener(keep)
+        # A claim: every counted fact unchanged ...
+        await conn.execute("UPDATE tracker.messages SET lease_owner = 'me', lease_until = now()")
+        # ... and a report moving half of them on.
+        await conn.execute("UPDATE tracker.messages SET state = 'sent' WHERE id % 2 = 0")
+        await conn.execute("RESET auto_explain.log_min_duration")
+        conn.remove_log_listener(keep)
+        trigger_plans = [p for p in plans if "INSERT INTO tracker.route_deltas" in p]
+        assert len(trigger_plans) == 2, plans
+        for plan in trigger_plans:
+            scans = [line for line in plan.splitlines() if "Named Tuplestore Scan" in line]
+            assert len(scans) == 2 and all("loops=1)" in s for s in scans), plan
+        await rollup.fold(conn)
+        exact = as_counts(await conn.fetch(EXACT_BY_DAY), await conn.fetch(EXACT_LATENCY_BY_DAY))
+        assert rolled_counts(await conn.fetch(ROLLED_BY_DAY)) == exact
+        assert exact[(T0.date(), "engagespark", "PH", "", "sent")] == 1000
