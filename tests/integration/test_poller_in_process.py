@@ -8,8 +8,10 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import timedelta
+from typing import Callable
 from urllib.parse import urlsplit
 
+import asyncpg
 import orjson
 import pytest
 import structlog
@@ -61,9 +63,12 @@ class Vendors:
         self.throttle: str | None = None  # Retry-After of a 429 for every status call
         self.fail: int | None = None  # HTTP status of every status call
         self.log: list[tuple[float, HttpRequest]] = []
+        self.on_request: Callable[[], None] | None = None  # e.g. the database goes away
 
     def __call__(self, req: HttpRequest) -> HttpResponse:
         self.log.append((self.clock.monotonic(), req))
+        if self.on_request is not None:
+            self.on_request()
         url = urlsplit(req.url)
         if url.path.endswith("/login/"):
             return self.login()
@@ -200,6 +205,51 @@ async def test_the_lease_holds_the_claim_and_a_stale_claim_writes_nothing(pool, 
     await w.write(rows, await w.poll(rows), lease_until)
     assert await count(pool, "SELECT count(*) FROM tracker.observations WHERE source = 'poll'") == 0
     assert {r["lease_owner"] for r in await messages(pool, "sparksender")} == {"other"}
+
+
+async def test_answers_the_database_refused_are_written_when_it_answers_again(
+        pool, db_dsn, clock, vendors, worker_of):
+    cfg = config()
+    await make_messages(pool, cfg, "sparksender", 3)
+    w = worker_of("sparksender", cfg)
+    gone = await asyncpg.create_pool(db_dsn, min_size=0, max_size=1)
+    await gone.close()  # every acquire fails, as with the database away
+    vendors.on_request = lambda: setattr(w, "pool", lambda: gone)  # between claim and write
+    with pytest.raises(asyncpg.InterfaceError):
+        await w.tick()
+    assert {r["lease_owner"] for r in await messages(pool, "sparksender")} == {w.owner}
+    vendors.on_request = None
+    w.pool = lambda: pool  # back
+    await w.tick()
+    rows = await messages(pool, "sparksender")
+    assert {r["state"] for r in rows} == {"delivered"} and all(r["poll_count"] == 1 for r in rows)
+    assert {r["lease_owner"] for r in rows} == {None}
+    assert len(vendors.status_calls("sparksender.test")) == 3  # answered once, not asked again
+    assert w.unwritten == []
+
+
+async def test_answers_kept_past_their_lease_are_dropped_and_the_messages_polled_again(
+        pool, db_dsn, clock, vendors, worker_of):
+    cfg = config()
+    await make_messages(pool, cfg, "sparksender", 2)
+    w = worker_of("sparksender", cfg)
+    gone = await asyncpg.create_pool(db_dsn, min_size=0, max_size=1)
+    await gone.close()
+    vendors.on_request = lambda: setattr(w, "pool", lambda: gone)
+    with pytest.raises(asyncpg.InterfaceError):
+        await w.tick()
+    vendors.on_request = None
+    w.pool = lambda: pool
+    async with pool.acquire() as conn:  # the outage outlasted the lease
+        await conn.execute("UPDATE tracker.messages SET lease_until = now() - interval '1 s'")
+    lease_until = w.unwritten[0][2]
+    clock.advance(seconds_from(clock, lease_until) + 1)
+    await make_due(pool)
+    await w.tick()
+    assert w.unwritten == []
+    rows = await messages(pool, "sparksender")
+    assert {r["state"] for r in rows} == {"delivered"} and {r["lease_owner"] for r in rows} == {None}
+    assert len(vendors.status_calls("sparksender.test")) == 4  # asked again: the kept answers dropped
 
 
 # --- Retry-After ----------------------------------------------------------------------------------

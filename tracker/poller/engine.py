@@ -19,7 +19,9 @@ calls for a whole batch, or one page walk of engageSPARK's list endpoint):
 - Retry-After longer than a request timeout: the messages still waiting are handed back
   unpolled, due when the vendor said.
 - database unavailable: claiming or writing fails; the loop waits (1 s doubling to 30 s) and
-  tries again. A claim whose write failed keeps its lease and comes due when the lease ends.
+  tries again. The answers of a claim whose write failed are kept and written first when the
+  database answers (the vendor is not asked twice), while the lease lasts; past it they are
+  dropped (logged) and the messages come due again.
 - a claim that outlived its lease (and so may be held by another poller now) writes nothing:
   the write first locks the messages it still holds (same owner and lease time).
 - stop(): the loops stop claiming and get a few seconds to write what is in flight; anything

@@ -72,6 +72,9 @@ class VendorWorker:
         self.slots = Slots(cfg.concurrency)
         self.wake = asyncio.Event()
         self.rng = random.Random()
+        # Answers whose write-back the database refused (it went away): written first when it
+        # answers again, so the vendor is not asked twice and the messages do not sit leased.
+        self.unwritten: list[tuple[list[Claimed], dict[int, Outcome], datetime]] = []
 
     async def close(self) -> None:
         await self.client.close()
@@ -100,6 +103,7 @@ class VendorWorker:
 
     async def tick(self) -> float:
         """Claim, poll and write one batch. Returns how long to sleep before the next."""
+        await self.write_unwritten()
         wait = max(self.health.reopens_in(), self.client.pause_left())
         if wait > 0:
             return min(wait, IDLE_MAX_S)
@@ -113,7 +117,11 @@ class VendorWorker:
             return await self.idle_s()
         started = self.clock.monotonic()
         outcomes = await (self.poll_list(rows) if listing else self.poll(rows))
-        await self.write(rows, outcomes, lease_until)
+        try:
+            await self.write(rows, outcomes, lease_until)
+        except DB_ERRORS:
+            self.unwritten.append((list(rows), outcomes, lease_until))
+            raise
         log.debug("poll batch", vendor=self.name, messages=len(rows), list=listing,
                   seconds=round(self.clock.monotonic() - started, 3))
         return 0.0
@@ -234,6 +242,24 @@ class VendorWorker:
         return out
 
     # --- writing results ------------------------------------------------------------------------
+
+    async def write_unwritten(self) -> None:
+        """Write the answers the database refused before, while their claim's lease lasts (past
+        it, the messages come due again anyway, and an error that is not an outage cannot hold
+        the loop for longer). A lease run out and taken over writes nothing (write())."""
+        while self.unwritten:
+            batch = self.unwritten.pop()
+            if self.clock.now() >= batch[2]:
+                log.warning("poll answers not written: the database was away past their lease",
+                            vendor=self.name, messages=len(batch[0]))
+                continue
+            try:
+                await self.write(*batch)
+            except DB_ERRORS:
+                self.unwritten.append(batch)
+                raise
+            log.info("poll answers written after the database came back", vendor=self.name,
+                     messages=len(batch[0]))
 
     async def write(self, rows: Sequence[Claimed], outcomes: dict[int, Outcome],
                     lease_until: datetime) -> None:
