@@ -1,6 +1,6 @@
 """Every performance figure beside its limit, measured in the same run on this machine: one table.
 
-    .venv/bin/python bench/all.py [--quick] [--only NAME,...] [--json FILE]
+    .venv/bin/python bench/all.py [--quick] [--only NAME,...] [--dsn DSN]
 
 Runs, one after another, each in a fresh database of one private PostgreSQL cluster (fsync on):
 

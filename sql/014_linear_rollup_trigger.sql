@@ -8,7 +8,7 @@
 --
 -- No join is needed: every old row counts -1 and every new row +1 for the facts it has, so an
 -- unchanged row cancels itself within its group, and HAVING drops the groups that net to zero.
--- One aggregate over both tables, whatever plan the estimates lead to.
+-- Aggregates over both tables, linear whatever plan the estimates lead to.
 CREATE OR REPLACE FUNCTION tracker.count_messages_trigger() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
@@ -22,23 +22,32 @@ BEGIN
         WHERE c.state IS NOT NULL OR c.bucket IS NOT NULL
         GROUP BY 1, 2, 3, 4, 5, 6;
     ELSE
-        -- A claim, a poll's release or a report that changes no state nets to nothing.
+        -- Net the old rows (-1) against the new (+1) on the counted columns themselves: a
+        -- claim, a poll's release or a report that changes no state nets to nothing here, at
+        -- the cost of hashing its rows once; only what is left is bucketed and counted.
         INSERT INTO tracker.route_deltas (hour, vendor, country, operator, state, bucket, n)
-        SELECT date_trunc('hour', m.submitted_at, 'UTC'), m.vendor, coalesce(m.country, ''),
-               coalesce(m.operator, ''), c.state, c.bucket, sum(m.sign)
+        SELECT date_trunc('hour', g.submitted_at, 'UTC'), g.vendor, coalesce(g.country, ''),
+               coalesce(g.operator, ''), c.state, c.bucket, sum(g.n)
         FROM (
-            SELECT o.submitted_at, o.vendor, o.country, o.operator, o.state, o.delivered_at, -1 AS sign
-            FROM old_rows o
-            UNION ALL
-            SELECT n.submitted_at, n.vendor, n.country, n.operator, n.state, n.delivered_at, 1
-            FROM new_rows n
-        ) m
-        CROSS JOIN LATERAL (VALUES (m.state, NULL::smallint),
-                                   (NULL::tracker.state, tracker.latency_bucket(m.submitted_at, m.delivered_at)))
+            SELECT m.submitted_at, m.vendor, m.country, m.operator, m.state, m.delivered_at,
+                   sum(m.sign) AS n
+            FROM (
+                SELECT o.submitted_at, o.vendor, o.country, o.operator, o.state, o.delivered_at,
+                       -1 AS sign
+                FROM old_rows o
+                UNION ALL
+                SELECT n.submitted_at, n.vendor, n.country, n.operator, n.state, n.delivered_at, 1
+                FROM new_rows n
+            ) m
+            GROUP BY 1, 2, 3, 4, 5, 6
+            HAVING sum(m.sign) <> 0
+        ) g
+        CROSS JOIN LATERAL (VALUES (g.state, NULL::smallint),
+                                   (NULL::tracker.state, tracker.latency_bucket(g.submitted_at, g.delivered_at)))
                            AS c(state, bucket)
         WHERE c.state IS NOT NULL OR c.bucket IS NOT NULL
         GROUP BY 1, 2, 3, 4, 5, 6
-        HAVING sum(m.sign) <> 0;
+        HAVING sum(g.n) <> 0;
     END IF;
     RETURN NULL;
 END $$;
