@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import gc
+import logging
 import signal
 from pathlib import Path
 from typing import AsyncIterator, Awaitable, Callable, Protocol
@@ -27,6 +27,7 @@ from tracker.db import reducer
 from tracker.db.embedded import EmbeddedPostgres
 from tracker.db.migrate import migrate
 from tracker.http import ops
+from tracker.http.middleware import cut_slow_bodies
 from tracker.logging import get_logger
 from tracker.supervisor import Part, Supervisor, beat
 
@@ -204,7 +205,7 @@ class Tracker:
         """The postback listener's application, and the operations one (the same, unless
         http.ops_listen is set)."""
         http = self.config.http
-        cut = [_cut_slow_bodies(http.body_timeout_s)]
+        cut = [cut_slow_bodies(http.body_timeout_s)]
         main = web.Application(client_max_size=http.max_body_bytes, middlewares=cut)
         ops_app = web.Application(middlewares=cut) if http.ops_listen else main
         ops.add_routes(ops_app, self)
@@ -309,25 +310,3 @@ def _lifecycle(component) -> Part:
         yield
         await component.stop()
     return part
-
-
-def _cut_slow_bodies(timeout_s: float):
-    """Middleware: a request whose body has not all arrived `timeout_s` after its headers loses
-    its connection (a body trickled byte by byte would hold a handler for ever)."""
-    @web.middleware
-    async def cut_slow_bodies(request: web.Request, handler):
-        if not request.body_exists or request.content.is_eof():  # none, or all in already
-            return await handler(request)
-
-        def cut() -> None:
-            if not request.content.is_eof():
-                log.warning("request body too slow; connection closed", peer=request.remote,
-                            body_timeout_s=timeout_s)
-                request.protocol.force_close()
-
-        timer = asyncio.get_running_loop().call_later(timeout_s, cut)
-        try:
-            return await handler(request)
-        finally:
-            timer.cancel()
-    return cut_slow_bodies
