@@ -207,19 +207,25 @@ async def test_the_lease_holds_the_claim_and_a_stale_claim_writes_nothing(pool, 
     assert {r["lease_owner"] for r in await messages(pool, "sparksender")} == {"other"}
 
 
+async def tick_losing_the_database_before_the_write(w, pool, db_dsn, vendors) -> None:
+    """One tick whose claim succeeds and whose write-back finds the database away (a closed
+    pool: every acquire fails); then the database is back."""
+    gone = await asyncpg.create_pool(db_dsn, min_size=0, max_size=1)
+    await gone.close()
+    vendors.on_request = lambda: setattr(w, "pool", lambda: gone)  # between claim and write
+    with pytest.raises(asyncpg.InterfaceError):
+        await w.tick()
+    vendors.on_request = None
+    w.pool = lambda: pool
+
+
 async def test_answers_the_database_refused_are_written_when_it_answers_again(
         pool, db_dsn, clock, vendors, worker_of):
     cfg = config()
     await make_messages(pool, cfg, "sparksender", 3)
     w = worker_of("sparksender", cfg)
-    gone = await asyncpg.create_pool(db_dsn, min_size=0, max_size=1)
-    await gone.close()  # every acquire fails, as with the database away
-    vendors.on_request = lambda: setattr(w, "pool", lambda: gone)  # between claim and write
-    with pytest.raises(asyncpg.InterfaceError):
-        await w.tick()
+    await tick_losing_the_database_before_the_write(w, pool, db_dsn, vendors)
     assert {r["lease_owner"] for r in await messages(pool, "sparksender")} == {w.owner}
-    vendors.on_request = None
-    w.pool = lambda: pool  # back
     await w.tick()
     rows = await messages(pool, "sparksender")
     assert {r["state"] for r in rows} == {"delivered"} and all(r["poll_count"] == 1 for r in rows)
@@ -233,16 +239,10 @@ async def test_answers_kept_past_their_lease_are_dropped_and_the_messages_polled
     cfg = config()
     await make_messages(pool, cfg, "sparksender", 2)
     w = worker_of("sparksender", cfg)
-    gone = await asyncpg.create_pool(db_dsn, min_size=0, max_size=1)
-    await gone.close()
-    vendors.on_request = lambda: setattr(w, "pool", lambda: gone)
-    with pytest.raises(asyncpg.InterfaceError):
-        await w.tick()
-    vendors.on_request = None
-    w.pool = lambda: pool
+    await tick_losing_the_database_before_the_write(w, pool, db_dsn, vendors)
     async with pool.acquire() as conn:  # the outage outlasted the lease
         await conn.execute("UPDATE tracker.messages SET lease_until = now() - interval '1 s'")
-    lease_until = w.unwritten[0][2]
+    lease_until = w.unwritten[0].lease_until
     clock.advance(seconds_from(clock, lease_until) + 1)
     await make_due(pool)
     await w.tick()

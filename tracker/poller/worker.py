@@ -15,7 +15,7 @@ import contextlib
 import math
 import random
 from datetime import datetime, timedelta
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import asyncpg
 
@@ -47,6 +47,13 @@ PROBE_BUSY_S = 0.05  # another loop is sending the half-open probe: look again t
 STATES = {s.name: s for s in State}  # a state as the database spells it
 
 
+class Unwritten(NamedTuple):
+    """A claim's answers whose write-back the database refused."""
+    rows: Sequence[Claimed]
+    outcomes: dict[int, Outcome]
+    lease_until: datetime
+
+
 class VendorWorker:
     def __init__(self, adapter: Adapter, cfg: VendorConfig, pool: Callable[[], asyncpg.Pool],
                  owner: str, transport: Transport, clock: Clock = SYSTEM_CLOCK,
@@ -74,7 +81,7 @@ class VendorWorker:
         self.rng = random.Random()
         # Answers whose write-back the database refused (it went away): written first when it
         # answers again, so the vendor is not asked twice and the messages do not sit leased.
-        self.unwritten: list[tuple[list[Claimed], dict[int, Outcome], datetime]] = []
+        self.unwritten: list[Unwritten] = []
 
     async def close(self) -> None:
         await self.client.close()
@@ -120,7 +127,7 @@ class VendorWorker:
         try:
             await self.write(rows, outcomes, lease_until)
         except DB_ERRORS:
-            self.unwritten.append((list(rows), outcomes, lease_until))
+            self.unwritten.append(Unwritten(rows, outcomes, lease_until))
             raise
         log.debug("poll batch", vendor=self.name, messages=len(rows), list=listing,
                   seconds=round(self.clock.monotonic() - started, 3))
@@ -249,9 +256,9 @@ class VendorWorker:
         the loop for longer). A lease run out and taken over writes nothing (write())."""
         while self.unwritten:
             batch = self.unwritten.pop()
-            if self.clock.now() >= batch[2]:
+            if self.clock.now() >= batch.lease_until:
                 log.warning("poll answers not written: the database was away past their lease",
-                            vendor=self.name, messages=len(batch[0]))
+                            vendor=self.name, messages=len(batch.rows))
                 continue
             try:
                 await self.write(*batch)
@@ -259,7 +266,7 @@ class VendorWorker:
                 self.unwritten.append(batch)
                 raise
             log.info("poll answers written after the database came back", vendor=self.name,
-                     messages=len(batch[0]))
+                     messages=len(batch.rows))
 
     async def write(self, rows: Sequence[Claimed], outcomes: dict[int, Outcome],
                     lease_until: datetime) -> None:
