@@ -11,7 +11,7 @@
 -- Aggregates over both tables, linear whatever plan the estimates lead to.
 CREATE OR REPLACE FUNCTION tracker.count_messages_trigger() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF TG_OP = 'INSERT' THEN
+    IF TG_OP = 'INSERT' THEN  -- as in 009, unchanged (a function is replaced whole)
         INSERT INTO tracker.route_deltas (hour, vendor, country, operator, state, bucket, n)
         SELECT date_trunc('hour', m.submitted_at, 'UTC'), m.vendor, coalesce(m.country, ''),
                coalesce(m.operator, ''), c.state, c.bucket, count(*)
