@@ -51,6 +51,11 @@ async def test_the_tracker_connects_with_a_dsn_holding_no_secret(cluster):
     assert running_dsn(cluster.state_dir) == cluster.dsn  # what another tracker command finds
 
 
+async def test_new_wal_segments_are_not_zero_filled(cluster):
+    # A zero-filled segment stalls every commit while it is written (docs/performance.md).
+    assert await fetchval(cluster.dsn, "SHOW wal_init_zero") == "off"
+
+
 async def test_there_is_no_tcp_listener(cluster):
     assert await fetchval(cluster.dsn, "SHOW listen_addresses") == ""
     for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
