@@ -161,7 +161,7 @@ async def test_rows_left_unprocessed_by_a_crash_are_applied_on_start(db_dsn, poo
 
 
 async def test_rows_the_worker_failed_to_apply_are_swept_up_once(db_dsn, monkeypatch):
-    import tracker.postbacks as pb
+    import tracker.postbacks.worker as pb
 
     calls = []
 

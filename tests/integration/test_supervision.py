@@ -13,7 +13,7 @@ import orjson
 import pytest
 import structlog
 
-import tracker.postbacks as postbacks_mod
+import tracker.postbacks.worker as postbacks_mod
 from tests.polling_support import wait_until
 from tests.postbacks_support import config_for, running, session
 from tracker import intake

@@ -1,0 +1,187 @@
+"""The apply worker: postbacks stored by the group commit, applied through the reducer.
+
+The handler hands each stored postback over with what it parsed (`take`); an applier applies a
+batch of them in one transaction and marks their rows processed. The worker (component
+`postbacks` under the supervisor) also sweeps: rows left unprocessed by a crash, a lost database
+or another replica are parsed again from the stored request and applied (at start, every few
+seconds, after a failure). A second applier (`postbacks:apply:1`) takes what was stored while
+the worker applies. A batch the database refuses for what it holds is applied row by row, and a
+row refused alone is set aside with its error (tracker.postback_problems). Progress for the
+supervisor: a batch applied, or a sweep done.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import asyncpg
+
+from tracker.config_types import Config
+from tracker.db import queries as q
+from tracker.logging import get_logger
+from tracker.postbacks.process import BatchFailed, Parsed, process_pending, process_received
+from tracker.supervisor import beat
+
+log = get_logger("tracker.postbacks")
+
+WORKER_BATCH = 500  # rows parsed again per sweep transaction
+RECEIVED_BATCH = 1000  # rows applied per transaction with what their handlers parsed
+APPLIERS = 2  # stored batches applied at a time: the worker, and one more while it is busy
+SWEEP_S = 5.0  # the worker looks for rows left by others (a crash, another replica) this often
+STOP_GRACE_S = 10.0  # stop(): time the worker gets to apply what was stored
+TRANSIENT = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+             asyncpg.InternalClientError,  # e.g. a connection that died mid-operation
+             asyncpg.exceptions.OperatorInterventionError,
+             asyncpg.exceptions.InsufficientResourcesError,
+             asyncpg.exceptions.TransactionRollbackError)
+
+
+def _transient(e: BaseException | None) -> bool:
+    """A failure of the database connection or server (retry later), not of the data."""
+    seen = 0
+    while e is not None and seen < 10:
+        if isinstance(e, TRANSIENT) and not isinstance(e, asyncpg.exceptions.DataError):
+            return True
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return False
+
+
+class ApplyWorker:
+    """The worker (sweeps too) and the other appliers, sharing what the handlers hand over."""
+
+    def __init__(self, supervisor, config: Config, pool: asyncpg.Pool, publisher=None) -> None:
+        self.supervisor = supervisor
+        self.config = config
+        self.pool = pool
+        self.publisher = publisher  # woken when an applied batch made transitions
+        self.received: list[Parsed] = []  # stored, to apply with what the handler parsed
+        self.wake = asyncio.Event()
+        self.wake_more = asyncio.Event()  # the other appliers'
+        self.stopping = False
+        self.tasks: list[asyncio.Task] = []
+
+    def start(self) -> None:
+        self.tasks = [self.supervisor.spawn("postbacks", self._work, stopping=lambda: self.stopping)]
+        self.tasks += [self.supervisor.spawn(f"postbacks:apply:{i}", self._apply_more,
+                                             stopping=lambda: self.stopping)
+                       for i in range(1, APPLIERS)]
+
+    def take(self, item: Parsed) -> None:
+        """A postback just stored (committed), with what its handler parsed."""
+        self.received.append(item)
+        if len(self.received) == 1:  # the worker applies at once when idle (woken by the
+            self.wake.set()  # commit, not a timer); while it applies, the next batch grows,
+            self.wake_more.set()  # or another applier takes it
+
+    async def stop(self) -> None:
+        """Apply what was stored (STOP_GRACE_S at most), then stop; rows not applied stay
+        unprocessed for the next start's sweep."""
+        self.stopping = True
+        self.wake.set()
+        self.wake_more.set()
+        await self.supervisor.stop_tasks(self.tasks, STOP_GRACE_S)
+        self.tasks = []
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        backoff, sweep_at = 0.5, 0.0  # sweep at once: rows a crash may have left
+        while not (self.stopping and not self.received):
+            self.wake.clear()
+            try:
+                with beat().working():  # progress: a batch applied, or a sweep done
+                    async with self.pool.acquire() as conn:
+                        if self.received:  # what was stored while the last batch applied
+                            items = self.received[:RECEIVED_BATCH]
+                            self.received = self.received[RECEIVED_BATCH:]
+                            await self._apply_received(conn, items)
+                            continue
+                        if loop.time() >= sweep_at and not self.stopping:
+                            if await self._apply_some(conn) >= WORKER_BATCH:
+                                continue  # more waiting
+                            sweep_at = loop.time() + SWEEP_S
+                backoff = 0.5
+            except Exception as e:
+                # What was taken from `received` is still an unprocessed row: the sweep gets it
+                # (at once when the supervisor starts the worker again after a bug).
+                if not _transient(e):
+                    raise
+                sweep_at = 0.0
+                log.warning("postback worker: database unavailable; will retry",
+                            error=type(e).__name__)
+                if self.stopping:
+                    return
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            if self.stopping:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), max(0.0, sweep_at - loop.time()))
+
+    async def _apply_more(self) -> None:
+        """Another applier: it applies what was stored while the worker applies a batch, so
+        that a batch waits less for the one before it. Only the worker sweeps: a batch this
+        one fails to apply stays unprocessed rows, and the worker's sweep applies them."""
+        while not (self.stopping and not self.received):
+            self.wake_more.clear()
+            if not self.received:
+                if self.stopping:
+                    return
+                await self.wake_more.wait()
+                continue
+            items = self.received[:RECEIVED_BATCH]
+            self.received = self.received[RECEIVED_BATCH:]
+            try:
+                with beat().working():
+                    async with self.pool.acquire() as conn:
+                        await self._apply_received(conn, items)
+            except Exception as e:
+                if not _transient(e):
+                    raise
+                log.warning("postback applier: database unavailable; the sweep will apply",
+                            error=type(e).__name__)
+                if self.stopping:
+                    return
+                await asyncio.sleep(0.5)
+
+    async def _apply_received(self, conn: asyncpg.Connection, items: list[Parsed]) -> None:
+        try:
+            out = await process_received(conn, self.config, items)
+        except BatchFailed as e:
+            if _transient(e) or conn.is_closed():
+                raise
+            await self._one_by_one(conn, e)  # from the stored rows, parsed again
+            return
+        if out.transitions and self.publisher is not None:
+            self.publisher.wake.set()  # committed: publish now (the NOTIFY would take a hop more)
+        if out.rows:
+            log.debug("postbacks applied", rows=out.rows, observations=out.observations,
+                      transitions=out.transitions)
+
+    async def _apply_some(self, conn: asyncpg.Connection) -> int:
+        """One batch; when the database refuses a batch for what it holds, the rows one by
+        one, and a row refused alone is set aside with its error (tracker.postback_problems)."""
+        try:
+            out = await process_pending(conn, self.config, WORKER_BATCH)
+        except BatchFailed as e:
+            if _transient(e) or conn.is_closed():
+                raise
+            await self._one_by_one(conn, e)
+            return 0
+        if out.rows:
+            log.debug("postbacks applied", rows=out.rows, observations=out.observations,
+                      transitions=out.transitions, unreadable=out.unreadable)
+        return out.rows
+
+    async def _one_by_one(self, conn: asyncpg.Connection, failed: BatchFailed) -> None:
+        log.warning("postback batch refused; applying its rows one by one",
+                    rows=len(failed.ids), error=type(failed.__cause__).__name__)
+        for pid in failed.ids:
+            try:
+                await process_pending(conn, self.config, 1, [pid])
+            except BatchFailed as one:
+                if _transient(one) or conn.is_closed():
+                    raise
+                reason = f"not applied: {type(one.__cause__).__name__}: {one.__cause__}"[:500]
+                await conn.execute(q.FAIL_POSTBACK, pid, reason)
+                log.error("postback set aside", postback_id=pid, error=reason)
