@@ -19,15 +19,14 @@ from datetime import datetime, timezone
 from typing import Iterable, Mapping, Sequence
 
 import asyncpg
-import orjson
 
 from tracker.adapters.base import Observation
-from tracker.core.reduce import PlannedTransition, Report, plan, recipient_key
+from tracker.core.reduce import PlannedTransition, Report, plan
 from tracker.core.states import State
 from tracker import metrics
 from tracker.db import DB_ERRORS, transaction
 from tracker.db import queries as q
-from tracker.db.rows import MessageWrite, TransitionRow, message_write
+from tracker.db.rows import MessageWrite, message_write, observation_row, rows_json, transitions_json
 from tracker.logging import get_logger
 
 log = get_logger("tracker.reducer")
@@ -41,42 +40,6 @@ class Applied:
     unmapped: int = 0  # of which with a vendor code we do not map
     transitions: list[PlannedTransition] = field(default_factory=list)
     claimed: list[int] = field(default_factory=list)  # postbacks claimed (apply's `claim`)
-
-
-def _json(raw) -> orjson.Fragment | None:
-    """A raw payload as JSON, ready to sit in a row (anything JSON cannot say becomes text)."""
-    if raw is None:
-        return None
-    try:
-        return orjson.Fragment(orjson.dumps(raw, default=str))
-    except TypeError:
-        return orjson.Fragment(orjson.dumps(str(raw)))
-
-
-def rows_json(rows: Iterable[Sequence]) -> str:
-    """Rows for one statement as one JSON array of arrays (see queries: INSERT_OBSERVATIONS).
-    A time without a zone is taken as UTC (the adapters give aware times). orjson writes zone
-    offsets in whole minutes: an offset with seconds (historical local mean times only) would
-    be rounded."""
-    return orjson.dumps(list(rows), default=_row, option=orjson.OPT_NAIVE_UTC).decode()
-
-
-def _row(value: object) -> list:
-    """A NamedTuple row (tracker.db.rows) as the array it travels as."""
-    if isinstance(value, tuple):
-        return list(value)
-    raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
-
-
-def _observation_row(o: Observation) -> list:
-    """An observation as the first eleven columns of a row of INSERT_OBSERVATIONS and
-    INSERT_POLL_OBSERVATIONS: vendor, vendor_ref, recipient_key, state, code, text, event_at,
-    failure code, reason and permanent, raw."""
-    f = o.failure
-    return [o.vendor, o.vendor_ref, recipient_key(o.vendor, o.recipient),
-            o.state.name if o.state is not None else None, o.code, o.text, o.event_at,
-            f.code if f else None, f.reason if f else None, f.permanent if f else None,
-            _json(o.raw)]
 
 
 async def apply(
@@ -101,7 +64,7 @@ async def apply(
     postback_ids = postback_id if isinstance(postback_id, Sequence) else [postback_id] * n
     if len(now) != n or len(postback_ids) != n:
         raise ValueError("received_at and postback_id: one value, or one per observation")
-    given = rows_json([*_observation_row(o), at, pb, o.operator]
+    given = rows_json([*observation_row(o), at, pb, o.operator]
                        for o, at, pb in zip(observations, now, postback_ids))
     claimed: list[int] = []
     async with transaction(conn):
@@ -232,7 +195,7 @@ async def insert_observations_of(conn: asyncpg.Connection, source: str,
     they name on their messages unless the caller writes the messages itself (`operators`)."""
     stored = await conn.fetch(
         q.INSERT_POLL_OBSERVATIONS,
-        rows_json([*_observation_row(o), mid, o.operator] for mid, o in found), received_at, source)
+        rows_json([*observation_row(o), mid, o.operator] for mid, o in found), received_at, source)
     if len(stored) != len(found):
         raise RuntimeError("observations stored do not match those given")
     if operators:
@@ -264,16 +227,8 @@ async def insert_transitions(conn: asyncpg.Connection, planned: Sequence[Planned
                              vendor_of: Mapping[int, str]) -> None:
     """Append the first transitions of messages just made (intake) and count them (the caller
     notifies, once per batch)."""
-    await conn.execute(q.INSERT_TRANSITIONS, _transitions_json(planned))
+    await conn.execute(q.INSERT_TRANSITIONS, transitions_json(planned))
     _count_transitions(planned, vendor_of)
-
-
-def _transitions_json(planned: Sequence[PlannedTransition]) -> str:
-    return rows_json(
-        TransitionRow(t.message_id, t.from_state.name, t.to_state.name, t.report.source,
-                      t.report.occurred_at, t.report.failure_code, t.report.failure_reason,
-                      t.report.failure_permanent, t.is_correction, t.report.observation_id)
-        for t in planned)
 
 
 async def adopt_orphans(conn: asyncpg.Connection, message_ids: Iterable[int] | None = None, *,
@@ -360,4 +315,4 @@ async def write_messages(conn: asyncpg.Connection, rows: Sequence[MessageWrite],
     the messages locked."""
     if rows:
         await conn.execute(q.WRITE_MESSAGES, rows_json(rows), [row.id for row in rows],
-                           _transitions_json(planned))
+                           transitions_json(planned))

@@ -1,12 +1,17 @@
-"""Row layouts between Python and SQL. Batches travel to PostgreSQL as one JSON array of arrays
-(tracker.db.reducer.rows_json) and the statement unpacks each row by position (`r->>0 AS id`,
-...): the NamedTuples here are those positions, in order, and tests/unit/test_rows.py checks
+"""Row layouts between Python and SQL, and their encoding. Batches travel to PostgreSQL as one
+JSON array of arrays (rows_json, below) and the statement unpacks each row by position
+(`r->>0 AS id`, ...): the NamedTuples here are those positions, in order, and tests/unit/test_rows.py checks
 each statement's columns against them, so that the two cannot drift apart.
 """
 from __future__ import annotations
 
 from datetime import datetime
-from typing import NamedTuple
+from typing import Iterable, NamedTuple, Sequence
+
+import orjson
+
+from tracker.adapters.base import Observation
+from tracker.core.reduce import PlannedTransition, recipient_key
 
 
 class MessageWrite(NamedTuple):
@@ -75,3 +80,47 @@ class NewMessageRow(NamedTuple):
     last_report_at: datetime | None
     country: str | None
     calling_code: int | None
+
+
+def _json(raw) -> orjson.Fragment | None:
+    """A raw payload as JSON, ready to sit in a row (anything JSON cannot say becomes text)."""
+    if raw is None:
+        return None
+    try:
+        return orjson.Fragment(orjson.dumps(raw, default=str))
+    except TypeError:
+        return orjson.Fragment(orjson.dumps(str(raw)))
+
+
+def rows_json(rows: Iterable[Sequence]) -> str:
+    """Rows for one statement as one JSON array of arrays (see queries: INSERT_OBSERVATIONS).
+    A time without a zone is taken as UTC (the adapters give aware times). orjson writes zone
+    offsets in whole minutes: an offset with seconds (historical local mean times only) would
+    be rounded."""
+    return orjson.dumps(list(rows), default=_row, option=orjson.OPT_NAIVE_UTC).decode()
+
+
+def _row(value: object) -> list:
+    """A NamedTuple row (tracker.db.rows) as the array it travels as."""
+    if isinstance(value, tuple):
+        return list(value)
+    raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
+
+
+def observation_row(o: Observation) -> list:
+    """An observation as the first eleven columns of a row of INSERT_OBSERVATIONS and
+    INSERT_POLL_OBSERVATIONS: vendor, vendor_ref, recipient_key, state, code, text, event_at,
+    failure code, reason and permanent, raw."""
+    f = o.failure
+    return [o.vendor, o.vendor_ref, recipient_key(o.vendor, o.recipient),
+            o.state.name if o.state is not None else None, o.code, o.text, o.event_at,
+            f.code if f else None, f.reason if f else None, f.permanent if f else None,
+            _json(o.raw)]
+
+
+def transitions_json(planned: Sequence[PlannedTransition]) -> str:
+    return rows_json(
+        TransitionRow(t.message_id, t.from_state.name, t.to_state.name, t.report.source,
+                      t.report.occurred_at, t.report.failure_code, t.report.failure_reason,
+                      t.report.failure_permanent, t.is_correction, t.report.observation_id)
+        for t in planned)

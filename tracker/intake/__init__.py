@@ -22,6 +22,7 @@ import asyncpg
 from tracker.config_types import Config
 from tracker.db import queries as q
 from tracker.db import reducer
+from tracker.db.rows import rows_json
 from tracker.intake.plan import ChunkPlan, plan_chunk
 from tracker.intake.rows import RowError, TakenRow, read_row
 from tracker.logging import get_logger
@@ -193,7 +194,7 @@ async def _write(conn: asyncpg.Connection, rows: list[TakenRow], vendors, now: d
         part = plan.observations[a:a + SLICE]
         upto = max(k for k, _ in part) + 1
         if upto > made:
-            for r in await conn.fetch(q.INSERT_NEW_MESSAGES, reducer.rows_json(plan.messages[made:upto])):
+            for r in await conn.fetch(q.INSERT_NEW_MESSAGES, rows_json(plan.messages[made:upto])):
                 message_id[plan.index[r["vendor"], r["vendor_ref"], r["recipient_key"]]] = r["id"]
                 created.append(r["id"])
                 if r["orphans"]:

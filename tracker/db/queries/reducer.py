@@ -3,7 +3,7 @@ states written; the publisher's."""
 
 # --- reducer -----------------------------------------------------------------------------------
 
-# Batches of rows travel as one JSON array of arrays (reducer.rows_json), unpacked here by
+# Batches of rows travel as one JSON array of arrays (tracker.db.rows.rows_json), unpacked here by
 # position: one parameter instead of one array per column (cheaper to encode and to decode).
 # An observation row: 0 vendor, 1 vendor_ref, 2 recipient_key, 3 state, 4 code, 5 text,
 # 6 event_at, 7-9 failure code, reason, permanent, 10 raw; then per statement.
