@@ -226,8 +226,8 @@ class EmbeddedPostgres:
             "jit": "off",  # small queries; and the unit's MemoryDenyWriteExecute= forbids JIT code
             # A new WAL segment is created, not zero-filled: the zero-fill (16 MB written and
             # flushed while the WAL write lock is held) stalled every commit for about 50 ms
-            # each 16 MB of WAL whenever no recycled segment was left, as in a burst after a
-            # quiet spell: every 0.8 s at 6,000 postbacks/s (docs/performance.md).
+            # each 16 MB of WAL whenever no recycled segment was left (a young cluster; a burst
+            # after a quiet spell): every 0.8 s at 6,000 postbacks/s (docs/performance.md).
             "wal_init_zero": "off",
         }
         if self.fast:
