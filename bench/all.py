@@ -31,7 +31,6 @@ import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
-from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -181,20 +180,6 @@ async def settle(server_dsn: str, floor: float, most_s: float = 45.0) -> None:
         await asyncio.sleep(1)
 
 
-async def drop_db(server_dsn: str, dsn: str) -> None:
-    """A bench's own database, dropped when it is done: left behind, its tables (800,000
-    messages after the postbacks bench) were vacuumed while the next bench ran, and the event
-    p99 at 1,000/s after it was 21-32 ms against 16-17 ms (docs/performance.md)."""
-    import asyncpg
-
-    name = urlsplit(dsn).path.lstrip("/")
-    admin = await asyncpg.connect(server_dsn)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
-
-
 async def run_all(server_dsn: str, pg_pid: int | None, names: list[str], quick: bool):
     rows: list[Row] = []
     details: list[str] = []
@@ -210,7 +195,7 @@ async def run_all(server_dsn: str, pg_pid: int | None, names: list[str], quick: 
             await RUNNERS[name](dsn, pg_pid, quick, rows, details)
         finally:
             if dsn != server_dsn:  # what it made is not left for the next bench's autovacuum
-                await drop_db(server_dsn, dsn)
+                await intake_bench.drop_db(server_dsn, dsn)
         timings[name] = time.monotonic() - began
     return rows, details, timings
 

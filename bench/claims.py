@@ -15,8 +15,6 @@ triggers on tracker.messages (sql/009) cost each poll. Loopback only; stops by i
 from __future__ import annotations
 
 import argparse
-import asyncio
-import os
 import statistics
 import sys
 import time
@@ -26,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _polling import database, migrated  # noqa: E402
+from _polling import database  # noqa: E402
 
 import asyncpg  # noqa: E402
 
@@ -34,7 +32,7 @@ from tracker import loop  # noqa: E402
 from tracker.db import queries as q  # noqa: E402
 from tracker.db.reducer import write_messages  # noqa: E402
 from tracker.db.rows import message_write  # noqa: E402
-from intake import fresh_db  # noqa: E402
+from intake import drop_db, fresh_db  # noqa: E402
 
 BATCH = 200
 FILL = """
@@ -109,14 +107,17 @@ async def measure(server_dsn: str, small: int = 10_000, large: int = 1_000_000, 
     out: dict = {"small": small, "large": large, "claims": claims}
     for key, n in (("small_ms", small), ("large_ms", large)):
         dsn = await fresh_db(server_dsn)
-        began = time.monotonic()
-        await fill(dsn, n)
-        out[key + "_fill_s"] = time.monotonic() - began
-        times = await claim_times(dsn, claims)
-        out[key] = statistics.median(times) * 1000
-        out[key + "_p90"] = sorted(times)[int(0.9 * len(times))] * 1000
-        if key == "small_ms":
-            out["trigger"] = await trigger_cost(dsn, claims)
+        try:
+            began = time.monotonic()
+            await fill(dsn, n)
+            out[key + "_fill_s"] = time.monotonic() - began
+            times = await claim_times(dsn, claims)
+            out[key] = statistics.median(times) * 1000
+            out[key + "_p90"] = sorted(times)[int(0.9 * len(times))] * 1000
+            if key == "small_ms":
+                out["trigger"] = await trigger_cost(dsn, claims)
+        finally:
+            await drop_db(server_dsn, dsn)
     out["ratio"] = out["large_ms"] / out["small_ms"]
     return out
 
@@ -141,6 +142,8 @@ def main() -> int:
     p.add_argument("--claims", type=int, default=40)
     p.add_argument("--dsn", help="a server where the bench may create databases (default: a private cluster)")
     args = p.parse_args()
+    if min(args.small, args.large) < (args.claims + 1) * BATCH:  # each claim takes its own BATCH
+        p.error(f"--small and --large must be at least (--claims + 1) x {BATCH}")
     with database(args.dsn) as (dsn, _pid):
         r = loop.run(measure(dsn, args.small, args.large, args.claims))
     print(report(r))

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -148,6 +149,7 @@ async def one_rate(dsn: str, rate: float, seconds: float, tag: str) -> dict:
     if consumer.returncode != 0:
         raise RuntimeError(f"the consumer failed (exit {consumer.returncode}); see its stderr above")
     got = orjson.loads(result.read_bytes())
+    shutil.rmtree(tmp, ignore_errors=True)  # the daemon's config and log, the consumer's result
     seen = got["seen"]
     conn = await asyncpg.connect(dsn)
     try:

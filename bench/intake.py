@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import sys
 import tempfile
 import time
@@ -49,6 +50,16 @@ async def fresh_db(server_dsn: str) -> str:
     dsn = dsn_with_db(server_dsn, name)
     await migrated(dsn)
     return dsn
+
+
+async def drop_db(server_dsn: str, dsn: str) -> None:
+    """A database fresh_db made, dropped when its bench is done: left behind, its tables were
+    vacuumed while the next bench ran (docs/performance.md, "The previous bench's vacuum")."""
+    admin = await asyncpg.connect(server_dsn)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{urlsplit(dsn).path.lstrip("/")}" WITH (FORCE)')
+    finally:
+        await admin.close()
 
 
 async def insert_ref_rows(conn, first: int, n: int) -> None:
@@ -158,6 +169,7 @@ async def measure(server_dsn: str, kind: str, messages: int, batch: int, orphans
         out["bare"] = messages / (time.monotonic() - began)
     finally:
         await conn.close()
+        await drop_db(server_dsn, dsn)
     # The tracker: running, idle; the rows arrive in one statement; timed until all are taken in.
     dsn = await fresh_db(server_dsn)
     conn = await asyncpg.connect(dsn)
@@ -180,6 +192,8 @@ async def measure(server_dsn: str, kind: str, messages: int, batch: int, orphans
     finally:
         daemon.stop()
         await conn.close()
+        await drop_db(server_dsn, dsn)
+        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
@@ -222,6 +236,8 @@ async def big_rows(server_dsn: str, recipients: int) -> list[dict]:
     finally:
         daemon.stop()
         await conn.close()
+        await drop_db(server_dsn, dsn)
+        shutil.rmtree(tmp, ignore_errors=True)
     return results
 
 

@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -144,6 +145,7 @@ async def measure(dsn: str, pg_pid: int | None, seconds: float = 10.0, rounds: i
                 drained = time.monotonic() - began
             finally:
                 await conn.close()
+    shutil.rmtree(tmp, ignore_errors=True)  # the daemon's config and log
     med = lambda rs: sorted(rs, key=lambda x: x["rate"])[len(rs) // 2]  # noqa: E731
     cpu = lambda rs, k: statistics.median(x["cpu_us"][k] for x in rs)  # noqa: E731
     b, t = med(bares), med(tracks)

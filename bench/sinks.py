@@ -25,6 +25,7 @@ import asyncio
 import base64
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -261,10 +262,13 @@ async def measure(args, dsn: str) -> tuple[dict | None, dict | None]:
     await migrated(dsn)
     tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"tracker-bench-sinks-{os.getpid()}"
     tmp.mkdir(parents=True, exist_ok=True)
-    with ReceiverProc() as rx:
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=max(args.concurrency, 256))) as s:
-            t = await throughput(args, dsn, tmp, rx, s) if args.only != "latency" else None
-            lat = await latency(args, dsn, tmp, rx, s) if args.only != "throughput" else None
+    try:
+        with ReceiverProc() as rx:
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=max(args.concurrency, 256))) as s:
+                t = await throughput(args, dsn, tmp, rx, s) if args.only != "latency" else None
+                lat = await latency(args, dsn, tmp, rx, s) if args.only != "throughput" else None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # the daemons' configs and logs
     return t, lat
 
 
