@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 import time
@@ -189,13 +190,12 @@ async def run_all(server_dsn: str, pg_pid: int | None, names: list[str], quick: 
         if i:
             await settle(server_dsn, floor, 3.0 if quick else 45.0)
         began = time.monotonic()
-        dsn = server_dsn if name in ("claims", "intake") else await intake_bench.fresh_db(server_dsn)
+        # claims and intake make (and drop) databases of their own
+        own = (contextlib.nullcontext(server_dsn) if name in ("claims", "intake")
+               else intake_bench.fresh_database(server_dsn))
         print(f"[{time.strftime('%H:%M:%S')}] {name} (load average {load()}) ...", file=sys.stderr, flush=True)
-        try:
+        async with own as dsn:
             await RUNNERS[name](dsn, pg_pid, quick, rows, details)
-        finally:
-            if dsn != server_dsn:  # what it made is not left for the next bench's autovacuum
-                await intake_bench.drop_db(server_dsn, dsn)
         timings[name] = time.monotonic() - began
     return rows, details, timings
 

@@ -32,7 +32,7 @@ from tracker import loop  # noqa: E402
 from tracker.db import queries as q  # noqa: E402
 from tracker.db.reducer import write_messages  # noqa: E402
 from tracker.db.rows import message_write  # noqa: E402
-from intake import drop_db, fresh_db  # noqa: E402
+from intake import fresh_database  # noqa: E402
 
 BATCH = 200
 FILL = """
@@ -106,8 +106,7 @@ async def trigger_cost(dsn: str, claims: int) -> dict:
 async def measure(server_dsn: str, small: int = 10_000, large: int = 1_000_000, claims: int = 40) -> dict:
     out: dict = {"small": small, "large": large, "claims": claims}
     for key, n in (("small_ms", small), ("large_ms", large)):
-        dsn = await fresh_db(server_dsn)
-        try:
+        async with fresh_database(server_dsn) as dsn:
             began = time.monotonic()
             await fill(dsn, n)
             out[key + "_fill_s"] = time.monotonic() - began
@@ -116,8 +115,6 @@ async def measure(server_dsn: str, small: int = 10_000, large: int = 1_000_000, 
             out[key + "_p90"] = sorted(times)[int(0.9 * len(times))] * 1000
             if key == "small_ms":
                 out["trigger"] = await trigger_cost(dsn, claims)
-        finally:
-            await drop_db(server_dsn, dsn)
     out["ratio"] = out["large_ms"] / out["small_ms"]
     return out
 

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
+import contextlib
 import sys
 import tempfile
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import AsyncIterator
 
 import aiohttp
 import orjson
@@ -40,26 +41,42 @@ def dsn_with_db(dsn: str, database: str) -> str:
     return urlunsplit(urlsplit(dsn)._replace(path="/" + database))
 
 
-async def fresh_db(server_dsn: str) -> str:
+@contextlib.asynccontextmanager
+async def fresh_database(server_dsn: str) -> AsyncIterator[str]:
+    """A new database with the tracker's schema (its DSN), dropped when the bench is done with
+    it: left behind, its tables were vacuumed while the next bench ran (docs/performance.md,
+    "The previous bench's vacuum")."""
     name = "bench_" + uuid.uuid4().hex[:8]
     admin = await asyncpg.connect(server_dsn)
     try:
         await admin.execute(f"CREATE DATABASE {name}")
     finally:
         await admin.close()
-    dsn = dsn_with_db(server_dsn, name)
-    await migrated(dsn)
-    return dsn
-
-
-async def drop_db(server_dsn: str, dsn: str) -> None:
-    """A database fresh_db made, dropped when its bench is done: left behind, its tables were
-    vacuumed while the next bench ran (docs/performance.md, "The previous bench's vacuum")."""
-    admin = await asyncpg.connect(server_dsn)
     try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{urlsplit(dsn).path.lstrip("/")}" WITH (FORCE)')
+        dsn = dsn_with_db(server_dsn, name)
+        await migrated(dsn)
+        yield dsn
     finally:
-        await admin.close()
+        admin = await asyncpg.connect(server_dsn)
+        try:
+            await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        finally:
+            await admin.close()
+
+
+@contextlib.asynccontextmanager
+async def tracker_on(dsn: str) -> AsyncIterator[tuple[asyncpg.Connection, Path, Daemon]]:
+    """A connection to `dsn`, and `tracker run` on it (its config written, not started: a bench
+    may add to the config first), both closed and the scratch directory removed when done."""
+    conn = await asyncpg.connect(dsn)
+    with tempfile.TemporaryDirectory(prefix="tracker-bench-intake-") as tmp:
+        config = write_config(Path(tmp) / "tracker.toml", dsn, VENDORS)
+        daemon = Daemon(config, Path(tmp) / "daemon.log")
+        try:
+            yield conn, config, daemon
+        finally:
+            daemon.stop()
+            await conn.close()
 
 
 async def insert_ref_rows(conn, first: int, n: int) -> None:
@@ -157,28 +174,23 @@ async def measure(server_dsn: str, kind: str, messages: int, batch: int, orphans
     insert = insert_bulk_rows if bulk else insert_ref_rows
     out = {}
     # The limit first, on its own fresh database: rows inserted, then written by bare SQL.
-    dsn = await fresh_db(server_dsn)
-    conn = await asyncpg.connect(dsn)
-    try:
-        if orphans:
-            await insert_orphans(conn, orphans)
-        await insert(conn, 1, rows)
-        lo, hi = await conn.fetchrow("SELECT min(id), max(id) FROM tracker.submissions")
-        began = time.monotonic()
-        await bare(conn, lo, hi, batch, bulk)
-        out["bare"] = messages / (time.monotonic() - began)
-    finally:
-        await conn.close()
-        await drop_db(server_dsn, dsn)
+    async with fresh_database(server_dsn) as dsn:
+        conn = await asyncpg.connect(dsn)
+        try:
+            if orphans:
+                await insert_orphans(conn, orphans)
+            await insert(conn, 1, rows)
+            lo, hi = await conn.fetchrow("SELECT min(id), max(id) FROM tracker.submissions")
+            began = time.monotonic()
+            await bare(conn, lo, hi, batch, bulk)
+            out["bare"] = messages / (time.monotonic() - began)
+        finally:
+            await conn.close()
     # The tracker: running, idle; the rows arrive in one statement; timed until all are taken in.
-    dsn = await fresh_db(server_dsn)
-    conn = await asyncpg.connect(dsn)
-    tmp = Path(tempfile.mkdtemp(prefix="tracker-bench-intake-"))
-    daemon = Daemon(write_config(tmp / "tracker.toml", dsn, VENDORS), tmp / "daemon.log")
-    try:
+    async with fresh_database(server_dsn) as dsn, tracker_on(dsn) as (conn, config, daemon):
         if orphans:
             await insert_orphans(conn, orphans)
-        with (tmp / "tracker.toml").open("a") as f:
+        with config.open("a") as f:
             f.write(f"[intake]\nbatch_size = {batch}\n")
         daemon.start()
         began = time.monotonic()
@@ -189,25 +201,16 @@ async def measure(server_dsn: str, kind: str, messages: int, batch: int, orphans
         refused = await conn.fetchval("SELECT count(*) FROM tracker.submissions WHERE error IS NOT NULL")
         if tracked != messages or refused:
             raise RuntimeError(f"{kind}: {tracked} messages tracked of {messages}, {refused} rows refused")
-    finally:
-        daemon.stop()
-        await conn.close()
-        await drop_db(server_dsn, dsn)
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
 async def big_rows(server_dsn: str, recipients: int) -> list[dict]:
     """Sparrow compose rows of `recipients` valid and of `recipients` invalid numbers, taken in
     by the daemon while /healthz is asked every 10 ms."""
-    dsn = await fresh_db(server_dsn)
-    conn = await asyncpg.connect(dsn)
-    tmp = Path(tempfile.mkdtemp(prefix="tracker-bench-intake-"))
-    daemon = Daemon(write_config(tmp / "tracker.toml", dsn, VENDORS), tmp / "daemon.log")
     results = []
-    try:
+    async with fresh_database(server_dsn) as dsn, tracker_on(dsn) as (conn, _config, daemon):
         daemon.start()
-        ready = next(orjson.loads(line) for line in (tmp / "daemon.log").read_bytes().splitlines()
+        ready = next(orjson.loads(line) for line in daemon.log.read_bytes().splitlines()
                      if b"tracker ready" in line)
         url = f"http://{ready.get('ops_listen') or ready['listen']}/healthz"
         numbers = [f"9779{i:08d}" for i in range(recipients)]
@@ -233,11 +236,6 @@ async def big_rows(server_dsn: str, recipients: int) -> list[dict]:
                 raise RuntimeError(f"the {label} row was refused: {error}")
             results.append({"label": label, "took": took, "worst_healthz_ms": worst * 1000,
                             "peak_mib": daemon.peak_kib() / 1024})
-    finally:
-        daemon.stop()
-        await conn.close()
-        await drop_db(server_dsn, dsn)
-        shutil.rmtree(tmp, ignore_errors=True)
     return results
 
 
