@@ -1,7 +1,8 @@
 """Row layouts between Python and SQL, and their encoding. Batches travel to PostgreSQL as one
 JSON array of arrays (rows_json, below) and the statement unpacks each row by position
-(`r->>0 AS id`, ...): the NamedTuples here are those positions, in order, and tests/unit/test_rows.py checks
-each statement's columns against them, so that the two cannot drift apart.
+(`r->>0 AS id`, ...): the NamedTuples here are those positions, in order, and
+tests/unit/test_rows.py checks each statement's columns against them, so that the two cannot
+drift apart.
 """
 from __future__ import annotations
 
@@ -101,7 +102,7 @@ def rows_json(rows: Iterable[Sequence]) -> str:
 
 
 def _row(value: object) -> list:
-    """A NamedTuple row (tracker.db.rows) as the array it travels as."""
+    """A NamedTuple row (above) as the array it travels as."""
     if isinstance(value, tuple):
         return list(value)
     raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
@@ -119,6 +120,7 @@ def observation_row(o: Observation) -> list:
 
 
 def transitions_json(planned: Sequence[PlannedTransition]) -> str:
+    """Planned transitions as TransitionRow rows (INSERT_TRANSITIONS, WRITE_MESSAGES)."""
     return rows_json(
         TransitionRow(t.message_id, t.from_state.name, t.to_state.name, t.report.source,
                       t.report.occurred_at, t.report.failure_code, t.report.failure_reason,
