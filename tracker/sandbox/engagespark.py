@@ -7,7 +7,8 @@
 - `GET /v1/organizations/{orgId}/messages/`       list: `after` (a message id or an RFC 3339
   time), `limit` (<= 100) or `page` (from 1) and `size` (<= 1000), `dir` (asc | desc),
   `failed`, `startDate`, `endDate` -> {messages, hasNextPage, nextPage, paged}. In `after`/`limit`
-  mode `nextPage` is the last id returned (pass it as `after`), in `page` mode the next page number.
+  mode `nextPage` is the last id returned (pass it as `after`), in `page` mode the next page number
+  (engagespark_listing.py).
 Errors: 400 {error, errorCode, context}, 401 {"error": "Invalid Token"}, 402 when knob
 `account` is no_funds (every call), 409 duplicate `clientDedup`.
 
@@ -21,13 +22,14 @@ from __future__ import annotations
 
 import itertools
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 from aiohttp import web
 
 from tracker.sandbox.common import (BadBody, Push, Route, Vendor, clean_number, digits_or_raw,
                                     dumps, is_loopback_url, json_response, read_json)
+from tracker.sandbox.engagespark_listing import BadQuery, page_of
 from tracker.sandbox.knobs import Knobs
 from tracker.sandbox.truth import Message, utcnow
 
@@ -277,62 +279,16 @@ class EngageSpark(Vendor):
             return denied
         if not self._org_ok(request.match_info["org"]):
             return json_response({"error": "not found"}, status=404)
-        q = request.query
-        try:
-            paged = "page" in q or "size" in q
-            page = int(q.get("page", "1"))
-            size = int(q.get("size", "100"))
-            limit = int(q.get("limit", "100"))
-            if page < 1:
-                return error(400, "page must be >= 1", "invalid_parameter", param="page")
-            if not 1 <= size <= 1000:
-                return error(400, "size must be between 1 and 1000", "invalid_parameter",
-                             param="size")
-            if not 1 <= limit <= 100:
-                return error(400, "limit must be between 1 and 100", "invalid_parameter",
-                             param="limit")
-            start, end = _when(q.get("startDate")), _when(q.get("endDate"))
-        except ValueError:
-            return error(400, "invalid query parameter", "invalid_parameter")
-        direction = q.get("dir", "asc").lower()
-        if direction not in ("asc", "desc"):
-            return error(400, "dir must be asc or desc", "invalid_parameter", param="dir")
         now = self.now()
-        items = self.order if direction == "asc" else self.order[::-1]
-        after = q.get("after")
-        if after:
-            try:
-                t_after = _when(after)
-            except ValueError:
-                t_after = None
-            if t_after is not None:
-                items = [m for m in items if m.wall0 > t_after]
-            else:
-                pos = self._pos.get(after.strip().upper())
-                if pos is None:
-                    items = []
-                else:
-                    items = self.order[pos + 1:] if direction == "asc" else self.order[:pos][::-1]
-        if start is not None:
-            items = [m for m in items if m.wall0 >= start]
-        if end is not None:
-            items = [m for m in items if m.wall0 < end]
-        if q.get("failed", "").lower() in ("1", "true", "yes"):
-            items = [m for m in items if m.state_at(now)[0] in ("failed", "expired", "rejected",
-                                                                 "retrying")]
-        if paged:
-            chunk = items[(page - 1) * size: page * size]
-            more = len(items) > page * size
-            next_page: Any = page + 1 if more else None
-        else:
-            chunk = items[:limit]
-            more = len(items) > limit
-            next_page = chunk[-1].ref if more and chunk else None
+        try:
+            page = page_of(self.order, self._pos, request.query, now)
+        except BadQuery as e:
+            return error(400, str(e), "invalid_parameter", **e.context)
         knobs = self.knobs
-        self.refs(request, *(m.ref for m in chunk))
+        self.refs(request, *(m.ref for m in page.messages))
         return json_response({
-            "messages": [self.status_object(m, m.state_at(now)[0], knobs) for m in chunk],
-            "hasNextPage": more, "nextPage": next_page, "paged": paged})
+            "messages": [self.status_object(m, m.state_at(now)[0], knobs) for m in page.messages],
+            "hasNextPage": page.more, "nextPage": page.next_page, "paged": page.paged})
 
     # -- how an application sends through it (tracker.sandbox.client) --
     @staticmethod
@@ -351,13 +307,6 @@ class EngageSpark(Vendor):
                 body["clientPushURL"] = push_url
             path = "/v1/sms/phonenumber"
         return body, await call("POST", call.base + path, json=body, headers=headers)
-
-
-def _when(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    dt = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
 
 
 FAKE = EngageSpark
