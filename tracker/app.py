@@ -6,7 +6,6 @@ last; every background task is supervised."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import signal
@@ -17,19 +16,19 @@ import asyncpg
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from tracker import intake, metrics, systemd
+from tracker import systemd
 from tracker.config import redact_dsn
 from tracker.config_types import Config
 from tracker.db import DB_ERRORS
 from tracker.db import queries as q
-from tracker.db.listen import listen
 from tracker.db import reducer
 from tracker.db.embedded import EmbeddedPostgres
 from tracker.db.migrate import migrate
 from tracker.http import ops
 from tracker.http.middleware import cut_slow_bodies
+from tracker.intake.loops import IntakeLoops
 from tracker.logging import get_logger
-from tracker.supervisor import Part, Supervisor, beat
+from tracker.supervisor import Part, Supervisor
 
 log = get_logger("tracker.app")
 
@@ -39,7 +38,6 @@ BACKLOG_SWEEP_S = 10.0  # the backlog gauges are refreshed this often (and by ea
 # Every transaction that leads to a 200 or a transition is durable at commit, whatever the
 # role's or the database's default (a startup option outranks ALTER ROLE/DATABASE ... SET).
 DURABLE = {"synchronous_commit": "on"}
-INTAKE_STOP_GRACE_S = 10.0  # stop(): time the intake batch in flight gets to commit
 HTTP_SHUTDOWN_S = 10.0  # stop(): time in-flight requests get to be answered
 
 
@@ -73,11 +71,11 @@ class Tracker:
         self.scheduler = AsyncIOScheduler(timezone="UTC")
         self.supervisor = Supervisor(config.health)
         self.stopping = asyncio.Event()
-        self.intake_wake = asyncio.Event()
         self.listen_addresses: dict[str, tuple[str, int]] = {}
         # Parts with their own lifecycle: each has `async start()`, `async stop()` and may have
         # `add_routes(app)` for the postback listener.
         self.components: list = self._components()
+        self.intake = IntakeLoops(self)  # started after the listeners, stopped before them
 
     def _components(self) -> list:
         from tracker.events import Publisher
@@ -109,7 +107,8 @@ class Tracker:
         parts.append(("http.listen", self._listener("http.listen", http.listen, main)))
         if ops_app is not main:
             parts.append(("http.ops_listen", self._listener("http.ops_listen", http.ops_listen, ops_app)))
-        parts += [("intake", self._intake), ("sweeps", self._sweeps), ("watchdog", self._watchdog)]
+        parts += [("intake", _lifecycle(self.intake)), ("sweeps", self._sweeps),
+                  ("watchdog", self._watchdog)]
         try:
             for name, part in parts:
                 await self.supervisor.start(name, part)
@@ -130,7 +129,6 @@ class Tracker:
         systemd.notify("STOPPING=1")
         log.info("tracker stopping")
         self.stopping.set()
-        self.intake_wake.set()
         await self.supervisor.stop()
         log.info("tracker stopped")
 
@@ -232,20 +230,6 @@ class Tracker:
             await runner.cleanup()  # answers in-flight requests first
         return listener
 
-    async def _intake(self) -> AsyncIterator[None]:
-        stopping = self.stopping.is_set
-        # Two loops by default: one reads and plans in Python while the other's batch is written
-        # by PostgreSQL (they claim disjoint rows: FOR UPDATE SKIP LOCKED).
-        taking = [self.supervisor.spawn("intake" if i == 0 else f"intake:{i}", self._intake_loop,
-                                        stopping=stopping)
-                  for i in range(self.config.intake.workers)]
-        listening = self.supervisor.spawn("intake-listener", self._listen_intake, stopping=stopping)
-        yield
-        self.stopping.set()
-        self.intake_wake.set()
-        listening.cancel()  # it holds nothing
-        await self.supervisor.stop_tasks([*taking, listening], INTAKE_STOP_GRACE_S)
-
     async def _sweeps(self) -> AsyncIterator[None]:
         self.every("orphans", ORPHANS_SWEEP_S, self._sweep_orphans)
         self.every("backlog", BACKLOG_SWEEP_S, self.count_backlog)
@@ -264,33 +248,6 @@ class Tracker:
         yield
         pinging.cancel()
         await asyncio.gather(pinging, return_exceptions=True)
-
-    # --- intake --------------------------------------------------------------------------------
-
-    async def _intake_loop(self) -> None:
-        batch = self.config.intake.batch_size
-        taken, refused = metrics.intake_rows.labels("taken"), metrics.intake_rows.labels("refused")
-        while not self.stopping.is_set():
-            self.intake_wake.clear()  # before looking: a NOTIFY from now on wakes the next look
-            try:
-                with beat().working():  # progress: a batch taken in, or none waiting
-                    async with self.pool.acquire() as conn:
-                        result = await intake.take_in(conn, self.config, batch)
-                taken.inc(result.rows - result.refused)
-                refused.inc(result.refused)
-                if result.rows:
-                    log.info("intake", rows=result.rows, messages=result.messages,
-                             refused=result.refused)
-                if result.rows:
-                    continue  # maybe more waiting (a batch is also cut short by its bytes)
-            except DB_ERRORS as e:
-                log.warning("intake failed; will retry", error=str(e))
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.intake_wake.wait(), self.config.intake.sweep_interval_s)
-
-    async def _listen_intake(self) -> None:
-        """Wake the intake loops on NOTIFY; their own timer is the backstop."""
-        await listen(lambda: self.pool, "tracker_intake", self.intake_wake.set, self.stopping.is_set)
 
     # --- periodic sweeps (apscheduler) ---------------------------------------------------------
 

@@ -1,0 +1,63 @@
+"""The daemon's intake (a part of `tracker run`): loops that take submitted rows in as messages
+(take_in), woken by NOTIFY tracker_intake, with their own timer as the backstop.
+
+Two loops by default (intake.workers): one reads and plans in Python while the other's batch is
+written by PostgreSQL; they claim disjoint rows (FOR UPDATE SKIP LOCKED). A database error is
+logged and the loop tries again at its next wake-up; the supervisor restarts a loop that dies.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from tracker import intake, metrics
+from tracker.db import DB_ERRORS
+from tracker.db.listen import listen
+from tracker.logging import get_logger
+from tracker.supervisor import beat
+
+log = get_logger("tracker.intake")
+
+STOP_GRACE_S = 10.0  # stop(): time the batch in flight gets to commit
+
+
+class IntakeLoops:
+    def __init__(self, host) -> None:  # tracker.app.Host
+        self.host = host
+        self.wake = asyncio.Event()
+        self.stopping = asyncio.Event()
+        self.tasks: list[asyncio.Task] = []
+
+    async def start(self) -> None:
+        supervisor, stopping = self.host.supervisor, self.stopping.is_set
+        self.tasks = [supervisor.spawn("intake" if i == 0 else f"intake:{i}", self._loop, stopping=stopping)
+                      for i in range(self.host.config.intake.workers)]
+        self.tasks.append(supervisor.spawn("intake-listener", self._listen, stopping=stopping))
+
+    async def stop(self) -> None:
+        self.stopping.set()
+        self.wake.set()
+        self.tasks[-1].cancel()  # the listener holds nothing
+        await self.host.supervisor.stop_tasks(self.tasks, STOP_GRACE_S)
+
+    async def _loop(self) -> None:
+        config = self.host.config
+        taken, refused = metrics.intake_rows.labels("taken"), metrics.intake_rows.labels("refused")
+        while not self.stopping.is_set():
+            self.wake.clear()  # before looking: a NOTIFY from now on wakes the next look
+            try:
+                with beat().working():  # progress: a batch taken in, or none waiting
+                    async with self.host.pool.acquire() as conn:
+                        result = await intake.take_in(conn, config, config.intake.batch_size)
+                taken.inc(result.rows - result.refused)
+                refused.inc(result.refused)
+                if result.rows:
+                    log.info("intake", rows=result.rows, messages=result.messages, refused=result.refused)
+                    continue  # maybe more waiting (a batch is also cut short by its bytes)
+            except DB_ERRORS as e:
+                log.warning("intake failed; will retry", error=str(e))
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), config.intake.sweep_interval_s)
+
+    async def _listen(self) -> None:
+        await listen(lambda: self.host.pool, "tracker_intake", self.wake.set, self.stopping.is_set)
