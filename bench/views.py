@@ -18,15 +18,15 @@ import shutil
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import asyncpg  # noqa: E402
 
 from tracker.db.embedded import EmbeddedPostgres  # noqa: E402
-from tracker.db.migrate import migrate  # noqa: E402
+from intake import fresh_database  # noqa: E402
 
 CHUNK = 500_000
 
@@ -114,43 +114,42 @@ async def main() -> None:
         work.chmod(0o755)
         pg = EmbeddedPostgres(work / "pg").start()
         dsn = pg.dsn
-    db = "bench_views_" + uuid.uuid4().hex[:8]
-    admin = await asyncpg.connect(dsn)
-    await admin.execute(f"CREATE DATABASE {db}")
-    await admin.close()
-    conn = await asyncpg.connect(dsn.rsplit("/", 1)[0] + "/" + db)
     try:
-        await migrate(conn)
-        t0 = time.monotonic()
-        for first in range(0, a.messages, CHUNK):
-            await conn.execute(FILL, first, min(CHUNK, a.messages - first), a.days)
-            await conn.execute("SELECT tracker.fold_route_deltas()")
-            print(f"\r{first + CHUNK:,} messages ({time.monotonic() - t0:.0f} s)", end="", file=sys.stderr)
-        print(file=sys.stderr)
-        await conn.execute("VACUUM ANALYZE")
-        sizes = await conn.fetchrow(
-            "SELECT pg_size_pretty(pg_total_relation_size('tracker.messages')) AS messages,"
-            " pg_size_pretty(pg_total_relation_size('tracker.route_days')) AS route_days,"
-            " (SELECT count(*) FROM tracker.route_days) AS route_rows,"
-            " pg_size_pretty(pg_total_relation_size('tracker.vendor_hours')) AS vendor_hours")
-        print(f"{a.messages:,} messages over {a.days} days: tracker.messages {sizes['messages']}, "
-              f"route_days {sizes['route_days']} ({sizes['route_rows']:,} rows), "
-              f"vendor_hours {sizes['vendor_hours']}; filled in {time.monotonic() - t0:.0f} s")
-        print(f"{'question':62} {'view (ms)':>10} {'messages (ms)':>14}")
-        for name, (view_sql, plain_sql) in QUESTIONS.items():
-            view_ms, plan = await explain_ms(conn, view_sql)
-            plain = f"{(await explain_ms(conn, plain_sql, 1))[0]:14.1f}" if plain_sql else f"{'-':>14}"
-            print(f"{name:62} {view_ms:10.1f} {plain}")
-            if a.plans:
-                print("    " + plan.replace("\n", "\n    "))
+        async with fresh_database(dsn) as db_dsn:
+            conn = await asyncpg.connect(db_dsn)
+            try:
+                await report(conn, a)
+            finally:
+                await conn.close()
     finally:
-        await conn.close()
-        admin = await asyncpg.connect(dsn)
-        await admin.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
-        await admin.close()
         if work is not None:
             pg.stop()
             shutil.rmtree(work, ignore_errors=True)
+
+
+async def report(conn: asyncpg.Connection, a: argparse.Namespace) -> None:
+    t0 = time.monotonic()
+    for first in range(0, a.messages, CHUNK):
+        await conn.execute(FILL, first, min(CHUNK, a.messages - first), a.days)
+        await conn.execute("SELECT tracker.fold_route_deltas()")
+        print(f"\r{first + CHUNK:,} messages ({time.monotonic() - t0:.0f} s)", end="", file=sys.stderr)
+    print(file=sys.stderr)
+    await conn.execute("VACUUM ANALYZE")
+    sizes = await conn.fetchrow(
+        "SELECT pg_size_pretty(pg_total_relation_size('tracker.messages')) AS messages,"
+        " pg_size_pretty(pg_total_relation_size('tracker.route_days')) AS route_days,"
+        " (SELECT count(*) FROM tracker.route_days) AS route_rows,"
+        " pg_size_pretty(pg_total_relation_size('tracker.vendor_hours')) AS vendor_hours")
+    print(f"{a.messages:,} messages over {a.days} days: tracker.messages {sizes['messages']}, "
+          f"route_days {sizes['route_days']} ({sizes['route_rows']:,} rows), "
+          f"vendor_hours {sizes['vendor_hours']}; filled in {time.monotonic() - t0:.0f} s")
+    print(f"{'question':62} {'view (ms)':>10} {'messages (ms)':>14}")
+    for name, (view_sql, plain_sql) in QUESTIONS.items():
+        view_ms, plan = await explain_ms(conn, view_sql)
+        plain = f"{(await explain_ms(conn, plain_sql, 1))[0]:14.1f}" if plain_sql else f"{'-':>14}"
+        print(f"{name:62} {view_ms:10.1f} {plain}")
+        if a.plans:
+            print("    " + plan.replace("\n", "\n    "))
 
 
 if __name__ == "__main__":
