@@ -28,8 +28,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _polling import PY, ROOT, database, migrated  # noqa: E402
+from _post import Poster  # noqa: E402
 
-import aiohttp  # noqa: E402
 import asyncpg  # noqa: E402
 import orjson  # noqa: E402
 
@@ -118,18 +118,14 @@ async def one_rate(dsn: str, rate: float, seconds: float, tag: str) -> dict:
             sent: dict[str, float] = {}
             answered: dict[str, float] = {}
             statuses: dict[int, int] = {}
-            connector = aiohttp.TCPConnector(limit=512)
-            async with aiohttp.ClientSession(connector=connector) as session:
-                headers = {"Content-Type": "application/json"}
-
+            async with Poster(url) as poster:
                 async def post(i: int) -> None:
                     ref = f"{tag}{i:08d}"
                     data = body(ref, i)
                     sent[ref] = time.time()
-                    async with session.post(url, data=data, headers=headers) as r:
-                        await r.read()
-                        answered[ref] = time.time()
-                        statuses[r.status] = statuses.get(r.status, 0) + 1
+                    status = await poster.post(data)
+                    answered[ref] = time.time()
+                    statuses[status] = statuses.get(status, 0) + 1
 
                 await post(n)  # a first request opens a connection (not measured: no message)
                 tasks = []

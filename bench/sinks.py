@@ -41,6 +41,7 @@ import orjson  # noqa: E402
 from aiohttp import web  # noqa: E402
 
 from bench._polling import Daemon, database, migrated, toml  # noqa: E402
+from bench._post import Poster  # noqa: E402
 from tracker.sinks import signing  # noqa: E402
 from tracker.sinks.event import encode_event  # noqa: E402
 
@@ -220,20 +221,20 @@ async def latency(args, dsn: str, tmp: Path, rx: ReceiverProc, session) -> dict:
         statuses: dict[int, int] = {}
         start = time.monotonic()
 
-        async def one(i: int) -> None:
-            ref = f"lat{i:08d}"
-            sent[ref] = time.time()
-            async with session.post(url, data=postback(ref), headers={"Content-Type": "application/json"}) as r:
-                await r.read()
-                statuses[r.status] = statuses.get(r.status, 0) + 1
+        async with Poster(url) as poster:
+            async def one(i: int) -> None:
+                ref = f"lat{i:08d}"
+                sent[ref] = time.time()
+                status = await poster.post(postback(ref))
+                statuses[status] = statuses.get(status, 0) + 1
 
-        tasks = []
-        for i in range(n):  # a steady rate: request i leaves at start + i / rate
-            delay = start + i / args.rate - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(i)))
-        await asyncio.gather(*tasks)
+            tasks = []
+            for i in range(n):  # a steady rate: request i leaves at start + i / rate
+                delay = start + i / args.rate - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                tasks.append(asyncio.create_task(one(i)))
+            await asyncio.gather(*tasks)
         achieved = n / (time.monotonic() - start)
         stats = await rx.until(session, n, 120)
         stats = await rx.stats(session, refs=True)
