@@ -18,13 +18,16 @@ from typing import AsyncIterator, Iterator
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import aiohttp  # noqa: E402
 import asyncpg  # noqa: E402
 import orjson  # noqa: E402
 
 from tracker.db.embedded import EmbeddedPostgres  # noqa: E402
 from tracker.db.migrate import migrate  # noqa: E402
+from tracker.sandbox import send_many  # noqa: E402
 
 PY = sys.executable
+SUBMIT = "INSERT INTO tracker.submissions (vendor, request, response) VALUES ($1, $2::jsonb, $3::jsonb)"
 
 
 @contextlib.contextmanager
@@ -157,3 +160,21 @@ class Daemon:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             return self.proc.wait()
+
+
+async def send_sparksender(vendor: dict, n: int, prefix: str) -> list:
+    """`n` Spark Sender messages sent through the sandbox (`vendor`: its settings there) in bulk
+    calls of 1,000; the recipients are `prefix` and eight digits."""
+    calls = []
+    async with aiohttp.ClientSession() as http:
+        for k in range(0, n, 1000):
+            calls += await send_many({"sparksender": vendor}, "sparksender",
+                                     [f"{prefix}{i:08d}" for i in range(k, min(k + 1000, n))],
+                                     bulk=True, session=http)
+    return calls
+
+
+async def submit(db: asyncpg.Connection | asyncpg.Pool, calls: list) -> None:
+    """The send calls written as the sending application writes them: tracker.submissions rows."""
+    await db.executemany(SUBMIT, [(c.vendor, orjson.dumps(c.request).decode(),
+                                   orjson.dumps(c.response).decode()) for c in calls])

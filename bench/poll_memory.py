@@ -18,11 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from _polling import Daemon, database, migrated, sandbox, write_config
+from _polling import Daemon, database, migrated, sandbox, submit, write_config
 
 import aiohttp
 import asyncpg
-import orjson
 
 from tracker.sandbox import send_many
 
@@ -56,9 +55,7 @@ async def phase(pool: asyncpg.Pool, sb: dict, config: Path, log: Path, seconds: 
             for i, vendor in enumerate(VENDORS):
                 numbers = [f"639{i}{offset + k:08d}" for k in range(100)]
                 calls += await send_many(sb["vendors"], vendor, numbers, bulk=True, session=http)
-        await pool.executemany(
-            "INSERT INTO tracker.submissions (vendor, request, response) VALUES ($1, $2::jsonb, $3::jsonb)",
-            [(c.vendor, orjson.dumps(c.request).decode(), orjson.dumps(c.response).decode()) for c in calls])
+        await submit(pool, calls)
         samples = []
         end = time.monotonic() + seconds
         while time.monotonic() < end:

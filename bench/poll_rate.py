@@ -29,17 +29,15 @@ from datetime import datetime, timezone
 from typing import NamedTuple
 from pathlib import Path
 
-from _polling import Daemon, cpu_seconds, database, migrated, sandbox, write_config
+from _polling import Daemon, cpu_seconds, database, migrated, sandbox, send_sparksender, submit, write_config
 
 import aiohttp
 import asyncpg
-import orjson
 
 from tracker import loop
 from tracker.config_types import Config, VendorConfig
 from tracker.intake import take_in
 from tracker.poller.engine import IDLE_MAX_S
-from tracker.sandbox import send_many
 
 KNOBS = {"time_scale": 0.01}
 
@@ -152,19 +150,11 @@ async def measure(args, dsn: str, pg_pid: int | None) -> dict:
     async with sandbox(KNOBS) as sb:
         vendor = sb["vendors"]["sparksender"]
         creds = {k: vendor[k] for k in ("user_id", "api_key")}
-        target = {"sparksender": vendor}
-        calls = []
-        async with aiohttp.ClientSession() as http:
-            for k in range(0, args.messages, 1000):
-                calls += await send_many(target, "sparksender",
-                                         [f"6391{i:08d}" for i in range(k, min(k + 1000, args.messages))],
-                                         bulk=True, session=http)
+        calls = await send_sparksender(vendor, args.messages, "6391")
         refs = [item["msgId"] for c in calls for group in c.response["success"] for item in group]
         pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
         try:
-            await pool.executemany(
-                "INSERT INTO tracker.submissions (vendor, request, response) VALUES ($1, $2::jsonb, $3::jsonb)",
-                [(c.vendor, orjson.dumps(c.request).decode(), orjson.dumps(c.response).decode()) for c in calls])
+            await submit(pool, calls)
             config = Config(vendors={"sparksender": VendorConfig(name="sparksender", first_poll_s=86400)})
             async with pool.acquire() as conn:
                 while (await take_in(conn, config, 100)).rows:

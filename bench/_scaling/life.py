@@ -9,8 +9,7 @@ import aiohttp
 import asyncpg
 import orjson
 
-from _polling import Daemon, migrated, sandbox, write_config
-from tracker.sandbox import send_many
+from _polling import Daemon, migrated, sandbox, send_sparksender, submit, write_config
 from _scaling.common import BENCH, TOKEN, Meter, consume_all, per_message, wait_for
 
 
@@ -80,17 +79,10 @@ async def life_poll(dsn: str, pg_pid: int, n: int, tmp: Path) -> dict:
         daemon = Daemon(write_config(tmp / "life-poll.toml", dsn, {"sparksender": settings}),
                         tmp / "life-poll.log").start()
         try:
-            calls = []
-            async with aiohttp.ClientSession() as http:
-                for k in range(0, n, 1000):
-                    calls += await send_many({"sparksender": vendor}, "sparksender",
-                                             [f"6391{i:08d}" for i in range(k, min(k + 1000, n))],
-                                             bulk=True, session=http)
+            calls = await send_sparksender(vendor, n, "6391")
             m = Meter(conn, pg_pid)
             await m.start()
-            await conn.executemany(
-                "INSERT INTO tracker.submissions (vendor, request, response) VALUES ($1, $2::jsonb, $3::jsonb)",
-                [(c.vendor, orjson.dumps(c.request).decode(), orjson.dumps(c.response).decode()) for c in calls])
+            await submit(conn, calls)
             await wait_for(conn, "SELECT count(*) = $1 FROM tracker.messages WHERE state = 'delivered'", n,
                            timeout=600)
             await wait_for(conn, "SELECT NOT EXISTS (SELECT 1 FROM tracker.transitions WHERE pos IS NULL)")

@@ -6,10 +6,8 @@ from pathlib import Path
 
 import aiohttp
 import asyncpg
-import orjson
 
-from _polling import Daemon, cpu_seconds, migrated, sandbox, write_config
-from tracker.sandbox import send_many
+from _polling import Daemon, cpu_seconds, migrated, sandbox, send_sparksender, submit, write_config
 from _scaling.common import BENCH
 
 
@@ -23,15 +21,7 @@ async def replicas(dsn: str, pg_pid: int, n: int, tmp: Path, counts=(1, 2, 3), d
     try:
         async with sandbox({"time_scale": 0.01}) as sb:
             vendor = sb["vendors"]["sparksender"]
-            calls = []
-            async with aiohttp.ClientSession() as http:
-                for k in range(0, n, 1000):
-                    calls += await send_many({"sparksender": vendor}, "sparksender",
-                                             [f"6392{i:08d}" for i in range(k, min(k + 1000, n))],
-                                             bulk=True, session=http)
-            await pool.executemany(
-                "INSERT INTO tracker.submissions (vendor, request, response) VALUES ($1, $2::jsonb, $3::jsonb)",
-                [(c.vendor, orjson.dumps(c.request).decode(), orjson.dumps(c.response).decode()) for c in calls])
+            await submit(pool, await send_sparksender(vendor, n, "6392"))
             config = Config(vendors={"sparksender": VendorConfig(name="sparksender", first_poll_s=86400)})
             async with pool.acquire() as conn:
                 while (await take_in(conn, config, 100)).rows:
