@@ -6,7 +6,7 @@ and `size` (<= 1000) page by number; `dir` asc | desc; `failed`, `startDate`, `e
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
 
@@ -25,10 +25,10 @@ class BadQuery(ValueError):
 
 @dataclass
 class Page:
-    messages: list[Message] = field(default_factory=list)
-    more: bool = False
-    next_page: Any = None  # the last id (pass it as `after`) or the next page number
-    paged: bool = False
+    messages: Sequence[Message]
+    more: bool
+    next_page: Any  # the last id (pass it as `after`) or the next page number
+    paged: bool
 
 
 def page_of(order: Sequence[Message], positions: Mapping[str, int], q: Mapping[str, str],
@@ -49,7 +49,7 @@ def page_of(order: Sequence[Message], positions: Mapping[str, int], q: Mapping[s
     direction = q.get("dir", "asc").lower()
     if direction not in ("asc", "desc"):
         raise BadQuery("dir must be asc or desc", param="dir")
-    items = list(order) if direction == "asc" else list(order)[::-1]
+    items = order if direction == "asc" else order[::-1]  # filtered below into new lists
     if after := q.get("after"):
         items = _after(order, positions, items, after, direction)
     if start is not None:
@@ -66,7 +66,8 @@ def page_of(order: Sequence[Message], positions: Mapping[str, int], q: Mapping[s
     return Page(chunk, more, chunk[-1].ref if more and chunk else None, False)
 
 
-def _after(order, positions, items, after: str, direction: str) -> list[Message]:
+def _after(order: Sequence[Message], positions: Mapping[str, int], items: Sequence[Message],
+           after: str, direction: str) -> Sequence[Message]:
     try:
         t_after = _when(after)
     except ValueError:
@@ -76,7 +77,7 @@ def _after(order, positions, items, after: str, direction: str) -> list[Message]
     pos = positions.get(after.strip().upper())
     if pos is None:
         return []
-    return list(order[pos + 1:]) if direction == "asc" else list(order[:pos])[::-1]
+    return order[pos + 1:] if direction == "asc" else order[:pos][::-1]
 
 
 def _when(text: str | None) -> datetime | None:
