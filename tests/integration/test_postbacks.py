@@ -150,25 +150,6 @@ async def test_concurrent_postbacks_share_commits(db_dsn):
         assert await tr.pool.fetchval("SELECT count(*) FROM tracker.observations") == 300
 
 
-async def test_a_steady_stream_of_postbacks_is_committed_in_paced_batches(db_dsn):
-    # Postbacks 2 ms apart, each sent without waiting for the one before: without pacing most
-    # would find no write in progress and go alone (a transaction and a WAL flush each); with
-    # it, once two share a batch, the next batch starts group_commit_ms after the last began.
-    cfg = config_for(db_dsn, http={"group_commit_ms": 50, "group_commit_max": 1000})
-    async with running(cfg) as (tr, base), session() as s:
-        url = postback_url(base, "skycore")
-        sends = []
-        for i in range(60):
-            sends.append(asyncio.create_task(post(s, url, sky(f"p{i}"))))
-            await asyncio.sleep(0.002)
-        answers = await asyncio.gather(*sends)
-        assert {a[0] for a in answers} == {200}
-        commit = postback_of(tr).commit
-        assert commit.rows == 60 and commit.batches <= 15, commit.batches
-        await settle(tr.pool)
-        assert await tr.pool.fetchval("SELECT count(*) FROM tracker.observations") == 60
-
-
 async def test_rows_left_unprocessed_by_a_crash_are_applied_on_start(db_dsn, pool):
     now = datetime.now(timezone.utc)
     async with pool.acquire() as c:

@@ -2,8 +2,10 @@
 
 `await store(raw)` returns the row's id once it is committed, or raises Unavailable (the
 database failed, timed out, or we are stopping) and the caller answers 503 so that the vendor
-retries. When a batch is written is `write_at()` (pure, below). Up to `writers` batches are
-written at a time; while they are, the next batch grows.
+retries. A batch is
+written when it holds `max_items` postbacks, when its oldest has waited `max_wait_s`, or at
+once when no write is in progress (an idle database gains nothing from waiting). Up to
+`writers` batches are written at a time; while they are, the next batch grows.
 """
 from __future__ import annotations
 
@@ -20,29 +22,6 @@ log = get_logger("tracker.postbacks")
 
 
 ID_BLOCK = 1024
-
-
-def write_at(now: float, oldest_at: float, pending: int, writing: bool, last_start: float,
-             last_size: int, *, max_items: int, max_wait_s: float) -> float:
-    """When the pending batch is written (a time <= now: at once). Times are the loop's clock.
-
-    - full (`max_items`): at once;
-    - a write in progress: when the oldest has waited `max_wait_s` (the batch grows meanwhile);
-    - no write in progress: at once when postbacks come one at a time (an idle database gains
-      nothing from waiting), but when they come in company (the last batch held several) not
-      before `max_wait_s` after the last batch began, as PostgreSQL's commit_delay waits only
-      when commit_siblings are active. At 1,000 postbacks/s that makes batches of about 6
-      instead of 4: fewer transactions, WAL flushes and applies (docs/performance.md).
-
-    Never later than the oldest's wait of `max_wait_s`; 0 waits for nothing."""
-    if pending >= max_items:
-        return now
-    oldest_due = oldest_at + max_wait_s
-    if writing:
-        return oldest_due
-    if last_size > 1:
-        return min(oldest_due, last_start + max_wait_s)
-    return now
 
 
 class Unavailable(Exception):
@@ -65,7 +44,6 @@ class GroupCommit:
         self._task: asyncio.Task | None = None
         self._closing = False
         self._failed, self._failure_logged = 0, 0.0
-        self._last_start, self._last_size = 0.0, 0  # when the last batch began, its rows
         self._ids: list[int] = []  # drawn from the sequence ahead, a block at a time
         self.batches = 0  # committed batches and rows (tests, logs)
         self.rows = 0
@@ -103,15 +81,11 @@ class GroupCommit:
                     return
                 await self._wake.wait()
                 continue
-            now = loop.time()
-            due = write_at(now, self._pending[0][2], len(self._pending), bool(self._writes),
-                           self._last_start, self._last_size,
-                           max_items=self.max_items, max_wait_s=self.max_wait_s)
-            if now < due and not self._closing:
-                if self._timer is None or due < self._timer.when():  # one timer: the soonest
-                    if self._timer is not None:
-                        self._timer.cancel()
-                    self._timer = loop.call_at(due, self._timer_fired)
+            due = self._pending[0][2] + self.max_wait_s
+            if (self._writes and loop.time() < due and len(self._pending) < self.max_items
+                    and not self._closing):
+                if self._timer is None:  # one timer per batch: wake when its oldest is due
+                    self._timer = loop.call_at(due, self._wake.set)
                 await self._wake.wait()
                 continue
             if self._timer is not None:
@@ -119,7 +93,6 @@ class GroupCommit:
                 self._timer = None
             await self._writers.acquire()  # the batch keeps growing while all writers are busy
             batch, self._pending = self._pending[:self.max_items], self._pending[self.max_items:]
-            self._last_start, self._last_size = loop.time(), len(batch)
             task = asyncio.create_task(self._write(batch), name="postbacks-write")
             self._writes.add(task)
             task.add_done_callback(self._written)
@@ -141,10 +114,6 @@ class GroupCommit:
             log.warning("postbacks not stored; answered 503", count=self._failed,
                         error=type(e).__name__, detail=str(e)[:200])
             self._failed, self._failure_logged = 0, now
-
-    def _timer_fired(self) -> None:
-        self._timer = None
-        self._wake.set()
 
     def _written(self, task: asyncio.Task) -> None:
         self._writes.discard(task)
