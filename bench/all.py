@@ -73,13 +73,17 @@ async def bench_postbacks(dsn, pg_pid, quick, rows, details):
 
 
 async def bench_events(dsn, pg_pid, quick, rows, details):
-    rs = await events_bench.measure(dsn, (200.0, 1000.0), seconds=3 if quick else 10)
+    rs = await events_bench.measure(dsn, (200.0, 1000.0), seconds=3 if quick else 10, pg_pid=pg_pid)
     details.append(events_bench.report(rs))
     for r in rs:
         target = r["rate"] >= 1000
         rows.append(Row(f"events: postback -> consumer p99 (p50) at {r['achieved']:,.0f}/s",
                         f"{r['p99']:.1f} ms ({r['p50']:.1f})", "", None, "<= 25 ms" if target else "",
                         (r["p99"] <= 25 and r["seen"] == r["n"]) if target else None))
+    last = rs[-1]["cpu_us"]  # at the highest rate: small batches, their costs per postback
+    if last["postgres"] == last["postgres"]:  # NaN: not our cluster (--dsn)
+        rows.append(Row(f"events: CPU per postback at {rs[-1]['achieved']:,.0f}/s, tracker + PostgreSQL",
+                        f"{last['tracker']:.0f} + {last['postgres']:.0f} us"))
 
 
 async def bench_polls(dsn, pg_pid, quick, rows, details):

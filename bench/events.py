@@ -11,7 +11,10 @@ flush: a consumer's choice, at least once either way). From just before a postba
 leaves to the moment its event is read: p50/p99/max, and where the time goes: the postback's
 answer (group commit), answered -> transition recorded (the apply worker; recorded_at is its
 transaction's start), recorded -> read (the apply's commit, the publisher, the notification and
-the consumer's read). Each rate is its own run of the daemon on fresh messages.
+the consumer's read), and the CPU each process spent per postback while the load ran (the
+daemon; PostgreSQL, the consumer's backend included; this load generator; the consumer): at
+moderate rates batches are small, and most of that is paid per batch. Each rate is its own run
+of the daemon on fresh messages.
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _polling import PY, ROOT, database, migrated  # noqa: E402
+from _polling import PY, ROOT, cpu_seconds, database, migrated  # noqa: E402
 from _post import Poster  # noqa: E402
 
 import asyncpg  # noqa: E402
@@ -95,7 +98,7 @@ def pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, int(p * len(xs)))] if xs else float("nan")
 
 
-async def one_rate(dsn: str, rate: float, seconds: float, tag: str) -> dict:
+async def one_rate(dsn: str, rate: float, seconds: float, tag: str, pg_pid: int | None = None) -> dict:
     n = int(rate * seconds)
     conn = await asyncpg.connect(dsn)
     try:
@@ -111,7 +114,7 @@ async def one_rate(dsn: str, rate: float, seconds: float, tag: str) -> dict:
     finally:
         await conn.close()
     tmp = Path(tempfile.mkdtemp(prefix="tracker-bench-events-"))
-    async with tracker_daemon(dsn, tmp) as (url, _pid, _log):
+    async with tracker_daemon(dsn, tmp) as (url, tracker_pid, _log):
         result = tmp / "consumer.json"
         consumer = subprocess.Popen([PY, __file__, "consumer", dsn, str(n), str(seconds + 60),
                                      str(result)], stdout=subprocess.PIPE, text=True, cwd=str(ROOT))
@@ -130,6 +133,11 @@ async def one_rate(dsn: str, rate: float, seconds: float, tag: str) -> dict:
                     statuses[status] = statuses.get(status, 0) + 1
 
                 await post(n)  # a first request opens a connection (not measured: no message)
+                # CPU of each process while the load runs, per postback (PostgreSQL: every
+                # backend, the consumer's too; NaN when the cluster is not ours: --dsn)
+                pids = {"tracker": (tracker_pid, False), "postgres": (pg_pid, True),
+                        "generator": (os.getpid(), False), "consumer": (consumer.pid, False)}
+                cpu_before = {k: cpu_seconds(pid, kids) for k, (pid, kids) in pids.items()}
                 tasks = []
                 start = time.monotonic()
                 for i in range(n):  # a steady rate: request i leaves at start + i / rate
@@ -139,6 +147,8 @@ async def one_rate(dsn: str, rate: float, seconds: float, tag: str) -> dict:
                     tasks.append(asyncio.create_task(post(i)))
                 await asyncio.gather(*tasks)
                 achieved = n / (time.monotonic() - start)
+                cpu_us = {k: (cpu_seconds(pid, kids) - cpu_before[k]) / n * 1e6
+                          for k, (pid, kids) in pids.items()}
             await asyncio.to_thread(consumer.communicate, timeout=seconds + 90)
         finally:
             if consumer.poll() is None:
@@ -160,16 +170,17 @@ async def one_rate(dsn: str, rate: float, seconds: float, tag: str) -> dict:
     ms = lambda a, b, keys: sorted((b[k] - a[k]) * 1000 for k in keys if k in a and k in b)  # noqa: E731
     total = ms(sent, seen, sent)
     return {"rate": rate, "achieved": achieved, "n": n, "seen": len(seen), "statuses": statuses,
-            "reads": got["reads"], "p50": pct(total, 0.5), "p99": pct(total, 0.99),
+            "reads": got["reads"], "cpu_us": cpu_us, "p50": pct(total, 0.5), "p99": pct(total, 0.99),
             "max": total[-1] if total else float("nan"),
             "answer": [pct(x, q) for x in [ms(sent, answered, sent)] for q in (0.5, 0.99)],
             "apply": [pct(x, q) for x in [ms(answered, recorded, sent)] for q in (0.5, 0.99)],
             "publish": [pct(x, q) for x in [ms(recorded, seen, sent)] for q in (0.5, 0.99)]}
 
 
-async def measure(dsn: str, rates=(200.0, 1000.0), seconds: float = 10.0) -> list[dict]:
+async def measure(dsn: str, rates=(200.0, 1000.0), seconds: float = 10.0,
+                  pg_pid: int | None = None) -> list[dict]:
     await migrated(dsn)
-    return [await one_rate(dsn, rate, seconds, f"ev{k}x") for k, rate in enumerate(rates)]
+    return [await one_rate(dsn, rate, seconds, f"ev{k}x", pg_pid) for k, rate in enumerate(rates)]
 
 
 def report(results: list[dict]) -> str:
@@ -184,6 +195,8 @@ def report(results: list[dict]) -> str:
             f"        of which p50/p99: answer {r['answer'][0]:.1f}/{r['answer'][1]:.1f} ms,"
             f" answered -> recorded {r['apply'][0]:.1f}/{r['apply'][1]:.1f} ms,"
             f" recorded -> read {r['publish'][0]:.1f}/{r['publish'][1]:.1f} ms")
+        lines.append("        CPU per postback while the load ran: " + ", ".join(
+            f"{k} {v:.0f} us" for k, v in r["cpu_us"].items() if v == v))  # NaN: not ours
     return "\n".join(lines)
 
 
@@ -198,8 +211,8 @@ def main() -> int:
                    help="an existing, migratable database (default: a private embedded cluster)")
     args = p.parse_args()
     rates = [float(x) for x in args.rates.split(",") if x.strip()]
-    with database(args.dsn) as (dsn, _pid):
-        results = loop.run(measure(dsn, rates, args.seconds))
+    with database(args.dsn) as (dsn, pg_pid):
+        results = loop.run(measure(dsn, rates, args.seconds, pg_pid))
     print(report(results))
     return 0 if all(r["seen"] == r["n"] for r in results) else 1
 
