@@ -66,6 +66,24 @@ def cpu_seconds(pid: int | None, children: bool = False) -> float:
     return total
 
 
+class CpuMeter:
+    """CPU seconds each process used within a `with` block: {name: (pid, with its children)};
+    per call made, in microseconds (NaN for a pid that is None: not ours to read)."""
+
+    def __init__(self, pids: dict[str, tuple[int | None, bool]]):
+        self.pids = pids
+
+    def __enter__(self) -> "CpuMeter":
+        self.start = {k: cpu_seconds(pid, kids) for k, (pid, kids) in self.pids.items()}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.used = {k: cpu_seconds(pid, kids) - self.start[k] for k, (pid, kids) in self.pids.items()}
+
+    def per_call_us(self, calls: int) -> dict[str, float]:
+        return {k: v / max(calls, 1) * 1e6 for k, v in self.used.items()}
+
+
 async def migrated(dsn: str) -> None:
     conn = await asyncpg.connect(dsn)
     try:

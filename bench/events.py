@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _polling import PY, ROOT, cpu_seconds, database, migrated  # noqa: E402
+from _polling import PY, ROOT, CpuMeter, database, migrated  # noqa: E402
 from _post import Poster  # noqa: E402
 
 import asyncpg  # noqa: E402
@@ -41,6 +41,7 @@ from tracker import loop  # noqa: E402
 from postbacks import tracker_daemon  # noqa: E402
 
 CONSUMER = "bench-latency"
+READ_MAX = 1000  # events a read asks for
 
 
 # --- the consumer (its own process: `bench/events.py consumer DSN N TIMEOUT OUT`) ------------------
@@ -64,7 +65,7 @@ async def consume(dsn: str, n: int, timeout: float) -> dict:
             pass
         woken.clear()  # before reading: a notification from now on means another read
         while True:
-            rows = await conn.fetch("SELECT event_id, vendor_ref FROM tracker.read_events($1, 1000)", CONSUMER)
+            rows = await conn.fetch("SELECT event_id, vendor_ref FROM tracker.read_events($1, $2)", CONSUMER, READ_MAX)
             reads += 1
             if not rows:
                 break
@@ -72,7 +73,7 @@ async def consume(dsn: str, n: int, timeout: float) -> dict:
             for r in rows:
                 seen.setdefault(r["vendor_ref"], now)
             await conn.fetchval("SELECT tracker.ack_events($1, $2)", CONSUMER, rows[-1]["event_id"])
-            if len(rows) < 1000:  # caught up: what is published after this read notifies again
+            if len(rows) < READ_MAX:  # caught up: what is published after this read notifies again
                 break
     await conn.close()
     return {"seen": seen, "reads": reads}
@@ -137,18 +138,17 @@ async def one_rate(dsn: str, rate: float, seconds: float, tag: str, pg_pid: int 
                 # backend, the consumer's too; NaN when the cluster is not ours: --dsn)
                 pids = {"tracker": (tracker_pid, False), "postgres": (pg_pid, True),
                         "generator": (os.getpid(), False), "consumer": (consumer.pid, False)}
-                cpu_before = {k: cpu_seconds(pid, kids) for k, (pid, kids) in pids.items()}
-                tasks = []
-                start = time.monotonic()
-                for i in range(n):  # a steady rate: request i leaves at start + i / rate
-                    delay = start + i / rate - time.monotonic()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                    tasks.append(asyncio.create_task(post(i)))
-                await asyncio.gather(*tasks)
-                achieved = n / (time.monotonic() - start)
-                cpu_us = {k: (cpu_seconds(pid, kids) - cpu_before[k]) / n * 1e6
-                          for k, (pid, kids) in pids.items()}
+                with CpuMeter(pids) as meter:
+                    tasks = []
+                    start = time.monotonic()
+                    for i in range(n):  # a steady rate: request i leaves at start + i / rate
+                        delay = start + i / rate - time.monotonic()
+                        if delay > 0:
+                            await asyncio.sleep(delay)
+                        tasks.append(asyncio.create_task(post(i)))
+                    await asyncio.gather(*tasks)
+                    achieved = n / (time.monotonic() - start)
+                cpu_us = meter.per_call_us(n)
             await asyncio.to_thread(consumer.communicate, timeout=seconds + 90)
         finally:
             if consumer.poll() is None:

@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from typing import NamedTuple
 from pathlib import Path
 
-from _polling import Daemon, cpu_seconds, database, migrated, sandbox, send_sparksender, submit, write_config
+from _polling import CpuMeter, Daemon, database, migrated, sandbox, send_sparksender, submit, write_config
 
 import aiohttp
 import asyncpg
@@ -40,23 +40,6 @@ from tracker.intake import take_in
 from tracker.poller.engine import IDLE_MAX_S
 
 KNOBS = {"time_scale": 0.01}
-
-
-class Meter:
-    """CPU seconds used by each process in one phase, per call made."""
-
-    def __init__(self, pids: dict[str, tuple[int | None, bool]]):
-        self.pids = pids
-
-    def __enter__(self) -> "Meter":
-        self.start = {k: cpu_seconds(pid, kids) for k, (pid, kids) in self.pids.items()}
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.used = {k: cpu_seconds(pid, kids) - self.start[k] for k, (pid, kids) in self.pids.items()}
-
-    def per_call_us(self, calls: int) -> dict[str, float]:
-        return {k: v / calls * 1e6 for k, v in self.used.items()}
 
 
 async def bare_loop(base: str, creds: dict, refs: list[str], concurrency: int) -> float:
@@ -79,7 +62,7 @@ async def bare_loop(base: str, creds: dict, refs: list[str], concurrency: int) -
         return done / (time.perf_counter() - began)
 
 
-async def tracker_round(pool: asyncpg.Pool, n: int, meter: Meter) -> float:
+async def tracker_round(pool: asyncpg.Pool, n: int, meter: CpuMeter) -> float:
     """Make every message due at one moment a little ahead (so that the tracker's idle loop,
     which looks for due work at least every IDLE_MAX_S, is awake for it, as a bare loop that
     starts at once is); polls per second from that moment to the last poll written. `meter`
@@ -129,10 +112,10 @@ async def profile(args, pool: asyncpg.Pool, vendor: dict, creds: dict, refs: lis
     await bare_loop(vendor["base_url"], creds, refs[:2000], args.concurrency)
     bares, tracks, bare_cpu, track_cpu = [], [], [], []
     for _ in range(args.rounds):
-        with Meter(pids) as m:
+        with CpuMeter(pids) as m:
             bares.append(await bare_loop(vendor["base_url"], creds, refs, args.concurrency))
         bare_cpu.append(m.per_call_us(len(refs)))
-        m = Meter(pids)
+        m = CpuMeter(pids)
         tracks.append(await tracker_round(pool, len(refs), m))
         track_cpu.append(m.per_call_us(len(refs)))
     median_cpu = lambda rounds: {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}  # noqa: E731

@@ -31,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _wrk  # noqa: E402
-from _polling import ROOT, PY, Daemon, cpu_seconds, database, migrated, write_config  # noqa: E402
+from _polling import ROOT, PY, CpuMeter, Daemon, database, migrated, write_config  # noqa: E402
 
 import asyncpg  # noqa: E402
 
@@ -98,10 +98,9 @@ async def tracker_daemon(dsn: str, tmp: Path, extra: str = ""):
 
 
 def phase(url: str, seconds: float, connections: int, first: int, pids: dict) -> dict:
-    before = {k: cpu_seconds(pid, kids) for k, (pid, kids) in pids.items()}
-    r = _wrk.run(url, seconds, connections, first, int(seconds * PER_SECOND))
-    used = {k: cpu_seconds(pid, kids) - before[k] for k, (pid, kids) in pids.items()}
-    r["cpu_us"] = {k: v / max(r["ok"], 1) * 1e6 for k, v in used.items()}
+    with CpuMeter(pids) as meter:
+        r = _wrk.run(url, seconds, connections, first, int(seconds * PER_SECOND))
+    r["cpu_us"] = meter.per_call_us(r["ok"])
     return r
 
 
