@@ -12,8 +12,6 @@ written, COMMIT.
 """
 from __future__ import annotations
 
-import time
-from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Iterable, Mapping, Sequence
@@ -23,9 +21,9 @@ import asyncpg
 from tracker.adapters.base import Observation
 from tracker.core.reduce import PlannedTransition, Report, plan
 from tracker.core.states import State
-from tracker import metrics
 from tracker.db import DB_ERRORS, transaction
 from tracker.db import queries as q
+from tracker.db.counts import count_observations, count_transitions
 from tracker.db.rows import MessageWrite, message_write, observation_row, rows_json, transitions_json
 from tracker.logging import get_logger
 
@@ -75,68 +73,13 @@ async def apply(
             claimed = sorted({r["claimed_id"] for r in rows})
             rows = [r for r in rows if r["id"] is not None]
         result = await _raise_states(conn, rows)
-    _count_observations(source, ((r["vendor"], r["state"], r["code"]) for r in rows))
+    count_observations(source, ((r["vendor"], r["state"], r["code"]) for r in rows))
     result.stored = len(rows)
     result.orphan_ids = [r["id"] for r in rows if r["message_id"] is None]
     result.orphans = len(result.orphan_ids)
     result.unmapped = sum(1 for r in rows if r["state"] is None)
     result.claimed = claimed
     return result
-
-
-def _count_observations(source: str, rows: Iterable[tuple[str, object, str | None]]) -> int:
-    """Metrics for stored observations, (vendor, state, code) each: one increment per label set
-    and batch, not per row. Unmapped codes are counted per vendor (a code is never a label: any
-    vendor can send any number of them) and logged, at most once a minute per vendor; the codes
-    themselves are in tracker.vendor_health. Returns how many were unmapped."""
-    stored: Counter[str] = Counter()
-    unmapped: dict[str, Counter[str]] = {}
-    for vendor, state, code in rows:
-        stored[vendor] += 1
-        if state is None:
-            unmapped.setdefault(vendor, Counter())[str(code)[:32]] += 1
-    for vendor, n in stored.items():
-        _child(metrics.observations, vendor, source).inc(n)
-    for vendor, codes in unmapped.items():
-        n = sum(codes.values())
-        _child(metrics.unmapped, vendor).inc(n)
-        _unmapped_log.report(vendor, source, n, codes)
-    return sum(sum(c.values()) for c in unmapped.values())
-
-
-class _UnmappedLog:
-    """One warning per vendor a minute at most, with what was seen meanwhile."""
-
-    EVERY_S = 60.0
-
-    def __init__(self) -> None:
-        self.last: dict[str, float] = {}
-        self.since: Counter[str] = Counter()
-
-    def report(self, vendor: str, source: str, n: int, codes: Counter[str]) -> None:
-        now = time.monotonic()
-        self.since[vendor] += n
-        if now - self.last.get(vendor, -self.EVERY_S) < self.EVERY_S:
-            return
-        self.last[vendor] = now
-        log.warning("vendor codes not in the mapping: recorded, not guessed", vendor=vendor,
-                    source=source, reports=self.since.pop(vendor),
-                    codes=[c for c, _ in codes.most_common(5)])
-
-
-_unmapped_log = _UnmappedLog()
-
-
-_children: dict[tuple, object] = {}
-
-
-def _child(metric, *labels: str):
-    """A metric's child for these labels, looked up once (labels() is not cheap)."""
-    key = (id(metric), *labels)
-    child = _children.get(key)
-    if child is None:
-        child = _children[key] = metric.labels(*labels)
-    return child
 
 
 async def apply_polls(
@@ -174,16 +117,10 @@ async def apply_polls(
         _message_write(mid, last.get(mid), received_at if mid in reported else None,
                        named.get(mid), received_at, next_at, n)
         for mid, next_at, n in releases], planned)
-    unmapped = _count_observations("poll", ((o.vendor, o.state, o.code) for _, o in found))
+    unmapped = count_observations("poll", ((o.vendor, o.state, o.code) for _, o in found))
     vendor_of = {mid: o.vendor for mid, o in found}
-    _count_transitions(planned, vendor_of)
+    count_transitions(planned, vendor_of)
     return Applied(stored=len(found), unmapped=unmapped, transitions=planned)
-
-
-def _count_transitions(planned: Sequence[PlannedTransition], vendor_of: Mapping[int, str]) -> None:
-    counts = Counter((vendor_of[t.message_id], t.to_state.name) for t in planned)
-    for labels, n in counts.items():
-        _child(metrics.transitions, *labels).inc(n)
 
 
 async def insert_observations_of(conn: asyncpg.Connection, source: str,
@@ -203,7 +140,7 @@ async def insert_observations_of(conn: asyncpg.Connection, source: str,
         await write_messages(conn, [message_write(mid, operator=op, operator_at=received_at)
                                     for mid, op in named.items()])
     if count:
-        _count_observations(source, ((o.vendor, o.state, o.code) for _, o in found))
+        count_observations(source, ((o.vendor, o.state, o.code) for _, o in found))
     return sorted(r[0] for r in stored)  # ids follow the order given
 
 
@@ -228,7 +165,7 @@ async def insert_transitions(conn: asyncpg.Connection, planned: Sequence[Planned
     """Append the first transitions of messages just made (intake) and count them (the caller
     notifies, once per batch)."""
     await conn.execute(q.INSERT_TRANSITIONS, transitions_json(planned))
-    _count_transitions(planned, vendor_of)
+    count_transitions(planned, vendor_of)
 
 
 async def adopt_orphans(conn: asyncpg.Connection, message_ids: Iterable[int] | None = None, *,
@@ -292,7 +229,7 @@ async def _raise_states(conn: asyncpg.Connection, rows: Sequence[asyncpg.Record]
     await write_messages(conn, [
         _message_write(mid, last.get(mid), at, *named.get(mid, (None, None))[::-1])
         for mid, at in touched.items()], planned)
-    _count_transitions(planned, {r["message_id"]: r["vendor"] for r in rows})
+    count_transitions(planned, {r["message_id"]: r["vendor"] for r in rows})
     return Applied(transitions=planned)
 
 

@@ -1,0 +1,74 @@
+"""The reducer's metrics: observations stored (and vendor codes not in the mapping) and
+transitions made, counted once per label set and batch, not per row (tracker.db.reducer)."""
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Iterable, Mapping, Sequence
+
+from tracker import metrics
+from tracker.core.reduce import PlannedTransition
+from tracker.logging import get_logger
+
+log = get_logger("tracker.reducer")
+
+
+def count_observations(source: str, rows: Iterable[tuple[str, object, str | None]]) -> int:
+    """Metrics for stored observations, (vendor, state, code) each: one increment per label set
+    and batch, not per row. Unmapped codes are counted per vendor (a code is never a label: any
+    vendor can send any number of them) and logged, at most once a minute per vendor; the codes
+    themselves are in tracker.vendor_health. Returns how many were unmapped."""
+    stored: Counter[str] = Counter()
+    unmapped: dict[str, Counter[str]] = {}
+    for vendor, state, code in rows:
+        stored[vendor] += 1
+        if state is None:
+            unmapped.setdefault(vendor, Counter())[str(code)[:32]] += 1
+    for vendor, n in stored.items():
+        _child(metrics.observations, vendor, source).inc(n)
+    for vendor, codes in unmapped.items():
+        n = sum(codes.values())
+        _child(metrics.unmapped, vendor).inc(n)
+        _unmapped_log.report(vendor, source, n, codes)
+    return sum(sum(c.values()) for c in unmapped.values())
+
+
+class _UnmappedLog:
+    """One warning per vendor a minute at most, with what was seen meanwhile."""
+
+    EVERY_S = 60.0
+
+    def __init__(self) -> None:
+        self.last: dict[str, float] = {}
+        self.since: Counter[str] = Counter()
+
+    def report(self, vendor: str, source: str, n: int, codes: Counter[str]) -> None:
+        now = time.monotonic()
+        self.since[vendor] += n
+        if now - self.last.get(vendor, -self.EVERY_S) < self.EVERY_S:
+            return
+        self.last[vendor] = now
+        log.warning("vendor codes not in the mapping: recorded, not guessed", vendor=vendor,
+                    source=source, reports=self.since.pop(vendor),
+                    codes=[c for c, _ in codes.most_common(5)])
+
+
+_unmapped_log = _UnmappedLog()
+
+
+_children: dict[tuple, object] = {}
+
+
+def _child(metric, *labels: str):
+    """A metric's child for these labels, looked up once (labels() is not cheap)."""
+    key = (id(metric), *labels)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(*labels)
+    return child
+
+
+def count_transitions(planned: Sequence[PlannedTransition], vendor_of: Mapping[int, str]) -> None:
+    counts = Counter((vendor_of[t.message_id], t.to_state.name) for t in planned)
+    for labels, n in counts.items():
+        _child(metrics.transitions, *labels).inc(n)
