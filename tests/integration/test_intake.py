@@ -202,3 +202,45 @@ async def test_ids_are_matched_normalized_and_shown_as_the_vendor_issued_them(po
                                                                state=State.delivered, code="d")])
         events = await conn.fetch("SELECT vendor, vendor_ref FROM tracker.read_events('t', 10)")
         assert dict(events) == shown
+
+
+async def test_a_campaign_of_bulk_rows_is_shared_by_batches_and_no_row_is_taken_twice(pool, monkeypatch):
+    # engageSPARK bulk rows of 100 messages: a batch claims FIRST_CLAIM rows, then only as many
+    # as bring it to about BATCH_MESSAGES messages, and leaves the rest unlocked, so that another
+    # intake loop takes the next rows while this batch is still being written.
+    import asyncio
+
+    import orjson
+
+    import tracker.intake as intake
+
+    monkeypatch.setattr(intake, "FIRST_CLAIM", 2)
+    monkeypatch.setattr(intake, "BATCH_MESSAGES", 300)
+
+    def bulk(row: int) -> tuple[str, str]:
+        response = {"messages": [{"id": f"EC{row}-{i}"} for i in range(100)],
+                    "deliveryDeadline": "2030-01-01T00:00:00Z"}
+        request = {"messages": [{"to": f"639170{row:02d}{i:04d}"} for i in range(100)]}
+        return orjson.dumps(response).decode(), orjson.dumps(request).decode()
+
+    async with pool.acquire() as conn, pool.acquire() as other, pool.acquire() as gate:
+        await conn.executemany("INSERT INTO tracker.submissions (vendor, response, request)"
+                               " VALUES ('engagespark', $1::jsonb, $2::jsonb)", [bulk(r) for r in range(10)])
+        first = await take_in(conn, Config())
+        assert (first.rows, first.messages) == (3, 300)  # 2 rows, then 1 more for 300 messages
+        # A batch held up while it writes (the gate's lock) leaves the rows after its own free.
+        hold = gate.transaction()
+        await hold.start()
+        await gate.execute("LOCK TABLE tracker.observations IN SHARE MODE")
+        held = asyncio.create_task(take_in(conn, Config()))
+        await until_waiting_on_a_lock(gate, conn.get_server_pid(), "the first batch")
+        beside = asyncio.create_task(take_in(other, Config()))
+        await until_waiting_on_a_lock(gate, other.get_server_pid(), "the batch beside it")
+        await hold.rollback()
+        a, b = await held, await beside
+        assert (a.rows, b.rows) == (3, 3)
+        assert (await take_in(conn, Config())).rows == 1
+        assert await conn.fetchval("SELECT count(*) FROM tracker.submissions WHERE processed_at IS NULL") == 0
+        assert await conn.fetchval("SELECT sum(message_count) FROM tracker.submissions") == 1000
+        assert await conn.fetchval("SELECT count(*) FROM tracker.messages") == 1000
+        assert await conn.fetchval("SELECT count(*) FROM tracker.observations") == 1000  # none twice

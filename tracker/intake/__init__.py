@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import math
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any, AsyncIterator, Callable
 
 import asyncpg
 
@@ -34,6 +35,8 @@ log = get_logger("tracker.intake")
 CHUNK_MESSAGES = 10_000  # messages written per savepoint (a row's messages are never split)
 SLICE = 2_000  # messages per statement
 BATCH_BYTES = 16 << 20  # stored response + request bytes claimed per batch, at most
+BATCH_MESSAGES = 2 * CHUNK_MESSAGES  # a batch claims no more rows once it holds this many messages
+FIRST_CLAIM = 10  # rows a batch claims first, to learn how many messages its rows hold
 ROW_BYTES = 16 << 20  # a row whose response or request is stored larger is refused
 OFF_LOOP_BYTES = 64 << 10  # rows and chunks larger than this are read and planned in a thread
 SLICE_S = 0.002  # reading small rows, the loop gets a turn at least this often
@@ -65,12 +68,11 @@ async def take_in(conn: asyncpg.Connection, config: Config, batch_size: int | No
     outcomes: dict[int, _Outcome] = {}
     written: list[tuple[list[int], int]] = []  # per chunk: messages made, transitions to notify
     async with _gc_paused() as pause, conn.transaction():
-        rows = await conn.fetch(q.CLAIM_SUBMISSIONS, batch_size or config.intake.batch_size,
-                                BATCH_BYTES, ROW_BYTES)
+        claims = _Claims(conn, batch_size or config.intake.batch_size)
         chunk: list[TakenRow] = []
-        size = 0
+        size = messages = 0
         slice_began = time.perf_counter()
-        for row in rows:
+        async for row in claims.rows(lambda: messages):
             big = _size(row) > OFF_LOOP_BYTES
             if big:
                 pause()
@@ -81,6 +83,7 @@ async def take_in(conn: asyncpg.Connection, config: Config, batch_size: int | No
             outcomes[row["id"]] = _Outcome(count=len(taken.observations), note=taken.note)
             chunk.append(taken)
             size += len(taken.observations)
+            messages += len(taken.observations)
             if size >= CHUNK_MESSAGES:
                 written.append(await _write_isolated(conn, chunk, vendors, now, outcomes))
                 chunk, size = [], 0
@@ -102,8 +105,43 @@ async def take_in(conn: asyncpg.Connection, config: Config, batch_size: int | No
     if created:  # again after commit: reports stored meanwhile (see reducer.adopt_orphans)
         await reducer.adopt_after_commit(conn, created)
     refused = sum(1 for o in outcomes.values() if o.error is not None)
-    return IntakeResult(rows=len(rows), refused=refused,
+    return IntakeResult(rows=claims.taken, refused=refused,
                         messages=sum(o.count for o in outcomes.values() if o.error is None))
+
+
+class _Claims:
+    """A batch's rows, claimed a few at a time (queries.CLAIM_SUBMISSIONS): FIRST_CLAIM rows,
+    then as many more as should bring the batch to BATCH_MESSAGES messages at the rate its rows
+    held so far, within `rows_max` rows and BATCH_BYTES stored bytes. A batch of one-message
+    rows is claimed in two statements; a campaign of bulk rows (engageSPARK: 100 messages a
+    row) becomes several batches that the intake loops share, one loop reading and planning
+    while another's batch is written, instead of one loop taking the whole campaign (every
+    row a claim looks at stays locked until commit, so a claim must not look further)."""
+
+    def __init__(self, conn: asyncpg.Connection, rows_max: int) -> None:
+        self.conn = conn
+        self.rows_left, self.bytes_left = rows_max, BATCH_BYTES
+        self.taken = 0  # rows claimed
+        self.after = 0  # the last id claimed
+
+    async def rows(self, messages: Callable[[], int]) -> AsyncIterator[asyncpg.Record]:
+        """Claimed rows, one by one; `messages()`: how many the rows read so far hold."""
+        want = min(FIRST_CLAIM, self.rows_left)
+        while want > 0 and self.bytes_left > 0:
+            rows = await self.conn.fetch(q.CLAIM_SUBMISSIONS, want, self.bytes_left, ROW_BYTES,
+                                         self.after)
+            if rows:
+                self.after = rows[-1]["id"]
+            self.rows_left -= len(rows)
+            self.bytes_left -= sum(r["stored_size"] for r in rows)
+            self.taken += len(rows)
+            for row in rows:
+                yield row
+            if len(rows) < want:  # none left just now, or the bytes are spent
+                return
+            held = messages()
+            per_row = max(held, 1) / self.taken
+            want = min(self.rows_left, math.ceil((BATCH_MESSAGES - held) / per_row))
 
 
 _gc_pauses = 0  # intake loops holding the cyclic garbage collector off

@@ -4,13 +4,15 @@
 
 # Claim new rows, oldest first, up to $1 rows and about $2 bytes of stored response + request
 # (so that a batch of large rows stays small in memory); rows another intake holds are passed
-# over. A row's first look is free of decoding traps: a submitted_at outside the sane range
-# arrives as NULL (its text beside it), a response larger than $3 bytes stored is not fetched.
+# over. A batch may claim several times (tracker.intake._Claims), each time past the last id
+# it claimed, $4 (SKIP LOCKED passes over other transactions' rows only, not its own). A row's
+# first look is free of decoding traps: a submitted_at outside the sane range arrives as NULL
+# (its text beside it), a response larger than $3 bytes stored is not fetched.
 CLAIM_SUBMISSIONS = """
 WITH candidates AS MATERIALIZED (
     SELECT id, coalesce(pg_column_size(response), 0) + coalesce(pg_column_size(request), 0) AS size
     FROM tracker.submissions
-    WHERE processed_at IS NULL
+    WHERE processed_at IS NULL AND id > $4  -- past the rows this batch claimed already
     ORDER BY id
     LIMIT $1
     FOR UPDATE SKIP LOCKED
@@ -27,7 +29,8 @@ SELECT s.id, s.vendor, s.client_ref, s.vendor_ref, s.recipient,
        CASE WHEN greatest(pg_column_size(s.response), pg_column_size(s.request)) > $3
             THEN greatest(pg_column_size(s.response), pg_column_size(s.request)) END
            AS response_too_large,
-       $3 AS response_limit
+       $3 AS response_limit,
+       coalesce(pg_column_size(s.response), 0) + coalesce(pg_column_size(s.request), 0) AS stored_size
 FROM tracker.submissions s
 WHERE s.id IN (SELECT id FROM picked)
 ORDER BY s.id
