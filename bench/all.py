@@ -17,7 +17,9 @@ Runs, one after another, each in a fresh database of one private PostgreSQL clus
 
 --quick is a smoke run (a few minutes, smaller sizes: its figures are not the targets' sizes and
 say so). Each bench can also be run alone, with more detail. Needs wrk (`apt-get install wrk`).
-The machine's load average is printed before and after: figures from a busy machine are low.
+The machine's load average is printed before and after, and the CPU time the hypervisor gave
+to other guests during each bench (steal, from /proc/stat): figures from a busy or shared
+machine are low.
 Each bench's own database is dropped when it is done; between benches it checkpoints and waits
 (45 s at most) for the load to come back near where it began, so that one bench's aftermath
 does not land in the next one's figures.
@@ -167,6 +169,20 @@ def load() -> str:
         return " ".join(f.read().split()[:3])
 
 
+def cpu_times() -> list[int]:
+    """The machine's CPU time so far by kind, from /proc/stat: user, nice, system, idle, iowait,
+    irq, softirq, steal."""
+    with open("/proc/stat") as f:
+        return [int(x) for x in f.readline().split()[1:9]]
+
+
+def steal(before: list[int], after: list[int]) -> float:
+    """Of the CPU time between two readings, the share the hypervisor gave to other guests:
+    on a shared VM, what a bench's figures lost to its neighbours."""
+    spent = [b - a for a, b in zip(before, after)]
+    return spent[7] / max(sum(spent), 1)
+
+
 async def settle(server_dsn: str, floor: float, most_s: float = 45.0) -> None:
     """Before a bench: the previous one's dirty pages written (CHECKPOINT, so that its
     checkpoint does not land in the next one's figures) and the load average back near where
@@ -193,14 +209,14 @@ async def run_all(server_dsn: str, pg_pid: int | None, names: list[str], quick: 
     for i, name in enumerate(names):
         if i:
             await settle(server_dsn, floor, 3.0 if quick else 45.0)
-        began = time.monotonic()
+        began, cpu = time.monotonic(), cpu_times()
         # claims and intake make (and drop) databases of their own
         own = (contextlib.nullcontext(server_dsn) if name in ("claims", "intake")
                else intake_bench.fresh_database(server_dsn))
         print(f"[{time.strftime('%H:%M:%S')}] {name} (load average {load()}) ...", file=sys.stderr, flush=True)
         async with own as dsn:
             await RUNNERS[name](dsn, pg_pid, quick, rows, details)
-        timings[name] = time.monotonic() - began
+        timings[name] = (time.monotonic() - began, steal(cpu, cpu_times()))
     return rows, details, timings
 
 
@@ -228,7 +244,8 @@ def main() -> int:
     print()
     print(f"bench/all.py{' --quick' if args.quick else ''}: {os.cpu_count()} CPUs, event loop {loop.name()},"
           f" PostgreSQL with fsync on; load average before {before}, after {load()};"
-          f" {time.monotonic() - began:.0f} s (" + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()) + ")")
+          f" {time.monotonic() - began:.0f} s (" + ", ".join(f"{k} {t:.0f} s, steal {st:.1%}"
+                                                            for k, (t, st) in timings.items()) + ")")
     print()
     print(table(rows))
     return 0 if all(r.met is not False for r in rows) else 1
