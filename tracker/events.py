@@ -55,16 +55,27 @@ class Publisher:
             await publish_pending(self.host.pool)
 
     async def _publish(self) -> None:
+        """Publications on one connection, kept while it works: handing it back to the pool
+        after each would cost a reset round trip (RESET ALL, UNLISTEN *, ...) per publication.
+        A failure hands it back (a broken one is closed by the pool) and the next look, a
+        backstop later, takes another."""
         while not self.stopping:
-            self.wake.clear()  # before looking: a notification from now on wakes the next look
             try:
-                with beat().working():
-                    while await publish_pending(self.host.pool) >= BATCH:
-                        pass
+                async with self.host.pool.acquire() as conn:
+                    while not self.stopping:
+                        self.wake.clear()  # before looking: a notification from now on wakes the next look
+                        with beat().working():
+                            while await publish_on(conn) >= BATCH:
+                                pass
+                        await self._sleep()
             except DB_ERRORS as e:
                 log.warning("publishing events failed; will retry", error=type(e).__name__)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), BACKSTOP_S)
+                self.wake.clear()  # a backstop's wait, not a busy loop against a lost database
+                await self._sleep()
+
+    async def _sleep(self) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.wake.wait(), BACKSTOP_S)
 
     async def _listen(self) -> None:
         await listen(lambda: self.host.pool, "tracker_transitions", self.wake.set,
@@ -75,8 +86,13 @@ async def publish_pending(pool: asyncpg.Pool) -> int:
     """Number the committed, unpublished events (up to BATCH); 0 when there are none or the
     publisher row stayed held past the lock timeout (2 s; the next look tries again)."""
     async with pool.acquire() as conn:
-        try:  # one statement, its own transaction (sql/013_publish_waiting.sql)
-            return await conn.fetchval(q.PUBLISH_WAITING, BATCH)
-        except asyncpg.LockNotAvailableError:
-            log.info("publisher row held by a consumer's transaction; publishing later")
-            return 0
+        return await publish_on(conn)
+
+
+async def publish_on(conn: asyncpg.Connection) -> int:
+    """publish_pending on a connection the caller holds."""
+    try:  # one statement, its own transaction (sql/013_publish_waiting.sql)
+        return await conn.fetchval(q.PUBLISH_WAITING, BATCH)
+    except asyncpg.LockNotAvailableError:
+        log.info("publisher row held by a consumer's transaction; publishing later")
+        return 0
