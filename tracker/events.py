@@ -1,7 +1,8 @@
 """The publisher: gives committed transitions their delivery positions, then wakes consumers.
 
 Writers (the reducer, intake) notify `tracker_transitions` when they commit transitions. The
-publisher, woken by that (a timer is the backstop), numbers them with tracker.publish_events(),
+publisher, woken by that on the connection it publishes on (a timer is the backstop; the
+daemon's appliers also wake it in-process), numbers them with tracker.publish_events(),
 which sends `NOTIFY tracker_events` when its own transaction commits: so a consumer woken by
 `tracker_events` always finds the events that caused it (it once could read nothing, when the
 notification came at the writer's commit and another reader held the publisher row).
@@ -21,12 +22,12 @@ import asyncpg
 
 from tracker.db import DB_ERRORS
 from tracker.db import queries as q
-from tracker.db.listen import listen
 from tracker.logging import get_logger
 from tracker.supervisor import beat
 
 log = get_logger("tracker.events")
 
+CHANNEL = "tracker_transitions"  # writers notify it when they commit transitions
 BACKSTOP_S = 1.0  # look for unpublished events this often even without a notification
 BATCH = 10_000  # events numbered per transaction
 
@@ -42,9 +43,8 @@ class Publisher:
 
     async def start(self) -> None:
         self.stopping = False
-        sup = self.host.supervisor
-        self.tasks = [sup.spawn("publisher", self._publish, stopping=lambda: self.stopping),
-                      sup.spawn("publisher-listener", self._listen, stopping=lambda: self.stopping)]
+        self.tasks = [self.host.supervisor.spawn("publisher", self._publish,
+                                                 stopping=lambda: self.stopping)]
 
     async def stop(self) -> None:
         self.stopping = True
@@ -55,31 +55,33 @@ class Publisher:
             await publish_pending(self.host.pool)
 
     async def _publish(self) -> None:
-        """Publications on one connection, kept while it works: handing it back to the pool
-        after each would cost a reset round trip (RESET ALL, UNLISTEN *, ...) per publication.
-        A failure hands it back (a broken one is closed by the pool) and the next look, a
-        backstop later, takes another."""
+        """Listens and publishes on one connection, kept while it works: handing it back to the
+        pool after each publication would cost a reset round trip (RESET ALL, UNLISTEN *, ...).
+        A failure hands it back (the pool closes a broken one); a backstop later, another is
+        taken, and whatever was committed meanwhile is published at once."""
+        pool = self.host.pool
         while not self.stopping:
+            conn = None
             try:
-                async with self.host.pool.acquire() as conn:
-                    while not self.stopping:
-                        self.wake.clear()  # before looking: a notification from now on wakes the next look
-                        with beat().working():
-                            while await publish_on(conn) >= BATCH:
-                                pass
-                        await self._sleep()
+                with beat().working():  # a pool that never gives a connection shows as wedged
+                    conn = await pool.acquire()
+                    await conn.add_listener(CHANNEL, self._notified)
+                while not self.stopping:
+                    self.wake.clear()  # before looking: a notification from now on wakes the next look
+                    with beat().working():
+                        while await publish_on(conn) >= BATCH:
+                            pass
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(self.wake.wait(), BACKSTOP_S)
             except DB_ERRORS as e:
                 log.warning("publishing events failed; will retry", error=type(e).__name__)
-                self.wake.clear()  # a backstop's wait, not a busy loop against a lost database
-                await self._sleep()
+                await asyncio.sleep(BACKSTOP_S)
+            finally:
+                if conn is not None:  # its reset drops the listener (UNLISTEN *)
+                    await pool.release(conn)
 
-    async def _sleep(self) -> None:
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self.wake.wait(), BACKSTOP_S)
-
-    async def _listen(self) -> None:
-        await listen(lambda: self.host.pool, "tracker_transitions", self.wake.set,
-                     lambda: self.stopping, check_s=0.5)
+    def _notified(self, *_) -> None:
+        self.wake.set()
 
 
 async def publish_pending(pool: asyncpg.Pool) -> int:

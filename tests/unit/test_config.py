@@ -510,7 +510,7 @@ def test_max_body_bytes_must_be_sane(size, ok):
 
 
 @pytest.mark.parametrize("env,key,reason", [
-    ({"TRACKER_DATABASE__POOL_MAX": "1"}, "TRACKER_DATABASE__POOL_MAX", "must be at least 2"),
+    ({"TRACKER_DATABASE__POOL_MAX": "3"}, "TRACKER_DATABASE__POOL_MAX", "must be at least 4"),
     ({"TRACKER_DATABASE__POOL_MAX": "500"}, "TRACKER_DATABASE__POOL_MAX",
      "must be at most 190 with the embedded cluster"),
     ({"TRACKER_DATABASE__POOL_MIN": "0", "TRACKER_DATABASE__POOL_MAX": "0"}, "TRACKER_DATABASE__POOL_MAX",

@@ -95,8 +95,9 @@ class _Loader(_Values):
         pool_max = db.get("pool_max", DatabaseConfig.pool_max)
         if pool_max < MIN_POOL:
             self.cross_problem("database", None, "pool_max",
-                               f"must be at least {MIN_POOL}: the intake listener holds one "
-                               "connection for as long as the tracker runs")
+                               f"must be at least {MIN_POOL}: the intake listener, the publisher "
+                               "and the sinks' listener each hold one connection for as long as "
+                               "the tracker runs, and the rest need at least one more")
         elif pool_min > pool_max:
             key = "pool_min" if "pool_min" in db else "pool_max"
             self.cross_problem("database", None, key,

@@ -46,7 +46,9 @@ _URL_SAFE = re.compile(r"[A-Za-z0-9._~-]+")
 MIN_POSTBACK_TOKEN_CHARS = 16  # 16 random URL-safe characters are ~95 bits: not guessable
 MIN_BODY_BYTES = 1024  # below this even a single vendor postback is refused
 MAX_BODY_BYTES = 64 * 1024 * 1024  # above this one request could make the tracker hold 64 MiB
-MIN_POOL = 2  # the intake listener holds one connection for as long as the tracker runs
+# The intake listener, the publisher and the sinks' listener each hold a pool connection for as
+# long as the tracker runs; everything else takes one in turn and needs at least one more.
+MIN_POOL = 4
 EMBEDDED_POOL_HEADROOM = 10  # embedded connections left for `tracker migrate`, replay, psql
 
 
