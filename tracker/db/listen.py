@@ -1,5 +1,5 @@
-"""LISTEN on a channel for as long as a component runs: one loop for every listener of the
-daemon (intake wake-ups, the publisher, the sinks)."""
+"""LISTEN on a channel for as long as a component runs: one loop for the daemon's listeners
+(intake wake-ups, the sinks; the publisher listens on the connection it publishes on)."""
 from __future__ import annotations
 
 import asyncio
