@@ -141,10 +141,13 @@ async def bench_intake(dsn, pg_pid, quick, rows, details):
 async def bench_sinks(dsn, pg_pid, quick, rows, details):
     args = SimpleNamespace(events=2000 if quick else 5000, rounds=1 if quick else 3, concurrency=16,
                            rate=1000.0, seconds=3.0 if quick else 10.0, only=None)
-    t, lat = await sinks_bench.measure(args, dsn)
+    t, lat = await sinks_bench.measure(args, dsn, pg_pid)
     import statistics
     details.append("sinks: throughput rounds (bare / tracker): " + ", ".join(
         f"{b:.0f} / {x:.0f}" for b, x in zip(t["bare"], t["tracker"])))
+    details.append(f"sinks: at {lat['achieved']:,.0f} postbacks/s, CPU per postback until the last webhook"
+                   f" was in: {sinks_bench.cpu_line(lat['cpu_us'])} (the {os.cpu_count()} cores give"
+                   f" {os.cpu_count() * 1e6 / lat['achieved']:,.0f} us per postback at that rate)")
     rows.append(Row("sinks: webhook events/s delivered", f"{statistics.median(t['tracker']):,.0f}/s",
                     f"bare client {statistics.median(t['bare']):,.0f}/s", t["ratio"], ">= 0.7", t["ratio"] >= 0.7))
     rows.append(Row(f"sinks: postback -> webhook p99 (p50) at {lat['achieved']:,.0f}/s",

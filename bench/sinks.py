@@ -12,9 +12,11 @@
 2. Latency: Skycore postbacks at a steady --rate per second for --seconds, each a `delivered`
    report for a message in `sent`: from just before the postback is sent to the webhook's
    arrival at the receiver, p50/p99 (the postback's group commit, the apply worker, the
-   publisher, the sink's fill and claim, the POST).
+   publisher, the sink's fill and claim, the POST); and the CPU each process spent per postback
+   until the last webhook was in (the daemon does both the postbacks and the webhooks, in one
+   event loop).
 
-The receiver runs in its own process (answers 204, notes arrival times), as does `tracker run`
+The receiver (bench/_receiver.py) runs in its own process (answers 204, notes arrival times), as does `tracker run`
 and PostgreSQL (a private embedded cluster, fsync on, unless --dsn). Everything started here is
 stopped here.
 """
@@ -27,7 +29,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
@@ -38,83 +39,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import aiohttp  # noqa: E402
 import asyncpg  # noqa: E402
 import orjson  # noqa: E402
-from aiohttp import web  # noqa: E402
 
-from bench._polling import Daemon, database, migrated, toml  # noqa: E402
+from bench._polling import CpuMeter, Daemon, database, migrated, toml  # noqa: E402
 from bench._post import Poster  # noqa: E402
+from bench._receiver import ReceiverProc  # noqa: E402
 from tracker.sinks import signing  # noqa: E402
 from tracker.sinks.event import encode_event  # noqa: E402
 
 PY = sys.executable
 SECRET = "whsec_" + base64.b64encode(bytes(range(32))).decode()
 TOKEN = "bench-token-0123456789"
-
-
-# --- the receiver (its own process: `bench/sinks.py receiver`) -------------------------------------
-
-
-def receiver_main() -> None:
-    arrivals: list[tuple[float, str]] = []
-
-    async def hook(request: web.Request) -> web.Response:
-        body = await request.read()
-        arrivals.append((time.time(), orjson.loads(body)["data"]["vendor_ref"]))
-        return web.Response(status=204)
-
-    async def stats(request: web.Request) -> web.Response:
-        refs = request.query.get("refs") == "1"
-        times = [t for t, _ in arrivals]
-        out = {"count": len(arrivals), "first": min(times, default=0), "last": max(times, default=0)}
-        if refs:
-            out["refs"] = {r: t for t, r in arrivals}
-        return web.Response(body=orjson.dumps(out), content_type="application/json")
-
-    async def reset(_request: web.Request) -> web.Response:
-        arrivals.clear()
-        return web.Response(status=204)
-
-    async def main() -> None:
-        app = web.Application()
-        app.router.add_post("/hook", hook)
-        app.router.add_get("/stats", stats)
-        app.router.add_post("/reset", reset)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        print(f"http://{host}:{port}", flush=True)
-        await asyncio.Event().wait()
-
-    asyncio.run(main())
-
-
-class ReceiverProc:
-    def __enter__(self) -> "ReceiverProc":
-        self.proc = subprocess.Popen([PY, __file__, "receiver"], stdout=subprocess.PIPE, text=True)
-        self.base = self.proc.stdout.readline().strip()
-        self.url = self.base + "/hook"
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
-
-    async def stats(self, session: aiohttp.ClientSession, refs: bool = False) -> dict:
-        async with session.get(self.base + "/stats", params={"refs": "1" if refs else "0"}) as r:
-            return await r.json()
-
-    async def reset(self, session: aiohttp.ClientSession) -> None:
-        async with session.post(self.base + "/reset") as r:
-            await r.read()
-
-    async def until(self, session: aiohttp.ClientSession, n: int, timeout: float) -> dict:
-        deadline = time.monotonic() + timeout
-        while (s := await self.stats(session))["count"] < n:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the receiver got {s['count']} of {n} within {timeout} s")
-            await asyncio.sleep(0.05)
-        return s
 
 
 # --- the tracker side --------------------------------------------------------------------------------
@@ -200,7 +134,7 @@ def postback(ref: str) -> bytes:
                          "timestamp": "2024-05-01T12:00:00.000000+00:00"})
 
 
-async def latency(args, dsn: str, tmp: Path, rx: ReceiverProc, session) -> dict:
+async def latency(args, dsn: str, pg_pid: int | None, tmp: Path, rx: ReceiverProc, session) -> dict:
     n = int(args.rate * args.seconds)
     conn = await asyncpg.connect(dsn)
     try:
@@ -219,6 +153,9 @@ async def latency(args, dsn: str, tmp: Path, rx: ReceiverProc, session) -> dict:
         await rx.reset(session)
         sent: dict[str, float] = {}
         statuses: dict[int, int] = {}
+        meter = CpuMeter({"tracker": (daemon.proc.pid, False), "postgres": (pg_pid, True),
+                          "receiver": (rx.proc.pid, False), "generator": (os.getpid(), False)})
+        meter.__enter__()  # until the last webhook is in
         start = time.monotonic()
 
         async with Poster(url) as poster:
@@ -237,6 +174,7 @@ async def latency(args, dsn: str, tmp: Path, rx: ReceiverProc, session) -> dict:
             await asyncio.gather(*tasks)
         achieved = n / (time.monotonic() - start)
         stats = await rx.until(session, n, 120)
+        meter.__exit__(None, None, None)
         stats = await rx.stats(session, refs=True)
         conn = await asyncpg.connect(dsn)
         try:  # when each transition was recorded: the tracker's part and the sink's part
@@ -255,10 +193,10 @@ async def latency(args, dsn: str, tmp: Path, rx: ReceiverProc, session) -> dict:
     pct = lambda xs, p: xs[min(len(xs) - 1, int(p * len(xs)))] if xs else float("nan")  # noqa: E731
     return {"n": n, "achieved": achieved, "statuses": statuses, "p50": pct(lat, 0.5), "p99": pct(lat, 0.99),
             "max": lat[-1], "delivered": len(lat), "ingest": (pct(ingest, 0.5), pct(ingest, 0.99)),
-            "sink": (pct(sink, 0.5), pct(sink, 0.99))}
+            "sink": (pct(sink, 0.5), pct(sink, 0.99)), "cpu_us": meter.per_call_us(n)}
 
 
-async def measure(args, dsn: str) -> tuple[dict | None, dict | None]:
+async def measure(args, dsn: str, pg_pid: int | None = None) -> tuple[dict | None, dict | None]:
     """(throughput, latency), each None when --only leaves it out."""
     await migrated(dsn)
     tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"tracker-bench-sinks-{os.getpid()}"
@@ -267,14 +205,14 @@ async def measure(args, dsn: str) -> tuple[dict | None, dict | None]:
         with ReceiverProc() as rx:
             async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=max(args.concurrency, 256))) as s:
                 t = await throughput(args, dsn, tmp, rx, s) if args.only != "latency" else None
-                lat = await latency(args, dsn, tmp, rx, s) if args.only != "throughput" else None
+                lat = await latency(args, dsn, pg_pid, tmp, rx, s) if args.only != "throughput" else None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # the daemons' configs and logs
     return t, lat
 
 
-async def run(args, dsn: str) -> int:
-    t, lat = await measure(args, dsn)
+async def run(args, dsn: str, pg_pid: int | None) -> int:
+    t, lat = await measure(args, dsn, pg_pid)
     print(f"sinks bench: loopback, {os.cpu_count()} CPUs; receiver, tracker run and PostgreSQL each in "
           f"their own process; concurrency {args.concurrency}; {args.rounds} rounds of {args.events} events")
     if t:
@@ -286,7 +224,13 @@ async def run(args, dsn: str) -> int:
         print(f"  of which postback sent -> transition recorded: p50 {lat['ingest'][0]:.1f} ms, p99 "
               f"{lat['ingest'][1]:.1f} ms; recorded -> webhook received: p50 {lat['sink'][0]:.1f} ms, "
               f"p99 {lat['sink'][1]:.1f} ms")
+        print("  CPU per postback until the last webhook was in: " + cpu_line(lat["cpu_us"]))
     return 0 if lat is None or lat["delivered"] == lat["n"] else 1
+
+
+def cpu_line(cpu_us: dict[str, float]) -> str:
+    """CPU per postback, by process."""
+    return ", ".join(f"{k} {v:.0f} us" for k, v in cpu_us.items())
 
 
 def print_throughput(t: dict) -> None:
@@ -297,9 +241,6 @@ def print_throughput(t: dict) -> None:
 
 
 def main() -> int:
-    if sys.argv[1:2] == ["receiver"]:
-        receiver_main()
-        return 0
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--events", type=int, default=5000, help="events per throughput round")
     p.add_argument("--rounds", type=int, default=3)
@@ -310,8 +251,8 @@ def main() -> int:
     p.add_argument("--dsn", default=os.environ.get("TRACKER_BENCH_DSN"),
                    help="an existing database (default: a private embedded cluster, fsync on)")
     args = p.parse_args()
-    with database(args.dsn) as (dsn, _pid):
-        return asyncio.run(run(args, dsn))
+    with database(args.dsn) as (dsn, pg_pid):
+        return asyncio.run(run(args, dsn, pg_pid))
 
 
 if __name__ == "__main__":
