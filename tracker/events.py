@@ -59,26 +59,28 @@ class Publisher:
         pool after each publication would cost a reset round trip (RESET ALL, UNLISTEN *, ...).
         A failure hands it back (the pool closes a broken one); a backstop later, another is
         taken, and whatever was committed meanwhile is published at once."""
-        pool = self.host.pool
         while not self.stopping:
-            conn = None
             try:
-                with beat().working():  # a pool that never gives a connection shows as wedged
-                    conn = await pool.acquire()
-                    await conn.add_listener(CHANNEL, self._notified)
-                while not self.stopping:
-                    self.wake.clear()  # before looking: a notification from now on wakes the next look
-                    with beat().working():
-                        while await publish_on(conn) >= BATCH:
-                            pass
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(self.wake.wait(), BACKSTOP_S)
+                await self._publish_on_one_connection(self.host.pool)
             except DB_ERRORS as e:
                 log.warning("publishing events failed; will retry", error=type(e).__name__)
                 await asyncio.sleep(BACKSTOP_S)
-            finally:
-                if conn is not None:  # its reset drops the listener (UNLISTEN *)
-                    await pool.release(conn)
+
+    async def _publish_on_one_connection(self, pool: asyncpg.Pool) -> None:
+        with beat().working():  # a pool that never gives a connection shows as wedged
+            conn = await pool.acquire()
+        try:
+            await conn.add_listener(CHANNEL, self._notified)
+            while not self.stopping:
+                self.wake.clear()  # before looking: a notification from now on wakes the next look
+                with beat().working():
+                    while await publish_on(conn) >= BATCH:
+                        pass
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), BACKSTOP_S)
+        finally:
+            with contextlib.suppress(*DB_ERRORS):  # a reset that fails closes the connection
+                await pool.release(conn)  # its reset drops the listener (UNLISTEN *)
 
     def _notified(self, *_) -> None:
         self.wake.set()

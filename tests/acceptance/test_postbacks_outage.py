@@ -16,6 +16,7 @@ import pytest
 
 from tests.postbacks_support import config_for, postback_url, running, session, settle
 from tracker.db.embedded import EmbeddedPostgres
+from tracker.metrics import REGISTRY
 
 
 @pytest.fixture
@@ -45,7 +46,13 @@ async def published(pool, timeout: float) -> None:
         await asyncio.sleep(0.05)
 
 
+def failures(component: str) -> float:
+    return REGISTRY.get_sample_value("tracker_component_failures_total",
+                                     {"component": component}) or 0.0
+
+
 async def test_database_stopped_mid_stream(cluster):
+    publisher_failures = failures("publisher")
     answers: dict[str, int | str] = {}
     phase = {"now": "before"}
     by_phase: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
@@ -86,6 +93,7 @@ async def test_database_stopped_mid_stream(cluster):
         # The publisher's connection (kept between publications) died with the database: it
         # takes another and publishes what was applied, without a notification to wake it.
         await published(tr.pool, timeout=10)
+        assert failures("publisher") == publisher_failures  # an outage handled, not a crash
         rows = await tr.pool.fetch("SELECT body, processed_at, error FROM tracker.postbacks")
         stored = collections.Counter(orjson.loads(bytes(r["body"]))["tracking-id"] for r in rows)
         applied = {r["vendor_ref"] for r in await tr.pool.fetch(
