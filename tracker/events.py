@@ -70,7 +70,8 @@ class Publisher:
         with beat().working():  # a pool that never gives a connection shows as wedged
             conn = await pool.acquire()
         try:
-            await conn.add_listener(CHANNEL, self._notified)
+            with beat().working():
+                await conn.add_listener(CHANNEL, self._notified)
             while not self.stopping:
                 self.wake.clear()  # before looking: a notification from now on wakes the next look
                 with beat().working():
