@@ -30,6 +30,9 @@ log = get_logger("tracker.events")
 CHANNEL = "tracker_transitions"  # writers notify it when they commit transitions
 BACKSTOP_S = 1.0  # look for unpublished events this often even without a notification
 BATCH = 10_000  # events numbered per transaction
+# The kept connection lost: as DB_ERRORS, and asyncpg's state error when the server went away
+# in the middle of an operation (seen when the database stops; the apply worker treats it alike).
+LOST = (*DB_ERRORS, asyncpg.InternalClientError)
 
 
 class Publisher:
@@ -62,7 +65,7 @@ class Publisher:
         while not self.stopping:
             try:
                 await self._publish_on_one_connection(self.host.pool)
-            except DB_ERRORS as e:
+            except LOST as e:
                 log.warning("publishing events failed; will retry", error=type(e).__name__)
                 await asyncio.sleep(BACKSTOP_S)
 
@@ -80,7 +83,7 @@ class Publisher:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), BACKSTOP_S)
         finally:
-            with contextlib.suppress(*DB_ERRORS):  # a reset that fails closes the connection
+            with contextlib.suppress(*LOST):  # a reset that fails closes the connection
                 await pool.release(conn)  # its reset drops the listener (UNLISTEN *)
 
     def _notified(self, *_) -> None:
