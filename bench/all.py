@@ -139,7 +139,7 @@ async def bench_intake(dsn, pg_pid, quick, rows, details):
 
 
 async def bench_sinks(dsn, pg_pid, quick, rows, details):
-    args = SimpleNamespace(events=2000 if quick else 5000, rounds=1 if quick else 3, concurrency=16,
+    args = SimpleNamespace(events=2000 if quick else 20_000, rounds=1 if quick else 3, concurrency=16,
                            rate=1000.0, seconds=3.0 if quick else 10.0, only=None)
     t, lat = await sinks_bench.measure(args, dsn, pg_pid)
     import statistics
