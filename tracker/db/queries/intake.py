@@ -17,7 +17,8 @@ WITH candidates AS MATERIALIZED (
     LIMIT $1
     FOR UPDATE SKIP LOCKED
 ), picked AS (
-    SELECT id FROM (SELECT id, sum(size) OVER (ORDER BY id) - size AS before FROM candidates) c
+    SELECT id, size FROM (SELECT id, size, sum(size) OVER (ORDER BY id) - size AS before
+                          FROM candidates) c
     WHERE before < $2
 )
 SELECT s.id, s.vendor, s.client_ref, s.vendor_ref, s.recipient,
@@ -30,9 +31,9 @@ SELECT s.id, s.vendor, s.client_ref, s.vendor_ref, s.recipient,
             THEN greatest(pg_column_size(s.response), pg_column_size(s.request)) END
            AS response_too_large,
        $3 AS response_limit,
-       coalesce(pg_column_size(s.response), 0) + coalesce(pg_column_size(s.request), 0) AS stored_size
+       p.size AS stored_size
 FROM tracker.submissions s
-WHERE s.id IN (SELECT id FROM picked)
+JOIN picked p ON p.id = s.id
 ORDER BY s.id
 """
 
