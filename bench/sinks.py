@@ -153,28 +153,27 @@ async def latency(args, dsn: str, pg_pid: int | None, tmp: Path, rx: ReceiverPro
         await rx.reset(session)
         sent: dict[str, float] = {}
         statuses: dict[int, int] = {}
-        meter = CpuMeter({"tracker": (daemon.proc.pid, False), "postgres": (pg_pid, True),
-                          "receiver": (rx.proc.pid, False), "generator": (os.getpid(), False)})
-        meter.__enter__()  # until the last webhook is in
-        start = time.monotonic()
+        # CPU until the last webhook is in
+        with CpuMeter({"tracker": (daemon.proc.pid, False), "postgres": (pg_pid, True),
+                       "receiver": (rx.proc.pid, False), "generator": (os.getpid(), False)}) as meter:
+            start = time.monotonic()
 
-        async with Poster(url) as poster:
-            async def one(i: int) -> None:
-                ref = f"lat{i:08d}"
-                sent[ref] = time.time()
-                status = await poster.post(postback(ref))
-                statuses[status] = statuses.get(status, 0) + 1
+            async with Poster(url) as poster:
+                async def one(i: int) -> None:
+                    ref = f"lat{i:08d}"
+                    sent[ref] = time.time()
+                    status = await poster.post(postback(ref))
+                    statuses[status] = statuses.get(status, 0) + 1
 
-            tasks = []
-            for i in range(n):  # a steady rate: request i leaves at start + i / rate
-                delay = start + i / args.rate - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                tasks.append(asyncio.create_task(one(i)))
-            await asyncio.gather(*tasks)
-        achieved = n / (time.monotonic() - start)
-        stats = await rx.until(session, n, 120)
-        meter.__exit__(None, None, None)
+                tasks = []
+                for i in range(n):  # a steady rate: request i leaves at start + i / rate
+                    delay = start + i / args.rate - time.monotonic()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    tasks.append(asyncio.create_task(one(i)))
+                await asyncio.gather(*tasks)
+            achieved = n / (time.monotonic() - start)
+            await rx.until(session, n, 120)
         stats = await rx.stats(session, refs=True)
         conn = await asyncpg.connect(dsn)
         try:  # when each transition was recorded: the tracker's part and the sink's part
