@@ -151,6 +151,11 @@ async def report(pool, refs: list[str], state: State, vendor: str = "sparksender
         await reducer.apply(conn, "poll", obs)
 
 
+async def all_published(pool) -> bool:
+    """Every transition has its delivery position (the publisher has caught up)."""
+    return not await pool.fetchval("SELECT count(*) FROM tracker.transitions WHERE pos IS NULL")
+
+
 async def events(pool) -> list[dict]:
     """Every transition, in delivery-position order where published, else event id."""
     rows = await pool.fetch("SELECT t.event_id, t.message_id, t.pos, t.to_state::text, m.vendor_ref"

@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from tests.postbacks_support import config_for, postback_url, running, session, settle
+from tests.sinks_support import all_published, wait_until
 from tracker.db.embedded import EmbeddedPostgres
 from tracker.metrics import REGISTRY
 
@@ -36,14 +37,6 @@ def body(ref: str) -> bytes:
     return orjson.dumps({"origin": "SMS_MT", "code": "N202", "status": "Delivered",
                          "to": "15550100000", "tracking-id": ref,
                          "timestamp": "2024-05-01T12:00:00+00:00"})
-
-
-async def published(pool, timeout: float) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while await pool.fetchval("SELECT count(*) FROM tracker.transitions WHERE pos IS NULL"):
-        assert loop.time() < end, "transitions left unpublished after the outage"
-        await asyncio.sleep(0.05)
 
 
 def failures(component: str) -> float:
@@ -92,7 +85,7 @@ async def test_database_stopped_mid_stream(cluster):
         await settle(tr.pool, timeout=30)
         # The publisher's connection (kept between publications) died with the database: it
         # takes another and publishes what was applied, without a notification to wake it.
-        await published(tr.pool, timeout=10)
+        await wait_until(lambda: all_published(tr.pool), 10, "every transition published after the outage")
         assert failures("publisher") == publisher_failures  # an outage handled, not a crash
         rows = await tr.pool.fetch("SELECT body, processed_at, error FROM tracker.postbacks")
         stored = collections.Counter(orjson.loads(bytes(r["body"]))["tracking-id"] for r in rows)
@@ -106,7 +99,7 @@ async def test_database_stopped_mid_stream(cluster):
     assert by_phase["down"][503] > 0
     assert set(by_phase["down"]) <= {200, 503}  # nothing else, and never a 5xx but 503
     assert ok <= set(stored)  # every 200 was stored ...
-    assert ok <= applied  # ... and applied (and published: published() above)
+    assert ok <= applied  # ... and applied (and published: all_published above)
     assert transitions > 0
     assert all(r["processed_at"] is not None and r["error"] is None for r in rows)
     # a 503 may still have been stored (committed as the connection died): a duplicate if the

@@ -9,7 +9,8 @@ import dataclasses
 import aiohttp
 
 from tests.postbacks_support import running
-from tests.sinks_support import Receiver, config, make_messages, new_secret, report, wait_until
+from tests.sinks_support import (Receiver, all_published, config, make_messages, new_secret, report,
+                                 wait_until)
 from tracker.config import MIN_POOL
 from tracker.core.states import State
 
@@ -32,8 +33,7 @@ async def test_the_smallest_pool_takes_in_publishes_and_delivers(db_dsn, pool):
             await wait_until(lambda: _count(pool, "SELECT count(*) FROM tracker.submissions"
                                                   " WHERE processed_at IS NULL", 0), 20,
                              "the submission taken in")
-            await wait_until(lambda: _count(pool, "SELECT count(*) FROM tracker.transitions"
-                                                  " WHERE pos IS NULL", 0), 20, "every event published")
+            await wait_until(lambda: all_published(pool), 20, "every event published")
             total = await pool.fetchval("SELECT count(*) FROM tracker.transitions")
             assert total >= len(refs)
             await wait_until(lambda: len(receiver.delivered_ids()) == total, 20, "every event delivered")
