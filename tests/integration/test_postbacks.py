@@ -50,13 +50,16 @@ async def make_message(conn, vendor, ref, state="submitted", next_poll_in_s=None
         vendor, ref, state, next_poll_in_s)
 
 
-async def test_a_postback_is_stored_then_applied(db_dsn):
+async def test_a_postback_is_stored_and_applied_before_its_200(db_dsn):
     async with running(config_for(db_dsn)) as (tr, base), session() as s:
         async with tr.pool.acquire() as c:
             mid = await make_message(c, "skycore", "ref-1")
         status, body = await post(s, postback_url(base, "skycore") + "?x=1", sky("ref-1"))
         assert (status, orjson.loads(body)) == (200, {"status": "ok"})
-        await settle(tr.pool)
+        # one transaction stored and applied it: no wait for a worker
+        assert postback_of(tr).commit.inline == 1
+        assert await tr.pool.fetchval("SELECT count(*) FROM tracker.transitions t"
+                                      " WHERE t.message_id=$1 AND t.to_state='delivered'", mid) == 1
         row = await tr.pool.fetchrow("SELECT * FROM tracker.postbacks")
         assert (row["vendor"], row["method"], row["query"], row["content_type"]) == \
             ("skycore", "POST", "x=1", "application/json")
@@ -150,6 +153,31 @@ async def test_concurrent_postbacks_share_commits(db_dsn):
         assert await tr.pool.fetchval("SELECT count(*) FROM tracker.observations") == 300
 
 
+async def test_a_large_batch_is_stored_alone_then_applied_by_the_worker(db_dsn):
+    """More than INLINE_MAX at once: the 200s wait only for the COPY, and the apply worker
+    applies the batch after it (under load the writes overlap; docs/performance.md)."""
+    from tracker.postbacks import commit as group_commit
+    from tracker.postbacks import core
+
+    n = group_commit.INLINE_MAX + 4
+    async with running(config_for(db_dsn)) as (tr, base):
+        async with tr.pool.acquire() as c:
+            mids = [await make_message(c, "skycore", f"big-{i}") for i in range(n)]
+        now = datetime.now(timezone.utc)
+        raws = [core.RawPostback("skycore", "POST", "application/json", "", sky(f"big-{i}"), None, now)
+                for i in range(n)]
+        commit = postback_of(tr).commit
+        # all handed over before the writer runs: one batch of n
+        ids = await asyncio.gather(*(commit.store(r, core.parse(r)) for r in raws))
+        assert (commit.batches, commit.rows, commit.inline) == (1, n, 0)
+        assert len(set(ids)) == n
+        await settle(tr.pool)
+        states = await tr.pool.fetch("SELECT state FROM tracker.messages WHERE id = ANY($1)", mids)
+        assert [r["state"] for r in states] == ["delivered"] * n
+        assert await tr.pool.fetchval("SELECT count(*) FROM tracker.postbacks"
+                                      " WHERE processed_at IS NULL") == 0
+
+
 async def test_rows_left_unprocessed_by_a_crash_are_applied_on_start(db_dsn, pool):
     now = datetime.now(timezone.utc)
     async with pool.acquire() as c:
@@ -160,24 +188,37 @@ async def test_rows_left_unprocessed_by_a_crash_are_applied_on_start(db_dsn, poo
         assert await tr.pool.fetchval("SELECT state FROM tracker.messages WHERE id=$1", mid) == "delivered"
 
 
-async def test_rows_the_worker_failed_to_apply_are_swept_up_once(db_dsn, monkeypatch):
+async def test_a_batch_refused_then_lost_by_the_worker_is_swept_up_once(db_dsn, monkeypatch):
+    """The database refuses to apply a batch as it stores it: the batch is stored unapplied
+    (200) and handed to the worker, which then loses its connection; the sweep parses the
+    stored row again and applies it, once."""
+    import asyncpg
+
     import tracker.postbacks.worker as pb
 
     calls = []
 
+    async def refused(conn, config, items):
+        calls.append("with the store")
+        raise asyncpg.exceptions.CheckViolationError("refused")  # about the data: no outage
+
     async def lost_connection(conn, config, items):
-        calls.append(len(items))
-        raise ConnectionResetError("database connection lost")  # once, then the real one
-    real = pb.process_received
+        calls.append("by the worker")
+        raise ConnectionResetError("database connection lost")
+    real_stored, real_received = pb.apply_stored, pb.process_received
+    monkeypatch.setattr(pb, "apply_stored", refused)
     monkeypatch.setattr(pb, "process_received", lost_connection)
     async with running(config_for(db_dsn)) as (tr, base), session() as s:
         async with tr.pool.acquire() as c:
             mid = await make_message(c, "skycore", "w1")
         assert (await post(s, postback_url(base, "skycore"), sky("w1")))[0] == 200
-        while not calls:
+        assert postback_of(tr).commit.refused == 1
+        while "by the worker" not in calls:
             await asyncio.sleep(0.01)
-        monkeypatch.setattr(pb, "process_received", real)
+        monkeypatch.setattr(pb, "apply_stored", real_stored)
+        monkeypatch.setattr(pb, "process_received", real_received)
         await settle(tr.pool)  # the sweep parsed the stored row again and applied it
+        assert calls == ["with the store", "by the worker"]
         assert await tr.pool.fetchval("SELECT state FROM tracker.messages WHERE id=$1", mid) == "delivered"
         assert await tr.pool.fetchval("SELECT count(*) FROM tracker.observations") == 1
 

@@ -7,6 +7,24 @@ import asyncpg
 # What "the database is unavailable right now" looks like: retry later, never give up the work.
 DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
 
+# Of those, the ones about the connection or the server, not about the data: the same work may
+# succeed later. A data error (a row the database refuses) would fail again.
+OUTAGES = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+           asyncpg.InternalClientError,  # e.g. a connection that died mid-operation
+           asyncpg.exceptions.OperatorInterventionError,
+           asyncpg.exceptions.InsufficientResourcesError,
+           asyncpg.exceptions.TransactionRollbackError)
+
+
+def is_outage(e: BaseException | None) -> bool:
+    """Did `e`, or an exception it was raised from, come from an outage (OUTAGES)?"""
+    seen = 0
+    while e is not None and seen < 10:
+        if isinstance(e, OUTAGES) and not isinstance(e, asyncpg.exceptions.DataError):
+            return True
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return False
+
 
 def transaction(conn: asyncpg.Connection):
     """A transaction, or the caller's if it holds one: no savepoint (two round trips) is made

@@ -2,12 +2,13 @@
 
 A request is checked (vendor pushes and is enabled, source network, token in constant time,
 content type, size), parsed by the vendor's adapter (unreadable: 400, nothing stored), then
-stored raw by a group commit (commit.py); 200 is answered only after that commit. The apply
-worker (worker.py) then applies what the handlers parsed through the reducer, marking the rows
-processed in the same transaction. Whatever it could not apply (a crash, the database lost in
-between) stays an unprocessed row, which the worker's sweep (at start, every few seconds, after
-a failure; on any replica) parses again from the stored request and applies. The worker runs
-under the supervisor (tracker.supervisor) as component `postbacks`: a bug there is logged,
+stored raw by a group commit (commit.py); 200 is answered only after that commit. A small
+batch written while no other write is in flight is applied through the reducer in the same
+transaction; any other batch is handed, with what the handlers parsed, to the apply worker
+(worker.py), which applies it and marks its rows processed. Whatever was not applied (a crash,
+the database lost in between) stays an unprocessed row, which the worker's sweep (at start,
+every few seconds, after a failure; on any replica) parses again from the stored request and
+applies. The worker runs under the supervisor (tracker.supervisor) as component `postbacks`: a bug there is logged,
 counted and the worker starts again; its progress is a batch applied or a sweep done. Answers:
 
     200 stored        400 unreadable body    404 source not in allow_networks (as a wrong token)
@@ -33,16 +34,15 @@ from tracker.config_types import VENDORS
 from tracker.logging import get_logger, register_secret
 from tracker.postbacks import core
 from tracker.postbacks.commit import GroupCommit, Unavailable
-from tracker.postbacks.process import Parsed
 from tracker.postbacks.worker import APPLIERS, ApplyWorker
 
 log = get_logger("tracker.postbacks")
 
 ROUTE = "/postbacks/{path:.*}"
-WRITERS = 2  # group commit batches written at a time
+WRITERS = 2  # group commit batches written (and applied) at a time
 
 
-# The group commit's writers' and the appliers' connections: 200 only after a durable commit;
+# The group commit's writers' and the apply worker's connections: 200 only after a durable commit;
 # generic plans, because their statements take batches of ids and keys found by index whatever
 # the values (queries: CLAIM_AND_INSERT_OBSERVATIONS, WRITE_MESSAGES), so they are planned once
 # per connection. Left to choose, PostgreSQL planned the claim anew for every batch, which took
@@ -112,11 +112,11 @@ class Postbacks:
             self.own_pool = True
         else:
             self.pool = self.tracker.pool
-        self.commit = GroupCommit(self.pool, max_items=http.group_commit_max,
-                                  max_wait_s=http.group_commit_ms / 1000.0, writers=WRITERS)
-        self.commit.start()
         self.worker = ApplyWorker(self.tracker.supervisor, self.config, self.pool, self.publisher)
         self.worker.start()
+        self.commit = GroupCommit(self.pool, self.worker, max_items=http.group_commit_max,
+                                  max_wait_s=http.group_commit_ms / 1000.0, writers=WRITERS)
+        self.commit.start()
         log.info("postbacks ready", vendors=sorted(self.routes))
 
     async def stop(self) -> None:
@@ -176,11 +176,9 @@ class Postbacks:
             log.warning("postback unreadable", vendor=vendor, error=str(e), source=remote)
             return 400, {"error": str(e)}
         try:
-            postback_id = await self.commit.store(raw)
+            await self.commit.store(raw, found)
         except Unavailable:
             return core.UNAVAILABLE.status, {"error": core.UNAVAILABLE.error}
-        if self.worker is not None:  # else stopped meanwhile: the stored row waits for the sweep
-            self.worker.take(Parsed(postback_id, raw.received_at, found))
         return OK
 
     async def _read(self, request: web.Request) -> tuple[bytes, core.Refusal | None]:

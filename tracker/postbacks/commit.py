@@ -1,8 +1,13 @@
-"""Group commit: many concurrent postbacks stored by one INSERT, one transaction, one WAL flush.
+"""Group commit: many concurrent postbacks stored by one COPY, one transaction, one WAL flush.
 
-`await store(raw)` returns the row's id once it is committed, or raises Unavailable (the
+`await store(raw, found)` returns the row's id once it is committed, or raises Unavailable (the
 database failed, timed out, or we are stopping) and the caller answers 503 so that the vendor
-retries. A batch is
+retries. Each batch is stored by one COPY. A small batch written while no other write is in
+flight is also applied through the reducer (`found`: what the handlers parsed) in the same
+transaction, its rows marked processed as they are written: one commit and its WAL flush
+instead of two, and no second write of every row. Any other batch, and one whose reports the
+database refuses (not an outage), is stored alone and handed to the apply worker (worker.py),
+which applies it, and finds the row at fault if there is one. A batch is
 written when it holds `max_items` postbacks, when its oldest has waited `max_wait_s`, or at
 once when no write is in progress (an idle database gains nothing from waiting). Up to
 `writers` batches are written at a time; while they are, the next batch grows.
@@ -11,33 +16,57 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import datetime, timezone
+from typing import Protocol
 
 import asyncpg
 
+from tracker.adapters.base import Observation
+from tracker.db import is_outage
 from tracker.db import queries as q
 from tracker.logging import get_logger
 from tracker.postbacks.core import RawPostback
+from tracker.postbacks.process import Outcome, Parsed
 
 log = get_logger("tracker.postbacks")
 
 
 ID_BLOCK = 1024
+# A batch of at most this many, written while no other write is in flight, is applied in the
+# transaction that stores it (one commit, each row written once). A larger batch, or one
+# written beside another, is stored alone and applied by the apply worker: under load the 200
+# waits for one round trip, not five, and the writes overlap (docs/performance.md, session 12).
+INLINE_MAX = 16
 
 
 class Unavailable(Exception):
     """The postback was not stored; the vendor should retry."""
 
 
+class Applier(Protocol):
+    """What applies a batch (worker.ApplyWorker)."""
+
+    async def apply_stored(self, conn: asyncpg.Connection, items: list[Parsed]) -> Outcome: ...
+    async def applied(self, conn: asyncpg.Connection, out: Outcome) -> None: ...
+    def busy(self) -> bool: ...
+    def take(self, items: list[Parsed]) -> None: ...
+
+
+Entry = tuple[RawPostback, list[Observation], asyncio.Future, float]  # ..., when it came
+
+
 class GroupCommit:
-    def __init__(self, pool: asyncpg.Pool, *, max_items: int, max_wait_s: float,
-                 writers: int = 2, timeout_s: float = 5.0, max_pending: int | None = None) -> None:
+    def __init__(self, pool: asyncpg.Pool, applier: Applier, *, max_items: int,
+                 max_wait_s: float, writers: int = 2, timeout_s: float = 5.0,
+                 max_pending: int | None = None) -> None:
         self.pool = pool
+        self.applier = applier
         self.max_items = max(1, max_items)
         self.max_wait_s = max(0.0, max_wait_s)
         self.timeout_s = timeout_s
         self.max_pending = max_pending or 8 * self.max_items
         self._writers = asyncio.Semaphore(writers)
-        self._pending: list[tuple[RawPostback, asyncio.Future, float]] = []
+        self._pending: list[Entry] = []
         self._wake = asyncio.Event()  # set: the batch may be ready (never once per arrival)
         self._timer: asyncio.TimerHandle | None = None
         self._writes: set[asyncio.Task] = set()
@@ -47,18 +76,20 @@ class GroupCommit:
         self._ids: list[int] = []  # drawn from the sequence ahead, a block at a time
         self.batches = 0  # committed batches and rows (tests, logs)
         self.rows = 0
+        self.inline = 0  # of which applied in the transaction that stored them
+        self.refused = 0  # of which stored unapplied: the database refused what they hold
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="postbacks-group-commit")
         self._task.add_done_callback(self._fail_pending)
 
-    async def store(self, raw: RawPostback) -> int:
+    async def store(self, raw: RawPostback, found: list[Observation]) -> int:
         if (self._closing or self._task is None or self._task.done()
                 or len(self._pending) >= self.max_pending):
             raise Unavailable("not accepting postbacks now")
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
-        self._pending.append((raw, fut, loop.time()))
+        self._pending.append((raw, found, fut, loop.time()))
         if len(self._pending) == 1 or len(self._pending) >= self.max_items:
             self._wake.set()
         return await fut  # bounded: every write has a timeout, and a dead writer loop fails all
@@ -81,7 +112,7 @@ class GroupCommit:
                     return
                 await self._wake.wait()
                 continue
-            due = self._pending[0][2] + self.max_wait_s
+            due = self._pending[0][3] + self.max_wait_s
             if (self._writes and loop.time() < due and len(self._pending) < self.max_items
                     and not self._closing):
                 if self._timer is None:  # one timer per batch: wake when its oldest is due
@@ -124,29 +155,69 @@ class GroupCommit:
         """The writer loop ended (stopped, or a bug): nobody may wait forever."""
         if not task.cancelled() and task.exception() is not None:
             log.error("postback group commit failed", error=repr(task.exception()))
-        for _, fut, _ in self._pending:
+        for _, _, fut, _ in self._pending:
             if not fut.done():
                 fut.set_exception(Unavailable("not accepting postbacks now"))
         self._pending.clear()
 
-    async def _write(self, batch: list[tuple[RawPostback, asyncio.Future, float]]) -> None:
-        rows = [b[0] for b in batch]
-        error: BaseException | None = None
+    async def _write(self, batch: list[Entry]) -> None:
+        raws = [b[0] for b in batch]
+        answered = False
+        inline = len(batch) <= INLINE_MAX and len(self._writes) <= 1 and not self.applier.busy()
         try:
-            async with asyncio.timeout(self.timeout_s):
-                async with self.pool.acquire() as conn:
-                    ids = await self._take_ids(conn, len(rows))
-                    # One COPY outside a transaction block: committed (WAL flushed, with
-                    # synchronous_commit on) when it returns. Binary COPY costs PostgreSQL
-                    # less per row than INSERT ... SELECT FROM unnest(arrays).
-                    await conn.copy_records_to_table(
-                        "postbacks", schema_name="tracker", columns=q.POSTBACK_COLUMNS,
-                        records=[(i, r.vendor, r.method, r.content_type, r.query, r.body,
-                                  r.source, r.received_at) for i, r in zip(ids, rows)])
-        except Exception as e:  # any failure: nobody is told 200, everybody retries
-            error = e
-            self._log_failure(e, len(rows))
-        for i, (_, fut, _) in enumerate(batch):
+            async with asyncio.timeout(self.timeout_s), self.pool.acquire() as conn:
+                ids = await self._take_ids(conn, len(raws))
+                items = [Parsed(i, b[0].received_at, b[1]) for i, b in zip(ids, batch)]
+                if not inline:
+                    await self._copy(conn, ids, raws, None)  # one COPY: its own commit
+                    self._answer(batch, ids, None)
+                    answered = True
+                    self.applier.take(items)
+                    return
+                try:
+                    async with conn.transaction():
+                        await self._copy(conn, ids, raws, datetime.now(timezone.utc))
+                        out = await self.applier.apply_stored(conn, items)
+                except Exception as e:
+                    if is_outage(e) or conn.is_closed():
+                        raise
+                    log.warning("postback batch refused; stored unapplied for the worker",
+                                rows=len(raws), error=type(e).__name__)
+                    await self._copy(conn, ids, raws, None)  # one COPY: its own commit
+                    self._answer(batch, ids, None)
+                    answered = True
+                    self.refused += 1
+                    self.applier.take(items)
+                    return
+                self._answer(batch, ids, None)
+                answered = True
+                self.inline += 1
+                await self.applier.applied(conn, out)
+        except Exception as e:
+            if answered:  # stored and applied; what failed was only the look for late orphans
+                log.warning("postbacks applied; orphans left to the sweep", error=type(e).__name__)
+                return
+            # any failure before the commit: nobody is told 200, everybody retries
+            self._log_failure(e, len(raws))
+            self._answer(batch, None, e)
+
+    async def _copy(self, conn: asyncpg.Connection, ids: list[int], raws: list[RawPostback],
+                    processed_at: datetime | None) -> None:
+        """Binary COPY costs PostgreSQL less per row than INSERT ... SELECT FROM unnest(arrays).
+        Outside a transaction block it is committed (WAL flushed) when it returns."""
+        rows = [(i, r.vendor, r.method, r.content_type, r.query, r.body, r.source, r.received_at)
+                for i, r in zip(ids, raws)]
+        if processed_at is None:
+            await conn.copy_records_to_table("postbacks", schema_name="tracker",
+                                             columns=q.POSTBACK_COLUMNS, records=rows)
+        else:
+            await conn.copy_records_to_table("postbacks", schema_name="tracker",
+                                             columns=q.APPLIED_POSTBACK_COLUMNS,
+                                             records=[(*r, processed_at) for r in rows])
+
+    def _answer(self, batch: list[Entry], ids: list[int] | None, error: BaseException | None) -> None:
+        """Each waiting handler: its row's id (committed), or Unavailable (answer 503)."""
+        for i, (_, _, fut, _) in enumerate(batch):
             if not fut.done():
                 if error is None:
                     fut.set_result(ids[i])
@@ -154,4 +225,4 @@ class GroupCommit:
                     fut.set_exception(Unavailable(type(error).__name__))
         if error is None:
             self.batches += 1
-            self.rows += len(rows)
+            self.rows += len(batch)

@@ -1,7 +1,10 @@
 """From stored raw postbacks to states: what a row says goes through the reducer, and the row is
-marked processed, in one transaction. Three ways in:
+marked processed, in one transaction. Four ways in:
 
-- process_received: rows just stored, with what their handlers already parsed (the hot path);
+- apply_stored: rows being stored, in the transaction that stores them, with what their
+  handlers parsed (the hot path: the group commit);
+- process_received: rows stored unapplied, with what their handlers parsed (a batch the
+  database refused to apply as it stored it);
 - process_pending: unprocessed rows, parsed again from the stored request (the sweep: rows a
   crash or a lost database left behind; several replicas share them with SKIP LOCKED);
 - replay_rows: old rows parsed again by `tracker replay` after a mapping fix.
@@ -113,24 +116,31 @@ async def _apply(conn: asyncpg.Connection, config: Config, items: Sequence[Parse
     return out
 
 
-async def _adopt_late(conn: asyncpg.Connection, out: Outcome) -> Outcome:
+async def adopt_late(conn: asyncpg.Connection, out: Outcome) -> Outcome:
     """After commit: orphans whose message was being made meanwhile (reducer.adopt_orphans)."""
     if out.orphan_ids:
         out.transitions += await reducer.adopt_after_commit(conn, observation_ids=out.orphan_ids)
     return out
 
 
+async def apply_stored(conn: asyncpg.Connection, config: Config,
+                       items: Sequence[Parsed]) -> Outcome:
+    """Apply rows that the caller's transaction is storing, already marked processed (nobody
+    else sees them before it commits). adopt_late() is for after the commit."""
+    return await _apply(conn, config, items)
+
+
 async def process_received(conn: asyncpg.Connection, config: Config,
                            items: Sequence[Parsed]) -> Outcome:
-    """Apply rows just stored, with what the handlers parsed. Marking them processed is also
-    the claim, made by the statement that stores their reports: rows another session holds or
-    has applied meanwhile (a sweep, a replay) are left to it."""
+    """Apply rows stored unapplied, with what the handlers parsed. Marking them processed is
+    also the claim, made by the statement that stores their reports: rows another session
+    holds or has applied meanwhile (a sweep, a replay) are left to it. adopt_late() is for
+    after the commit."""
     try:
         async with conn.transaction():
-            out = await _apply(conn, config, items, claim=True)
+            return await _apply(conn, config, items, claim=True)
     except Exception as e:
         raise BatchFailed([i.id for i in items]) from e
-    return await _adopt_late(conn, out)
 
 
 async def process_pending(conn: asyncpg.Connection, config: Config, limit: int,
@@ -146,7 +156,7 @@ async def process_pending(conn: asyncpg.Connection, config: Config, limit: int,
             await conn.execute(q.FINISH_POSTBACKS, [i.id for i in items if i.found is not None])
         except Exception as e:
             raise BatchFailed([r["id"] for r in rows]) from e
-    return await _adopt_late(conn, out)
+    return await adopt_late(conn, out)
 
 
 async def replay_rows(conn: asyncpg.Connection, config: Config,

@@ -1,7 +1,10 @@
 """The apply worker: postbacks stored by the group commit, applied through the reducer.
 
-The handler hands each stored postback over with what it parsed (`take`); an applier applies a
-batch of them in one transaction and marks their rows processed. The worker (component
+The group commit applies a small batch, written while no other write is in flight, in the
+transaction that stores it (through apply_stored, then applied() after the commit). Any other
+batch, and one the database refused to apply as it stored it, is handed over stored and
+unapplied with what the handlers parsed (`take`); an applier applies a batch of them in one
+transaction and marks their rows processed. The worker (component
 `postbacks` under the supervisor) also sweeps: rows left unprocessed by a crash, a lost database
 or another replica are parsed again from the stored request and applied (at start, every few
 seconds, after a failure). A second applier (`postbacks:apply:1`) takes what was stored while
@@ -17,9 +20,11 @@ import contextlib
 import asyncpg
 
 from tracker.config_types import Config
+from tracker.db import is_outage
 from tracker.db import queries as q
 from tracker.logging import get_logger
-from tracker.postbacks.process import BatchFailed, Parsed, process_pending, process_received
+from tracker.postbacks.process import (BatchFailed, Outcome, Parsed, adopt_late, apply_stored,
+                                       process_pending, process_received)
 from tracker.supervisor import beat
 
 log = get_logger("tracker.postbacks")
@@ -29,22 +34,6 @@ RECEIVED_BATCH = 1000  # rows applied per transaction with what their handlers p
 APPLIERS = 2  # stored batches applied at a time: the worker, and one more while it is busy
 SWEEP_S = 5.0  # the worker looks for rows left by others (a crash, another replica) this often
 STOP_GRACE_S = 10.0  # stop(): time the worker gets to apply what was stored
-TRANSIENT = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-             asyncpg.InternalClientError,  # e.g. a connection that died mid-operation
-             asyncpg.exceptions.OperatorInterventionError,
-             asyncpg.exceptions.InsufficientResourcesError,
-             asyncpg.exceptions.TransactionRollbackError)
-
-
-def _transient(e: BaseException | None) -> bool:
-    """A failure of the database connection or server (retry later), not of the data."""
-    seen = 0
-    while e is not None and seen < 10:
-        if isinstance(e, TRANSIENT) and not isinstance(e, asyncpg.exceptions.DataError):
-            return True
-        e, seen = e.__cause__ or e.__context__, seen + 1
-    return False
-
 
 class ApplyWorker:
     """The worker (sweeps too) and the other appliers, sharing what the handlers hand over."""
@@ -66,11 +55,24 @@ class ApplyWorker:
                                              stopping=lambda: self.stopping)
                        for i in range(1, APPLIERS)]
 
-    def take(self, item: Parsed) -> None:
-        """A postback just stored (committed), with what its handler parsed."""
-        self.received.append(item)
-        if len(self.received) == 1:  # the worker applies at once when idle (woken by the
-            self.wake.set()  # commit, not a timer); while it applies, the next batch grows,
+    async def apply_stored(self, conn: asyncpg.Connection, items: list[Parsed]) -> Outcome:
+        """In the transaction that stores these rows (marked processed): apply them."""
+        return await apply_stored(conn, self.config, items)
+
+    async def applied(self, conn: asyncpg.Connection, out: Outcome) -> None:
+        """After the commit of apply_stored's transaction."""
+        await self._committed(conn, out)
+
+    def busy(self) -> bool:
+        """Stored postbacks wait to be applied."""
+        return bool(self.received)
+
+    def take(self, items: list[Parsed]) -> None:
+        """Postbacks just stored (committed) unapplied, with what their handlers parsed."""
+        first = not self.received
+        self.received += items
+        if first:  # the worker applies at once when idle (woken by the commit, not a timer);
+            self.wake.set()  # while it applies, the next batch grows,
             self.wake_more.set()  # or another applier takes it
 
     async def stop(self) -> None:
@@ -103,7 +105,7 @@ class ApplyWorker:
             except Exception as e:
                 # What was taken from `received` is still an unprocessed row: the sweep gets it
                 # (at once when the supervisor starts the worker again after a bug).
-                if not _transient(e):
+                if not is_outage(e):
                     raise
                 sweep_at = 0.0
                 log.warning("postback worker: database unavailable; will retry",
@@ -136,7 +138,7 @@ class ApplyWorker:
                     async with self.pool.acquire() as conn:
                         await self._apply_received(conn, items)
             except Exception as e:
-                if not _transient(e):
+                if not is_outage(e):
                     raise
                 log.warning("postback applier: database unavailable; the sweep will apply",
                             error=type(e).__name__)
@@ -148,10 +150,14 @@ class ApplyWorker:
         try:
             out = await process_received(conn, self.config, items)
         except BatchFailed as e:
-            if _transient(e) or conn.is_closed():
+            if is_outage(e) or conn.is_closed():
                 raise
             await self._one_by_one(conn, e)  # from the stored rows, parsed again
             return
+        await self._committed(conn, out)
+
+    async def _committed(self, conn: asyncpg.Connection, out: Outcome) -> None:
+        await adopt_late(conn, out)
         if out.transitions and self.publisher is not None:
             self.publisher.wake.set()  # committed: publish now (the NOTIFY would take a hop more)
         if out.rows:
@@ -164,7 +170,7 @@ class ApplyWorker:
         try:
             out = await process_pending(conn, self.config, WORKER_BATCH)
         except BatchFailed as e:
-            if _transient(e) or conn.is_closed():
+            if is_outage(e) or conn.is_closed():
                 raise
             await self._one_by_one(conn, e)
             return 0
@@ -180,7 +186,7 @@ class ApplyWorker:
             try:
                 await process_pending(conn, self.config, 1, [pid])
             except BatchFailed as one:
-                if _transient(one) or conn.is_closed():
+                if is_outage(one) or conn.is_closed():
                     raise
                 reason = f"not applied: {type(one.__cause__).__name__}: {one.__cause__}"[:500]
                 await conn.execute(q.FAIL_POSTBACK, pid, reason)

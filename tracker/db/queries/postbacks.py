@@ -4,15 +4,17 @@ claims, replay."""
 # --- postbacks (tracker.postbacks, sql/004_postbacks.sql) ----------------------------------------
 
 # One group commit: ids drawn from the sequence ahead (a block at a time, so that each caller
-# knows its row's id for sure), then every raw postback of the batch in one statement (its
-# own transaction).
+# knows its row's id for sure), then every raw postback of the batch in one statement, in the
+# transaction that applies them.
 NEXT_POSTBACK_IDS = """
 SELECT array_agg(nextval('tracker.postbacks_id_seq')) FROM generate_series(1, $1)
 """
 
-# The group commit writes its batch by binary COPY into these columns (tracker.postbacks.commit);
-# INSERT_POSTBACKS is the same as one statement.
+# The group commit writes its batch by binary COPY into these columns (tracker.postbacks.commit),
+# with processed_at when the same transaction applies them; INSERT_POSTBACKS is the same as one
+# statement, unprocessed.
 POSTBACK_COLUMNS = ("id", "vendor", "method", "content_type", "query", "body", "source", "received_at")
+APPLIED_POSTBACK_COLUMNS = (*POSTBACK_COLUMNS, "processed_at")
 
 INSERT_POSTBACKS = """
 INSERT INTO tracker.postbacks (id, vendor, method, content_type, query, body, source, received_at)
