@@ -8,8 +8,9 @@ transaction; any other batch is handed, with what the handlers parsed, to the ap
 (worker.py), which applies it and marks its rows processed. Whatever was not applied (a crash,
 the database lost in between) stays an unprocessed row, which the worker's sweep (at start,
 every few seconds, after a failure; on any replica) parses again from the stored request and
-applies. The worker runs under the supervisor (tracker.supervisor) as component `postbacks`: a bug there is logged,
-counted and the worker starts again; its progress is a batch applied or a sweep done. Answers:
+applies. The worker runs under the supervisor (tracker.supervisor) as component `postbacks`: a
+bug there is logged, counted and the worker starts again; its progress is a batch applied or a
+sweep done. Answers:
 
     200 stored        400 unreadable body    404 source not in allow_networks (as a wrong token)
     404 unknown vendor, vendor that does not push, wrong or missing token (all alike)
@@ -39,7 +40,7 @@ from tracker.postbacks.worker import APPLIERS, ApplyWorker
 log = get_logger("tracker.postbacks")
 
 ROUTE = "/postbacks/{path:.*}"
-WRITERS = 2  # group commit batches written (and applied) at a time
+WRITERS = 2  # group commit batches written at a time (a small one also applied)
 
 
 # The group commit's writers' and the apply worker's connections: 200 only after a durable commit;

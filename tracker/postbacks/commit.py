@@ -215,7 +215,8 @@ class GroupCommit:
                                              columns=q.APPLIED_POSTBACK_COLUMNS,
                                              records=[(*r, processed_at) for r in rows])
 
-    def _answer(self, batch: list[Entry], ids: list[int] | None, error: BaseException | None) -> None:
+    def _answer(self, batch: list[Entry], ids: list[int] | None,
+                error: BaseException | None) -> None:
         """Each waiting handler: its row's id (committed), or Unavailable (answer 503)."""
         for i, (_, _, fut, _) in enumerate(batch):
             if not fut.done():

@@ -3,8 +3,8 @@ marked processed, in one transaction. Four ways in:
 
 - apply_stored: rows being stored, in the transaction that stores them, with what their
   handlers parsed (the hot path: the group commit);
-- process_received: rows stored unapplied, with what their handlers parsed (a batch the
-  database refused to apply as it stored it);
+- process_received: rows stored unapplied, with what their handlers parsed (a batch too large
+  to apply as it was stored, written beside another, or one the database refused);
 - process_pending: unprocessed rows, parsed again from the stored request (the sweep: rows a
   crash or a lost database left behind; several replicas share them with SKIP LOCKED);
 - replay_rows: old rows parsed again by `tracker replay` after a mapping fix.

@@ -4,8 +4,8 @@ claims, replay."""
 # --- postbacks (tracker.postbacks, sql/004_postbacks.sql) ----------------------------------------
 
 # One group commit: ids drawn from the sequence ahead (a block at a time, so that each caller
-# knows its row's id for sure), then every raw postback of the batch in one statement, in the
-# transaction that applies them.
+# knows its row's id for sure), then every raw postback of the batch in one statement (for a
+# small batch, in the transaction that applies them).
 NEXT_POSTBACK_IDS = """
 SELECT array_agg(nextval('tracker.postbacks_id_seq')) FROM generate_series(1, $1)
 """
