@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import datetime, timezone
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import asyncpg
 
@@ -52,7 +52,12 @@ class Applier(Protocol):
     def take(self, items: list[Parsed]) -> None: ...
 
 
-Entry = tuple[RawPostback, list[Observation], asyncio.Future, float]  # ..., when it came
+class Entry(NamedTuple):
+    """A postback waiting for its batch's commit."""
+    raw: RawPostback
+    found: list[Observation]  # what its handler parsed
+    answer: asyncio.Future  # its row id once committed, or Unavailable
+    since: float  # loop time
 
 
 class GroupCommit:
@@ -89,7 +94,7 @@ class GroupCommit:
             raise Unavailable("not accepting postbacks now")
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
-        self._pending.append((raw, found, fut, loop.time()))
+        self._pending.append(Entry(raw, found, fut, loop.time()))
         if len(self._pending) == 1 or len(self._pending) >= self.max_items:
             self._wake.set()
         return await fut  # bounded: every write has a timeout, and a dead writer loop fails all
@@ -112,7 +117,7 @@ class GroupCommit:
                     return
                 await self._wake.wait()
                 continue
-            due = self._pending[0][3] + self.max_wait_s
+            due = self._pending[0].since + self.max_wait_s
             if (self._writes and loop.time() < due and len(self._pending) < self.max_items
                     and not self._closing):
                 if self._timer is None:  # one timer per batch: wake when its oldest is due
@@ -155,44 +160,41 @@ class GroupCommit:
         """The writer loop ended (stopped, or a bug): nobody may wait forever."""
         if not task.cancelled() and task.exception() is not None:
             log.error("postback group commit failed", error=repr(task.exception()))
-        for _, _, fut, _ in self._pending:
-            if not fut.done():
-                fut.set_exception(Unavailable("not accepting postbacks now"))
+        for e in self._pending:
+            if not e.answer.done():
+                e.answer.set_exception(Unavailable("not accepting postbacks now"))
         self._pending.clear()
 
     async def _write(self, batch: list[Entry]) -> None:
-        raws = [b[0] for b in batch]
+        raws = [e.raw for e in batch]
         answered = False
+        # (self._writes holds this write too)
         inline = len(batch) <= INLINE_MAX and len(self._writes) <= 1 and not self.applier.busy()
         try:
             async with asyncio.timeout(self.timeout_s), self.pool.acquire() as conn:
                 ids = await self._take_ids(conn, len(raws))
-                items = [Parsed(i, b[0].received_at, b[1]) for i, b in zip(ids, batch)]
-                if not inline:
-                    await self._copy(conn, ids, raws, None)  # one COPY: its own commit
-                    self._answer(batch, ids, None)
-                    answered = True
-                    self.applier.take(items)
-                    return
-                try:
-                    async with conn.transaction():
-                        await self._copy(conn, ids, raws, datetime.now(timezone.utc))
-                        out = await self.applier.apply_stored(conn, items)
-                except Exception as e:
-                    if is_outage(e) or conn.is_closed():
-                        raise
-                    log.warning("postback batch refused; stored unapplied for the worker",
-                                rows=len(raws), error=type(e).__name__)
-                    await self._copy(conn, ids, raws, None)  # one COPY: its own commit
-                    self._answer(batch, ids, None)
-                    answered = True
-                    self.refused += 1
-                    self.applier.take(items)
-                    return
+                items = [Parsed(i, e.raw.received_at, e.found) for i, e in zip(ids, batch)]
+                if inline:
+                    try:
+                        async with conn.transaction():
+                            await self._copy(conn, ids, raws, datetime.now(timezone.utc))
+                            out = await self.applier.apply_stored(conn, items)
+                    except Exception as e:
+                        if is_outage(e) or conn.is_closed():
+                            raise
+                        log.warning("postback batch refused; stored unapplied for the worker",
+                                    rows=len(raws), error=type(e).__name__)
+                        self.refused += 1
+                    else:
+                        self._answer(batch, ids, None)
+                        answered = True
+                        self.inline += 1
+                        await self.applier.applied(conn, out)
+                        return
+                await self._copy(conn, ids, raws, None)  # one COPY: its own commit
                 self._answer(batch, ids, None)
                 answered = True
-                self.inline += 1
-                await self.applier.applied(conn, out)
+                self.applier.take(items)
         except Exception as e:
             if answered:  # stored and applied; what failed was only the look for late orphans
                 log.warning("postbacks applied; orphans left to the sweep", error=type(e).__name__)
@@ -205,25 +207,22 @@ class GroupCommit:
                     processed_at: datetime | None) -> None:
         """Binary COPY costs PostgreSQL less per row than INSERT ... SELECT FROM unnest(arrays).
         Outside a transaction block it is committed (WAL flushed) when it returns."""
-        rows = [(i, r.vendor, r.method, r.content_type, r.query, r.body, r.source, r.received_at)
-                for i, r in zip(ids, raws)]
-        if processed_at is None:
-            await conn.copy_records_to_table("postbacks", schema_name="tracker",
-                                             columns=q.POSTBACK_COLUMNS, records=rows)
-        else:
-            await conn.copy_records_to_table("postbacks", schema_name="tracker",
-                                             columns=q.APPLIED_POSTBACK_COLUMNS,
-                                             records=[(*r, processed_at) for r in rows])
+        applied = () if processed_at is None else (processed_at,)
+        await conn.copy_records_to_table(
+            "postbacks", schema_name="tracker",
+            columns=q.APPLIED_POSTBACK_COLUMNS if applied else q.POSTBACK_COLUMNS,
+            records=[(i, r.vendor, r.method, r.content_type, r.query, r.body, r.source,
+                      r.received_at, *applied) for i, r in zip(ids, raws)])
 
     def _answer(self, batch: list[Entry], ids: list[int] | None,
                 error: BaseException | None) -> None:
         """Each waiting handler: its row's id (committed), or Unavailable (answer 503)."""
-        for i, (_, _, fut, _) in enumerate(batch):
-            if not fut.done():
+        for i, e in enumerate(batch):
+            if not e.answer.done():
                 if error is None:
-                    fut.set_result(ids[i])
+                    e.answer.set_result(ids[i])
                 else:
-                    fut.set_exception(Unavailable(type(error).__name__))
+                    e.answer.set_exception(Unavailable(type(error).__name__))
         if error is None:
             self.batches += 1
             self.rows += len(batch)

@@ -59,10 +59,6 @@ class ApplyWorker:
         """In the transaction that stores these rows (marked processed): apply them."""
         return await apply_stored(conn, self.config, items)
 
-    async def applied(self, conn: asyncpg.Connection, out: Outcome) -> None:
-        """After the commit of apply_stored's transaction."""
-        await self._committed(conn, out)
-
     def busy(self) -> bool:
         """Stored postbacks wait to be applied."""
         return bool(self.received)
@@ -154,9 +150,10 @@ class ApplyWorker:
                 raise
             await self._one_by_one(conn, e)  # from the stored rows, parsed again
             return
-        await self._committed(conn, out)
+        await self.applied(conn, out)
 
-    async def _committed(self, conn: asyncpg.Connection, out: Outcome) -> None:
+    async def applied(self, conn: asyncpg.Connection, out: Outcome) -> None:
+        """After the commit of a batch applied (here, or by apply_stored's transaction)."""
         await adopt_late(conn, out)
         if out.transitions and self.publisher is not None:
             self.publisher.wake.set()  # committed: publish now (the NOTIFY would take a hop more)
