@@ -57,7 +57,8 @@ from tracker.db import reducer
 from tracker.logging import get_logger
 from tracker.poller.clock import SYSTEM_CLOCK, Clock
 from tracker.poller.shared_limits import share
-from tracker.poller.transport import TransportFactory, aiohttp_transport
+from tracker.poller.http1 import vendor_transport
+from tracker.poller.transport import TransportFactory
 from tracker.poller.worker import IDLE_MAX_S, VendorWorker  # noqa: F401 - IDLE_MAX_S: bench
 from tracker.supervisor import Supervisor
 
@@ -80,7 +81,7 @@ Exclusive = Callable[[str, Job], Awaitable[None]]  # run a job on one replica at
 class Poller:
     def __init__(self, config: Config, pool: Callable[[], asyncpg.Pool], supervisor: Supervisor,
                  *, every: Every, exclusive: Exclusive, clock: Clock = SYSTEM_CLOCK,
-                 transport: TransportFactory = aiohttp_transport):
+                 transport: TransportFactory = vendor_transport):
         self.config = config
         self.pool = pool
         self.supervisor = supervisor

@@ -1,0 +1,254 @@
+"""The vendors' HTTP/1.1 client (tracker.poller.http1) against real servers on loopback: an
+aiohttp application for well-formed answers, raw asyncio servers for what aiohttp would not
+send (a body until close, a stale keep-alive connection, a broken answer), TLS with a test CA."""
+from __future__ import annotations
+
+import asyncio
+import ssl
+
+import orjson
+import pytest
+import trustme
+from aiohttp import web
+
+from tracker.adapters.base import HttpRequest
+from tracker.poller.http1 import Http1Transport
+from tracker.poller.transport import TransportError
+
+SECRET = "s3cret-api-key"
+SEEN = web.AppKey("seen", object)
+
+
+class Seen:
+    """What the echo server saw: the connections, the most requests at once."""
+    def __init__(self) -> None:
+        self.peers: set = set()
+        self.in_flight = self.most = 0
+
+
+async def echo(request: web.Request) -> web.Response:
+    seen = request.config_dict[SEEN]
+    seen.peers.add(request.transport.get_extra_info("peername"))
+    seen.in_flight += 1
+    seen.most = max(seen.most, seen.in_flight)
+    try:
+        if "slow" in request.query:
+            await asyncio.sleep(float(request.query["slow"]))
+        body = await request.read()
+    finally:
+        seen.in_flight -= 1
+    headers = {"Connection": "close"} if "close" in request.query else {}
+    return web.json_response({"method": request.method, "path_qs": request.path_qs,
+                              "headers": dict(request.headers), "body": body.decode()},
+                             headers={**headers, "Retry-After": "7"})
+
+
+async def chunked(request: web.Request) -> web.StreamResponse:
+    resp = web.StreamResponse()
+    resp.enable_chunked_encoding()
+    await resp.prepare(request)
+    for i in range(int(request.query["n"])):
+        await resp.write(b"x" * 1000 + str(i % 10).encode())
+    await resp.write_eof()
+    return resp
+
+
+async def sized(request: web.Request) -> web.Response:
+    return web.Response(body=b"y" * int(request.query["n"]))
+
+
+@pytest.fixture
+async def server():
+    app = web.Application()
+    app[SEEN] = Seen()
+    app.router.add_route("*", "/echo", echo)
+    app.router.add_get("/chunked", chunked)
+    app.router.add_get("/sized", sized)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    yield app[SEEN], f"http://127.0.0.1:{port}"
+    await runner.cleanup()
+
+
+async def raw_server(answer):
+    """A server that runs `answer(reader, writer, n)` for each connection (n counts them)."""
+    count = 0
+
+    async def handle(reader, writer):
+        nonlocal count
+        count += 1
+        try:
+            await answer(reader, writer, count)
+        finally:
+            writer.close()
+    srv = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return srv, f"http://127.0.0.1:{srv.sockets[0].getsockname()[1]}"
+
+
+async def read_head(reader) -> bytes:
+    return await reader.readuntil(b"\r\n\r\n")
+
+
+async def test_a_request_is_sent_as_given_and_its_answer_read(server):
+    seen, base = server
+    t = Http1Transport(4, 5.0)
+    try:
+        get = await t(HttpRequest("GET", base + "/echo", params={"msg_id": "a b+c", "api_key": SECRET},
+                                  headers={"Authorization": "Basic xyz"}))
+        form = await t(HttpRequest("POST", base + "/echo?x=1", data={"to": "+15551230000"}))
+        js = await t(HttpRequest("POST", base + "/echo", json={"ids": [1, 2]}))
+    finally:
+        await t.close()
+    assert get.status == 200 and get.headers["retry-after"] == "7"  # headers: any case
+    g = orjson.loads(get.body)
+    assert g["method"] == "GET" and g["path_qs"] == f"/echo?msg_id=a+b%2Bc&api_key={SECRET}"
+    assert g["headers"]["Authorization"] == "Basic xyz" and "Content-Length" not in g["headers"]
+    f = orjson.loads(form.body)
+    assert f["path_qs"] == "/echo?x=1" and f["body"] == "to=%2B15551230000"
+    assert f["headers"]["Content-Type"] == "application/x-www-form-urlencoded"
+    j = orjson.loads(js.body)
+    assert j["body"] == '{"ids":[1,2]}' and j["headers"]["Content-Type"] == "application/json"
+    assert len(seen.peers) == 1 and t.opened == 1  # one kept-alive connection for all three
+
+
+async def test_connections_are_limited_and_a_closing_answer_is_not_reused(server):
+    seen, base = server
+    t = Http1Transport(2, 5.0)
+    try:
+        await asyncio.gather(*(t(HttpRequest("GET", base + "/echo", params={"slow": "0.05"}))
+                               for _ in range(6)))
+        assert seen.most == 2 and t.opened == 2
+        await t(HttpRequest("GET", base + "/echo", params={"close": "1"}))
+        await asyncio.gather(*(t(HttpRequest("GET", base + "/echo", params={"slow": "0.05"}))
+                               for _ in range(2)))
+    finally:
+        await t.close()
+    assert t.opened == 3  # the connection the server closed was not used again
+
+
+async def test_chunked_and_sized_answers_and_the_body_limit(server):
+    _, base = server
+    t = Http1Transport(2, 5.0, max_body=50_000)
+    try:
+        ok = await t(HttpRequest("GET", base + "/chunked", params={"n": "40"}))
+        assert len(ok.body) == 40 * 1001 and ok.body.endswith(b"9")
+        for path, n in (("/chunked", "60"), ("/sized", "60000")):
+            with pytest.raises(TransportError, match="^answer too large$"):
+                await t(HttpRequest("GET", base + path, params={"n": n}))
+        assert (await t(HttpRequest("GET", base + "/sized", params={"n": "10"}))).body == b"y" * 10
+    finally:
+        await t.close()
+
+
+async def test_a_timeout_names_only_its_kind_and_the_connection_is_dropped(server):
+    _, base = server
+    t = Http1Transport(2, 0.2)
+    try:
+        with pytest.raises(TransportError) as e:
+            await t(HttpRequest("GET", base + "/echo", params={"slow": "1", "api_key": SECRET}))
+        assert str(e.value) == "timeout" and SECRET not in repr(e.value)
+        assert (await t(HttpRequest("GET", base + "/echo"))).status == 200
+        assert t.opened == 2  # the timed-out connection's late answer cannot be read as this one's
+    finally:
+        await t.close()
+
+
+async def test_a_body_until_close_is_whole():
+    async def answer(reader, writer, n):
+        await read_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\npart one, ")
+        await writer.drain()
+        writer.write(b"part two")
+    srv, base = await raw_server(answer)
+    t = Http1Transport(1, 5.0)
+    try:
+        r = await t(HttpRequest("GET", base + "/x"))
+    finally:
+        await t.close()
+        srv.close()
+    assert (r.status, r.body) == (200, b"part one, part two")
+
+
+async def test_a_stale_kept_alive_connection_is_replaced_once():
+    """The server keeps the first connection open after its answer, then closes it as the next
+    request comes (its idle timeout, racing the request): that request goes out again, once,
+    on a new connection."""
+    async def answer(reader, writer, n):
+        await read_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        if n == 1:
+            await read_head(reader)  # the second request: closed unanswered
+    srv, base = await raw_server(answer)
+    t = Http1Transport(1, 5.0)
+    try:
+        assert (await t(HttpRequest("GET", base + "/x"))).body == b"ok"
+        assert (await t(HttpRequest("GET", base + "/x"))).body == b"ok"
+    finally:
+        await t.close()
+        srv.close()
+    assert t.opened == 2
+
+
+@pytest.mark.parametrize("reply, kind", [
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", "ServerDisconnectedError"),
+    (b"", "ServerDisconnectedError"),
+    (b"SMTP ready\r\n\r\n", "malformed answer"),
+])
+async def test_a_broken_answer_is_a_transport_error(reply, kind):
+    async def answer(reader, writer, n):
+        await read_head(reader)
+        writer.write(reply)
+    srv, base = await raw_server(answer)
+    t = Http1Transport(1, 5.0)
+    try:
+        with pytest.raises(TransportError, match=f"^{kind}$"):
+            await t(HttpRequest("GET", base + "/x", params={"api_key": SECRET}))
+    finally:
+        await t.close()
+        srv.close()
+
+
+async def test_refused_and_unsendable_requests():
+    t = Http1Transport(1, 5.0)
+    srv, base = await raw_server(lambda *a: asyncio.sleep(0))
+    srv.close()
+    await srv.wait_closed()
+    try:
+        with pytest.raises(TransportError, match="^ConnectionRefusedError$"):
+            await t(HttpRequest("GET", base + "/x"))
+        with pytest.raises(TransportError, match="^invalid request$"):
+            await t(HttpRequest("GET", base + "/x", headers={"X-A": "1\r\nX-Injected: 2"}))
+        with pytest.raises(TransportError, match="^unsupported URL$"):
+            await t(HttpRequest("GET", "ftp://example.com/x"))
+    finally:
+        await t.close()
+    assert t.opened == 0
+
+
+async def test_tls_is_verified():
+    ca = trustme.CA()
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(served)
+    app = web.Application()
+    app[SEEN] = Seen()
+    app.router.add_get("/echo", echo)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=served)
+    await site.start()
+    url = f"https://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/echo"
+    trusting = ssl.create_default_context()
+    ca.configure_trust(trusting)
+    good, default = Http1Transport(1, 5.0, tls=trusting), Http1Transport(1, 5.0)
+    try:
+        assert (await good(HttpRequest("GET", url))).status == 200
+        with pytest.raises(TransportError, match="^SSLCertVerificationError$"):
+            await default(HttpRequest("GET", url))  # the system's trust store knows no test CA
+    finally:
+        await good.close()
+        await default.close()
+        await runner.cleanup()
