@@ -12,7 +12,7 @@ import trustme
 from aiohttp import web
 
 from tracker.adapters.base import HttpRequest
-from tracker.poller.http1 import Http1Transport
+from tracker.poller.http1 import KEEPALIVE_S, Http1Transport
 from tracker.poller.transport import TransportError
 
 SECRET = "s3cret-api-key"
@@ -191,6 +191,22 @@ async def test_a_stale_kept_alive_connection_is_replaced_once():
         await t.close()
         srv.close()
     assert t.opened == 2
+
+
+async def test_an_idle_connection_is_not_reused_past_its_keepalive(server):
+    seen, base = server
+    now = [0.0]
+    t = Http1Transport(1, 5.0, clock=lambda: now[0])
+    try:
+        await t(HttpRequest("GET", base + "/echo"))
+        now[0] += KEEPALIVE_S - 1
+        await t(HttpRequest("GET", base + "/echo"))
+        assert t.opened == 1
+        now[0] += KEEPALIVE_S + 1
+        await t(HttpRequest("GET", base + "/echo"))
+    finally:
+        await t.close()
+    assert t.opened == 2 and len(seen.peers) == 2
 
 
 @pytest.mark.parametrize("reply, kind", [
