@@ -99,9 +99,9 @@ async def bench_polls(dsn, pg_pid, quick, rows, details):
             rows.append(Row("polls: CPU per poll, tracker + PostgreSQL (0 ms answers)",
                             f"{p.track_cpu['tracker']:.0f} + {p.track_cpu['postgres']:.0f} us",
                             f"bare client {bare:.0f} us/call", track / bare, "<= 1.5x", track / bare <= 1.5))
-            own = poll_rate.cpu_total(p.http1_cpu, "bare")
+            own = poll_rate.cpu_total(p.own_cpu, "bare")
             rows.append(Row("polls: the same, against the tracker's own client in a bare loop", "",
-                            f"bare http1 client {own:.0f} us/call", track / own))
+                            f"bare own client {own:.0f} us/call", track / own))
             rows.append(Row("polls: polls/s at 0 ms answers", f"{p.tracked:,.0f}/s",
                             f"bare {p.bare:,.0f}/s", p.tracked / p.bare))
         else:

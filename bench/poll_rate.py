@@ -6,7 +6,7 @@ against the same sandbox endpoint, in the same run. Loopback only; stops by itse
 
 The sandbox runs in its own process (Spark Sender's status call, one message per call). The
 bare loop sends `--concurrency` status calls at a time through aiohttp's client and reads each
-answer (the limit); the same loop through the tracker's own client (tracker.poller.http1) is
+answer (the limit); the same loop through the tracker's own client (tracker.http.client) is
 measured beside it and shown for comparison. The tracker is
 `tracker run` in its own process with the same concurrency and no rate limit: every message is
 made due at one moment and counted as polled when its result is written (poll_count,
@@ -41,7 +41,7 @@ from tracker.adapters.base import HttpRequest
 from tracker.config_types import Config, VendorConfig
 from tracker.intake import take_in
 from tracker.poller.engine import IDLE_MAX_S
-from tracker.poller.http1 import Http1Transport
+from tracker.http.client import HttpClient
 
 KNOBS = {"time_scale": 0.01}
 
@@ -66,9 +66,9 @@ async def bare_loop(base: str, creds: dict, refs: list[str], concurrency: int) -
         return done / (time.perf_counter() - began)
 
 
-async def bare_http1_loop(base: str, creds: dict, refs: list[str], concurrency: int) -> float:
-    """The same calls through the tracker's own client (tracker.poller.http1) in a bare loop."""
-    transport = Http1Transport(concurrency, 10.0)
+async def bare_own_loop(base: str, creds: dict, refs: list[str], concurrency: int) -> float:
+    """The same calls through the tracker's own client (tracker.http.client) in a bare loop."""
+    transport = HttpClient(concurrency, 10.0)
     url = base + "/api/getStatus/"
     it = iter(refs)
     done = 0
@@ -122,7 +122,7 @@ class Profile(NamedTuple):
     tracked: float
     bare_cpu: dict[str, float]
     track_cpu: dict[str, float]
-    http1_cpu: dict[str, float]  # the tracker's own client in a bare loop
+    own_cpu: dict[str, float]  # the tracker's own client in a bare loop
 
 
 async def set_knobs(url: str, knobs: dict) -> None:
@@ -135,20 +135,20 @@ async def profile(args, pool: asyncpg.Pool, vendor: dict, creds: dict, refs: lis
                   pids: dict) -> Profile:
     """Rounds of bare loop and tracker, alternating, after a warm-up of the bare loop."""
     await bare_loop(vendor["base_url"], creds, refs[:2000], args.concurrency)
-    bares, tracks, bare_cpu, track_cpu, http1_cpu = [], [], [], [], []
+    bares, tracks, bare_cpu, track_cpu, own_cpu = [], [], [], [], []
     for _ in range(args.rounds):
         with CpuMeter(pids) as m:
             bares.append(await bare_loop(vendor["base_url"], creds, refs, args.concurrency))
         bare_cpu.append(m.per_call_us(len(refs)))
         with CpuMeter(pids) as m:
-            await bare_http1_loop(vendor["base_url"], creds, refs, args.concurrency)
-        http1_cpu.append(m.per_call_us(len(refs)))
+            await bare_own_loop(vendor["base_url"], creds, refs, args.concurrency)
+        own_cpu.append(m.per_call_us(len(refs)))
         m = CpuMeter(pids)
         tracks.append(await tracker_round(pool, len(refs), m))
         track_cpu.append(m.per_call_us(len(refs)))
     median_cpu = lambda rounds: {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}  # noqa: E731
     return Profile(bares, tracks, statistics.median(bares), statistics.median(tracks),
-                   median_cpu(bare_cpu), median_cpu(track_cpu), median_cpu(http1_cpu))
+                   median_cpu(bare_cpu), median_cpu(track_cpu), median_cpu(own_cpu))
 
 
 def cpu_line(us: dict[str, float]) -> str:
@@ -221,9 +221,9 @@ def report(r: dict) -> str:
             f"  ratio {p.tracked / p.bare:.2f}; CPU per poll, tracker + PostgreSQL"
             f" {cpu_total(p.track_cpu, 'tracker'):.0f} us = {cpu_total(p.track_cpu, 'tracker') / cpu_total(p.bare_cpu, 'bare'):.2f}x"
             f" the bare client's {cpu_total(p.bare_cpu, 'bare'):.0f} us per call (target <= 1.5x)",
-            f"  the tracker's own client (tracker.poller.http1) in a bare loop: CPU us per call:"
-            f" {cpu_line(p.http1_cpu)}; the tracker + PostgreSQL are"
-            f" {cpu_total(p.track_cpu, 'tracker') / cpu_total(p.http1_cpu, 'bare'):.2f}x that"]
+            f"  the tracker's own client (tracker.http.client) in a bare loop: CPU us per call:"
+            f" {cpu_line(p.own_cpu)}; the tracker + PostgreSQL are"
+            f" {cpu_total(p.track_cpu, 'tracker') / cpu_total(p.own_cpu, 'bare'):.2f}x that"]
     lines.append(f"poll errors {r['errors']}; tracker exit code {r['code']}")
     return "\n".join(lines)
 

@@ -58,6 +58,7 @@ class Receiver:
     answer: Answer = field(default=lambda d: 200)
     requests: list[Delivery] = field(default_factory=list)
     delay_s: float = 0.0  # a slow receiver: wait this long before answering
+    answer_body: bytes = b""  # the body of every answer
 
     async def start(self) -> "Receiver":
         app = web.Application()
@@ -90,7 +91,7 @@ class Receiver:
         status, extra = answer if isinstance(answer, tuple) else (answer, {})
         d.status = status
         self.requests.append(d)
-        return web.Response(status=status, headers=extra)
+        return web.Response(status=status, headers=extra, body=self.answer_body)
 
     def delivered(self) -> list[Delivery]:
         return [d for d in self.requests if 200 <= d.status < 300]

@@ -16,6 +16,7 @@ from tests.sinks_support import (Receiver, config, events, in_order_per_message,
                                  new_secret, report, wait_until, write_config)
 from tracker.core.states import State
 from tracker.logging import scrub
+from tracker.sinks.delivery import MAX_ANSWER_BYTES
 
 SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "docs" / "event.schema.json").read_text())
 FAST = {"timeout_s": 2.0, "retry_schedule_s": [0, 0.2, 0.4, 0.6], "concurrency": 8}
@@ -82,6 +83,23 @@ async def test_retry_schedule_same_id_and_body_on_every_attempt(db_dsn, pool):
         assert all(d.verified for d in attempts) and len({d.body for d in attempts}) == 1
         gaps = [b.at - a.at for a, b in zip(attempts, attempts[1:])]
         assert gaps[0] >= 0.3 * 0.9 - 0.02 and gaps[1] >= 0.6 * 0.9 - 0.02, gaps
+
+
+async def test_a_long_answer_counts_by_its_status_and_is_not_read_whole(db_dsn, pool):
+    secret = new_secret()
+    rx = await Receiver([secret], answer_body=b"x" * (MAX_ANSWER_BYTES * 4)).start()
+    refs = [f"long{i}" for i in range(5)]
+    try:
+        await make_messages(pool, refs)
+        async with running(config(db_dsn, webhooks={"crm": hook(rx, [secret])})):
+            await report(pool, refs, State.sent)
+            await wait_until(lambda: len(rx.delivered_ids()) == 5, 20, "5 events delivered")
+            await wait_until(lambda: _behind(pool, 0), 20, "nothing pending")
+        st = await status(pool, "crm")
+    finally:
+        await rx.stop()
+    assert len(rx.requests) == 5  # none sent again: each 200 counted, its long body cut short
+    assert st["last_error"] is None and st["pending"] == 0
 
 
 async def test_dead_letters_do_not_hold_up_others_and_are_redriven(db_dsn, pool, tmp_path):

@@ -88,7 +88,8 @@ class HttpRequest:
     params: Mapping[str, str] | None = None
     headers: Mapping[str, str] | None = None
     json: Any = None
-    data: Mapping[str, str] | None = None
+    data: Mapping[str, str] | None = None  # a form
+    content: bytes | None = None  # a body as it is (the webhook sink's signed JSON)
 
 
 @dataclass(frozen=True, slots=True)

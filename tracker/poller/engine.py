@@ -57,8 +57,7 @@ from tracker.db import reducer
 from tracker.logging import get_logger
 from tracker.poller.clock import SYSTEM_CLOCK, Clock
 from tracker.poller.shared_limits import share
-from tracker.poller.http1 import vendor_transport
-from tracker.poller.transport import TransportFactory
+from tracker.poller.transport import TransportFactory, vendor_transport
 from tracker.poller.worker import IDLE_MAX_S, VendorWorker  # noqa: F401 - IDLE_MAX_S: bench
 from tracker.supervisor import Supervisor
 

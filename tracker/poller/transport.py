@@ -2,7 +2,7 @@
 `HttpRequest -> HttpResponse` that sends a request and returns the answer, or raises
 TransportError when there is none (timeout, refused, reset, oversized).
 
-- Http1Transport (tracker.poller.http1): the real one, keep-alive connections per vendor
+- tracker.http.client.HttpClient: the real one, keep-alive connections per vendor
   (connection limit, `request_timeout_s`, no redirects, no proxies);
 - MockTransport: answers from a function in the same process, for tests of the poller's
   logic (circuit, leases, backoff, Retry-After) without a network or a sandbox.
@@ -16,13 +16,10 @@ import inspect
 from typing import TYPE_CHECKING, Awaitable, Callable, Protocol
 
 from tracker.adapters.base import HttpRequest, HttpResponse
+from tracker.http.client import HttpClient, TransportError  # noqa: F401 - TransportError: the seam's
 
 if TYPE_CHECKING:
     from tracker.config_types import VendorConfig
-
-
-class TransportError(Exception):
-    """No usable answer (timeout, refused, reset, oversized). The text is the kind of failure."""
 
 
 class Transport(Protocol):
@@ -56,3 +53,7 @@ class MockTransport:
 
 TransportFactory = Callable[["VendorConfig"], Transport]  # one transport per vendor
 
+
+def vendor_transport(cfg: VendorConfig) -> Transport:
+    """The daemon's transport for one vendor."""
+    return HttpClient(cfg.concurrency, cfg.request_timeout_s)

@@ -102,7 +102,7 @@ class WebhookSink(Answers):
     async def run(self) -> None:
         self.token = secrets.token_hex(8)  # this run's claims; a restart's are new
         self.loop = asyncio.get_running_loop()
-        async with delivery.session(self.cfg.concurrency, self.cfg.timeout_s) as http:
+        async with delivery.client(self.cfg.concurrency, self.cfg.timeout_s) as http:
             self.http = http
             log.info("webhook sink started", sink=self.name, receiver=public_url(self.cfg.url),
                      secrets=len(self.keys), concurrency=self.cfg.concurrency)

@@ -1,43 +1,59 @@
-"""A small HTTP/1.1 client for the vendors' calls, the poller's real transport.
+"""A small HTTP/1.1 client: the vendors' status calls (the poller's transport) and the
+webhook sink's deliveries.
 
-Why not aiohttp's client: a status poll is mostly its one call, and aiohttp's client costs
-55-70 us of CPU per call on the benchmark machines where this one costs 13-15
-(docs/performance.md, session 13). It does only what the vendors' APIs need:
+Why not aiohttp's client: a status poll is mostly its one call, and so is a webhook delivery;
+aiohttp's client costs 55-70 us of CPU per call on the benchmark machines where this one costs
+15-35 (docs/performance.md, session 13). It does only what those calls need:
 
 - keep-alive connections per scheme, host and port, at most `connections` requests at once;
   an idle connection is dropped after KEEPALIVE_S or when the server closes it;
-- request bodies with a Content-Length (form or JSON, built by the caller); answers with a
+- request bodies with a Content-Length (form, JSON or bytes as given); answers with a
   Content-Length, chunked, or until the server closes (httptools, llhttp, parses them);
-- one total timeout per request, connecting included; a body limit;
+- one total timeout per request, connecting included; a limit on the answer's body (past it
+  the connection is dropped and TooLarge, a TransportError, still carries the status);
 - TLS with the system's trust store and the host name checked (or a given context);
 - a request that finds its reused connection closed by the server before any answer came is
-  sent once more on a new connection (status calls and logins only read).
+  sent once more on a new connection: the server took none of it (a status call or a login
+  only reads; a webhook receiver dedupes by event id anyway).
 
 Not done: redirects (the answer is returned as it is), proxies, cookies, compression (no
 Accept-Encoding is sent), HTTP/2, 100-continue. Every failure raises TransportError naming
-its kind only: requests carry credentials, so neither the URL nor the body is ever in an error.
+its kind in words: requests carry credentials, so neither the URL nor the body is ever in it.
 """
 from __future__ import annotations
 
 import asyncio
 import functools
+import os
+import socket
 import ssl
 import time
+from base64 import b64encode
 from collections import deque
 from typing import Callable
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import unquote, urlencode, urlsplit
 
 import httptools
 import orjson
 from multidict import CIMultiDict
 
 from tracker.adapters.base import HttpRequest, HttpResponse
-from tracker.config_types import VendorConfig
-from tracker.poller.transport import TransportError
 
 KEEPALIVE_S = 15.0  # an idle connection older than this is closed, not reused (aiohttp's default)
 MAX_BODY = 32 * 1024 * 1024
 USER_AGENT = "sms-delivery-tracker/0.1"
+
+
+class TransportError(Exception):
+    """No usable answer (timeout, refused, reset, oversized). The text is the kind of failure."""
+
+
+class TooLarge(TransportError):
+    """The answer's body ran past the limit; its status and headers came."""
+
+    def __init__(self, status: int, headers: CIMultiDict) -> None:
+        super().__init__("answer too large")
+        self.status, self.headers = status, headers
 
 
 class _Connection(asyncio.Protocol):
@@ -59,7 +75,7 @@ class _Connection(asyncio.Protocol):
         self.size = 0
         self.started = False  # a byte of this exchange's answer came
         self.head_done = False
-        self.problem: str | None = None  # why the answer is refused (set inside a callback)
+        self.too_large = False  # the body ran past max_body (set inside a callback)
 
     def exchange(self, raw: bytes, deadline: float) -> asyncio.Future:
         """Send a request; the future is its answer, or TransportError("timeout") at `deadline`
@@ -67,7 +83,7 @@ class _Connection(asyncio.Protocol):
         self._reset()
         loop = asyncio.get_running_loop()
         self.answer = loop.create_future()
-        self.timer = loop.call_at(deadline, self._fail, "timeout")
+        self.timer = loop.call_at(deadline, self._expire)
         self.transport.write(raw)
         return self.answer
 
@@ -83,7 +99,10 @@ class _Connection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
-            self._fail(self.problem or "malformed answer")
+            if self.too_large:
+                self._fail(TooLarge(self.parser.get_status_code(), CIMultiDict(self.headers)))
+            else:
+                self._fail(TransportError("malformed answer"))
 
     def connection_lost(self, exc) -> None:
         self.closed = True
@@ -105,7 +124,7 @@ class _Connection(asyncio.Protocol):
     def on_body(self, chunk: bytes) -> None:
         self.size += len(chunk)
         if self.size > self.max_body:
-            self.problem = "answer too large"
+            self.too_large = True
             raise _Refused
         self.body.append(chunk)
 
@@ -129,10 +148,13 @@ class _Connection(asyncio.Protocol):
         self.answer.set_result(HttpResponse(self.parser.get_status_code(),
                                             CIMultiDict(self.headers), b"".join(self.body)))
 
-    def _fail(self, kind: str) -> None:
+    def _fail(self, error: TransportError) -> None:
         self.close()
         if self.answer is not None and not self.answer.done():
-            self.answer.set_exception(TransportError(kind))
+            self.answer.set_exception(error)
+
+    def _expire(self) -> None:
+        self._fail(TransportError("timeout"))
 
     def close(self) -> None:
         self.closed = True
@@ -141,7 +163,7 @@ class _Connection(asyncio.Protocol):
 
 
 class _Refused(Exception):
-    """Raised inside a parser callback to stop the parse (the reason is in `problem`)."""
+    """Raised inside a parser callback to stop the parse (the reason is in `too_large`)."""
 
 
 class _Lost(Exception):
@@ -151,30 +173,44 @@ class _Lost(Exception):
         self.started = started
 
 
+def _why(e: OSError) -> str:
+    if isinstance(e, ssl.SSLError):  # e.g. "TLS CERTIFICATE_VERIFY_FAILED"
+        return f"TLS {e.reason or type(e).__name__}"
+    if isinstance(e, socket.gaierror) or not e.errno:  # "Name or service not known"
+        return e.strerror or type(e).__name__
+    return os.strerror(e.errno)  # "Connection refused" (asyncio's own text names the address)
+
+
 @functools.lru_cache(maxsize=1024)
-def _split(url: str) -> tuple[tuple[str, str, int], str, str]:
-    """The connection key (scheme, host, port), the request target, the Host header."""
+def _split(url: str) -> tuple[tuple[str, str, int], str, dict]:
+    """The connection key (scheme, host, port), the request target, the headers the URL makes:
+    Host, and Authorization (Basic) from a user and password in it."""
     u = urlsplit(url)
     if u.scheme not in ("http", "https") or not u.hostname:
         raise TransportError("unsupported URL")
     port = u.port or (443 if u.scheme == "https" else 80)
     target = (u.path or "/") + (f"?{u.query}" if u.query else "")
-    return (u.scheme, u.hostname, port), target, u.netloc.rpartition("@")[2]
+    headers = {"host": ("Host", u.netloc.rpartition("@")[2])}
+    if u.username is not None:
+        user = f"{unquote(u.username)}:{unquote(u.password or '')}"
+        headers["authorization"] = ("Authorization", "Basic " + b64encode(user.encode()).decode())
+    return (u.scheme, u.hostname, port), target, headers
 
 
 def encode(req: HttpRequest, user_agent: str) -> tuple[tuple[str, str, int], bytes]:
     """The connection key (scheme, host, port) and the request's bytes."""
-    key, target, host = _split(req.url)
+    key, target, from_url = _split(req.url)
     if req.params:
         target += ("&" if "?" in target else "?") + urlencode(req.params)
-    headers = {"host": ("Host", host), "user-agent": ("User-Agent", user_agent),
-               "accept": ("Accept", "*/*")}
+    headers = {**from_url, "user-agent": ("User-Agent", user_agent), "accept": ("Accept", "*/*")}
     body = b""
     if req.json is not None:
         body, headers["content-type"] = orjson.dumps(req.json), ("Content-Type", "application/json")
     elif req.data is not None:
         body = urlencode(req.data).encode()
         headers["content-type"] = ("Content-Type", "application/x-www-form-urlencoded")
+    elif req.content is not None:  # bytes as given: their Content-Type is the caller's
+        body = req.content
     for k, v in (req.headers or {}).items():
         headers[k.lower()] = (k, v)  # the caller's own headers win (Accept, Content-Type)
     if body or req.method not in ("GET", "HEAD", "DELETE", "OPTIONS"):
@@ -187,8 +223,9 @@ def encode(req: HttpRequest, user_agent: str) -> tuple[tuple[str, str, int], byt
     return key, head.encode("latin-1") + body
 
 
-class Http1Transport:
-    """The poller's transport (tracker.poller.transport): `await transport(request)`."""
+class HttpClient:
+    """`await client(request)`: the answer, or TransportError. The poller's transport
+    (tracker.poller.transport) and the webhook sink's client (tracker.sinks.delivery)."""
 
     def __init__(self, connections: int, timeout_s: float, user_agent: str = USER_AGENT,
                  max_body: int = MAX_BODY, tls: ssl.SSLContext | None = None,
@@ -221,11 +258,11 @@ class Http1Transport:
             except TimeoutError:  # while connecting
                 raise TransportError("timeout") from None
             except _Lost:
-                raise TransportError("ServerDisconnectedError") from None
-            except OSError as e:  # refused, unreachable, name not found, TLS refused
+                raise TransportError("closed the connection without answering") from None
+            except OSError as e:  # only while connecting: refused, unreachable, no such name, TLS
                 if conn is not None:
                     conn.close()
-                raise TransportError(type(e).__name__) from None
+                raise TransportError(f"cannot connect: {_why(e)}") from None
             except BaseException:
                 if conn is not None:
                     conn.close()
@@ -255,12 +292,13 @@ class Http1Transport:
         self.opened += 1
         return conn, False
 
+    async def __aenter__(self) -> "HttpClient":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
     async def close(self) -> None:
         for pool in self.idle.values():
             while pool:
                 pool.pop().close()
-
-
-def vendor_transport(cfg: VendorConfig) -> Http1Transport:
-    """The daemon's transport for one vendor."""
-    return Http1Transport(cfg.concurrency, cfg.request_timeout_s)
