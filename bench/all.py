@@ -153,6 +153,8 @@ async def bench_sinks(dsn, pg_pid, quick, rows, details):
                    f" {os.cpu_count() * 1e6 / lat['achieved']:,.0f} us per postback at that rate)")
     rows.append(Row("sinks: webhook events/s delivered", f"{statistics.median(t['tracker']):,.0f}/s",
                     f"bare client {statistics.median(t['bare']):,.0f}/s", t["ratio"], ">= 0.7", t["ratio"] >= 0.7))
+    rows.append(Row("sinks: the same, against the tracker's own client in a bare loop", "",
+                    f"bare own client {statistics.median(t['own']):,.0f}/s", t["own_ratio"]))
     rows.append(Row(f"sinks: postback -> webhook p99 (p50) at {lat['achieved']:,.0f}/s",
                     f"{lat['p99']:.0f} ms ({lat['p50']:.0f})", "", None))
 

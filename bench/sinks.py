@@ -8,7 +8,8 @@
    recording) beside a bare aiohttp client POSTing the same bodies, signed the same way, with
    the same concurrency, to the same receiver. Both rates are measured at the receiver (first to
    last arrival), in alternating rounds; the ratio is the median of the rounds' ratios
-   (target >= 0.7).
+   (target >= 0.7). The same bare loop through the tracker's own client (tracker.http.client,
+   which the sink uses) is measured beside them and shown for comparison.
 2. Latency: Skycore postbacks at a steady --rate per second for --seconds, each a `delivered`
    report for a message in `sent`: from just before the postback is sent to the webhook's
    arrival at the receiver, p50/p99 (the postback's group commit, the apply worker, the
@@ -43,6 +44,8 @@ import orjson  # noqa: E402
 from bench._polling import CpuMeter, Daemon, database, migrated, toml  # noqa: E402
 from bench._post import Poster  # noqa: E402
 from bench._receiver import ReceiverProc  # noqa: E402
+from tracker.adapters.base import HttpRequest  # noqa: E402
+from tracker.http.client import HttpClient  # noqa: E402
 from tracker.sinks import signing  # noqa: E402
 from tracker.sinks.event import encode_event  # noqa: E402
 
@@ -105,18 +108,35 @@ async def bare(session: aiohttp.ClientSession, url: str, bodies: list[bytes], co
     await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
+async def bare_own(url: str, bodies: list[bytes], concurrency: int, first: int) -> None:
+    """The same through the tracker's own client (tracker.http.client), bare."""
+    keys = [signing.parse_secret(SECRET)]
+    todo = iter(enumerate(bodies))
+
+    async def worker(http: HttpClient) -> None:
+        for i, body in todo:
+            headers = signing.headers(keys, str(first + i), int(time.time()), body)
+            assert (await http(HttpRequest("POST", url, headers=headers, content=body))).status == 204
+
+    async with HttpClient(concurrency, 10.0) as http:
+        await asyncio.gather(*(worker(http) for _ in range(concurrency)))
+
+
 def rate(stats: dict) -> float:
     return (stats["count"] - 1) / max(stats["last"] - stats["first"], 1e-9)
 
 
 async def throughput(args, dsn: str, tmp: Path, rx: ReceiverProc, session) -> dict:
     config = write_config(tmp / "throughput.toml", dsn, rx.url, args.concurrency)
-    bares, tracks = [], []
+    bares, owns, tracks = [], [], []
     for r in range(args.rounds):
         first = 1 + r * args.events
         await rx.reset(session)
         await bare(session, rx.url, sample_bodies(args.events, first), args.concurrency, first)
         bares.append(rate(await rx.until(session, args.events, 60)))
+        await rx.reset(session)
+        await bare_own(rx.url, sample_bodies(args.events, first), args.concurrency, first)
+        owns.append(rate(await rx.until(session, args.events, 60)))
         await rx.reset(session)
         await write_events(dsn, first, args.events)
         daemon = Daemon(config, tmp / f"daemon-{r}.log").start()
@@ -125,7 +145,8 @@ async def throughput(args, dsn: str, tmp: Path, rx: ReceiverProc, session) -> di
         finally:
             daemon.stop()
     ratios = [t / b for b, t in zip(bares, tracks)]
-    return {"bare": bares, "tracker": tracks, "ratio": statistics.median(ratios)}
+    return {"bare": bares, "own": owns, "tracker": tracks, "ratio": statistics.median(ratios),
+            "own_ratio": statistics.median(t / o for o, t in zip(owns, tracks))}
 
 
 def postback(ref: str) -> bytes:
@@ -237,6 +258,8 @@ def print_throughput(t: dict) -> None:
         f"{b:.0f} / {x:.0f}" for b, x in zip(t["bare"], t["tracker"])))
     print(f"throughput: tracker {statistics.median(t['tracker']):.0f} events/s, bare aiohttp client "
           f"{statistics.median(t['bare']):.0f} /s, ratio {t['ratio']:.2f} (median of the rounds'; target >= 0.7)")
+    print(f"  the tracker's own client (tracker.http.client) bare: {statistics.median(t['own']):.0f} /s "
+          f"(rounds {', '.join(f'{o:.0f}' for o in t['own'])}); the tracker's ratio to it {t['own_ratio']:.2f}")
 
 
 def main() -> int:
