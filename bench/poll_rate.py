@@ -39,9 +39,9 @@ import asyncpg
 from tracker import loop
 from tracker.adapters.base import HttpRequest
 from tracker.config_types import Config, VendorConfig
+from tracker.http.client import HttpClient
 from tracker.intake import take_in
 from tracker.poller.engine import IDLE_MAX_S
-from tracker.http.client import HttpClient
 
 KNOBS = {"time_scale": 0.01}
 
@@ -68,7 +68,7 @@ async def bare_loop(base: str, creds: dict, refs: list[str], concurrency: int) -
 
 async def bare_own_loop(base: str, creds: dict, refs: list[str], concurrency: int) -> float:
     """The same calls through the tracker's own client (tracker.http.client) in a bare loop."""
-    transport = HttpClient(concurrency, 10.0)
+    client = HttpClient(concurrency, 10.0)
     url = base + "/api/getStatus/"
     it = iter(refs)
     done = 0
@@ -77,13 +77,13 @@ async def bare_own_loop(base: str, creds: dict, refs: list[str], concurrency: in
         nonlocal done
         for ref in it:
             params = {"user_id": creds["user_id"], "api_key": creds["api_key"], "msg_id": ref}
-            done += (await transport(HttpRequest("GET", url, params=params))).status == 200
+            done += (await client(HttpRequest("GET", url, params=params))).status == 200
     try:
         began = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         return done / (time.perf_counter() - began)
     finally:
-        await transport.close()
+        await client.close()
 
 
 async def tracker_round(pool: asyncpg.Pool, n: int, meter: CpuMeter) -> float:
