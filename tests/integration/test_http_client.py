@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import ssl
 
 import orjson
@@ -59,8 +60,9 @@ async def sized(request: web.Request) -> web.Response:
     return web.Response(body=b"y" * int(request.query["n"]))
 
 
-@pytest.fixture
-async def server():
+@contextlib.asynccontextmanager
+async def serving(tls: ssl.SSLContext | None = None):
+    """The echo, chunked and sized routes on 127.0.0.1: (what the echo saw, the base URL)."""
     app = web.Application()
     app[SEEN] = Seen()
     app.router.add_route("*", "/echo", echo)
@@ -68,11 +70,18 @@ async def server():
     app.router.add_get("/sized", sized)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    yield app[SEEN], f"http://127.0.0.1:{port}"
-    await runner.cleanup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls).start()
+        host, port = runner.addresses[0][:2]
+        yield app[SEEN], f"{'https' if tls else 'http'}://{host}:{port}"
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def server():
+    async with serving() as served:
+        yield served
 
 
 async def raw_server(answer):
@@ -258,22 +267,14 @@ async def test_tls_is_verified():
     ca = trustme.CA()
     served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1").configure_cert(served)
-    app = web.Application()
-    app[SEEN] = Seen()
-    app.router.add_get("/echo", echo)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=served)
-    await site.start()
-    url = f"https://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/echo"
     trusting = ssl.create_default_context()
     ca.configure_trust(trusting)
     good, default = HttpClient(1, 5.0, tls=trusting), HttpClient(1, 5.0)
-    try:
-        assert (await good(HttpRequest("GET", url))).status == 200
-        with pytest.raises(TransportError, match="^cannot connect: TLS CERTIFICATE_VERIFY_FAILED$"):
-            await default(HttpRequest("GET", url))  # the system's trust store knows no test CA
-    finally:
-        await good.close()
-        await default.close()
-        await runner.cleanup()
+    async with serving(tls=served) as (_, base):
+        try:
+            assert (await good(HttpRequest("GET", base + "/echo"))).status == 200
+            with pytest.raises(TransportError, match="^cannot connect: TLS CERTIFICATE_VERIFY_FAILED$"):
+                await default(HttpRequest("GET", base + "/echo"))  # the system's trust store knows no test CA
+        finally:
+            await good.close()
+            await default.close()
