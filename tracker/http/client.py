@@ -43,6 +43,9 @@ from tracker.adapters.base import HttpRequest, HttpResponse
 KEEPALIVE_S = 15.0  # an idle connection older than this is closed, not reused (aiohttp's default)
 MAX_BODY = 32 * 1024 * 1024
 USER_AGENT = "sms-delivery-tracker/0.1"
+# Two kinds of TransportError that callers tell apart (tracker.sinks.delivery words them).
+TIMEOUT = "timeout"
+CLOSED = "closed the connection without answering"
 
 
 class TransportError(Exception):
@@ -155,7 +158,7 @@ class _Connection(asyncio.Protocol):
             self.answer.set_exception(error)
 
     def _expire(self) -> None:
-        self._fail(TransportError("timeout"))
+        self._fail(TransportError(TIMEOUT))
 
     def close(self) -> None:
         self.closed = True
@@ -256,12 +259,10 @@ class HttpClient:
                     conn, _ = await self._connection(key, deadline, fresh=True)  # stale: once more
                     answer = await conn.exchange(raw, deadline)
             except TimeoutError:  # while connecting
-                raise TransportError("timeout") from None
+                raise TransportError(TIMEOUT) from None
             except _Lost:
-                raise TransportError("closed the connection without answering") from None
+                raise TransportError(CLOSED) from None
             except OSError as e:  # only while connecting: refused, unreachable, no such name, TLS
-                if conn is not None:
-                    conn.close()
                 raise TransportError(f"cannot connect: {_why(e)}") from None
             except BaseException:
                 if conn is not None:

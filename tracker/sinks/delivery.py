@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from typing import Callable
 
 from tracker.adapters.base import HttpRequest
-from tracker.http.client import HttpClient, TooLarge, TransportError
+from tracker.http.client import CLOSED, TIMEOUT, HttpClient, TooLarge, TransportError
 from tracker.logging import scrub
 from tracker.sinks import signing
 from tracker.sinks.policy import Outcome, retry_after, verdict
@@ -35,10 +35,10 @@ def released(c: Claimed) -> Done:
 def describe(e: TransportError, timeout_s: float) -> str:
     """A failed request in words, without its URL (it may hold a token)."""
     kind = str(e)
-    if kind == "timeout":
+    if kind == TIMEOUT:
         return f"no answer within {timeout_s:g} s"
-    if kind == "closed the connection without answering":
-        return "the receiver closed the connection without answering"
+    if kind == CLOSED:
+        return f"the receiver {CLOSED}"
     return kind  # "cannot connect: Connection refused", "malformed answer", ...
 
 
