@@ -14,10 +14,10 @@ import aiohttp
 import orjson
 import pytest
 
+from tests.metrics_support import failures
 from tests.postbacks_support import config_for, postback_url, running, session, settle
 from tests.sinks_support import all_published, wait_until
 from tracker.db.embedded import EmbeddedPostgres
-from tracker.metrics import REGISTRY
 
 
 @pytest.fixture
@@ -37,11 +37,6 @@ def body(ref: str) -> bytes:
     return orjson.dumps({"origin": "SMS_MT", "code": "N202", "status": "Delivered",
                          "to": "15550100000", "tracking-id": ref,
                          "timestamp": "2024-05-01T12:00:00+00:00"})
-
-
-def failures(component: str) -> float:
-    return REGISTRY.get_sample_value("tracker_component_failures_total",
-                                     {"component": component}) or 0.0
 
 
 async def test_database_stopped_mid_stream(cluster):

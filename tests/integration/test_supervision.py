@@ -14,13 +14,13 @@ import pytest
 import structlog
 
 import tracker.postbacks.worker as postbacks_mod
+from tests.metrics_support import failures, metric
 from tests.polling_support import wait_until
 from tests.postbacks_support import config_for, running, session
 from tracker import intake
 from tracker.db import listen as db_listen
 from tracker import logging as tlog
 from tracker.app import Tracker
-from tracker.metrics import REGISTRY
 from tracker.poller.engine import VendorWorker
 
 
@@ -48,15 +48,6 @@ def health_config(dsn: str, **health):
     config = config_for(dsn, sparksender={"base_url": "http://127.0.0.1:9"})  # polled, never called
     values = {"restart_backoff_max_s": 0.2, "failures_before_unready": 2, **health}
     return dataclasses.replace(config, health=dataclasses.replace(config.health, **values))
-
-
-def failures(component: str) -> float:
-    return REGISTRY.get_sample_value("tracker_component_failures_total",
-                                     {"component": component}) or 0.0
-
-
-def metric(name: str, **labels) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 async def readyz(s, base: str) -> tuple[int, dict]:

@@ -7,8 +7,8 @@ import asyncio
 import pytest
 import structlog
 
+from tests.metrics_support import failures
 from tracker.config_types import HealthConfig
-from tracker.metrics import REGISTRY
 from tracker.supervisor import Problem, Supervisor, beat, restart_delay
 
 
@@ -29,11 +29,6 @@ class Delays:
     async def __call__(self, seconds: float) -> None:
         self.asked.append(seconds)
         await asyncio.sleep(0)
-
-
-def failures(component: str) -> float:
-    return REGISTRY.get_sample_value("tracker_component_failures_total",
-                                     {"component": component}) or 0.0
 
 
 def supervisor(**health) -> tuple[Supervisor, Clock, Delays]:
