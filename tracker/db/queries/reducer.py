@@ -44,9 +44,13 @@ _STORE_GIVEN = """o AS (
            o.text, o.event_at, o.received_at, o.failure_code, o.failure_reason,
            o.failure_permanent, o.raw, o.postback_id, o.operator
     FROM o
-    LEFT JOIN LATERAL (  -- one index probe per report, whatever the plan's row estimates
+    -- One index probe per report. OFFSET 0 keeps the planner from turning this into a hash
+    -- join over every message, as it did for small batches on a small table (it reckons on
+    -- 100 rows from any jsonb_array_elements(): tests/integration/test_report_plan.py).
+    LEFT JOIN LATERAL (
         SELECT id FROM tracker.messages m
         WHERE m.vendor = o.vendor AND m.vendor_ref = o.vendor_ref AND m.recipient_key = o.recipient_key
+        OFFSET 0
     ) m ON true
     {only}
     RETURNING id, message_id, vendor, code, state, source,
