@@ -12,6 +12,7 @@ import orjson
 
 from tests.conftest import until_waiting_on_a_lock
 from tests.postbacks_support import TOKENS, config_for, postback_url, running, session, settle
+from tracker.postbacks import CONNECTIONS
 from tracker import logging as tlog
 from tracker import replay
 from tracker.adapters import skycore
@@ -71,6 +72,24 @@ async def test_a_postback_is_stored_and_applied_before_its_200(db_dsn):
         # the secret is nowhere in what was stored
         dump = str([dict(r) for r in await tr.pool.fetch("SELECT * FROM tracker.postbacks")])
         assert TOKENS["skycore"] not in dump
+
+
+async def test_the_postback_path_opens_its_connections_at_start_and_keeps_them(db_dsn):
+    """Before the first postback, and the same backends after a burst: a new backend's first
+    batches are slow (docs/performance.md, session 14)."""
+    async def backends(pool) -> set[int]:
+        return {r["pid"] for r in await pool.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'tracker postbacks'"
+            " AND datname = current_database()")}
+
+    async with running(config_for(db_dsn)) as (tr, base), session() as s:
+        at_start = await backends(tr.pool)
+        assert len(at_start) == CONNECTIONS
+        answers = await asyncio.gather(*(post(s, postback_url(base, "skycore"), sky(f"burst-{i}"))
+                                         for i in range(40)))
+        assert [status for status, _ in answers] == [200] * 40
+        await settle(tr.pool)
+        assert await backends(tr.pool) == at_start
 
 
 async def test_every_answer(db_dsn):

@@ -48,7 +48,10 @@ WRITERS = 2  # group commit batches written at a time (a small one also applied)
 # the values (queries: CLAIM_AND_INSERT_OBSERVATIONS, WRITE_MESSAGES), so they are planned once
 # per connection. Left to choose, PostgreSQL planned the claim anew for every batch, which took
 # as long as running it (0.5 ms; docs/performance.md).
-SESSION_SETTINGS = {"synchronous_commit": "on", "plan_cache_mode": "force_generic_plan"}
+# Named, so that pg_stat_activity tells them apart from the daemon's main pool.
+SESSION_SETTINGS = {"synchronous_commit": "on", "plan_cache_mode": "force_generic_plan",
+                    "application_name": "tracker postbacks"}
+CONNECTIONS = WRITERS + APPLIERS
 
 OK = 200, {"status": "ok"}
 _OK_BODY = orjson.dumps(OK[1])
@@ -106,10 +109,14 @@ class Postbacks:
         self.publisher = next((c for c in getattr(self.tracker, "components", ())
                                if type(c).__name__ == "Publisher"), None)
         dsn = getattr(self.tracker, "dsn", None)
-        if dsn:  # the group commit's writers and the apply worker: connections of their own
+        if dsn:  # the group commit's writers and the apply worker: connections of their own,
+            # made now and kept while idle. A new backend's first batches (its caches, the first
+            # plans, asyncpg's type lookups) took 60-90 ms; with asyncpg's default (an idle
+            # connection closed after 300 s), the first burst after every quiet 5 minutes paid
+            # that again (docs/performance.md, session 14).
             self.pool = await asyncpg.create_pool(
-                dsn, min_size=1, max_size=WRITERS + APPLIERS, reset=_keep_session,
-                server_settings=SESSION_SETTINGS)
+                dsn, min_size=CONNECTIONS, max_size=CONNECTIONS, reset=_keep_session,
+                server_settings=SESSION_SETTINGS, max_inactive_connection_lifetime=0)
             self.own_pool = True
         else:
             self.pool = self.tracker.pool
