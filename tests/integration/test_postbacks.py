@@ -12,13 +12,13 @@ import orjson
 
 from tests.conftest import until_waiting_on_a_lock
 from tests.postbacks_support import TOKENS, config_for, postback_url, running, session, settle
-from tracker.postbacks import CONNECTIONS
 from tracker import logging as tlog
 from tracker import replay
 from tracker.adapters import skycore
 from tracker.core.states import State
 from tracker.db import queries as q
 from tracker.db.embedded import EmbeddedPostgres
+from tracker.postbacks import CONNECTIONS
 
 JSON = {"Content-Type": "application/json"}
 
