@@ -17,9 +17,10 @@ aiohttp's client costs 55-70 us of CPU per call on the benchmark machines where 
   only reads; a webhook receiver dedupes by event id anyway).
 
 Not done: redirects (the answer is returned as it is), proxies, cookies, compression (no
-Accept-Encoding is sent), HTTP/2, 100-continue, HEAD (the parser, not knowing the method,
-would wait for the body its Content-Length announces; no caller sends one). Every failure raises TransportError naming
-its kind in words: requests carry credentials, so neither the URL nor the body is ever in it.
+Accept-Encoding is sent), HTTP/2, 100-continue, HEAD (the parser, not knowing the method, would
+wait for the body its Content-Length announces; no caller sends one). Every failure raises
+TransportError naming its kind in words: requests carry credentials, so neither the URL nor the
+body is ever in it.
 """
 from __future__ import annotations
 
