@@ -4,8 +4,7 @@ statistics say. They always lag: ANALYZE saw next polls in the future, then a ba
 messages and fetched and sorted every one of them to take the first 200."""
 from __future__ import annotations
 
-import orjson
-
+from tests.plan_support import analyzed, most_rows_read, rolled_back
 from tracker.db.queries import polling as q
 
 CLAIM = 200
@@ -26,27 +25,14 @@ async def stale_statistics(conn, vendor: str) -> None:
         WHERE vendor = $1""", vendor)
 
 
-def nodes(plan: dict):
-    yield plan
-    for child in plan.get("Plans", ()):
-        yield from nodes(child)
-
-
 async def rows_read(conn, sql: str, vendor: str) -> tuple[int, list[str]]:
     """The claim run under EXPLAIN ANALYZE, then rolled back: the most rows any scan of
     tracker.messages returned, and the plan's node types."""
-    tx = conn.transaction()
-    await tx.start()
-    try:
-        [explained] = orjson.loads(await conn.fetchval(
-            "EXPLAIN (ANALYZE, FORMAT JSON) " + sql, vendor, CLAIM, "test", 30))
+    async with rolled_back(conn):
+        plan = await analyzed(conn, sql, vendor, CLAIM, "test", 30)
         claimed = await conn.fetchval("SELECT count(*) FROM tracker.messages WHERE lease_owner = 'test'")
-    finally:
-        await tx.rollback()
     assert claimed == CLAIM
-    plan = list(nodes(explained["Plan"]))
-    return max(n["Actual Rows"] for n in plan if n.get("Relation Name") == "messages"), \
-        [n["Node Type"] for n in plan]
+    return most_rows_read(plan, "messages"), [n["Node Type"] for n in plan]
 
 
 async def test_a_claim_reads_its_size_not_the_backlog(pool):

@@ -9,16 +9,11 @@ from datetime import datetime, timezone
 
 import orjson
 
+from tests.plan_support import analyzed, most_rows_read, rolled_back
 from tracker.db.queries import reducer as q
 
 MESSAGES = 10_000
 REPORTS = 4
-
-
-def nodes(plan: dict):
-    yield plan
-    for child in plan.get("Plans", ()):
-        yield from nodes(child)
 
 
 def report(i: int, postback_id: int | None = None) -> list:
@@ -31,13 +26,8 @@ def report(i: int, postback_id: int | None = None) -> list:
 async def most_messages_read(conn, sql: str, *args) -> int:
     """`sql` run under EXPLAIN ANALYZE, then rolled back: the most rows any node reading
     tracker.messages returned."""
-    tx = conn.transaction()
-    await tx.start()
-    try:
-        [explained] = orjson.loads(await conn.fetchval("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, *args))
-    finally:
-        await tx.rollback()
-    return max(n["Actual Rows"] for n in nodes(explained["Plan"]) if n.get("Relation Name") == "messages")
+    async with rolled_back(conn):
+        return most_rows_read(await analyzed(conn, sql, *args), "messages")
 
 
 async def messages(conn) -> None:
