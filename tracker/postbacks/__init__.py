@@ -47,8 +47,8 @@ WRITERS = 2  # group commit batches written at a time (a small one also applied)
 # generic plans, because their statements take batches of ids and keys found by index whatever
 # the values (queries: CLAIM_AND_INSERT_OBSERVATIONS, WRITE_MESSAGES), so they are planned once
 # per connection. Left to choose, PostgreSQL planned the claim anew for every batch, which took
-# as long as running it (0.5 ms; docs/performance.md).
-# Named, so that pg_stat_activity tells them apart from the daemon's main pool.
+# as long as running it (0.5 ms; docs/performance.md). Named, so that pg_stat_activity tells
+# them apart from the daemon's main pool.
 SESSION_SETTINGS = {"synchronous_commit": "on", "plan_cache_mode": "force_generic_plan",
                     "application_name": "tracker postbacks"}
 CONNECTIONS = WRITERS + APPLIERS
