@@ -202,6 +202,9 @@ async def test_ids_are_matched_normalized_and_shown_as_the_vendor_issued_them(po
                                                                state=State.delivered, code="d")])
         events = await conn.fetch("SELECT vendor, vendor_ref FROM tracker.read_events('t', 10)")
         assert dict(events) == shown
+        # A webhook sink's reads too (they showed the normalized id before sql/015).
+        sent = await conn.fetch("SELECT vendor, vendor_ref FROM tracker.read_sink_batch('s', 0, 10)")
+        assert dict(sent) == shown
 
 
 async def test_a_campaign_of_bulk_rows_is_shared_by_batches_and_no_row_is_taken_twice(pool, monkeypatch):
