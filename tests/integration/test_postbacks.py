@@ -92,6 +92,27 @@ async def test_the_postback_path_opens_its_connections_at_start_and_keeps_them(d
         assert await backends(tr.pool) == at_start
 
 
+async def test_the_postback_paths_statements_are_planned_before_the_first_postback(db_dsn):
+    """Each connection of the postback path has prepared and planned the statements of a batch
+    at start, on nothing (the first batches on new connections took 50-90 ms: docs/performance.md,
+    session 15), and that wrote nothing."""
+    hot = [q.INSERT_OBSERVATIONS, q.CLAIM_AND_INSERT_OBSERVATIONS, q.WRITE_MESSAGES]
+    async with running(config_for(db_dsn)) as (tr, _):
+        pool = postback_of(tr).pool
+        conns = [await pool.acquire() for _ in range(CONNECTIONS)]
+        try:
+            planned = [dict(await c.fetch("SELECT statement, generic_plans FROM pg_prepared_statements"
+                                          " WHERE statement = ANY($1::text[])", hot)) for c in conns]
+        finally:
+            for c in conns:
+                await pool.release(c)
+        written = await tr.pool.fetchval(
+            "SELECT (SELECT count(*) FROM tracker.postbacks) + (SELECT count(*) FROM tracker.observations)"
+            " + (SELECT count(*) FROM tracker.transitions) + (SELECT count(*) FROM tracker.route_deltas)")
+    assert planned == [{s: 1 for s in hot}] * CONNECTIONS
+    assert written == 0
+
+
 async def test_every_answer(db_dsn):
     cfg = config_for(db_dsn, http={"max_body_bytes": 2048},
                      engagespark={"allow_networks": ("10.0.0.0/8",)})

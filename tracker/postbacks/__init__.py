@@ -32,6 +32,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from tracker import metrics
 from tracker.adapters.base import ParseError, PostbackRequest
 from tracker.config_types import VENDORS
+from tracker.db import queries as q
 from tracker.logging import get_logger, register_secret
 from tracker.postbacks import core
 from tracker.postbacks.commit import GroupCommit, Unavailable
@@ -83,6 +84,26 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     lock), so the pool's reset round trip (RESET ALL, UNLISTEN *, ...) per use is saved."""
 
 
+async def _warm(conn: asyncpg.Connection) -> None:
+    """Each new connection of the postback path runs its statements once, on nothing, in a
+    transaction rolled back: asyncpg prepares them and looks up their types, the backend
+    plans them and loads the tables and indexes, before a postback waits for any of that (the
+    first batches on new connections took 50-90 ms: docs/performance.md, session 15). A failure
+    here is one to connect: asyncpg drops the connection and the batch that wanted it is
+    answered 503 (at start, the daemon does not start)."""
+    tx = conn.transaction()
+    await tx.start()
+    try:
+        for columns in (q.POSTBACK_COLUMNS, q.APPLIED_POSTBACK_COLUMNS):
+            await conn.copy_records_to_table("postbacks", schema_name="tracker", columns=columns,
+                                             records=[])
+        await conn.fetch(q.INSERT_OBSERVATIONS, "[]", "postback")
+        await conn.fetch(q.CLAIM_AND_INSERT_OBSERVATIONS, "[]", "postback", [])
+        await conn.execute(q.WRITE_MESSAGES, "[]", [], "[]")
+    finally:
+        await tx.rollback()
+
+
 class Postbacks:
     """The daemon component: routes, group commit and the apply worker."""
 
@@ -115,7 +136,7 @@ class Postbacks:
             # connection closed after 300 s), the first burst after every quiet 5 minutes paid
             # that again (docs/performance.md, session 14).
             self.pool = await asyncpg.create_pool(
-                dsn, min_size=CONNECTIONS, max_size=CONNECTIONS, reset=_keep_session,
+                dsn, min_size=CONNECTIONS, max_size=CONNECTIONS, init=_warm, reset=_keep_session,
                 server_settings=SESSION_SETTINGS, max_inactive_connection_lifetime=0)
             self.own_pool = True
         else:
