@@ -83,8 +83,10 @@ class Publisher:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), BACKSTOP_S)
         finally:
+            with contextlib.suppress(*LOST):  # a connection mid-query or broken: the reset below
+                await conn.remove_listener(CHANNEL, self._notified)  # drops it (UNLISTEN *)
             with contextlib.suppress(*LOST):  # a reset that fails closes the connection
-                await pool.release(conn)  # its reset drops the listener (UNLISTEN *)
+                await pool.release(conn)
 
     def _notified(self, *_) -> None:
         self.wake.set()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import sys
+import warnings
 from datetime import datetime, timezone
 
 import orjson
@@ -255,3 +256,14 @@ async def test_the_daemons_orphan_sweep_adopts_recent_orphans_only(db_dsn):
         await wait_until(adopted, 10, step=0.05)
         assert await tr.pool.fetchval(
             "SELECT state::text FROM tracker.messages WHERE vendor_ref = 'OLD'") == "submitted"
+
+
+async def test_a_stopped_tracker_hands_its_connections_back_without_listeners(db_dsn):
+    """asyncpg warns of a connection released with a listener still on it: the journal would show
+    it at every stop, and the listener would have kept a stopped component's callback alive."""
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        async with running(health_config(db_dsn)) as (tr, base), session() as s:
+            await wait_until(lambda: _ready(s, base), 10, step=0.05)  # every component at work
+    left = [str(w.message) for w in seen if "listener" in str(w.message)]
+    assert left == []
