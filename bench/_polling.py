@@ -146,9 +146,9 @@ class Daemon:
         env.update(self.env)
         if "TRACKER_LOOP" in os.environ:  # the event loop chosen for the run (tracker.loop)
             env.setdefault("TRACKER_LOOP", os.environ["TRACKER_LOOP"])
-        self.proc = subprocess.Popen([PY, "-m", "tracker", "--config", str(self.config), "run"],
-                                     stdout=self.log.open("wb"), stderr=subprocess.STDOUT,
-                                     env=env, cwd=str(ROOT))
+        with self.log.open("wb") as out:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen([PY, "-m", "tracker", "--config", str(self.config), "run"],
+                                         stdout=out, stderr=subprocess.STDOUT, env=env, cwd=str(ROOT))
         deadline = time.monotonic() + timeout
         while b"tracker ready" not in self.log.read_bytes():
             if self.proc.poll() is not None or time.monotonic() > deadline:

@@ -209,9 +209,10 @@ class NatsServer:
         self.url = f"nats://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 15.0) -> "NatsServer":
-        log = (self.store_dir / "nats.log").open("ab")
-        self.proc = subprocess.Popen([NATS_SERVER, "-js", "-sd", str(self.store_dir), "-a", "127.0.0.1",
-                                      "-p", str(self.port)], stdout=log, stderr=subprocess.STDOUT)
+        with (self.store_dir / "nats.log").open("ab") as log:  # the child keeps its own copy
+            self.proc = subprocess.Popen([NATS_SERVER, "-js", "-sd", str(self.store_dir), "-a",
+                                          "127.0.0.1", "-p", str(self.port)],
+                                         stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while True:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2):

@@ -51,9 +51,10 @@ def write_config(path: Path, dsn: str, sandbox: Sandbox) -> None:
 
 async def start_daemon(config: Path, log: Path) -> asyncio.subprocess.Process:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKER_")}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tracker", "--config", str(config), "run",
-        stdout=log.open("wb"), stderr=asyncio.subprocess.STDOUT, env=env)
+    with log.open("wb") as out:  # the child has its own copy of the descriptor
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tracker", "--config", str(config), "run",
+            stdout=out, stderr=asyncio.subprocess.STDOUT, env=env)
     deadline = time.monotonic() + 60
     while b"tracker ready" not in log.read_bytes():
         assert proc.returncode is None, log.read_text()

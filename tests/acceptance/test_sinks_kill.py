@@ -28,9 +28,10 @@ pytestmark = [pytest.mark.slow,
 async def start_daemon(config: Path, log: Path) -> asyncio.subprocess.Process:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKER_")}
     before = log.read_bytes().count(b"tracker ready") if log.exists() else 0
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tracker", "--config", str(config), "run",
-        stdout=log.open("ab"), stderr=asyncio.subprocess.STDOUT, env=env)
+    with log.open("ab") as out:  # the child has its own copy of the descriptor
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tracker", "--config", str(config), "run",
+            stdout=out, stderr=asyncio.subprocess.STDOUT, env=env)
     deadline = time.monotonic() + 60
     while log.read_bytes().count(b"tracker ready") <= before:
         assert proc.returncode is None, log.read_text()[-3000:]
