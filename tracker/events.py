@@ -30,9 +30,6 @@ log = get_logger("tracker.events")
 CHANNEL = "tracker_transitions"  # writers notify it when they commit transitions
 BACKSTOP_S = 1.0  # look for unpublished events this often even without a notification
 BATCH = 10_000  # events numbered per transaction
-# The kept connection lost: as DB_ERRORS, and asyncpg's state error when the server went away
-# in the middle of an operation (seen when the database stops; the apply worker treats it alike).
-LOST = (*DB_ERRORS, asyncpg.InternalClientError)
 
 
 class Publisher:
@@ -65,7 +62,7 @@ class Publisher:
         while not self.stopping:
             try:
                 await self._publish_on_one_connection(self.host.pool)
-            except LOST as e:
+            except DB_ERRORS as e:
                 log.warning("publishing events failed; will retry", error=type(e).__name__)
                 await asyncio.sleep(BACKSTOP_S)
 
@@ -83,9 +80,9 @@ class Publisher:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), BACKSTOP_S)
         finally:
-            with contextlib.suppress(*LOST):  # a connection mid-query or broken: the reset below
+            with contextlib.suppress(*DB_ERRORS):  # a connection mid-query or broken: the reset below
                 await conn.remove_listener(CHANNEL, self._notified)  # drops it (UNLISTEN *)
-            with contextlib.suppress(*LOST):  # a reset that fails closes the connection
+            with contextlib.suppress(*DB_ERRORS):  # a reset that fails closes the connection
                 await pool.release(conn)
 
     def _notified(self, *_) -> None:

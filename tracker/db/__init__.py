@@ -5,7 +5,10 @@ import contextlib
 import asyncpg
 
 # What "the database is unavailable right now" looks like: retry later, never give up the work.
-DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
+# InternalClientError: asyncpg's state error when the server went away mid-operation (seen when
+# the database stops).
+DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError,
+             asyncio.TimeoutError)
 
 # Of those, the ones about the connection or the server, not about the data: the same work may
 # succeed later. A data error (a row the database refuses) would fail again.
