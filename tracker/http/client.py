@@ -7,8 +7,9 @@ aiohttp's client costs 55-70 us of CPU per call on the benchmark machines where 
 
 - keep-alive connections per scheme, host and port, at most `connections` requests at once;
   an idle connection is dropped after KEEPALIVE_S or when the server closes it;
-- request bodies with a Content-Length (form, JSON or bytes as given); answers with a
-  Content-Length, chunked, or until the server closes (httptools, llhttp, parses them);
+- requests made into bytes by tracker.http.request (pure; bodies with a Content-Length);
+  answers with a Content-Length, chunked, or until the server closes (httptools, llhttp,
+  parses them);
 - one total timeout per request, connecting included; a limit on the answer's body (past it
   the connection is dropped and TooLarge, a TransportError, still carries the status);
 - TLS with the system's trust store and the host name checked (or a given context);
@@ -19,48 +20,28 @@ aiohttp's client costs 55-70 us of CPU per call on the benchmark machines where 
 Not done: redirects (the answer is returned as it is), proxies, cookies, compression (no
 Accept-Encoding is sent), HTTP/2, 100-continue, HEAD (the parser, not knowing the method, would
 wait for the body its Content-Length announces; no caller sends one). Every failure raises
-TransportError naming its kind in words: requests carry credentials, so neither the URL nor the
-body is ever in it.
+TransportError (tracker.http.errors) naming its kind in words: requests carry credentials, so
+neither the URL nor the body is ever in it.
 """
 from __future__ import annotations
 
 import asyncio
-import functools
 import os
 import socket
 import ssl
 import time
-from base64 import b64encode
 from collections import deque
 from typing import Callable
-from urllib.parse import unquote, urlencode, urlsplit
 
 import httptools
-import orjson
 from multidict import CIMultiDict
 
 from tracker.adapters.base import HttpRequest, HttpResponse
+from tracker.http.errors import CLOSED, TIMEOUT, TooLarge, TransportError
+from tracker.http.request import USER_AGENT, encode
 
 KEEPALIVE_S = 15.0  # an idle connection older than this is closed, not reused (aiohttp's default)
 MAX_BODY = 32 * 1024 * 1024
-USER_AGENT = "sms-delivery-tracker/0.1"
-# Two kinds of TransportError that callers tell apart (tracker.sinks.delivery words them).
-TIMEOUT = "timeout"
-CLOSED = "closed the connection without answering"
-
-
-class TransportError(Exception):
-    """No usable answer (timeout, refused, reset, oversized). The text is the kind of failure."""
-
-
-class TooLarge(TransportError):
-    """The answer's body ran past the limit; its status and headers came."""
-
-    def __init__(self, status: int, headers: CIMultiDict) -> None:
-        super().__init__("answer too large")
-        self.status, self.headers = status, headers
-
-
 class _Connection(asyncio.Protocol):
     """One connection, one exchange at a time. The parser's callbacks fill the answer."""
 
@@ -184,48 +165,6 @@ def _why(e: OSError) -> str:
     if isinstance(e, socket.gaierror) or not e.errno:  # "Name or service not known"
         return e.strerror or type(e).__name__
     return os.strerror(e.errno)  # "Connection refused" (asyncio's own text names the address)
-
-
-@functools.lru_cache(maxsize=1024)
-def _split(url: str) -> tuple[tuple[str, str, int], str, dict]:
-    """The connection key (scheme, host, port), the request target, the headers the URL makes:
-    Host, and Authorization (Basic) from a user and password in it."""
-    u = urlsplit(url)
-    if u.scheme not in ("http", "https") or not u.hostname:
-        raise TransportError("unsupported URL")
-    port = u.port or (443 if u.scheme == "https" else 80)
-    target = (u.path or "/") + (f"?{u.query}" if u.query else "")
-    headers = {"host": ("Host", u.netloc.rpartition("@")[2])}
-    if u.username is not None:
-        user = f"{unquote(u.username)}:{unquote(u.password or '')}"
-        headers["authorization"] = ("Authorization", "Basic " + b64encode(user.encode()).decode())
-    return (u.scheme, u.hostname, port), target, headers
-
-
-def encode(req: HttpRequest, user_agent: str) -> tuple[tuple[str, str, int], bytes]:
-    """The connection key (scheme, host, port) and the request's bytes."""
-    key, target, from_url = _split(req.url)
-    if req.params:
-        target += ("&" if "?" in target else "?") + urlencode(req.params)
-    headers = {**from_url, "user-agent": ("User-Agent", user_agent), "accept": ("Accept", "*/*")}
-    body = b""
-    if req.json is not None:
-        body, headers["content-type"] = orjson.dumps(req.json), ("Content-Type", "application/json")
-    elif req.data is not None:
-        body = urlencode(req.data).encode()
-        headers["content-type"] = ("Content-Type", "application/x-www-form-urlencoded")
-    elif req.content is not None:  # bytes as given: their Content-Type is the caller's
-        body = req.content
-    for k, v in (req.headers or {}).items():
-        headers[k.lower()] = (k, v)  # the caller's own headers win (Accept, Content-Type)
-    if body or req.method not in ("GET", "HEAD", "DELETE", "OPTIONS"):
-        headers["content-length"] = ("Content-Length", str(len(body)))
-    head = (f"{req.method} {target} HTTP/1.1\r\n"
-            + "".join(f"{k}: {v}\r\n" for k, v in headers.values()) + "\r\n")
-    lines = len(headers) + 2
-    if head.count("\n") != lines or head.count("\r") != lines or "\0" in head or " " in target:
-        raise TransportError("invalid request")  # a header or URL that would split the request
-    return key, head.encode("latin-1") + body
 
 
 class HttpClient:

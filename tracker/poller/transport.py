@@ -16,7 +16,8 @@ import inspect
 from typing import TYPE_CHECKING, Awaitable, Callable, Protocol
 
 from tracker.adapters.base import HttpRequest, HttpResponse
-from tracker.http.client import HttpClient, TransportError  # noqa: F401 - TransportError: the seam's
+from tracker.http.client import HttpClient
+from tracker.http.errors import TransportError  # noqa: F401 - the seam's error: callers import it from here
 
 if TYPE_CHECKING:
     from tracker.config_types import VendorConfig

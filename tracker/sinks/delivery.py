@@ -8,7 +8,8 @@ from datetime import datetime, timezone
 from typing import Callable
 
 from tracker.adapters.base import HttpRequest
-from tracker.http.client import CLOSED, TIMEOUT, HttpClient, TooLarge, TransportError
+from tracker.http.client import HttpClient
+from tracker.http.errors import CLOSED, TIMEOUT, TooLarge, TransportError
 from tracker.logging import scrub
 from tracker.sinks import signing
 from tracker.sinks.policy import Outcome, retry_after, verdict
