@@ -84,10 +84,15 @@ def cmd_sinks(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tracker", description="SMS delivery tracker")
     parser.add_argument("--config", help="TOML configuration file (default: $TRACKER_CONFIG)")
+    # `tracker check-config --config F` as well as `tracker --config F check-config`: SUPPRESS
+    # keeps a subcommand without it from overwriting the one given before.
+    config = argparse.ArgumentParser(add_help=False)
+    config.add_argument("--config", default=argparse.SUPPRESS, help="TOML configuration file")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("run", help="run the daemon").set_defaults(func=cmd_run)
-    sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
-    sub.add_parser("check-config", help="validate the configuration").set_defaults(func=cmd_check_config)
+    sub.add_parser("run", help="run the daemon", parents=[config]).set_defaults(func=cmd_run)
+    sub.add_parser("migrate", help="apply database migrations", parents=[config]).set_defaults(func=cmd_migrate)
+    sub.add_parser("check-config", help="validate the configuration",
+                   parents=[config]).set_defaults(func=cmd_check_config)
     sb = sub.add_parser("sandbox", help="run the fake vendors (options: tracker sandbox --help)",
                         add_help=False)
     sb.set_defaults(func=cmd_sandbox)
@@ -95,20 +100,20 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--seconds", type=float, default=60.0, help="stop after this long (default 60)")
     demo.add_argument("--rate", type=float, default=5.0, help="sends per second (default 5)")
     demo.set_defaults(func=cmd_demo)
-    rp = sub.add_parser("replay", help="re-parse stored raw postbacks and apply them again")
+    rp = sub.add_parser("replay", help="re-parse stored raw postbacks and apply them again", parents=[config])
     rp.add_argument("--vendor", help="only this vendor's postbacks")
     rp.add_argument("--since", help="only postbacks received at or after this ISO time")
     rp.set_defaults(func=cmd_replay)
     sk = sub.add_parser("sinks", help="event sinks: status, redrive dead letters, enable after a 410")
     sks = sk.add_subparsers(dest="sinks_command", required=True)
-    sks.add_parser("status", help="each sink's position, lag and last error")
-    rd = sks.add_parser("redrive", help="send a webhook sink's dead letters again")
+    sks.add_parser("status", help="each sink's position, lag and last error", parents=[config])
+    rd = sks.add_parser("redrive", help="send a webhook sink's dead letters again", parents=[config])
     rd.add_argument("name", help="the webhook sink ([sinks.webhooks.NAME])")
     rd.add_argument("--since", help="only events recorded at or after this ISO time")
-    sks.add_parser("enable", help="deliver again to a sink disabled by a 410 Gone").add_argument(
+    sks.add_parser("enable", help="deliver again to a sink disabled by a 410 Gone", parents=[config]).add_argument(
         "name", help="the webhook sink ([sinks.webhooks.NAME])")
-    sks.add_parser("forget", help="drop a sink no longer configured: its cursor, deliveries, dead letters"
-                   ).add_argument("name", help="the sink's name")
+    sks.add_parser("forget", help="drop a sink no longer configured: its cursor, deliveries, dead letters",
+                   parents=[config]).add_argument("name", help="the sink's name")
     sk.set_defaults(func=cmd_sinks)
     args, extra = parser.parse_known_args(argv)
     if args.command != "sandbox" and extra:

@@ -53,17 +53,18 @@ def test_check_config_names_the_key_and_the_reason(tmp_path):
     bad = tmp_path / "tracker.toml"
     bad.write_text('[http]\nlisten = "nowhere"\n[vendors.sparrow]\nrate_limit_per_s = "fast"\n'
                    'api_tokn = "x"\n')
-    p = subprocess.run(TRACKER + ["--config", str(bad), "check-config"], env=env_with(),
-                       capture_output=True, text=True, timeout=30)
-    assert p.returncode == 2
-    assert f"{bad}: http.listen:" in p.stdout and "host:port" in p.stdout
-    assert "vendors.sparrow.rate_limit_per_s" in p.stdout
-    assert "vendors.sparrow.api_tokn" in p.stdout and "api_token" in p.stdout  # did you mean
+    for args in (["--config", str(bad), "check-config"], ["check-config", "--config", str(bad)]):
+        p = subprocess.run(TRACKER + args, env=env_with(), capture_output=True, text=True, timeout=30)
+        assert p.returncode == 2
+        assert f"{bad}: http.listen:" in p.stdout and "host:port" in p.stdout
+        assert "vendors.sparrow.rate_limit_per_s" in p.stdout
+        assert "vendors.sparrow.api_tokn" in p.stdout and "api_token" in p.stdout  # did you mean
     good = tmp_path / "good.toml"
     good.write_text('[http]\nlisten = "127.0.0.1:0"\n')
-    p = subprocess.run(TRACKER + ["--config", str(good), "check-config"], env=env_with(),
-                       capture_output=True, text=True, timeout=30)
-    assert p.returncode == 0 and "config OK" in p.stdout
+    for args in (["--config", str(good), "check-config"], ["check-config", "--config", str(good)],
+                 ["--config", str(bad), "check-config", "--config", str(good)]):  # the later one
+        p = subprocess.run(TRACKER + args, env=env_with(), capture_output=True, text=True, timeout=30)
+        assert p.returncode == 0 and "config OK" in p.stdout, args
 
 
 def _run_until_ready(env, timeout=60):
