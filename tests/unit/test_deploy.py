@@ -59,7 +59,8 @@ def test_every_credential_the_config_reads_is_loaded_by_the_unit_and_vice_versa(
 def test_optional_credentials_are_commented_out_in_both():
     _, unit_optional = unit_credentials()
     _, config_optional = config_credentials()
-    assert set(unit_optional) == set(config_optional) == {"database-dsn"}
+    assert set(unit_optional) == set(config_optional) == {"database-dsn", "twilio-auth-token",
+                                                          "twilio-postback-token"}
 
 
 def test_credentials_come_from_where_the_guide_says():
@@ -80,3 +81,26 @@ def test_the_example_config_starts_with_exactly_the_units_credentials(tmp_path):
     out = io.StringIO()
     assert check_config(str(EXAMPLE), env={"CREDENTIALS_DIRECTORY": str(creds)}, out=out) == 0, out.getvalue()
 
+
+
+def test_twilio_as_the_comments_say_starts_with_the_unit_lines_uncommented(tmp_path):
+    """Twilio is disabled in the example; enabling it as its comments say (its two `_file` lines
+    and the unit's two LoadCredential= lines uncommented) gives a configuration that starts."""
+    loaded, optional = unit_credentials()
+    creds = tmp_path / "credentials"
+    creds.mkdir()
+    for name in [*loaded, "twilio-auth-token", "twilio-postback-token"]:
+        (creds / name).write_text(f"{name}-0123456789abcdef\n")
+    assert {"twilio-auth-token", "twilio-postback-token"} <= set(optional)
+    text = EXAMPLE.read_text().replace("# auth_token_file", "auth_token_file").replace(
+        "# postback_token_file", "postback_token_file")
+    head, sep, twilio = text.partition("[vendors.twilio]\n")
+    assert sep and "enabled = false\n" in twilio
+    config = tmp_path / "tracker.toml"
+    config.write_text(head + sep + twilio.replace("enabled = false\n", "enabled = true\n", 1))
+    out = io.StringIO()
+    assert check_config(str(config), env={"CREDENTIALS_DIRECTORY": str(creds)}, out=out) == 0, out.getvalue()
+    out = io.StringIO()  # and without the unit's Twilio lines, the start fails naming the key
+    (creds / "twilio-auth-token").unlink()
+    assert check_config(str(config), env={"CREDENTIALS_DIRECTORY": str(creds)}, out=out) == 2
+    assert "vendors.twilio.auth_token_file" in out.getvalue()
