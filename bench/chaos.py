@@ -4,7 +4,7 @@
     .venv/bin/python bench/chaos.py --short    # CI: a smaller load, the scenarios that pass
     .venv/bin/python bench/chaos.py --only kill-9,db-crash
 
-Each scenario runs a private PostgreSQL cluster's database, the sandbox's four fake vendors and
+Each scenario runs a private PostgreSQL cluster's database, the sandbox's five fake vendors and
 `tracker run` (each in its own process) under a realistic mixed load (bench/_chaos/load.py),
 with a consumer reading events, and one fault (bench/_chaos/scenarios.py). It prints one row
 per scenario; every figure marked (0) must be zero, and the exit code is 1 when one is not.

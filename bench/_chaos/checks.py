@@ -50,7 +50,7 @@ SELECT (SELECT count(*) FROM tracker.observations WHERE source = 'poll' AND vend
           WHERE t.source = 'poll' AND m.vendor = ANY($1) AND t.recorded_at BETWEEN $2 AND $3)
 """
 POLL_PATHS = {"sparksender": ("/getStatus",), "engagespark": ("/v1/organizations/",),
-              "sparrow": ("/compose/report/",)}
+              "sparrow": ("/compose/report/",), "twilio": ("/Messages/",)}
 
 
 def norm_key(vendor: str, ref: str, recipient: str | None) -> tuple[str, str, str]:

@@ -30,7 +30,8 @@ from tracker.db.migrate import migrate  # noqa: E402
 
 PY = sys.executable
 TEMPLATE = "chaos_template"
-TOKENS = {v: f"chaos-{v}-postback-token-7d1e" for v in ("skycore", "engagespark", "sparrow")}
+TOKENS = {v: f"chaos-{v}-postback-token-7d1e"
+          for v in ("skycore", "engagespark", "sparrow", "twilio")}
 
 
 def free_port() -> int:

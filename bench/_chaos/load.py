@@ -1,7 +1,8 @@
 """The sending application: a realistic mixed load. Every half second it sends messages through
-all four fake vendors over real HTTP (bulk calls and single sends; engageSPARK single sends with
-a `clientPushURL`), and writes what it got into tracker.submissions, as an application does:
-the raw send response (+ request) for most calls, `vendor_ref` + `recipient` rows for some.
+all five fake vendors over real HTTP (bulk calls and single sends; engageSPARK single sends with
+a `clientPushURL`, Twilio sends, single only, with a `StatusCallback`), and writes what it got
+into tracker.submissions, as an application does: the raw send response (+ request) for most
+calls, `vendor_ref` + `recipient` rows for some.
 Each row is written a random moment (up to `hold_s`) after its send, so that postbacks often
 arrive before the row (early postbacks: orphan reports). Campaigns (one bulk call of many
 numbers) come on top at set times. Rows that cannot be written (the database is down) are kept
@@ -26,10 +27,15 @@ from tracker.sandbox.client import SendCall, send_many
 
 INSERT = ("INSERT INTO tracker.submissions (vendor, vendor_ref, recipient, client_ref, request,"
           " response) VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb)")
-PREFIX = {"sparksender": "6391", "engagespark": "6392", "skycore": "1415", "sparrow": "9779"}
+PREFIX = {"sparksender": "6391", "engagespark": "6392", "skycore": "1415", "sparrow": "9779",
+          "twilio": "1628"}
 # Share of the steady load per vendor, and of it, how much goes in bulk calls.
-SHARE = {"sparksender": 0.35, "engagespark": 0.30, "skycore": 0.10, "sparrow": 0.25}
-BULK = {"sparksender": 0.8, "engagespark": 0.6, "skycore": 0.0, "sparrow": 1.0}
+SHARE = {"sparksender": 0.32, "engagespark": 0.27, "skycore": 0.09, "sparrow": 0.22,
+         "twilio": 0.10}
+BULK = {"sparksender": 0.8, "engagespark": 0.6, "skycore": 0.0, "sparrow": 1.0, "twilio": 0.0}
+# Vendors told with each single send where to push its reports (engageSPARK `clientPushURL`,
+# Twilio `StatusCallback`): a live daemon's postback URL, `push_url(vendor)`.
+PUSH_PER_SEND = ("engagespark", "twilio")
 TICK_S = 0.5
 # The application's own writes are durable whatever the database's default (a careful sender's
 # choice; what the tracker must do for its own writes is what the scenarios check).
@@ -72,6 +78,8 @@ def accepted(call: SendCall) -> list[tuple[str, str]]:
     if v == "skycore":
         ok = resp.get("status") == "Success"
         return [(resp["tracking-id"], req["to"])] if ok else []
+    if v == "twilio":  # the Message resource created, or an error object (no sid)
+        return [(resp["sid"], req["To"])] if resp.get("sid") else []
     if resp.get("result") != "00":  # sparrow
         return []
     batch = resp["data"]["batch_id"]
@@ -79,7 +87,7 @@ def accepted(call: SendCall) -> list[tuple[str, str]]:
 
 
 class Load:
-    def __init__(self, vendors: dict[str, dict[str, str]], dsn: str, push_url: Callable[[], str],
+    def __init__(self, vendors: dict[str, dict[str, str]], dsn: str, push_url: Callable[[str], str],
                  rate: float, seed: int, hold_s: float = 1.5) -> None:
         self.vendors, self.dsn, self.push_url = vendors, dsn, push_url
         self.rate, self.hold_s = rate, hold_s
@@ -128,7 +136,7 @@ class Load:
             if n_bulk:
                 self._spawn(vendor, self._numbers(vendor, n_bulk), bulk=True)
             for number in self._numbers(vendor, n - n_bulk):
-                push = self.push_url() if vendor == "engagespark" else None
+                push = self.push_url(vendor) if vendor in PUSH_PER_SEND else None
                 self._spawn(vendor, [number], bulk=False, push=push)
 
     def _spawn(self, vendor: str, numbers: list[str], bulk: bool, push: str | None = None) -> None:

@@ -49,9 +49,10 @@ class Run:
     def live(self) -> list[Daemon]:
         return [d for d in self.daemons if d.alive]
 
-    def push_url(self) -> str:
+    def push_url(self, vendor: str) -> str:
+        """A postback URL given with a send (engageSPARK, Twilio): the live daemons in turn."""
         live = self.live() or self.daemons
-        return live[next(self._turn) % len(live)].postback_url("engagespark")
+        return live[next(self._turn) % len(live)].postback_url(vendor)
 
     @property
     def load_s(self) -> float:
@@ -106,7 +107,7 @@ class Run:
                       batch_size=50, list_poll_min=200, circuit_failures=5, circuit_reset_s=2.0,
                       expected_final_s=60.0)
         out = {}
-        for v in ("sparksender", "engagespark", "skycore", "sparrow"):
+        for v in ("sparksender", "engagespark", "skycore", "sparrow", "twilio"):
             out[v] = {**self.sandbox.vendor(v), **common, "rate_limit_per_s": self.size.limits.get(v, 10.0)}
             if v in TOKENS:
                 out[v]["postback_token"] = TOKENS[v]

@@ -86,9 +86,9 @@ async def throttling(run: Run) -> None:
 
 async def bad_credentials(run: Run) -> None:
     """Every polled vendor refuses the credentials (Spark Sender 6, engageSPARK 401, Sparrow
-    login 401) for `fault_s`, then accepts them again. No poll may change a message meanwhile
-    (postbacks still do: they need no credentials). It begins after the first campaigns, so
-    that many messages are in flight; the application's own sends fail meanwhile."""
+    login 401, Twilio 401) for `fault_s`, then accepts them again. No poll may change a message
+    meanwhile (postbacks still do: they need no credentials). It begins after the first
+    campaigns, so that many messages are in flight; the application's own sends fail meanwhile."""
     await run.at(run.load_s * 0.65)
     began = datetime.now(timezone.utc)
     await run.sandbox.knobs(**{v: {"bad_credentials": True} for v in POLLED})
@@ -108,7 +108,7 @@ async def bad_credentials(run: Run) -> None:
 async def replica_killed(run: Run) -> None:
     """Two daemons share the database; A is killed with SIGKILL halfway and not restarted.
     The vendors' account-wide postback URLs move to B (as a load balancer's health check
-    would); engageSPARK sends name B from then on."""
+    would); engageSPARK and Twilio sends name B from then on."""
     a, b = run.daemons
     await run.at(run.load_s * 0.5)
     await mid_work(run)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 if TYPE_CHECKING:
     from _chaos.run import Run
 
-POLLED = ("sparksender", "engagespark", "sparrow")
+POLLED = ("sparksender", "engagespark", "sparrow", "twilio")
 
 
 @dataclass(frozen=True)
@@ -30,14 +30,16 @@ class Size:
 
 SHORT = Size("short", 10, 40, ((3, "sparksender", 300), (5, "engagespark", 250),
                                (6, "sparrow", 60)), 2, 5, 5_000, 500,
-             {"sparksender": 150.0, "engagespark": 1000.0, "sparrow": 50.0})
+             {"sparksender": 150.0, "engagespark": 1000.0, "sparrow": 50.0, "twilio": 20.0})
 FULL = Size("full", 40, 80, ((8, "sparksender", 1200), (16, "engagespark", 1500),
                              (24, "sparrow", 300), (30, "sparksender", 800)), 3, 12,
-            100_000, 10_000, {"sparksender": 250.0, "engagespark": 1000.0, "sparrow": 60.0})
+            100_000, 10_000, {"sparksender": 250.0, "engagespark": 1000.0, "sparrow": 60.0,
+                              "twilio": 40.0})
 # Vendor time runs 100 times faster: a receipt within 4 s, engageSPARK's deadline 6 s after the
 # send, Skycore's retry 3 s; a postback answer may take 10 real seconds, as the vendors allow.
 # engageSPARK and Sparrow do not publish a postback retry policy: the contract's 503 ("so that
-# the vendor retries") assumes one, so they get Skycore's documented 5 retries here.
+# the vendor retries") assumes one, so they get Skycore's documented 5 retries here (and so do
+# Twilio's status callbacks, which the sandbox otherwise sends once).
 KNOBS = {"time_scale": 0.01, "latency_max_s": 400.0, "deadline_s": 600.0,
          "postback_timeout_s": 1000.0, "postback_retries": 5, "postback_retry_s": 300.0,
          "duplicate_share": 0.1, "out_of_order_share": 0.1, "answer_delay_s": 0.002}
