@@ -42,6 +42,8 @@ from tracker.http.request import USER_AGENT, encode
 
 KEEPALIVE_S = 15.0  # an idle connection older than this is closed, not reused (aiohttp's default)
 MAX_BODY = 32 * 1024 * 1024
+
+
 class _Connection(asyncio.Protocol):
     """One connection, one exchange at a time. The parser's callbacks fill the answer."""
 
