@@ -22,6 +22,7 @@ import asyncpg
 
 from tracker.db import DB_ERRORS
 from tracker.db import queries as q
+from tracker.db.listen import unlisten
 from tracker.logging import get_logger
 from tracker.supervisor import beat
 
@@ -80,8 +81,7 @@ class Publisher:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), BACKSTOP_S)
         finally:
-            with contextlib.suppress(*DB_ERRORS):  # a connection mid-query or broken: the reset below
-                await conn.remove_listener(CHANNEL, self._notified)  # drops it (UNLISTEN *)
+            await unlisten(conn, CHANNEL, self._notified)
             with contextlib.suppress(*DB_ERRORS):  # a reset that fails closes the connection
                 await pool.release(conn)
 

@@ -4,12 +4,14 @@ names it while it keeps failing and is ready again once it recovers; work waitin
 makes /readyz 503 naming who should have done it. Real PostgreSQL, the daemon in-process."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import sys
 import warnings
 from datetime import datetime, timezone
 
+import asyncpg
 import orjson
 import pytest
 import structlog
@@ -267,3 +269,32 @@ async def test_a_stopped_tracker_hands_its_connections_back_without_listeners(db
             await wait_until(lambda: _ready(s, base), 10, step=0.05)  # every component at work
     left = [str(w.message) for w in seen if "listener" in str(w.message)]
     assert left == []
+
+
+@pytest.mark.parametrize("lost", [False, True])
+async def test_a_listening_connection_goes_back_to_the_pool_without_its_listener(pool, lost):
+    """tracker.db.listen.unlisten, on a live connection and on one whose backend was killed (the
+    database restarting): no listener is left for asyncpg to warn of, and the pool's next
+    connection works."""
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        async with pool.acquire() as conn:
+            callback = lambda *_: None  # noqa: E731
+            await conn.add_listener("tracker_test_channel", callback)
+            if lost:
+                pid = conn.get_server_pid()
+                async with pool.acquire() as other:
+                    await other.execute("SELECT pg_terminate_backend($1)", pid)
+
+                async def closed() -> bool:  # asyncpg sees the lost backend on its next use
+                    with contextlib.suppress(*db_listen.DB_ERRORS):
+                        await conn.execute("SELECT 1")
+                    try:
+                        return conn.is_closed()
+                    except asyncpg.InterfaceError:  # the pool took the lost connection back
+                        return True
+
+                await wait_until(closed, 10, step=0.05)
+            await db_listen.unlisten(conn, "tracker_test_channel", callback)
+    assert [str(w.message) for w in seen if "listener" in str(w.message)] == []
+    assert await pool.fetchval("SELECT 1") == 1

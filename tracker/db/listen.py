@@ -44,5 +44,17 @@ async def listen_on(conn: asyncpg.Connection, channel: str, wake: Callable[[], N
         while not conn.is_closed() and not stopping():
             await asyncio.sleep(check_s)
     finally:
-        with contextlib.suppress(*DB_ERRORS):
-            await conn.remove_listener(channel, on_notify)
+        await unlisten(conn, channel, on_notify)
+
+
+async def unlisten(conn: asyncpg.Connection, channel: str, callback: Callable) -> None:
+    """Before a connection goes back to the pool: its listener dropped, so that no stopped
+    component's callback stays on it (asyncpg warns of one at the release). A lost connection
+    cannot UNLISTEN: it is terminated, which drops its listeners, and the pool replaces it.
+    InterfaceError: mid-query (the listener is dropped here all the same, and the pool's reset
+    runs UNLISTEN *), or the pool already took the lost connection back."""
+    with contextlib.suppress(*DB_ERRORS):
+        if conn.is_closed():
+            conn.terminate()
+            return
+        await conn.remove_listener(channel, callback)
