@@ -21,6 +21,7 @@ from _chaos.load import Load
 from _chaos.sink import Receiver, sink_config
 from _chaos.sink import summary as sink_summary
 from _chaos.spec import KNOBS, Result, Scenario, Size
+from tracker.adapters import VENDORS
 
 RECOVERED_LAG_S = 3.0  # caught up: nothing due, waiting or stored is older than this
 STABLE_S = 4.0  # ... and it stays so this long (a dead replica's claims lag only as time passes)
@@ -107,7 +108,7 @@ class Run:
                       batch_size=50, list_poll_min=200, circuit_failures=5, circuit_reset_s=2.0,
                       expected_final_s=60.0)
         out = {}
-        for v in ("sparksender", "engagespark", "skycore", "sparrow", "twilio"):
+        for v in VENDORS:  # the registered vendors: the load sends through every one
             out[v] = {**self.sandbox.vendor(v), **common, "rate_limit_per_s": self.size.limits.get(v, 10.0)}
             if v in TOKENS:
                 out[v]["postback_token"] = TOKENS[v]

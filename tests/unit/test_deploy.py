@@ -82,7 +82,6 @@ def test_the_example_config_starts_with_exactly_the_units_credentials(tmp_path):
     assert check_config(str(EXAMPLE), env={"CREDENTIALS_DIRECTORY": str(creds)}, out=out) == 0, out.getvalue()
 
 
-
 def test_twilio_as_the_comments_say_starts_with_the_unit_lines_uncommented(tmp_path):
     """Twilio is disabled in the example; enabling it as its comments say (its two `_file` lines
     and the unit's two LoadCredential= lines uncommented) gives a configuration that starts."""
