@@ -43,10 +43,12 @@ async def seed(run: Run) -> fuzz_gen.Refs:
         [f"fz{rng.getrandbits(40):010x}" for _ in range(SEED)],
         [f"SMS20261201T10{i // 60:02d}{i % 60:02d}-1234-{i:04d}" for i in range(SEED)],
         [(str(uuid.UUID(int=rng.getrandbits(128), version=4)), f"97798{i:08d}")
-         for i in range(SEED)])
+         for i in range(SEED)],
+        [f"SM{rng.getrandbits(128):032x}" for _ in range(SEED)])
     rows = ([("skycore", r, "14155550100") for r in refs.skycore]
             + [("engagespark", r, "639171234567") for r in refs.engagespark]
             + [("sparrow", b, to) for b, to in refs.sparrow]
+            + [("twilio", sid, "14155550123") for sid in refs.twilio]
             + [("sparksender", str(700000 + i), "639170000000") for i in range(SEED)])
     await run.pool.executemany("INSERT INTO tracker.submissions (vendor, vendor_ref, recipient)"
                                " VALUES ($1, $2, $3)", rows)
@@ -71,6 +73,7 @@ async def fuzz_body(run: Run) -> None:
     before = dict(await run.pool.fetchrow(SNAPSHOT))
     first_row = await run.pool.fetchval("SELECT coalesce(max(id), 0) + 1 FROM tracker.submissions")
     d = run.daemons[0]
+    signer = fuzz_gen.Signer(d.base, run.sandbox.vendor("twilio")["auth_token"])
     statuses: collections.Counter = collections.Counter()
     odd: collections.Counter = collections.Counter()  # kind -> answers that were not 4xx
     unready = collections.Counter()
@@ -81,7 +84,7 @@ async def fuzz_body(run: Run) -> None:
     def next_postback() -> fuzz_gen.Postback:
         nonlocal dropped
         while True:
-            p = fuzz_gen.postback(rng, refs, TOKENS, MAX_BODY)
+            p = fuzz_gen.postback(rng, refs, TOKENS, MAX_BODY, signer)
             if not fuzz_gen.parses(p):
                 return p
             dropped += 1
@@ -90,7 +93,9 @@ async def fuzz_body(run: Run) -> None:
         for _ in range(n):
             p = next_postback()
             url = f"{d.base}/postbacks/{p.vendor}/{p.token}" + (f"?{p.query}" if p.query else "")
-            headers = {"Content-Type": p.content_type} if p.content_type else {}
+            headers = dict(p.headers)
+            if p.content_type:
+                headers["Content-Type"] = p.content_type
             try:
                 async with http.request(p.method, url, data=p.body, headers=headers,
                                         skip_auto_headers=["Content-Type"]) as resp:

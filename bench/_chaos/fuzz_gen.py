@@ -1,6 +1,8 @@
 """Hostile input, generated fast from a seed: postbacks across the pushing vendors' formats
-(Skycore v2 JSON, v1 XML, form; engageSPARK JSON and form; Sparrow JSON) and routes, and
-submission rows. Every one is meant to be refused: a postback with a 4xx, a row with a reason.
+(Skycore v2 JSON, v1 XML, form; engageSPARK JSON and form; Sparrow JSON; Twilio's signed form)
+and routes, and submission rows. Every one is meant to be refused: a postback with a 4xx, a row
+with a reason. A Twilio callback is refused either for its signature (missing, wrong, over
+another URL or body: 403) or, correctly signed, for what its form says (400).
 
 A generated postback that the tracker's own parser would read (tracker.postbacks.core.parse)
 or a row that the intake's pure reader would take (tracker.intake.rows.read_row) is dropped
@@ -13,14 +15,17 @@ import string
 import uuid
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
+from urllib.parse import parse_qsl, urlencode
 
 import orjson
 
 from tracker.adapters.base import ParseError
+from tracker.adapters.twilio_signature import SIGNATURE_HEADER, signature
 from tracker.intake.rows import RowError, read_row
 from tracker.postbacks import core
 
-PUSHERS = ("skycore", "engagespark", "sparrow")
+PUSHERS = ("skycore", "engagespark", "sparrow", "twilio")
+FORM = "application/x-www-form-urlencoded"
 CJK = "漢字送達確認"
 
 
@@ -32,6 +37,8 @@ class Postback(NamedTuple):
     content_type: str | None
     body: bytes
     query: str = ""
+    headers: tuple[tuple[str, str], ...] = ()  # besides Content-Type (Twilio's signature)
+    signed: bool = False  # the signature verifies (a signing vendor's request is read only then)
 
 
 class Refs(NamedTuple):
@@ -40,6 +47,16 @@ class Refs(NamedTuple):
     skycore: list[str]
     engagespark: list[str]
     sparrow: list[tuple[str, str]]  # (batch, recipient)
+    twilio: list[str]  # message SIDs
+
+
+class Signer(NamedTuple):
+    """What a Twilio callback is signed over: the daemon's base URL and the auth token."""
+    base: str
+    auth_token: str
+
+    def url(self, vendor: str, token: str, query: str = "") -> str:
+        return f"{self.base}/postbacks/{vendor}/{token}" + (f"?{query}" if query else "")
 
 
 def valid(rng: random.Random, vendor: str, refs: Refs) -> tuple[dict | bytes, str]:
@@ -58,6 +75,11 @@ def valid(rng: random.Random, vendor: str, refs: Refs) -> tuple[dict | bytes, st
         return {"id": rng.choice(refs.engagespark), "deliveredToTelco": True,
                 "deliveredToPhone": "confirmed", "done": True, "error": "",
                 "deliveryError": ""}, "application/json"
+    if vendor == "twilio":
+        sid = rng.choice(refs.twilio)
+        return urlencode({"MessageSid": sid, "SmsSid": sid, "MessageStatus": "delivered",
+                          "SmsStatus": "delivered", "To": "+14155550123", "From": "+14155550100",
+                          "AccountSid": "AC" + "0" * 32, "ApiVersion": "2010-04-01"}).encode(), FORM
     batch, to = rng.choice(refs.sparrow)
     return {"dlr_type": "instant", "dlr_data": [{"ts": "2026-12-01 10:00:00", "to": to,
                                                  "id": batch, "status": "00"}]}, "application/json"
@@ -111,7 +133,7 @@ def _with_id(vendor: str, doc: dict, change: Any) -> dict:
 
 
 FAKE = Refs(["fake0000ref"], ["SMS20261201T000000-1234-0001"],
-            [("5d7c1f6e-0000-4000-8000-00000000ffff", "9779800000001")])
+            [("5d7c1f6e-0000-4000-8000-00000000ffff", "9779800000001")], ["SM" + "f" * 32])
 
 
 def _xml_bad(rng: random.Random, body: bytes) -> tuple[str, bytes]:
@@ -124,7 +146,49 @@ def _xml_bad(rng: random.Random, body: bytes) -> tuple[str, bytes]:
     return "XML without tracking id", body.replace(b"TRACKINGID", b"TRACKINGXX")
 
 
-def postback(rng: random.Random, refs: Refs, tokens: dict[str, str], max_body: int) -> Postback:
+def _twilio_bad(rng: random.Random, body: bytes, token: str, signer: Signer) -> Postback:
+    """A Twilio status callback refused for its signature (403), or signed as Twilio signs and
+    refused for what its form says (400)."""
+    doc = dict(parse_qsl(body.decode()))
+    url = signer.url("twilio", token)
+
+    def sent(kind: str, form: dict[str, str] | bytes, sig: str | None, signed: bool) -> Postback:
+        raw = form if isinstance(form, bytes) else urlencode(form).encode()
+        return Postback(kind, "POST", "twilio", token, FORM, raw,
+                        headers=() if sig is None else ((SIGNATURE_HEADER, sig),), signed=signed)
+
+    k = rng.randrange(9)
+    if k == 0:
+        return sent("signature missing", doc, None, False)
+    if k == 1:  # the same callback saying something else
+        return sent("signature of another body", doc,
+                    signature(signer.auth_token, url, {**doc, "MessageStatus": "failed"}), False)
+    if k == 2:  # another route's URL (another token)
+        return sent("signature over another URL", doc,
+                    signature(signer.auth_token, signer.url("twilio", token + "0"), doc), False)
+    if k == 3:
+        return sent("signature with another key", doc,
+                    signature(signer.auth_token + "0", url, doc), False)
+    if k == 4:
+        good = signature(signer.auth_token, url, doc)
+        return sent("signature garbled", doc, rng.choice(
+            ["", "x", good[:-2], good.lower(), "=" * 28, good[::-1], "sha1=" + good]), False)
+    if k == 5:  # a byte that is not UTF-8: the form cannot be read, so neither can the signature
+        cut = rng.randrange(len(body))
+        return sent("invalid UTF-8", body[:cut] + b"%ff" + bytes([0xff]) + body[cut:],
+                    signature(signer.auth_token, url, doc), False)
+    # signed as Twilio signs: refused for what it says
+    if k == 6:
+        form, kind = {a: b for a, b in doc.items() if a not in ("MessageSid", "SmsSid")}, "no sid"
+    elif k == 7:
+        form, kind = {**doc, "MessageSid": rng.choice(["", " ", "\t"]), "SmsSid": ""}, "blank sid"
+    else:
+        form, kind = {a: b for a, b in doc.items() if "Status" not in a}, "no status"
+    return sent(kind, form, signature(signer.auth_token, url, form), True)
+
+
+def postback(rng: random.Random, refs: Refs, tokens: dict[str, str], max_body: int,
+             signer: Signer) -> Postback:
     """One hostile request at the postback route."""
     vendor = rng.choice(PUSHERS)
     token = tokens[vendor]
@@ -155,6 +219,8 @@ def postback(rng: random.Random, refs: Refs, tokens: dict[str, str], max_body: i
         return Postback("query only", "GET", vendor, token, None, b"",
                         rng.choice(["x=1", "tracking-id=", "id=", "dlr_data=%00", "a=%ff%fe",
                                     "code=N202", "status=00&to=1"]))
+    if vendor == "twilio":
+        return _twilio_bad(rng, doc, token, signer)
     if isinstance(doc, bytes):
         kind, body = _xml_bad(rng, doc)
     elif vendor == "engagespark" and rng.random() < 0.15:
@@ -175,6 +241,8 @@ BEFORE_PARSING = ("route or token", "method", "oversized", "content type")  # re
 def parses(p: Postback) -> bool:
     """Would the vendor's adapter read it (then it is not surely refused: dropped)?"""
     if p.kind in BEFORE_PARSING or p.vendor not in PUSHERS:
+        return False
+    if p.vendor == "twilio" and not p.signed:  # refused before it is read
         return False
     raw = core.RawPostback(p.vendor, p.method, p.content_type or "", p.query, p.body, None,
                            datetime.now(timezone.utc))
