@@ -1,4 +1,4 @@
 """The chaos suite's parts (bench/chaos.py is the command): env (cluster, sandbox, daemons),
 spec (sizes, shared settings, results), load (the sending application), consumer (an events
 reader), checks (judging against the ground truth), run (one scenario's life), scenarios (the
-faults), fuzz and fuzz_gen (hostile input at scale)."""
+faults), fuzz, fuzz_gen and fuzz_rows (hostile input at scale)."""

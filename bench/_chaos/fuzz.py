@@ -17,7 +17,7 @@ import uuid
 import aiohttp
 import orjson
 
-from _chaos import fuzz_gen
+from _chaos import fuzz_gen, fuzz_rows
 from _chaos.env import TOKENS
 from _chaos.run import Run
 from _chaos.spec import Scenario
@@ -123,8 +123,8 @@ async def fuzz_body(run: Run) -> None:
         while written < size.fuzz_rows:
             batch = []
             while len(batch) < min(500, size.fuzz_rows - written):
-                row = fuzz_gen.row(rrng, MAX_MESSAGES)
-                if fuzz_gen.refused(row, MAX_MESSAGES):
+                row = fuzz_rows.row(rrng, MAX_MESSAGES)
+                if fuzz_rows.refused(row, MAX_MESSAGES):
                     batch.append(row)
             dump = lambda v: None if v is None else orjson.dumps(v).decode()  # noqa: E731
             await run.pool.executemany(INSERT, [
