@@ -133,6 +133,41 @@ async def test_a_row_postgresql_refuses_is_found_by_halving_and_refused_alone(po
         assert await conn.fetchval("SELECT count(*) FROM tracker.observations") == 9
 
 
+async def test_a_recipient_with_digits_int_cannot_read_is_taken_in_by_its_decimal_digits(pool):
+    # '²' is a digit to str.isdigit() but not to int(): planning the row's destination raised,
+    # and the whole batch with it, again at every retry (intake stopped behind one row)
+    async with pool.acquire() as conn:
+        ins = "INSERT INTO tracker.submissions (vendor, vendor_ref, recipient) VALUES ('skycore', $1, $2)"
+        for ref, to in (("A", "14155550100"), ("SUP", "+4² 7700 900123"), ("B", "+٤٤ ٧٧٠٠ ٩٠٠١٢٣")):
+            await conn.execute(ins, ref, to)
+        r = await take_in(conn, Config())
+        assert (r.rows, r.refused, r.messages) == (3, 0, 3)
+        got = dict(await conn.fetch("SELECT vendor_ref, recipient FROM tracker.messages"))
+        assert got == {"A": "14155550100", "SUP": "47700900123", "B": "447700900123"}
+
+
+async def test_a_bug_met_while_planning_one_row_refuses_that_row_alone(pool, monkeypatch):
+    # Whatever else in the tracker's own code fails on one row's values: that row is found by
+    # halving and refused with a pointer to the log; the rest are tracked, nothing is retried.
+    import tracker.intake as intake
+    real = intake.plan_chunk
+
+    def plan(rows, vendors, now):
+        if any(o.vendor_ref == "BUG" for r in rows for o in r.observations):
+            raise ValueError("a bug meets this row")
+        return real(rows, vendors, now)
+
+    monkeypatch.setattr(intake, "plan_chunk", plan)
+    async with pool.acquire() as conn:
+        ids = [await good(conn, ref) for ref in ("A", "B", "BUG", "C", "D")]
+        r = await take_in(conn, Config())
+        assert (r.rows, r.refused, r.messages) == (5, 1, 4)
+        row = await outcome(conn, ids[2])
+        assert row["processed_at"] is not None
+        assert row["error"] == "internal error while writing this row (ValueError); see the tracker's log"
+        assert await conn.fetchval("SELECT count(*) FROM tracker.messages") == 4
+
+
 async def test_a_database_problem_that_is_not_the_rows_fault_is_retried_not_refused(pool):
     # Anything else PostgreSQL says (here: a state the database is in) is not a row's fault:
     # take_in raises (the intake loop logs it, counts it and tries again) and changes nothing.

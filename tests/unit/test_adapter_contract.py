@@ -287,6 +287,16 @@ def test_digits_id_text_and_limits():
     assert base.digits("\x00") == "" and base.digits("9" * 100_000) == "9" * 100_000
     with pytest.raises(ParseError):
         base.digits(10 ** 5000)  # Python would refuse its text; a phone number it is not
+    # '²' and '①' are digits to str.isdigit() but not to int(): intake once stopped on them
+    assert base.digits("+4² 7700 900123 ①") == "47700900123"
+    assert base.digits("+٩٧٧ ９８０") == "977980"  # decimal digits of any script, as ASCII
+
+
+@given(st.text(max_size=40) | st.integers(min_value=-10**30, max_value=10**30))
+def test_digits_are_ascii_digits_that_int_reads(value):
+    text = base.digits(value)
+    assert text == "" or (text.isascii() and text.isdigit() and int(text) >= 0)
+    assert len(text) <= len(str(value))
     assert [base.id_text(v) for v in ("007", 14364, True, 1.5, None, [], 10 ** 400)] == \
         ["007", "14364", None, None, None, None, None]
     assert base.as_code(10 ** 5000) is None

@@ -10,6 +10,7 @@ X` stays the one way to reach any of them.
 from __future__ import annotations
 
 import functools
+import unicodedata
 from datetime import datetime, timezone, tzinfo
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Mapping
@@ -78,9 +79,13 @@ def digits(number: Any) -> str:
     if isinstance(number, int) and not isinstance(number, bool) and number.bit_length() > MAX_INT_BITS:
         raise ParseError("phone number is an integer too long to be one")
     text = str(number)
-    if text.isdigit():  # already digits only (the common case): no per-character walk
+    if text.isascii() and text.isdigit():  # already digits only (the common case): no walk
         return text
-    return "".join(ch for ch in text if ch.isdigit())
+    # A decimal digit of any script as its ASCII digit ('٣' -> '3'); what else Python calls a
+    # digit (superscript '²', circled '①') is no digit of a number and is dropped: int() and
+    # the recipient's key must be able to read what this returns.
+    return "".join(ch if ch <= "9" else str(unicodedata.decimal(ch))
+                   for ch in text if ch.isdecimal())
 
 
 def recipient_digits(value: Any) -> str | None:

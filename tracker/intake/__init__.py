@@ -21,6 +21,7 @@ from typing import Any, AsyncIterator, Callable
 import asyncpg
 
 from tracker.config_types import Config
+from tracker.db import is_outage
 from tracker.db import queries as q
 from tracker.db import reducer
 from tracker.db.rows import rows_json
@@ -191,17 +192,27 @@ def _size(row: asyncpg.Record) -> int:
 
 async def _write_isolated(conn: asyncpg.Connection, rows: list[TakenRow], vendors, now: datetime,
                           outcomes: dict[int, _Outcome]) -> tuple[list[int], int]:
-    """Write these rows in a savepoint; if PostgreSQL refuses what one of them says, split them
-    in halves until that row is found, refuse it with PostgreSQL's reason, and write the rest.
-    Returns the ids of the messages made and the number of transitions."""
+    """Write these rows in a savepoint; if PostgreSQL refuses what one of them says, or the
+    planning or writing of one of them meets a bug, split them in halves until that row is
+    found, refuse it with the reason, and write the rest. Returns the ids of the messages made
+    and the number of transitions."""
     try:
         async with conn.transaction():
             return await _write(conn, rows, vendors, now)
-    except asyncpg.PostgresError as e:
-        if not str(getattr(e, "sqlstate", "") or "").startswith(ROW_SQLSTATE_CLASSES):
+    except Exception as e:
+        if isinstance(e, asyncpg.PostgresError):
+            if not str(getattr(e, "sqlstate", "") or "").startswith(ROW_SQLSTATE_CLASSES):
+                raise  # the batch's problem (the caller retries it), not one row's
+        elif is_outage(e) or conn.is_closed():
             raise
         if len(rows) == 1:
-            outcomes[rows[0].id] = _Outcome(error=_refusal(e))
+            if isinstance(e, asyncpg.PostgresError):
+                reason = _refusal(e)
+            else:  # as _read does: the row is refused, the bug is in the log with its traceback
+                log.exception("intake could not write a row", submission_id=rows[0].id)
+                reason = (f"internal error while writing this row ({type(e).__name__}); "
+                          "see the tracker's log")
+            outcomes[rows[0].id] = _Outcome(error=reason)
             return [], 0
         half = len(rows) // 2
         a = await _write_isolated(conn, rows[:half], vendors, now, outcomes)
