@@ -170,7 +170,8 @@ async def test_a_bug_met_while_planning_one_row_refuses_that_row_alone(pool, mon
 
 async def test_a_database_problem_that_is_not_the_rows_fault_is_retried_not_refused(pool):
     # Anything else PostgreSQL says (here: a state the database is in) is not a row's fault:
-    # take_in raises (the intake loop logs it, counts it and tries again) and changes nothing.
+    # take_in raises (the intake loop's supervisor logs it, counts it and starts it again) and
+    # changes nothing.
     async with pool.acquire() as conn:
         await conn.execute(POISON.format(code="55000"))
         for ref in ("A", "POISON", "B"):

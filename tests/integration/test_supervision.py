@@ -192,6 +192,36 @@ async def test_submissions_waiting_too_long_make_readyz_name_intake(db_dsn, monk
         assert metric("tracker_intake_oldest_age_seconds") == 0
 
 
+async def test_a_database_error_that_is_no_outage_in_intake_is_the_supervisors(db_dsn):
+    # PostgreSQL refusing the batch for a reason that is no row's (here: a trigger raising
+    # 55000, object not in prerequisite state) is not an outage to wait out quietly: intake is
+    # counted as failing and named by /readyz until the database takes the rows again.
+    before = sum(failures(c) for c in FAMILY["intake"])
+    async with running(health_config(db_dsn)) as (tr, base), session() as s:
+        await tr.pool.execute("""
+            CREATE FUNCTION tracker.test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN RAISE EXCEPTION 'not now' USING ERRCODE = '55000'; END $$;
+            CREATE TRIGGER test_refuse BEFORE INSERT ON tracker.messages
+                FOR EACH ROW EXECUTE FUNCTION tracker.test_refuse();""")
+        try:
+            await tr.pool.execute("INSERT INTO tracker.submissions (vendor, vendor_ref, recipient)"
+                                  " VALUES ('sparksender', 'refused-1', '639170000001')")
+
+            async def failing() -> bool:
+                status, body = await readyz(s, base)
+                return status == 503 and any("ObjectNotInPrerequisiteStateError" in r
+                                             for c in FAMILY["intake"] for r in named(body, c))
+
+            await wait_until(failing, 10, step=0.1)
+            assert sum(failures(c) for c in FAMILY["intake"]) - before >= 2
+        finally:
+            await tr.pool.execute("DROP TRIGGER test_refuse ON tracker.messages;"
+                                  " DROP FUNCTION tracker.test_refuse()")
+        await wait_until(lambda: _none_waiting(tr), 10, step=0.05)
+        await wait_until(lambda: _ready(s, base), 10, step=0.1)
+        assert await tr.pool.fetchval("SELECT error FROM tracker.submissions") is None
+
+
 async def _none_waiting(tr) -> bool:
     return not await tr.pool.fetchval("SELECT count(*) FROM tracker.submissions WHERE processed_at IS NULL")
 
@@ -219,6 +249,20 @@ async def test_postbacks_not_applied_in_time_make_readyz_name_postbacks(db_dsn, 
         assert metric("tracker_postbacks_oldest_age_seconds") > 0.3
         fault.armed = False
         await wait_until(lambda: _ready(s, base), 15, step=0.1)
+
+
+async def test_a_created_at_the_sender_wrote_cannot_break_the_age_of_what_waits(pool):
+    # created_at is the sender's column: 'infinity' once made the age query raise, and /readyz
+    # then blamed the database; a time in the future counts as now, '-infinity' as 2000-01-01.
+    from tracker.db import queries as q
+    sid = await pool.fetchval("INSERT INTO tracker.submissions (vendor, vendor_ref, created_at)"
+                              " VALUES ('skycore', 'T', 'infinity') RETURNING id")
+    for when, low, high in (("infinity", 0, 1), ("9999-01-01", 0, 1),
+                            ("-infinity", 26 * 365 * 86400, 200 * 365 * 86400)):
+        await pool.execute("UPDATE tracker.submissions SET created_at = $2::text::timestamptz"
+                           " WHERE id = $1", sid, when)
+        age = (await pool.fetchrow(q.OLDEST_WAITING))["intake_s"]
+        assert low <= age < high, (when, age)
 
 
 async def test_intake_counts_rows_taken_and_refused(db_dsn):

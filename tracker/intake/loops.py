@@ -2,8 +2,10 @@
 (take_in), woken by NOTIFY tracker_intake, with their own timer as the backstop.
 
 Two loops by default (intake.workers): one reads and plans in Python while the other's batch is
-written by PostgreSQL; they claim disjoint rows (FOR UPDATE SKIP LOCKED). A database error is
-logged and the loop tries again at its next wake-up; the supervisor restarts a loop that dies.
+written by PostgreSQL; they claim disjoint rows (FOR UPDATE SKIP LOCKED). The database being
+unavailable is logged and the loop tries again at its next wake-up. Any other error (one that
+is no row's fault: a row's is refused with the row) ends the loop: the supervisor logs and
+counts it, starts the loop again with backoff, and /readyz names intake while it keeps failing.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import asyncio
 import contextlib
 
 from tracker import intake, metrics
-from tracker.db import DB_ERRORS
+from tracker.db import DB_ERRORS, is_outage
 from tracker.db.listen import listen
 from tracker.logging import get_logger
 from tracker.supervisor import beat
@@ -55,7 +57,10 @@ class IntakeLoops:
                     log.info("intake", rows=result.rows, messages=result.messages, refused=result.refused)
                     continue  # maybe more waiting (a batch is also cut short by its bytes)
             except DB_ERRORS as e:
-                log.warning("intake failed; will retry", error=str(e))
+                if not is_outage(e):
+                    raise  # the supervisor's: logged, counted, restarted, in /readyz
+                log.warning("intake: database unavailable; will retry", error=type(e).__name__,
+                            detail=str(e)[:200])
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), config.intake.sweep_interval_s)
 

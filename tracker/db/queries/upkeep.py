@@ -50,10 +50,13 @@ MIGRATIONS_TABLE_EXISTS = "SELECT to_regclass('tracker.schema_migrations') IS NO
 # --- health (tracker.supervisor, /readyz) ------------------------------------------------------
 
 # How long the oldest submission row not taken in yet and the oldest stored postback not applied
-# yet have waited, in seconds (NULL: none waits). Two lookups in the partial indexes.
+# yet have waited, in seconds (NULL: none waits). Two lookups in the partial indexes. A row's
+# created_at is the sender's to write: one in the future counts as now, and 'infinity' or
+# '-infinity' as a finite time (subtracting them raised, and /readyz blamed the database).
 OLDEST_WAITING = """
 SELECT extract(epoch FROM clock_timestamp() - (
-           SELECT created_at FROM tracker.submissions WHERE processed_at IS NULL ORDER BY id LIMIT 1
+           SELECT greatest(least(created_at, now()), timestamptz '2000-01-01')
+           FROM tracker.submissions WHERE processed_at IS NULL ORDER BY id LIMIT 1
        ))::float8 AS intake_s,
        extract(epoch FROM clock_timestamp() - (
            SELECT received_at FROM tracker.postbacks WHERE processed_at IS NULL ORDER BY id LIMIT 1
