@@ -32,6 +32,7 @@ from tracker.config_types import RetentionConfig
 from tracker.db import DB_ERRORS
 from tracker.db import queries as q
 from tracker.logging import get_logger, scrub
+from tracker.supervisor import beat
 
 log = get_logger("tracker.retention")
 
@@ -90,6 +91,7 @@ async def sweep_kind(conn: asyncpg.Connection, kind: str, config: RetentionConfi
             out.batches += 1
             out.removed += batch["removed"]
             _add(out, batch["also"])
+            beat().progress()  # a sweep longer than health.wedged_after_s is not a wedged one
             if not batch["old"] or batch["last_id"] is None:
                 break  # reached rows too young to go, or the end of the table
             after = batch["last_id"]

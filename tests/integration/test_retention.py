@@ -8,7 +8,8 @@ import dataclasses
 import pytest
 
 from tracker import metrics, retention
-from tracker.config_types import RetentionConfig
+from tracker.config_types import HealthConfig, RetentionConfig
+from tracker.supervisor import Supervisor
 
 CONFIG = RetentionConfig(observations_days=30, postbacks_days=14, orphans_days=7, transitions_days=30,
                          refused_rows_days=30, final_messages_days=90, batch_size=3, pause_ms=0,
@@ -157,6 +158,27 @@ async def test_a_budget_spent_leaves_the_rest_to_the_next_sweep(pool):
     swept = {s.kind: s for s in await retention.sweep(pool, dataclasses.replace(CONFIG, batch_size=7))}
     assert swept["postbacks"].removed == 50 and swept["postbacks"].batches == 9  # 8 batches, 1 to see the end
     assert metrics.retention_behind.labels("postbacks")._value.get() == 0
+
+
+async def test_a_sweep_longer_than_the_wedge_limit_is_not_wedged_while_its_batches_go_on(pool):
+    # The sweep runs as a supervised job, busy from start to end: each batch done is progress,
+    # or a sweep of more than health.wedged_after_s (120 s by default) made /readyz 503 and
+    # held back the watchdog's ping, and systemd restarted a daemon that was working.
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO tracker.postbacks (vendor, method, body, received_at, processed_at)"
+            " SELECT 'skycore', 'POST', 'x', now() - interval '30 days', now() FROM generate_series(1, 12)")
+    supervisor = Supervisor(HealthConfig(wedged_after_s=0.3))
+    slow = dataclasses.replace(CONFIG, batch_size=1, pause_ms=100)
+    job = asyncio.create_task(supervisor.job("sweep:retention", lambda: retention.sweep(pool, slow))())
+    began, seen = asyncio.get_running_loop().time(), []
+    while not job.done():
+        seen += supervisor.problems()
+        await asyncio.sleep(0.02)
+    await job
+    assert asyncio.get_running_loop().time() - began > 1.0  # several times the wedge limit
+    assert seen == []
+    assert await pool.fetchval("SELECT count(*) FROM tracker.postbacks") == 0
 
 
 async def test_a_batch_that_cannot_have_its_lock_gives_up_soon_and_says_so(pool):
