@@ -215,10 +215,10 @@ async def test_a_campaign_of_bulk_rows_is_shared_by_batches_and_no_row_is_taken_
 
     import orjson
 
-    import tracker.intake as intake
+    import tracker.intake.claims as claims
 
-    monkeypatch.setattr(intake, "FIRST_CLAIM", 2)
-    monkeypatch.setattr(intake, "BATCH_MESSAGES", 300)
+    monkeypatch.setattr(claims, "FIRST_CLAIM", 2)
+    monkeypatch.setattr(claims, "BATCH_MESSAGES", 300)
 
     def bulk(row: int) -> tuple[str, str]:
         response = {"messages": [{"id": f"EC{row}-{i}"} for i in range(100)],

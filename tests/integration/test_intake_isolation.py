@@ -168,6 +168,31 @@ async def test_a_bug_met_while_planning_one_row_refuses_that_row_alone(pool, mon
         assert await conn.fetchval("SELECT count(*) FROM tracker.messages") == 4
 
 
+async def test_a_response_postgresql_cannot_hand_over_is_refused_alone(pool):
+    # 180 million control characters: stored compressed in about 2 MB, under the row limit, but
+    # written out as JSON text ('\\u0001' each) past PostgreSQL's 1 GB: every claim that
+    # fetched it failed (54000), and intake stopped behind it for good.
+    async with pool.acquire() as conn:
+        first = await good(conn, "A")
+        huge = await conn.fetchval(
+            "INSERT INTO tracker.submissions (vendor, response) VALUES ('sparrow',"
+            " jsonb_build_object('x', repeat(chr(1), 180000000))) RETURNING id")
+        after = [await good(conn, ref) for ref in ("B", "C")]
+        taken = refused = 0
+        for _ in range(4):  # the row is found and refused within a few batches
+            r = await take_in(conn, Config())
+            taken, refused = taken + r.rows, refused + r.refused
+            if not r.rows:
+                break
+        assert (taken, refused) == (4, 1)
+        row = await outcome(conn, huge)
+        assert row["processed_at"] is not None
+        assert row["error"].startswith("cannot be handed over: refused by PostgreSQL (54000)")
+        for sid in (first, *after):
+            assert (await outcome(conn, sid))["error"] is None
+        assert await conn.fetchval("SELECT count(*) FROM tracker.messages") == 3
+
+
 async def test_a_database_problem_that_is_not_the_rows_fault_is_retried_not_refused(pool):
     # Anything else PostgreSQL says (here: a state the database is in) is not a row's fault:
     # take_in raises (the intake loop's supervisor logs it, counts it and starts it again) and
@@ -185,10 +210,10 @@ async def test_a_database_problem_that_is_not_the_rows_fault_is_retried_not_refu
 
 
 async def test_a_batch_is_split_by_bytes_and_rows_over_the_row_limit_are_refused(pool, monkeypatch):
-    import tracker.intake as intake
+    import tracker.intake.claims as claims
 
-    monkeypatch.setattr(intake, "BATCH_BYTES", 1500)
-    monkeypatch.setattr(intake, "ROW_BYTES", 2500)
+    monkeypatch.setattr(claims, "BATCH_BYTES", 1500)
+    monkeypatch.setattr(claims, "ROW_BYTES", 2500)
     async with pool.acquire() as conn:
         sizes = [await bad(conn, "INSERT INTO tracker.submissions (vendor, response, request)"
                                  " VALUES ('engagespark', $1::jsonb, $2::jsonb)", *bulk(n, "2030-01-01T00:00:00Z"))

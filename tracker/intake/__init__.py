@@ -12,11 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import math
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, AsyncIterator, Callable
+from typing import Any, Callable
 
 import asyncpg
 
@@ -25,6 +24,7 @@ from tracker.db import is_outage
 from tracker.db import queries as q
 from tracker.db import reducer
 from tracker.db.rows import rows_json
+from tracker.intake.claims import ClaimRefused, Claims, refusal
 from tracker.intake.plan import ChunkPlan, plan_chunk
 from tracker.intake.rows import RowError, TakenRow, read_row
 from tracker.logging import get_logger
@@ -35,10 +35,6 @@ log = get_logger("tracker.intake")
 
 CHUNK_MESSAGES = 10_000  # messages written per savepoint (a row's messages are never split)
 SLICE = 2_000  # messages per statement
-BATCH_BYTES = 16 << 20  # stored response + request bytes claimed per batch, at most
-BATCH_MESSAGES = 2 * CHUNK_MESSAGES  # a batch claims no more rows once it holds this many messages
-FIRST_CLAIM = 10  # rows a batch claims first, to learn how many messages its rows hold
-ROW_BYTES = 16 << 20  # a row whose response or request is stored larger is refused
 OFF_LOOP_BYTES = 64 << 10  # rows and chunks larger than this are read and planned in a thread
 SLICE_S = 0.002  # reading small rows, the loop gets a turn at least this often
 # PostgreSQL refusing what a row says, not the database being unavailable: data exceptions
@@ -63,17 +59,28 @@ class _Outcome:
 
 async def take_in(conn: asyncpg.Connection, config: Config, batch_size: int | None = None) -> IntakeResult:
     """Take in one batch of new submission rows, in one transaction. Returns what it did."""
+    try:
+        return await _take_in(conn, config, batch_size, careful=False)
+    except ClaimRefused:  # rolled back: again, each claim in a savepoint (claims.py)
+        return await _take_in(conn, config, batch_size, careful=True)
+
+
+async def _take_in(conn: asyncpg.Connection, config: Config, batch_size: int | None,
+                   careful: bool) -> IntakeResult:
     now = datetime.now(timezone.utc)
     vendors = config.vendors
     limit = config.intake.max_messages_per_row
     outcomes: dict[int, _Outcome] = {}
     written: list[tuple[list[int], int]] = []  # per chunk: messages made, transitions to notify
     async with _gc_paused() as pause, conn.transaction():
-        claims = _Claims(conn, batch_size or config.intake.batch_size)
+        claims = Claims(conn, batch_size or config.intake.batch_size, careful)
         chunk: list[TakenRow] = []
         size = messages = 0
         slice_began = time.perf_counter()
         async for row in claims.rows(lambda: messages):
+            if row.get("unreadable"):  # claimed bare: PostgreSQL could not hand it over
+                outcomes[row["id"]] = _Outcome(error=row["unreadable"])
+                continue
             big = _size(row) > OFF_LOOP_BYTES
             if big:
                 pause()
@@ -108,41 +115,6 @@ async def take_in(conn: asyncpg.Connection, config: Config, batch_size: int | No
     refused = sum(1 for o in outcomes.values() if o.error is not None)
     return IntakeResult(rows=claims.taken, refused=refused,
                         messages=sum(o.count for o in outcomes.values() if o.error is None))
-
-
-class _Claims:
-    """A batch's rows, claimed a few at a time (queries.CLAIM_SUBMISSIONS): FIRST_CLAIM rows,
-    then as many more as should bring the batch to BATCH_MESSAGES messages at the rate its rows
-    held so far, within `rows_max` rows and BATCH_BYTES stored bytes. A batch of one-message
-    rows is claimed in two statements; a campaign of bulk rows (engageSPARK: 100 messages a
-    row) becomes several batches that the intake loops share, one loop reading and planning
-    while another's batch is written, instead of one loop taking the whole campaign (every
-    row a claim looks at stays locked until commit, so a claim must not look further)."""
-
-    def __init__(self, conn: asyncpg.Connection, rows_max: int) -> None:
-        self.conn = conn
-        self.rows_left, self.bytes_left = rows_max, BATCH_BYTES
-        self.taken = 0  # rows claimed
-        self.after = 0  # the last id claimed
-
-    async def rows(self, messages: Callable[[], int]) -> AsyncIterator[asyncpg.Record]:
-        """Claimed rows, one by one; `messages()`: how many the rows read so far hold."""
-        want = min(FIRST_CLAIM, self.rows_left)
-        while want > 0 and self.bytes_left > 0:
-            rows = await self.conn.fetch(q.CLAIM_SUBMISSIONS, want, self.bytes_left, ROW_BYTES,
-                                         self.after)
-            if rows:
-                self.after = rows[-1]["id"]
-            self.rows_left -= len(rows)
-            self.bytes_left -= sum(r["stored_size"] for r in rows)
-            self.taken += len(rows)
-            for row in rows:
-                yield row
-            if len(rows) < want:  # none left just now, or the bytes are spent
-                return
-            held = messages()
-            per_row = max(held, 1) / self.taken
-            want = min(self.rows_left, math.ceil((BATCH_MESSAGES - held) / per_row))
 
 
 _gc_pauses = 0  # intake loops holding the cyclic garbage collector off
@@ -207,7 +179,7 @@ async def _write_isolated(conn: asyncpg.Connection, rows: list[TakenRow], vendor
             raise
         if len(rows) == 1:
             if isinstance(e, asyncpg.PostgresError):
-                reason = _refusal(e)
+                reason = refusal(e)
             else:  # as _read does: the row is refused, the bug is in the log with its traceback
                 log.exception("intake could not write a row", submission_id=rows[0].id)
                 reason = (f"internal error while writing this row ({type(e).__name__}); "
@@ -220,11 +192,6 @@ async def _write_isolated(conn: asyncpg.Connection, rows: list[TakenRow], vendor
         return a[0] + b[0], a[1] + b[1]
 
 
-def _refusal(e: asyncpg.PostgresError) -> str:
-    text = str(e).replace("\x00", "")
-    if len(text) > 300:
-        text = text[:297] + "..."
-    return f"refused by PostgreSQL ({e.sqlstate}): {text}"
 
 
 async def _write(conn: asyncpg.Connection, rows: list[TakenRow], vendors, now: datetime) -> tuple[list[int], int]:

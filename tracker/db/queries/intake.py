@@ -4,7 +4,7 @@
 
 # Claim new rows, oldest first, up to $1 rows and about $2 bytes of stored response + request
 # (so that a batch of large rows stays small in memory); rows another intake holds are passed
-# over. A batch may claim several times (tracker.intake._Claims), each time past the last id
+# over. A batch may claim several times (tracker.intake.claims), each time past the last id
 # it claimed, $4 (SKIP LOCKED passes over other transactions' rows only, not its own). A row's
 # first look is free of decoding traps: a submitted_at outside the sane range arrives as NULL
 # (its text beside it), a response larger than $3 bytes stored is not fetched.
@@ -35,6 +35,16 @@ SELECT s.id, s.vendor, s.client_ref, s.vendor_ref, s.recipient,
 FROM tracker.submissions s
 JOIN picked p ON p.id = s.id
 ORDER BY s.id
+"""
+
+# The next row after $1, claimed by its id alone: one whose response PostgreSQL cannot hand over
+# (tracker.intake.claims, when careful), to be refused.
+CLAIM_SUBMISSION_BARE = """
+SELECT id FROM tracker.submissions
+WHERE processed_at IS NULL AND id > $1
+ORDER BY id
+LIMIT 1
+FOR UPDATE SKIP LOCKED
 """
 
 # New messages, in the state their submit reports raise them to (tracker.intake.plan); a key
