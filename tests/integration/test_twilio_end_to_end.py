@@ -126,3 +126,41 @@ async def test_callbacks_that_do_not_verify_are_refused_and_change_nothing(db_ds
             assert await tr.pool.fetchval("SELECT count(*) FROM tracker.postbacks") == 0
             states = await tr.pool.fetch("SELECT DISTINCT state::text FROM tracker.messages")
             assert [r["state"] for r in states] == ["accepted"]  # as the send response left them
+
+
+NEVER_SENT = {"delivered": 0.0, "read": 0.0, "failed": 0.0, "rejected": 0.0, "no_receipt": 0.0,
+              "expired": 1.0}  # every message outlives its validity period in Twilio's queue
+
+
+async def test_a_message_that_expired_in_twilios_queue_is_never_sent_and_ends_expired(pool, db_dsn):
+    # Twilio: "Twilio does not send the message" (30036, validity period expired): `failed`
+    # with the code, never `sent` before it; by the code the tracker says `expired`
+    async with Sandbox({**POLLED, **NEVER_SENT}, seed=5) as sb:
+        config = make_config(sb, db_dsn)
+        assert await send(sb, pool, config, VENDOR, NUMBERS[:8]) == 8
+        poller = await start_poller(config, pool)
+        try:
+            async def done() -> bool:
+                await poller.sweep_windows()
+                return await all_final(pool, VENDOR)
+            await wait_until(done, 30, step=0.2)
+        finally:
+            await poller.stop()
+        assert await wrong(pool, sb) == []
+        rows = await pool.fetch("SELECT state::text, failure_code FROM tracker.messages")
+        assert {(r["state"], r["failure_code"]) for r in rows} == {("expired", "30036")}
+        codes = {r["code"] for r in await pool.fetch(
+            "SELECT DISTINCT code FROM tracker.observations WHERE source = 'poll'")}
+        assert "30036" in codes and "sent" not in codes
+
+
+async def test_a_message_that_expired_in_twilios_queue_calls_back_once_failed(db_dsn):
+    async with Sandbox({**PUSHED, **NEVER_SENT, "duplicate_share": 0.0}, seed=11) as sb:
+        async with running(config_for(db_dsn, twilio=dict(sb.credentials[VENDOR]))) as (tr, base):
+            calls = await send_many(sb, VENDOR, NUMBERS[:8], client_push_url=postback_url(base, VENDOR))
+            await submit(tr.pool, calls)
+            assert await eventually(lambda: wrong(tr.pool, sb, "last_real")) == []
+            answered = [p for p in sb.postbacks if p["vendor"] == VENDOR]
+            assert len(answered) == 8 and {(p["kind"], p["status"]) for p in answered} == {("expired", 200)}
+            states = await tr.pool.fetch("SELECT DISTINCT state::text FROM tracker.messages")
+            assert [r["state"] for r in states] == ["expired"]

@@ -75,14 +75,29 @@ def test_the_whole_status_vocabulary(status, state, final):
 @pytest.mark.parametrize("code,state,permanent", [
     ("30001", State.failed, False), ("30003", State.failed, False), ("30004", State.rejected, True),
     ("30005", State.rejected, True), ("30006", State.rejected, True), ("30007", State.rejected, None),
-    ("30008", State.failed, None), ("21610", State.rejected, True), ("39999", State.failed, None)])
+    ("30008", State.failed, None), ("21610", State.rejected, True), ("30036", State.expired, False)])
 def test_error_codes_are_kept_and_refine_the_outcome(code, state, permanent):
     r = tw.parse_status([ok({"sid": SID, "status": "undelivered", "error_code": int(code),
                              "error_message": "vendor words"})], [MessageRef(SID)], NOW)
     [o] = r.observations
     assert (o.state, o.code, o.failure.code, o.failure.permanent) == (state, code, code, permanent)
-    if code == "39999":  # not in the table: the status says failed, the vendor's words are kept
-        assert o.failure.reason == "vendor words"
+
+
+@pytest.mark.parametrize("status", ["undelivered", "failed"])
+def test_an_error_code_not_in_the_table_is_recorded_unmapped_not_guessed(status):
+    # the status is the coarse group; the code, which says why, is one we do not know: counted
+    # and shown as unmapped (tracker.vendor_health), the vendor's words kept
+    r = tw.parse_status([ok({"sid": SID, "status": status, "error_code": 30022,
+                             "error_message": "vendor words"})], [MessageRef(SID)], NOW)
+    [o] = r.observations
+    assert (o.state, o.code, o.text, o.failure) == (None, "30022", "vendor words", None)
+    [c] = tw.parse_postback("POST", "application/x-www-form-urlencoded", {}, urlencode(
+        {"MessageSid": SID, "MessageStatus": status, "ErrorCode": "30022"}).encode(), NOW)
+    assert (c.state, c.code) == (None, "30022")
+    # without a code the status is all there is
+    [n] = tw.parse_postback("POST", "application/x-www-form-urlencoded", {}, urlencode(
+        {"MessageSid": SID, "MessageStatus": status}).encode(), NOW)
+    assert (n.state, n.code) == (State.failed, status)
 
 
 def test_http_answers():

@@ -97,8 +97,10 @@ STATUSES: dict[str, tuple[State | None, str]] = {
     "received": (None, "inbound message received"),
 }
 NOT_THROUGH = frozenset({"undelivered", "failed", "canceled", "partially_delivered"})
-# ErrorCode -> (state, reason, permanent): what stopped a message. Other codes keep the status's
-# state (failed) with the code and the vendor's words.
+# ErrorCode -> (state, reason, permanent): what stopped a message. Another code of `undelivered`
+# or `failed` is recorded unmapped (state None, its code and the vendor's words: counted and
+# shown in tracker.vendor_health), never guessed from the coarse status; without a code, the
+# status is all there is (failed).
 ERROR_CODES: dict[str, tuple[State, str, bool | None]] = {
     "30001": (State.failed, "queue overflow", False),
     "30002": (State.failed, "account suspended", None),
@@ -112,6 +114,7 @@ ERROR_CODES: dict[str, tuple[State, str, bool | None]] = {
     "30010": (State.rejected, "message price exceeds max price", False),
     "30032": (State.rejected, "toll-free number not verified", None),
     "30034": (State.rejected, "message from an unregistered number (A2P 10DLC)", None),
+    "30036": (State.expired, "validity period expired", False),  # never sent: queued too long
     "21211": (State.rejected, "invalid 'To' number", True),
     "21408": (State.rejected, "sending to this region is not enabled", None),
     "21610": (State.rejected, "the recipient unsubscribed", True),
@@ -186,6 +189,10 @@ def _observation(*, ref: str, recipient: str | None, status: Any, error_code: An
         known = ERROR_CODES.get(code) if code else None
         if known is not None:
             state, text, permanent = known
+        elif code and word in ("undelivered", "failed"):  # a detailed code we do not know
+            return Observation(vendor=NAME, vendor_ref=normalize_ref(ref), recipient=recipient,
+                               state=None, code=code, text=error_text or text, event_at=event_at,
+                               raw=raw, issued_ref=issued_ref)
         else:
             permanent = False if word == "canceled" else None
             text = error_text or text

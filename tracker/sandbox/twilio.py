@@ -13,9 +13,11 @@ HTTP basic auth (AccountSid, AuthToken) on every call.
   `AccountSid`, `From`, `To`, `ApiVersion`, `ErrorCode` (undelivered), `RawDlrDoneDate`
   (delivered, undelivered), signed with `X-Twilio-Signature` over the StatusCallback URL as
   given (the public one: `Sandbox.set_proxy` carries it to loopback).
-Twilio has no "expired" status: the sandbox reports an expiry as undelivered. Sandbox choices
-(the documentation does not say): an inactive, suspended or unfunded account is 401 with code
-20005 on every call, maintenance is 503; callbacks are sent once (no retries).
+A message that never left Twilio's queue (30001 queue overflow: "queued for 10 hours and then
+they automatically fail"; 30036 validity period expired: "Twilio does not send the message") is
+`failed`, never `sent` before it. Sandbox choices (the documentation does not say): an inactive,
+suspended or unfunded account is 401 with code 20005 on every call, maintenance is 503;
+callbacks are sent once (no retries).
 """
 from __future__ import annotations
 
@@ -34,8 +36,10 @@ from tracker.sandbox.truth import Message
 
 API = "/2010-04-01/Accounts/{account}"
 STATUS = {"sent": "sent", "delivered": "delivered", "read": "read", "failed": "undelivered",
-          "rejected": "undelivered"}
+          "rejected": "undelivered", "expired": "failed"}
+NEVER_SENT = frozenset({"30001", "30036"})  # failed in Twilio's queue: `failed`, never `sent`
 ERRORS = {"30001": "Queue overflow", "30003": "Unreachable destination handset",
+          "30036": "Validity Period Expired",
           "30004": "Message blocked", "30005": "Unknown destination handset",
           "30006": "Landline or unreachable carrier",
           "30007": "Message filtered (carrier violation)", "30008": "Unknown error"}
@@ -55,9 +59,9 @@ def sign(token: str, url: str, params: dict[str, str]) -> str:
 
 class Twilio(Vendor):
     name = "twilio"
-    FATE_MAP = {"expired": "failed"}
     CODES = {"delivered": ("delivered",), "read": ("read",), "failed": ("30003", "30008", "30001"),
-             "rejected": ("30004", "30005", "30006", "30007"), "no_receipt": ("sent",)}
+             "rejected": ("30004", "30005", "30006", "30007"), "expired": ("30036",),
+             "no_receipt": ("sent",)}
     CREDENTIALS = {"account_sid": "AC00000000000000000000000000sandbox",
                    "auth_token": "sandbox-twilio-auth-token"}
     SENDER = "+15005550006"
@@ -88,19 +92,30 @@ class Twilio(Vendor):
         return None
 
     # -- the Message resource --
+    @staticmethod
+    def status(msg: Message, state: str) -> str | None:
+        """Twilio's status for a step of the timeline; None: a step it does not show."""
+        if msg.code in NEVER_SENT:
+            return None if state == "sent" else "failed"
+        return STATUS[state]
+
     def resource(self, msg: Message, state: str, since: float) -> dict[str, Any]:
         d = msg.data
-        if state == "accepted":
+        never_sent = msg.code in NEVER_SENT and state == "sent"
+        if state == "accepted" or never_sent:
+            if never_sent:
+                state, since = "accepted", msg.t0
             sent_at = msg.time_of("sent") or since
             status = "queued" if self.now() - since < (sent_at - since) / 2 else "sending"
         else:
-            status = STATUS[state]
-        failed = status == "undelivered"
+            status = self.status(msg, state)
+        failed = status in ("undelivered", "failed")
         sid, account = msg.ref, self.creds["account_sid"]
         return {
             "account_sid": account, "api_version": "2010-04-01", "body": d["body"],
             "date_created": format_datetime(msg.wall0), "date_sent": (
-                format_datetime(msg.wall(msg.time_of("sent"))) if state != "accepted" else None),
+                format_datetime(msg.wall(msg.time_of("sent")))
+                if state != "accepted" and msg.code not in NEVER_SENT else None),
             "date_updated": format_datetime(msg.wall(since)), "direction": "outbound-api",
             "error_code": int(msg.code) if failed else None,
             "error_message": ERRORS.get(msg.code) if failed else None,
@@ -149,11 +164,13 @@ class Twilio(Vendor):
             return []
         out = []
         for t, state in msg.timeline[1:]:
-            status = STATUS[state]
+            status = self.status(msg, state)
+            if status is None:
+                continue
             params = {"AccountSid": self.creds["account_sid"], "ApiVersion": "2010-04-01",
                       "From": msg.data["from"], "MessageSid": msg.ref, "MessageStatus": status,
                       "SmsSid": msg.ref, "SmsStatus": status, "To": "+" + msg.recipient}
-            if status == "undelivered":
+            if status in ("undelivered", "failed"):
                 params["ErrorCode"] = msg.code
             if status in ("delivered", "undelivered"):
                 params["RawDlrDoneDate"] = msg.wall(t).strftime("%y%m%d%H%M")
