@@ -164,3 +164,22 @@ async def test_a_message_that_expired_in_twilios_queue_calls_back_once_failed(db
             assert len(answered) == 8 and {(p["kind"], p["status"]) for p in answered} == {("expired", 200)}
             states = await tr.pool.fetch("SELECT DISTINCT state::text FROM tracker.messages")
             assert [r["state"] for r in states] == ["expired"]
+
+
+async def test_a_callback_url_with_escapes_verifies_as_twilio_signed_it(db_dsn):
+    # Twilio signs the StatusCallback exactly as given, escapes and all ("including ... URL-
+    # encoded characters", its error 57012): the URL must not be normalized before the check
+    import aiohttp
+    from urllib.parse import urlencode
+    from tracker.adapters.twilio_signature import signature
+    creds = {"account_sid": "AC" + "0" * 32, "auth_token": "the-auth-token"}
+    async with running(config_for(db_dsn, twilio=creds)) as (tr, base):
+        params = {"MessageSid": "SM" + "a" * 32, "MessageStatus": "sent"}
+        async with aiohttp.ClientSession() as s:
+            for query in ("ref=order%2F42", "x=%7Etilde&y=%3d", "plain=1"):
+                url = postback_url(base, VENDOR) + "?" + query
+                sig = signature(creds["auth_token"], url, params)
+                async with s.post(aiohttp.client.URL(url, encoded=True), data=urlencode(params),
+                                  headers={"X-Twilio-Signature": sig, "Content-Type":
+                                           "application/x-www-form-urlencoded"}) as r:
+                    assert r.status == 200, (query, await r.text())
