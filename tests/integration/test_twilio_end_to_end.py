@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import asyncio
 from typing import Callable
+from urllib.parse import urlencode
 
+import aiohttp
 import orjson
 import pytest
 
 from tests.polling_support import all_final, db_states, make_config, send, start_poller, wait_until
 from tests.postbacks_support import TOKENS, config_for, postback_url, running
+from tracker.adapters.twilio_signature import signature
 from tracker.sandbox import Sandbox, send_many
 
 VENDOR = "twilio"
@@ -57,19 +60,24 @@ async def clean_chains(pool) -> None:
         assert len(set(r["t"])) == len(r["t"]), r  # no state entered twice
 
 
+async def poll_until_final(config, pool) -> None:
+    """Poll Twilio (windows swept too) until every message is final."""
+    poller = await start_poller(config, pool)
+    try:
+        async def done() -> bool:
+            await poller.sweep_windows()
+            return await all_final(pool, VENDOR)
+        await wait_until(done, 30, step=0.2)
+    finally:
+        await poller.stop()
+
+
 async def test_twilio_is_polled_until_the_ground_truth(pool, db_dsn):
     async with Sandbox(POLLED, seed=3) as sb:
         config = make_config(sb, db_dsn)
         made = await send(sb, pool, config, VENDOR, NUMBERS + ["12"])  # "12": refused at once
         assert made == len(NUMBERS) + 1
-        poller = await start_poller(config, pool)
-        try:
-            async def done() -> bool:
-                await poller.sweep_windows()
-                return await all_final(pool, VENDOR)
-            await wait_until(done, 30, step=0.2)
-        finally:
-            await poller.stop()
+        await poll_until_final(config, pool)
         assert await wrong(pool, sb) == []
         async with pool.acquire() as conn:
             rejected = await conn.fetchrow("SELECT * FROM tracker.messages WHERE vendor = 'twilio'"
@@ -138,14 +146,7 @@ async def test_a_message_that_expired_in_twilios_queue_is_never_sent_and_ends_ex
     async with Sandbox({**POLLED, **NEVER_SENT}, seed=5) as sb:
         config = make_config(sb, db_dsn)
         assert await send(sb, pool, config, VENDOR, NUMBERS[:8]) == 8
-        poller = await start_poller(config, pool)
-        try:
-            async def done() -> bool:
-                await poller.sweep_windows()
-                return await all_final(pool, VENDOR)
-            await wait_until(done, 30, step=0.2)
-        finally:
-            await poller.stop()
+        await poll_until_final(config, pool)
         assert await wrong(pool, sb) == []
         rows = await pool.fetch("SELECT state::text, failure_code FROM tracker.messages")
         assert {(r["state"], r["failure_code"]) for r in rows} == {("expired", "30036")}
@@ -169,9 +170,6 @@ async def test_a_message_that_expired_in_twilios_queue_calls_back_once_failed(db
 async def test_a_callback_url_with_escapes_verifies_as_twilio_signed_it(db_dsn):
     # Twilio signs the StatusCallback exactly as given, escapes and all ("including ... URL-
     # encoded characters", its error 57012): the URL must not be normalized before the check
-    import aiohttp
-    from urllib.parse import urlencode
-    from tracker.adapters.twilio_signature import signature
     creds = {"account_sid": "AC" + "0" * 32, "auth_token": "the-auth-token"}
     async with running(config_for(db_dsn, twilio=creds)) as (tr, base):
         params = {"MessageSid": "SM" + "a" * 32, "MessageStatus": "sent"}
