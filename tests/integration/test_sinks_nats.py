@@ -1,15 +1,24 @@
 """The NATS JetStream sink against a real nats-server with JetStream (started here on a free
 port, stopped here): every event published once per Nats-Msg-Id, on its subject, in order per
-message, the cursor moved only on the publish acknowledgement; a missing stream; a broker restart."""
+message, the cursor moved only on the publish acknowledgement; a missing stream; a broker restart;
+a broker unreachable or silent at start (reported, backed off from, no hold-up of a stop); an
+event the stream refuses (dead-lettered, redriven)."""
 from __future__ import annotations
+
+import asyncio
+import time
 
 import nats
 import pytest
+import structlog
 
+from tests.metrics_support import metric
 from tests.postbacks_support import running
 from tests.sinks_support import (NatsServer, check_stream, config, events, make_messages,
                                  nats_available, report, stream_count, stream_messages, wait_until)
+from tracker.app import Tracker
 from tracker.core.states import State
+from tracker.sinks import store
 
 pytestmark = pytest.mark.skipif(not nats_available(), reason="nats-server is not installed (.ci/run installs it)")
 
@@ -25,8 +34,8 @@ def broker(tmp_path):
         server.stop()
 
 
-def sink(broker: NatsServer, **changes) -> dict:
-    return {"servers": (broker.url,), "stream": STREAM, "subject_prefix": "sms.events",
+def sink(broker: NatsServer | None, **changes) -> dict:
+    return {"servers": (broker.url,) if broker else (), "stream": STREAM, "subject_prefix": "sms.events",
             "create_stream": True, "timeout_s": 2.0, **changes}
 
 
@@ -71,6 +80,116 @@ async def test_a_broker_restart_loses_and_repeats_nothing(db_dsn, pool, broker):
         await wait_until(lambda: _count_is(broker.url, 90), 40, "all 90 events after the restart")
         await wait_until(lambda: _behind(pool, 0), 20, "the cursor at the end")
     check_stream(await stream_messages(broker.url), await events(pool))
+
+
+async def test_an_unreachable_broker_is_reported_backed_off_from_then_used_once_up(db_dsn, pool, tmp_path):
+    # nats-py alone would try the first connection forever: no last_error, no backoff, a
+    # warning twice a second. Nothing listens on the broker's port until it is started here.
+    later = NatsServer(tmp_path)
+    await make_messages(pool, ["a", "b"])
+    try:
+        with structlog.testing.capture_logs() as logs:
+            async with running(config(db_dsn, nats={"bus": sink(later, timeout_s=1.0)})):
+                await report(pool, ["a", "b"], State.sent)
+                await wait_until(lambda: _error_mentions(pool, "ConnectionRefusedError"), 10,
+                                 "the unreachable broker in last_error")
+                seen = await _failure_times(pool, 4, 20)
+                # 0.5 s doubling: the 4th failure at least 0.5 + 1 + 2 s after the 1st
+                assert seen[-1] - seen[0] >= 3.5 * 0.9, seen
+                assert await _behind(pool, 2)  # nothing acknowledged, nothing skipped
+                later.start()
+                await wait_until(lambda: _behind(pool, 0), 30, "the events published once the broker is up")
+        check_stream(await stream_messages(later.url), await events(pool))
+    finally:
+        later.stop()
+    retries = [e for e in logs if e["event"] == "NATS sink: not published; will retry"]
+    assert 4 <= len(retries) <= 6, len(retries)  # one per backoff, not one per nats-py attempt
+    assert not [e for e in logs if e["event"] == "NATS connection error"]  # its first connection's are ours
+    assert await _error_mentions(pool, "could not connect to the broker")
+
+
+async def test_a_broker_that_never_answers_holds_up_neither_the_error_nor_a_stop(db_dsn, pool):
+    # A port that accepts connections and says nothing: each attempt waits out its timeout.
+    accepted: list[asyncio.StreamWriter] = []
+    hole = await asyncio.start_server(lambda _r, w: accepted.append(w), "127.0.0.1", 0)
+    port = hole.sockets[0].getsockname()[1]
+    url = f"nats://127.0.0.1:{port}"
+    try:
+        async with running(config(db_dsn, nats={"bus": {**sink(None, timeout_s=1.0), "servers": (url,)}})):
+            await wait_until(lambda: _error_mentions(pool, "could not connect to the broker"), 10,
+                             "the silent broker in last_error")
+        with structlog.testing.capture_logs() as logs:
+            tracker = Tracker(config(db_dsn, nats={"bus": {**sink(None, timeout_s=5.0), "servers": (url,)}}))
+            await tracker.start()
+            try:
+                seen = len(accepted)
+                await wait_until(lambda: len(accepted) > seen, 10, "the sink connecting")
+            finally:
+                started = time.monotonic()
+                await tracker.stop()  # while its attempt waits for the broker's INFO (5 s)
+        assert time.monotonic() - started < 3.0
+        assert not [e for e in logs if e["event"].startswith("component did not stop in time")]
+    finally:
+        for w in accepted:
+            w.close()
+        hole.close()
+        await hole.wait_closed()
+
+
+async def test_an_event_the_stream_refuses_is_dead_lettered_holds_up_nothing_and_is_redriven(db_dsn, pool, broker):
+    # An event over the stream's max_msg_size is refused (JetStream error 10054) however often it
+    # is sent: it becomes a dead letter, as a webhook's would, and the sink goes on.
+    nc = await nats.connect(broker.url)
+    js = nc.jetstream()
+    await js.add_stream(name=STREAM, subjects=["sms.events.>"], max_msg_size=1024)
+    refs = [f"m{i}" for i in range(10)]
+    await make_messages(pool, refs)
+    await pool.execute("INSERT INTO tracker.messages (vendor, vendor_ref, recipient, client_ref)"
+                       " VALUES ('sparksender', 'big', '1555big', repeat('x', 2000))")
+    dead_before = metric("tracker_sink_deliveries_total", sink="bus", outcome="dead")
+    try:
+        async with running(config(db_dsn, nats={"bus": sink(broker, create_stream=False)})):
+            await report(pool, ["big", *refs], State.accepted)
+            await report(pool, ["big", *refs], State.sent)
+            await wait_until(lambda: _count_is(broker.url, 20), 20, "the 20 events that fit")
+            await wait_until(lambda: _status_is(pool, events_behind=0, dead_letters=2), 20,
+                             "the cursor at the end, the big message's 2 events dead letters")
+            failed = await pool.fetch("SELECT * FROM tracker.sink_failures WHERE sink = 'bus'")
+            assert all("max_msg_size" in f["last_error"] for f in failed), [dict(f) for f in failed]
+            assert metric("tracker_sink_deliveries_total", sink="bus", outcome="dead") - dead_before == 2
+            big = await pool.fetchval("SELECT id FROM tracker.messages WHERE vendor_ref = 'big'")
+            evs = await events(pool)
+            check_stream(await stream_messages(broker.url), [e for e in evs if e["message_id"] != big])
+
+            await js.update_stream(name=STREAM, subjects=["sms.events.>"], max_msg_size=-1)
+            async with pool.acquire() as conn:
+                assert await store.redrive(conn, "bus", None) == 2  # as `tracker sinks redrive bus`
+            await wait_until(lambda: _count_is(broker.url, 22), 20, "the redriven events published")
+            await wait_until(lambda: _status_is(pool, events_behind=0, dead_letters=0, pending=0), 20,
+                             "nothing pending, no dead letter")
+    finally:
+        await nc.close()
+    check_stream(await stream_messages(broker.url), await events(pool))
+
+
+async def _status_is(pool, **want) -> bool:
+    st = await pool.fetchrow("SELECT * FROM tracker.sink_status WHERE sink = 'bus'")
+    return st is not None and all(st[k] == v for k, v in want.items())
+
+
+async def _failure_times(pool, n: int, timeout: float) -> list[float]:
+    """The sink's next `n` distinct last_error_at times (seconds), as they are written."""
+    seen: list[float] = []
+
+    async def another() -> bool:
+        at = await pool.fetchval("SELECT extract(epoch FROM last_error_at)::float8 FROM tracker.sinks"
+                                 " WHERE name = 'bus'")
+        if at is not None and (not seen or at != seen[-1]):
+            seen.append(at)
+        return len(seen) >= n
+
+    await wait_until(another, timeout, f"{n} failures recorded", step=0.02)
+    return seen
 
 
 async def _count_is(url: str, n: int) -> bool:

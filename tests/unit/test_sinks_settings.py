@@ -162,3 +162,25 @@ def test_check_config_command_output(tmp_path):
     out = io.StringIO()
     assert config.check_config(str(path), {}, out) == 0
     assert "sink crm: webhook to https://crm.example.com" in out.getvalue() and "abc123456" not in out.getvalue()
+
+
+@pytest.mark.parametrize("url", [
+    "https//hooks.example.com/services/T0/B0/sEcReTtOkEn123?sig=abcdef12",  # a missing ':'
+    "ftp://hooks.example.com/services/T0/B0/sEcReTtOkEn123?sig=abcdef12",
+    "https://hooks.example.com:99999/services/T0/B0/sEcReTtOkEn123?sig=abcdef12",
+    "sEcReTtOkEn123:abcdef12/services",
+])
+def test_a_refused_url_never_shows_its_path_query_or_credentials(tmp_path, url):
+    # The path and query of a webhook URL are secret (settings.secrets_of): receivers put
+    # tokens there. A refused URL says what is wrong with its scheme and host only.
+    found = problems(tmp_path, f'[sinks.webhooks.ops]\nurl = "{url}"\nsecrets = ["{SECRET}"]\n'
+                               '[sinks.nats.bus]\nservers = ["http://someone:pa55word@127.0.0.1:4222/x"]\n')
+    text = "\n".join(found)
+    assert any("sinks.webhooks.ops.url: expected a URL with a host" in p for p in found), text
+    assert any("sinks.nats.bus.servers: server 1: expected a URL with a host" in p for p in found), text
+    for secret in ("sEcReTtOkEn123", "abcdef12", "services", "pa55word", "someone"):
+        assert secret.lower() not in text.lower(), (secret, text)
+    if url.startswith("ftp:"):
+        assert "scheme 'ftp', host 'hooks.example.com'" in text
+    if url.startswith("https//"):
+        assert "https// without its ':'" in text

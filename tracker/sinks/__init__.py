@@ -7,6 +7,7 @@ named sinks, each a durable consumer of the outbox.
 - settings.py the [sinks...] configuration: parsing and checks
 - store.py    the database side: registration, filling, claiming, recording, status
 - webhook.py  a webhook sink's loop          - jetstream.py a NATS JetStream sink's loop
+- natslink.py a NATS sink's connection: a bounded first connect, quiet callbacks
 - component.py the daemon component that runs them under the supervisor
 - cli.py      `tracker sinks status | redrive | enable`
 

@@ -13,6 +13,7 @@ NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 STREAM = re.compile(r"[A-Za-z0-9_-]{1,255}")
 SUBJECT_TOKEN = re.compile(r"[^\s.*>]+")
 NATS_SCHEMES = ("nats", "tls", "ws", "wss")
+SCHEME = re.compile(r"[a-z][a-z0-9+.-]{0,9}")  # shown of a refused URL; a longer one may be a token
 EVENT_STATES = tuple(s.name for s in State if s is not State.submitted)  # never a to_state
 MAX_TIMEOUT_S = 300.0
 MAX_RETRY_DELAY_S = 7 * 86400.0
@@ -66,9 +67,9 @@ def convert(kind: str, value: Any, from_env: bool) -> Any:
     return value
 
 
-def url_problem(url: str, schemes: tuple[str, ...], quote: bool = True) -> str | None:
-    """Why `url` cannot be used (None: it can). Quotes the URL only when asked (no credentials)."""
-    shown = f", got {url[:80]!r}" if quote and "@" not in url else ""
+def url_problem(url: str, schemes: tuple[str, ...]) -> str | None:
+    """Why `url` cannot be used (None: it can). Says at most its scheme and host: a webhook URL's
+    path and query, and any URL's user and password, may hold a token (settings.secrets_of)."""
     try:
         u = urlsplit(url.strip())
         _ = u.port  # raises on a malformed port
@@ -76,8 +77,27 @@ def url_problem(url: str, schemes: tuple[str, ...], quote: bool = True) -> str |
     except ValueError:
         ok = False
     if not ok:
-        return f"expected a URL with a host, starting {' or '.join(s + '://' for s in schemes)}{shown}"
+        colonless = next((f" ({s}// without its ':'?)" for s in schemes
+                          if url.strip().lower().startswith(s + "//")), "")
+        return (f"expected a URL with a host, starting {' or '.join(s + '://' for s in schemes)}, "
+                f"got {_scheme_and_host(url)}{colonless} (the rest is not shown: it may hold a token)")
     return None
+
+
+def _scheme_and_host(url: str) -> str:
+    """What a refused URL may show of itself: a short scheme, the host and whether its port reads."""
+    try:
+        u = urlsplit(url.strip())
+        host = u.hostname
+    except ValueError:
+        return "an unreadable URL"
+    shown = [f"scheme {u.scheme!r}" if SCHEME.fullmatch(u.scheme) else "no scheme",
+             f"host {host[:80]!r}" if host else "no host"]
+    try:
+        _ = u.port
+    except ValueError:
+        shown.append("an unreadable port")
+    return ", ".join(shown)
 
 
 def public_url(url: str) -> str:

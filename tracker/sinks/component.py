@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 
 from tracker import metrics
-from tracker.db import DB_ERRORS
+from tracker.db import DB_ERRORS, is_outage
 from tracker.db.listen import listen
 from tracker.logging import get_logger, register_secret
 from tracker.sinks import settings, store
@@ -83,6 +83,8 @@ class Sinks:
             async with self.tracker.pool.acquire() as conn:
                 rows = await store.status(conn)
         except DB_ERRORS as e:
+            if not is_outage(e):
+                raise  # a refused statement: the supervisor's (sweep:sinks-lag, counted)
             log.warning("sweep failed", sweep="sinks-lag", error=type(e).__name__)
             return
         running = {s.name for s in self.loops}

@@ -8,45 +8,82 @@ after the first was acknowledged, so the stream holds them in order; different m
 concurrently. After a crash or a lost acknowledgement the events after the cursor are published
 again; JetStream drops a repeated Nats-Msg-Id within the stream's duplicate window.
 
-Failure paths: broker unreachable at start, stream missing (and create_stream false), publish
-timeouts or errors (a broker restart), database unavailable: the error is logged, written
-redacted to tracker.sinks.last_error, and the turn is tried again with backoff (0.5 s doubling to
-30 s); the cursor never moves past an event JetStream has not acknowledged.
+Failure paths: broker unreachable or credentials refused at start (the first connection is
+bounded: tracker.sinks.natslink), stream missing (and create_stream false), publish timeouts or
+errors (a broker restart), database unavailable (tracker.db.is_outage): the error is logged,
+written redacted to tracker.sinks.last_error, and the turn is tried again with backoff (0.5 s
+doubling to 30 s); the cursor never moves past an event JetStream has neither acknowledged
+nor refused for good. An event the broker refuses itself (over the stream's max_msg_size or the
+server's max_payload: never_publishable) is dead-lettered into tracker.sink_deliveries in the
+statement that moves the cursor past it, so it holds up nothing; `tracker sinks redrive` makes
+it due again and the loop publishes due rows (claimed, as a webhook sink's) at most a poll
+interval later. A statement the database refuses (no outage) is raised to the supervisor:
+logged, counted, restarted, named by /readyz while it lasts.
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 from datetime import datetime, timezone
 from typing import Sequence
 
 import asyncpg
-import nats
+import orjson
 import nats.errors
 import nats.js.errors
 from nats.js.api import StorageType, StreamConfig
 
 from tracker import metrics
 from tracker.config_types import NatsSinkConfig, SinksConfig
-from tracker.db import DB_ERRORS
+from tracker.db import DB_ERRORS, is_outage
 from tracker.db import queries as q
 from tracker.logging import get_logger, scrub
 from tracker.sinks import store
 from tracker.sinks.event import encode_event
+from tracker.sinks.natslink import Link, NotConnected
+from tracker.sinks.policy import Outcome
 from tracker.supervisor import beat
 
 log = get_logger("tracker.sinks.nats")
 
 NATS_ERRORS = (nats.errors.Error, OSError, asyncio.TimeoutError)
 MAX_BACKOFF_S = 30.0
+LEASE_MARGIN_S = 10.0  # a claimed dead letter's lease: the publish timeout and this
+# JetStream's error codes for a message it will never take, however often it is sent again
+NEVER_PUBLISHABLE = {10054: "larger than the stream's max_msg_size"}
 
 
 class PublishFailed(Exception):
     """Part of a batch was not acknowledged; the cursor stops before it."""
 
 
+def refused_by_database(e: BaseException) -> bool:
+    """A database error that is no outage (a data error, a constraint): not to be retried quietly."""
+    return isinstance(e, DB_ERRORS) and not isinstance(e, (*NATS_ERRORS, PublishFailed)) and not is_outage(e)
+
+
+def never_publishable(e: BaseException) -> bool:
+    """The broker refuses this message itself (not the connection, not the stream): sent again,
+    it would be refused again. Dead-lettered, so that it holds up nothing behind it."""
+    return isinstance(e, nats.errors.MaxPayloadError) or (
+        isinstance(e, nats.js.errors.APIError) and e.err_code in NEVER_PUBLISHABLE)
+
+
 def subject(prefix: str, vendor: str, to_state: str) -> str:
     return f"{prefix}.{vendor}.{to_state}"
+
+
+def body_target(prefix: str, c: store.Claimed) -> tuple[str, bytes, int]:
+    """A stored event's subject, body and id (a row of tracker.sink_deliveries keeps the body only)."""
+    data = orjson.loads(c.body)["data"]
+    return subject(prefix, data["vendor"], data["to_state"]), c.body, c.event_id
+
+
+def refusal(e: BaseException) -> str:
+    """The broker's refusal, redacted, as a dead letter's last_error shows it."""
+    why = NEVER_PUBLISHABLE.get(getattr(e, "err_code", None), "")
+    return scrub(f"{type(e).__name__}: {e}" + (f" ({why})" if why else ""))[:300]
 
 
 def waves(rows: Sequence) -> list[list[int]]:
@@ -64,7 +101,8 @@ def waves(rows: Sequence) -> list[list[int]]:
 
 
 def acked_prefix(acked: Sequence[bool]) -> int:
-    """How many leading events were acknowledged: how far the cursor may move."""
+    """How many leading events were settled (acknowledged or dead-lettered): how far the cursor
+    may move."""
     n = 0
     while n < len(acked) and acked[n]:
         n += 1
@@ -82,14 +120,19 @@ class NatsSink:
         self.stopping = False
         self.published = False  # something was acknowledged since the last failure
         self._counts = {o: metrics.sink_deliveries.labels(self.name, o)
-                        for o in ("delivered", "duplicate", "failed")}
+                        for o in ("delivered", "duplicate", "failed", "dead")}
         self._latency = metrics.sink_delivery_seconds.labels(self.name)
+        self.link = Link(cfg)
+        self.token = secrets.token_hex(8)  # its claims of redriven dead letters
+        self.lease_s = cfg.timeout_s + LEASE_MARGIN_S
+        self.claim_at = 0.0  # loop time: look for redriven dead letters then
 
     def wake(self) -> None:
         self.changed.set()
 
     def stop(self) -> None:
         self.stopping = True
+        self.link.stopped.set()  # a first connection under way gives up
         self.changed.set()
 
     async def run(self) -> None:
@@ -97,12 +140,7 @@ class NatsSink:
         while not self.stopping:
             nc = None
             try:
-                nc = await nats.connect(
-                    servers=list(self.cfg.servers), name=f"sms-delivery-tracker sink {self.name}",
-                    connect_timeout=max(1, int(self.cfg.timeout_s)), allow_reconnect=True,
-                    max_reconnect_attempts=-1, reconnect_time_wait=0.5,
-                    error_cb=self._on_error, disconnected_cb=self._on_disconnected,
-                    reconnected_cb=self._on_reconnected)
+                nc = await self.link.connect()
                 js = nc.jetstream(timeout=self.cfg.timeout_s)
                 await self._ensure_stream(js)
                 log.info("NATS sink started", sink=self.name, stream=self.cfg.stream,
@@ -110,13 +148,16 @@ class NatsSink:
                 await self._publish_loop(js, nc)
                 return
             except (*NATS_ERRORS, *DB_ERRORS, PublishFailed) as e:
+                if refused_by_database(e):
+                    raise  # no remote condition: the supervisor's (logged, counted, /readyz)
+                if self.stopping and isinstance(e, NotConnected):
+                    return  # told to stop while connecting: nothing failed
                 await self._failed(e)
                 if self.published:  # it worked for a while: start the backoff again
                     backoff, self.published = 0.5, False
             finally:
                 if nc is not None:
-                    with contextlib.suppress(Exception):
-                        await nc.close()
+                    await self.link.close(nc)
             if self.stopping:
                 return
             with contextlib.suppress(asyncio.TimeoutError):
@@ -148,6 +189,8 @@ class NatsSink:
             if nc.is_closed:
                 raise PublishFailed("the connection to the broker closed")
             with beat().working():  # progress: a batch published and acknowledged
+                if asyncio.get_running_loop().time() >= self.claim_at:
+                    await self._redriven(js)
                 async with self.pool.acquire() as conn:
                     rows = await conn.fetch(q.READ_SINK_EVENTS, self.consumer, self.batch)
                 if rows:
@@ -158,51 +201,96 @@ class NatsSink:
                 await asyncio.wait_for(self.changed.wait(), self.poll_interval_s)
 
     async def _publish(self, js, rows: Sequence[asyncpg.Record]) -> None:
-        acked = [False] * len(rows)
+        settled = [False] * len(rows)  # acknowledged, or dead-lettered
+        dead: dict[int, BaseException] = {}
         failure: BaseException | None = None
         for wave in waves(rows):
-            answers = await asyncio.gather(*(self._one(js, rows[i]) for i in wave),
+            answers = await asyncio.gather(*(self._one(js, *self._target(rows[i])) for i in wave),
                                            return_exceptions=True)
             for i, answer in zip(wave, answers):
-                if isinstance(answer, BaseException):
+                if isinstance(answer, BaseException) and never_publishable(answer):
+                    dead[i] = answer  # given up: its message's later events go on
+                elif isinstance(answer, BaseException):
                     failure = failure or answer
                     self._counts["failed"].inc()
                     continue
-                acked[i] = True
-                self._counts["duplicate" if answer.duplicate else "delivered"].inc()
+                else:
+                    self._counts["duplicate" if answer.duplicate else "delivered"].inc()
+                settled[i] = True
             if failure is not None:
                 break  # a message's later events wait for its earlier one
-        done = acked_prefix(acked)
+        done = acked_prefix(settled)
         if done:
-            self.published = True
-            now = datetime.now(timezone.utc)
-            async with self.pool.acquire() as conn:
-                await conn.execute(q.ACK_SINK_EVENTS, self.consumer, rows[done - 1]["event_id"])
-                await store.succeeded(conn, self.name)
-            for r in rows[:done]:
-                self._latency.observe(max(0.0, (now - r["recorded_at"]).total_seconds()))
+            await self._settle(rows, done, {i: e for i, e in dead.items() if i < done})
         if failure is not None:
-            raise PublishFailed(f"{done} of {len(rows)} events acknowledged; then "
+            raise PublishFailed(f"{done} of {len(rows)} events settled; then "
                                 f"{type(failure).__name__}: {failure}") from failure
 
-    async def _one(self, js, row: asyncpg.Record):
-        return await js.publish(subject(self.cfg.subject_prefix, row["vendor"], row["to_state"]),
-                                encode_event(row), timeout=self.cfg.timeout_s,
-                                headers={"Nats-Msg-Id": str(row["event_id"])})
+    async def _settle(self, rows: Sequence[asyncpg.Record], done: int, dead: dict[int, BaseException]) -> None:
+        """Move the cursor past the first `done` events, and record the dead ones among them in
+        the same statement (tracker.sink_failures; `tracker sinks redrive` sends them again)."""
+        delivered = done > len(dead)
+        async with self.pool.acquire() as conn:
+            if dead:
+                letters = [store.Unsettled(store.from_outbox(rows[i]), attempts=1, dead=True,
+                                           last_error=refusal(e)) for i, e in dead.items()]
+                await store.settle(conn, self.name, self.token, self.lease_s, letters,
+                                   rows[done - 1]["event_id"], delivered)
+            else:
+                await conn.execute(q.ACK_SINK_EVENTS, self.consumer, rows[done - 1]["event_id"])
+                await store.succeeded(conn, self.name)
+        for i, e in dead.items():
+            self._counts["dead"].inc()
+            log.warning("event dead-lettered", sink=self.name, event_id=rows[i]["event_id"],
+                        error=refusal(e))
+        self.published = self.published or delivered
+        now = datetime.now(timezone.utc)
+        for i, r in enumerate(rows[:done]):
+            if i not in dead:
+                self._latency.observe(max(0.0, (now - r["recorded_at"]).total_seconds()))
+
+    async def _redriven(self, js) -> None:
+        """Publish due rows of tracker.sink_deliveries (dead letters an operator redrove), at
+        most once per poll interval unless a full batch came: claimed, published, recorded."""
+        loop = asyncio.get_running_loop()
+        async with self.pool.acquire() as conn:
+            claimed = await store.claim(conn, self.name, self.batch, self.lease_s, self.token)
+        self.claim_at = loop.time() + (0.0 if len(claimed) >= self.batch else self.poll_interval_s)
+        if not claimed:
+            return
+        answers = await asyncio.gather(*(self._one(js, *body_target(self.cfg.subject_prefix, c))
+                                         for c in claimed), return_exceptions=True)
+        results = []
+        for c, answer in zip(claimed, answers):
+            if not isinstance(answer, BaseException):
+                self._counts["duplicate" if answer.duplicate else "delivered"].inc()
+                results.append(store.Result(c.event_id, Outcome.delivered))
+                continue
+            # refused again: dead again; not sent (broker down): tried again after the backoff's cap
+            outcome = Outcome.dead if never_publishable(answer) else Outcome.failed
+            self._counts[outcome.value].inc()
+            results.append(store.Result(c.event_id, outcome, MAX_BACKOFF_S, None, refusal(answer)))
+        async with self.pool.acquire() as conn:
+            await store.record(conn, self.name, self.token, results)
+        log.info("redriven events published", sink=self.name, claimed=len(claimed),
+                 delivered=sum(r.outcome is Outcome.delivered for r in results))
+
+    def _target(self, row: asyncpg.Record) -> tuple[str, bytes, int]:
+        return (subject(self.cfg.subject_prefix, row["vendor"], row["to_state"]), encode_event(row),
+                row["event_id"])
+
+    async def _one(self, js, to: str, body: bytes, event_id: int):
+        return await js.publish(to, body, timeout=self.cfg.timeout_s,
+                                headers={"Nats-Msg-Id": str(event_id)})
 
     async def _failed(self, e: BaseException) -> None:
         error = scrub(f"{type(e).__name__}: {e}")[:300]
         log.warning("NATS sink: not published; will retry", sink=self.name, error=error)
-        with contextlib.suppress(*DB_ERRORS):
+        try:
             async with self.pool.acquire() as conn:
                 await store.failed(conn, self.name, error)
-
-    # nats-py callbacks: its own reconnecting, in our log
-    async def _on_error(self, e: Exception) -> None:
-        log.warning("NATS connection error", sink=self.name, error=scrub(f"{type(e).__name__}: {e}")[:300])
-
-    async def _on_disconnected(self) -> None:
-        log.warning("NATS connection lost; reconnecting", sink=self.name)
-
-    async def _on_reconnected(self) -> None:
-        log.info("NATS connection back", sink=self.name)
+        except DB_ERRORS as db_error:
+            if not is_outage(db_error):
+                raise
+            log.warning("NATS sink: its error not recorded (database unavailable)", sink=self.name,
+                        error=type(db_error).__name__)

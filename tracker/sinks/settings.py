@@ -215,7 +215,7 @@ class SinkSettings:
             if servers is not None or "servers" not in values:
                 self.problem(src, "", "at least one server is required, e.g. [\"nats://127.0.0.1:4222\"]")
         for i, server in enumerate(servers or ()):
-            if reason := url_problem(server, NATS_SCHEMES, quote=False):
+            if reason := url_problem(server, NATS_SCHEMES):
                 self.problem(values["servers"], "", f"server {i + 1}: {reason}")
         stream = given.get("stream")
         if stream is not None and not STREAM.fullmatch(stream):

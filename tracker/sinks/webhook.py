@@ -17,11 +17,14 @@ Failure paths:
 - 429/502/503/504: the same, never sooner than Retry-After; the sink pauses and halves its
   window; its queued claims are handed back.
 - 410: the sink is disabled (logged, tracker.sink_status.disabled) until `tracker sinks enable`.
-- database unavailable: answers are kept in memory and recorded once it answers; a batch not
-  settled (crash, kill -9) is read again from the cursor and a claimed row not recorded comes
-  due again when its lease ends: both are sent again with the same webhook-id (at least once).
-  A queued claim older than answers.STALE_CLAIM_S is handed back unsent, so that no request can
-  outlive its lease.
+- database unavailable (tracker.db.is_outage): answers are kept in memory and recorded once it
+  answers; a batch not settled (crash, kill -9) is read again from the cursor and a claimed row
+  not recorded comes due again when its lease ends: both are sent again with the same
+  webhook-id (at least once). A queued claim older than answers.STALE_CLAIM_S is handed back
+  unsent, so that no request can outlive its lease.
+- a statement the database refuses (no outage: a data error, a constraint): raised to the
+  supervisor, which logs, counts and restarts the loop, and /readyz names it while it lasts;
+  the batch not settled stays in hand and is settled again after the restart.
 """
 from __future__ import annotations
 
@@ -37,7 +40,7 @@ import asyncpg
 
 from tracker import metrics
 from tracker.config_types import SinksConfig, WebhookSinkConfig
-from tracker.db import DB_ERRORS
+from tracker.db import DB_ERRORS, is_outage
 from tracker.logging import get_logger
 from tracker.sinks import delivery, signing, store
 from tracker.sinks.answers import Answers
@@ -108,8 +111,10 @@ class WebhookSink(Answers):
                      secrets=len(self.keys), concurrency=self.cfg.concurrency)
             try:
                 await self._loop()
-            finally:
-                await self._finish()
+            except BaseException:
+                await self._finish(failing=True)  # the loop's own error is the one reported
+                raise
+            await self._finish()
 
     async def _loop(self) -> None:
         last_read, more, backoff = -math.inf, False, 0.5
@@ -138,6 +143,8 @@ class WebhookSink(Answers):
                     beat().progress()
                 backoff = 0.5
             except DB_ERRORS as e:
+                if not is_outage(e):
+                    raise  # a statement refused: the supervisor's (logged, counted, restarted, /readyz)
                 log.warning("webhook sink: database unavailable; will retry", sink=self.name,
                             error=type(e).__name__)
                 await asyncio.sleep(backoff)
@@ -251,10 +258,11 @@ class WebhookSink(Answers):
             log.debug("read batch settled", sink=self.name, into_table=len(rows),
                       handed_over=len(handed_over))
 
-    async def _finish(self) -> None:
+    async def _finish(self, failing: bool = False) -> None:
         """On the way out: hand back what is queued, give requests in flight their time,
         record what came back and settle the batch; what is left is sent again (its lease
-        ends, or the cursor is still before it)."""
+        ends, or the cursor is still before it). A refused statement is raised (the
+        supervisor's) unless the loop is failing already."""
         self._hand_back_queue()
         if self.in_flight:
             await asyncio.wait(list(self.in_flight), timeout=self.cfg.timeout_s)
@@ -268,5 +276,7 @@ class WebhookSink(Answers):
                     await self._settle(conn)
                 await store.drop_reader(conn, self.name, self.token)
         except DB_ERRORS as e:
+            if not (failing or is_outage(e)):
+                raise
             log.warning("webhook sink: answers not recorded; those events will be sent again",
                         sink=self.name, error=type(e).__name__)

@@ -1,0 +1,107 @@
+"""A sink's own unexpected errors are the supervisor's (DESIGN §9): a statement PostgreSQL
+refuses in a sink's database work (no outage: here a trigger raising check_violation when the
+sink's cursor is written) is logged, counted as tracker_component_failures_total{component=
+"sink:<name>"}, the loop restarts, /readyz names it while it lasts; once the database takes the
+statement again, every event is delivered and the cursor reaches the end. Real PostgreSQL, a
+real receiver on loopback, a real nats-server."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from tests.metrics_support import failures
+from tests.postbacks_support import running, session
+from tests.sinks_support import (NatsServer, Receiver, check_stream, config, events, make_messages,
+                                 nats_available, new_secret, report, stream_messages, wait_until)
+from tracker.core.states import State
+
+REFUSE = """
+CREATE FUNCTION tracker.test_refuse_cursor() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.consumer = 'sink:{sink}' THEN
+        RAISE EXCEPTION 'cursor refused by the test' USING ERRCODE = 'check_violation';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER test_refuse_cursor BEFORE INSERT OR UPDATE ON tracker.consumers
+    FOR EACH ROW EXECUTE FUNCTION tracker.test_refuse_cursor();
+"""
+ALLOW = "DROP TRIGGER test_refuse_cursor ON tracker.consumers; DROP FUNCTION tracker.test_refuse_cursor()"
+
+
+def supervised(cfg):
+    health = dataclasses.replace(cfg.health, restart_backoff_max_s=0.5, failures_before_unready=2)
+    return dataclasses.replace(cfg, health=health)
+
+
+async def readyz(s, base: str) -> tuple[int, dict]:
+    async with s.get(base + "/readyz") as r:
+        return r.status, await r.json()
+
+
+async def refused_until_allowed(pool, tr, base: str, sink: str, refs: list[str]) -> None:
+    """Refuse the sink's cursor, make events, see the supervisor count and name the sink, then
+    allow it again and see it ready."""
+    component = f"sink:{sink}"
+    before = failures(component)
+    await pool.execute(REFUSE.format(sink=sink))
+    async with session() as s:
+        try:
+            await report(pool, refs, State.sent)
+
+            async def named() -> bool:
+                status, body = await readyz(s, base)
+                return status == 503 and any(
+                    p["component"] == component and "CheckViolationError" in p["reason"]
+                    for p in body.get("problems", []))
+
+            await wait_until(named, 20, f"/readyz naming {component}", step=0.1)
+            assert failures(component) - before >= 2  # counted, and restarted after each
+            assert await behind(pool, sink) == len(refs)  # nothing skipped meanwhile
+        finally:
+            await pool.execute(ALLOW)
+        await wait_until(lambda: behind(pool, sink, 0), 30, "the cursor at the end")
+
+        async def ready() -> bool:
+            return (await readyz(s, base))[0] == 200
+
+        await wait_until(ready, 20, "ready again", step=0.1)
+
+
+async def behind(pool, sink: str, n: int | None = None):
+    got = await pool.fetchval("SELECT events_behind FROM tracker.sink_status WHERE sink = $1", sink)
+    return got if n is None else got == n
+
+
+async def test_a_refused_statement_in_a_webhook_sink_is_the_supervisors(db_dsn, pool):
+    secret = new_secret()
+    rx = await Receiver([secret]).start()
+    refs = [f"w{i}" for i in range(5)]
+    try:
+        await make_messages(pool, refs)
+        hook = {"url": rx.url, "secrets": (secret,), "timeout_s": 2.0, "retry_schedule_s": [0, 0.2]}
+        async with running(supervised(config(db_dsn, webhooks={"crm": hook}))) as (tr, base):
+            await refused_until_allowed(pool, tr, base, "crm", refs)
+            await wait_until(lambda: len(rx.delivered_ids()) == 5, 20, "5 events delivered")
+    finally:
+        await rx.stop()
+    assert rx.delivered_ids() == {e["event_id"] for e in await events(pool)}
+    assert all(d.verified for d in rx.requests)
+
+
+@pytest.mark.skipif(not nats_available(), reason="nats-server is not installed (.ci/run installs it)")
+async def test_a_refused_statement_in_a_nats_sink_is_the_supervisors(db_dsn, pool, tmp_path):
+    broker = NatsServer(tmp_path).start()
+    refs = [f"n{i}" for i in range(5)]
+    try:
+        await make_messages(pool, refs)
+        bus = {"servers": (broker.url,), "stream": "SMS_EVENTS", "subject_prefix": "sms.events",
+               "create_stream": True, "timeout_s": 2.0}
+        async with running(supervised(config(db_dsn, nats={"bus": bus}))) as (tr, base):
+            await refused_until_allowed(pool, tr, base, "bus", refs)
+            # a remote that works is no error of the sink: last_error holds nothing of this
+            assert await pool.fetchval("SELECT last_error FROM tracker.sinks WHERE name = 'bus'") is None
+        check_stream(await stream_messages(broker.url), await events(pool))
+    finally:
+        broker.stop()
