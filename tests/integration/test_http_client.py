@@ -246,6 +246,34 @@ async def test_a_broken_answer_is_a_transport_error(reply, kind):
         srv.close()
 
 
+async def test_endless_headers_are_cut_off_and_a_big_body_after_short_ones_is_not():
+    # an answer whose headers never end: the parser would keep them all (1.4 GB in 3 s once,
+    # until the request's timeout); past MAX_HEAD the connection is dropped at once
+    async def answer(reader, writer, n):
+        await read_head(reader)
+        if n == 1:
+            writer.write(b"HTTP/1.1 200 OK\r\n")
+            for i in range(2000):
+                writer.write(b"X-Filler-%d: %s\r\n" % (i, b"y" * 100))
+                await writer.drain()
+            await reader.read()  # never ends them: holds on until the client hangs up
+        else:  # headers, then 1 MB of body in the same reads
+            body = b"z" * (1 << 20)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    srv, base = await raw_server(answer)
+    t = HttpClient(1, 20.0)
+    try:
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(TransportError, match="^answer's headers over 65536 bytes$"):
+            await t(HttpRequest("GET", base + "/x"))
+        assert asyncio.get_running_loop().time() - started < 10  # not the request's timeout
+        big = await t(HttpRequest("GET", base + "/y"))
+        assert big.status == 200 and len(big.body) == 1 << 20
+    finally:
+        await t.close()
+        srv.close()
+
+
 async def test_refused_and_unsendable_requests():
     t = HttpClient(1, 5.0)
     srv, base = await raw_server(lambda *a: asyncio.sleep(0))

@@ -505,6 +505,22 @@ async def test_requests_queued_for_the_rate_limit_never_go_inside_a_retry_after(
     assert len(clock_times) == 8
 
 
+@pytest.mark.parametrize("given, paused_s", [
+    ("0", 1.0), ("-3", 1.0), ("Wed, 21 Oct 2015 07:28:00 GMT", 1.0),  # no wait left: still throttled
+    ("1e400", 600.0), ("Fri, 31 Dec 9999 23:59:59 GMT", 600.0)])  # capped at max_poll_interval_s
+async def test_a_429_pauses_at_least_a_second_and_at_most_a_poll_interval(given, paused_s):
+    calls = []
+
+    def vendor(req):
+        calls.append(req)
+        return answer({"error": "slow down"}, 429, **{"Retry-After": given})
+
+    client = VendorClient(VendorConfig("x", rate_limit_per_s=100.0, max_poll_interval_s=600.0),
+                          MockTransport(vendor))
+    await client.fetch(HttpRequest("GET", "http://x.test/"))
+    assert paused_s - 0.5 < client.pause_left() <= paused_s
+
+
 async def test_a_list_claim_is_leased_for_its_requests_not_one_per_message(pool, clock, worker_of):
     # A daemon killed holding a list claim once stranded its messages for 17 minutes: the lease
     # was one request per message at the vendor's rate (found by bench/chaos.py).

@@ -10,8 +10,9 @@ aiohttp's client costs 55-70 us of CPU per call on the benchmark machines where 
 - requests made into bytes by tracker.http.request (pure; bodies with a Content-Length);
   answers with a Content-Length, chunked, or until the server closes (httptools, llhttp,
   parses them);
-- one total timeout per request, connecting included; a limit on the answer's body (past it
-  the connection is dropped and TooLarge, a TransportError, still carries the status);
+- one total timeout per request, connecting included; a limit on the answer's headers (past it
+  the connection is dropped: TransportError) and on its body (past it the connection is dropped
+  and TooLarge, a TransportError, still carries the status);
 - TLS with the system's trust store and the host name checked (or a given context);
 - a request that finds its reused connection closed by the server before any answer came is
   sent once more on a new connection: the server took none of it (a status call or a login
@@ -42,6 +43,7 @@ from tracker.http.request import USER_AGENT, encode
 
 KEEPALIVE_S = 15.0  # an idle connection older than this is closed, not reused (aiohttp's default)
 MAX_BODY = 32 * 1024 * 1024
+MAX_HEAD = 64 * 1024  # an answer's status line and headers, at most (aiohttp's server: 8190 a line)
 
 
 class _Connection(asyncio.Protocol):
@@ -61,6 +63,7 @@ class _Connection(asyncio.Protocol):
         self.headers: list[tuple[str, str]] = []
         self.body: list[bytes] = []
         self.size = 0
+        self.head_size = 0  # bytes of the answer's head received so far
         self.started = False  # a byte of this exchange's answer came
         self.head_done = False
         self.too_large = False  # the body ran past max_body (set inside a callback)
@@ -91,6 +94,11 @@ class _Connection(asyncio.Protocol):
                 self._fail(TooLarge(self.parser.get_status_code(), CIMultiDict(self.headers)))
             else:
                 self._fail(TransportError("malformed answer"))
+            return
+        if not self.head_done:  # all of it was head, kept until whole: bound what is kept
+            self.head_size += len(data)
+            if self.head_size > MAX_HEAD:
+                self._fail(TransportError(f"answer's headers over {MAX_HEAD} bytes"))
 
     def connection_lost(self, exc) -> None:
         self.closed = True

@@ -24,11 +24,15 @@ from aiolimiter import AsyncLimiter
 from tracker.adapters.base import AccountError, HttpRequest, HttpResponse, ParseError, retry_after
 from tracker.adapters.contract import LogsIn
 from tracker.config_types import VendorConfig
+from tracker.logging import get_logger
 from tracker.poller.clock import SYSTEM_CLOCK, Clock
 from tracker.poller.transport import Transport, TransportError
 
+log = get_logger("tracker.poller")
+
 BURST_WINDOW_S = 0.1
 THROTTLED_WAIT_S = 1.0  # a 429 that does not say for how long
+LONG_PAUSE_S = 60.0  # a vendor-wide pause this long is logged
 
 
 class Deferred(Exception):
@@ -94,10 +98,15 @@ class VendorClient:
             raise Deferred(closed)
         answer = await self.transport(req)
         if answer.status in (429, 503):
-            wait = retry_after(answer.headers, self.clock.now())
-            if wait is None and answer.status == 429:
+            # capped at the longest a message waits between polls anyway; a 429 that names no
+            # wait, or none left (0, a negative number, a time gone by), is still a throttle
+            wait = retry_after(answer.headers, self.clock.now(), cap_s=self.cfg.max_poll_interval_s)
+            if not wait and answer.status == 429:
                 wait = THROTTLED_WAIT_S
             if wait:
+                if wait >= LONG_PAUSE_S:
+                    log.warning("vendor asked for a long pause", vendor=self.cfg.name,
+                                status=answer.status, pause_s=round(wait, 1))
                 self.pause(wait)
         return answer
 
