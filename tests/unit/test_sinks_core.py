@@ -216,6 +216,7 @@ def test_retry_after_forms():
 
 def test_pause_honours_retry_after_else_doubles_to_a_cap():
     assert pause_s(7.0, 5) == 7.0
+    assert pause_s(0.0, 1) == 1.0 and pause_s(0.0, 3) == 4.0  # "Retry-After: 0" still throttles
     assert [pause_s(None, n) for n in (1, 2, 3)] == [1.0, 2.0, 4.0]
     assert pause_s(None, 50) == 60.0
 

@@ -103,8 +103,9 @@ def retry_after(value: str | None, now: datetime | None = None) -> float | None:
 
 
 def pause_s(retry_after_s: float | None, throttled_in_a_row: int) -> float:
-    """How long the whole sink waits after a throttled answer."""
-    if retry_after_s is not None:
+    """How long the whole sink waits after a throttled answer: the Retry-After, unless it
+    leaves no wait (0, a time gone by): a throttle still, then paused as one without it."""
+    if retry_after_s:
         return retry_after_s
     return min(MAX_PAUSE_S, FIRST_PAUSE_S * 2 ** max(0, throttled_in_a_row - 1))
 
