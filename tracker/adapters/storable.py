@@ -13,7 +13,8 @@ import orjson
 from tracker.adapters.datatypes import Observation
 
 
-def _bad_text(value: Any) -> bool:
+def bad_text(value: Any) -> bool:
+    """Text PostgreSQL refuses: not a str, a lone surrogate (not UTF-8), or a NUL."""
     if value is None:
         return False
     if not isinstance(value, str):
@@ -32,7 +33,7 @@ def unstorable(o: Observation) -> str | None:
     never sinks the batch it came in."""
     f = o.failure
     texts = (o.vendor_ref, o.issued_ref, o.recipient, o.code, o.text, o.operator) + ((f.code, f.reason) if f else ())
-    if any(_bad_text(t) for t in texts) or not o.vendor_ref:
+    if any(bad_text(t) for t in texts) or not o.vendor_ref:
         return "text with NUL or invalid characters"
     for at in (o.event_at, o.deadline):
         if at is not None:

@@ -12,7 +12,8 @@ applies. The worker runs under the supervisor (tracker.supervisor) as component 
 bug there is logged, counted and the worker starts again; its progress is a batch applied or a
 sweep done. Answers:
 
-    200 stored        400 unreadable body    404 source not in allow_networks (as a wrong token)
+    200 stored        400 unreadable (body, query or content type), or refused by the database
+    404 source not in allow_networks (as a wrong token)
     404 unknown vendor, vendor that does not push, wrong or missing token (all alike)
     405 other method  413 body over http.max_body_bytes   415 content type the vendor never sends
     503 database unavailable, timed out, overloaded or stopping (the vendor retries)
@@ -35,7 +36,7 @@ from tracker.config_types import VENDORS
 from tracker.db import queries as q
 from tracker.logging import get_logger, register_secret
 from tracker.postbacks import core
-from tracker.postbacks.commit import GroupCommit, Unavailable
+from tracker.postbacks.commit import GroupCommit, Refused, Unavailable
 from tracker.postbacks.worker import APPLIERS, ApplyWorker
 
 log = get_logger("tracker.postbacks")
@@ -200,8 +201,8 @@ class Postbacks:
                             reason=refusal.error, source=remote, content_type=ctype[:100])
             return refusal.status, {"error": refusal.error}
         ip = core.source_ip(remote)
-        raw = core.RawPostback(vendor, request.method, ctype, request.query_string, body,
-                               ip and ip.compressed, datetime.now(timezone.utc))
+        raw = core.RawPostback(vendor, request.method, ctype, request.rel_url.raw_query_string,
+                               body, ip and ip.compressed, datetime.now(timezone.utc))
         try:
             found = core.parse(raw)
         except ParseError as e:
@@ -211,6 +212,9 @@ class Postbacks:
             await self.commit.store(raw, found)
         except Unavailable:
             return core.UNAVAILABLE.status, {"error": core.UNAVAILABLE.error}
+        except Refused as e:
+            log.warning("postback refused by the database", vendor=vendor, error=str(e), source=remote)
+            return 400, {"error": f"the database refuses to store this postback ({e})"}
         return OK
 
     async def _read(self, request: web.Request) -> tuple[bytes, core.Refusal | None]:

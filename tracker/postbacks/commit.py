@@ -43,6 +43,11 @@ class Unavailable(Exception):
     """The postback was not stored; the vendor should retry."""
 
 
+class Refused(Exception):
+    """The database refuses to store this postback itself (not an outage): sent again, it would
+    be refused again (answered 400)."""
+
+
 class Applier(Protocol):
     """What applies a batch (worker.ApplyWorker)."""
 
@@ -199,7 +204,13 @@ class GroupCommit:
             if answered:  # stored and applied; what failed was only the look for late orphans
                 log.warning("postbacks applied; orphans left to the sweep", error=type(e).__name__)
                 return
-            # any failure before the commit: nobody is told 200, everybody retries
+            if not is_outage(e) and len(batch) > 1:  # one row refused: the rest stored apart
+                half = len(batch) // 2
+                await self._write(batch[:half])
+                await self._write(batch[half:])
+                return
+            # any failure before the commit: nobody is told 200, everybody retries (but a
+            # postback the database refuses alone: answered 400, it would be refused again)
             self._log_failure(e, len(raws))
             self._answer(batch, None, e)
 
@@ -217,12 +228,13 @@ class GroupCommit:
     def _answer(self, batch: list[Entry], ids: list[int] | None,
                 error: BaseException | None) -> None:
         """Each waiting handler: its row's id (committed), or Unavailable (answer 503)."""
+        refused = error is not None and len(batch) == 1 and not is_outage(error)
         for i, e in enumerate(batch):
             if not e.answer.done():
                 if error is None:
                     e.answer.set_result(ids[i])
                 else:
-                    e.answer.set_exception(Unavailable(type(error).__name__))
+                    e.answer.set_exception((Refused if refused else Unavailable)(type(error).__name__))
         if error is None:
             self.batches += 1
             self.rows += len(batch)

@@ -18,6 +18,7 @@ from tracker.adapters.base import (MAX_RECIPIENT_LEN, MAX_REF_LEN, Observation, 
                                    PostbackRequest)
 from tracker.adapters.base import unstorable as base_unstorable
 from tracker.adapters.contract import SignsPostbacks
+from tracker.adapters.storable import bad_text
 from tracker.config_types import Config
 from tracker.core.reduce import recipient_key
 
@@ -158,7 +159,7 @@ class RawPostback:
     vendor: str
     method: str
     content_type: str
-    query: str  # the raw query string
+    query: str  # the query string as received (escapes kept: parse decodes it once)
     body: bytes
     source: str | None
     received_at: datetime
@@ -177,6 +178,9 @@ def parse(raw: RawPostback) -> list[Observation]:
     """What a raw postback says. ParseError (a message without secrets) when it cannot be read
     for its vendor, or says something the database could not store."""
     adapter = adapters.get(raw.vendor)
+    for name, text in (("content type", raw.content_type), ("query", raw.query)):
+        if bad_text(text):  # stored as text beside the body: one such request sank its batch
+            raise ParseError(f"{raw.vendor} postback: {name} with NUL or invalid characters")
     try:
         found = adapter.parse_postback(raw.method, raw.content_type, query_dict(raw.query),
                                        raw.body, raw.received_at)
