@@ -449,3 +449,22 @@ def test_property_parse_send_gives_a_result_or_parse_error(response, request):
     check_send(es, result, response, request)
     for o in result.observations:
         assert o.deadline is None or o.deadline.astimezone(UTC)  # never a time UTC cannot hold
+
+
+# --- an answer about another message ------------------------------------------------------------
+
+
+def test_status_answer_naming_another_message_is_malformed():
+    # A status answer whose id is not the message asked about must not move that message: it is
+    # a malformed answer (ParseError: the poller counts it as one), never an observation.
+    ref = MessageRef("SMS-ASKED", "639170000000", NOW, None)
+    other = {"id": "SMS-OTHER", "deliveredToTelco": True, "deliveredToPhone": "confirmed", "done": True}
+    with pytest.raises(ParseError, match="another message"):
+        es.parse_status([HttpResponse(200, {}, orjson.dumps(other))], [ref], NOW)
+    with pytest.raises(ParseError, match="another message"):
+        es.parse_status([HttpResponse(200, {}, orjson.dumps({**other, "id": None, "messageId": "X"}))],
+                        [ref], NOW)
+    # The same id in another case (normalized), or no id at all: read as before.
+    for body in ({**other, "id": " sms-asked "}, {k: v for k, v in other.items() if k != "id"}):
+        [o] = es.parse_status([HttpResponse(200, {}, orjson.dumps(body))], [ref], NOW).observations
+        assert (o.vendor_ref, o.state) == ("SMS-ASKED", State.delivered)

@@ -279,3 +279,13 @@ def test_property_parse_send_gives_a_result_or_parse_error(response, request):
     except ParseError:
         return
     check_send(ss, result, response, request)
+
+
+def test_status_answer_naming_another_message_is_malformed():
+    # The documented answer names no message; one that names another is not written to this one.
+    ref = MessageRef("014364", "8801700000000")
+    with pytest.raises(ParseError, match="another message"):
+        ss.parse_status([HttpResponse(200, {}, orjson.dumps({"sms_status": 2, "msg_id": "14365"}))], [ref], NOW)
+    for body in ({"sms_status": 2, "msg_id": 14364}, {"sms_status": 2}):
+        [o] = ss.parse_status([HttpResponse(200, {}, orjson.dumps(body))], [ref], NOW).observations
+        assert (o.vendor_ref, o.state) == ("14364", State.delivered)

@@ -404,3 +404,14 @@ def test_property_parse_send_gives_a_result_or_parse_error(response, request):
     except ParseError:
         return
     check_send(sp, result, response, request)
+
+
+def test_report_naming_another_batch_is_malformed():
+    # Campaigns reach the same numbers: a report about another batch must not move this one's.
+    refs = [MessageRef(B2, "9771")]
+    other = ok({"data": {"uuid": BATCH, "records": {"delivered": ["9771"]}}, "result": "00"})
+    with pytest.raises(ParseError, match="another batch"):
+        sp.parse_status([other, report()], refs, NOW)
+    same = ok({"data": {"uuid": B2.upper(), "records": {"delivered": ["9771"]}}, "result": "00"})
+    [o] = sp.parse_status([same, report()], refs, NOW).observations
+    assert (o.vendor_ref, o.state) == (B2, State.delivered)

@@ -252,3 +252,15 @@ def test_parsers_raise_only_parse_errors(body, status):
             call()
         except ParseError:
             pass
+
+
+def test_status_answer_naming_another_sid_is_malformed():
+    # Another message's resource is not written to the one asked about: a malformed answer.
+    asked = MessageRef("SM" + "a" * 32, "15550002222")
+    with pytest.raises(ParseError, match="another message"):
+        tw.parse_status([ok({"sid": "SM" + "b" * 32, "status": "delivered", "to": "+15550001111"})],
+                        [asked], NOW)
+    # The same SID in another case (normalized), or none: read as before.
+    for body in ({"sid": "sm" + "A" * 32, "status": "delivered"}, {"status": "delivered"}):
+        [o] = tw.parse_status([ok(body)], [asked], NOW).observations
+        assert (o.vendor_ref, o.state) == ("SM" + "a" * 32, State.delivered)

@@ -45,6 +45,7 @@ from tracker.adapters.engagespark_status import (  # noqa: F401 - DELIVERY_ERROR
     DELIVERY_ERRORS,
     NAME,
     bool_of,
+    entry_id,
     int_of,
     normalize_ref,
     observation,
@@ -134,14 +135,21 @@ def parse_status(responses: list[HttpResponse], refs: list[MessageRef], now: dat
                 NAME, normalize_ref(ref.vendor_ref), recipient_digits(ref.recipient), resp.status, text))
         if answer != READ:
             continue
-        result.observations.append(observation(json_object(resp, "engagespark status"), ref, now))
+        body = json_object(resp, "engagespark status")
+        # An answer naming another message is malformed: written to the one asked about, it
+        # would move the wrong message (a vendor or proxy mixing answers up).
+        if (named := entry_id(body)) is not None and named != normalize_ref(ref.vendor_ref):
+            raise ParseError("engagespark status: the answer names another message")
+        result.observations.append(observation(body, ref, now))
     return result
 
 
 @guarded("engagespark list")
 def parse_list(resp: HttpResponse, now: datetime, request: HttpRequest | None = None) -> StatusResult:
     """One page of the list endpoint. Pass the `request` that fetched it to get `next_request`
-    (the same request with `page` = the vendor's `nextPage`) when `hasNextPage` is true."""
+    (the same request with `page` = the vendor's `nextPage`) when `hasNextPage` is true. An
+    entry is a status object read without its message's ref: the poller reads the entries of
+    the messages it asked about again with parse_status (tracker.poller.listing)."""
     result = StatusResult()
     if classify_http(resp, now, result, account=LIST_ACCOUNT_STATUSES, reason=_error_text) != READ:
         return result

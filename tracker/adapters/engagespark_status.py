@@ -52,6 +52,14 @@ def normalize_ref(ref: Any) -> str:
     return ref_text(ref, "engagespark", "message id").upper()
 
 
+def entry_id(obj: Any) -> str | None:
+    """The normalized id a status object names (`id`, else `messageId`); None if it names none."""
+    if not isinstance(obj, dict):
+        return None
+    ident = obj.get("id")
+    ident = obj.get("messageId") if ident is None else ident
+    return None if ident is None else normalize_ref(ident)
+
 
 def bool_of(value: Any) -> bool | None:
     """A flag written as a bool, 0/1 or a word; None when it is none of them."""

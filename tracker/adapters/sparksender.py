@@ -143,6 +143,10 @@ def parse_status(responses: list[HttpResponse], refs: list[MessageRef], now: dat
         body = load_json(resp.body, "sparksender status")
         if not isinstance(body, dict):
             raise ParseError("sparksender status: body is not a JSON object")
+        # The answer names no message as documented; one that names another is malformed.
+        named = body.get("msg_id", body.get("msgId"))
+        if named is not None and normalize_ref(named) != normalize_ref(ref.vendor_ref):
+            raise ParseError("sparksender status: the answer names another message")
         code = as_code(body.get("sms_status"))
         if code is None:
             # Not documented, but the platform answers account problems with a send code.

@@ -237,8 +237,13 @@ def parse_status(responses: list[HttpResponse], refs: list[MessageRef], now: dat
                 _error_text(resp) or "message not found"))
         if answer != READ:
             continue
-        result.observations.append(
-            _message(load_json(resp.body, "twilio status"), ref.vendor_ref, ref.recipient))
+        body = load_json(resp.body, "twilio status")
+        # An answer about another SID is malformed: written to the one asked about, it would
+        # move the wrong message.
+        sid = body.get("sid") if isinstance(body, dict) else None
+        if sid is not None and normalize_ref(sid) != normalize_ref(ref.vendor_ref):
+            raise ParseError("twilio status: the answer names another message")
+        result.observations.append(_message(body, ref.vendor_ref, ref.recipient))
     return result
 
 

@@ -10,9 +10,12 @@ calls for a whole batch, or one page walk of engageSPARK's list endpoint):
 
 - a report PostgreSQL would refuse: a stray NUL in a text or the raw payload is replaced by
   U+FFFD and the reading kept; one still unstorable (a time out of range) counts as malformed.
-- timeout, connection error, 5xx, 429, malformed answer: no observation; the message is polled
-  again after its backoff delay (at least the Retry-After, which also pauses the whole vendor);
-  the error counts towards the circuit breaker (`circuit_failures` in a row open it).
+- timeout, connection error, 5xx, 429, malformed answer (an answer naming another message
+  than the one asked about is one): no observation; the message is polled again after its
+  backoff delay (at least the Retry-After, which also pauses the whole vendor); the error
+  counts towards the circuit breaker (`circuit_failures` in a row open it).
+- the list endpoint failing (not an account error): the messages its pages did not show are
+  asked for one by one, and list mode rests for `circuit_reset_s`.
 - account-level error (bad key, suspended, no funds, login refused): the circuit opens at once
   and the messages are handed back unpolled, due again when a half-open probe may go
   (`circuit_reset_s`); no message state changes. A probe that succeeds closes the circuit.
@@ -21,7 +24,11 @@ calls for a whole batch, or one page walk of engageSPARK's list endpoint):
 - database unavailable: claiming or writing fails; the loop waits (1 s doubling to 30 s) and
   tries again. The answers of a claim whose write failed are kept and written first when the
   database answers (the vendor is not asked twice), while the lease lasts; past it they are
-  dropped (logged) and the messages come due again.
+  dropped (logged) and the messages come due again. The deployment's rate limit (kept in the
+  database) out of reach: the poll's messages are handed back unpolled, the vendor not blamed.
+- a write the database refuses (not an outage: a claim's raw payloads past jsonb's 256 MB,
+  say): written per message; a message refused alone is written without its raw payload (a
+  marker says why), logged and counted as a malformed answer; never retried forever.
 - a claim that outlived its lease (and so may be held by another poller now) writes nothing:
   the write first locks the messages it still holds (same owner and lease time).
 - stop(): the loops stop claiming and get a few seconds to write what is in flight; anything

@@ -6,7 +6,7 @@ the outcomes back (tracker.poller.worker).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Callable, Iterable, NamedTuple, Sequence
 
@@ -14,6 +14,7 @@ from tracker.adapters.base import MessageRef, Observation, StatusResult, cleaned
 from tracker.poller.circuit import Outcome as PollKind
 
 MALFORMED = "malformed answer"  # unreadable, or holding what PostgreSQL cannot store
+DB_AWAY_WAIT_S = 1.0  # handed back unpolled as the rate limit's database was away: due this soon
 
 
 class Claimed(NamedTuple):  # (a tuple: cheap to make, one per claimed message)
@@ -33,6 +34,13 @@ class Outcome:
     polled: bool = True  # False: handed back unpolled (circuit open, told to wait)
     wait_s: float | None = None  # unpolled: come back after this long
     retry_after_s: float | None = None  # polled, and the vendor asked to wait this long
+
+
+class Unwritten(NamedTuple):
+    """A claim's answers not written yet (the database was away): written first when it is back."""
+    rows: Sequence[Claimed]
+    outcomes: dict[int, Outcome]
+    lease_until: datetime
 
 
 def storable(observations: Iterable[Observation]) -> list[Observation]:
@@ -75,6 +83,13 @@ def spread(rows: Sequence[Claimed], result: StatusResult, key_of: Callable[[Obse
             if not out[r.id].observations:
                 out[r.id] = Outcome(polled=False, wait_s=reopen_wait_s)
     return out
+
+
+def without_raw(outcome: Outcome, why: str) -> Outcome:
+    """The outcome with its reports' raw payloads replaced by a marker saying why (the reading,
+    code and words are kept): what is written when the database refuses the payload itself."""
+    return Outcome([replace(o, raw={"dropped": why}) for o in outcome.observations],
+                   outcome.polled, outcome.wait_s, outcome.retry_after_s)
 
 
 def unpolled(rows: Iterable[Claimed], wait_s: float) -> dict[int, Outcome]:

@@ -3,7 +3,8 @@ each repeat one tick: claim due messages (a leased batch, tracker.db.queries CLA
 vendor (tracker.poller.client, within its limits; the list endpoint through
 tracker.poller.listing), parse the answers with the vendor's sans-I/O adapter, and write the
 results back in one transaction through the reducer, releasing each message with its next
-poll time (tracker.poller.schedule). Nothing per message is kept in memory.
+poll time (tracker.poller.schedule; the write-back: tracker.poller.writeback). Nothing per
+message is kept in memory.
 
 The worker is given what it uses: the vendor's adapter and configuration, the pool (a getter:
 the daemon opens it after building its parts), its claim owner, the clock and the transport.
@@ -14,8 +15,8 @@ import asyncio
 import contextlib
 import math
 import random
-from datetime import datetime, timedelta
-from typing import Callable, NamedTuple, Sequence
+from datetime import datetime
+from typing import Callable, Sequence
 
 import asyncpg
 
@@ -23,20 +24,19 @@ from tracker.adapters.base import AccountError, MessageRef, NotConfigured, Parse
 from tracker.adapters.contract import Adapter, ListsMessages, LogsIn, PollsInBatches
 from tracker.config_types import VendorConfig
 from tracker.core.reduce import recipient_key
-from tracker.core.states import State
-from tracker.db import DB_ERRORS
+from tracker.db import DB_ERRORS, is_outage
 from tracker.db import queries as q
-from tracker.db import reducer
 from tracker.logging import get_logger
 from tracker.poller import schedule
 from tracker.poller.client import AccountProblem, Deferred, TokenCache, VendorClient
 from tracker.poller.clock import SYSTEM_CLOCK, Clock
 from tracker.poller.health import VendorHealth
 from tracker.poller.listing import LIST_CLAIM_MAX, ListWalker
-from tracker.poller.outcomes import (MALFORMED, Claimed, Outcome, kind_of, spread, storable,
-                                     unpolled)
+from tracker.poller.outcomes import (DB_AWAY_WAIT_S, MALFORMED, Claimed, Outcome, Unwritten,
+                                     kind_of, spread, storable, unpolled)
 from tracker.poller.shared_limits import SharedRate, Slots
 from tracker.poller.transport import Transport, TransportError
+from tracker.poller.writeback import WriteBack
 from tracker.supervisor import beat
 
 log = get_logger("tracker.poller")
@@ -44,17 +44,9 @@ log = get_logger("tracker.poller")
 IDLE_MAX_S = 1.0  # an idle loop looks for due work at least this often
 DB_RETRY_S = (1.0, 30.0)  # database unavailable: wait this long, doubling, up to the cap
 PROBE_BUSY_S = 0.05  # another loop is sending the half-open probe: look again this soon
-STATES = {s.name: s for s in State}  # a state as the database spells it
 
 
-class Unwritten(NamedTuple):
-    """A claim's answers whose write-back the database refused."""
-    rows: Sequence[Claimed]
-    outcomes: dict[int, Outcome]
-    lease_until: datetime
-
-
-class VendorWorker:
+class VendorWorker(WriteBack):
     def __init__(self, adapter: Adapter, cfg: VendorConfig, pool: Callable[[], asyncpg.Pool],
                  owner: str, transport: Transport, clock: Clock = SYSTEM_CLOCK,
                  stopping: asyncio.Event | None = None):
@@ -124,11 +116,7 @@ class VendorWorker:
             return await self.idle_s()
         started = self.clock.monotonic()
         outcomes = await (self.poll_list(rows) if listing else self.poll(rows))
-        try:
-            await self.write(rows, outcomes, lease_until)
-        except DB_ERRORS:
-            self.unwritten.append(Unwritten(rows, outcomes, lease_until))
-            raise
+        await self.write_claim(Unwritten(rows, outcomes, lease_until))
         log.debug("poll batch", vendor=self.name, messages=len(rows), list=listing,
                   seconds=round(self.clock.monotonic() - started, 3))
         return 0.0
@@ -146,7 +134,9 @@ class VendorWorker:
         cfg = self.cfg
         async with self.pool().acquire() as conn:
             listing = False
-            if self.lists is not None and not probe and cfg.list_poll_min > 0:
+            # (not while the list endpoint rests after a failure: listing.ListWalker.rest)
+            if self.lists is not None and not probe and cfg.list_poll_min > 0 \
+                    and self.lists.available():
                 due = await conn.fetchval(q.COUNT_DUE, self.name, cfg.list_poll_min)
                 listing = schedule.list_mode(due, cfg, True)
             limit = 1 if probe else (LIST_CLAIM_MAX if listing else cfg.batch_size)
@@ -210,6 +200,15 @@ class VendorWorker:
             result = StatusResult(transient_error=MALFORMED)
         except NotConfigured as e:  # a setting is missing: the operator must act
             result = StatusResult(account_error=AccountError("config", str(e)))
+        except DB_ERRORS as e:  # the deployment's rate (shared_limits) was not to be had
+            if not is_outage(e):
+                raise
+            # Nothing was sent: handed back, the vendor not blamed; the claim's other answers
+            # are kept (raised, they were lost with the claim held until its lease ran out).
+            log.warning("poll: shared rate limit unavailable (database); handed back unpolled",
+                        vendor=self.name, messages=len(rows), error=type(e).__name__)
+            self.health.release_probe()
+            return unpolled(rows, DB_AWAY_WAIT_S)
         self.health.took(self.clock.monotonic() - started)
         self.health.record(*kind_of(result))
         return spread(rows, result, self._key, self.health.reopen_wait())
@@ -247,52 +246,3 @@ class VendorWorker:
         if rest:
             out.update(await self.poll(rest))
         return out
-
-    # --- writing results ------------------------------------------------------------------------
-
-    async def write_unwritten(self) -> None:
-        """Write the answers the database refused before, while their claim's lease lasts (past
-        it, the messages come due again anyway, and an error that is not an outage cannot hold
-        the loop for longer). A lease run out and taken over writes nothing (write())."""
-        while self.unwritten:
-            batch = self.unwritten.pop()
-            if self.clock.now() >= batch.lease_until:
-                log.warning("poll answers not written: the database was away past their lease",
-                            vendor=self.name, messages=len(batch.rows))
-                continue
-            try:
-                await self.write(*batch)
-            except DB_ERRORS:
-                self.unwritten.append(batch)
-                raise
-            log.info("poll answers written after the database came back", vendor=self.name,
-                     messages=len(batch.rows))
-
-    async def write(self, rows: Sequence[Claimed], outcomes: dict[int, Outcome],
-                    lease_until: datetime) -> None:
-        """One transaction: lock the messages the claim still holds (a claim that outlived its
-        lease, and may have been taken over, writes nothing for those), store the reports
-        through the reducer and release each message with its next poll."""
-        now = self.clock.now()
-        async with self.pool().acquire() as conn, conn.transaction():
-            held = {rec[0]: STATES[rec[1]] for rec in await conn.fetch(
-                q.HOLD_CLAIMED, [r.id for r in rows], self.owner, lease_until)}
-            if len(held) < len(rows):
-                log.warning("claim outlived its lease: results dropped for messages taken over",
-                            vendor=self.name, dropped=len(rows) - len(held))
-            if not held:
-                return
-            found, releases = [], []
-            handed_back = Outcome(polled=False, wait_s=0.0)
-            for r in rows:
-                if r.id not in held:
-                    continue
-                o = outcomes.get(r.id) or handed_back
-                if o.polled:
-                    wait = schedule.delay(self.cfg, r.poll_count + 1, self.rng.random())
-                    at = schedule.next_poll_at(now, wait, r.window_ends_at, o.retry_after_s)
-                else:
-                    at = now + timedelta(seconds=o.wait_s or 0.0)
-                found += [(r.id, obs) for obs in o.observations]
-                releases.append((r.id, at, 1 if o.polled else 0))
-            await reducer.apply_polls(conn, held, found, releases, received_at=now)
