@@ -1,0 +1,59 @@
+"""Twilio's vocabulary, for tracker.adapters.twilio (which re-exports it): what each `status`
+means, and what each `ErrorCode` says about a message that did not get through, from Twilio's
+public documentation (docs/vendors.md#sources; the table there is this one).
+"""
+from __future__ import annotations
+
+from tracker.core.states import State
+
+# `status` -> (state, text). Where the message did not get through, ERROR_CODES refines it.
+STATUSES: dict[str, tuple[State | None, str]] = {
+    "accepted": (State.accepted, "received by the Messaging Service"),
+    "scheduled": (State.accepted, "scheduled by the Messaging Service"),
+    "queued": (State.accepted, "queued to be sent"),
+    "sending": (State.accepted, "being dispatched to the carrier"),
+    "sent": (State.sent, "accepted by the nearest upstream carrier"),
+    "delivered": (State.delivered, "delivered"),
+    "read": (State.read, "read by the recipient"),  # WhatsApp, RCS
+    "undelivered": (State.failed, "the carrier reported it undelivered"),
+    "failed": (State.failed, "could not be sent"),
+    "canceled": (State.failed, "canceled before it was sent"),  # a scheduled message
+    # Any part not delivered fails the message (the contract's rule for multipart).
+    "partially_delivered": (State.failed, "partially delivered"),
+    # Inbound statuses never describe a message we sent: recorded, never guessed.
+    "receiving": (None, "inbound message being received"),
+    "received": (None, "inbound message received"),
+}
+NOT_THROUGH = frozenset({"undelivered", "failed", "canceled", "partially_delivered"})
+# ErrorCode -> (state, reason, permanent): what stopped a message. Another code of `undelivered`
+# or `failed` is recorded unmapped (state None, its code and the vendor's words: counted and
+# shown in tracker.vendor_health), never guessed from the coarse status; without a code, the
+# status is all there is (failed).
+ERROR_CODES: dict[str, tuple[State, str, bool | None]] = {
+    "30001": (State.failed, "queue overflow", False),
+    "30002": (State.failed, "account suspended", None),
+    "30003": (State.failed, "unreachable destination handset", False),
+    "30004": (State.rejected, "message blocked", True),
+    "30005": (State.rejected, "unknown destination handset", True),
+    "30006": (State.rejected, "landline or unreachable carrier", True),
+    "30007": (State.rejected, "message filtered (carrier violation)", None),
+    "30008": (State.failed, "unknown error", None),
+    "30009": (State.failed, "missing segment", False),
+    "30010": (State.rejected, "message price exceeds max price", False),
+    "30032": (State.rejected, "toll-free number not verified", None),
+    "30034": (State.rejected, "message from an unregistered number (A2P 10DLC)", None),
+    "30036": (State.expired, "validity period expired", False),  # never sent: queued too long
+    "21211": (State.rejected, "invalid 'To' number", True),
+    "21408": (State.rejected, "sending to this region is not enabled", None),
+    "21610": (State.rejected, "the recipient unsubscribed", True),
+    "21614": (State.rejected, "'To' is not a valid mobile number", True),
+    "21635": (State.rejected, "'To' is a landline", True),
+}
+# Error codes of the API that are about our account or its settings, never a message.
+ACCOUNT_CODES = {
+    "20003": "authentication failed",
+    "20005": "account not active",
+    "20008": "not accessible with test credentials",
+    "21606": "the From number cannot send SMS",
+    "21608": "trial accounts send only to verified numbers",
+}
