@@ -288,6 +288,19 @@ async def test_a_long_retry_after_hands_the_rest_back_unpolled(pool, clock, vend
     assert len(vendors.status_calls("sparksender.test")) == 1
 
 
+async def test_a_retry_after_of_days_waits_no_longer_than_the_longest_backoff(pool, clock, vendors, worker_of):
+    # the vendor-wide pause and each message's next poll: at most max_poll_interval_s (it was a
+    # day: past most tracking windows, with the last look before a window's end skipped)
+    cfg = config(max_poll_interval_s=120.0)
+    await make_messages(pool, cfg, "sparksender", 4)
+    vendors.throttle = "1e400"
+    w = worker_of("sparksender", cfg)
+    await w.tick()
+    rows = await messages(pool, "sparksender")
+    assert sum(r["poll_count"] for r in rows) == 1  # one went out; the rest handed back
+    assert all(0 < seconds_from(clock, r["next_poll_at"]) <= 120.0 + 1e-6 for r in rows)
+
+
 # --- the circuit ----------------------------------------------------------------------------------
 
 

@@ -98,7 +98,9 @@ class WriteBack:
                 o = outcomes.get(r.id) or handed_back
                 if o.polled:
                     wait = schedule.delay(self.cfg, r.poll_count + 1, self.rng.random())
-                    at = schedule.next_poll_at(now, wait, r.window_ends_at, o.retry_after_s)
+                    # a vendor's Retry-After of days (or 1e400) waits no longer than a backoff can
+                    after = o.retry_after_s and min(o.retry_after_s, self.cfg.max_poll_interval_s)
+                    at = schedule.next_poll_at(now, wait, r.window_ends_at, after)
                 else:
                     at = now + timedelta(seconds=o.wait_s or 0.0)
                 found += [(r.id, obs) for obs in o.observations]
