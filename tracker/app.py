@@ -70,6 +70,7 @@ class Tracker:
         self.dsn: str | None = None
         self.scheduler = AsyncIOScheduler(timezone="UTC")
         self.supervisor = Supervisor(config.health)
+        self.heads = ops.HeadClock()  # how long the same submission row has headed the queue
         self.stopping = asyncio.Event()
         self.listen_addresses: dict[str, tuple[str, int]] = {}
         # Parts with their own lifecycle: each has `async start()`, `async stop()` and may have
@@ -258,7 +259,7 @@ class Tracker:
         await self.exclusive("orphans", lambda conn: reducer.adopt_orphans(conn, max_age_s=age))
 
     async def count_backlog(self) -> None:
-        await ops.count_backlog(self.pool)
+        await ops.count_backlog(self.pool, self.heads)
 
 
 def _lifecycle(component) -> Part:

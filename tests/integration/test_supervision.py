@@ -168,13 +168,14 @@ async def _true(value: bool) -> bool:
     return value
 
 
-async def test_submissions_waiting_too_long_make_readyz_name_intake(db_dsn, monkeypatch):
+@pytest.mark.parametrize("created_at", ["now()", "'9999-01-01'"])  # the sender's to write
+async def test_submissions_waiting_too_long_make_readyz_name_intake(db_dsn, monkeypatch, created_at):
     fault = Switch()
     inject_intake(monkeypatch, fault)
     config = health_config(db_dsn, intake_stall_s=0.3, failures_before_unready=1000)
     async with running(config) as (tr, base), session() as s:
-        await tr.pool.execute("INSERT INTO tracker.submissions (vendor, vendor_ref, recipient)"
-                              " VALUES ('sparksender', 'stall-1', '639170000001')")
+        await tr.pool.execute("INSERT INTO tracker.submissions (vendor, vendor_ref, recipient, created_at)"
+                              f" VALUES ('sparksender', 'stall-1', '639170000001', {created_at})")
 
         async def stalled() -> bool:
             status, body = await readyz(s, base)

@@ -263,3 +263,19 @@ def test_idle_time_counts_from_the_last_progress_of_any_loop_of_a_component():
     a.last_progress, b.last_progress = 40.0, 90.0
     assert sup.idle_s("intake") == 10.0
     assert sup.idle_s("postbacks") is None
+
+
+def test_the_head_of_the_queue_ages_by_the_daemons_clock_too():
+    # a created_at the sender wrote in the future reads as age 0: how long the same row has
+    # headed the queue here says it waits all the same
+    from tracker.http.ops import HeadClock
+    now = [100.0]
+    heads = HeadClock(lambda: now[0])
+    assert heads.age(None, None) is None
+    assert heads.age(7, 0.0) == 0.0  # first seen
+    now[0] = 190.0
+    assert heads.age(7, 0.0) == 90.0  # still the head
+    assert heads.age(7, 500.0) == 500.0  # its created_at says more
+    assert heads.age(8, 0.0) == 0.0  # another head: timed from now
+    now[0] = 200.0
+    assert heads.age(None, None) is None and heads.age(8, 0.0) == 0.0  # none waited in between

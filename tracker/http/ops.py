@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from typing import Callable
 
 from aiohttp import web
@@ -55,12 +56,32 @@ def stalls(intake_s: float | None, postbacks_s: float | None, health: HealthConf
     return out
 
 
+class HeadClock:
+    """How long the same submission row has headed the queue, by this daemon's own clock. The
+    age of what waits is the larger of that and the age its created_at gives: a created_at the
+    sender wrote in the future (counted as now) cannot hide a stall from /readyz then."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.head: int | None = None
+        self.since = 0.0
+
+    def age(self, head: int | None, stated_s: float | None) -> float | None:
+        if head is None:
+            self.head = None
+            return stated_s
+        now = self.clock()
+        if head != self.head:
+            self.head, self.since = head, now
+        return max(stated_s or 0.0, now - self.since)
+
+
 def record_ages(intake_s: float | None, postbacks_s: float | None) -> None:
     metrics.intake_oldest_age.set(max(0.0, intake_s or 0.0))
     metrics.postbacks_oldest_age.set(max(0.0, postbacks_s or 0.0))
 
 
-async def count_backlog(pool) -> None:
+async def count_backlog(pool, heads: HeadClock) -> None:
     """Refresh the backlog gauges: submission rows and postbacks waiting, and for how long
     (a periodic sweep)."""
     try:
@@ -72,7 +93,7 @@ async def count_backlog(pool) -> None:
         return
     metrics.intake_waiting.set(counts["intake"])
     metrics.postbacks_waiting.set(counts["postbacks"])
-    record_ages(ages["intake_s"], ages["postbacks_s"])
+    record_ages(heads.age(ages["intake_head"], ages["intake_s"]), ages["postbacks_s"])
 
 
 async def readiness(tracker) -> list[Problem]:
@@ -89,8 +110,9 @@ async def readiness(tracker) -> list[Problem]:
     if todo:
         versions = ", ".join(str(m.version) for m in todo)
         return [Problem("migrations", f"pending: {versions}"), *components]
-    record_ages(ages["intake_s"], ages["postbacks_s"])
-    return stalls(ages["intake_s"], ages["postbacks_s"], tracker.config.health,
+    intake_s = tracker.heads.age(ages["intake_head"], ages["intake_s"])
+    record_ages(intake_s, ages["postbacks_s"])
+    return stalls(intake_s, ages["postbacks_s"], tracker.config.health,
                   tracker.supervisor.idle_s) + components
 
 

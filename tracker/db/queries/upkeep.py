@@ -50,17 +50,23 @@ MIGRATIONS_TABLE_EXISTS = "SELECT to_regclass('tracker.schema_migrations') IS NO
 # --- health (tracker.supervisor, /readyz) ------------------------------------------------------
 
 # How long the oldest submission row not taken in yet and the oldest stored postback not applied
-# yet have waited, in seconds (NULL: none waits). Two lookups in the partial indexes. A row's
-# created_at is the sender's to write: one in the future counts as now, and 'infinity' or
-# '-infinity' as a finite time (subtracting them raised, and /readyz blamed the database).
+# yet have waited, in seconds (NULL: none waits), and which row heads the submissions. Two
+# lookups in the partial indexes. A row's created_at is the sender's to write: one in the future
+# counts as now (the daemon also times how long the same row heads the queue: http.ops.HeadClock),
+# and 'infinity' or '-infinity' as a finite time (subtracting them raised, and /readyz blamed the
+# database).
 OLDEST_WAITING = """
-SELECT extract(epoch FROM clock_timestamp() - (
-           SELECT greatest(least(created_at, now()), timestamptz '2000-01-01')
-           FROM tracker.submissions WHERE processed_at IS NULL ORDER BY id LIMIT 1
-       ))::float8 AS intake_s,
+SELECT CASE WHEN h.id IS NOT NULL  -- (least() and greatest() pass over a NULL)
+            THEN extract(epoch FROM clock_timestamp() - greatest(least(h.created_at, now()),
+                                                                 timestamptz '2000-01-01'))::float8
+       END AS intake_s,
+       h.id AS intake_head,
        extract(epoch FROM clock_timestamp() - (
            SELECT received_at FROM tracker.postbacks WHERE processed_at IS NULL ORDER BY id LIMIT 1
        ))::float8 AS postbacks_s
+FROM (SELECT 1) AS one
+LEFT JOIN LATERAL (SELECT id, created_at FROM tracker.submissions
+                   WHERE processed_at IS NULL ORDER BY id LIMIT 1) AS h ON true
 """
 
 # How many wait, each counted up to $1: bounded work however large the backlog.
