@@ -13,7 +13,7 @@ import functools
 import unicodedata
 from datetime import datetime, timezone, tzinfo
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import orjson
 
@@ -138,6 +138,15 @@ def lookup_failure(vendor: str, vendor_ref: str, recipient: str | None, status: 
     the HTTP status as its code and no state, never guessed."""
     return Observation(vendor=vendor, vendor_ref=vendor_ref, recipient=recipient, state=None,
                        code=str(status), text=text)
+
+
+def same_message(label: str, named: Any, asked: str, normalize: Callable[[Any], str],
+                 what: str = "message") -> None:
+    """ParseError when an answer names another message than the one asked about (`named` None:
+    it names none): written to the one asked about, it would move the wrong message (a vendor or
+    proxy mixing answers up). Ids compare as the adapter's `normalize` makes them."""
+    if named is not None and normalize(named) != normalize(asked):
+        raise ParseError(f"{label}: the answer names another {what}")
 
 
 def failure_if(state: State | None, code: str, text: str | None, permanent: bool | None) -> Failure | None:

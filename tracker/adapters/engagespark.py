@@ -39,6 +39,7 @@ from tracker.adapters.base import (
     paired,
     parse_time,
     recipient_digits,
+    same_message,
     text_of,
 )
 from tracker.adapters.engagespark_status import (  # noqa: F401 - DELIVERY_ERRORS: re-exported
@@ -136,10 +137,7 @@ def parse_status(responses: list[HttpResponse], refs: list[MessageRef], now: dat
         if answer != READ:
             continue
         body = json_object(resp, "engagespark status")
-        # An answer naming another message is malformed: written to the one asked about, it
-        # would move the wrong message (a vendor or proxy mixing answers up).
-        if (named := entry_id(body)) is not None and named != normalize_ref(ref.vendor_ref):
-            raise ParseError("engagespark status: the answer names another message")
+        same_message("engagespark status", entry_id(body), ref.vendor_ref, normalize_ref)
         result.observations.append(observation(body, ref, now))
     return result
 

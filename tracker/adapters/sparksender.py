@@ -13,9 +13,9 @@ from urllib.parse import parse_qsl
 
 from tracker.adapters.base import (
     NO_REF,
+    READ,
     AccountError,
     HttpRequest,
-    READ,
     HttpResponse,
     MessageRef,
     NotConfigured,
@@ -31,6 +31,7 @@ from tracker.adapters.base import (
     json_value,
     load_json,
     recipient_digits,
+    same_message,
 )
 from tracker.core.states import Failure, State
 
@@ -143,10 +144,9 @@ def parse_status(responses: list[HttpResponse], refs: list[MessageRef], now: dat
         body = load_json(resp.body, "sparksender status")
         if not isinstance(body, dict):
             raise ParseError("sparksender status: body is not a JSON object")
-        # The answer names no message as documented; one that names another is malformed.
-        named = body.get("msg_id", body.get("msgId"))
-        if named is not None and normalize_ref(named) != normalize_ref(ref.vendor_ref):
-            raise ParseError("sparksender status: the answer names another message")
+        # (the documented answer names no message)
+        same_message("sparksender status", body.get("msg_id", body.get("msgId")), ref.vendor_ref,
+                     normalize_ref)
         code = as_code(body.get("sms_status"))
         if code is None:
             # Not documented, but the platform answers account problems with a send code.

@@ -35,6 +35,7 @@ from tracker.adapters.base import (
     json_object,
     lookup_failure,
     parse_time,
+    same_message,
 )
 from tracker.adapters.sparrow_payloads import (  # noqa: F401 - batch_of, parse_login: re-exported (abilities)
     NAIVE_TZ,
@@ -134,10 +135,9 @@ def parse_status(responses: list[HttpResponse], refs: list[MessageRef], now: dat
                 result.transient_error = result.transient_error or f"report result {code[:20]}"
                 continue
             data = body.get("data")
-            # A report about another batch is malformed: its numbers may be this batch's too.
-            named = data.get("uuid") if isinstance(data, dict) else None
-            if named is not None and normalize_ref(named) != batch:
-                raise ParseError("sparrow status: the report names another batch")
+            # (a report about another batch: its numbers may be this batch's too)
+            same_message("sparrow status", data.get("uuid") if isinstance(data, dict) else None,
+                         batch, normalize_ref, "batch")
             records = data.get("records") if isinstance(data, dict) else None
             if not isinstance(records, dict):
                 raise ParseError("sparrow status: no data.records object")

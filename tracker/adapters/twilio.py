@@ -53,6 +53,7 @@ from tracker.adapters.base import (
     paired,
     recipient_digits,
     ref_text,
+    same_message,
     text_of,
 )
 from tracker.adapters.twilio_codes import (  # noqa: F401 - re-exported (tests, docs)
@@ -140,20 +141,18 @@ def _observation(*, ref: str, recipient: str | None, status: Any, error_code: An
         known = ERROR_CODES.get(code) if code else None
         if known is not None:
             state, text, permanent = known
+            failure = Failure(code, text, permanent)
         elif code and word in ("undelivered", "failed"):  # a detailed code we do not know
-            return Observation(vendor=NAME, vendor_ref=normalize_ref(ref), recipient=recipient,
-                               state=None, code=code, text=error_text or text, event_at=event_at,
-                               raw=raw, issued_ref=issued_ref)
+            state, text = None, error_text or text
         else:
-            permanent = False if word == "canceled" else None
             text = error_text or text
-        failure = Failure(code or word, text, permanent)
+            failure = Failure(code or word, text, False if word == "canceled" else None)
     elif state is None:
         text = error_text or text
     # The detailed code: the ErrorCode where the message did not get through, else the status.
     return Observation(vendor=NAME, vendor_ref=normalize_ref(ref), recipient=recipient, state=state,
-                       code=code if code and failure else word, text=text, event_at=event_at,
-                       failure=failure, raw=raw, issued_ref=issued_ref)
+                       code=code if code and word in NOT_THROUGH else word, text=text,
+                       event_at=event_at, failure=failure, raw=raw, issued_ref=issued_ref)
 
 
 def _message(body: Any, ref: str | None, recipient: str | None = None) -> Observation:
@@ -189,11 +188,8 @@ def parse_status(responses: list[HttpResponse], refs: list[MessageRef], now: dat
         if answer != READ:
             continue
         body = load_json(resp.body, "twilio status")
-        # An answer about another SID is malformed: written to the one asked about, it would
-        # move the wrong message.
-        sid = body.get("sid") if isinstance(body, dict) else None
-        if sid is not None and normalize_ref(sid) != normalize_ref(ref.vendor_ref):
-            raise ParseError("twilio status: the answer names another message")
+        same_message("twilio status", body.get("sid") if isinstance(body, dict) else None,
+                     ref.vendor_ref, normalize_ref)
         result.observations.append(_message(body, ref.vendor_ref, ref.recipient))
     return result
 
