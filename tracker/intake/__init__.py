@@ -192,8 +192,6 @@ async def _write_isolated(conn: asyncpg.Connection, rows: list[TakenRow], vendor
         return a[0] + b[0], a[1] + b[1]
 
 
-
-
 async def _write(conn: asyncpg.Connection, rows: list[TakenRow], vendors, now: datetime) -> tuple[list[int], int]:
     """The set-based writes of one chunk (see tracker.intake.plan), a slice of SLICE messages
     per statement, so that no step between two awaits holds the event loop long. Returns the

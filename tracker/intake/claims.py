@@ -11,6 +11,7 @@ bare (its id) and refused with PostgreSQL's reason. It no longer stops every bat
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import AsyncIterator, Callable
 
@@ -77,19 +78,14 @@ class Claims:
         if that fails for a row, one at a time up to that row, claimed bare and refused."""
         after = self.after if after is None else after
         budget = self.bytes_left if budget is None else budget
-        if not self.careful:
-            try:
-                return await self.conn.fetch(q.CLAIM_SUBMISSIONS, want, budget, ROW_BYTES, after)
-            except asyncpg.PostgresError as e:
-                if str(e.sqlstate or "").startswith("54"):
-                    raise ClaimRefused from e
-                raise
         try:
-            async with self.conn.transaction():
+            async with self.conn.transaction() if self.careful else contextlib.nullcontext():
                 return await self.conn.fetch(q.CLAIM_SUBMISSIONS, want, budget, ROW_BYTES, after)
         except asyncpg.PostgresError as e:
             if not str(e.sqlstate or "").startswith("54"):
                 raise
+            if not self.careful:  # the batch's transaction is lost with it: taken again, careful
+                raise ClaimRefused from e
             if want == 1:
                 sid = await self.conn.fetchval(q.CLAIM_SUBMISSION_BARE, after)
                 log.warning("intake cannot read a row", submission_id=sid, error=str(e)[:200])
