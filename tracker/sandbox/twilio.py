@@ -101,21 +101,18 @@ class Twilio(Vendor):
 
     def resource(self, msg: Message, state: str, since: float) -> dict[str, Any]:
         d = msg.data
-        never_sent = msg.code in NEVER_SENT and state == "sent"
-        if state == "accepted" or never_sent:
-            if never_sent:
-                state, since = "accepted", msg.t0
+        status = None if state == "accepted" else self.status(msg, state)
+        if status is None:  # accepted, or sent where Twilio never sent it: still in its queue
+            since = since if state == "accepted" else msg.t0
             sent_at = msg.time_of("sent") or since
             status = "queued" if self.now() - since < (sent_at - since) / 2 else "sending"
-        else:
-            status = self.status(msg, state)
         failed = status in ("undelivered", "failed")
+        sent = status not in ("queued", "sending") and msg.code not in NEVER_SENT
         sid, account = msg.ref, self.creds["account_sid"]
         return {
             "account_sid": account, "api_version": "2010-04-01", "body": d["body"],
             "date_created": format_datetime(msg.wall0), "date_sent": (
-                format_datetime(msg.wall(msg.time_of("sent")))
-                if state != "accepted" and msg.code not in NEVER_SENT else None),
+                format_datetime(msg.wall(msg.time_of("sent"))) if sent else None),
             "date_updated": format_datetime(msg.wall(since)), "direction": "outbound-api",
             "error_code": int(msg.code) if failed else None,
             "error_message": ERRORS.get(msg.code) if failed else None,
