@@ -5,6 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from tests.faults_support import refusing
 from tracker.config_types import Config, IntakeConfig
 from tracker.db import reducer
 from tracker.intake import take_in
@@ -106,24 +107,16 @@ async def test_what_a_row_carries_but_is_not_read_is_noted(pool):
         assert await conn.fetchval("SELECT recipient FROM tracker.messages WHERE vendor_ref = 'B2'") is None
 
 
-POISON = """
-CREATE FUNCTION tracker.test_poison() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF NEW.vendor_ref = 'POISON' THEN
-        RAISE EXCEPTION 'poisoned row' USING ERRCODE = '{code}';
-    END IF;
-    RETURN NEW;
-END $$;
-CREATE TRIGGER test_poison BEFORE INSERT ON tracker.messages
-    FOR EACH ROW EXECUTE FUNCTION tracker.test_poison();
-"""
+def poison(code: str) -> str:
+    """A message row with vendor_ref POISON refused by PostgreSQL with SQLSTATE `code`."""
+    return refusing("messages", "NEW.vendor_ref = 'POISON'", code, "poisoned row", name="test_poison")[0]
 
 
 async def test_a_row_postgresql_refuses_is_found_by_halving_and_refused_alone(pool):
     # PostgreSQL refuses one row's message (as it would an index entry too large or a value out
     # of range): the batch is split until that row is found; the other nine are tracked.
     async with pool.acquire() as conn:
-        await conn.execute(POISON.format(code="22023"))
+        await conn.execute(poison("22023"))
         ids = [await good(conn, ref) for ref in ("A", "B", "C", "D", "POISON", "E", "F", "G", "H", "I")]
         r = await take_in(conn, Config())
         assert (r.rows, r.refused, r.messages) == (10, 1, 9)
@@ -198,7 +191,7 @@ async def test_a_database_problem_that_is_not_the_rows_fault_is_retried_not_refu
     # take_in raises (the intake loop's supervisor logs it, counts it and starts it again) and
     # changes nothing.
     async with pool.acquire() as conn:
-        await conn.execute(POISON.format(code="55000"))
+        await conn.execute(poison("55000"))
         for ref in ("A", "POISON", "B"):
             await good(conn, ref)
         with pytest.raises(Exception, match="poisoned row"):

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from tests.faults_support import refusing
 from tests.integration.test_poller_in_process import answer, config, make_messages, messages
 from tests.polling_support import poller_on
 from tracker.poller.clock import ManualClock
@@ -57,16 +58,8 @@ async def test_an_answer_refused_alone_is_written_without_its_raw_payload_and_co
     # trigger raising the same error class for a marked payload: real refusals, without a
     # 256 MB body.
     async with pool.acquire() as conn:
-        await conn.execute("""
-            CREATE FUNCTION tracker.refuse_marked() RETURNS trigger LANGUAGE plpgsql AS $$
-            BEGIN
-                IF NEW.raw ? 'refuse_me' THEN
-                    RAISE EXCEPTION 'payload too large' USING ERRCODE = 'program_limit_exceeded';
-                END IF;
-                RETURN NEW;
-            END $$;
-            CREATE TRIGGER refuse_marked BEFORE INSERT ON tracker.observations
-                FOR EACH ROW EXECUTE FUNCTION tracker.refuse_marked();""")
+        await conn.execute(refusing("observations", "NEW.raw ? 'refuse_me'", "program_limit_exceeded",
+                                    "payload too large")[0])
     cfg = config(circuit_failures=1000)
     await make_messages(pool, cfg, "engagespark", 3)
     refused = "1001"

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 import orjson
 
 from tests.conftest import until_waiting_on_a_lock
+from tests.faults_support import refusing
 from tests.postbacks_support import TOKENS, config_for, postback_url, running, session, settle
 from tracker import logging as tlog
 from tracker import replay
@@ -516,16 +517,8 @@ async def test_a_postback_the_database_refuses_alone_is_a_400_and_the_rest_are_s
     # found; that one is answered 400 (sent again, it would be refused again), the rest 200.
     cfg = config_for(db_dsn, http={"group_commit_ms": 50, "group_commit_max": 64})
     async with running(cfg) as (tr, base), session() as s:
-        await tr.pool.execute("""
-            CREATE FUNCTION tracker.test_refuse_postback() RETURNS trigger LANGUAGE plpgsql AS $$
-            BEGIN
-                IF position('REFUSE' in convert_from(NEW.body, 'UTF8')) > 0 THEN
-                    RAISE EXCEPTION 'refused by the test' USING ERRCODE = 'check_violation';
-                END IF;
-                RETURN NEW;
-            END $$;
-            CREATE TRIGGER test_refuse_postback BEFORE INSERT ON tracker.postbacks
-                FOR EACH ROW EXECUTE FUNCTION tracker.test_refuse_postback();""")
+        marked = "position('REFUSE' in convert_from(NEW.body, 'UTF8')) > 0"
+        await tr.pool.execute(refusing("postbacks", marked, "check_violation", "refused by the test")[0])
         url = postback_url(base, "skycore")
         answers = await asyncio.gather(*(post(s, url, sky("REFUSE" if i == 7 else f"ok-{i}"))
                                          for i in range(20)))

@@ -11,23 +11,17 @@ import dataclasses
 import pytest
 
 from tests.metrics_support import failures
+from tests.faults_support import refusing
 from tests.postbacks_support import running, session
 from tests.sinks_support import (NatsServer, Receiver, check_stream, config, events, make_messages,
                                  nats_available, new_secret, report, stream_messages, wait_until)
 from tracker.core.states import State
 
-REFUSE = """
-CREATE FUNCTION tracker.test_refuse_cursor() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF NEW.consumer = 'sink:{sink}' THEN
-        RAISE EXCEPTION 'cursor refused by the test' USING ERRCODE = 'check_violation';
-    END IF;
-    RETURN NEW;
-END $$;
-CREATE TRIGGER test_refuse_cursor BEFORE INSERT OR UPDATE ON tracker.consumers
-    FOR EACH ROW EXECUTE FUNCTION tracker.test_refuse_cursor();
-"""
-ALLOW = "DROP TRIGGER test_refuse_cursor ON tracker.consumers; DROP FUNCTION tracker.test_refuse_cursor()"
+
+def refusing_cursor(sink: str) -> tuple[str, str]:
+    """The sink's cursor refused when written (check_violation), and allowed again."""
+    return refusing("consumers", f"NEW.consumer = 'sink:{sink}'", "check_violation",
+                    "cursor refused by the test", name="test_refuse_cursor", events="INSERT OR UPDATE")
 
 
 def supervised(cfg):
@@ -45,7 +39,8 @@ async def refused_until_allowed(pool, tr, base: str, sink: str, refs: list[str])
     allow it again and see it ready."""
     component = f"sink:{sink}"
     before = failures(component)
-    await pool.execute(REFUSE.format(sink=sink))
+    refuse, allow = refusing_cursor(sink)
+    await pool.execute(refuse)
     async with session() as s:
         try:
             await report(pool, refs, State.sent)
@@ -60,7 +55,7 @@ async def refused_until_allowed(pool, tr, base: str, sink: str, refs: list[str])
             assert failures(component) - before >= 2  # counted, and restarted after each
             assert await behind(pool, sink) == len(refs)  # nothing skipped meanwhile
         finally:
-            await pool.execute(ALLOW)
+            await pool.execute(allow)
         await wait_until(lambda: behind(pool, sink, 0), 30, "the cursor at the end")
 
         async def ready() -> bool:

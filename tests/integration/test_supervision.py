@@ -17,6 +17,7 @@ import pytest
 import structlog
 
 import tracker.postbacks.worker as postbacks_mod
+from tests.faults_support import refusing
 from tests.metrics_support import failures, metric
 from tests.polling_support import wait_until
 from tests.postbacks_support import config_for, running, session
@@ -198,12 +199,9 @@ async def test_a_database_error_that_is_no_outage_in_intake_is_the_supervisors(d
     # 55000, object not in prerequisite state) is not an outage to wait out quietly: intake is
     # counted as failing and named by /readyz until the database takes the rows again.
     before = sum(failures(c) for c in FAMILY["intake"])
+    refuse, allow = refusing("messages", "true", "55000", "not now")
     async with running(health_config(db_dsn)) as (tr, base), session() as s:
-        await tr.pool.execute("""
-            CREATE FUNCTION tracker.test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
-            BEGIN RAISE EXCEPTION 'not now' USING ERRCODE = '55000'; END $$;
-            CREATE TRIGGER test_refuse BEFORE INSERT ON tracker.messages
-                FOR EACH ROW EXECUTE FUNCTION tracker.test_refuse();""")
+        await tr.pool.execute(refuse)
         try:
             await tr.pool.execute("INSERT INTO tracker.submissions (vendor, vendor_ref, recipient)"
                                   " VALUES ('sparksender', 'refused-1', '639170000001')")
@@ -216,8 +214,7 @@ async def test_a_database_error_that_is_no_outage_in_intake_is_the_supervisors(d
             await wait_until(failing, 10, step=0.1)
             assert sum(failures(c) for c in FAMILY["intake"]) - before >= 2
         finally:
-            await tr.pool.execute("DROP TRIGGER test_refuse ON tracker.messages;"
-                                  " DROP FUNCTION tracker.test_refuse()")
+            await tr.pool.execute(allow)
         await wait_until(lambda: _none_waiting(tr), 10, step=0.05)
         await wait_until(lambda: _ready(s, base), 10, step=0.1)
         assert await tr.pool.fetchval("SELECT error FROM tracker.submissions") is None
