@@ -2,6 +2,7 @@
 lock so that several replicas starting at once apply each file exactly once."""
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,11 @@ class Migration:
     path: Path
 
 
-def migrations() -> list[Migration]:
+@functools.cache
+def migrations() -> tuple[Migration, ...]:
+    """The migrations this process was installed with, read once. A release installed in place
+    while the process runs (newer files in sql/) does not change what it expects of the database:
+    /readyz asks "is this process's schema there", not "is the newest on disk applied"."""
     found = []
     for path in sorted(sql_dir().iterdir()):
         m = _NAME.match(path.name)
@@ -37,7 +42,7 @@ def migrations() -> list[Migration]:
     versions = [m.version for m in found]
     if len(set(versions)) != len(versions):
         raise RuntimeError(f"two migrations share a number in {sql_dir()}")
-    return sorted(found, key=lambda m: m.version)
+    return tuple(sorted(found, key=lambda m: m.version))
 
 
 async def applied(conn: asyncpg.Connection) -> set[int]:

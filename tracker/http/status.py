@@ -46,7 +46,10 @@ def authorized(request: web.Request, token: str | None) -> bool:
     auth = request.headers.get("Authorization", "")
     if auth[:7].lower() == "bearer ":
         given = auth[7:].strip()
-    return given is not None and hmac.compare_digest(given.encode(), token.encode())
+    # headers and query arrive decoded with surrogateescape: bytes that are not UTF-8 compare
+    # as the bytes they were (a plain encode() raised, and the page answered 500)
+    return given is not None and hmac.compare_digest(given.encode("utf-8", "surrogateescape"),
+                                                     token.encode())
 
 
 class StatusPage:
