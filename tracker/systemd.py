@@ -12,15 +12,31 @@ from tracker.supervisor import Problem, beat
 log = get_logger("tracker.systemd")
 
 
+_unheard: set[str] = set()  # kinds of notification that could not be sent (logged once each)
+
+
 def notify(state: str) -> bool:
+    """Tell systemd `state`; False when it cannot hear us. A socket that cannot be reached is
+    logged (once per kind, until one gets through) and never raises: a failed READY or STOPPING
+    once stopped the daemon from starting, or from stopping its parts (an embedded cluster was
+    left running). Watchdog pings that cannot be sent are pings systemd does not get."""
     address = os.environ.get("NOTIFY_SOCKET")
     if not address:
         return False
     if address.startswith("@"):  # abstract namespace
         address = "\0" + address[1:]
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-        s.connect(address)
-        s.sendall(state.encode())
+    kind = state.partition("=")[0]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.connect(address)
+            s.sendall(state.encode())
+    except OSError as e:
+        if kind not in _unheard:
+            _unheard.add(kind)
+            log.warning("systemd notification not sent", notification=kind,
+                        error=f"{type(e).__name__}: {e}")
+        return False
+    _unheard.discard(kind)
     return True
 
 

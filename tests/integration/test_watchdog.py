@@ -125,3 +125,19 @@ async def test_a_blocked_event_loop_stops_the_ping(db_dsn, monkeypatch, tmp_path
     # A ping sent just before the block may arrive inside it; none after that one.
     during = [t for t in notify.pings_since(blocked_at) if t < unblocked_at - 0.01]
     assert len(during) <= 1, during
+
+
+async def test_a_notify_socket_that_is_gone_neither_stops_the_start_nor_the_stop(
+        db_dsn, monkeypatch, tmp_path):
+    # READY=1 to a socket that is gone raised: the daemon did not start; STOPPING=1 raised before
+    # any part was stopped (an embedded cluster was left running). Now each is logged once.
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "gone.sock"))
+    monkeypatch.delenv("WATCHDOG_USEC", raising=False)
+    with structlog.testing.capture_logs() as logs:
+        async with running(config_for(db_dsn)) as (tr, base), session() as s:
+            async with s.get(base + "/readyz") as r:
+                assert r.status == 200
+        assert tr.pool.is_closing()  # stopped: its parts too
+    unheard = [e for e in logs if e["event"] == "systemd notification not sent"]
+    assert {e["notification"] for e in unheard} == {"READY", "STOPPING"}
+    assert all("FileNotFoundError" in e["error"] for e in unheard)
