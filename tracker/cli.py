@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 
 from tracker import config as config_mod
@@ -29,28 +28,18 @@ def cmd_run(args) -> int:
 
 
 def cmd_migrate(args) -> int:
-    import asyncpg
-
-    from tracker.db.embedded import EmbeddedPostgres
     from tracker.db.migrate import migrate
+    from tracker.db.oneshot import on_database
 
     cfg = _load(args)
     log = tlog.get_logger("tracker.migrate")
 
-    async def go(dsn: str) -> None:
-        conn = await asyncpg.connect(dsn)
-        try:
-            applied = await migrate(conn)
-        finally:
-            await conn.close()
+    async def go(conn) -> int:
+        applied = await migrate(conn)
         log.info("migrations done", applied=[m.version for m in applied])
+        return 0
 
-    if cfg.database.dsn:
-        asyncio.run(go(cfg.database.dsn))
-    else:
-        with EmbeddedPostgres(cfg.database.state_dir) as pg:
-            asyncio.run(go(pg.dsn))
-    return 0
+    return on_database(cfg, "migrate", go)
 
 
 def cmd_check_config(args) -> int:

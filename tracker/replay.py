@@ -10,18 +10,15 @@ by batch, and the daemon's worker skips them.
 """
 from __future__ import annotations
 
-import asyncio
 import sys
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import TextIO
 
 import asyncpg
 
 from tracker.config_types import VENDORS, Config
 from tracker.db import queries as q
-from tracker.config import redact_dsn
-from tracker.db.embedded import EmbeddedError, EmbeddedPostgres, running_dsn
+from tracker.db.oneshot import on_database
 from tracker.postbacks.process import Outcome, replay_rows
 
 BATCH = 500
@@ -70,11 +67,6 @@ async def replay(conn: asyncpg.Connection, config: Config, vendor: str | None,
     return out
 
 
-def _running_embedded(state_dir: Path) -> str | None:
-    """The DSN of the embedded cluster if the daemon already runs it (its private socket)."""
-    return running_dsn(state_dir)
-
-
 def main(args, config: Config) -> int:
     vendor = args.vendor
     if vendor is not None and vendor not in VENDORS:
@@ -86,27 +78,15 @@ def main(args, config: Config) -> int:
         print(f"replay: --since {args.since!r} is not an ISO 8601 time", file=sys.stderr)
         return 2
 
-    async def go(dsn: str) -> Outcome:
-        conn = await asyncpg.connect(dsn)
-        try:
-            if not await conn.fetchval(q.POSTBACKS_TABLE_EXISTS):
-                raise SystemExit("replay: the database has no tracker.postbacks: run `tracker migrate`")
-            return await replay(conn, config, vendor, since)
-        finally:
-            await conn.close()
+    async def go(conn: asyncpg.Connection) -> int:
+        if not await conn.fetchval(q.POSTBACKS_TABLE_EXISTS):
+            print("replay: the database has no tracker.postbacks: run `tracker migrate`",
+                  file=sys.stderr)
+            return 2
+        out = await replay(conn, config, vendor, since)
+        print(f"replayed {out.rows} postbacks: {out.observations} new observations, "
+              f"{out.transitions} transitions, {out.unchanged} unchanged, "
+              f"{out.unreadable} unreadable", file=sys.stderr)
+        return 0
 
-    dsn = config.database.dsn or _running_embedded(Path(config.database.state_dir))
-    try:
-        if dsn:
-            out = asyncio.run(go(dsn))
-        else:
-            with EmbeddedPostgres(Path(config.database.state_dir)) as pg:
-                out = asyncio.run(go(pg.dsn))
-    except (OSError, asyncpg.PostgresError, EmbeddedError) as e:
-        print(f"replay: database unavailable: {type(e).__name__}: {redact_dsn(str(e))}",
-              file=sys.stderr)
-        return 1
-    print(f"replayed {out.rows} postbacks: {out.observations} new observations, "
-          f"{out.transitions} transitions, {out.unchanged} unchanged, {out.unreadable} unreadable",
-          file=sys.stderr)
-    return 0
+    return on_database(config, "replay", go)

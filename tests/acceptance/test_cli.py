@@ -49,6 +49,16 @@ async def test_migrate_from_several_processes_on_an_empty_database(empty_db_dsn)
         assert p.returncode == 0, err
 
 
+def test_migrate_on_a_database_it_cannot_use_says_so_in_one_line():
+    for dsn, said in (("postgresql://u:S3cretPW@127.0.0.1:9/x", "migrate: database unavailable: "),
+                      ("postgresql://u:S3cretPW@127.0.0.1:9/x?sslmode=nonsense", "sslmode")):
+        p = subprocess.run(TRACKER + ["migrate"], env=env_with(TRACKER_DATABASE__DSN=dsn),
+                           capture_output=True, text=True, timeout=60)
+        out = p.stdout + p.stderr
+        assert p.returncode in (1, 2) and said in out, out
+        assert "Traceback" not in out and "S3cretPW" not in out
+
+
 def test_check_config_names_the_key_and_the_reason(tmp_path):
     bad = tmp_path / "tracker.toml"
     bad.write_text('[http]\nlisten = "nowhere"\n[vendors.sparrow]\nrate_limit_per_s = "fast"\n'
@@ -123,7 +133,12 @@ def test_run_on_the_embedded_default(tmp_path):
         proc, lines = _run_until_ready(env_with(TRACKER_DATABASE__STATE_DIR=str(state / "s"),
                                                 TRACKER_HTTP__LISTEN="127.0.0.1:0",
                                                 TRACKER_LOG__FORMAT="json"))
+        # a one-off command beside the daemon uses its cluster (it tried to start a second
+        # postmaster on the same data directory, and failed with a traceback)
+        migrate = subprocess.run(TRACKER + ["migrate"], capture_output=True, text=True, timeout=60,
+                                 env=env_with(TRACKER_DATABASE__STATE_DIR=str(state / "s")))
         log = _stop(proc, lines)
+        assert migrate.returncode == 0 and "migrations done" in migrate.stderr, migrate.stderr
         assert proc.returncode == 0, log
         assert "embedded PostgreSQL started" in log and "tracker stopped" in log
         assert not (state / "s" / "pgdata" / "postmaster.pid").exists()  # cluster stopped too

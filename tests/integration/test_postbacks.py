@@ -18,7 +18,7 @@ from tracker import replay
 from tracker.adapters import skycore
 from tracker.core.states import State
 from tracker.db import queries as q
-from tracker.db.embedded import EmbeddedPostgres
+from tracker.db.embedded import EmbeddedPostgres, running_dsn
 from tracker.postbacks import CONNECTIONS
 
 JSON = {"Content-Type": "application/json"}
@@ -398,12 +398,12 @@ async def test_replay_command(db_dsn, pool):
     assert await pool.fetchval("SELECT count(*) FROM tracker.postbacks WHERE processed_at IS NULL") == 1
 
 
-def test_replay_finds_the_daemons_embedded_cluster(tmp_path):
+def test_one_off_commands_find_the_daemons_embedded_cluster(tmp_path):
     pid = EmbeddedPostgres(tmp_path).data_dir / "postmaster.pid"
-    assert replay._running_embedded(tmp_path) is None
+    assert running_dsn(tmp_path) is None
     pid.parent.mkdir(parents=True)
     pid.write_text("1234\n/x/pgdata\n1700000000\n54321\n/x\n127.0.0.1\n")
-    assert replay._running_embedded(tmp_path) == "postgresql://tracker@%2Fx:54321/tracker"
+    assert running_dsn(tmp_path) == "postgresql://tracker@%2Fx:54321/tracker"
 
 
 async def test_unmatched_postbacks_are_listed(db_dsn):

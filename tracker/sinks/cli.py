@@ -4,17 +4,14 @@ is found by its private socket, as `tracker replay` does); a running daemon is w
 NOTIFY tracker_events and sends redriven events at once."""
 from __future__ import annotations
 
-import asyncio
 import sys
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Awaitable, Callable
 
 import asyncpg
 
-from tracker.config import redact_dsn
 from tracker.config_types import Config
-from tracker.db.embedded import EmbeddedError, EmbeddedPostgres, running_dsn
+from tracker.db.oneshot import on_database
 from tracker.sinks import store
 
 COLUMNS = ("sink", "kind", "position", "events_behind", "pending", "dead_letters",
@@ -47,25 +44,13 @@ def table(rows) -> str:
 
 
 def _on_database(config: Config, job: Callable[[asyncpg.Connection], Awaitable[int]]) -> int:
-    async def go(dsn: str) -> int:
-        conn = await asyncpg.connect(dsn)
-        try:
-            if not await conn.fetchval("SELECT to_regclass('tracker.sinks') IS NOT NULL"):
-                print("sinks: the database has no tracker.sinks: run `tracker migrate`", file=sys.stderr)
-                return 2
-            return await job(conn)
-        finally:
-            await conn.close()
+    async def checked(conn: asyncpg.Connection) -> int:
+        if not await conn.fetchval("SELECT to_regclass('tracker.sinks') IS NOT NULL"):
+            print("sinks: the database has no tracker.sinks: run `tracker migrate`", file=sys.stderr)
+            return 2
+        return await job(conn)
 
-    dsn = config.database.dsn or running_dsn(Path(config.database.state_dir))
-    try:
-        if dsn:
-            return asyncio.run(go(dsn))
-        with EmbeddedPostgres(Path(config.database.state_dir)) as pg:
-            return asyncio.run(go(pg.dsn))
-    except (OSError, asyncpg.PostgresError, EmbeddedError) as e:
-        print(f"sinks: database unavailable: {type(e).__name__}: {redact_dsn(str(e))}", file=sys.stderr)
-        return 1
+    return on_database(config, "sinks", checked)
 
 
 def main(args, config: Config) -> int:
