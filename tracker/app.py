@@ -19,7 +19,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from tracker import systemd
 from tracker.config import redact_dsn
 from tracker.config_types import Config
-from tracker.db import DB_ERRORS
+from tracker.db import DB_ERRORS, is_outage
 from tracker.db import queries as q
 from tracker.db import reducer
 from tracker.db.embedded import EmbeddedPostgres
@@ -157,7 +157,10 @@ class Tracker:
     async def exclusive(self, name: str, job: Callable[[asyncpg.Connection], Awaitable]) -> None:
         """Run a sweep on one replica at a time. The advisory lock is the session's, not a
         transaction's: the job commits as it goes (a long sweep in short transactions, never
-        one that holds thousands of rows locked against polls and postbacks)."""
+        one that holds thousands of rows locked against polls and postbacks). The database
+        unavailable is waited out until the next run (a warning); any other error, such as a
+        statement PostgreSQL refuses, is the supervisor's: the run of `sweep:<name>` fails,
+        logged with its traceback and counted, and /readyz names it while it keeps failing."""
         try:
             async with self.pool.acquire() as conn:
                 if not await conn.fetchval(q.TRY_SWEEP_LOCK, "tracker.sweep." + name):
@@ -167,7 +170,9 @@ class Tracker:
                 finally:
                     await conn.execute(q.SWEEP_UNLOCK, "tracker.sweep." + name)
         except DB_ERRORS as e:
-            log.warning("sweep failed", sweep=name, error=str(e))
+            if not is_outage(e):
+                raise
+            log.warning("sweep failed: database unavailable", sweep=name, error=str(e))
 
     # --- parts, in the order they start ----------------------------------------------------------
 

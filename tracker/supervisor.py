@@ -12,11 +12,16 @@ with each failure in a row up to `health.restart_backoff_max_s`. A sweep is not 
 next run is its restart.
 
 A component tells the supervisor how it is doing through its Beat (`beat()`, from inside its
-task): `working()` around one iteration (busy on entry, progress on a clean exit) and
-`progress()` for a step of a long iteration. From that the supervisor knows which component is
+task): `working()` around one iteration (busy on entry, progress on a clean exit), `busy()` around a
+step that is no progress in itself (taking a connection) and `progress()` for a step of a long
+iteration. From that the supervisor knows which component is
 - failing: `failures_before_unready` failures in a row, with no progress in between;
-- wedged: busy for longer than `wedged_after_s` without progress.
-/readyz reports both; the systemd watchdog ping stops while a component is wedged.
+- wedged: busy for longer than `wedged_after_s` without progress;
+- blocked: it said (`blocked(reason)`) that it has work it cannot do for a cause outside the
+  daemon (the publisher, when a consumer's transaction holds the publisher row), and has made no
+  progress for longer than `wedged_after_s`.
+/readyz reports all three; the systemd watchdog ping stops while a component is wedged (a
+blocked one is not: restarting the daemon would not release another session's lock).
 """
 from __future__ import annotations
 
@@ -57,6 +62,7 @@ class Health:
     busy_since: float | None = None  # working, with no progress since then
     last_progress: float | None = None  # the clock's time of its last progress (or its start)
     restarting: bool = False  # waiting out its restart delay: nothing in hand
+    blocked: str = ""  # why it has work it cannot do (Beat.blocked); cleared by progress
 
 
 # --- the rules (pure) ---------------------------------------------------------------------------
@@ -71,6 +77,12 @@ def wedged(components: Iterable[Health], now: float, wedged_after_s: float) -> l
     return [Problem(c.name, f"busy for {now - c.busy_since:.0f} s without progress")
             for c in components
             if c.busy_since is not None and now - c.busy_since > wedged_after_s]
+
+
+def blocked(components: Iterable[Health], now: float, limit_s: float) -> list[Problem]:
+    return [Problem(c.name, f"{c.blocked}; no progress for {now - c.last_progress:.0f} s")
+            for c in components
+            if c.blocked and c.last_progress is not None and now - c.last_progress > limit_s]
 
 
 def failing(components: Iterable[Health], failures_before_unready: int) -> list[Problem]:
@@ -91,19 +103,32 @@ class Beat:
     @contextlib.contextmanager
     def working(self) -> Iterator[None]:
         """Around one iteration: busy inside it; a clean exit is progress."""
+        with self.busy():
+            yield
+        self.progress()
+
+    @contextlib.contextmanager
+    def busy(self) -> Iterator[None]:
+        """Around a step that is no progress in itself (taking a connection before the work):
+        busy inside it, so that it shows as wedged if it hangs; its end changes nothing else."""
         self.health.busy_since = self.clock()
         try:
             yield
         finally:
             self.health.busy_since = None
-        self.progress()
 
     def progress(self) -> None:
         """A step of work done: the failures in a row end, and a busy component is not stuck."""
         self.health.failures_in_a_row = 0
+        self.health.blocked = ""
         self.health.last_progress = self.clock()
         if self.health.busy_since is not None:
             self.health.busy_since = self.clock()
+
+    def blocked(self, reason: str) -> None:
+        """It has work it cannot do, for a cause outside the daemon (`reason` says which): no
+        progress; /readyz names it with `reason` once that has lasted `wedged_after_s`."""
+        self.health.blocked = reason
 
 
 _UNSUPERVISED = Beat(Health("unsupervised"), time.monotonic)  # code run outside the supervisor
@@ -250,4 +275,5 @@ class Supervisor:
 
     def problems(self) -> list[Problem]:
         return (failing(self.components.values(), self.config.failures_before_unready)
-                + self.wedged())
+                + self.wedged()
+                + blocked(self.components.values(), self.clock(), self.config.wedged_after_s))

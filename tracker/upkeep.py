@@ -1,10 +1,12 @@
 """The daemon's upkeep sweeps (a component: tracker.app starts it with the others): folding the
 delivery rollup, the outbox readers' lag gauges, and retention. Each runs under the supervisor
-as `sweep:<name>` (apscheduler); folding and retention on one replica at a time."""
+as `sweep:<name>` (apscheduler); folding and retention on one replica at a time. The database
+unavailable is waited out until the next run; any other database error fails the run, which the
+supervisor logs, counts and shows in /readyz while it keeps failing."""
 from __future__ import annotations
 
 from tracker import metrics, retention, rollup
-from tracker.db import DB_ERRORS
+from tracker.db import DB_ERRORS, is_outage
 from tracker.db import queries as q
 from tracker.logging import get_logger
 
@@ -36,7 +38,9 @@ class Upkeep:
         try:
             await retention.sweep(self.tracker.pool, self.tracker.config.retention)
         except DB_ERRORS as e:
-            log.warning("sweep failed", sweep="retention", error=str(e))
+            if not is_outage(e):
+                raise  # the supervisor's (sweep:retention: logged, counted, in /readyz)
+            log.warning("sweep failed: database unavailable", sweep="retention", error=str(e))
 
 
 async def measure_lag(pool) -> None:
@@ -45,7 +49,9 @@ async def measure_lag(pool) -> None:
         async with pool.acquire() as conn:
             rows = await conn.fetch(q.CONSUMER_LAG)
     except DB_ERRORS as e:
-        log.warning("sweep failed", sweep="lag", error=str(e))
+        if not is_outage(e):
+            raise  # the supervisor's (sweep:lag)
+        log.warning("sweep failed: database unavailable", sweep="lag", error=str(e))
         return
     metrics.consumer_lag.clear()  # consumers removed since are no longer shown
     metrics.consumer_lag_seconds.clear()

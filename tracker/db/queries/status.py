@@ -6,14 +6,21 @@ tracker.retention; sql/009)."""
 # Fold the route deltas committed so far into the rollups (sql/009: tracker.fold_route_deltas).
 FOLD_ROUTE_DELTAS = "SELECT tracker.fold_route_deltas()"
 
-# Each outbox consumer (sinks are consumers 'sink:<name>'): published events not acknowledged
-# yet, and how old the oldest of them is (a lookup by the unique pos index per consumer).
+# Each outbox consumer (sinks are consumers 'sink:<name>'): committed events it has not
+# acknowledged yet, published or not (as tracker.sink_status counts them: while publication is
+# held up, by a consumer's transaction holding the publisher row, the events wait unpublished and
+# every consumer is behind by them), and how old the oldest of them is (a lookup by the unique
+# pos index per consumer; the unpublished ones through the partial index transitions_unpublished).
 CONSUMER_LAG = """
-SELECT c.consumer, greatest(p.last_pos - c.acked_pos, 0) AS events,
-       extract(epoch FROM clock_timestamp() - (
-           SELECT t.recorded_at FROM tracker.transitions t
-           WHERE t.pos > c.acked_pos ORDER BY t.pos LIMIT 1))::float8 AS age_s
-FROM tracker.consumers c CROSS JOIN tracker.event_publisher p
+SELECT c.consumer, greatest(p.last_pos - c.acked_pos, 0) + u.unpublished AS events,
+       extract(epoch FROM clock_timestamp() - least(
+           (SELECT t.recorded_at FROM tracker.transitions t
+            WHERE t.pos > c.acked_pos ORDER BY t.pos LIMIT 1),
+           u.oldest))::float8 AS age_s
+FROM tracker.consumers c
+CROSS JOIN tracker.event_publisher p
+CROSS JOIN (SELECT count(*) AS unpublished, min(recorded_at) AS oldest
+            FROM tracker.transitions WHERE pos IS NULL) u
 ORDER BY c.consumer
 """
 

@@ -69,6 +69,32 @@ LEFT JOIN LATERAL (SELECT id, created_at FROM tracker.submissions
                    WHERE processed_at IS NULL ORDER BY id LIMIT 1) AS h ON true
 """
 
+# When the publisher could not take the publisher row within its lock timeout (tracker.events):
+# the committed events waiting unpublished (counted up to $1, through the partial index
+# transitions_unpublished) and how long the oldest has waited (seconds; NULL: none), and the
+# session that most likely holds the row: of those holding a lock on tracker.event_publisher
+# (read_events and publish_events take it FOR UPDATE, which holds ROW SHARE on the table to the
+# end of the transaction), the one whose transaction is oldest. Its pid and application_name
+# only: never its query text, which may carry secrets.
+PUBLISHER_BLOCKED = """
+SELECT (SELECT count(*) FROM (SELECT FROM tracker.transitions WHERE pos IS NULL LIMIT $1) w)
+           AS unpublished,
+       extract(epoch FROM clock_timestamp() - (
+           SELECT recorded_at FROM tracker.transitions WHERE pos IS NULL ORDER BY event_id LIMIT 1
+       ))::float8 AS oldest_s,
+       h.pid AS holder_pid, h.application_name AS holder_application,
+       extract(epoch FROM clock_timestamp() - h.xact_start)::float8 AS holder_xact_s
+FROM (SELECT 1) AS one
+LEFT JOIN LATERAL (
+    SELECT l.pid, a.application_name, a.xact_start
+    FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+    WHERE l.locktype = 'relation' AND l.relation = 'tracker.event_publisher'::regclass
+      AND l.granted AND l.pid <> pg_backend_pid()
+      AND l.mode IN ('RowShareLock', 'RowExclusiveLock')
+    ORDER BY a.xact_start NULLS LAST, l.pid LIMIT 1
+) AS h ON true
+"""
+
 # How many wait, each counted up to $1: bounded work however large the backlog.
 COUNT_WAITING = """
 SELECT (SELECT count(*) FROM (SELECT FROM tracker.submissions WHERE processed_at IS NULL LIMIT $1) s)

@@ -1,0 +1,110 @@
+"""A statement PostgreSQL refuses in a sweep or in the publisher is no outage to wait out with a
+warning (DESIGN §9): it is the supervisor's. Logged with the component's name and traceback,
+counted in tracker_component_failures_total{component}, the component run again (a sweep on its
+schedule, the publisher after its backoff), /readyz naming it while it keeps failing, and ready
+again once the database takes the statement. The refusals are real: a trigger raising the
+SQLSTATE (tests/faults_support.py). Real PostgreSQL, the daemon in-process."""
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime
+
+import structlog
+
+from tests.faults_support import refusing
+from tests.metrics_support import failures
+from tests.postbacks_support import config_for, running, session
+from tests.sinks_support import all_published, make_messages, report, wait_until
+from tracker.core.states import State
+
+
+def config(dsn: str):
+    cfg = config_for(dsn, sparksender={"base_url": "http://127.0.0.1:9"})  # polled, never called
+    health = dataclasses.replace(cfg.health, restart_backoff_max_s=0.2, failures_before_unready=2)
+    return dataclasses.replace(cfg, health=health)
+
+
+async def readyz(s, base: str) -> tuple[int, dict]:
+    async with s.get(base + "/readyz") as r:
+        return r.status, await r.json()
+
+
+def named(body: dict, component: str) -> list[str]:
+    return [p["reason"] for p in body.get("problems", []) if p["component"] == component]
+
+
+def run_now(tr, job_id: str) -> None:
+    tr.scheduler.get_job(job_id).modify(next_run_time=datetime.now(UTC))
+
+
+def failed_logs(logs: list[dict], component: str) -> list[dict]:
+    return [e for e in logs if e.get("event") == "component failed" and e["component"] == component]
+
+
+async def test_a_refused_fold_is_counted_and_named(db_dsn, pool):
+    component = "sweep:rollup"
+    refuse, allow = refusing("route_days", "true", "22003", "rollup refused by the test",
+                             name="test_refuse_rollup", events="INSERT OR UPDATE")
+    await make_messages(pool, ["r1", "r2"])  # their deltas wait in route_deltas
+    assert await pool.fetchval("SELECT count(*) FROM tracker.route_deltas") > 0
+    await pool.execute(refuse)
+    before = failures(component)
+    with structlog.testing.capture_logs() as logs:
+        async with running(config(db_dsn)) as (tr, base), session() as s:
+            try:
+                async def named_failing() -> bool:
+                    run_now(tr, "rollup")  # a sweep runs again on its schedule
+                    status, body = await readyz(s, base)
+                    return status == 503 and any("NumericValueOutOfRangeError" in r
+                                                 for r in named(body, component))
+
+                await wait_until(named_failing, 20, f"/readyz naming {component}", step=0.2)
+                assert failures(component) - before >= 2
+                assert await pool.fetchval("SELECT count(*) FROM tracker.route_deltas") > 0
+            finally:
+                await pool.execute(allow)
+
+            async def folded_and_ready() -> bool:
+                run_now(tr, "rollup")
+                return (not await pool.fetchval("SELECT count(*) FROM tracker.route_deltas")
+                        and await readyz(s, base) == (200, {"status": "ready"}))
+
+            await wait_until(folded_and_ready, 20, "folded and ready again", step=0.2)
+    failed = failed_logs(logs, component)
+    assert len(failed) >= 2 and all(e["log_level"] == "error" and e["exc_info"] for e in failed)
+
+
+async def test_a_refused_publication_is_counted_and_named(db_dsn, pool):
+    component = "publisher"
+    refuse, allow = refusing("transitions", "OLD.pos IS NULL AND NEW.pos IS NOT NULL", "23514",
+                             "publication refused by the test", name="test_refuse_pos",
+                             events="UPDATE")
+    refs = ["e1", "e2"]
+    await make_messages(pool, refs)
+    before = failures(component)
+    with structlog.testing.capture_logs() as logs:
+        async with running(config(db_dsn)) as (_, base), session() as s:
+            await pool.execute(refuse)
+            try:
+                await report(pool, refs, State.delivered)
+
+                async def named_failing() -> bool:
+                    status, body = await readyz(s, base)
+                    return status == 503 and any("CheckViolationError" in r
+                                                 for r in named(body, component))
+
+                await wait_until(named_failing, 20, "/readyz naming the publisher", step=0.1)
+                assert failures(component) - before >= 2  # counted, and restarted after each
+                assert await pool.fetchval(
+                    "SELECT count(*) FROM tracker.transitions WHERE pos IS NULL") == 2
+            finally:
+                await pool.execute(allow)
+            await wait_until(lambda: all_published(pool), 10, "published once allowed")
+
+            async def ready() -> bool:
+                return await readyz(s, base) == (200, {"status": "ready"})
+
+            await wait_until(ready, 10, "ready again", step=0.1)
+    failed = failed_logs(logs, component)
+    assert len(failed) >= 2 and all(e["log_level"] == "error" and e["exc_info"] for e in failed)
+    assert not [e for e in logs if "will retry" in e.get("event", "")]  # no quiet retrying
