@@ -4,34 +4,80 @@ from __future__ import annotations
 
 import re
 from typing import Any
+from urllib.parse import unquote, unquote_plus, urlsplit
 
 from tracker.config.schema import _VENDOR_SETTINGS
 from tracker.config_types import Config
 from tracker.sinks import settings as sink_settings
 
-# Greedy up to the last "@" before any query: an unencoded "@" in a password is still hidden whole.
+MASK = "***"
+# A URL at the start of the text (leading blanks allowed, as urlsplit allows them).
+_URL_START = re.compile(r"\s*[A-Za-z][A-Za-z0-9+.-]*://")
+_QUERY_SECRETS = ("password", "sslpassword")
+# For URLs inside longer text (an error message): greedy up to the last "@" before any query, so
+# that an unencoded "@" in a password is still hidden whole.
 _URL_USERINFO = re.compile(r"(?P<pre>\b[A-Za-z][A-Za-z0-9+.-]*://[^:/?#@\s]*:)[^?#\s]*@")
 _KV_PASSWORD = re.compile(
-    r"(?P<pre>\b(?:password|sslpassword|passwd)\s*=\s*)(?:'(?:\\.|[^'\\])*'|[^\s&]+)", re.IGNORECASE
+    r"(?P<pre>\b(?:password|sslpassword|passwd)\s*=\s*)(?:'(?:\\.|[^'\\])*'|[^\s&#]+)", re.IGNORECASE
 )
 
 
+def _secret_spans(text: str) -> list[tuple[int, int]]:
+    """Where a URL's password is in ``text`` (a URL from its start): the userinfo's, and the
+    ``password=``/``sslpassword=`` query parameters'. Found as urlsplit (and so asyncpg) finds
+    them, whatever characters they hold: the netloc runs to the first / ? or #, its userinfo to
+    the netloc's last @, the password from the userinfo's first colon. (urlsplit itself is not
+    used for the spans: it drops tabs and newlines, so its parts are not always in the text.)"""
+    m = _URL_START.match(text)
+    if not m:
+        return []
+    spans = []
+    start = m.end()
+    ends = [i for i in (text.find(c, start) for c in "/?#") if i != -1]
+    netloc_end = min(ends, default=len(text))
+    at = text.rfind("@", start, netloc_end)
+    colon = text.find(":", start, at) if at != -1 else -1
+    if colon != -1 and colon + 1 < at:
+        spans.append((colon + 1, at))
+    q = text.find("?", netloc_end)
+    if q != -1 and (text.find("#", netloc_end) == -1 or q < text.find("#", netloc_end)):
+        hash_at = text.find("#", q)
+        q_end = hash_at if hash_at != -1 else len(text)
+        pos = q + 1
+        for part in text[q + 1:q_end].split("&"):
+            name, eq, _ = part.partition("=")
+            if eq and unquote_plus(name).strip().lower() in _QUERY_SECRETS and len(part) > len(name) + 1:
+                spans.append((pos + len(name) + 1, pos + len(part)))
+            pos += len(part) + 1
+    return spans
+
+
 def redact_dsn(dsn: str | None) -> str:
-    """The DSN with its password hidden (URL userinfo, ``?password=`` and ``password=`` key/value forms)."""
+    """The DSN (or a text holding one) with its passwords hidden: a URL's userinfo password and
+    ``password=``/``sslpassword=`` parameters, whatever characters they hold, and the libpq
+    ``password=`` key/value form."""
     if not dsn:
         return ""
-    out = _URL_USERINFO.sub(lambda m: m.group("pre") + "***@", dsn)
-    return _KV_PASSWORD.sub(lambda m: m.group("pre") + "***", out)
+    out = dsn
+    for a, b in sorted(_secret_spans(dsn), reverse=True):
+        out = out[:a] + MASK + out[b:]
+    out = _URL_USERINFO.sub(lambda m: m.group("pre") + MASK + "@", out)
+    return _KV_PASSWORD.sub(lambda m: m.group("pre") + MASK, out)
 
 
-def _dsn_password(dsn: str) -> str | None:
-    m = re.match(r"[A-Za-z][A-Za-z0-9+.-]*://[^:/?#@\s]*:(?P<pw>[^?#\s]*)@", dsn)
-    if m and m.group("pw"):
-        return m.group("pw")
-    m = re.search(r"\b(?:password|sslpassword)\s*=\s*('(?:\\.|[^'\\])*'|[^\s&]+)", dsn, re.IGNORECASE)
-    if m:
-        return m.group(1).strip("'")
-    return None
+def dsn_passwords(dsn: str) -> list[str]:
+    """Every form of the DSN's passwords, to mask wherever it appears (tracker.logging): as written
+    in the text, as urlsplit gives it, and percent-decoded (as asyncpg sends it)."""
+    found = [dsn[a:b] for a, b in _secret_spans(dsn)]
+    try:
+        found.append(urlsplit(dsn).password or "")
+    except ValueError:  # e.g. an unbalanced "[": asyncpg refuses it too; the spans above stand
+        pass
+    found += [m.group(0)[len(m.group("pre")):-1] for m in _URL_USERINFO.finditer(dsn)]
+    found += [m.group(0)[len(m.group("pre")):] for m in _KV_PASSWORD.finditer(dsn)]
+    found += [f.strip("'") for f in found]
+    found += [unquote(f) for f in found] + [unquote_plus(f) for f in found]
+    return list(dict.fromkeys(f for f in found if f))
 
 
 def _dsn_target(dsn: str) -> str:
@@ -59,9 +105,7 @@ def secrets_of(cfg: Config) -> list[str]:
     """Every secret value in a configuration (the DSN's password, not the whole DSN)."""
     out: list[str] = []
     if cfg.database.dsn:
-        pw = _dsn_password(cfg.database.dsn)
-        if pw:
-            out.append(pw)
+        out += dsn_passwords(cfg.database.dsn)
     for v in cfg.vendors.values():
         out += [s for s in (v.postback_token, v.api_key, v.api_token, v.partner_token) if s]
         own = _VENDOR_SETTINGS.get(v.name, {})

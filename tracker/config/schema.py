@@ -42,6 +42,26 @@ _SECRETS: dict[str, frozenset[str]] = {
 _NON_NEGATIVE = frozenset({"deadline_margin_s", "group_commit_ms", "pool_min", "list_poll_min",
                            "pause_ms",  # and [retention] *_days: 0 keeps that kind for ever
                            *(f.name for f in dataclasses.fields(RetentionConfig) if f.name.endswith("_days"))})
+# Upper bounds of every duration and day count: beyond them a value is a typo (1e14 for 1e4),
+# and Python's timedelta or PostgreSQL's timestamps overflow (`tracker run` would fail at start,
+# or every retention sweep would). Keyed by field name, as _NON_NEGATIVE is.
+MAX_SECONDS = 10 * 365 * 86400  # 10 years
+MAX_DAYS = 100 * 365  # 100 years
+_DURATION_UNITS = {"_s": (MAX_SECONDS, "s", "10 years"),
+                   "_ms": (MAX_SECONDS * 1000, "ms", "10 years"),
+                   "_days": (MAX_DAYS, "days", "100 years")}
+
+
+def _is_duration(name: str) -> bool:
+    """A key that is a length of time (``rate_limit_per_s`` is a rate, not one)."""
+    return not name.endswith("_per_s") and any(name.endswith(u) for u in _DURATION_UNITS)
+
+
+def _upper_bound(name: str) -> tuple[float, str, str]:
+    """(limit, unit, the limit in words) of a duration key."""
+    return next(b for u, b in _DURATION_UNITS.items() if name.endswith(u))
+
+
 _URL_SAFE = re.compile(r"[A-Za-z0-9._~-]+")
 MIN_POSTBACK_TOKEN_CHARS = 16  # 16 random URL-safe characters are ~95 bits: not guessable
 MIN_BODY_BYTES = 1024  # below this even a single vendor postback is refused
@@ -80,6 +100,10 @@ def _fields(cls: type) -> dict[str, str]:
 _FIELDS: dict[str, dict[str, str]] = {s: _fields(c) for s, c in _SECTIONS.items()}
 _FIELDS["vendors"] = _fields(VendorConfig)
 _COMMON_VENDOR_KEYS = frozenset(_FIELDS["vendors"])
+# Every numeric duration key of every section -> (limit, unit, the limit in words).
+_MAX: dict[str, tuple[float, str, str]] = {
+    name: _upper_bound(name) for fields in _FIELDS.values() for name, kind in fields.items()
+    if kind in ("int", "float") and _is_duration(name)}
 # Keys only one vendor has, declared by its adapter (SETTINGS): strings, some secret, some URLs.
 _VENDOR_SETTINGS = {name: dict(a.SETTINGS) for name, a in ADAPTERS.items()}
 for _own in _VENDOR_SETTINGS.values():

@@ -10,6 +10,8 @@ from typing import Mapping
 def secret_path(name: str, env: Mapping[str, str], config_path: str | None) -> Path:
     """A relative name is in systemd's CREDENTIALS_DIRECTORY when the unit loads credentials
     (LoadCredential=), else beside the configuration file."""
+    if "\0" in name:  # expanduser() would raise ValueError; read_secret() says what is wrong
+        return Path(name)
     p = Path(name).expanduser()
     if not p.is_absolute():
         creds = env.get("CREDENTIALS_DIRECTORY")
@@ -22,7 +24,9 @@ def secret_path(name: str, env: Mapping[str, str], config_path: str | None) -> P
 
 def read_secret(p: Path) -> tuple[str | None, str]:
     """(the file's text, "") or (None, why it cannot be read)."""
+    if "\0" in str(p):  # open() would raise ValueError: no file name holds one
+        return None, "the file name contains a NUL character, which no file name may"
     try:
         return p.read_text(encoding="utf-8"), ""
-    except (OSError, UnicodeDecodeError) as e:
+    except (OSError, UnicodeDecodeError, ValueError) as e:
         return None, e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__

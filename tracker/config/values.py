@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import ipaddress
 import math
-import re
 from typing import Any
 from urllib.parse import urlsplit
 
+from tracker.config.dsn import dsn_problem
 from tracker.config.layers import _Layers, _Raw
 from tracker.config.listen import parse_listen
 from tracker.config.redaction import _show
-from tracker.config.secret_files import read_secret, secret_path
 from tracker.config.schema import (
     _FIELDS,
+    _MAX,
     _NON_NEGATIVE,
     _SECRETS,
     _URL_KEYS,
@@ -25,6 +25,7 @@ from tracker.config.schema import (
     MIN_POSTBACK_TOKEN_CHARS,
     _suggest,
 )
+from tracker.config.secret_files import read_secret, secret_path
 
 
 def _toml_type(v: Any) -> str:
@@ -101,6 +102,9 @@ class _Values(_Layers):
         if not name:
             self.problem(raw.file, raw.key, "empty file name")
             return False, None
+        if "\0" in name:
+            self.problem(raw.file, raw.key, "the file name contains a NUL character, which no file name may")
+            return False, None
         p = secret_path(name, self.env, self.path)
         text, reason = read_secret(p)
         if text is None:
@@ -125,6 +129,15 @@ class _Values(_Layers):
             bad(f"must be positive, got {value}")
         elif kind in ("int", "float") and value < 0:
             bad(f"must not be negative, got {value}")
+        elif kind in ("int", "float") and key in _MAX and value > _MAX[key][0]:
+            limit, unit, words = _MAX[key]
+            bad(f"must be at most {limit:.0f} {unit} ({words}), got {value:g}")
+        elif section == "database" and key == "state_dir":
+            if not value.strip():
+                bad("must name a directory for the embedded cluster (it is empty); leave the key "
+                    "out for the default ./var/tracker")
+            elif "\0" in value:
+                bad("contains a NUL character, which no file name may")
         elif key in ("listen", "ops_listen"):
             listener = parse_listen(value)
             if isinstance(listener, str):
@@ -168,17 +181,8 @@ class _Values(_Layers):
         elif key == "status_token" and (len(value) < MIN_POSTBACK_TOKEN_CHARS or not _URL_SAFE.fullmatch(value)):
             bad(f"must be at least {MIN_POSTBACK_TOKEN_CHARS} URL-safe characters (A-Z a-z 0-9 . _ ~ -), "
                 "not guessable: make one with `openssl rand -hex 16`")
-        elif key == "dsn" and "://" in value:
-            if not re.match(r"postgres(ql)?://", value):
-                bad("expected a postgresql:// URL or a libpq key=value string")
-            elif not _url_port_ok(value):
-                bad("the URL's port is not a number in 1..65535")
+        elif key == "dsn":
+            reason = dsn_problem(value)
+            if reason:
+                bad(reason)
         return value
-
-
-def _url_port_ok(url: str) -> bool:
-    try:
-        port = urlsplit(url).port
-    except ValueError:
-        return False
-    return port is None or port > 0

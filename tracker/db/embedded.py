@@ -17,6 +17,7 @@ import os
 import pwd
 import shlex
 import shutil
+import stat
 import subprocess
 import tempfile
 import time
@@ -33,6 +34,52 @@ INSTALL_HINT = (
 
 class EmbeddedError(RuntimeError):
     pass
+
+
+class StateDirError(EmbeddedError):
+    """``database.state_dir`` cannot be used, for a reason the operator can fix (shaped as
+    tracker.app.StartError: the key, its value, the reason). Raised before anything is changed."""
+
+    def __init__(self, value: Path | str, reason: str):
+        self.key, self.value, self.reason = "database.state_dir", str(value), reason
+        super().__init__(f"{self.key} = {self.value}: {reason}")
+
+
+# Written into a state directory the tracker creates: the directory is the tracker's to make
+# private (chown, chmod) at every start. One made before the marker existed holds pgdata/PG_VERSION.
+MARKER = ".tracker-state-dir"
+MARKER_TEXT = ("This directory was created by the SMS delivery tracker (tracker.db.embedded) for its\n"
+               "embedded PostgreSQL cluster. The tracker makes it private to the cluster's user.\n")
+
+
+def check_state_dir(path: Path) -> str | None:
+    """Why an existing ``path`` may not be the embedded cluster's state directory, or None.
+
+    Taken: one the tracker made (the marker, or pgdata/PG_VERSION from before the marker), and an
+    empty directory. Refused: anything else holding files (the tracker would make them the
+    cluster user's, mode 0700), a shared directory like /tmp, a symbolic link, a non-directory.
+    A path that does not exist is fine: the tracker creates it."""
+    if path.is_symlink():
+        return "is a symbolic link; the embedded cluster needs a real directory there: name the directory itself"
+    if not path.exists():
+        return None
+    if not path.is_dir():
+        return "is not a directory"
+    if (path / MARKER).is_file() or (path / "pgdata" / "PG_VERSION").is_file():
+        return None
+    try:
+        entries = sorted(os.listdir(path))
+    except OSError as e:
+        return f"cannot be read: {e.strerror or e}"
+    if entries:
+        shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+        return (f"holds files the tracker did not make ({shown}), and the tracker would make the directory "
+                "private to the cluster's user: name a new or empty directory for the embedded cluster")
+    mode = path.stat().st_mode
+    if mode & (stat.S_IWOTH | stat.S_ISVTX):
+        return ("is a shared directory (writable by every user, like /tmp): name a directory of the "
+                "tracker's own, e.g. one inside it that does not exist yet")
+    return None
 
 
 def find_bindir() -> Path:
@@ -143,7 +190,7 @@ class EmbeddedPostgres:
         return proc
 
     def _prepare_dirs(self) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._take_state_dir()
         if self.user is not None:
             # The postgres user must be able to reach the state directory.
             for parent in [self.state_dir, *self.state_dir.parents]:
@@ -156,6 +203,32 @@ class EmbeddedPostgres:
         self._make_private(self.state_dir)
         self.socket_dir = self._choose_socket_dir()
         self._make_private(self.socket_dir)
+
+    def _take_state_dir(self) -> None:
+        """Create the state directory (with the marker), or check that an existing one may be
+        taken: refused before anything is created, chowned or chmodded."""
+        reason = check_state_dir(self.state_dir)
+        if reason is not None:
+            raise StateDirError(self.state_dir, reason)
+        try:
+            if not self.state_dir.exists():
+                self.state_dir.mkdir(parents=True)
+            elif not (self.state_dir / MARKER).is_file():
+                self._check_empty_dir_owner()
+            (self.state_dir / MARKER).write_text(MARKER_TEXT)
+        except OSError as e:
+            raise StateDirError(self.state_dir, f"cannot create it or write in it: {e.strerror or e}") from None
+
+    def _check_empty_dir_owner(self) -> None:
+        """An existing directory the tracker did not create (empty, or a cluster from before the
+        marker) is taken only when it is ours already: owned by this process's user or the
+        cluster's. Another user's directory is not handed to the cluster's user."""
+        owner = self.state_dir.stat().st_uid
+        mine = {os.geteuid()} | ({self.user.pw_uid} if self.user is not None else set())
+        if owner not in mine:
+            raise StateDirError(self.state_dir, f"is owned by user id {owner}, and the tracker does not "
+                                "take over another user's directory: name a directory that does not "
+                                "exist yet, or give this one to the tracker's user (chown)")
 
     def _make_private(self, path: Path) -> None:
         """Owned by the cluster's OS user, mode 0700: nobody else (but root) may enter."""

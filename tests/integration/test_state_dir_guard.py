@@ -1,0 +1,131 @@
+"""database.state_dir: the embedded cluster makes private (chown to its user, chmod 0700) only a
+directory the tracker created, never one that holds someone else's files (/var/lib, /tmp, the
+working directory of `state_dir = ""`), and refuses such a one before changing anything."""
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tracker.db import embedded
+from tracker.db.embedded import MARKER, EmbeddedPostgres, StateDirError, check_state_dir
+
+
+@pytest.fixture
+def base():
+    tmp = Path(tempfile.mkdtemp(prefix="tracker-statedir-"))
+    os.chmod(tmp, 0o755)  # the cluster may run as the postgres user
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def snapshot(path: Path) -> tuple:
+    st = path.stat()
+    return st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode), sorted(os.listdir(path))
+
+
+# ---- which directories may be taken
+
+
+def test_which_existing_directories_are_taken(base):
+    assert check_state_dir(base / "new") is None  # created by the tracker
+    (base / "empty").mkdir()
+    assert check_state_dir(base / "empty") is None
+    ours = base / "ours"
+    ours.mkdir()
+    (ours / MARKER).write_text("")
+    (ours / "postgres.log").write_text("")
+    assert check_state_dir(ours) is None
+    older = base / "older"  # made by a tracker from before the marker: a cluster in pgdata
+    (older / "pgdata").mkdir(parents=True)
+    (older / "pgdata" / "PG_VERSION").write_text("16\n")
+    (older / "postgres.log").write_text("")
+    assert check_state_dir(older) is None
+
+
+def test_which_existing_paths_are_refused(base):
+    operators = base / "operators"
+    operators.mkdir()
+    (operators / "notes.txt").write_text("mine\n")
+    assert "holds files the tracker did not make (notes.txt)" in check_state_dir(operators)
+    (base / "pgdata-only-dir").mkdir()
+    (base / "pgdata-only-dir" / "pgdata").mkdir()  # no PG_VERSION: not a cluster
+    assert "holds files the tracker did not make (pgdata)" in check_state_dir(base / "pgdata-only-dir")
+    shared = base / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)
+    assert "shared directory" in check_state_dir(shared)
+    (base / "link").symlink_to(base / "empty-target", target_is_directory=True)
+    (base / "empty-target").mkdir()
+    assert "symbolic link" in check_state_dir(base / "link")
+    (base / "file").write_text("")
+    assert check_state_dir(base / "file") == "is not a directory"
+
+
+# ---- refused at start, before anything is changed
+
+
+@pytest.mark.parametrize("what", ["operator's files", "shared", "another user's empty directory"])
+def test_a_refused_state_dir_is_left_as_it_was(base, monkeypatch, what):
+    target = base / "target"
+    target.mkdir()
+    if what == "operator's files":
+        (target / "notes.txt").write_text("the operator's\n")
+        os.chmod(target, 0o755)
+    elif what == "shared":
+        os.chmod(target, 0o1777)
+    else:
+        if os.geteuid() != 0:
+            pytest.skip("needs root to give the directory to another user")
+        os.chown(target, 65534, 65534)  # nobody
+    before = snapshot(target)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError(f"changed {args[0]} before refusing")
+
+    pg = EmbeddedPostgres(target, fast=True)
+    monkeypatch.setattr(embedded.os, "chown", forbidden)
+    monkeypatch.setattr(embedded.os, "chmod", forbidden)
+    with pytest.raises(StateDirError) as ei:
+        pg.start()
+    monkeypatch.undo()
+    assert snapshot(target) == before
+    message = str(ei.value)
+    assert message.startswith(f"database.state_dir = {target}: ") and "\n" not in message
+    assert ei.value.key == "database.state_dir" and ei.value.value == str(target)
+
+
+# ---- taken: a real cluster starts
+
+
+def test_a_directory_the_tracker_creates_is_marked_private_and_taken_again(base):
+    state = base / "pg"
+    pg = EmbeddedPostgres(state, fast=True)
+    try:
+        pg.start()
+        assert (state / MARKER).is_file()
+        assert stat.S_IMODE(state.stat().st_mode) == 0o700
+        pg.stop()
+        (state / MARKER).unlink()  # as a tracker from before the marker left it
+        pg.start()  # pgdata/PG_VERSION: still ours
+        assert (state / MARKER).is_file()
+    finally:
+        pg.stop()
+
+
+def test_an_empty_directory_of_our_own_is_taken(base):
+    """As `tracker demo` and systemd's StateDirectory= make it: empty, owned by this user."""
+    state = base / "empty"
+    state.mkdir()
+    pg = EmbeddedPostgres(state, fast=True)
+    try:
+        pg.start()
+        assert (state / MARKER).is_file() and (state / "pgdata" / "PG_VERSION").is_file()
+    finally:
+        pg.stop()
