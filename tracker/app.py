@@ -6,6 +6,7 @@ last; every background task is supervised."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import signal
@@ -22,12 +23,12 @@ from tracker.config_types import Config
 from tracker.db import DB_ERRORS, is_outage
 from tracker.db import queries as q
 from tracker.db import reducer
-from tracker.db.embedded import EmbeddedPostgres
+from tracker.db.embedded import EmbeddedError, EmbeddedPostgres, StateDirError
 from tracker.db.migrate import migrate
 from tracker.http import ops
 from tracker.http.middleware import cut_slow_bodies
 from tracker.intake.loops import IntakeLoops
-from tracker.logging import get_logger
+from tracker.logging import get_logger, scrub
 from tracker.supervisor import Part, Supervisor
 
 log = get_logger("tracker.app")
@@ -42,11 +43,24 @@ HTTP_SHUTDOWN_S = 10.0  # stop(): time in-flight requests get to be answered
 
 
 class StartError(Exception):
-    """The daemon cannot start for a reason the operator can fix; `key` names the setting."""
+    """The daemon cannot start for a reason the operator can fix; `key` names the setting.
+    `code` is the exit code: 2 for a setting to change, 1 for a database that may come back."""
 
-    def __init__(self, key: str, value: str, reason: str):
+    def __init__(self, key: str, value: str, reason: str, code: int = EXIT_CANNOT_START):
         super().__init__(f"{key} = {value}: {reason}")
-        self.key, self.value, self.reason = key, value, reason
+        self.key, self.value, self.reason, self.code = key, value, reason, code
+
+
+def _database_start_error(e: BaseException, dsn: str | None, state_dir: str) -> StartError:
+    """A database that could not be reached or used at start, as one line naming the setting
+    (never a traceback; the DSN's password scrubbed). The database unavailable may come back
+    (exit 1: systemd restarts us); one that refuses us (a wrong name or password) is a setting."""
+    if isinstance(e, StateDirError):
+        return StartError(e.key, e.value, e.reason)
+    key, value = ("database.dsn", redact_dsn(dsn)) if dsn else ("database.state_dir", state_dir)
+    refused = isinstance(e, asyncpg.PostgresError) and not is_outage(e)
+    reason = scrub(f"{type(e).__name__}: {redact_dsn(str(e))}")[:300]
+    return StartError(key, value, reason, EXIT_CANNOT_START if refused else 1)
 
 
 class Host(Protocol):
@@ -134,16 +148,29 @@ class Tracker:
         log.info("tracker stopped")
 
     async def run_until_signal(self) -> None:
+        """Start, run until SIGTERM or SIGINT, stop. A signal while starting (a replica waiting
+        for another's migration lock, a slow embedded cluster) cancels the start: what did start
+        stops, in reverse, and READY is never sent."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
+        starting = asyncio.create_task(self.start(), name="start")
+        asked = asyncio.create_task(self.stopping.wait(), name="stop signal")
         try:
-            await self.start()
+            await asyncio.wait({starting, asked}, return_when=asyncio.FIRST_COMPLETED)
+            if not starting.done():
+                log.info("stop asked while starting: the start is abandoned")
+                starting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await starting
+                return
+            starting.result()  # a start that failed raises here
             await self.stopping.wait()
         except StartError as e:
             log.error("tracker cannot start", key=e.key, address=e.value, reason=e.reason)
-            raise SystemExit(EXIT_CANNOT_START) from None
+            raise SystemExit(e.code) from None
         finally:
+            asked.cancel()
             await self.stop()
 
     # --- what components use (Host) -----------------------------------------------------------
@@ -178,7 +205,18 @@ class Tracker:
 
     async def _embedded_database(self) -> AsyncIterator[None]:
         self.embedded = EmbeddedPostgres(Path(self.config.database.state_dir))
-        await asyncio.to_thread(self.embedded.start)
+        # In a thread, which a cancelled start cannot stop: it is waited for, and the cluster it
+        # started is stopped, before the cancellation goes on (else it would outlive us).
+        starting = asyncio.ensure_future(asyncio.to_thread(self.embedded.start))
+        try:
+            await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await starting
+                await asyncio.to_thread(self.embedded.stop)
+            raise
+        except (EmbeddedError, OSError) as e:
+            raise _database_start_error(e, None, self.config.database.state_dir) from None
         log.info("embedded PostgreSQL started", data_dir=str(self.embedded.data_dir),
                  dsn=self.embedded.dsn)
         yield
@@ -188,8 +226,11 @@ class Tracker:
         db = self.config.database
         dsn = db.dsn or self.embedded.dsn
         self.dsn = dsn  # components that keep connections of their own (tracker.postbacks)
-        self.pool = await asyncpg.create_pool(dsn, min_size=db.pool_min, max_size=db.pool_max,
-                                              server_settings=DURABLE)
+        try:
+            self.pool = await asyncpg.create_pool(dsn, min_size=db.pool_min, max_size=db.pool_max,
+                                                  server_settings=DURABLE)
+        except DB_ERRORS as e:
+            raise _database_start_error(e, db.dsn, db.state_dir) from None
         try:
             log.info("database connected", dsn=redact_dsn(dsn))
             async with self.pool.acquire() as conn:
@@ -199,8 +240,10 @@ class Tracker:
                 vendors = list(self.config.vendors.values())
                 await conn.execute(q.UPSERT_VENDOR_SETTINGS, [v.name for v in vendors],
                                    [v.expected_final_s for v in vendors])
-        except BaseException:
+        except BaseException as e:
             await self.pool.close()
+            if isinstance(e, DB_ERRORS):  # a migration refused, the database lost meanwhile
+                raise _database_start_error(e, db.dsn, db.state_dir) from None
             raise
         yield
         await self.pool.close()

@@ -144,3 +144,61 @@ def test_run_on_the_embedded_default(tmp_path):
         assert not (state / "s" / "pgdata" / "postmaster.pid").exists()  # cluster stopped too
     finally:
         subprocess.run(["rm", "-rf", str(state)])
+
+
+def _run_until(env, text: str, timeout=60):
+    """`tracker run` until a line holding `text`; (process, lines so far)."""
+    proc = subprocess.Popen(TRACKER + ["run"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    lines = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if text in line:
+            return proc, lines
+    proc.kill()
+    raise AssertionError(f"no {text!r} from tracker run:\n" + "".join(lines))
+
+
+async def test_sigterm_while_starting_stops_at_once_and_never_says_ready(db_dsn):
+    # A replica waiting for another's migration lock ignored SIGTERM until the lock was free
+    # (systemd's stop timeout then killed it), and said READY on the way.
+    holder = await asyncpg.connect(db_dsn)
+    try:
+        await holder.execute("SELECT pg_advisory_lock(hashtext('tracker.migrate'))")
+        proc, lines = _run_until(env_with(TRACKER_DATABASE__DSN=db_dsn, TRACKER_LOG__FORMAT="json",
+                                          TRACKER_HTTP__LISTEN="127.0.0.1:0"), "database connected")
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=15)  # the lock is still held: it did not wait for it
+        log = "".join(lines) + out
+        assert proc.returncode == 0, log
+        assert "tracker ready" not in log and "tracker stopped" in log
+        assert "Traceback" not in log
+    finally:
+        await holder.close()
+
+
+def test_a_database_it_cannot_use_at_start_is_one_line_naming_the_setting(tmp_path):
+    unreachable = "postgresql://u:S3cretPW@127.0.0.1:9/x"
+    p = subprocess.run(TRACKER + ["run"], capture_output=True, text=True, timeout=60,
+                       env=env_with(TRACKER_DATABASE__DSN=unreachable, TRACKER_LOG__FORMAT="json",
+                                    TRACKER_HTTP__LISTEN="127.0.0.1:0"))
+    out = p.stdout + p.stderr
+    assert p.returncode == 1, out  # may come back: systemd restarts it
+    said = [json.loads(line) for line in out.splitlines() if "tracker cannot start" in line]
+    assert len(said) == 1 and said[0]["key"] == "database.dsn", out
+    assert "Traceback" not in out and "S3cretPW" not in out
+    taken = tmp_path / "operator"
+    taken.mkdir()
+    (taken / "notes.txt").write_text("mine")
+    p = subprocess.run(TRACKER + ["run"], capture_output=True, text=True, timeout=60,
+                       env=env_with(TRACKER_DATABASE__STATE_DIR=str(taken), TRACKER_LOG__FORMAT="json",
+                                    TRACKER_HTTP__LISTEN="127.0.0.1:0"))
+    out = p.stdout + p.stderr
+    assert p.returncode == 2, out  # a setting to change
+    said = [json.loads(line) for line in out.splitlines() if "tracker cannot start" in line]
+    assert len(said) == 1 and said[0]["key"] == "database.state_dir" and "notes.txt" in said[0]["reason"]
+    assert "Traceback" not in out and sorted(p.name for p in taken.iterdir()) == ["notes.txt"]
