@@ -58,3 +58,14 @@ def session() -> aiohttp.ClientSession:
 
 def replace_http(config: Config, **changes) -> Config:
     return dataclasses.replace(config, http=dataclasses.replace(config.http, **changes))
+
+
+async def readyz(s: aiohttp.ClientSession, base: str) -> tuple[int, dict]:
+    """A running tracker's /readyz: (status, body)."""
+    async with s.get(base + "/readyz") as r:
+        return r.status, await r.json()
+
+
+def named(body: dict, component: str) -> list[str]:
+    """The reasons /readyz gives for `component`."""
+    return [p["reason"] for p in body.get("problems", []) if p["component"] == component]

@@ -78,19 +78,7 @@ def test_check_config_names_the_key_and_the_reason(tmp_path):
 
 
 def _run_until_ready(env, timeout=60):
-    proc = subprocess.Popen(TRACKER + ["run"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    lines = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if "tracker ready" in line:
-            return proc, lines
-    proc.kill()
-    raise AssertionError("tracker did not get ready:\n" + "".join(lines))
+    return _run_until(env, "tracker ready", timeout)
 
 
 def _stop(proc, lines):

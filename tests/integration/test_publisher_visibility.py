@@ -12,7 +12,7 @@ import asyncpg
 import structlog
 
 from tests.metrics_support import metric
-from tests.postbacks_support import config_for, running, session
+from tests.postbacks_support import config_for, named, readyz, running, session
 from tests.sinks_support import all_published, make_messages, report, wait_until
 from tracker import upkeep
 from tracker.core.states import State
@@ -22,15 +22,6 @@ def config(dsn: str):
     cfg = config_for(dsn, sparksender={"base_url": "http://127.0.0.1:9"})  # polled, never called
     health = dataclasses.replace(cfg.health, wedged_after_s=2.0, restart_backoff_max_s=0.2)
     return dataclasses.replace(cfg, health=health)
-
-
-async def readyz(s, base: str) -> tuple[int, dict]:
-    async with s.get(base + "/readyz") as r:
-        return r.status, await r.json()
-
-
-def named(body: dict, component: str) -> list[str]:
-    return [p["reason"] for p in body.get("problems", []) if p["component"] == component]
 
 
 async def lag(pool, consumer: str) -> float:

@@ -12,7 +12,7 @@ import pytest
 
 from tests.metrics_support import failures
 from tests.faults_support import refusing
-from tests.postbacks_support import running, session
+from tests.postbacks_support import readyz, running, session
 from tests.sinks_support import (NatsServer, Receiver, check_stream, config, events, make_messages,
                                  nats_available, new_secret, report, stream_messages, wait_until)
 from tracker.core.states import State
@@ -27,11 +27,6 @@ def refusing_cursor(sink: str) -> tuple[str, str]:
 def supervised(cfg):
     health = dataclasses.replace(cfg.health, restart_backoff_max_s=0.5, failures_before_unready=2)
     return dataclasses.replace(cfg, health=health)
-
-
-async def readyz(s, base: str) -> tuple[int, dict]:
-    async with s.get(base + "/readyz") as r:
-        return r.status, await r.json()
 
 
 async def refused_until_allowed(pool, tr, base: str, sink: str, refs: list[str]) -> None:

@@ -20,7 +20,7 @@ import tracker.postbacks.worker as postbacks_mod
 from tests.faults_support import refusing
 from tests.metrics_support import failures, metric
 from tests.polling_support import wait_until
-from tests.postbacks_support import config_for, running, session
+from tests.postbacks_support import config_for, named, readyz, running, session
 from tracker import intake
 from tracker.db import listen as db_listen
 from tracker import logging as tlog
@@ -52,15 +52,6 @@ def health_config(dsn: str, **health):
     config = config_for(dsn, sparksender={"base_url": "http://127.0.0.1:9"})  # polled, never called
     values = {"restart_backoff_max_s": 0.2, "failures_before_unready": 2, **health}
     return dataclasses.replace(config, health=dataclasses.replace(config.health, **values))
-
-
-async def readyz(s, base: str) -> tuple[int, dict]:
-    async with s.get(base + "/readyz") as r:
-        return r.status, await r.json()
-
-
-def named(body: dict, component: str) -> list[str]:
-    return [p["reason"] for p in body.get("problems", []) if p["component"] == component]
 
 
 async def run_sweep_now(tr: Tracker, job_id: str) -> None:

@@ -13,7 +13,7 @@ import structlog
 
 from tests.faults_support import refusing
 from tests.metrics_support import failures
-from tests.postbacks_support import config_for, running, session
+from tests.postbacks_support import config_for, named, readyz, running, session
 from tests.sinks_support import all_published, make_messages, report, wait_until
 from tracker.core.states import State
 
@@ -22,15 +22,6 @@ def config(dsn: str):
     cfg = config_for(dsn, sparksender={"base_url": "http://127.0.0.1:9"})  # polled, never called
     health = dataclasses.replace(cfg.health, restart_backoff_max_s=0.2, failures_before_unready=2)
     return dataclasses.replace(cfg, health=health)
-
-
-async def readyz(s, base: str) -> tuple[int, dict]:
-    async with s.get(base + "/readyz") as r:
-        return r.status, await r.json()
-
-
-def named(body: dict, component: str) -> list[str]:
-    return [p["reason"] for p in body.get("problems", []) if p["component"] == component]
 
 
 def run_now(tr, job_id: str) -> None:
