@@ -26,6 +26,9 @@ calls for a whole batch, or one page walk of engageSPARK's list endpoint):
   database answers (the vendor is not asked twice), while the lease lasts; past it they are
   dropped (logged) and the messages come due again. The deployment's rate limit (kept in the
   database) out of reach: the poll's messages are handed back unpolled, the vendor not blamed.
+- each vendor's concurrency slots (the deployment's, tracker.poller.slot_leases, renewed by
+  component `poll-slots`) not renewed (the database away): its polls stop before their lease
+  ends, logged; none held: nothing claimed. stop() gives them back.
 - a write the database refuses (not an outage: a claim's raw payloads past jsonb's 256 MB,
   say): written per message; a message refused alone is written without its raw payload (a
   marker says why), logged and counted as a malformed answer; never retried forever.
@@ -63,7 +66,7 @@ from tracker.db import queries as q
 from tracker.db import reducer
 from tracker.logging import get_logger
 from tracker.poller.clock import SYSTEM_CLOCK, Clock
-from tracker.poller.shared_limits import share
+from tracker.poller.slot_leases import SlotLeases
 from tracker.poller.transport import TransportFactory, vendor_transport
 from tracker.poller.worker import IDLE_MAX_S, VendorWorker  # noqa: F401 - IDLE_MAX_S: bench
 from tracker.supervisor import Supervisor
@@ -97,6 +100,8 @@ class Poller:
         self.transport = transport
         self.owner = f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(3)}"
         self.workers: dict[str, VendorWorker] = {}
+        # Each vendor's concurrency: the slots of the deployment's this replica holds.
+        self.leases = SlotLeases(self.owner, pool, clock)
         self.tasks: list[asyncio.Task] = []
         self.stopping = asyncio.Event()
 
@@ -106,6 +111,13 @@ class Poller:
         return VendorWorker(adapters.get(name), cfg, self.pool, self.owner, self.transport(cfg),
                             self.clock, self.stopping)
 
+    def take_on(self, name: str) -> VendorWorker:
+        """Make the worker of vendor `name`, its concurrency under the deployment's slots (none
+        until a renewal takes some)."""
+        w = self.workers[name] = self.worker(name)
+        self.leases.add(w.cfg, w.slots)
+        return w
+
     async def start(self) -> None:
         for name, cfg in self.config.vendors.items():
             if not adapters.get(name).POLLS or not cfg.enabled:
@@ -113,10 +125,14 @@ class Poller:
             if not cfg.base_url:
                 log.warning("vendor has no base_url: its messages are not polled", vendor=name)
                 continue
-            self.workers[name] = self.worker(name)
-        # Say at once that this replica polls, and take its share of each vendor's concurrency
-        # among the replicas already polling (a database not reachable yet: the next flush).
+            self.take_on(name)
+        # Say at once that this replica polls, and take its part of each vendor's concurrency
+        # slots (a database not reachable yet: the next renewal; until then it polls nothing).
         await self.flush_health()
+        await self.leases.flush()
+        if self.workers:
+            self.tasks.append(self.supervisor.spawn(
+                "poll-slots", lambda: self.leases.run(self.stopping), stopping=self.stopping.is_set))
         for w in self.workers.values():
             for i in range(LOOPS_PER_VENDOR):
                 self.tasks.append(self.supervisor.spawn(
@@ -147,6 +163,7 @@ class Poller:
                 await conn.execute(q.STOP_POLL_STATS, self.owner)
         except DB_ERRORS:
             pass
+        await self.leases.release()  # nothing is in flight any more
         for w in self.workers.values():
             await w.close()
 
@@ -172,19 +189,6 @@ class Poller:
             for h, s in zip(healths, taken):
                 h.keep_stats(s)
             log.warning("poll stats not written; will retry", error=type(e).__name__)
-            return
-        await self.share_limits()
-
-    async def share_limits(self) -> None:
-        """Each worker's concurrency: its share among the replicas polling its vendor now (the
-        rows just refreshed by flush_health, this replica's included)."""
-        try:
-            async with self.pool().acquire() as conn:
-                replicas = dict(await conn.fetch(q.POLLING_REPLICAS))
-        except DB_ERRORS:
-            return  # the shares stay as they are until the next flush
-        for name, w in self.workers.items():
-            await w.slots.resize(share(w.cfg.concurrency, replicas.get(name, 1)))
 
 
 async def end_windows(conn: asyncpg.Connection) -> int:

@@ -3,7 +3,9 @@
 - SharedRate: the deployment's token bucket for one vendor, kept in PostgreSQL; a replica takes
   a fiftieth of a second's worth at a time and spends it here, dropping what it has not spent
   within a second (so all replicas together never go past the rate plus one burst).
-- Slots: this replica's share of the vendor's `concurrency`, resized as replicas come and go.
+- Slots: the polls this replica may run at once for one vendor: as many as it holds of the
+  deployment's `concurrency` slots in the database, while their lease lasts (the leases:
+  tracker.poller.slot_leases); `fair_target` is its part of them.
 """
 from __future__ import annotations
 
@@ -50,17 +52,38 @@ class SharedRate:
                     await self.clock.sleep(1.0 / self.per_s)
 
 
-class Slots:
-    """A semaphore whose size can change: `async with slots:` takes one of `limit`."""
+class NoSlot(Exception):
+    """This replica may run none of the vendor's polls now (it holds no slot, or their lease
+    ended): the caller hands its messages back unpolled."""
 
-    def __init__(self, limit: int):
+
+class Slots:
+    """A semaphore whose size can change: `async with slots:` takes one of `limit`. The limit
+    holds until `valid_until` (the clock's monotonic time; a lease: tracker.poller.slot_leases)
+    and is 0 after it. Entering while the limit is 0 raises NoSlot (a wait would outlast the
+    caller's claim); the polls already in flight keep their slot."""
+
+    def __init__(self, limit: int, clock: Clock = SYSTEM_CLOCK):
         self.limit = limit
+        self.valid_until = math.inf  # alone (no lease): for good
+        self.clock = clock
         self.used = 0
         self.changed = asyncio.Condition()
 
+    def allowed(self) -> int:
+        """The limit now: 0 once the lease has ended."""
+        return self.limit if self.clock.monotonic() < self.valid_until else 0
+
+    def need(self) -> int:
+        """How many slots may be in use until the limit next changes: those in use, or more up
+        to the limit."""
+        return max(self.used, self.allowed())
+
     async def __aenter__(self) -> None:
         async with self.changed:
-            await self.changed.wait_for(lambda: self.used < self.limit)
+            await self.changed.wait_for(lambda: self.used < self.allowed() or not self.allowed())
+            if not self.allowed():
+                raise NoSlot()
             self.used += 1
 
     async def __aexit__(self, *exc) -> None:
@@ -68,12 +91,15 @@ class Slots:
             self.used -= 1
             self.changed.notify_all()
 
-    async def resize(self, limit: int) -> None:
+    async def resize(self, limit: int, valid_until: float = math.inf) -> None:
         async with self.changed:
-            self.limit = max(1, limit)
+            self.limit, self.valid_until = max(0, limit), valid_until
             self.changed.notify_all()
 
 
-def share(concurrency: int, replicas: int) -> int:
-    """This replica's part of a vendor's concurrency among `replicas` (itself included)."""
-    return max(1, math.ceil(concurrency / max(1, replicas)))
+def fair_target(concurrency: int, replicas: int, rank: int) -> int:
+    """The slots the replica at `rank` (0 first, in the order of their names) of the `replicas`
+    polling a vendor aims to hold: `concurrency` split evenly, the remainder to the first ones
+    (0 when there are more replicas than slots). q.HOLD_SLOTS computes the same in SQL."""
+    replicas = max(1, replicas)
+    return concurrency // replicas + (1 if rank < concurrency % replicas else 0)

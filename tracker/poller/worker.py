@@ -34,7 +34,7 @@ from tracker.poller.health import VendorHealth
 from tracker.poller.listing import LIST_CLAIM_MAX, ListWalker
 from tracker.poller.outcomes import (DB_AWAY_WAIT_S, MALFORMED, Claimed, Outcome, Unwritten,
                                      kind_of, spread, storable, unpolled)
-from tracker.poller.shared_limits import SharedRate, Slots
+from tracker.poller.shared_limits import NoSlot, SharedRate, Slots
 from tracker.poller.transport import Transport, TransportError
 from tracker.poller.writeback import WriteBack
 from tracker.supervisor import beat
@@ -44,6 +44,7 @@ log = get_logger("tracker.poller")
 IDLE_MAX_S = 1.0  # an idle loop looks for due work at least this often
 DB_RETRY_S = (1.0, 30.0)  # database unavailable: wait this long, doubling, up to the cap
 PROBE_BUSY_S = 0.05  # another loop is sending the half-open probe: look again this soon
+NO_SLOT_WAIT_S = 1.0  # messages handed back as this replica holds no slot: due again this soon
 
 
 class VendorWorker(WriteBack):
@@ -59,7 +60,7 @@ class VendorWorker(WriteBack):
         self.stopping = stopping or asyncio.Event()
         self.health = VendorHealth(cfg, clock)
         self.client = VendorClient(cfg, transport, clock)
-        self.client.gate = self.health.reopens_in
+        self.client.gate = self.gate
         self.client.shared = SharedRate(cfg, pool, clock)  # the deployment's rate
         self.tokens = TokenCache(adapter, self.client) if isinstance(adapter, LogsIn) else None
         self.lists = (ListWalker(adapter, cfg, self.client, self.health)
@@ -67,8 +68,9 @@ class VendorWorker(WriteBack):
         self.batches = adapter if isinstance(adapter, PollsInBatches) else None
         # At most `concurrency` polls at once; a poll holds its slot until its outcome has
         # reached the circuit breaker, so that none starts after the circuit should have opened.
-        # Its size is this replica's share of the deployment's (engine.share_limits).
-        self.slots = Slots(cfg.concurrency)
+        # Under the Poller, as many as this replica holds of the deployment's slots, 0 possibly
+        # (tracker.poller.slot_leases); a worker alone (tests) has them all.
+        self.slots = Slots(cfg.concurrency, clock)
         self.wake = asyncio.Event()
         self.rng = random.Random()
         # Answers whose write-back the database refused (it went away): written first when it
@@ -106,6 +108,8 @@ class VendorWorker(WriteBack):
         wait = max(self.health.reopens_in(), self.client.pause_left())
         if wait > 0:
             return min(wait, IDLE_MAX_S)
+        if not self.slots.allowed():  # no slot of the deployment's here: claim nothing
+            return IDLE_MAX_S
         may, probe = self.health.allow()
         if not may:
             return PROBE_BUSY_S
@@ -172,8 +176,12 @@ class VendorWorker(WriteBack):
 
         async def worker() -> None:  # a few workers, not a task per message
             for group in todo:
-                async with self.slots:
-                    out.update(await self.poll_group(group))
+                try:
+                    async with self.slots:
+                        out.update(await self.poll_group(group))
+                except NoSlot:  # this replica's slots went (to 0) since the claim
+                    self.health.release_probe()
+                    out.update(unpolled(group, NO_SLOT_WAIT_S))
 
         await asyncio.gather(*(worker() for _ in range(min(len(parts), self.cfg.concurrency))))
         return out
@@ -213,6 +221,11 @@ class VendorWorker(WriteBack):
         self.health.record(*kind_of(result))
         return spread(rows, result, self._key, self.health.reopen_wait())
 
+    def gate(self) -> float:
+        """Seconds until a request may go: the circuit's say; and none goes while this replica
+        holds no slot (its lease ended, say), not even one of a poll already under way."""
+        return self.health.reopens_in() or (0.0 if self.slots.allowed() else NO_SLOT_WAIT_S)
+
     def _key(self, o) -> tuple[str, str]:
         return o.vendor_ref, recipient_key(self.name, o.recipient)
 
@@ -238,8 +251,11 @@ class VendorWorker(WriteBack):
     async def poll_list(self, rows: Sequence[Claimed]) -> dict[int, Outcome]:
         """Many messages in flight: walk the list endpoint; whatever the pages do not show is
         asked for per message."""
-        async with self.slots:
-            out, rest = await self.lists.walk(rows)
+        try:
+            async with self.slots:
+                out, rest = await self.lists.walk(rows)
+        except NoSlot:
+            return unpolled(rows, NO_SLOT_WAIT_S)
         if len(rest) > self.cfg.batch_size:  # more than the lease covers: due again at once
             out.update(unpolled(rest[self.cfg.batch_size:], 0.0))
             rest = rest[:self.cfg.batch_size]

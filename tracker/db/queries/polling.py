@@ -1,5 +1,5 @@
 """The poller's statements (tracker.poller, sql/005_polling.sql): claims, write-backs, poll stats,
-shared rate limits."""
+shared rate limits and concurrency slots."""
 
 # --- poller (tracker/poller/engine.py, sql/005_polling.sql) -----------------------------------
 #
@@ -161,12 +161,83 @@ ON CONFLICT (vendor, replica) DO UPDATE SET
 # $1 vendor, $2 tokens wanted, $3 rate per second, $4 burst.
 TAKE_RATE_TOKENS = "SELECT tracker.take_rate_tokens($1, $2, $3, $4)"
 
-# Replicas polling each vendor now (their counters refreshed in the last 15 s).
-POLLING_REPLICAS = """
-SELECT vendor, count(*) AS replicas FROM tracker.poll_stats
-WHERE stopped_at IS NULL AND updated_at > now() - interval '15 seconds'
-GROUP BY vendor
+# The deployment's concurrency per vendor: slots held under a lease (tracker.poller.slot_leases,
+# sql/016_vendor_slots.sql). One statement per flush, for every vendor this replica polls:
+# - its target: the vendor's concurrency split among the replicas polling it now (poll_stats
+#   rows refreshed in the last 15 s, this one included), the remainder to the first by name
+#   (shared_limits.fair_target);
+# - the slots it holds are renewed, up to its target, or more while it may be using them (the
+#   need: slots in use, or its limit before this flush); the rest are given back (highest
+#   first), so a slot is given back only at the flush after the limit went below it;
+# - free slots, or slots whose lease ended, are taken up to the target: an insert that, on
+#   conflict, takes the row only if it is still free (rechecked on the row as it is now), so
+#   two replicas never hold one slot.
+# $1 replica, then per vendor: $2 name, $3 concurrency, $4 need, $5 lease seconds.
+# Returns per vendor: target, replicas, held (renewed + taken), given (given back).
+HOLD_SLOTS = """
+WITH asked AS (
+    SELECT * FROM unnest($2::text[], $3::int[], $4::int[], $5::float8[])
+        AS a(vendor, concurrency, need, lease_s)
+), polling AS (
+    SELECT vendor, replica FROM tracker.poll_stats
+    WHERE vendor = ANY ($2::text[]) AND stopped_at IS NULL
+      AND updated_at > now() - interval '15 seconds'
+    UNION
+    SELECT vendor, $1 FROM asked
+), ranked AS (
+    SELECT vendor, replica, count(*) OVER w AS replicas,
+           row_number() OVER (w ORDER BY replica) - 1 AS rank
+    FROM polling
+    WINDOW w AS (PARTITION BY vendor)
+), goal AS (
+    SELECT a.*, r.replicas::int AS replicas,
+           (a.concurrency / r.replicas + (r.rank < a.concurrency % r.replicas)::int)::int AS target
+    FROM asked a JOIN ranked r ON r.vendor = a.vendor AND r.replica = $1
+), mine AS (
+    SELECT s.vendor, s.slot, row_number() OVER (PARTITION BY s.vendor ORDER BY s.slot) AS n
+    FROM tracker.vendor_slots s
+    WHERE s.vendor = ANY ($2::text[]) AND s.replica = $1
+), keep AS (
+    SELECT m.vendor, m.slot, g.lease_s,
+           m.slot < g.concurrency AND m.n <= greatest(g.target, g.need) AS kept
+    FROM mine m JOIN goal g ON g.vendor = m.vendor
+), renewed AS (
+    UPDATE tracker.vendor_slots s SET lease_until = now() + make_interval(secs => k.lease_s)
+    FROM keep k
+    WHERE k.kept AND s.vendor = k.vendor AND s.slot = k.slot AND s.replica = $1
+    RETURNING s.vendor
+), given AS (
+    UPDATE tracker.vendor_slots s SET replica = NULL, lease_until = NULL
+    FROM keep k
+    WHERE NOT k.kept AND s.vendor = k.vendor AND s.slot = k.slot AND s.replica = $1
+    RETURNING s.vendor
+), free AS (
+    SELECT g.vendor, x.slot, g.lease_s,
+           row_number() OVER (PARTITION BY g.vendor ORDER BY x.slot) AS n,
+           g.target - (SELECT count(*) FROM keep k WHERE k.vendor = g.vendor AND k.kept) AS wanted
+    FROM goal g CROSS JOIN generate_series(0, g.concurrency - 1) AS x(slot)
+    WHERE NOT EXISTS (SELECT 1 FROM tracker.vendor_slots s
+                      WHERE s.vendor = g.vendor AND s.slot = x.slot
+                        AND (s.replica = $1 OR s.lease_until >= now()))
+), taken AS (
+    INSERT INTO tracker.vendor_slots AS s (vendor, slot, replica, lease_until)
+    SELECT vendor, slot, $1, now() + make_interval(secs => lease_s) FROM free
+    WHERE n <= wanted
+    ORDER BY vendor, slot
+    ON CONFLICT (vendor, slot) DO UPDATE
+        SET replica = excluded.replica, lease_until = excluded.lease_until
+        WHERE s.replica IS NULL OR s.lease_until < now()
+    RETURNING s.vendor
+)
+SELECT g.vendor, g.target, g.replicas,
+       ((SELECT count(*) FROM renewed r WHERE r.vendor = g.vendor)
+        + (SELECT count(*) FROM taken t WHERE t.vendor = g.vendor))::int AS held,
+       (SELECT count(*) FROM given x WHERE x.vendor = g.vendor)::int AS given
+FROM goal g
 """
+
+# A poller that stops gives its slots back. $1 replica.
+RELEASE_SLOTS = "UPDATE tracker.vendor_slots SET replica = NULL, lease_until = NULL WHERE replica = $1"
 
 # A poller that stops cleanly says so: its circuit state no longer counts in vendor_health.
 STOP_POLL_STATS = "UPDATE tracker.poll_stats SET stopped_at = now() WHERE replica = $1"
