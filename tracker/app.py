@@ -17,7 +17,7 @@ import asyncpg
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from tracker import systemd
+from tracker import metrics, retention, systemd
 from tracker.config import redact_dsn
 from tracker.config_types import Config
 from tracker.db import DB_ERRORS, is_outage
@@ -112,6 +112,7 @@ class Tracker:
 
     async def start(self) -> None:
         logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one line per job run is noise
+        metrics.at_zero(self.config.vendors, retention.KINDS)
         http = self.config.http
         main, ops_app = self._apps()
         parts: list[tuple[str, Part]] = []

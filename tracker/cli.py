@@ -93,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     rp.add_argument("--vendor", help="only this vendor's postbacks")
     rp.add_argument("--since", help="only postbacks received at or after this ISO time")
     rp.set_defaults(func=cmd_replay)
-    sk = sub.add_parser("sinks", help="event sinks: status, redrive dead letters, enable after a 410")
+    sk = sub.add_parser("sinks", help="event sinks: status, redrive dead letters, enable after a 410",
+                        parents=[config])
     sks = sk.add_subparsers(dest="sinks_command", required=True)
     sks.add_parser("status", help="each sink's position, lag and last error", parents=[config])
     rd = sks.add_parser("redrive", help="send a webhook sink's dead letters again", parents=[config])

@@ -17,7 +17,8 @@ polls = Counter("tracker_polls_total", "Vendor status calls, by vendor and outco
                 ["vendor", "outcome"], registry=REGISTRY)
 poll_seconds = Histogram("tracker_poll_seconds", "Vendor status call latency", ["vendor"],
                          registry=REGISTRY)
-circuit_open = Gauge("tracker_circuit_open", "1 while a vendor's circuit is open", ["vendor"],
+circuit_open = Gauge("tracker_circuit_open",
+                     "1 while a vendor's circuit is not closed (open, or half-open: probing)", ["vendor"],
                      registry=REGISTRY)
 postbacks = Counter("tracker_postbacks_total", "Postback requests, by vendor and HTTP status",
                     ["vendor", "status"], registry=REGISTRY)
@@ -73,3 +74,13 @@ retention_behind = Gauge("tracker_retention_behind",
 retention_last_run = Gauge("tracker_retention_last_run_timestamp_seconds",
                            "When the last retention sweep finished (Unix time; 0: none yet)",
                            registry=REGISTRY)
+
+
+def at_zero(vendors, retention_kinds) -> None:
+    """The counters' series a dashboard or alert names, made at 0 when the daemon starts: a series
+    that first appears at 1 shows no increase() in Prometheus, so a one-off unmapped code never
+    alerted. (Components' failure counters start at 0 as each component is first supervised.)"""
+    for v in vendors:
+        unmapped.labels(v)
+    for kind in retention_kinds:
+        retention_errors.labels(kind)

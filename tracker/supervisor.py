@@ -180,7 +180,10 @@ class Supervisor:
     # --- components
 
     def health(self, name: str) -> Health:
-        return self.components.setdefault(name, Health(name))
+        if name not in self.components:
+            metrics.component_failures.labels(name)  # its series at 0: a first failure is an increase
+            self.components[name] = Health(name)
+        return self.components[name]
 
     def spawn(self, name: str, loop: Loop, *, stopping: Callable[[], bool]) -> asyncio.Task:
         """Run `loop` as component `name`, again after each failure, until `stopping()`; a

@@ -190,3 +190,12 @@ def test_a_database_it_cannot_use_at_start_is_one_line_naming_the_setting(tmp_pa
     said = [json.loads(line) for line in out.splitlines() if "tracker cannot start" in line]
     assert len(said) == 1 and said[0]["key"] == "database.state_dir" and "notes.txt" in said[0]["reason"]
     assert "Traceback" not in out and sorted(p.name for p in taken.iterdir()) == ["notes.txt"]
+
+
+def test_config_may_come_after_the_sinks_subcommand(tmp_path):
+    bad = tmp_path / "tracker.toml"
+    bad.write_text('[http]\nlisten = "nowhere"\n')
+    for args in (["--config", str(bad), "sinks", "status"], ["sinks", "--config", str(bad), "status"],
+                 ["sinks", "status", "--config", str(bad)]):
+        p = subprocess.run(TRACKER + args, env=env_with(), capture_output=True, text=True, timeout=30)
+        assert p.returncode == 2 and f"{bad}: http.listen:" in p.stderr, (args, p.stderr)

@@ -3,6 +3,7 @@
 Retry schedules are shortened by configuration; every wait is for a condition, with a deadline."""
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -347,3 +348,35 @@ async def test_batches_read_while_earlier_ones_are_in_flight_deliver_each_event_
         assert in_order_per_message(rx.requests, {e["event_id"]: e["pos"] for e in evs})
     finally:
         await rx.stop()
+
+
+async def test_a_stop_does_not_wait_out_a_long_webhook_timeout_and_loses_nothing(db_dsn, pool, monkeypatch):
+    # A delivery in flight at a stop held it for timeout_s + 5 s (up to 305 s: past systemd's
+    # TimeoutStopSec, then SIGKILL). Now the wait is capped; the event stays unacknowledged and
+    # goes again when its lease ends (docs/events.md: at least once, same webhook-id).
+    from tracker.sinks import component
+    monkeypatch.setattr(component, "STOP_GRACE_MAX_S", 0.2)
+    monkeypatch.setattr(component, "STOP_GRACE_MARGIN_S", 0.2)
+    arrived, done = asyncio.Event(), asyncio.Event()
+
+    async def never_answer(reader, writer):
+        await reader.read(1)
+        arrived.set()
+        await done.wait()
+        writer.close()
+
+    hanging = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    try:
+        port = hanging.sockets[0].getsockname()[1]
+        await make_messages(pool, ["slow-1"])
+        stuck = config(db_dsn, webhooks={"crm": {**FAST, "url": f"http://127.0.0.1:{port}/hooks",
+                                                 "secrets": (new_secret(),), "timeout_s": 60.0}})
+        async with asyncio.timeout(30):  # the delivery's own timeout is 60 s
+            async with running(stuck):
+                await report(pool, ["slow-1"], State.delivered)
+                await arrived.wait()
+        st = await status(pool, "crm")
+        assert st["events_behind"] + st["pending"] >= 1 and st["last_success_at"] is None
+    finally:
+        done.set()
+        hanging.close()

@@ -3,6 +3,7 @@ directory the tracker created, never one that holds someone else's files (/var/l
 working directory of `state_dir = ""`), and refuses such a one before changing anything."""
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import stat
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tracker.config.report import check_config
 from tracker.db import embedded
 from tracker.db.embedded import MARKER, EmbeddedPostgres, StateDirError, check_state_dir
 
@@ -129,3 +131,16 @@ def test_an_empty_directory_of_our_own_is_taken(base):
         assert (state / MARKER).is_file() and (state / "pgdata" / "PG_VERSION").is_file()
     finally:
         pg.stop()
+
+
+def test_check_config_refuses_the_state_dir_run_would_refuse(base):
+    foreign = base / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("the operator's\n")
+    out = io.StringIO()
+    assert check_config(None, {"TRACKER_DATABASE__STATE_DIR": str(foreign)}, out) == 2
+    assert f"database.state_dir = {foreign}: holds files the tracker did not make (notes.txt)" in out.getvalue()
+    assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
+    out = io.StringIO()
+    assert check_config(None, {"TRACKER_DATABASE__STATE_DIR": str(base / "new")}, out) == 0
+    assert not (base / "new").exists()  # checked, not created

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Mapping, TextIO
 
 from tracker.config.loader import load
@@ -46,6 +47,13 @@ def check_config(path: str | None, env: Mapping[str, str] | None = None, out: Te
         for p in e.problems:
             print(str(p), file=out)
         return 2
+    if not cfg.database.dsn:  # what `run` would refuse before touching the directory
+        from tracker.db.embedded import check_state_dir
+        refused = check_state_dir(Path(cfg.database.state_dir))
+        if refused is not None:
+            print("config has 1 problem:", file=out)
+            print(f"database.state_dir = {cfg.database.state_dir}: {refused}", file=out)
+            return 2
     print(f"config OK: {cfg.source or 'defaults'}", file=out)
     for line in summary(cfg):
         print(f"  {line}", file=out)

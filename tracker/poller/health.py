@@ -78,7 +78,9 @@ class VendorHealth:
     def _set(self, c: cb.Circuit) -> None:
         if c.state != self.circuit.state:
             self.circuit_since = self.clock.now()
-            metrics.circuit_open.labels(self.name).set(1 if c.state == "open" else 0)
+            # half-open (one probe out) still counts: the vendor has not answered well yet,
+            # and a 0 for the probe's timeout reset the alert's `for:` every cycle
+            metrics.circuit_open.labels(self.name).set(0 if c.state == "closed" else 1)
         self.circuit = c
 
     # --- outcomes -------------------------------------------------------------------------------

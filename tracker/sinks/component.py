@@ -25,6 +25,11 @@ log = get_logger("tracker.sinks")
 CHANNEL = "tracker_events"
 LAG_SWEEP_S = 10.0
 STOP_GRACE_MARGIN_S = 5.0
+# A delivery in flight at a stop gets its timeout, but no more than this: a stop must end within
+# systemd's TimeoutStopSec (deploy/tracker.service) whatever `timeout_s` says (up to 300 s). One
+# cut off is not lost: its event stays undelivered and goes again after the next start (receivers
+# dedupe by webhook-id / Nats-Msg-Id).
+STOP_GRACE_MAX_S = 10.0
 
 
 class Sinks:
@@ -64,7 +69,7 @@ class Sinks:
         for s in self.loops:
             s.stop()
         self.listener.cancel()  # it holds nothing
-        grace = max(s.cfg.timeout_s for s in self.loops)  # a request in flight finishes
+        grace = min(max(s.cfg.timeout_s for s in self.loops), STOP_GRACE_MAX_S)
         await self.tracker.supervisor.stop_tasks([*self.tasks, self.listener], grace + STOP_GRACE_MARGIN_S)
         with contextlib.suppress(Exception):  # gone with a scheduler already shut down
             self.tracker.scheduler.remove_job("sinks-lag")

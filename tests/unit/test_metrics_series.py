@@ -1,0 +1,40 @@
+"""The series alerts in deploy/prometheus-alerts.yml read: there from the start at 0 (a series
+that first appears at 1 has no increase(), so a one-off unmapped code never alerted), and a
+circuit gauge that does not read 0 while a vendor that is still down is being probed."""
+from __future__ import annotations
+
+from tracker import metrics, retention
+from tracker.config_types import VENDORS, VendorConfig
+from tracker.poller.clock import ManualClock
+from tracker.poller.health import VendorHealth
+from tracker.supervisor import Supervisor
+from tracker.config_types import HealthConfig
+
+
+def sample(name: str, **labels) -> float | None:
+    return metrics.REGISTRY.get_sample_value(name, labels)
+
+
+def test_counters_alerts_read_start_at_zero():
+    metrics.at_zero(VENDORS, retention.KINDS)
+    for v in VENDORS:
+        assert sample("tracker_unmapped_codes_total", vendor=v) is not None
+    for kind in retention.KINDS:
+        assert sample("tracker_retention_errors_total", kind=kind) is not None
+    Supervisor(HealthConfig()).health("a-component-never-seen")
+    assert sample("tracker_component_failures_total", component="a-component-never-seen") == 0
+
+
+def test_the_circuit_gauge_stays_1_while_the_half_open_probe_is_out():
+    cfg = VendorConfig(name="gauge-test", circuit_failures=2, circuit_reset_s=30.0)
+    clock = ManualClock()
+    h = VendorHealth(cfg, clock)
+    for _ in range(2):
+        h.record("error", "HTTP 503")
+    assert h.is_open and sample("tracker_circuit_open", vendor="gauge-test") == 1
+    clock.advance(31)
+    may, probe = h.allow()
+    assert may and probe  # half-open: one probe out, the vendor not yet heard from
+    assert sample("tracker_circuit_open", vendor="gauge-test") == 1  # read 0 for the probe's timeout
+    h.record("ok")
+    assert sample("tracker_circuit_open", vendor="gauge-test") == 0
