@@ -97,9 +97,9 @@ async def test_sparksender_bulk_sample_success_and_unsuccess(pool) -> None:
         assert (r.rows, r.messages, r.refused) == (1, 5, 0)
         rows = await messages_of(conn, sid)
         assert brief(rows) == [
-            ("1000", "94711111111", "submitted", None, None),
-            ("1001", "94773333333", "submitted", None, None),
-            ("1002", "94752222222", "submitted", None, None),
+            ("1000", "94711111111", "accepted", None, None),
+            ("1001", "94773333333", "accepted", None, None),
+            ("1002", "94752222222", "accepted", None, None),
             (refused_ref(sid, 3), "94214545455", "rejected", "203", SS_203),
             (refused_ref(sid, 4), "58478", "rejected", "203", SS_203),
         ]
@@ -108,7 +108,8 @@ async def test_sparksender_bulk_sample_success_and_unsuccess(pool) -> None:
             (False, None)] * 3 + [(True, True)] * 2
         # Polled (Spark Sender is polled only) unless refused; every one has a window.
         assert [m["next_poll_at"] is not None for m in rows] == [True] * 3 + [False] * 2
-        assert await history(conn, rows[0]["message_id"]) == []
+        assert await history(conn, rows[0]["message_id"]) == [
+            ("submitted", "accepted", "submit", None)]  # 204: the vendor took it
         assert await history(conn, rows[3]["message_id"]) == [
             ("submitted", "rejected", "submit", "203")]
         await taken(conn, sid, 5)
@@ -131,14 +132,14 @@ async def test_sparksender_bulk_from_the_sandbox(pool, sb: Sandbox, http) -> Non
         rows = await messages_of(conn, sids[0])
         assert [m["failure_permanent"] for m in rows] == [None, None, True, True]
         assert brief(rows) == [
-            (ids[0], OK[0], "submitted", None, None),
-            (ids[1], OK[1], "submitted", None, None),
+            (ids[0], OK[0], "accepted", None, None),
+            (ids[1], OK[1], "accepted", None, None),
             (refused_ref(sids[0], 2), SHORT, "rejected", "203", SS_203),
             (refused_ref(sids[0], 3), LONG, "rejected", "205", SS_205),
         ]
         # single sends: the recipient comes from the request's recipient_contact_no
         assert brief(await messages_of(conn, sids[1])) == [
-            (single.response["msg_id"], OK[2], "submitted", None, None)]
+            (single.response["msg_id"], OK[2], "accepted", None, None)]
         assert brief(await messages_of(conn, sids[2])) == [
             (refused_ref(sids[2], 0), "94711", "rejected", "203", SS_203)]
     truth = sb.truth()  # the sandbox agrees on every message's fate so far

@@ -206,6 +206,38 @@ def test_bulk_per_message_error_is_rejected_with_that_error():
         es.parse_send(body, {"messages": [{"to": "1"}]}, NOW)
 
 
+def test_bulk_error_in_the_documented_shape_refuses_every_requested_message():
+    # The bulk page: its keys "will be returned after every Bulk SMS API request" (error example
+    # "invalid JSON document"); the contact page: "The API's response structure will always be
+    # the same." So a refused call may keep an empty `messages` list next to its `error`.
+    req = {"orgid": 1234, "messages": [{"to": "639123456789"}, {"to": "254771234567"}, {"to": "13105551212"}]}
+    refused = {"error": "invalid JSON document", "estimateMicro": 0, "estimate": "0", "acceptedMessages": 0,
+               "deliveryDeadline": "", "messages": []}
+    bare = {"error": "invalid JSON document"}
+    for body in (refused, bare, {**refused, "errorCode": "invalid_json"}):
+        result = es.parse_send(HttpResponse(400, {}, ok(body).body), req, NOW)
+        got = [(o.vendor_ref, o.recipient, o.state, o.text, o.raw["index"]) for o in result.observations]
+        assert got == [(NO_REF, n, State.rejected, "invalid JSON document", i)
+                       for i, n in enumerate(("639123456789", "254771234567", "13105551212"))]
+        assert result.account_error is None
+    assert [o.code for o in es.parse_send({**refused, "errorCode": "invalid_json"}, req, NOW).observations] == [
+        "invalid_json"] * 3
+    # an empty list without an error still has to match the request
+    with pytest.raises(ParseError, match="different numbers"):
+        es.parse_send({**refused, "error": ""}, req, NOW)
+
+
+def test_a_pushed_failure_with_neither_done_nor_a_deadline_is_not_final():
+    # NOTES: `done` "not true means the vendor is still retrying", and it retries until the
+    # deadline; a push names neither, so the vendor may still retry: sent, with its words kept.
+    obj = {"id": "SMS1-1", "recipient": "639123456789", "deliveredToTelco": True, "deliveredToPhone": "failed",
+           "deliveryError": "not mobile number"}
+    [o] = es.parse_postback("POST", "application/json", {}, orjson.dumps(obj), NOW)
+    assert (o.state, o.code, o.failure) == (State.sent, "not mobile number", None)
+    [o] = es.parse_postback("POST", "application/json", {}, orjson.dumps({**obj, "done": True}), NOW)
+    assert (o.state, o.failure) == (State.rejected, Failure("not mobile number", "not mobile number", True))
+
+
 def test_single_send_error_is_rejected():
     body = {"error": "invalid 'to' number", "errorCode": "invalid_request", "messageId": "", "to": "12"}
     [o] = es.parse_send(HttpResponse(400, {}, ok(body).body), {"orgId": 1, "to": "12"}, NOW).observations

@@ -26,7 +26,7 @@ def test_golden_single_send_takes_recipient_from_request():
     assert result.account_error is None
     [o] = result.observations
     assert (o.vendor, o.vendor_ref, o.recipient, o.state, o.code, o.failure, o.event_at) == (
-        "sparksender", "14364", "94711111111", State.submitted, "204", None, None)
+        "sparksender", "14364", "94711111111", State.accepted, "204", None, None)
 
 
 def test_golden_single_send_raw_bytes_and_query_string_request():
@@ -41,9 +41,9 @@ def test_golden_bulk_send():
     got = [(o.vendor_ref, o.recipient, o.state, o.code, o.failure) for o in result.observations]
     invalid = Failure("203", "Contact Number is Invalid or Operator not Support", True)
     assert got == [
-        ("1000", "94711111111", State.submitted, "204", None),
-        ("1001", "94773333333", State.submitted, "204", None),
-        ("1002", "94752222222", State.submitted, "204", None),
+        ("1000", "94711111111", State.accepted, "204", None),
+        ("1001", "94773333333", State.accepted, "204", None),
+        ("1002", "94752222222", State.accepted, "204", None),
         (NO_REF, "94214545455", State.rejected, "203", invalid),
         (NO_REF, "58478", State.rejected, "203", invalid),
     ]
@@ -112,6 +112,35 @@ def test_send_account_codes(code):
     assert result.observations == [] and result.account_error.code == code
     bulk = ss.parse_send({"success": [], "unsuccess": [[{"number": "1", "status": int(code)}]]}, None, NOW)
     assert bulk.observations == [] and bulk.account_error.code == code
+
+
+def test_204_is_the_vendor_taking_the_message_so_accepted():
+    # The page: 204 "Successfuly Sent the Message", the only success, with the vendor's msg_id;
+    # docs/vendors.md: `accepted` where the vendor says it took the message.
+    [o] = ss.parse_send({"status_code": "204", "msg_id": 14364}, {"recipient_contact_no": "94711111111"},
+                        NOW).observations
+    assert (o.state, o.code, o.text, o.failure) == (State.accepted, "204", "Successfully Sent the Message", None)
+
+
+@pytest.mark.parametrize("code,words,permanent", [
+    ("207", "No Contact Numbers", True), ("209", "Sending the Message is Unsuccessful", None),
+    ("216", "Message contains a blocked word", True), ("203", "Contact Number is Invalid or Operator not Support",
+                                                       True)])
+def test_bulk_call_refused_whole_rejects_each_requested_number(code, words, permanent):
+    request = {"user_id": "1001", "sender_id": "SparkDEMO", "message": "buy now",
+               "recipient_contacts": "94711111111, 94773333333,+94752222222,"}
+    result = ss.parse_send({"status_code": int(code)}, request, NOW)
+    assert result.account_error is None
+    got = [(o.vendor_ref, o.recipient, o.state, o.code, o.text, o.failure) for o in result.observations]
+    failure = Failure(code, words, permanent)
+    assert got == [(NO_REF, n, State.rejected, code, words, failure)
+                   for n in ("94711111111", "94773333333", "94752222222")]
+    assert [o.raw for o in result.observations][1] == {"status_code": code, "number": "94773333333", "index": 1}
+    # the same call as a query string, and an unknown code: each number kept, unmapped
+    query = "https://cp.sparksender.com/api/bulkSMS/?user_id=u&recipient_contacts=94711111111,94773333333"
+    obs = ss.parse_send({"status_code": 299, "error": "new"}, query, NOW).observations
+    assert [(o.recipient, o.state, o.code, o.raw["error"]) for o in obs] == [
+        ("94711111111", None, "299", "new"), ("94773333333", None, "299", "new")]
 
 
 def test_send_unknown_code_is_unmapped_and_bulk_is_liberal():
@@ -222,7 +251,7 @@ def test_property_bulk_maps_to_table(ok_items, bad_items, nested):
     obs = ss.parse_send(body, None, NOW).observations
     assert len(obs) == len(ok_items) + len(bad_items)
     for o, (i, n) in zip(obs, ok_items):
-        assert (o.vendor_ref, o.recipient, o.state) == (str(i), n.lstrip("+"), State.submitted)
+        assert (o.vendor_ref, o.recipient, o.state) == (str(i), n.lstrip("+"), State.accepted)
     for o, (c, n) in zip(obs[len(ok_items):], bad_items):
         expected = State.rejected if c in ss.SEND_REJECT_CODES else None
         assert (o.vendor_ref, o.recipient, o.state, o.code) == (NO_REF, n, expected, c)
@@ -266,6 +295,7 @@ bad_items = mostly(st.fixed_dictionaries({"number": st.sampled_from(["9421454545
 bulk_responses = st.builds(lambda ok_, bad, nest: {"success": [ok_] if nest else ok_, "unsuccess": [bad] if nest else bad},
                            st.lists(bulk_items, max_size=5), st.lists(bad_items, max_size=5), st.booleans())
 requests = mostly(st.fixed_dictionaries({"recipient_contact_no": st.sampled_from(["+94 71 111 1111", "94711111111"])})
+                  | st.fixed_dictionaries({"recipient_contacts": st.sampled_from(["94711111111,94773333333", ""])})
                   | st.just("https://cp.sparksender.com/api/send/?recipient_contact_no=94711111111") | st.none(),
                   wild_values)
 

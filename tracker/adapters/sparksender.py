@@ -192,47 +192,43 @@ def _send_account_error(code: str, body: dict) -> AccountError:
 
 def _items(value: Any, what: str) -> list[dict]:
     """The bulk reply nests arrays in arrays ([[{...}]]); accept flat arrays and one object too."""
-    if value is None:
-        return []
-    if isinstance(value, dict):
-        return [value]
+    if value is None or isinstance(value, dict):
+        value = [] if value is None else [value]
     if not isinstance(value, list):
         raise ParseError(f"sparksender send: {what} is not a list")
-    out: list[dict] = []
-    for item in value:
-        if isinstance(item, dict):
-            out.append(item)
-        elif isinstance(item, list):
-            for inner in item:
-                if not isinstance(inner, dict):
-                    raise ParseError(f"sparksender send: {what} entry is not an object")
-                out.append(inner)
-        else:
-            raise ParseError(f"sparksender send: {what} entry is not an object")
+    out = [inner for item in value for inner in (item if isinstance(item, list) else [item])]
+    if not all(isinstance(item, dict) for item in out):
+        raise ParseError(f"sparksender send: {what} entry is not an object")
     return out
 
 
-def _request_recipient(request: Any) -> str | None:
-    """`recipient_contact_no` of a single-send request: a dict, JSON text, or a query string."""
-    if request is None:
-        return None
+def _request_numbers(request: Any) -> list[tuple[str, str | None]]:
+    """(number as written, its digits) for each number the send request names (a dict, an
+    HttpRequest, JSON text or a query string): the single send's `recipient_contact_no`, else
+    the bulk call's comma-separated `recipient_contacts`. Empty when it names none."""
     if isinstance(request, HttpRequest):
         request = dict(request.params or request.data or {})
     if isinstance(request, (bytes, bytearray, memoryview)):
         request = bytes(request).decode("utf-8", "replace")
     if isinstance(request, str):
         text = request.strip()
-        if text.startswith(("{", "[")):
-            request = load_json(text, "sparksender send request")
-        else:
-            request = dict(parse_qsl(text.split("?", 1)[-1]))
+        request = (load_json(text, "sparksender send request") if text.startswith(("{", "["))
+                   else dict(parse_qsl(text.split("?", 1)[-1])))
+    if request is None:
+        return []
     if not isinstance(request, dict):
         raise ParseError("sparksender send: request is not an object")
-    return recipient_digits(request.get("recipient_contact_no"))
+    numbers = request.get("recipient_contact_no", request.get("recipient_contacts"))
+    if "recipient_contact_no" in request or numbers is None:
+        numbers = [] if numbers is None else [numbers]
+    elif not isinstance(numbers, list):
+        numbers = str(numbers).split(",")
+    return [(str(n).strip(), recipient_digits(n)) for n in numbers if str(n).strip()]
 
 
-def _submitted(ref: Any, recipient: str | None, raw: Any, text: str | None = None) -> Observation:
-    return Observation(vendor=NAME, vendor_ref=normalize_ref(ref), recipient=recipient, state=State.submitted,
+def _accepted(ref: Any, recipient: str | None, raw: Any, text: str | None = None) -> Observation:
+    """204: the vendor took the message and gave it an id (docs/vendors.md: `accepted`)."""
+    return Observation(vendor=NAME, vendor_ref=normalize_ref(ref), recipient=recipient, state=State.accepted,
                        code=SEND_OK, text=text, raw=raw, issued_ref=id_text(ref))
 
 
@@ -253,8 +249,10 @@ def _rejection(code: str, recipient: str | None, raw: Any, ref: Any = None) -> O
 @guarded("sparksender send")
 def parse_send(response: Any, request: Any | None, now: datetime) -> SendResult:
     """Single send `{status_code, msg_id}` (recipient from the request's `recipient_contact_no`)
-    or bulk `{success: [[{number, msgId}]], unsuccess: [[{number, status}]]}`. Each message's
-    raw payload is its own part: its bulk element, or the single send's response."""
+    or bulk `{success: [[{number, msgId}]], unsuccess: [[{number, status}]]}`; a bulk call refused
+    whole (`{status_code}` alone) refuses each number of the request's `recipient_contacts`. Each
+    message's raw payload is its own part: its bulk element, the single send's response, or
+    {status_code, number, index} for a number of a bulk call refused whole."""
     body = json_value(response, "sparksender send")
     if not isinstance(body, dict):
         raise ParseError("sparksender send: response is not a JSON object")
@@ -264,7 +262,7 @@ def parse_send(response: Any, request: Any | None, now: datetime) -> SendResult:
             ref = item.get("msgId", item.get("msg_id"))
             if ref is None:
                 raise ParseError("sparksender send: success entry without msgId")
-            result.observations.append(_submitted(ref, recipient_digits(item.get("number")), item))
+            result.observations.append(_accepted(ref, recipient_digits(item.get("number")), item))
         for item in _items(body.get("unsuccess"), "unsuccess"):
             code = as_code(item.get("status", item.get("status_code")))
             if code is None:
@@ -281,12 +279,23 @@ def parse_send(response: Any, request: Any | None, now: datetime) -> SendResult:
     if code in SEND_ACCOUNT_CODES:
         result.account_error = _send_account_error(code, body)
         return result
-    recipient = _request_recipient(request)
     ref = body.get("msg_id", body.get("msgId"))
-    if code == SEND_OK:
-        if ref is None:
+    numbers = _request_numbers(request)
+    if code == SEND_OK or len(numbers) <= 1:
+        recipient = numbers[0][1] if numbers else None
+        if code != SEND_OK:
+            result.observations.append(_rejection(code, recipient, body, ref))
+        elif ref is None:
             raise ParseError("sparksender send: status 204 without msg_id")
-        result.observations.append(_submitted(ref, recipient, body, "Successfully Sent the Message"))
+        else:
+            result.observations.append(_accepted(ref, recipient, body, "Successfully Sent the Message"))
         return result
-    result.observations.append(_rejection(code, recipient, body, ref))
+    # A bulk call refused whole ({"status_code": 209} and the like): every number it named is
+    # refused with that code; each raw payload is its own number and the shared words, bounded.
+    detail = body.get("error")
+    for i, (number, digits) in enumerate(numbers):
+        raw: dict[str, Any] = {"status_code": code[:50], "number": number[:100], "index": i}
+        if isinstance(detail, str) and detail.strip():
+            raw["error"] = detail.strip()[:200]
+        result.observations.append(_rejection(code, digits, raw))
     return result

@@ -15,8 +15,10 @@ Errors: 400 {error, errorCode, context}, 401 {"error": "Invalid Token"}, 402 whe
 Status object fields: `deliveredToTelco`, `deliveredToPhone` (unknown | confirmed | failed),
 `done`, `error`, `deliveryError`, `successPartCount`, `successT` (null until delivered), ... ;
 knob `old_field_names` serves `deliveredToVendor` / `deliveredByVendor` (bools) instead.
-A temporary failure (knob `temp_failure`) shows `deliveryError` "network error", done false,
-before the final outcome. With `clientPushURL` the status object is POSTed to it on every change.
+A failed hand-off the vendor retries (knob `temp_failure`) shows `deliveredToTelco` false, `error`
+"network error", done false, before the final outcome. With `clientPushURL` the status object is
+POSTed to it once per delivery receipt (the outcome; none without a receipt). The status object and
+the pushes: engagespark_status.py.
 """
 from __future__ import annotations
 
@@ -27,19 +29,25 @@ from typing import Any
 
 from aiohttp import web
 
-from tracker.sandbox.common import (BadBody, Push, Route, Vendor, clean_number, digits_or_raw,
-                                    dumps, is_loopback_url, json_response, read_json)
+from tracker.sandbox.common import (
+    BadBody,
+    Push,
+    Route,
+    Vendor,
+    clean_number,
+    digits_or_raw,
+    is_loopback_url,
+    json_response,
+    read_json,
+)
 from tracker.sandbox.engagespark_listing import BadQuery, page_of
+from tracker.sandbox.engagespark_status import (
+    PRICE_MICRO,
+    receipt_pushes,
+    status_object,
+)
 from tracker.sandbox.knobs import Knobs
 from tracker.sandbox.truth import Message, utcnow
-
-PRICE_MICRO = 20000
-PHONE = {"delivered": "confirmed", "failed": "failed", "expired": "failed", "rejected": "failed",
-         "retrying": "failed"}
-
-
-def es_time(dt: datetime) -> str:
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def es_deadline(dt: datetime) -> str:
@@ -223,45 +231,13 @@ class EngageSpark(Vendor):
             "deliveryDeadline": es_deadline(deadline), "contactId": contact_id, "to": number,
             "message": text})
 
-    # -- status --
-    def status_object(self, msg: Message, state: str, knobs: Knobs) -> dict[str, Any]:
-        d = msg.data
-        telco = state != "accepted"
-        phone = PHONE.get(state, "unknown")
-        delivered_t = msg.time_of("delivered")
-        delivered = state == "delivered"
-        obj: dict[str, Any] = {
-            "id": msg.ref, "direction": "egress", "created": es_time(msg.wall0),
-            "sender": d["sender"], "recipient": msg.recipient, "contactId": d["contact_id"],
-            "engagementId": 0, "engagementFlowId": 0, "engagementRunId": 0, "engagementPartId": "",
-            "pricePerPart": PRICE_MICRO,
-            "successPartCount": d["parts"] if delivered else 0,
-            "successT": es_time(msg.wall(delivered_t)) if delivered and delivered_t else None,
-            "message": d["text"],
-        }
-        if knobs.old_field_names:
-            obj["deliveredToVendor"] = telco
-            obj["deliveredByVendor"] = phone == "confirmed"
-        else:
-            obj["deliveredToTelco"] = telco
-            obj["deliveredToPhone"] = phone
-        obj.update({
-            "done": state not in ("accepted", "retrying"),
-            "error": "",
-            "deliveryError": msg.code if state in ("failed", "expired", "rejected")
-            else ("network error" if state == "retrying" else ""),
-            "chargedMicro": d["parts"] * PRICE_MICRO if telco else 0,
-            "client_ref": d["client_ref"], "firstName": "", "lastName": "", "fullPhoneNumber": "",
-        })
-        return obj
+    # -- status (tracker.sandbox.engagespark_status) --
+    @staticmethod
+    def status_object(msg: Message, state: str, knobs: Knobs) -> dict[str, Any]:
+        return status_object(msg, state, knobs)
 
     def pushes(self, msg: Message, knobs: Knobs) -> list[Push]:
-        url = msg.data.get("push_url")
-        if not url:
-            return []
-        return [Push(due=t, body=dumps(self.status_object(msg, state, knobs)),
-                     content_type="application/json", ref=msg.ref, recipient=None, kind=state,
-                     url=url) for t, state in msg.timeline[1:]]
+        return receipt_pushes(msg, knobs)
 
     async def status(self, request: web.Request) -> web.Response:
         if (denied := self._guard(request)) is not None:

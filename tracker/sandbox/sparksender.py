@@ -11,7 +11,9 @@
 Parameters come as query string, form body or JSON object. Knob `account`: inactive 201/7,
 suspended 210/8, no_funds 208, maintenance 214 (215 with an `error` text on bulk calls).
 Sandbox choices (not documented by the vendor): a number with anything but digits and a leading
-'+' or with fewer than 8 digits gets 203, more than 15 digits 205; an empty message 209.
+'+' or with fewer than 8 digits gets 203, more than 15 digits 205; an empty message 209. A call
+refused whole for its message (209, or 216 for a knob `blocked_words` word) is answered
+{"status_code": N}, and the truth holds each number it named as refused with that code.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from tracker.sandbox.knobs import Knobs
 
 ACCOUNT_SEND = {"inactive": 201, "suspended": 210, "no_funds": 208, "maintenance": 214}
 ACCOUNT_STATUS = {"inactive": 7, "suspended": 8}
+MESSAGE_REFUSALS = {209, 216}  # refuse the message itself: each number it names is refused (truth)
 STATUS = {"sent": 1, "delivered": 2, "failed": 3, "rejected": 3}
 
 
@@ -84,6 +87,8 @@ class SparkSender(Vendor):
             code = 207 if not raw else self._number_error(raw)
             if code is not None and raw:
                 self.refuse(None, digits_or_raw(raw), str(code))
+        elif code in MESSAGE_REFUSALS and p.get("recipient_contact_no", "").strip():
+            self.refuse(None, digits_or_raw(p["recipient_contact_no"].strip()), str(code))
         if code is not None:
             return json_response(self._error_body(code))
         ref = self._accept(p["recipient_contact_no"])
@@ -97,6 +102,9 @@ class SparkSender(Vendor):
         numbers = [n.strip() for n in p.get("recipient_contacts", "").split(",") if n.strip()]
         if code is None and not numbers:
             code = 207
+        if code in MESSAGE_REFUSALS:  # the whole call refused: every number it named
+            for raw in numbers:
+                self.refuse(None, digits_or_raw(raw), str(code))
         if code is not None:
             return json_response(self._error_body(code, bulk=True))
         success: list[dict[str, Any]] = []

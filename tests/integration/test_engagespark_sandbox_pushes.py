@@ -1,0 +1,81 @@
+"""The engageSPARK sandbox over loopback, against the vendor's pages (NOTES.md):
+
+- clientPushURL: "whenever we receive a delivery receipt we POST to this URL": one push per
+  receipt, none for a message whose carrier never sends one;
+- the vendor "retries failed hand-offs" and puts the problem in `error` ("read it when
+  deliveredToTelco is false"): a retry is deliveredToTelco false, `error` set, done false, then
+  the final outcome; the adapter reads it through its hand-off error path (not an outcome);
+- the ground truth stays what the adapter reads in the end."""
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timezone
+
+import aiohttp
+import orjson
+
+from tests.integration.test_sandbox import (PH, Receiver, es_status, eventually, http, only,  # noqa: F401
+                                            sandbox, settle)
+from tracker.adapters import engagespark as es
+from tracker.adapters.base import HttpResponse, MessageRef
+from tracker.core.states import State
+from tracker.sandbox import send_many
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+async def test_no_receipt_means_no_push_and_outcomes_push_once(http: aiohttp.ClientSession) -> None:
+    knobs = {**only("no_receipt"), "no_receipt": 0.5, "failed": 0.5}
+    async with Receiver() as rx, sandbox(knobs) as sb:
+        calls = await send_many(sb, "engagespark", [f"6391712{i:05d}" for i in range(12)],
+                                client_push_url=rx.url("es"))
+        refs = {c.response["messageId"] for c in calls}
+        await settle(sb)
+        truth = {k[1]: t for k, t in sb.truth().items() if k[0] == "engagespark"}
+        receipts = {r for r in refs if truth[r]["fate"] != "no_receipt"}
+        silent = refs - receipts
+        assert receipts and silent  # both kinds were drawn
+        await eventually(lambda: len(rx.hits) >= len(receipts))
+        await asyncio.sleep(0.3)  # a stray push for a message without a receipt would be here by now
+        pushed = rx.bodies("es")
+        assert sorted(p["id"] for p in pushed) == sorted(receipts)  # one each, none for `silent`
+        for p in pushed:
+            assert (p["deliveredToTelco"], p["deliveredToPhone"], p["done"]) == (True, "failed", True)
+            assert p["deliveryError"] == truth[p["id"]]["code"]
+            [o] = es.parse_postback("POST", "application/json", {}, orjson.dumps(p), now())
+            assert o.state == State[truth[p["id"]]["final"]]
+        for ref in silent:  # polled, the message is with the telco and the vendor is done
+            _, obj = await es_status(http, sb, ref)
+            assert (obj["deliveredToTelco"], obj["deliveredToPhone"], obj["done"]) == (True, "unknown", True)
+            assert (truth[ref]["final"], truth[ref]["last_real"]) == ("unknown", "sent")
+
+
+async def test_a_retried_hand_off_is_an_error_with_the_telco_not_holding_it(http: aiohttp.ClientSession) -> None:
+    async with Receiver() as rx, sandbox(only("rejected", temp_failure=1.0)) as sb:
+        [call] = await send_many(sb, "engagespark", [PH[1]], client_push_url=rx.url("es"))
+        ref = call.response["messageId"]
+        msg = sb.message("engagespark", ref)
+        loop = asyncio.get_running_loop()
+        await eventually(lambda: msg.state_at(loop.time())[0] == "retrying")
+        status, obj = await es_status(http, sb, ref)
+        assert status == 200
+        assert (obj["deliveredToTelco"], obj["deliveredToPhone"], obj["error"], obj["deliveryError"],
+                obj["done"]) == (False, "unknown", "network error", "", False)
+        # the adapter's hand-off error path: code "error", the words kept, no outcome yet, even
+        # with the deadline long past (done false: the vendor still retries)
+        body = orjson.dumps(obj)
+        ref_row = MessageRef(ref, PH[1], deadline=datetime(2000, 1, 1, tzinfo=timezone.utc))
+        [o] = es.parse_status([HttpResponse(200, {}, body)], [ref_row], now()).observations
+        assert (o.state, o.code, o.text, o.failure) == (State.accepted, "error", "network error", None)
+        assert sb.truth()[("engagespark", ref, None)]["current"] == "sent"  # the truth: not an outcome
+        await settle(sb)
+        _, obj = await es_status(http, sb, ref)
+        assert (obj["deliveredToTelco"], obj["error"], obj["done"]) == (True, "", True)
+        await eventually(lambda: len(rx.hits) >= 1)
+        await asyncio.sleep(0.2)
+        [pushed] = rx.bodies("es")  # only the receipt; the retry was not pushed
+        [o] = es.parse_postback("POST", "application/json", {}, orjson.dumps(pushed), now())
+        t = sb.truth()[("engagespark", ref, None)]
+        assert (o.state, o.code) == (State.rejected, t["code"]) and t["final"] == "rejected"
