@@ -152,7 +152,8 @@ def test_report_http_answers():
     refs = [MessageRef(B2, "9771")]
     r = sp.parse_status([ok({}, 401), ok({}, 401)], refs, NOW)
     assert r.account_error.code == "http_401" and r.observations == []
-    r = sp.parse_status([ok({}, 404), ok({}, 404)], refs, NOW)
+    batch_missing = {"data": {"errors": "Batch not found"}, "meta": {}, "result": "11", "status": "DATA_ERROR"}
+    r = sp.parse_status([ok(batch_missing, 404), ok(batch_missing, 404)], refs, NOW)
     assert [(o.recipient, o.state, o.code) for o in r.observations] == [("9771", None, "404")]
     r = sp.parse_status([ok(b"", 429, {"Retry-After": "12"}), report()], refs, NOW)
     assert (r.transient_error, r.retry_after_s) == ("HTTP 429", 12.0)

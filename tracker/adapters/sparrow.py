@@ -1,14 +1,16 @@
 """Sparrow SMS international (ent-api.sparrowsms.com): one compose call makes a batch (a uuid)
 for many recipients, so a message is (batch_id, recipient). Polled per batch (two report calls),
-pushed as DLR callbacks. Every call but the login carries `Authorization: Bearer <JWT>`.
+pushed as DLR callbacks. Every call but the login carries `Authorization: Bearer <JWT>`. The
+report call's method and path are settings (the page contradicts itself: sparrow_payloads).
 
 What Sparrow's answers are made of (batch ids, the envelope, records) and the login answer are
 read in tracker.adapters.sparrow_payloads; this module makes the calls and the observations.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from tracker.adapters.base import (
@@ -20,15 +22,12 @@ from tracker.adapters.base import (
     HttpRequest,
     HttpResponse,
     MessageRef,
-    NotConfigured,
     Observation,
     ParseError,
     SendResult,
-    Setting,
     StatusResult,
     as_code,
     base_url,
-    classify_http,
     digits,
     failure_if,
     guarded,
@@ -37,18 +36,24 @@ from tracker.adapters.base import (
     parse_time,
     same_message,
 )
-from tracker.adapters.sparrow_payloads import (  # noqa: F401 - batch_of, parse_login: re-exported (abilities)
+from tracker.adapters.sparrow_payloads import (  # noqa: F401 - re-exported: SETTINGS, abilities (LogsIn, ...)
+    DEFAULT_BASE_URL,
     NAIVE_TZ,
     RESULT_DATA_ERROR,
     RESULT_DRAFT,
     RESULT_OK,
+    SETTINGS,
     batch_of,
     batches,
     error_words,
     invalid_recipients,
+    login_refusal,
+    login_request,
     normalize_ref,
     parse_login,
     record,
+    report_answer,
+    report_call,
     request_recipients,
     result_code,
 )
@@ -62,9 +67,6 @@ POLLS = True
 PUSHES = True
 KEYED_BY_RECIPIENT = True
 POSTBACK_CONTENT_TYPES = frozenset({"application/json"})  # DLR callbacks
-SETTINGS: dict[str, Setting] = {}  # api_token, partner_token: VendorConfig fields
-
-DEFAULT_BASE_URL = "https://ent-api.sparrowsms.com"
 
 # Report lists (compose/report/:uuid/delivery and /failed) -> (state, permanent).
 REPORT_LISTS: dict[str, tuple[State, bool | None]] = {
@@ -82,31 +84,22 @@ DLR_STATUS: dict[str, tuple[State, str, bool | None]] = {
 CODE_INVALID_RECIPIENT = "invalid_recipient"
 CODE_BATCH_REJECTED = "rejected"  # batch_complete rejected_numbers
 
-HTTP_ACCOUNT_STATUSES = {401: "bearer token rejected (log in again)", 403: "forbidden"}
-
-def login_request(cfg: VendorConfig) -> HttpRequest:
-    if not cfg.api_token or not cfg.partner_token:
-        raise NotConfigured("sparrow: api_token and partner_token must be configured")
-    return HttpRequest(
-        "POST",
-        f"{base_url(cfg, DEFAULT_BASE_URL)}/v1/autho/apitoken/login/",
-        json={"api_token": cfg.api_token, "partner_token": cfg.partner_token},
-    )
-
 
 def status_requests(
     cfg: VendorConfig, refs: list[MessageRef], token: str | None = None
 ) -> list[HttpRequest]:
-    """Two GETs per batch (delivery, then failed); refs normally share one batch id. Refs are
-    grouped by their normalized batch id; the URL carries the group's first id verbatim."""
+    """Two report calls per batch (delivery, then failed; `report_method`, `report_path`); refs
+    normally share one batch id. Refs are grouped by their normalized batch id; the URL carries
+    the group's first id verbatim."""
     if not token:
         raise ValueError("sparrow: a login token is required (login_request / parse_login)")
+    method, delivery = report_call(cfg)
     headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
     base, out = base_url(cfg, DEFAULT_BASE_URL), []
     for group in batches(refs).values():
         batch = quote(str(group[0].vendor_ref), safe="")  # as issued: normalized for grouping only
-        for report in ("delivery", "failed"):
-            out.append(HttpRequest("GET", f"{base}/v1/intlsms/compose/report/{batch}/{report}/", headers=headers))
+        for report in (delivery, "failed"):
+            out.append(HttpRequest(method, f"{base}/v1/intlsms/compose/report/{batch}/{report}/", headers=headers))
     return out
 
 
@@ -122,7 +115,7 @@ def parse_status(responses: list[HttpResponse], refs: list[MessageRef], now: dat
         wanted = {digits(r.recipient): r for r in batch_refs if r.recipient and digits(r.recipient)}
         missing_reported = False
         for resp in responses[2 * i: 2 * i + 2]:
-            answer = classify_http(resp, now, result, account=HTTP_ACCOUNT_STATUSES, lookup=(404,))
+            answer = report_answer(resp, now, result)
             if answer == LOOKUP and not missing_reported:  # the batch is unknown: once per message
                 missing_reported = True
                 for number in wanted:
@@ -131,6 +124,9 @@ def parse_status(responses: list[HttpResponse], refs: list[MessageRef], now: dat
                 continue
             body = json_object(resp, "sparrow status")
             code = result_code(body)
+            if code not in (None, RESULT_OK) and (refused := login_refusal(body)):
+                result.account_error = result.account_error or AccountError(code[:50], refused)
+                continue
             if code not in (None, RESULT_OK):
                 result.transient_error = result.transient_error or f"report result {code[:20]}"
                 continue
@@ -238,6 +234,10 @@ def parse_send(response: Any, request: Any | None, now: datetime) -> SendResult:
         result.account_error = AccountError(str(status), error_words(body) or "authentication failed")
         return result
     code = result_code(body)
+    if code not in (RESULT_OK, RESULT_DRAFT) and (refused := login_refusal(body)):
+        # Our login or token was refused (NOTES.md: account-level, never message states).
+        result.account_error = AccountError((code or "unauthorized")[:50], refused)
+        return result
     if code is None:
         raise ParseError("sparrow send: response has no result code")
     code = code[:50]

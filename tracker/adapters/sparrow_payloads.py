@@ -3,23 +3,34 @@ names a message (normalize_ref, batch_of), the envelope every answer has (its re
 error words), the login answer (parse_login), and the numbers in a record or a compose request.
 Nothing here makes an observation; tracker.adapters.sparrow re-exports what the contract asks for.
 
-Sparrow writes some times without an offset ("2023-01-23 14:31:30"); they are read in NAIVE_TZ,
-Nepal time, the offset its own API shows elsewhere ("+05:45"). Nepal has no daylight saving, so a
-fixed offset is exact.
+Also the vendor settings (SETTINGS) and what they hold: which report call the page means (it
+contradicts itself: see report_call).
+
+Sparrow writes some times without an offset ("2023-01-23 14:31:30"). The page does not say in
+which zone; they are read in NAIVE_TZ, Nepal time, the offset its own API shows elsewhere
+("+05:45"; Nepal has no daylight saving, so a fixed offset is exact). An assumption, said in
+docs/vendors.md: not a setting, since the parsers are given no configuration (the contract).
 """
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tracker.adapters.base import (
+    LOOKUP,
+    NOTED,
     AccountError,
+    HttpRequest,
     HttpResponse,
     LoginResult,
     MessageRef,
+    NotConfigured,
     ParseError,
+    Setting,
     as_code,
+    base_url,
     classify_http,
     digits,
     guarded,
@@ -29,9 +40,33 @@ from tracker.adapters.base import (
     parse_time,
 )
 
-NAIVE_TZ = timezone(timedelta(hours=5, minutes=45), "NPT")  # assumption: see module docstring
+if TYPE_CHECKING:
+    from tracker.config_types import VendorConfig
+
+DEFAULT_BASE_URL = "https://ent-api.sparrowsms.com"
+NAIVE_TZ = timezone(timedelta(hours=5, minutes=45), "NPT")  # see above
+# The report calls: the page's table says `compose/report/:idx/ POST` and `.../:uuid/delivery
+# GET`, its response section `/campaign/report/:uuid/delivered`. Defaults: GET .../delivery/.
+REPORT_PATHS = ("delivery", "delivered")  # the delivered / seen report's last path segment
+REPORT_METHODS = ("GET", "POST")
+DEFAULT_REPORT_PATH, DEFAULT_REPORT_METHOD = REPORT_PATHS[0], REPORT_METHODS[0]
+SETTINGS: dict[str, Setting] = {  # besides api_token, partner_token: VendorConfig fields
+    "report_path": Setting("the delivered/seen report's last path segment: `delivery` (default) "
+                           "or `delivered`; the vendor's page names both: confirm with the vendor"),
+    "report_method": Setting("the report calls' HTTP method: `GET` (default) or `POST`; the "
+                             "vendor's page names both: confirm with the vendor"),
+}
 TOKEN_LIFETIME = timedelta(hours=24)  # used when the login answer has no readable expires_on
 RESULT_OK, RESULT_DRAFT, RESULT_DATA_ERROR = "00", "01", "11"
+
+# Login and token refusals (NOTES.md: "account-level, never message states"), matched in the
+# vendor's words lower-cased with punctuation as spaces, as whole words: "API Token Expired.",
+# "error: invalid api token" match; "Invalid recipient", "Message expired" do not.
+_LOGIN_REFUSALS = re.compile(
+    r"\b(?:invalid (?:partner |api |access |bearer |jwt )?token"
+    r"|(?:partner |api |access |bearer |jwt )?token (?:is |has )?(?:been )?expired"
+    r"|account (?:is |has )?(?:been )?expired|invalid user)\b")
+_NOT_WORD = re.compile(r"[\W_]+")
 
 _NUMBER_KEYS = ("to", "number", "recipient", "mobile")
 _TIME_KEYS = ("ts", "timestamp", "time")
@@ -90,11 +125,79 @@ def error_words(body: Any) -> str:
     return ""
 
 
+def envelope_or_none(resp: HttpResponse) -> Any:
+    """An answer's JSON, or None when it is none (an HTML error page, an empty body)."""
+    try:
+        return load_json(resp.body, "sparrow")
+    except ParseError:
+        return None
+
+
 def result_code(body: Any) -> str | None:
     if not isinstance(body, dict):
         return None
     code = as_code(body.get("result"))
     return code.zfill(2) if code is not None and code.isdigit() else code
+
+
+def login_refusal(body: Any) -> str | None:
+    """The vendor's words when an answer refuses our login or token ("API Token Expired",
+    "Account is Expired", "Invalid User", status UNAUTHORIZED): an account problem, never a
+    message's. None when the answer says no such thing."""
+    if not isinstance(body, dict):
+        return None
+    words = error_words(body)
+    status = body.get("status")
+    if isinstance(status, str) and status.strip().upper() == "UNAUTHORIZED":
+        return words or "unauthorized"
+    if words and _LOGIN_REFUSALS.search(_NOT_WORD.sub(" ", words.lower())):
+        return words
+    return None
+
+
+def _setting(cfg: VendorConfig, key: str) -> str | None:
+    value = cfg.settings.get(key)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if not isinstance(value, str):
+        raise NotConfigured(f"sparrow: {key} must be a string")
+    return value.strip()
+
+
+HTTP_ACCOUNT_STATUSES = {401: "bearer token rejected (log in again)", 403: "forbidden",
+                         405: "report call answered HTTP 405: check report_method (GET or POST)"}
+REPORT_ROUTE_MISSING = "report call answered HTTP 404 (no such route): check report_path and base_url"
+
+
+def report_answer(resp: HttpResponse, now: datetime, into: Any) -> str:
+    """classify_http for a report call. A 404 in Sparrow's envelope (a `result`) is about the
+    batch: LOOKUP. Any other 404 (a web server's page, no body), like a 405, means the call
+    itself is wrong (report_path, report_method, base_url): an account error, as Spark Sender's
+    wrong status_url is, so that the circuit opens and the operator is told."""
+    answer = classify_http(resp, now, into, account=HTTP_ACCOUNT_STATUSES, lookup=(404,))
+    if answer == LOOKUP and result_code(envelope_or_none(resp)) is None:
+        into.account_error = into.account_error or AccountError("http_404", REPORT_ROUTE_MISSING)
+        return NOTED
+    return answer
+
+
+def report_call(cfg: VendorConfig) -> tuple[str, str]:
+    """(method, last path segment) of the delivered/seen report, from `report_method` and
+    `report_path`; the failed report takes the same method. NotConfigured for another value."""
+    method = (_setting(cfg, "report_method") or DEFAULT_REPORT_METHOD).upper()
+    path = (_setting(cfg, "report_path") or DEFAULT_REPORT_PATH).strip("/").lower()
+    if method not in REPORT_METHODS:
+        raise NotConfigured(f"sparrow: report_method must be one of {', '.join(REPORT_METHODS)}")
+    if path not in REPORT_PATHS:
+        raise NotConfigured(f"sparrow: report_path must be one of {', '.join(REPORT_PATHS)}")
+    return method, path
+
+
+def login_request(cfg: VendorConfig) -> HttpRequest:
+    if not cfg.api_token or not cfg.partner_token:
+        raise NotConfigured("sparrow: api_token and partner_token must be configured")
+    return HttpRequest("POST", f"{base_url(cfg, DEFAULT_BASE_URL)}/v1/autho/apitoken/login/",
+                       json={"api_token": cfg.api_token, "partner_token": cfg.partner_token})
 
 
 @guarded("sparrow login")
@@ -117,6 +220,8 @@ def parse_login(resp: HttpResponse, now: datetime) -> LoginResult:
     data = body.get("data") if isinstance(body, dict) else None
     token = data.get("token") if isinstance(data, dict) else None
     if 200 <= s < 300 and result in (None, RESULT_OK) and isinstance(token, str) and token.strip():
+        if not all("!" <= ch <= "~" for ch in token.strip()):  # it goes into a header as is
+            raise ParseError("sparrow login: token is not visible ASCII")
         login.token = token.strip()
         login.expires_on = parse_time(data.get("expires_on"), NAIVE_TZ) or now + TOKEN_LIFETIME
         return login

@@ -8,9 +8,14 @@ batch; the tracked unit is (batch uuid, recipient).
   recipients}} -> batch_id, valid_recipients, invalid_recipients; result 00 OK, 01 DRAFT (knob
   `account` no_funds: saved, never sent), 11 DATA_ERROR (HTTP 400; when no recipient is valid,
   each is refused without a batch: truth key (sparrow, None, number)).
-- `GET|POST /v1/intlsms/compose/report/{uuid}/` aggregated; `.../delivery/` (also `.../delivered/`)
-  records.delivered and records.seen; `.../failed/` records.rejected (refused at compose or by the
-  carrier) and records.expired. A record is {"to": digits, "ts": "YYYY-MM-DD HH:MM:SS"} or, with
+- `GET /v1/intlsms/compose/report/{uuid}/` aggregated; `.../delivery/` records.delivered and
+  records.seen; `.../failed/` records.rejected (refused at compose or by the carrier) and
+  records.expired. The page contradicts itself (POST vs GET, `/delivered` vs `/delivery`): the
+  sandbox serves one variant, its settings `report_method` (GET | POST, for every report call)
+  and `report_path` (delivery | delivered), defaults GET and delivery as the adapter's; given as
+  the tracker's vendor config keys (`Sandbox(credentials={"sparrow": {...}})` or
+  `set_report`, so that `vendor_config` hands them on). The other path answers 404 and the other
+  method 405, plain text as a web server's router does. A record is {"to": digits, "ts": "YYYY-MM-DD HH:MM:SS"} or, with
   knob `bare_records`, the bare number string.
 - Callbacks to the account URL (`Sandbox.set_postback_url("sparrow", url)`): per recipient
   {"dlr_type": "instant", "dlr_data": [{"ts", "to", "id": batch uuid, "status"}]} with 00 delivered,
@@ -33,8 +38,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from tracker.sandbox.common import (BadBody, Push, Route, Vendor, clean_number, digits_or_raw,
-                                    dumps, json_response, read_json)
+from tracker.sandbox.common import (MALFORMABLE, BadBody, Push, Route, Vendor, clean_number,
+                                    digits_or_raw, dumps, json_response, read_json)
 from tracker.sandbox.client import SendError
 from tracker.sandbox.knobs import Knobs
 from tracker.sandbox.truth import Message, utcnow
@@ -42,6 +47,7 @@ from tracker.sandbox.truth import Message, utcnow
 NPT = timezone(timedelta(hours=5, minutes=45))
 DLR = {"delivered": "00", "read": "01", "expired": "02"}
 ACCOUNT_LOGIN = {"suspended": "Account is Expired", "inactive": "Invalid User"}
+REPORT_METHODS, REPORT_PATHS = ("GET", "POST"), ("delivery", "delivered")  # first: the default
 
 
 def envelope(data: Any, result: str = "00", status: str = "OK") -> dict[str, Any]:
@@ -80,7 +86,7 @@ class Sparrow(Vendor):
 
     def routes(self) -> list[Route]:
         both = ("GET", "POST")
-        base = "/v1/intlsms/compose/report/{uuid}"
+        base = "/v1/intlsms/compose/report/{uuid}"  # every variant routed: report() refuses
         return [
             Route(("POST",), "/v1/autho/apitoken/login/", self.login),
             Route(("POST",), "/v1/intlsms/compose/", self.compose),
@@ -198,7 +204,35 @@ class Sparrow(Vendor):
                 for t, state in msg.timeline if state in DLR]
 
     # -- reports --
+    def report_variant(self, creds: dict[str, str] | None = None) -> tuple[str, str]:
+        """(method, delivered/seen path) served: the settings report_method, report_path."""
+        creds = self.creds if creds is None else creds
+        method = (creds.get("report_method") or REPORT_METHODS[0]).strip().upper()
+        path = (creds.get("report_path") or REPORT_PATHS[0]).strip().strip("/").lower()
+        if method not in REPORT_METHODS or path not in REPORT_PATHS:
+            raise ValueError(f"sparrow sandbox: report_method {'|'.join(REPORT_METHODS)}, "
+                             f"report_path {'|'.join(REPORT_PATHS)}")
+        return method, path
+
+    def set_report(self, method: str | None = None, path: str | None = None) -> None:
+        """Serve another report variant (None: that setting back to its default)."""
+        creds = {k: v for k, v in self.creds.items() if k not in ("report_method", "report_path")}
+        creds |= {k: v for k, v in (("report_method", method), ("report_path", path)) if v}
+        self.report_variant(creds)  # ValueError before anything changes
+        self.sandbox.credentials[self.name] = creds
+
+    @staticmethod
+    def _unrouted(status: int, allow: str) -> web.Response:
+        text = {404: "404: Not Found", 405: "405: Method Not Allowed"}[status]
+        return web.Response(text=text, status=status, content_type="text/plain",
+                            headers={"Allow": allow} if status == 405 else None)
+
     async def report(self, request: web.Request) -> web.Response:
+        method, path = self.report_variant()
+        kind = request.path.rstrip("/").rsplit("/", 1)[-1]
+        if (kind in REPORT_PATHS and kind != path) or request.method != method:
+            request[MALFORMABLE] = False  # the router's answer, not the vendor's
+            return self._unrouted(404 if kind in REPORT_PATHS and kind != path else 405, method)
         if (denied := self._guard(request)) is not None:
             return denied
         batch_id = request.match_info["uuid"].strip().lower()
@@ -206,7 +240,6 @@ class Sparrow(Vendor):
         batch = self.batches.get(batch_id)
         if batch is None:
             return fail(404, "Batch not found")
-        kind = request.path.rstrip("/").rsplit("/", 1)[-1]
         head = {"uuid": batch_id, "sender_name": batch["sender_name"],
                 "created_at": batch["created"].astimezone(NPT).isoformat()}
         if kind in ("delivery", "delivered", "failed"):
