@@ -9,14 +9,23 @@ aiohttp's client costs 55-70 us of CPU per call on the benchmark machines where 
   an idle connection is dropped after KEEPALIVE_S or when the server closes it;
 - requests made into bytes by tracker.http.request (pure; bodies with a Content-Length);
   answers with a Content-Length, chunked, or until the server closes (httptools, llhttp,
-  parses them);
+  parses them); interim answers (100 Continue, 103 Early Hints, any 1xx but 101) are skipped
+  and the final one read; a 101 (an upgrade nobody asked for) is a malformed answer;
 - one total timeout per request, connecting included; a limit on the answer's headers (past it
   the connection is dropped: TransportError) and on its body (past it the connection is dropped
-  and TooLarge, a TransportError, still carries the status);
+  and TooLarge, a TransportError, still carries the status); what is neither head nor body
+  (chunk framing, trailers: these are not kept) counts with the head against MAX_HEAD plus the
+  body's size, past which it is TooLarge too (endless trailers or 2-byte chunks stop early);
+- a connection that sends more than the one answer asked for is dropped, never reused;
 - TLS with the system's trust store and the host name checked (or a given context);
-- a request that finds its reused connection closed by the server before any answer came is
-  sent once more on a new connection: the server took none of it (a status call or a login
-  only reads; a webhook receiver dedupes by event id anyway).
+- a request that finds its reused connection closed by the server before any byte of an answer
+  came is sent once more on a new connection (a kept-alive connection the server closed as
+  the request went out, racing its idle timeout). The server may have read it, even acted on
+  it, before closing: this is safe only because every request made is idempotent or deduped.
+  The vendors' calls are GETs, and Sparrow's login POST (a second login only issues another
+  token); a webhook POST may reach its receiver twice, with the same webhook-id, by which
+  receivers dedupe every repeat anyway (docs/events.md). A caller whose request must not be
+  repeated cannot use this client as it is.
 
 Not done: redirects (the answer is returned as it is), proxies, cookies, compression (no
 Accept-Encoding is sent), HTTP/2, 100-continue, HEAD (the parser, not knowing the method, would
@@ -61,11 +70,11 @@ class _Connection(asyncio.Protocol):
 
     def _reset(self) -> None:
         self.headers: list[tuple[str, str]] = []
-        self.body: list[bytes] = []
-        self.size = 0
-        self.head_size = 0  # bytes of the answer's head received so far
+        self.body: bytes | bytearray | None = None  # the first chunk as it came, then a bytearray
+        self.size = 0  # bytes of body
+        self.other = 0  # bytes that were not body: heads (1xx ones too), chunk framing, trailers
         self.started = False  # a byte of this exchange's answer came
-        self.head_done = False
+        self.head_done = False  # the final answer's head (not a 1xx one's)
         self.too_large = False  # the body ran past max_body (set inside a callback)
 
     def exchange(self, raw: bytes, deadline: float) -> asyncio.Future:
@@ -87,6 +96,7 @@ class _Connection(asyncio.Protocol):
             self.close()
             return
         self.started = True
+        size = self.size
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
@@ -95,9 +105,16 @@ class _Connection(asyncio.Protocol):
             else:
                 self._fail(TransportError("malformed answer"))
             return
-        if not self.head_done:  # all of it was head, kept until whole: bound what is kept
-            self.head_size += len(data)
-            if self.head_size > MAX_HEAD:
+        except httptools.HttpParserUpgrade:  # a 101 is refused in on_headers_complete: not seen
+            self._fail(TransportError("malformed answer"))
+            return
+        # What was not body: the parser keeps a head (and a trailer) until whole, and framing
+        # costs a callback a chunk. Bounded: MAX_HEAD for the head, then as much as the body.
+        self.other += len(data) - (self.size - size)
+        if self.other > MAX_HEAD + self.size:
+            if self.head_done:
+                self._fail(TooLarge(self.parser.get_status_code(), CIMultiDict(self.headers)))
+            else:
                 self._fail(TransportError(f"answer's headers over {MAX_HEAD} bytes"))
 
     def connection_lost(self, exc) -> None:
@@ -111,21 +128,40 @@ class _Connection(asyncio.Protocol):
                 self.answer.set_exception(_Lost(self.started))
 
     # httptools' callbacks
+    def on_message_begin(self) -> None:
+        if self.head_done:  # a second answer to one request: what follows it cannot be trusted
+            raise _Refused
+
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        if not self.head_done:  # trailers (after a chunked body) are not kept
+            self.headers.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
-        self.head_done = True
+        status = self.parser.get_status_code()
+        if status >= 200:
+            self.head_done = True
+        elif status >= 100 and status != 101:  # an interim answer: the final one follows
+            self.headers = []
+        else:  # 101 Switching Protocols (nothing asked for one), or no status at all
+            raise _Refused
 
     def on_body(self, chunk: bytes) -> None:
         self.size += len(chunk)
         if self.size > self.max_body:
             self.too_large = True
             raise _Refused
-        self.body.append(chunk)
+        body = self.body
+        if body is None:  # most answers: one chunk, kept as it came
+            self.body = chunk
+        elif body.__class__ is bytes:
+            body = self.body = bytearray(body)
+            body += chunk
+        else:
+            body += chunk
 
     def on_message_complete(self) -> None:
-        self._complete()
+        if self.head_done:  # not a 1xx answer's end
+            self._complete()
 
     # ---
     def _header(self, lname: str) -> str | None:
@@ -141,8 +177,13 @@ class _Connection(asyncio.Protocol):
         self.timer.cancel()
         if not self.parser.should_keep_alive():
             self.close()
+        body, self.body = self.body, None  # an idle connection holds no answer
+        if body is None:
+            body = b""
+        elif body.__class__ is bytearray:
+            body = bytes(body)
         self.answer.set_result(HttpResponse(self.parser.get_status_code(),
-                                            CIMultiDict(self.headers), b"".join(self.body)))
+                                            CIMultiDict(self.headers), body))
 
     def _fail(self, error: TransportError) -> None:
         self.close()
@@ -159,7 +200,8 @@ class _Connection(asyncio.Protocol):
 
 
 class _Refused(Exception):
-    """Raised inside a parser callback to stop the parse (the reason is in `too_large`)."""
+    """Raised inside a parser callback to stop the parse: the body ran past its limit when
+    `too_large` is set, else the answer is malformed (a 101, a second answer)."""
 
 
 class _Lost(Exception):

@@ -3,7 +3,9 @@
 The connection key (scheme, host, port) and a HTTP/1.1 request: Host, User-Agent, Accept, a
 body with its Content-Type and Content-Length (form, JSON or bytes as given), the caller's own
 headers last (they win), Basic authorization from a user and password in the URL. A header or
-URL that would split the request (CR, LF, NUL, a space in the target) is refused.
+URL that would split the request (CR, LF, NUL, a space in the target) or that cannot be sent (a
+character outside Latin-1 in the head, a URL Python cannot parse) is refused: TransportError
+naming only the kind, never the request's content (its head may hold a token).
 """
 from __future__ import annotations
 
@@ -23,16 +25,21 @@ USER_AGENT = "sms-delivery-tracker/0.1"
 def _split(url: str) -> tuple[tuple[str, str, int], str, dict]:
     """The connection key (scheme, host, port), the request target, the headers the URL makes:
     Host, and Authorization (Basic) from a user and password in it."""
-    u = urlsplit(url)
-    if u.scheme not in ("http", "https") or not u.hostname:
+    try:
+        u = urlsplit(url)
+        port = u.port  # ValueError: out of range, not a number
+        hostname = u.hostname
+    except ValueError:  # "Invalid IPv6 URL", a port out of range: raised outside it (no context)
+        u = None
+    if u is None or u.scheme not in ("http", "https") or not hostname:
         raise TransportError("unsupported URL")
-    port = u.port or (443 if u.scheme == "https" else 80)
+    port = port or (443 if u.scheme == "https" else 80)
     target = (u.path or "/") + (f"?{u.query}" if u.query else "")
     headers = {"host": ("Host", u.netloc.rpartition("@")[2])}
     if u.username is not None:
         user = f"{unquote(u.username)}:{unquote(u.password or '')}"
         headers["authorization"] = ("Authorization", "Basic " + b64encode(user.encode()).decode())
-    return (u.scheme, u.hostname, port), target, headers
+    return (u.scheme, hostname, port), target, headers
 
 
 def encode(req: HttpRequest, user_agent: str) -> tuple[tuple[str, str, int], bytes]:
@@ -58,4 +65,10 @@ def encode(req: HttpRequest, user_agent: str) -> tuple[tuple[str, str, int], byt
     lines = len(headers) + 2
     if head.count("\n") != lines or head.count("\r") != lines or "\0" in head or " " in target:
         raise TransportError("invalid request")  # a header or URL that would split the request
-    return key, head.encode("latin-1") + body
+    try:
+        raw = head.encode("latin-1")
+    except UnicodeEncodeError:  # its args hold the whole head, a token with it: not chained
+        raw = None
+    if raw is None:
+        raise TransportError("invalid request")
+    return key, raw + body
