@@ -239,6 +239,7 @@ class Supervisor:
 
     def _failed(self, health: Health, error: Exception | None, restart_in_s: float | None) -> None:
         health.failures_in_a_row += 1
+        health.blocked = ""  # what it said blocked it is not what stopped it: the failure says
         reason = f"{type(error).__name__}: {error}" if error else "returned while not stopping"
         health.last_error = scrub(reason)[:300]
         metrics.component_failures.labels(health.name).inc()

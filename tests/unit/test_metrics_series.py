@@ -38,3 +38,19 @@ def test_the_circuit_gauge_stays_1_while_the_half_open_probe_is_out():
     assert sample("tracker_circuit_open", vendor="gauge-test") == 1  # read 0 for the probe's timeout
     h.record("ok")
     assert sample("tracker_circuit_open", vendor="gauge-test") == 0
+
+
+def test_an_idle_or_slotless_vendor_after_its_circuit_wait_does_not_read_open_for_ever():
+    clock = ManualClock()
+    for name in ("idle-vendor", "slotless-vendor"):
+        h = VendorHealth(VendorConfig(name=name, circuit_failures=1, circuit_reset_s=30.0), clock)
+        h.record("error", "HTTP 503")
+        assert sample("tracker_circuit_open", vendor=name) == 1
+        clock.advance(31)
+        if name == "idle-vendor":  # the probe found nothing due to probe with
+            assert h.allow() == (True, True)
+            h.release_probe()
+        else:  # this replica holds no concurrency slot: no probe can go from here
+            h.rest()
+        assert (h.circuit.state, h.circuit.probing) == ("half_open", False)
+        assert sample("tracker_circuit_open", vendor=name) == 0

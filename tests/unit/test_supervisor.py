@@ -279,3 +279,22 @@ def test_the_head_of_the_queue_ages_by_the_daemons_clock_too():
     assert heads.age(8, 0.0) == 0.0  # another head: timed from now
     now[0] = 200.0
     assert heads.age(None, None) is None and heads.age(8, 0.0) == 0.0  # none waited in between
+
+
+async def test_a_failure_clears_what_the_component_said_blocked_it():
+    # The publisher said "blocked by a lock held by pid N"; it then failed for another reason
+    # (the database went away): /readyz went on naming a lock nobody held any more.
+    sup, clock, _ = supervisor(failures_before_unready=100)
+    calls = []
+
+    async def loop() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            beat().blocked("publication blocked by a lock: held by pid 42")
+            clock.now += 60  # no progress for longer than wedged_after_s
+            assert any("pid 42" in p.reason for p in sup.problems())
+            raise ConnectionError("the database went away")
+        clock.now += 1
+
+    await asyncio.wait_for(sup.spawn("unit-blocked", loop, stopping=lambda: len(calls) >= 2), 5)
+    assert not any("pid 42" in p.reason for p in sup.problems())

@@ -75,12 +75,23 @@ class VendorHealth:
         was sent): let the next one go."""
         self._set(cb.release_probe(self.circuit))
 
+    def rest(self) -> None:
+        """This replica holds no concurrency slot, so it can send no probe: an open circuit whose
+        wait is over goes half-open with no probe out (as after a probe with nothing due), not
+        "open" for ever in vendor_health and the gauge while other replicas poll the vendor."""
+        if self.circuit.state == "open" and self.reopens_in() <= 0:
+            c, _ = cb.allow(self.circuit, self.clock.monotonic(), self.cfg.circuit_reset_s)
+            self._set(cb.release_probe(c))
+
     def _set(self, c: cb.Circuit) -> None:
         if c.state != self.circuit.state:
             self.circuit_since = self.clock.now()
-            # half-open (one probe out) still counts: the vendor has not answered well yet,
-            # and a 0 for the probe's timeout reset the alert's `for:` every cycle
-            metrics.circuit_open.labels(self.name).set(0 if c.state == "closed" else 1)
+        if (c.state, c.probing) != (self.circuit.state, self.circuit.probing):
+            # 1 while open, and while the half-open probe is out (the vendor has not answered
+            # well yet: a 0 for the probe's timeout reset the alert's `for:` every cycle); 0
+            # half-open with no probe out (nothing due to probe with: an idle vendor)
+            probing = c.state == "half_open" and c.probing
+            metrics.circuit_open.labels(self.name).set(1 if c.state == "open" or probing else 0)
         self.circuit = c
 
     # --- outcomes -------------------------------------------------------------------------------

@@ -109,6 +109,7 @@ class VendorWorker(WriteBack):
         if wait > 0:
             return min(wait, IDLE_MAX_S)
         if not self.slots.allowed():  # no slot of the deployment's here: claim nothing
+            self.health.rest()  # and no probe can go: an ended open circuit stops saying "open"
             return IDLE_MAX_S
         may, probe = self.health.allow()
         if not may:
@@ -239,14 +240,11 @@ class VendorWorker(WriteBack):
         return self.adapter.parse_status(responses, refs, self.clock.now())
 
     async def _fetch_all(self, requests) -> list:
-        if len(requests) == 1:
-            return [await self.client.fetch(requests[0])]
-        answers = await asyncio.gather(*(self.client.fetch(r) for r in requests),
-                                       return_exceptions=True)
-        for a in answers:
-            if isinstance(a, BaseException):
-                raise a
-        return answers
+        """One after another (Sparrow's two report calls): a poll holds one concurrency slot,
+        and `concurrency` counts requests at the vendor; each passes the gate when it goes, so
+        none starts after this replica's slots have lapsed (sent together, the second waited
+        for a connection past the gate and the lease, and the vendor saw twice the limit)."""
+        return [await self.client.fetch(r) for r in requests]
 
     async def poll_list(self, rows: Sequence[Claimed]) -> dict[int, Outcome]:
         """Many messages in flight: walk the list endpoint; whatever the pages do not show is
