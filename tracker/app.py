@@ -216,7 +216,7 @@ class Tracker:
                 await starting
                 await asyncio.to_thread(self.embedded.stop)
             raise
-        except (EmbeddedError, OSError) as e:
+        except (EmbeddedError, StateDirError, OSError) as e:
             raise _database_start_error(e, None, self.config.database.state_dir) from None
         log.info("embedded PostgreSQL started", data_dir=str(self.embedded.data_dir),
                  dsn=self.embedded.dsn)

@@ -3,6 +3,8 @@ group commit, the apply worker, failure paths, polls pushed out, replay."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 import io
 import sys
 import types
@@ -402,8 +404,14 @@ def test_one_off_commands_find_the_daemons_embedded_cluster(tmp_path):
     pid = EmbeddedPostgres(tmp_path).data_dir / "postmaster.pid"
     assert running_dsn(tmp_path) is None
     pid.parent.mkdir(parents=True)
-    pid.write_text("1234\n/x/pgdata\n1700000000\n54321\n/x\n127.0.0.1\n")
+    pid.write_text(f"{os.getpid()}\n/x/pgdata\n1700000000\n54321\n/x\n127.0.0.1\n")  # alive
     assert running_dsn(tmp_path) == "postgresql://tracker@%2Fx:54321/tracker"
+    # left by a postmaster that was killed: not running (the command starts the cluster itself,
+    # and pg_ctl clears the file; `tracker migrate` failed for ever on the dead socket)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    pid.write_text(f"{gone.pid}\n/x/pgdata\n1700000000\n54321\n/x\n127.0.0.1\n")
+    assert running_dsn(tmp_path) is None
 
 
 async def test_unmatched_postbacks_are_listed(db_dsn):

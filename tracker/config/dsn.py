@@ -23,6 +23,7 @@ _PARSER_NAME = "_parse_connect_dsn_and_args"
 _KEY_VALUE = re.compile(r"\s*[A-Za-z_]+\s*=")
 _URL = re.compile(r"\s*postgres(?:ql)?://", re.IGNORECASE)
 URL_FORM = "postgresql://user:password@host:port/dbname"
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
 
 
 class DsnParserChanged(RuntimeError):
@@ -91,6 +92,11 @@ def dsn_problem(dsn: str) -> str | None:
         return ("asyncpg cannot parse the URL because of a character in its password (hidden): "
                 "percent-encode the password's / ? # @ : [ ] and spaces (e.g. / as %2F), "
                 f"as in {URL_FORM}")
+    # asyncpg quotes the values it stumbles on, and may have split a password itself to find
+    # them (one holding "&" or "?": "bad query field: 'tail-of-the-password'"): a quoted piece
+    # of what follows the scheme goes (the scheme and asyncpg's own words stay)
+    rest = dsn.partition("://")[2] or dsn
+    reason = _QUOTED.sub(lambda m: "'…'" if m[0][1:-1] in rest else m[0], reason)
     for secret in sorted(dsn_passwords(dsn), key=len, reverse=True):  # belt and braces
         if len(secret) >= 4:  # shorter ones would mangle the words around them
             reason = reason.replace(secret, MASK)

@@ -41,8 +41,7 @@ def _secret_spans(text: str) -> list[tuple[int, int]]:
         spans.append((colon + 1, at))
     q = text.find("?", netloc_end)
     if q != -1 and (text.find("#", netloc_end) == -1 or q < text.find("#", netloc_end)):
-        hash_at = text.find("#", q)
-        q_end = hash_at if hash_at != -1 else len(text)
+        q_end = len(text)  # a "#" in a password ends the URL's query: hidden with the password
         pos = q + 1
         for part in text[q + 1:q_end].split("&"):
             name, eq, _ = part.partition("=")

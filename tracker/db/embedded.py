@@ -17,13 +17,14 @@ import os
 import pwd
 import shlex
 import shutil
-import stat
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
+
+from tracker.db.state_dir import MARKER, MARKER_TEXT, StateDirError, state_dir_refusal  # noqa: F401 - used by callers
 
 INSTALL_HINT = (
     "no PostgreSQL server binaries (initdb, pg_ctl) found on PATH or under "
@@ -34,52 +35,6 @@ INSTALL_HINT = (
 
 class EmbeddedError(RuntimeError):
     pass
-
-
-class StateDirError(EmbeddedError):
-    """``database.state_dir`` cannot be used, for a reason the operator can fix (shaped as
-    tracker.app.StartError: the key, its value, the reason). Raised before anything is changed."""
-
-    def __init__(self, value: Path | str, reason: str):
-        self.key, self.value, self.reason = "database.state_dir", str(value), reason
-        super().__init__(f"{self.key} = {self.value}: {reason}")
-
-
-# Written into a state directory the tracker creates: the directory is the tracker's to make
-# private (chown, chmod) at every start. One made before the marker existed holds pgdata/PG_VERSION.
-MARKER = ".tracker-state-dir"
-MARKER_TEXT = ("This directory was created by the SMS delivery tracker (tracker.db.embedded) for its\n"
-               "embedded PostgreSQL cluster. The tracker makes it private to the cluster's user.\n")
-
-
-def check_state_dir(path: Path) -> str | None:
-    """Why an existing ``path`` may not be the embedded cluster's state directory, or None.
-
-    Taken: one the tracker made (the marker, or pgdata/PG_VERSION from before the marker), and an
-    empty directory. Refused: anything else holding files (the tracker would make them the
-    cluster user's, mode 0700), a shared directory like /tmp, a symbolic link, a non-directory.
-    A path that does not exist is fine: the tracker creates it."""
-    if path.is_symlink():
-        return "is a symbolic link; the embedded cluster needs a real directory there: name the directory itself"
-    if not path.exists():
-        return None
-    if not path.is_dir():
-        return "is not a directory"
-    if (path / MARKER).is_file() or (path / "pgdata" / "PG_VERSION").is_file():
-        return None
-    try:
-        entries = sorted(os.listdir(path))
-    except OSError as e:
-        return f"cannot be read: {e.strerror or e}"
-    if entries:
-        shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
-        return (f"holds files the tracker did not make ({shown}), and the tracker would make the directory "
-                "private to the cluster's user: name a new or empty directory for the embedded cluster")
-    mode = path.stat().st_mode
-    if mode & (stat.S_IWOTH | stat.S_ISVTX):
-        return ("is a shared directory (writable by every user, like /tmp): name a directory of the "
-                "tracker's own, e.g. one inside it that does not exist yet")
-    return None
 
 
 def find_bindir() -> Path:
@@ -114,14 +69,29 @@ def socket_dsn(socket_dir: Path | str, port: int, database: str) -> str:
 
 def running_dsn(state_dir: Path | str, database: str = "tracker") -> str | None:
     """The DSN of the embedded cluster under ``state_dir`` if one is running (another process,
-    e.g. the daemon, started it): its port and socket directory come from postmaster.pid."""
+    e.g. the daemon, started it): its port and socket directory come from postmaster.pid. A pid
+    file whose process is gone (a postmaster killed: SIGKILL, OOM, power loss) is None: the
+    caller starts the cluster, and pg_ctl clears the stale file (`tracker migrate`, run by the
+    unit before every start, failed for ever on a dead socket)."""
     pid_file = Path(state_dir).absolute() / "pgdata" / "postmaster.pid"
     try:
         lines = pid_file.read_text().splitlines()
-        port, socket_dir = int(lines[3]), lines[4].split(",")[0].strip()
+        pid, port, socket_dir = int(lines[0]), int(lines[3]), lines[4].split(",")[0].strip()
     except (OSError, IndexError, ValueError):
         return None
+    if not _alive(pid):
+        return None
     return socket_dsn(socket_dir, port, database) if socket_dir.startswith("/") else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's (the cluster's, when we are not root)
+        return True
+    return pid > 0
 
 
 def _os_user_name(uid: int) -> str:
@@ -145,6 +115,16 @@ def _run_as() -> pwd.struct_passwd | None:
             "running as root, and PostgreSQL refuses to run as root: create an unprivileged "
             "`postgres` system user (installing the postgresql package does) or run as another user"
         ) from None
+
+
+def check_state_dir(path: Path) -> str | None:
+    """Why ``path`` may not be the embedded cluster's state directory, or None (tracker.db.state_dir,
+    with the OS user the cluster would run as)."""
+    try:
+        user = _run_as()
+    except EmbeddedError as e:
+        return str(e)
+    return state_dir_refusal(path, user)
 
 
 @dataclass
@@ -190,16 +170,7 @@ class EmbeddedPostgres:
         return proc
 
     def _prepare_dirs(self) -> None:
-        self._take_state_dir()
-        if self.user is not None:
-            # The postgres user must be able to reach the state directory.
-            for parent in [self.state_dir, *self.state_dir.parents]:
-                st = parent.stat()
-                if not (st.st_mode & 0o001 or st.st_uid == self.user.pw_uid):
-                    raise EmbeddedError(
-                        f"the `postgres` user cannot reach {self.state_dir} ({parent} is not "
-                        "searchable by others): choose another database.state_dir, e.g. under /var/lib"
-                    )
+        self._take_state_dir()  # refused (StateDirError) before anything is made or changed
         self._make_private(self.state_dir)
         self.socket_dir = self._choose_socket_dir()
         self._make_private(self.socket_dir)
@@ -207,7 +178,7 @@ class EmbeddedPostgres:
     def _take_state_dir(self) -> None:
         """Create the state directory (with the marker), or check that an existing one may be
         taken: refused before anything is created, chowned or chmodded."""
-        reason = check_state_dir(self.state_dir)
+        reason = state_dir_refusal(self.state_dir, self.user)
         if reason is not None:
             raise StateDirError(self.state_dir, reason)
         try:

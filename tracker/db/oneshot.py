@@ -15,7 +15,7 @@ import asyncpg
 from tracker.config import redact_dsn
 from tracker.config_types import Config
 from tracker.db import is_outage
-from tracker.db.embedded import EmbeddedError, EmbeddedPostgres, running_dsn
+from tracker.db.embedded import EmbeddedError, EmbeddedPostgres, StateDirError, running_dsn
 
 Job = Callable[[asyncpg.Connection], Awaitable[int]]
 
@@ -36,7 +36,7 @@ def on_database(config: Config, command: str, job: Job) -> int:
             return asyncio.run(go(dsn))
         with EmbeddedPostgres(state_dir) as pg:
             return asyncio.run(go(pg.dsn))
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, EmbeddedError) as e:
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, EmbeddedError, StateDirError) as e:
         refused = isinstance(e, asyncpg.PostgresError) and not is_outage(e)
         what = "the database refused" if refused else "database unavailable"
         print(f"{command}: {what}: {type(e).__name__}: {redact_dsn(str(e))}", file=sys.stderr)

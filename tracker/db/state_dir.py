@@ -1,0 +1,76 @@
+"""The embedded cluster's state directory (`database.state_dir`): which directory the tracker
+may take, and make private to the cluster's OS user, and which it must refuse before changing
+anything (an operator's directory, a shared one like /tmp, one the cluster's user cannot reach).
+A directory the tracker creates holds MARKER; one made before the marker holds pgdata/PG_VERSION."""
+from __future__ import annotations
+
+import os
+import pwd
+import stat
+from pathlib import Path
+
+
+class StateDirError(RuntimeError):
+    """``database.state_dir`` cannot be used, for a reason the operator can fix (shaped as
+    tracker.app.StartError: the key, its value, the reason). Raised before anything is changed."""
+
+    def __init__(self, value: Path | str, reason: str):
+        self.key, self.value, self.reason = "database.state_dir", str(value), reason
+        super().__init__(f"{self.key} = {self.value}: {reason}")
+
+
+# Written into a state directory the tracker creates: the directory is the tracker's to make
+# private (chown, chmod) at every start. One made before the marker existed holds pgdata/PG_VERSION.
+MARKER = ".tracker-state-dir"
+MARKER_TEXT = ("This directory was created by the SMS delivery tracker (tracker.db.embedded) for its\n"
+               "embedded PostgreSQL cluster. The tracker makes it private to the cluster's user.\n")
+
+
+def state_dir_refusal(path: Path, user: pwd.struct_passwd | None) -> str | None:
+    """Why ``path`` may not be the embedded cluster's state directory, or None: what it holds
+    (_taken_refusal), or a directory above it the cluster's OS user (`user`; None: this process's)
+    cannot pass through."""
+    reason = _taken_refusal(path)
+    if reason is not None:
+        return reason
+    return None if user is None else _unreachable(path, user)
+
+
+def _unreachable(path: Path, user: pwd.struct_passwd) -> str | None:
+    for parent in [path, *path.parents]:
+        if parent.exists():  # what does not exist yet is created for it
+            st = parent.stat()
+            if not (st.st_mode & 0o001 or st.st_uid == user.pw_uid):
+                return (f"the `{user.pw_name}` user, which runs the cluster, cannot reach it ({parent} "
+                        "is not searchable by others): choose another directory, e.g. under /var/lib")
+    return None
+
+
+def _taken_refusal(path: Path) -> str | None:
+    """Why an existing ``path`` may not be the embedded cluster's state directory, or None.
+
+    Taken: one the tracker made (the marker, or pgdata/PG_VERSION from before the marker), and an
+    empty directory. Refused: anything else holding files (the tracker would make them the
+    cluster user's, mode 0700), a shared directory like /tmp, a symbolic link, a non-directory.
+    A path that does not exist is fine: the tracker creates it."""
+    if path.is_symlink():
+        return "is a symbolic link; the embedded cluster needs a real directory there: name the directory itself"
+    if not path.exists():
+        return None
+    if not path.is_dir():
+        return "is not a directory"
+    if (path / MARKER).is_file() or (path / "pgdata" / "PG_VERSION").is_file():
+        return None
+    try:
+        entries = sorted(os.listdir(path))
+    except OSError as e:
+        return f"cannot be read: {e.strerror or e}"
+    if entries:
+        shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+        return (f"holds files the tracker did not make ({shown}), and the tracker would make the directory "
+                "private to the cluster's user: name a new or empty directory for the embedded cluster")
+    mode = path.stat().st_mode
+    if mode & (stat.S_IWOTH | stat.S_ISVTX):
+        return ("is a shared directory (writable by every user, like /tmp): name a directory of the "
+                "tracker's own, e.g. one inside it that does not exist yet")
+    return None
