@@ -17,6 +17,10 @@ polls = Counter("tracker_polls_total", "Vendor status calls, by vendor and outco
                 ["vendor", "outcome"], registry=REGISTRY)
 poll_seconds = Histogram("tracker_poll_seconds", "Vendor status call latency", ["vendor"],
                          registry=REGISTRY)
+vendor_slots = Gauge("tracker_vendor_slots",
+                     "A vendor's concurrency slots this replica may use now (its part of the "
+                     "deployment's `concurrency`, held under a lease: 0 when it holds none)",
+                     ["vendor"], registry=REGISTRY)
 circuit_open = Gauge("tracker_circuit_open",
                      "1 while a vendor's circuit is not closed (open, or half-open: probing)", ["vendor"],
                      registry=REGISTRY)

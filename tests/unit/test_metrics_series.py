@@ -54,3 +54,16 @@ def test_an_idle_or_slotless_vendor_after_its_circuit_wait_does_not_read_open_fo
             h.rest()
         assert (h.circuit.state, h.circuit.probing) == ("half_open", False)
         assert sample("tracker_circuit_open", vendor=name) == 0
+
+
+async def test_the_slots_gauge_reads_what_this_replica_may_use_now():
+    from tracker.poller.shared_limits import Slots
+    from tracker.poller.slot_leases import SlotLeases
+    clock = ManualClock()
+    slots = Slots(4, clock)
+    SlotLeases("replica-x", lambda: None, clock).add(VendorConfig(name="slots-gauge"), slots)
+    assert sample("tracker_vendor_slots", vendor="slots-gauge") == 0  # none until a renewal
+    await slots.resize(2, clock.monotonic() + 10)
+    assert sample("tracker_vendor_slots", vendor="slots-gauge") == 2
+    clock.advance(11)  # the lease ended, not renewed
+    assert sample("tracker_vendor_slots", vendor="slots-gauge") == 0

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from tracker import metrics
 from tracker.config_types import VendorConfig
 from tracker.db import DB_ERRORS
 from tracker.db import queries as q
@@ -87,6 +88,7 @@ class SlotLeases:
         """Put `slots` under the lease: none may be used until a flush has taken some."""
         slots.limit, slots.valid_until = 0, -math.inf
         self.vendors[cfg.name] = Held(cfg, slots, lease_s(cfg))
+        metrics.vendor_slots.labels(cfg.name).set_function(slots.allowed)  # read at each scrape
 
     async def run(self, stopping: asyncio.Event) -> None:
         """The loop (under the supervisor): renew every RENEW_EVERY_S until `stopping`."""
