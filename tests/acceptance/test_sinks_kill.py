@@ -17,12 +17,11 @@ from pathlib import Path
 import pytest
 
 from tests.sinks_support import (NatsServer, Receiver, check_stream, events, in_order_per_message,
-                                 make_messages, nats_available, new_secret, report, stream_count,
+                                 make_messages, needs_nats, new_secret, report, stream_count,
                                  stream_messages, wait_until, write_config)
 from tracker.core.states import State
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not nats_available(), reason="nats-server is not installed")]
+pytestmark = [pytest.mark.slow, needs_nats]
 
 
 async def start_daemon(config: Path, log: Path) -> asyncio.subprocess.Process:

@@ -148,18 +148,30 @@ async def test_when_the_look_after_commit_fails_the_orphan_sweep_adopts(pool):
 async def test_a_submission_notified_while_intake_is_busy_is_taken_in_at_once(pool, db_dsn):
     # The NOTIFY of a row that arrives while intake works on the previous one must not be lost
     # (it once was: the loop cleared its wake-up after working, then slept a whole sweep).
+    # One intake loop: with two, the idle one would take the second row and hide a lost wake-up.
     import asyncio
     import time
 
+    from tests.sinks_support import wait_until
     from tracker.app import Tracker
     from tracker.config_types import DatabaseConfig, HttpConfig, IntakeConfig
 
     tracker = Tracker(Config(database=DatabaseConfig(dsn=db_dsn), http=HttpConfig(listen="127.0.0.1:0"),
-                             intake=IntakeConfig(sweep_interval_s=60.0)))
+                             intake=IntakeConfig(sweep_interval_s=60.0, workers=1)))
     await tracker.start()
+    loop_health = tracker.supervisor.components["intake"]
     try:
         async with pool.acquire() as conn, pool.acquire() as gate:
-            await asyncio.sleep(0.5)  # the listener is up; the first sweep found nothing
+            async def listening() -> bool:  # the daemon's LISTEN has run on its connection
+                return bool(await conn.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle'"
+                    " AND query ILIKE 'LISTEN%tracker_intake%'"))
+
+            await wait_until(listening, 5, "the intake listener's LISTEN")
+            # The wake-up the listener gives on listening has been used: the loop looked, found
+            # nothing, and waits (not busy, no wake-up pending).
+            await wait_until(lambda: loop_health.busy_since is None and not tracker.intake.wake.is_set(),
+                             5, "the intake loop idle after its first look")
             hold = gate.transaction()
             await hold.start()
             await gate.execute("LOCK TABLE tracker.observations IN SHARE MODE")  # intake waits here
@@ -171,8 +183,12 @@ async def test_a_submission_notified_while_intake_is_busy_is_taken_in_at_once(po
                 await asyncio.sleep(0.02)
             else:
                 raise AssertionError("intake never started on the first row")
+            assert loop_health.busy_since is not None  # the loop is inside its look at A1
             await conn.execute("INSERT INTO tracker.submissions (vendor, vendor_ref) VALUES ('skycore', 'A2')")
-            await asyncio.sleep(0.2)  # its NOTIFY reaches the daemon while intake is still busy
+            # Its NOTIFY reaches the daemon while intake is still busy (blocked on A1): the
+            # wake-up is set during the look, and must not be cleared when the look ends.
+            await wait_until(tracker.intake.wake.is_set, 5, "the NOTIFY of A2 while intake is busy")
+            assert loop_health.busy_since is not None
             await hold.rollback()
             began = time.monotonic()
             while await conn.fetchval("SELECT count(*) FROM tracker.messages") < 2:
@@ -195,7 +211,8 @@ async def test_ids_are_matched_normalized_and_shown_as_the_vendor_issued_them(po
         shown = dict(await conn.fetch("SELECT vendor, vendor_ref FROM tracker.message_status"))
         assert shown == {"sparksender": "000123", "engagespark": "abC-42"}
         matched = dict(await conn.fetch("SELECT vendor, vendor_ref FROM tracker.messages"))
-        assert matched["sparksender"] != "000123" or matched["engagespark"] != "abC-42"
+        # Matched as normalize_ref makes them: leading zeros off (Spark Sender), upper case (engageSPARK).
+        assert matched == {"sparksender": "123", "engagespark": "ABC-42"}
         # A report naming the normalized id finds the message, and events show the id as issued.
         for vendor, ref in matched.items():
             await reducer.apply(conn, "postback", [Observation(vendor=vendor, vendor_ref=ref, recipient=None,

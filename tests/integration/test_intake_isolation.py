@@ -271,27 +271,40 @@ async def test_a_row_larger_than_a_slice_is_written_whole_with_duplicates_orphan
         assert (await outcome(conn, sid))["message_count"] == 5000
 
 
-async def test_a_100000_recipient_row_goes_in_while_the_event_loop_keeps_answering(pool):
+async def test_a_100000_recipient_row_goes_in_while_the_event_loop_keeps_answering(pool, monkeypatch):
     # The row is read and planned in a thread, written a slice at a time, and the cyclic
-    # garbage collector waits meanwhile: the loop is never held long (bench/intake.py measures
-    # /healthz against the daemon; here a generous bound on the loop's own lag).
+    # garbage collector waits meanwhile: the loop keeps running other tasks while the row is
+    # read (bench/intake.py measures how long the loop is held; here, that it is not held).
     import asyncio
     import gc
-    import time
+    import threading
     import uuid
+
+    import tracker.intake as intake_module
 
     numbers = [f"9779{i:08d}" for i in range(100_000)]
     request = {"session": {"recipients": numbers}, "data": {"text": "hi"}}
     response = {"data": {"batch_id": str(uuid.uuid4()), "invalid_recipients": numbers[::2]},
                 "result": "00", "status": "OK"}
-    lags: list[float] = []
+    real_read, reading = intake_module._read, threading.Event()
+    ran_while_reading = 0
     done = False
 
-    async def probe() -> None:
+    def read(*args):
+        reading.set()
+        try:
+            return real_read(*args)
+        finally:
+            reading.clear()
+
+    monkeypatch.setattr(intake_module, "_read", read)
+
+    async def probe() -> None:  # another task on the loop: it runs only if the loop is free
+        nonlocal ran_while_reading
         while not done:
-            began = time.perf_counter()
+            if reading.is_set():
+                ran_while_reading += 1
             await asyncio.sleep(0.001)
-            lags.append(time.perf_counter() - began)
 
     async with pool.acquire() as conn:
         sid = await bad(conn, "INSERT INTO tracker.submissions (vendor, request, response)"
@@ -308,7 +321,7 @@ async def test_a_100000_recipient_row_goes_in_while_the_event_loop_keeps_answeri
         states = dict(await conn.fetch("SELECT state::text, count(*) FROM tracker.messages GROUP BY 1"))
         assert states == {"accepted": 50_000, "rejected": 50_000}
     assert gc.isenabled()
-    assert max(lags) < 0.5, f"the event loop was held {max(lags):.3f} s"
+    assert ran_while_reading > 0, "the event loop ran nothing else while the row was read"
 
 
 async def test_the_running_daemon_refuses_bad_rows_takes_the_rest_and_stays_ready(db_dsn):

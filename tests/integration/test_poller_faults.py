@@ -74,7 +74,11 @@ async def test_the_database_going_away_and_coming_back(sandbox, pool, db_dsn, pg
     await send(sandbox, pool, config, "sparksender", numbers(100))
     name = db_dsn.rsplit("/", 1)[1]
     p = await start_poller(config, pool)
-    await asyncio.sleep(0.6)
+
+    async def polling() -> bool:  # polls under way: the database goes away mid-work
+        return len(status_requests(sandbox, "sparksender")) > 0
+
+    await wait_until(polling, 10, step=0.02)
     admin = await asyncpg.connect(pg_server)
     try:
         await admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
@@ -94,6 +98,8 @@ async def test_the_database_going_away_and_coming_back(sandbox, pool, db_dsn, pg
 
 
 async def test_a_probe_lost_to_a_database_outage_does_not_wedge_the_circuit(sandbox, db_dsn):
+    import structlog
+
     from tests.polling_support import poller_on
     from tracker.poller import circuit as cb
 
@@ -103,8 +109,14 @@ async def test_a_probe_lost_to_a_database_outage_does_not_wedge_the_circuit(sand
     poller = poller_on(config, closed)
     worker = poller.worker("sparksender")
     worker.health.circuit = cb.Circuit("open", opened_at=time.monotonic() - 60)  # a probe is due
-    task = asyncio.create_task(worker.run())
-    await asyncio.sleep(0.3)
+    with structlog.testing.capture_logs() as logs:
+        task = asyncio.create_task(worker.run())
+
+        async def probe_lost() -> bool:  # the probe was allowed, then its claim met the outage
+            return any(e["event"].startswith("poll: database unavailable") and e.get("vendor") == "sparksender"
+                       for e in logs)
+
+        await wait_until(probe_lost, 5, step=0.02)
     poller.stopping.set()
     worker.wake.set()
     await asyncio.wait_for(task, 5)

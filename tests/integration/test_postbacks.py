@@ -15,6 +15,7 @@ import orjson
 from tests.conftest import until_waiting_on_a_lock
 from tests.faults_support import refusing
 from tests.postbacks_support import TOKENS, config_for, postback_url, running, session, settle
+from tests.sinks_support import wait_until
 from tracker import logging as tlog
 from tracker import replay
 from tracker.adapters import skycore
@@ -256,8 +257,7 @@ async def test_a_batch_refused_then_lost_by_the_worker_is_swept_up_once(db_dsn, 
             mid = await make_message(c, "skycore", "w1")
         assert (await post(s, postback_url(base, "skycore"), sky("w1")))[0] == 200
         assert postback_of(tr).commit.refused == 1
-        while "by the worker" not in calls:
-            await asyncio.sleep(0.01)
+        await wait_until(lambda: "by the worker" in calls, 10, "the worker's attempt", step=0.01)
         monkeypatch.setattr(pb, "apply_stored", real_stored)
         monkeypatch.setattr(pb, "process_received", real_received)
         await settle(tr.pool)  # the sweep parsed the stored row again and applied it
@@ -316,8 +316,9 @@ async def test_stop_answers_everything_in_flight(db_dsn):
             url = postback_url(base, "skycore")
             sends = [asyncio.create_task(post(s, url, sky(f"f{i}"))) for i in range(100)]
             commit = postback_of(tr).commit
-            while commit.rows + len(commit._pending) < 10:  # stop with postbacks in flight
-                await asyncio.sleep(0.001)
+            # stop with postbacks in flight
+            await wait_until(lambda: commit.rows + len(commit._pending) >= 10, 10, "postbacks in flight",
+                             step=0.001)
         answers = await asyncio.gather(*sends, return_exceptions=True)
     ok = [f"f{i}" for i, a in enumerate(answers) if not isinstance(a, BaseException) and a[0] == 200]
     assert all(isinstance(a, BaseException) or a[0] in (200, 503) for a in answers)

@@ -164,7 +164,7 @@ async def test_two_adoptions_at_once_apply_each_waiting_report_once(pool):
         took = await reducer.adopt_orphans(a)  # holds both reports until it commits
         assert len(took.transitions) == 2
         second = asyncio.create_task(reducer.adopt_orphans(b))
-        await asyncio.sleep(0.3)
+        await until_waiting_on_a_lock(a, b.get_server_pid(), "the second adoption")
         assert not second.done()  # waiting for the first
         await first.commit()
         assert (await second).transitions == []

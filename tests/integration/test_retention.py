@@ -117,8 +117,6 @@ async def test_removes_exactly_what_may_go(pool):
 
 async def test_a_sink_that_never_acknowledged_holds_every_event(pool):
     async with pool.acquire() as conn:
-        if not await conn.fetchval("SELECT to_regclass('tracker.sinks') IS NOT NULL"):
-            pytest.skip("the sinks' migration (issue #13) is not in this tree")
         await message(conn, "acked-by-consumer", "delivered", 100, 95)
         await conn.execute("INSERT INTO tracker.consumers (consumer, acked_pos) VALUES ('billing', $1)",
                            await last_pos(conn))

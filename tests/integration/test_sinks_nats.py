@@ -15,12 +15,12 @@ import structlog
 from tests.metrics_support import metric
 from tests.postbacks_support import running
 from tests.sinks_support import (NatsServer, check_stream, config, events, make_messages,
-                                 nats_available, report, stream_count, stream_messages, wait_until)
+                                 needs_nats, report, stream_count, stream_messages, wait_until)
 from tracker.app import Tracker
 from tracker.core.states import State
 from tracker.sinks import store
 
-pytestmark = pytest.mark.skipif(not nats_available(), reason="nats-server is not installed (.ci/run installs it)")
+pytestmark = needs_nats
 
 STREAM = "SMS_EVENTS"  # as in sinks_support
 

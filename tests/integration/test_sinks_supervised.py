@@ -14,7 +14,7 @@ from tests.metrics_support import failures
 from tests.faults_support import refusing
 from tests.postbacks_support import readyz, running, session
 from tests.sinks_support import (NatsServer, Receiver, check_stream, config, events, make_messages,
-                                 nats_available, new_secret, report, stream_messages, wait_until)
+                                 needs_nats, new_secret, report, stream_messages, wait_until)
 from tracker.core.states import State
 
 
@@ -80,7 +80,7 @@ async def test_a_refused_statement_in_a_webhook_sink_is_the_supervisors(db_dsn, 
     assert all(d.verified for d in rx.requests)
 
 
-@pytest.mark.skipif(not nats_available(), reason="nats-server is not installed (.ci/run installs it)")
+@needs_nats
 async def test_a_refused_statement_in_a_nats_sink_is_the_supervisors(db_dsn, pool, tmp_path):
     broker = NatsServer(tmp_path).start()
     refs = [f"n{i}" for i in range(5)]

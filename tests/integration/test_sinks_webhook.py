@@ -12,6 +12,7 @@ from pathlib import Path
 
 import jsonschema
 
+from tests.metrics_support import metric
 from tests.postbacks_support import running
 from tests.sinks_support import (Receiver, config, events, in_order_per_message, make_messages,
                                  new_secret, report, wait_until, write_config)
@@ -293,6 +294,9 @@ async def test_unreachable_receiver_retried_then_dead_lettered_while_the_tracker
     hooks = {"crm": {"url": f"http://127.0.0.1:{port}/hooks?token=receiver-token-123", "secrets": (secret,),
                      **{**FAST, "retry_schedule_s": [0, 0.2]}}}
     await make_messages(pool, ["a", "b", "c"])
+    # The counters are the process's (earlier tests' deliveries count too): this test's are deltas.
+    dead_before = metric("tracker_sink_deliveries_total", sink="crm", outcome="dead")
+    failed_before = metric("tracker_sink_deliveries_total", sink="crm", outcome="failed")
     async with running(config(db_dsn, webhooks=hooks)) as (tracker, base):
         await report(pool, ["a", "b", "c"], State.sent)
         dead = "SELECT * FROM tracker.sink_failures WHERE sink = 'crm'"
@@ -300,7 +304,7 @@ async def test_unreachable_receiver_retried_then_dead_lettered_while_the_tracker
         rows = await pool.fetch(dead)
         assert all(r["attempts"] == 2 and r["last_status"] is None
                    and r["last_error"].startswith("cannot connect:") for r in rows), rows
-        before = _metric(await _get(f"{base}/metrics"), 'tracker_sink_deliveries_total{outcome="dead",sink="crm"}')
+        dead_now = _metric(await _get(f"{base}/metrics"), 'tracker_sink_deliveries_total{outcome="dead",sink="crm"}')
         async with aiohttp.ClientSession() as http:
             async with http.get(f"{base}/readyz") as r:
                 assert r.status == 200, await r.text()  # a failing receiver is no reason to refuse postbacks
@@ -310,8 +314,9 @@ async def test_unreachable_receiver_retried_then_dead_lettered_while_the_tracker
         async with aiohttp.ClientSession() as http:
             async with http.get(f"{base}/metrics") as r:
                 lag = await r.text()
-    assert before >= 3  # counters of the process: earlier tests' deliveries count too
-    assert _metric(text, 'tracker_sink_deliveries_total{outcome="failed",sink="crm"}') >= 3
+    # Two attempts per event: the first failed (retried), the second dead-lettered.
+    assert dead_now - dead_before == 3
+    assert _metric(text, 'tracker_sink_deliveries_total{outcome="failed",sink="crm"}') - failed_before == 3
     assert "tracker_sink_delivery_seconds_bucket" in text
     assert 'tracker_sink_lag_events{sink="crm"} 0.0' in lag
     assert secret not in text and "receiver-token-123" not in text

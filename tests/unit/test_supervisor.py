@@ -8,6 +8,7 @@ import pytest
 import structlog
 
 from tests.metrics_support import failures
+from tests.sinks_support import wait_until
 from tracker.config_types import HealthConfig
 from tracker.supervisor import Problem, Supervisor, beat, restart_delay
 
@@ -150,8 +151,7 @@ async def test_busy_without_progress_for_too_long_is_wedged():
     clock.now += 2
     assert [p.component for p in sup.wedged()] == ["unit-e"]
     done.set()
-    while sup.components["unit-e"].busy_since is not None:
-        await asyncio.sleep(0)
+    await wait_until(lambda: sup.components["unit-e"].busy_since is None, 5, "the iteration's end", step=0)
     clock.now += 1000
     assert sup.wedged() == []  # it finished its iteration: idle is not wedged
     task.cancel()
@@ -193,8 +193,7 @@ async def test_stop_tasks_cancels_a_loop_waiting_to_restart_at_once():
 
     with structlog.testing.capture_logs() as logs:
         task = sup.spawn("unit-f", loop, stopping=lambda: stopping)
-        while not sup.components["unit-f"].restarting:
-            await asyncio.sleep(0)
+        await wait_until(lambda: sup.components["unit-f"].restarting, 5, "the restart delay", step=0)
         stopping = True
         await asyncio.wait_for(sup.stop_tasks([task], grace_s=60), 1)
     assert task.cancelled()

@@ -19,11 +19,22 @@ OUTAGES = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.Inter
            asyncpg.exceptions.TransactionRollbackError)
 
 
+def _closed_to_connections(e: BaseException) -> bool:
+    """PostgreSQL's answer to a connection while the database is closed to them (ALTER DATABASE
+    ... ALLOW_CONNECTIONS false, as for maintenance: SQLSTATE 55000, a class that otherwise
+    means a statement out of place): the database is away, not the work wrong. Taken for a
+    refusal, it lost a poll batch's answers in flight (held until their lease ran out)."""
+    return (type(e) is asyncpg.exceptions.ObjectNotInPrerequisiteStateError
+            and "not currently accepting connections" in str(e))
+
+
 def is_outage(e: BaseException | None) -> bool:
     """Did `e`, or an exception it was raised from, come from an outage (OUTAGES)?"""
     seen = 0
     while e is not None and seen < 10:
         if isinstance(e, OUTAGES) and not isinstance(e, asyncpg.exceptions.DataError):
+            return True
+        if _closed_to_connections(e):
             return True
         e, seen = e.__cause__ or e.__context__, seen + 1
     return False

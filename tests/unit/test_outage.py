@@ -1,0 +1,29 @@
+"""tracker.db.is_outage: what is waited out (the database away) and what is a refusal of the
+work itself (it would fail again)."""
+from __future__ import annotations
+
+import asyncpg
+
+from tracker.db import is_outage
+
+
+def test_a_database_closed_to_connections_is_an_outage_and_other_55000s_are_not():
+    closed = asyncpg.exceptions.ObjectNotInPrerequisiteStateError(
+        'database "tracker" is not currently accepting connections')
+    assert is_outage(closed)
+    assert not is_outage(asyncpg.exceptions.ObjectNotInPrerequisiteStateError(
+        "cannot execute this statement in a read-only transaction"))
+    assert not is_outage(asyncpg.exceptions.LockNotAvailableError("could not obtain lock"))
+
+
+def test_connection_and_server_errors_are_outages_data_errors_are_not():
+    assert is_outage(ConnectionRefusedError())
+    assert is_outage(asyncpg.exceptions.CannotConnectNowError("the database system is starting up"))
+    assert not is_outage(asyncpg.exceptions.NumericValueOutOfRangeError("out of range"))
+    try:
+        try:
+            raise OSError("reset by peer")
+        except OSError as e:
+            raise RuntimeError("wrapped") from e
+    except RuntimeError as wrapped:
+        assert is_outage(wrapped)  # what it was raised from counts
