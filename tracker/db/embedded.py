@@ -118,13 +118,12 @@ def _run_as() -> pwd.struct_passwd | None:
 
 
 def check_state_dir(path: Path) -> str | None:
-    """Why ``path`` may not be the embedded cluster's state directory, or None (tracker.db.state_dir,
-    with the OS user the cluster would run as)."""
-    try:
-        user = _run_as()
-    except EmbeddedError as e:
-        return str(e)
-    return state_dir_refusal(path, user)
+    """What `check-config` can say of ``path`` whoever runs it: whether the tracker may take it
+    (what it holds, what it is; tracker.db.state_dir). Whether the cluster's OS user can reach it
+    depends on the user the service runs as (check-config is often run by another), so that is
+    checked when the cluster starts, before anything is made (a check here refused the default
+    ./var/tracker under a working directory private to the one who ran check-config)."""
+    return state_dir_refusal(path, None)
 
 
 @dataclass
