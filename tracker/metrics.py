@@ -21,6 +21,10 @@ vendor_slots = Gauge("tracker_vendor_slots",
                      "A vendor's concurrency slots this replica may use now (its part of the "
                      "deployment's `concurrency`, held under a lease: 0 when it holds none)",
                      ["vendor"], registry=REGISTRY)
+poll_answers_dropped = Counter("tracker_poll_answers_dropped_total",
+                               "Poll answers PostgreSQL refused even alone, written without their "
+                               "raw payload or without their reports (the reading or the poll kept)",
+                               ["vendor", "dropped"], registry=REGISTRY)
 circuit_open = Gauge("tracker_circuit_open",
                      "1 while a vendor's circuit is not closed (open, or half-open: probing)", ["vendor"],
                      registry=REGISTRY)

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from tests.faults_support import refusing
+from tests.metrics_support import metric
 from tests.integration.test_poller_in_process import answer, config, make_messages, messages
 from tests.polling_support import poller_on
 from tracker.poller.clock import ManualClock
@@ -68,10 +69,13 @@ async def test_an_answer_refused_alone_is_written_without_its_raw_payload_and_co
         extra = {"refuse_me": True} if ref_of(req) == refused else {}
         return answer({"id": ref_of(req), **DELIVERED, **extra})
 
+    dropped = metric("tracker_poll_answers_dropped_total", vendor="engagespark", dropped="raw payload")
     w = worker(pool, cfg, handler)
     try:
         assert await w.tick() == 0.0
-        # Counted where a malformed answer is: a poll error with its reason.
+        # Counted where a malformed answer is: a poll error with its reason; and on its own
+        assert metric("tracker_poll_answers_dropped_total", vendor="engagespark",
+                      dropped="raw payload") == dropped + 1
         assert w.health.stats.failed == 1
         assert "refused by the database" in w.health.stats.last_error
     finally:

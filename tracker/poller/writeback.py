@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Sequence
 
+from tracker import metrics
 from tracker.db import DB_ERRORS, is_outage
 from tracker.db import queries as q
 from tracker.core.states import State
@@ -74,6 +75,7 @@ class WriteBack:
                      else Outcome(polled=o.polled, wait_s=o.wait_s))
                 log.warning("poll answer refused by the database: written without it",
                             vendor=self.name, message_id=r.id, dropped=dropping, error=why)
+                metrics.poll_answers_dropped.labels(self.name, dropping).inc()
                 self.health.record("error", f"answer {why}")
 
     async def write(self, rows: Sequence[Claimed], outcomes: dict[int, Outcome],
