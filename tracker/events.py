@@ -84,7 +84,8 @@ class Publisher:
                     raise  # a refused statement: the supervisor's (counted, restarted, /readyz)
                 log.warning("publishing events failed: database unavailable; will retry",
                             error=type(e).__name__)
-                self._unblocked()  # the lock it waited for is no longer the reason (/readyz)
+                # the lock it waited for is no longer the reason (/readyz), and nothing resumed
+                self.blocked, self.blocked_by = False, None
                 beat().blocked("")
                 await asyncio.sleep(BACKSTOP_S)
 
