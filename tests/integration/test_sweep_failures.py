@@ -9,13 +9,17 @@ from __future__ import annotations
 import dataclasses
 from datetime import UTC, datetime
 
+import asyncpg
+import pytest
 import structlog
 
 from tests.faults_support import refusing
 from tests.metrics_support import failures
 from tests.postbacks_support import config_for, named, readyz, running, session
 from tests.sinks_support import all_published, make_messages, report, wait_until
+from tracker import metrics
 from tracker.core.states import State
+from tracker.http import ops
 
 
 def config(dsn: str):
@@ -99,3 +103,26 @@ async def test_a_refused_publication_is_counted_and_named(db_dsn, pool):
     failed = failed_logs(logs, component)
     assert len(failed) >= 2 and all(e["log_level"] == "error" and e["exc_info"] for e in failed)
     assert not [e for e in logs if "will retry" in e.get("event", "")]  # no quiet retrying
+
+
+async def test_the_backlog_sweep_raises_a_refused_statement_and_waits_out_an_outage(pool):
+    # A statement PostgreSQL refuses (here: the table it counts is gone) is raised for the
+    # supervisor's job (sweep:backlog, counted and named), not logged as a passing warning; the
+    # database unreachable is waited out until the next run, with the gauges left as they were.
+    await pool.execute("ALTER TABLE tracker.postbacks RENAME TO postbacks_away")
+    try:
+        with pytest.raises(asyncpg.exceptions.UndefinedTableError):
+            await ops.count_backlog(pool, ops.HeadClock())
+    finally:
+        await pool.execute("ALTER TABLE tracker.postbacks_away RENAME TO postbacks")
+    metrics.intake_waiting.set(7)
+    away = await asyncpg.create_pool("postgresql://nobody@127.0.0.1:9/none", min_size=0)
+    try:
+        with structlog.testing.capture_logs() as logs:
+            await ops.count_backlog(away, ops.HeadClock())
+    finally:
+        await away.close()
+    assert [e["event"] for e in logs] == ["sweep failed: database unavailable"]
+    assert metrics.intake_waiting._value.get() == 7
+    await ops.count_backlog(pool, ops.HeadClock())
+    assert metrics.intake_waiting._value.get() == 0
