@@ -22,7 +22,6 @@ from tracker.config import redact_dsn
 from tracker.config_types import Config
 from tracker.db import DB_ERRORS, is_outage
 from tracker.db import queries as q
-from tracker.db import reducer
 from tracker.db.embedded import EmbeddedError, EmbeddedPostgres, StateDirError
 from tracker.db.migrate import migrate
 from tracker.http import ops
@@ -34,8 +33,6 @@ from tracker.supervisor import Part, Supervisor
 log = get_logger("tracker.app")
 
 EXIT_CANNOT_START = 2  # as for a configuration error: the message names the setting
-ORPHANS_SWEEP_S = 10.0
-BACKLOG_SWEEP_S = 10.0  # the backlog gauges are refreshed this often (and by each /readyz)
 # Every transaction that leads to a 200 or a transition is durable at commit, whatever the
 # role's or the database's default (a startup option outranks ALTER ROLE/DATABASE ... SET).
 DURABLE = {"synchronous_commit": "on"}
@@ -104,7 +101,7 @@ class Tracker:
             Postbacks(self),
             Poller(self.config, lambda: self.pool, self.supervisor, every=self.every,
                    exclusive=self.exclusive),
-            Upkeep(self),  # sweeps: delivery rollup, consumer lag, retention
+            Upkeep(self),  # sweeps: orphans, backlog, delivery rollup, consumer lag, retention
             Sinks(self),  # started last, stopped first: events out (tracker.sinks)
         ]
 
@@ -281,9 +278,7 @@ class Tracker:
         return listener
 
     async def _sweeps(self) -> AsyncIterator[None]:
-        self.every("orphans", ORPHANS_SWEEP_S, self._sweep_orphans)
-        self.every("backlog", BACKLOG_SWEEP_S, self.count_backlog)
-        self.scheduler.start()
+        self.scheduler.start()  # the jobs components added with every()
         yield
         self.scheduler.shutdown(wait=False)  # a sweep in flight is cancelled: it rolls back
 
@@ -298,18 +293,6 @@ class Tracker:
         yield
         pinging.cancel()
         await asyncio.gather(pinging, return_exceptions=True)
-
-    # --- periodic sweeps (apscheduler) ---------------------------------------------------------
-
-    async def _sweep_orphans(self) -> None:
-        """Backstop for reports that raced their message's creation: the recent ones only (old
-        orphans, such as reports of messages never sent through us, are not looked at again)."""
-        age = self.config.intake.orphan_sweep_age_s
-        await self.exclusive("orphans", lambda conn: reducer.adopt_orphans(conn, max_age_s=age))
-
-    async def count_backlog(self) -> None:
-        await ops.count_backlog(self.pool, self.heads)
-
 
 def _lifecycle(component) -> Part:
     async def part() -> AsyncIterator[None]:

@@ -1,6 +1,7 @@
-"""The daemon's upkeep sweeps (a component: tracker.app starts it with the others): folding the
-delivery rollup, the outbox readers' lag gauges, and retention. Each runs under the supervisor
-as `sweep:<name>` (apscheduler); folding and retention on one replica at a time. The database
+"""The daemon's upkeep sweeps (a component: tracker.app starts it with the others): adopting
+reports that raced their message, the backlog gauges, folding the delivery rollup, the outbox
+readers' lag gauges, and retention. Each runs under the supervisor as `sweep:<name>`
+(apscheduler); adopting, folding and retention on one replica at a time. The database
 unavailable is waited out until the next run; any other database error fails the run, which the
 supervisor logs, counts and shows in /readyz while it keeps failing."""
 from __future__ import annotations
@@ -8,11 +9,15 @@ from __future__ import annotations
 from tracker import metrics, retention, rollup
 from tracker.db import DB_ERRORS, is_outage
 from tracker.db import queries as q
+from tracker.db import reducer
+from tracker.http import ops
 from tracker.logging import get_logger
 
 log = get_logger("tracker.upkeep")
 
 LAG_EVERY_S = 10.0
+ORPHANS_EVERY_S = 10.0
+BACKLOG_EVERY_S = 10.0  # the backlog gauges are refreshed this often (and by each /readyz)
 
 
 class Upkeep:
@@ -20,6 +25,8 @@ class Upkeep:
         self.tracker = tracker
 
     async def start(self) -> None:
+        self.tracker.every("orphans", ORPHANS_EVERY_S, self.adopt_orphans)
+        self.tracker.every("backlog", BACKLOG_EVERY_S, self.count_backlog)
         self.tracker.every("rollup", rollup.FOLD_EVERY_S, self.fold)
         self.tracker.every("lag", LAG_EVERY_S, self.measure_lag)
         if any(getattr(self.tracker.config.retention, f"{k}_days") > 0 for k in retention.KINDS):
@@ -27,6 +34,15 @@ class Upkeep:
 
     async def stop(self) -> None:
         """Nothing held: the scheduler's shutdown ends a sweep in flight (it rolls back)."""
+
+    async def adopt_orphans(self) -> None:
+        """Backstop for reports that raced their message's creation: the recent ones only (old
+        orphans, such as reports of messages never sent through us, are not looked at again)."""
+        age = self.tracker.config.intake.orphan_sweep_age_s
+        await self.tracker.exclusive("orphans", lambda conn: reducer.adopt_orphans(conn, max_age_s=age))
+
+    async def count_backlog(self) -> None:
+        await ops.count_backlog(self.tracker.pool, self.tracker.heads)
 
     async def fold(self) -> None:
         await self.tracker.exclusive("rollup", rollup.fold)

@@ -26,6 +26,7 @@ from tracker.db import listen as db_listen
 from tracker import logging as tlog
 from tracker.app import Tracker
 from tracker.poller.engine import VendorWorker
+from tracker.upkeep import Upkeep
 
 
 class InjectedFault(Exception):
@@ -82,7 +83,11 @@ def inject_postbacks(monkeypatch, fault: Switch) -> None:
 
 
 def inject_sweep(monkeypatch, fault: Switch) -> None:
-    monkeypatch.setattr(Tracker, "_sweep_orphans", fault.wrap(Tracker._sweep_orphans))
+    monkeypatch.setattr(Upkeep, "adopt_orphans", fault.wrap(Upkeep.adopt_orphans))
+
+
+def upkeep(tr: Tracker) -> Upkeep:
+    return next(c for c in tr.components if isinstance(c, Upkeep))
 
 
 CASES = {
@@ -175,12 +180,12 @@ async def test_submissions_waiting_too_long_make_readyz_name_intake(db_dsn, monk
 
         await wait_until(stalled, 10, step=0.1)
         assert metric("tracker_intake_oldest_age_seconds") > 0.3
-        await tr.count_backlog()
+        await upkeep(tr).count_backlog()
         assert metric("tracker_intake_waiting_rows") == 1
         fault.armed = False  # intake works again: the row goes in (ready from its first batch)
         await wait_until(lambda: _ready(s, base), 10, step=0.1)
         await wait_until(lambda: _none_waiting(tr), 10, step=0.05)
-        await tr.count_backlog()
+        await upkeep(tr).count_backlog()
         assert metric("tracker_intake_waiting_rows") == 0
         assert metric("tracker_intake_oldest_age_seconds") == 0
 
@@ -233,7 +238,7 @@ async def test_postbacks_not_applied_in_time_make_readyz_name_postbacks(db_dsn, 
             return status == 503 and any("stored postback" in r for r in named(body, "postbacks"))
 
         await wait_until(stalled, 10, step=0.1)
-        await tr.count_backlog()
+        await upkeep(tr).count_backlog()
         assert metric("tracker_postbacks_waiting") == 1
         assert metric("tracker_postbacks_oldest_age_seconds") > 0.3
         fault.armed = False
