@@ -77,6 +77,16 @@ def scrub(text: str) -> str:
     return text
 
 
+def _encodable(text: str) -> str:
+    """`text` as UTF-8 can hold it: a header's undecodable byte (aiohttp keeps it as a lone
+    surrogate) escaped, not an encoder's exception that turned the request it logs into a 500."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _redact_value(key: str, value: Any, depth: int = 0) -> Any:
     if value is None or isinstance(value, bool):
         return value
@@ -85,7 +95,7 @@ def _redact_value(key: str, value: Any, depth: int = 0) -> Any:
             return scrub(redact_dsn(value))
         return MASK
     if isinstance(value, str):
-        return scrub(value)
+        return scrub(_encodable(value))
     if isinstance(value, (int, float)):
         return value
     if depth < 4:

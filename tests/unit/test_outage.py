@@ -13,7 +13,16 @@ def test_a_database_closed_to_connections_is_an_outage_and_other_55000s_are_not(
     assert is_outage(closed)
     assert not is_outage(asyncpg.exceptions.ObjectNotInPrerequisiteStateError(
         "cannot execute this statement in a read-only transaction"))
-    assert not is_outage(asyncpg.exceptions.LockNotAvailableError("could not obtain lock"))
+
+
+def test_what_passes_with_time_is_an_outage_not_a_refusal_of_the_work():
+    # Taken for refusals, these set acknowledged postbacks aside for good and answered 400.
+    assert is_outage(asyncpg.exceptions.LockNotAvailableError("could not obtain lock"))  # lock_timeout
+    assert is_outage(asyncpg.exceptions.ReadOnlySQLTransactionError(  # a standby after a failover
+        "cannot execute INSERT in a read-only transaction"))
+    assert is_outage(asyncpg.exceptions.QueryCanceledError("canceling statement due to statement timeout"))
+    assert is_outage(asyncpg.exceptions.IdleInTransactionSessionTimeoutError("terminating connection"))
+    assert not is_outage(asyncpg.exceptions.InFailedSQLTransactionError("current transaction is aborted"))
 
 
 def test_connection_and_server_errors_are_outages_data_errors_are_not():

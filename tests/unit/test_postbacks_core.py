@@ -76,6 +76,9 @@ TRUSTED = core.networks(["10.0.0.0/8", "fd00::/8"])
     ("10.0.0.5", "10.2.2.2, 10.3.3.3", "10.2.2.2"),  # only proxies: the first
     ("fd00::1", "2001:db8::1", "2001:db8::1"),
     ("::ffff:10.0.0.5", "203.0.113.7", "203.0.113.7"),  # IPv4-mapped peer
+    # the client wrote 32 hops itself, the proxy appended the real address: the nearest counts
+    ("10.0.0.5", ", ".join(["203.0.113.7"] * 32) + ", 198.51.100.66", "198.51.100.66"),
+    ("10.0.0.5", ", ".join(["10.9.9.9"] * 33), "10.0.0.5"),  # more proxies than are read: the peer
 ])
 def test_the_client_address_comes_from_x_forwarded_for_only_behind_a_trusted_proxy(peer, header, client):
     assert core.client_address(peer, header, TRUSTED) == client
@@ -159,3 +162,12 @@ def test_a_vendor_that_signs_is_authenticated_once_the_body_is_read():
         raise KeyError("a verifier that trips")
 
     assert core.authenticate(dataclasses.replace(plain, verify=trips), req) == core.BAD_SIGNATURE
+
+
+@pytest.mark.parametrize("encoding, refused", [
+    (None, False), ("", False), ("identity", False), (" Identity ", False),
+    ("gzip", True), ("deflate", True), ("br", True), ("gzip, identity", True),
+])
+def test_a_compressed_body_is_refused(encoding, refused):
+    # aiohttp inflates it, and then the body no longer has its Content-Length: read short
+    assert (core.encoding_refused(encoding) is core.ENCODED) is refused

@@ -11,12 +11,18 @@ DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClie
              asyncio.TimeoutError)
 
 # Of those, the ones about the connection or the server, not about the data: the same work may
-# succeed later. A data error (a row the database refuses) would fail again.
+# succeed later. A data error (a row the database refuses) would fail again. A lock not had
+# within lock_timeout, a database gone read-only (a standby behind the DSN after a failover,
+# default_transaction_read_only for maintenance) and a session ended by a timeout pass too:
+# taken for refusals, they set acknowledged postbacks aside for good and answered 400.
 OUTAGES = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
            asyncpg.InternalClientError,  # e.g. a connection that died mid-operation
-           asyncpg.exceptions.OperatorInterventionError,
+           asyncpg.exceptions.OperatorInterventionError,  # also a statement_timeout (57014)
            asyncpg.exceptions.InsufficientResourcesError,
-           asyncpg.exceptions.TransactionRollbackError)
+           asyncpg.exceptions.TransactionRollbackError,
+           asyncpg.exceptions.LockNotAvailableError,
+           asyncpg.exceptions.ReadOnlySQLTransactionError,
+           asyncpg.exceptions.IdleInTransactionSessionTimeoutError)
 
 
 def _closed_to_connections(e: BaseException) -> bool:

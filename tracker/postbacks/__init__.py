@@ -184,6 +184,8 @@ class Postbacks:
         # A content type says nothing without a body (some clients label an empty GET too).
         refusal = core.admit(self.routes, vendor, token, remote,
                              ctype if request.body_exists else "")
+        if refusal is None:
+            refusal = core.encoding_refused(request.headers.get("Content-Encoding"))
         if refusal is None and request.content_length is not None and request.content_length > self.max_body:
             refusal = core.TOO_LARGE
         if refusal is None:

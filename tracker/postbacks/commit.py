@@ -185,11 +185,16 @@ class GroupCommit:
                             await self._copy(conn, ids, raws, datetime.now(timezone.utc))
                             out = await self.applier.apply_stored(conn, items)
                     except Exception as e:
-                        if is_outage(e) or conn.is_closed():
+                        if conn.is_closed():
                             raise
-                        log.warning("postback batch refused; stored unapplied for the worker",
-                                    rows=len(raws), error=type(e).__name__)
-                        self.refused += 1
+                        # What the apply needs may be refused (a row's contents) or not had in
+                        # time (a message's lock, past lock_timeout): the batch is stored alone
+                        # and the worker applies it (or sets a refused row aside, logged). The
+                        # database itself away: the COPY below fails too, answered 503.
+                        if not is_outage(e):
+                            log.warning("postback batch refused; stored unapplied for the worker",
+                                        rows=len(raws), error=type(e).__name__)
+                            self.refused += 1
                     else:
                         self._answer(batch, ids, None)
                         answered = True
@@ -210,8 +215,10 @@ class GroupCommit:
                 await self._write(batch[half:])
                 return
             # any failure before the commit: nobody is told 200, everybody retries (but a
-            # postback the database refuses alone: answered 400, it would be refused again)
-            self._log_failure(e, len(raws))
+            # postback the database refuses alone: answered 400, it would be refused again,
+            # and the handler logs it with its vendor and source)
+            if is_outage(e):
+                self._log_failure(e, len(raws))
             self._answer(batch, None, e)
 
     async def _copy(self, conn: asyncpg.Connection, ids: list[int], raws: list[RawPostback],

@@ -41,6 +41,13 @@ TOO_LARGE = Refusal(413, "body too large")
 BROKEN_BODY = Refusal(400, "incomplete body")
 UNAVAILABLE = Refusal(503, "temporarily unavailable, retry later")
 BAD_SIGNATURE = Refusal(403, "signature does not verify")  # a vendor that signs (SignsPostbacks)
+# aiohttp would inflate a compressed body, which then no longer matches its Content-Length (read
+# short and stored cut); no vendor documents compressing its postbacks.
+ENCODED = Refusal(415, "unsupported Content-Encoding: send the body uncompressed")
+
+
+def encoding_refused(content_encoding: str | None) -> Refusal | None:
+    return None if (content_encoding or "identity").strip().lower() in ("identity", "") else ENCODED
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +142,9 @@ def _within(ip, nets: Networks) -> bool:
     return ip is not None and any(ip in net for net in nets if ip.version == net.version)
 
 
+MAX_HOPS = 32  # of X-Forwarded-For read, from the right
+
+
 def client_address(peer: str | None, forwarded_for: str | None, trusted: Networks) -> str | None:
     """The client's address: the TCP peer, unless the peer is a trusted proxy (http.trusted_proxies)
     that says whom it forwards for. Then the nearest address in X-Forwarded-For that is not
@@ -142,13 +152,15 @@ def client_address(peer: str | None, forwarded_for: str | None, trusted: Network
     from anyone else is ignored; a malformed one leaves the peer."""
     if not trusted or not forwarded_for or not _within(source_ip(peer), trusted):
         return peer
-    hops = [h.strip() for h in forwarded_for.split(",")][:32]
-    for hop in reversed(hops):
+    hops = [h.strip() for h in forwarded_for.split(",")]
+    for hop in reversed(hops[-MAX_HOPS:]):  # the nearest: the proxies appended them
         ip = source_ip(hop)
         if ip is None:
             return peer
         if not _within(ip, trusted):
             return hop
+    if len(hops) > MAX_HOPS:  # that many trusted proxies in a row: none of it is believed
+        return peer
     return source_ip(hops[0]) and hops[0] or peer
 
 

@@ -105,7 +105,7 @@ class ApplyWorker:
                     raise
                 sweep_at = 0.0
                 log.warning("postback worker: database unavailable; will retry",
-                            error=type(e).__name__)
+                            error=type(e.__cause__ or e).__name__)
                 if self.stopping:
                     return
                 await asyncio.sleep(backoff)
@@ -137,7 +137,7 @@ class ApplyWorker:
                 if not is_outage(e):
                     raise
                 log.warning("postback applier: database unavailable; the sweep will apply",
-                            error=type(e).__name__)
+                            error=type(e.__cause__ or e).__name__)
                 if self.stopping:
                     return
                 await asyncio.sleep(0.5)

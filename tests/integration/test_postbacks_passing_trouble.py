@@ -1,0 +1,145 @@
+"""Trouble that passes is not a refusal of the postback: a database gone read-only (a standby
+behind the DSN after a failover) is answered 503, so that the vendor retries; a lock not had
+within lock_timeout leaves an acknowledged postback waiting, applied once the lock goes, never set
+aside. And requests the daemon cannot read faithfully are refused with a clear answer: a
+compressed body (415), a Content-Type with a byte that is not UTF-8 (415, and its log line
+written). Real PostgreSQL (settings changed with ALTER SYSTEM, reset after), the daemon
+in-process, raw HTTP where a client would tidy the request."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import io
+import sys
+
+import asyncpg
+import orjson
+import structlog
+
+from tests.polling_support import wait_until
+from tests.postbacks_support import config_for, postback_url, running, session
+from tracker import logging as tlog
+
+JSON = {"Content-Type": "application/json"}
+
+
+def delivered(ref: str) -> bytes:
+    return orjson.dumps({"origin": "SMS_MT", "code": "N202", "status": "Delivered",
+                         "to": "10000000001", "tracking-id": ref})
+
+
+@contextlib.asynccontextmanager
+async def system_setting(dsn: str, name: str, value: str):
+    """A server setting for every session, sessions already open included (a reload)."""
+    admin = await asyncpg.connect(dsn)
+    try:
+        await admin.execute(f"ALTER SYSTEM SET {name} = '{value}'")
+        await admin.execute("SELECT pg_reload_conf()")
+        yield admin
+    finally:
+        await admin.execute(f"ALTER SYSTEM RESET {name}")
+        await admin.execute("SELECT pg_reload_conf()")
+        await admin.close()
+
+
+async def setting_seen(pool, name: str, value: str) -> bool:
+    return await pool.fetchval(f"SELECT current_setting('{name}')") == value
+
+
+async def raw_post(base: str, path: str, head: bytes, body: bytes) -> tuple[bytes, bytes]:
+    host, port = base.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(f"POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {len(body)}\r\n"
+                 "Connection: close\r\n".encode() + head + b"\r\n" + body)
+    await writer.drain()
+    answer = await reader.read()
+    writer.close()
+    return answer.split(b"\r\n", 1)[0], answer.rsplit(b"\r\n\r\n", 1)[-1]
+
+
+async def test_a_database_gone_read_only_is_answered_503_and_nothing_is_refused(db_dsn):
+    async with running(config_for(db_dsn)) as (tr, base), session() as s:
+        await tr.pool.execute("INSERT INTO tracker.messages (vendor, vendor_ref) VALUES"
+                              " ('skycore', 'ro-0'), ('skycore', 'ro-1'), ('skycore', 'ro-2')")
+        url = postback_url(base, "skycore")
+        async with system_setting(db_dsn, "default_transaction_read_only", "on"):
+            await wait_until(lambda: setting_seen(tr.pool, "default_transaction_read_only", "on"), 5)
+            answers = []
+            for i in range(3):
+                async with s.post(url, data=delivered(f"ro-{i}"), headers=JSON) as r:
+                    answers.append((r.status, await r.json()))
+            assert answers == [(503, {"error": "temporarily unavailable, retry later"})] * 3
+        assert await tr.pool.fetchval("SELECT count(*) FROM tracker.postbacks") == 0
+        for i in range(3):  # the vendor's retries, once the database takes writes again
+            async with s.post(url, data=delivered(f"ro-{i}"), headers=JSON) as r:
+                assert r.status == 200
+
+        async def all_delivered() -> bool:
+            return await tr.pool.fetchval("SELECT count(*) FROM tracker.messages"
+                                          " WHERE state = 'delivered'") == 3
+
+        await wait_until(all_delivered, 10)
+
+
+async def test_a_lock_not_had_in_time_leaves_an_acknowledged_postback_waiting_not_set_aside(db_dsn):
+    async with running(config_for(db_dsn)) as (tr, base), session() as s:
+        mid = await tr.pool.fetchval("INSERT INTO tracker.messages (vendor, vendor_ref)"
+                                     " VALUES ('skycore', 'locked-1') RETURNING id")
+        holder = await asyncpg.connect(db_dsn)
+        try:
+            with structlog.testing.capture_logs() as logs:
+                async with system_setting(db_dsn, "lock_timeout", "200ms"):
+                    await wait_until(lambda: setting_seen(tr.pool, "lock_timeout", "200ms"), 5)
+                    async with holder.transaction():
+                        await holder.execute("SELECT FROM tracker.messages WHERE id = $1 FOR UPDATE", mid)
+                        async with s.post(postback_url(base, "skycore"), data=delivered("locked-1"),
+                                          headers=JSON) as r:
+                            assert r.status == 200  # stored: the message's lock is the apply's
+
+                        async def tried() -> bool:
+                            return any("LockNotAvailableError" in str(e.get("error")) for e in logs)
+
+                        await wait_until(tried, 10, step=0.05)
+        finally:
+            await holder.close()
+        assert not [e for e in logs if e["event"] in ("postback set aside",
+                                                      "postback batch refused; applying its rows one by one")]
+
+        async def applied() -> bool:
+            return await tr.pool.fetchval("SELECT state::text FROM tracker.messages WHERE id = $1",
+                                          mid) == "delivered"
+
+        await wait_until(applied, 15)  # by the sweep, once the lock is gone
+        assert await tr.pool.fetchval("SELECT count(*) FROM tracker.postbacks WHERE error IS NOT NULL") == 0
+
+
+async def test_a_compressed_body_is_refused_not_read_short(db_dsn):
+    # aiohttp inflates it while reading; Content-Length is the compressed size: read by it, the
+    # body was cut and the report applied to another message (its id's prefix).
+    async with running(config_for(db_dsn)) as (tr, base):
+        await tr.pool.execute("INSERT INTO tracker.messages (vendor, vendor_ref)"
+                              " VALUES ('skycore', 'gz-1'), ('skycore', 'gz-10')")
+        path = postback_url("", "skycore")
+        status, body = await raw_post(base, path, b"Content-Type: application/json\r\n"
+                                      b"Content-Encoding: gzip\r\n", gzip.compress(delivered("gz-10")))
+        assert (status, orjson.loads(body)) == (
+            b"HTTP/1.1 415 Unsupported Media Type",
+            {"error": "unsupported Content-Encoding: send the body uncompressed"})
+        assert await tr.pool.fetchval("SELECT count(*) FROM tracker.postbacks") == 0
+
+
+async def test_a_content_type_that_is_not_utf8_is_refused_and_logged(db_dsn):
+    out = io.BytesIO()
+    stream = io.TextIOWrapper(out, encoding="utf-8")
+    tlog.configure("info", "json", stream=stream, cache=False)  # as in production
+    try:
+        async with running(config_for(db_dsn)) as (tr, base):
+            status, _ = await raw_post(base, postback_url("", "skycore"),
+                                       b"Content-Type: text/pl\xffain\r\n", delivered("u-1"))
+    finally:
+        stream.flush()
+        tlog.configure("info", "console", stream=sys.stderr, cache=False)
+    assert status == b"HTTP/1.1 415 Unsupported Media Type"  # was a 500: the log line raised
+    [line] = [orjson.loads(x) for x in out.getvalue().splitlines() if b"postback refused" in x]
+    assert line["status"] == 415 and line["content_type"] == "text/pl\\udcffain"
