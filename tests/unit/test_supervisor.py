@@ -254,6 +254,11 @@ def test_a_backlog_taken_in_batch_after_batch_is_not_a_stall_one_not_moving_is()
     assert [p.component for p in stalls(300.0, 300.0, health, stuck)] == ["intake", "postbacks"]
     assert [p.component for p in stalls(300.0, None, health)] == ["intake"]  # not running here
     assert stalls(30.0, 30.0, health, stuck) == []  # young work is never a stall
+    # busy, but the same row has headed the queue for longer than the limit: passed over
+    [held] = stalls(300.0, 30.0, health, busy, head_held_s=61.0)
+    assert held.component == "intake" and "held locked by another session" in held.reason
+    assert stalls(300.0, 30.0, health, busy, head_held_s=59.0) == []
+    assert stalls(30.0, 30.0, health, busy, head_held_s=300.0) == []  # its age is the sender's
 
 
 def test_idle_time_counts_from_the_last_progress_of_any_loop_of_a_component():
@@ -276,8 +281,11 @@ def test_the_head_of_the_queue_ages_by_the_daemons_clock_too():
     assert heads.age(7, 0.0) == 90.0  # still the head
     assert heads.age(7, 500.0) == 500.0  # its created_at says more
     assert heads.age(8, 0.0) == 0.0  # another head: timed from now
+    assert heads.held_s() == 0.0
     now[0] = 200.0
-    assert heads.age(None, None) is None and heads.age(8, 0.0) == 0.0  # none waited in between
+    assert heads.held_s() == 10.0
+    assert heads.age(None, None) is None and heads.held_s() is None
+    assert heads.age(8, 0.0) == 0.0  # none waited in between
 
 
 async def test_a_failure_clears_what_the_component_said_blocked_it():

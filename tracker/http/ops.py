@@ -34,11 +34,15 @@ BACKLOG_COUNT_MAX = 100_000  # the backlog gauges count up to this many rows: bo
 
 
 def stalls(intake_s: float | None, postbacks_s: float | None, health: HealthConfig,
-           idle_s: Callable[[str], float | None] = lambda _: None) -> list[Problem]:
+           idle_s: Callable[[str], float | None] = lambda _: None,
+           head_held_s: float | None = None) -> list[Problem]:
     """Work waiting longer than it should, while the component that should do it has made no
     progress for as long (a campaign's backlog taken in batch after batch is not a stall:
     answering 503 then would turn a load balancer's postbacks away). `idle_s(component)`:
-    seconds since its last progress here, None when it does not run here. Pure."""
+    seconds since its last progress here, None when it does not run here. Intake takes the
+    oldest rows first, so the same row heading the queue for longer than the limit
+    (`head_held_s`) is a stall however busy intake is: a row another session holds locked is
+    passed over, batch after batch. Pure."""
     out = []
 
     def stalled(waited: float | None, limit: float, component: str) -> bool:
@@ -47,9 +51,14 @@ def stalls(intake_s: float | None, postbacks_s: float | None, health: HealthConf
         idle = idle_s(component)
         return idle is None or idle > limit
 
-    if stalled(intake_s, health.intake_stall_s, "intake"):
+    limit = health.intake_stall_s
+    if stalled(intake_s, limit, "intake"):
         out.append(Problem("intake", f"the oldest submission row has waited {intake_s:.0f} s to be "
-                                     f"taken in (limit {health.intake_stall_s:g} s)"))
+                                     f"taken in (limit {limit:g} s)"))
+    elif intake_s is not None and intake_s > limit and head_held_s is not None and head_held_s > limit:
+        out.append(Problem("intake", f"the oldest submission row has waited {intake_s:.0f} s to be "
+                                     f"taken in (limit {limit:g} s) while intake took others in: "
+                                     f"is it held locked by another session?"))
     if stalled(postbacks_s, health.postbacks_stall_s, "postbacks"):
         out.append(Problem("postbacks", f"the oldest stored postback has waited {postbacks_s:.0f} s "
                                         f"to be applied (limit {health.postbacks_stall_s:g} s)"))
@@ -74,6 +83,10 @@ class HeadClock:
         if head != self.head:
             self.head, self.since = head, now
         return max(stated_s or 0.0, now - self.since)
+
+    def held_s(self) -> float | None:
+        """How long the head last given to age() has headed the queue; None: no head."""
+        return None if self.head is None else self.clock() - self.since
 
 
 def record_ages(intake_s: float | None, postbacks_s: float | None) -> None:
@@ -117,7 +130,7 @@ async def readiness(tracker) -> list[Problem]:
     intake_s = tracker.heads.age(ages["intake_head"], ages["intake_s"])
     record_ages(intake_s, ages["postbacks_s"])
     return stalls(intake_s, ages["postbacks_s"], tracker.config.health,
-                  tracker.supervisor.idle_s) + components
+                  tracker.supervisor.idle_s, tracker.heads.held_s()) + components
 
 
 def add_routes(app: web.Application, tracker) -> None:
