@@ -1,9 +1,9 @@
 """The state machine's laws (docs/design.md#contract-2), property-tested."""
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from hypothesis import given, strategies as st
 
-from tracker.core.reduce import Report, plan
+from tracker.core.reduce import Report, delivery_times, plan
 from tracker.core.states import State, fold, merge, step
 
 states = st.sampled_from(list(State))
@@ -79,3 +79,30 @@ def test_plan_chains_per_message(reports):
         expect = max(seen, default=State.submitted)
         assert (mine[-1].to_state if mine else State.submitted) == expect
         assert [t.to_state for t in mine] == sorted({t.to_state for t in mine})
+
+
+timed = st.lists(st.tuples(st.integers(1, 3), states, st.integers(0, 10_000)), max_size=40)
+
+
+@given(timed, st.lists(st.integers(0, 40), max_size=6))
+def test_delivery_time_is_the_earliest_delivery_whatever_the_batching(reports, cuts):
+    """Per batch, then kept by min (as WRITE_MESSAGES does), the delivery time is that of the
+    whole sequence, and its earliest report of `delivered` or `read`; read's later time never
+    stands for it."""
+    rs = [Report(i, m, s, "postback", T0 + timedelta(seconds=at)) for i, (m, s, at) in enumerate(reports)]
+    bounds = [0, *sorted(cuts), len(rs)]
+    kept: dict[int, datetime] = {}
+    for a, b in zip(bounds, bounds[1:]):
+        for mid, at in delivery_times(rs[a:b]).items():
+            kept[mid] = min(kept.get(mid, at), at)
+    assert kept == delivery_times(rs) == delivery_times(reversed(rs))
+    for m in range(1, 4):
+        times = [r.occurred_at for r in rs if r.message_id == m and r.state >= State.delivered]
+        assert kept.get(m) == min(times, default=None)
+
+
+def test_delivery_time_is_not_the_read_time():
+    rs = [Report(1, 1, State.read, "postback", T0 + timedelta(seconds=600)),
+          Report(2, 1, State.delivered, "postback", T0 + timedelta(seconds=5)),
+          Report(3, 2, State.failed, "postback", T0)]
+    assert delivery_times(rs) == {1: T0 + timedelta(seconds=5)}

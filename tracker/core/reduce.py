@@ -50,3 +50,18 @@ def plan(current: Mapping[int, State], reports: Iterable[Report]) -> list[Planne
             out.append(PlannedTransition(r.message_id, t.from_state, t.to_state, t.is_correction, r))
             state[r.message_id] = t.to_state
     return out
+
+
+def delivery_times(reports: Iterable[Report]) -> dict[int, datetime]:
+    """When each message was delivered, as these reports tell: the earliest occurred time of its
+    reports of `delivered` or `read`. The writer keeps the earliest of this and what the message
+    has (min, as states merge by max), so a message's delivery time does not depend on how its
+    reports were batched, nor in what order they came (a `read` reported before its
+    `delivered` does not stand for the delivery)."""
+    out: dict[int, datetime] = {}
+    for r in reports:
+        if r.state >= State.delivered:
+            at = out.get(r.message_id)
+            if at is None or r.occurred_at < at:
+                out[r.message_id] = r.occurred_at
+    return out

@@ -19,7 +19,7 @@ from typing import Iterable, Mapping, Sequence
 import asyncpg
 
 from tracker.adapters.base import Observation
-from tracker.core.reduce import PlannedTransition, Report, plan
+from tracker.core.reduce import PlannedTransition, Report, delivery_times, plan
 from tracker.core.states import State
 from tracker.db import DB_ERRORS, transaction
 from tracker.db import queries as q
@@ -112,10 +112,12 @@ async def apply_polls(
                                       f.permanent if f else None))
     planned = plan(current, reports)
     last = {t.message_id: t for t in planned}  # the last step per message is its new state
+    delivered = delivery_times(reports)
     named = {mid: o.operator for mid, o in found if o.operator is not None}
     await write_messages(conn, [
-        _message_write(mid, last.get(mid), received_at if mid in reported else None,
-                       named.get(mid), received_at, next_at, n)
+        _message_write(mid, last.get(mid), delivered.get(mid),
+                       received_at if mid in reported else None, named.get(mid), received_at,
+                       next_at, n)
         for mid, next_at, n in releases], planned)
     unmapped = count_observations("poll", ((o.vendor, o.state, o.code) for _, o in found))
     vendor_of = {mid: o.vendor for mid, o in found}
@@ -226,22 +228,28 @@ async def _raise_states(conn: asyncpg.Connection, rows: Sequence[asyncpg.Record]
         return Applied()
     planned = plan(current, reports)
     last = {t.message_id: t for t in planned}  # the last step per message is its new state
+    delivered = delivery_times(reports)
     await write_messages(conn, [
-        _message_write(mid, last.get(mid), at, *named.get(mid, (None, None))[::-1])
+        _message_write(mid, last.get(mid), delivered.get(mid), at,
+                       *named.get(mid, (None, None))[::-1])
         for mid, at in touched.items()], planned)
     count_transitions(planned, {r["message_id"]: r["vendor"] for r in rows})
     return Applied(transitions=planned)
 
 
-def _message_write(mid: int, t: PlannedTransition | None, reported_at: datetime | None,
-                   operator: str | None = None, operator_at: datetime | None = None,
-                   next_poll_at: datetime | None = None, polls: int = 0) -> MessageWrite:
-    """A message's row of WRITE_MESSAGES: its last planned step (if any) and its reports."""
+def _message_write(mid: int, t: PlannedTransition | None, delivered_at: datetime | None,
+                   reported_at: datetime | None, operator: str | None = None,
+                   operator_at: datetime | None = None, next_poll_at: datetime | None = None,
+                   polls: int = 0) -> MessageWrite:
+    """A message's row of WRITE_MESSAGES: its last planned step (if any), the delivery time its
+    reports give (core.reduce.delivery_times: not the last step's time, which may be a `read`'s)
+    and its reports."""
     if t is None:
-        return message_write(mid, reported_at=reported_at, operator=operator,
-                             operator_at=operator_at, next_poll_at=next_poll_at, polls=polls)
+        return message_write(mid, occurred_at=delivered_at, reported_at=reported_at,
+                             operator=operator, operator_at=operator_at,
+                             next_poll_at=next_poll_at, polls=polls)
     r = t.report
-    return MessageWrite(mid, t.to_state.name, r.occurred_at, r.failure_code, r.failure_reason,
+    return MessageWrite(mid, t.to_state.name, delivered_at, r.failure_code, r.failure_reason,
                         r.failure_permanent, reported_at, operator, operator_at, next_poll_at, polls)
 
 

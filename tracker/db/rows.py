@@ -22,7 +22,7 @@ class MessageWrite(NamedTuple):
 
     id: int
     state: str | None  # the new state, planned by tracker.core.reduce (None: unchanged)
-    occurred_at: datetime | None  # when the new state happened (the delivery time, if delivered)
+    occurred_at: datetime | None  # the earliest delivery time its reports give (None: none; min-merged)
     failure_code: str | None  # ... and its failure details (cleared by a success)
     failure_reason: str | None
     failure_permanent: bool | None

@@ -91,11 +91,13 @@ class StatusPage:
 async def gather(tracker) -> StatusData:
     cfg = tracker.config
     now = datetime.now(timezone.utc)
-    enabled = [v for v in cfg.vendors.values() if v.enabled]
+    configured = list(cfg.vendors.values())
+    enabled = [v.name for v in configured if v.enabled]
     async with tracker.pool.acquire() as conn, conn.transaction(readonly=True):
         await conn.execute(q.STATUS_LIMITS)
-        looks = await conn.fetch(q.STATUS_IN_FLIGHT, COUNT_CAP, [v.name for v in enabled],
-                                 [v.expected_final_s for v in enabled], STUCK_CAP)
+        looks = await conn.fetch(q.STATUS_IN_FLIGHT, COUNT_CAP, [v.name for v in configured],
+                                 [v.expected_final_s for v in configured], STUCK_CAP,
+                                 [v.enabled for v in configured])
         hour = {r["vendor"]: r for r in await conn.fetch(q.STATUS_VENDOR_FIGURES, now - timedelta(hours=1))}
         day = {r["vendor"]: r for r in await conn.fetch(q.STATUS_VENDOR_FIGURES, now - timedelta(days=1))}
         health = {r["vendor"]: r for r in await conn.fetch(q.STATUS_POLL_HEALTH)}
@@ -109,13 +111,16 @@ async def gather(tracker) -> StatusData:
         routes = await conn.fetch(q.STATUS_TOP_ROUTES, (now - timedelta(days=1)).date(), TOP_ROUTES)
         retention = await conn.fetch(q.STATUS_RETENTION)
         sinks, sinks_note = await _sinks(conn)
-    names = [v.name for v in enabled] + sorted((set(hour) | set(day)) - {v.name for v in enabled})
     counted = {r["vendor"]: r for r in looks}
+    # a vendor disabled (or no longer configured) still has a card while it has figures or
+    # messages in flight: those may be stuck, and nothing polls them any more
+    names = enabled + sorted((set(hour) | set(day) | set(counted)) - set(enabled))
     vendors = []
     for name in names:
         h, c = health.get(name), counted.get(name)
         vendors.append(VendorStatus(
-            vendor=name, in_flight=c["in_flight"] if c else 0, stuck=c["stuck"] if c else 0,
+            vendor=name, enabled=name in enabled,
+            in_flight=c["in_flight"] if c else 0, stuck=c["stuck"] if c else 0,
             count_cap=COUNT_CAP, stuck_cap=STUCK_CAP, hour=hour.get(name), day=day.get(name),
             circuit=h["circuit_state"] if h else None, last_success_at=h["last_success_at"] if h else None,
             last_error=h["last_error"] if h else None, unmapped_codes=unmapped.get(name, []),

@@ -18,6 +18,7 @@ CAP_SHOWN = "≥"  # before a count that reached its cap (counting stops there: 
 @dataclass
 class VendorStatus:
     vendor: str
+    enabled: bool = True  # False: disabled in the configuration (or not in it): nothing polls it
     in_flight: int = 0
     stuck: int = 0
     count_cap: int = 100_000
@@ -128,7 +129,7 @@ def chart(points: Sequence[tuple[datetime, int, float | None]], title: str) -> s
 
 
 def _vendor_card(v: VendorStatus, now: datetime) -> str:
-    alerts = []
+    alerts = [] if v.enabled else [_badge("disabled", "mute")]
     if v.circuit == "open":
         alerts.append(_badge("circuit open", "bad"))
     if v.stuck:

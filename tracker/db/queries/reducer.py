@@ -162,7 +162,10 @@ INSERT_TRANSITIONS = _INSERT_TRANSITIONS_FROM.format(rows="$1")
 # ids again (an index scan even on a small table); $3 transitions: TransitionRow (may be none).
 # The rules, in one place:
 # - state: the planned new one, else unchanged; updated_at moves with it;
-# - delivered_at: set once, when the state first reaches delivered (or read);
+# - delivered_at: the earliest delivery time any report gave (row field occurred_at: the earliest
+#   of the batch's `delivered` and `read` reports, core.reduce.delivery_times), kept by min as
+#   states are by max, so that it depends neither on batching nor on the reports' order; a
+#   `delivered` arriving after `read` changes no state but may bring the delivery time earlier;
 # - failure details follow the state: set by a failure, cleared by a success;
 # - last_report_at: the latest report received (greatest() skips NULLs);
 # - operator: the latest report naming one wins; a report older than the message's last one
@@ -177,8 +180,8 @@ WITH transitions AS (""" + _INSERT_TRANSITIONS_FROM.format(rows="$3") + """RETUR
 UPDATE tracker.messages m SET
     state = coalesce(u.state, m.state),
     updated_at = CASE WHEN u.state IS NULL THEN m.updated_at ELSE now() END,
-    delivered_at = CASE WHEN u.state >= 'delivered' THEN coalesce(m.delivered_at, u.occurred_at)
-                        ELSE m.delivered_at END,
+    delivered_at = CASE WHEN coalesce(u.state, m.state) >= 'delivered'
+                        THEN least(m.delivered_at, u.occurred_at) ELSE m.delivered_at END,
     failure_code = CASE WHEN u.state IS NULL THEN m.failure_code
                         WHEN u.state < 'delivered' THEN u.failure_code END,
     failure_reason = CASE WHEN u.state IS NULL THEN m.failure_reason

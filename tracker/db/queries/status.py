@@ -27,11 +27,31 @@ ORDER BY c.consumer
 # The status page reads in one read-only transaction that never runs long.
 STATUS_LIMITS = "SET LOCAL statement_timeout = '3s'"
 
-# Per vendor ($2 names, $3 expected_final_s): messages in flight (counted up to $1: an index-only
-# scan of the partial index messages_in_flight), and those silent longer than the vendor is
-# expected to take (tracker.stuck_messages' rule; counted up to $4: the index finds those
-# submitted before then, each then read for its last report).
+# Per vendor that is enabled or has messages in flight, enabled or not (a vendor disabled with
+# messages still in flight has them stuck; found by a skip scan of the partial index
+# messages_in_flight, one probe per such vendor): messages in flight (counted up to $1: an
+# index-only scan of messages_in_flight), and those silent longer than the vendor is expected to
+# take (tracker.stuck_messages' rule, with its expected_final_s: the configuration's, $2 names,
+# $3 times, which the daemon writes to vendor_settings at start; counted up to $4: the index
+# finds those submitted before then, each then read for its last report). $5: which of $2 are
+# enabled.
 STATUS_IN_FLIGHT = """
+WITH RECURSIVE busy AS (
+    (SELECT vendor FROM tracker.messages WHERE state < 'unknown' ORDER BY vendor LIMIT 1)
+    UNION ALL
+    SELECT n.vendor FROM busy b
+    CROSS JOIN LATERAL (SELECT m.vendor FROM tracker.messages m
+                        WHERE m.state < 'unknown' AND m.vendor > b.vendor
+                        ORDER BY m.vendor LIMIT 1) n
+), v AS (
+    SELECT coalesce(b.vendor, c.vendor) AS vendor,
+           coalesce(c.expected_final_s, s.expected_final_s, 3600) AS expected_final_s
+    FROM busy b
+    FULL JOIN unnest($2::text[], $3::float8[], $5::boolean[]) AS c(vendor, expected_final_s, enabled)
+      ON c.vendor = b.vendor
+    LEFT JOIN tracker.vendor_settings s ON s.vendor = coalesce(b.vendor, c.vendor)
+    WHERE c.enabled OR b.vendor IS NOT NULL
+)
 SELECT v.vendor,
        (SELECT count(*) FROM (SELECT 1 FROM tracker.messages m
                               WHERE m.vendor = v.vendor AND m.state < 'unknown' LIMIT $1) f) AS in_flight,
@@ -41,7 +61,7 @@ SELECT v.vendor,
                                 AND coalesce(m.last_report_at, m.submitted_at)
                                     < now() - make_interval(secs => v.expected_final_s)
                               LIMIT $4) s) AS stuck
-FROM unnest($2::text[], $3::float8[]) AS v(vendor, expected_final_s)
+FROM v
 """
 
 # Per vendor, messages submitted since $1 (by hour), from the rollup.
