@@ -25,6 +25,9 @@ poll_answers_dropped = Counter("tracker_poll_answers_dropped_total",
                                "Poll answers PostgreSQL refused even alone, written without their "
                                "raw payload or without their reports (the reading or the poll kept)",
                                ["vendor", "dropped"], registry=REGISTRY)
+poll_answers_lost = Counter("tracker_poll_answers_lost_total",
+                            "Claimed messages whose poll answers were not written: the claim's "
+                            "lease had ended (asked again later)", ["vendor"], registry=REGISTRY)
 circuit_open = Gauge("tracker_circuit_open",
                      "1 while a vendor's circuit is not closed (open, or half-open: probing)", ["vendor"],
                      registry=REGISTRY)
@@ -90,5 +93,6 @@ def at_zero(vendors, retention_kinds) -> None:
     alerted. (Components' failure counters start at 0 as each component is first supervised.)"""
     for v in vendors:
         unmapped.labels(v)
+        poll_answers_lost.labels(v)
     for kind in retention_kinds:
         retention_errors.labels(kind)

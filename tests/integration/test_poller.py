@@ -44,7 +44,7 @@ async def claimed_by_hand(sandbox, pool, db_dsn, n: int):
     worker = p.workers["sparksender"]
     async with pool.acquire() as conn:
         await conn.execute("UPDATE tracker.messages SET next_poll_at = now()")
-    rows, lease_until, _ = await worker.claim(probe=False)
+    rows, lease_until, *_ = await worker.claim(probe=False)
     return p, worker, rows, lease_until
 
 

@@ -17,7 +17,7 @@ import pytest
 import structlog
 
 from tests.polling_support import poller_on
-from tracker import intake
+from tracker import intake, metrics
 from tracker.adapters.base import HttpRequest, HttpResponse
 from tracker.config_types import VENDORS, Config, DatabaseConfig, VendorConfig
 from tracker.poller import schedule
@@ -147,6 +147,10 @@ async def count(pool, sql: str) -> int:
         return await conn.fetchval(sql)
 
 
+def answers_lost(vendor: str) -> float:
+    return metrics.REGISTRY.get_sample_value("tracker_poll_answers_lost_total", {"vendor": vendor}) or 0.0
+
+
 @pytest.fixture
 async def worker_of(pool, clock, vendors):
     made = []
@@ -195,16 +199,18 @@ async def test_the_lease_holds_the_claim_and_a_stale_claim_writes_nothing(pool, 
     cfg = config()
     await make_messages(pool, cfg, "sparksender", 4)
     w = worker_of("sparksender", cfg)
-    rows, lease_until, _ = await w.claim(probe=False)
+    rows, lease_until, *_ = await w.claim(probe=False)
     assert len(rows) == 4 and (await w.claim(probe=False))[0] == []  # leased: nobody else
     async with pool.acquire() as conn:  # the lease runs out; another poller takes them over
         await conn.execute("UPDATE tracker.messages SET lease_until = now() - interval '1 s'")
     other = worker_of("sparksender", cfg)
     other.owner = "other"
     assert len((await other.claim(probe=False))[0]) == 4
+    before = answers_lost("sparksender")
     await w.write(rows, await w.poll(rows), lease_until)
     assert await count(pool, "SELECT count(*) FROM tracker.observations WHERE source = 'poll'") == 0
     assert {r["lease_owner"] for r in await messages(pool, "sparksender")} == {"other"}
+    assert answers_lost("sparksender") == before + 4  # counted, not only logged
 
 
 async def tick_losing_the_database_before_the_write(w, pool, db_dsn, vendors) -> None:
@@ -539,7 +545,7 @@ async def test_a_list_claim_is_leased_for_its_requests_not_one_per_message(pool,
     # was one request per message at the vendor's rate (found by bench/chaos.py).
     cfg = config(rate_limit_per_s=10.0, request_timeout_s=10.0, list_poll_min=100)
     await make_messages(pool, cfg, "engagespark", 300)
-    claimed, lease_until, listing = await worker_of("engagespark", cfg).claim(False)
+    claimed, lease_until, listing, _ = await worker_of("engagespark", cfg).claim(False)
     assert listing and len(claimed) == 300
     async with pool.acquire() as conn:
         lease_s = await conn.fetchval("SELECT extract(epoch FROM $1::timestamptz - now())", lease_until)

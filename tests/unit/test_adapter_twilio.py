@@ -100,6 +100,28 @@ def test_an_error_code_not_in_the_table_is_recorded_unmapped_not_guessed(status)
     assert (n.state, n.code) == (State.failed, status)
 
 
+@pytest.mark.parametrize("status", ["failed", "undelivered"])
+def test_a_message_failed_as_the_account_was_suspended_is_an_account_error_too(status):
+    # 30002: the account was suspended after the message was queued and before Twilio sent
+    # it: the operator must act (circuit, alert); the message failed for good
+    r = tw.parse_status([ok({"sid": SID, "status": status, "error_code": 30002,
+                             "error_message": "Account suspended"})], [MessageRef(SID)], NOW)
+    assert r.account_error is not None and r.account_error.code == "30002"
+    [o] = r.observations
+    assert (o.state, o.code, o.failure.code) == (State.failed, "30002", "30002")
+    # a status callback says the same; account_error_of names the account problem in it
+    [c] = tw.parse_postback("POST", "application/x-www-form-urlencoded", {}, urlencode(
+        {"MessageSid": SID, "MessageStatus": status, "ErrorCode": "30002"}).encode(), NOW)
+    assert (c.state, tw.account_error_of(c)) == (State.failed, r.account_error)
+    # no other code is the account's: a queue overflow (30001: too many messages too fast from
+    # one sender), an unreachable handset (30003), a price above MaxPrice (30010), an unverified
+    # or unregistered sender (30032, 30034) are one message's or one sender's
+    for code in tw.ERROR_CODES:
+        r = tw.parse_status([ok({"sid": SID, "status": status, "error_code": code})],
+                            [MessageRef(SID)], NOW)
+        assert (r.account_error is not None) == (code == "30002"), code
+
+
 def test_http_answers():
     refs = [MessageRef(SID)]
     r = tw.parse_status([ok(raw("twilio", "error_20404.json"), 404)], refs, NOW)

@@ -16,6 +16,7 @@ Times are the injected clock's (tracker.poller.clock), so pauses are tested with
 from __future__ import annotations
 
 import asyncio
+import math
 from datetime import timedelta
 from typing import Callable
 
@@ -41,6 +42,16 @@ class Deferred(Exception):
     def __init__(self, wait_s: float):
         super().__init__(f"vendor asked to wait {wait_s:.1f}s")
         self.wait_s = wait_s
+
+
+class LeaseEnding(Deferred):
+    """The request would go out too late for its answer to be written within its claim's lease
+    (a slow vendor, a long wait for a slot or the rate): not sent; its messages are handed back,
+    due at once, and the claim's other answers are written."""
+
+    def __init__(self) -> None:
+        Exception.__init__(self, "claim's lease ending")
+        self.wait_s = 0.0
 
 
 class AccountProblem(Exception):
@@ -78,9 +89,11 @@ class VendorClient:
     def pause_left(self) -> float:
         return max(0.0, self.paused_until - self.clock.monotonic())
 
-    async def fetch(self, req: HttpRequest, max_wait_s: float | None = None) -> HttpResponse:
+    async def fetch(self, req: HttpRequest, max_wait_s: float | None = None,
+                    send_by: float = math.inf) -> HttpResponse:
         """Send one request within the limits. Raises TransportError, or Deferred when a pause
-        is longer than `max_wait_s` (default: one request timeout) or the gate is closed."""
+        is longer than `max_wait_s` (default: one request timeout) or the gate is closed, or
+        LeaseEnding when it could go only after `send_by` (the clock's monotonic time)."""
         max_wait = self.cfg.request_timeout_s if max_wait_s is None else max_wait_s
         while True:
             while (left := self.pause_left()) > 0:
@@ -96,6 +109,8 @@ class VendorClient:
             # it waits out the pause like the rest (never a request inside one).
         if (closed := self.gate()) > 0:  # the circuit opened while this one waited
             raise Deferred(closed)
+        if self.clock.monotonic() > send_by:  # after all its waits: checked last
+            raise LeaseEnding()
         answer = await self.transport(req)
         if answer.status in (429, 503):
             # capped at the longest a message waits between polls anyway; a 429 that names no

@@ -33,7 +33,10 @@ calls for a whole batch, or one page walk of engageSPARK's list endpoint):
   say): written per message; a message refused alone is written without its raw payload (a
   marker says why), logged and counted as a malformed answer; never retried forever.
 - a claim that outlived its lease (and so may be held by another poller now) writes nothing:
-  the write first locks the messages it still holds (same owner and lease time).
+  the write first locks the messages it still holds (same owner and lease time); logged and
+  counted (tracker_poll_answers_lost_total). So that a slow vendor never makes it so, a claim
+  sends no request after its lease less a request timeout and the write's margin
+  (schedule.send_until_s): the rest is handed back, due at once.
 - stop(): the loops stop claiming and get a few seconds to write what is in flight; anything
   still claimed is handed back, due at once.
 - anything unexpected (a bug) in one batch: the loop's supervisor (tracker.supervisor) logs

@@ -12,6 +12,7 @@ keeps failing once left them polled in name only, backed off, never asked).
 """
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
 from typing import Sequence
 
@@ -70,8 +71,10 @@ class ListWalker:
             return o
         return again
 
-    async def walk(self, rows: Sequence[Claimed]) -> tuple[dict[int, Outcome], list[Claimed]]:
-        """Outcomes of the messages the pages showed (or of all, on an error), and the rest."""
+    async def walk(self, rows: Sequence[Claimed], send_by: float = math.inf
+                   ) -> tuple[dict[int, Outcome], list[Claimed]]:
+        """Outcomes of the messages the pages showed (or of all, on an error), and the rest; no
+        page asked for after `send_by` (the claim's lease: see VendorClient.fetch)."""
         by_ref = {r.key[0]: r for r in rows}  # normalized ids, as the adapter reports them
         seen: dict[str, Observation] = {}
 
@@ -99,7 +102,7 @@ class ListWalker:
                 break
             started = self.clock.monotonic()
             try:
-                resp = await self.client.fetch(req)
+                resp = await self.client.fetch(req, send_by=send_by)
                 now = self.clock.now()
                 result = self.adapter.parse_list(resp, now, req)
                 # (a report PostgreSQL would refuse leaves its message to be asked on its own)

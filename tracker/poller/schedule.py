@@ -21,6 +21,7 @@ from tracker.config_types import VendorConfig
 
 JITTER = 0.2  # delays fall in [0.8 base, base]
 MAX_DOUBLINGS = 64  # 2**64 * any sane first_poll_s is far past any cap
+WRITE_MARGIN_S = 2.0  # a claim's last answer is back this long before its lease ends: the write
 
 
 def base_delay(cfg: VendorConfig, polls: int) -> float:
@@ -57,9 +58,19 @@ def next_poll_at(
 def lease_s(cfg: VendorConfig, claimed: int) -> float:
     """How long a claim of `claimed` messages is held: time to send them all at the vendor's
     rate, plus a few request timeouts for the slow ones and for the write. A claim that outlives
-    its lease is stale: its results are dropped (see tracker.poller.engine)."""
+    its lease is stale: its results are dropped (tracker.poller.writeback). So that a slow vendor
+    never makes it so, no request of the claim goes out after send_until_s (the rest is handed
+    back): no lease length could be sure to fit, since a claim's share of the vendor's
+    concurrency (slots shared with the other loop and the other replicas) is not known."""
     sending = claimed / max(cfg.rate_limit_per_s, 1e-3)
     return max(10.0, 2.0 * sending + 3.0 * cfg.request_timeout_s)
+
+
+def send_until_s(cfg: VendorConfig, lease: float) -> float:
+    """Seconds after a claim of lease `lease` was made during which its requests may go out: an
+    answer comes back within a request timeout, and then WRITE_MARGIN_S is left to write it
+    (lease_s is at least 3 request timeouts and 10 s, so this leaves time for some)."""
+    return lease - cfg.request_timeout_s - WRITE_MARGIN_S
 
 
 def list_mode(due: int, cfg: VendorConfig, has_list_endpoint: bool) -> bool:

@@ -114,14 +114,18 @@ class VendorWorker(WriteBack):
         may, probe = self.health.allow()
         if not may:
             return PROBE_BUSY_S
-        rows, lease_until, listing = await self.claim(probe)  # a probe: one message
+        rows, lease_until, listing, send_by = await self.claim(probe)  # a probe: one message
         if not rows:
             if probe:
                 self.health.release_probe()
             return await self.idle_s()
         started = self.clock.monotonic()
-        outcomes = await (self.poll_list(rows) if listing else self.poll(rows))
+        outcomes = await (self.poll_list(rows, send_by) if listing else self.poll(rows, send_by))
         await self.write_claim(Unwritten(rows, outcomes, lease_until))
+        late = sum(1 for o in outcomes.values() if not o.polled and o.wait_s == 0.0)
+        if late and self.clock.monotonic() > send_by:  # a slow vendor, or few slots: say so
+            log.info("claim's lease ran short of the vendor's answers: the rest handed back",
+                     vendor=self.name, messages=len(rows), handed_back=late)
         log.debug("poll batch", vendor=self.name, messages=len(rows), list=listing,
                   seconds=round(self.clock.monotonic() - started, 3))
         return 0.0
@@ -135,8 +139,11 @@ class VendorWorker(WriteBack):
 
     # --- claims ---------------------------------------------------------------------------------
 
-    async def claim(self, probe: bool) -> tuple[list[Claimed], datetime | None, bool]:
+    async def claim(self, probe: bool) -> tuple[list[Claimed], datetime | None, bool, float]:
+        """The claimed messages, their lease's end (the database's time), list mode or not, and
+        until when (the clock's monotonic time) the claim's requests may go (see send_until_s)."""
         cfg = self.cfg
+        asked_at = self.clock.monotonic()  # before the lease starts: errs on the early side
         async with self.pool().acquire() as conn:
             listing = False
             # (not while the list endpoint rests after a failure: listing.ListWalker.rest)
@@ -151,7 +158,8 @@ class VendorWorker(WriteBack):
             requests = (math.ceil(limit / self.lists.adapter.LIST_MAX_SIZE) + cfg.batch_size
                         if listing else limit)
             sql = q.CLAIM_DUE_BATCHES if self.batches is not None else q.CLAIM_DUE
-            rows = await conn.fetch(sql, self.name, limit, self.owner, schedule.lease_s(cfg, requests))
+            lease = schedule.lease_s(cfg, requests)
+            rows = await conn.fetch(sql, self.name, limit, self.owner, lease)
         claimed = [
             Claimed(r["id"], MessageRef(r["issued_ref"], r["recipient"], r["submitted_at"],
                                         r["vendor_deadline"]),
@@ -159,12 +167,14 @@ class VendorWorker(WriteBack):
                     r["window_ends_at"])
             for r in rows
         ]
-        return claimed, (rows[0]["lease_until"] if rows else None), listing
+        return (claimed, (rows[0]["lease_until"] if rows else None), listing,
+                asked_at + schedule.send_until_s(cfg, lease))
 
     # --- polling --------------------------------------------------------------------------------
 
-    async def poll(self, rows: Sequence[Claimed]) -> dict[int, Outcome]:
-        """One poll per group: per message, or per batch id where one call answers a batch."""
+    async def poll(self, rows: Sequence[Claimed], send_by: float = math.inf) -> dict[int, Outcome]:
+        """One poll per group: per message, or per batch id where one call answers a batch; none
+        that could not be answered and written within the claim's lease (`send_by`)."""
         if self.batches is not None:
             groups: dict[str, list[Claimed]] = {}
             for r in rows:
@@ -177,9 +187,13 @@ class VendorWorker(WriteBack):
 
         async def worker() -> None:  # a few workers, not a task per message
             for group in todo:
+                if self.clock.monotonic() > send_by:  # handed back without waiting for a slot
+                    self.health.release_probe()
+                    out.update(unpolled(group, 0.0))
+                    continue
                 try:
                     async with self.slots:
-                        out.update(await self.poll_group(group))
+                        out.update(await self.poll_group(group, send_by))
                 except NoSlot:  # this replica's slots went (to 0) since the claim
                     self.health.release_probe()
                     out.update(unpolled(group, NO_SLOT_WAIT_S))
@@ -187,13 +201,13 @@ class VendorWorker(WriteBack):
         await asyncio.gather(*(worker() for _ in range(min(len(parts), self.cfg.concurrency))))
         return out
 
-    async def poll_group(self, rows: Sequence[Claimed]) -> dict[int, Outcome]:
+    async def poll_group(self, rows: Sequence[Claimed], send_by: float = math.inf) -> dict[int, Outcome]:
         if self.health.is_open:
             return unpolled(rows, self.health.reopen_wait())
         refs = [r.ref for r in rows]
         started = self.clock.monotonic()
         try:
-            result = await self._ask(refs)
+            result = await self._ask(refs, send_by)
             kept = storable(result.observations)
             if len(kept) < len(result.observations):  # the rest: not answered, malformed
                 result.transient_error = result.transient_error or MALFORMED
@@ -230,33 +244,33 @@ class VendorWorker(WriteBack):
     def _key(self, o) -> tuple[str, str]:
         return o.vendor_ref, recipient_key(self.name, o.recipient)
 
-    async def _ask(self, refs: list[MessageRef]) -> StatusResult:
+    async def _ask(self, refs: list[MessageRef], send_by: float) -> StatusResult:
         token = await self.tokens.get() if self.tokens else None
-        responses = await self._fetch_all(self.adapter.status_requests(self.cfg, refs, token))
+        responses = await self._fetch_all(self.adapter.status_requests(self.cfg, refs, token), send_by)
         if self.tokens and any(r.status == 401 for r in responses):
             self.tokens.forget(token)  # refused: log in again, once
             token = await self.tokens.get()
-            responses = await self._fetch_all(self.adapter.status_requests(self.cfg, refs, token))
+            responses = await self._fetch_all(self.adapter.status_requests(self.cfg, refs, token), send_by)
         return self.adapter.parse_status(responses, refs, self.clock.now())
 
-    async def _fetch_all(self, requests) -> list:
+    async def _fetch_all(self, requests, send_by: float) -> list:
         """One after another (Sparrow's two report calls): a poll holds one concurrency slot,
         and `concurrency` counts requests at the vendor; each passes the gate when it goes, so
         none starts after this replica's slots have lapsed (sent together, the second waited
         for a connection past the gate and the lease, and the vendor saw twice the limit)."""
-        return [await self.client.fetch(r) for r in requests]
+        return [await self.client.fetch(r, send_by=send_by) for r in requests]
 
-    async def poll_list(self, rows: Sequence[Claimed]) -> dict[int, Outcome]:
+    async def poll_list(self, rows: Sequence[Claimed], send_by: float = math.inf) -> dict[int, Outcome]:
         """Many messages in flight: walk the list endpoint; whatever the pages do not show is
         asked for per message."""
         try:
             async with self.slots:
-                out, rest = await self.lists.walk(rows)
+                out, rest = await self.lists.walk(rows, send_by)
         except NoSlot:
             return unpolled(rows, NO_SLOT_WAIT_S)
         if len(rest) > self.cfg.batch_size:  # more than the lease covers: due again at once
             out.update(unpolled(rest[self.cfg.batch_size:], 0.0))
             rest = rest[:self.cfg.batch_size]
         if rest:
-            out.update(await self.poll(rest))
+            out.update(await self.poll(rest, send_by))
         return out

@@ -35,6 +35,7 @@ class WriteBack:
             if self.clock.now() >= batch.lease_until:
                 log.warning("poll answers not written: the database was away past their lease",
                             vendor=self.name, messages=len(batch.rows))
+                metrics.poll_answers_lost.labels(self.name).inc(len(batch.rows))
                 continue
             await self.write_claim(batch)
             log.info("poll answers written after the database came back", vendor=self.name,
@@ -90,6 +91,7 @@ class WriteBack:
             if len(held) < len(rows):
                 log.warning("claim outlived its lease: results dropped for messages taken over",
                             vendor=self.name, dropped=len(rows) - len(held))
+                metrics.poll_answers_lost.labels(self.name).inc(len(rows) - len(held))
             if not held:
                 return
             found, releases = [], []
