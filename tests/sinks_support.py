@@ -202,18 +202,26 @@ def free_port() -> int:
 
 class NatsServer:
     """A nats-server with JetStream on a free loopback port, storing under `store_dir`;
-    restartable on the same port and store."""
+    restartable on the same port and store. `max_payload`: the server's limit, if not its
+    default (it has no command-line flag: set in a configuration file)."""
 
-    def __init__(self, store_dir: Path):
+    def __init__(self, store_dir: Path, max_payload: int | None = None):
         self.store_dir, self.port = store_dir, free_port()
         self.proc: subprocess.Popen | None = None
         self.url = f"nats://127.0.0.1:{self.port}"
+        self.max_payload = max_payload
+
+    def _args(self) -> list[str]:
+        args = [NATS_SERVER, "-js", "-sd", str(self.store_dir), "-a", "127.0.0.1", "-p", str(self.port)]
+        if self.max_payload is not None:
+            conf = self.store_dir / "nats.conf"
+            conf.write_text(f"max_payload: {self.max_payload}\n")
+            args += ["-c", str(conf)]
+        return args
 
     def start(self, timeout: float = 15.0) -> "NatsServer":
         with (self.store_dir / "nats.log").open("ab") as log:  # the child keeps its own copy
-            self.proc = subprocess.Popen([NATS_SERVER, "-js", "-sd", str(self.store_dir), "-a",
-                                          "127.0.0.1", "-p", str(self.port)],
-                                         stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(self._args(), stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while True:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2):

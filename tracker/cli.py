@@ -97,8 +97,8 @@ def main(argv: list[str] | None = None) -> int:
                         parents=[config])
     sks = sk.add_subparsers(dest="sinks_command", required=True)
     sks.add_parser("status", help="each sink's position, lag and last error", parents=[config])
-    rd = sks.add_parser("redrive", help="send a webhook sink's dead letters again", parents=[config])
-    rd.add_argument("name", help="the webhook sink ([sinks.webhooks.NAME])")
+    rd = sks.add_parser("redrive", help="send a sink's dead letters again", parents=[config])
+    rd.add_argument("name", help="the sink ([sinks.webhooks.NAME] or [sinks.nats.NAME])")
     rd.add_argument("--since", help="only events recorded at or after this ISO time")
     sks.add_parser("enable", help="deliver again to a sink disabled by a 410 Gone", parents=[config]).add_argument(
         "name", help="the webhook sink ([sinks.webhooks.NAME])")

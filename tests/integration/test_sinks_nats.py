@@ -2,10 +2,13 @@
 port, stopped here): every event published once per Nats-Msg-Id, on its subject, in order per
 message, the cursor moved only on the publish acknowledgement; a missing stream; a broker restart;
 a broker unreachable or silent at start (reported, backed off from, no hold-up of a stop); an
-event the stream refuses (dead-lettered, redriven)."""
+event the stream or the server refuses (dead-lettered, redriven with `tracker sinks redrive`); a
+stream that does not take the sink's subjects, at start or changed under a running sink."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 
 import nats
@@ -15,10 +18,12 @@ import structlog
 from tests.metrics_support import metric
 from tests.postbacks_support import running
 from tests.sinks_support import (NatsServer, check_stream, config, events, make_messages,
-                                 needs_nats, report, stream_count, stream_messages, wait_until)
+                                 needs_nats, report, stream_count, stream_messages, wait_until,
+                                 write_config)
 from tracker.app import Tracker
 from tracker.core.states import State
-from tracker.sinks import store
+from tracker.sinks.event import encode_event
+from tracker.sinks.natsmsg import headers, size
 
 pytestmark = needs_nats
 
@@ -136,9 +141,11 @@ async def test_a_broker_that_never_answers_holds_up_neither_the_error_nor_a_stop
         await hole.wait_closed()
 
 
-async def test_an_event_the_stream_refuses_is_dead_lettered_holds_up_nothing_and_is_redriven(db_dsn, pool, broker):
+async def test_an_event_the_stream_refuses_is_dead_lettered_holds_up_nothing_and_is_redriven(
+        db_dsn, pool, broker, tmp_path):
     # An event over the stream's max_msg_size is refused (JetStream error 10054) however often it
-    # is sent: it becomes a dead letter, as a webhook's would, and the sink goes on.
+    # is sent: it becomes a dead letter, as a webhook's would, and the sink goes on. The operator
+    # redrives it with the CLI, as for a webhook sink.
     nc = await nats.connect(broker.url)
     js = nc.jetstream()
     await js.add_stream(name=STREAM, subjects=["sms.events.>"], max_msg_size=1024)
@@ -162,14 +169,103 @@ async def test_an_event_the_stream_refuses_is_dead_lettered_holds_up_nothing_and
             check_stream(await stream_messages(broker.url), [e for e in evs if e["message_id"] != big])
 
             await js.update_stream(name=STREAM, subjects=["sms.events.>"], max_msg_size=-1)
-            async with pool.acquire() as conn:
-                assert await store.redrive(conn, "bus", None) == 2  # as `tracker sinks redrive bus`
+            cfg_file = write_config(tmp_path / "t.toml", db_dsn, nats={"bus": sink(broker, create_stream=False)})
+            enable = _cli(cfg_file, "sinks", "enable", "bus")
+            assert enable.returncode == 2 and "NATS sink" in enable.stderr  # never disabled: nothing to enable
+            redrive = _cli(cfg_file, "sinks", "redrive", "bus")
+            assert redrive.returncode == 0 and "2 dead letters to send again" in redrive.stdout, redrive.stderr
             await wait_until(lambda: _count_is(broker.url, 22), 20, "the redriven events published")
             await wait_until(lambda: _status_is(pool, events_behind=0, dead_letters=0, pending=0), 20,
                              "nothing pending, no dead letter")
     finally:
         await nc.close()
     check_stream(await stream_messages(broker.url), await events(pool))
+
+
+MAX_PAYLOAD = 1024
+
+
+async def test_an_event_over_max_payload_only_with_its_headers_is_dead_lettered_and_the_rest_goes_on(
+        db_dsn, pool, tmp_path):
+    # nats-py checks the body alone against the server's max_payload; the server counts the
+    # headers too, answers -ERR and closes the connection, and the publish times out: sent again
+    # and again, it held up the sink for good.
+    broker = NatsServer(tmp_path, max_payload=MAX_PAYLOAD).start()
+    try:
+        await make_messages(pool, ["before", "big", "after"])
+        await report(pool, ["before", "big", "after"], State.sent)
+        body, event_id = await _body_of(pool, "big")
+        await pool.execute("UPDATE tracker.messages SET client_ref = $1 WHERE vendor_ref = 'big'",
+                           "x" * (MAX_PAYLOAD - 10 - len(body)))
+        body, event_id = await _body_of(pool, "big")
+        assert len(body) <= MAX_PAYLOAD < size(body, headers(event_id, STREAM))  # only with its headers
+        async with running(config(db_dsn, nats={"bus": sink(broker)})):
+            await wait_until(lambda: _status_is(pool, events_behind=0, dead_letters=1), 20,
+                             "the cursor at the end, the big event a dead letter")
+            failure = await pool.fetchrow("SELECT * FROM tracker.sink_failures WHERE sink = 'bus'")
+            assert failure["event_id"] == event_id and "max_payload" in failure["last_error"], dict(failure)
+            assert await stream_count(broker.url) == 2
+        assert "maximum payload" not in (tmp_path / "nats.log").read_text().lower()  # never sent
+    finally:
+        broker.stop()
+
+
+async def test_a_stream_that_does_not_take_the_sinks_subjects_is_reported_and_nothing_goes_elsewhere(
+        db_dsn, pool, broker):
+    # The configured stream exists but takes other subjects; another stream takes the sink's. Its
+    # acknowledgements moved the cursor while the configured stream got nothing.
+    nc = await nats.connect(broker.url)
+    js = nc.jetstream()
+    await js.add_stream(name=STREAM, subjects=["other.>"])
+    await js.add_stream(name="AUDIT", subjects=["sms.>"])
+    await make_messages(pool, ["a", "b", "c"])
+    try:
+        async with running(config(db_dsn, nats={"bus": sink(broker, create_stream=False)})):
+            await report(pool, ["a", "b", "c"], State.sent)
+            await wait_until(lambda: _error_mentions(pool, f"stream {STREAM} does not take the sink's subjects"),
+                             20, "the stream's subjects reported")
+            assert await _behind(pool, 3) and (await js.stream_info("AUDIT")).state.messages == 0
+            await js.delete_stream("AUDIT")
+            await js.update_stream(name=STREAM, subjects=["sms.events.>"])
+            await wait_until(lambda: _behind(pool, 0), 30, "the events published once the stream takes them")
+    finally:
+        await nc.close()
+    check_stream(await stream_messages(broker.url), await events(pool))
+
+
+async def test_a_stream_changed_under_a_running_sink_gets_nothing_past_the_cursor(db_dsn, pool, broker):
+    # The sink checked its stream at start; then the stream gives the subjects up and another
+    # takes them. Nats-Expected-Stream makes that one refuse the events: an error, not a cursor
+    # moved past events the configured stream never got.
+    await make_messages(pool, ["a", "b"])
+    nc = await nats.connect(broker.url)
+    js = nc.jetstream()
+    failed_before = metric("tracker_sink_deliveries_total", sink="bus", outcome="failed")
+    try:
+        async with running(config(db_dsn, nats={"bus": sink(broker)})):
+            await report(pool, ["a"], State.sent)
+            await wait_until(lambda: _count_is(broker.url, 1), 20, "the first event")
+            await js.update_stream(name=STREAM, subjects=["other.>"])
+            await js.add_stream(name="AUDIT", subjects=["sms.>"])
+            await report(pool, ["b"], State.sent)
+            await wait_until(lambda: _error_mentions(pool, ""), 20, "the refusal reported")
+            assert await _behind(pool, 1) and (await js.stream_info("AUDIT")).state.messages == 0
+            assert metric("tracker_sink_deliveries_total", sink="bus", outcome="failed") > failed_before
+            await js.delete_stream("AUDIT")
+            await js.update_stream(name=STREAM, subjects=["sms.events.>"])
+            await wait_until(lambda: _behind(pool, 0), 40, "the event published once the stream takes it")
+    finally:
+        await nc.close()
+    check_stream(await stream_messages(broker.url), await events(pool))
+
+
+async def _body_of(pool, vendor_ref: str) -> tuple[bytes, int]:
+    """The event body the sink would publish for the message's one event, and its id (read by a
+    throwaway consumer, which is removed again)."""
+    rows = await pool.fetch("SELECT * FROM tracker.read_events('probe', 100)")
+    await pool.execute("DELETE FROM tracker.consumers WHERE consumer = 'probe'")
+    row = next(r for r in rows if r["vendor_ref"] == vendor_ref)
+    return encode_event(row), row["event_id"]
 
 
 async def _status_is(pool, **want) -> bool:
@@ -203,3 +299,8 @@ async def _behind(pool, n: int) -> bool:
 async def _error_mentions(pool, text: str) -> bool:
     error = await pool.fetchval("SELECT last_error FROM tracker.sinks WHERE name = 'bus'")
     return error is not None and text in error
+
+
+def _cli(config_file, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tracker", "--config", str(config_file), *args],
+                          capture_output=True, text=True, timeout=60)

@@ -53,6 +53,20 @@ def _on_database(config: Config, job: Callable[[asyncpg.Connection], Awaitable[i
     return on_database(config, "sinks", checked)
 
 
+def not_for(action: str, name: str, config: Config) -> str | None:
+    """Why `action` cannot be taken on sink `name`, or None. Any sink keeps dead letters (a NATS
+    sink's: events the broker refused for good), so any may be redriven; only a webhook sink is
+    ever disabled (by a 410), so only one is enabled."""
+    webhooks, nats = config.sinks.webhooks, config.sinks.nats
+    if action == "enable" and name in nats:
+        return f"{name!r} is a NATS sink: only a webhook sink is ever disabled (by a 410)"
+    if action == "enable" and name not in webhooks:
+        return f"no webhook sink named {name!r}; webhook sinks: {', '.join(webhooks) or 'none configured'}"
+    if name not in webhooks and name not in nats:
+        return f"no sink named {name!r}; configured sinks: {', '.join([*webhooks, *nats]) or 'none'}"
+    return None
+
+
 def main(args, config: Config) -> int:
     action = args.sinks_command
     if action == "status":
@@ -76,11 +90,9 @@ def main(args, config: Config) -> int:
             print(f"sink {name} forgotten: its cursor, pending deliveries and dead letters are gone")
             return 0
         return _on_database(config, forget)
-    if name not in config.sinks.webhooks:
-        known = ", ".join(config.sinks.webhooks) or "none configured"
-        kind = " (a NATS sink: it keeps no dead letters)" if name in config.sinks.nats else ""
-        print(f"sinks {action}: no webhook sink named {name!r}{kind}; webhook sinks: {known}",
-              file=sys.stderr)
+    refused = not_for(action, name, config)
+    if refused:
+        print(f"sinks {action}: {refused}", file=sys.stderr)
         return 2
     if action == "enable":
         async def enable(conn: asyncpg.Connection) -> int:

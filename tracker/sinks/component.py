@@ -5,7 +5,8 @@ sink (component `sink:<name>`), one listener on `LISTEN tracker_events` that wak
 (component `sinks-listener`; each loop's own timer, `sinks.poll_interval_s`, is the backstop),
 and a sweep that refreshes `tracker_sink_lag_events` from tracker.sink_status.
 stop(): tells each loop to stop; a webhook loop lets its requests in flight finish (up to its
-timeout) and records them; whatever is not recorded is sent again after its lease.
+timeout, within the stop's grace) and records them, settles its batches and drops its reader
+lease within the margin after it; whatever is not recorded is sent again after its lease.
 """
 from __future__ import annotations
 
@@ -66,10 +67,10 @@ class Sinks:
         if not self.loops:
             return
         self.stopping = True
-        for s in self.loops:
-            s.stop()
-        self.listener.cancel()  # it holds nothing
         grace = min(max(s.cfg.timeout_s for s in self.loops), STOP_GRACE_MAX_S)
+        for s in self.loops:
+            s.stop(grace)  # the margin is left for recording what came back
+        self.listener.cancel()  # it holds nothing
         await self.tracker.supervisor.stop_tasks([*self.tasks, self.listener], grace + STOP_GRACE_MARGIN_S)
         with contextlib.suppress(Exception):  # gone with a scheduler already shut down
             self.tracker.scheduler.remove_job("sinks-lag")

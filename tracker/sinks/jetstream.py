@@ -9,16 +9,18 @@ concurrently. After a crash or a lost acknowledgement the events after the curso
 again; JetStream drops a repeated Nats-Msg-Id within the stream's duplicate window.
 
 Failure paths: broker unreachable or credentials refused at start (the first connection is
-bounded: tracker.sinks.natslink), stream missing (and create_stream false), publish timeouts or
-errors (a broker restart), database unavailable (tracker.db.is_outage): the error is logged,
-written redacted to tracker.sinks.last_error, and the turn is tried again with backoff (0.5 s
-doubling to 30 s); the cursor never moves past an event JetStream has neither acknowledged
-nor refused for good. An event the broker refuses itself (over the stream's max_msg_size or the
-server's max_payload: never_publishable) is dead-lettered into tracker.sink_deliveries in the
-statement that moves the cursor past it, so it holds up nothing; `tracker sinks redrive` makes
-it due again and the loop publishes due rows (claimed, as a webhook sink's) at most a poll
-interval later. A statement the database refuses (no outage) is raised to the supervisor:
-logged, counted, restarted, named by /readyz while it lasts.
+bounded: tracker.sinks.natslink), stream missing (and create_stream false) or not taking the
+sink's subjects, publish timeouts or errors (a broker restart; a message taken by a stream other
+than the configured one, refused by its Nats-Expected-Stream header), database unavailable
+(tracker.db.is_outage): the error is logged, written redacted to tracker.sinks.last_error, and
+the turn is tried again with backoff (0.5 s doubling to 30 s); the cursor never moves past an
+event JetStream has neither acknowledged nor refused for good. An event the broker refuses
+itself (over the stream's max_msg_size, or, headers included, over the server's max_payload:
+tracker.sinks.natsmsg) is dead-lettered into tracker.sink_deliveries in the statement that
+moves the cursor past it, so it holds up nothing; `tracker sinks redrive` makes it due again
+and the loop publishes due rows (claimed, as a webhook sink's) at most a poll interval later.
+A statement the database refuses (no outage) is raised to the supervisor: logged, counted,
+restarted, named by /readyz while it lasts.
 """
 from __future__ import annotations
 
@@ -42,6 +44,7 @@ from tracker.logging import get_logger, scrub
 from tracker.sinks import store
 from tracker.sinks.event import encode_event
 from tracker.sinks.natslink import Link, NotConnected
+from tracker.sinks.natsmsg import check_size, closed_why, headers, never_publishable, not_taken, refusal, subject
 from tracker.sinks.policy import Outcome
 from tracker.supervisor import beat
 
@@ -50,8 +53,6 @@ log = get_logger("tracker.sinks.nats")
 NATS_ERRORS = (nats.errors.Error, OSError, asyncio.TimeoutError)
 MAX_BACKOFF_S = 30.0
 LEASE_MARGIN_S = 10.0  # a claimed dead letter's lease: the publish timeout and this
-# JetStream's error codes for a message it will never take, however often it is sent again
-NEVER_PUBLISHABLE = {10054: "larger than the stream's max_msg_size"}
 
 
 class PublishFailed(Exception):
@@ -63,27 +64,10 @@ def refused_by_database(e: BaseException) -> bool:
     return isinstance(e, DB_ERRORS) and not isinstance(e, (*NATS_ERRORS, PublishFailed)) and not is_outage(e)
 
 
-def never_publishable(e: BaseException) -> bool:
-    """The broker refuses this message itself (not the connection, not the stream): sent again,
-    it would be refused again. Dead-lettered, so that it holds up nothing behind it."""
-    return isinstance(e, nats.errors.MaxPayloadError) or (
-        isinstance(e, nats.js.errors.APIError) and e.err_code in NEVER_PUBLISHABLE)
-
-
-def subject(prefix: str, vendor: str, to_state: str) -> str:
-    return f"{prefix}.{vendor}.{to_state}"
-
-
 def body_target(prefix: str, c: store.Claimed) -> tuple[str, bytes, int]:
     """A stored event's subject, body and id (a row of tracker.sink_deliveries keeps the body only)."""
     data = orjson.loads(c.body)["data"]
     return subject(prefix, data["vendor"], data["to_state"]), c.body, c.event_id
-
-
-def refusal(e: BaseException) -> str:
-    """The broker's refusal, redacted, as a dead letter's last_error shows it."""
-    why = NEVER_PUBLISHABLE.get(getattr(e, "err_code", None), "")
-    return scrub(f"{type(e).__name__}: {e}" + (f" ({why})" if why else ""))[:300]
 
 
 def waves(rows: Sequence) -> list[list[int]]:
@@ -130,7 +114,9 @@ class NatsSink:
     def wake(self) -> None:
         self.changed.set()
 
-    def stop(self) -> None:
+    def stop(self, grace_s: float = 0.0) -> None:
+        """Stop after the turn under way; `grace_s` is unused: a publish cut off by the
+        supervisor loses nothing (the cursor moves only on its acknowledgement)."""
         self.stopping = True
         self.link.stopped.set()  # a first connection under way gives up
         self.changed.set()
@@ -170,13 +156,24 @@ class NatsSink:
             await self.changed.wait()
 
     async def _ensure_stream(self, js) -> None:
+        """The configured stream, created if missing and allowed; it must take every subject the
+        sink publishes (else another stream, or none, would get them)."""
         try:
-            await js.stream_info(self.cfg.stream)
-            return
+            info = await js.stream_info(self.cfg.stream)
         except nats.js.errors.NotFoundError:
             if not self.cfg.create_stream:
                 raise PublishFailed(f"stream {self.cfg.stream} does not exist on the broker; create "
                                     "it, or set create_stream = true") from None
+            await self._create_stream(js)
+            return
+        prefix, taken = self.cfg.subject_prefix, info.config.subjects or []
+        missing = not_taken(prefix, taken)
+        if missing:
+            raise PublishFailed(f"stream {self.cfg.stream} does not take the sink's subjects {prefix}.>"
+                                f" (e.g. {missing[0]}; its subjects: {', '.join(taken) or 'none'});"
+                                f" add {prefix}.> to them")
+
+    async def _create_stream(self, js) -> None:
         await js.add_stream(StreamConfig(
             name=self.cfg.stream, subjects=[f"{self.cfg.subject_prefix}.>"],
             storage=StorageType.FILE, duplicate_window=self.cfg.duplicate_window_s))
@@ -187,25 +184,25 @@ class NatsSink:
         while not self.stopping:
             self.changed.clear()
             if nc.is_closed:
-                raise PublishFailed("the connection to the broker closed")
+                raise PublishFailed(f"the connection to the broker closed{closed_why(nc)}")
             with beat().working():  # progress: a batch published and acknowledged
                 if asyncio.get_running_loop().time() >= self.claim_at:
-                    await self._redriven(js)
+                    await self._redriven(js, nc)
                 async with self.pool.acquire() as conn:
                     rows = await conn.fetch(q.READ_SINK_EVENTS, self.consumer, self.batch)
                 if rows:
-                    await self._publish(js, rows)
+                    await self._publish(js, nc, rows)
             if len(rows) >= self.batch:
                 continue
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.changed.wait(), self.poll_interval_s)
 
-    async def _publish(self, js, rows: Sequence[asyncpg.Record]) -> None:
+    async def _publish(self, js, nc, rows: Sequence[asyncpg.Record]) -> None:
         settled = [False] * len(rows)  # acknowledged, or dead-lettered
         dead: dict[int, BaseException] = {}
         failure: BaseException | None = None
         for wave in waves(rows):
-            answers = await asyncio.gather(*(self._one(js, *self._target(rows[i])) for i in wave),
+            answers = await asyncio.gather(*(self._one(js, nc, *self._target(rows[i])) for i in wave),
                                            return_exceptions=True)
             for i, answer in zip(wave, answers):
                 if isinstance(answer, BaseException) and never_publishable(answer):
@@ -224,7 +221,7 @@ class NatsSink:
             await self._settle(rows, done, {i: e for i, e in dead.items() if i < done})
         if failure is not None:
             raise PublishFailed(f"{done} of {len(rows)} events settled; then "
-                                f"{type(failure).__name__}: {failure}") from failure
+                                f"{type(failure).__name__}: {failure}{closed_why(nc)}") from failure
 
     async def _settle(self, rows: Sequence[asyncpg.Record], done: int, dead: dict[int, BaseException]) -> None:
         """Move the cursor past the first `done` events, and record the dead ones among them in
@@ -249,7 +246,7 @@ class NatsSink:
             if i not in dead:
                 self._latency.observe(max(0.0, (now - r["recorded_at"]).total_seconds()))
 
-    async def _redriven(self, js) -> None:
+    async def _redriven(self, js, nc) -> None:
         """Publish due rows of tracker.sink_deliveries (dead letters an operator redrove), at
         most once per poll interval unless a full batch came: claimed, published, recorded."""
         loop = asyncio.get_running_loop()
@@ -258,7 +255,7 @@ class NatsSink:
         self.claim_at = loop.time() + (0.0 if len(claimed) >= self.batch else self.poll_interval_s)
         if not claimed:
             return
-        answers = await asyncio.gather(*(self._one(js, *body_target(self.cfg.subject_prefix, c))
+        answers = await asyncio.gather(*(self._one(js, nc, *body_target(self.cfg.subject_prefix, c))
                                          for c in claimed), return_exceptions=True)
         results = []
         for c, answer in zip(claimed, answers):
@@ -279,9 +276,12 @@ class NatsSink:
         return (subject(self.cfg.subject_prefix, row["vendor"], row["to_state"]), encode_event(row),
                 row["event_id"])
 
-    async def _one(self, js, to: str, body: bytes, event_id: int):
-        return await js.publish(to, body, timeout=self.cfg.timeout_s,
-                                headers={"Nats-Msg-Id": str(event_id)})
+    async def _one(self, js, nc, to: str, body: bytes, event_id: int):
+        """Publish one event into the configured stream only (a PubAck from another stream would
+        move the cursor past events the stream never got); one too large is refused here."""
+        hdrs = headers(event_id, self.cfg.stream)
+        check_size(body, hdrs, nc.max_payload)
+        return await js.publish(to, body, timeout=self.cfg.timeout_s, stream=self.cfg.stream, headers=hdrs)
 
     async def _failed(self, e: BaseException) -> None:
         error = scrub(f"{type(e).__name__}: {e}")[:300]

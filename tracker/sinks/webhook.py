@@ -34,6 +34,7 @@ import contextlib
 import math
 import random
 import secrets
+import time
 from typing import Callable
 
 import asyncpg
@@ -73,6 +74,7 @@ class WebhookSink(Answers):
         self.notified = asyncio.Event()  # new events in the outbox (or a redrive, an enable)
         self.changed = asyncio.Event()  # anything the loop should look at
         self.stopping = False
+        self.finish_by = math.inf  # time.monotonic(): requests in flight at a stop get until then
         self.window = Window(cfg.concurrency)
         self.batches: collections.deque[ReadBatch] = collections.deque()  # read, not settled
         self.batch_of: dict[int, ReadBatch] = {}  # event id -> its open batch, until answered
@@ -96,8 +98,11 @@ class WebhookSink(Answers):
         self.notified.set()
         self.changed.set()
 
-    def stop(self) -> None:
+    def stop(self, grace_s: float = math.inf) -> None:
+        """Stop; requests in flight get at most `grace_s` (the supervisor cancels the loop a
+        little later, and what they answered must be recorded before that)."""
         self.stopping = True
+        self.finish_by = time.monotonic() + grace_s
         self.changed.set()
 
     # --- the loop ---------------------------------------------------------------------------------
@@ -259,13 +264,15 @@ class WebhookSink(Answers):
                       handed_over=len(handed_over))
 
     async def _finish(self, failing: bool = False) -> None:
-        """On the way out: hand back what is queued, give requests in flight their time,
-        record what came back and settle the batch; what is left is sent again (its lease
-        ends, or the cursor is still before it). A refused statement is raised (the
-        supervisor's) unless the loop is failing already."""
+        """On the way out: hand back what is queued, give requests in flight their time (their
+        timeout, but not past a stop's grace), record what came back, settle the batches and
+        drop the reader lease; what is left is sent again (its lease ends, or the cursor is
+        still before it). A refused statement is raised (the supervisor's) unless the loop is
+        failing already."""
         self._hand_back_queue()
         if self.in_flight:
-            await asyncio.wait(list(self.in_flight), timeout=self.cfg.timeout_s)
+            wait_s = max(0.0, min(self.cfg.timeout_s, self.finish_by - time.monotonic()))
+            await asyncio.wait(list(self.in_flight), timeout=wait_s)
             for t in list(self.in_flight):
                 t.cancel()
             await asyncio.gather(*self.in_flight, return_exceptions=True)
