@@ -217,7 +217,7 @@ async def test_a_batch_is_split_by_bytes_and_rows_over_the_row_limit_are_refused
             pass
         assert (await outcome(conn, sizes[0]))["message_count"] == 20
         huge = await outcome(conn, sizes[2])
-        assert "bytes stored; at most 2500 are taken" in huge["error"]
+        assert "bytes as JSON text; at most 2500 are taken" in huge["error"]
 
 
 async def test_the_orphan_sweep_looks_only_at_recent_orphans_intake_adopts_any_by_key(pool):

@@ -246,6 +246,23 @@ def test_single_send_error_is_rejected():
     assert es.parse_send({"error": "insufficient funds"}, None, NOW).account_error.code == "402"
 
 
+def test_accepted_entries_beside_an_account_problem_are_tracked_and_the_problem_kept():
+    # `messages` "corresponds to the list of messages in the API request": an entry with an id
+    # was accepted, whatever words the top-level `error` has (balance, funds, organization).
+    body = {"error": "Insufficient balance: 1 of 2 messages not sent", "acceptedMessages": 1,
+            "messages": [{"id": "SMS20240101T000000-1-1-0", "error": ""},
+                         {"id": "", "error": "not sent", "errorCode": "X"}]}
+    request = {"orgid": 1, "messages": [{"to": "639170000001"}, {"to": "639170000002"}]}
+    r = es.parse_send(body, request, NOW)
+    assert [(o.vendor_ref, o.recipient, o.state) for o in r.observations] == [
+        ("SMS20240101T000000-1-1-0", "639170000001", State.accepted),
+        (NO_REF, "639170000002", State.rejected)]
+    assert (r.account_error.code, r.account_error.reason) == ("402", body["error"])
+    # With no entries it stays an account problem alone: no message is made.
+    r = es.parse_send({"error": "Insufficient balance", "messages": []}, request, NOW)
+    assert (r.account_error.code, r.observations) == ("402", [])
+
+
 # --- list endpoint --------------------------------------------------------------------------------
 
 

@@ -1,6 +1,7 @@
 """Reading and planning intake rows: pure, no database."""
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -33,7 +34,9 @@ def row(**kw) -> dict:
     (dict(vendor_ref="   "), "vendor_ref cannot be read"),
     (dict(submitted_at=None, submitted_text="infinity"), "'infinity' is outside the range"),
     (dict(vendor_ref=None), "neither vendor_ref nor response"),
-    (dict(vendor_ref=None, response_too_large=5000), "response is 5000 bytes stored; at most 1000"),
+    (dict(vendor_ref=None, response_too_large=5000), "response is 5000 bytes as JSON text; at most 1000"),
+    (dict(vendor_ref=None, response_too_large=5000, too_large_field="request"),
+     "request is 5000 bytes as JSON text; at most 1000"),
     (dict(vendor=None), "unknown vendor None"),
 ])
 def test_a_row_beyond_the_bounds_is_refused_with_the_reason(fields, reason):
@@ -63,17 +66,28 @@ def test_each_key_is_one_message_in_the_highest_state_reported_reached_step_by_s
     rows = [TakenRow(i, None, NOW, [observation(ref, s, t)]) for i, (ref, s, t) in enumerate(found)]
     plan = plan_chunk(rows, VENDORS, NOW)
     assert sorted(k[1] for k in plan.keys) == sorted({ref for ref, _, _ in found})
+    # Messages are inserted in key order (two workers never deadlock on shared keys).
+    assert [plan.keys[k] for k in plan.order] == sorted(plan.keys)
+    message = dict(zip(plan.keys, plan.messages))
     for k, key in enumerate(plan.keys):
         states = [s for ref, s, _ in found if ref == key[1] and s is not None]
         highest = max(states, default=State.submitted)
-        assert plan.messages[k].state == highest.name
+        assert message[key].state == highest.name
         steps = [t for t in plan.transitions if t.message_id == k]
         assert [t.to_state for t in steps] == sorted({s for s in states if s > State.submitted})
         assert all(a.to_state == b.from_state for a, b in zip(steps, steps[1:]))
         # Skycore is push-only: never polled. A key's message names the first row naming it.
-        assert plan.messages[k].next_poll_at is None
-        assert plan.messages[k].submission_id == next(i for i, (ref, _, _) in enumerate(found) if ref == key[1])
+        assert message[key].next_poll_at is None
+        assert message[key].submission_id == next(i for i, (ref, _, _) in enumerate(found) if ref == key[1])
     assert [k for k, _ in plan.observations] == [plan.index["skycore", ref, ""] for ref, _, _ in found]
+
+
+def test_a_message_delivered_then_read_in_one_response_keeps_the_delivery_time():
+    # as the reducer does (core.reduce.delivery_times): the earliest delivered-or-read report,
+    # not the last step's time (a read's)
+    rows = [TakenRow(1, None, NOW, [observation("A", State.read, 600), observation("A", State.delivered, 5)])]
+    [m] = plan_chunk(rows, VENDORS, NOW).messages
+    assert (m.state, m.delivered_at) == ("read", NOW + timedelta(seconds=5))
 
 
 def test_a_polled_message_gets_its_first_poll_unless_final():
@@ -82,6 +96,54 @@ def test_a_polled_message_gets_its_first_poll_unless_final():
     plan = plan_chunk(rows, VENDORS, NOW)
     first_poll = NOW + timedelta(seconds=VENDORS["sparksender"].first_poll_s)
     assert [m.next_poll_at for m in plan.messages] == [first_poll, None]
+
+
+def test_a_send_refused_before_an_id_is_rejected_never_polled_even_with_an_unmapped_code():
+    # DESIGN: a send the vendor refused is `rejected`; its unmapped code is recorded (the
+    # observation keeps state None: counted as unmapped), not guessed into a mapped reason.
+    refused = Observation(vendor="sparksender", vendor_ref="", recipient="94711111111", state=None,
+                          code="299")
+    taken = read_row(row(vendor="sparksender", vendor_ref=None, response='{"status_code": 299}',
+                         request='{"recipient_contact_no": "94711111111"}'), NOW, 10)
+    assert taken.observations == [dataclasses.replace(refused, vendor_ref="refused:1:0",
+                                                      raw=taken.observations[0].raw)]
+    assert taken.by_row == {0}
+    plan = plan_chunk([taken], VENDORS, NOW)
+    [m] = plan.messages
+    assert (m.vendor_ref, m.state, m.next_poll_at) == ("refused:1:0", "rejected", None)
+    assert (m.failure_code, m.failure_permanent) == ("299", None)
+    assert "not mapped" in m.failure_reason
+    [(_, o)] = plan.observations
+    assert o.state is None
+    [t] = plan.transitions
+    assert (t.from_state, t.to_state) == (State.submitted, State.rejected)
+
+
+def test_a_sparrow_recipient_without_digits_is_noted_on_the_row():
+    taken = read_row(row(vendor="sparrow", vendor_ref=None,
+                         request='{"session": {"recipients": ["9779800000001", "N/A"]}}',
+                         response='{"result": "00", "status": "OK", "data": {"batch_id": "b-1",'
+                                  ' "invalid_recipients": ["N/A"]}}'), NOW, 10)
+    assert [o.recipient for o in taken.observations] == ["9779800000001"]
+    assert taken.note == "1 recipient(s) of the request have no digits and name no message: 'N/A'"
+
+
+def test_engagespark_ids_beside_an_account_problem_are_taken_with_a_note():
+    taken = read_row(row(vendor="engagespark", vendor_ref=None,
+                         request='{"messages": [{"to": "639170000001"}, {"to": "639170000002"}]}',
+                         response='{"messages": [{"id": "SMS1-1-0"}, {"error": "not sent", "errorCode": "X"}],'
+                                  ' "error": "Insufficient balance: 1 of 2 messages not sent"}'), NOW, 10)
+    assert [(o.vendor_ref, o.state) for o in taken.observations] == [
+        ("SMS1-1-0", State.accepted), ("refused:1:1", State.rejected)]
+    assert taken.note == ("the vendor reported an account problem: 402 Insufficient balance: "
+                          "1 of 2 messages not sent")
+
+
+def test_the_messages_of_a_row_count_an_id_listed_twice_once():
+    taken = read_row(row(vendor="engagespark", vendor_ref=None,
+                         response='{"messages": [{"id": "SMS1-1-0"}, {"id": "SMS1-1-0"}, {"id": "SMS1-1-1"}]}'),
+                     NOW, 10)
+    assert (len(taken.observations), taken.messages) == (3, 2)
 
 
 def test_a_window_of_centuries_ends_at_the_end_of_time_not_in_an_error():

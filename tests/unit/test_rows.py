@@ -45,10 +45,10 @@ def test_one_statement_writes_message_states():
 
 def test_new_messages_are_inserted_in_the_row_type_s_order():
     """INSERT_NEW_MESSAGES takes its rows by position (r->>0 ... r->>18) into the columns it
-    lists: the list is NewMessageRow's fields, one position each."""
+    lists after the id reserved for each: the list is NewMessageRow's fields, one position each."""
     from tracker.db.rows import NewMessageRow
     sql = q.INSERT_NEW_MESSAGES
     listed = re.search(r"INSERT INTO tracker\.messages \(([^)]*)\)", sql).group(1)
-    assert [c.strip() for c in listed.split(",")] == list(NewMessageRow._fields)
-    select = sql[sql.index("SELECT"):sql.index("FROM jsonb_array_elements")]
+    assert [c.strip() for c in listed.split(",")] == ["id", *NewMessageRow._fields]
+    select = sql[sql.index("SELECT"):sql.index("FROM ROWS FROM (jsonb_array_elements")]
     assert [int(n) for n in re.findall(r"r->>(\d+)", select)] == list(range(len(NewMessageRow._fields)))

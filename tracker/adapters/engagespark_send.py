@@ -110,7 +110,9 @@ def parse_send(response: Any, request: Any | None, now: datetime) -> SendResult:
     Each message's raw payload is its own part: its `messages` element (bulk), the response
     (one message), or, when one refusal covers many requested messages, {error, errorCode,
     index} with the request's position. A top-level `error` with an empty `messages` list is
-    that whole-call refusal. Linear in the response's and the request's size."""
+    that whole-call refusal (an account problem's words: no message, the account error); with
+    entries, the entries decide and an account problem is only noted. Linear in the response's
+    and the request's size."""
     status = response.status if isinstance(response, HttpResponse) else None
     body = json_object(response, "engagespark send", "response")
     result = SendResult()
@@ -120,12 +122,18 @@ def parse_send(response: Any, request: Any | None, now: datetime) -> SendResult:
     requested = _request_messages(request)
 
     account = _account_error_from_text(error, status)
+    entries = body.get("messages")
+    if isinstance(entries, list) and entries:
+        # `messages` "corresponds to the list of messages in the API request": each entry says
+        # what became of its message (an id: accepted), whatever the top-level `error` says. An
+        # account problem beside them is kept for the operator, never in place of them.
+        _bulk_entries(result, entries, requested, deadline)
+        result.account_error = account
+        return result
     if account is not None:
         result.account_error = account
         return result
-
-    entries = body.get("messages")
-    if isinstance(entries, list) and not (error and not entries):
+    if isinstance(entries, list) and not error:
         _bulk_entries(result, entries, requested, deadline)
         return result
 

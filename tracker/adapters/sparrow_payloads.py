@@ -248,9 +248,8 @@ def record(rec: Any, what: str) -> tuple[str, Any]:
     return number, at
 
 
-def request_recipients(request: Any) -> list[str]:
-    """The compose request's recipients as digits, in order, each once (deduplicated through a
-    dict: a campaign-sized list costs linear time)."""
+def _request_numbers(request: Any) -> list[Any]:
+    """The compose request's `session.recipients`, as given (a list, or text split at commas)."""
     if request is None:
         raise ParseError("sparrow send: the compose request is needed to name the recipients")
     req = json_value(request, "sparrow send request")
@@ -260,12 +259,30 @@ def request_recipients(request: Any) -> list[str]:
         numbers = numbers.split(",")
     if not isinstance(numbers, list):
         raise ParseError("sparrow send: request has no session.recipients list")
+    return numbers
+
+
+def request_recipients(request: Any) -> list[str]:
+    """The compose request's recipients as digits, in order, each once (deduplicated through a
+    dict: a campaign-sized list costs linear time). A number with no digits names no message:
+    left out here, and named by digitless_recipients for the row's note."""
     out: dict[str, None] = {}
-    for n in numbers:
+    for n in _request_numbers(request):
         if isinstance(n, bool) or not isinstance(n, (str, int)):
             raise ParseError("sparrow send: a recipient is not a number")
         out[digits(n)] = None  # duplicates are one message
     out.pop("", None)  # numbers with no digits cannot be messages
+    return list(out)
+
+
+def digitless_recipients(request: Any) -> list[str]:
+    """The compose request's recipients that request_recipients leaves out for having no digits
+    ("N/A", ""), as given, each once: the intake notes them on the row rather than drop them
+    without a word."""
+    out: dict[str, None] = {}
+    for n in _request_numbers(request):
+        if isinstance(n, str) and not digits(n):
+            out[n] = None
     return list(out)
 
 

@@ -88,7 +88,7 @@ async def _take_in(conn: asyncpg.Connection, config: Config, batch_size: int | N
             if isinstance(taken, str):
                 outcomes[row["id"]] = _Outcome(error=taken)
                 continue
-            outcomes[row["id"]] = _Outcome(count=len(taken.observations), note=taken.note)
+            outcomes[row["id"]] = _Outcome(count=taken.messages, note=taken.note)
             chunk.append(taken)
             size += len(taken.observations)
             messages += len(taken.observations)
@@ -203,17 +203,17 @@ async def _write(conn: asyncpg.Connection, rows: list[TakenRow], vendors, now: d
     created: list[int] = []
     waited_for: list[int] = []
     others = []
-    made = 0  # keys written so far (keys are numbered in order of first appearance)
+    ids = await conn.fetchval(q.RESERVE_MESSAGE_IDS, len(plan.keys)) if plan.keys else []
+    for a in range(0, len(plan.order), SLICE):  # in key order (plan.ChunkPlan: no deadlock)
+        part = plan.order[a:a + SLICE]
+        for r in await conn.fetch(q.INSERT_NEW_MESSAGES, rows_json(plan.messages[k] for k in part),
+                                  [ids[k] for k in part]):
+            message_id[plan.index[r["vendor"], r["vendor_ref"], r["recipient_key"]]] = r["id"]
+            created.append(r["id"])
+            if r["orphans"]:
+                waited_for.append(r["id"])
     for a in range(0, len(plan.observations), SLICE):
         part = plan.observations[a:a + SLICE]
-        upto = max(k for k, _ in part) + 1
-        if upto > made:
-            for r in await conn.fetch(q.INSERT_NEW_MESSAGES, rows_json(plan.messages[made:upto])):
-                message_id[plan.index[r["vendor"], r["vendor_ref"], r["recipient_key"]]] = r["id"]
-                created.append(r["id"])
-                if r["orphans"]:
-                    waited_for.append(r["id"])
-            made = upto
         mine = [(i, message_id[k], o) for i, (k, o) in enumerate(part, a) if message_id[k] is not None]
         others += [o for k, o in part if message_id[k] is None]
         if mine:

@@ -1,13 +1,15 @@
 """A batch's submission rows, claimed a few at a time (queries.CLAIM_SUBMISSIONS), for
 tracker.intake.take_in. Sizes: FIRST_CLAIM rows first, then as many as should bring the batch to
-BATCH_MESSAGES messages, within BATCH_BYTES stored bytes; a row stored larger than ROW_BYTES is
-not fetched (the reader refuses it).
+BATCH_MESSAGES messages, within BATCH_BYTES bytes of JSON text; a row whose response or request
+is longer than ROW_BYTES as text is not fetched (the reader refuses it). Sizes are measured in
+the server as the text the daemon would receive, never as stored (compressed) bytes.
 
 A row PostgreSQL cannot hand over, though it is stored small (a jsonb whose text would pass
 PostgreSQL's 1 GB limit: class 54), fails the claim that fetches it, and the batch with it. The
 batch is then taken again `careful`: each claim in a savepoint (two round trips more, so not
-always), and after a failed one the rows one at a time, up to the row at fault, which is claimed
-bare (its id) and refused with PostgreSQL's reason. It no longer stops every batch.
+always), and after a failed one the rows one at a time, up to the row at fault: each row's id is
+locked first, then its contents fetched by that id in a savepoint, so the row refused with
+PostgreSQL's reason is exactly the one that failed. It no longer stops every batch.
 """
 from __future__ import annotations
 
@@ -22,10 +24,10 @@ from tracker.logging import get_logger
 
 log = get_logger("tracker.intake")
 
-BATCH_BYTES = 16 << 20  # stored response + request bytes claimed per batch, at most
+BATCH_BYTES = 16 << 20  # response + request bytes (as JSON text) claimed per batch, at most
 BATCH_MESSAGES = 20_000  # a batch claims no more rows once it holds this many (two chunks)
 FIRST_CLAIM = 10  # rows a batch claims first, to learn how many messages its rows hold
-ROW_BYTES = 16 << 20  # a row whose response or request is stored larger is refused
+ROW_BYTES = 16 << 20  # a row whose response or request is longer as JSON text is refused
 
 
 class ClaimRefused(Exception):
@@ -42,7 +44,7 @@ def refusal(e: asyncpg.PostgresError) -> str:
 class Claims:
     """A batch's rows, claimed a few at a time (queries.CLAIM_SUBMISSIONS): FIRST_CLAIM rows,
     then as many more as should bring the batch to BATCH_MESSAGES messages at the rate its rows
-    held so far, within `rows_max` rows and BATCH_BYTES stored bytes. A batch of one-message
+    held so far, within `rows_max` rows and BATCH_BYTES bytes. A batch of one-message
     rows is claimed in two statements; a campaign of bulk rows (engageSPARK: 100 messages a
     row) becomes several batches that the intake loops share, one loop reading and planning
     while another's batch is written, instead of one loop taking the whole campaign (every
@@ -75,9 +77,11 @@ class Claims:
 
     async def _claim(self, want: int, after: int | None = None, budget: int | None = None) -> list:
         """Up to `want` rows after `after` within `budget` bytes; careful: in a savepoint, and
-        if that fails for a row, one at a time up to that row, claimed bare and refused."""
+        if that fails for a row, one at a time up to that row, which is refused."""
         after = self.after if after is None else after
         budget = self.bytes_left if budget is None else budget
+        if self.careful and want == 1:
+            return await self._claim_one(after, budget)
         try:
             async with self.conn.transaction() if self.careful else contextlib.nullcontext():
                 return await self.conn.fetch(q.CLAIM_SUBMISSIONS, want, budget, ROW_BYTES, after)
@@ -86,16 +90,28 @@ class Claims:
                 raise
             if not self.careful:  # the batch's transaction is lost with it: taken again, careful
                 raise ClaimRefused from e
-            if want == 1:
-                sid = await self.conn.fetchval(q.CLAIM_SUBMISSION_BARE, after)
-                log.warning("intake cannot read a row", submission_id=sid, error=str(e)[:200])
-                return [] if sid is None else [{"id": sid, "stored_size": 0, "unreadable":
-                                                "cannot be handed over: " + refusal(e)}]
         rows: list = []
         while len(rows) < want and budget > 0:  # one at a time, up to the row at fault
-            one = await self._claim(1, rows[-1]["id"] if rows else after, budget)
+            one = await self._claim_one(rows[-1]["id"] if rows else after, budget)
             rows += one
             if not one or one[0].get("unreadable"):
                 break
             budget -= one[0]["stored_size"]
         return rows
+
+    async def _claim_one(self, after: int, budget: int) -> list:
+        """The next row after `after`: its id locked first (outside the savepoint, so the lock
+        stays), then its contents fetched by that id in a savepoint. If PostgreSQL cannot hand
+        them over, exactly that row is refused: a row with a lower id that committed meanwhile
+        is never taken for it."""
+        sid = await self.conn.fetchval(q.CLAIM_SUBMISSION_BARE, after)
+        if sid is None:
+            return []
+        try:
+            async with self.conn.transaction():
+                return await self.conn.fetch(q.CLAIM_SUBMISSION_BY_ID, 1, budget, ROW_BYTES, sid)
+        except asyncpg.PostgresError as e:
+            if not str(e.sqlstate or "").startswith("54"):
+                raise
+            log.warning("intake cannot read a row", submission_id=sid, error=str(e)[:200])
+            return [{"id": sid, "stored_size": 0, "unreadable": "cannot be handed over: " + refusal(e)}]

@@ -5,6 +5,12 @@ message row, already in the state its reports raise it to; every observation one
 row; every step up from `submitted` one transition, planned by tracker.core.reduce.plan() exactly
 as for any other source. Keys that turn out to exist already (a resubmission, another replica)
 are left to the reducer's general path by the shell.
+
+A send the vendor refused before giving an id is keyed by its row (tracker.intake.rows): nothing
+can ever be heard of it again, so it is never polled, and it is `rejected` (DESIGN: a send
+refused by the vendor) even when the vendor's code is not mapped: the observation keeps its
+unmapped code (state NULL: recorded and counted, never guessed) and the rejection carries that
+code, its words, and `permanent` unknown.
 """
 from __future__ import annotations
 
@@ -15,68 +21,81 @@ from typing import Mapping, Sequence
 from tracker import adapters
 from tracker.adapters.base import Observation
 from tracker.config_types import VendorConfig
-from tracker.core.reduce import PlannedTransition, Report, plan, recipient_key
+from tracker.core.reduce import PlannedTransition, Report, delivery_times, plan, recipient_key
 from tracker.core.route import destination
-from tracker.core.states import State
+from tracker.core.states import Failure, State
 from tracker.db.rows import NewMessageRow
 from tracker.intake.rows import TakenRow
 
 Key = tuple[str, str, str]  # vendor, vendor_ref, recipient_key
 LATEST = datetime.max.replace(tzinfo=None)
+UNMAPPED_REFUSAL = "the vendor refused the send before giving an id (code {} is not mapped)"
 
 
 @dataclass(slots=True)
 class ChunkPlan:
     """What a chunk writes if every key is new. Observations and reports are in input order;
     a report's observation_id is its index in `observations` and its message_id the index of
-    its key in `keys` until the shell maps both to the ids the database gave."""
+    its key in `keys` until the shell maps both to the ids the database gave. `order`: the
+    indexes of `keys` sorted by key, the order every intake worker inserts them in, so that two
+    batches sharing keys (a resubmission) wait on each other at most, never deadlock (each
+    waiting for a key the other inserted first); the ids still follow `keys` (first appearance)."""
 
     keys: list[Key] = field(default_factory=list)
     index: dict[Key, int] = field(default_factory=dict)  # key -> its index in keys
     messages: list[NewMessageRow] = field(default_factory=list)
     observations: list[tuple[int, Observation]] = field(default_factory=list)  # (key index, o)
     transitions: list[PlannedTransition] = field(default_factory=list)
+    order: list[int] = field(default_factory=list)  # indexes of keys, sorted by key
 
 
 def plan_chunk(rows: Sequence[TakenRow], vendors: Mapping[str, VendorConfig],
                now: datetime) -> ChunkPlan:
     out = ChunkPlan()
     index = out.index
-    first: list[tuple[TakenRow, Observation]] = []
+    first: list[tuple[TakenRow, Observation, bool]] = []
     reports: list[Report] = []
     for row in rows:
-        for o in row.observations:
+        for i, o in enumerate(row.observations):
+            by_row = bool(row.by_row) and i in row.by_row
             key = (o.vendor, o.vendor_ref, recipient_key(o.vendor, o.recipient))
             k = index.get(key)
             if k is None:
                 k = index[key] = len(out.keys)
                 out.keys.append(key)
-                first.append((row, o))
-            if o.state is not None:
-                f = o.failure
-                reports.append(Report(len(out.observations), k, o.state, "submit",
+                first.append((row, o, by_row))
+            state, f = o.state, o.failure
+            if by_row and (state is None or not state.is_final):  # refused: see the docstring
+                state, f = State.rejected, Failure(o.code, o.text or UNMAPPED_REFUSAL.format(o.code), None)
+            if state is not None:
+                reports.append(Report(len(out.observations), k, state, "submit",
                                       o.event_at or now, f.code if f else None,
                                       f.reason if f else None, f.permanent if f else None))
             out.observations.append((k, o))
     out.transitions = plan(dict.fromkeys(range(len(out.keys)), State.submitted), reports)
     last = {t.message_id: t for t in out.transitions}  # the last step per message is its state
-    for k, (row, o) in enumerate(first):
-        out.messages.append(_message_row(out.keys[k], row, o, last.get(k), vendors[o.vendor], now))
+    delivered = delivery_times(reports)  # not the last step's time, which may be a read's
+    for k, (row, o, by_row) in enumerate(first):
+        out.messages.append(_message_row(out.keys[k], row, o, last.get(k), delivered.get(k),
+                                         vendors[o.vendor], now, polled=not by_row))
+    out.order = sorted(range(len(out.keys)), key=out.keys.__getitem__)
     return out
 
 
 def _message_row(key: Key, row: TakenRow, o: Observation, step: PlannedTransition | None,
-                 vc: VendorConfig, now: datetime) -> NewMessageRow:
-    """The message as its first row names it, in its new state."""
+                 delivered_at: datetime | None, vc: VendorConfig, now: datetime,
+                 polled: bool = True) -> NewMessageRow:
+    """The message as its first row names it, in its new state; `polled`: False for a message
+    keyed by its row (no vendor id to ask about)."""
     state = step.to_state if step else State.submitted
     r = step.report if step else None
-    polled = adapters.get(o.vendor).POLLS and vc.enabled and not state.is_final
+    polled = polled and adapters.get(o.vendor).POLLS and vc.enabled and not state.is_final
     return NewMessageRow(
         *key, o.issued_ref if o.issued_ref != o.vendor_ref else None, o.recipient,
         row.client_ref, row.id, row.submitted_at, o.deadline,
         window_end(row.submitted_at, o.deadline, vc),
         _after(row.submitted_at, vc.first_poll_s) if polled else None,
-        state.name, r.occurred_at if r and state >= State.delivered else None,
+        state.name, delivered_at,
         r.failure_code if r else None, r.failure_reason if r else None,
         r.failure_permanent if r else None, now, *destination(o.recipient))
 

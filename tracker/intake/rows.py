@@ -13,9 +13,11 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
 
 from tracker import adapters
+from tracker.adapters import sparrow_payloads
 from tracker.adapters.base import (MAX_CLIENT_REF_LEN, MAX_RECIPIENT_LEN, MAX_REF_LEN, NO_REF,
                                    Observation, ParseError, digits, json_value)
 from tracker.config_types import VENDORS
+from tracker.core.reduce import recipient_key
 from tracker.core.states import State
 
 # A vendor's retry deadline further out than this after submission is clamped (with a note):
@@ -24,6 +26,9 @@ MAX_DEADLINE = timedelta(days=30)
 # The sane range of `submitted_at` is checked in SQL (queries.CLAIM_SUBMISSIONS): a row outside
 # it arrives here with submitted_at None and its text in submitted_text.
 SUBMITTED_RANGE = "from 2000-01-01 to one day after now"
+# Recipients of a vendor's send request that the adapter makes no message of (no digits: "N/A"),
+# by vendor: noted on the row, never dropped without a word.
+DIGITLESS = {"sparrow": sparrow_payloads.digitless_recipients}
 
 
 class RowError(ValueError):
@@ -32,13 +37,18 @@ class RowError(ValueError):
 
 @dataclass(slots=True)
 class TakenRow:
-    """A row that can be taken in: its messages' observations, and a note for the operator."""
+    """A row that can be taken in: its messages' observations, and a note for the operator.
+    `messages`: how many distinct messages they name (an id listed twice is one message);
+    `by_row`: the indexes of observations the vendor refused before giving an id, keyed by
+    this row (tracker.intake.plan makes them `rejected`, never polled)."""
 
     id: int
     client_ref: str | None
     submitted_at: datetime
     observations: list[Observation]
     note: str | None = None
+    messages: int = 0
+    by_row: frozenset[int] = frozenset()
 
 
 def _text_field(row: Mapping[str, Any], key: str, limit: int) -> str | None:
@@ -61,25 +71,27 @@ def read_row(row: Mapping[str, Any], now: datetime, max_messages: int) -> TakenR
         raise RowError(f"submitted_at {_short(row['submitted_text'])} is outside the range taken "
                        f"({SUBMITTED_RANGE})")
     if row["response_too_large"]:
-        raise RowError(f"response is {row['response_too_large']} bytes stored; at most "
+        raise RowError(f"{row.get('too_large_field') or 'response'} is "
+                       f"{row['response_too_large']} bytes as JSON text; at most "
                        f"{row['response_limit']} are taken")
     client_ref = _text_field(row, "client_ref", MAX_CLIENT_REF_LEN)
     notes: list[str] = []
+    by_row: frozenset[int] = frozenset()
     if row["vendor_ref"] is not None:  # its texts are checked field by field
         found = [_named(row, vendor, notes)]
         if row["response"] is not None or row["request"] is not None:
             notes.append("the row names vendor_ref: its response/request were not read")
     elif row["response"] is not None:
-        found, note = _expanded(row, vendor, now)
-        if note:
-            notes.append(note)
+        found = _expanded(row, vendor, now, notes)
         if len(found) > max_messages:
             raise RowError(f"the row names {len(found)} messages; at most {max_messages} are "
                            "taken per row (intake.max_messages_per_row)")
-        found = _bounded(row["id"], row["submitted_at"], found, notes)
+        found, by_row = _bounded(row["id"], row["submitted_at"], found, notes)
     else:
         raise RowError("row has neither vendor_ref nor response")
-    return TakenRow(row["id"], client_ref, row["submitted_at"], found, "; ".join(notes) or None)
+    messages = len({(o.vendor_ref, recipient_key(o.vendor, o.recipient)) for o in found})
+    return TakenRow(row["id"], client_ref, row["submitted_at"], found, "; ".join(notes) or None,
+                    messages, by_row)
 
 
 def _named(row: Mapping[str, Any], vendor: str, notes: list[str]) -> Observation:
@@ -112,13 +124,14 @@ def _named(row: Mapping[str, Any], vendor: str, notes: list[str]) -> Observation
                        issued_ref=issued if issued != ref else None)
 
 
-def _expanded(row: Mapping[str, Any], vendor: str, now: datetime) -> tuple[list[Observation], str | None]:
+def _expanded(row: Mapping[str, Any], vendor: str, now: datetime, notes: list[str]) -> list[Observation]:
     """A row with the vendor's raw send response: the adapter expands it."""
     adapter = adapters.get(vendor)
     try:
         # asyncpg hands jsonb over as text: decoded here (a ParseError if it were not JSON).
+        request = json_value(row["request"], f"{vendor} send request")
         result = adapter.parse_send(json_value(row["response"], f"{vendor} send response"),
-                                    json_value(row["request"], f"{vendor} send request"), now)
+                                    request, now)
     except ParseError as e:
         raise RowError(f"cannot read the {vendor} send response: {e}") from None
     note = None
@@ -127,19 +140,37 @@ def _expanded(row: Mapping[str, Any], vendor: str, now: datetime) -> tuple[list[
         note = f"the vendor reported an account problem: {e.code} {e.reason}"
     if not result.observations:
         raise RowError(note or f"the {vendor} send response names no message")
-    return result.observations, note
+    if note:
+        notes.append(note)
+    if vendor in DIGITLESS:
+        _note_digitless(DIGITLESS[vendor], request, notes)
+    return result.observations
+
+
+def _note_digitless(find, request: Any, notes: list[str]) -> None:
+    """Recipients of the request that name no message (no digits), in the row's note."""
+    try:
+        dropped = find(request)
+    except ParseError:  # the adapter read the request: it would not fail here
+        return
+    if dropped:
+        shown = ", ".join(_short(n) for n in dropped[:3]) + (", ..." if len(dropped) > 3 else "")
+        notes.append(f"{len(dropped)} recipient(s) of the request have no digits and name no "
+                     f"message: {shown}")
 
 
 def _bounded(submission_id: int, submitted_at: datetime, found: list[Observation],
-             notes: list[str]) -> list[Observation]:
+             notes: list[str]) -> tuple[list[Observation], frozenset[int]]:
     """The row's observations, within the bounds, refused-before-an-id messages keyed by their
-    row, and deadlines clamped."""
+    row (their indexes returned beside), and deadlines clamped."""
     out = []
+    by_row = []
     latest = submitted_at + MAX_DEADLINE
     clamped = 0
     for i, o in enumerate(found):
         if o.vendor_ref == NO_REF:  # refused by the vendor before it gave an id: key by row
             o = replace(o, vendor_ref=f"refused:{submission_id}:{i}")
+            by_row.append(i)
         elif len(o.vendor_ref) > MAX_REF_LEN:
             raise RowError(f"message {i + 1}: the vendor id is {len(o.vendor_ref)} characters "
                            f"long; at most {MAX_REF_LEN} are taken")
@@ -153,7 +184,7 @@ def _bounded(submission_id: int, submitted_at: datetime, found: list[Observation
     if clamped:
         notes.append(f"{clamped} vendor deadline(s) more than {MAX_DEADLINE.days} days after "
                      f"submission (or unreadable) were clamped to {latest.isoformat()}")
-    return out
+    return out, frozenset(by_row)
 
 
 def _before(at: datetime, limit: datetime) -> bool:

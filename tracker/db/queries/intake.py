@@ -2,43 +2,59 @@
 
 # --- intake (tracker.intake, docs/intake.md) -------------------------------------------------
 
-# Claim new rows, oldest first, up to $1 rows and about $2 bytes of stored response + request
-# (so that a batch of large rows stays small in memory); rows another intake holds are passed
+# Claim new rows, oldest first, up to $1 rows and about $2 bytes of response + request as JSON
+# text (so that a batch of large rows stays small in memory); rows another intake holds are passed
 # over. A batch may claim several times (tracker.intake.claims), each time past the last id
 # it claimed, $4 (SKIP LOCKED passes over other transactions' rows only, not its own). A row's
 # first look is free of decoding traps: a submitted_at outside the sane range arrives as NULL
-# (its text beside it), a response larger than $3 bytes stored is not fetched.
-CLAIM_SUBMISSIONS = """
+# (its text beside it); a row whose response or request is longer than $3 bytes as text is not
+# fetched. Sizes are of the text the daemon would receive, not pg_column_size (compressed: 200 MB
+# of repeated text is stored in 2 MB); measuring renders the text in the server, never here.
+# A row over $3 counts nothing against $2: it is not fetched.
+_CLAIM = """
 WITH candidates AS MATERIALIZED (
-    SELECT id, coalesce(pg_column_size(response), 0) + coalesce(pg_column_size(request), 0) AS size
+    SELECT id
     FROM tracker.submissions
-    WHERE processed_at IS NULL AND id > $4  -- past the rows this batch claimed already
+    WHERE {which}
     ORDER BY id
     LIMIT $1
     FOR UPDATE SKIP LOCKED
+), measured AS MATERIALIZED (  -- apart: only rows this claim locked are rendered to measure
+    SELECT s.id, coalesce(octet_length(s.response::text), 0) AS response_bytes,
+           coalesce(octet_length(s.request::text), 0) AS request_bytes
+    FROM tracker.submissions s JOIN candidates c ON c.id = s.id
+), sized AS (
+    SELECT id, response_bytes, request_bytes,
+           greatest(response_bytes, request_bytes) > $3 AS too_large,
+           CASE WHEN greatest(response_bytes, request_bytes) > $3 THEN 0
+                ELSE response_bytes + request_bytes END AS size
+    FROM measured
 ), picked AS (
-    SELECT id, size FROM (SELECT id, size, sum(size) OVER (ORDER BY id) - size AS before
-                          FROM candidates) c
+    SELECT * FROM (SELECT *, sum(size) OVER (ORDER BY id) - size AS before FROM sized) c
     WHERE before < $2
 )
 SELECT s.id, s.vendor, s.client_ref, s.vendor_ref, s.recipient,
        CASE WHEN s.submitted_at >= '2000-01-01' AND s.submitted_at < now() + interval '1 day'
             THEN s.submitted_at END AS submitted_at,
        s.submitted_at::text AS submitted_text,
-       CASE WHEN pg_column_size(s.response) <= $3 THEN s.response END AS response,
-       CASE WHEN pg_column_size(s.request) <= $3 THEN s.request END AS request,
-       CASE WHEN greatest(pg_column_size(s.response), pg_column_size(s.request)) > $3
-            THEN greatest(pg_column_size(s.response), pg_column_size(s.request)) END
+       CASE WHEN NOT p.too_large THEN s.response END AS response,
+       CASE WHEN NOT p.too_large THEN s.request END AS request,
+       CASE WHEN p.too_large THEN greatest(p.response_bytes, p.request_bytes) END
            AS response_too_large,
+       CASE WHEN p.too_large THEN
+           CASE WHEN p.response_bytes >= p.request_bytes THEN 'response' ELSE 'request' END
+       END AS too_large_field,
        $3 AS response_limit,
        p.size AS stored_size
 FROM tracker.submissions s
 JOIN picked p ON p.id = s.id
 ORDER BY s.id
 """
+CLAIM_SUBMISSIONS = _CLAIM.format(which="processed_at IS NULL AND id > $4  -- past the rows this batch claimed already")
 
-# The next row after $1, claimed by its id alone: one whose response PostgreSQL cannot hand over
-# (tracker.intake.claims, when careful), to be refused.
+# The next unprocessed row after $1, its id alone locked (tracker.intake.claims, when careful):
+# then its contents are fetched by CLAIM_SUBMISSION_BY_ID in a savepoint, and if PostgreSQL
+# cannot hand them over, exactly this row is refused (never a row that committed meanwhile).
 CLAIM_SUBMISSION_BARE = """
 SELECT id FROM tracker.submissions
 WHERE processed_at IS NULL AND id > $1
@@ -47,9 +63,21 @@ LIMIT 1
 FOR UPDATE SKIP LOCKED
 """
 
+# CLAIM_SUBMISSIONS for one row this transaction holds already (CLAIM_SUBMISSION_BARE): id $4.
+CLAIM_SUBMISSION_BY_ID = _CLAIM.format(which="id = $4")
+
+# $1 ids for new messages, from the messages' own sequence, in increasing order.
+RESERVE_MESSAGE_IDS = """
+SELECT array_agg(id ORDER BY id)
+FROM (SELECT nextval('tracker.messages_id_seq') AS id FROM generate_series(1, $1)) ids
+"""
+
 # New messages, in the state their submit reports raise them to (tracker.intake.plan); a key
 # that exists already is left alone (its reports go through the reducer). Each new message says
-# whether reports are waiting for it (orphans: adopted by the caller). Rows: 0 vendor,
+# whether reports are waiting for it (orphans: adopted by the caller). Rows in $1, their ids in $2
+# (RESERVE_MESSAGE_IDS), zipped in order: rows come sorted by key and inserted in that order
+# (ROWS FROM keeps it), so that two intakes sharing keys never deadlock, while the ids, reserved
+# in order of first appearance, keep a campaign's messages in its order. Rows: 0 vendor,
 # 1 vendor_ref, 2 recipient_key, 3 issued_ref (NULL: as vendor_ref), 4 recipient, 5 client_ref,
 # 6 submission_id, 7 submitted_at, 8 vendor_deadline, 9 window_ends_at, 10 next_poll_at,
 # 11 state, 12 delivered_at, 13-15 failure code, reason, permanent, 16 last_report_at,
@@ -57,14 +85,14 @@ FOR UPDATE SKIP LOCKED
 INSERT_NEW_MESSAGES = """
 WITH new AS (
     INSERT INTO tracker.messages (
-        vendor, vendor_ref, recipient_key, issued_ref, recipient, client_ref, submission_id,
+        id, vendor, vendor_ref, recipient_key, issued_ref, recipient, client_ref, submission_id,
         submitted_at, vendor_deadline, window_ends_at, next_poll_at, state, delivered_at,
         failure_code, failure_reason, failure_permanent, last_report_at, country, calling_code)
-    SELECT r->>0, r->>1, r->>2, r->>3, r->>4, r->>5, (r->>6)::bigint, (r->>7)::timestamptz,
+    SELECT id, r->>0, r->>1, r->>2, r->>3, r->>4, r->>5, (r->>6)::bigint, (r->>7)::timestamptz,
            (r->>8)::timestamptz, (r->>9)::timestamptz, (r->>10)::timestamptz,
            (r->>11)::tracker.state, (r->>12)::timestamptz, r->>13, r->>14, (r->>15)::boolean,
            (r->>16)::timestamptz, r->>17, (r->>18)::integer
-    FROM jsonb_array_elements($1::jsonb) AS rows(r)
+    FROM ROWS FROM (jsonb_array_elements($1::jsonb), unnest($2::bigint[])) AS rows(r, id)
     ON CONFLICT (vendor, vendor_ref, recipient_key) DO NOTHING
     RETURNING id, vendor, vendor_ref, recipient_key
 )
