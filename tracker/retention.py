@@ -9,14 +9,16 @@ Kinds and what may go (the batch functions are in sql/009_route_views.sql):
 - transitions: events of final messages that every consumer and sink has acknowledged;
 - final_messages: messages final for that long whose events are all acknowledged, with their
   reports, events and the submission rows they leave behind;
-- refused_rows: submission rows refused (or that named no message).
+- refused_rows: submission rows refused (or that named no message); only those are walked (sql/021).
 
-A kind's sweep walks its table in id order (ids grow with time) from the start, a batch at a
-time, and stops where the rows are too young; rows held by another transaction are passed over,
-never waited for; between batches it rests at least twice as long as the batch took. A sweep has a
-time budget, shared by the kinds; a kind that runs out is marked behind (metric) and goes on at
-the next sweep. What each sweep removed is in
-tracker.retention_status.
+A kind's sweep walks its table in id order (ids grow with time), a batch at a time, and stops
+where the rows are too young; rows held by another transaction are passed over, never waited for;
+between batches it rests at least twice as long as the batch took. A sweep has a time budget,
+shared by the kinds; a kind that runs out is marked behind (metric), and the next sweep goes on
+from where it stopped (tracker.retention_cursors): starting over from id 0 every time, a head of
+rows kept longer than the kind's limit used up the share and the rest was never reached. A walk
+that reaches rows too young, or the end, starts from id 0 at the next sweep, for the rows it
+passed over that may go since. What each sweep removed is in tracker.retention_status.
 """
 from __future__ import annotations
 
@@ -79,8 +81,9 @@ async def sweep_kind(conn: asyncpg.Connection, kind: str, config: RetentionConfi
     """Remove what may go of one kind, batch by batch, until nothing old is left or the
     deadline; record and count what was done."""
     out = Swept(kind)
-    started_at, cutoff = await conn.fetchrow(q.RETENTION_CUTOFF, getattr(config, f"{kind}_days"))
-    after = 0
+    started_at, cutoff, after = await conn.fetchrow(q.RETENTION_START, kind,
+                                                    getattr(config, f"{kind}_days"))
+    resumed_after = after
     try:
         while True:
             if time.monotonic() >= deadline:
@@ -93,7 +96,8 @@ async def sweep_kind(conn: asyncpg.Connection, kind: str, config: RetentionConfi
             _add(out, batch["also"])
             beat().progress()  # a sweep longer than health.wedged_after_s is not a wedged one
             if not batch["old"] or batch["last_id"] is None:
-                break  # reached rows too young to go, or the end of the table
+                after = 0  # reached rows too young to go, or the end: the next walk starts over
+                break
             after = batch["last_id"]
             # Rest at least twice as long as the batch took: retention has the database a third
             # of the time at most, however slow it is under load.
@@ -105,6 +109,8 @@ async def sweep_kind(conn: asyncpg.Connection, kind: str, config: RetentionConfi
         out.error = scrub(f"{type(e).__name__}: {e}")[:300]
         metrics.retention_errors.labels(kind).inc()
         log.warning("retention batch failed; the next sweep goes on", kind=kind, error=out.error)
+    if after != resumed_after:  # where the next sweep goes on: after the last batch done, or from 0
+        await conn.execute(q.RETENTION_KEEP_CURSOR, kind, after)
     metrics.retention_removed.labels(kind).inc(out.removed)
     metrics.retention_behind.labels(kind).set(1 if out.behind else 0)
     if out.removed or out.error:
@@ -112,7 +118,7 @@ async def sweep_kind(conn: asyncpg.Connection, kind: str, config: RetentionConfi
                            orjson.dumps(out.also).decode() if out.also else None, out.batches,
                            out.error)
         log.info("retention", kind=kind, removed=out.removed, also=out.also, batches=out.batches,
-                 behind=out.behind, older_than=cutoff.isoformat())
+                 behind=out.behind, older_than=cutoff.isoformat(), resumed_after=resumed_after)
     return out
 
 

@@ -199,3 +199,31 @@ def test_config_may_come_after_the_sinks_subcommand(tmp_path):
                  ["sinks", "status", "--config", str(bad)]):
         p = subprocess.run(TRACKER + args, env=env_with(), capture_output=True, text=True, timeout=30)
         assert p.returncode == 2 and f"{bad}: http.listen:" in p.stderr, (args, p.stderr)
+
+
+def test_only_migrate_makes_an_embedded_cluster_where_there_is_none():
+    # A mistyped state_dir: replay and the sinks commands ran initdb there and left a 46 MB
+    # cluster behind. Now they say there is no database, and make nothing.
+    base = Path(tempfile.mkdtemp(prefix="tracker-oneshot-"))
+    os.chmod(base, 0o755)  # the cluster may run as the postgres user
+    try:
+        empty = base / "empty"
+        empty.mkdir()
+        for state in (base / "typo", empty):
+            env = env_with(TRACKER_DATABASE__STATE_DIR=str(state))
+            for args in (["replay"], ["sinks", "status"], ["sinks", "forget", "gone"]):
+                p = subprocess.run(TRACKER + args, env=env, capture_output=True, text=True, timeout=120)
+                assert p.returncode == 2, (args, p.stderr)
+                assert p.stderr.splitlines() == [
+                    f"{args[0]}: no database at {state} (database.state_dir; no database.dsn): "
+                    "run `tracker migrate` first"], p.stderr
+                assert p.stdout == ""
+        assert not (base / "typo").exists() and list(empty.iterdir()) == []
+        # `tracker migrate` makes it; then the others use it.
+        env = env_with(TRACKER_DATABASE__STATE_DIR=str(base / "s"))
+        p = subprocess.run(TRACKER + ["migrate"], env=env, capture_output=True, text=True, timeout=120)
+        assert p.returncode == 0 and "migrations done" in p.stderr, p.stderr
+        p = subprocess.run(TRACKER + ["sinks", "status"], env=env, capture_output=True, text=True, timeout=120)
+        assert p.returncode == 0 and "no sinks have run yet" in p.stdout, p.stderr
+    finally:
+        subprocess.run(["rm", "-rf", str(base)])

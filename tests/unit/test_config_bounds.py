@@ -101,3 +101,15 @@ def test_a_nul_in_state_dir_is_refused(tmp_path):
     path = write(tmp_path, '[database]\nstate_dir = "/var/lib/a\\u0000b"\n')
     code, lines = check(path)
     assert code == 2 and lines[1] == f"{path}: database.state_dir: contains a NUL character, which no file name may"
+
+
+def test_a_retention_batch_size_beyond_what_a_batch_may_hold_is_refused(tmp_path):
+    # retention.batch_size = 3000000000 passed check-config, then every retention batch failed
+    # (the batch functions take an int), every sweep, for every kind.
+    path = write(tmp_path, "[retention]\nbatch_size = 3000000000\n")
+    code, lines = check(path)
+    assert code == 2
+    assert lines[1:] == [f"{path}: retention.batch_size: must be at most 50000 rows "
+                         "(a batch holds its locks for as long as it runs), got 3e+09"]
+    assert check(write(tmp_path, "[retention]\nbatch_size = 50000\n"))[0] == 0
+    assert check(write(tmp_path, "[retention]\nbatch_size = 50001\n"))[0] == 2

@@ -104,6 +104,11 @@ _COMMON_VENDOR_KEYS = frozenset(_FIELDS["vendors"])
 _MAX: dict[str, tuple[float, str, str]] = {
     name: _upper_bound(name) for fields in _FIELDS.values() for name, kind in fields.items()
     if kind in ("int", "float") and _is_duration(name)}
+# Rows per batch (every section's batch_size): a batch holds the rows it takes locked for as long
+# as it runs, and the SQL functions take the size as an int (retention's max_rows): 3e9 passed
+# check-config, then every retention batch failed out of int range, every sweep.
+MAX_BATCH_ROWS = 50_000
+_MAX["batch_size"] = (MAX_BATCH_ROWS, "rows", "a batch holds its locks for as long as it runs")
 # Keys only one vendor has, declared by its adapter (SETTINGS): strings, some secret, some URLs.
 _VENDOR_SETTINGS = {name: dict(a.SETTINGS) for name, a in ADAPTERS.items()}
 for _own in _VENDOR_SETTINGS.values():

@@ -130,8 +130,17 @@ STATUS_SINKS = "SELECT * FROM tracker.sink_status ORDER BY 1"
 RETENTION_TRY_LOCK = "SELECT pg_try_advisory_lock(hashtext($1))"
 RETENTION_UNLOCK = "SELECT pg_advisory_unlock(hashtext($1))"
 
-# When this kind's sweep starts, and its cutoff: $1 days ago.
-RETENTION_CUTOFF = "SELECT now(), now() - make_interval(secs => $1::float8 * 86400)"
+# When kind $1's sweep starts, its cutoff ($2 days ago), and the id its walk goes on after
+# (sql/021: where the last sweep ran out of time; 0 once a walk has reached young rows).
+RETENTION_START = """
+SELECT now(), now() - make_interval(secs => $2::float8 * 86400),
+       coalesce((SELECT after_id FROM tracker.retention_cursors WHERE kind = $1), 0)
+"""
+
+RETENTION_KEEP_CURSOR = """
+INSERT INTO tracker.retention_cursors (kind, after_id) VALUES ($1, $2)
+ON CONFLICT (kind) DO UPDATE SET after_id = EXCLUDED.after_id, updated_at = now()
+"""
 
 # A batch never waits long for a lock, nor runs long, nor waits for its WAL to reach the disk
 # (a batch lost in a crash is removed again by the next sweep: the postbacks' commits keep the
