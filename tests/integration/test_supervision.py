@@ -193,33 +193,35 @@ async def test_submissions_waiting_too_long_make_readyz_name_intake(db_dsn, monk
 async def test_a_submission_row_held_locked_makes_readyz_name_intake_though_intake_is_busy(db_dsn):
     # Intake looks often (every 0.2 s here) and takes the rows behind: each look was progress,
     # so a head row another session held locked (a psql left in a transaction) never made
-    # /readyz 503, however long it waited.
+    # /readyz 503, however long it waited. The row is locked before the daemon starts: it
+    # never gets a chance to take it in first.
     config = health_config(db_dsn, intake_stall_s=1.0)
     config = dataclasses.replace(config, intake=dataclasses.replace(config.intake,
                                                                     sweep_interval_s=0.2))
-    async with running(config) as (tr, base), session() as s:
-        head = await tr.pool.fetchval(
-            "INSERT INTO tracker.submissions (vendor, vendor_ref, recipient)"
-            " VALUES ('sparksender', 'held-1', '639170000001') RETURNING id")
-        holder = await asyncpg.connect(db_dsn)
-        try:
-            async with holder.transaction():
-                await holder.execute("SELECT FROM tracker.submissions WHERE id = $1 FOR UPDATE", head)
-                await tr.pool.execute("INSERT INTO tracker.submissions (vendor, vendor_ref, recipient)"
-                                      " VALUES ('sparksender', 'behind-1', '639170000002')")
+    holder = await asyncpg.connect(db_dsn)
+    try:
+        head = await holder.fetchval("INSERT INTO tracker.submissions (vendor, vendor_ref, recipient)"
+                                     " VALUES ('sparksender', 'held-1', '639170000001') RETURNING id")
+        held = holder.transaction()
+        await held.start()
+        await holder.execute("SELECT FROM tracker.submissions WHERE id = $1 FOR UPDATE", head)
+        async with running(config) as (tr, base), session() as s:
+            await tr.pool.execute("INSERT INTO tracker.submissions (vendor, vendor_ref, recipient)"
+                                  " VALUES ('sparksender', 'behind-1', '639170000002')")
 
-                async def held_named() -> bool:
-                    status, body = await readyz(s, base)
-                    return status == 503 and any("held locked by another session" in r
-                                                 for r in named(body, "intake"))
+            async def held_named() -> bool:
+                status, body = await readyz(s, base)
+                return status == 503 and any("held locked by another session" in r
+                                             for r in named(body, "intake"))
 
-                await wait_until(held_named, 10, step=0.1)
-                assert await tr.pool.fetchval("SELECT processed_at IS NOT NULL FROM tracker.submissions"
-                                              " WHERE vendor_ref = 'behind-1'")
-        finally:
-            await holder.close()
-        await wait_until(lambda: _none_waiting(tr), 10, step=0.05)
-        await wait_until(lambda: _ready(s, base), 10, step=0.1)
+            await wait_until(held_named, 10, step=0.1)
+            assert await tr.pool.fetchval("SELECT processed_at IS NOT NULL FROM tracker.submissions"
+                                          " WHERE vendor_ref = 'behind-1'")
+            await held.rollback()  # the lock goes: the row is taken in, ready again
+            await wait_until(lambda: _none_waiting(tr), 10, step=0.05)
+            await wait_until(lambda: _ready(s, base), 10, step=0.1)
+    finally:
+        await holder.close()
 
 
 async def test_a_database_error_that_is_no_outage_in_intake_is_the_supervisors(db_dsn):
