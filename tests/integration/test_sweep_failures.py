@@ -126,3 +126,35 @@ async def test_the_backlog_sweep_raises_a_refused_statement_and_waits_out_an_out
     assert metrics.intake_waiting._value.get() == 7
     await ops.count_backlog(pool, ops.HeadClock())
     assert metrics.intake_waiting._value.get() == 0
+
+
+async def test_a_lock_never_granted_in_a_sweep_is_counted_and_named(db_dsn, pool):
+    # A lock not had within lock_timeout passes with time, but is no outage: waited out as one,
+    # a fold that could never take its lock was a warning line for ever and /readyz said ready.
+    component = "sweep:rollup"
+    await make_messages(pool, ["l1", "l2"])  # their deltas wait in route_deltas
+    database = await pool.fetchval("SELECT current_database()")
+    await pool.execute(f'ALTER DATABASE "{database}" SET lock_timeout = \'300ms\'')  # the daemon's sessions
+    holder = await asyncpg.connect(db_dsn)
+    before = failures(component)
+    try:
+        await holder.execute("BEGIN; LOCK TABLE tracker.route_days IN ACCESS EXCLUSIVE MODE")
+        async with running(config(db_dsn)) as (tr, base), session() as s:
+            async def named_failing() -> bool:
+                run_now(tr, "rollup")
+                status, body = await readyz(s, base)
+                return status == 503 and any("LockNotAvailableError" in r for r in named(body, component))
+
+            await wait_until(named_failing, 20, f"/readyz naming {component}", step=0.2)
+            assert failures(component) - before >= 2
+            await holder.execute("ROLLBACK")
+
+            async def folded_and_ready() -> bool:
+                run_now(tr, "rollup")
+                return (not await pool.fetchval("SELECT count(*) FROM tracker.route_deltas")
+                        and await readyz(s, base) == (200, {"status": "ready"}))
+
+            await wait_until(folded_and_ready, 20, "folded and ready again", step=0.2)
+    finally:
+        await holder.close()
+        await pool.execute(f'ALTER DATABASE "{database}" RESET lock_timeout')

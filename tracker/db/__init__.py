@@ -11,16 +11,20 @@ DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClie
              asyncio.TimeoutError)
 
 # Of those, the ones about the connection or the server, not about the data: the same work may
-# succeed later. A data error (a row the database refuses) would fail again. A lock not had
-# within lock_timeout, a database gone read-only (a standby behind the DSN after a failover,
-# default_transaction_read_only for maintenance) and a session ended by a timeout pass too:
-# taken for refusals, they set acknowledged postbacks aside for good and answered 400.
+# succeed later. A data error (a row the database refuses) would fail again.
 OUTAGES = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
            asyncpg.InternalClientError,  # e.g. a connection that died mid-operation
            asyncpg.exceptions.OperatorInterventionError,  # also a statement_timeout (57014)
            asyncpg.exceptions.InsufficientResourcesError,
-           asyncpg.exceptions.TransactionRollbackError,
-           asyncpg.exceptions.LockNotAvailableError,
+           asyncpg.exceptions.TransactionRollbackError)
+
+# Errors that pass with time while the database answers: a lock not had within lock_timeout, a
+# database gone read-only (a standby behind the DSN after a failover, maintenance), a session
+# ended by its idle timeout. Not outages: a component that keeps meeting them fails, is counted,
+# and /readyz names it (waited out as outages, they hid a lock never granted). But where the
+# alternative to trying again is refusing work for good (a postback answered 400 or set aside),
+# they are tried again (passes()).
+PASSING = (asyncpg.exceptions.LockNotAvailableError,
            asyncpg.exceptions.ReadOnlySQLTransactionError,
            asyncpg.exceptions.IdleInTransactionSessionTimeoutError)
 
@@ -41,6 +45,17 @@ def is_outage(e: BaseException | None) -> bool:
         if isinstance(e, OUTAGES) and not isinstance(e, asyncpg.exceptions.DataError):
             return True
         if _closed_to_connections(e):
+            return True
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return False
+
+
+def passes(e: BaseException | None) -> bool:
+    """Is `e` an outage, or an error that passes with time (PASSING), or raised from one? Then
+    the work is to be tried again, never refused for good."""
+    seen = 0
+    while e is not None and seen < 10:
+        if isinstance(e, PASSING) or is_outage(e):
             return True
         e, seen = e.__cause__ or e.__context__, seen + 1
     return False

@@ -55,10 +55,12 @@ class Parsed:
 
 
 class BatchFailed(Exception):
-    """Applying these rows failed (the transaction rolled back); the cause is chained."""
+    """Applying these rows failed (the transaction rolled back); the cause is chained, and named
+    in the message (what /readyz and the supervisor's log line show)."""
 
-    def __init__(self, ids: list[int]):
-        super().__init__(f"{len(ids)} postbacks not applied")
+    def __init__(self, ids: list[int], cause: BaseException | None = None):
+        why = f": {type(cause).__name__}: {cause}" if cause is not None else ""
+        super().__init__(f"{len(ids)} postbacks not applied{why}"[:300])
         self.ids = ids
 
 
@@ -140,7 +142,7 @@ async def process_received(conn: asyncpg.Connection, config: Config,
         async with conn.transaction():
             return await _apply(conn, config, items, claim=True)
     except Exception as e:
-        raise BatchFailed([i.id for i in items]) from e
+        raise BatchFailed([i.id for i in items], e) from e
 
 
 async def process_pending(conn: asyncpg.Connection, config: Config, limit: int,
@@ -155,7 +157,7 @@ async def process_pending(conn: asyncpg.Connection, config: Config, limit: int,
             out = await _apply(conn, config, items)
             await conn.execute(q.FINISH_POSTBACKS, [i.id for i in items if i.found is not None])
         except Exception as e:
-            raise BatchFailed([r["id"] for r in rows]) from e
+            raise BatchFailed([r["id"] for r in rows], e) from e
     return await adopt_late(conn, out)
 
 

@@ -20,7 +20,7 @@ import contextlib
 import asyncpg
 
 from tracker.config_types import Config
-from tracker.db import is_outage
+from tracker.db import is_outage, passes
 from tracker.db import queries as q
 from tracker.logging import get_logger
 from tracker.postbacks.process import (BatchFailed, Outcome, Parsed, adopt_late, apply_stored,
@@ -146,7 +146,7 @@ class ApplyWorker:
         try:
             out = await process_received(conn, self.config, items)
         except BatchFailed as e:
-            if is_outage(e) or conn.is_closed():
+            if passes(e) or conn.is_closed():  # the rows stay unprocessed: the sweep's
                 raise
             await self._one_by_one(conn, e)  # from the stored rows, parsed again
             return
@@ -167,7 +167,7 @@ class ApplyWorker:
         try:
             out = await process_pending(conn, self.config, WORKER_BATCH)
         except BatchFailed as e:
-            if is_outage(e) or conn.is_closed():
+            if passes(e) or conn.is_closed():  # (passing trouble: the supervisor's, counted)
                 raise
             await self._one_by_one(conn, e)
             return 0
@@ -183,7 +183,7 @@ class ApplyWorker:
             try:
                 await process_pending(conn, self.config, 1, [pid])
             except BatchFailed as one:
-                if is_outage(one) or conn.is_closed():
+                if passes(one) or conn.is_closed():
                     raise
                 reason = f"not applied: {type(one.__cause__).__name__}: {one.__cause__}"[:500]
                 await conn.execute(q.FAIL_POSTBACK, pid, reason)
