@@ -57,7 +57,7 @@ from tracker.adapters.base import (
     text_of,
 )
 from tracker.adapters.twilio_codes import (  # noqa: F401 - re-exported (tests, docs)
-    ACCOUNT_CODES, ACCOUNT_FAILURES, ERROR_CODES, NOT_THROUGH, STATUSES)
+    ACCOUNT_CODES, ERROR_CODES, NOT_THROUGH, STATUSES)
 from tracker.adapters.twilio_signature import (  # noqa: F401 - re-exported; verify_postback: SignsPostbacks
     SIGNATURE_HEADER, signature, signed_url, verify_postback)
 from tracker.core.states import Failure
@@ -170,21 +170,13 @@ def _message(body: Any, ref: str | None, recipient: str | None = None) -> Observ
                         issued_ref=id_text(sid) if ref is None else None)
 
 
-def account_error_of(o: Observation) -> AccountError | None:
-    """The account problem a report of a message that did not get through names (30002: the
-    account suspended), if any: twilio_codes.ACCOUNT_FAILURES."""
-    code = o.failure.code if o.failure is not None else None
-    return AccountError(code, ACCOUNT_FAILURES[code]) if code in ACCOUNT_FAILURES else None
-
-
 def _error_text(resp: HttpResponse) -> str:
     return error_text(resp, "message")
 
 
 @guarded("twilio status")
 def parse_status(responses: list[HttpResponse], refs: list[MessageRef], now: datetime) -> StatusResult:
-    """`responses[i]` answers `refs[i]`. A 404 is a per-message lookup failure (code "404"). A
-    message failed for an account reason (30002) is reported, and is an account error too."""
+    """`responses[i]` answers `refs[i]`. A 404 is a per-message lookup failure (code "404")."""
     result = StatusResult()
     for resp, ref in paired(responses, refs, "twilio status"):
         answer = classify_http(resp, now, result, account=HTTP_ACCOUNT_STATUSES, lookup=(404,),
@@ -198,9 +190,7 @@ def parse_status(responses: list[HttpResponse], refs: list[MessageRef], now: dat
         body = load_json(resp.body, "twilio status")
         same_message("twilio status", body.get("sid") if isinstance(body, dict) else None,
                      ref.vendor_ref, normalize_ref)
-        o = _message(body, ref.vendor_ref, ref.recipient)
-        result.observations.append(o)
-        result.account_error = result.account_error or account_error_of(o)
+        result.observations.append(_message(body, ref.vendor_ref, ref.recipient))
     return result
 
 

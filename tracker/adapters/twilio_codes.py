@@ -49,13 +49,6 @@ ERROR_CODES: dict[str, tuple[State, str, bool | None]] = {
     "21614": (State.rejected, "'To' is not a valid mobile number", True),
     "21635": (State.rejected, "'To' is a landline", True),
 }
-# ErrorCodes that also say our account is in trouble. 30002 (Twilio's error page): the account
-# was suspended after the message was queued and before Twilio sent it. The message failed
-# (Twilio's final word, ERROR_CODES), and the poll is an account error too: the circuit opens,
-# the alert fires. Its state is its own report, not inferred from the account error; left
-# non-final, each poll of it would open the circuit again long after the account was back (a
-# suspended account's status calls are refused, 401/403: an account error already).
-ACCOUNT_FAILURES = {"30002": "account suspended: messages queued at the suspension failed"}
 # Error codes of the API that are about our account or its settings, never a message.
 ACCOUNT_CODES = {
     "20003": "authentication failed",
