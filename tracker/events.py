@@ -7,16 +7,17 @@ which sends `NOTIFY tracker_events` when its own transaction commits: so a consu
 `tracker_events` always finds the events that caused it (it once could read nothing, when the
 notification came at the writer's commit and another reader held the publisher row).
 
-The publisher waits for the publisher row rather than skipping it (as read_events does), with a
-lock timeout: a consumer holding it in a long transaction delays publication, never loses it.
+The publisher waits for the publisher row rather than skipping it, with a lock timeout: a session
+holding it in a long transaction (readers never take it since sql/022) delays publication,
+never loses it.
 A lock timeout is no progress: while events wait unpublished behind it, the publisher tells the
 supervisor it is blocked (which session holds the row, how many events wait and for how long),
 logs that as a warning, and /readyz names it once that has lasted `health.wedged_after_s`.
 A database error that is no outage (a statement PostgreSQL refuses) is the supervisor's: logged
 with its traceback, counted, the publisher restarted with backoff, /readyz naming it.
-It publishes in one statement (tracker.publish_waiting, sql/013) that commits without waiting for
-the WAL flush: a publication is no transition and leads to no 200, and whatever a consumer makes
-durable after reading it flushes the publication first.
+It publishes in one statement (tracker.publish_waiting, sql/013), committed with its WAL flush
+(sql/022: a position a reader saw is never lost in a crash and given to another event). It is
+the only publisher: tracker.read_events reads what it has published and moves nothing.
 """
 from __future__ import annotations
 

@@ -15,6 +15,9 @@ def obs(ref, state):
 
 
 async def read(conn, consumer, n=100):
+    """The daemon's publisher has run (its statement, committed), then the consumer reads: a read
+    publishes nothing itself (sql/022)."""
+    await conn.execute("SELECT tracker.publish_waiting()")
     return await conn.fetch("SELECT * FROM tracker.read_events($1, $2)", consumer, n)
 
 

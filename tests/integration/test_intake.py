@@ -217,6 +217,7 @@ async def test_ids_are_matched_normalized_and_shown_as_the_vendor_issued_them(po
         for vendor, ref in matched.items():
             await reducer.apply(conn, "postback", [Observation(vendor=vendor, vendor_ref=ref, recipient=None,
                                                                state=State.delivered, code="d")])
+        await conn.execute("SELECT tracker.publish_waiting()")  # the daemon's publisher
         events = await conn.fetch("SELECT vendor, vendor_ref FROM tracker.read_events('t', 10)")
         assert dict(events) == shown
         # A webhook sink's reads too (they showed the normalized id before sql/015).

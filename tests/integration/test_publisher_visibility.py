@@ -1,6 +1,6 @@
-"""Publication held up is visible (DESIGN §9): a consumer that calls tracker.read_events inside a
-transaction it keeps open holds the publisher row; the daemon's publisher times out on it turn
-after turn. That is no progress: /readyz names the publisher (blocked by a lock, by which
+"""Publication held up is visible (DESIGN §9): a session that holds the publisher row in a
+transaction it keeps open (an operator's; readers no longer take it since sql/022) holds up the
+daemon's publisher, which times out on it turn after turn. That is no progress: /readyz names the publisher (blocked by a lock, by which
 session) once it has lasted `health.wedged_after_s`, a warning names the session holding the
 row, and every consumer's lag counts the events waiting unpublished. Once the transaction ends,
 publication resumes and the tracker is ready again. Real PostgreSQL, the daemon in-process."""
@@ -47,7 +47,7 @@ async def test_a_consumer_holding_the_publisher_row_shows_in_readyz_and_lag(db_d
             try:
                 holding = slowpoke.transaction()
                 await holding.start()
-                await slowpoke.fetchval("SELECT count(*) FROM tracker.read_events('slowpoke', 10)")
+                await slowpoke.execute("SELECT FROM tracker.event_publisher FOR UPDATE")
                 await report(pool, refs, State.delivered)  # 3 transitions, notified on commit
 
                 async def blocked_and_named() -> bool:

@@ -1,7 +1,9 @@
 """tracker.read_events and tracker.read_sink_batch inside REPEATABLE READ and SERIALIZABLE
-transactions (sql/018): when the daemon has published since the transaction's snapshot they no
-longer fail with a serialization error; they return what is published as of the snapshot, and
-the events published later come at the next read, none skipped."""
+transactions (sql/018): when the daemon has published since the transaction's snapshot they do
+not fail with a serialization error; they return what is published as of the snapshot, and the
+events published later come at the next read, none skipped. And a read publishes nothing, in any
+isolation (sql/022): a position it gave in its own transaction was taken back when that
+transaction rolled back, and a later ack passed over an event the consumer never read."""
 import asyncpg
 import pytest
 
@@ -42,16 +44,72 @@ async def test_a_snapshot_reader_reads_what_was_published_as_of_its_snapshot(poo
         assert seen == ["e1"]
         assert [r[0] for r in await consumer.fetch(READS[read])] == ["e1"]  # and again, still no error
         await tx.commit()
-        # In READ COMMITTED the next read publishes e3 and returns everything, in order.
+        # The next read returns what is published, in order; e3 once the daemon publishes it.
+        assert [r[0] for r in await consumer.fetch(READS[read])] == ["e1", "e2"]
+        async with pool.acquire() as daemon:
+            assert await events.publish_on(daemon) == 1
         assert [r[0] for r in await consumer.fetch(READS[read])] == ["e1", "e2", "e3"]
     finally:
         await consumer.close()
 
 
 @pytest.mark.parametrize("read", list(READS))
-async def test_a_read_committed_read_still_publishes(pool, read):
+async def test_a_read_publishes_nothing_so_a_rolled_back_read_takes_no_position_back(pool, db_dsn, read):
+    # Events commit out of id order: c2 published first, then c1 commits. A consumer read in a
+    # transaction that it rolled back; had the read published, c2's position (read, handled)
+    # would have been taken back and given to c1, and an ack of c2 would pass over c1.
     async with pool.acquire() as conn:
-        await one_event(conn, "c1")  # committed, not published
-        async with conn.transaction(isolation="read_committed"):
-            assert [r[0] for r in await conn.fetch(READS[read])] == ["c1"]
+        await one_event(conn, "c2")
+        await events.publish_on(conn)
+        await one_event(conn, "c1")  # committed, not yet published
+        tx = conn.transaction(isolation="read_committed")
+        await tx.start()
+        assert [r[0] for r in await conn.fetch(READS[read])] == ["c2"]
         assert await conn.fetchval("SELECT last_pos FROM tracker.event_publisher") == 1
+        await tx.rollback()
+        assert await events.publish_on(conn) == 1  # the daemon's publisher: c1 after c2
+        assert [r[0] for r in await conn.fetch(READS[read])] == ["c2", "c1"]
+
+
+async def test_a_publication_commits_durably_whatever_the_session_says(pool):
+    # Committed without its WAL flush, a publication a reader had seen could be lost in a crash
+    # and made again over another set of events: the positions the reader saw, taken back.
+    async with pool.acquire() as conn:
+        await one_event(conn, "d1")
+        await conn.execute("SET synchronous_commit = off")
+        try:
+            async with conn.transaction():
+                assert await conn.fetchval("SELECT tracker.publish_events()") == 1
+                assert await conn.fetchval("SELECT current_setting('synchronous_commit')") == "on"
+            async with conn.transaction():  # nothing to publish: the session's own setting stays
+                assert await conn.fetchval("SELECT tracker.publish_events()") == 0
+                assert await conn.fetchval("SELECT current_setting('synchronous_commit')") == "off"
+        finally:
+            await conn.execute("RESET synchronous_commit")
+
+
+async def test_a_consumer_is_known_to_retention_from_its_first_read(pool):
+    # Known only from its first ack, a consumer's events read but not yet acknowledged could
+    # be removed under it: nothing a consumer has not acknowledged is removed (DESIGN §9).
+    async with pool.acquire() as conn:
+        for ref in ("r1", "r2", "r3"):
+            await one_event(conn, ref)
+        await events.publish_on(conn)
+        last = await conn.fetchval("SELECT max(event_id) FROM tracker.transitions")
+        await conn.execute("SELECT tracker.ack_events('y', $1)", last)
+        assert await conn.fetchval("SELECT tracker.acknowledged_pos()") == 3
+        assert len(await conn.fetch("SELECT * FROM tracker.read_events('x', 1)")) == 1
+        assert await conn.fetchval("SELECT tracker.acknowledged_pos()") == 0
+
+
+async def test_acknowledging_again_an_event_retention_removed_changes_nothing(pool):
+    async with pool.acquire() as conn:
+        for ref in ("a1", "a2"):
+            await one_event(conn, ref)
+        await events.publish_on(conn)
+        first, last = await conn.fetchrow("SELECT min(event_id), max(event_id) FROM tracker.transitions")
+        assert await conn.fetchval("SELECT tracker.ack_events('y', $1)", first) == 1
+        await conn.execute("DELETE FROM tracker.transitions WHERE event_id = $1", first)  # as retention
+        assert await conn.fetchval("SELECT tracker.ack_events('y', $1)", first) == 1  # was an error
+        with pytest.raises(asyncpg.InvalidParameterValueError, match="unknown or not yet delivered"):
+            await conn.execute("SELECT tracker.ack_events('y', $1)", last + 100)  # never existed

@@ -199,9 +199,9 @@ async def test_unmapped_codes_are_counted_per_vendor_never_as_labels(pool):
 
 
 async def test_a_consumer_woken_by_a_notification_always_finds_its_events(pool, db_dsn):
-    # The race that once left consumers asleep: another reader holds the publisher row (inside
-    # read_events, in its transaction) when a writer commits. The publisher waits for the row
-    # instead of skipping it, and the notification comes with the publication.
+    # The race that once left consumers asleep: another session holds the publisher row (as
+    # read_events did before sql/022, in its transaction) when a writer commits. The publisher
+    # waits for the row instead of skipping it, and the notification comes with the publication.
     import asyncpg
 
     from tracker.events import publish_pending
@@ -213,7 +213,7 @@ async def test_a_consumer_woken_by_a_notification_always_finds_its_events(pool, 
         await make_messages(writer, "sparksender", ["w1"])
         hold = reader.transaction()
         await hold.start()
-        await reader.fetch("SELECT * FROM tracker.read_events('other', 10)")  # holds the row
+        await reader.execute("SELECT FROM tracker.event_publisher FOR UPDATE")  # holds the row
         await reducer.apply(writer, "poll", [obs("w1", State.delivered)])
         publishing = asyncio.create_task(publish_pending(pool))
         await until_waiting_on_a_lock(writer, await _backend_of(pool, writer), "the publisher")

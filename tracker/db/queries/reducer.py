@@ -220,6 +220,6 @@ WHERE n > 0
 NOTIFY_EVENTS = "SELECT pg_notify('tracker_transitions', $1::text)"
 
 # The daemon's publisher: one statement that waits for the publisher row (2 s at most) and
-# publishes, committing without waiting for the WAL flush (sql/013_publish_waiting.sql says why
-# that is safe). The comment names the row it waits for (pg_stat_activity shows it).
+# publishes, committed with its WAL flush (sql/022: positions a reader saw are never lost). The
+# comment names the row it waits for (pg_stat_activity shows it).
 PUBLISH_WAITING = "SELECT tracker.publish_waiting($1, 2000) /* waits for event_publisher FOR UPDATE */"
