@@ -102,12 +102,12 @@ class Receiver:
 
 
 def config(dsn: str, *, webhooks: dict[str, dict] | None = None, nats: dict[str, dict] | None = None,
-           poll_interval_s: float = 0.5) -> Config:
-    """Vendors off (nothing polled), sinks as given."""
+           poll_interval_s: float = 0.5, vendors: tuple[str, ...] = ()) -> Config:
+    """Vendors off but `vendors` (without a base_url: nothing polled), sinks as given."""
     return Config(
         database=DatabaseConfig(dsn=dsn, pool_min=1, pool_max=10),
         http=HttpConfig(listen="127.0.0.1:0"),
-        vendors={v: VendorConfig(name=v, enabled=False) for v in VENDORS},
+        vendors={v: VendorConfig(name=v, enabled=v in vendors) for v in VENDORS},
         sinks=SinksConfig(
             webhooks={n: WebhookSinkConfig(name=n, **w) for n, w in (webhooks or {}).items()},
             nats={n: NatsSinkConfig(name=n, **c) for n, c in (nats or {}).items()},
@@ -178,6 +178,15 @@ async def wait_until(check: Callable[[], Awaitable[bool] | bool], timeout: float
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {timeout} s: {what}")
         await asyncio.sleep(step)
+
+
+async def behind(pool, n: int, sink: str = "bus") -> bool:
+    return await pool.fetchval("SELECT events_behind FROM tracker.sink_status WHERE sink = $1", sink) == n
+
+
+async def error_mentions(pool, text: str, sink: str = "bus") -> bool:
+    error = await pool.fetchval("SELECT last_error FROM tracker.sinks WHERE name = $1", sink)
+    return error is not None and text in error
 
 
 def in_order_per_message(deliveries: list[Delivery], pos_of: dict[int, int]) -> bool:

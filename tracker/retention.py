@@ -17,8 +17,9 @@ between batches it rests at least twice as long as the batch took. A sweep has a
 shared by the kinds; a kind that runs out is marked behind (metric), and the next sweep goes on
 from where it stopped (tracker.retention_cursors): starting over from id 0 every time, a head of
 rows kept longer than the kind's limit used up the share and the rest was never reached. A walk
-that reaches rows too young, or the end, starts from id 0 at the next sweep, for the rows it
-passed over that may go since. What each sweep removed is in tracker.retention_status.
+that reaches rows too young, or the end, or a batch that fails, starts from id 0 at the next
+sweep, for the rows it passed over that may go since. What each sweep removed is in
+tracker.retention_status.
 """
 from __future__ import annotations
 
@@ -105,10 +106,13 @@ async def sweep_kind(conn: asyncpg.Connection, kind: str, config: RetentionConfi
     except DB_ERRORS as e:
         if conn.is_closed():
             raise
+        # The next walk starts from id 0: resumed at a batch that keeps failing, every sweep would
+        # fail at once and never start over, and rows before it passed over would stay for good.
+        after = 0
         out.behind = True
         out.error = scrub(f"{type(e).__name__}: {e}")[:300]
         metrics.retention_errors.labels(kind).inc()
-        log.warning("retention batch failed; the next sweep goes on", kind=kind, error=out.error)
+        log.warning("retention batch failed; the next sweep starts over", kind=kind, error=out.error)
     if after != resumed_after:  # where the next sweep goes on: after the last batch done, or from 0
         await conn.execute(q.RETENTION_KEEP_CURSOR, kind, after)
     metrics.retention_removed.labels(kind).inc(out.removed)

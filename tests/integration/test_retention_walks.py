@@ -1,9 +1,12 @@
 """Retention's walks reach what may go behind a head of rows kept longer (sql/021): refused
 submission rows are found through their own index, and a kind whose time ran out goes on where it
-stopped at the next sweep, starting over from id 0 once it has reached the young end."""
+stopped at the next sweep, starting over from id 0 once it has reached the young end, or after a
+batch that failed."""
 from __future__ import annotations
 
 import dataclasses
+
+import asyncpg
 
 from tracker import metrics, retention
 from tracker.config.schema import MAX_BATCH_ROWS
@@ -85,6 +88,42 @@ async def test_a_walk_out_of_time_goes_on_where_it_stopped_and_starts_over_at_th
     await pool.execute("UPDATE tracker.messages SET state = 'delivered' WHERE state = 'sent'")
     sweeps = await sweep_until_gone("delivered")
     assert await reports_of("delivered") == 0 and sum(s.removed for s in sweeps) == 60
+
+
+async def test_a_batch_that_keeps_failing_leaves_no_row_before_it_for_good(pool, db_dsn):
+    # Eight old refused rows, a batch each; r1 is held by another session during the first sweep
+    # (passed over), and r5 can never be deleted (a stand-in for any batch that keeps failing).
+    # Resumed just before r5, every later walk failed at once and never went back for r1.
+    cfg = dataclasses.replace(NONE, refused_rows_days=30, batch_size=1, pause_ms=10)
+    await pool.execute(
+        "INSERT INTO tracker.submissions (vendor, vendor_ref, error, processed_at, created_at, message_count)"
+        " SELECT 'twilio', 'r' || g, 'unreadable', now() - interval '40 days', now() - interval '40 days', 0"
+        " FROM generate_series(1, 8) g")
+    await pool.execute("""
+        CREATE FUNCTION tracker.test_keep_r5() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF OLD.vendor_ref = 'r5' THEN RAISE EXCEPTION 'kept by the test' USING ERRCODE = '23503'; END IF;
+            RETURN OLD;
+        END $$;
+        CREATE TRIGGER test_keep_r5 BEFORE DELETE ON tracker.submissions
+            FOR EACH ROW EXECUTE FUNCTION tracker.test_keep_r5()""")
+
+    async def left() -> list[str]:
+        return [r[0] for r in await pool.fetch("SELECT vendor_ref FROM tracker.submissions ORDER BY id")]
+
+    holder = await asyncpg.connect(db_dsn)
+    try:
+        async with holder.transaction():
+            await holder.execute("SELECT 1 FROM tracker.submissions WHERE vendor_ref = 'r1' FOR UPDATE")
+            [first] = await retention.sweep(pool, cfg)
+    finally:
+        await holder.close()
+    assert (first.removed, first.behind) == (3, True) and "kept by the test" in first.error
+    assert await left() == ["r1", "r5", "r6", "r7", "r8"]
+
+    [second] = await retention.sweep(pool, cfg)  # from id 0 again: r1, then r5 fails again
+    assert (second.removed, second.behind) == (1, True) and "kept by the test" in second.error
+    assert await left() == ["r5", "r6", "r7", "r8"]
 
 
 async def test_the_largest_batch_check_config_accepts_is_one_every_kind_takes(pool):

@@ -2,8 +2,8 @@
 port, stopped here): every event published once per Nats-Msg-Id, on its subject, in order per
 message, the cursor moved only on the publish acknowledgement; a missing stream; a broker restart;
 a broker unreachable or silent at start (reported, backed off from, no hold-up of a stop); an
-event the stream or the server refuses (dead-lettered, redriven with `tracker sinks redrive`); a
-stream that does not take the sink's subjects, at start or changed under a running sink."""
+event the stream or the server refuses (dead-lettered, redriven with `tracker sinks redrive`).
+The stream's subjects: test_sinks_nats_subjects."""
 from __future__ import annotations
 
 import asyncio
@@ -17,9 +17,9 @@ import structlog
 
 from tests.metrics_support import metric
 from tests.postbacks_support import running
-from tests.sinks_support import (NatsServer, check_stream, config, events, make_messages,
-                                 needs_nats, report, stream_count, stream_messages, wait_until,
-                                 write_config)
+from tests.sinks_support import (NatsServer, behind, check_stream, config, error_mentions, events,
+                                 make_messages, needs_nats, report, stream_count, stream_messages,
+                                 wait_until, write_config)
 from tracker.app import Tracker
 from tracker.core.states import State
 from tracker.sinks.event import encode_event
@@ -51,7 +51,7 @@ async def test_events_published_once_each_in_order_and_the_cursor_follows_acks(d
         for state in (State.accepted, State.sent, State.delivered):
             await report(pool, refs, state)
         await wait_until(lambda: _count_is(broker.url, 120), 20, "120 events in the stream")
-        await wait_until(lambda: _behind(pool, 0), 20, "the cursor at the end")
+        await wait_until(lambda: behind(pool, 0), 20, "the cursor at the end")
     evs = await events(pool)
     check_stream(await stream_messages(broker.url), evs)
     st = await pool.fetchrow("SELECT * FROM tracker.sink_status WHERE sink = 'bus'")
@@ -62,12 +62,12 @@ async def test_missing_stream_is_reported_then_used_once_created(db_dsn, pool, b
     await make_messages(pool, ["a", "b"])
     async with running(config(db_dsn, nats={"bus": sink(broker, create_stream=False)})):
         await report(pool, ["a", "b"], State.sent)
-        await wait_until(lambda: _error_mentions(pool, "does not exist"), 20, "the missing stream reported")
-        assert await _behind(pool, 2)  # nothing acknowledged, nothing skipped
+        await wait_until(lambda: error_mentions(pool, "does not exist"), 20, "the missing stream reported")
+        assert await behind(pool, 2)  # nothing acknowledged, nothing skipped
         nc = await nats.connect(broker.url)
         await nc.jetstream().add_stream(name=STREAM, subjects=["sms.events.>"])
         await nc.close()
-        await wait_until(lambda: _behind(pool, 0), 30, "the events published once the stream exists")
+        await wait_until(lambda: behind(pool, 0), 30, "the events published once the stream exists")
     check_stream(await stream_messages(broker.url), await events(pool))
 
 
@@ -79,11 +79,11 @@ async def test_a_broker_restart_loses_and_repeats_nothing(db_dsn, pool, broker):
         await wait_until(lambda: _count_is(broker.url, 30), 20, "the first 30 events")
         broker.stop()
         await report(pool, refs, State.sent)  # written while the broker is down
-        await wait_until(lambda: _error_mentions(pool, ""), 20, "the outage noticed")
+        await wait_until(lambda: error_mentions(pool, ""), 20, "the outage noticed")
         broker.start()
         await report(pool, refs, State.delivered)
         await wait_until(lambda: _count_is(broker.url, 90), 40, "all 90 events after the restart")
-        await wait_until(lambda: _behind(pool, 0), 20, "the cursor at the end")
+        await wait_until(lambda: behind(pool, 0), 20, "the cursor at the end")
     check_stream(await stream_messages(broker.url), await events(pool))
 
 
@@ -96,21 +96,21 @@ async def test_an_unreachable_broker_is_reported_backed_off_from_then_used_once_
         with structlog.testing.capture_logs() as logs:
             async with running(config(db_dsn, nats={"bus": sink(later, timeout_s=1.0)})):
                 await report(pool, ["a", "b"], State.sent)
-                await wait_until(lambda: _error_mentions(pool, "ConnectionRefusedError"), 10,
+                await wait_until(lambda: error_mentions(pool, "ConnectionRefusedError"), 10,
                                  "the unreachable broker in last_error")
                 seen = await _failure_times(pool, 4, 20)
                 # 0.5 s doubling: the 4th failure at least 0.5 + 1 + 2 s after the 1st
                 assert seen[-1] - seen[0] >= 3.5 * 0.9, seen
-                assert await _behind(pool, 2)  # nothing acknowledged, nothing skipped
+                assert await behind(pool, 2)  # nothing acknowledged, nothing skipped
                 later.start()
-                await wait_until(lambda: _behind(pool, 0), 30, "the events published once the broker is up")
+                await wait_until(lambda: behind(pool, 0), 30, "the events published once the broker is up")
         check_stream(await stream_messages(later.url), await events(pool))
     finally:
         later.stop()
     retries = [e for e in logs if e["event"] == "NATS sink: not published; will retry"]
     assert 4 <= len(retries) <= 6, len(retries)  # one per backoff, not one per nats-py attempt
     assert not [e for e in logs if e["event"] == "NATS connection error"]  # its first connection's are ours
-    assert await _error_mentions(pool, "could not connect to the broker")
+    assert await error_mentions(pool, "could not connect to the broker")
 
 
 async def test_a_broker_that_never_answers_holds_up_neither_the_error_nor_a_stop(db_dsn, pool):
@@ -121,7 +121,7 @@ async def test_a_broker_that_never_answers_holds_up_neither_the_error_nor_a_stop
     url = f"nats://127.0.0.1:{port}"
     try:
         async with running(config(db_dsn, nats={"bus": {**sink(None, timeout_s=1.0), "servers": (url,)}})):
-            await wait_until(lambda: _error_mentions(pool, "could not connect to the broker"), 10,
+            await wait_until(lambda: error_mentions(pool, "could not connect to the broker"), 10,
                              "the silent broker in last_error")
         with structlog.testing.capture_logs() as logs:
             tracker = Tracker(config(db_dsn, nats={"bus": {**sink(None, timeout_s=5.0), "servers": (url,)}}))
@@ -210,58 +210,10 @@ async def test_an_event_over_max_payload_only_with_its_headers_is_dead_lettered_
         broker.stop()
 
 
-async def test_a_stream_that_does_not_take_the_sinks_subjects_is_reported_and_nothing_goes_elsewhere(
-        db_dsn, pool, broker):
-    # The configured stream exists but takes other subjects; another stream takes the sink's. Its
-    # acknowledgements moved the cursor while the configured stream got nothing.
-    nc = await nats.connect(broker.url)
-    js = nc.jetstream()
-    await js.add_stream(name=STREAM, subjects=["other.>"])
-    await js.add_stream(name="AUDIT", subjects=["sms.>"])
-    await make_messages(pool, ["a", "b", "c"])
-    try:
-        async with running(config(db_dsn, nats={"bus": sink(broker, create_stream=False)})):
-            await report(pool, ["a", "b", "c"], State.sent)
-            await wait_until(lambda: _error_mentions(pool, f"stream {STREAM} does not take the sink's subjects"),
-                             20, "the stream's subjects reported")
-            assert await _behind(pool, 3) and (await js.stream_info("AUDIT")).state.messages == 0
-            await js.delete_stream("AUDIT")
-            await js.update_stream(name=STREAM, subjects=["sms.events.>"])
-            await wait_until(lambda: _behind(pool, 0), 30, "the events published once the stream takes them")
-    finally:
-        await nc.close()
-    check_stream(await stream_messages(broker.url), await events(pool))
-
-
-async def test_a_stream_changed_under_a_running_sink_gets_nothing_past_the_cursor(db_dsn, pool, broker):
-    # The sink checked its stream at start; then the stream gives the subjects up and another
-    # takes them. Nats-Expected-Stream makes that one refuse the events: an error, not a cursor
-    # moved past events the configured stream never got.
-    await make_messages(pool, ["a", "b"])
-    nc = await nats.connect(broker.url)
-    js = nc.jetstream()
-    failed_before = metric("tracker_sink_deliveries_total", sink="bus", outcome="failed")
-    try:
-        async with running(config(db_dsn, nats={"bus": sink(broker)})):
-            await report(pool, ["a"], State.sent)
-            await wait_until(lambda: _count_is(broker.url, 1), 20, "the first event")
-            await js.update_stream(name=STREAM, subjects=["other.>"])
-            await js.add_stream(name="AUDIT", subjects=["sms.>"])
-            await report(pool, ["b"], State.sent)
-            await wait_until(lambda: _error_mentions(pool, ""), 20, "the refusal reported")
-            assert await _behind(pool, 1) and (await js.stream_info("AUDIT")).state.messages == 0
-            assert metric("tracker_sink_deliveries_total", sink="bus", outcome="failed") > failed_before
-            await js.delete_stream("AUDIT")
-            await js.update_stream(name=STREAM, subjects=["sms.events.>"])
-            await wait_until(lambda: _behind(pool, 0), 40, "the event published once the stream takes it")
-    finally:
-        await nc.close()
-    check_stream(await stream_messages(broker.url), await events(pool))
-
-
 async def _body_of(pool, vendor_ref: str) -> tuple[bytes, int]:
     """The event body the sink would publish for the message's one event, and its id (read by a
-    throwaway consumer, which is removed again)."""
+    throwaway consumer, which is removed again; published first, as the daemon's publisher would)."""
+    await pool.execute("SELECT tracker.publish_events()")
     rows = await pool.fetch("SELECT * FROM tracker.read_events('probe', 100)")
     await pool.execute("DELETE FROM tracker.consumers WHERE consumer = 'probe'")
     row = next(r for r in rows if r["vendor_ref"] == vendor_ref)
@@ -290,15 +242,6 @@ async def _failure_times(pool, n: int, timeout: float) -> list[float]:
 
 async def _count_is(url: str, n: int) -> bool:
     return await stream_count(url) == n
-
-
-async def _behind(pool, n: int) -> bool:
-    return await pool.fetchval("SELECT events_behind FROM tracker.sink_status WHERE sink = 'bus'") == n
-
-
-async def _error_mentions(pool, text: str) -> bool:
-    error = await pool.fetchval("SELECT last_error FROM tracker.sinks WHERE name = 'bus'")
-    return error is not None and text in error
 
 
 def _cli(config_file, *args: str) -> subprocess.CompletedProcess:

@@ -1,9 +1,11 @@
 """What a NATS sink publishes (tracker.sinks.natsmsg), pure parts: the size the server counts
-against max_payload, and whether a stream's subject filters take every subject of the sink."""
+against max_payload, and whether a stream's subject filters take every subject the sink can publish
+(the enabled vendors' events: every state but `submitted`)."""
 from __future__ import annotations
 
 import pytest
 
+from tracker.core.states import State
 from tracker.sinks.natsmsg import (TooLarge, check_size, headers, matches, never_publishable, not_taken,
                                    published_subjects, size)
 
@@ -47,3 +49,17 @@ def test_a_stream_must_take_every_subject_the_sink_publishes():
     assert not_taken("sms.events", []) == published_subjects("sms.events")
     left = not_taken("sms.events", ["sms.events.*.delivered", "sms.events.twilio.>"])
     assert "sms.events.skycore.sent" in left and not [s for s in left if ".delivered" in s or ".twilio." in s]
+
+
+def test_only_the_subjects_an_event_can_have_must_be_taken():
+    # No event goes to `submitted`, and a vendor not enabled publishes nothing: a stream without
+    # those subjects was refused, and the sink published nothing for good.
+    assert not [s for s in published_subjects("sms.events") if s.endswith(".submitted")]
+    assert {s.rsplit(".", 1)[1] for s in published_subjects("sms.events", ["twilio"])} == {
+        s.name for s in State if s is not State.submitted}
+    assert not_taken("sms.events", [f"sms.events.*.{s.name}" for s in State if s is not State.submitted]) == []
+    assert not_taken("sms.events", ["sms.events.twilio.>"], ["twilio"]) == []
+    assert not_taken("sms.events", ["sms.events.twilio.>"], ["twilio", "sparrow"]) == published_subjects(
+        "sms.events", ["sparrow"])
+    assert not_taken("sms.events", ["sms.events.*.sent"], ["twilio"]) == [
+        s for s in published_subjects("sms.events", ["twilio"]) if not s.endswith(".sent")]

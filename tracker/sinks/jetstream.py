@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 import secrets
 from datetime import datetime, timezone
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import asyncpg
 import orjson
@@ -37,7 +37,7 @@ import nats.js.errors
 from nats.js.api import StorageType, StreamConfig
 
 from tracker import metrics
-from tracker.config_types import NatsSinkConfig, SinksConfig
+from tracker.config_types import VENDORS, NatsSinkConfig, SinksConfig
 from tracker.db import DB_ERRORS, is_outage
 from tracker.db import queries as q
 from tracker.logging import get_logger, scrub
@@ -96,8 +96,10 @@ def acked_prefix(acked: Sequence[bool]) -> int:
 class NatsSink:
     kind = "nats"
 
-    def __init__(self, cfg: NatsSinkConfig, pool: asyncpg.Pool, sinks: SinksConfig):
+    def __init__(self, cfg: NatsSinkConfig, pool: asyncpg.Pool, sinks: SinksConfig, *,
+                 vendors: Iterable[str] = VENDORS):
         self.cfg, self.pool, self.name = cfg, pool, cfg.name
+        self.vendors = tuple(vendors)  # the enabled ones: the stream must take their events' subjects
         self.consumer = store.consumer_name(cfg.name)
         self.poll_interval_s, self.batch = sinks.poll_interval_s, sinks.batch_size
         self.changed = asyncio.Event()
@@ -156,8 +158,8 @@ class NatsSink:
             await self.changed.wait()
 
     async def _ensure_stream(self, js) -> None:
-        """The configured stream, created if missing and allowed; it must take every subject the
-        sink publishes (else another stream, or none, would get them)."""
+        """The configured stream, created if missing and allowed; it must take the subject of every
+        event the sink's vendors can have (else another stream, or none, would get them)."""
         try:
             info = await js.stream_info(self.cfg.stream)
         except nats.js.errors.NotFoundError:
@@ -167,7 +169,7 @@ class NatsSink:
             await self._create_stream(js)
             return
         prefix, taken = self.cfg.subject_prefix, info.config.subjects or []
-        missing = not_taken(prefix, taken)
+        missing = not_taken(prefix, taken, self.vendors)
         if missing:
             raise PublishFailed(f"stream {self.cfg.stream} does not take the sink's subjects {prefix}.>"
                                 f" (e.g. {missing[0]}; its subjects: {', '.join(taken) or 'none'});"

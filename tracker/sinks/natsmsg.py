@@ -1,6 +1,6 @@
 """What a NATS sink publishes (tracker.sinks.jetstream): each event's subject and headers, the
 size the broker counts against its max_payload, whether a stream takes every subject the sink
-publishes; and which of the broker's refusals are for good. Pure.
+can publish (its vendors' events: every state but `submitted`); and which of the broker's refusals are for good. Pure.
 
 The size: nats-py checks only the body against the server's max_payload, but the server counts
 headers too; a message over it is refused with `-ERR 'Maximum Payload Violation'` and the
@@ -22,6 +22,9 @@ from tracker.logging import scrub
 # nats-py's header block: "NATS/1.0\r\n", "<key>: <value>\r\n" per header, then "\r\n"
 HEADER_LINE = len(b"NATS/1.0\r\n")
 LINE_END = len(b"\r\n")
+# The states an event can go to: every one but `submitted`, where each message starts
+# (tracker.transitions: CHECK (to_state > from_state)); a stream need not take that subject.
+EVENT_STATES = tuple(s for s in State if s > State.submitted)
 # JetStream's error codes for a message it will never take, however often it is sent again
 NEVER_PUBLISHABLE = {10054: "larger than the stream's max_msg_size"}
 
@@ -69,15 +72,15 @@ def matches(pattern: str, subj: str) -> bool:
     return len(want) == len(got)
 
 
-def published_subjects(prefix: str) -> list[str]:
-    """Every subject the sink can publish to: one per vendor and state."""
-    return [subject(prefix, v, s.name) for v in VENDORS for s in State]
+def published_subjects(prefix: str, vendors: Iterable[str] = VENDORS) -> list[str]:
+    """Every subject the sink can publish to: one per vendor given and state an event can go to."""
+    return [subject(prefix, v, s.name) for v in vendors for s in EVENT_STATES]
 
 
-def not_taken(prefix: str, stream_subjects: Iterable[str]) -> list[str]:
-    """The sink's subjects that none of the stream's subject filters takes."""
+def not_taken(prefix: str, stream_subjects: Iterable[str], vendors: Iterable[str] = VENDORS) -> list[str]:
+    """The subjects of `vendors`' events that none of the stream's subject filters takes."""
     filters = list(stream_subjects or ())
-    return [s for s in published_subjects(prefix) if not any(matches(f, s) for f in filters)]
+    return [s for s in published_subjects(prefix, vendors) if not any(matches(f, s) for f in filters)]
 
 
 # --- what the broker refuses -------------------------------------------------------------------
