@@ -20,7 +20,7 @@ SELECT coalesce(sum(n - 1), 0) FROM (
     SELECT count(*) AS n FROM tracker.transitions GROUP BY message_id, to_state HAVING count(*) > 1
 ) d
 """
-STATES = "SELECT vendor, vendor_ref, recipient_key, state::text FROM tracker.messages"
+STATES = "SELECT vendor, vendor_ref, recipient_key, recipient, state::text FROM tracker.messages"
 OPEN_WORK = """
 SELECT (SELECT count(*) FROM tracker.messages WHERE state < 'unknown') AS open_messages,
        (SELECT count(*) FROM tracker.submissions WHERE processed_at IS NULL) AS rows_waiting,
@@ -92,6 +92,49 @@ async def lost_postbacks(conn: asyncpg.Connection, log: Iterable[dict[str, Any]]
 
 
 @dataclass
+class Outage:
+    """A deliberate fault on the tracker's side of the postbacks, in monotonic seconds (the
+    clock the sandbox logs attempts by): every daemon's (`port` None: the database) or one
+    daemon's; `end` None lasts to the end of the run."""
+    begin: float
+    end: float | None = None
+    port: int | None = None
+
+    def covers(self, entry: dict[str, Any]) -> bool:
+        """The attempt, from its start to its answer, overlaps the outage at its receiver."""
+        if self.port is not None and int(entry["to"].rsplit(":", 1)[1]) != self.port:
+            return False
+        return entry["t_end"] >= self.begin and (self.end is None or entry["t"] <= self.end)
+
+
+@dataclass
+class Refused:
+    by_answer: collections.Counter = field(default_factory=collections.Counter)
+    in_outage: int = 0  # not answered 200 inside a deliberate outage: allowed
+
+    @property
+    def refused(self) -> int:
+        return sum(self.by_answer.values())
+
+
+def refused_postbacks(log: Iterable[dict[str, Any]], outages: Iterable[Outage]) -> Refused:
+    """Well-formed postback attempts the tracker did not answer 200 (a refusal, an error, no
+    answer at all), by answer. Garbled bodies (a 400 is their due) and attempts the sandbox never
+    made (no URL) are left out; attempts overlapping an outage of their receiver are counted
+    apart: a 503 (the database is down) or no answer (the daemon is down) is the contract there."""
+    outages = list(outages)
+    out = Refused()
+    for e in log:
+        if e.get("digest") is None or e.get("malformed") or e.get("status") == 200:
+            continue
+        if any(o.covers(e) for o in outages):
+            out.in_outage += 1
+        else:
+            out.by_answer[str(e["status"] or e["error"])] += 1
+    return out
+
+
+@dataclass
 class Finals:
     messages: int = 0  # submitted by the application
     wrong: int = 0  # in the database, in another state than the truth's final
@@ -105,30 +148,49 @@ class Finals:
         return self.wrong + self.missing + self.extra
 
 
+def digits(text: str | None) -> str:
+    return "".join(ch for ch in text or "" if ch.isdigit())
+
+
 async def final_states(conn: asyncpg.Connection, truth: list[dict[str, Any]],
-                       submitted: set[tuple[str, str, str | None]]) -> Finals:
-    have = {(r["vendor"], r["vendor_ref"], r["recipient_key"]): r["state"]
-            for r in await conn.fetch(STATES)}
+                       submitted: set[tuple[str, str, str | None]],
+                       refused: set[tuple[str, str]] = frozenset()) -> Finals:
+    """Each submitted key's message in the truth's final state; and each number refused without
+    an id (`refused`: (vendor, digits)) one message of that vendor and recipient (the tracker
+    keys it as it likes), in the truth's state for it (rejected)."""
+    rows = await conn.fetch(STATES)
+    have = {(r["vendor"], r["vendor_ref"], r["recipient_key"]): r["state"] for r in rows}
     known = {norm_key(t["vendor"], t["vendor_ref"], t["recipient"]): t for t in truth
              if t["vendor_ref"] is not None}
-    out = Finals(messages=len(submitted))
-    for vendor, ref, rcpt in submitted:
-        key = norm_key(vendor, ref, rcpt)
-        t, state = known.get(key), have.get(key)
-        if state is None:
+    no_id = {(t["vendor"], t["recipient"]): t for t in truth if t["vendor_ref"] is None}
+    by_number: dict[tuple[str, str], list[str]] = collections.defaultdict(list)
+    for r in rows:
+        if (r["vendor"], r["vendor_ref"], r["recipient_key"]) not in known:
+            by_number[(r["vendor"], digits(r["recipient"]))].append(r["state"])
+    out = Finals(messages=len(submitted) + len(refused))
+
+    def judge(vendor: str, what: str, t: dict | None, states: list[str]) -> None:
+        if not states:
             out.missing += 1
             out.by_kind[f"{vendor} missing"] += 1
             if len(out.examples) < 6:
-                out.examples.append(f"{vendor} {ref} {rcpt or ''}: truth {t and t['final']}, "
-                                    "no message")
-        elif t is None or state != t["final"]:
+                out.examples.append(f"{vendor} {what}: truth {t and t['final']}, no message")
+        elif t is None or any(s != t["final"] for s in states):
             out.wrong += 1
             fate = t and t["fate"]
-            out.by_kind[f"{vendor} {fate}->{state}"] += 1
+            out.by_kind[f"{vendor} {fate}->{'/'.join(states)}"] += 1
             if len(out.examples) < 6:
-                out.examples.append(f"{vendor} {ref} {rcpt or ''}: truth {t and t['final']} "
-                                    f"(fate {fate}), tracker {state}")
-    out.extra = len(set(have) - set(known))
+                out.examples.append(f"{vendor} {what}: truth {t and t['final']} "
+                                    f"(fate {fate}), tracker {'/'.join(states)}")
+
+    for vendor, ref, rcpt in submitted:
+        key = norm_key(vendor, ref, rcpt)
+        judge(vendor, f"{ref} {rcpt or ''}", known.get(key), [have[key]] if key in have else [])
+    for vendor, number in refused:
+        judge(vendor, f"refused at send {number}", no_id.get((vendor, number)),
+              by_number.get((vendor, number), []))
+    # a message the truth does not know, or a second one for a number refused once
+    out.extra = sum(len(v) - (k in no_id) for k, v in by_number.items())
     return out
 
 

@@ -8,8 +8,15 @@ arrive before the row (early postbacks: orphan reports). Campaigns (one bulk cal
 numbers) come on top at set times. Rows that cannot be written (the database is down) are kept
 and written again, as an application with a retry queue does.
 
+A small share of the steady load's numbers (INVALID_SHARE) are ones every vendor refuses at
+send: 7 digits (Spark Sender 203 "Contact Number is Invalid", fewer than 8) or 16 (205 "Length
+of Contact is Invalid"), outside E.164 for engageSPARK ("invalid 'to' number"), Sparrow
+(`invalid_recipients`), Twilio (21211) and Skycore (the sandbox's E110). A call with a refusal
+is always written as its raw response (+ request): that is where the refusal is.
+
 `keys` holds the ground-truth key (vendor, id as issued, recipient for Sparrow else None) of
-every message a vendor accepted and the application wrote a row for."""
+every message a vendor accepted (or, in a Sparrow batch, refused) and the application wrote a row
+for; `refused`, (vendor, digits) of every number refused without an id that it wrote a row for."""
 from __future__ import annotations
 
 import asyncio
@@ -24,6 +31,7 @@ import asyncpg
 import orjson
 
 from tracker.sandbox.client import SendCall, send_many
+from tracker.sandbox.common import digits_or_raw
 
 INSERT = ("INSERT INTO tracker.submissions (vendor, vendor_ref, recipient, client_ref, request,"
           " response) VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb)")
@@ -37,6 +45,7 @@ BULK = {"sparksender": 0.8, "engagespark": 0.6, "skycore": 0.0, "sparrow": 1.0, 
 # Twilio `StatusCallback`): a live daemon's postback URL, `push_url(vendor)`.
 PUSH_PER_SEND = ("engagespark", "twilio")
 TICK_S = 0.5
+INVALID_SHARE = 0.03  # of the steady load's numbers (campaigns are all valid)
 # The application's own writes are durable whatever the database's default (a careful sender's
 # choice; what the tracker must do for its own writes is what the scenarios check).
 DURABLE = {"synchronous_commit": "on"}
@@ -82,8 +91,34 @@ def accepted(call: SendCall) -> list[tuple[str, str]]:
         return [(resp["sid"], req["To"])] if resp.get("sid") else []
     if resp.get("result") != "00":  # sparrow
         return []
-    batch = resp["data"]["batch_id"]
-    return [(batch, r) for r in req["session"]["recipients"]]
+    bad = {digits_or_raw(r) for r in resp["data"].get("invalid_recipients") or []}
+    return [(resp["data"]["batch_id"], r) for r in req["session"]["recipients"] if r not in bad]
+
+
+def refused(call: SendCall) -> list[tuple[str | None, str]]:
+    """(batch id or None, number) of each number the vendor refused in one send call for the
+    number itself (not the account: those calls make no messages); only Sparrow refuses a number
+    inside a batch it accepted."""
+    v, req, resp = call.vendor, call.request, call.response
+    if not isinstance(resp, dict):
+        return []
+    if v == "sparksender":
+        if "recipient_contact_no" in req:
+            bad = resp.get("status_code") in (203, 205)
+            return [(None, req["recipient_contact_no"])] if bad else []
+        return [(None, i["number"]) for g in resp.get("unsuccess") or [] for i in g]
+    if v == "engagespark":
+        if "messages" in req:
+            return [(None, req["messages"][i]["to"]) for i, m in enumerate(resp.get("messages") or [])
+                    if m.get("error") == "invalid 'to' number"]
+        return [(None, req["to"])] if resp.get("error") == "invalid 'to' number" else []
+    if v == "skycore":
+        return [(None, req["to"])] if resp.get("error-code") == "E110" else []
+    if v == "twilio":
+        return [(None, req["To"])] if resp.get("code") == 21211 else []
+    data = resp.get("data") if isinstance(resp.get("data"), dict) else {}
+    batch = data.get("batch_id") if resp.get("result") == "00" else None
+    return [(batch, r) for r in data.get("invalid_recipients") or []]
 
 
 class Load:
@@ -94,6 +129,7 @@ class Load:
         self.rng = random.Random(seed)
         self.numbers = itertools.count(1)
         self.keys: set[Key] = set()
+        self.refused: set[tuple[str, str]] = set()
         self.queue: list[Row] = []
         self.rows_written = 0
         self.send_failures = 0
@@ -104,8 +140,14 @@ class Load:
         self.quiet = asyncio.Event()  # set: rows are held back (see scenarios.db_crash)
         self.http: aiohttp.ClientSession | None = None
 
-    def _numbers(self, vendor: str, n: int) -> list[str]:
-        return [f"{PREFIX[vendor]}{next(self.numbers):08d}" for _ in range(n)]
+    def _numbers(self, vendor: str, n: int, invalid_share: float = 0.0) -> list[str]:
+        return [self._invalid(vendor) if invalid_share and self.rng.random() < invalid_share
+                else f"{PREFIX[vendor]}{next(self.numbers):08d}" for _ in range(n)]
+
+    def _invalid(self, vendor: str) -> str:
+        """A number every vendor refuses, never the same twice: too short or too long."""
+        i = next(self.numbers)
+        return f"9{i:06d}" if self.rng.random() < 0.5 else f"{PREFIX[vendor]}{i:012d}"
 
     async def run(self, seconds: float, campaigns: list[tuple[float, str, int]] = ()) -> None:
         """Send for `seconds` (campaigns at their offsets), then write every row still held."""
@@ -134,8 +176,8 @@ class Load:
             n = max(1, round(budget * share * (0.5 + self.rng.random())))
             n_bulk = round(n * BULK[vendor])
             if n_bulk:
-                self._spawn(vendor, self._numbers(vendor, n_bulk), bulk=True)
-            for number in self._numbers(vendor, n - n_bulk):
+                self._spawn(vendor, self._numbers(vendor, n_bulk, INVALID_SHARE), bulk=True)
+            for number in self._numbers(vendor, n - n_bulk, INVALID_SHARE):
                 push = self.push_url(vendor) if vendor in PUSH_PER_SEND else None
                 self._spawn(vendor, [number], bulk=False, push=push)
 
@@ -156,16 +198,21 @@ class Load:
             self._rows(call)
 
     def _rows(self, call: SendCall) -> None:
-        got = accepted(call)
-        if not got:
+        got, bad = accepted(call), refused(call)
+        if not got and not bad:
             self.send_failures += 1
             return
         v = call.vendor
         for ref, number in got:
             self.keys.add((v, ref, number if v == "sparrow" else None))
+        for ref, number in bad:
+            if ref is None:
+                self.refused.add((v, digits_or_raw(number)))
+            else:  # refused inside a Sparrow batch: keyed by it
+                self.keys.add((v, ref, digits_or_raw(number)))
         due = time.monotonic() + self.rng.uniform(0.0, self.hold_s)
         client_ref = f"app-{self.rng.randrange(10**9)}" if self.rng.random() < 0.3 else None
-        if self.rng.random() < 0.25:  # the application parsed the vendor's ids itself
+        if not bad and self.rng.random() < 0.25:  # the application parsed the vendor's ids itself
             self.queue += [Row(due, v, ref, number, client_ref) for ref, number in got]
         else:
             self.queue.append(Row(due, v, client_ref=client_ref, request=call.request,

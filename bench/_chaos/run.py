@@ -39,6 +39,7 @@ class Run:
         self.other = self.result.other
         self.began = 0.0
         self.killed: set[str] = set()  # daemons killed for good (two replicas)
+        self.outages: list[checks.Outage] = []  # the faults' windows, for postbacks refused
         self._turn = itertools.count()
 
     # --- what faults use ---------------------------------------------------------------------
@@ -46,6 +47,29 @@ class Run:
     async def at(self, second: float) -> None:
         """Sleep until `second` seconds after the load began."""
         await asyncio.sleep(max(0.0, self.began + second - time.monotonic()))
+
+    def outage(self, daemon: Daemon | None = None) -> checks.Outage:
+        """An outage of one daemon (None: of the database) beginning now; set its `end`."""
+        o = checks.Outage(time.monotonic(), port=daemon and daemon.port)
+        self.outages.append(o)
+        return o
+
+    async def ready(self, timeout_s: float = 60.0) -> None:
+        """Wait until every live daemon answers /readyz 200 (the database is back for it)."""
+        deadline = time.monotonic() + timeout_s
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as http:
+            while time.monotonic() < deadline:
+                if all([await self._ready(http, d) for d in self.live()]):
+                    return
+                await asyncio.sleep(0.05)
+
+    @staticmethod
+    async def _ready(http: aiohttp.ClientSession, d: Daemon) -> bool:
+        try:
+            async with http.get(d.base + "/readyz") as r:
+                return r.status == 200
+        except (OSError, aiohttp.ClientError, TimeoutError):
+            return False
 
     def live(self) -> list[Daemon]:
         return [d for d in self.daemons if d.alive]
@@ -183,16 +207,25 @@ class Run:
             if lost.lost:
                 r.details.append(f"postbacks answered 200: {lost.not_stored} not stored, "
                                  f"{lost.not_applied} stored but not applied")
+            refused = checks.refused_postbacks(self.sandbox.postbacks, self.outages)
+            if refused.refused:
+                self.other["postbacks refused"] = refused.refused
+                r.details.append(f"postbacks not answered 200: {dict(refused.by_answer)}")
+            if self.outages:
+                r.details.append(f"postback attempts not answered 200 inside the faults (allowed): "
+                                 f"{refused.in_outage}")
             r.duplicates = await checks.duplicate_transitions(conn)
             load: Load | None = getattr(self, "load", None)
             if load is not None:
-                finals = await checks.final_states(conn, await self.sandbox.truth(), load.keys)
+                finals = await checks.final_states(conn, await self.sandbox.truth(), load.keys,
+                                                   load.refused)
                 r.messages, r.wrong = finals.messages, finals.bad
                 if finals.bad:
                     r.details.append(f"wrong {finals.wrong}, missing {finals.missing}, extra "
                                      f"{finals.extra}: {dict(finals.by_kind)}")
                     r.details += ["  e.g. " + e for e in finals.examples[:4]]
                 r.details.append(f"application: {load.rows_written} rows written, "
+                                 f"{len(load.refused)} numbers refused at send, "
                                  f"{load.send_failures} sends refused or failed, "
                                  f"{load.write_failures} writes retried")
             if consumer is not None:

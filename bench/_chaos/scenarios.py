@@ -25,9 +25,11 @@ async def kill9(run: Run) -> None:
         await run.at(run.load_s * (i + 1) / (n + 1))
         await mid_work(run)
         t0 = time.monotonic()
+        down = run.outage(d)
         await d.kill()
         await asyncio.sleep(0.5)
         await d.start()
+        down.end = time.monotonic()  # start() returns once the daemon logged it is ready
         await run.recovery_from(t0)  # kill to caught up, the restart included
 
 
@@ -50,12 +52,15 @@ async def db_crash(run: Run) -> None:
     run.load.quiet.set()
     run.consumer.quiet.set()
     await asyncio.sleep(1.0)
+    down = run.outage()
     await run.cluster.crash()
     run.load.quiet.clear()
     run.consumer.quiet.clear()
     await asyncio.sleep(10)
     await run.cluster.restart()
     run.recovery_from(time.monotonic())
+    await run.ready()  # until then the daemons may answer postbacks 503, as they should
+    down.end = time.monotonic()
 
 
 async def vendor_outage(run: Run) -> None:
@@ -113,6 +118,7 @@ async def replica_killed(run: Run) -> None:
     await run.at(run.load_s * 0.5)
     await mid_work(run)
     t0 = time.monotonic()
+    run.outage(a)  # for good: postbacks given A's URL go unanswered to the end
     await a.kill()
     run.killed.add(a.name)
     run.recovery_from(t0)

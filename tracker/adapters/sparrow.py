@@ -52,6 +52,7 @@ from tracker.adapters.sparrow_payloads import (  # noqa: F401 - re-exported: SET
     normalize_ref,
     parse_login,
     record,
+    refused_only,
     report_answer,
     report_call,
     request_recipients,
@@ -249,6 +250,7 @@ def parse_send(response: Any, request: Any | None, now: datetime) -> SendResult:
         raise ParseError(f"sparrow send: batch_id is longer than {MAX_REF_LEN} characters")
     ref = normalize_ref(issued) if issued is not None else NO_REF
     invalid = invalid_recipients(data)
+    refused = refused_only(request, data)
     message = error_words(body) or None
     obs = result.observations
 
@@ -260,7 +262,7 @@ def parse_send(response: Any, request: Any | None, now: datetime) -> SendResult:
 
     def add_listed(state: State | None, text: str | None, failure: Failure | None = None) -> None:
         for number in recipients:
-            if number not in invalid:
+            if number not in refused:
                 add(number, state, text, failure, code, {"recipient": number})
 
     def reject_invalid() -> None:

@@ -286,6 +286,18 @@ def digitless_recipients(request: Any) -> list[str]:
     return list(out)
 
 
+def refused_only(request: Any, data: dict) -> set[str]:
+    """Digits echoed as invalid in as many forms as the request lists them (none accepted); else
+    "+97798.." beside a mistyped "97798../" is one accepted and one refused: both reported."""
+    listed: dict[str, set[str]] = {}
+    for n in _request_numbers(request):
+        listed.setdefault(digits(n) if isinstance(n, (str, int)) else "", set()).add(str(n))
+    echoed: dict[str, set[str]] = {}
+    for rec in data.get("invalid_recipients") or []:
+        echoed.setdefault(record(rec, "send")[0], set()).add(str(rec))
+    return {d for d, forms in echoed.items() if len(listed.get(d, ())) <= len(forms)}
+
+
 def invalid_recipients(data: dict) -> dict[str, Any]:
     """`invalid_recipients`: digits -> the vendor's own record (a number or an object), each once."""
     records = data.get("invalid_recipients") or []

@@ -5,7 +5,9 @@ vendors other than Skycore) within the timeout `postback_retry_s` later, up to
 
 Each attempt is logged (`Sandbox.postbacks`) with `digest`, the SHA-256 (hex) of the body bytes
 actually sent (garbled or not), so that a receiver's stored copy can be matched to the attempt
-it answered (a duplicate has its original's digest).
+it answered (a duplicate has its original's digest); `to`, the receiver's host:port (never the
+path: it carries the receiver's token), and `t_end`, when the answer (or the error) came, so
+that an attempt can be placed against a receiver's outage.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import itertools
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+from yarl import URL
 
 from tracker.sandbox.common import Push, is_loopback_url
 from tracker.sandbox.truth import iso, utcnow
@@ -106,6 +109,7 @@ class Dispatcher:
         if entry["malformed"]:
             body = body[: max(1, len(body) // 2)]
         entry["digest"] = hashlib.sha256(body).hexdigest()
+        entry["to"] = f"{URL(url).host}:{URL(url).port}"
         timeout = max(knobs.scaled(knobs.postback_timeout_s), MIN_TIMEOUT_S)
         ok = False
         try:
@@ -118,6 +122,7 @@ class Dispatcher:
                 ok = resp.status == 200 if self.vendor == "skycore" else 200 <= resp.status < 300
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             entry["error"] = type(exc).__name__
+        entry["t_end"] = asyncio.get_running_loop().time()
         self.sandbox.log_postback(entry)
         retries = int(knobs.postback(self.vendor, "postback_retries"))
         if not ok and push.attempt < retries and not self._closed:

@@ -23,7 +23,7 @@ from tracker.sandbox.admin import add_admin_routes
 from tracker.sandbox.common import REFS, Push, Vendor, dumps, is_loopback_url
 from tracker.sandbox.knobs import Knobs
 from tracker.sandbox.postbacks import Dispatcher
-from tracker.sandbox.truth import Message, iso, utcnow
+from tracker.sandbox.truth import RANK, Message, iso, merged_truth, utcnow
 from tracker.sandbox.vendor_http import Faults, add_vendor_routes
 
 # One fake per registered vendor: tracker/sandbox/<vendor>.py names its class FAKE.
@@ -62,7 +62,7 @@ class Sandbox:
         self.postbacks: collections.deque[dict[str, Any]] = collections.deque(maxlen=log_max)
         self.request_count = 0  # ever logged: the deques keep only the last log_max
         self.postback_count = 0
-        self._messages: dict[TruthKey, Message] = {}
+        self._messages: dict[TruthKey, list[Message]] = {}  # every timeline under a key
         self.vendors: dict[str, Vendor] = {v: VENDOR_CLASSES[v](self) for v in VENDORS}
         self._dispatchers: dict[str, Dispatcher] = {}
         self._faults = Faults(self)
@@ -181,17 +181,36 @@ class Sandbox:
 
     # -- ground truth --
     def record(self, msg: Message) -> None:
-        self._messages[msg.key] = msg
+        """Add a timeline under its key; a second one never replaces the first (truth() merges
+        them: the highest state either reports)."""
+        self._messages.setdefault(msg.key, []).append(msg)
 
     def truth(self) -> dict[TruthKey, dict[str, Any]]:
         """(vendor, vendor_ref, recipient for Sparrow else None) -> what the message ends as.
 
         vendor_ref is None (and recipient set) for a number the vendor refused without an id."""
         now = asyncio.get_running_loop().time()
-        return {key: msg.truth(now) for key, msg in self._messages.items()}
+        return {key: merged_truth(msgs, now) for key, msgs in self._messages.items()}
+
+    def expected(self, window_s: float, pushes: bool | Iterable[str] = True) -> dict[TruthKey, str]:
+        """Key -> what a tracker with this tracking window ends with (Message.expected): the
+        truth's `final` unless the outcome settles after the window and is not pushed to it.
+        `pushes`: whether the vendors' postbacks reach the tracker: all, none, or these vendors'."""
+        pushing = set(VENDORS) if pushes is True else set() if pushes is False else set(pushes)
+
+        def one(m: Message) -> str:
+            fake = self.vendors[m.vendor]
+            pushed = ({p.kind for p in fake.pushes(m, self._knobs[m.vendor])}
+                      if m.vendor in pushing and m.ref is not None else ())
+            return m.expected(window_s, pushed)
+
+        return {key: max((one(m) for m in msgs), key=RANK.__getitem__)
+                for key, msgs in self._messages.items()}
 
     def message(self, vendor: str, ref: str, recipient: str | None = None) -> Message | None:
-        return self._messages.get((vendor, ref, recipient))
+        """The first timeline recorded under the key (the one the vendor accepted, if any)."""
+        msgs = self._messages.get((vendor, ref, recipient))
+        return msgs[0] if msgs else None
 
     # -- postbacks and the request log --
     @property

@@ -6,6 +6,11 @@ final outcome (and `read` after `delivered` for Sparrow "seen"). A carrier that 
 receipt leaves the timeline at `sent`: the tracker should end such a message `unknown` after its
 tracking window, so the truth says final `unknown`, last real state `sent`, fate `no_receipt`.
 Status answers and postbacks are both read off this timeline, so they always agree.
+
+One key may hold several timelines (Sparrow: a number listed once valid and once mistyped in one
+compose is accepted and refused under the same (batch, digits)). The vendor then reports both,
+and a tracker keeps the highest state ever reported, so the truth is the highest-ranked of them:
+`merged_truth`.
 """
 from __future__ import annotations
 
@@ -13,12 +18,13 @@ import math
 import random
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Collection
 
 from tracker.sandbox.knobs import Knobs
 
 FATES = ("delivered", "read", "failed", "expired", "rejected", "no_receipt")
 FINAL_STATES = ("expired", "rejected", "failed", "delivered", "read")
+RANK = {s: i for i, s in enumerate(("submitted", "accepted", "sent", "unknown", *FINAL_STATES))}
 
 
 def utcnow() -> datetime:
@@ -77,6 +83,18 @@ class Message:
         last = self.last_real
         return last if last in FINAL_STATES else "unknown"
 
+    def expected(self, window_s: float, pushed: Collection[str] = ()) -> str:
+        """What a tracker whose window closes `window_s` real seconds after acceptance ends
+        with: the highest final state it can hear, one reached within the window (a poll finds
+        it) or one the vendor pushes (`pushed`: a late push overrides even `unknown`); else
+        `unknown`. Polling stops at a final state or at the window's close, so a poll-only
+        vendor's later receipt is never heard. The tracker's window starts at its submission
+        row, a little after acceptance, and a state reached just before the close is heard only
+        if a poll comes in between: outcomes near the close may go either way."""
+        close = self.t0 + window_s
+        heard = [s for t, s in self.timeline if s in FINAL_STATES and (t <= close or s in pushed)]
+        return max(heard, key=RANK.__getitem__, default="unknown")
+
     @property
     def settles_at(self) -> float | None:
         return self.timeline[-1][0] if self.last_real in FINAL_STATES else None
@@ -95,6 +113,21 @@ class Message:
             "accepted_at": iso(self.wall0),
             "settles_at": iso(self.wall(settles)) if settles is not None else None,
         }
+
+
+def merged_truth(msgs: list[Message], now: float) -> dict[str, Any]:
+    """The truth of one key over all its timelines: the highest-ranked final wins (the first
+    recorded on a tie); it has settled when every timeline has played out."""
+    if len(msgs) == 1:
+        return msgs[0].truth(now)
+    views = [m.truth(now) for m in msgs]
+    best = max(range(len(msgs)), key=lambda i: (RANK[views[i]["final"]], -i))
+    out = dict(views[best], timelines=len(msgs))
+    for name in ("current", "last_real"):
+        out[name] = max((v[name] for v in views), key=lambda s: RANK.get(s, RANK["sent"]))
+    out["settled"] = msgs[best].settles_at is not None and all(
+        m.settles_at is None or m.settles_at <= now for m in msgs)
+    return out
 
 
 def iso(dt: datetime) -> str:
