@@ -134,3 +134,6 @@ BEGIN
     DO UPDATE SET acked_pos = greatest(c.acked_pos, excluded.acked_pos), updated_at = now();
     RETURN p;
 END $$;
+
+-- Only read_events and read_sink_batch asked whether they might publish (sql/018).
+DROP FUNCTION tracker.may_publish();
