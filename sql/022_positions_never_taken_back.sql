@@ -15,16 +15,6 @@
 --   publisher (tracker/events.py, woken by every commit that writes transitions) has published,
 --   "without moving anything", as DESIGN says. A reader no longer takes the publisher row either,
 --   so a consumer's long transaction can no longer hold publication back.
---
--- And two gaps beside them:
--- * A consumer became known to retention (tracker.acknowledged_pos) only at its first ack: the
---   events it had read, not yet acknowledged, could be removed under it. read_events now
---   registers an unknown consumer (acknowledged position 0: it holds everything after it) when
---   its transaction may write; a read-only transaction cannot, and its consumer is registered
---   at its first read that can, or at its first ack.
--- * ack_events raised for an event retention had removed, so a consumer repeating an ack whose
---   answer was lost got an error. An event that existed (its id below the newest one's) and is
---   gone was acknowledged by every consumer known then: acknowledging it again changes nothing.
 
 CREATE OR REPLACE FUNCTION tracker.publish_events(max_events int DEFAULT 10000) RETURNS int
 LANGUAGE plpgsql AS $$
@@ -80,15 +70,8 @@ BEGIN
         RAISE EXCEPTION 'max_events must be 0 or more, got %', coalesce(max_events::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    SELECT c.acked_pos INTO cursor_pos FROM tracker.consumers c
-    WHERE c.consumer = read_events.consumer;
-    IF NOT FOUND THEN
-        cursor_pos := 0;  -- an unknown consumer starts from the beginning, and holds it
-        IF current_setting('transaction_read_only') = 'off' THEN
-            INSERT INTO tracker.consumers (consumer, acked_pos) VALUES (read_events.consumer, 0)
-            ON CONFLICT ON CONSTRAINT consumers_pkey DO NOTHING;
-        END IF;
-    END IF;
+    cursor_pos := coalesce((SELECT c.acked_pos FROM tracker.consumers c
+                            WHERE c.consumer = read_events.consumer), 0);
     RETURN QUERY SELECT * FROM tracker.events_after(cursor_pos, max_events) e ORDER BY e.pos;
 END $$;
 
@@ -111,28 +94,6 @@ BEGIN
                           AND d.status = 'pending')
     FROM tracker.events_after(cursor_pos, max_events) e
     ORDER BY e.pos;
-END $$;
-
-CREATE OR REPLACE FUNCTION tracker.ack_events(consumer text, event_id bigint) RETURNS bigint
-LANGUAGE plpgsql AS $$
-DECLARE
-    p bigint;
-BEGIN
-    PERFORM tracker.check_consumer_name(ack_events.consumer);
-    SELECT t.pos INTO p FROM tracker.transitions t WHERE t.event_id = ack_events.event_id;
-    IF p IS NULL THEN
-        IF NOT FOUND AND ack_events.event_id <= (SELECT max(t.event_id) FROM tracker.transitions t) THEN
-            -- removed by retention, so acknowledged by every consumer known then: nothing moves
-            RETURN coalesce((SELECT c.acked_pos FROM tracker.consumers c
-                             WHERE c.consumer = ack_events.consumer), 0);
-        END IF;
-        RAISE EXCEPTION 'event % is unknown or not yet delivered', ack_events.event_id
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    INSERT INTO tracker.consumers AS c (consumer, acked_pos) VALUES (ack_events.consumer, p)
-    ON CONFLICT ON CONSTRAINT consumers_pkey
-    DO UPDATE SET acked_pos = greatest(c.acked_pos, excluded.acked_pos), updated_at = now();
-    RETURN p;
 END $$;
 
 -- Only read_events and read_sink_batch asked whether they might publish (sql/018).

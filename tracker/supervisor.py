@@ -18,7 +18,7 @@ iteration. From that the supervisor knows which component is
 - failing: `failures_before_unready` failures in a row, with no progress in between;
 - wedged: busy for longer than `wedged_after_s` without progress;
 - blocked: it said (`blocked(reason)`) that it has work it cannot do for a cause outside the
-  daemon (the publisher, when a consumer's transaction holds the publisher row), and has made no
+  daemon (the publisher, when another session's transaction holds the publisher row), and has made no
   progress for longer than `wedged_after_s`.
 /readyz reports all three; the systemd watchdog ping stops while a component is wedged (a
 blocked one is not: restarting the daemon would not release another session's lock).

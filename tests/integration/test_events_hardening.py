@@ -33,7 +33,7 @@ async def test_a_bad_consumer_name_is_refused_clearly(pool, name):
             await c.execute("SELECT tracker.ack_events($1, $2)", name, event_id)
         with pytest.raises(asyncpg.InvalidParameterValueError, match="consumer name must be 1 to 200"):
             await read(c, name)
-        assert await c.fetch("SELECT consumer FROM tracker.consumers") == [("fine",)]  # by its read
+        assert await c.fetchval("SELECT count(*) FROM tracker.consumers") == 0
 
 
 async def test_the_longest_allowed_name_works(pool):
@@ -65,11 +65,9 @@ async def test_read_events_in_a_read_only_transaction(pool):
         await one_event(c, "ro1")
         await one_event(c, "ro2")
         async with c.transaction(readonly=True):
-            seen = await read(c, "ro")  # no error; the consumer cannot be registered here
+            seen = await read(c, "ro")  # no error: a read writes nothing
         assert [e["vendor_ref"] for e in seen] == ["ro1", "ro2"]
-        assert await c.fetchval("SELECT count(*) FROM tracker.consumers") == 0
-        assert [e["vendor_ref"] for e in await read(c, "ro")] == ["ro1", "ro2"]  # registered now
-        assert await c.fetchval("SELECT acked_pos FROM tracker.consumers WHERE consumer = 'ro'") == 0
+        assert [e["vendor_ref"] for e in await read(c, "ro")] == ["ro1", "ro2"]
 
 
 async def test_read_events_on_a_read_only_session(pool):

@@ -86,30 +86,3 @@ async def test_a_publication_commits_durably_whatever_the_session_says(pool):
                 assert await conn.fetchval("SELECT current_setting('synchronous_commit')") == "off"
         finally:
             await conn.execute("RESET synchronous_commit")
-
-
-async def test_a_consumer_is_known_to_retention_from_its_first_read(pool):
-    # Known only from its first ack, a consumer's events read but not yet acknowledged could
-    # be removed under it: nothing a consumer has not acknowledged is removed (DESIGN §9).
-    async with pool.acquire() as conn:
-        for ref in ("r1", "r2", "r3"):
-            await one_event(conn, ref)
-        await events.publish_on(conn)
-        last = await conn.fetchval("SELECT max(event_id) FROM tracker.transitions")
-        await conn.execute("SELECT tracker.ack_events('y', $1)", last)
-        assert await conn.fetchval("SELECT tracker.acknowledged_pos()") == 3
-        assert len(await conn.fetch("SELECT * FROM tracker.read_events('x', 1)")) == 1
-        assert await conn.fetchval("SELECT tracker.acknowledged_pos()") == 0
-
-
-async def test_acknowledging_again_an_event_retention_removed_changes_nothing(pool):
-    async with pool.acquire() as conn:
-        for ref in ("a1", "a2"):
-            await one_event(conn, ref)
-        await events.publish_on(conn)
-        first, last = await conn.fetchrow("SELECT min(event_id), max(event_id) FROM tracker.transitions")
-        assert await conn.fetchval("SELECT tracker.ack_events('y', $1)", first) == 1
-        await conn.execute("DELETE FROM tracker.transitions WHERE event_id = $1", first)  # as retention
-        assert await conn.fetchval("SELECT tracker.ack_events('y', $1)", first) == 1  # was an error
-        with pytest.raises(asyncpg.InvalidParameterValueError, match="unknown or not yet delivered"):
-            await conn.execute("SELECT tracker.ack_events('y', $1)", last + 100)  # never existed

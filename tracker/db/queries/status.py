@@ -8,7 +8,7 @@ FOLD_ROUTE_DELTAS = "SELECT tracker.fold_route_deltas()"
 
 # Each outbox consumer (sinks are consumers 'sink:<name>'): committed events it has not
 # acknowledged yet, published or not (as tracker.sink_status counts them: while publication is
-# held up, by a consumer's transaction holding the publisher row, the events wait unpublished and
+# held up, by a session holding the publisher row, the events wait unpublished and
 # every consumer is behind by them), and how old the oldest of them is (a lookup by the unique
 # pos index per consumer; the unpublished ones through the partial index transitions_unpublished).
 CONSUMER_LAG = """

@@ -73,8 +73,8 @@ LEFT JOIN LATERAL (SELECT id, created_at FROM tracker.submissions
 # the committed events waiting unpublished (counted up to $1, through the partial index
 # transitions_unpublished) and how long the oldest has waited (seconds; NULL: none), and the
 # session that most likely holds the row: of those holding a lock on tracker.event_publisher
-# (read_events and publish_events take it FOR UPDATE, which holds ROW SHARE on the table to the
-# end of the transaction), the one whose transaction is oldest. Its pid and application_name
+# (a row taken FOR UPDATE holds ROW SHARE on the table to the end of the transaction), the one
+# whose transaction is oldest. Its pid and application_name
 # only: never its query text, which may carry secrets.
 PUBLISHER_BLOCKED = """
 SELECT (SELECT count(*) FROM (SELECT FROM tracker.transitions WHERE pos IS NULL LIMIT $1) w)
