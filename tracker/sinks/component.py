@@ -43,10 +43,6 @@ class Sinks:
         self.tasks: list[asyncio.Task] = []
         self.stopping = False
 
-    def vendors(self) -> list[str]:
-        """The enabled vendors: a NATS sink's stream must take their events' subjects."""
-        return [v.name for v in self.tracker.config.vendors.values() if v.enabled]
-
     def configured(self) -> list[tuple[str, str]]:
         return ([(w.name, "webhook") for w in self.config.webhooks.values() if w.enabled]
                 + [(n.name, "nats") for n in self.config.nats.values() if n.enabled])
@@ -60,8 +56,7 @@ class Sinks:
             await store.register(conn, sinks)
         self.stopping = False
         self.loops = ([WebhookSink(w, pool, self.config) for w in self.config.webhooks.values() if w.enabled]
-                      + [NatsSink(n, pool, self.config, vendors=self.vendors()) for n in self.config.nats.values()
-                         if n.enabled])
+                      + [NatsSink(n, pool, self.config) for n in self.config.nats.values() if n.enabled])
         spawn, stopping = self.tracker.supervisor.spawn, lambda: self.stopping
         self.tasks = [spawn(f"sink:{s.name}", s.run, stopping=stopping) for s in self.loops]
         self.listener = spawn("sinks-listener", self._listen, stopping=stopping)

@@ -99,7 +99,8 @@ class NatsSink:
     def __init__(self, cfg: NatsSinkConfig, pool: asyncpg.Pool, sinks: SinksConfig, *,
                  vendors: Iterable[str] = VENDORS):
         self.cfg, self.pool, self.name = cfg, pool, cfg.name
-        self.vendors = tuple(vendors)  # the enabled ones: the stream must take their events' subjects
+        # every vendor's, enabled or not: a disabled vendor's messages still end (window, intake)
+        self.vendors = tuple(vendors)
         self.consumer = store.consumer_name(cfg.name)
         self.poll_interval_s, self.batch = sinks.poll_interval_s, sinks.batch_size
         self.changed = asyncio.Event()
