@@ -127,7 +127,8 @@ def refused_postbacks(log: Iterable[dict[str, Any]], outages: Iterable[Outage]) 
     for e in log:
         if e.get("digest") is None or e.get("malformed") or e.get("status") == 200:
             continue
-        if any(o.covers(e) for o in outages):
+        # in an outage, only 503 or no answer: a 4xx there tells the vendor never to retry
+        if e.get("status") in (None, 503) and any(o.covers(e) for o in outages):
             out.in_outage += 1
         else:
             out.by_answer[str(e["status"] or e["error"])] += 1

@@ -81,3 +81,15 @@ async def test_attempts_with_no_url_are_not_the_receivers_refusals() -> None:
             await asyncio.sleep(0.02)
         assert {e["error"] for e in sb.postbacks} == {"no postback url"}
         assert refused_postbacks(sb.postbacks, []).refused == 0
+
+
+def test_inside_an_outage_only_a_503_or_no_answer_is_allowed() -> None:
+    # A 4xx while the database is down tells the vendor never to retry: the postback is lost
+    # (a read-only database once answered 400 "refuses to store"); it fails the scenario.
+    def attempt(status: int | None) -> dict:
+        return {"digest": "d", "malformed": False, "status": status, "error": None if status else "ClientOSError",
+                "t": 10.0, "t_end": 10.1, "to": "127.0.0.1:8080"}
+
+    log = [attempt(s) for s in (503, None, 400, 500, 404)]
+    got = refused_postbacks(log, [Outage(9.0, 11.0)])
+    assert (got.in_outage, dict(got.by_answer)) == (2, {"400": 1, "500": 1, "404": 1})
