@@ -113,3 +113,15 @@ def test_a_retention_batch_size_beyond_what_a_batch_may_hold_is_refused(tmp_path
                          "(a batch holds its locks for as long as it runs), got 3e+09"]
     assert check(write(tmp_path, "[retention]\nbatch_size = 50000\n"))[0] == 0
     assert check(write(tmp_path, "[retention]\nbatch_size = 50001\n"))[0] == 2
+
+
+def test_a_vendor_setting_with_a_few_allowed_values_is_checked_by_check_config(tmp_path):
+    # Sparrow's report_method = "PUT" passed check-config and was refused first at the poll.
+    path = write(tmp_path, '[vendors.sparrow]\nreport_method = "PUT"\nreport_path = "foo"\n')
+    code, lines = check(path)
+    assert code == 2
+    assert sorted(lines[1:]) == [
+        f"{path}: vendors.sparrow.report_method: expected one of GET, POST, got 'PUT'",
+        f"{path}: vendors.sparrow.report_path: expected one of delivery, delivered, got 'foo'"]
+    ok = write(tmp_path, '[vendors.sparrow]\nreport_method = "post"\nreport_path = "/delivered/"\n')
+    assert check(ok)[0] == 0

@@ -156,6 +156,7 @@ class Setting:
     about: str
     secret: bool = False  # masked in logs and errors; may be given as `<key>_file`
     url: bool = False  # an http:// or https:// URL
+    choices: tuple[str, ...] = ()  # the values allowed (case and surrounding slashes aside)
 
 
 @dataclass(slots=True)

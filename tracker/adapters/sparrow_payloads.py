@@ -52,9 +52,11 @@ REPORT_METHODS = ("GET", "POST")
 DEFAULT_REPORT_PATH, DEFAULT_REPORT_METHOD = REPORT_PATHS[0], REPORT_METHODS[0]
 SETTINGS: dict[str, Setting] = {  # besides api_token, partner_token: VendorConfig fields
     "report_path": Setting("the delivered/seen report's last path segment: `delivery` (default) "
-                           "or `delivered`; the vendor's page names both: confirm with the vendor"),
+                           "or `delivered`; the vendor's page names both: confirm with the vendor",
+                           choices=REPORT_PATHS),
     "report_method": Setting("the report calls' HTTP method: `GET` (default) or `POST`; the "
-                             "vendor's page names both: confirm with the vendor"),
+                             "vendor's page names both: confirm with the vendor",
+                             choices=REPORT_METHODS),
 }
 TOKEN_LIFETIME = timedelta(hours=24)  # used when the login answer has no readable expires_on
 RESULT_OK, RESULT_DRAFT, RESULT_DATA_ERROR = "00", "01", "11"

@@ -118,6 +118,8 @@ for _own in _VENDOR_SETTINGS.values():
             _SECRETS["vendors"] |= {_key}
 _URL_KEYS = frozenset({"base_url", "status_url"} | {k for own in _VENDOR_SETTINGS.values()
                                                      for k, s in own.items() if s.url})
+# A vendor's own key that takes one of a few values: checked here, not first at its first poll.
+_CHOICES = {k: s.choices for own in _VENDOR_SETTINGS.values() for k, s in own.items() if s.choices}
 
 
 def _allowed_keys(section: str, vendor: str | None = None) -> list[str]:

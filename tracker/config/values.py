@@ -16,6 +16,7 @@ from tracker.config.schema import (
     _MAX,
     _NON_NEGATIVE,
     _SECRETS,
+    _CHOICES,
     _URL_KEYS,
     _URL_SAFE,
     LOG_FORMATS,
@@ -159,6 +160,10 @@ class _Values(_Layers):
                     bad(f"expected an http:// or https:// URL, got {_show(value)}")
                 elif key == "base_url":
                     value = value.rstrip("/")
+        elif key in _CHOICES:
+            choices = _CHOICES[key]
+            if value.strip().strip("/").lower() not in {c.lower() for c in choices}:
+                bad(f"expected one of {', '.join(choices)}, got {_show(value)}")
         elif section == "log" and key == "level":
             if value.lower() not in LOG_LEVELS:
                 bad(f"expected one of {', '.join(LOG_LEVELS)}{_suggest(value, LOG_LEVELS)}, got {_show(value)}")
