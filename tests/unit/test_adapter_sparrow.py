@@ -12,7 +12,7 @@ from tests.unit.fixtures import (FUZZ, NOW, PROPERTY, as_json_text, check_send, 
                                  load, methods, ok, queries, raw, raw_bytes, shaped, statuses, unwrapped,
                                  wild_scalars, wild_values)
 from tracker.adapters import sparrow as sp
-from tracker.adapters import sparrow_payloads as sp_payloads
+from tracker.adapters import sparrow_recipients as sp_recipients
 from tracker.adapters.base import (MAX_REF_LEN, AccountError, HttpResponse, LoginResult, MessageRef,
                                    NotConfigured, ParseError)
 from tracker.config_types import VendorConfig
@@ -179,9 +179,9 @@ def test_compose_invalid_recipients_rejected():
 
 def test_compose_recipients_without_digits_are_named_not_dropped_silently():
     req = {"session": {"recipients": ["9779800000001", "N/A", "", "N/A", 9779800000002]}}
-    assert sp_payloads.request_recipients(req) == ["9779800000001", "9779800000002"]
-    assert sp_payloads.digitless_recipients(req) == ["N/A", ""]
-    assert sp_payloads.digitless_recipients({"session": {"recipients": "9771,N/A, 9772"}}) == ["N/A"]
+    assert sp_recipients.request_recipients(req) == ["9779800000001", "9779800000002"]
+    assert sp_recipients.digitless_recipients(req) == ["N/A", ""]
+    assert sp_recipients.digitless_recipients({"session": {"recipients": "9771,N/A, 9772"}}) == ["N/A"]
 
 
 def test_compose_draft_is_an_account_problem_and_messages_stay_submitted():

@@ -46,18 +46,17 @@ from tracker.adapters.sparrow_payloads import (  # noqa: F401 - re-exported: SET
     batch_of,
     batches,
     error_words,
-    invalid_recipients,
     login_refusal,
     login_request,
     normalize_ref,
     parse_login,
     record,
-    refused_only,
     report_answer,
     report_call,
-    request_recipients,
     result_code,
 )
+from tracker.adapters.sparrow_recipients import (  # noqa: F401 - re-exported (the intake's note)
+    digitless_recipients, invalid_recipients, refused_only, request_recipients)
 from tracker.core.states import Failure, State
 
 if TYPE_CHECKING:

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
 
 from tracker import adapters
-from tracker.adapters import sparrow_payloads
+from tracker.adapters import sparrow_recipients
 from tracker.adapters.base import (MAX_CLIENT_REF_LEN, MAX_RECIPIENT_LEN, MAX_REF_LEN, NO_REF,
                                    Observation, ParseError, digits, json_value)
 from tracker.config_types import VENDORS
@@ -28,7 +28,7 @@ MAX_DEADLINE = timedelta(days=30)
 SUBMITTED_RANGE = "from 2000-01-01 to one day after now"
 # Recipients of a vendor's send request that the adapter makes no message of (no digits: "N/A"),
 # by vendor: noted on the row, never dropped without a word.
-DIGITLESS = {"sparrow": sparrow_payloads.digitless_recipients}
+DIGITLESS = {"sparrow": sparrow_recipients.digitless_recipients}
 
 
 class RowError(ValueError):
