@@ -24,7 +24,7 @@ from tracker.logging import get_logger
 
 log = get_logger("tracker.intake")
 
-BATCH_BYTES = 16 << 20  # response + request bytes (as JSON text) claimed per batch, at most
+BATCH_BYTES = 16 << 20  # response + request bytes (as JSON text) claimed per batch, about (a row may pass it)
 BATCH_MESSAGES = 20_000  # a batch claims no more rows once it holds this many (two chunks)
 FIRST_CLAIM = 10  # rows a batch claims first, to learn how many messages its rows hold
 ROW_BYTES = 16 << 20  # a row whose response or request is longer as JSON text is refused
