@@ -26,6 +26,7 @@ from tracker.db import listen as db_listen
 from tracker import logging as tlog
 from tracker.app import Tracker
 from tracker.poller.engine import VendorWorker
+from tracker.postbacks.commit import GroupCommit
 from tracker.upkeep import Upkeep
 
 
@@ -82,6 +83,10 @@ def inject_postbacks(monkeypatch, fault: Switch) -> None:
     monkeypatch.setattr(postbacks_mod, "process_pending", fault.wrap(postbacks_mod.process_pending))
 
 
+def inject_group_commit(monkeypatch, fault: Switch) -> None:
+    monkeypatch.setattr(GroupCommit, "_batches", fault.wrap(GroupCommit._batches))
+
+
 def inject_sweep(monkeypatch, fault: Switch) -> None:
     monkeypatch.setattr(Upkeep, "adopt_orphans", fault.wrap(Upkeep.adopt_orphans))
 
@@ -95,6 +100,8 @@ CASES = {
     "intake-listener": (inject_listener, None),
     "poll:sparksender:0": (inject_poll, None),
     "postbacks": (inject_postbacks, None),
+    "postbacks-commit": (inject_group_commit, None),  # it ran outside the supervisor: a bug
+    # there answered every postback 503 for good while /readyz said ready
     "sweep:orphans": (inject_sweep, "orphans"),
 }
 # Components that share one injected fault: a vendor's poll loops.

@@ -146,21 +146,23 @@ class Postbacks:
         self.worker.start()
         self.commit = GroupCommit(self.pool, self.worker, max_items=http.group_commit_max,
                                   max_wait_s=http.group_commit_ms / 1000.0, writers=WRITERS)
-        self.commit.start()
+        self.commit.start(self.tracker.supervisor.spawn)
         log.info("postbacks ready", vendors=sorted(self.routes))
 
     async def stop(self) -> None:
         """Answer what is in flight (stored: 200, else 503), let the worker apply what was
         stored, then stop it; rows it has not applied stay unprocessed for the next start."""
-        if self.commit is not None:
-            await self.commit.stop()
-        if self.worker is not None:
-            await self.worker.stop()
-            self.worker = None
-        if self.own_pool and self.pool is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.pool.close(), 5)
-            self.pool, self.own_pool = None, False
+        try:
+            if self.commit is not None:
+                await self.commit.stop()
+        finally:  # the worker and the pool stop whatever the writer loop's end was
+            if self.worker is not None:
+                await self.worker.stop()
+                self.worker = None
+            if self.own_pool and self.pool is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self.pool.close(), 5)
+                self.pool, self.own_pool = None, False
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_route("POST", ROUTE, self.handle)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import datetime, timezone
-from typing import NamedTuple, Protocol
+from typing import Callable, NamedTuple, Protocol
 
 import asyncpg
 
@@ -25,6 +25,7 @@ from tracker.adapters.base import Observation
 from tracker.db import passes
 from tracker.db import queries as q
 from tracker.logging import get_logger
+from tracker.supervisor import beat
 from tracker.postbacks.core import RawPostback
 from tracker.postbacks.process import Outcome, Parsed
 
@@ -82,6 +83,7 @@ class GroupCommit:
         self._writes: set[asyncio.Task] = set()
         self._task: asyncio.Task | None = None
         self._closing = False
+        self._running = False  # the writer loop runs (not between a failure and its restart)
         self._failed, self._failure_logged = 0, 0.0
         self._ids: list[int] = []  # drawn from the sequence ahead, a block at a time
         self.batches = 0  # committed batches and rows (tests, logs)
@@ -89,12 +91,17 @@ class GroupCommit:
         self.inline = 0  # of which applied in the transaction that stored them
         self.refused = 0  # of which stored unapplied: the database refused what they hold
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="postbacks-group-commit")
+    def start(self, spawn: Callable[..., asyncio.Task] | None = None) -> None:
+        """The writer loop, as component `postbacks-commit` under the supervisor's `spawn`
+        (logged with its traceback, counted, started again, named by /readyz), else a task."""
+        if spawn is None:
+            self._task = asyncio.create_task(self._run(), name="postbacks-group-commit")
+        else:
+            self._task = spawn("postbacks-commit", self._run, stopping=lambda: self._closing)
         self._task.add_done_callback(self._fail_pending)
 
     async def store(self, raw: RawPostback, found: list[Observation]) -> int:
-        if (self._closing or self._task is None or self._task.done()
+        if (self._closing or not self._running or self._task is None or self._task.done()
                 or len(self._pending) >= self.max_pending):
             raise Unavailable("not accepting postbacks now")
         loop = asyncio.get_running_loop()
@@ -114,12 +121,23 @@ class GroupCommit:
             await asyncio.gather(*self._writes, return_exceptions=True)
 
     async def _run(self) -> None:
+        self._running = True
+        try:
+            await self._batches()
+        except Exception:
+            self._running = False  # until the supervisor starts it again: 503, retried
+            self._answer_pending()  # a bug: nobody waits for the loop's restart
+            raise
+
+    async def _batches(self) -> None:
         loop = asyncio.get_running_loop()
+        progress = beat().progress  # idle or a batch handed to a writer: the loop works
         while True:
             self._wake.clear()
             if not self._pending:
                 if self._closing:
                     return
+                progress()
                 await self._wake.wait()
                 continue
             due = self._pending[0].since + self.max_wait_s
@@ -134,6 +152,7 @@ class GroupCommit:
                 self._timer = None
             await self._writers.acquire()  # the batch keeps growing while all writers are busy
             batch, self._pending = self._pending[:self.max_items], self._pending[self.max_items:]
+            progress()
             task = asyncio.create_task(self._write(batch), name="postbacks-write")
             self._writes.add(task)
             task.add_done_callback(self._written)
@@ -165,10 +184,16 @@ class GroupCommit:
         """The writer loop ended (stopped, or a bug): nobody may wait forever."""
         if not task.cancelled() and task.exception() is not None:
             log.error("postback group commit failed", error=repr(task.exception()))
+        self._answer_pending()
+
+    def _answer_pending(self) -> None:
         for e in self._pending:
             if not e.answer.done():
                 e.answer.set_exception(Unavailable("not accepting postbacks now"))
         self._pending.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     async def _write(self, batch: list[Entry]) -> None:
         raws = [e.raw for e in batch]
