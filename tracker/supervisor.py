@@ -39,6 +39,7 @@ from tracker.logging import get_logger, scrub
 log = get_logger("tracker.supervisor")
 
 FIRST_RESTART_S = 0.1
+CANCELLED_WAIT_S = 5.0  # how long a stop waits for a cancelled task before going on without it
 
 Part = Callable[[], AsyncIterator[None]]
 Loop = Callable[[], Awaitable[None]]
@@ -257,12 +258,23 @@ class Supervisor:
                 t.cancel()
         if not tasks:
             return
-        _, late = await asyncio.wait(tasks, timeout=grace_s)
+        done, late = await asyncio.wait(tasks, timeout=grace_s)
         for t in late:
             log.warning("component did not stop in time; cancelled (its work rolls back)",
                         component=t.get_name(), grace_s=grace_s)
             t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if late:
+            # A cancelled task may still wait on a server that answers nothing (asyncpg hands
+            # its connection back through the hung backend): the stop goes on without it, else
+            # it outlived the unit's TimeoutStopSec and was killed with its claims held.
+            ended, stuck = await asyncio.wait(late, timeout=CANCELLED_WAIT_S)
+            done |= ended
+            for t in stuck:
+                log.error("component did not end after being cancelled; the stop goes on without it",
+                          component=t.get_name(), waited_s=CANCELLED_WAIT_S)
+        for t in done:  # their errors were reported as they happened (or are the cancellation)
+            if not t.cancelled():
+                t.exception()
 
     # --- what it tells
 

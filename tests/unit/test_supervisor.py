@@ -181,6 +181,33 @@ async def test_a_failing_sweep_is_logged_counted_and_reported_not_raised():
         ("sweep:unit", "OSError"), ("sweep:unit", "ZeroDivisionError")]
 
 
+async def test_a_stop_goes_on_without_a_task_that_does_not_end_when_cancelled(monkeypatch):
+    # A task cancelled while asyncpg hands its connection back through a hung backend waits on
+    # regardless: the stop waited with it, past the unit's TimeoutStopSec (SIGKILL, claims held).
+    import tracker.supervisor as supervisor_mod
+    monkeypatch.setattr(supervisor_mod, "CANCELLED_WAIT_S", 0.2)
+    sup = Supervisor(HealthConfig())
+    release = asyncio.Event()
+
+    async def deaf() -> None:  # as a wait on a server that answers nothing
+        while not release.is_set():
+            try:
+                await release.wait()
+            except asyncio.CancelledError:
+                continue
+
+    stuck = asyncio.create_task(deaf(), name="unit-deaf")
+    quick = asyncio.create_task(asyncio.sleep(0), name="unit-quick")
+    with structlog.testing.capture_logs() as logs:
+        await asyncio.wait_for(sup.stop_tasks([stuck, quick], grace_s=0.1), 2)
+    assert [(e["event"], e["component"]) for e in logs] == [
+        ("component did not stop in time; cancelled (its work rolls back)", "unit-deaf"),
+        ("component did not end after being cancelled; the stop goes on without it", "unit-deaf")]
+    assert not stuck.done() and quick.done()
+    release.set()
+    await stuck
+
+
 async def test_stop_tasks_cancels_a_loop_waiting_to_restart_at_once():
     async def long_delay(_seconds: float) -> None:
         await asyncio.Event().wait()
