@@ -142,6 +142,8 @@ class Tracker:
         systemd.notify("STOPPING=1")
         log.info("tracker stopping")
         self.stopping.set()
+        for c in self.components:  # claiming stops first: the poller's part stops late
+            getattr(c, "stop_claiming", lambda: None)()
         await self.supervisor.stop()
         log.info("tracker stopped")
 

@@ -377,3 +377,22 @@ async def test_a_listening_connection_goes_back_to_the_pool_without_its_listener
             await db_listen.unlisten(conn, "tracker_test_channel", callback)
     assert [str(w.message) for w in seen if "listener" in str(w.message)] == []
     assert await pool.fetchval("SELECT 1") == 1
+
+
+async def test_sigterm_stops_the_poller_claiming_before_the_other_parts_stop(db_dsn, monkeypatch):
+    # The poller starts early, so it stops late: its loops went on claiming and calling vendors
+    # through intake's, the listeners' and the sinks' stops ("claiming stops first").
+    from tracker.poller.engine import Poller
+    from tracker.sinks.component import Sinks
+    seen: list[bool] = []
+    real = Sinks.stop
+
+    async def sinks_stop(self) -> None:
+        poller = next(c for c in self.tracker.components if isinstance(c, Poller))
+        seen.append(poller.stopping.is_set())
+        await real(self)
+
+    monkeypatch.setattr(Sinks, "stop", sinks_stop)
+    async with running(health_config(db_dsn)):
+        pass
+    assert seen == [True]

@@ -147,10 +147,15 @@ class Poller:
         log.info("poller started", owner=self.owner, vendors=sorted(self.workers),
                  window_sweep_s=sweep_s)
 
-    async def stop(self) -> None:
+    def stop_claiming(self) -> None:
+        """The loops claim nothing more (the daemon's first step on SIGTERM, before the parts
+        stop in reverse); what they hold is written or handed back by stop()."""
         self.stopping.set()
         for w in self.workers.values():
             w.wake.set()
+
+    async def stop(self) -> None:
+        self.stop_claiming()
         await self.supervisor.stop_tasks(self.tasks, STOP_GRACE_S)
         self.tasks.clear()
         try:
