@@ -94,6 +94,7 @@ class GroupCommit:
     def start(self, spawn: Callable[..., asyncio.Task] | None = None) -> None:
         """The writer loop, as component `postbacks-commit` under the supervisor's `spawn`
         (logged with its traceback, counted, started again, named by /readyz), else a task."""
+        self._running = True  # from now: the loop takes what is stored before its first turn
         if spawn is None:
             self._task = asyncio.create_task(self._run(), name="postbacks-group-commit")
         else:
