@@ -38,27 +38,27 @@ def _closed_to_connections(e: BaseException) -> bool:
             and "not currently accepting connections" in str(e))
 
 
+def _chain(e: BaseException | None, limit: int = 10):
+    """`e` and the exceptions it was raised from (its cause, else its context), `limit` at most."""
+    while e is not None and limit > 0:
+        yield e
+        e, limit = e.__cause__ or e.__context__, limit - 1
+
+
+def _outage(e: BaseException) -> bool:
+    return ((isinstance(e, OUTAGES) and not isinstance(e, asyncpg.exceptions.DataError))
+            or _closed_to_connections(e))
+
+
 def is_outage(e: BaseException | None) -> bool:
     """Did `e`, or an exception it was raised from, come from an outage (OUTAGES)?"""
-    seen = 0
-    while e is not None and seen < 10:
-        if isinstance(e, OUTAGES) and not isinstance(e, asyncpg.exceptions.DataError):
-            return True
-        if _closed_to_connections(e):
-            return True
-        e, seen = e.__cause__ or e.__context__, seen + 1
-    return False
+    return any(_outage(c) for c in _chain(e))
 
 
 def passes(e: BaseException | None) -> bool:
     """Is `e` an outage, or an error that passes with time (PASSING), or raised from one? Then
     the work is to be tried again, never refused for good."""
-    seen = 0
-    while e is not None and seen < 10:
-        if isinstance(e, PASSING) or is_outage(e):
-            return True
-        e, seen = e.__cause__ or e.__context__, seen + 1
-    return False
+    return any(isinstance(c, PASSING) or _outage(c) for c in _chain(e))
 
 
 def transaction(conn: asyncpg.Connection):
