@@ -185,21 +185,14 @@ class Tracker:
         """Run a sweep on one replica at a time. The advisory lock is the session's, not a
         transaction's: the job commits as it goes (a long sweep in short transactions, never
         one that holds thousands of rows locked against polls and postbacks). The database
-        unavailable is waited out until the next run (a warning); any other error, such as a
-        statement PostgreSQL refuses, is the supervisor's: the run of `sweep:<name>` fails,
-        logged with its traceback and counted, and /readyz names it while it keeps failing."""
-        try:
-            async with self.pool.acquire() as conn:
-                if not await conn.fetchval(q.TRY_SWEEP_LOCK, "tracker.sweep." + name):
-                    return  # another replica runs it
-                try:
-                    await job(conn)
-                finally:
-                    await conn.execute(q.SWEEP_UNLOCK, "tracker.sweep." + name)
-        except DB_ERRORS as e:
-            if not is_outage(e):
-                raise
-            log.warning("sweep failed: database unavailable", sweep=name, error=str(e))
+        unavailable and every other error are the supervisor's (Supervisor.job)."""
+        async with self.pool.acquire() as conn:
+            if not await conn.fetchval(q.TRY_SWEEP_LOCK, "tracker.sweep." + name):
+                return  # another replica runs it
+            try:
+                await job(conn)
+            finally:
+                await conn.execute(q.SWEEP_UNLOCK, "tracker.sweep." + name)
 
     # --- parts, in the order they start ----------------------------------------------------------
 

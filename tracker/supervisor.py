@@ -5,7 +5,8 @@ generator function that starts something, yields once, and stops it when resumed
 fails to start ends the start; the parts already started are stopped, in reverse.
 
 Background loops run under `spawn`, periodic sweeps under `job`. An exception a component did
-not handle itself (it handles expected database outages where they happen) is logged once,
+not handle itself (a loop handles expected database outages where they happen; a sweep's are
+waited out by `job` until its next run) is logged once,
 with its traceback and the component's name, counted in
 `tracker_component_failures_total{component}`, and the loop starts again after 0.1 s, doubling
 with each failure in a row up to `health.restart_backoff_max_s`. A sweep is not restarted: its
@@ -34,6 +35,7 @@ from typing import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 
 from tracker import metrics
 from tracker.config_types import HealthConfig
+from tracker.db import is_outage
 from tracker.logging import get_logger, scrub
 
 log = get_logger("tracker.supervisor")
@@ -222,7 +224,9 @@ class Supervisor:
                 return
 
     def job(self, name: str, sweep: Loop) -> Loop:
-        """`sweep` as a periodic job of component `name` (apscheduler runs each in a task)."""
+        """`sweep` as a periodic job of component `name` (apscheduler runs each in a task). The
+        database unavailable (tracker.db.is_outage) is waited out until the next run: a warning,
+        /readyz names the database. Any other error fails the run, logged, counted and named."""
         health = self.health(name)
         its_beat = Beat(health, self.clock)
 
@@ -232,7 +236,11 @@ class Supervisor:
                 with its_beat.working():
                     await sweep()
             except Exception as e:
-                self._failed(health, e, None)
+                if is_outage(e):
+                    log.warning("sweep failed: database unavailable", sweep=name,
+                                error=scrub(f"{type(e).__name__}: {e}")[:300])
+                else:
+                    self._failed(health, e, None)
             finally:
                 _current.reset(token)
 

@@ -7,13 +7,10 @@ supervisor logs, counts and shows in /readyz while it keeps failing."""
 from __future__ import annotations
 
 from tracker import metrics, retention, rollup
-from tracker.db import DB_ERRORS, is_outage
 from tracker.db import queries as q
 from tracker.db import reducer
 from tracker.http import ops
-from tracker.logging import get_logger
 
-log = get_logger("tracker.upkeep")
 
 LAG_EVERY_S = 10.0
 ORPHANS_EVERY_S = 10.0
@@ -51,24 +48,13 @@ class Upkeep:
         await measure_lag(self.tracker.pool)
 
     async def retain(self) -> None:
-        try:
-            await retention.sweep(self.tracker.pool, self.tracker.config.retention)
-        except DB_ERRORS as e:
-            if not is_outage(e):
-                raise  # the supervisor's (sweep:retention: logged, counted, in /readyz)
-            log.warning("sweep failed: database unavailable", sweep="retention", error=str(e))
+        await retention.sweep(self.tracker.pool, self.tracker.config.retention)
 
 
 async def measure_lag(pool) -> None:
     """Each consumer's lag (sinks included: they are consumers 'sink:<name>'), as gauges."""
-    try:
-        async with pool.acquire() as conn:
-            rows = await conn.fetch(q.CONSUMER_LAG)
-    except DB_ERRORS as e:
-        if not is_outage(e):
-            raise  # the supervisor's (sweep:lag)
-        log.warning("sweep failed: database unavailable", sweep="lag", error=str(e))
-        return
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(q.CONSUMER_LAG)
     metrics.consumer_lag.clear()  # consumers removed since are no longer shown
     metrics.consumer_lag_seconds.clear()
     for r in rows:

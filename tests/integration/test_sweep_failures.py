@@ -18,8 +18,11 @@ from tests.metrics_support import failures
 from tests.postbacks_support import config_for, named, readyz, running, session
 from tests.sinks_support import all_published, make_messages, report, wait_until
 from tracker import metrics
+from tracker.config_types import HealthConfig
 from tracker.core.states import State
 from tracker.http import ops
+from tracker.poller.engine import Poller
+from tracker.supervisor import Supervisor
 
 
 def config(dsn: str):
@@ -105,27 +108,72 @@ async def test_a_refused_publication_is_counted_and_named(db_dsn, pool):
     assert not [e for e in logs if "will retry" in e.get("event", "")]  # no quiet retrying
 
 
-async def test_the_backlog_sweep_raises_a_refused_statement_and_waits_out_an_outage(pool):
-    # A statement PostgreSQL refuses (here: the table it counts is gone) is raised for the
-    # supervisor's job (sweep:backlog, counted and named), not logged as a passing warning; the
-    # database unreachable is waited out until the next run, with the gauges left as they were.
+async def test_a_sweep_waits_out_an_outage_and_fails_on_a_refused_statement(pool):
+    # Supervisor.job, for every sweep: a statement PostgreSQL refuses (here: the table the
+    # backlog sweep counts is gone) fails the run, counted and named; the database unreachable
+    # is waited out until the next run (a warning), the gauges left as they were.
+    supervisor = Supervisor(HealthConfig())
+    component = "sweep:backlog"
+    before = failures(component)
     await pool.execute("ALTER TABLE tracker.postbacks RENAME TO postbacks_away")
     try:
-        with pytest.raises(asyncpg.exceptions.UndefinedTableError):
-            await ops.count_backlog(pool, ops.HeadClock())
+        await supervisor.job(component, lambda: ops.count_backlog(pool, ops.HeadClock()))()
     finally:
         await pool.execute("ALTER TABLE tracker.postbacks_away RENAME TO postbacks")
+    health = supervisor.health(component)
+    assert failures(component) - before == 1 and health.failures_in_a_row == 1
+    assert "UndefinedTableError" in health.last_error
     metrics.intake_waiting.set(7)
-    away = await asyncpg.create_pool("postgresql://nobody@127.0.0.1:9/none", min_size=0)
+    away = await asyncpg.create_pool("postgresql://nobody:S3cretPW@127.0.0.1:9/none", min_size=0)
     try:
         with structlog.testing.capture_logs() as logs:
-            await ops.count_backlog(away, ops.HeadClock())
+            await supervisor.job(component, lambda: ops.count_backlog(away, ops.HeadClock()))()
     finally:
         await away.close()
-    assert [e["event"] for e in logs] == ["sweep failed: database unavailable"]
+    assert [(e["event"], e["sweep"]) for e in logs] == [
+        ("sweep failed: database unavailable", component)]
+    assert "S3cretPW" not in repr(logs)
+    assert failures(component) - before == 1 and health.failures_in_a_row == 1  # not counted
     assert metrics.intake_waiting._value.get() == 7
-    await ops.count_backlog(pool, ops.HeadClock())
-    assert metrics.intake_waiting._value.get() == 0
+    await supervisor.job(component, lambda: ops.count_backlog(pool, ops.HeadClock()))()
+    assert metrics.intake_waiting._value.get() == 0 and health.failures_in_a_row == 0
+
+
+async def test_a_refused_poll_stats_write_is_counted_and_named_and_its_counts_kept(db_dsn, pool):
+    # The poll counters' flush (sweep:poll-health) logged every error as "will retry": a
+    # statement refused for good was a warning line for ever and /readyz said ready.
+    component = "sweep:poll-health"
+    refuse, allow = refusing("poll_stats", "true", "23514", "poll stats refused by the test",
+                             name="test_refuse_poll_stats", events="INSERT OR UPDATE")
+    before = failures(component)
+    async with running(config(db_dsn)) as (tr, base), session() as s:
+        await pool.execute(refuse)
+        try:
+            poller = next(c for c in tr.components if isinstance(c, Poller))
+            poller.workers["sparksender"].health.stats.failed += 3  # to be written, once
+
+            async def named_failing() -> bool:
+                run_now(tr, "poll-health")
+                status, body = await readyz(s, base)
+                return status == 503 and any("CheckViolationError" in r
+                                             for r in named(body, component))
+
+            await wait_until(named_failing, 20, f"/readyz naming {component}", step=0.2)
+            assert failures(component) - before >= 2
+        finally:
+            await pool.execute(allow)
+
+        async def written() -> bool:
+            run_now(tr, "poll-health")
+            return await pool.fetchval(
+                "SELECT sum(polls_failed) FROM tracker.poll_stats WHERE vendor = 'sparksender'") == 3
+
+        await wait_until(written, 20, "the kept counts written", step=0.2)
+        await wait_until(lambda: _ready(s, base), 20, "ready again", step=0.2)
+
+
+async def _ready(s, base) -> bool:
+    return await readyz(s, base) == (200, {"status": "ready"})
 
 
 async def test_a_lock_never_granted_in_a_sweep_is_counted_and_named(db_dsn, pool):

@@ -160,7 +160,7 @@ async def test_busy_without_progress_for_too_long_is_wedged():
 
 async def test_a_failing_sweep_is_logged_counted_and_reported_not_raised():
     sup, _, _ = supervisor(failures_before_unready=2)
-    outcome: list[Exception | None] = [OSError("disk"), ZeroDivisionError("x"), None]
+    outcome: list[Exception | None] = [KeyError("k"), ZeroDivisionError("x"), None]
 
     async def sweep() -> None:
         e = outcome.pop(0)
@@ -178,7 +178,27 @@ async def test_a_failing_sweep_is_logged_counted_and_reported_not_raised():
     assert sup.problems() == []
     assert failures("sweep:unit") - before == 2
     assert [(e["component"], type(e["exc_info"]).__name__) for e in logs] == [
-        ("sweep:unit", "OSError"), ("sweep:unit", "ZeroDivisionError")]
+        ("sweep:unit", "KeyError"), ("sweep:unit", "ZeroDivisionError")]
+
+
+async def test_a_sweep_waits_out_the_database_unavailable_and_says_so():
+    sup, _, _ = supervisor(failures_before_unready=1)
+    errors = [ConnectionRefusedError("refused"), asyncio.TimeoutError()]
+
+    async def sweep() -> None:
+        try:
+            raise errors.pop(0)
+        except Exception as e:
+            raise ValueError("a wrapper") from e  # the cause chain is read
+
+    job = sup.job("sweep:outage", sweep)
+    before = failures("sweep:outage")
+    with structlog.testing.capture_logs() as logs:
+        await job()
+        await job()
+    assert sup.problems() == [] and failures("sweep:outage") == before
+    assert [(e["event"], e["log_level"], e["sweep"]) for e in logs] == [
+        ("sweep failed: database unavailable", "warning", "sweep:outage")] * 2
 
 
 async def test_a_stop_goes_on_without_a_task_that_does_not_end_when_cancelled(monkeypatch):

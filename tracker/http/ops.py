@@ -19,15 +19,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from tracker import metrics
 from tracker.config_types import HealthConfig
-from tracker.db import DB_ERRORS, is_outage
 from tracker.db import queries as q
 from tracker.db.migrate import pending
 from tracker.http import status
-from tracker.logging import get_logger, scrub
+from tracker.logging import scrub
 from tracker.metrics import REGISTRY
 from tracker.supervisor import Problem
 
-log = get_logger("tracker.ops")
 
 READY_TIMEOUT_S = 2.0
 BACKLOG_COUNT_MAX = 100_000  # the backlog gauges count up to this many rows: bounded work
@@ -96,18 +94,10 @@ def record_ages(intake_s: float | None, postbacks_s: float | None) -> None:
 
 async def count_backlog(pool, heads: HeadClock) -> None:
     """Refresh the backlog gauges: submission rows and postbacks waiting, and for how long
-    (a periodic sweep). The database unavailable is waited out until the next run (a warning);
-    any other error (a statement PostgreSQL refuses) is raised: the supervisor's job counts it
-    and /readyz names `sweep:backlog` while it keeps failing, as for every sweep."""
-    try:
-        async with pool.acquire() as conn:
-            counts = await conn.fetchrow(q.COUNT_WAITING, BACKLOG_COUNT_MAX)
-            ages = await conn.fetchrow(q.OLDEST_WAITING)
-    except DB_ERRORS as e:
-        if not is_outage(e):
-            raise
-        log.warning("sweep failed: database unavailable", sweep="backlog", error=str(e))
-        return
+    (a periodic sweep: its errors, the database unavailable included, are Supervisor.job's)."""
+    async with pool.acquire() as conn:
+        counts = await conn.fetchrow(q.COUNT_WAITING, BACKLOG_COUNT_MAX)
+        ages = await conn.fetchrow(q.OLDEST_WAITING)
     metrics.intake_waiting.set(counts["intake"])
     metrics.postbacks_waiting.set(counts["postbacks"])
     record_ages(heads.age(ages["intake_head"], ages["intake_s"]), ages["postbacks_s"])

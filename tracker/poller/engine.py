@@ -131,7 +131,7 @@ class Poller:
             self.take_on(name)
         # Say at once that this replica polls, and take its part of each vendor's concurrency
         # slots (a database not reachable yet: the next renewal; until then it polls nothing).
-        await self.flush_health()
+        await self.flush_health_now()
         await self.leases.flush()
         if self.workers:
             self.tasks.append(self.supervisor.spawn(
@@ -165,7 +165,7 @@ class Poller:
         except DB_ERRORS as e:
             log.warning("poller stopped; claims not handed back (they come due when their "
                         "lease ends)", error=type(e).__name__)
-        await self.flush_health()
+        await self.flush_health_now()
         try:
             async with self.pool().acquire() as conn:
                 await conn.execute(q.STOP_POLL_STATS, self.owner)
@@ -180,6 +180,14 @@ class Poller:
     async def sweep_windows(self) -> None:
         await self.exclusive("windows", end_windows)
 
+    async def flush_health_now(self) -> None:
+        """The flush at start and stop, outside the supervisor's job: any failure is a warning
+        (the counters are kept for the next flush)."""
+        try:
+            await self.flush_health()
+        except DB_ERRORS as e:
+            log.warning("poll stats not written", error=type(e).__name__)
+
     async def flush_health(self) -> None:
         if not self.workers:
             return
@@ -193,10 +201,10 @@ class Poller:
                     [s.last_success_at for s in taken], [s.last_error_at for s in taken],
                     [s.last_error for s in taken], [h.circuit.state for h in healths],
                     [h.circuit_since for h in healths])
-        except DB_ERRORS as e:
+        except BaseException:
             for h, s in zip(healths, taken):
-                h.keep_stats(s)
-            log.warning("poll stats not written; will retry", error=type(e).__name__)
+                h.keep_stats(s)  # written with the next flush
+            raise  # the supervisor's (Supervisor.job: an outage waited out, else counted)
 
 
 async def end_windows(conn: asyncpg.Connection) -> int:

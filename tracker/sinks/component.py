@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 
 from tracker import metrics
-from tracker.db import DB_ERRORS, is_outage
 from tracker.db.listen import listen
 from tracker.logging import get_logger, register_secret
 from tracker.sinks import settings, store
@@ -85,14 +84,8 @@ class Sinks:
         await listen(lambda: self.tracker.pool, CHANNEL, self.wake_all, lambda: self.stopping)
 
     async def refresh_lag(self) -> None:
-        try:
-            async with self.tracker.pool.acquire() as conn:
-                rows = await store.status(conn)
-        except DB_ERRORS as e:
-            if not is_outage(e):
-                raise  # a refused statement: the supervisor's (sweep:sinks-lag, counted)
-            log.warning("sweep failed", sweep="sinks-lag", error=type(e).__name__)
-            return
+        async with self.tracker.pool.acquire() as conn:
+            rows = await store.status(conn)
         running = {s.name for s in self.loops}
         for r in rows:
             if r["sink"] in running:
