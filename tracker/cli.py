@@ -70,6 +70,12 @@ def cmd_sinks(args) -> int:
     return sinks_main(args, _load(args))
 
 
+def cmd_consumers(args) -> int:
+    from tracker.consumers import main as consumers_main
+
+    return consumers_main(args, _load(args))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tracker", description="SMS delivery tracker")
     parser.add_argument("--config", help="TOML configuration file (default: $TRACKER_CONFIG)")
@@ -105,6 +111,15 @@ def main(argv: list[str] | None = None) -> int:
     sks.add_parser("forget", help="drop a sink no longer configured: its cursor, deliveries, dead letters",
                    parents=[config]).add_argument("name", help="the sink's name")
     sk.set_defaults(func=cmd_sinks)
+    co = sub.add_parser("consumers", help="SQL consumers of events: status, register before the first "
+                        "read, forget one gone for good", parents=[config])
+    cos = co.add_subparsers(dest="consumers_command", required=True)
+    cos.add_parser("status", help="each consumer's position, lag and last move", parents=[config])
+    cos.add_parser("register", help="make a consumer known: retention keeps its events from now on",
+                   parents=[config]).add_argument("name", help="the consumer's name, as given to read_events")
+    cos.add_parser("forget", help="drop a consumer's cursor: retention no longer waits for it",
+                   parents=[config]).add_argument("name", help="the consumer's name")
+    co.set_defaults(func=cmd_consumers)
     args, extra = parser.parse_known_args(argv)
     if args.command != "sandbox" and extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

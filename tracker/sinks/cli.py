@@ -35,10 +35,10 @@ def _show(value) -> str:
     return str(value)
 
 
-def table(rows) -> str:
-    shown = [[_show(r[c]) for c in COLUMNS] for r in rows]
-    widths = [max([len(c), *(len(row[i]) for row in shown)]) for i, c in enumerate(COLUMNS)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths))]
+def table(rows, columns: tuple[str, ...] = COLUMNS) -> str:
+    shown = [[_show(r[c]) for c in columns] for r in rows]
+    widths = [max([len(c), *(len(row[i]) for row in shown)]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in shown]
     return "\n".join(line.rstrip() for line in lines)
 

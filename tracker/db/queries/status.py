@@ -24,6 +24,11 @@ CROSS JOIN (SELECT count(*) AS unpublished, min(recorded_at) AS oldest
 ORDER BY c.consumer
 """
 
+# `tracker consumers` (tracker.consumers; sql/023).
+CONSUMER_STATUS = "SELECT * FROM tracker.consumer_status ORDER BY consumer"
+REGISTER_CONSUMER = "SELECT tracker.register_consumer($1)"
+FORGET_CONSUMER = "SELECT tracker.forget_consumer($1)"
+
 # The status page reads in one read-only transaction that never runs long.
 STATUS_LIMITS = "SET LOCAL statement_timeout = '3s'"
 

@@ -1,0 +1,112 @@
+"""SQL consumers known before their first ack, and forgotten (sql/023, `tracker consumers`).
+Retention keeps every event a known consumer has not acknowledged; a consumer was known only
+from its first ack, so a backlog it was still reading could be removed under it."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import asyncpg
+import pytest
+
+from tests.sinks_support import write_config
+from tracker import retention
+from tracker.config_types import RetentionConfig
+
+CONFIG = RetentionConfig(observations_days=0, postbacks_days=0, orphans_days=0, transitions_days=30,
+                         refused_rows_days=0, final_messages_days=0, batch_size=100, pause_ms=0,
+                         run_budget_s=30)
+
+
+async def old_final_message(pool, ref: str, events: int) -> list[int]:
+    """A message delivered 100 days ago, with `events` published events as old: retention's."""
+    async with pool.acquire() as conn, conn.transaction():
+        mid = await conn.fetchval(
+            "INSERT INTO tracker.messages (vendor, vendor_ref, state, submitted_at, updated_at)"
+            " VALUES ('sparksender', $1, 'delivered', now() - interval '100 days',"
+            "         now() - interval '100 days') RETURNING id", ref)
+        ids = []
+        for _ in range(events):
+            ids.append(await conn.fetchval(
+                "INSERT INTO tracker.transitions (message_id, from_state, to_state, source, occurred_at,"
+                "                                 recorded_at, pos)"
+                " VALUES ($1, 'submitted', 'delivered', 'poll', now(), now() - interval '100 days',"
+                "         (SELECT last_pos + 1 FROM tracker.event_publisher)) RETURNING event_id", mid))
+            await conn.execute("UPDATE tracker.event_publisher SET last_pos = last_pos + 1")
+        return ids
+
+
+async def kept(pool) -> int:
+    return await pool.fetchval("SELECT count(*) FROM tracker.transitions")
+
+
+async def test_a_registered_consumer_keeps_its_backlog_until_it_acks(pool):
+    await old_final_message(pool, "gone-first", 1)
+    await pool.execute("SELECT tracker.ack_events('early', (SELECT max(event_id) FROM tracker.transitions))")
+    await retention.sweep(pool, CONFIG)
+    assert await kept(pool) == 0  # acknowledged by the only consumer known: removed
+    ids = await old_final_message(pool, "backlog", 3)
+    await pool.execute("SELECT tracker.ack_events('early', $1)", ids[-1])
+
+    position = await pool.fetchval("SELECT tracker.register_consumer('late')")
+    assert position == await pool.fetchval("SELECT min(pos) - 1 FROM tracker.transitions")
+    await retention.sweep(pool, CONFIG)
+    assert await kept(pool) == 3  # 'late' has acknowledged none of them
+    read = await pool.fetch("SELECT event_id FROM tracker.read_events('late', 10)")
+    assert [r["event_id"] for r in read] == ids
+    status = await pool.fetchrow("SELECT * FROM tracker.consumer_status WHERE consumer = 'late'")
+    assert status["position"] == position and status["events_behind"] == 3
+    assert status["oldest_unacked_age"].days >= 99
+
+    await pool.execute("SELECT tracker.ack_events('late', $1)", ids[1])
+    assert await pool.fetchval("SELECT tracker.register_consumer('late')") > position  # never back
+    await retention.sweep(pool, CONFIG)
+    assert await kept(pool) == 1  # up to what both have acknowledged
+    await pool.execute("SELECT tracker.ack_events('late', $1)", ids[2])
+    await retention.sweep(pool, CONFIG)
+    assert await kept(pool) == 0
+
+
+async def test_a_forgotten_consumer_no_longer_holds_retention_back(pool):
+    await old_final_message(pool, "held", 2)
+    assert await pool.fetchval("SELECT tracker.register_consumer('gone-for-good')") == 0
+    await retention.sweep(pool, CONFIG)
+    assert await kept(pool) == 2
+    assert await pool.fetchval("SELECT tracker.forget_consumer('gone-for-good')") is True
+    assert await pool.fetchval("SELECT tracker.forget_consumer('gone-for-good')") is False
+    await retention.sweep(pool, CONFIG)
+    assert await kept(pool) == 0  # no consumer known: everything published may go
+
+
+@pytest.mark.parametrize("name", ["sink:crm", "", "x" * 201])
+async def test_a_name_that_is_no_consumers_is_refused_and_changes_nothing(pool, name):
+    await pool.execute("INSERT INTO tracker.consumers (consumer, acked_pos) VALUES ('sink:crm', 7)")
+    for function in ("register_consumer", "forget_consumer"):
+        with pytest.raises(asyncpg.exceptions.InvalidParameterValueError):
+            await pool.fetchval(f"SELECT tracker.{function}($1)", name)
+    assert [tuple(r) for r in await pool.fetch("SELECT consumer, acked_pos FROM tracker.consumers")] == [
+        ("sink:crm", 7)]
+    assert await pool.fetchval("SELECT count(*) FROM tracker.consumer_status") == 0  # sinks apart
+
+
+def tracker_cli(config, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tracker", "--config", str(config), "consumers", *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+async def test_the_consumers_command(db_dsn, pool, tmp_path):
+    config = write_config(tmp_path / "tracker.toml", db_dsn)
+    await old_final_message(pool, "listed", 2)
+    assert tracker_cli(config, "status").stdout.strip() == "no consumers known yet"
+    p = tracker_cli(config, "register", "billing")
+    assert p.returncode == 0 and "consumer billing known, at position 0" in p.stdout, p.stderr
+    lines = tracker_cli(config, "status").stdout.splitlines()
+    assert lines[0].split() == ["consumer", "position", "events_behind", "oldest_unacked_age", "updated_at"]
+    assert lines[1].split()[:3] == ["billing", "0", "2"]
+    p = tracker_cli(config, "register", "sink:crm")
+    assert p.returncode == 1 and p.stdout == ""
+    assert p.stderr.count("\n") == 1 and "is a sink's cursor" in p.stderr and "Traceback" not in p.stderr
+    assert tracker_cli(config, "forget", "billing").returncode == 0
+    p = tracker_cli(config, "forget", "billing")
+    assert p.returncode == 1 and "no consumer named 'billing'" in p.stderr
+    assert not await pool.fetchval("SELECT count(*) FROM tracker.consumers")
