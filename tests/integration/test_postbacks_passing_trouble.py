@@ -1,7 +1,7 @@
 """Trouble that passes is not a refusal of the postback: a database gone read-only (a standby
 behind the DSN after a failover) is answered 503, so that the vendor retries; a lock not had
-within lock_timeout leaves an acknowledged postback waiting, applied once the lock goes, never set
-aside. And requests the daemon cannot read faithfully are refused with a clear answer: a
+for long (another session's open transaction) leaves its postback waiting, the others applied around
+it, and it is applied once the lock goes, never set aside. And requests the daemon cannot read faithfully are refused with a clear answer: a
 compressed body (415), a Content-Type with a byte that is not UTF-8 (415, and its log line
 written). Real PostgreSQL (settings changed with ALTER SYSTEM, reset after), the daemon
 in-process, raw HTTP where a client would tidy the request."""
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gzip
 import io
 import sys
@@ -18,7 +19,7 @@ import orjson
 import structlog
 
 from tests.polling_support import wait_until
-from tests.postbacks_support import config_for, postback_url, running, session
+from tests.postbacks_support import config_for, named, postback_url, readyz, running, session
 from tracker import logging as tlog
 
 JSON = {"Content-Type": "application/json"}
@@ -82,36 +83,61 @@ async def test_a_database_gone_read_only_is_answered_503_and_nothing_is_refused(
         await wait_until(all_delivered, 10)
 
 
-async def test_a_lock_not_had_in_time_leaves_an_acknowledged_postback_waiting_not_set_aside(db_dsn):
-    async with running(config_for(db_dsn)) as (tr, base), session() as s:
-        mid = await tr.pool.fetchval("INSERT INTO tracker.messages (vendor, vendor_ref)"
-                                     " VALUES ('skycore', 'locked-1') RETURNING id")
+async def test_a_message_held_locked_delays_only_its_own_postback(db_dsn):
+    # Another session's transaction holds one message's row (a psql left open). Its postback
+    # used to hold a group-commit writer until the request's timeout, and every postback of its
+    # batch was answered 503, again at each retry. Now its lock is waited for a second at most:
+    # every postback is stored (200), the others applied around it, the held one left waiting,
+    # never set aside, the lock's error counted and named in /readyz, and it is applied once
+    # the lock goes. The server's own lock_timeout is PostgreSQL's default: none.
+    config = config_for(db_dsn)
+    config = dataclasses.replace(config, health=dataclasses.replace(
+        config.health, failures_before_unready=1, restart_backoff_max_s=0.5))
+    free = [f"free-{i}" for i in range(6)]
+    async with running(config) as (tr, base), session() as s:
+        assert await tr.pool.fetchval("SELECT current_setting('lock_timeout')") == "0"
+        await tr.pool.execute("INSERT INTO tracker.messages (vendor, vendor_ref)"
+                              " SELECT 'skycore', unnest($1::text[])", ["held-1", *free])
         holder = await asyncpg.connect(db_dsn)
         try:
             with structlog.testing.capture_logs() as logs:
-                async with system_setting(db_dsn, "lock_timeout", "200ms"):
-                    await wait_until(lambda: setting_seen(tr.pool, "lock_timeout", "200ms"), 5)
-                    async with holder.transaction():
-                        await holder.execute("SELECT FROM tracker.messages WHERE id = $1 FOR UPDATE", mid)
-                        async with s.post(postback_url(base, "skycore"), data=delivered("locked-1"),
+                async with holder.transaction():
+                    await holder.execute("SELECT FROM tracker.messages WHERE vendor_ref = 'held-1'"
+                                         " FOR UPDATE")
+
+                    async def post(ref: str) -> int:
+                        async with s.post(postback_url(base, "skycore"), data=delivered(ref),
                                           headers=JSON) as r:
-                            assert r.status == 200  # stored: the message's lock is the apply's
+                            return r.status
 
-                        async def tried() -> bool:
-                            return any("LockNotAvailableError" in str(e.get("error")) for e in logs)
+                    assert await asyncio.gather(*(post(r) for r in ["held-1", *free])) == [200] * 7
 
-                        await wait_until(tried, 10, step=0.05)
+                    async def others_applied() -> bool:
+                        return await delivered_refs(tr.pool) == set(free)
+
+                    await wait_until(others_applied, 20)
+
+                    async def named_held() -> bool:
+                        status, body = await readyz(s, base)
+                        return status == 503 and any("LockNotAvailableError" in r
+                                                     for r in named(body, "postbacks"))
+
+                    await wait_until(named_held, 20, step=0.1)
+                    assert await delivered_refs(tr.pool) == set(free)  # still held
         finally:
             await holder.close()
-        assert not [e for e in logs if e["event"] in ("postback set aside",
-                                                      "postback batch refused; applying its rows one by one")]
-
-        async def applied() -> bool:
-            return await tr.pool.fetchval("SELECT state::text FROM tracker.messages WHERE id = $1",
-                                          mid) == "delivered"
-
-        await wait_until(applied, 15)  # by the sweep, once the lock is gone
+        await wait_until(lambda: _is(delivered_refs(tr.pool), {"held-1", *free}), 20)  # lock gone
+        assert not [e for e in logs if e["event"] == "postback set aside"]
         assert await tr.pool.fetchval("SELECT count(*) FROM tracker.postbacks WHERE error IS NOT NULL") == 0
+
+
+async def delivered_refs(pool) -> set[str]:
+    return {r[0] for r in await pool.fetch(
+        "SELECT vendor_ref FROM tracker.messages WHERE state = 'delivered'")}
+
+
+async def _is(value, expected) -> bool:
+    return await value == expected
 
 
 async def test_a_compressed_body_is_refused_not_read_short(db_dsn):

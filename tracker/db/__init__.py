@@ -61,6 +61,11 @@ def passes(e: BaseException | None) -> bool:
     return any(isinstance(c, PASSING) or _outage(c) for c in _chain(e))
 
 
+def lock_not_had(e: BaseException | None) -> bool:
+    """Was `e`, or an exception it was raised from, a lock not had within lock_timeout?"""
+    return any(isinstance(c, asyncpg.exceptions.LockNotAvailableError) for c in _chain(e))
+
+
 def transaction(conn: asyncpg.Connection):
     """A transaction, or the caller's if it holds one: no savepoint (two round trips) is made
     inside it, so a failure there aborts the caller's transaction, which rolls it back."""

@@ -50,9 +50,12 @@ WRITERS = 2  # group commit batches written at a time (a small one also applied)
 # the values (queries: CLAIM_AND_INSERT_OBSERVATIONS, WRITE_MESSAGES), so they are planned once
 # per connection. Left to choose, PostgreSQL planned the claim anew for every batch, which took
 # as long as running it (0.5 ms; docs/performance.md). Named, so that pg_stat_activity tells
-# them apart from the daemon's main pool.
+# them apart from the daemon's main pool. A message's lock is waited for a second at most: held
+# longer (another session's open transaction), it held a writer until the request's timeout and
+# every postback of the batch was answered 503; now the batch is stored unapplied and the worker
+# applies the rest around the held message (tracker.postbacks.worker).
 SESSION_SETTINGS = {"synchronous_commit": "on", "plan_cache_mode": "force_generic_plan",
-                    "application_name": "tracker postbacks"}
+                    "application_name": "tracker postbacks", "lock_timeout": "1s"}
 CONNECTIONS = WRITERS + APPLIERS
 
 OK = 200, {"status": "ok"}

@@ -8,9 +8,12 @@ transaction and marks their rows processed. The worker (component
 `postbacks` under the supervisor) also sweeps: rows left unprocessed by a crash, a lost database
 or another replica are parsed again from the stored request and applied (at start, every few
 seconds, after a failure). A second applier (`postbacks:apply:1`) takes what was stored while
-the worker applies. A batch the database refuses for what it holds is applied row by row, and a
-row refused alone is set aside with its error (tracker.postback_problems). Progress for the
-supervisor: a batch applied, or a sweep done.
+the worker applies. A batch the database refuses for what it holds, or one a message's lock holds
+past lock_timeout, is applied row by row: a row refused alone is set aside with its error
+(tracker.postback_problems); a row still held stays unprocessed and, once the others are applied,
+the lock's error is raised for the supervisor (counted, /readyz names the component while it
+lasts), and the sweep tries the row again. Progress for the supervisor: a batch applied, or a
+sweep done.
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ import contextlib
 import asyncpg
 
 from tracker.config_types import Config
-from tracker.db import is_outage, passes
+from tracker.db import is_outage, lock_not_had, passes
 from tracker.db import queries as q
 from tracker.logging import get_logger
 from tracker.postbacks.process import (BatchFailed, Outcome, Parsed, adopt_late, apply_stored,
@@ -146,7 +149,7 @@ class ApplyWorker:
         try:
             out = await process_received(conn, self.config, items)
         except BatchFailed as e:
-            if passes(e) or conn.is_closed():  # the rows stay unprocessed: the sweep's
+            if not row_by_row(e) or conn.is_closed():  # the rows stay unprocessed: the sweep's
                 raise
             await self._one_by_one(conn, e)  # from the stored rows, parsed again
             return
@@ -167,7 +170,7 @@ class ApplyWorker:
         try:
             out = await process_pending(conn, self.config, WORKER_BATCH)
         except BatchFailed as e:
-            if passes(e) or conn.is_closed():  # (passing trouble: the supervisor's, counted)
+            if not row_by_row(e) or conn.is_closed():  # (passing trouble: the supervisor's, counted)
                 raise
             await self._one_by_one(conn, e)
             return 0
@@ -177,14 +180,26 @@ class ApplyWorker:
         return out.rows
 
     async def _one_by_one(self, conn: asyncpg.Connection, failed: BatchFailed) -> None:
-        log.warning("postback batch refused; applying its rows one by one",
+        log.warning("postback batch not applied; applying its rows one by one",
                     rows=len(failed.ids), error=type(failed.__cause__).__name__)
+        held = None
         for pid in failed.ids:
             try:
                 await process_pending(conn, self.config, 1, [pid])
             except BatchFailed as one:
-                if passes(one) or conn.is_closed():
+                if conn.is_closed() or (passes(one) and not lock_not_had(one)):
                     raise
+                if lock_not_had(one):
+                    held = one  # left unprocessed: the sweep's, once the lock is gone
+                    continue
                 reason = f"not applied: {type(one.__cause__).__name__}: {one.__cause__}"[:500]
                 await conn.execute(q.FAIL_POSTBACK, pid, reason)
                 log.error("postback set aside", postback_id=pid, error=reason)
+        if held is not None:
+            raise held
+
+
+def row_by_row(e: BatchFailed) -> bool:
+    """Whether the rows of a failed batch are applied one by one: the database refused the batch
+    for a row it holds, or a message's lock held it (the others are applied around that one)."""
+    return not passes(e) or lock_not_had(e)
