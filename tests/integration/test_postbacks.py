@@ -11,6 +11,7 @@ import types
 from datetime import datetime, timedelta, timezone
 
 import orjson
+from multidict import CIMultiDict
 
 from tests.conftest import until_waiting_on_a_lock
 from tests.faults_support import refusing
@@ -467,6 +468,11 @@ async def test_behind_a_trusted_proxy_the_client_is_the_forwarded_address(db_dsn
         assert (await post(s, url, sky("xf-1"), vendor))[0] == 200
         spoofed = {**JSON, "X-Forwarded-For": "203.0.113.7, 198.51.100.66"}  # the nearest is not the vendor
         assert (await post(s, url, sky("xf-2"), spoofed)) == (404, b'{"error":"not found"}')
+        # A proxy that adds a header line of its own rather than appending to the client's:
+        # the lines are one list, in order (RFC 9110 5.3); the first alone was the client's.
+        two_lines = CIMultiDict([*JSON.items(), ("X-Forwarded-For", "203.0.113.7"),
+                                 ("X-Forwarded-For", "198.51.100.66")])
+        assert (await post(s, url, sky("xf-5"), two_lines)) == (404, b'{"error":"not found"}')
         assert (await post(s, url, sky("xf-3")))[0] == 404  # the proxy itself is not the vendor
         sources = [r[0] for r in await tr.pool.fetch("SELECT host(source) FROM tracker.postbacks")]
         assert sources == ["203.0.113.7"]

@@ -184,8 +184,8 @@ class Postbacks:
 
     async def _receive(self, request: web.Request, vendor: str, token: str) -> tuple[int, dict]:
         ctype = request.headers.get("Content-Type", "")
-        remote = core.client_address(request.remote, request.headers.get("X-Forwarded-For"),
-                                     self.trusted_proxies)
+        remote = core.client_address(request.remote, ", ".join(request.headers.getall(
+            "X-Forwarded-For", ())), self.trusted_proxies)  # every line: one list, in order
         # A content type says nothing without a body (some clients label an empty GET too).
         refusal = core.admit(self.routes, vendor, token, remote,
                              ctype if request.body_exists else "")
