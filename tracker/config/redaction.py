@@ -9,6 +9,7 @@ from urllib.parse import unquote, unquote_plus, urlsplit
 from tracker.config.schema import _VENDOR_SETTINGS
 from tracker.config_types import Config
 from tracker.sinks import settings as sink_settings
+from tracker.sinks.checks import public_url
 
 MASK = "***"
 # A URL at the start of the text (leading blanks allowed, as urlsplit allows them).
@@ -79,22 +80,25 @@ def dsn_passwords(dsn: str) -> list[str]:
     return list(dict.fromkeys(f for f in found if f))
 
 
-def _dsn_target(dsn: str) -> str:
-    """host[:port][/dbname] of a DSN, for summaries (never the credentials)."""
-    if "://" in dsn:
-        rest = dsn.split("://", 1)[1]
-        rest = rest.rsplit("@", 1)[-1] if "@" in rest.split("/", 1)[0] else rest
-        return rest.split("?", 1)[0] or "(default host)"
-    kv = dict(re.findall(r"(\w+)\s*=\s*('(?:\\.|[^'\\])*'|\S+)", dsn))
-    host = kv.get("host", "(default host)").strip("'")
-    port = f":{kv['port']}" if "port" in kv else ""
-    db = f"/{kv['dbname'].strip(chr(39))}" if "dbname" in kv else ""
-    return f"{host}{port}{db}"
+_URL_IN_TEXT = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]*")
+
+
+def _public(value: Any) -> Any:
+    """``value`` with every URL in it (in a string, a list's, a table's) cut to scheme://host[:port]:
+    a URL's user, password, path and query may hold a token (a webhook's path, an ?api_key=)."""
+    if isinstance(value, str):
+        return _URL_IN_TEXT.sub(lambda m: public_url(m.group(0)), value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_public(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _public(v) for k, v in value.items()}
+    return value
 
 
 def _show(value: Any) -> str:
-    """A non-secret value for a problem text: short, and with URL credentials hidden anyway."""
-    text = repr(value)
+    """A non-secret value for a problem text: short, and any URL in it as scheme://host[:port] only
+    (a URL-valued key's problem shows even less: tracker.config.problems)."""
+    text = repr(_public(value))
     if len(text) > 60:
         text = text[:57] + "..."
     return redact_dsn(text)

@@ -3,19 +3,49 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Mapping, TextIO
 
+from tracker.config.dsn import _parser
 from tracker.config.loader import load
 from tracker.config.problems import ConfigError
-from tracker.config.redaction import _dsn_target, redact_dsn
+from tracker.config.redaction import redact_dsn
 from tracker.config_types import Config
 from tracker.sinks import settings as sink_settings
+from tracker.sinks.checks import public_url
+
+
+def _where(dsn: str) -> str | None:
+    """host:port of each address asyncpg would try (or its socket file), and the database, as
+    asyncpg's own parser (tracker.config.dsn) reads ``dsn``; None if it refuses it."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            addrs, params = _parser()(dsn)[:2]
+    except Exception:  # noqa: BLE001 - a summary line, not a check: load() checked the DSN
+        return None
+    shown = [a if isinstance(a, str) else f"[{a[0]}]:{a[1]}" if ":" in a[0] else f"{a[0]}:{a[1]}"
+             for a in addrs]
+    return f"{','.join(shown)}/{params.database}"
+
+
+def dsn_target(dsn: str) -> str:
+    """Where a DSN connects, for the summary: host:port (or socket) and database only, read from
+    the DSN with its passwords hidden, as asyncpg reads it (host lists, ?host=, percent-encoding).
+    Never a user or a password, whatever characters the password holds."""
+    where = _where(redact_dsn(dsn))
+    if where is None:
+        return "(not readable with its password hidden)"
+    if _where(dsn) != where:  # a password's unencoded / ? # @ moved asyncpg's host or database
+        where += (" (asyncpg reads the DSN itself differently: percent-encode the password's"
+                  " / ? # @ [ ] and spaces)")
+    return where
 
 
 def summary(cfg: Config) -> list[str]:
     """A short, redacted description of a configuration."""
-    db = (f"dsn {_dsn_target(cfg.database.dsn)}" if cfg.database.dsn
+    db = (f"dsn {dsn_target(cfg.database.dsn)}" if cfg.database.dsn
           else f"embedded cluster in {cfg.database.state_dir}")
     lines = [
         f"database: {db}",
@@ -27,7 +57,7 @@ def summary(cfg: Config) -> list[str]:
         if not v.enabled:
             lines.append(f"vendor {v.name}: disabled")
             continue
-        notes = [f"base_url={redact_dsn(v.base_url) or '(unset)'}"]
+        notes = [f"base_url={public_url(v.base_url) if v.base_url else '(unset)'}"]
         if not v.postback_token:
             notes.append("no postback_token (postbacks refused)")
         lines.append(f"vendor {v.name}: enabled, {', '.join(notes)}")

@@ -27,6 +27,7 @@ from tracker.config.schema import (
     _suggest,
 )
 from tracker.config.secret_files import read_secret, secret_path
+from tracker.sinks.checks import scheme_and_host
 
 
 def _toml_type(v: Any) -> str:
@@ -45,6 +46,8 @@ class _Values(_Layers):
         def bad(expected: str) -> tuple[bool, Any]:
             got = "" if raw.from_env else f" {_toml_type(v)}"
             shown = "" if secret else f" {_show(v)}"
+            if key in _URL_KEYS:  # a URL's user, password, path and query may hold a token
+                shown = f" ({scheme_and_host(v)})" if isinstance(v, str) else ""
             self.problem(raw.file, raw.key, f"expected {expected}, got{got}{shown}")
             return False, None
 
@@ -157,7 +160,7 @@ class _Values(_Layers):
                 except ValueError:
                     ok = False
                 if not ok:
-                    bad(f"expected an http:// or https:// URL, got {_show(value)}")
+                    bad(f"expected an http:// or https:// URL, got {scheme_and_host(value)}")
                 elif key == "base_url":
                     value = value.rstrip("/")
         elif key in _CHOICES:

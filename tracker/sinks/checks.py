@@ -80,11 +80,11 @@ def url_problem(url: str, schemes: tuple[str, ...]) -> str | None:
         colonless = next((f" ({s}// without its ':'?)" for s in schemes
                           if url.strip().lower().startswith(s + "//")), "")
         return (f"expected a URL with a host, starting {' or '.join(s + '://' for s in schemes)}, "
-                f"got {_scheme_and_host(url)}{colonless} (the rest is not shown: it may hold a token)")
+                f"got {scheme_and_host(url)}{colonless} (the rest is not shown: it may hold a token)")
     return None
 
 
-def _scheme_and_host(url: str) -> str:
+def scheme_and_host(url: str) -> str:
     """What a refused URL may show of itself: a short scheme, the host and whether its port reads."""
     try:
         u = urlsplit(url.strip())
@@ -105,7 +105,7 @@ def public_url(url: str) -> str:
     try:
         u = urlsplit(url)
         port = f":{u.port}" if u.port else ""
-        host = f"[{u.hostname}]" if u.hostname and ":" in u.hostname else u.hostname
+        host = f"[{u.hostname}]" if u.hostname and ":" in u.hostname else (u.hostname or "")
         return f"{u.scheme}://{host}{port}"
     except ValueError:
         return "(unreadable URL)"

@@ -37,7 +37,9 @@ KEYS: dict[str, dict[str, str]] = {
     "nats": {"servers": "strlist", "stream": "str", "subject_prefix": "str", "create_stream": "bool",
              "duplicate_window_s": "float", "timeout_s": "float", "enabled": "bool"},
 }
-SECRET_KEYS = frozenset({"secrets", "servers"})  # never quoted (server URLs may hold passwords)
+# Never quoted: server URLs may hold passwords, a webhook URL's path and query a token
+# (secrets_of masks them in logs; problems say at most a URL's scheme and host: url_problem).
+SECRET_KEYS = frozenset({"secrets", "servers", "url"})
 
 @dataclass
 class Raw:
@@ -163,7 +165,8 @@ class SinkSettings:
         try:
             return checks.convert(kind, raw.value, raw.from_env)
         except ValueError:
-            shown = "" if key in SECRET_KEYS else f" {str(raw.value)[:60]!r}"
+            shown = (" a value not shown (it may hold a secret)" if key in SECRET_KEYS
+                     else f" {str(raw.value)[:60]!r}")
             self.problem(raw, "", f"expected {checks.KIND_TEXT[kind]}, got{shown}")
             return None
 
