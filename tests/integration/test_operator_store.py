@@ -37,13 +37,17 @@ async def test_postback_operator_kept_latest_wins_never_cleared(pool):
         await reducer.apply(conn, "postback", [report("a", State.sent, "Sprint")],
                             received_at=T0 + timedelta(seconds=1))
         assert await operator_of(conn, "a") == "T-Mobile"
-        # In one batch, the latest received wins.
+        # In one batch, the latest received wins, whichever comes first in the batch.
         await reducer.apply(conn, "postback",
                             [report("a", State.read, "Later"), report("a", State.read, "Earlier")],
                             received_at=[T0 + timedelta(seconds=30), T0 + timedelta(seconds=20)])
         assert await operator_of(conn, "a") == "Later"
+        await reducer.apply(conn, "postback",
+                            [report("a", State.read, "Earlier again"), report("a", State.read, "Latest")],
+                            received_at=[T0 + timedelta(seconds=40), T0 + timedelta(seconds=50)])
+        assert await operator_of(conn, "a") == "Latest"
         stored = await conn.fetchval("SELECT count(*) FROM tracker.observations WHERE operator IS NOT NULL")
-        assert stored == 5
+        assert stored == 7
 
 
 async def test_older_report_names_the_operator_where_none_is_known(pool):

@@ -55,6 +55,19 @@ async def test_removes_exactly_what_may_go(pool):
         shared_new = await message(conn, "shared-new", "sent", 100, 1, sub_shared)  # still in flight
         month_old = await message(conn, "forty-days", "delivered", 40, 40, events=1)
         recent = await message(conn, "recent", "delivered", 10, 10)
+        # Submitted 100 days ago, final only yesterday (its final event recorded then): it stays.
+        late_final = await message(conn, "late-final", "delivered", 100, 1, events=1)
+        await conn.execute(
+            "INSERT INTO tracker.transitions (message_id, from_state, to_state, source, occurred_at, recorded_at, pos)"
+            " VALUES ($1, 'sent', 'delivered', 'poll', now() - interval '1 day', now() - interval '1 day',"
+            "         (SELECT last_pos + 1 FROM tracker.event_publisher))", late_final)
+        await conn.execute("UPDATE tracker.event_publisher SET last_pos = last_pos + 1")
+        # Old and final, every published event acknowledged, one event not published yet: it stays.
+        old_unpublished = await message(conn, "old-unpublished", "delivered", 100, 95)
+        pending_event = await conn.fetchval(
+            "INSERT INTO tracker.transitions (message_id, from_state, to_state, source, occurred_at, recorded_at)"
+            " VALUES ($1, 'sent', 'delivered', 'poll', now(), now() - interval '95 days') RETURNING event_id",
+            old_unpublished)
         old_unacked = await message(conn, "old-unacked", "failed", 100, 95)
         # billing has acknowledged every event but old-unacked's last one.
         await conn.execute("INSERT INTO tracker.consumers (consumer, acked_pos) VALUES ('billing', $1)",
@@ -82,7 +95,7 @@ async def test_removes_exactly_what_may_go(pool):
 
     async with pool.acquire() as conn:
         messages = {r["vendor_ref"] for r in await conn.fetch("SELECT vendor_ref FROM tracker.messages")}
-        assert messages == {"shared-new", "old-unacked", "forty-days", "recent"}
+        assert messages == {"shared-new", "old-unacked", "forty-days", "recent", "late-final", "old-unpublished"}
         by_message = {r["message_id"]: r["n"] for r in await conn.fetch(
             "SELECT message_id, count(*) AS n FROM tracker.observations WHERE message_id IS NOT NULL GROUP BY 1")}
         # Reports of final messages older than 30 days go; in-flight and recent ones stay.
@@ -90,10 +103,16 @@ async def test_removes_exactly_what_may_go(pool):
         events = {r["message_id"]: r["n"] for r in await conn.fetch(
             "SELECT message_id, count(*) AS n FROM tracker.transitions GROUP BY 1")}
         # old-unacked: its acknowledged event went, the other holds the message; forty-days: its
-        # acknowledged event went, the unpublished one stays; in flight and recent: all stay.
-        assert events == {shared_new: 2, old_unacked: 1, month_old: 1, recent: 2}
+        # acknowledged event went, the unpublished one stays; in flight and recent: all stay;
+        # late-final: its old event went, yesterday's stays; old-unpublished: the unpublished one stays.
+        assert events == {shared_new: 2, old_unacked: 1, month_old: 1, recent: 2, late_final: 1,
+                          old_unpublished: 1}
         assert await conn.fetchval("SELECT event_id FROM tracker.transitions WHERE message_id = $1", month_old) \
             == unpublished
+        assert await conn.fetchval("SELECT event_id FROM tracker.transitions WHERE message_id = $1",
+                                   old_unpublished) == pending_event
+        assert await conn.fetchval("SELECT to_state FROM tracker.transitions WHERE message_id = $1",
+                                   late_final) == "delivered"
         orphans = [r[0] for r in await conn.fetch(
             "SELECT vendor_ref FROM tracker.observations WHERE message_id IS NULL")]
         assert orphans == ["orphan-new"]
@@ -102,7 +121,7 @@ async def test_removes_exactly_what_may_go(pool):
         assert subs == {"y", "new-refused", "waiting"}  # x went with its message; y keeps one
         status = {r["kind"]: r for r in await conn.fetch("SELECT * FROM tracker.retention_status")}
     assert {s.kind: s.removed for s in swept} == {
-        "orphans": 1, "postbacks": 1, "observations": 8, "transitions": 6, "final_messages": 2,
+        "orphans": 1, "postbacks": 1, "observations": 12, "transitions": 9, "final_messages": 2,
         "refused_rows": 1}
     # Their reports and events had gone already (the kinds before); the submission row goes with them.
     final = next(s for s in swept if s.kind == "final_messages")

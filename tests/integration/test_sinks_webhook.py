@@ -18,6 +18,7 @@ from tests.sinks_support import (Receiver, config, events, in_order_per_message,
                                  new_secret, report, wait_until, write_config)
 from tracker.core.states import State
 from tracker.logging import scrub
+from tracker.sinks import store
 from tracker.sinks.delivery import MAX_ANSWER_BYTES
 
 SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "docs" / "event.schema.json").read_text())
@@ -169,8 +170,19 @@ async def _count(pool, sql: str, n: int) -> bool:
     return len(await pool.fetch(sql)) == n
 
 
-async def test_410_disables_the_sink_until_enabled(db_dsn, pool, tmp_path):
+async def test_410_disables_the_sink_until_enabled(db_dsn, pool, tmp_path, monkeypatch):
     secret = new_secret()
+    # The sink loop's turns: each time it reads the sink's shared state (tracker.sinks.store.
+    # take_reader, every read turn), whether that said disabled. Only watched, not changed.
+    looks: list[bool] = []
+    take_reader = store.take_reader
+
+    async def watched(*args, **kwargs):
+        st = await take_reader(*args, **kwargs)
+        looks.append(st.disabled)
+        return st
+
+    monkeypatch.setattr(store, "take_reader", watched)
     gone = {"on": True}
     rx = await Receiver([secret]).start()
     rx.answer = lambda d: 410 if gone["on"] else 200
@@ -185,11 +197,15 @@ async def test_410_disables_the_sink_until_enabled(db_dsn, pool, tmp_path):
             assert "410 Gone" in st["disabled_reason"] and "tracker sinks enable crm" in st["disabled_reason"]
             seen = len(rx.requests)
             await report(pool, refs, State.delivered)
-            # An observation window, not a condition: several fill turns pass and nothing is sent.
-            deadline = time.monotonic() + 1.5
-            while time.monotonic() < deadline:
-                assert len(rx.requests) == seen
-                await wait_until(lambda: True, 0.1, "")
+            # Nothing is sent while the loop goes round, disabled, five times (a turn at least
+            # every poll_interval_s): each of them could have claimed and sent the failed rows.
+            turns = len(looks)
+
+            def disabled_turns_and_nothing_sent() -> bool:
+                assert len(rx.requests) == seen, "a disabled sink sent"
+                return looks[turns:].count(True) >= 5
+
+            await wait_until(disabled_turns_and_nothing_sent, 10, "five turns of the disabled sink")
             assert seen == 1  # one request, one 410, and the sink stopped
             assert (await status(pool, "crm"))["events_behind"] == 10
             gone["on"] = False
