@@ -1,7 +1,7 @@
 """Twilio end to end, against its sandbox over loopback and a real PostgreSQL: messages sent
 through the fake (raw send responses taken in by the intake), polled until the ground truth,
-signed status callbacks to a running tracker (valid, invalid, behind a proxy URL), with
-duplicates and disorder; every message one clean chain of transitions."""
+signed status callbacks to a running tracker (valid, invalid, behind a proxy URL, signed with a
+SharedKey), with duplicates and disorder; every message one clean chain of transitions."""
 from __future__ import annotations
 
 import asyncio
@@ -24,6 +24,7 @@ PUSHED = {"time_scale": 0.002, "latency_max_s": 250.0, "duplicate_share": 0.3,
           "out_of_order_share": 0.3}
 NUMBERS = [f"1415555{i:04d}" for i in range(40)]
 PUBLIC = "https://sms.example.com"
+SHARED = "sandbox-twilio-shared-key-secret"  # a SharedKey's secret (Twilio's Webhook Rules)
 
 
 async def eventually(check: Callable[[], object], timeout: float = 20.0):
@@ -112,12 +113,39 @@ async def test_signed_callbacks_with_duplicates_and_disorder_end_in_the_truth(db
             assert stored == len(answered)
 
 
-@pytest.mark.parametrize("case", ["wrong-token", "proxy-url-not-configured"])
+@pytest.mark.parametrize("algorithm", ["HMAC_SHA1", "HMAC_SHA256"])
+async def test_callbacks_signed_with_a_shared_key_end_in_the_truth(db_dsn, algorithm):
+    # A Webhook Rule with a SharedKey: Twilio signs with its secret and algorithm and says so in
+    # X-Twilio-Webhooks-Signature-Settings; the tracker, given the secret, verifies and stores them
+    async with Sandbox(PUSHED, seed=13) as sb:
+        sb.vendors[VENDOR].use_shared_key(SHARED, algorithm)
+        creds = dict(sb.credentials[VENDOR])
+        assert creds["shared_key_secret"] == SHARED
+        async with running(config_for(db_dsn, twilio=creds)) as (tr, base):
+            calls = await send_many(sb, VENDOR, NUMBERS[:20], client_push_url=postback_url(base, VENDOR),
+                                    concurrency=16)
+            await submit(tr.pool, calls)
+            assert await eventually(lambda: wrong(tr.pool, sb, "last_real")) == []
+            await clean_chains(tr.pool)
+            answered = [p for p in sb.postbacks if p["vendor"] == VENDOR]
+            assert answered and {p["status"] for p in answered} == {200}
+            stored = await tr.pool.fetchval("SELECT count(*) FROM tracker.postbacks WHERE vendor = 'twilio'")
+            assert stored == len(answered)
+
+
+@pytest.mark.parametrize("case", ["wrong-token", "proxy-url-not-configured", "shared-key-not-configured",
+                                  "wrong-shared-key"])
 async def test_callbacks_that_do_not_verify_are_refused_and_change_nothing(db_dsn, case):
     async with Sandbox({**PUSHED, "duplicate_share": 0.0, "no_receipt": 0.0}, seed=9) as sb:
+        if case in ("shared-key-not-configured", "wrong-shared-key"):  # the auth token is right
+            sb.vendors[VENDOR].use_shared_key(SHARED)
         creds = dict(sb.credentials[VENDOR])
         if case == "wrong-token":
             creds["auth_token"] = "not-the-account-s-token"
+        elif case == "shared-key-not-configured":
+            del creds["shared_key_secret"]
+        elif case == "wrong-shared-key":
+            creds["shared_key_secret"] = "not-the-shared-key-s-secret"
         async with running(config_for(db_dsn, twilio=creds)) as (tr, base):
             url = postback_url(base, VENDOR)
             if case == "proxy-url-not-configured":

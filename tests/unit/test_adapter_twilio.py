@@ -10,7 +10,7 @@ from urllib.parse import parse_qsl, urlencode
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from twilio.request_validator import RequestValidator
+from twilio.request_validator import HMAC_SHA1, HMAC_SHA256, RequestValidator, get_signature_algorithm
 
 from tests.unit.fixtures import FUZZ, NOW, ok, raw, load, unwrapped
 from tracker.adapters import twilio as tw
@@ -218,6 +218,142 @@ def test_a_json_body_is_signed_through_its_hash():
     assert RequestValidator(TOKEN).validate(url, body.decode(), sig)
     assert tw.verify_postback(CFG, PostbackRequest("POST", url, {"X-Twilio-Signature": sig}, body))
     assert not tw.verify_postback(CFG, PostbackRequest("POST", url, {"X-Twilio-Signature": sig}, body + b" "))
+
+
+# --- callbacks signed with a SharedKey (Twilio's Webhooks configuration API) ---------------------
+# Twilio signs with a SharedKey's secret and its algorithm instead of the auth token, and says so
+# in X-Twilio-Webhooks-Signature-Settings (key=<id>,algorithm=<alg>). The official library is the
+# oracle: the secret is the shared key's when the header is there, else the auth token (as its
+# helper libraries choose), the algorithm what get_signature_algorithm reads from the header.
+
+SHARED = "SECRET-twilio-shared-key"
+SK_CFG = VendorConfig.from_keys("twilio", account_sid="AC0123456789abcdef0123456789abcdef",
+                                auth_token=TOKEN, shared_key_secret=SHARED)
+KEY_ID = "webhooks_sharedkey_01ARZ3NDEKTSV4RRFFQ69G5FAV"
+
+
+def settings_of(algorithm: str) -> str:
+    return f"key={KEY_ID},algorithm={algorithm}"
+
+
+def shared_signed(url: str, params: dict[str, str], algorithm: str = HMAC_SHA256, *,
+                  secret: str = SHARED, settings: str | None = None) -> PostbackRequest:
+    """A callback signed by the official library with a SharedKey, as Twilio sends it."""
+    sig = RequestValidator(secret).compute_signature(url, params, algorithm)
+    headers = {"X-Twilio-Signature": sig,
+               "X-Twilio-Webhooks-Signature-Settings": settings or settings_of(algorithm)}
+    return PostbackRequest("POST", url, headers, urlencode(params).encode())
+
+
+def oracle(cfg: VendorConfig, request: PostbackRequest) -> bool:
+    """What Twilio's library says of a callback, the secret chosen as its helpers do."""
+    settings = request.headers.get("X-Twilio-Webhooks-Signature-Settings")
+    secret = cfg.settings.get("shared_key_secret" if settings else "auth_token")
+    if not secret:
+        return False  # twilio.webhook(): header present without a shared key secret: refused
+    params = dict(parse_qsl(request.body.decode(), keep_blank_values=True))
+    return RequestValidator(secret).validate(request.url, params, request.headers["X-Twilio-Signature"],
+                                             get_signature_algorithm(settings))
+
+
+@pytest.mark.parametrize("algorithm", [HMAC_SHA1, HMAC_SHA256])
+def test_shared_key_signatures_verify_as_the_official_library_says(algorithm):
+    params = form("status_callback_delivered.form")
+    for url in (URL, URL + "?x=1&y=%20", "http://127.0.0.1:8080/postbacks/twilio/t",
+                "https://sms.example.com:443/postbacks/twilio/pb-token-0123456789"):
+        assert tw.signature(SHARED, url, params, algorithm) == RequestValidator(SHARED).compute_signature(
+            url, params, algorithm)
+        request = shared_signed(url, params, algorithm)
+        assert oracle(SK_CFG, request) and tw.verify_postback(SK_CFG, request)
+    # the header's algorithm in any case, as the library reads it; no algorithm= part: HMAC_SHA1
+    lower = shared_signed(URL, params, algorithm, settings=settings_of(algorithm.lower()))
+    assert oracle(SK_CFG, lower) and tw.verify_postback(SK_CFG, lower)
+    bare = shared_signed(URL, params, HMAC_SHA1, settings=f"key={KEY_ID}")
+    assert oracle(SK_CFG, bare) and tw.verify_postback(SK_CFG, bare)
+    # behind a proxy, as with the auth token
+    here = "http://10.0.0.5:8080/postbacks/twilio/pb-token-0123456789"
+    behind = VendorConfig.from_keys("twilio", auth_token=TOKEN, shared_key_secret=SHARED,
+                                    public_base_url="https://sms.example.com")
+    public = shared_signed(URL, params, algorithm)
+    assert tw.verify_postback(behind, PostbackRequest("POST", here, public.headers, public.body))
+
+
+@pytest.mark.parametrize("algorithm", [HMAC_SHA1, HMAC_SHA256])
+def test_a_json_body_signed_with_a_shared_key_is_signed_through_its_hash(algorithm):
+    import hashlib
+    body = b'{"MessageSid": "SM1", "MessageStatus": "sent"}'
+    url = f"{URL}?bodySHA256={hashlib.sha256(body).hexdigest()}"
+    sig = RequestValidator(SHARED).compute_signature(url, {}, algorithm)
+    assert RequestValidator(SHARED).validate(url, body.decode(), sig, algorithm)
+    headers = {"X-Twilio-Signature": sig, "X-Twilio-Webhooks-Signature-Settings": settings_of(algorithm)}
+    assert tw.verify_postback(SK_CFG, PostbackRequest("POST", url, headers, body))
+    assert not tw.verify_postback(SK_CFG, PostbackRequest("POST", url, headers, body + b" "))
+
+
+def test_callbacks_a_shared_key_did_not_sign_are_refused():
+    params = form("status_callback_undelivered.form")
+    good = shared_signed(URL, params)
+    assert tw.verify_postback(SK_CFG, good)
+    tampered = good.body.replace(b"30005", b"30003")
+    assert not tw.verify_postback(SK_CFG, PostbackRequest("POST", URL, good.headers, tampered))
+    assert not tw.verify_postback(SK_CFG, shared_signed(URL, params, secret="another-shared-key"))
+    # the algorithm is part of what was signed: SHA-1 signature said to be SHA-256, and back
+    sha1 = shared_signed(URL, params, HMAC_SHA1)
+    for algorithm in (HMAC_SHA256, "HMAC_SHA512", "MD5", "hmac-sha256", "none"):
+        request = PostbackRequest("POST", URL, {**sha1.headers, "X-Twilio-Webhooks-Signature-Settings":
+                                                settings_of(algorithm)}, sha1.body)
+        assert not tw.verify_postback(SK_CFG, request), algorithm
+        assert tw.verify_postback(SK_CFG, request) == oracle(SK_CFG, request), algorithm
+    # an algorithm we do not know, however well signed: refused (as the library: False)
+    import hashlib
+    import hmac as hmac_
+    data = (URL + "".join(k + params[k] for k in sorted(params))).encode()
+    sha512 = base64.b64encode(hmac_.new(SHARED.encode(), data, hashlib.sha512).digest()).decode()
+    unknown = PostbackRequest("POST", URL, {"X-Twilio-Signature": sha512,
+                                            "X-Twilio-Webhooks-Signature-Settings": settings_of("HMAC_SHA512")},
+                              good.body)
+    assert not tw.verify_postback(SK_CFG, unknown) and not oracle(SK_CFG, unknown)
+    # the header present but no shared key secret configured: refused, the auth token not tried
+    assert not tw.verify_postback(CFG, good)
+    by_token = shared_signed(URL, params, HMAC_SHA1, secret=TOKEN)
+    assert not tw.verify_postback(CFG, by_token) and not tw.verify_postback(SK_CFG, by_token)
+    assert not oracle(SK_CFG, by_token)
+    # a shared key's signature without the header: the auth token is what it must verify with
+    stripped = PostbackRequest("POST", URL, {"X-Twilio-Signature": good.headers["X-Twilio-Signature"]},
+                               good.body)
+    assert not tw.verify_postback(SK_CFG, stripped) and not oracle(SK_CFG, stripped)
+    # without the header the auth token (HMAC-SHA1) still verifies, a shared key configured or not
+    assert tw.verify_postback(SK_CFG, signed(URL, params)) and tw.verify_postback(CFG, signed(URL, params))
+
+
+@FUZZ
+@given(params=st.dictionaries(st.text(min_size=1, max_size=12), st.text(max_size=20), max_size=6),
+       signer=st.sampled_from([SHARED, TOKEN, "another-key"]),
+       signed_as=st.sampled_from([HMAC_SHA1, HMAC_SHA256]),
+       settings=st.one_of(st.none(), st.sampled_from([
+           "HMAC_SHA1", "HMAC_SHA256", "hmac_sha256", "HMAC_SHA512", "SHA256", ""]).map(settings_of),
+           st.just(f"key={KEY_ID}"), st.text(st.characters(codec="ascii", categories=["L", "N", "P"]),
+                                              min_size=1, max_size=40)),
+       cfg=st.sampled_from([CFG, SK_CFG]))
+def test_verification_agrees_with_the_oracle_for_any_signer_and_settings(params, signer, signed_as,
+                                                                          settings, cfg):
+    sig = RequestValidator(signer).compute_signature(URL, params, signed_as)
+    headers = {"X-Twilio-Signature": sig}
+    if settings is not None:
+        headers["X-Twilio-Webhooks-Signature-Settings"] = settings
+    request = PostbackRequest("POST", URL, headers, urlencode(params).encode())
+    assert tw.verify_postback(cfg, request) == oracle(cfg, request)
+
+
+def test_the_shared_key_secret_is_a_secret_setting(tmp_path):
+    from tracker.config.loader import load
+    from tracker.config.redaction import secrets_of
+    assert tw.SETTINGS["shared_key_secret"].secret  # masked in output; may be given as *_file
+    (tmp_path / "sk").write_text(SHARED + "\n")
+    (tmp_path / "tracker.toml").write_text('[vendors.twilio]\nauth_token = "t"\nshared_key_secret_file = "sk"\n')
+    cfg = load(str(tmp_path / "tracker.toml"), env={})
+    assert cfg.vendors["twilio"].settings["shared_key_secret"] == SHARED
+    assert SHARED in secrets_of(cfg)
 
 
 # --- send responses -------------------------------------------------------------------------------

@@ -9,7 +9,9 @@ pushed as status callbacks to the `StatusCallback` URL given with each send, eac
   `ErrorCode`, `To`, `From`, `AccountSid`, `ApiVersion`, and on delivered / undelivered
   `RawDlrDoneDate` (YYMMDDhhmm, the carrier's, without a zone: kept in `raw`, not read as a time).
 - Signature: HMAC-SHA1 with the auth token over the URL Twilio requested and the POST
-  parameters (tracker.adapters.twilio_signature, re-exported here).
+  parameters; signed with a SharedKey (header `X-Twilio-Webhooks-Signature-Settings`), HMAC-SHA1
+  or HMAC-SHA256 with the shared key's secret (tracker.adapters.twilio_signature, re-exported
+  here).
 - Send response: the created Message resource (`sid`, `status` queued / accepted / scheduled), or
   an error object (`code`, `message`, `status`) when the API refused the request.
 
@@ -59,7 +61,7 @@ from tracker.adapters.base import (
 from tracker.adapters.twilio_codes import (  # noqa: F401 - re-exported (tests, docs)
     ACCOUNT_CODES, ERROR_CODES, NOT_THROUGH, STATUSES)
 from tracker.adapters.twilio_signature import (  # noqa: F401 - re-exported; verify_postback: SignsPostbacks
-    SIGNATURE_HEADER, signature, signed_url, verify_postback)
+    SIGNATURE_HEADER, SIGNATURE_SETTINGS_HEADER, signature, signed_url, verify_postback)
 from tracker.core.states import Failure
 
 if TYPE_CHECKING:
@@ -74,6 +76,9 @@ SETTINGS = {
     "account_sid": Setting("the account's SID (AC...): the status call's path and its user"),
     "auth_token": Setting("the account's auth token: the status call's password and the key "
                           "of every callback's signature", secret=True),
+    "shared_key_secret": Setting("the secret of the SharedKey that signs callbacks where a Twilio "
+                                 "Webhook Rule says so (X-Twilio-Webhooks-Signature-Settings); "
+                                 "unset: such callbacks are refused", secret=True),
     "public_base_url": Setting("the public URL callbacks are addressed to, when a proxy stands "
                                "in front of the tracker (signatures are computed over it)", url=True),
 }

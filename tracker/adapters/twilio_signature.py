@@ -6,6 +6,13 @@ Base64 of HMAC-SHA1, keyed with the auth token, over the URL Twilio requested (t
 `vendors.twilio.public_base_url` behind a proxy) followed by every POST parameter, sorted by name,
 as name + value. As Twilio's own validators do, the URL is tried with and without its default
 port. A JSON body is signed through `bodySHA256` in the URL instead.
+
+Signed with a SharedKey (a Webhook Rule of Twilio's Webhooks configuration API matched the URL),
+the callback also carries `X-Twilio-Webhooks-Signature-Settings: key=<key id>,algorithm=<alg>`:
+the same string is signed with the shared key's secret (`vendors.twilio.shared_key_secret`) and
+that algorithm, HMAC_SHA1 or HMAC_SHA256 (as Twilio's helper libraries: no `algorithm=` part
+means HMAC_SHA1; the name in any case). With the header, only the shared key's secret is tried,
+never the auth token; an algorithm we do not know, or no shared key secret configured: refused.
 """
 from __future__ import annotations
 
@@ -21,18 +28,49 @@ if TYPE_CHECKING:
     from tracker.config_types import VendorConfig
 
 SIGNATURE_HEADER = "X-Twilio-Signature"
+SIGNATURE_SETTINGS_HEADER = "X-Twilio-Webhooks-Signature-Settings"  # present: signed with a SharedKey
+HMAC_SHA1 = "HMAC_SHA1"
+HMAC_SHA256 = "HMAC_SHA256"
+ALGORITHMS = {HMAC_SHA1: hashlib.sha1, HMAC_SHA256: hashlib.sha256}
 
 
-def signature(auth_token: str, url: str, params: Mapping[str, Any]) -> str:
-    """X-Twilio-Signature of a request: HMAC-SHA1 over the URL then each parameter's name and
-    value, names sorted (a repeated name: its distinct values sorted), base64."""
+def signature(auth_token: str, url: str, params: Mapping[str, Any], algorithm: str = HMAC_SHA1) -> str:
+    """X-Twilio-Signature of a request: HMAC (SHA-1, or the shared key's `algorithm`), keyed with
+    the auth token or the shared key's secret, over the URL then each parameter's name and value,
+    names sorted (a repeated name: its distinct values sorted), base64."""
     signed = url
     for name in sorted(params):
         values = params[name]
         for value in sorted(set(values if isinstance(values, list) else [values])):
             signed += name + value
-    mac = hmac.new(auth_token.encode("utf-8"), signed.encode("utf-8"), hashlib.sha1)
+    digest = ALGORITHMS.get(algorithm.upper())
+    if digest is None:
+        raise ValueError(f"twilio: unknown signature algorithm {algorithm[:40]!r}")
+    mac = hmac.new(auth_token.encode("utf-8"), signed.encode("utf-8"), digest)
     return base64.b64encode(mac.digest()).decode("ascii")
+
+
+def signature_algorithm(settings: str) -> str:
+    """The algorithm an X-Twilio-Webhooks-Signature-Settings value names (`algorithm=`, the first
+    one; none: HMAC_SHA1, as Twilio's libraries read it), upper-cased; it may be one we do not
+    know (not in ALGORITHMS)."""
+    for part in settings.split(","):
+        name, separator, value = part.partition("=")
+        if separator and name.strip() == "algorithm" and value.strip():
+            return value.strip().upper()
+    return HMAC_SHA1
+
+
+def _key(cfg: VendorConfig, request: PostbackRequest) -> tuple[str, str] | None:
+    """The secret and algorithm the callback must be signed with, None where it cannot verify:
+    without X-Twilio-Webhooks-Signature-Settings the auth token and HMAC-SHA1; with it, the shared
+    key's secret and the header's algorithm (never the auth token, as Twilio's libraries)."""
+    settings = (header(request.headers, SIGNATURE_SETTINGS_HEADER) or "").strip()
+    if not settings:
+        token = cfg.settings.get("auth_token")
+        return (token, HMAC_SHA1) if token else None
+    secret, algorithm = cfg.settings.get("shared_key_secret"), signature_algorithm(settings)
+    return (secret, algorithm) if secret and algorithm in ALGORITHMS else None
 
 
 def _ports(url: str) -> list[str]:
@@ -59,11 +97,14 @@ def signed_url(cfg: VendorConfig, received_url: str) -> str:
 
 
 def verify_postback(cfg: VendorConfig, request: PostbackRequest) -> bool:
-    """Does the callback's X-Twilio-Signature verify with the account's auth token?"""
-    token = cfg.settings.get("auth_token")
+    """Does the callback's X-Twilio-Signature verify: with the account's auth token (HMAC-SHA1),
+    or, where X-Twilio-Webhooks-Signature-Settings says a SharedKey signed it, with the shared
+    key's secret and the algorithm the header names?"""
+    key = _key(cfg, request)
     given = header(request.headers, SIGNATURE_HEADER)
-    if not token or not given:
+    if key is None or not given:
         return False
+    secret, algorithm = key
     url = signed_url(cfg, request.url)
     query = parse_qs(urlsplit(url).query)
     if "bodySHA256" in query:  # a JSON body: its hash is in the signed URL
@@ -81,5 +122,5 @@ def verify_postback(cfg: VendorConfig, request: PostbackRequest) -> bool:
     else:
         params = {}
     expected = given.strip().encode("utf-8", "replace")
-    return any(hmac.compare_digest(signature(token, u, params).encode("ascii"), expected)
+    return any(hmac.compare_digest(signature(secret, u, params, algorithm).encode("ascii"), expected)
                for u in _ports(url))

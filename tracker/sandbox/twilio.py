@@ -12,7 +12,12 @@ HTTP basic auth (AccountSid, AuthToken) on every call.
   (`sent`, then the outcome): form-encoded `MessageSid`, `MessageStatus`, `SmsSid`, `SmsStatus`,
   `AccountSid`, `From`, `To`, `ApiVersion`, `ErrorCode` (undelivered), `RawDlrDoneDate`
   (delivered, undelivered), signed with `X-Twilio-Signature` over the StatusCallback URL as
-  given (the public one: `Sandbox.set_proxy` carries it to loopback).
+  given (the public one: `Sandbox.set_proxy` carries it to loopback): HMAC-SHA1 with the auth
+  token, or, as a Webhook Rule with a SharedKey makes Twilio do, with the shared key's secret and
+  its algorithm (HMAC_SHA256 unless told), `X-Twilio-Webhooks-Signature-Settings:
+  key=<id>,algorithm=<alg>` added. The knob: the credential `shared_key_secret` (the tracker's
+  vendor config key, so `vendor_config` hands it on), given as `Sandbox(credentials={"twilio":
+  {"shared_key_secret": ...}})` or by `use_shared_key(secret, algorithm)`.
 A message that never left Twilio's queue (30001 queue overflow: "queued for 10 hours and then
 they automatically fail"; 30036 validity period expired: "Twilio does not send the message") is
 `failed`, never `sent` before it. Sandbox choices (the documentation does not say): an inactive,
@@ -44,6 +49,8 @@ ERRORS = {"30001": "Queue overflow", "30003": "Unreachable destination handset",
           "30006": "Landline or unreachable carrier",
           "30007": "Message filtered (carrier violation)", "30008": "Unknown error"}
 ACCOUNT_DOWN = ("inactive", "suspended", "no_funds")
+HASHES = {"HMAC_SHA1": hashlib.sha1, "HMAC_SHA256": hashlib.sha256}  # a SharedKey's algorithms
+SHARED_KEY_ID = "webhooks_sharedkey_sandbox0000000000000000000"
 
 
 def error(status: int, code: int, message: str) -> web.Response:
@@ -51,10 +58,11 @@ def error(status: int, code: int, message: str) -> web.Response:
                           "more_info": f"https://www.twilio.com/docs/errors/{code}"}, status=status)
 
 
-def sign(token: str, url: str, params: dict[str, str]) -> str:
-    """The X-Twilio-Signature Twilio puts on a callback (HMAC-SHA1, base64)."""
+def sign(token: str, url: str, params: dict[str, str], algorithm: str = "HMAC_SHA1") -> str:
+    """The X-Twilio-Signature Twilio puts on a callback (HMAC-SHA1 with the auth token, or a
+    SharedKey's algorithm with its secret; base64)."""
     data = url + "".join(k + params[k] for k in sorted(params))
-    return base64.b64encode(hmac.new(token.encode(), data.encode(), hashlib.sha1).digest()).decode()
+    return base64.b64encode(hmac.new(token.encode(), data.encode(), HASHES[algorithm]).digest()).decode()
 
 
 class Twilio(Vendor):
@@ -68,6 +76,29 @@ class Twilio(Vendor):
     BULK_SEND = False  # one message per call
     PUSH_URL = "per_send"  # StatusCallback with each message
     SAMPLE_NUMBER = "1415{:07d}"
+
+    def __init__(self, sandbox: Any) -> None:
+        super().__init__(sandbox)
+        self.shared_key_algorithm = "HMAC_SHA256"  # with creds["shared_key_secret"]
+
+    def use_shared_key(self, secret: str | None, algorithm: str = "HMAC_SHA256") -> None:
+        """Sign the callbacks of messages sent from now on with a SharedKey (its secret and
+        algorithm: HMAC_SHA1 or HMAC_SHA256), as a Webhook Rule makes Twilio do; None: with the
+        auth token again. The secret is a credential, so that `vendor_config` hands it on."""
+        if algorithm not in HASHES:
+            raise ValueError(f"twilio sandbox: algorithm {' | '.join(HASHES)}")
+        creds = {k: v for k, v in self.creds.items() if k != "shared_key_secret"}
+        self.sandbox.credentials[self.name] = creds | ({"shared_key_secret": secret} if secret else {})
+        self.shared_key_algorithm = algorithm
+
+    def signed(self, url: str, params: dict[str, str]) -> dict[str, str]:
+        """A callback's signature headers, as Twilio signs it now."""
+        secret = self.creds.get("shared_key_secret")
+        if not secret:
+            return {"X-Twilio-Signature": sign(self.creds["auth_token"], url, params)}
+        algorithm = self.shared_key_algorithm
+        return {"X-Twilio-Signature": sign(secret, url, params, algorithm),
+                "X-Twilio-Webhooks-Signature-Settings": f"key={SHARED_KEY_ID},algorithm={algorithm}"}
 
     def routes(self) -> list[Route]:
         return [Route(("POST",), API + "/Messages.json", self.create),
@@ -174,7 +205,7 @@ class Twilio(Vendor):
             out.append(Push(due=t, body=urlencode(params).encode(), kind=state, url=url,
                             content_type="application/x-www-form-urlencoded", ref=msg.ref,
                             recipient=None,
-                            headers={"X-Twilio-Signature": sign(self.creds["auth_token"], url, params)}))
+                            headers=self.signed(url, params)))
         return out
 
     # -- how an application sends through it (tracker.sandbox.client) --
