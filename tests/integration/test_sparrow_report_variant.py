@@ -1,7 +1,7 @@
-"""Sparrow's report call over loopback: the page contradicts itself (POST vs GET, /delivery vs
-/delivered), so the sandbox serves one variant (its settings, the adapter's defaults by default)
-and answers the others as a web server's router does (404 / 405). The adapter's settings
-`report_method` / `report_path` choose the call; a wrong choice is an account (configuration)
+"""Sparrow's report call over loopback: the page contradicts itself (POST vs GET, compose/ vs
+campaign/, /delivery vs /delivered), so the sandbox serves one variant (its settings, the
+adapter's defaults by default) and answers the others as a web server's router does (404 / 405).
+The adapter's settings `report_method` / `report_prefix` / `report_path` choose the call; a wrong choice is an account (configuration)
 error that opens the circuit, never a per-message "not found" nor an endless transient retry."""
 from __future__ import annotations
 
@@ -103,7 +103,41 @@ async def test_a_bad_sandbox_report_setting_is_refused(sandbox):
         fake.set_report(method="PUT")
     with pytest.raises(ValueError):
         fake.set_report(path="report")
-    assert fake.report_variant() == ("GET", "delivery")  # unchanged
+    with pytest.raises(ValueError):
+        fake.set_report(prefix="intlsms")
+    assert fake.report_variant() == ("GET", "compose", "delivery")  # unchanged
+
+
+async def test_the_campaign_prefix_is_served_and_used_when_configured(sandbox):
+    """The page's response section: /campaign/report/:uuid/delivered (and .../failed)."""
+    sb = sandbox
+    async with aiohttp.ClientSession() as http:
+        refs = await one_batch(sb, http)
+        await wait_delivered(sb, refs)
+        sb.vendors["sparrow"].set_report(prefix="campaign", path="delivered")
+        assert sb.vendor_config("sparrow")["report_prefix"] == "campaign"
+        assert sb.vendors["sparrow"].report_variant() == ("GET", "campaign", "delivered")
+        start = sb.request_count
+        result, seen = await poll(sb, http, cfg_of(sb), refs)
+        prefixes = [r["path"].split("/report/")[0].rsplit("/", 1)[-1] for r in sb.requests
+                    if r["seq"] > start and "/report/" in r["path"]]
+        assert prefixes == ["campaign", "campaign"]
+        assert seen == [("GET", "delivered", 200), ("GET", "failed", 200)]
+        assert result.account_error is None and [o.state for o in result.observations] == [State.delivered] * 2
+
+        # the tracker left at compose/: the router has no such route, the adapter names the setting
+        result, seen = await poll(sb, http, cfg_of(sb, report_prefix="compose"), refs)
+        assert seen == [("GET", "delivered", 404), ("GET", "failed", 404)]
+        assert (result.observations, result.transient_error) == ([], None)
+        assert result.account_error.code == "http_404" and "report_prefix" in result.account_error.reason
+
+        # and the other way round: the sandbox back at compose/, the tracker asking campaign/
+        sb.vendors["sparrow"].set_report(path="delivered")
+        result, seen = await poll(sb, http, cfg_of(sb, report_prefix="campaign"), refs)
+        assert seen == [("GET", "delivered", 404), ("GET", "failed", 404)]
+        assert result.account_error.code == "http_404" and result.observations == []
+        result, seen = await poll(sb, http, cfg_of(sb), refs)
+        assert result.account_error is None and [o.state for o in result.observations] == [State.delivered] * 2
 
 
 async def test_the_poller_opens_the_circuit_on_a_wrong_report_call(sandbox, pool, db_dsn):

@@ -19,7 +19,8 @@ from tracker.config_types import VendorConfig
 SECRETS = {"api_key": "SECRET-api-key-1", "api_token": "SECRET-api-token-2",
            "partner_token": "SECRET-partner-3", "postback_token": "SECRET-postback-4"}
 # Settings that take one of a few values (Sparrow's report call): a valid one.
-CHOICES = {("sparrow", "report_path"): "delivered", ("sparrow", "report_method"): "POST"}
+CHOICES = {("sparrow", "report_path"): "delivered", ("sparrow", "report_method"): "POST",
+           ("sparrow", "report_prefix"): "campaign"}
 # Every vendor configured, its own settings too (a secret one holds a SECRET- value).
 CFGS = {name: VendorConfig(name=name, base_url=f"http://127.0.0.1:1/{name}", user_id="u1", org_id="42", **SECRETS,
                            settings={k: f"SECRET-{name}-{k}" if s.secret else

@@ -1,9 +1,12 @@
 """Sparrow: login/token refusals are account problems (never message states), the report call's
-method and path are settings (the page contradicts itself) and a wrong one is a configuration
-error, and a login token that is not visible ASCII is refused."""
+method, path prefix and last segment are settings (the page contradicts itself) and a wrong one
+is a configuration error (refused by check-config too), and a login token that is not visible
+ASCII is refused."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
+
+import io
 
 import pytest
 
@@ -11,13 +14,14 @@ from tests.unit.fixtures import NOW, ok
 from tracker.adapters import sparrow as sp
 from tracker.adapters import sparrow_payloads as payloads
 from tracker.adapters.base import AccountError, MessageRef, NotConfigured, ParseError
+from tracker.config import check_config
 from tracker.config_types import VendorConfig
 from tracker.core.states import State
 from tracker.sandbox import sparrow as fake
 
 BATCH = "5c32728e-340f-43b6-898d-d2b24e8e1426"
 REQ = {"data": {"text": "hi"}, "session": {"recipients": ["+9779801234567", "+9779801234568"]}}
-BASE = "https://ent-api.sparrowsms.com/v1/intlsms/compose/report/"
+API = "https://ent-api.sparrowsms.com/v1/intlsms/"
 
 
 def cfg(**settings: str) -> VendorConfig:
@@ -75,31 +79,38 @@ def test_a_report_answer_refusing_the_token_is_an_account_error():
 # --- 2. the report call: settings, and a wrong one is a configuration error ------------------------
 
 
-@pytest.mark.parametrize(("settings", "method", "path"), [
-    ({}, "GET", "delivery"),  # the default: today's behaviour
-    ({"report_path": "delivered"}, "GET", "delivered"),
-    ({"report_method": "POST"}, "POST", "delivery"),
-    ({"report_method": " post ", "report_path": "/Delivered/"}, "POST", "delivered"),
+@pytest.mark.parametrize(("settings", "method", "prefix", "path"), [
+    ({}, "GET", "compose", "delivery"),  # the default: today's behaviour
+    ({"report_path": "delivered"}, "GET", "compose", "delivered"),
+    ({"report_method": "POST"}, "POST", "compose", "delivery"),
+    ({"report_method": " post ", "report_path": "/Delivered/"}, "POST", "compose", "delivered"),
+    # the page's response section: /campaign/report/:uuid/delivered (and .../failed)
+    ({"report_prefix": "campaign"}, "GET", "campaign", "delivery"),
+    ({"report_prefix": " /Campaign/ ", "report_path": "delivered"}, "GET", "campaign", "delivered"),
+    ({"report_prefix": "compose"}, "GET", "compose", "delivery"),
 ])
-def test_status_requests_follow_the_report_settings(settings, method, path):
+def test_status_requests_follow_the_report_settings(settings, method, prefix, path):
     reqs = sp.status_requests(cfg(**settings), [MessageRef(BATCH, "1")], token="t")
-    assert [(r.method, r.url) for r in reqs] == [(method, f"{BASE}{BATCH}/{path}/"),
-                                                 (method, f"{BASE}{BATCH}/failed/")]
+    base = f"{API}{prefix}/report/{BATCH}"
+    assert [(r.method, r.url) for r in reqs] == [(method, f"{base}/{path}/"), (method, f"{base}/failed/")]
     assert all(r.json is None and r.headers["Authorization"] == "Bearer t" for r in reqs)
 
 
-@pytest.mark.parametrize("settings", [{"report_path": "report"}, {"report_method": "PUT"}])
+@pytest.mark.parametrize("settings", [{"report_path": "report"}, {"report_method": "PUT"},
+                                      {"report_prefix": "report"}, {"report_prefix": "intlsms/compose"}])
 def test_a_report_setting_that_cannot_be_honoured_is_not_configured(settings):
     with pytest.raises(NotConfigured, match=next(iter(settings))):
         sp.status_requests(cfg(**settings), [MessageRef(BATCH, "1")], token="t")
 
 
 def test_the_settings_are_declared_with_the_sandbox_defaults():
-    assert set(sp.SETTINGS) == {"report_path", "report_method"}
+    assert set(sp.SETTINGS) == {"report_path", "report_method", "report_prefix"}
     assert not any(s.secret or s.url for s in sp.SETTINGS.values())
-    assert sp.report_call(cfg()) == ("GET", "delivery")
+    assert sp.SETTINGS["report_prefix"].choices == ("compose", "campaign")
+    assert sp.report_call(cfg()) == ("GET", "compose", "delivery")
     # the sandbox serves the same variants, the adapter's default by default
-    assert (fake.REPORT_METHODS, fake.REPORT_PATHS) == (payloads.REPORT_METHODS, payloads.REPORT_PATHS)
+    assert (fake.REPORT_METHODS, fake.REPORT_PREFIXES, fake.REPORT_PATHS) == (
+        payloads.REPORT_METHODS, payloads.REPORT_PREFIXES, payloads.REPORT_PATHS)
     assert sp.NAIVE_TZ.utcoffset(None).total_seconds() == 5 * 3600 + 45 * 60
 
 
@@ -109,7 +120,23 @@ def test_a_404_that_is_not_sparrows_answer_is_a_configuration_error(body):
     refs = [MessageRef(BATCH, "9779801234567"), MessageRef(BATCH, "9779801234568")]
     r = sp.parse_status([ok(body, 404), ok(sp_report())], refs, NOW)  # the delivery path is wrong
     assert r.observations == [] and r.transient_error is None
-    assert r.account_error.code == "http_404" and "report_path" in r.account_error.reason
+    assert r.account_error.code == "http_404"
+    assert "report_path" in r.account_error.reason and "report_prefix" in r.account_error.reason
+
+
+def test_check_config_refuses_a_report_prefix_the_page_does_not_name(tmp_path):
+    def check(text: str) -> tuple[int, list[str]]:
+        path = tmp_path / "tracker.toml"
+        path.write_text(f"[vendors.sparrow]\n{text}\n")
+        out = io.StringIO()
+        return check_config(str(path), env={}, out=out), out.getvalue().splitlines()
+
+    code, lines = check('report_prefix = "intlsms"')
+    assert code == 2
+    assert lines[1:] == [f"{tmp_path / 'tracker.toml'}: vendors.sparrow.report_prefix: "
+                         "expected one of compose, campaign, got 'intlsms'"]
+    assert check('report_prefix = "/Campaign/"')[0] == 0
+    assert check('report_prefix = "compose"')[0] == 0
 
 
 def test_a_405_is_a_configuration_error_not_a_transient_one():

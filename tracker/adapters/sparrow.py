@@ -1,7 +1,8 @@
 """Sparrow SMS international (ent-api.sparrowsms.com): one compose call makes a batch (a uuid)
 for many recipients, so a message is (batch_id, recipient). Polled per batch (two report calls),
 pushed as DLR callbacks. Every call but the login carries `Authorization: Bearer <JWT>`. The
-report call's method and path are settings (the page contradicts itself: sparrow_payloads).
+report call's method, path prefix and last segment are settings (the page contradicts itself:
+sparrow_payloads).
 
 What Sparrow's answers are made of (batch ids, the envelope, records) and the login answer are
 read in tracker.adapters.sparrow_payloads; this module makes the calls and the observations.
@@ -68,7 +69,7 @@ PUSHES = True
 KEYED_BY_RECIPIENT = True
 POSTBACK_CONTENT_TYPES = frozenset({"application/json"})  # DLR callbacks
 
-# Report lists (compose/report/:uuid/delivery and /failed) -> (state, permanent).
+# Report lists (<report_prefix>/report/:uuid/<report_path> and /failed) -> (state, permanent).
 REPORT_LISTS: dict[str, tuple[State, bool | None]] = {
     "delivered": (State.delivered, None),
     "seen": (State.read, None),
@@ -88,18 +89,18 @@ CODE_BATCH_REJECTED = "rejected"  # batch_complete rejected_numbers
 def status_requests(
     cfg: VendorConfig, refs: list[MessageRef], token: str | None = None
 ) -> list[HttpRequest]:
-    """Two report calls per batch (delivery, then failed; `report_method`, `report_path`); refs
-    normally share one batch id. Refs are grouped by their normalized batch id; the URL carries
-    the group's first id verbatim."""
+    """Two report calls per batch (delivery, then failed; `report_method`, `report_prefix`,
+    `report_path`); refs normally share one batch id. Refs are grouped by their normalized batch
+    id; the URL carries the group's first id verbatim."""
     if not token:
         raise ValueError("sparrow: a login token is required (login_request / parse_login)")
-    method, delivery = report_call(cfg)
+    method, prefix, delivery = report_call(cfg)
     headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
     base, out = base_url(cfg, DEFAULT_BASE_URL), []
     for group in batches(refs).values():
         batch = quote(str(group[0].vendor_ref), safe="")  # as issued: normalized for grouping only
         for report in (delivery, "failed"):
-            out.append(HttpRequest(method, f"{base}/v1/intlsms/compose/report/{batch}/{report}/", headers=headers))
+            out.append(HttpRequest(method, f"{base}/v1/intlsms/{prefix}/report/{batch}/{report}/", headers=headers))
     return out
 
 

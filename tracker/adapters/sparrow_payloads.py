@@ -4,7 +4,7 @@ error words), the login answer (parse_login), and the numbers in a record or a c
 Nothing here makes an observation; tracker.adapters.sparrow re-exports what the contract asks for.
 
 Also the vendor settings (SETTINGS) and what they hold: which report call the page means (it
-contradicts itself: see report_call).
+contradicts itself on the method, the prefix and the last segment: see report_call).
 
 Sparrow writes some times without an offset ("2023-01-23 14:31:30"). The page does not say in
 which zone; they are read in NAIVE_TZ, Nepal time, the offset its own API shows elsewhere
@@ -45,11 +45,16 @@ if TYPE_CHECKING:
 DEFAULT_BASE_URL = "https://ent-api.sparrowsms.com"
 NAIVE_TZ = timezone(timedelta(hours=5, minutes=45), "NPT")  # see above
 # The report calls: the page's table says `compose/report/:idx/ POST` and `.../:uuid/delivery
-# GET`, its response section `/campaign/report/:uuid/delivered`. Defaults: GET .../delivery/.
+# GET`, its response section `/campaign/report/:uuid/delivered`. Defaults: GET compose/.../delivery/.
 REPORT_PATHS = ("delivery", "delivered")  # the delivered / seen report's last path segment
 REPORT_METHODS = ("GET", "POST")
+REPORT_PREFIXES = ("compose", "campaign")  # the segment before report/: /v1/intlsms/<it>/report/
 DEFAULT_REPORT_PATH, DEFAULT_REPORT_METHOD = REPORT_PATHS[0], REPORT_METHODS[0]
+DEFAULT_REPORT_PREFIX = REPORT_PREFIXES[0]
 SETTINGS: dict[str, Setting] = {  # besides api_token, partner_token: VendorConfig fields
+    "report_prefix": Setting("the report calls' path prefix, `/v1/intlsms/<prefix>/report/...`: "
+                             "`compose` (default) or `campaign`; the vendor's page names both: "
+                             "confirm with the vendor", choices=REPORT_PREFIXES),
     "report_path": Setting("the delivered/seen report's last path segment: `delivery` (default) "
                            "or `delivered`; the vendor's page names both: confirm with the vendor",
                            choices=REPORT_PATHS),
@@ -167,13 +172,14 @@ def _setting(cfg: VendorConfig, key: str) -> str | None:
 
 HTTP_ACCOUNT_STATUSES = {401: "bearer token rejected (log in again)", 403: "forbidden",
                          405: "report call answered HTTP 405: check report_method (GET or POST)"}
-REPORT_ROUTE_MISSING = "report call answered HTTP 404 (no such route): check report_path and base_url"
+REPORT_ROUTE_MISSING = ("report call answered HTTP 404 (no such route): check report_prefix, "
+                        "report_path and base_url")
 
 
 def report_answer(resp: HttpResponse, now: datetime, into: Any) -> str:
     """classify_http for a report call. A 404 in Sparrow's envelope (a `result`) is about the
     batch: LOOKUP. Any other 404 (a web server's page, no body), like a 405, means the call
-    itself is wrong (report_path, report_method, base_url): an account error, as Spark Sender's
+    itself is wrong (report_prefix, report_path, report_method, base_url): an account error, as Spark Sender's
     wrong status_url is, so that the circuit opens and the operator is told."""
     answer = classify_http(resp, now, into, account=HTTP_ACCOUNT_STATUSES, lookup=(404,))
     if answer == LOOKUP and result_code(envelope_or_none(resp)) is None:
@@ -182,16 +188,19 @@ def report_answer(resp: HttpResponse, now: datetime, into: Any) -> str:
     return answer
 
 
-def report_call(cfg: VendorConfig) -> tuple[str, str]:
-    """(method, last path segment) of the delivered/seen report, from `report_method` and
-    `report_path`; the failed report takes the same method. NotConfigured for another value."""
+def report_call(cfg: VendorConfig) -> tuple[str, str, str]:
+    """(method, path prefix, last path segment) of the delivered/seen report, from
+    `report_method`, `report_prefix` and `report_path`; the failed report takes the same method
+    and prefix. NotConfigured for another value."""
     method = (_setting(cfg, "report_method") or DEFAULT_REPORT_METHOD).upper()
+    prefix = (_setting(cfg, "report_prefix") or DEFAULT_REPORT_PREFIX).strip("/").lower()
     path = (_setting(cfg, "report_path") or DEFAULT_REPORT_PATH).strip("/").lower()
-    if method not in REPORT_METHODS:
-        raise NotConfigured(f"sparrow: report_method must be one of {', '.join(REPORT_METHODS)}")
-    if path not in REPORT_PATHS:
-        raise NotConfigured(f"sparrow: report_path must be one of {', '.join(REPORT_PATHS)}")
-    return method, path
+    for key, value, allowed in (("report_method", method, REPORT_METHODS),
+                                ("report_prefix", prefix, REPORT_PREFIXES),
+                                ("report_path", path, REPORT_PATHS)):
+        if value not in allowed:
+            raise NotConfigured(f"sparrow: {key} must be one of {', '.join(allowed)}")
+    return method, prefix, path
 
 
 def login_request(cfg: VendorConfig) -> HttpRequest:

@@ -10,13 +10,14 @@ batch; the tracked unit is (batch uuid, recipient).
   each is refused without a batch: truth key (sparrow, None, number)).
 - `GET /v1/intlsms/compose/report/{uuid}/` aggregated; `.../delivery/` records.delivered and
   records.seen; `.../failed/` records.rejected (refused at compose or by the carrier) and
-  records.expired. The page contradicts itself (POST vs GET, `/delivered` vs `/delivery`): the
-  sandbox serves one variant, its settings `report_method` (GET | POST, for every report call)
-  and `report_path` (delivery | delivered), defaults GET and delivery as the adapter's; given as
-  the tracker's vendor config keys (`Sandbox(credentials={"sparrow": {...}})` or
-  `set_report`, so that `vendor_config` hands them on). The other path answers 404 and the other
-  method 405, plain text as a web server's router does. A record is {"to": digits, "ts": "YYYY-MM-DD HH:MM:SS"} or, with
-  knob `bare_records`, the bare number string.
+  records.expired. The page contradicts itself (POST vs GET, `compose/` vs `campaign/`,
+  `/delivered` vs `/delivery`): the sandbox serves one variant, its settings `report_method`
+  (GET | POST, every report call), `report_prefix` (compose | campaign, every report call) and
+  `report_path` (delivery | delivered), defaults as the adapter's; given as the tracker's vendor
+  config keys (`Sandbox(credentials={"sparrow": {...}})` or `set_report`, so that
+  `vendor_config` hands them on). The other prefix or path answers 404 and the other method
+  405, plain text as a web server's router does. A record is {"to": digits, "ts": "YYYY-MM-DD
+  HH:MM:SS"} or, with knob `bare_records`, the bare number string.
 - Callbacks to the account URL (`Sandbox.set_postback_url("sparrow", url)`): per recipient
   {"dlr_type": "instant", "dlr_data": [{"ts", "to", "id": batch uuid, "status"}]} with 00 delivered,
   01 seen, 02 expired; and one {"dlr_type": "batch_complete", ...} once the batch is dispatched.
@@ -47,7 +48,9 @@ from tracker.sandbox.truth import Message, utcnow
 NPT = timezone(timedelta(hours=5, minutes=45))
 DLR = {"delivered": "00", "read": "01", "expired": "02"}
 ACCOUNT_LOGIN = {"suspended": "Account is Expired", "inactive": "Invalid User"}
-REPORT_METHODS, REPORT_PATHS = ("GET", "POST"), ("delivery", "delivered")  # first: the default
+REPORT_CHOICES = {"report_method": ("GET", "POST"), "report_prefix": ("compose", "campaign"),
+                  "report_path": ("delivery", "delivered")}  # first: the default
+REPORT_METHODS, REPORT_PREFIXES, REPORT_PATHS = REPORT_CHOICES.values()
 
 
 def envelope(data: Any, result: str = "00", status: str = "OK") -> dict[str, Any]:
@@ -85,16 +88,12 @@ class Sparrow(Vendor):
         self.batches: dict[str, dict[str, Any]] = {}
 
     def routes(self) -> list[Route]:
-        both = ("GET", "POST")
-        base = "/v1/intlsms/compose/report/{uuid}"  # every variant routed: report() refuses
-        return [
+        return [  # every report variant routed: report() refuses those not served
             Route(("POST",), "/v1/autho/apitoken/login/", self.login),
             Route(("POST",), "/v1/intlsms/compose/", self.compose),
-            Route(both, base + "/", self.report, malformable=True),
-            Route(both, base + "/delivery/", self.report, malformable=True),
-            Route(both, base + "/delivered/", self.report, malformable=True),
-            Route(both, base + "/failed/", self.report, malformable=True),
-        ]
+            *(Route(REPORT_METHODS, f"/v1/intlsms/{prefix}/report/{{uuid}}/{tail}", self.report,
+                    malformable=True)
+              for prefix in REPORT_PREFIXES for tail in ("", *(f"{p}/" for p in REPORT_PATHS), "failed/"))]
 
     # -- auth --
     async def login(self, request: web.Request) -> web.Response:
@@ -204,20 +203,20 @@ class Sparrow(Vendor):
                 for t, state in msg.timeline if state in DLR]
 
     # -- reports --
-    def report_variant(self, creds: dict[str, str] | None = None) -> tuple[str, str]:
-        """(method, delivered/seen path) served: the settings report_method, report_path."""
+    def report_variant(self, creds: dict[str, str] | None = None) -> tuple[str, str, str]:
+        """(method, prefix, delivered/seen path) served: the settings REPORT_CHOICES names."""
         creds = self.creds if creds is None else creds
-        method = (creds.get("report_method") or REPORT_METHODS[0]).strip().upper()
-        path = (creds.get("report_path") or REPORT_PATHS[0]).strip().strip("/").lower()
-        if method not in REPORT_METHODS or path not in REPORT_PATHS:
-            raise ValueError(f"sparrow sandbox: report_method {'|'.join(REPORT_METHODS)}, "
-                             f"report_path {'|'.join(REPORT_PATHS)}")
-        return method, path
+        got = [(creds.get(k) or allowed[0]).strip().strip("/") for k, allowed in REPORT_CHOICES.items()]
+        variant = got[0].upper(), got[1].lower(), got[2].lower()
+        if not all(v in allowed for v, allowed in zip(variant, REPORT_CHOICES.values())):
+            raise ValueError("sparrow sandbox: " + ", ".join(f"{k} {'|'.join(v)}" for k, v in REPORT_CHOICES.items()))
+        return variant
 
-    def set_report(self, method: str | None = None, path: str | None = None) -> None:
+    def set_report(self, method: str | None = None, path: str | None = None,
+                   prefix: str | None = None) -> None:
         """Serve another report variant (None: that setting back to its default)."""
-        creds = {k: v for k, v in self.creds.items() if k not in ("report_method", "report_path")}
-        creds |= {k: v for k, v in (("report_method", method), ("report_path", path)) if v}
+        creds = {k: v for k, v in self.creds.items() if k not in REPORT_CHOICES}
+        creds |= {k: v for k, v in zip(REPORT_CHOICES, (method, prefix, path)) if v}
         self.report_variant(creds)  # ValueError before anything changes
         self.sandbox.credentials[self.name] = creds
 
@@ -228,11 +227,12 @@ class Sparrow(Vendor):
                             headers={"Allow": allow} if status == 405 else None)
 
     async def report(self, request: web.Request) -> web.Response:
-        method, path = self.report_variant()
+        method, prefix, path = self.report_variant()
         kind = request.path.rstrip("/").rsplit("/", 1)[-1]
-        if (kind in REPORT_PATHS and kind != path) or request.method != method:
+        unrouted = (kind in REPORT_PATHS and kind != path) or f"/{prefix}/report/" not in request.path
+        if unrouted or request.method != method:
             request[MALFORMABLE] = False  # the router's answer, not the vendor's
-            return self._unrouted(404 if kind in REPORT_PATHS and kind != path else 405, method)
+            return self._unrouted(404 if unrouted else 405, method)
         if (denied := self._guard(request)) is not None:
             return denied
         batch_id = request.match_info["uuid"].strip().lower()
