@@ -7,6 +7,11 @@ Both pages say the response keeps one structure whatever happens ("will be retur
 Bulk SMS API request"; "The API's response structure will always be the same"): a refused call
 may therefore carry a top-level `error` with an empty `messages` list, which refuses every message
 the request asked for.
+
+Not every error answer is a refusal. "500 – engageSPARK internal service error" (and a 408, a 429,
+any 5xx) says nothing of whether the vendor queued the messages; a 409 "duplicate clientDedup"
+(NOTES.md) says an earlier call with the same `clientDedup` was taken, so the message was sent,
+under that call's id. Neither is `rejected` (final: "the vendor refused it"): see `_unsettled`.
 """
 from __future__ import annotations
 
@@ -34,6 +39,29 @@ from tracker.adapters.engagespark_status import NAME, normalize_ref
 from tracker.core.states import Failure, State
 
 CODE_ACCEPTED = "accepted"  # send response: accepted (acceptedMessages)
+CODE_DUPLICATE = "duplicate"  # 409 duplicate clientDedup: sent already, under an earlier call's id
+# HTTP statuses of a whole call that are no verdict on its messages (besides every 5xx).
+UNSETTLED_STATUSES = frozenset({408, 429})
+# The documented 500 ("engageSPARK internal service error") in the words of a body stored without
+# its HTTP status (tracker.submissions keeps the body only).
+INTERNAL_ERROR_WORDS = ("internal service error", "internal server error")
+
+
+def _unsettled_code(status: int | None, error: str, code: str | None) -> str | None:
+    """The code of a whole-call answer that does not say the messages were refused: `duplicate`
+    (409) or `http_<status>` (5xx, 408, 429); None for a refusal. Without the status (the
+    intake reads the stored body only) the vendor's words decide: `duplicate` and `clientDedup`,
+    or errorCode `duplicate`; the documented 500's "internal service error"."""
+    if status == 409:
+        return CODE_DUPLICATE
+    if status is not None:
+        return f"http_{status}" if status >= 500 or status in UNSETTLED_STATUSES else None
+    low = error.lower()
+    if (code or "").lower() == CODE_DUPLICATE or ("duplicate" in low and "dedup" in low):
+        return CODE_DUPLICATE
+    if any(w in low for w in INTERNAL_ERROR_WORDS):
+        return "http_500"
+    return None
 
 
 def _account_error_from_text(error: str, status: int | None) -> AccountError | None:
@@ -111,17 +139,24 @@ def parse_send(response: Any, request: Any | None, now: datetime) -> SendResult:
     (one message), or, when one refusal covers many requested messages, {error, errorCode,
     index} with the request's position. A top-level `error` with an empty `messages` list is
     that whole-call refusal (an account problem's words: no message, the account error); with
-    entries, the entries decide and an account problem is only noted. Linear in the response's
-    and the request's size."""
+    entries, the entries decide and an account problem is only noted. A 409 duplicate
+    clientDedup, a 5xx, 408 or 429 (or, without the status, their words) is no refusal: see
+    `_unsettled`. Linear in the response's and the request's size."""
     status = response.status if isinstance(response, HttpResponse) else None
-    body = json_object(response, "engagespark send", "response")
+    try:
+        body = json_object(response, "engagespark send", "response")
+    except ParseError:  # a 5xx from a gateway may carry no JSON: still no verdict on the messages
+        if status is None or _unsettled_code(status, "", None) is None:
+            raise
+        body = {}
     result = SendResult()
     error = text_of(body.get("error"))
     code = as_code(body.get("errorCode"))
     deadline = parse_time(body.get("deliveryDeadline"))
     requested = _request_messages(request)
 
-    account = _account_error_from_text(error, status)
+    unsettled = _unsettled_code(status, error, code)
+    account = None if unsettled else _account_error_from_text(error, status)
     entries = body.get("messages")
     if isinstance(entries, list) and entries:
         # `messages` "corresponds to the list of messages in the API request": each entry says
@@ -133,13 +168,17 @@ def parse_send(response: Any, request: Any | None, now: datetime) -> SendResult:
     if account is not None:
         result.account_error = account
         return result
+    ident = body.get("messageId", body.get("id"))
+    issued = id_text(ident)
+    has_id = issued is not None and issued.strip() != ""
+    if unsettled:
+        _unsettled(result, unsettled, status, error, code, body, requested, issued if has_id else None,
+                   deadline)
+        return result
     if isinstance(entries, list) and not error:
         _bulk_entries(result, entries, requested, deadline)
         return result
 
-    ident = body.get("messageId", body.get("id"))
-    issued = id_text(ident)
-    has_id = issued is not None and issued.strip() != ""
     if has_id and not error:
         recipient = _to(body) or (_to(requested[0]) if requested else None)
         result.observations.append(_accepted(ident, recipient, body, deadline))
@@ -160,3 +199,48 @@ def parse_send(response: Any, request: Any | None, now: datetime) -> SendResult:
         raw = {"error": error, "errorCode": code, "messageId": issued, "index": i}
         result.observations.append(_rejected(None, recipient, error, code, raw, deadline))
     return result
+
+
+def _unsettled(result: SendResult, code: str, status: int | None, error: str, error_code: str | None,
+               body: dict, requested: list[Any] | None, issued: str | None,
+               deadline: datetime | None) -> None:
+    """A whole call answered with no verdict on its messages (`code`: `duplicate` or
+    `http_<status>`; `error_code`: the vendor's own, kept in the raw payload). Never `rejected`:
+    that is final and says the vendor refused them, which a 5xx does not say and a 409
+    contradicts (the message was sent, under the first call's id).
+    - an id given for one message: tracked under it, no state claimed (state None, the code
+      kept): the status calls learn what became of it;
+    - no id: nothing can ever be asked or matched about the message, so it is `unknown` at once
+      (what its window would make of it, minus the wait; never polled): keyed by the row as the
+      intake keys every send without an id, with the code and the vendor's words kept.
+    Either way the account_error carries the same words, so that the intake notes them on the
+    row (tracker.intake_problems) instead of the call passing unseen."""
+    recipients = [_to(m) for m in requested] if requested else [_to(body)]
+    words = error or (f"HTTP {status}" if status is not None else code)
+    if issued is not None and len(recipients) == 1:
+        recipient = _to(body) or recipients[0]
+        result.observations.append(Observation(
+            vendor=NAME, vendor_ref=normalize_ref(issued), recipient=recipient, state=None, code=code,
+            text=words, deadline=deadline, raw=body, issued_ref=issued))
+        kept = f"tracked under the id it gave ({issued[:40]}), its outcome left to the status calls"
+    else:
+        if issued is not None and len(issued) > MAX_REF_LEN:
+            raise ParseError(f"engagespark send: messageId is longer than {MAX_REF_LEN} characters")
+        one = len(recipients) == 1
+        for i, recipient in enumerate(recipients):
+            raw = body if one else {"error": error, "errorCode": error_code and error_code[:100],
+                                    "messageId": issued, "index": i}
+            result.observations.append(Observation(
+                vendor=NAME, vendor_ref=NO_REF, recipient=recipient, state=State.unknown, code=code,
+                text=words, deadline=deadline, raw=raw))
+        kept = (f"no id was given, so {'it is' if one else f'all {len(recipients)} are'} kept "
+                "`unknown`, never polled")
+    if code == CODE_DUPLICATE:
+        given = "" if issued is not None and len(recipients) == 1 else ", which this answer does not give"
+        why = ("an earlier call with the same clientDedup was taken: the message was sent under that "
+               f"call's id{given} ({words!r}); {kept}; if the earlier call's row was taken in, that "
+               "row tracks the message")
+    else:
+        why = (f"the vendor failed to answer the call ({words!r}): whether it queued the "
+               f"message(s) is unknown; {kept}")
+    result.account_error = AccountError(code, why)
