@@ -10,11 +10,13 @@ database refuses (not an outage), is stored alone and handed to the apply worker
 which applies it, and finds the row at fault if there is one. A batch is
 written when it holds `max_items` postbacks, when its oldest has waited `max_wait_s`, or at
 once when no write is in progress (an idle database gains nothing from waiting). Up to
-`writers` batches are written at a time; while they are, the next batch grows.
+`writers` batches are written at a time; while they are, the next batch grows. A postback that
+has waited past the timeout is answered 503 whatever its write is doing (_expire).
 """
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from datetime import datetime, timezone
 from typing import Callable, NamedTuple, Protocol
@@ -38,6 +40,7 @@ ID_BLOCK = 1024
 # written beside another, is stored alone and applied by the apply worker: under load the 200
 # waits for one round trip, not five, and the writes overlap (docs/performance.md, session 12).
 INLINE_MAX = 16
+EXPIRY_CHECK_S = 1.0  # while postbacks wait, those waiting past the timeout are looked for this often
 
 
 class Unavailable(Exception):
@@ -80,7 +83,8 @@ class GroupCommit:
         self._pending: list[Entry] = []
         self._wake = asyncio.Event()  # set: the batch may be ready (never once per arrival)
         self._timer: asyncio.TimerHandle | None = None
-        self._writes: set[asyncio.Task] = set()
+        self._writes: dict[asyncio.Task, list[Entry]] = {}  # each write in progress: its batch
+        self._expiry: asyncio.TimerHandle | None = None  # the next look for answers overdue
         self._task: asyncio.Task | None = None
         self._closing = False
         self._running = False  # the writer loop runs (not between a failure and its restart)
@@ -110,6 +114,8 @@ class GroupCommit:
         self._pending.append(Entry(raw, found, fut, loop.time()))
         if len(self._pending) == 1 or len(self._pending) >= self.max_items:
             self._wake.set()
+        if self._expiry is None:
+            self._expiry = loop.call_later(EXPIRY_CHECK_S, self._expire)
         return await fut  # bounded: every write has a timeout, and a dead writer loop fails all
 
     async def stop(self) -> None:
@@ -120,6 +126,9 @@ class GroupCommit:
             await self._task
         if self._writes:
             await asyncio.gather(*self._writes, return_exceptions=True)
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
 
     async def _run(self) -> None:
         self._running = True
@@ -152,10 +161,13 @@ class GroupCommit:
                 self._timer.cancel()
                 self._timer = None
             await self._writers.acquire()  # the batch keeps growing while all writers are busy
+            if not self._pending:  # all answered 503 meanwhile (_expire): nothing to write
+                self._writers.release()
+                continue
             batch, self._pending = self._pending[:self.max_items], self._pending[self.max_items:]
             progress()
             task = asyncio.create_task(self._write(batch), name="postbacks-write")
-            self._writes.add(task)
+            self._writes[task] = batch
             task.add_done_callback(self._written)
 
     async def _take_ids(self, conn: asyncpg.Connection, n: int) -> list[int]:
@@ -177,9 +189,30 @@ class GroupCommit:
             self._failed, self._failure_logged = 0, now
 
     def _written(self, task: asyncio.Task) -> None:
-        self._writes.discard(task)
+        self._writes.pop(task, None)
         self._writers.release()
         self._wake.set()  # a writer is free: what waits may go now
+
+    def _expire(self) -> None:
+        """Answer 503 every postback that has waited past the timeout. A write's own timeout
+        ends it only once the database answers (asyncpg's cancel of the statement, and the hand-
+        back of its connection, wait for the server): while it does not (a network partition, a
+        storage stall), its batch and the batches waiting for a writer got no answer at all.
+        The vendor retries; a write that commits later has stored the row anyway, and the same
+        report stored twice changes nothing."""
+        self._expiry = None
+        loop = asyncio.get_running_loop()
+        overdue = loop.time() - self.timeout_s
+        late = [e for e in itertools.chain(self._pending, *self._writes.values())
+                if e.since < overdue and not e.answer.done()]
+        for e in late:
+            e.answer.set_exception(Unavailable("the database did not answer in time"))
+        if late:
+            self._pending = [e for e in self._pending if not e.answer.done()]
+            self._log_failure(TimeoutError(f"the database did not answer within {self.timeout_s:g} s"),
+                              len(late))
+        if self._pending or self._writes:
+            self._expiry = loop.call_later(EXPIRY_CHECK_S, self._expire)
 
     def _fail_pending(self, task: asyncio.Task) -> None:
         """The writer loop ended (stopped, or a bug): nobody may wait forever."""
