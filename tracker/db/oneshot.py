@@ -5,10 +5,13 @@ embedded cluster started for the command alone. Only `tracker migrate` may creat
 the others, which read or replay, refuse one that does not exist yet (a mistyped state_dir left a
 new 46 MB cluster behind) in one line and exit code 2, creating nothing. A database that cannot
 be reached, or refuses, is one line on stderr (the DSN's password scrubbed) and exit code 1,
-never a traceback."""
+never a traceback. Standard output (or error) closed by its reader (`tracker sinks status |
+head -1`) is no database outage: the command stops quietly, exit code 141 (see _output_closed)."""
 from __future__ import annotations
 
 import asyncio
+import os
+import select
 import sys
 from pathlib import Path
 from typing import Awaitable, Callable
@@ -34,22 +37,60 @@ def on_database(config: Config, command: str, job: Job) -> int:
         finally:
             await conn.close()
 
+    def run(dsn: str) -> int:
+        code = asyncio.run(go(dsn))
+        sys.stdout.flush()  # what is buffered fails here, not in the interpreter's exit
+        sys.stderr.flush()
+        return code
+
     state_dir = Path(config.database.state_dir)
     dsn = config.database.dsn or running_dsn(state_dir)
     try:
         if dsn:
-            return asyncio.run(go(dsn))
+            return run(dsn)
         if command not in CREATES_CLUSTER and not _has_cluster(state_dir):
             print(f"{command}: no database at {state_dir.absolute()} (database.state_dir; no database.dsn): "
                   "run `tracker migrate` first", file=sys.stderr)
             return 2
         with EmbeddedPostgres(state_dir) as pg:
-            return asyncio.run(go(pg.dsn))
+            return run(pg.dsn)
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, EmbeddedError, StateDirError) as e:
+        if isinstance(e, BrokenPipeError) and _output_closed():
+            return OUTPUT_CLOSED
         refused = isinstance(e, asyncpg.PostgresError) and not is_outage(e)
         what = "the database refused" if refused else "database unavailable"
         print(f"{command}: {what}: {type(e).__name__}: {redact_dsn(str(e))}", file=sys.stderr)
         return 1
+
+
+# Exit code when the reader of standard output (or error) went away: 128 + SIGPIPE, what the shell reports
+# for `cat`, `ls` and the like killed by SIGPIPE in the same place (Python ignores SIGPIPE and
+# gets BrokenPipeError instead), so `set -o pipefail` scripts see what they see for any tool.
+OUTPUT_CLOSED = 141
+
+
+def _output_closed() -> bool:
+    """Whether standard output (or error: `2>&1 | head`) is a pipe or socket its reader has
+    closed; if so, point it at /dev/null, and the caller says nothing. That is the conventional
+    way (Python's documentation, signal module, "Note on SIGPIPE"): what is still buffered would
+    fail again when the interpreter flushes it at exit ("Exception ignored ... BrokenPipeError",
+    exit code 120). A BrokenPipeError from anything else, the database's socket included, while
+    both are fine, stays a database error."""
+    closed = False
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            fd = stream.fileno()
+            poll = select.poll()
+            poll.register(fd, select.POLLOUT)
+            if not any(events & (select.POLLERR | select.POLLHUP) for _, events in poll.poll(0)):
+                continue
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, fd)
+            os.close(devnull)
+            closed = True
+        except (AttributeError, ValueError, OSError):  # no real stream (replaced, closed): not ours
+            continue
+    return closed
 
 
 def _has_cluster(state_dir: Path) -> bool:

@@ -103,6 +103,15 @@ async def count_backlog(pool, heads: HeadClock) -> None:
     record_ages(heads.age(ages["intake_head"], ages["intake_s"]), ages["postbacks_s"])
 
 
+def not_answering(e: BaseException) -> str:
+    """/readyz's reason when the database failed the readiness query. Our own timeout's
+    TimeoutError says nothing (an empty message): say what it means."""
+    if isinstance(e, TimeoutError):
+        return f"did not answer within {READY_TIMEOUT_S:g} s"
+    detail = str(e)
+    return scrub(f"not answering: {type(e).__name__}" + (f": {detail}" if detail else ""))[:300]
+
+
 async def readiness(tracker) -> list[Problem]:
     """Every reason the tracker is not ready; none: ready."""
     components = tracker.supervisor.problems()
@@ -112,8 +121,7 @@ async def readiness(tracker) -> list[Problem]:
                 todo = await pending(conn)
                 ages = None if todo else await conn.fetchrow(q.OLDEST_WAITING)
     except Exception as e:  # any failure to reach the database means not ready
-        reason = scrub(f"not answering: {type(e).__name__}: {e}")[:300]
-        return [Problem("database", reason), *components]
+        return [Problem("database", not_answering(e)), *components]
     if todo:
         versions = ", ".join(str(m.version) for m in todo)
         return [Problem("migrations", f"pending: {versions}"), *components]

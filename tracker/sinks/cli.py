@@ -14,8 +14,10 @@ from tracker.config_types import Config
 from tracker.db.oneshot import on_database
 from tracker.sinks import store
 
+# disabled_reason last: a disabled sink's is a long sentence (why, and the command that
+# enables it again), kept from pushing the other columns apart.
 COLUMNS = ("sink", "kind", "position", "events_behind", "pending", "dead_letters",
-           "oldest_undelivered_age", "last_success_at", "disabled", "last_error")
+           "oldest_undelivered_age", "last_success_at", "disabled", "last_error", "disabled_reason")
 
 
 def parse_since(text: str | None) -> datetime | None:
