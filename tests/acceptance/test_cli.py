@@ -77,6 +77,23 @@ def test_check_config_names_the_key_and_the_reason(tmp_path):
         assert p.returncode == 0 and "config OK" in p.stdout, args
 
 
+def test_check_config_refuses_what_run_would_trip_on(tmp_path):
+    """As the README's reviewer ran it: a polled vendor without credentials, a DSN password with
+    an unencoded "@" or "?", a setting's name with one underscore: exit 2, never the password."""
+    state = str(tmp_path / "state")
+    for extra, said in (
+            ({"TRACKER_VENDORS__SPARKSENDER__BASE_URL": "https://s.example.com"},
+             "vendors.sparksender.user_id"),
+            ({"TRACKER_DATABASE__DSN": "postgresql://tracker:Pass@Secret99@127.0.0.1:5999/db"},
+             "percent-encode the password's"),
+            ({"TRACKER_DATABASE__DSN": "postgresql://u:Pw3c?Secret99@h/db"}, "percent-encode the password's"),
+            ({"TRACKER_DATABASE_DSN": "postgresql://u@h/db"}, "did you mean 'TRACKER_DATABASE__DSN'?")):
+        p = subprocess.run(TRACKER + ["check-config"], env=env_with(TRACKER_DATABASE__STATE_DIR=state, **extra),
+                           capture_output=True, text=True, timeout=30)
+        assert p.returncode == 2 and said in p.stdout, (extra, p.stdout, p.stderr)
+        assert "Secret99" not in p.stdout + p.stderr and "Traceback" not in p.stderr
+
+
 def _run_until_ready(env, timeout=60):
     return _run_until(env, "tracker ready", timeout)
 

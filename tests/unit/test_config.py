@@ -85,7 +85,6 @@ enabled = true
         "TRACKER_VENDORS__SKYCORE__ALLOW_NETWORKS": "10.0.0.0/8, 192.168.0.0/16",
         "TRACKER_DATABASE__DSN": "postgresql://x@h/db",
         "TRACKER_CONFIG": "/nonexistent-but-ignored-because-path-given",
-        "TRACKER_SOMETHING_ELSE": "ignored (no double underscore)",
         "HOME": "/root",
     }
     cfg = load(path, env=env)

@@ -24,6 +24,11 @@ _KEY_VALUE = re.compile(r"\s*[A-Za-z_]+\s*=")
 _URL = re.compile(r"\s*postgres(?:ql)?://", re.IGNORECASE)
 URL_FORM = "postgresql://user:password@host:port/dbname"
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+_ENCODE = ("percent-encode the password's / ? # @ : [ ] and spaces (e.g. / as %2F, @ as %40), "
+           f"as in {URL_FORM}")
+_CANNOT_PARSE = f"asyncpg cannot parse the URL because of a character in its password (hidden): {_ENCODE}"
+_MISREADS = ("asyncpg would read another host, port or database from the URL because of a "
+             f"character in its password (hidden): {_ENCODE}")
 
 
 class DsnParserChanged(RuntimeError):
@@ -61,6 +66,45 @@ def asyncpg_refusal(dsn: str) -> str | None:
     return None
 
 
+def asyncpg_target(dsn: str) -> str | None:
+    """host:port of each address asyncpg would try (or its socket file), and the database, as
+    asyncpg's own parser reads ``dsn``; None if it refuses it. Holds no user or password, but
+    read from a DSN whose password moved the host, it may hold a piece of that password: show
+    only what it reads from the DSN with its passwords hidden (report.dsn_target)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            addrs, params = _parser()(dsn)[:2]
+    except Exception:  # noqa: BLE001 - a reading, not a check: dsn_problem says what is wrong
+        return None
+    shown = [a if isinstance(a, str) else f"[{a[0]}]:{a[1]}" if ":" in a[0] else f"{a[0]}:{a[1]}"
+             for a in addrs]
+    return f"{','.join(shown)}/{params.database}"
+
+
+def _password_misread(dsn: str, hidden: str) -> str | None:
+    """A character of the password, unencoded, makes asyncpg read the URL otherwise than meant:
+    an "@" (the netloc holds more than one), any character that moves asyncpg's hosts, ports
+    or database away from what it reads with the password hidden ("/"), or a "?" or "#" that
+    ends the netloc before the userinfo's "@" where asyncpg then refuses the URL (it reads the
+    password's head as a port)."""
+    try:
+        if urlsplit(dsn).netloc.count("@") > 1:
+            return _MISREADS
+    except ValueError:
+        pass  # an unbalanced "[": asyncpg's parser says what is wrong
+    if hidden != dsn:
+        target = asyncpg_target(dsn)
+        if target != asyncpg_target(hidden):
+            return _MISREADS if target is not None else _CANNOT_PARSE
+    rest = dsn.partition("://")[2]
+    authority = rest.split("/", 1)[0]  # as written: up to the path, whatever ? or # it holds
+    cut = min((i for i in (authority.find("?"), authority.find("#")) if i != -1), default=-1)
+    if cut != -1 and "@" in authority[cut:] and (not _ports_ok(hidden) or asyncpg_refusal(dsn)):
+        return _CANNOT_PARSE
+    return None
+
+
 def _ports_ok(url: str) -> bool:
     """Each host's port in the URL (``host1:5432,host2:5433``), if given, is in 1..65535
     (asyncpg takes 0 and 99999, and fails only when connecting)."""
@@ -83,15 +127,16 @@ def dsn_problem(dsn: str) -> str | None:
         return (f"a libpq key=value string is not accepted (asyncpg, which the tracker connects "
                 f"with, takes only URLs): write it as {URL_FORM}")
     hidden = redact_dsn(dsn)
+    misread = _password_misread(dsn, hidden) if _URL.match(dsn) else None
+    if misread:
+        return misread
     if _URL.match(hidden) and not _ports_ok(hidden):
         return "the URL's port is not a number in 1..65535"
     reason = asyncpg_refusal(dsn)
     if reason is None:
         return None
     if hidden != dsn and asyncpg_refusal(hidden) != reason:
-        return ("asyncpg cannot parse the URL because of a character in its password (hidden): "
-                "percent-encode the password's / ? # @ : [ ] and spaces (e.g. / as %2F), "
-                f"as in {URL_FORM}")
+        return _CANNOT_PARSE
     # asyncpg quotes the values it stumbles on, and may have split a password itself to find
     # them (one holding "&" or "?": "bad query field: 'tail-of-the-password'"): a quoted piece
     # of what follows the scheme goes (the scheme and asyncpg's own words stay)

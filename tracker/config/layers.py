@@ -2,6 +2,7 @@
 environment wins), with every problem found on the way."""
 from __future__ import annotations
 
+import difflib
 import re
 import tomllib
 from dataclasses import dataclass
@@ -14,11 +15,31 @@ from tracker.config.schema import (
     _SECTIONS,
     ENV_PREFIX,
     ENVIRONMENT,
+    OTHER_ENV_NAMES,
     _allowed_keys,
     _suggest,
 )
 from tracker.config_types import VENDORS
 from tracker.sinks import settings as sink_settings
+
+
+def _env_names() -> dict[str, str]:
+    """Every setting's environment name, keyed by its parts joined with one underscore (lower
+    case): TRACKER_DATABASE_DSN's key finds TRACKER_DATABASE__DSN."""
+    names = [f"{ENV_PREFIX}{s.upper()}__{k.upper()}" for s in _SECTIONS for k in _allowed_keys(s)]
+    names += [f"{ENV_PREFIX}VENDORS__{v.upper()}__{k.upper()}"
+              for v in VENDORS for k in _allowed_keys("vendors", v)]
+    names += [f"{ENV_PREFIX}SINKS__{k.upper()}" for k in sink_settings.GLOBAL_KEYS]
+    return {n.replace("__", "_").lower(): n for n in names}
+
+
+def _suggest_env(name: str) -> str:
+    """A did-you-mean naming the setting ``name`` is most likely meant to be, written with one
+    underscore between its parts (and maybe a typo more): TRACKER_DATABASE__DSN for
+    TRACKER_DATABASE_DSN; "" if none is close."""
+    names = _env_names()
+    close = difflib.get_close_matches(name.replace("__", "_").lower(), list(names), n=1, cutoff=0.85)
+    return f" (did you mean '{names[close[0]]}'?)" if close else ""
 
 
 @dataclass
@@ -114,7 +135,12 @@ class _Layers:
 
     def read_env(self) -> None:
         for name, value in self.env.items():
-            if not name.upper().startswith(ENV_PREFIX) or "__" not in name:
+            if not name.upper().startswith(ENV_PREFIX) or name.upper() in OTHER_ENV_NAMES:
+                continue
+            if "__" not in name:
+                self.problem(ENVIRONMENT, name, "unknown: a setting is named TRACKER_<SECTION>__<KEY> "
+                             "or TRACKER_VENDORS__<VENDOR>__<KEY>, two underscores between the "
+                             f"parts{_suggest_env(name)}")
                 continue
             parts = name[len(ENV_PREFIX):].lower().split("__")
             section = parts[0]

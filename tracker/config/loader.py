@@ -3,17 +3,22 @@ keys, and a Config built, or every problem raised together as one ConfigError.""
 from __future__ import annotations
 
 import os
+import re
 from typing import Any, Mapping
 
 from tracker.config.listen import Listener, parse_listen
+from tracker.config.polling import not_configured, polled
 from tracker.config.problems import ConfigError
 from tracker.config.redaction import secrets_of
 from tracker.config.schema import (
     _FIELDS,
+    _SECRETS,
     _SECTIONS,
     EMBEDDED_POOL_HEADROOM,
+    ENV_PREFIX,
     ENVIRONMENT,
     MIN_POOL,
+    _allowed_keys,
 )
 from tracker.config.values import _Values
 from tracker.config_types import (
@@ -32,6 +37,8 @@ from tracker.db.embedded import MAX_CONNECTIONS as EMBEDDED_MAX_CONNECTIONS
 
 class _Loader(_Values):
     """One load: build() each section from its checked values, then the checks across keys."""
+
+    check_polling = False  # check-config: each polled vendor's adapter has what it needs
 
     def build(self, section: str, vendor: str | None) -> dict[str, Any]:
         values: dict[str, Any] = {}
@@ -55,6 +62,8 @@ class _Loader(_Values):
         self.check_listeners()
         for v in VENDORS:
             self.check_poll_schedule(v, vendors[v])
+            if self.check_polling:
+                self.check_polled(v, vendors[v])
         sinks = self.sinks.build()
         for file, key, reason in self.sinks.problems:
             self.problem(file, key, reason)
@@ -138,20 +147,47 @@ class _Loader(_Values):
                                f"{prefix}.tracking_window_s ({window:g} s): messages would be given "
                                "up on before their first poll")
 
+    def check_polled(self, vendor: str, given: dict[str, Any]) -> None:
+        """A vendor `tracker run` polls (tracker.config.polling.polled) whose adapter cannot build
+        its requests for want of a setting (its own NotConfigured): reported at base_url, the
+        key that makes it polled, naming the vendor's keys the adapter asks for."""
+        if not self.usable("vendors", vendor, *_allowed_keys("vendors", vendor)):
+            return  # one of its keys is reported already: that first
+        cfg = VendorConfig.from_keys(vendor, **given)
+        reason = not_configured(vendor, cfg) if polled(vendor, cfg) else None
+        if reason is None:
+            return
+        at = {k: m.start() for k in _allowed_keys("vendors", vendor) if not k.endswith("_file")
+              for m in [re.search(rf"(?<![\w.]){re.escape(k)}(?!\w)", reason)] if m}
+        named = sorted(at, key=at.get)  # as the adapter names them
+        ways = []
+        for k in named:
+            env = f"{ENV_PREFIX}VENDORS__{vendor.upper()}__{k.upper()}"
+            alt = f", or vendors.{vendor}.{k}_file" if k in _SECRETS["vendors"] else ""
+            ways.append(f"vendors.{vendor}.{k} (or {env}{alt})")
+        todo = f"set {' and '.join(ways)}" if ways else f"set the vendors.{vendor} keys it names"
+        self.cross_problem("vendors", vendor, "base_url",
+                           f"{vendor} is polled (enabled, with a base_url) but its adapter cannot "
+                           f"build a status call: {reason}; {todo}, or unset base_url (or "
+                           "enabled = false) not to poll it")
 
 
 def _config_path(path: str | None, env: Mapping[str, str]) -> str | None:
     return path or env.get("TRACKER_CONFIG") or None
 
 
-def load(path: str | None = None, env: Mapping[str, str] | None = None) -> Config:
+def load(path: str | None = None, env: Mapping[str, str] | None = None, *,
+         check_polling: bool = False) -> Config:
     """Load the configuration: ``path``, else ``$TRACKER_CONFIG``, else defaults; then the environment.
 
     Raises :class:`ConfigError` listing every problem. Registers every secret with tracker.logging so
-    that it is masked in log output.
+    that it is masked in log output. ``check_polling`` (check-config): also a problem, each vendor
+    `tracker run` would poll whose adapter lacks a setting it needs (tracker.config.polling).
     """
     env = os.environ if env is None else env
-    cfg = _Loader(_config_path(path, env), env).load()
+    loader = _Loader(_config_path(path, env), env)
+    loader.check_polling = check_polling
+    cfg = loader.load()
     from tracker.logging import register_secret  # late: tracker.logging imports tracker.config
 
     for s in secrets_of(cfg):

@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import os
 import sys
-import warnings
 from pathlib import Path
 from typing import Mapping, TextIO
 
-from tracker.config.dsn import _parser
+from tracker.config.dsn import asyncpg_target
 from tracker.config.loader import load
 from tracker.config.problems import ConfigError
 from tracker.config.redaction import redact_dsn
@@ -16,31 +15,12 @@ from tracker.sinks import settings as sink_settings
 from tracker.sinks.checks import public_url
 
 
-def _where(dsn: str) -> str | None:
-    """host:port of each address asyncpg would try (or its socket file), and the database, as
-    asyncpg's own parser (tracker.config.dsn) reads ``dsn``; None if it refuses it."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            addrs, params = _parser()(dsn)[:2]
-    except Exception:  # noqa: BLE001 - a summary line, not a check: load() checked the DSN
-        return None
-    shown = [a if isinstance(a, str) else f"[{a[0]}]:{a[1]}" if ":" in a[0] else f"{a[0]}:{a[1]}"
-             for a in addrs]
-    return f"{','.join(shown)}/{params.database}"
-
-
 def dsn_target(dsn: str) -> str:
     """Where a DSN connects, for the summary: host:port (or socket) and database only, read from
     the DSN with its passwords hidden, as asyncpg reads it (host lists, ?host=, percent-encoding).
-    Never a user or a password, whatever characters the password holds."""
-    where = _where(redact_dsn(dsn))
-    if where is None:
-        return "(not readable with its password hidden)"
-    if _where(dsn) != where:  # a password's unencoded / ? # @ moved asyncpg's host or database
-        where += (" (asyncpg reads the DSN itself differently: percent-encode the password's"
-                  " / ? # @ [ ] and spaces)")
-    return where
+    Never a user or a password, whatever characters the password holds (one that makes asyncpg
+    read the DSN otherwise than its hidden form is refused before: tracker.config.dsn)."""
+    return asyncpg_target(redact_dsn(dsn)) or "(not readable with its password hidden)"
 
 
 def summary(cfg: Config) -> list[str]:
@@ -70,7 +50,7 @@ def check_config(path: str | None, env: Mapping[str, str] | None = None, out: Te
     out = sys.stdout if out is None else out
     env = os.environ if env is None else env
     try:
-        cfg = load(path, env)
+        cfg = load(path, env, check_polling=True)
     except ConfigError as e:
         n = len(e.problems)
         print(f"config has {n} problem{'s' if n != 1 else ''}:", file=out)

@@ -22,6 +22,20 @@ from tracker.config_types import (
 
 ENV_PREFIX = "TRACKER_"
 ENVIRONMENT = "environment"
+# TRACKER_* environment variables that are not settings (no "__"), read or documented by the
+# project itself: the configuration leaves them alone. Any other TRACKER_* name without "__" is a
+# problem (TRACKER_DATABASE_DSN, one underscore, was silently ignored). Add a new one here
+# (tests/unit/test_check_config_gaps.py finds those the repository reads).
+OTHER_ENV_NAMES = frozenset({
+    "TRACKER_CONFIG",  # the configuration file (tracker.config.loader, `--config`)
+    "TRACKER_LOOP",  # tracker.loop: asyncio instead of uvloop
+    "TRACKER_TEST_DSN",  # scripts/test, tests/conftest.py: the test suite's server
+    "TRACKER_BENCH_DSN",  # bench/*.py --dsn
+    "TRACKER_STATUS_SCREENSHOT", "TRACKER_STATUS_SCREENSHOT_PHONE",  # tests/acceptance/test_status_browser.py
+    # deploy/grafana: the dashboards' data sources, maybe set in the same environment
+    "TRACKER_PROMETHEUS_URL", "TRACKER_GRAFANA_PG_HOST", "TRACKER_GRAFANA_PG_USER",
+    "TRACKER_GRAFANA_PG_DATABASE", "TRACKER_GRAFANA_PG_PASSWORD",
+})
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("auto", "json", "console")
 
