@@ -3,6 +3,7 @@
 Secrets never get out: a redaction processor masks values of secret-named keys, every registered secret
 (tracker.config registers all configured ones), URL credentials and query parameters, and the token
 segment of ``/postbacks/<vendor>/<token>`` paths, in every value including exception tracebacks.
+The registered secrets themselves are tracker.masking's (which also keeps them out of stored rows).
 
 Malformed HTTP cannot flood the log: aiohttp's server logs each request it cannot parse as an ERROR
 with a full traceback; :class:`MalformedRequestFilter` turns those into one brief WARNING each, at
@@ -22,18 +23,14 @@ import structlog
 from aiohttp.http_exceptions import HttpProcessingError
 
 from tracker.config import redact_dsn
+from tracker.masking import MASK, mask_secrets, register_secret
 
 __all__ = ["MalformedRequestFilter", "configure", "get_logger", "redact", "register_secret", "scrub"]
-
-MASK = "***"
-MIN_SECRET_LEN = 4  # shorter "secrets" would mangle every log line; they are no secret anyway
 
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "warn": 30, "error": 40, "critical": 50}
 _SENSITIVE = ("api_key", "apikey", "token", "password", "passwd", "secret", "authorization", "cookie", "dsn")
 
 _stream: TextIO | None = None
-_secrets: set[str] = set()
-_secret_re: re.Pattern[str] | None = None
 
 # name=value / name: value / "name": "value" / ?name=value, for secret-looking names.
 _NAMED = re.compile(
@@ -46,16 +43,6 @@ _USERINFO = re.compile(r"(?P<pre>\b[A-Za-z][A-Za-z0-9+.-]*://[^:/?#@\s]*:)[^@\s]
 _POSTBACK = re.compile(r"(?P<pre>/postbacks/[^/\s?#]+/)[^/\s?#'\"]+")
 
 
-def register_secret(value: str | None) -> None:
-    """Mask ``value`` wherever it appears in any logged string from now on."""
-    global _secret_re
-    if not value or len(value) < MIN_SECRET_LEN or value in _secrets:
-        return
-    _secrets.add(value)
-    alternatives = sorted(_secrets, key=len, reverse=True)
-    _secret_re = re.compile("|".join(re.escape(s) for s in alternatives))
-
-
 @lru_cache(maxsize=4096)
 def _is_sensitive(key: str) -> bool:
     k = key.lower().replace("-", "_")
@@ -64,8 +51,7 @@ def _is_sensitive(key: str) -> bool:
 
 def scrub(text: str) -> str:
     """``text`` with registered secrets and credential-looking parts masked."""
-    if _secret_re is not None:
-        text = _secret_re.sub(MASK, text)
+    text = mask_secrets(text)
     if "://" in text:
         text = _USERINFO.sub(lambda m: m.group("pre") + MASK + "@", text)
     if "/postbacks/" in text:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from tracker import masking
 from tracker import config as tc
 from tracker.config import ConfigError, Problem, check_config, load, redact_dsn
 from tracker.config_types import VENDORS, Config
@@ -290,12 +291,12 @@ def test_missing_credentials_are_fine_and_none():
 def test_load_registers_secrets(tmp_path, monkeypatch):
     from tracker import logging as tlog
 
-    monkeypatch.setattr(tlog, "_secrets", set())
-    monkeypatch.setattr(tlog, "_secret_re", None)
+    monkeypatch.setattr(masking, "_secrets", set())
+    monkeypatch.setattr(masking, "_secret_re", None)
     load(None, env={"TRACKER_VENDORS__SPARROW__API_TOKEN": "sparrow-api-secret",
                     "TRACKER_DATABASE__DSN": "postgresql://u:pw-secret-1@h/db"})
-    assert "sparrow-api-secret" in tlog._secrets
-    assert "pw-secret-1" in tlog._secrets
+    assert "sparrow-api-secret" in masking._secrets
+    assert "pw-secret-1" in masking._secrets
 
 
 def test_example_config_is_valid_and_complete(tmp_path):

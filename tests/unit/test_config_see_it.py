@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from tracker import masking
 from tracker import logging as tlog
 from tracker.config import ConfigError, load
 
@@ -35,8 +36,8 @@ def test_status_token_is_a_secret_checked_and_masked(tmp_path, monkeypatch):
     assert "short?" not in str(e.value)
     secret = tmp_path / "status-token"
     secret.write_text("f00dfeedf00dfeed1234\n")
-    monkeypatch.setattr(tlog, "_secrets", set(tlog._secrets))
-    monkeypatch.setattr(tlog, "_secret_re", None)
+    monkeypatch.setattr(masking, "_secrets", set(masking._secrets))
+    monkeypatch.setattr(masking, "_secret_re", None)
     cfg = load(None, env={"TRACKER_HTTP__STATUS_TOKEN_FILE": str(secret)})
     assert cfg.http.status_token == "f00dfeedf00dfeed1234"
-    assert "f00dfeedf00dfeed1234" in tlog._secrets
+    assert "f00dfeedf00dfeed1234" in masking._secrets

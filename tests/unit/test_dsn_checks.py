@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.unit.fixtures import PROPERTY
+from tracker import masking
 from tracker import logging as tlog
 from tracker.config import check_config, load, redact_dsn, secrets_of
 from tracker.config import dsn as dsn_mod
@@ -25,8 +26,8 @@ SECRET = "s3cretPW-xyz"
 
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch):
-    monkeypatch.setattr(tlog, "_secrets", set())
-    monkeypatch.setattr(tlog, "_secret_re", None)
+    monkeypatch.setattr(masking, "_secrets", set())
+    monkeypatch.setattr(masking, "_secret_re", None)
     for name in ("PGSSLMODE", "PGSSLROOTCERT", "PGSERVICE", "PGPASSFILE", "PGHOST", "PGPORT"):
         monkeypatch.delenv(name, raising=False)
     yield
@@ -118,7 +119,7 @@ def test_a_changed_asyncpg_parser_fails_loudly(monkeypatch):
 def test_the_reported_dsn_is_logged_without_its_password():
     dsn = "postgresql://postgres:pa ss word@127.0.0.1:5432/x"
     load(None, env={"TRACKER_DATABASE__DSN": dsn})  # registers the password with tracker.logging
-    assert "pa ss word" in tlog._secrets
+    assert "pa ss word" in masking._secrets
     out = io.StringIO()
     tlog.configure("info", "json", stream=out, cache=False)
     log = tlog.get_logger("tracker.test")

@@ -9,6 +9,7 @@ import orjson
 import pytest
 import structlog
 
+from tracker import masking
 from tracker import logging as tlog
 
 
@@ -30,8 +31,8 @@ class BinaryStream(io.TextIOWrapper):
 
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch):
-    monkeypatch.setattr(tlog, "_secrets", set())
-    monkeypatch.setattr(tlog, "_secret_re", None)
+    monkeypatch.setattr(masking, "_secrets", set())
+    monkeypatch.setattr(masking, "_secret_re", None)
     yield
     structlog.reset_defaults()
     root = stdlib_logging.getLogger()

@@ -13,6 +13,7 @@ import orjson
 
 from tracker.adapters.base import Observation
 from tracker.core.reduce import PlannedTransition, recipient_key
+from tracker.masking import mask_secrets, mask_secrets_in_json, may_hold_secrets
 
 
 class MessageWrite(NamedTuple):
@@ -83,14 +84,28 @@ class NewMessageRow(NamedTuple):
     calling_code: int | None
 
 
+# Where each row type above carries a failure's code and reason (a vendor's words: see _row).
+_FAILURE_AT = {t: (t._fields.index("failure_code"), t._fields.index("failure_reason"))
+               for t in (MessageWrite, TransitionRow, NewMessageRow)}
+
+
 def _json(raw) -> orjson.Fragment | None:
-    """A raw payload as JSON, ready to sit in a row (anything JSON cannot say becomes text)."""
+    """A raw payload as JSON, ready to sit in a row (anything JSON cannot say becomes text),
+    registered secrets masked in every string of it (tracker.masking.mask_secrets_in_json: one
+    search of the encoded text when none is there)."""
     if raw is None:
         return None
     try:
-        return orjson.Fragment(orjson.dumps(raw, default=str))
+        data = orjson.dumps(raw, default=str)
     except TypeError:
-        return orjson.Fragment(orjson.dumps(str(raw)))
+        data = orjson.dumps(str(raw))
+    return orjson.Fragment(mask_secrets_in_json(data))
+
+
+def _text(text: str | None) -> str | None:
+    """A vendor's words as stored: registered secrets (and a secret's start ending a text cut
+    short) masked."""
+    return mask_secrets(text) if text else text
 
 
 def rows_json(rows: Iterable[Sequence]) -> str:
@@ -102,21 +117,33 @@ def rows_json(rows: Iterable[Sequence]) -> str:
 
 
 def _row(value: object) -> list:
-    """A NamedTuple row (above) as the array it travels as."""
+    """A NamedTuple row (above) as the array it travels as; its failure's code and reason masked
+    as an observation's are (the poller and intake take them from the observation, not from the
+    row stored for it)."""
     if isinstance(value, tuple):
-        return list(value)
+        row = list(value)
+        at = _FAILURE_AT.get(type(value))
+        if at is not None:
+            code, reason = at
+            row[code], row[reason] = _text(row[code]), _text(row[reason])
+        return row
     raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
 
 
 def observation_row(o: Observation) -> list:
     """An observation as the first eleven columns of a row of INSERT_OBSERVATIONS and
     INSERT_POLL_OBSERVATIONS: vendor, vendor_ref, recipient_key, state, code, text, event_at,
-    failure code, reason and permanent, raw."""
+    failure code, reason and permanent, raw. A vendor may echo what it was sent (an API key, a
+    token): registered secrets are masked in the codes (some vendors' codes are their words),
+    the text, the reason and every string of raw."""
     f = o.failure
+    code, text = o.code, o.text
+    f_code, reason = (f.code, f.reason) if f else (None, None)
+    if may_hold_secrets(code, text, f_code, reason):  # one search for the four
+        code, text, f_code, reason = _text(code), _text(text), _text(f_code), _text(reason)
     return [o.vendor, o.vendor_ref, recipient_key(o.vendor, o.recipient),
-            o.state.name if o.state is not None else None, o.code, o.text, o.event_at,
-            f.code if f else None, f.reason if f else None, f.permanent if f else None,
-            _json(o.raw)]
+            o.state.name if o.state is not None else None, code, text, o.event_at,
+            f_code, reason, f.permanent if f else None, _json(o.raw)]
 
 
 def transitions_json(planned: Sequence[PlannedTransition]) -> str:

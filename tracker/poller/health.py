@@ -112,8 +112,9 @@ class VendorHealth:
         else:
             self.stats.failed += 1
             # Stored in tracker.poll_stats (vendor_health): masked like a log line, since a
-            # vendor's error text may echo a key or token it was sent.
-            self.stats.last_error_at, self.stats.last_error = now, scrub((error or outcome)[:200])
+            # vendor's error text may echo a key or token it was sent; masked before it is cut
+            # (cut first, a secret across the cut would leave its start).
+            self.stats.last_error_at, self.stats.last_error = now, scrub(error or outcome)[:200]
         before = self.circuit.state
         self._set(cb.record(self.circuit, outcome, self.clock.monotonic(), self.cfg.circuit_failures))
         if self.circuit.state == "open" and before != "open":
