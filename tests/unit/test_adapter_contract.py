@@ -20,7 +20,7 @@ SECRETS = {"api_key": "SECRET-api-key-1", "api_token": "SECRET-api-token-2",
            "partner_token": "SECRET-partner-3", "postback_token": "SECRET-postback-4"}
 # Settings that take one of a few values (Sparrow's report call): a valid one.
 CHOICES = {("sparrow", "report_path"): "delivered", ("sparrow", "report_method"): "POST",
-           ("sparrow", "report_prefix"): "campaign"}
+           ("sparrow", "report_prefix"): "campaign", ("sparrow", "naive_time_zone"): "+00:00"}
 # Every vendor configured, its own settings too (a secret one holds a SECRET- value).
 CFGS = {name: VendorConfig(name=name, base_url=f"http://127.0.0.1:1/{name}", user_id="u1", org_id="42", **SECRETS,
                            settings={k: f"SECRET-{name}-{k}" if s.secret else
@@ -56,7 +56,7 @@ def test_every_vendor_module_keeps_the_declared_contract(name):
 def test_the_abilities_of_the_four_first_vendors():
     have = {n: {a.__name__ for a in contract.abilities(adapters.get(n))} for n in adapters.VENDORS[:4]}
     assert have == {"sparksender": set(), "engagespark": {"ListsMessages"}, "skycore": set(),
-                    "sparrow": {"LogsIn", "PollsInBatches"}}
+                    "sparrow": {"LogsIn", "PollsInBatches", "Configured"}}
     flags = {n: (m.POLLS, m.PUSHES, m.KEYED_BY_RECIPIENT) for n, m in adapters.ADAPTERS.items()}
     assert [flags[n] for n in adapters.VENDORS[:4]] == [
         (True, False, False), (True, True, False), (False, True, False), (True, True, True)]
@@ -88,6 +88,40 @@ def test_drift_is_caught():
         "contract's (cfg, *, after=…, page=…, size=…)"]
     assert contract.drift(drifted(es, LIST_MAX_SIZE=None)) == ["ListsMessages.LIST_MAX_SIZE: missing"]
     assert contract.drift(drifted(batch_of=None)) == []  # an ability left out whole: not claimed
+    assert contract.drift(drifted(configured=lambda: None)) == [
+        "Configured.configured: parameters () differ from the contract's (cfg)"]
+    assert contract.drift(drifted(configured=None)) == []  # not Configured: parsed as the module
+
+
+@pytest.mark.parametrize("name", adapters.VENDORS)
+def test_a_configured_adapter_keeps_the_contract_and_the_registry_gives_it(name):
+    """for_config: a Configured vendor bound to its settings (an object with the module's
+    contract, its parsers reading them), any other vendor (or no configuration) the module."""
+    module = adapters.get(name)
+    assert adapters.for_config(name, None) is module
+    if not isinstance(module, contract.Configured):
+        assert adapters.for_config(name, CFGS[name]) is module
+        return
+    for cfg in (CFGS[name], VendorConfig(name)):
+        adapter = adapters.for_config(name, cfg)
+        assert adapter is not module and contract.drift(adapter) == []
+        assert isinstance(adapter, contract.Adapter)
+        # its abilities but Configured (bound once), the same constants and requests
+        assert contract.abilities(adapter) == [a for a in contract.abilities(module) if a is not contract.Configured]
+        assert (adapter.NAME, adapter.SETTINGS, adapter.status_requests) == (name, module.SETTINGS, module.status_requests)
+    with pytest.raises(TypeError, match="not names of the contract: parse_thing"):
+        contract.bound(module, parse_thing=lambda: None)
+
+
+@FUZZ
+@given(vendor=st.sampled_from([n for n, m in adapters.ADAPTERS.items() if isinstance(m, contract.Configured)]),
+       status=statuses, hdrs=headers, body=st.binary(max_size=120) | json_values.map(lambda v: __import__("orjson").dumps(v)))
+def test_only_parse_error_escapes_a_configured_adapters_parsers(vendor, status, hdrs, body):
+    for call in _calls(adapters.for_config(vendor, CFGS[vendor])):
+        try:
+            call(HttpResponse(status, hdrs, body))
+        except ParseError:
+            pass
 
 
 @pytest.mark.parametrize("name", [n for n in adapters.VENDORS if adapters.get(n).POLLS])

@@ -104,7 +104,7 @@ def test_a_report_setting_that_cannot_be_honoured_is_not_configured(settings):
 
 
 def test_the_settings_are_declared_with_the_sandbox_defaults():
-    assert set(sp.SETTINGS) == {"report_path", "report_method", "report_prefix"}
+    assert set(sp.SETTINGS) == {"report_path", "report_method", "report_prefix", "naive_time_zone"}
     assert not any(s.secret or s.url for s in sp.SETTINGS.values())
     assert sp.SETTINGS["report_prefix"].choices == ("compose", "campaign")
     assert sp.report_call(cfg()) == ("GET", "compose", "delivery")

@@ -1,7 +1,11 @@
 """The adapter contract, declared: what every vendor module has (Adapter) and the optional
-abilities a vendor may have (LogsIn, ListsMessages, PollsInBatches, SignsPostbacks). A vendor
-module is the implementation (a module satisfies a Protocol as an object does); the shell asks
-`isinstance(adapter, LogsIn)` where it needs an ability, never `hasattr`.
+abilities a vendor may have (LogsIn, ListsMessages, PollsInBatches, SignsPostbacks, Configured). A
+vendor module is the implementation (a module satisfies a Protocol as an object does); the shell
+asks `isinstance(adapter, LogsIn)` where it needs an ability, never `hasattr`.
+
+The parsers are given no configuration. A vendor whose reading depends on a setting (Sparrow's
+naive_time_zone) is Configured: `configured(cfg)` returns the adapter bound to `cfg` (made with
+`bound`), which the shell takes through tracker.adapters.for_config.
 
 `drift(module)` lists how a module departs from the contract: a missing name, a constant of the
 wrong type, a function whose parameters differ, an ability half implemented. The conformance
@@ -9,7 +13,9 @@ test (tests/unit/test_adapter_contract.py) runs it on every registered vendor.
 """
 from __future__ import annotations
 
+import functools
 import inspect
+import types
 import typing
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Mapping, Protocol, runtime_checkable
@@ -92,7 +98,18 @@ class SignsPostbacks(Protocol):
     def verify_postback(self, cfg: VendorConfig, request: PostbackRequest) -> bool: ...
 
 
-ABILITIES: tuple[type, ...] = (LogsIn, ListsMessages, PollsInBatches, SignsPostbacks)
+@runtime_checkable
+class Configured(Protocol):
+    """What the vendor's parsers read depends on its settings (Sparrow: the zone of times written
+    without an offset). The shell parses with for_config(name, cfg), never the module itself."""
+
+    def configured(self, cfg: VendorConfig) -> Adapter:
+        """This adapter bound to `cfg`: every name of the contract the module has (Configured's
+        aside), its parsers reading `cfg`'s settings. NotConfigured for a setting it cannot
+        honour."""
+
+
+ABILITIES: tuple[type, ...] = (LogsIn, ListsMessages, PollsInBatches, SignsPostbacks, Configured)
 
 
 def _members(protocol: type) -> dict[str, Any]:
@@ -164,3 +181,19 @@ def drift(module: Any) -> list[str]:
         if any(hasattr(module, n) for n in names):
             problems += _drift_from(module, ability)
     return problems
+
+
+@functools.lru_cache(maxsize=None)
+def _contract_names(module: Any) -> tuple[str, ...]:
+    """The names of the contract `module` keeps: Adapter's and its abilities' (Configured's aside)."""
+    kept = [Adapter, *(a for a in abilities(module) if a is not Configured)]
+    return tuple(name for protocol in kept for name in _members(protocol))
+
+
+def bound(module: Any, **functions: Any) -> Any:
+    """What a Configured vendor's `configured` returns: an object with the contract's names of
+    `module`, `functions` (its parsers bound to settings) in place of the module's own."""
+    unknown = set(functions) - set(_contract_names(module))
+    if unknown:
+        raise TypeError(f"not names of the contract: {', '.join(sorted(unknown))}")
+    return types.SimpleNamespace(**{n: getattr(module, n) for n in _contract_names(module)} | functions)

@@ -9,53 +9,21 @@ read in tracker.adapters.sparrow_payloads; this module makes the calls and the o
 """
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from tracker.adapters.base import (
-    LOOKUP,
-    MAX_REF_LEN,
-    NO_REF,
-    READ,
-    AccountError,
-    HttpRequest,
-    HttpResponse,
-    MessageRef,
-    Observation,
-    ParseError,
-    SendResult,
-    StatusResult,
-    as_code,
-    base_url,
-    digits,
-    failure_if,
-    guarded,
-    json_object,
-    lookup_failure,
-    parse_time,
-    same_message,
-)
+from tracker.adapters.base import (LOOKUP, MAX_REF_LEN, NO_REF, READ, AccountError, HttpRequest,
+                                   HttpResponse, LoginResult, MessageRef, Observation, ParseError,
+                                   SendResult, StatusResult, as_code, base_url, digits, failure_if,
+                                   guarded, json_object, lookup_failure, parse_time, same_message)
+from tracker.adapters.contract import Adapter, bound
 from tracker.adapters.sparrow_payloads import (  # noqa: F401 - re-exported: SETTINGS, abilities (LogsIn, ...)
-    DEFAULT_BASE_URL,
-    NAIVE_TZ,
-    RESULT_DATA_ERROR,
-    RESULT_DRAFT,
-    RESULT_OK,
-    SETTINGS,
-    batch_of,
-    batches,
-    error_words,
-    login_refusal,
-    login_request,
-    normalize_ref,
-    parse_login,
-    record,
-    report_answer,
-    report_call,
-    result_code,
-)
+    DEFAULT_BASE_URL, NAIVE_TZ, RESULT_DATA_ERROR, RESULT_DRAFT, RESULT_OK, SETTINGS, batch_of, batches,
+    error_words, login_refusal, login_request, naive_zone, normalize_ref, read_login, record,
+    report_answer, report_call, result_code)
 from tracker.adapters.sparrow_recipients import (  # noqa: F401 - re-exported (the intake's note)
     digitless_recipients, invalid_recipients, refused_only, request_recipients)
 from tracker.core.states import Failure, State
@@ -104,10 +72,9 @@ def status_requests(
     return out
 
 
-@guarded("sparrow status")
-def parse_status(responses: list[HttpResponse], refs: list[MessageRef], now: datetime) -> StatusResult:
-    """Answers to status_requests(refs): per batch, the delivery report then the failed report.
-    A recipient named in neither gets no observation; only the refs asked about are reported."""
+def read_status(responses: list[HttpResponse], refs: list[MessageRef], now: datetime,
+                naive_tz: tzinfo) -> StatusResult:
+    """parse_status, times without an offset read in `naive_tz`."""
     groups = batches(refs)
     if len(responses) != 2 * len(groups):
         raise ParseError("sparrow status: expected two responses per batch")
@@ -152,17 +119,14 @@ def parse_status(responses: list[HttpResponse], refs: list[MessageRef], now: dat
                     state, permanent = mapped or (None, None)
                     result.observations.append(Observation(
                         vendor=NAME, vendor_ref=batch, recipient=number, state=state, code=code, text=code,
-                        event_at=parse_time(at, NAIVE_TZ), failure=failure_if(state, code, code, permanent),
+                        event_at=parse_time(at, naive_tz), failure=failure_if(state, code, code, permanent),
                         raw=rec))
     return result
 
 
-@guarded("sparrow postback")
-def parse_postback(
-    method: str, content_type: str, query: Mapping[str, str], body: bytes, now: datetime
-) -> list[Observation]:
-    """DLR callbacks: `instant` (dlr_data: list of {ts, to, id, status}) and `batch_complete`
-    (dlr_data: {uuid, rejected_numbers, counts}; only rejected numbers say anything per message)."""
+def read_postback(method: str, content_type: str, query: Mapping[str, str], body: bytes, now: datetime,
+                  naive_tz: tzinfo) -> list[Observation]:
+    """parse_postback, times without an offset read in `naive_tz`."""
     payload = json_object(bytes(body or b""), "sparrow postback")
     dlr_type = payload.get("dlr_type")
     data = payload.get("dlr_data")
@@ -192,7 +156,7 @@ def parse_postback(
             state, text, permanent = DLR_STATUS.get(code, (None, None, None))
             out.append(Observation(
                 vendor=NAME, vendor_ref=normalize_ref(batch), recipient=number, state=state, code=code,
-                text=text, event_at=parse_time(at, NAIVE_TZ), failure=failure_if(state, code, text, permanent),
+                text=text, event_at=parse_time(at, naive_tz), failure=failure_if(state, code, text, permanent),
                 raw=item))
         return out
     if kind == "batch_complete":
@@ -212,10 +176,45 @@ def parse_postback(
             text = "rejected (batch complete)"
             out.append(Observation(
                 vendor=NAME, vendor_ref=ref, recipient=number, state=State.rejected, code=CODE_BATCH_REJECTED,
-                text=text, event_at=parse_time(at, NAIVE_TZ), failure=Failure(CODE_BATCH_REJECTED, text, True),
+                text=text, event_at=parse_time(at, naive_tz), failure=Failure(CODE_BATCH_REJECTED, text, True),
                 raw=rec))
         return out
     raise ParseError("sparrow postback: unknown dlr_type")
+
+
+def parsers(naive_tz: tzinfo) -> tuple[Any, Any, Any]:
+    """(parse_status, parse_postback, parse_login) reading times without an offset in `naive_tz`."""
+
+    @guarded("sparrow status")
+    def parse_status(responses: list[HttpResponse], refs: list[MessageRef], now: datetime) -> StatusResult:
+        """Answers to status_requests(refs): per batch, the delivery report then the failed report.
+        A recipient named in neither gets no observation; only the refs asked about are reported."""
+        return read_status(responses, refs, now, naive_tz)
+
+    @guarded("sparrow postback")
+    def parse_postback(method: str, content_type: str, query: Mapping[str, str], body: bytes,
+                       now: datetime) -> list[Observation]:
+        """DLR callbacks: `instant` (dlr_data: list of {ts, to, id, status}) and `batch_complete`
+        (dlr_data: {uuid, rejected_numbers, counts}; only rejected numbers say anything per message)."""
+        return read_postback(method, content_type, query, body, now, naive_tz)
+
+    @guarded("sparrow login")
+    def parse_login(resp: HttpResponse, now: datetime) -> LoginResult:
+        """The token and its expires_on (see sparrow_payloads.parse_login)."""
+        return read_login(resp, now, naive_tz)
+
+    return parse_status, parse_postback, parse_login
+
+
+# The module's parsers read naive times in NAIVE_TZ (+05:45); configured(cfg) in naive_time_zone.
+parse_status, parse_postback, parse_login = parsers(NAIVE_TZ)
+
+
+def configured(cfg: VendorConfig) -> Adapter:
+    """This adapter bound to `cfg` (the contract's Configured): its parsers read times without an
+    offset in `naive_time_zone`. NotConfigured for a value check-config refuses."""
+    status, postback, login = parsers(naive_zone(cfg))
+    return bound(sys.modules[__name__], parse_status=status, parse_postback=postback, parse_login=login)
 
 
 @guarded("sparrow send")

@@ -7,15 +7,17 @@ Also the vendor settings (SETTINGS) and what they hold: which report call the pa
 contradicts itself on the method, the prefix and the last segment: see report_call).
 
 Sparrow writes some times without an offset ("2023-01-23 14:31:30"). The page does not say in
-which zone; they are read in NAIVE_TZ, Nepal time, the offset its own API shows elsewhere
-("+05:45"; Nepal has no daylight saving, so a fixed offset is exact). An assumption, said in
-docs/vendors.md: not a setting, since the parsers are given no configuration (the contract).
+which zone: the setting `naive_time_zone` says (naive_zone), a UTC offset; by default NAIVE_TZ,
+Nepal time, the offset its own API shows elsewhere ("+05:45"; Nepal has no daylight saving, so
+a fixed offset is exact). The module's parsers read them in NAIVE_TZ; `configured(cfg)`
+(tracker.adapters.sparrow, the contract's Configured) gives parsers that read them in the
+configured zone.
 """
 from __future__ import annotations
 
 import re
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, tzinfo
 from typing import TYPE_CHECKING, Any
 
 from tracker.adapters.base import (
@@ -44,6 +46,14 @@ if TYPE_CHECKING:
 
 DEFAULT_BASE_URL = "https://ent-api.sparrowsms.com"
 NAIVE_TZ = timezone(timedelta(hours=5, minutes=45), "NPT")  # see above
+# naive_time_zone: the UTC offsets in use (standard and daylight time, tz database), or UTC.
+NAIVE_TIME_ZONES = (
+    "-12:00", "-11:00", "-10:00", "-09:30", "-09:00", "-08:00", "-07:00", "-06:00", "-05:00",
+    "-04:00", "-03:30", "-03:00", "-02:30", "-02:00", "-01:00", "+00:00", "+01:00", "+02:00",
+    "+03:00", "+03:30", "+04:00", "+04:30", "+05:00", "+05:30", "+05:45", "+06:00", "+06:30",
+    "+07:00", "+08:00", "+08:45", "+09:00", "+09:30", "+10:00", "+10:30", "+11:00", "+12:00",
+    "+12:45", "+13:00", "+13:45", "+14:00", "UTC")
+DEFAULT_NAIVE_TIME_ZONE = "+05:45"
 # The report calls: the page's table says `compose/report/:idx/ POST` and `.../:uuid/delivery
 # GET`, its response section `/campaign/report/:uuid/delivered`. Defaults: GET compose/.../delivery/.
 REPORT_PATHS = ("delivery", "delivered")  # the delivered / seen report's last path segment
@@ -61,6 +71,10 @@ SETTINGS: dict[str, Setting] = {  # besides api_token, partner_token: VendorConf
     "report_method": Setting("the report calls' HTTP method: `GET` (default) or `POST`; the "
                              "vendor's page names both: confirm with the vendor",
                              choices=REPORT_METHODS),
+    "naive_time_zone": Setting("the zone of the times Sparrow writes without an offset (DLR and "
+                               "report `ts`): a UTC offset `+HH:MM` / `-HH:MM` (default `+05:45`, "
+                               "Nepal time) or `UTC`; the vendor does not say: confirm with the "
+                               "vendor", choices=NAIVE_TIME_ZONES),
 }
 TOKEN_LIFETIME = timedelta(hours=24)  # used when the login answer has no readable expires_on
 RESULT_OK, RESULT_DRAFT, RESULT_DATA_ERROR = "00", "01", "11"
@@ -203,6 +217,19 @@ def report_call(cfg: VendorConfig) -> tuple[str, str, str]:
     return method, prefix, path
 
 
+def naive_zone(cfg: VendorConfig) -> tzinfo:
+    """The zone of Sparrow's times without an offset, from `naive_time_zone` (NAIVE_TZ when
+    unset); NotConfigured for a value not in NAIVE_TIME_ZONES."""
+    text = (_setting(cfg, "naive_time_zone") or DEFAULT_NAIVE_TIME_ZONE).strip("/").upper()
+    if text not in NAIVE_TIME_ZONES:
+        raise NotConfigured("sparrow: naive_time_zone must be a UTC offset +HH:MM or -HH:MM "
+                            "in use (-12:00 to +14:00) or UTC")
+    if text in (DEFAULT_NAIVE_TIME_ZONE, "UTC"):
+        return NAIVE_TZ if text == DEFAULT_NAIVE_TIME_ZONE else timezone.utc
+    offset = timedelta(hours=int(text[1:3]), minutes=int(text[4:6]))
+    return timezone(-offset if text[0] == "-" else offset)
+
+
 def login_request(cfg: VendorConfig) -> HttpRequest:
     if not cfg.api_token or not cfg.partner_token:
         raise NotConfigured("sparrow: api_token and partner_token must be configured")
@@ -214,6 +241,11 @@ def login_request(cfg: VendorConfig) -> HttpRequest:
 def parse_login(resp: HttpResponse, now: datetime) -> LoginResult:
     """The token and its expires_on, or an account error ("Invalid API Token", "Account is
     Expired", ...), or (408/425/429/5xx) a transient error with its Retry-After."""
+    return read_login(resp, now, NAIVE_TZ)
+
+
+def read_login(resp: HttpResponse, now: datetime, naive_tz: tzinfo) -> LoginResult:
+    """parse_login, an expires_on without an offset read in `naive_tz`."""
     s = resp.status
     login = LoginResult()
     if is_transient(s):
@@ -233,7 +265,7 @@ def parse_login(resp: HttpResponse, now: datetime) -> LoginResult:
         if not all("!" <= ch <= "~" for ch in token.strip()):  # it goes into a header as is
             raise ParseError("sparrow login: token is not visible ASCII")
         login.token = token.strip()
-        login.expires_on = parse_time(data.get("expires_on"), NAIVE_TZ) or now + TOKEN_LIFETIME
+        login.expires_on = parse_time(data.get("expires_on"), naive_tz) or now + TOKEN_LIFETIME
         return login
     if 200 <= s < 300 and result in (None, RESULT_OK):
         raise ParseError("sparrow login: answer has no token")

@@ -61,7 +61,7 @@ from typing import Awaitable, Callable
 import asyncpg
 
 from tracker import adapters
-from tracker.adapters.base import Observation
+from tracker.adapters.base import NotConfigured, Observation
 from tracker.config_types import Config
 from tracker.core.states import State
 from tracker.db import DB_ERRORS
@@ -109,10 +109,12 @@ class Poller:
         self.stopping = asyncio.Event()
 
     def worker(self, name: str) -> VendorWorker:
-        """The worker of vendor `name` (made, not started)."""
+        """The worker of vendor `name` (made, not started), with the vendor's adapter bound to
+        its settings (adapters.for_config): its token cache and list walker share it.
+        NotConfigured for a setting the adapter cannot honour."""
         cfg = self.config.vendors[name]
-        return VendorWorker(adapters.get(name), cfg, self.pool, self.owner, self.transport(cfg),
-                            self.clock, self.stopping)
+        return VendorWorker(adapters.for_config(name, cfg), cfg, self.pool, self.owner,
+                            self.transport(cfg), self.clock, self.stopping)
 
     def take_on(self, name: str) -> VendorWorker:
         """Make the worker of vendor `name`, its concurrency under the deployment's slots (none
@@ -128,7 +130,10 @@ class Poller:
             if not cfg.base_url:
                 log.warning("vendor has no base_url: its messages are not polled", vendor=name)
                 continue
-            self.take_on(name)
+            try:
+                self.take_on(name)
+            except NotConfigured as e:  # check-config refuses it: a Config not loaded from a file
+                log.error("vendor not polled: a setting cannot be honoured", vendor=name, error=str(e))
         # Say at once that this replica polls, and take its part of each vendor's concurrency
         # slots (a database not reachable yet: the next renewal; until then it polls nothing).
         await self.flush_health_now()

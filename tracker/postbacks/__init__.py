@@ -211,7 +211,7 @@ class Postbacks:
         raw = core.RawPostback(vendor, request.method, ctype, request.rel_url.raw_query_string,
                                body, ip and ip.compressed, datetime.now(timezone.utc))
         try:
-            found = core.parse(raw)
+            found = core.parse(raw, self.config.vendors.get(vendor))
         except ParseError as e:
             log.warning("postback unreadable", vendor=vendor, error=str(e), source=remote)
             return 400, {"error": str(e)}

@@ -14,12 +14,12 @@ from typing import Any, Callable, Mapping
 from urllib.parse import parse_qsl
 
 from tracker import adapters
-from tracker.adapters.base import (MAX_RECIPIENT_LEN, MAX_REF_LEN, Observation, ParseError,
-                                   PostbackRequest)
+from tracker.adapters.base import (MAX_RECIPIENT_LEN, MAX_REF_LEN, NotConfigured, Observation,
+                                   ParseError, PostbackRequest)
 from tracker.adapters.base import unstorable as base_unstorable
 from tracker.adapters.contract import SignsPostbacks
 from tracker.adapters.storable import bad_text
-from tracker.config_types import Config
+from tracker.config_types import Config, VendorConfig
 from tracker.core.reduce import recipient_key
 
 # The content types each pushing vendor sends are its adapter's POSTBACK_CONTENT_TYPES (lower-
@@ -186,10 +186,15 @@ def query_dict(query: str) -> dict[str, str]:
     return dict(parse_qsl(query, keep_blank_values=True))
 
 
-def parse(raw: RawPostback) -> list[Observation]:
-    """What a raw postback says. ParseError (a message without secrets) when it cannot be read
-    for its vendor, or says something the database could not store."""
-    adapter = adapters.get(raw.vendor)
+def parse(raw: RawPostback, cfg: VendorConfig | None = None) -> list[Observation]:
+    """What a raw postback says, read with the vendor's adapter bound to `cfg`, its settings
+    (adapters.for_config; callers give config.vendors.get(raw.vendor)). ParseError (a message
+    without secrets) when it cannot be read for its vendor, or says something the database could
+    not store; also when a setting cannot be honoured (check-config refuses it)."""
+    try:
+        adapter = adapters.for_config(raw.vendor, cfg)
+    except NotConfigured as e:
+        raise ParseError(f"{raw.vendor} postback: not configured: {e}") from None
     for name, text in (("content type", raw.content_type), ("query", raw.query)):
         if bad_text(text):  # stored as text beside the body: one such request sank its batch
             raise ParseError(f"{raw.vendor} postback: {name} with NUL or invalid characters")

@@ -64,9 +64,12 @@ class BatchFailed(Exception):
         self.ids = ids
 
 
-def parse_row(row: asyncpg.Record) -> Parsed:
+def parse_row(row: asyncpg.Record, config: Config | None = None) -> Parsed:
+    """A stored row parsed again, with its vendor's settings (`config`: the running one)."""
+    raw = core.RawPostback.from_row(row)
     try:
-        return Parsed(row["id"], row["received_at"], core.parse(core.RawPostback.from_row(row)))
+        return Parsed(row["id"], row["received_at"],
+                      core.parse(raw, config.vendors.get(raw.vendor) if config is not None else None))
     except ParseError as e:
         return Parsed(row["id"], row["received_at"], None, str(e)[:500])
 
@@ -152,7 +155,7 @@ async def process_pending(conn: asyncpg.Connection, config: Config, limit: int,
         rows = await conn.fetch(q.CLAIM_POSTBACKS, limit, list(ids) if ids is not None else None)
         if not rows:
             return Outcome()
-        items = [parse_row(r) for r in rows]
+        items = [parse_row(r, config) for r in rows]
         try:
             out = await _apply(conn, config, items)
             await conn.execute(q.FINISH_POSTBACKS, [i.id for i in items if i.found is not None])
@@ -169,7 +172,7 @@ async def replay_rows(conn: asyncpg.Connection, config: Config,
     known: dict[int, set] = {}
     for o in await conn.fetch(q.POSTBACK_OBSERVATIONS, ids):
         known.setdefault(o["postback_id"], set()).add(core.stored_report_key(o))
-    items = [parse_row(r) for r in rows]
+    items = [parse_row(r, config) for r in rows]
     out = await _apply(conn, config, items, known)
     await conn.execute(q.FINISH_POSTBACKS, [i.id for i in items if i.found is not None])
     return out

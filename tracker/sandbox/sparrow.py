@@ -11,18 +11,17 @@ batch; the tracked unit is (batch uuid, recipient).
 - `GET /v1/intlsms/compose/report/{uuid}/` aggregated; `.../delivery/` records.delivered and
   records.seen; `.../failed/` records.rejected (refused at compose or by the carrier) and
   records.expired. The page contradicts itself (POST vs GET, `compose/` vs `campaign/`,
-  `/delivered` vs `/delivery`): the sandbox serves one variant, its settings `report_method`
-  (GET | POST, every report call), `report_prefix` (compose | campaign, every report call) and
-  `report_path` (delivery | delivered), defaults as the adapter's; given as the tracker's vendor
-  config keys (`Sandbox(credentials={"sparrow": {...}})` or `set_report`, so that
-  `vendor_config` hands them on). The other prefix or path answers 404 and the other method
-  405, plain text as a web server's router does. A record is {"to": digits, "ts": "YYYY-MM-DD
-  HH:MM:SS"} or, with knob `bare_records`, the bare number string.
+  `/delivered` vs `/delivery`): the sandbox serves one variant, its settings `report_method`,
+  `report_prefix` and `report_path` (tracker.sandbox.sparrow_settings; `set_report`). The other
+  prefix or path answers 404 and the other method 405, plain text as a web server's router
+  does. A record is {"to": digits, "ts": "YYYY-MM-DD HH:MM:SS"} or, with knob `bare_records`,
+  the bare number string.
 - Callbacks to the account URL (`Sandbox.set_postback_url("sparrow", url)`): per recipient
   {"dlr_type": "instant", "dlr_data": [{"ts", "to", "id": batch uuid, "status"}]} with 00 delivered,
   01 seen, 02 expired; and one {"dlr_type": "batch_complete", ...} once the batch is dispatched.
 Sparrow has no "failed" in its reports: the sandbox reports a failure as expired. Times without a
-zone ("ts") are Nepal time (+05:45), like `expires_on`: the sandbox's reading of the vendor.
+zone ("ts") are in its setting `naive_time_zone` (`set_naive_time_zone`), by default Nepal time
+(+05:45), like `expires_on`: the sandbox's reading of the vendor.
 Sandbox choices: 401 bodies for bad or expired Bearer tokens ({"data": {"errors": ...},
 "result": "11", "status": "UNAUTHORIZED"}) and 404 for an unknown batch are not documented.
 """
@@ -43,14 +42,13 @@ from tracker.sandbox.common import (MALFORMABLE, BadBody, Push, Route, Vendor, c
                                     digits_or_raw, dumps, json_response, read_json)
 from tracker.sandbox.client import SendError
 from tracker.sandbox.knobs import Knobs
+from tracker.sandbox.sparrow_settings import (REPORT_CHOICES, REPORT_METHODS,  # noqa: F401 - re-exported
+                                              REPORT_PATHS, REPORT_PREFIXES, changed, naive, naive_zone,
+                                              report_variant, unrouted_answer)
 from tracker.sandbox.truth import Message, utcnow
 
-NPT = timezone(timedelta(hours=5, minutes=45))
 DLR = {"delivered": "00", "read": "01", "expired": "02"}
 ACCOUNT_LOGIN = {"suspended": "Account is Expired", "inactive": "Invalid User"}
-REPORT_CHOICES = {"report_method": ("GET", "POST"), "report_prefix": ("compose", "campaign"),
-                  "report_path": ("delivery", "delivered")}  # first: the default
-REPORT_METHODS, REPORT_PREFIXES, REPORT_PATHS = REPORT_CHOICES.values()
 
 
 def envelope(data: Any, result: str = "00", status: str = "OK") -> dict[str, Any]:
@@ -59,10 +57,6 @@ def envelope(data: Any, result: str = "00", status: str = "OK") -> dict[str, Any
 
 def fail(http: int, text: str, status: str = "DATA_ERROR", **extra: Any) -> web.Response:
     return json_response(envelope({"errors": text, **extra}, "11", status), status=http)
-
-
-def npt(dt: datetime) -> str:
-    return dt.astimezone(NPT).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _b64(raw: bytes) -> str:
@@ -116,7 +110,7 @@ class Sparrow(Vendor):
         self._tokens[token] = now + ttl
         return json_response(envelope({
             "message": "Success", "token": token,
-            "expires_on": (wall + timedelta(seconds=ttl)).astimezone(NPT).isoformat()}))
+            "expires_on": (wall + timedelta(seconds=ttl)).astimezone(self.zone()).isoformat()}))
 
     def _jwt(self, expires: datetime) -> str:
         head = _b64(b'{"alg":"HS256","typ":"JWT"}')
@@ -196,35 +190,31 @@ class Sparrow(Vendor):
         return json_response(envelope({"message": "Queued successfully", **answer}))
 
     def pushes(self, msg: Message, knobs: Knobs) -> list[Push]:
+        zone = self.zone()
         return [Push(due=t, content_type="application/json", ref=msg.ref, recipient=msg.recipient,
                      kind=state, body=dumps({"dlr_type": "instant", "dlr_data": [{
-                         "ts": npt(msg.wall(t)), "to": msg.recipient, "id": msg.ref,
+                         "ts": naive(msg.wall(t), zone), "to": msg.recipient, "id": msg.ref,
                          "status": DLR[state]}]}))
                 for t, state in msg.timeline if state in DLR]
 
-    # -- reports --
+    # -- settings (tracker.sandbox.sparrow_settings) --
+    def zone(self) -> timezone:
+        """The zone of the times it writes (naive_time_zone)."""
+        return naive_zone(self.creds)
+
+    def set_naive_time_zone(self, zone: str | None) -> None:
+        """Write times in another zone (`+HH:MM`, `-HH:MM`, `UTC`; None: back to +05:45)."""
+        self.sandbox.credentials[self.name] = changed(self.creds, naive_time_zone=zone)
+
     def report_variant(self, creds: dict[str, str] | None = None) -> tuple[str, str, str]:
         """(method, prefix, delivered/seen path) served: the settings REPORT_CHOICES names."""
-        creds = self.creds if creds is None else creds
-        got = [(creds.get(k) or allowed[0]).strip().strip("/") for k, allowed in REPORT_CHOICES.items()]
-        variant = got[0].upper(), got[1].lower(), got[2].lower()
-        if not all(v in allowed for v, allowed in zip(variant, REPORT_CHOICES.values())):
-            raise ValueError("sparrow sandbox: " + ", ".join(f"{k} {'|'.join(v)}" for k, v in REPORT_CHOICES.items()))
-        return variant
+        return report_variant(self.creds if creds is None else creds)
 
     def set_report(self, method: str | None = None, path: str | None = None,
                    prefix: str | None = None) -> None:
         """Serve another report variant (None: that setting back to its default)."""
-        creds = {k: v for k, v in self.creds.items() if k not in REPORT_CHOICES}
-        creds |= {k: v for k, v in zip(REPORT_CHOICES, (method, prefix, path)) if v}
-        self.report_variant(creds)  # ValueError before anything changes
-        self.sandbox.credentials[self.name] = creds
-
-    @staticmethod
-    def _unrouted(status: int, allow: str) -> web.Response:
-        text = {404: "404: Not Found", 405: "405: Method Not Allowed"}[status]
-        return web.Response(text=text, status=status, content_type="text/plain",
-                            headers={"Allow": allow} if status == 405 else None)
+        self.sandbox.credentials[self.name] = changed(
+            self.creds, report_method=method, report_prefix=prefix, report_path=path)
 
     async def report(self, request: web.Request) -> web.Response:
         method, prefix, path = self.report_variant()
@@ -232,7 +222,7 @@ class Sparrow(Vendor):
         unrouted = (kind in REPORT_PATHS and kind != path) or f"/{prefix}/report/" not in request.path
         if unrouted or request.method != method:
             request[MALFORMABLE] = False  # the router's answer, not the vendor's
-            return self._unrouted(404 if unrouted else 405, method)
+            return unrouted_answer(404 if unrouted else 405, method)
         if (denied := self._guard(request)) is not None:
             return denied
         batch_id = request.match_info["uuid"].strip().lower()
@@ -241,7 +231,7 @@ class Sparrow(Vendor):
         if batch is None:
             return fail(404, "Batch not found")
         head = {"uuid": batch_id, "sender_name": batch["sender_name"],
-                "created_at": batch["created"].astimezone(NPT).isoformat()}
+                "created_at": batch["created"].astimezone(self.zone()).isoformat()}
         if kind in ("delivery", "delivered", "failed"):
             head["campaign_name"] = ""
             head["records"] = self._records(batch, kind == "failed")
@@ -264,10 +254,10 @@ class Sparrow(Vendor):
         now = self.now()
         names = ("rejected", "expired") if failed else ("delivered", "seen")
         records: dict[str, list[Any]] = {n: [] for n in names}
-        bare = self.knobs.bare_records
+        bare, zone = self.knobs.bare_records, self.zone()
 
         def add(name: str, number: str, when: datetime) -> None:
-            records[name].append(number if bare else {"to": number, "ts": npt(when)})
+            records[name].append(number if bare else {"to": number, "ts": naive(when, zone)})
 
         if failed:
             for raw in batch["invalid"]:
