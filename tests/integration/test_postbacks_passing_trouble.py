@@ -169,3 +169,36 @@ async def test_a_content_type_that_is_not_utf8_is_refused_and_logged(db_dsn):
     assert status == b"HTTP/1.1 415 Unsupported Media Type"  # was a 500: the log line raised
     [line] = [orjson.loads(x) for x in out.getvalue().splitlines() if b"postback refused" in x]
     assert line["status"] == 415 and line["content_type"] == "text/pl\\udcffain"
+
+
+async def test_a_migrations_short_lock_on_the_table_delays_a_postback_not_refuses_it(db_dsn):
+    # The postbacks' connections wait 1 s at most for a lock (for the apply, which the worker
+    # falls back on). Storing has nothing to fall back on: a lock on tracker.postbacks held
+    # 2.5 s (an ALTER TABLE of a migration) got the postback a 503 after 2 s; it is stored.
+    async with running(config_for(db_dsn)) as (tr, base), session() as s:
+        await tr.pool.execute("INSERT INTO tracker.messages (vendor, vendor_ref) VALUES ('skycore', 'ddl-1')")
+        holder = await asyncpg.connect(db_dsn)
+        try:
+            tx = holder.transaction()
+            await tx.start()
+            await holder.execute("LOCK TABLE tracker.postbacks IN ACCESS EXCLUSIVE MODE")
+            post = asyncio.ensure_future(s.post(postback_url(base, "skycore"), data=delivered("ddl-1"),
+                                                headers=JSON))
+
+            async def waiting_on_the_lock() -> bool:
+                return bool(await tr.pool.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND application_name = 'tracker postbacks'"))
+
+            await wait_until(waiting_on_the_lock, 10, step=0.05)
+            await asyncio.sleep(2.5)  # held past two of the connections' lock_timeouts (1 s)
+            await tx.commit()
+            async with await post as r:
+                assert r.status == 200
+        finally:
+            await holder.close()
+
+        async def applied() -> bool:
+            return await delivered_refs(tr.pool) == {"ddl-1"}
+
+        await wait_until(applied, 15)

@@ -24,7 +24,7 @@ from typing import Callable, NamedTuple, Protocol
 import asyncpg
 
 from tracker.adapters.base import Observation
-from tracker.db import passes
+from tracker.db import lock_not_had, passes
 from tracker.db import queries as q
 from tracker.logging import get_logger
 from tracker.supervisor import beat
@@ -260,7 +260,7 @@ class GroupCommit:
                         self.inline += 1
                         await self.applier.applied(conn, out)
                         return
-                await self._copy(conn, ids, raws, None)  # one COPY: its own commit
+                await self._copy_unapplied(conn, ids, raws)  # one COPY: its own commit
                 self._answer(batch, ids, None)
                 answered = True
                 self.applier.take(items)
@@ -279,6 +279,19 @@ class GroupCommit:
             if passes(e):
                 self._log_failure(e, len(raws))
             self._answer(batch, None, e)
+
+    async def _copy_unapplied(self, conn: asyncpg.Connection, ids: list[int],
+                              raws: list[RawPostback]) -> None:
+        """The COPY of a batch stored unapplied (its own commit). The connections' short
+        lock_timeout is for the apply, which has the worker to fall back on; storing has not: a
+        lock on the table not had in time (a migration's, held a few seconds) is waited for
+        again, within the write's own timeout."""
+        while True:
+            try:
+                return await self._copy(conn, ids, raws, None)
+            except Exception as e:
+                if not lock_not_had(e) or conn.is_closed():
+                    raise
 
     async def _copy(self, conn: asyncpg.Connection, ids: list[int], raws: list[RawPostback],
                     processed_at: datetime | None) -> None:
