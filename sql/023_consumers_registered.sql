@@ -13,6 +13,21 @@
 -- (Registering at the first read was tried in session 19 and reverted: a read under REPEATABLE
 -- READ then wrote, and a stray read held retention back for good.)
 
+-- The retention horizon (tracker.acknowledged_pos) and the consumers it is made of, one at a time:
+-- each retention batch holds this shared, from before it reads the horizon until it commits
+-- (tracker.retention); register_consumer holds it alone. Without it, a consumer registered
+-- while a batch ran was placed before events that batch was removing: removed once it had
+-- committed, though still there when the consumer was.
+CREATE FUNCTION tracker.lock_horizon(exclusive boolean) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF exclusive THEN
+        PERFORM pg_advisory_xact_lock(8624700230023);
+    ELSE
+        PERFORM pg_advisory_xact_lock_shared(8624700230023);
+    END IF;
+END $$;
+
 CREATE FUNCTION tracker.check_not_a_sink(consumer text) RETURNS void
 LANGUAGE plpgsql IMMUTABLE AS $$
 BEGIN
@@ -31,6 +46,7 @@ DECLARE
 BEGIN
     PERFORM tracker.check_consumer_name(register_consumer.consumer);
     PERFORM tracker.check_not_a_sink(register_consumer.consumer);
+    PERFORM tracker.lock_horizon(true);  -- the batch running now commits first (a new snapshot below)
     INSERT INTO tracker.consumers AS c (consumer, acked_pos)
     SELECT register_consumer.consumer,
            coalesce((SELECT min(t.pos) - 1 FROM tracker.transitions t WHERE t.pos IS NOT NULL),

@@ -3,15 +3,19 @@ Retention keeps every event a known consumer has not acknowledged; a consumer wa
 from its first ack, so a backlog it was still reading could be removed under it."""
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
+from datetime import datetime, timedelta, timezone
 
 import asyncpg
 import pytest
 
+from tests.polling_support import wait_until
 from tests.sinks_support import write_config
 from tracker import retention
 from tracker.config_types import RetentionConfig
+from tracker.db import queries as q
 
 CONFIG = RetentionConfig(observations_days=0, postbacks_days=0, orphans_days=0, transitions_days=30,
                          refused_rows_days=0, final_messages_days=0, batch_size=100, pause_ms=0,
@@ -110,3 +114,33 @@ async def test_the_consumers_command(db_dsn, pool, tmp_path):
     p = tracker_cli(config, "forget", "billing")
     assert p.returncode == 1 and "no consumer named 'billing'" in p.stderr
     assert not await pool.fetchval("SELECT count(*) FROM tracker.consumers")
+
+
+async def test_a_consumer_registered_while_a_retention_batch_runs_waits_for_it(db_dsn, pool):
+    # The batch read the horizon before the consumer existed; registered meanwhile, the consumer
+    # was placed before the events the batch was removing, and lost them at its commit.
+    await old_final_message(pool, "racing", 3)
+    await pool.execute("SELECT tracker.ack_events('early', (SELECT max(event_id) FROM tracker.transitions))")
+    batch, late = await asyncpg.connect(db_dsn), await asyncpg.connect(db_dsn)
+    try:
+        tx = batch.transaction()
+        await tx.start()
+        await batch.execute(q.RETENTION_BATCH_LIMITS)
+        cutoff = datetime.now(timezone.utc) - timedelta(days=30)
+        removed = (await batch.fetchrow(q.RETENTION_BATCH["transitions"], 0, cutoff, 100))["removed"]
+        assert removed == 3  # not committed yet
+        registering = asyncio.ensure_future(late.fetchval("SELECT tracker.register_consumer('late')"))
+
+        async def waiting() -> bool:
+            return bool(await pool.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND wait_event = 'advisory'",
+                late.get_server_pid()))
+
+        await wait_until(waiting, 10)
+        await tx.commit()
+        position = await registering
+    finally:
+        await batch.close()
+        await late.close()
+    assert position == await pool.fetchval("SELECT last_pos FROM tracker.event_publisher")
+    assert await pool.fetch("SELECT * FROM tracker.read_events('late', 10)") == []

@@ -149,9 +149,11 @@ ON CONFLICT (kind) DO UPDATE SET after_id = EXCLUDED.after_id, updated_at = now(
 
 # A batch never waits long for a lock, nor runs long, nor waits for its WAL to reach the disk
 # (a batch lost in a crash is removed again by the next sweep: the postbacks' commits keep the
-# disk's flushes to themselves).
+# disk's flushes to themselves). It holds the horizon's lock shared (sql/023: a consumer is not
+# registered while a batch runs).
 RETENTION_BATCH_LIMITS = """
-SET LOCAL lock_timeout = '1s'; SET LOCAL statement_timeout = '30s'; SET LOCAL synchronous_commit = off
+SET LOCAL lock_timeout = '1s'; SET LOCAL statement_timeout = '30s'; SET LOCAL synchronous_commit = off;
+SELECT tracker.lock_horizon(false)
 """
 
 # One batch of a kind (sql/009: tracker.retain_<kind>): $1 after id, $2 cutoff, $3 rows examined.
