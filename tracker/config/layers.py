@@ -138,9 +138,13 @@ class _Layers:
             if not name.upper().startswith(ENV_PREFIX) or name.upper() in OTHER_ENV_NAMES:
                 continue
             if "__" not in name:
-                self.problem(ENVIRONMENT, name, "unknown: a setting is named TRACKER_<SECTION>__<KEY> "
-                             "or TRACKER_VENDORS__<VENDOR>__<KEY>, two underscores between the "
-                             f"parts{_suggest_env(name)}")
+                # A setting written with one underscore (TRACKER_DATABASE_DSN) would be silently
+                # ignored; any other name (TRACKER_HOME, a deployment tool's) is none of ours.
+                meant = _suggest_env(name)
+                if meant:
+                    self.problem(ENVIRONMENT, name, "unknown: a setting is named TRACKER_<SECTION>__"
+                                 "<KEY> or TRACKER_VENDORS__<VENDOR>__<KEY>, two underscores between "
+                                 f"the parts{meant}")
                 continue
             parts = name[len(ENV_PREFIX):].lower().split("__")
             section = parts[0]
