@@ -1,7 +1,9 @@
 """Registered secrets (tracker.config registers every configured one) masked wherever text leaves
-the daemon: in logs (tracker.logging's scrub and redaction) and in the rows it stores
-(tracker.db.rows: a vendor's answer that echoes our key). A text cut short that ends in the start
-of a registered secret has that start masked too. The usual text holds none, and costs one search.
+the daemon: every one in logs (tracker.logging's scrub and redaction); those the vendors are sent
+(their keys and tokens, our postback URLs' tokens) in the rows it stores too (tracker.db.rows: a
+vendor's answer that echoes our key). Only those: a DSN's password ("tracker", on a developer's
+machine) masked in vendors' data would rewrite a host name or a word. A text cut short that ends
+in the start of a secret has that start masked too. The usual text holds none: one search.
 """
 from __future__ import annotations
 
@@ -16,19 +18,28 @@ MIN_SECRET_LEN = 4  # shorter "secrets" would mangle every log line; they are no
 # that start is masked too, from this many characters on.
 CUT_SECRET_MIN_LEN = 6
 
-_secrets: set[str] = set()
+_secrets: set[str] = set()  # every one: masked in logs
 _secret_re: re.Pattern[str] | None = None
+_sent: set[str] = set()  # of which the vendors are sent: masked in stored rows too
+_sent_re: re.Pattern[str] | None = None
 
 
-def register_secret(value: str | None) -> None:
-    """Mask ``value`` wherever it appears in any logged string from now on (and in the text
-    of observations stored: tracker.db.rows)."""
-    global _secret_re
-    if not value or len(value) < MIN_SECRET_LEN or value in _secrets:
+def _any_of(secrets: set[str]) -> re.Pattern[str]:
+    return re.compile("|".join(re.escape(s) for s in sorted(secrets, key=len, reverse=True)))
+
+
+def register_secret(value: str | None, *, sent: bool = False) -> None:
+    """Mask ``value`` wherever it appears in any logged string from now on; ``sent`` (a vendor
+    is sent it, so may echo it): in the rows stored too (tracker.db.rows)."""
+    global _secret_re, _sent_re
+    if not value or len(value) < MIN_SECRET_LEN:
         return
-    _secrets.add(value)
-    alternatives = sorted(_secrets, key=len, reverse=True)
-    _secret_re = re.compile("|".join(re.escape(s) for s in alternatives))
+    if value not in _secrets:
+        _secrets.add(value)
+        _secret_re = _any_of(_secrets)
+    if sent and value not in _sent:
+        _sent.add(value)
+        _sent_re = _any_of(_sent)
 
 
 def _alternation(words: list[str]) -> str:
@@ -100,30 +111,27 @@ class _Masks:
         self.json_anchor = re.compile(_alternation(escaped).encode("latin-1")) if escaped else None
 
 
-_masks: _Masks | None = None
+_made: dict[bool, _Masks] = {}  # stored (the secrets sent) or not (every one): its masks
 
 
-def _masks_now() -> _Masks | None:
-    """The masks for the secrets registered now (None: none registered)."""
-    global _masks
-    full = _secret_re
+def _masks(stored: bool) -> _Masks | None:
+    """The masks for the secrets registered now, every one or those sent (None: none)."""
+    full, secrets = (_sent_re, _sent) if stored else (_secret_re, _secrets)
     if full is None:
         return None
-    m = _masks
+    m = _made.get(stored)
     if m is None or m.full is not full:  # registered since (or swapped by a test): made again
-        m = _masks = _Masks(full, _secrets)
+        m = _made[stored] = _Masks(full, secrets)
     return m
 
 
-def mask_secrets(text: str) -> str:
-    """``text`` with every registered secret masked, and the start of one (CUT_SECRET_MIN_LEN
-    characters or more) that ends it: what is left of a secret in a text cut short. Only
-    registered secrets: credential-looking parts are scrub()'s."""
-    m = _masks
-    if m is None or m.full is not _secret_re:
-        m = _masks_now()
-        if m is None:
-            return text
+def mask_secrets(text: str, *, stored: bool = False) -> str:
+    """``text`` with every registered secret masked (``stored``: those sent to vendors), and the
+    start of one (CUT_SECRET_MIN_LEN characters or more) that ends it: what is left of a secret
+    in a text cut short. Only registered secrets: credential-looking parts are scrub()'s."""
+    m = _masks(stored)
+    if m is None:
+        return text
     if m.anchor.search(text) is None:
         return text
     text = m.full.sub(MASK, text)
@@ -136,36 +144,32 @@ def mask_secrets(text: str) -> str:
     return text
 
 
-def may_hold_secrets(*texts: str | None) -> bool:
-    """Whether any of ``texts`` may hold a registered secret or the start of one (False:
-    mask_secrets would give each back as it is), in one search."""
-    m = _masks
-    if m is None or m.full is not _secret_re:
-        m = _masks_now()
-        if m is None:
-            return False
-    return m.anchor.search("\0".join(t for t in texts if t)) is not None
+def may_hold_stored_secrets(*texts: str | None) -> bool:
+    """Whether any of ``texts`` may hold a secret sent to vendors or the start of one (False:
+    mask_secrets(stored=True) would give each back as it is), in one search."""
+    m = _masks(True)
+    return m is not None and m.anchor.search("\0".join(t for t in texts if t)) is not None
 
 
 def mask_secrets_in_json(data: bytes) -> bytes:
-    """JSON text (as orjson writes it) with registered secrets masked in every string (keys
-    too), as mask_secrets() does; still valid JSON. ``data`` itself when none holds a secret
-    (nor the start of one): one search, the usual case."""
-    m = _masks
-    if m is None or m.full is not _secret_re:
-        m = _masks_now()
-        if m is None:
-            return data
-    if m.json_anchor is None or m.json_anchor.search(data) is None:
+    """JSON text (as orjson writes it) with the secrets sent to vendors masked in every string
+    (keys too) and number (a numeric key echoed: then a string), as mask_secrets() does; still
+    valid JSON. ``data`` itself when none holds one (nor the start of one): one search."""
+    m = _masks(True)
+    if m is None or m.json_anchor is None or m.json_anchor.search(data) is None:
         return data
-    return orjson.dumps(_mask_strings(orjson.loads(data)))
+    return orjson.dumps(_mask_values(orjson.loads(data)))
 
 
-def _mask_strings(value: Any) -> Any:
+def _mask_values(value: Any) -> Any:
     if isinstance(value, str):
-        return mask_secrets(value)
+        return mask_secrets(value, stored=True)
     if isinstance(value, list):
-        return [_mask_strings(v) for v in value]
+        return [_mask_values(v) for v in value]
     if isinstance(value, dict):
-        return {mask_secrets(k): _mask_strings(v) for k, v in value.items()}
+        return {mask_secrets(k, stored=True): _mask_values(v) for k, v in value.items()}
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        text = orjson.dumps(value).decode()
+        masked = mask_secrets(text, stored=True)
+        return value if masked == text else masked
     return value

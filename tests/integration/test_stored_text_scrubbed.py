@@ -22,6 +22,8 @@ KEY = "SECRET-canary-123"  # a fake API key, recognizable wherever it leaks
 def _isolated(monkeypatch):
     monkeypatch.setattr(masking, "_secrets", set())
     monkeypatch.setattr(masking, "_secret_re", None)
+    monkeypatch.setattr(masking, "_sent", set())
+    monkeypatch.setattr(masking, "_sent_re", None)
 
 
 def keyed(vendor: str):
@@ -29,7 +31,7 @@ def keyed(vendor: str):
     cfg = config()
     vendors_ = dict(cfg.vendors)
     vendors_[vendor] = dataclasses.replace(vendors_[vendor], api_key=KEY)
-    tlog.register_secret(KEY)
+    tlog.register_secret(KEY, sent=True)
     return dataclasses.replace(cfg, vendors=vendors_)
 
 

@@ -24,6 +24,8 @@ NOW = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
 def _isolated(monkeypatch):
     monkeypatch.setattr(masking, "_secrets", set())
     monkeypatch.setattr(masking, "_secret_re", None)
+    monkeypatch.setattr(masking, "_sent", set())
+    monkeypatch.setattr(masking, "_sent_re", None)
 
 
 def observation(**changes) -> Observation:
@@ -47,7 +49,7 @@ def leaks(value, secret: str = KEY) -> bool:
 
 
 def test_an_answer_echoing_the_key_is_stored_with_the_key_masked():
-    tlog.register_secret(KEY)
+    tlog.register_secret(KEY, sent=True)
     raw = {"sms_status": 2, "request": {"api_key": KEY, "user_id": "u1"},
            "echo": [f"sent with {KEY}", 7, None, {"nested": [KEY]}], KEY: "a key as a key"}
     row = stored(observation(raw=raw))
@@ -57,7 +59,7 @@ def test_an_answer_echoing_the_key_is_stored_with_the_key_masked():
 
 
 def test_vendor_words_and_failure_echoing_the_key_are_stored_masked():
-    tlog.register_secret(KEY)
+    tlog.register_secret(KEY, sent=True)
     words = f"no such message for token {KEY}"
     o = observation(state=State.failed, code=f"E:{KEY}", text=words,
                     failure=Failure(f"E:{KEY}", words, True), raw=None)
@@ -71,7 +73,7 @@ def test_vendor_words_and_failure_echoing_the_key_are_stored_masked():
 
 
 def test_words_cut_inside_the_key_do_not_keep_its_start():
-    tlog.register_secret(KEY)
+    tlog.register_secret(KEY, sent=True)
     words = text_of("Invalid token. " + "x" * 175 + " " + KEY)  # the adapter cuts at 200
     assert words.endswith(KEY[:9]) and KEY not in words
     row = stored(observation(state=None, code="404", text=words, raw={"error": words}))
@@ -79,7 +81,7 @@ def test_words_cut_inside_the_key_do_not_keep_its_start():
 
 
 def test_a_secret_json_has_to_escape_is_found_and_the_json_stays_valid():
-    tlog.register_secret(ODD)
+    tlog.register_secret(ODD, sent=True)
     raw = {"echo": f"<{ODD}>", "n": 1.5, "ok": True}
     row = stored(observation(raw=raw, text=f"said {ODD}"))
     assert row[10] == {"echo": "<***>", "n": 1.5, "ok": True} and row[5] == "said ***"
@@ -92,7 +94,7 @@ def test_rows_without_secrets_are_written_as_before():
     raw = {"status": "delivered", "ids": ["SECRE", "SECRET-cab", "SECRET-canar."], "n": 12.5}
     o = observation(raw=raw, text="SECRET-canar is not the key")
     before = observation_row(o)
-    tlog.register_secret(KEY)
+    tlog.register_secret(KEY, sent=True)
     after = observation_row(o)
     assert orjson.dumps(after) == orjson.dumps(before)
     assert orjson.dumps(after[10]) == orjson.dumps(raw) and after[5] == "SECRET-canar is not the key"
@@ -104,7 +106,7 @@ def test_failure_words_on_message_and_transition_rows_are_masked():
     from tracker.core.reduce import PlannedTransition, Report
     from tracker.db.rows import NewMessageRow, message_write, rows_json, transitions_json
 
-    tlog.register_secret(KEY)
+    tlog.register_secret(KEY, sent=True)
     words = f"bad key {KEY}"
     [w] = orjson.loads(rows_json([message_write(1, state="failed", failure_code=KEY,
                                                 failure_reason=words)]))
@@ -122,7 +124,7 @@ def test_failure_words_on_message_and_transition_rows_are_masked():
 
 
 def test_scrub_masks_the_start_of_a_secret_ending_a_cut_text():
-    tlog.register_secret(KEY)
+    tlog.register_secret(KEY, sent=True)
     assert tlog.scrub("the vendor said: SECRET-can") == "the vendor said: ***"
     assert tlog.scrub("the vendor said: SECRET") == "the vendor said: ***"  # 6 characters
     assert tlog.scrub("the vendor said: SECRE") == "the vendor said: SECRE"  # 5: too little to tell
@@ -135,7 +137,7 @@ def test_poll_stats_mask_a_vendor_error_before_cutting_it():
     from tracker.poller.clock import ManualClock
     from tracker.poller.health import VendorHealth
 
-    tlog.register_secret(KEY)
+    tlog.register_secret(KEY, sent=True)
     h = VendorHealth(VendorConfig(name="scrub-test", circuit_failures=1), ManualClock())
     # The key straddles the 200th character, five of its characters before it (too few for
     # scrub to tell the start of a secret from any word): cut first, "SECRE" was kept.
@@ -150,3 +152,16 @@ def test_poll_stats_mask_a_vendor_error_before_cutting_it():
     # ... and with more of it before the cut
     h.record("account", "x" * 190 + KEY)
     assert not leaks(h.stats.last_error)
+
+
+def test_only_the_secrets_vendors_are_sent_are_masked_in_rows_and_numbers_too():
+    # A DSN's password ("tracker" on a developer's machine) masked in vendors' data rewrote
+    # their host names and words: rows mask only what a vendor is sent (and so may echo).
+    tlog.register_secret("tracker")  # the database's: logs only
+    tlog.register_secret("12345678", sent=True)  # a vendor's numeric key
+    raw = {"StatusCallback": "https://tracker.example.com/cb", "apikey": 12345678, "n": 42}
+    row = stored(observation(text="via tracker.example.com", raw=raw))
+    assert row[-1] == {"StatusCallback": "https://tracker.example.com/cb", "apikey": "***",
+                       "n": 42}
+    assert row[5] == "via tracker.example.com"
+    assert tlog.scrub("dsn password tracker") == "dsn password ***"  # logs: every one

@@ -9,7 +9,7 @@ from typing import Any, Mapping
 from tracker.config.listen import Listener, parse_listen
 from tracker.config.polling import not_configured, polled
 from tracker.config.problems import ConfigError
-from tracker.config.redaction import secrets_of
+from tracker.config.redaction import secrets_of, vendor_secrets_of
 from tracker.config.schema import (
     _FIELDS,
     _SECRETS,
@@ -190,7 +190,8 @@ def load(path: str | None = None, env: Mapping[str, str] | None = None, *,
     cfg = loader.load()
     from tracker.logging import register_secret  # late: tracker.logging imports tracker.config
 
+    sent = set(vendor_secrets_of(cfg))  # masked in the rows stored too (tracker.masking)
     for s in secrets_of(cfg):
-        register_secret(s)
+        register_secret(s, sent=s in sent)
     return cfg
 

@@ -104,15 +104,20 @@ def _show(value: Any) -> str:
     return redact_dsn(text)
 
 
-def secrets_of(cfg: Config) -> list[str]:
-    """Every secret value in a configuration (the DSN's password, not the whole DSN)."""
+def vendor_secrets_of(cfg: Config) -> list[str]:
+    """The secrets a vendor is given, so may echo: its credentials and its postback token."""
     out: list[str] = []
-    if cfg.database.dsn:
-        out += dsn_passwords(cfg.database.dsn)
     for v in cfg.vendors.values():
         out += [s for s in (v.postback_token, v.api_key, v.api_token, v.partner_token) if s]
         own = _VENDOR_SETTINGS.get(v.name, {})
         out += [s for k, s in v.settings.items() if s and k in own and own[k].secret]
+    return out
+
+
+def secrets_of(cfg: Config) -> list[str]:
+    """Every secret value in a configuration (the DSN's password, not the whole DSN)."""
+    out = dsn_passwords(cfg.database.dsn) if cfg.database.dsn else []
+    out += vendor_secrets_of(cfg)
     out += sink_settings.secrets_of(cfg.sinks)
     if cfg.http.status_token:
         out.append(cfg.http.status_token)

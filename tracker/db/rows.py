@@ -13,7 +13,7 @@ import orjson
 
 from tracker.adapters.base import Observation
 from tracker.core.reduce import PlannedTransition, recipient_key
-from tracker.masking import mask_secrets, mask_secrets_in_json, may_hold_secrets
+from tracker.masking import mask_secrets, mask_secrets_in_json, may_hold_stored_secrets
 
 
 class MessageWrite(NamedTuple):
@@ -105,7 +105,7 @@ def _json(raw) -> orjson.Fragment | None:
 def _text(text: str | None) -> str | None:
     """A vendor's words as stored: registered secrets (and a secret's start ending a text cut
     short) masked."""
-    return mask_secrets(text) if text else text
+    return mask_secrets(text, stored=True) if text else text
 
 
 def rows_json(rows: Iterable[Sequence]) -> str:
@@ -139,7 +139,7 @@ def observation_row(o: Observation) -> list:
     f = o.failure
     code, text = o.code, o.text
     f_code, reason = (f.code, f.reason) if f else (None, None)
-    if may_hold_secrets(code, text, f_code, reason):  # one search for the four
+    if may_hold_stored_secrets(code, text, f_code, reason):  # one search for the four
         code, text, f_code, reason = _text(code), _text(text), _text(f_code), _text(reason)
     return [o.vendor, o.vendor_ref, recipient_key(o.vendor, o.recipient),
             o.state.name if o.state is not None else None, code, text, o.event_at,

@@ -117,7 +117,7 @@ class Postbacks:
         self.routes = core.routes_from(self.config)
         self.trusted_proxies = core.networks(self.config.http.trusted_proxies)
         for vc in self.config.vendors.values():
-            register_secret(vc.postback_token)
+            register_secret(vc.postback_token, sent=True)
         self.max_body = self.config.http.max_body_bytes
         self.pool: asyncpg.Pool | None = None  # the postback path's own connections
         self.own_pool = False
