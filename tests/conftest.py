@@ -104,3 +104,12 @@ async def pool(db_dsn):
     p = await asyncpg.create_pool(db_dsn, min_size=1, max_size=8)
     yield p
     await p.close()
+
+
+@pytest.fixture
+def no_secrets_registered(monkeypatch):
+    """No secret registered with tracker.masking, for a test that registers its own (undone after)."""
+    from tracker import masking
+
+    for name, empty in (("_secrets", set()), ("_secret_re", None), ("_sent", set()), ("_sent_re", None)):
+        monkeypatch.setattr(masking, name, empty)

@@ -10,7 +10,6 @@ import pytest
 
 from tests.integration.test_poller_in_process import (  # noqa: F401 - fixtures
     clock, config, make_messages, vendors, worker_of)
-from tracker import masking
 from tracker import logging as tlog
 from tracker.adapters.base import HttpResponse
 from tracker.poller.transport import MockTransport
@@ -18,12 +17,7 @@ from tracker.poller.transport import MockTransport
 KEY = "SECRET-canary-123"  # a fake API key, recognizable wherever it leaks
 
 
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch):
-    monkeypatch.setattr(masking, "_secrets", set())
-    monkeypatch.setattr(masking, "_secret_re", None)
-    monkeypatch.setattr(masking, "_sent", set())
-    monkeypatch.setattr(masking, "_sent_re", None)
+pytestmark = pytest.mark.usefixtures("no_secrets_registered")
 
 
 def keyed(vendor: str):

@@ -10,7 +10,6 @@ import orjson
 import pytest
 import structlog
 
-from tracker import masking
 from tracker import logging as tlog
 from tracker.adapters.base import Observation, text_of
 from tracker.core.states import Failure, State
@@ -20,12 +19,7 @@ ODD = 'odd"key\\with\ttab-99'  # one JSON has to escape: a quote, a backslash, a
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
 
 
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch):
-    monkeypatch.setattr(masking, "_secrets", set())
-    monkeypatch.setattr(masking, "_secret_re", None)
-    monkeypatch.setattr(masking, "_sent", set())
-    monkeypatch.setattr(masking, "_sent_re", None)
+pytestmark = pytest.mark.usefixtures("no_secrets_registered")
 
 
 def observation(**changes) -> Observation:
