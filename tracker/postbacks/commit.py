@@ -24,11 +24,12 @@ from typing import Callable, NamedTuple, Protocol
 import asyncpg
 
 from tracker.adapters.base import Observation
-from tracker.db import lock_not_had, passes
+from tracker.db import passes
 from tracker.db import queries as q
 from tracker.logging import get_logger
 from tracker.supervisor import beat
 from tracker.postbacks.core import RawPostback
+from tracker.postbacks.rows import copy_rows, copy_unapplied
 from tracker.postbacks.process import Outcome, Parsed
 
 log = get_logger("tracker.postbacks")
@@ -241,7 +242,7 @@ class GroupCommit:
                 if inline:
                     try:
                         async with conn.transaction():
-                            await self._copy(conn, ids, raws, datetime.now(timezone.utc))
+                            await copy_rows(conn, ids, raws, datetime.now(timezone.utc))
                             out = await self.applier.apply_stored(conn, items)
                     except Exception as e:
                         if conn.is_closed():
@@ -260,7 +261,7 @@ class GroupCommit:
                         self.inline += 1
                         await self.applier.applied(conn, out)
                         return
-                await self._copy_unapplied(conn, ids, raws)  # one COPY: its own commit
+                await copy_unapplied(conn, ids, raws)  # one COPY: its own commit
                 self._answer(batch, ids, None)
                 answered = True
                 self.applier.take(items)
@@ -279,30 +280,6 @@ class GroupCommit:
             if passes(e):
                 self._log_failure(e, len(raws))
             self._answer(batch, None, e)
-
-    async def _copy_unapplied(self, conn: asyncpg.Connection, ids: list[int],
-                              raws: list[RawPostback]) -> None:
-        """The COPY of a batch stored unapplied (its own commit). The connections' short
-        lock_timeout is for the apply, which has the worker to fall back on; storing has not: a
-        lock on the table not had in time (a migration's, held a few seconds) is waited for
-        again, within the write's own timeout."""
-        while True:
-            try:
-                return await self._copy(conn, ids, raws, None)
-            except Exception as e:
-                if not lock_not_had(e) or conn.is_closed():
-                    raise
-
-    async def _copy(self, conn: asyncpg.Connection, ids: list[int], raws: list[RawPostback],
-                    processed_at: datetime | None) -> None:
-        """Binary COPY costs PostgreSQL less per row than INSERT ... SELECT FROM unnest(arrays).
-        Outside a transaction block it is committed (WAL flushed) when it returns."""
-        applied = () if processed_at is None else (processed_at,)
-        await conn.copy_records_to_table(
-            "postbacks", schema_name="tracker",
-            columns=q.APPLIED_POSTBACK_COLUMNS if applied else q.POSTBACK_COLUMNS,
-            records=[(i, r.vendor, r.method, r.content_type, r.query, r.body, r.source,
-                      r.received_at, *applied) for i, r in zip(ids, raws)])
 
     def _answer(self, batch: list[Entry], ids: list[int] | None,
                 error: BaseException | None) -> None:
