@@ -37,6 +37,7 @@ EXIT_CANNOT_START = 2  # as for a configuration error: the message names the set
 # role's or the database's default (a startup option outranks ALTER ROLE/DATABASE ... SET).
 DURABLE = {"synchronous_commit": "on"}
 HTTP_SHUTDOWN_S = 10.0  # stop(): time in-flight requests get to be answered
+STOP_DATABASE_WAIT_S = 45.0  # stop(): then what still waits on the database is let go (unit: 90 s)
 
 
 class StartError(Exception):
@@ -144,8 +145,24 @@ class Tracker:
         self.stopping.set()
         for c in self.components:  # claiming stops first: the poller's part stops late
             getattr(c, "stop_claiming", lambda: None)()
-        await self.supervisor.stop()
+        closing = asyncio.get_running_loop().call_later(STOP_DATABASE_WAIT_S, self._close_connections)
+        try:
+            await self.supervisor.stop()
+        finally:
+            closing.cancel()
         log.info("tracker stopped")
+
+    def _close_connections(self) -> None:
+        """The stop has waited long: what still waits on the database (a write whose cancel
+        waits for a server that does not answer: a partition, a storage stall) is let go. Every
+        connection is closed; the server rolls back their work whenever it answers, and nothing
+        answered 200 is lost. Without this the stop waited for the database, or for SIGKILL."""
+        log.error("stop: the database did not answer; its connections closed",
+                  waited_s=STOP_DATABASE_WAIT_S)
+        for c in self.components:
+            getattr(c, "close_connections", lambda: None)()
+        if self.pool is not None:
+            self.pool.terminate()
 
     async def run_until_signal(self) -> None:
         """Start, run until SIGTERM or SIGINT, stop. A signal while starting (a replica waiting

@@ -9,6 +9,7 @@ import asyncio
 
 import aiohttp
 import orjson
+import structlog
 
 from tests.faults_support import FreezingProxy
 from tests.polling_support import wait_until
@@ -49,3 +50,35 @@ async def test_postbacks_are_answered_503_while_the_database_does_not_answer(db_
         assert {delivered("before"), delivered("after")} <= stored  # the 200s, kept
     finally:
         await proxy.stop()
+
+
+async def test_a_stop_while_the_database_does_not_answer_ends(db_dsn, monkeypatch):
+    # Work stuck on the database (a postback's write, its cancel waiting for the server) held
+    # the stop until the database came back, or until systemd's SIGKILL: past the stop's wait,
+    # the database connections are closed and what was stuck on them fails (rolled back,
+    # nothing answered 200 lost).
+    import tracker.app as app_mod
+    monkeypatch.setattr(app_mod, "STOP_DATABASE_WAIT_S", 2.0)
+    proxy = await FreezingProxy(db_dsn).start()
+    try:
+        with structlog.testing.capture_logs() as logs:
+            async with running(config_for(proxy.dsn(db_dsn))) as (tr, base), session() as s:
+                proxy.flowing.clear()
+                post = asyncio.ensure_future(s.post(postback_url(base, "skycore"), data=delivered("stuck"),
+                                                    headers=JSON))
+                await wait_until(lambda: _stuck(tr), 10, step=0.05)  # a write waits on the database
+                stopping = asyncio.ensure_future(tr.stop())
+                done, _ = await asyncio.wait({stopping}, timeout=60)
+                assert done, "the stop did not end while the database did not answer"
+                stopping.result()
+                async with await post as r:
+                    assert r.status == 503
+    finally:
+        await proxy.stop()
+    assert [e for e in logs if e["event"] == "stop: the database did not answer; its connections closed"]
+
+
+async def _stuck(tr) -> bool:
+    from tracker.postbacks import Postbacks
+    postbacks = next(c for c in tr.components if isinstance(c, Postbacks))
+    return bool(postbacks.commit._writes)

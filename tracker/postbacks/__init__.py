@@ -167,6 +167,11 @@ class Postbacks:
                     await asyncio.wait_for(self.pool.close(), 5)
                 self.pool, self.own_pool = None, False
 
+    def close_connections(self) -> None:
+        """Its own connections closed at once (Tracker's stop, the database not answering)."""
+        if self.own_pool and self.pool is not None:
+            self.pool.terminate()
+
     def add_routes(self, app: web.Application) -> None:
         app.router.add_route("POST", ROUTE, self.handle)
         app.router.add_route("GET", ROUTE, self.handle)
