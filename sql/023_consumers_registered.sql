@@ -5,7 +5,7 @@
 -- retention.transitions_days, and acked after, could lose events removed in between. And a
 -- consumer gone for good held retention back for ever, with nothing but SQL to drop it.
 --
--- register_consumer makes a consumer known before it reads: from its commit on, retention keeps
+-- register_consumer (in a READ COMMITTED transaction of its own) makes a consumer known before it reads: from its commit on, retention keeps
 -- every event still in the outbox until the consumer acknowledges it. Its cursor starts before the
 -- oldest event there (reads are the same as an unknown consumer's: from the beginning; its lag
 -- counts only events it can still read). forget_consumer drops a cursor; a sink's cursor
@@ -46,6 +46,13 @@ DECLARE
 BEGIN
     PERFORM tracker.check_consumer_name(register_consumer.consumer);
     PERFORM tracker.check_not_a_sink(register_consumer.consumer);
+    -- Under REPEATABLE READ the snapshot below would be older than the wait for the lock: the
+    -- position would count events a batch removed meanwhile. And the lock is the transaction's:
+    -- held open, it holds retention's batches back (they fail, counted). Its own transaction.
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'register_consumer must run under READ COMMITTED (in a transaction of its own), not %',
+            upper(current_setting('transaction_isolation')) USING ERRCODE = 'invalid_transaction_state';
+    END IF;
     PERFORM tracker.lock_horizon(true);  -- the batch running now commits first (a new snapshot below)
     INSERT INTO tracker.consumers AS c (consumer, acked_pos)
     SELECT register_consumer.consumer,

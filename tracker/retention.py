@@ -130,6 +130,8 @@ async def _batch(conn: asyncpg.Connection, kind: str, after: int, cutoff, limit:
     """One batch in its own transaction, which never waits long for a lock."""
     async with conn.transaction():
         await conn.execute(q.RETENTION_BATCH_LIMITS)
+        if kind in q.RETENTION_READS_HORIZON:
+            await conn.execute(q.RETENTION_HOLD_HORIZON)
         return await conn.fetchrow(q.RETENTION_BATCH[kind], after, cutoff, limit)
 
 

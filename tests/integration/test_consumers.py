@@ -126,6 +126,7 @@ async def test_a_consumer_registered_while_a_retention_batch_runs_waits_for_it(d
         tx = batch.transaction()
         await tx.start()
         await batch.execute(q.RETENTION_BATCH_LIMITS)
+        await batch.execute(q.RETENTION_HOLD_HORIZON)  # as tracker.retention does for this kind
         cutoff = datetime.now(timezone.utc) - timedelta(days=30)
         removed = (await batch.fetchrow(q.RETENTION_BATCH["transitions"], 0, cutoff, 100))["removed"]
         assert removed == 3  # not committed yet
@@ -144,3 +145,28 @@ async def test_a_consumer_registered_while_a_retention_batch_runs_waits_for_it(d
         await late.close()
     assert position == await pool.fetchval("SELECT last_pos FROM tracker.event_publisher")
     assert await pool.fetch("SELECT * FROM tracker.read_events('late', 10)") == []
+
+
+async def test_registering_needs_read_committed_and_an_open_one_holds_back_only_the_horizons_kinds(db_dsn, pool):
+    # Under REPEATABLE READ the position would come from a snapshot older than the wait for the
+    # lock; and a registration left open in its transaction held every retention kind back.
+    holder = await asyncpg.connect(db_dsn)
+    try:
+        async with holder.transaction(isolation="repeatable_read"):
+            with pytest.raises(asyncpg.exceptions.InvalidTransactionStateError, match="READ COMMITTED"):
+                await holder.fetchval("SELECT tracker.register_consumer('rr')")
+        await pool.execute(
+            "INSERT INTO tracker.observations (vendor, vendor_ref, source, code, raw, received_at)"
+            " VALUES ('skycore', 'old', 'postback', 'N201', '{}', now() - interval '60 days')")
+        tx = holder.transaction()
+        await tx.start()
+        await holder.fetchval("SELECT tracker.register_consumer('left-open')")
+        orphans = RetentionConfig(observations_days=0, postbacks_days=0, orphans_days=7,
+                                       transitions_days=0, refused_rows_days=0, final_messages_days=0,
+                                       batch_size=100, pause_ms=0, run_budget_s=30)
+        [swept] = await retention.sweep(pool, orphans)  # the orphan report: removed
+        assert swept.error is None and not await pool.fetchval(
+            "SELECT count(*) FROM tracker.observations WHERE vendor_ref = 'old'")
+        await tx.rollback()
+    finally:
+        await holder.close()

@@ -149,12 +149,16 @@ ON CONFLICT (kind) DO UPDATE SET after_id = EXCLUDED.after_id, updated_at = now(
 
 # A batch never waits long for a lock, nor runs long, nor waits for its WAL to reach the disk
 # (a batch lost in a crash is removed again by the next sweep: the postbacks' commits keep the
-# disk's flushes to themselves). It holds the horizon's lock shared (sql/023: a consumer is not
-# registered while a batch runs).
+# disk's flushes to themselves).
 RETENTION_BATCH_LIMITS = """
-SET LOCAL lock_timeout = '1s'; SET LOCAL statement_timeout = '30s'; SET LOCAL synchronous_commit = off;
-SELECT tracker.lock_horizon(false)
+SET LOCAL lock_timeout = '1s'; SET LOCAL statement_timeout = '30s'; SET LOCAL synchronous_commit = off
 """
+
+# A batch of a kind that reads the acknowledged horizon (RETENTION_READS_HORIZON) holds its lock
+# shared until it commits, taken before the batch's statement (which then reads the horizon in a
+# snapshot of its own): no consumer is registered meanwhile (sql/023).
+RETENTION_HOLD_HORIZON = "SELECT tracker.lock_horizon(false)"
+RETENTION_READS_HORIZON = frozenset({"transitions", "final_messages"})
 
 # One batch of a kind (sql/009: tracker.retain_<kind>): $1 after id, $2 cutoff, $3 rows examined.
 RETENTION_BATCH = {
