@@ -158,8 +158,10 @@ def test_a_single_underscore_name_is_a_problem_with_a_did_you_mean():
     assert "(did you mean 'TRACKER_DATABASE__DSN'?)" in out
     with pytest.raises(ConfigError, match="TRACKER_VENDORS__SPARROW__API_TOKEN"):
         load(None, env={"TRACKER_VENDORS_SPARROW_API_TOKEN": "x"})
-    # A name like no setting is none of ours (a deployment tool's TRACKER_HOME): it starts.
-    load(None, env={"TRACKER_NOTHING_LIKE_IT": "x", "TRACKER_HOME": "/srv/tracker"})
+    # A name that is no setting's is none of ours (a deployment tool's TRACKER_HOME, an entry
+    # script's TRACKER_DATABASE_HOST, close as it is to TRACKER_DATABASE__DSN): it starts.
+    load(None, env={"TRACKER_NOTHING_LIKE_IT": "x", "TRACKER_HOME": "/srv/tracker",
+                    "TRACKER_DATABASE_HOST": "db.internal", "TRACKER_DATABASE_USER": "tracker"})
 
 
 def test_the_projects_own_tracker_variables_are_left_alone():

@@ -2,7 +2,6 @@
 environment wins), with every problem found on the way."""
 from __future__ import annotations
 
-import difflib
 import re
 import tomllib
 from dataclasses import dataclass
@@ -31,15 +30,6 @@ def _env_names() -> dict[str, str]:
               for v in VENDORS for k in _allowed_keys("vendors", v)]
     names += [f"{ENV_PREFIX}SINKS__{k.upper()}" for k in sink_settings.GLOBAL_KEYS]
     return {n.replace("__", "_").lower(): n for n in names}
-
-
-def _suggest_env(name: str) -> str:
-    """A did-you-mean naming the setting ``name`` is most likely meant to be, written with one
-    underscore between its parts (and maybe a typo more): TRACKER_DATABASE__DSN for
-    TRACKER_DATABASE_DSN; "" if none is close."""
-    names = _env_names()
-    close = difflib.get_close_matches(name.replace("__", "_").lower(), list(names), n=1, cutoff=0.85)
-    return f" (did you mean '{names[close[0]]}'?)" if close else ""
 
 
 @dataclass
@@ -139,12 +129,13 @@ class _Layers:
                 continue
             if "__" not in name:
                 # A setting written with one underscore (TRACKER_DATABASE_DSN) would be silently
-                # ignored; any other name (TRACKER_HOME, a deployment tool's) is none of ours.
-                meant = _suggest_env(name)
+                # ignored; any other name (TRACKER_HOME, TRACKER_DATABASE_HOST: a deployment
+                # tool's) is none of ours.
+                meant = _env_names().get(name.lower())
                 if meant:
                     self.problem(ENVIRONMENT, name, "unknown: a setting is named TRACKER_<SECTION>__"
                                  "<KEY> or TRACKER_VENDORS__<VENDOR>__<KEY>, two underscores between "
-                                 f"the parts{meant}")
+                                 f"the parts (did you mean '{meant}'?)")
                 continue
             parts = name[len(ENV_PREFIX):].lower().split("__")
             section = parts[0]
