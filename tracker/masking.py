@@ -125,16 +125,19 @@ def _masks(stored: bool) -> _Masks | None:
     return m
 
 
-def mask_secrets(text: str, *, stored: bool = False) -> str:
-    """``text`` with every registered secret masked (``stored``: those sent to vendors), and the
-    start of one (CUT_SECRET_MIN_LEN characters or more) that ends it: what is left of a secret
-    in a text cut short. Only registered secrets: credential-looking parts are scrub()'s."""
+def mask_secrets(text: str, *, stored: bool = False, cut: bool = True) -> str:
+    """``text`` with every registered secret masked (``stored``: those sent to vendors), and,
+    ``cut`` (a text that may have been cut short), the start of one (CUT_SECRET_MIN_LEN
+    characters or more) that ends it. Only registered secrets: credential-looking parts are
+    scrub()'s."""
     m = _masks(stored)
     if m is None:
         return text
     if m.anchor.search(text) is None:
         return text
     text = m.full.sub(MASK, text)
+    if not cut:
+        return text
     for at in m.head_at.finditer(text, max(0, len(text) - m.longest + 1)):  # earliest first
         rest = text[at.start():]
         if len(rest) < CUT_SECRET_MIN_LEN:
@@ -162,14 +165,23 @@ def mask_secrets_in_json(data: bytes) -> bytes:
 
 
 def _mask_values(value: Any) -> Any:
+    """A payload, masked: its strings as any text (an adapter may keep words it cut short in
+    it); its keys and numbers by whole secrets only (never cut: a number that is a key's first
+    digits is no leak), two keys masked alike both kept."""
     if isinstance(value, str):
         return mask_secrets(value, stored=True)
     if isinstance(value, list):
         return [_mask_values(v) for v in value]
     if isinstance(value, dict):
-        return {mask_secrets(k, stored=True): _mask_values(v) for k, v in value.items()}
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            key = mask_secrets(k, stored=True, cut=False)
+            while key in out:  # two keys masked alike: both kept
+                key += "*"
+            out[key] = _mask_values(v)
+        return out
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         text = orjson.dumps(value).decode()
-        masked = mask_secrets(text, stored=True)
+        masked = mask_secrets(text, stored=True, cut=False)
         return value if masked == text else masked
     return value

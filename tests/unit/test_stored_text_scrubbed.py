@@ -159,3 +159,14 @@ def test_only_the_secrets_vendors_are_sent_are_masked_in_rows_and_numbers_too():
                        "n": 42}
     assert row[5] == "via tracker.example.com"
     assert tlog.scrub("dsn password tracker") == "dsn password ***"  # logs: every one
+
+
+def test_a_payload_is_masked_by_whole_secrets_only_and_keeps_every_key():
+    # A vendor's payload is never cut short: the start of a secret in it is no leak (a number
+    # that is the key's first digits was turned into "***"), and two keys masked alike are kept.
+    from tracker.masking import mask_secrets_in_json
+
+    tlog.register_secret("98765432", sent=True)
+    assert orjson.loads(mask_secrets_in_json(b'{"a":9876543,"b":98765432,"c":"x98765432y"}')) == {
+        "a": 9876543, "b": "***", "c": "x***y"}
+    assert orjson.loads(mask_secrets_in_json(b'{"98765432":1,"***":2}')) == {"***": 1, "****": 2}
