@@ -49,15 +49,19 @@ def _parser() -> Callable[..., Any]:
     return lambda dsn: parse(**{n: None for n in required}, dsn=dsn)
 
 
+def _parse(dsn: str) -> Any:
+    """asyncpg's own reading of ``dsn`` (addresses, parameters, ...), as asyncpg.connect's."""
+    with warnings.catch_warnings():  # e.g. a passfile readable by others: run warns again
+        warnings.simplefilter("ignore")
+        return _parser()(dsn)
+
+
 def asyncpg_refusal(dsn: str) -> str | None:
     """Why asyncpg would refuse to connect with ``dsn`` (its own words, which may hold parts of
     the DSN), or None if it takes it. Reads what asyncpg.connect reads too: PG* environment
     variables, a passfile, SSL certificate files. Nothing is connected to."""
-    parse = _parser()
     try:
-        with warnings.catch_warnings():  # e.g. a passfile readable by others: run warns again
-            warnings.simplefilter("ignore")
-            parse(dsn)
+        _parse(dsn)
     except (ValueError, OSError) as e:  # ClientConfigurationError is a ValueError
         return " ".join(str(e).split()) or type(e).__name__
     except TypeError as e:
@@ -72,9 +76,7 @@ def asyncpg_target(dsn: str) -> str | None:
     read from a DSN whose password moved the host, it may hold a piece of that password: show
     only what it reads from the DSN with its passwords hidden (report.dsn_target)."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            addrs, params = _parser()(dsn)[:2]
+        addrs, params = _parse(dsn)[:2]
     except Exception:  # noqa: BLE001 - a reading, not a check: dsn_problem says what is wrong
         return None
     shown = [a if isinstance(a, str) else f"[{a[0]}]:{a[1]}" if ":" in a[0] else f"{a[0]}:{a[1]}"
