@@ -187,7 +187,7 @@ class ApplyWorker:
             try:
                 await process_pending(conn, self.config, 1, [pid])
             except BatchFailed as one:
-                if conn.is_closed() or (passes(one) and not lock_not_had(one)):
+                if conn.is_closed() or not row_by_row(one):
                     raise
                 if lock_not_had(one):
                     held = one  # left unprocessed: the sweep's, once the lock is gone
