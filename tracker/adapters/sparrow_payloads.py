@@ -224,8 +224,10 @@ def naive_zone(cfg: VendorConfig) -> tzinfo:
     if text not in NAIVE_TIME_ZONES:
         raise NotConfigured("sparrow: naive_time_zone must be a UTC offset +HH:MM or -HH:MM "
                             "in use (-12:00 to +14:00) or UTC")
-    if text in (DEFAULT_NAIVE_TIME_ZONE, "UTC"):
-        return NAIVE_TZ if text == DEFAULT_NAIVE_TIME_ZONE else timezone.utc
+    if text == "UTC":
+        return timezone.utc
+    if text == DEFAULT_NAIVE_TIME_ZONE:
+        return NAIVE_TZ
     offset = timedelta(hours=int(text[1:3]), minutes=int(text[4:6]))
     return timezone(-offset if text[0] == "-" else offset)
 
