@@ -125,7 +125,8 @@ def _row(value: object) -> list:
         at = _FAILURE_AT.get(type(value))
         if at is not None:
             code, reason = at
-            row[code], row[reason] = _text(row[code]), _text(row[reason])
+            if may_hold_stored_secrets(row[code], row[reason]):  # one search for the two
+                row[code], row[reason] = _text(row[code]), _text(row[reason])
         return row
     raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
 
