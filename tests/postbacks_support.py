@@ -69,3 +69,12 @@ async def readyz(s: aiohttp.ClientSession, base: str) -> tuple[int, dict]:
 def named(body: dict, component: str) -> list[str]:
     """The reasons /readyz gives for `component`."""
     return [p["reason"] for p in body.get("problems", []) if p["component"] == component]
+
+
+async def metric_value(base: str, series: str) -> float:
+    """One series' value from GET /metrics (``name{label="..."}`` as the text exposition writes
+    it; 0 when it is not there yet), as an operator's scraper reads it."""
+    async with aiohttp.ClientSession() as s, s.get(f"{base}/metrics") as r:
+        text = await r.text()
+    return next((float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                 if line.startswith(series + " ")), 0.0)

@@ -15,6 +15,8 @@ class VendorConfig:
     enabled: bool = True
     base_url: str = ""
     postback_token: str | None = None  # secret
+    # secret: the token being rotated out, still accepted (docs: OPERATIONS.md, "Rotating secrets")
+    previous_postback_token: str | None = None
     # Spark Sender: the status URL is not public; default is base_url + "/api/getStatus/".
     status_url: str | None = None
     user_id: str | None = None

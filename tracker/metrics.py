@@ -33,6 +33,10 @@ circuit_open = Gauge("tracker_circuit_open",
                      registry=REGISTRY)
 postbacks = Counter("tracker_postbacks_total", "Postback requests, by vendor and HTTP status",
                     ["vendor", "status"], registry=REGISTRY)
+postbacks_previous_token = Counter("tracker_postbacks_previous_token_total",
+                                   "Postback requests admitted by the token being rotated out "
+                                   "(vendors.<vendor>.previous_postback_token): while this rises, "
+                                   "the vendor still calls the old URL", ["vendor"], registry=REGISTRY)
 postback_seconds = Histogram("tracker_postback_seconds", "Postback answer latency",
                              registry=REGISTRY,
                              buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1, 5))

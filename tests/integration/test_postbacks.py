@@ -15,7 +15,8 @@ from multidict import CIMultiDict
 
 from tests.conftest import until_waiting_on_a_lock
 from tests.faults_support import refusing
-from tests.postbacks_support import TOKENS, config_for, postback_url, running, session, settle
+from tests.postbacks_support import (TOKENS, config_for, metric_value, postback_url, running, session,
+                                     settle)
 from tests.sinks_support import wait_until
 from tracker import logging as tlog
 from tracker import replay
@@ -152,6 +153,23 @@ async def test_every_answer(db_dsn):
         rows = await tr.pool.fetch("SELECT vendor, method, query FROM tracker.postbacks ORDER BY id")
         assert [tuple(r) for r in rows] == [("skycore", "POST", ""),
                                             ("skycore", "GET", "tracking-id=g1&code=N201&status=Sent")]
+
+
+async def test_a_rotated_token_is_accepted_and_counted_until_it_is_removed(db_dsn):
+    old, series = "old-skycore-token-9e2d", 'tracker_postbacks_previous_token_total{vendor="skycore"}'
+    async with running(config_for(db_dsn, skycore={"previous_postback_token": old})) as (tr, base), \
+            session() as s:
+        before = await metric_value(base, series)
+        assert (await post(s, postback_url(base, "skycore", old), sky("rot-1", "N201", "Sent")))[0] == 200
+        assert (await post(s, postback_url(base, "skycore"), sky("rot-2", "N201", "Sent")))[0] == 200
+        assert (await post(s, postback_url(base, "skycore", old + "x"), sky("rot-3")))[0] == 404
+        assert (await post(s, postback_url(base, "sparrow", old), b"x", {}))[0] == 404  # skycore's only
+        assert await metric_value(base, series) - before == 1  # the new token's is not counted
+        await settle(tr.pool)
+        stored = await tr.pool.fetch("SELECT body FROM tracker.postbacks ORDER BY id")
+        assert [orjson.loads(r["body"])["tracking-id"] for r in stored] == ["rot-1", "rot-2"]
+    async with running(config_for(db_dsn)) as (tr, base), session() as s:  # the rotation done
+        assert (await post(s, postback_url(base, "skycore", old), sky("rot-4")))[0] == 404
 
 
 async def test_nothing_secret_in_logs(db_dsn):

@@ -345,6 +345,37 @@ def test_verification_agrees_with_the_oracle_for_any_signer_and_settings(params,
     assert tw.verify_postback(cfg, request) == oracle(cfg, request)
 
 
+def test_while_a_secret_is_rotated_callbacks_signed_with_either_verify():
+    params = form("status_callback_delivered.form")
+    old, new = signed(URL, params, token=TOKEN), signed(URL, params, token="the-new-auth-token")
+    rotating = VendorConfig.from_keys("twilio", auth_token="the-new-auth-token", previous_auth_token=TOKEN)
+    assert tw.verify_postback(rotating, old) and tw.verify_postback(rotating, new)
+    assert not tw.verify_postback(rotating, signed(URL, params, token="a-third-token"))
+    done = VendorConfig.from_keys("twilio", auth_token="the-new-auth-token")
+    assert not tw.verify_postback(done, old) and tw.verify_postback(done, new)
+    # a shared key the same way; and each scheme's previous secret only for that scheme
+    keys = VendorConfig.from_keys("twilio", auth_token="the-new-auth-token", previous_auth_token=TOKEN,
+                                  shared_key_secret="new-shared-key", previous_shared_key_secret=SHARED)
+    for algorithm in (HMAC_SHA1, HMAC_SHA256):
+        assert tw.verify_postback(keys, shared_signed(URL, params, algorithm))
+        assert tw.verify_postback(keys, shared_signed(URL, params, algorithm, secret="new-shared-key"))
+        assert not tw.verify_postback(keys, shared_signed(URL, params, algorithm, secret=TOKEN))
+    assert not tw.verify_postback(keys, signed(URL, params, token=SHARED))
+
+
+def test_the_previous_secrets_are_secret_settings(tmp_path):
+    from tracker.config.loader import load
+    from tracker.config.redaction import secrets_of, vendor_secrets_of
+    assert tw.SETTINGS["previous_auth_token"].secret and tw.SETTINGS["previous_shared_key_secret"].secret
+    (tmp_path / "old").write_text("old-auth-token-0123\n")
+    (tmp_path / "tracker.toml").write_text('[vendors.twilio]\nauth_token = "t"\n'
+                                           'previous_auth_token_file = "old"\n'
+                                           'previous_shared_key_secret = "old-shared-key-0123"\n')
+    cfg = load(str(tmp_path / "tracker.toml"), env={})
+    assert cfg.vendors["twilio"].settings["previous_auth_token"] == "old-auth-token-0123"
+    assert {"old-auth-token-0123", "old-shared-key-0123"} <= set(vendor_secrets_of(cfg)) <= set(secrets_of(cfg))
+
+
 def test_the_shared_key_secret_is_a_secret_setting(tmp_path):
     from tracker.config.loader import load
     from tracker.config.redaction import secrets_of

@@ -60,7 +60,8 @@ def test_optional_credentials_are_commented_out_in_both():
     _, unit_optional = unit_credentials()
     _, config_optional = config_credentials()
     assert set(unit_optional) == set(config_optional) == {"database-dsn", "twilio-auth-token",
-                                                          "twilio-postback-token", "twilio-shared-key"}
+                                                          "twilio-postback-token", "twilio-shared-key",
+                                                          "skycore-postback-token-old"}
 
 
 def test_credentials_come_from_where_the_guide_says():

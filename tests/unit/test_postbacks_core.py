@@ -52,6 +52,26 @@ def test_right_token_and_content_types():
     assert core.admit(routes, "sparrow", "secret-sparrow", "127.0.0.1", "text/xml") is core.UNSUPPORTED
 
 
+def test_a_previous_token_is_accepted_beside_the_current_one_while_it_is_set():
+    rotating = core.routes_from(config(skycore={"previous_postback_token": "old-skycore"}))
+    for token in ("secret-skycore", "old-skycore"):
+        assert core.admit(rotating, "skycore", token, "127.0.0.1", "application/json") is None
+    assert core.admit(rotating, "skycore", "old-skycore-", "127.0.0.1", "") is core.NOT_FOUND
+    assert core.admit(rotating, "twilio", "old-skycore", "127.0.0.1", "") is core.NOT_FOUND  # its own
+    assert core.previous_token(rotating["skycore"], "old-skycore")
+    assert not core.previous_token(rotating["skycore"], "secret-skycore")
+    done = core.routes_from(config())  # the rotation over: the old token is a wrong one
+    assert core.admit(done, "skycore", "old-skycore", "127.0.0.1", "") is core.NOT_FOUND
+    assert not core.previous_token(done["skycore"], "old-skycore")
+
+
+def test_a_previous_token_from_outside_the_allowed_networks_is_refused():
+    routes = core.routes_from(config(skycore={"previous_postback_token": "old-skycore",
+                                              "allow_networks": ("10.0.0.0/8",)}))
+    assert core.admit(routes, "skycore", "old-skycore", "10.0.0.1", "") is None
+    assert core.admit(routes, "skycore", "old-skycore", "127.0.0.1", "") is core.NOT_FOUND
+
+
 def test_allow_networks():
     routes = core.routes_from(config(skycore={"allow_networks": ("10.0.0.0/8", "2001:db8::/32")}))
     ok = lambda remote: core.admit(routes, "skycore", "secret-skycore", remote, "")  # noqa: E731

@@ -79,6 +79,12 @@ SETTINGS = {
     "shared_key_secret": Setting("the secret of the SharedKey that signs callbacks where a Twilio "
                                  "Webhook Rule says so (X-Twilio-Webhooks-Signature-Settings); "
                                  "unset: such callbacks are refused", secret=True),
+    "previous_auth_token": Setting("while the auth token is rotated (docs/vendors.md): the one "
+                                   "being replaced, still accepted on callbacks' signatures",
+                                   secret=True),
+    "previous_shared_key_secret": Setting("while the shared key is rotated: the one being "
+                                          "replaced, still accepted on callbacks' signatures",
+                                          secret=True),
     "public_base_url": Setting("the public URL callbacks are addressed to, when a proxy stands "
                                "in front of the tracker (signatures are computed over it)", url=True),
 }

@@ -13,6 +13,9 @@ the same string is signed with the shared key's secret (`vendors.twilio.shared_k
 that algorithm, HMAC_SHA1 or HMAC_SHA256 (as Twilio's helper libraries: no `algorithm=` part
 means HMAC_SHA1; the name in any case). With the header, only the shared key's secret is tried,
 never the auth token; an algorithm we do not know, or no shared key secret configured: refused.
+
+While a secret is rotated, the previous one verifies too (`previous_auth_token`,
+`previous_shared_key_secret`): a callback signed just before Twilio switched is not refused.
 """
 from __future__ import annotations
 
@@ -61,16 +64,18 @@ def signature_algorithm(settings: str) -> str:
     return HMAC_SHA1
 
 
-def _key(cfg: VendorConfig, request: PostbackRequest) -> tuple[str, str] | None:
-    """The secret and algorithm the callback must be signed with, None where it cannot verify:
-    without X-Twilio-Webhooks-Signature-Settings the auth token and HMAC-SHA1; with it, the shared
-    key's secret and the header's algorithm (never the auth token, as Twilio's libraries)."""
+def _keys(cfg: VendorConfig, request: PostbackRequest) -> tuple[list[str], str]:
+    """The secrets the callback may be signed with, and the algorithm; no secrets where it cannot
+    verify. Without X-Twilio-Webhooks-Signature-Settings: the auth token (and the previous one,
+    while a rotation lasts) with HMAC-SHA1; with it: the shared key's secret (and the previous
+    one) with the header's algorithm, never the auth token, as Twilio's libraries."""
     settings = (header(request.headers, SIGNATURE_SETTINGS_HEADER) or "").strip()
     if not settings:
-        token = cfg.settings.get("auth_token")
-        return (token, HMAC_SHA1) if token else None
-    secret, algorithm = cfg.settings.get("shared_key_secret"), signature_algorithm(settings)
-    return (secret, algorithm) if secret and algorithm in ALGORITHMS else None
+        names, algorithm = ("auth_token", "previous_auth_token"), HMAC_SHA1
+    else:
+        names, algorithm = ("shared_key_secret", "previous_shared_key_secret"), signature_algorithm(settings)
+    secrets = [s for s in map(cfg.settings.get, names) if s]
+    return (secrets, algorithm) if algorithm in ALGORITHMS else ([], algorithm)
 
 
 def _ports(url: str) -> list[str]:
@@ -100,11 +105,10 @@ def verify_postback(cfg: VendorConfig, request: PostbackRequest) -> bool:
     """Does the callback's X-Twilio-Signature verify: with the account's auth token (HMAC-SHA1),
     or, where X-Twilio-Webhooks-Signature-Settings says a SharedKey signed it, with the shared
     key's secret and the algorithm the header names?"""
-    key = _key(cfg, request)
+    secrets, algorithm = _keys(cfg, request)
     given = header(request.headers, SIGNATURE_HEADER)
-    if key is None or not given:
+    if not secrets or not given:
         return False
-    secret, algorithm = key
     url = signed_url(cfg, request.url)
     query = parse_qs(urlsplit(url).query)
     if "bodySHA256" in query:  # a JSON body: its hash is in the signed URL
@@ -123,4 +127,4 @@ def verify_postback(cfg: VendorConfig, request: PostbackRequest) -> bool:
         params = {}
     expected = given.strip().encode("utf-8", "replace")
     return any(hmac.compare_digest(signature(secret, u, params, algorithm).encode("ascii"), expected)
-               for u in _ports(url))
+               for secret in secrets for u in _ports(url))

@@ -62,6 +62,7 @@ class _Loader(_Values):
         self.check_listeners()
         for v in VENDORS:
             self.check_poll_schedule(v, vendors[v])
+            self.check_previous_token(v, vendors[v])
             if self.check_polling:
                 self.check_polled(v, vendors[v])
         sinks = self.sinks.build()
@@ -146,6 +147,21 @@ class _Loader(_Values):
                                f"{prefix}.first_poll_s ({first:g} s) is not less than "
                                f"{prefix}.tracking_window_s ({window:g} s): messages would be given "
                                "up on before their first poll")
+
+    def check_previous_token(self, vendor: str, given: dict[str, Any]) -> None:
+        """The token being rotated out is accepted beside a current one, never alone (a rotation
+        that lost its new token) and never the same (a rotation not done)."""
+        if not self.usable("vendors", vendor, "postback_token", "previous_postback_token"):
+            return
+        previous, current = given.get("previous_postback_token"), given.get("postback_token")
+        if previous and not current:
+            self.cross_problem("vendors", vendor, "previous_postback_token",
+                               f"is set without vendors.{vendor}.postback_token: set the new token "
+                               "there (the previous one is accepted only beside it)")
+        elif previous and previous == current:
+            self.cross_problem("vendors", vendor, "previous_postback_token",
+                               f"is the same as vendors.{vendor}.postback_token: a rotation needs "
+                               "a new token (make one with `openssl rand -hex 16`)")
 
     def check_polled(self, vendor: str, given: dict[str, Any]) -> None:
         """A vendor `tracker run` polls (tracker.config.polling.polled) whose adapter cannot build

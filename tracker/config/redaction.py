@@ -108,7 +108,8 @@ def vendor_secrets_of(cfg: Config) -> list[str]:
     """The secrets a vendor is given, so may echo: its credentials and its postback token."""
     out: list[str] = []
     for v in cfg.vendors.values():
-        out += [s for s in (v.postback_token, v.api_key, v.api_token, v.partner_token) if s]
+        out += [s for s in (v.postback_token, v.previous_postback_token, v.api_key, v.api_token,
+                            v.partner_token) if s]
         own = _VENDOR_SETTINGS.get(v.name, {})
         out += [s for k, s in v.settings.items() if s and k in own and own[k].secret]
     return out

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 from typing import Mapping, TextIO
 
+from tracker import adapters
 from tracker.config.dsn import asyncpg_target
 from tracker.config.loader import load
 from tracker.config.problems import ConfigError
@@ -38,8 +39,12 @@ def summary(cfg: Config) -> list[str]:
             lines.append(f"vendor {v.name}: disabled")
             continue
         notes = [f"base_url={public_url(v.base_url) if v.base_url else '(unset)'}"]
-        if not v.postback_token:
+        pushes = adapters.get(v.name).PUSHES  # a vendor that never calls back needs no token
+        if pushes and not v.postback_token:
             notes.append("no postback_token (postbacks refused)")
+        elif pushes and v.previous_postback_token:
+            notes.append("previous_postback_token accepted too (a rotation: remove it once "
+                         "tracker_postbacks_previous_token_total stops rising)")
         lines.append(f"vendor {v.name}: enabled, {', '.join(notes)}")
     lines += sink_settings.summary(cfg.sinks)
     return lines

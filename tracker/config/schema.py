@@ -50,7 +50,7 @@ _SECTIONS: dict[str, type] = {
 _SECRETS: dict[str, frozenset[str]] = {
     "database": frozenset({"dsn"}),
     "http": frozenset({"status_token"}),
-    "vendors": frozenset({"postback_token", "api_key", "api_token", "partner_token"}),
+    "vendors": frozenset({"postback_token", "previous_postback_token", "api_key", "api_token", "partner_token"}),
 }
 # Numeric fields that may be zero; every other number must be > 0.
 _NON_NEGATIVE = frozenset({"deadline_margin_s", "group_commit_ms", "pool_min", "list_poll_min",
@@ -78,6 +78,7 @@ def _upper_bound(name: str) -> tuple[float, str, str]:
 
 _URL_SAFE = re.compile(r"[A-Za-z0-9._~-]+")
 MIN_POSTBACK_TOKEN_CHARS = 16  # 16 random URL-safe characters are ~95 bits: not guessable
+POSTBACK_TOKENS = ("postback_token", "previous_postback_token")  # both in a postback's URL
 MIN_BODY_BYTES = 1024  # below this even a single vendor postback is refused
 MAX_BODY_BYTES = 64 * 1024 * 1024  # above this one request could make the tracker hold 64 MiB
 # The intake listener, the publisher and the sinks' listener each hold a pool connection for as

@@ -24,6 +24,7 @@ from tracker.config.schema import (
     MAX_BODY_BYTES,
     MIN_BODY_BYTES,
     MIN_POSTBACK_TOKEN_CHARS,
+    POSTBACK_TOKENS,
     _suggest,
 )
 from tracker.config.secret_files import read_secret, secret_path
@@ -181,9 +182,9 @@ class _Values(_Layers):
                     ipaddress.ip_network(net, strict=False)
                 except ValueError:
                     bad(f"not an IP network (CIDR): {_show(net)}")
-        elif key == "postback_token" and not _URL_SAFE.fullmatch(value):
+        elif key in POSTBACK_TOKENS and not _URL_SAFE.fullmatch(value):
             bad("must contain only URL-safe characters (A-Z a-z 0-9 . _ ~ -)")
-        elif key == "postback_token" and len(value) < MIN_POSTBACK_TOKEN_CHARS:
+        elif key in POSTBACK_TOKENS and len(value) < MIN_POSTBACK_TOKEN_CHARS:
             bad(f"is shorter than {MIN_POSTBACK_TOKEN_CHARS} characters, too easy to guess: anyone who "
                 "guesses it can post delivery reports; make one with `openssl rand -hex 16`")
         elif key == "status_token" and (len(value) < MIN_POSTBACK_TOKEN_CHARS or not _URL_SAFE.fullmatch(value)):

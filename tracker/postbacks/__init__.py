@@ -118,6 +118,7 @@ class Postbacks:
         self.trusted_proxies = core.networks(self.config.http.trusted_proxies)
         for vc in self.config.vendors.values():
             register_secret(vc.postback_token, sent=True)
+            register_secret(vc.previous_postback_token, sent=True)
         self.max_body = self.config.http.max_body_bytes
         self.pool: asyncpg.Pool | None = None  # the postback path's own connections
         self.own_pool = False
@@ -150,7 +151,8 @@ class Postbacks:
         self.commit = GroupCommit(self.pool, self.worker, max_items=http.group_commit_max,
                                   max_wait_s=http.group_commit_ms / 1000.0, writers=WRITERS)
         self.commit.start(self.tracker.supervisor.spawn)
-        log.info("postbacks ready", vendors=sorted(self.routes))
+        log.info("postbacks ready", vendors=sorted(self.routes),
+                 previous_token_accepted=sorted(v for v, r in self.routes.items() if r.previous_digest))
 
     async def stop(self) -> None:
         """Answer what is in flight (stored: 200, else 503), let the worker apply what was
@@ -195,6 +197,9 @@ class Postbacks:
         refusal = core.admit(self.routes, vendor, token, remote,
                              ctype if request.body_exists else "")
         if refusal is None:
+            route = self.routes[vendor]
+            if route.previous_digest is not None and core.previous_token(route, token):
+                metrics.postbacks_previous_token.labels(vendor).inc()
             refusal = core.encoding_refused(request.headers.get("Content-Encoding"))
         if refusal is None and request.content_length is not None and request.content_length > self.max_body:
             refusal = core.TOO_LARGE

@@ -60,6 +60,8 @@ class Route:
     content_types: frozenset[str]
     # A vendor that signs its postbacks (SignsPostbacks): does a request's signature verify?
     verify: Callable[[PostbackRequest], bool] | None = None
+    # The token being rotated out (previous_postback_token), accepted too while it is set.
+    previous_digest: bytes | None = None
 
 
 def _digest(token: str) -> bytes:
@@ -79,8 +81,9 @@ def routes_from(config: Config) -> dict[str, Route]:
             continue
         verify = (functools.partial(adapter.verify_postback, vc)
                   if isinstance(adapter, SignsPostbacks) else None)
+        previous = _digest(vc.previous_postback_token) if vc.previous_postback_token else None
         out[name] = Route(name, _digest(vc.postback_token), networks(vc.allow_networks),
-                          frozenset(adapter.POSTBACK_CONTENT_TYPES), verify)
+                          frozenset(adapter.POSTBACK_CONTENT_TYPES), verify, previous)
     return out
 
 
@@ -118,17 +121,31 @@ def admit(routes: Mapping[str, Route], vendor: str, token: str, remote: str | No
     if route is None:
         hmac.compare_digest(given, _DUMMY)
         return NOT_FOUND
+    known = _known(route, given)  # before the source is checked: the same work as a wrong token
     if route.networks:
         ip = source_ip(remote)
         if ip is None or not any(ip in net for net in route.networks if ip.version == net.version):
-            hmac.compare_digest(given, route.token_digest)  # the same work as a wrong token
             return NOT_FOUND
-    if not hmac.compare_digest(given, route.token_digest):
+    if not known:
         return NOT_FOUND
     mt = media_type(content_type)
     if mt and mt not in route.content_types:
         return UNSUPPORTED
     return None
+
+
+def _known(route: Route, given: bytes) -> bool:
+    """The current token, or the previous one while a rotation lasts: both compared always."""
+    current = hmac.compare_digest(given, route.token_digest)
+    previous = route.previous_digest is not None and hmac.compare_digest(given, route.previous_digest)
+    return current or previous
+
+
+def previous_token(route: Route, token: str) -> bool:
+    """Was an admitted request's token the one being rotated out? (counted: when it is no
+    longer used, it can be removed)"""
+    return route.previous_digest is not None and hmac.compare_digest(_digest(token),
+                                                                     route.previous_digest)
 
 
 Networks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
