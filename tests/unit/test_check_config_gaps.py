@@ -93,8 +93,10 @@ def test_the_rule_is_the_pollers_and_the_check_the_adapters():
     assert not polled("sparksender", VendorConfig.from_keys("sparksender"))
     assert "must be configured" in not_configured("sparksender", cfg)
     assert not_configured("sparksender", VendorConfig.from_keys("sparksender", user_id="1", api_key="k")) is None
-    # `tracker run` itself still loads it (the circuit opens at the first poll): only check-config refuses
-    assert load(None, env={"TRACKER_VENDORS__SPARKSENDER__BASE_URL": "https://s.example"})
+    # `tracker run` loads the configuration as check-config does: it refuses it before starting
+    # (it used to start and open the vendor's circuit at its first poll)
+    with pytest.raises(ConfigError, match="sparksender is polled .* user_id and api_key must be configured"):
+        load(None, env={"TRACKER_VENDORS__SPARKSENDER__BASE_URL": "https://s.example"})
 
 
 def test_the_example_config_still_passes(tmp_path):

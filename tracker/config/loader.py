@@ -38,8 +38,6 @@ from tracker.db.embedded import MAX_CONNECTIONS as EMBEDDED_MAX_CONNECTIONS
 class _Loader(_Values):
     """One load: build() each section from its checked values, then the checks across keys."""
 
-    check_polling = False  # check-config: each polled vendor's adapter has what it needs
-
     def build(self, section: str, vendor: str | None) -> dict[str, Any]:
         values: dict[str, Any] = {}
         for key, raw in self.merged(section, vendor).items():
@@ -63,8 +61,7 @@ class _Loader(_Values):
         for v in VENDORS:
             self.check_poll_schedule(v, vendors[v])
             self.check_previous_token(v, vendors[v])
-            if self.check_polling:
-                self.check_polled(v, vendors[v])
+            self.check_polled(v, vendors[v])
         sinks = self.sinks.build()
         for file, key, reason in self.sinks.problems:
             self.problem(file, key, reason)
@@ -192,17 +189,15 @@ def _config_path(path: str | None, env: Mapping[str, str]) -> str | None:
     return path or env.get("TRACKER_CONFIG") or None
 
 
-def load(path: str | None = None, env: Mapping[str, str] | None = None, *,
-         check_polling: bool = False) -> Config:
+def load(path: str | None = None, env: Mapping[str, str] | None = None) -> Config:
     """Load the configuration: ``path``, else ``$TRACKER_CONFIG``, else defaults; then the environment.
 
     Raises :class:`ConfigError` listing every problem. Registers every secret with tracker.logging so
-    that it is masked in log output. ``check_polling`` (check-config): also a problem, each vendor
-    `tracker run` would poll whose adapter lacks a setting it needs (tracker.config.polling).
+    that it is masked in log output. A vendor `tracker run` would poll whose adapter lacks a
+    setting it needs (tracker.config.polling) is a problem too: run refuses it as check-config does.
     """
     env = os.environ if env is None else env
     loader = _Loader(_config_path(path, env), env)
-    loader.check_polling = check_polling
     cfg = loader.load()
     from tracker.logging import register_secret  # late: tracker.logging imports tracker.config
 

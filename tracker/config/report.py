@@ -55,7 +55,7 @@ def check_config(path: str | None, env: Mapping[str, str] | None = None, out: Te
     out = sys.stdout if out is None else out
     env = os.environ if env is None else env
     try:
-        cfg = load(path, env, check_polling=True)
+        cfg = load(path, env)
     except ConfigError as e:
         n = len(e.problems)
         print(f"config has {n} problem{'s' if n != 1 else ''}:", file=out)
