@@ -132,6 +132,23 @@ def test_registered_secrets_are_masked_anywhere():
     assert rec["n"] == "abc"
 
 
+def test_an_unmapped_code_holding_a_secret_is_masked_before_it_is_cut(monkeypatch):
+    # The warning shows codes cut to 32 characters. Cut first, the secret's first 32 characters
+    # were masked as the start of a secret, and the code's own text with them ("***").
+    from tracker.db import counts
+
+    monkeypatch.setattr(counts, "_unmapped_log", counts._UnmappedLog())
+    out = io.StringIO()
+    tlog.configure("info", "json", stream=out, cache=False)
+    secret = "k-0123456789abcdefghijklmnopqrstuvwxyz"  # 38 characters
+    tlog.register_secret(secret)
+    assert counts.count_observations("poll", [("skycore", None, f"{secret}-E42"),
+                                              ("skycore", None, "E17")]) == 2
+    [rec] = json_lines(out.getvalue())
+    assert sorted(rec["codes"]) == ["***-E42", "E17"]
+    assert secret[:12] not in out.getvalue()
+
+
 def test_secrets_registered_by_config_load():
     from tracker.config import load
 

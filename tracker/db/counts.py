@@ -9,6 +9,7 @@ from typing import Iterable, Mapping, Sequence
 from tracker import metrics
 from tracker.core.reduce import PlannedTransition
 from tracker.logging import get_logger
+from tracker.masking import mask_secrets
 
 log = get_logger("tracker.reducer")
 
@@ -23,7 +24,8 @@ def count_observations(source: str, rows: Iterable[tuple[str, object, str | None
     for vendor, state, code in rows:
         stored[vendor] += 1
         if state is None:
-            unmapped.setdefault(vendor, Counter())[str(code)[:32]] += 1
+            # masked, then cut: what is left of a code around a secret stays readable
+            unmapped.setdefault(vendor, Counter())[mask_secrets(str(code), cut=False)[:32]] += 1
     for vendor, n in stored.items():
         _child(metrics.observations, vendor, source).inc(n)
     for vendor, codes in unmapped.items():
