@@ -12,10 +12,11 @@ applies. The worker runs under the supervisor (tracker.supervisor) as component 
 bug there is logged, counted and the worker starts again; its progress is a batch applied or a
 sweep done. Answers:
 
-    200 stored        400 unreadable (body, query or content type), or refused by the database
+    200 stored        400 unreadable (body, query, a content type or encoding the vendor never
+                      sends), or refused by the database
     404 source not in allow_networks (as a wrong token)
     404 unknown vendor, vendor that does not push, wrong or missing token (all alike)
-    405 other method  413 body over http.max_body_bytes   415 content type the vendor never sends
+    405 other method  413 body over http.max_body_bytes
     503 database unavailable, timed out, overloaded or stopping (the vendor retries)
 """
 from __future__ import annotations

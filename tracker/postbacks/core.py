@@ -36,14 +36,16 @@ class Refusal:
 # Unknown vendor, not a pushing vendor, wrong token, a source outside the vendor's
 # allow_networks: all alike, so that a caller learns nothing of what is configured.
 NOT_FOUND = Refusal(404, "not found")
-UNSUPPORTED = Refusal(415, "unsupported content type")
+# A body the vendor never sends is one that cannot be parsed for that vendor: 400, as the
+# contract answers those (DESIGN.md 4), with the reason.
+UNSUPPORTED = Refusal(400, "unsupported content type")
 TOO_LARGE = Refusal(413, "body too large")
 BROKEN_BODY = Refusal(400, "incomplete body")
 UNAVAILABLE = Refusal(503, "temporarily unavailable, retry later")
 BAD_SIGNATURE = Refusal(403, "signature does not verify")  # a vendor that signs (SignsPostbacks)
 # aiohttp would inflate a compressed body, which then no longer matches its Content-Length (read
 # short and stored cut); no vendor documents compressing its postbacks.
-ENCODED = Refusal(415, "unsupported Content-Encoding: send the body uncompressed")
+ENCODED = Refusal(400, "unsupported Content-Encoding: send the body uncompressed")
 
 
 def encoding_refused(content_encoding: str | None) -> Refusal | None:
