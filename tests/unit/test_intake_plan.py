@@ -98,6 +98,14 @@ def test_a_polled_message_gets_its_first_poll_unless_final():
     assert [m.next_poll_at for m in plan.messages] == [first_poll, None]
 
 
+def test_a_message_taken_in_where_its_vendor_is_disabled_is_polled_where_it_is_not():
+    rows = [TakenRow(1, None, NOW, [Observation(vendor="sparksender", vendor_ref="1", recipient=None,
+                                                state=State.accepted, code="a")])]
+    off = {**VENDORS, "sparksender": dataclasses.replace(VENDORS["sparksender"], enabled=False)}
+    [m] = plan_chunk(rows, off, NOW).messages
+    assert m.next_poll_at == NOW + timedelta(seconds=VENDORS["sparksender"].first_poll_s)
+
+
 def test_a_send_refused_before_an_id_is_rejected_never_polled_even_with_an_unmapped_code():
     # DESIGN: a send the vendor refused is `rejected`; its unmapped code is recorded (the
     # observation keeps state None: counted as unmapped), not guessed into a mapped reason.

@@ -89,7 +89,10 @@ def _message_row(key: Key, row: TakenRow, o: Observation, step: PlannedTransitio
     keyed by its row (no vendor id to ask about)."""
     state = step.to_state if step else State.submitted
     r = step.report if step else None
-    polled = polled and adapters.get(o.vendor).POLLS and vc.enabled and not state.is_final
+    # Whether a message is polled is the vendor's (its adapter), never this replica's: a replica
+    # with the vendor disabled (sinks only, say) took its rows in with no first poll, and no
+    # replica ever polled them; nor, once re-enabled, did this one.
+    polled = polled and adapters.get(o.vendor).POLLS and not state.is_final
     return NewMessageRow(
         *key, o.issued_ref if o.issued_ref != o.vendor_ref else None, o.recipient,
         row.client_ref, row.id, row.submitted_at, o.deadline,
