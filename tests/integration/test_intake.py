@@ -49,12 +49,28 @@ async def test_bad_rows_are_marked_never_dropped(pool):
         assert await conn.fetchval("SELECT count(*) FROM tracker.messages") == 1
 
 
-async def test_resubmitted_vendor_ref_is_one_message(pool):
+async def test_resubmitted_vendor_ref_is_one_message_and_each_row_says_so(pool):
     async with pool.acquire() as conn:
         await conn.execute(
-            "INSERT INTO tracker.submissions (vendor, vendor_ref) VALUES ('sparksender', '5'), ('sparksender', '5 ')")
+            "INSERT INTO tracker.submissions (vendor, client_ref, vendor_ref) VALUES"
+            " ('sparksender', 'order-1', '5'), ('sparksender', 'order-2', '5 ')")
         await take_in(conn, Config())
         assert await conn.fetchval("SELECT count(*) FROM tracker.messages") == 1
+        await conn.execute("INSERT INTO tracker.submissions (vendor, client_ref, vendor_ref) VALUES"
+                           " ('sparksender', 'order-3', '005')")  # a later batch: tracked already
+        await take_in(conn, Config())
+        assert await conn.fetchval("SELECT count(*) FROM tracker.messages") == 1
+        assert await conn.fetchval("SELECT client_ref FROM tracker.message_status") == "order-1"
+        notes = [tuple(r) for r in await conn.fetch(
+            "SELECT s.client_ref, p.kind, p.problem FROM tracker.intake_problems p"
+            " JOIN tracker.submissions s USING (id) ORDER BY s.id")]
+        assert notes == [
+            ("order-2", "submission_note", "1 vendor id(s) named by an earlier row too, e.g. '5' (row "
+             f"{await conn.fetchval('SELECT min(id) FROM tracker.submissions')}): tracked once, with that "
+             "row's client_ref and recipient; this row adds its reports"),
+            ("order-3", "submission_note", "1 vendor id(s) tracked already, e.g. '005': kept with the "
+             "earlier row's client_ref and recipient; this row adds its reports")]
+        assert await conn.fetchval("SELECT count(*) FROM tracker.submissions WHERE error IS NOT NULL") == 0
 
 
 async def test_report_before_submission_then_submission(pool):

@@ -106,6 +106,23 @@ def test_a_message_taken_in_where_its_vendor_is_disabled_is_polled_where_it_is_n
     assert m.next_poll_at == NOW + timedelta(seconds=VENDORS["sparksender"].first_poll_s)
 
 
+def test_an_id_listed_again_is_tracked_once_and_the_row_says_so():
+    def sent(ref, to):
+        return Observation(vendor="sparksender", vendor_ref=ref, recipient=to, state=State.accepted, code="a")
+    rows = [TakenRow(1, "c1", NOW, [sent("7", "94771000000"), sent("7", "+94 77 100 0000"),  # the same number
+                                    sent("8", "94771000001"), sent("8", "94771000002"), sent("8", "94771000003")]),
+            TakenRow(2, "c2", NOW, [sent("7", "94771000009"), sent("9", "94771000004")])]
+    plan = plan_chunk(rows, VENDORS, NOW)
+    assert [(m.vendor_ref, m.recipient, m.client_ref) for m in plan.messages] == [
+        ("7", "94771000000", "c1"), ("8", "94771000001", "c1"), ("9", "94771000004", "c2")]
+    assert plan.first_row == [1, 1, 2]
+    assert plan.notes == {
+        1: ["2 vendor id(s) listed again for another recipient, e.g. '8': '94771000001', '94771000002': "
+            "each tracked once, for the recipient listed first"],
+        2: ["1 vendor id(s) named by an earlier row too, e.g. '7' (row 1): tracked once, with that row's "
+            "client_ref and recipient; this row adds its reports"]}
+
+
 def test_a_send_refused_before_an_id_is_rejected_never_polled_even_with_an_unmapped_code():
     # DESIGN: a send the vendor refused is `rejected`; its unmapped code is recorded (the
     # observation keeps state None: counted as unmapped), not guessed into a mapped reason.

@@ -25,7 +25,7 @@ from tracker.db import queries as q
 from tracker.db import reducer
 from tracker.db.rows import rows_json
 from tracker.intake.claims import ClaimRefused, Claims, refusal
-from tracker.intake.plan import ChunkPlan, plan_chunk
+from tracker.intake.plan import ChunkPlan, plan_chunk, tracked_already
 from tracker.intake.rows import RowError, TakenRow, read_row
 from tracker.logging import get_logger
 
@@ -170,7 +170,7 @@ async def _write_isolated(conn: asyncpg.Connection, rows: list[TakenRow], vendor
     and the number of transitions."""
     try:
         async with conn.transaction():
-            return await _write(conn, rows, vendors, now)
+            made, steps, notes = await _write(conn, rows, vendors, now)
     except Exception as e:
         if isinstance(e, asyncpg.PostgresError):
             if not str(getattr(e, "sqlstate", "") or "").startswith(ROW_SQLSTATE_CLASSES):
@@ -190,12 +190,18 @@ async def _write_isolated(conn: asyncpg.Connection, rows: list[TakenRow], vendor
         a = await _write_isolated(conn, rows[:half], vendors, now, outcomes)
         b = await _write_isolated(conn, rows[half:], vendors, now, outcomes)
         return a[0] + b[0], a[1] + b[1]
+    for row_id, said in notes.items():  # written: what of each row was tracked once only
+        outcome = outcomes[row_id]
+        outcome.note = "; ".join([*([outcome.note] if outcome.note else []), *said])
+    return made, steps
 
 
-async def _write(conn: asyncpg.Connection, rows: list[TakenRow], vendors, now: datetime) -> tuple[list[int], int]:
+async def _write(conn: asyncpg.Connection, rows: list[TakenRow], vendors,
+                 now: datetime) -> tuple[list[int], int, dict[int, list[str]]]:
     """The set-based writes of one chunk (see tracker.intake.plan), a slice of SLICE messages
     per statement, so that no step between two awaits holds the event loop long. Returns the
-    ids of the messages made and the number of transitions still to be notified."""
+    ids of the messages made, the number of transitions still to be notified, and the notes of
+    rows that named a message again."""
     big = sum(len(r.observations) for r in rows) > SLICE
     plan: ChunkPlan = await _maybe_off_loop(big, plan_chunk, rows, vendors, now)
     message_id: list[int | None] = [None] * len(plan.keys)
@@ -231,7 +237,11 @@ async def _write(conn: asyncpg.Connection, rows: list[TakenRow], vendors, now: d
         await reducer.apply(conn, "submit", others, received_at=now)
     if waited_for:
         await reducer.adopt_orphans(conn, waited_for)
-    return created, steps
+    notes = plan.notes
+    if others:
+        for row_id, said in tracked_already(plan, message_id).items():
+            notes.setdefault(row_id, []).extend(said)
+    return created, steps, notes
 
 
 async def _maybe_off_loop(big: bool, fn: Callable, *args) -> Any:

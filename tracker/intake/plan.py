@@ -25,7 +25,7 @@ from tracker.core.reduce import PlannedTransition, Report, delivery_times, plan,
 from tracker.core.route import destination
 from tracker.core.states import Failure, State
 from tracker.db.rows import NewMessageRow
-from tracker.intake.rows import TakenRow
+from tracker.intake.rows import TakenRow, shown
 
 Key = tuple[str, str, str]  # vendor, vendor_ref, recipient_key
 LATEST = datetime.max.replace(tzinfo=None)
@@ -47,6 +47,10 @@ class ChunkPlan:
     observations: list[tuple[int, Observation]] = field(default_factory=list)  # (key index, o)
     transitions: list[PlannedTransition] = field(default_factory=list)
     order: list[int] = field(default_factory=list)  # indexes of keys, sorted by key
+    first_row: list[int] = field(default_factory=list)  # per key: the id of the row naming it first
+    # per row id: what of it was tracked once only, for its note (the shell adds the keys that
+    # existed before the chunk: tracked_already())
+    notes: dict[int, list[str]] = field(default_factory=dict)
 
 
 def plan_chunk(rows: Sequence[TakenRow], vendors: Mapping[str, VendorConfig],
@@ -55,6 +59,7 @@ def plan_chunk(rows: Sequence[TakenRow], vendors: Mapping[str, VendorConfig],
     index = out.index
     first: list[tuple[TakenRow, Observation, bool]] = []
     reports: list[Report] = []
+    repeats = _Repeats()
     for row in rows:
         for i, o in enumerate(row.observations):
             by_row = bool(row.by_row) and i in row.by_row
@@ -64,6 +69,9 @@ def plan_chunk(rows: Sequence[TakenRow], vendors: Mapping[str, VendorConfig],
                 k = index[key] = len(out.keys)
                 out.keys.append(key)
                 first.append((row, o, by_row))
+                out.first_row.append(row.id)
+            else:
+                repeats.saw(row, o, *first[k][:2])
             state, f = o.state, o.failure
             if by_row and (state is None or not state.is_final):  # refused: see the docstring
                 state, f = State.rejected, Failure(o.code, o.text or UNMAPPED_REFUSAL.format(o.code), None)
@@ -79,7 +87,61 @@ def plan_chunk(rows: Sequence[TakenRow], vendors: Mapping[str, VendorConfig],
         out.messages.append(_message_row(out.keys[k], row, o, last.get(k), delivered.get(k),
                                          vendors[o.vendor], now, polled=not by_row))
     out.order = sorted(range(len(out.keys)), key=out.keys.__getitem__)
+    out.notes = repeats.notes()
     return out
+
+
+def _digits(recipient: str | None) -> str:
+    return "".join(c for c in recipient or "" if c.isdigit())
+
+
+def _ref(o: Observation) -> str:
+    return shown(o.issued_ref or o.vendor_ref)
+
+
+class _Repeats:
+    """A message named again in a chunk is tracked once (its first row's client_ref and
+    recipient). Never without a word: the row that named it again, or the row that listed one id
+    for several recipients of a vendor whose id is the message's alone, says so in its note."""
+
+    def __init__(self) -> None:
+        self.again: dict[int, list] = {}  # row id -> [count, an example]
+        self.split: dict[int, list] = {}
+
+    def saw(self, row: TakenRow, o: Observation, first_row: TakenRow, first: Observation) -> None:
+        if first_row is not row:
+            seen = self.again.setdefault(row.id, [0, f"{_ref(o)} (row {first_row.id})"])
+        elif _digits(o.recipient) != _digits(first.recipient):  # not the number written otherwise
+            seen = self.split.setdefault(row.id, [0, f"{_ref(o)}: {shown(first.recipient)}, "
+                                                      f"{shown(o.recipient)}"])
+        else:
+            return  # the same message listed twice: nothing lost
+        seen[0] += 1
+
+    def notes(self) -> dict[int, list[str]]:
+        out: dict[int, list[str]] = {}
+        for row_id, (n, example) in self.again.items():
+            out.setdefault(row_id, []).append(
+                f"{n} vendor id(s) named by an earlier row too, e.g. {example}: tracked once, with "
+                "that row's client_ref and recipient; this row adds its reports")
+        for row_id, (n, example) in self.split.items():
+            out.setdefault(row_id, []).append(
+                f"{n} vendor id(s) listed again for another recipient, e.g. {example}: each "
+                "tracked once, for the recipient listed first")
+        return out
+
+
+def tracked_already(plan: ChunkPlan, made: Sequence[int | None]) -> dict[int, list[str]]:
+    """Notes for the rows whose messages existed before the chunk (``made[k]`` None: the insert
+    found the key taken, by an earlier batch or another replica's)."""
+    seen: dict[int, list] = {}
+    for k, message_id in enumerate(made):
+        if message_id is None:
+            m = plan.messages[k]
+            seen.setdefault(plan.first_row[k], [0, shown(m.issued_ref or m.vendor_ref)])[0] += 1
+    return {row_id: [f"{n} vendor id(s) tracked already, e.g. {example}: kept with the earlier "
+                     "row's client_ref and recipient; this row adds its reports"]
+            for row_id, (n, example) in seen.items()}
 
 
 def _message_row(key: Key, row: TakenRow, o: Observation, step: PlannedTransition | None,

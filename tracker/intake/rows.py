@@ -66,9 +66,9 @@ def read_row(row: Mapping[str, Any], now: datetime, max_messages: int) -> TakenR
     """What a claimed row (see queries.CLAIM_SUBMISSIONS) says, or RowError saying why not."""
     vendor = row["vendor"]
     if vendor not in VENDORS:
-        raise RowError(f"unknown vendor {_short(vendor)}; expected one of {', '.join(VENDORS)}")
+        raise RowError(f"unknown vendor {shown(vendor)}; expected one of {', '.join(VENDORS)}")
     if row["submitted_at"] is None:
-        raise RowError(f"submitted_at {_short(row['submitted_text'])} is outside the range taken "
+        raise RowError(f"submitted_at {shown(row['submitted_text'])} is outside the range taken "
                        f"({SUBMITTED_RANGE})")
     if row["response_too_large"]:
         raise RowError(f"{row.get('too_large_field') or 'response'} is "
@@ -116,7 +116,7 @@ def _named(row: Mapping[str, Any], vendor: str, notes: list[str]) -> Observation
             raise RowError(f"recipient has {len(recipient)} digits; a phone number has at most "
                            f"{MAX_RECIPIENT_LEN}")
         if recipient is None:
-            notes.append(f"recipient {_short(given)} is not a phone number: ignored")
+            notes.append(f"recipient {shown(given)} is not a phone number: ignored")
     if adapter.KEYED_BY_RECIPIENT and not recipient:
         raise RowError(f"{vendor} ids name a batch: recipient is required with vendor_ref")
     return Observation(vendor=vendor, vendor_ref=ref, recipient=recipient, state=State.submitted,
@@ -154,9 +154,9 @@ def _note_digitless(find, request: Any, notes: list[str]) -> None:
     except ParseError:  # the adapter read the request: it would not fail here
         return
     if dropped:
-        shown = ", ".join(_short(n) for n in dropped[:3]) + (", ..." if len(dropped) > 3 else "")
+        listed = ", ".join(shown(n) for n in dropped[:3]) + (", ..." if len(dropped) > 3 else "")
         notes.append(f"{len(dropped)} recipient(s) of the request have no digits and name no "
-                     f"message: {shown}")
+                     f"message: {listed}")
 
 
 def _bounded(submission_id: int, submitted_at: datetime, found: list[Observation],
@@ -195,6 +195,7 @@ def _before(at: datetime, limit: datetime) -> bool:
         return False
 
 
-def _short(value: Any) -> str:
+def shown(value: Any) -> str:
+    """A value as a note or a refusal quotes it: its repr, cut to 60 characters."""
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
