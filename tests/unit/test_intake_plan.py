@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 from datetime import datetime, timedelta, timezone
 
+import orjson
 import pytest
 from hypothesis import given, strategies as st
 
@@ -162,6 +163,22 @@ def test_engagespark_ids_beside_an_account_problem_are_taken_with_a_note():
         ("SMS1-1-0", State.accepted), ("refused:1:1", State.rejected)]
     assert taken.note == ("the vendor reported an account problem: 402 Insufficient balance: "
                           "1 of 2 messages not sent")
+
+
+@pytest.mark.parametrize("given, noted", [
+    ('"not a date"', True), ('"99999-12-05T23:00:02Z"', True), ('"9999-12-31T10:00:00-14:00"', True),
+    ("12", True), ('"2019-07-02T05:31:21.814068733Z"', False), ('""', False), ("null", False)])
+def test_an_engagespark_deadline_given_but_unreadable_is_noted(given, noted):
+    taken = read_row(row(vendor="engagespark", vendor_ref=None, request='{"to": "639170000001"}',
+                         response=f'{{"messageId": "SMS7", "to": "639170000001", "deliveryDeadline": {given}}}'),
+                     NOW, 10)
+    [o] = taken.observations
+    assert (o.deadline is None) is (given != '"2019-07-02T05:31:21.814068733Z"')
+    value = orjson.loads(given)
+    shown = repr(value) if isinstance(value, str) else "of type int"
+    assert (taken.note == f"the vendor's deliveryDeadline {shown} cannot be read: its "
+                          "documented retry period (24 h after the send) stands in for it") is noted
+    assert noted or taken.note is None
 
 
 def test_the_messages_of_a_row_count_an_id_listed_twice_once():

@@ -166,3 +166,6 @@ class SendResult:
 
     observations: list[Observation] = field(default_factory=list)
     account_error: AccountError | None = None
+    # what else the response said that the operator should read (the row's note): a value it
+    # gave that cannot be read, and what stands in for it
+    notes: list[str] = field(default_factory=list)

@@ -35,7 +35,7 @@ from tracker.adapters.base import (
     recipient_digits,
     text_of,
 )
-from tracker.adapters.engagespark_status import NAME, normalize_ref
+from tracker.adapters.engagespark_status import NAME, RETRY_PERIOD, normalize_ref
 from tracker.core.states import Failure, State
 
 CODE_ACCEPTED = "accepted"  # send response: accepted (acceptedMessages)
@@ -152,7 +152,13 @@ def parse_send(response: Any, request: Any | None, now: datetime) -> SendResult:
     result = SendResult()
     error = text_of(body.get("error"))
     code = as_code(body.get("errorCode"))
-    deadline = parse_time(body.get("deliveryDeadline"))
+    given = body.get("deliveryDeadline")
+    deadline = parse_time(given)
+    if deadline is None and given not in (None, ""):  # given but unreadable: said, not dropped
+        hours = int(RETRY_PERIOD.total_seconds() // 3600)
+        shown = repr(text_of(given, 40)) if isinstance(given, str) else f"of type {type(given).__name__}"
+        result.notes.append(f"the vendor's deliveryDeadline {shown} cannot be read: its "
+                            f"documented retry period ({hours} h after the send) stands in for it")
     requested = _request_messages(request)
 
     unsettled = _unsettled_code(status, error, code)

@@ -142,6 +142,7 @@ def _expanded(row: Mapping[str, Any], vendor: str, now: datetime, notes: list[st
         raise RowError(note or f"the {vendor} send response names no message")
     if note:
         notes.append(note)
+    notes += result.notes
     if vendor in DIGITLESS:
         _note_digitless(DIGITLESS[vendor], request, notes)
     return result.observations
