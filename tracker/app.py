@@ -20,45 +20,25 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from tracker import metrics, retention, systemd
 from tracker.config import redact_dsn
 from tracker.config_types import Config
-from tracker.db import DB_ERRORS, is_outage
+from tracker.db import DB_ERRORS
 from tracker.db import queries as q
-from tracker.db.embedded import EmbeddedError, EmbeddedPostgres, StateDirError
+from tracker.db.embedded import EmbeddedError, EmbeddedPostgres
 from tracker.db.migrate import migrate
+from tracker.db.state_dir import StateDirError
 from tracker.http import ops
 from tracker.http.middleware import cut_slow_bodies
 from tracker.intake.loops import IntakeLoops
-from tracker.logging import get_logger, scrub
+from tracker.logging import get_logger
+from tracker.start_error import StartError, database_start_error
 from tracker.supervisor import Part, Supervisor
 
 log = get_logger("tracker.app")
 
-EXIT_CANNOT_START = 2  # as for a configuration error: the message names the setting
 # Every transaction that leads to a 200 or a transition is durable at commit, whatever the
 # role's or the database's default (a startup option outranks ALTER ROLE/DATABASE ... SET).
 DURABLE = {"synchronous_commit": "on"}
 HTTP_SHUTDOWN_S = 10.0  # stop(): time in-flight requests get to be answered
 STOP_DATABASE_WAIT_S = 45.0  # stop(): then what still waits on the database is let go (unit: 90 s)
-
-
-class StartError(Exception):
-    """The daemon cannot start for a reason the operator can fix; `key` names the setting.
-    `code` is the exit code: 2 for a setting to change, 1 for a database that may come back."""
-
-    def __init__(self, key: str, value: str, reason: str, code: int = EXIT_CANNOT_START):
-        super().__init__(f"{key} = {value}: {reason}")
-        self.key, self.value, self.reason, self.code = key, value, reason, code
-
-
-def _database_start_error(e: BaseException, dsn: str | None, state_dir: str) -> StartError:
-    """A database that could not be reached or used at start, as one line naming the setting
-    (never a traceback; the DSN's password scrubbed). The database unavailable may come back
-    (exit 1: systemd restarts us); one that refuses us (a wrong name or password) is a setting."""
-    if isinstance(e, StateDirError):
-        return StartError(e.key, e.value, e.reason)
-    key, value = ("database.dsn", redact_dsn(dsn)) if dsn else ("database.state_dir", state_dir)
-    refused = isinstance(e, asyncpg.PostgresError) and not is_outage(e)
-    reason = scrub(f"{type(e).__name__}: {redact_dsn(str(e))}")[:300]
-    return StartError(key, value, reason, EXIT_CANNOT_START if refused else 1)
 
 
 class Host(Protocol):
@@ -226,7 +206,7 @@ class Tracker:
                 await asyncio.to_thread(self.embedded.stop)
             raise
         except (EmbeddedError, StateDirError, OSError) as e:
-            raise _database_start_error(e, None, self.config.database.state_dir) from None
+            raise database_start_error(e, None, self.config.database.state_dir) from None
         log.info("embedded PostgreSQL started", data_dir=str(self.embedded.data_dir),
                  dsn=self.embedded.dsn)
         yield
@@ -240,7 +220,7 @@ class Tracker:
             self.pool = await asyncpg.create_pool(dsn, min_size=db.pool_min, max_size=db.pool_max,
                                                   server_settings=DURABLE)
         except DB_ERRORS as e:
-            raise _database_start_error(e, db.dsn, db.state_dir) from None
+            raise database_start_error(e, db.dsn, db.state_dir) from None
         try:
             log.info("database connected", dsn=redact_dsn(dsn))
             async with self.pool.acquire() as conn:
@@ -253,7 +233,7 @@ class Tracker:
         except BaseException as e:
             await self.pool.close()
             if isinstance(e, DB_ERRORS):  # a migration refused, the database lost meanwhile
-                raise _database_start_error(e, db.dsn, db.state_dir) from None
+                raise database_start_error(e, db.dsn, db.state_dir) from None
             raise
         yield
         await self.pool.close()

@@ -7,7 +7,8 @@ import socket
 from typing import Callable, Sequence
 
 from tracker.logging import get_logger
-from tracker.supervisor import Problem, beat
+from tracker.supervisor import beat
+from tracker.supervisor_health import Problem
 
 log = get_logger("tracker.systemd")
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.sinks_support import (NatsServer, Receiver, check_stream, events, in_order_per_message,
-                                 make_messages, needs_nats, new_secret, report, stream_count,
-                                 stream_messages, wait_until, write_config)
+from tests.nats_support import NatsServer, check_stream, needs_nats, stream_count, stream_messages
+from tests.sinks_support import (Receiver, events, in_order_per_message, make_messages, new_secret,
+                                 report, wait_until, write_config)
 from tracker.core.states import State
 
 pytestmark = [pytest.mark.slow, needs_nats]

@@ -11,7 +11,8 @@ import pytest
 import structlog
 
 from tests.postbacks_support import TOKENS, config_for, replace_http, running
-from tracker.app import StartError, Tracker
+from tracker.app import Tracker
+from tracker.start_error import StartError
 
 
 @contextlib.contextmanager

@@ -16,9 +16,10 @@ import pytest
 import structlog
 
 from tests.metrics_support import metric
+from tests.nats_support import (STREAM, NatsServer, check_stream, needs_nats, stream_count,
+                                stream_messages)
 from tests.postbacks_support import running
-from tests.sinks_support import (NatsServer, behind, check_stream, config, error_mentions, events,
-                                 make_messages, needs_nats, report, stream_count, stream_messages,
+from tests.sinks_support import (behind, config, error_mentions, events, make_messages, report,
                                  wait_until, write_config)
 from tracker.app import Tracker
 from tracker.core.states import State
@@ -26,8 +27,6 @@ from tracker.sinks.event import encode_event
 from tracker.sinks.natsmsg import headers, size
 
 pytestmark = needs_nats
-
-STREAM = "SMS_EVENTS"  # as in sinks_support
 
 
 @pytest.fixture

@@ -11,9 +11,10 @@ import nats
 import pytest
 
 from tests.metrics_support import metric
+from tests.nats_support import (STREAM, NatsServer, check_stream, needs_nats, stream_count,
+                                stream_messages)
 from tests.postbacks_support import running
-from tests.sinks_support import (NatsServer, behind, check_stream, config, error_mentions, events,
-                                 make_messages, needs_nats, report, stream_count, stream_messages,
+from tests.sinks_support import (behind, config, error_mentions, events, make_messages, report,
                                  wait_until)
 from tracker.config_types import NatsSinkConfig, SinksConfig
 from tracker.core.states import State
@@ -21,8 +22,6 @@ from tracker.sinks import store
 from tracker.sinks.jetstream import NatsSink
 
 pytestmark = needs_nats
-
-STREAM = "SMS_EVENTS"  # as in sinks_support
 
 
 @pytest.fixture

@@ -12,9 +12,10 @@ import pytest
 
 from tests.metrics_support import failures
 from tests.faults_support import refusing
+from tests.nats_support import NatsServer, check_stream, needs_nats, stream_messages
 from tests.postbacks_support import readyz, running, session
-from tests.sinks_support import (NatsServer, Receiver, check_stream, config, events, make_messages,
-                                 needs_nats, new_secret, report, stream_messages, wait_until)
+from tests.sinks_support import (Receiver, config, events, make_messages, new_secret, report,
+                                 wait_until)
 from tracker.core.states import State
 
 

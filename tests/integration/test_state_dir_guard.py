@@ -14,8 +14,8 @@ import pytest
 
 from tracker.config.report import check_config
 from tracker.db import embedded
-from tracker.db.embedded import MARKER, EmbeddedPostgres, StateDirError, check_state_dir
-from tracker.db.state_dir import state_dir_refusal
+from tracker.db.embedded import EmbeddedPostgres, check_state_dir
+from tracker.db.state_dir import MARKER, StateDirError, state_dir_refusal
 
 
 @pytest.fixture

@@ -4,18 +4,16 @@ time) says. The parsers are given no configuration: `configured(cfg)` (the contr
 taken through adapters.for_config) binds them to it; check-config refuses a value not in use."""
 from __future__ import annotations
 
-import io
 from datetime import datetime, timedelta, timezone
 
 import orjson
 import pytest
 
-from tests.unit.fixtures import NOW, ok
+from tests.unit.fixtures import NOW, check_sparrow, ok
 from tracker import adapters
 from tracker.adapters import sparrow as sp
 from tracker.adapters import sparrow_payloads as payloads
 from tracker.adapters.base import MessageRef, NotConfigured, ParseError
-from tracker.config import check_config
 from tracker.config_types import VendorConfig
 from tracker.core.states import State
 from tracker.postbacks import core
@@ -96,17 +94,11 @@ def test_the_setting_is_declared_and_every_choice_is_its_offset():
 
 
 def test_check_config_refuses_a_zone_not_in_use(tmp_path):
-    def check(text: str) -> tuple[int, list[str]]:
-        path = tmp_path / "tracker.toml"
-        path.write_text(f"[vendors.sparrow]\n{text}\n")
-        out = io.StringIO()
-        return check_config(str(path), env={}, out=out), out.getvalue().splitlines()
-
-    code, lines = check('naive_time_zone = "Asia/Kathmandu"')
+    code, lines = check_sparrow(tmp_path, 'naive_time_zone = "Asia/Kathmandu"')
     assert code == 2 and "vendors.sparrow.naive_time_zone: expected one of -12:00, " in lines[1]
     assert lines[1].endswith(", +14:00, UTC, got 'Asia/Kathmandu'")
     for good in ("+00:00", "UTC", "utc", "-03:30", "+05:45"):
-        assert check(f'naive_time_zone = "{good}"')[0] == 0, good
+        assert check_sparrow(tmp_path, f'naive_time_zone = "{good}"')[0] == 0, good
 
 
 def test_a_postback_is_parsed_with_its_vendors_configuration():

@@ -6,15 +6,12 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-import io
-
 import pytest
 
-from tests.unit.fixtures import NOW, ok
+from tests.unit.fixtures import NOW, check_sparrow, ok
 from tracker.adapters import sparrow as sp
 from tracker.adapters import sparrow_payloads as payloads
 from tracker.adapters.base import AccountError, MessageRef, NotConfigured, ParseError
-from tracker.config import check_config
 from tracker.config_types import VendorConfig
 from tracker.core.states import State
 from tracker.sandbox import sparrow as fake
@@ -125,18 +122,12 @@ def test_a_404_that_is_not_sparrows_answer_is_a_configuration_error(body):
 
 
 def test_check_config_refuses_a_report_prefix_the_page_does_not_name(tmp_path):
-    def check(text: str) -> tuple[int, list[str]]:
-        path = tmp_path / "tracker.toml"
-        path.write_text(f"[vendors.sparrow]\n{text}\n")
-        out = io.StringIO()
-        return check_config(str(path), env={}, out=out), out.getvalue().splitlines()
-
-    code, lines = check('report_prefix = "intlsms"')
+    code, lines = check_sparrow(tmp_path, 'report_prefix = "intlsms"')
     assert code == 2
     assert lines[1:] == [f"{tmp_path / 'tracker.toml'}: vendors.sparrow.report_prefix: "
                          "expected one of compose, campaign, got 'intlsms'"]
-    assert check('report_prefix = "/Campaign/"')[0] == 0
-    assert check('report_prefix = "compose"')[0] == 0
+    assert check_sparrow(tmp_path, 'report_prefix = "/Campaign/"')[0] == 0
+    assert check_sparrow(tmp_path, 'report_prefix = "compose"')[0] == 0
 
 
 def test_a_405_is_a_configuration_error_not_a_transient_one():

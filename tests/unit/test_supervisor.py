@@ -10,7 +10,8 @@ import structlog
 from tests.metrics_support import failures
 from tests.sinks_support import wait_until
 from tracker.config_types import HealthConfig
-from tracker.supervisor import Problem, Supervisor, beat, restart_delay
+from tracker.supervisor import Supervisor, beat
+from tracker.supervisor_health import Problem, restart_delay
 
 
 class Clock:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from tracker.db.state_dir import MARKER, MARKER_TEXT, StateDirError, state_dir_refusal  # noqa: F401 - used by callers
+from tracker.db.state_dir import state_dir_refusal, take_state_dir
 
 INSTALL_HINT = (
     "no PostgreSQL server binaries (initdb, pg_ctl) found on PATH or under "
@@ -169,36 +169,10 @@ class EmbeddedPostgres:
         return proc
 
     def _prepare_dirs(self) -> None:
-        self._take_state_dir()  # refused (StateDirError) before anything is made or changed
+        take_state_dir(self.state_dir, self.user)  # refused (StateDirError) before anything is made or changed
         self._make_private(self.state_dir)
         self.socket_dir = self._choose_socket_dir()
         self._make_private(self.socket_dir)
-
-    def _take_state_dir(self) -> None:
-        """Create the state directory (with the marker), or check that an existing one may be
-        taken: refused before anything is created, chowned or chmodded."""
-        reason = state_dir_refusal(self.state_dir, self.user)
-        if reason is not None:
-            raise StateDirError(self.state_dir, reason)
-        try:
-            if not self.state_dir.exists():
-                self.state_dir.mkdir(parents=True)
-            elif not (self.state_dir / MARKER).is_file():
-                self._check_empty_dir_owner()
-            (self.state_dir / MARKER).write_text(MARKER_TEXT)
-        except OSError as e:
-            raise StateDirError(self.state_dir, f"cannot create it or write in it: {e.strerror or e}") from None
-
-    def _check_empty_dir_owner(self) -> None:
-        """An existing directory the tracker did not create (empty, or a cluster from before the
-        marker) is taken only when it is ours already: owned by this process's user or the
-        cluster's. Another user's directory is not handed to the cluster's user."""
-        owner = self.state_dir.stat().st_uid
-        mine = {os.geteuid()} | ({self.user.pw_uid} if self.user is not None else set())
-        if owner not in mine:
-            raise StateDirError(self.state_dir, f"is owned by user id {owner}, and the tracker does not "
-                                "take over another user's directory: name a directory that does not "
-                                "exist yet, or give this one to the tracker's user (chown)")
 
     def _make_private(self, path: Path) -> None:
         """Owned by the cluster's OS user, mode 0700: nobody else (but root) may enter."""

@@ -21,7 +21,8 @@ import asyncpg
 from tracker.config import redact_dsn
 from tracker.config_types import Config
 from tracker.db import is_outage
-from tracker.db.embedded import EmbeddedError, EmbeddedPostgres, StateDirError, running_dsn
+from tracker.db.embedded import EmbeddedError, EmbeddedPostgres, running_dsn
+from tracker.db.state_dir import StateDirError
 
 Job = Callable[[asyncpg.Connection], Awaitable[int]]
 CREATES_CLUSTER = frozenset({"migrate"})  # `tracker run` starts its own (tracker.app)

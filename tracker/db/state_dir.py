@@ -12,7 +12,8 @@ from pathlib import Path
 
 class StateDirError(RuntimeError):
     """``database.state_dir`` cannot be used, for a reason the operator can fix (shaped as
-    tracker.app.StartError: the key, its value, the reason). Raised before anything is changed."""
+    tracker.start_error.StartError: the key, its value, the reason). Raised before anything is
+    changed."""
 
     def __init__(self, value: Path | str, reason: str):
         self.key, self.value, self.reason = "database.state_dir", str(value), reason
@@ -34,6 +35,35 @@ def state_dir_refusal(path: Path, user: pwd.struct_passwd | None) -> str | None:
     if reason is not None:
         return reason
     return None if user is None else _unreachable(path, user)
+
+
+def take_state_dir(path: Path, user: pwd.struct_passwd | None) -> None:
+    """Create the state directory (with the marker), or check that an existing one may be
+    taken: refused before anything is created, chowned or chmodded. `user`: the cluster's OS
+    user (None: this process's)."""
+    reason = state_dir_refusal(path, user)
+    if reason is not None:
+        raise StateDirError(path, reason)
+    try:
+        if not path.exists():
+            path.mkdir(parents=True)
+        elif not (path / MARKER).is_file():
+            _check_empty_dir_owner(path, user)
+        (path / MARKER).write_text(MARKER_TEXT)
+    except OSError as e:
+        raise StateDirError(path, f"cannot create it or write in it: {e.strerror or e}") from None
+
+
+def _check_empty_dir_owner(path: Path, user: pwd.struct_passwd | None) -> None:
+    """An existing directory the tracker did not create (empty, or a cluster from before the
+    marker) is taken only when it is ours already: owned by this process's user or the
+    cluster's. Another user's directory is not handed to the cluster's user."""
+    owner = path.stat().st_uid
+    mine = {os.geteuid()} | ({user.pw_uid} if user is not None else set())
+    if owner not in mine:
+        raise StateDirError(path, f"is owned by user id {owner}, and the tracker does not "
+                            "take over another user's directory: name a directory that does not "
+                            "exist yet, or give this one to the tracker's user (chown)")
 
 
 def _unreachable(path: Path, user: pwd.struct_passwd) -> str | None:

@@ -24,7 +24,7 @@ from tracker.db.migrate import pending
 from tracker.http import status
 from tracker.logging import scrub
 from tracker.metrics import REGISTRY
-from tracker.supervisor import Problem
+from tracker.supervisor_health import Problem
 
 
 READY_TIMEOUT_S = 2.0
