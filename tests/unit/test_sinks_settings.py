@@ -140,6 +140,32 @@ def test_secrets_and_secrets_file_together_and_unreadable_file(tmp_path):
     assert any("sinks.webhooks.a.secrets_file: cannot read secret file" in p for p in found)
 
 
+def test_a_url_and_servers_holding_credentials_may_be_given_as_files(tmp_path):
+    # A systemd credential, as every other secret: the URL's token, the NATS password.
+    (tmp_path / "crm-url").write_text("https://crm.example.com/hooks/tok-8c1f2a9e\n")
+    (tmp_path / "nats-servers").write_text("nats://u:pw-123456@127.0.0.1:4222\n\nnats://u:pw-123456@127.0.0.2:4222\n")
+    cfg = load(tmp_path, f'[sinks.webhooks.crm]\nurl_file = "crm-url"\nsecrets = ["{SECRET}"]\n'
+                         '[sinks.nats.bus]\nservers_file = "nats-servers"\n')
+    assert cfg.sinks.webhooks["crm"].url == "https://crm.example.com/hooks/tok-8c1f2a9e"
+    assert cfg.sinks.nats["bus"].servers == ("nats://u:pw-123456@127.0.0.1:4222", "nats://u:pw-123456@127.0.0.2:4222")
+    assert {"/hooks/tok-8c1f2a9e", "pw-123456"} <= set(config.secrets_of(cfg))
+    env = {"TRACKER_SINKS__NATS__BUS__SERVERS_FILE": "nats-servers"}  # replaces the file's servers
+    cfg = load(tmp_path, '[sinks.nats.bus]\nservers = ["nats://127.0.0.9:4222"]\n', env)
+    assert len(cfg.sinks.nats["bus"].servers) == 2
+    # as with secrets_file: not both, a file that cannot be read, and a value the file holds checked
+    (tmp_path / "ftp-url").write_text("ftp://u:pw-654321@crm.example.com/x\n")
+    found = problems(tmp_path, f'[sinks.webhooks.a]\nurl = "https://x.example.com/"\nurl_file = "crm-url"\n'
+                               f'secrets = ["{SECRET}"]\n[sinks.webhooks.b]\nurl_file = "nowhere"\nsecrets = ["{SECRET}"]\n'
+                               f'[sinks.webhooks.c]\nurl_file = "ftp-url"\nsecrets = ["{SECRET}"]\n'
+                               '[sinks.nats.bus]\nservers_file = "empty"\n')
+    text = "\n".join(found)
+    assert "give either sinks.webhooks.a.url or sinks.webhooks.a.url_file" in text
+    assert "sinks.webhooks.b.url_file: cannot read secret file" in text
+    assert "sinks.webhooks.c.url_file: " in text and "got scheme 'ftp', host 'crm.example.com'" in text
+    assert "sinks.nats.bus.servers_file: cannot read secret file" in text
+    assert "pw-654321" not in text and "tok-8c1f2a9e" not in text
+
+
 def test_names_unique_across_kinds_and_bad_environment_names(tmp_path):
     found = problems(tmp_path, f'[sinks.webhooks.x]\nurl = "https://x.example.com/"\nsecrets = ["{SECRET}"]\n'
                                '[sinks.nats.x]\nservers = ["nats://127.0.0.1:4222"]\n',
@@ -171,7 +197,7 @@ def test_check_config_command_output(tmp_path):
     "sEcReTtOkEn123:abcdef12/services",
 ])
 def test_a_refused_url_never_shows_its_path_query_or_credentials(tmp_path, url):
-    # The path and query of a webhook URL are secret (settings.secrets_of): receivers put
+    # The path and query of a webhook URL are secret (described.secrets_of): receivers put
     # tokens there. A refused URL says what is wrong with its scheme and host only.
     found = problems(tmp_path, f'[sinks.webhooks.ops]\nurl = "{url}"\nsecrets = ["{SECRET}"]\n'
                                '[sinks.nats.bus]\nservers = ["http://someone:pa55word@127.0.0.1:4222/x"]\n')

@@ -8,7 +8,7 @@ from urllib.parse import unquote, unquote_plus, urlsplit
 
 from tracker.config.schema import _VENDOR_SETTINGS
 from tracker.config_types import Config
-from tracker.sinks import settings as sink_settings
+from tracker.sinks import described as sinks_described
 from tracker.sinks.checks import public_url
 
 MASK = "***"
@@ -119,7 +119,7 @@ def secrets_of(cfg: Config) -> list[str]:
     """Every secret value in a configuration (the DSN's password, not the whole DSN)."""
     out = dsn_passwords(cfg.database.dsn) if cfg.database.dsn else []
     out += vendor_secrets_of(cfg)
-    out += sink_settings.secrets_of(cfg.sinks)
+    out += sinks_described.secrets_of(cfg.sinks)
     if cfg.http.status_token:
         out.append(cfg.http.status_token)
     return out

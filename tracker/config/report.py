@@ -12,7 +12,7 @@ from tracker.config.loader import load
 from tracker.config.problems import ConfigError
 from tracker.config.redaction import redact_dsn
 from tracker.config_types import Config
-from tracker.sinks import settings as sink_settings
+from tracker.sinks import described as sinks_described
 from tracker.sinks.checks import public_url
 
 
@@ -46,7 +46,7 @@ def summary(cfg: Config) -> list[str]:
             notes.append("previous_postback_token accepted too (a rotation: remove it once "
                          "tracker_postbacks_previous_token_total stops rising)")
         lines.append(f"vendor {v.name}: enabled, {', '.join(notes)}")
-    lines += sink_settings.summary(cfg.sinks)
+    lines += sinks_described.summary(cfg.sinks)
     return lines
 
 

@@ -69,7 +69,7 @@ def convert(kind: str, value: Any, from_env: bool) -> Any:
 
 def url_problem(url: str, schemes: tuple[str, ...]) -> str | None:
     """Why `url` cannot be used (None: it can). Says at most its scheme and host: a webhook URL's
-    path and query, and any URL's user and password, may hold a token (settings.secrets_of)."""
+    path and query, and any URL's user and password, may hold a token (described.secrets_of)."""
     try:
         u = urlsplit(url.strip())
         _ = u.port  # raises on a malformed port

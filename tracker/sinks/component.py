@@ -16,7 +16,7 @@ import contextlib
 from tracker import metrics
 from tracker.db.listen import listen
 from tracker.logging import get_logger, register_secret
-from tracker.sinks import settings, store
+from tracker.sinks import described, store
 from tracker.sinks.jetstream import NatsSink
 from tracker.sinks.webhook import WebhookSink
 
@@ -36,7 +36,7 @@ class Sinks:
     def __init__(self, tracker) -> None:
         self.tracker = tracker
         self.config = tracker.config.sinks
-        for secret in settings.secrets_of(self.config):  # a Config built in code, not loaded
+        for secret in described.secrets_of(self.config):  # a Config built in code, not loaded
             register_secret(secret)
         self.loops: list[WebhookSink | NatsSink] = []
         self.tasks: list[asyncio.Task] = []

@@ -1,9 +1,9 @@
 """The [sinks...] configuration: reading, conversion and checks (DESIGN §7, docs/events.md).
 
     [sinks]                      poll_interval_s, batch_size
-    [sinks.webhooks.<name>]      url, secrets | secrets_file, vendors, states, timeout_s,
-                                 retry_schedule_s, concurrency, enabled
-    [sinks.nats.<name>]          servers, stream, subject_prefix, create_stream,
+    [sinks.webhooks.<name>]      url | url_file, secrets | secrets_file, vendors, states,
+                                 timeout_s, retry_schedule_s, concurrency, enabled
+    [sinks.nats.<name>]          servers | servers_file, stream, subject_prefix, create_stream,
                                  duplicate_window_s, timeout_s, enabled
 
 Environment: TRACKER_SINKS__<KEY>, TRACKER_SINKS__WEBHOOKS__<NAME>__<KEY>,
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Mapping
-from urllib.parse import urlsplit
 
 from tracker.config.secret_files import read_secret, secret_path
 from tracker.config_types import VENDORS, NatsSinkConfig, SinksConfig, WebhookSinkConfig
@@ -24,22 +23,27 @@ from tracker.sinks.checks import (EVENT_STATES, MAX_BATCH, MAX_CONCURRENCY, MAX_
                                   SUBJECT_TOKEN, public_url, url_problem)
 from tracker.sinks.signing import BadSecret, parse_secret
 
-__all__ = ["SinkSettings", "public_url", "secrets_of", "summary"]
+__all__ = ["SinkSettings", "public_url"]
 
 Problem = tuple[str, str, str]  # file, key, reason (tracker.config makes them Problems)
 
 KINDS = ("webhooks", "nats")
 GLOBAL_KEYS = {"poll_interval_s": "float", "batch_size": "int"}
 KEYS: dict[str, dict[str, str]] = {
-    "webhooks": {"url": "str", "secrets": "strlist", "secrets_file": "str", "vendors": "strlist",
+    "webhooks": {"url": "str", "url_file": "str", "secrets": "strlist", "secrets_file": "str",
+                 "vendors": "strlist",
                  "states": "strlist", "timeout_s": "float", "retry_schedule_s": "floatlist",
                  "concurrency": "int", "enabled": "bool"},
-    "nats": {"servers": "strlist", "stream": "str", "subject_prefix": "str", "create_stream": "bool",
+    "nats": {"servers": "strlist", "servers_file": "str", "stream": "str", "subject_prefix": "str", "create_stream": "bool",
              "duplicate_window_s": "float", "timeout_s": "float", "enabled": "bool"},
 }
 # Never quoted: server URLs may hold passwords, a webhook URL's path and query a token
 # (secrets_of masks them in logs; problems say at most a URL's scheme and host: url_problem).
 SECRET_KEYS = frozenset({"secrets", "servers", "url"})
+# ... and each may be given as a file that holds it instead (a systemd credential): one value a
+# line for a list. The file's name, the key, and where the value goes.
+FILE_KEYS = {"webhooks": {"secrets_file": "secrets", "url_file": "url"},
+             "nats": {"servers_file": "servers"}}
 
 @dataclass
 class Raw:
@@ -125,14 +129,16 @@ class SinkSettings:
 
     # --- building -------------------------------------------------------------------------------
 
-    def merged(self, layers: dict[str, dict[str, Raw]], pair: tuple[str, str] | None = None) -> dict[str, Raw]:
+    def merged(self, layers: dict[str, dict[str, Raw]], files: Mapping[str, str] = {}) -> dict[str, Raw]:
+        """The file's values with the environment's over them; a key and its `_file` form
+        (``files``) are one value: both in one layer is a problem, either in the environment
+        replaces both in the file."""
         file_l, env_l = dict(layers.get("file", {})), layers.get("env", {})
-        if pair is not None:
-            a, b = pair
+        for b, a in files.items():
             for layer in (file_l, env_l):
                 if a in layer and b in layer:
                     self.problem(layer[b], "", f"give either {layer[a].key} or {layer[b].key}, not both")
-            if a in env_l or b in env_l:  # the environment replaces the file's pair
+            if a in env_l or b in env_l:
                 file_l.pop(a, None)
                 file_l.pop(b, None)
         return {**file_l, **env_l}
@@ -146,7 +152,7 @@ class SinkSettings:
             self.problem(self.merged(self.globals)["batch_size"], "", f"must be 1 to {MAX_BATCH}")
         webhooks, nats = {}, {}
         for (kind, name), layers in sorted(self.sinks.items()):
-            values = self.merged(layers, ("secrets", "secrets_file") if kind == "webhooks" else None)
+            values = self.merged(layers, FILE_KEYS[kind])
             if kind == "webhooks":
                 built = self.webhook(name, values)
                 if built is not None:
@@ -171,7 +177,14 @@ class SinkSettings:
             return None
 
     def _values(self, kind: str, values: dict[str, Raw]) -> dict[str, Any]:
+        """The values converted, a `_file` key's as read from its file (and under its key)."""
         out = {k: self.convert(KEYS[kind][k], k, raw) for k, raw in values.items()}
+        for file_key, key in FILE_KEYS[kind].items():
+            if out.get(file_key) is not None:
+                text = self._read(values[file_key], out.pop(file_key))
+                lines = None if text is None else tuple(x.strip() for x in text.splitlines() if x.strip())
+                out[key] = lines if KEYS[kind][key] == "strlist" or lines is None else " ".join(lines)
+                values[key] = values[file_key]  # its problems are the file key's
         return {k: v for k, v in out.items() if v is not None}
 
     def webhook(self, name: str, values: dict[str, Raw]) -> WebhookSinkConfig | None:
@@ -183,18 +196,15 @@ class SinkSettings:
             self.problem(where("url"), "", "required: the receiver's http:// or https:// URL")
         elif url is not None and (reason := url_problem(url, ("http", "https"))):
             self.problem(values["url"], "", reason)
-        if "secrets_file" in given:
-            given["secrets"] = self.read_secrets_file(values["secrets_file"], given.pop("secrets_file"))
         secrets = given.get("secrets")
-        if secrets == () or (secrets is None and "secrets" not in values and "secrets_file" not in values):
+        if secrets == () or (secrets is None and "secrets" not in values):
             self.problem(where("secrets"), "", "at least one whsec_ secret is required "
                          "(secrets = [...] or secrets_file = PATH): deliveries are always signed")
         for i, secret in enumerate(secrets or ()):
             try:
                 parse_secret(secret)
             except BadSecret as e:
-                src = values.get("secrets") or values["secrets_file"]
-                self.problem(src, "", f"secret {i + 1}: {e}")
+                self.problem(values["secrets"], "", f"secret {i + 1}: {e}")
         self._members(values, given, "vendors", VENDORS)
         self._members(values, given, "states", EVENT_STATES)
         self._bounded(values, given, "timeout_s", 0.0, MAX_TIMEOUT_S, strict_low=True)
@@ -248,11 +258,6 @@ class SinkSettings:
             self.problem(values[key], "", f"must be {'above' if strict_low else 'at least'} {low:g} "
                          f"and at most {high:g}, got {v:g}")
 
-    def read_secrets_file(self, raw: Raw, name: str) -> tuple[str, ...] | None:
-        """One secret per line (two during a rotation); blank lines are skipped."""
-        text = self._read(raw, name)
-        return None if text is None else tuple(s.strip() for s in text.splitlines() if s.strip())
-
     def _read(self, raw: Raw, name: str) -> str | None:
         name = name.strip()
         if not name:
@@ -263,38 +268,3 @@ class SinkSettings:
         if text is None:
             self.problem(raw, "", f"cannot read secret file {str(p)!r}: {reason}")
         return text
-
-
-def secrets_of(sinks: SinksConfig) -> list[str]:
-    """Every secret in the sinks' configuration: whsec_ secrets, server URL passwords, and a
-    webhook URL's path and query (receivers put tokens there; logs show scheme://host only)."""
-    out = [s for w in sinks.webhooks.values() for s in w.secrets]
-    out += [s.removeprefix("whsec_") for w in sinks.webhooks.values() for s in w.secrets]
-    for w in sinks.webhooks.values():
-        try:
-            u = urlsplit(w.url)
-        except ValueError:
-            continue
-        rest = u.path + (f"?{u.query}" if u.query else "")
-        out += [x for x in (u.password, rest if len(rest) >= 8 else None) if x]
-    for n in sinks.nats.values():
-        for server in n.servers:
-            try:
-                u = urlsplit(server)
-            except ValueError:
-                continue
-            out += [x for x in (u.password, u.username if u.password is None else None) if x]
-    return out
-
-
-def summary(sinks: SinksConfig) -> list[str]:
-    lines = []
-    for w in sinks.webhooks.values():
-        filters = [f"vendors={','.join(w.vendors)}"] if w.vendors else []
-        filters += [f"states={','.join(w.states)}"] if w.states else []
-        lines.append(f"sink {w.name}: webhook to {public_url(w.url)}, {len(w.secrets)} secret(s)"
-                     f"{', ' + ' '.join(filters) if filters else ''}{'' if w.enabled else ', disabled'}")
-    for n in sinks.nats.values():
-        lines.append(f"sink {n.name}: NATS JetStream stream {n.stream}, subjects {n.subject_prefix}.>,"
-                     f" {len(n.servers)} server(s){'' if n.enabled else ', disabled'}")
-    return lines
