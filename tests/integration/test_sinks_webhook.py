@@ -239,6 +239,32 @@ async def test_429_retry_after_is_honoured_by_the_whole_sink(db_dsn, pool):
     assert len(rx.requests) == 7  # the throttled event once more, the rest once
 
 
+async def test_a_day_long_retry_after_ends_when_the_operator_enables_the_sink(db_dsn, pool, tmp_path):
+    # `tracker sinks enable` ended the pause in the database only: the daemon kept its own for
+    # the day, and the throttled event stayed due a day later.
+    secret = new_secret()
+    rx = await Receiver([secret]).start()
+    rx.answer = lambda d: (429, {"Retry-After": "86400"}) if not rx.requests else 200
+    hooks = {"crm": hook(rx, [secret], concurrency=1)}
+    refs = [f"m{i}" for i in range(4)]
+    try:
+        await make_messages(pool, refs)
+        async with running(config(db_dsn, webhooks=hooks, poll_interval_s=0.2)):
+            await report(pool, refs, State.sent)
+            await wait_until(lambda: _paused(pool), 20, "the sink paused")
+            assert [r.status for r in rx.requests] == [429]
+            _cli(write_config(tmp_path / "t.toml", db_dsn, webhooks=hooks), "sinks", "enable", "crm")
+            await wait_until(lambda: len(rx.delivered_ids()) == 4, 20, "all 4 events after enable")
+            assert not await _paused(pool)
+    finally:
+        await rx.stop()
+    assert [r.status for r in rx.requests] == [429, 200, 200, 200, 200]
+
+
+async def _paused(pool) -> bool:
+    return bool(await pool.fetchval("SELECT paused_until > now() FROM tracker.sink_status WHERE sink = 'crm'"))
+
+
 async def test_a_receiver_failing_for_a_while_then_gets_every_event_in_order(db_dsn, pool):
     secret = new_secret()
     outage = {"on": True, "n": 0}

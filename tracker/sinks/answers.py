@@ -20,6 +20,7 @@ from tracker.sinks.settings import public_url
 log = get_logger("tracker.sinks.webhook")
 
 STALE_CLAIM_S = 5.0  # a queued claim not started by then is handed back (< the lease's margin)
+LONG_PAUSE_S = 60.0  # a receiver's pause longer than this is logged as a warning
 
 
 class Answers:
@@ -129,8 +130,10 @@ class Answers:
         self.paused_until = max(self.paused_until, now + wait)
         self._hand_back_queue()
         await store.pause(conn, self.name, wait)
-        log.info("receiver asks to slow down", sink=self.name, status=throttled[-1].result.status,
-                 pause_s=round(wait, 3), window=self.window.size)
+        # a long pause is one an operator should hear of (`tracker sinks enable` ends it)
+        (log.warning if wait > LONG_PAUSE_S else log.info)(
+            "receiver asks to slow down", sink=self.name, status=throttled[-1].result.status,
+            pause_s=round(wait, 3), window=self.window.size)
 
     async def _gone(self, conn: asyncpg.Connection) -> None:
         if self.disabled:

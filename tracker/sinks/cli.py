@@ -101,7 +101,7 @@ def main(args, config: Config) -> int:
             if not await store.enable(conn, name):
                 print(f"sinks enable: {name!r} has not run yet; nothing to enable", file=sys.stderr)
                 return 1
-            print(f"sink {name} enabled")
+            print(f"sink {name} enabled: not disabled, not paused; its waiting events are due now")
             return 0
         return _on_database(config, enable)
 

@@ -127,8 +127,11 @@ async def disable(conn: asyncpg.Connection, sink: str, reason: str) -> None:
 
 
 async def enable(conn: asyncpg.Connection, sink: str) -> bool:
-    done = await conn.fetchval(q.ENABLE_SINK, sink) is not None
-    await conn.execute(q.WAKE_SINKS)
+    """Enable the sink (after a 410) and end its pause: every event waiting is due now."""
+    async with conn.transaction():
+        done = await conn.fetchval(q.ENABLE_SINK, sink) is not None
+        await conn.execute(q.RESUME_DELIVERIES, sink)
+        await conn.execute(q.WAKE_SINKS)
     return done
 
 

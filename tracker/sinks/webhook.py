@@ -219,8 +219,9 @@ class WebhookSink(Answers):
             log.info("webhook sink enabled again", sink=self.name)
             self.due = True
         self.disabled = st.disabled
-        if st.paused_s:
-            self.paused_until = max(self.paused_until, self.loop.time() + st.paused_s)
+        # The shared pause is the one that holds (this replica's own is written there first):
+        # another replica's lengthens it, an operator's `tracker sinks enable` ends it.
+        self.paused_until = self.loop.time() + st.paused_s
         if not st.ours:
             return False
         # After the open batches' events; with none open, after the cursor (which may have been

@@ -148,6 +148,12 @@ UPDATE tracker.sinks SET disabled_at = NULL, disabled_reason = NULL, paused_unti
 WHERE name = $1 RETURNING name
 """
 
+# ... and what waited for a retry or a receiver's Retry-After is due now (an operator resumes it).
+RESUME_DELIVERIES = """
+UPDATE tracker.sink_deliveries SET next_attempt_at = now()
+WHERE sink = $1 AND status = 'pending' AND next_attempt_at > now()
+"""
+
 # $2 seconds: the sink waits at least this long (a later pause already set stands).
 PAUSE_SINK = """
 UPDATE tracker.sinks
