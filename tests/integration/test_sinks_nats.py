@@ -162,6 +162,8 @@ async def test_an_event_the_stream_refuses_is_dead_lettered_holds_up_nothing_and
                              "the cursor at the end, the big message's 2 events dead letters")
             failed = await pool.fetch("SELECT * FROM tracker.sink_failures WHERE sink = 'bus'")
             assert all("max_msg_size" in f["last_error"] for f in failed), [dict(f) for f in failed]
+            # ... and the sink says why (sinks status' last_error): it was empty, the sink silent
+            assert "max_msg_size" in await pool.fetchval("SELECT last_error FROM tracker.sink_status WHERE sink = 'bus'")
             assert metric("tracker_sink_deliveries_total", sink="bus", outcome="dead") - dead_before == 2
             big = await pool.fetchval("SELECT id FROM tracker.messages WHERE vendor_ref = 'big'")
             evs = await events(pool)

@@ -56,9 +56,16 @@ WITH ins AS (
               last_status, last_error)
     ON CONFLICT (sink, event_id) DO NOTHING
     RETURNING 1
+), err AS (  -- the batch's latest error (a dead letter's too): the sink's last_error
+    SELECT u.last_error FROM unnest($3::bigint[], $16::text[]) AS u(event_id, last_error)
+    WHERE u.last_error IS NOT NULL ORDER BY u.event_id DESC LIMIT 1
 ), ok AS (  -- $17: some of the batch was delivered (the sink's row: at most once a second)
-    UPDATE tracker.sinks SET last_success_at = now()
-    WHERE name = $1 AND $17 AND (last_success_at IS NULL OR last_success_at < now() - interval '1 second')
+    UPDATE tracker.sinks SET
+        last_success_at = CASE WHEN $17 THEN now() ELSE last_success_at END,
+        last_error = coalesce((SELECT last_error FROM err), last_error),
+        last_error_at = CASE WHEN EXISTS (SELECT FROM err) THEN now() ELSE last_error_at END
+    WHERE name = $1 AND (EXISTS (SELECT FROM err) OR $17 AND (last_success_at IS NULL
+                                                         OR last_success_at < now() - interval '1 second'))
     RETURNING 1
 )
 SELECT tracker.ack_events($14, $15), (SELECT count(*) FROM ins)
