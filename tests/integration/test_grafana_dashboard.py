@@ -1,15 +1,18 @@
 """deploy/grafana and deploy/prometheus-alerts.yml hold up against the real thing: every PostgreSQL
 panel query runs on the real views (a migrated database with the status page's data set), and
-every metric a Prometheus panel or alert rule names is exposed by the daemon's GET /metrics."""
+every metric a Prometheus panel or alert rule names is exposed by the daemon's GET /metrics, and
+the README's read-only role can read the views, those a later migration adds too."""
 from __future__ import annotations
 
 import json
 import re
+import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
 
 import aiohttp
+import pytest
 import yaml
 from aiohttp import web
 
@@ -104,3 +107,31 @@ async def test_every_metric_named_by_a_panel_or_an_alert_is_exposed():
         if kind == "histogram":
             exposed |= {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
     assert named <= exposed, sorted(named - exposed)
+
+
+async def test_the_readonly_roles_grants_reach_views_a_later_migration_adds(pool):
+    """deploy/grafana/README.md's SQL, run as the README says (FOR ROLE: the role that runs the
+    migrations, here the test's), lets the Grafana role read today's views and one a later
+    migration adds: GRANT ... ON ALL TABLES alone reached only those that existed."""
+    readme = (DEPLOY / "grafana" / "README.md").read_text()
+    (block,) = re.findall(r"```sql\n(.*?)```", readme, re.S)
+    assert "ALTER DEFAULT PRIVILEGES FOR ROLE tracker IN SCHEMA tracker" in block
+    role = "grafana_reader_" + uuid.uuid4().hex[:8]
+    async with pool.acquire() as conn:
+        me = await conn.fetchval("SELECT current_user")
+        if not await conn.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"):
+            pytest.skip("the test database's role may not create roles and SET ROLE to them")
+        sql = (block.replace("grafana_reader", role).replace("FOR ROLE tracker", f'FOR ROLE "{me}"')
+               .replace("PASSWORD '...'", "PASSWORD NULL"))
+        statements = [s for s in (part.strip() for part in re.sub(r"--[^\n]*", "", sql).split(";")) if s]
+        try:
+            for statement in statements:
+                await conn.execute(statement)
+            await conn.execute("CREATE VIEW tracker.added_by_a_later_migration AS SELECT 1 AS one")
+            async with conn.transaction():
+                await conn.execute(f'SET LOCAL ROLE "{role}"')
+                assert await conn.fetchval("SELECT one FROM tracker.added_by_a_later_migration") == 1
+                await conn.fetch("SELECT * FROM tracker.vendor_health")
+        finally:
+            await conn.execute(f'DROP OWNED BY "{role}"')
+            await conn.execute(f'DROP ROLE "{role}"')

@@ -1,12 +1,17 @@
 """deploy/tracker.service and config/tracker.example.toml agree: every secret the example config
 reads from a `<key>_file` is a credential the unit loads, and every credential the unit loads is
-read by the config. Otherwise following deploy/OPERATIONS.md fails at start."""
+read by the config. Otherwise following deploy/OPERATIONS.md fails at start. And the unit, the
+example and the guide hold what an operator relies on: a start timeout a migration fits in, no
+restart loop on a configuration error, the ops listener apart from the postbacks, no token for a
+vendor that never calls back, one-off commands run as the service runs."""
 from __future__ import annotations
 
 import io
 import re
 import tomllib
 from pathlib import Path
+
+import pytest
 
 from tracker.config import check_config
 
@@ -104,3 +109,80 @@ def test_twilio_as_the_comments_say_starts_with_the_unit_lines_uncommented(tmp_p
     (creds / "twilio-auth-token").unlink()
     assert check_config(str(config), env={"CREDENTIALS_DIRECTORY": str(creds)}, out=out) == 2
     assert "vendors.twilio.auth_token_file" in out.getvalue()
+
+
+def unit_settings() -> dict[str, list[str]]:
+    """The unit's settings (comments left out): name -> every value given, in order."""
+    settings: dict[str, list[str]] = {}
+    for line in UNIT.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith(("#", "[")) and "=" in line:
+            key, value = line.split("=", 1)
+            settings.setdefault(key, []).append(value)
+    return settings
+
+
+def test_the_start_timeout_leaves_room_for_a_long_migration():
+    """ExecStartPre's `tracker migrate` runs under TimeoutStartSec: systemd's default 90 s cut
+    a long migration off (rolled back, started over at every restart)."""
+    (value,) = unit_settings()["TimeoutStartSec"]
+    m = re.fullmatch(r"(\d+)(min|s)?", value)
+    assert m, value
+    assert int(m.group(1)) * (60 if m.group(2) == "min" else 1) >= 15 * 60
+
+
+def test_exit_status_2_is_not_restarted_and_is_what_the_tracker_exits_with_for_a_setting(tmp_path, capsys):
+    """A configuration error or a start a setting prevents exits 2: systemd does not restart it
+    every 2 s (RestartPreventExitStatus=2); an unreachable database (exit 1) still is."""
+    from tracker import cli
+    from tracker.start_error import StartError
+
+    settings = unit_settings()
+    assert settings["Restart"] == ["on-failure"] and settings["RestartPreventExitStatus"] == ["2"]
+    bad = tmp_path / "tracker.toml"
+    bad.write_text('[http]\nlisten = "not an address"\n')
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--config", str(bad), "run"])
+    assert e.value.code == 2 and "http.listen" in capsys.readouterr().err  # before anything starts
+    assert StartError("http.listen", "127.0.0.1:8080", "Address already in use").code == 2
+
+
+def test_the_ops_listener_is_apart_from_the_postback_listener_in_the_example():
+    """OPERATIONS.md puts the postback listener behind a load balancer: /metrics and /status
+    (no token) must not be served there."""
+    http = tomllib.loads(EXAMPLE.read_text())["http"]
+    assert http.get("ops_listen") and http["ops_listen"] != http["listen"]
+    assert http["ops_listen"].startswith("127.0.0.1:")
+
+
+def test_postback_tokens_only_for_vendors_that_call_back():
+    """A vendor that sends no postbacks (Spark Sender) gets no postback token: its credential
+    would be one more file the unit needs to start, for a route that is never used."""
+    from tracker import adapters
+
+    vendors = tomllib.loads(EXAMPLE.read_text())["vendors"]
+    text = EXAMPLE.read_text()
+    for name, table in vendors.items():
+        if not adapters.get(name).PUSHES:
+            assert not {k for k in table if "postback_token" in k}, name
+            section = text.split(f"[vendors.{name}]", 1)[1].split("\n[", 1)[0]
+            assert not re.search(r"^\s*#\s*\w*postback_token\w*\s*=", section, re.M), name
+    loaded, optional = unit_credentials()
+    assert not [n for n in {**loaded, **optional} if n.startswith("sparksender-postback")]
+
+
+def test_the_guides_one_off_command_runs_as_the_unit_does():
+    """`tracker-admin` (OPERATIONS.md, "One-off commands") must read what the running service
+    reads: its User=, its credentials (systemd shows them to that user under
+    /run/credentials/<unit>/ while it runs), its state directory, binary and --config."""
+    guide = (ROOT / "deploy" / "OPERATIONS.md").read_text()
+    (alias,) = re.findall(r"^alias tracker-admin='([^']+)'$", guide, re.M)
+    settings = unit_settings()
+    exec_start = settings["ExecStart"][0].split()
+    assert exec_start[-1] == "run"
+    assert alias.startswith(f"sudo -u {settings['User'][0]} env ")
+    assert f"CREDENTIALS_DIRECTORY=/run/credentials/{UNIT.name} " in alias
+    for env in settings["Environment"]:
+        if env.startswith("TRACKER_DATABASE__"):
+            assert f" {env} " in alias, env
+    assert alias.endswith(" ".join(exec_start[:-1]))
