@@ -233,7 +233,9 @@ def test_only_migrate_makes_an_embedded_cluster_where_there_is_none():
                 assert p.returncode == 2, (args, p.stderr)
                 assert p.stderr.splitlines() == [
                     f"{args[0]}: no database at {state} (database.state_dir; no database.dsn): "
-                    "run `tracker migrate` first"], p.stderr
+                    "is the daemon's state_dir another (under systemd: TRACKER_DATABASE__STATE_DIR="
+                    "/var/lib/tracker, deploy/OPERATIONS.md, \"One-off commands\")? For a new one: "
+                    "`tracker migrate` makes it"], p.stderr
                 assert p.stdout == ""
         assert not (base / "typo").exists() and list(empty.iterdir()) == []
         # `tracker migrate` makes it; then the others use it.

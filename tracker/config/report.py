@@ -5,6 +5,7 @@ import os
 import sys
 from pathlib import Path
 from typing import Mapping, TextIO
+from urllib.parse import urlsplit
 
 from tracker import adapters
 from tracker.config.dsn import asyncpg_target
@@ -24,6 +25,13 @@ def dsn_target(dsn: str) -> str:
     return asyncpg_target(redact_dsn(dsn)) or "(not readable with its password hidden)"
 
 
+def _shown(url: str) -> str:
+    """A URL as the summary shows it: scheme://host[:port], and a sign that a path (which may
+    hold a token) was left out, so that the URL does not look cut short by mistake."""
+    parts = urlsplit(url)
+    return public_url(url) + ("/... (path not shown)" if parts.path.strip("/") or parts.query else "")
+
+
 def summary(cfg: Config) -> list[str]:
     """A short, redacted description of a configuration."""
     db = (f"dsn {dsn_target(cfg.database.dsn)}" if cfg.database.dsn
@@ -38,7 +46,7 @@ def summary(cfg: Config) -> list[str]:
         if not v.enabled:
             lines.append(f"vendor {v.name}: disabled")
             continue
-        notes = [f"base_url={public_url(v.base_url) if v.base_url else '(unset)'}"]
+        notes = [f"base_url={_shown(v.base_url) if v.base_url else '(unset)'}"]
         pushes = adapters.get(v.name).PUSHES  # a vendor that never calls back needs no token
         if pushes and not v.postback_token:
             notes.append("no postback_token (postbacks refused)")

@@ -51,7 +51,9 @@ def on_database(config: Config, command: str, job: Job) -> int:
             return run(dsn)
         if command not in CREATES_CLUSTER and not _has_cluster(state_dir):
             print(f"{command}: no database at {state_dir.absolute()} (database.state_dir; no database.dsn): "
-                  "run `tracker migrate` first", file=sys.stderr)
+                  "is the daemon's state_dir another (under systemd: TRACKER_DATABASE__STATE_DIR="
+                  "/var/lib/tracker, deploy/OPERATIONS.md, \"One-off commands\")? For a new one: "
+                  "`tracker migrate` makes it", file=sys.stderr)
             return 2
         with EmbeddedPostgres(state_dir) as pg:
             return run(pg.dsn)
