@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 from tracker import intake, metrics
 from tracker.db import DB_ERRORS, is_outage
@@ -21,12 +22,15 @@ from tracker.supervisor import beat
 log = get_logger("tracker.intake")
 
 STOP_GRACE_S = 10.0  # stop(): time the batch in flight gets to commit
+SUMMARY_EVERY_S = 60.0  # what was taken in: one line a minute at most (a trickle of rows made
+# a line per batch: hundreds of thousands a day); refused rows are a warning each batch
 
 
 class IntakeLoops:
     def __init__(self, host) -> None:  # tracker.app.Host
         self.host = host
         self.wake = asyncio.Event()
+        self.summary = _Summary()
         self.stopping = asyncio.Event()
         self.tasks: list[asyncio.Task] = []
 
@@ -54,7 +58,7 @@ class IntakeLoops:
                 taken.inc(result.rows - result.refused)
                 refused.inc(result.refused)
                 if result.rows:
-                    log.info("intake", rows=result.rows, messages=result.messages, refused=result.refused)
+                    self.summary.add(result)
                     continue  # maybe more waiting (a batch is also cut short by its bytes)
             except DB_ERRORS as e:
                 if not is_outage(e):
@@ -66,3 +70,25 @@ class IntakeLoops:
 
     async def _listen(self) -> None:
         await listen(lambda: self.host.pool, "tracker_intake", self.wake.set, self.stopping.is_set)
+
+
+class _Summary:
+    """What the intake loops took in, logged a minute at a time (with the first batch at once);
+    refused rows at once, as a warning naming where their reasons are."""
+
+    def __init__(self, clock=time.monotonic) -> None:
+        self.clock = clock
+        self.logged_at = -SUMMARY_EVERY_S
+        self.rows = self.messages = self.refused = 0
+
+    def add(self, result: intake.IntakeResult) -> None:
+        if result.refused:
+            log.warning("intake refused rows: their reasons are in tracker.intake_problems",
+                        refused=result.refused, rows=result.rows)
+        self.rows += result.rows
+        self.messages += result.messages
+        self.refused += result.refused
+        now = self.clock()
+        if now - self.logged_at >= SUMMARY_EVERY_S:
+            log.info("intake", rows=self.rows, messages=self.messages, refused=self.refused)
+            self.logged_at, self.rows, self.messages, self.refused = now, 0, 0, 0
