@@ -27,19 +27,20 @@ def free_port() -> int:
 class NatsServer:
     """A nats-server with JetStream on a free loopback port, storing under `store_dir`;
     restartable on the same port and store. `max_payload`: the server's limit, if not its
-    default (it has no command-line flag: set in a configuration file)."""
+    default (it has no command-line flag: set in a configuration file), as `conf` (the text of
+    one: users and their permissions, say)."""
 
-    def __init__(self, store_dir: Path, max_payload: int | None = None):
+    def __init__(self, store_dir: Path, max_payload: int | None = None, conf: str = ""):
         self.store_dir, self.port = store_dir, free_port()
         self.proc: subprocess.Popen | None = None
         self.url = f"nats://127.0.0.1:{self.port}"
-        self.max_payload = max_payload
+        self.conf = conf + (f"\nmax_payload: {max_payload}\n" if max_payload is not None else "")
 
     def _args(self) -> list[str]:
         args = [NATS_SERVER, "-js", "-sd", str(self.store_dir), "-a", "127.0.0.1", "-p", str(self.port)]
-        if self.max_payload is not None:
+        if self.conf:
             conf = self.store_dir / "nats.conf"
-            conf.write_text(f"max_payload: {self.max_payload}\n")
+            conf.write_text(self.conf)
             args += ["-c", str(conf)]
         return args
 

@@ -211,6 +211,44 @@ async def test_an_event_over_max_payload_only_with_its_headers_is_dead_lettered_
         broker.stop()
 
 
+PERMISSIONS = """
+authorization {
+  users = [
+    {user: admin, password: admin-pw-1}
+    {user: tracker, password: tracker-pw-1,
+     permissions: {publish: {allow: ["sms.events.*.accepted", "$JS.API.>"]},
+                   subscribe: {allow: ["_INBOX.>"]}}}
+  ]
+}
+"""
+
+
+async def test_a_publish_the_broker_refuses_permission_for_is_named_not_only_timed_out(
+        db_dsn, pool, tmp_path):
+    # The broker answers a publish outside the user's permissions with an asynchronous -ERR, and
+    # the publish then times out: the sink said only "nats: timeout", and an operator went after
+    # the network. Nothing is skipped: the sink holds until the permission is given.
+    broker = NatsServer(tmp_path, conf=PERMISSIONS).start()
+    admin = broker.url.replace("nats://", "nats://admin:admin-pw-1@")
+    nc = await nats.connect(admin)
+    try:
+        await nc.jetstream().add_stream(name=STREAM, subjects=["sms.events.>"])
+        await make_messages(pool, ["p1"])
+        bus = sink(None, servers=(broker.url.replace("nats://", "nats://tracker:tracker-pw-1@"),),
+                   create_stream=False)
+        async with running(config(db_dsn, nats={"bus": bus})):
+            await report(pool, ["p1"], State.accepted)
+            await report(pool, ["p1"], State.sent)  # not allowed: sms.events.*.sent
+            await wait_until(lambda: error_mentions(pool, "permissions violation for publish"), 20,
+                             "the broker's refusal in last_error")
+            error = await pool.fetchval("SELECT last_error FROM tracker.sinks WHERE name = 'bus'")
+            assert "timeout" in error and "tracker-pw-1" not in error, error
+            assert await stream_count(admin) == 1 and await _status_is(pool, events_behind=1)
+    finally:
+        await nc.close()
+        broker.stop()
+
+
 async def _body_of(pool, vendor_ref: str) -> tuple[bytes, int]:
     """The event body the sink would publish for the message's one event, and its id (read by a
     throwaway consumer, which is removed again; published first, as the daemon's publisher would)."""

@@ -223,8 +223,9 @@ class NatsSink:
         if done:
             await self._settle(rows, done, {i: e for i, e in dead.items() if i < done})
         if failure is not None:
+            why = closed_why(nc) or self.link.recent_error()
             raise PublishFailed(f"{done} of {len(rows)} events settled; then "
-                                f"{type(failure).__name__}: {failure}{closed_why(nc)}") from failure
+                                f"{type(failure).__name__}: {failure}{why}") from failure
 
     async def _settle(self, rows: Sequence[asyncpg.Record], done: int, dead: dict[int, BaseException]) -> None:
         """Move the cursor past the first `done` events, and record the dead ones among them in

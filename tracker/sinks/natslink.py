@@ -74,6 +74,7 @@ class Link:
         self.all_failed = asyncio.Event()
         self.stopped = asyncio.Event()  # the sink stops: a first connection under way gives up
         self.quiet = Quiet(LOG_EVERY_S)
+        self.said: tuple[float, str] | None = None  # the broker's last error while connected, when
 
     async def connect(self) -> Client:
         """A connected client, or NotConnected (the client closed)."""
@@ -121,10 +122,18 @@ class Link:
             if len(self.failures) >= len(self.cfg.servers):
                 self.all_failed.set()
             return
+        self.said = (time.monotonic(), error)
         ok, suppressed = self.quiet.allow()
         if ok:
             log.warning("NATS connection error", sink=self.name, error=error,
                         **({"suppressed": suppressed} if suppressed else {}))
+
+    def recent_error(self, within_s: float = 60.0) -> str:
+        """What the broker last said went wrong, if lately: a publish it refused (a permissions
+        violation) times out, and the timeout alone sends an operator after the network."""
+        if self.said is None or time.monotonic() - self.said[0] > within_s:
+            return ""
+        return f" (the broker said {time.monotonic() - self.said[0]:.0f} s ago: {self.said[1]})"
 
     async def _on_disconnected(self) -> None:
         if self.connected:
