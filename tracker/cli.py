@@ -23,6 +23,8 @@ def cmd_run(args) -> int:
     from tracker.app import Tracker
 
     cfg = _load(args)
+    for warning in config_mod.warnings(cfg):
+        tlog.get_logger("tracker").warning("configuration: " + warning)
     loop.run(Tracker(cfg).run_until_signal())  # uvloop where installed (tracker.loop)
     return 0
 

@@ -105,3 +105,25 @@ def test_the_sinks_settings_never_quote_a_webhook_url(tmp_path):
     s.build()
     reasons = [reason for _, key, reason in s.problems if key.endswith(".url")]
     assert reasons and all(S not in r and "hooks.example/h" not in r for r in reasons), s.problems
+
+
+# ---- the operations endpoints where others reach them: allowed, and said
+
+
+@pytest.mark.parametrize("http, warned", [
+    ('listen = "0.0.0.0:8099"', "/metrics, /readyz and /status are served on the postback listener "
+     "(0.0.0.0:8099), which vendors reach: set http.ops_listen to an address only your monitoring "
+     "reaches, and http.status_token"),
+    ('listen = "0.0.0.0:8099"\nops_listen = "0.0.0.0:9099"', "/status is served on 0.0.0.0:9099 "
+     "(http.ops_listen) without http.status_token: whoever reaches that address reads it (vendor "
+     "errors, volumes, consumers)"),
+    (f'listen = "0.0.0.0:8099"\nops_listen = "0.0.0.0:9099"\nstatus_token = "{S}"', None),
+    ('listen = "0.0.0.0:8099"\nops_listen = "127.0.0.1:9099"', None),
+    ('listen = "127.0.0.1:8099"', None),
+])
+def test_operations_endpoints_others_reach_are_warned_of(tmp_path, http, warned):
+    code, out = run(tmp_path, f"[http]\n{http}\n")
+    assert code == 0, out
+    warnings = [line.removeprefix("warning: ") for line in out.splitlines() if line.startswith("warning: ")]
+    assert warnings == ([warned] if warned else [])
+    assert S not in out

@@ -9,7 +9,7 @@ is collected and raised together as one :class:`ConfigError`; secret values neve
 - ``values.py``: each value converted and checked on its own
 - ``loader.py``: ``load()``: the checks across keys, the Config
 - ``listen.py``: ``host:port`` parsed and resolved; ``redaction.py``: secrets kept out of output
-- ``report.py``: ``tracker check-config`` (``check_config``, ``summary``)
+- ``report.py``: ``tracker check-config`` (``check_config``, ``summary``, ``warnings``)
 
 Everything is imported from here; the modules are the layout, not the interface.
 """
@@ -17,7 +17,7 @@ from tracker.config.listen import IPAddress, Listener, parse_listen, resolve
 from tracker.config.loader import load
 from tracker.config.problems import ConfigError, Problem
 from tracker.config.redaction import redact_dsn, secrets_of
-from tracker.config.report import check_config, summary
+from tracker.config.report import check_config, summary, warnings
 from tracker.config.schema import (
     _FIELDS,  # the example config's test checks it documents every key
     EMBEDDED_POOL_HEADROOM,
@@ -42,4 +42,5 @@ from tracker.config_types import (
     VendorConfig,
 )
 
-__all__ = ["ConfigError", "Problem", "check_config", "load", "redact_dsn", "secrets_of", "summary"]
+__all__ = ["ConfigError", "Problem", "check_config", "load", "redact_dsn", "secrets_of", "summary",
+           "warnings"]

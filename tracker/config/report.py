@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from tracker import adapters
 from tracker.config.dsn import asyncpg_target
+from tracker.config.listen import parse_listen
 from tracker.config.loader import load
 from tracker.config.problems import ConfigError
 from tracker.config.redaction import redact_dsn
@@ -58,6 +59,26 @@ def summary(cfg: Config) -> list[str]:
     return lines
 
 
+def _reached(listen: str) -> bool:
+    """Does a listener take connections from other hosts (any of its addresses not loopback)?"""
+    listener = parse_listen(listen)
+    return not isinstance(listener, str) and not all(a.is_loopback for a in listener.addresses)
+
+
+def warnings(cfg: Config) -> list[str]:
+    """What is allowed but exposes more than an operator may mean to (check-config prints it,
+    `tracker run` logs it): the operations endpoints on an address others reach."""
+    http = cfg.http
+    if not http.ops_listen and _reached(http.listen):
+        return [f"/metrics, /readyz and /status are served on the postback listener ({http.listen}), "
+                "which vendors reach: set http.ops_listen to an address only your monitoring "
+                "reaches" + ("" if http.status_token else ", and http.status_token")]
+    if http.ops_listen and not http.status_token and _reached(http.ops_listen):
+        return [f"/status is served on {http.ops_listen} (http.ops_listen) without http.status_token: "
+                "whoever reaches that address reads it (vendor errors, volumes, consumers)"]
+    return []
+
+
 def check_config(path: str | None, env: Mapping[str, str] | None = None, out: TextIO | None = None) -> int:
     """``tracker check-config``: 0 and a summary when the configuration is valid, else 2 and every problem."""
     out = sys.stdout if out is None else out
@@ -80,4 +101,6 @@ def check_config(path: str | None, env: Mapping[str, str] | None = None, out: Te
     print(f"config OK: {cfg.source or 'defaults'}", file=out)
     for line in summary(cfg):
         print(f"  {line}", file=out)
+    for line in warnings(cfg):
+        print(f"warning: {line}", file=out)
     return 0
