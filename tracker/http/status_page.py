@@ -2,92 +2,28 @@
 
 One page, no script: a meta refresh reloads it; the charts are inline SVG; the layout is a CSS
 grid that is one column on a phone and several on a wall screen. Every text shown comes through
-`esc` (vendor codes, errors and consumer names are untrusted).
+`esc` (vendor codes, errors and consumer names are untrusted). The vendors' cards are here; the
+other cards in tracker.http.status_sections; the data and the rules that judge it in
+tracker.http.status_data.
 """
 from __future__ import annotations
 
-import html
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Mapping, Sequence
 
+from tracker.http import status_sections as sections
+from tracker.http.status_data import StatusData, VendorStatus, error_is_current, vendor_alerts
+from tracker.http.status_format import ago, age_s, badge, count, esc, hour_label, kpi, ratio, seconds
+
+__all__ = ["REFRESH_S", "StatusData", "VendorStatus", "chart", "esc", "render", "seconds"]
+
 REFRESH_S = 15
-CAP_SHOWN = "≥"  # before a count that reached its cap (counting stops there: bounded work)
-
-
-@dataclass
-class VendorStatus:
-    vendor: str
-    enabled: bool = True  # False: disabled in the configuration (or not in it): nothing polls it
-    in_flight: int = 0
-    stuck: int = 0
-    count_cap: int = 100_000
-    stuck_cap: int = 10_000
-    hour: Mapping[str, Any] | None = None  # tracker.vendor_figures_since: total, ratio, p50_s, p90_s
-    day: Mapping[str, Any] | None = None
-    circuit: str | None = None  # closed | half_open | open | None (not polled)
-    last_success_at: datetime | None = None
-    last_error: str | None = None
-    unmapped_codes: list[str] = field(default_factory=list)
-    chart: list[tuple[datetime, int, float | None]] = field(default_factory=list)  # hour, total, ratio
-
-
-@dataclass
-class StatusData:
-    now: datetime
-    vendors: list[VendorStatus]
-    intake_waiting: int = 0
-    intake_oldest_s: float | None = None
-    postbacks_waiting: int = 0
-    postbacks_oldest_s: float | None = None
-    consumers: list[Mapping[str, Any]] = field(default_factory=list)  # consumer, events, age_s
-    sinks: list[Mapping[str, Any]] | None = None  # None: the sinks' view does not exist (yet)
-    sinks_note: str | None = None
-    routes: list[Mapping[str, Any]] = field(default_factory=list)  # top routes by volume
-    retention: list[Mapping[str, Any]] = field(default_factory=list)  # last run per kind
-    count_cap: int = 100_000
-    stall_s: float = 60.0
-
-
-def esc(value: Any) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
-
-
-def count(n: int | None, cap: int) -> str:
-    if n is None:
-        return "–"
-    return f"{CAP_SHOWN}{n:,}" if n >= cap else f"{n:,}"
-
-
-def ratio(value: Any) -> str:
-    return "–" if value is None else f"{float(value) * 100:.1f}%"
-
-
-def seconds(value: Any) -> str:
-    if value is None:
-        return "–"
-    s = float(value)
-    if s < 90:
-        return f"{s:.1f} s"
-    if s < 5400:
-        return f"{s / 60:.1f} min"
-    if s < 172800:
-        return f"{s / 3600:.1f} h"
-    return f"{s / 86400:.1f} d"
-
-
-def ago(at: datetime | None, now: datetime) -> str:
-    return "never" if at is None else f"{seconds(max(0.0, (now - at).total_seconds()))} ago"
-
-
-def _badge(text: str, level: str) -> str:
-    return f'<span class="b {level}">{esc(text)}</span>'
 
 
 def _circuit(state: str | None) -> str:
     if state is None:
-        return _badge("not polled", "mute")
-    return _badge(state.replace("_", "-"), {"closed": "ok", "half_open": "warn"}.get(state, "bad"))
+        return badge("not polled", "mute")
+    return badge(state.replace("_", "-"), {"closed": "ok", "half_open": "warn"}.get(state, "bad"))
 
 
 def _figures(f: Mapping[str, Any] | None) -> str:
@@ -128,103 +64,74 @@ def chart(points: Sequence[tuple[datetime, int, float | None]], title: str) -> s
             "</svg>")
 
 
-def _vendor_card(v: VendorStatus, now: datetime) -> str:
-    alerts = [] if v.enabled else [_badge("disabled", "mute")]
-    if v.circuit == "open":
-        alerts.append(_badge("circuit open", "bad"))
-    if v.stuck:
-        alerts.append(_badge(f"{count(v.stuck, v.stuck_cap)} stuck", "warn"))
-    if v.unmapped_codes:
-        alerts.append(_badge(f"{len(v.unmapped_codes)} unmapped codes", "warn"))
-    codes = ", ".join(f"<code>{esc(c)}</code>" for c in v.unmapped_codes[:20]) or "none"
-    error = f'<div class="sub">last poll error: {esc(v.last_error)}</div>' if v.last_error else ""
+def _polling(v: VendorStatus, now: datetime) -> str:
+    """The circuit, since when, who polls, the last success; the last error with its age, grey
+    once a success came after it."""
+    if v.circuit is None:
+        line = f"circuit {_circuit(None)}"
+    else:
+        since = f" for {seconds(age_s(v.circuit_since, now))}" if v.circuit_since else ""
+        replicas = f" · polled by {v.polling_replicas} replica{'s' if v.polling_replicas != 1 else ''}"
+        line = (f"circuit {_circuit(v.circuit)}{since}{replicas} · "
+                f"last successful poll: {esc(ago(v.last_success_at, now))}")
+    if not v.last_error:
+        return f'<div class="sub" data-k="polling">{line}</div>'
+    when = f", {esc(ago(v.last_error_at, now))}" if v.last_error_at else ""
+    if error_is_current(v):
+        error = f'<div class="sub err" data-k="poll_error">last poll error{when}: {esc(v.last_error)}</div>'
+    else:
+        error = (f'<div class="sub old" data-k="poll_error">last poll error{when}, before the last '
+                 f'success: {esc(v.last_error)}</div>')
+    return f'<div class="sub" data-k="polling">{line}</div>{error}'
+
+
+def _unmapped(v: VendorStatus, now: datetime) -> str:
+    listed = []
+    for c in v.unmapped_codes[:20]:
+        if c.reports is None:
+            listed.append(f"<code>{esc(c.code)}</code>")
+            continue
+        capped = c.reports >= v.unmapped_count_cap
+        # counted up to the cap: the latest time among the reports read is a lower bound then
+        seen = ("last seen " + ("at most " if capped else "") + esc(ago(c.last_seen_at, now)))
+        listed.append(f"<li><code>{esc(c.code)}</code> ×{count(c.reports, v.unmapped_count_cap)}, {seen}</li>")
+    if not listed:
+        return '<div class="sub">unmapped codes: none</div>'
+    more = len(v.unmapped_codes) - 20
+    tail = f"<li>and {more:,} more</li>" if more > 0 else ""
+    return f'<div class="sub">unmapped codes:</div><ul class="codes sub">{"".join(listed)}{tail}</ul>'
+
+
+def _refusals(v: VendorStatus, now: datetime) -> str:
+    if not v.refused or not v.last_refusal:
+        return ""
+    return (f'<div class="sub err wrap" data-k="last_refusal">last refused row '
+            f"({esc(ago(v.last_refusal_at, now))}): {esc(v.last_refusal)}</div>")
+
+
+def _vendor_card(v: VendorStatus, d: StatusData) -> str:
+    now = d.now
+    alerts = " ".join(badge(text, level) for text, level in vendor_alerts(v, now, d.hour_from))
+    since_hour = f"since {hour_label(d.hour_from, now)}" if d.hour_from else "last hour"
+    since_day = f"since {hour_label(d.day_from, now)}" if d.day_from else "last day"
     return f"""
 <section class="card vendor" id="vendor-{esc(v.vendor)}">
-  <h2>{esc(v.vendor)} {" ".join(alerts)}</h2>
+  <h2>{esc(v.vendor)} {alerts}</h2>
   <div class="kpis">
-    <div><span class="k">in flight</span><span class="v" data-k="in_flight">{count(v.in_flight, v.count_cap)}</span></div>
-    <div><span class="k">delivered, last hour</span><span class="v" data-k="ratio_hour">{ratio((v.hour or {}).get("delivered_ratio"))}</span></div>
-    <div><span class="k">delivered, last day</span><span class="v" data-k="ratio_day">{ratio((v.day or {}).get("delivered_ratio"))}</span></div>
-    <div><span class="k">stuck</span><span class="v" data-k="stuck">{count(v.stuck, v.stuck_cap)}</span></div>
+    {kpi("in flight", "in_flight", count(v.in_flight, v.count_cap))}
+    {kpi(f"delivered, {since_hour}", "ratio_hour", ratio((v.hour or {}).get("delivered_ratio")))}
+    {kpi(f"delivered, {since_day}", "ratio_day", ratio((v.day or {}).get("delivered_ratio")))}
+    {kpi("stuck", "stuck", count(v.stuck, v.stuck_cap))}
+    {kpi(f"refused at intake, {since_hour}", "refused", count(v.refused, v.refused_cap),
+         "bad-t" if v.refused else "")}
   </div>
+  {_refusals(v, now)}
   <table><tr><th></th><th class="n">messages</th><th class="n">delivered</th><th class="n">latency p50 / p90</th></tr>
-    <tr><th>last hour</th>{_figures(v.hour)}</tr>
-    <tr><th>last day</th>{_figures(v.day)}</tr></table>
-  <div class="sub">circuit {_circuit(v.circuit)} · last successful poll: {esc(ago(v.last_success_at, now)) if v.circuit else "–"}</div>
-  {error}
-  <div class="sub">unmapped codes: {codes}</div>
+    <tr><th>{esc(since_hour)}</th>{_figures(v.hour)}</tr>
+    <tr><th>{esc(since_day)}</th>{_figures(v.day)}</tr></table>
+  {_polling(v, now)}
+  {_unmapped(v, now)}
   {chart(v.chart, f"{v.vendor}: messages per hour and delivered ratio, last 24 h")}
-</section>"""
-
-
-def _age_level(age_s: float | None, stall_s: float) -> str:
-    return "ok" if not age_s else ("bad" if age_s > stall_s else "warn")
-
-
-def _pipeline(d: StatusData) -> str:
-    consumers = "".join(
-        f'<tr><td>{esc(c["consumer"])}</td><td class="n">{int(c["events"]):,}</td>'
-        f'<td class="n">{seconds(c["age_s"]) if c["age_s"] else "–"}</td></tr>' for c in d.consumers
-    ) or '<tr><td colspan="3" class="sub">no consumer has acknowledged an event yet</td></tr>'
-    return f"""
-<section class="card">
-  <h2>Intake and postbacks</h2>
-  <div class="kpis">
-    <div><span class="k">submission rows waiting</span><span class="v" data-k="intake_waiting">{count(d.intake_waiting, d.count_cap)}</span></div>
-    <div><span class="k">oldest waiting</span><span class="v">{_badge(seconds(d.intake_oldest_s), _age_level(d.intake_oldest_s, d.stall_s))}</span></div>
-    <div><span class="k">postbacks waiting to be applied</span><span class="v" data-k="postbacks_waiting">{count(d.postbacks_waiting, d.count_cap)}</span></div>
-    <div><span class="k">oldest waiting</span><span class="v">{_badge(seconds(d.postbacks_oldest_s), _age_level(d.postbacks_oldest_s, d.stall_s))}</span></div>
-  </div>
-  <h3>Consumers (events not acknowledged)</h3>
-  <table><tr><th>consumer</th><th class="n">behind</th><th class="n">oldest</th></tr>{consumers}</table>
-  {_sinks(d)}
-</section>"""
-
-
-SINK_COLUMNS = ("sink", "kind", "events_behind", "dead_letters", "oldest_undelivered_age", "disabled",
-                "last_error")
-
-
-def _sinks(d: StatusData) -> str:
-    if d.sinks is None:
-        return f'<h3>Sinks</h3><p class="sub">{esc(d.sinks_note or "no sinks")}</p>'
-    if not d.sinks:
-        return '<h3>Sinks</h3><p class="sub">no sink configured</p>'
-    cols = [c for c in SINK_COLUMNS if c in d.sinks[0]] or list(d.sinks[0].keys())
-    head = "".join(f"<th>{esc(c.replace('_', ' '))}</th>" for c in cols)
-    rows = "".join("<tr>" + "".join(f"<td>{esc(_cell(r[c]))}</td>" for c in cols) + "</tr>" for r in d.sinks)
-    return f"<h3>Sinks</h3><table><tr>{head}</tr>{rows}</table>"
-
-
-def _cell(value: Any) -> str:
-    if hasattr(value, "total_seconds"):
-        return seconds(value.total_seconds())
-    return "–" if value is None else str(value)
-
-
-def _routes(d: StatusData) -> str:
-    rows = "".join(
-        f'<tr><td>{esc(r["vendor"])}</td><td>{esc(r["country"] or "?")}</td><td>{esc(r["operator"] or "–")}</td>'
-        f'<td class="n">{int(r["total"]):,}</td><td class="n">{ratio(r["delivered_ratio"])}</td>'
-        f'<td class="n">{seconds(r["p50_s"])}</td></tr>' for r in d.routes
-    ) or '<tr><td colspan="6" class="sub">no messages since yesterday</td></tr>'
-    return f"""
-<section class="card wide">
-  <h2>Top routes, yesterday and today (UTC)</h2>
-  <table><tr><th>vendor</th><th>country</th><th>operator</th><th class="n">messages</th>
-  <th class="n">delivered</th><th class="n">p50</th></tr>{rows}</table>
-</section>"""
-
-
-def _retention(d: StatusData) -> str:
-    rows = "".join(
-        f'<tr><td>{esc(r["kind"])}</td><td>{esc(ago(r["finished_at"], d.now))}</td>'
-        f'<td class="n">{int(r["removed"]):,}</td><td>{esc(r["error"] or "")}</td></tr>' for r in d.retention
-    ) or '<tr><td colspan="4" class="sub">nothing removed yet</td></tr>'
-    return f"""
-<section class="card">
-  <h2>Retention</h2>
-  <table><tr><th>kind</th><th>last removal</th><th class="n">rows</th><th>error</th></tr>{rows}</table>
 </section>"""
 
 
@@ -244,17 +151,22 @@ table{border-collapse:collapse;width:100%;font-size:14px}th,td{padding:3px 6px;t
 code{font-size:12px;background:#2a333d;padding:0 4px;border-radius:4px}
 .chart{width:100%;height:auto;margin-top:8px}.vol{fill:var(--vol)}.ratio{fill:none;stroke:var(--line);stroke-width:2}
 .dot{fill:var(--line)}.grid{stroke:#2a333d}.lbl{fill:var(--mute);font-size:11px}.lt{fill:var(--line)}
+.err,.bad-t{color:var(--bad)}.old{color:var(--mute);opacity:.7}.wrap{overflow-wrap:anywhere;white-space:normal}
+ul.codes,ul.problems{margin:2px 0;padding-left:18px}.problems li{overflow-wrap:anywhere}
+tr.detail td{color:var(--mute);font-size:13px;padding-top:0}table.sinks{font-size:13px}
 """
 
 
 def render(d: StatusData, refresh_url: str) -> str:
-    vendors = "".join(_vendor_card(v, d.now) for v in d.vendors)
+    vendors = "".join(_vendor_card(v, d) for v in d.vendors)
+    # the figures' windows start at a clock hour: "since 13:00" at 14:40 is this hour and the last
+    hour_from = f"{d.hour_from:%H}:00" if d.hour_from else "the previous hour's start"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width,initial-scale=1">
 <meta http-equiv="refresh" content="{REFRESH_S};url={esc(refresh_url)}">
 <title>SMS delivery tracker: status</title><style>{STYLE}</style></head>
 <body><header><h1>SMS delivery tracker</h1>
-<span class="sub">{d.now:%Y-%m-%d %H:%M:%S} UTC · refreshes every {REFRESH_S} s · by time of submission;
-"last hour" counts from {d.now - timedelta(hours=1):%H}:00 UTC, "last day" from {d.now - timedelta(days=1):%H}:00 yesterday</span></header>
-<main>{vendors}{_pipeline(d)}{_retention(d)}{_routes(d)}</main></body></html>"""
+<span class="sub">{d.now:%Y-%m-%d %H:%M:%S} UTC · refreshes every {REFRESH_S} s · by time of submission,
+in whole clock hours (UTC): "since {hour_from}" is this hour and the previous one</span></header>
+<main>{sections.tracker_card(d)}{vendors}{sections.pipeline(d)}{sections.retention(d)}{sections.routes(d)}</main></body></html>"""

@@ -29,8 +29,10 @@ CONSUMER_STATUS = "SELECT * FROM tracker.consumer_status ORDER BY consumer"
 REGISTER_CONSUMER = "SELECT tracker.register_consumer($1)"
 FORGET_CONSUMER = "SELECT tracker.forget_consumer($1)"
 
-# The status page reads in one read-only transaction that never runs long.
-STATUS_LIMITS = "SET LOCAL statement_timeout = '3s'"
+# The status page reads in one read-only transaction that never runs long. No JIT: on a
+# database with the default jit = on and tables not analyzed yet, the planner's estimates
+# passed jit_above_cost and two of the page's queries spent ~200 ms compiling for a few rows.
+STATUS_LIMITS = "SET LOCAL statement_timeout = '3s'; SET LOCAL jit = off"
 
 # Per vendor that is enabled or has messages in flight, enabled or not (a vendor disabled with
 # messages still in flight has them stuck; found by a skip scan of the partial index
@@ -38,8 +40,8 @@ STATUS_LIMITS = "SET LOCAL statement_timeout = '3s'"
 # index-only scan of messages_in_flight), and those silent longer than the vendor is expected to
 # take (tracker.stuck_messages' rule, with its expected_final_s: the configuration's, $2 names,
 # $3 times, which the daemon writes to vendor_settings at start; counted up to $4: the index
-# finds those submitted before then, each then read for its last report). $5: which of $2 are
-# enabled.
+# finds those submitted before then, each then read for its last report, oldest first: the
+# oldest stuck one's submission time comes with the count). $5: which of $2 are enabled.
 STATUS_IN_FLIGHT = """
 WITH RECURSIVE busy AS (
     (SELECT vendor FROM tracker.messages WHERE state < 'unknown' ORDER BY vendor LIMIT 1)
@@ -60,26 +62,68 @@ WITH RECURSIVE busy AS (
 SELECT v.vendor,
        (SELECT count(*) FROM (SELECT 1 FROM tracker.messages m
                               WHERE m.vendor = v.vendor AND m.state < 'unknown' LIMIT $1) f) AS in_flight,
-       (SELECT count(*) FROM (SELECT 1 FROM tracker.messages m
-                              WHERE m.vendor = v.vendor AND m.state < 'unknown'
-                                AND m.submitted_at < now() - make_interval(secs => v.expected_final_s)
-                                AND coalesce(m.last_report_at, m.submitted_at)
-                                    < now() - make_interval(secs => v.expected_final_s)
-                              LIMIT $4) s) AS stuck
+       st.stuck, st.oldest_stuck_at
 FROM v
+CROSS JOIN LATERAL (
+    SELECT count(*) AS stuck, min(s.submitted_at) AS oldest_stuck_at
+    FROM (SELECT m.submitted_at FROM tracker.messages m
+          WHERE m.vendor = v.vendor AND m.state < 'unknown'
+            AND m.submitted_at < now() - make_interval(secs => v.expected_final_s)
+            AND coalesce(m.last_report_at, m.submitted_at)
+                < now() - make_interval(secs => v.expected_final_s)
+          ORDER BY m.submitted_at LIMIT $4) s
+) st
 """
 
 # Per vendor, messages submitted since $1 (by hour), from the rollup.
 STATUS_VENDOR_FIGURES = "SELECT * FROM tracker.vendor_figures_since($1)"
 
-# Circuit state and last successful poll (vendor_health without its unmapped-code part, which
-# the planner leaves out when none of its columns is asked for).
+# Circuit state and since when (sql/024), last successful poll, last error and when, replicas
+# polling (vendor_health without its unmapped-code part, which the planner leaves out when none
+# of its columns is asked for).
 STATUS_POLL_HEALTH = """
-SELECT vendor, circuit_state, last_success_at, last_error FROM tracker.vendor_health
+SELECT vendor, circuit_state, circuit_since, last_success_at, last_error, last_error_at,
+       polling_replicas
+FROM tracker.vendor_health
+"""
+
+# The replicas polling now, as tracker.vendor_health counts them (running, reported in the
+# last two minutes), with the vendors each polls. poll_stats is a row per vendor and replica.
+STATUS_POLLING_REPLICAS = """
+SELECT replica, array_agg(vendor ORDER BY vendor) AS vendors, max(updated_at) AS reported_at
+FROM tracker.poll_stats
+WHERE stopped_at IS NULL AND updated_at > now() - interval '2 minutes'
+GROUP BY replica
+ORDER BY replica
+"""
+
+# Submission rows refused at intake (error set) that reached the database since $1, per vendor,
+# with the latest refusal's reason: a walk of the partial index submissions_refused (sql/021)
+# from the newest row back, one probe per row, that ends at the first row older than $1 (rows
+# are numbered as they arrive) or after $2 rows (then the counts are lower bounds: capped).
+# Rows that named no message (message_count 0, no error) are in the index but not counted.
+STATUS_REFUSED = """
+WITH RECURSIVE walk AS (
+    (SELECT id, vendor, error, created_at, 1 AS n FROM tracker.submissions
+     WHERE error IS NOT NULL OR message_count = 0 ORDER BY id DESC LIMIT 1)
+    UNION ALL
+    SELECT s.id, s.vendor, s.error, s.created_at, w.n + 1 FROM walk w
+    CROSS JOIN LATERAL (SELECT id, vendor, error, created_at FROM tracker.submissions
+                        WHERE (error IS NOT NULL OR message_count = 0) AND id < w.id
+                        ORDER BY id DESC LIMIT 1) s
+    WHERE w.created_at >= $1 AND w.n < $2
+)
+SELECT vendor, count(*) AS refused, (array_agg(error ORDER BY id DESC))[1] AS last_error,
+       max(created_at) AS last_at, (SELECT max(n) FROM walk) >= $2 AS capped
+FROM walk
+WHERE error IS NOT NULL AND created_at >= $1
+GROUP BY vendor
 """
 
 # The distinct unmapped (vendor, code) pairs, up to $1: a skip scan of observations_unmapped,
-# one index probe per pair, however many reports carry them.
+# one index probe per pair, however many reports carry them. For the first $3 codes of each
+# vendor (those its card lists): its reports, counted up to $2, and the latest time among them
+# (every report's when fewer than $2: the index has no time, so each counted one is read).
 STATUS_UNMAPPED_CODES = """
 WITH RECURSIVE codes AS (
     (SELECT vendor, code FROM tracker.observations
@@ -89,8 +133,26 @@ WITH RECURSIVE codes AS (
     CROSS JOIN LATERAL (SELECT o.vendor, o.code FROM tracker.observations o
                         WHERE o.state IS NULL AND (o.vendor, o.code) > (c.vendor, c.code)
                         ORDER BY o.vendor, o.code LIMIT 1) n
+), listed AS (
+    SELECT vendor, code, row_number() OVER (PARTITION BY vendor ORDER BY code) AS nth
+    FROM (SELECT vendor, code FROM codes LIMIT $1) c
 )
-SELECT vendor, code FROM codes LIMIT $1
+SELECT l.vendor, l.code, CASE WHEN l.nth <= $3 THEN n.reports END AS reports, n.last_seen_at
+FROM listed l
+CROSS JOIN LATERAL (
+    SELECT count(*) AS reports, max(o.received_at) AS last_seen_at
+    FROM (SELECT o.received_at FROM tracker.observations o
+          WHERE o.state IS NULL AND o.vendor = l.vendor AND o.code = l.code AND l.nth <= $3
+          LIMIT $2) o
+) n
+ORDER BY l.vendor, l.code
+"""
+
+# Each consumer that is not a sink (tracker.consumer_status, sql/023: a sink's lag, its pending
+# deliveries included, is tracker.sink_status'), events not acknowledged and the oldest's age.
+STATUS_CONSUMERS = """
+SELECT consumer, events_behind AS events, extract(epoch FROM oldest_unacked_age)::float8 AS age_s
+FROM tracker.consumer_status ORDER BY consumer
 """
 
 # Per vendor and hour since the hour of $1: volume and delivered ratio (the page's charts).
