@@ -147,6 +147,7 @@ class RetentionConfig:
     transitions_days: float = 30.0  # events every consumer and sink has acknowledged
     refused_rows_days: float = 30.0  # submission rows refused (or that named no message)
     final_messages_days: float = 90.0  # messages final this long, with their history
+    sink_dead_letters_days: float = 0.0  # events a sink gave up on (redrive sends them); 0: kept
     interval_s: float = 300.0  # a sweep runs this often, on one replica at a time
     batch_size: int = 500  # rows removed per transaction (short ones: never long locks)
     run_budget_s: float = 60.0  # a sweep stops after this long; the next one goes on

@@ -41,7 +41,8 @@ log = get_logger("tracker.retention")
 
 # In the order they run: the cheap, independent kinds first; messages after their reports and
 # events have mostly gone; refused rows last.
-KINDS = ("orphans", "postbacks", "observations", "transitions", "final_messages", "refused_rows")
+KINDS = ("orphans", "postbacks", "observations", "transitions", "final_messages", "refused_rows",
+         "sink_dead_letters")
 LOCK = "tracker.retention"
 RUNS_KEPT_DAYS = 30  # tracker.retention_runs itself is kept this long
 

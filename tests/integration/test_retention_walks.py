@@ -133,6 +133,7 @@ async def test_the_largest_batch_check_config_accepts_is_one_every_kind_takes(po
         await conn.execute(
             "INSERT INTO tracker.postbacks (vendor, method, body, received_at, processed_at)"
             " VALUES ('skycore', 'POST', 'a', now() - interval '20 days', now() - interval '20 days')")
-    swept = await retention.sweep(pool, dataclasses.replace(RetentionConfig(), batch_size=MAX_BATCH_ROWS))
+    every_kind = dataclasses.replace(RetentionConfig(), sink_dead_letters_days=30)  # 0 by default: kept
+    swept = await retention.sweep(pool, dataclasses.replace(every_kind, batch_size=MAX_BATCH_ROWS))
     assert [(s.kind, s.error) for s in swept] == [(k, None) for k in retention.KINDS]
     assert {s.kind: s.removed for s in swept}["postbacks"] == 1

@@ -230,6 +230,7 @@ RETENTION_BATCH = {
     "transitions": "SELECT * FROM tracker.retain_transitions($1, $2, $3)",
     "final_messages": "SELECT * FROM tracker.retain_final_messages($1, $2, $3)",
     "refused_rows": "SELECT * FROM tracker.retain_refused_rows($1, $2, $3)",
+    "sink_dead_letters": "SELECT * FROM tracker.retain_sink_dead_letters($1, $2, $3)",  # sql/025
 }
 
 RETENTION_RECORD_RUN = """
