@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncpg
 
 from tracker.config import redact_dsn
-from tracker.db import is_outage
+from tracker.db import passes
 from tracker.db.state_dir import StateDirError
 from tracker.logging import scrub
 
 EXIT_CANNOT_START = 2  # as for a configuration error: the message names the setting
+# What PostgreSQL says of the DSN's own settings (SQLSTATE class 28, and 3D000): no wait mends it.
+SETTINGS_REFUSED = (asyncpg.InvalidAuthorizationSpecificationError, asyncpg.InvalidCatalogNameError)
 
 
 class StartError(Exception):
@@ -23,11 +25,13 @@ class StartError(Exception):
 
 def database_start_error(e: BaseException, dsn: str | None, state_dir: str) -> StartError:
     """A database that could not be reached or used at start, as one line naming the setting
-    (never a traceback; the DSN's password scrubbed). The database unavailable may come back
-    (exit 1: systemd restarts us); one that refuses us (a wrong name or password) is a setting."""
+    (never a traceback; the DSN's password scrubbed). Only a database that refuses who we are (a
+    wrong password or role, a database of that name missing) is a setting (exit 2: the unit does
+    not restart us, RestartPreventExitStatus); anything else may pass (exit 1: restarted), a
+    database read-only for a while (a standby behind the DSN after a failover) among them."""
     if isinstance(e, StateDirError):
         return StartError(e.key, e.value, e.reason)
     key, value = ("database.dsn", redact_dsn(dsn)) if dsn else ("database.state_dir", state_dir)
-    refused = isinstance(e, asyncpg.PostgresError) and not is_outage(e)
+    setting = isinstance(e, SETTINGS_REFUSED) and not passes(e)
     reason = scrub(f"{type(e).__name__}: {redact_dsn(str(e))}")[:300]
-    return StartError(key, value, reason, EXIT_CANNOT_START if refused else 1)
+    return StartError(key, value, reason, EXIT_CANNOT_START if setting else 1)

@@ -147,6 +147,24 @@ def test_exit_status_2_is_not_restarted_and_is_what_the_tracker_exits_with_for_a
     assert StartError("http.listen", "127.0.0.1:8080", "Address already in use").code == 2
 
 
+@pytest.mark.parametrize("error, code", [
+    ("InvalidPasswordError", 2), ("InvalidAuthorizationSpecificationError", 2),
+    ("InvalidCatalogNameError", 2),  # who we are, or the database's name: settings
+    # what passes with time: restarted (a standby behind the DSN after a failover was exit 2, and
+    # with RestartPreventExitStatus=2 the service stayed down for good)
+    ("ReadOnlySQLTransactionError", 1), ("CannotConnectNowError", 1), ("TooManyConnectionsError", 1),
+    ("InsufficientPrivilegeError", 1), ("ConnectionRefusedError", 1),
+])
+def test_only_a_database_refusing_its_settings_is_not_restarted(error, code):
+    import asyncpg
+
+    from tracker.start_error import database_start_error
+
+    e = getattr(asyncpg, error, None)
+    e = e("refused") if e is not None else ConnectionRefusedError(111, "Connection refused")
+    assert database_start_error(e, "postgresql://u:pw-9@db/tracker", "/var/lib/tracker").code == code
+
+
 def test_the_ops_listener_is_apart_from_the_postback_listener_in_the_example():
     """OPERATIONS.md puts the postback listener behind a load balancer: /metrics and /status
     (no token) must not be served there."""
