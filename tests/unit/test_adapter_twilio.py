@@ -361,6 +361,25 @@ def test_while_a_secret_is_rotated_callbacks_signed_with_either_verify():
         assert tw.verify_postback(keys, shared_signed(URL, params, algorithm, secret="new-shared-key"))
         assert not tw.verify_postback(keys, shared_signed(URL, params, algorithm, secret=TOKEN))
     assert not tw.verify_postback(keys, signed(URL, params, token=SHARED))
+    # a previous secret alone verifies nothing: a rotation that lost its new secret is refused
+    alone = VendorConfig.from_keys("twilio", previous_auth_token=TOKEN, previous_shared_key_secret=SHARED)
+    assert not tw.verify_postback(alone, old) and not tw.verify_postback(alone, shared_signed(URL, params))
+
+
+def test_a_previous_twilio_secret_alone_or_unchanged_is_refused_by_check_config(tmp_path):
+    from tracker.config import ConfigError
+    from tracker.config.loader import load
+
+    (tmp_path / "tracker.toml").write_text('[vendors.twilio]\nprevious_auth_token = "old-auth-0123"\n'
+                                           'shared_key_secret = "same-key-0123"\n'
+                                           'previous_shared_key_secret = "same-key-0123"\n')
+    with pytest.raises(ConfigError) as e:
+        load(str(tmp_path / "tracker.toml"), env={})
+    found = {p.key: p.reason for p in e.value.problems}
+    assert found["vendors.twilio.previous_auth_token"].startswith("is set without vendors.twilio.auth_token")
+    assert found["vendors.twilio.previous_shared_key_secret"].startswith(
+        "is the same as vendors.twilio.shared_key_secret")
+    assert "old-auth-0123" not in str(found) and "same-key-0123" not in str(found)
 
 
 def test_the_previous_secrets_are_secret_settings(tmp_path):
@@ -369,7 +388,7 @@ def test_the_previous_secrets_are_secret_settings(tmp_path):
     assert tw.SETTINGS["previous_auth_token"].secret and tw.SETTINGS["previous_shared_key_secret"].secret
     (tmp_path / "old").write_text("old-auth-token-0123\n")
     (tmp_path / "tracker.toml").write_text('[vendors.twilio]\nauth_token = "t"\n'
-                                           'previous_auth_token_file = "old"\n'
+                                           'previous_auth_token_file = "old"\nshared_key_secret = "sk"\n'
                                            'previous_shared_key_secret = "old-shared-key-0123"\n')
     cfg = load(str(tmp_path / "tracker.toml"), env={})
     assert cfg.vendors["twilio"].settings["previous_auth_token"] == "old-auth-token-0123"

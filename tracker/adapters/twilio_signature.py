@@ -74,7 +74,8 @@ def _keys(cfg: VendorConfig, request: PostbackRequest) -> tuple[list[str], str]:
         names, algorithm = ("auth_token", "previous_auth_token"), HMAC_SHA1
     else:
         names, algorithm = ("shared_key_secret", "previous_shared_key_secret"), signature_algorithm(settings)
-    secrets = [s for s in map(cfg.settings.get, names) if s]
+    current, previous = map(cfg.settings.get, names)  # the previous one only beside the current
+    secrets = [s for s in (current, previous) if s] if current else []
     return (secrets, algorithm) if algorithm in ALGORITHMS else ([], algorithm)
 
 

@@ -146,19 +146,21 @@ class _Loader(_Values):
                                "up on before their first poll")
 
     def check_previous_token(self, vendor: str, given: dict[str, Any]) -> None:
-        """The token being rotated out is accepted beside a current one, never alone (a rotation
-        that lost its new token) and never the same (a rotation not done)."""
-        if not self.usable("vendors", vendor, "postback_token", "previous_postback_token"):
-            return
-        previous, current = given.get("previous_postback_token"), given.get("postback_token")
-        if previous and not current:
-            self.cross_problem("vendors", vendor, "previous_postback_token",
-                               f"is set without vendors.{vendor}.postback_token: set the new token "
-                               "there (the previous one is accepted only beside it)")
-        elif previous and previous == current:
-            self.cross_problem("vendors", vendor, "previous_postback_token",
-                               f"is the same as vendors.{vendor}.postback_token: a rotation needs "
-                               "a new token (make one with `openssl rand -hex 16`)")
+        """A secret being rotated out (`previous_<key>`: the postback token, Twilio's auth token
+        and shared key) is accepted beside the current one, never alone (a rotation that lost
+        its new secret) and never the same (a rotation not done)."""
+        for key in [k for k in given if k.startswith("previous_")]:
+            current = key.removeprefix("previous_")
+            if not self.usable("vendors", vendor, current, key):
+                continue
+            if not given.get(current):
+                self.cross_problem("vendors", vendor, key,
+                                   f"is set without vendors.{vendor}.{current}: set the new secret "
+                                   "there (the previous one is accepted only beside it)")
+            elif given[key] == given[current]:
+                self.cross_problem("vendors", vendor, key,
+                                   f"is the same as vendors.{vendor}.{current}: a rotation needs a "
+                                   "new secret")
 
     def check_polled(self, vendor: str, given: dict[str, Any]) -> None:
         """A vendor `tracker run` polls (tracker.config.polling.polled) whose adapter cannot build
