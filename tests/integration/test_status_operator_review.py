@@ -92,15 +92,16 @@ async def test_account_errors_half_open_circuits_and_poll_errors_have_an_age(poo
             "  'half_open', now() - interval '10 seconds')")
     page = await page_of(pool)
     spark, engage = card(page, "vendor-sparksender"), card(page, "vendor-engagespark")
-    assert re.search(r'circuit <span class="b ok">closed</span> for 5\.0 min · polled by 1 replica', spark)
-    assert ('<div class="sub old" data-k="poll_error">last poll error, 7.0 min ago, before the last '
-            "success: account error http_401: Unauthorized</div>") in spark
+    # ages to a tenth of a minute, the page made a moment after the rows (seconds on a busy machine)
+    assert re.search(r'circuit <span class="b ok">closed</span> for 5\.\d min · polled by 1 replica', spark)
+    assert re.search(re.escape('<div class="sub old" data-k="poll_error">last poll error, ') + r"7\.\d min ago"
+                     + re.escape(", before the last success: account error http_401: Unauthorized</div>"), spark)
     assert "account error</span>" not in spark
     assert 'class="b bad">account error</span>' in engage and 'class="b bad">circuit open</span>' in engage
-    assert re.search(r'circuit <span class="b bad">open</span> for 3\.0 min', engage)
+    assert re.search(r'circuit <span class="b bad">open</span> for 3\.\d min', engage)
     assert ('<div class="sub err" data-k="poll_error">last poll error, 1'  # 10.x s ago
             in engage and esc("account error 20003: <Authenticate>") in engage)
-    assert 'class="b bad">half-open, last success 30.0 min ago</span>' in card(page, "vendor-skycore")
+    assert re.search(r'class="b bad">half-open, last success 30\.\d min ago</span>', card(page, "vendor-skycore"))
     assert "half-open, last success" not in card(page, "vendor-sparrow")
 
 
@@ -204,7 +205,7 @@ async def test_unmapped_codes_show_their_reports_and_when_last_seen(pool, monkey
             "        ('skycore', 'e', 'poll', 'delivered', 'Z', now())")
     sky = card(await page_of(pool), "vendor-skycore")
     assert "2 unmapped codes" in sky
-    assert "<li><code>X7</code> ×3, last seen 10.0 min ago</li>" in sky
+    assert re.search(r"<li><code>X7</code> ×3, last seen 10\.\d min ago</li>", sky)
     assert f"<li><code>{esc('Y<9>')}</code> ×1, last seen 2.0 h ago</li>" in sky
     monkeypatch.setattr(status, "UNMAPPED_COUNT_CAP", 2)  # counted up to 2: bounds, said so
     sky = card(await page_of(pool), "vendor-skycore")

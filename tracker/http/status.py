@@ -39,7 +39,8 @@ TOP_ROUTES = 12
 REFUSED_CAP = 10_000  # refused rows walked back through their index, one probe each
 UNMAPPED_CODES_SHOWN = 200
 UNMAPPED_CODES_COUNTED = 20  # per vendor: the codes its card lists, each with its reports ...
-UNMAPPED_COUNT_CAP = 1_000  # ... counted up to this many (each is read, for when it came)
+UNMAPPED_COUNT_CAP = 100  # ... counted up to this many (each is read, for when it came: a cold
+# cache reads each from disk, and 5 vendors x 20 codes x 1,000 could pass the 3 s statement_timeout)
 HEADERS = {
     "Cache-Control": "no-store",
     "X-Content-Type-Options": "nosniff",
