@@ -23,7 +23,7 @@ log = get_logger("tracker.intake")
 
 STOP_GRACE_S = 10.0  # stop(): time the batch in flight gets to commit
 SUMMARY_EVERY_S = 60.0  # what was taken in: one line a minute at most (a trickle of rows made
-# a line per batch: hundreds of thousands a day); refused rows are a warning each batch
+# a line per batch: hundreds of thousands a day), a warning when some were refused
 
 
 class IntakeLoops:
@@ -45,6 +45,7 @@ class IntakeLoops:
         self.wake.set()
         self.tasks[-1].cancel()  # the listener holds nothing
         await self.host.supervisor.stop_tasks(self.tasks, STOP_GRACE_S)
+        self.summary.flush()  # what was taken in since the last line
 
     async def _loop(self) -> None:
         config = self.host.config
@@ -60,6 +61,7 @@ class IntakeLoops:
                 if result.rows:
                     self.summary.add(result)
                     continue  # maybe more waiting (a batch is also cut short by its bytes)
+                self.summary.add(result)  # none: a minute's pending counts are said, intake quiet
             except DB_ERRORS as e:
                 if not is_outage(e):
                     raise  # the supervisor's: logged, counted, restarted, in /readyz
@@ -73,8 +75,9 @@ class IntakeLoops:
 
 
 class _Summary:
-    """What the intake loops took in, logged a minute at a time (with the first batch at once);
-    refused rows at once, as a warning naming where their reasons are."""
+    """What the intake loops took in, a line a minute at most (the first batch at once), also
+    when intake has gone quiet (a look that found nothing says what is pending) and at a stop;
+    a warning, naming where the reasons are, when rows were refused meanwhile."""
 
     def __init__(self, clock=time.monotonic) -> None:
         self.clock = clock
@@ -82,13 +85,18 @@ class _Summary:
         self.rows = self.messages = self.refused = 0
 
     def add(self, result: intake.IntakeResult) -> None:
-        if result.refused:
-            log.warning("intake refused rows: their reasons are in tracker.intake_problems",
-                        refused=result.refused, rows=result.rows)
         self.rows += result.rows
         self.messages += result.messages
         self.refused += result.refused
-        now = self.clock()
-        if now - self.logged_at >= SUMMARY_EVERY_S:
-            log.info("intake", rows=self.rows, messages=self.messages, refused=self.refused)
-            self.logged_at, self.rows, self.messages, self.refused = now, 0, 0, 0
+        if self.clock() - self.logged_at >= SUMMARY_EVERY_S:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.rows:
+            return
+        counts = {"rows": self.rows, "messages": self.messages, "refused": self.refused}
+        if self.refused:
+            log.warning("intake: rows refused, their reasons in tracker.intake_problems", **counts)
+        else:
+            log.info("intake", **counts)
+        self.logged_at, self.rows, self.messages, self.refused = self.clock(), 0, 0, 0
