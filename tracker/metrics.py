@@ -60,6 +60,9 @@ postbacks_oldest_age = Gauge("tracker_postbacks_oldest_age_seconds",
 sink_lag = Gauge("tracker_sink_lag_events",
                  "Events a sink has not delivered yet (tracker.sink_status.events_behind)",
                  ["sink"], registry=REGISTRY)
+sink_disabled = Gauge("tracker_sink_disabled",
+                     "1 while a sink is disabled (its receiver answered 410 Gone; tracker sinks enable)",
+                     ["sink"], registry=REGISTRY)
 sink_deliveries = Counter("tracker_sink_deliveries_total",
                           "Delivery attempts by outcome: delivered, failed, throttled, gone, dead "
                           "(webhooks); delivered, duplicate, failed (NATS)",

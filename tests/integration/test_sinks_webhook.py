@@ -190,7 +190,8 @@ async def test_410_disables_the_sink_until_enabled(db_dsn, pool, tmp_path, monke
     refs = [f"m{i}" for i in range(5)]
     try:
         await make_messages(pool, refs)
-        async with running(config(db_dsn, webhooks=hooks, poll_interval_s=0.2)):
+        async with running(config(db_dsn, webhooks=hooks, poll_interval_s=0.2)) as (tr, _):
+            sinks = next(c for c in tr.components if type(c).__name__ == "Sinks")
             await report(pool, refs, State.sent)
             await wait_until(lambda: _disabled(pool), 20, "the sink disabled")
             st = await status(pool, "crm")
@@ -208,10 +209,14 @@ async def test_410_disables_the_sink_until_enabled(db_dsn, pool, tmp_path, monke
             await wait_until(disabled_turns_and_nothing_sent, 10, "five turns of the disabled sink")
             assert seen == 1  # one request, one 410, and the sink stopped
             assert (await status(pool, "crm"))["events_behind"] == 10
+            await sinks.refresh_lag()  # the sweep's (an alert's state: disabled while it is)
+            assert metric("tracker_sink_disabled", sink="crm") == 1
             gone["on"] = False
             _cli(write_config(tmp_path / "t.toml", db_dsn, webhooks=hooks), "sinks", "enable", "crm")
             await wait_until(lambda: len(rx.delivered_ids()) == 10, 20, "all 10 events after enable")
             assert not (await status(pool, "crm"))["disabled"]
+            await sinks.refresh_lag()
+            assert metric("tracker_sink_disabled", sink="crm") == 0
     finally:
         await rx.stop()
 

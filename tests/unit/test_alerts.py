@@ -90,14 +90,16 @@ TESTS = [
     },
     {   # a webhook sink: 410 once, then dead letters; another sink fine
         "input_series": [
-            {"series": 'tracker_sink_deliveries_total{sink="billing",outcome="gone",instance="a"}', "values": "0x10 1x50"},
+            {"series": 'tracker_sink_disabled{sink="billing",instance="a"}', "values": "0x10 1x50"},
+            {"series": 'tracker_sink_disabled{sink="crm",instance="a"}', "values": "0x60"},
             {"series": 'tracker_sink_deliveries_total{sink="billing",outcome="dead",instance="a"}', "values": "0x20 2x40"},
             {"series": 'tracker_sink_deliveries_total{sink="crm",outcome="dead",instance="a"}', "values": "0x60"},
-            {"series": 'tracker_sink_deliveries_total{sink="crm",outcome="gone",instance="a"}', "values": "0x60"},
         ],
         "alert_rule_test": [
             {"eval_time": "5m", "alertname": "SinkDisabledGone", "exp_alerts": []},
             {"eval_time": "12m", "alertname": "SinkDisabledGone", "exp_alerts": [
+                {"exp_labels": {"severity": "page", "sink": "billing"}}]},
+            {"eval_time": "55m", "alertname": "SinkDisabledGone", "exp_alerts": [  # still disabled
                 {"exp_labels": {"severity": "page", "sink": "billing"}}]},
             {"eval_time": "25m", "alertname": "SinkEventsDeadLettered", "exp_alerts": [
                 {"exp_labels": {"severity": "warning", "sink": "billing"}}]},

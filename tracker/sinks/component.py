@@ -3,7 +3,8 @@
 start(): registers every enabled sink (tracker.sinks rows), then runs one supervised loop per
 sink (component `sink:<name>`), one listener on `LISTEN tracker_events` that wakes them all
 (component `sinks-listener`; each loop's own timer, `sinks.poll_interval_s`, is the backstop),
-and a sweep that refreshes `tracker_sink_lag_events` from tracker.sink_status.
+and a sweep that refreshes `tracker_sink_lag_events` and `tracker_sink_disabled` from
+tracker.sink_status.
 stop(): tells each loop to stop; a webhook loop lets its requests in flight finish (up to its
 timeout, within the stop's grace) and records them, settles its batches and drops its reader
 lease within the margin after it; whatever is not recorded is sent again after its lease.
@@ -90,3 +91,4 @@ class Sinks:
         for r in rows:
             if r["sink"] in running:
                 metrics.sink_lag.labels(r["sink"]).set(r["events_behind"])
+                metrics.sink_disabled.labels(r["sink"]).set(1 if r["disabled"] else 0)
