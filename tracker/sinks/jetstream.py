@@ -223,7 +223,7 @@ class NatsSink:
         if done:
             await self._settle(rows, done, {i: e for i, e in dead.items() if i < done})
         if failure is not None:
-            why = closed_why(nc) or self.link.recent_error()
+            why = closed_why(nc) or self.link.recent_error(2 * self.cfg.timeout_s)  # this publish's
             raise PublishFailed(f"{done} of {len(rows)} events settled; then "
                                 f"{type(failure).__name__}: {failure}{why}") from failure
 

@@ -128,8 +128,9 @@ class Link:
             log.warning("NATS connection error", sink=self.name, error=error,
                         **({"suppressed": suppressed} if suppressed else {}))
 
-    def recent_error(self, within_s: float = 60.0) -> str:
-        """What the broker last said went wrong, if lately: a publish it refused (a permissions
+    def recent_error(self, within_s: float) -> str:
+        """What the broker last said went wrong, if within `within_s` (while the publish that
+        failed was waiting: an older error is another's): a publish it refused (a permissions
         violation) times out, and the timeout alone sends an operator after the network."""
         if self.said is None or time.monotonic() - self.said[0] > within_s:
             return ""
