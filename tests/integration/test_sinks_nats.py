@@ -70,6 +70,27 @@ async def test_missing_stream_is_reported_then_used_once_created(db_dsn, pool, b
     check_stream(await stream_messages(broker.url), await events(pool))
 
 
+async def test_a_stream_lost_under_the_sink_is_made_again_and_said_loudly(db_dsn, pool, broker):
+    # A broker whose storage was wiped: the stream the sink had published to is gone, with the
+    # events it had acknowledged. The sink made it again, said at info, as at a first start.
+    await make_messages(pool, ["a", "b"])
+    with structlog.testing.capture_logs() as logs:
+        async with running(config(db_dsn, nats={"bus": sink(broker)})):
+            await report(pool, ["a", "b"], State.accepted)
+            await wait_until(lambda: _count_is(broker.url, 2), 20, "the first 2 events")
+            nc = await nats.connect(broker.url)
+            await nc.jetstream().delete_stream(STREAM)  # as a wiped store leaves it
+            await nc.close()
+            await report(pool, ["a", "b"], State.sent)
+            await wait_until(lambda: _count_is(broker.url, 2), 30, "the next 2 events, in a new stream")
+            await wait_until(lambda: behind(pool, 0), 20, "the cursor at the end")
+    created = [(e["log_level"], e["event"]) for e in logs if e["event"].startswith("NATS stream created")]
+    assert created == [("info", "NATS stream created"),
+                       ("warning", "NATS stream created again: the stream this sink published to was "
+                                   "gone from the broker, with the events it had acknowledged (its "
+                                   "storage lost?)")]
+
+
 async def test_a_broker_restart_loses_and_repeats_nothing(db_dsn, pool, broker):
     refs = [f"m{i}" for i in range(30)]
     await make_messages(pool, refs)

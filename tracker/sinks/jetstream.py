@@ -33,8 +33,6 @@ from typing import Iterable, Sequence
 import asyncpg
 import orjson
 import nats.errors
-import nats.js.errors
-from nats.js.api import StorageType, StreamConfig
 
 from tracker import metrics
 from tracker.config_types import VENDORS, NatsSinkConfig, SinksConfig
@@ -44,7 +42,8 @@ from tracker.logging import get_logger, scrub
 from tracker.sinks import store
 from tracker.sinks.event import encode_event
 from tracker.sinks.natslink import Link, NotConnected
-from tracker.sinks.natsmsg import check_size, closed_why, headers, never_publishable, not_taken, refusal, subject
+from tracker.sinks.natsmsg import check_size, closed_why, headers, never_publishable, refusal, subject
+from tracker.sinks.natsstream import PublishFailed, ensure_stream
 from tracker.sinks.policy import Outcome
 from tracker.supervisor import beat
 
@@ -55,8 +54,6 @@ MAX_BACKOFF_S = 30.0
 LEASE_MARGIN_S = 10.0  # a claimed dead letter's lease: the publish timeout and this
 
 
-class PublishFailed(Exception):
-    """Part of a batch was not acknowledged; the cursor stops before it."""
 
 
 def refused_by_database(e: BaseException) -> bool:
@@ -131,7 +128,9 @@ class NatsSink:
             try:
                 nc = await self.link.connect()
                 js = nc.jetstream(timeout=self.cfg.timeout_s)
-                await self._ensure_stream(js)
+                async with self.pool.acquire() as conn:  # a cursor moved: a stream acknowledged
+                    again = any(r["sink"] == self.name and r["position"] for r in await store.status(conn))
+                await ensure_stream(js, self.cfg, self.vendors, again)
                 log.info("NATS sink started", sink=self.name, stream=self.cfg.stream,
                          subjects=f"{self.cfg.subject_prefix}.>")
                 await self._publish_loop(js, nc)
@@ -157,31 +156,6 @@ class NatsSink:
         while not self.stopping:
             self.changed.clear()
             await self.changed.wait()
-
-    async def _ensure_stream(self, js) -> None:
-        """The configured stream, created if missing and allowed; it must take the subject of every
-        event the sink's vendors can have (else another stream, or none, would get them)."""
-        try:
-            info = await js.stream_info(self.cfg.stream)
-        except nats.js.errors.NotFoundError:
-            if not self.cfg.create_stream:
-                raise PublishFailed(f"stream {self.cfg.stream} does not exist on the broker; create "
-                                    "it, or set create_stream = true") from None
-            await self._create_stream(js)
-            return
-        prefix, taken = self.cfg.subject_prefix, info.config.subjects or []
-        missing = not_taken(prefix, taken, self.vendors)
-        if missing:
-            raise PublishFailed(f"stream {self.cfg.stream} does not take the sink's subjects {prefix}.>"
-                                f" (e.g. {missing[0]}; its subjects: {', '.join(taken) or 'none'});"
-                                f" add {prefix}.> to them")
-
-    async def _create_stream(self, js) -> None:
-        await js.add_stream(StreamConfig(
-            name=self.cfg.stream, subjects=[f"{self.cfg.subject_prefix}.>"],
-            storage=StorageType.FILE, duplicate_window=self.cfg.duplicate_window_s))
-        log.info("NATS stream created", sink=self.name, stream=self.cfg.stream,
-                 duplicate_window_s=self.cfg.duplicate_window_s)
 
     async def _publish_loop(self, js, nc) -> None:
         while not self.stopping:
