@@ -107,6 +107,7 @@ class Poller:
         self.leases = SlotLeases(self.owner, pool, clock)
         self.tasks: list[asyncio.Task] = []
         self.stopping = asyncio.Event()
+        self.repaired = False  # poll_left_unpolled has run since the start
 
     def worker(self, name: str) -> VendorWorker:
         """The worker of vendor `name` (made, not started), with the vendor's adapter bound to
@@ -183,6 +184,9 @@ class Poller:
     # --- periodic sweeps ------------------------------------------------------------------------
 
     async def sweep_windows(self) -> None:
+        if not self.repaired:  # the first sweep since the start: see poll_left_unpolled
+            await self.exclusive("unpolled", poll_left_unpolled)
+            self.repaired = True
         await self.exclusive("windows", end_windows)
 
     async def flush_health_now(self) -> None:
@@ -210,6 +214,19 @@ class Poller:
             for h, s in zip(healths, taken):
                 h.keep_stats(s)  # written with the next flush
             raise  # the supervisor's (Supervisor.job: an outage waited out, else counted)
+
+
+async def poll_left_unpolled(conn: asyncpg.Connection) -> int:
+    """Make due the messages in flight that a replica of an earlier release took in with no first
+    poll (its vendor disabled there: the sinks-only replica the guide suggested). Once at each
+    start: during a rolling upgrade an old replica still strands them until it is replaced, and
+    the new one that replaces it repairs what it left."""
+    polled = [v for v in adapters.VENDORS if adapters.get(v).POLLS]
+    n = int((await conn.execute(q.POLL_LEFT_UNPOLLED, polled)).split()[-1])
+    if n:
+        log.warning("messages in flight had no next poll (taken in by an earlier release with "
+                    "their vendor disabled): due now", messages=n)
+    return n
 
 
 async def end_windows(conn: asyncpg.Connection) -> int:

@@ -123,6 +123,14 @@ SET lease_owner = NULL, lease_until = NULL,
 WHERE lease_owner = $1
 """
 
+# In-flight messages of vendors that poll ($1) left with no next poll: taken in by a replica of
+# an earlier release with the vendor disabled in its configuration (its intake gave them none).
+# Through the in-flight index; a vendor that polls never leaves one so otherwise.
+POLL_LEFT_UNPOLLED = """
+UPDATE tracker.messages SET next_poll_at = now()
+WHERE state < 'unknown' AND next_poll_at IS NULL AND vendor = ANY($1::text[])
+"""
+
 # Tracking windows that ended on messages not final yet. $1 how many.
 WINDOW_ENDED = """
 SELECT id, vendor, vendor_ref, recipient FROM tracker.messages
