@@ -28,12 +28,14 @@ async def page_of(pool, **kw) -> str:
             return await r.text()
 
 
-def since(back: timedelta, fmt: str = "%H:00") -> set[str]:
+def since(back: timedelta) -> set[str]:
     """How the page names the start of a window `back` long, the page made moments ago: by its
-    clock hour (the previous one for the last hour). Both the hour now and five minutes ago,
-    so that a test that crosses the top of an hour does not fail by it."""
+    clock hour (the previous one for the last hour), "yesterday" when that was before midnight
+    (UTC). Both as of now and of five minutes ago, so that a test that crosses the top of an
+    hour, or midnight, does not fail by it."""
     now = datetime.now(timezone.utc)
-    return {f"{t - back:{fmt}}" for t in (now, now - timedelta(minutes=5))}
+    return {f"{t - back:%H}:00" + (" yesterday" if (t - back).date() < t.date() else "")
+            for t in (now, now - timedelta(minutes=5))}
 
 
 HOUR = timedelta(hours=1)
@@ -190,7 +192,7 @@ async def test_windows_are_named_by_the_hour_they_start(pool):
     spark = card(page, "vendor-sparksender")
     assert has_any(spark, {f"delivered, since {h}</span>" for h in since(HOUR)})
     assert has_any(spark, {f"<th>since {h}</th>" for h in since(HOUR)})
-    assert has_any(spark, {f"<th>since {h}</th>" for h in since(timedelta(days=1), "%H:00 yesterday")})
+    assert has_any(spark, {f"<th>since {h}</th>" for h in since(timedelta(days=1))})
     assert "last hour" not in page and "last day" not in page
 
 
