@@ -4,36 +4,30 @@
 -- receivers' outages they only grew. Removed only once dead longer than the cutoff; one an
 -- operator redrove meanwhile (pending again) is not a dead letter and stays.
 --
--- Walked by event_id as the other kinds walk their ids (sql/021: tracker.retention_cursors),
--- every sink's together. An event dead for two sinks is two rows of one id: a batch takes every
--- row of the ids it reaches (at most max_rows and one row per other sink more), so that the next
--- batch, after its last id, leaves none of them behind.
+-- Oldest first by when they died, not walked by id as the other kinds are: a letter redriven
+-- and dead again keeps its low event id with a new dead_at, and a walk by id stopped at such
+-- young ones and never reached older letters past them. `after` is not used (each batch takes
+-- the oldest left); a batch's last_id is 0 while it found old letters, NULL when none is left.
+--
 -- The index is built under a lock that holds the sinks' writes (a fraction of a second on
 -- 500,000 rows): it waits at most 5 s for that lock behind another session's open transaction,
 -- rather than queue every writer behind it for as long; then the migration fails, changes
 -- nothing, and is tried again (ExecStartPre, or by hand).
 SET LOCAL lock_timeout = '5s';
-CREATE INDEX IF NOT EXISTS sink_deliveries_dead_event ON tracker.sink_deliveries (event_id)
+CREATE INDEX IF NOT EXISTS sink_deliveries_dead_at ON tracker.sink_deliveries (dead_at)
     WHERE status = 'dead';
 
 CREATE OR REPLACE FUNCTION tracker.retain_sink_dead_letters(after bigint, cutoff timestamptz, max_rows int)
 RETURNS tracker.retention_batch LANGUAGE sql AS $$
-    WITH reached AS MATERIALIZED (
-        SELECT max(event_id) AS last_id FROM (
-            SELECT event_id FROM tracker.sink_deliveries
-            WHERE status = 'dead' AND event_id > after ORDER BY event_id LIMIT max_rows) first_rows
-    ), examined AS MATERIALIZED (
-        SELECT sink, event_id, dead_at < cutoff AS old FROM tracker.sink_deliveries
-        WHERE status = 'dead' AND event_id > after AND event_id <= (SELECT last_id FROM reached)
-    ), doomed AS MATERIALIZED (
-        SELECT d.sink, d.event_id FROM tracker.sink_deliveries d
-        JOIN examined e ON e.sink = d.sink AND e.event_id = d.event_id
-        WHERE e.old AND d.status = 'dead' AND d.dead_at < cutoff
-        FOR UPDATE OF d SKIP LOCKED
+    WITH doomed AS MATERIALIZED (
+        SELECT sink, event_id FROM tracker.sink_deliveries
+        WHERE status = 'dead' AND dead_at < cutoff
+        ORDER BY dead_at LIMIT max_rows
+        FOR UPDATE SKIP LOCKED
     ), gone AS (
         DELETE FROM tracker.sink_deliveries d USING doomed x
         WHERE d.sink = x.sink AND d.event_id = x.event_id RETURNING 1
     )
-    SELECT (SELECT max(event_id) FROM examined), (SELECT count(*) FROM examined WHERE old),
+    SELECT CASE WHEN EXISTS (SELECT FROM doomed) THEN 0::bigint END, (SELECT count(*) FROM doomed),
            (SELECT count(*) FROM gone), NULL::jsonb
 $$;

@@ -152,25 +152,28 @@ async def test_a_sink_that_never_acknowledged_holds_every_event(pool):
 
 async def test_dead_letters_go_once_dead_that_long_and_not_while_redriven_or_kept(pool):
     # A sink's dead letters only grew, for years of receivers' outages; now as long as
-    # sink_dead_letters_days says (0, the default: for ever).
+    # sink_dead_letters_days says (0, the default: for ever). Oldest first by when they died:
+    # letters redriven and dead again keep their low ids with a new time, and a walk by id
+    # stopped at them (events 1-3 here) and never reached the older ones past them.
     async with pool.acquire() as conn:
         await conn.execute("INSERT INTO tracker.sinks (name, kind, consumer) VALUES ('crm', 'webhook', 'sink:crm'),"
                            " ('bus', 'nats', 'sink:bus')")
         await conn.execute(
             "INSERT INTO tracker.sink_deliveries (sink, event_id, pos, message_id, recorded_at, body, status, dead_at)"
             " SELECT s, g, g, g, now() - interval '50 days', '\\x7b7d',"
-            "        CASE WHEN g = 4 THEN 'pending' ELSE 'dead' END,"  # 4: redriven since
-            "        CASE WHEN g = 4 THEN NULL WHEN g <= 5 THEN now() - interval '40 days' ELSE now() - interval '1 day' END"
-            " FROM generate_series(1, 8) g, unnest(ARRAY['crm', 'bus']) s")
+            "        CASE WHEN g = 7 THEN 'pending' ELSE 'dead' END,"  # 7: redriven since
+            "        CASE WHEN g = 7 THEN NULL WHEN g <= 3 THEN now() - interval '1 day'"  # dead again
+            "             WHEN g <= 9 THEN now() - interval '40 days' ELSE now() - interval '2 days' END"
+            " FROM generate_series(1, 10) g, unnest(ARRAY['crm', 'bus']) s")
     assert "sink_dead_letters" not in {s.kind for s in await retention.sweep(pool, CONFIG)}  # 0: kept
-    assert await pool.fetchval("SELECT count(*) FROM tracker.sink_deliveries") == 16
+    assert await pool.fetchval("SELECT count(*) FROM tracker.sink_deliveries") == 20
     removed_before = metrics.retention_removed.labels("sink_dead_letters")._value.get()
     swept = {s.kind: s for s in await retention.sweep(pool, dataclasses.replace(CONFIG, sink_dead_letters_days=30))}
-    assert swept["sink_dead_letters"].removed == 8  # events 1, 2, 3, 5 of both sinks
-    left = await pool.fetch("SELECT sink, event_id, status FROM tracker.sink_deliveries ORDER BY sink, event_id")
-    assert [(r["sink"], r["event_id"]) for r in left] == [(s, e) for s in ("bus", "crm") for e in (4, 6, 7, 8)]
-    assert metrics.retention_removed.labels("sink_dead_letters")._value.get() - removed_before == 8
-    assert await pool.fetchval("SELECT removed FROM tracker.retention_status WHERE kind = 'sink_dead_letters'") == 8
+    assert swept["sink_dead_letters"].removed == 10  # events 4, 5, 6, 8, 9 of both sinks
+    left = await pool.fetch("SELECT sink, event_id FROM tracker.sink_deliveries ORDER BY sink, event_id")
+    assert [(r["sink"], r["event_id"]) for r in left] == [(s, e) for s in ("bus", "crm") for e in (1, 2, 3, 7, 10)]
+    assert metrics.retention_removed.labels("sink_dead_letters")._value.get() - removed_before == 10
+    assert await pool.fetchval("SELECT removed FROM tracker.retention_status WHERE kind = 'sink_dead_letters'") == 10
 
 
 async def test_zero_days_keeps_a_kind_and_one_sweeper_at_a_time(pool):
