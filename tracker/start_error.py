@@ -2,16 +2,12 @@
 listener's address, the database's DSN or state directory. Never a traceback."""
 from __future__ import annotations
 
-import asyncpg
-
 from tracker.config import redact_dsn
-from tracker.db import passes
+from tracker.db import settings_refused
 from tracker.db.state_dir import StateDirError
 from tracker.logging import scrub
 
 EXIT_CANNOT_START = 2  # as for a configuration error: the message names the setting
-# What PostgreSQL says of the DSN's own settings (SQLSTATE class 28, and 3D000): no wait mends it.
-SETTINGS_REFUSED = (asyncpg.InvalidAuthorizationSpecificationError, asyncpg.InvalidCatalogNameError)
 
 
 class StartError(Exception):
@@ -32,6 +28,6 @@ def database_start_error(e: BaseException, dsn: str | None, state_dir: str) -> S
     if isinstance(e, StateDirError):
         return StartError(e.key, e.value, e.reason)
     key, value = ("database.dsn", redact_dsn(dsn)) if dsn else ("database.state_dir", state_dir)
-    setting = isinstance(e, SETTINGS_REFUSED) and not passes(e)
+    setting = settings_refused(e)
     reason = scrub(f"{type(e).__name__}: {redact_dsn(str(e))}")[:300]
     return StartError(key, value, reason, EXIT_CANNOT_START if setting else 1)

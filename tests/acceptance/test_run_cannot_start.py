@@ -36,3 +36,20 @@ def test_an_address_in_use_is_reported_with_its_setting(db_dsn, key):
     assert cannot[0]["key"] == key and cannot[0]["address"] == address
     assert "address already in use" in cannot[0]["reason"]
     assert lines[-1]["event"] == "tracker stopped"  # what had started was stopped
+
+
+def test_migrate_in_execstartpre_exits_2_only_for_a_database_refusing_its_settings(db_dsn):
+    # The unit runs `tracker migrate` before `run`: it said 1 for every database error, so a
+    # wrong database name restarted every 2 s whatever RestartPreventExitStatus=2 said.
+    from urllib.parse import urlsplit, urlunsplit
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKER_")}
+    missing = urlunsplit(urlsplit(db_dsn)._replace(path="/no_such_database_here"))
+    with socket.socket() as s:  # a port nothing listens on: unreachable, which may pass
+        s.bind(("127.0.0.1", 0))
+        closed = f"postgresql://tracker@127.0.0.1:{s.getsockname()[1]}/tracker"
+    for dsn, code, said in ((missing, 2, "migrate: the database refused: InvalidCatalogNameError"),
+                            (closed, 1, "migrate: database unavailable: ")):
+        p = subprocess.run(TRACKER + ["migrate"], env={**env, "TRACKER_DATABASE__DSN": dsn},
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == code and said in p.stderr, (dsn, p.returncode, p.stderr)

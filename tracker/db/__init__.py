@@ -61,6 +61,17 @@ def passes(e: BaseException | None) -> bool:
     return any(isinstance(c, PASSING) or _outage(c) for c in _chain(e))
 
 
+# What PostgreSQL says of the DSN's own settings (SQLSTATE class 28, and 3D000): no wait mends it.
+SETTINGS_REFUSED = (asyncpg.InvalidAuthorizationSpecificationError, asyncpg.InvalidCatalogNameError)
+
+
+def settings_refused(e: BaseException | None) -> bool:
+    """Does the database refuse who we are (a wrong password or role, no database of that
+    name)? A setting to change: the daemon and its one-off commands (`tracker migrate` in the
+    unit's ExecStartPre) exit 2, which the unit does not restart (RestartPreventExitStatus)."""
+    return isinstance(e, SETTINGS_REFUSED) and not passes(e)
+
+
 def lock_not_had(e: BaseException | None) -> bool:
     """Was `e`, or an exception it was raised from, a lock not had within lock_timeout?"""
     return any(isinstance(c, asyncpg.exceptions.LockNotAvailableError) for c in _chain(e))

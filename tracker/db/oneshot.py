@@ -20,7 +20,7 @@ import asyncpg
 
 from tracker.config import redact_dsn
 from tracker.config_types import Config
-from tracker.db import is_outage
+from tracker.db import passes, settings_refused
 from tracker.db.embedded import EmbeddedError, EmbeddedPostgres, running_dsn
 from tracker.db.state_dir import StateDirError
 
@@ -60,10 +60,10 @@ def on_database(config: Config, command: str, job: Job) -> int:
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, EmbeddedError, StateDirError) as e:
         if isinstance(e, BrokenPipeError) and _output_closed():
             return OUTPUT_CLOSED
-        refused = isinstance(e, asyncpg.PostgresError) and not is_outage(e)
+        refused = isinstance(e, asyncpg.PostgresError) and not passes(e)
         what = "the database refused" if refused else "database unavailable"
         print(f"{command}: {what}: {type(e).__name__}: {redact_dsn(str(e))}", file=sys.stderr)
-        return 1
+        return 2 if settings_refused(e) else 1  # as the daemon (tracker.start_error)
 
 
 # Exit code when the reader of standard output (or error) went away: 128 + SIGPIPE, what the shell reports
