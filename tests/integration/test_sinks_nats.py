@@ -72,7 +72,8 @@ async def test_missing_stream_is_reported_then_used_once_created(db_dsn, pool, b
 
 async def test_a_stream_lost_under_the_sink_is_made_again_and_said_loudly(db_dsn, pool, broker):
     # A broker whose storage was wiped: the stream the sink had published to is gone, with the
-    # events it had acknowledged. The sink made it again, said at info, as at a first start.
+    # events it had acknowledged. The sink made it again and said so only at info, as at a
+    # first start: now a warning.
     await make_messages(pool, ["a", "b"])
     with structlog.testing.capture_logs() as logs:
         async with running(config(db_dsn, nats={"bus": sink(broker)})):

@@ -103,6 +103,7 @@ class NatsSink:
         self.changed = asyncio.Event()
         self.stopping = False
         self.published = False  # something was acknowledged since the last failure
+        self.acked = False  # the configured stream acknowledged an event since this daemon started
         self._counts = {o: metrics.sink_deliveries.labels(self.name, o)
                         for o in ("delivered", "duplicate", "failed", "dead")}
         self._latency = metrics.sink_delivery_seconds.labels(self.name)
@@ -128,9 +129,7 @@ class NatsSink:
             try:
                 nc = await self.link.connect()
                 js = nc.jetstream(timeout=self.cfg.timeout_s)
-                async with self.pool.acquire() as conn:  # a cursor moved: a stream acknowledged
-                    again = any(r["sink"] == self.name and r["position"] for r in await store.status(conn))
-                await ensure_stream(js, self.cfg, self.vendors, again)
+                await ensure_stream(js, self.cfg, self.vendors, again=self.acked)
                 log.info("NATS sink started", sink=self.name, stream=self.cfg.stream,
                          subjects=f"{self.cfg.subject_prefix}.>")
                 await self._publish_loop(js, nc)
@@ -219,6 +218,7 @@ class NatsSink:
             log.warning("event dead-lettered", sink=self.name, event_id=rows[i]["event_id"],
                         error=refusal(e))
         self.published = self.published or delivered
+        self.acked = self.acked or delivered
         now = datetime.now(timezone.utc)
         for i, r in enumerate(rows[:done]):
             if i not in dead:

@@ -21,8 +21,9 @@ class PublishFailed(Exception):
 async def ensure_stream(js, cfg: NatsSinkConfig, vendors: Iterable[str], again: bool) -> None:
     """The configured stream, created if missing and allowed; it must take the subject of every
     event the sink's vendors can have (else another stream, or none, would get them). `again`:
-    the sink's cursor has moved (a stream of this name acknowledged its events), so a stream
-    missing now was lost (a broker's storage wiped) with them: made anew, and said loudly."""
+    this stream acknowledged the sink's events since the daemon started, so missing now it was
+    lost (a broker's storage wiped) with them: made anew, and said loudly. (Across a restart the
+    daemon cannot tell that from a stream renamed in the configuration: said as a first start.)"""
     try:
         info = await js.stream_info(cfg.stream)
     except nats.js.errors.NotFoundError:
