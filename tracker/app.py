@@ -51,7 +51,7 @@ class Host(Protocol):
 
     def every(self, name: str, seconds: float, sweep: Callable[[], Awaitable[None]]) -> None: ...
 
-    async def exclusive(self, name: str, job: Callable[[asyncpg.Connection], Awaitable]) -> None: ...
+    async def exclusive(self, name: str, job: Callable[[asyncpg.Connection], Awaitable]) -> bool: ...
 
 
 class Tracker:
@@ -178,16 +178,18 @@ class Tracker:
                                seconds=seconds, id=name, max_instances=1, coalesce=True,
                                replace_existing=True)
 
-    async def exclusive(self, name: str, job: Callable[[asyncpg.Connection], Awaitable]) -> None:
-        """Run a sweep on one replica at a time. The advisory lock is the session's, not a
-        transaction's: the job commits as it goes (a long sweep in short transactions, never
-        one that holds thousands of rows locked against polls and postbacks). The database
-        unavailable and every other error are the supervisor's (Supervisor.job)."""
+    async def exclusive(self, name: str, job: Callable[[asyncpg.Connection], Awaitable]) -> bool:
+        """Run a sweep on one replica at a time; True when this one ran it. The advisory lock is
+        the session's, not a transaction's: the job commits as it goes (a long sweep in short
+        transactions, never one that holds thousands of rows locked against polls and
+        postbacks). The database unavailable and every other error are the supervisor's
+        (Supervisor.job)."""
         async with self.pool.acquire() as conn:
             if not await conn.fetchval(q.TRY_SWEEP_LOCK, "tracker.sweep." + name):
-                return  # another replica runs it
+                return False  # another replica runs it
             try:
                 await job(conn)
+                return True
             finally:
                 await conn.execute(q.SWEEP_UNLOCK, "tracker.sweep." + name)
 

@@ -48,7 +48,7 @@ class VendorStatus:
     last_error: str | None = None
     last_error_at: datetime | None = None
     unmapped_codes: list[UnmappedCode] = field(default_factory=list)
-    unmapped_count_cap: int = 100
+    unmapped_count_cap: int = 100  # tracker.http.status.UNMAPPED_COUNT_CAP, which sets it
     chart: list[tuple[datetime, int, float | None]] = field(default_factory=list)  # hour, total, ratio
 
 

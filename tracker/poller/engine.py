@@ -87,7 +87,7 @@ WINDOW_TEXT = "tracking window ended without a final report"
 Sweep = Callable[[], Awaitable[None]]
 Every = Callable[[str, float, Sweep], None]  # run a sweep every so many seconds
 Job = Callable[[asyncpg.Connection], Awaitable]
-Exclusive = Callable[[str, Job], Awaitable[None]]  # run a job on one replica at a time
+Exclusive = Callable[[str, Job], Awaitable[bool]]  # run a job on one replica at a time (True: ran)
 
 
 class Poller:
@@ -184,9 +184,8 @@ class Poller:
     # --- periodic sweeps ------------------------------------------------------------------------
 
     async def sweep_windows(self) -> None:
-        if not self.repaired:  # the first sweep since the start: see poll_left_unpolled
-            await self.exclusive("unpolled", poll_left_unpolled)
-            self.repaired = True
+        if not self.repaired:  # until it has run here since the start: see poll_left_unpolled
+            self.repaired = await self.exclusive("unpolled", poll_left_unpolled)
         await self.exclusive("windows", end_windows)
 
     async def flush_health_now(self) -> None:
