@@ -108,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     rd = sks.add_parser("redrive", help="send a sink's dead letters again", parents=[config])
     rd.add_argument("name", help="the sink ([sinks.webhooks.NAME] or [sinks.nats.NAME])")
     rd.add_argument("--since", help="only events recorded at or after this ISO time")
-    sks.add_parser("enable", help="deliver again to a sink disabled by a 410 Gone or paused by its receiver", parents=[config]).add_argument(
+    sks.add_parser("enable", help="deliver again to a sink disabled by a 410 Gone or paused by its "
+                   "receiver", parents=[config]).add_argument(
         "name", help="the webhook sink ([sinks.webhooks.NAME])")
     sks.add_parser("forget", help="drop a sink no longer configured: its cursor, deliveries, dead letters",
                    parents=[config]).add_argument("name", help="the sink's name")

@@ -50,7 +50,8 @@ _SECTIONS: dict[str, type] = {
 _SECRETS: dict[str, frozenset[str]] = {
     "database": frozenset({"dsn"}),
     "http": frozenset({"status_token"}),
-    "vendors": frozenset({"postback_token", "previous_postback_token", "api_key", "api_token", "partner_token"}),
+    "vendors": frozenset({"postback_token", "previous_postback_token", "api_key", "api_token",
+                          "partner_token"}),
 }
 # Numeric fields that may be zero; every other number must be > 0.
 _NON_NEGATIVE = frozenset({"deadline_margin_s", "group_commit_ms", "pool_min", "list_poll_min",

@@ -31,11 +31,11 @@ KINDS = ("webhooks", "nats")
 GLOBAL_KEYS = {"poll_interval_s": "float", "batch_size": "int"}
 KEYS: dict[str, dict[str, str]] = {
     "webhooks": {"url": "str", "url_file": "str", "secrets": "strlist", "secrets_file": "str",
-                 "vendors": "strlist",
-                 "states": "strlist", "timeout_s": "float", "retry_schedule_s": "floatlist",
-                 "concurrency": "int", "enabled": "bool"},
-    "nats": {"servers": "strlist", "servers_file": "str", "stream": "str", "subject_prefix": "str", "create_stream": "bool",
-             "duplicate_window_s": "float", "timeout_s": "float", "enabled": "bool"},
+                 "vendors": "strlist", "states": "strlist", "timeout_s": "float",
+                 "retry_schedule_s": "floatlist", "concurrency": "int", "enabled": "bool"},
+    "nats": {"servers": "strlist", "servers_file": "str", "stream": "str", "subject_prefix": "str",
+             "create_stream": "bool", "duplicate_window_s": "float", "timeout_s": "float",
+             "enabled": "bool"},
 }
 # Never quoted: server URLs may hold passwords, a webhook URL's path and query a token
 # (secrets_of masks them in logs; problems say at most a URL's scheme and host: url_problem).
@@ -129,12 +129,13 @@ class SinkSettings:
 
     # --- building -------------------------------------------------------------------------------
 
-    def merged(self, layers: dict[str, dict[str, Raw]], files: Mapping[str, str] = {}) -> dict[str, Raw]:
+    def merged(self, layers: dict[str, dict[str, Raw]],
+               files: Mapping[str, str] | None = None) -> dict[str, Raw]:
         """The file's values with the environment's over them; a key and its `_file` form
         (``files``) are one value: both in one layer is a problem, either in the environment
         replaces both in the file."""
         file_l, env_l = dict(layers.get("file", {})), layers.get("env", {})
-        for b, a in files.items():
+        for b, a in (files or {}).items():
             for layer in (file_l, env_l):
                 if a in layer and b in layer:
                     self.problem(layer[b], "", f"give either {layer[a].key} or {layer[b].key}, not both")
