@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Mapping
 
-from tracker.http.status_format import age_s, count, hour_label, seconds
+from tracker.http.status_format import age_s, ago, count, hour_label
 
 ACCOUNT_ERROR = "account error"  # how a poll's account error begins (tracker.poller.outcomes.kind_of)
 # how a row refused for the vendor's account problem says so (tracker.intake.rows._expanded)
@@ -117,12 +117,10 @@ def vendor_alerts(v: VendorStatus, now: datetime, since: datetime | None) -> lis
     elif v.circuit == "half_open":
         old = age_s(v.last_success_at, now)
         if old is None or old > STALE_PROBE_CYCLES * v.circuit_reset_s:
-            last = "never" if old is None else f"{seconds(old)} ago"
-            out.append((f"half-open, last success {last}", "bad"))
+            out.append((f"half-open, last success {ago(v.last_success_at, now)}", "bad"))
     if v.stuck:
-        oldest = age_s(v.oldest_stuck_at, now)
-        out.append((f"{count(v.stuck, v.stuck_cap)} stuck"
-                    + (f", oldest submitted {seconds(oldest)} ago" if oldest is not None else ""), "warn"))
+        oldest = f", oldest submitted {ago(v.oldest_stuck_at, now)}" if v.oldest_stuck_at else ""
+        out.append((f"{count(v.stuck, v.stuck_cap)} stuck{oldest}", "warn"))
     if v.unmapped_codes:
         out.append((f"{len(v.unmapped_codes)} unmapped codes", "warn"))
     return out
