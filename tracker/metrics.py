@@ -35,8 +35,10 @@ postbacks = Counter("tracker_postbacks_total", "Postback requests, by vendor and
                     ["vendor", "status"], registry=REGISTRY)
 postbacks_previous_token = Counter("tracker_postbacks_previous_token_total",
                                    "Postback requests admitted by the token being rotated out "
-                                   "(vendors.<vendor>.previous_postback_token): while this rises, "
-                                   "the vendor still calls the old URL", ["vendor"], registry=REGISTRY)
+                                   "(vendors.<vendor>.previous_postback_token) or signed with a "
+                                   "secret being rotated out (Twilio's previous_auth_token, "
+                                   "previous_shared_key_secret): while this rises, the vendor "
+                                   "still uses the old one", ["vendor"], registry=REGISTRY)
 postback_seconds = Histogram("tracker_postback_seconds", "Postback answer latency",
                              registry=REGISTRY,
                              buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1, 5))

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from tests.polling_support import all_final, db_states, make_config, send, start_poller, wait_until
-from tests.postbacks_support import TOKENS, config_for, postback_url, running
+from tests.postbacks_support import TOKENS, config_for, metric_value, postback_url, running
 from tracker.adapters.twilio_signature import signature
 from tracker.sandbox import Sandbox, send_many
 
@@ -209,3 +209,21 @@ async def test_a_callback_url_with_escapes_verifies_as_twilio_signed_it(db_dsn):
                                   headers={"X-Twilio-Signature": sig, "Content-Type":
                                            "application/x-www-form-urlencoded"}) as r:
                     assert r.status == 200, (query, await r.text())
+
+
+async def test_a_callback_signed_with_the_secret_being_rotated_out_is_counted(db_dsn):
+    # tracker_postbacks_previous_token_total tells when the old auth token is no longer used
+    creds = {"account_sid": "AC" + "0" * 32, "auth_token": "the-new-auth-token",
+             "previous_auth_token": "the-old-auth-token"}
+    series = 'tracker_postbacks_previous_token_total{vendor="twilio"}'
+    async with running(config_for(db_dsn, twilio=creds)) as (tr, base), aiohttp.ClientSession() as s:
+        url = postback_url(base, VENDOR)
+        before = await metric_value(base, series)
+        for token, status in (("the-old-auth-token", 200), ("the-new-auth-token", 200),
+                              ("a-third-token", 403)):
+            params = {"MessageSid": "SM" + token[:5].encode().hex().ljust(32, "0"), "MessageStatus": "sent"}
+            async with s.post(url, data=urlencode(params), headers={
+                    "X-Twilio-Signature": signature(token, url, params),
+                    "Content-Type": "application/x-www-form-urlencoded"}) as r:
+                assert r.status == status, (token, await r.text())
+        assert await metric_value(base, series) - before == 1  # the old one's only

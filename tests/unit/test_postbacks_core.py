@@ -173,15 +173,18 @@ def test_a_vendor_that_signs_is_authenticated_once_the_body_is_read():
     from tracker.adapters.base import PostbackRequest
     req = PostbackRequest("POST", "https://x.example/postbacks/v/t", {"X-Signature": "s"}, b"a=1")
     plain = core.Route("v", b"", (), frozenset())
-    assert core.authenticate(plain, req) is None  # signs nothing: nothing to check
-    signed = dataclasses.replace(plain, verify=lambda r: r.headers.get("X-Signature") == "s")
-    assert core.authenticate(signed, req) is None
-    assert core.authenticate(signed, dataclasses.replace(req, headers={})) == core.BAD_SIGNATURE
+    assert core.authenticate(plain, req) == (None, False)  # signs nothing: nothing to check
+    by = {"s": "auth_token", "old": "previous_auth_token"}
+    signed = dataclasses.replace(plain, verify=lambda r: by.get(r.headers.get("X-Signature")))
+    assert core.authenticate(signed, req) == (None, False)
+    # verified by the secret being rotated out: admitted, and said so (counted by the route)
+    assert core.authenticate(signed, dataclasses.replace(req, headers={"X-Signature": "old"})) == (None, True)
+    assert core.authenticate(signed, dataclasses.replace(req, headers={})) == (core.BAD_SIGNATURE, False)
 
     def trips(r):
         raise KeyError("a verifier that trips")
 
-    assert core.authenticate(dataclasses.replace(plain, verify=trips), req) == core.BAD_SIGNATURE
+    assert core.authenticate(dataclasses.replace(plain, verify=trips), req) == (core.BAD_SIGNATURE, False)
 
 
 @pytest.mark.parametrize("encoding, refused", [

@@ -93,9 +93,10 @@ class PollsInBatches(Protocol):
 @runtime_checkable
 class SignsPostbacks(Protocol):
     """The vendor signs its postbacks (Twilio): a postback whose signature does not verify is
-    refused before it is read."""
+    refused before it is read. Returns the name of the setting whose secret verified it (one
+    named `previous_...`: a secret being rotated out, counted), else None."""
 
-    def verify_postback(self, cfg: VendorConfig, request: PostbackRequest) -> bool: ...
+    def verify_postback(self, cfg: VendorConfig, request: PostbackRequest) -> str | None: ...
 
 
 @runtime_checkable

@@ -64,8 +64,9 @@ def signature_algorithm(settings: str) -> str:
     return HMAC_SHA1
 
 
-def _keys(cfg: VendorConfig, request: PostbackRequest) -> tuple[list[str], str]:
-    """The secrets the callback may be signed with, and the algorithm; no secrets where it cannot
+def _keys(cfg: VendorConfig, request: PostbackRequest) -> tuple[list[tuple[str, str]], str]:
+    """The secrets the callback may be signed with (setting name, secret), and the algorithm; no
+    secrets where it cannot
     verify. Without X-Twilio-Webhooks-Signature-Settings: the auth token (and the previous one,
     while a rotation lasts) with HMAC-SHA1; with it: the shared key's secret (and the previous
     one) with the header's algorithm, never the auth token, as Twilio's libraries."""
@@ -74,8 +75,8 @@ def _keys(cfg: VendorConfig, request: PostbackRequest) -> tuple[list[str], str]:
         names, algorithm = ("auth_token", "previous_auth_token"), HMAC_SHA1
     else:
         names, algorithm = ("shared_key_secret", "previous_shared_key_secret"), signature_algorithm(settings)
-    current, previous = map(cfg.settings.get, names)  # the previous one only beside the current
-    secrets = [s for s in (current, previous) if s] if current else []
+    current = cfg.settings.get(names[0])  # the previous one only beside the current
+    secrets = [(n, cfg.settings[n]) for n in names if cfg.settings.get(n)] if current else []
     return (secrets, algorithm) if algorithm in ALGORITHMS else ([], algorithm)
 
 
@@ -102,30 +103,33 @@ def signed_url(cfg: VendorConfig, received_url: str) -> str:
     return public.rstrip("/") + path_qs
 
 
-def verify_postback(cfg: VendorConfig, request: PostbackRequest) -> bool:
+def verify_postback(cfg: VendorConfig, request: PostbackRequest) -> str | None:
     """Does the callback's X-Twilio-Signature verify: with the account's auth token (HMAC-SHA1),
     or, where X-Twilio-Webhooks-Signature-Settings says a SharedKey signed it, with the shared
-    key's secret and the algorithm the header names?"""
+    key's secret and the algorithm the header names? The name of the setting whose secret
+    verified it (a `previous_` one is counted: when none is used any more, it can go), else
+    None."""
     secrets, algorithm = _keys(cfg, request)
     given = header(request.headers, SIGNATURE_HEADER)
     if not secrets or not given:
-        return False
+        return None
     url = signed_url(cfg, request.url)
     query = parse_qs(urlsplit(url).query)
     if "bodySHA256" in query:  # a JSON body: its hash is in the signed URL
         if not hmac.compare_digest(hashlib.sha256(request.body).hexdigest(), query["bodySHA256"][0]):
-            return False
+            return None
         params: dict[str, list[str]] = {}
     elif request.method.upper() == "POST":
         try:
             form = request.body.decode("utf-8")
         except UnicodeDecodeError:
-            return False
+            return None
         params = {}
         for name, value in parse_qsl(form, keep_blank_values=True):
             params.setdefault(name, []).append(value)
     else:
         params = {}
     expected = given.strip().encode("utf-8", "replace")
-    return any(hmac.compare_digest(signature(secret, u, params, algorithm).encode("ascii"), expected)
-               for secret in secrets for u in _ports(url))
+    return next((name for name, secret in secrets for u in _ports(url)
+                 if hmac.compare_digest(signature(secret, u, params, algorithm).encode("ascii"), expected)),
+                None)

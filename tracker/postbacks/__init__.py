@@ -211,8 +211,10 @@ class Postbacks:
             # the URL from the raw request target, escapes as sent: Twilio signs the URL exactly
             # as it was given (a URL rebuilt by yarl may normalize them, as a mocked one did)
             url = f"{request.scheme}://{request.host}{request.raw_path}"
-            refusal = core.authenticate(self.routes[vendor], PostbackRequest(
+            refusal, by_previous = core.authenticate(self.routes[vendor], PostbackRequest(
                 request.method, url, request.headers, body))
+            if by_previous:  # signed with a secret being rotated out (Twilio's previous_...)
+                metrics.postbacks_previous_token.labels(vendor).inc()
         if refusal is not None:
             if refusal.status != 404:
                 log.warning("postback refused", vendor=vendor, status=refusal.status,

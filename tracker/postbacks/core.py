@@ -60,8 +60,9 @@ class Route:
     token_digest: bytes
     networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     content_types: frozenset[str]
-    # A vendor that signs its postbacks (SignsPostbacks): does a request's signature verify?
-    verify: Callable[[PostbackRequest], bool] | None = None
+    # A vendor that signs its postbacks (SignsPostbacks): the setting whose secret verified a
+    # request's signature, else None.
+    verify: Callable[[PostbackRequest], str | None] | None = None
     # The token being rotated out (previous_postback_token), accepted too while it is set.
     previous_digest: bytes | None = None
 
@@ -89,16 +90,18 @@ def routes_from(config: Config) -> dict[str, Route]:
     return out
 
 
-def authenticate(route: Route, request: PostbackRequest) -> Refusal | None:
-    """For a vendor that signs its postbacks, once the body is read: None when the signature
-    verifies (or the vendor signs nothing), else the refusal. A verifier that trips is a
-    refusal too: a request that cannot be verified is never stored."""
+def authenticate(route: Route, request: PostbackRequest) -> tuple[Refusal | None, bool]:
+    """For a vendor that signs its postbacks, once the body is read: (None, whether a secret
+    being rotated out verified it) when the signature verifies (or the vendor signs nothing),
+    else (the refusal, False). A verifier that trips is a refusal too: a request that cannot be
+    verified is never stored."""
     if route.verify is None:
-        return None
+        return None, False
     try:
-        return None if route.verify(request) else BAD_SIGNATURE
+        by = route.verify(request)
     except Exception:  # noqa: BLE001 - whatever the verifier trips on, the request is not trusted
-        return BAD_SIGNATURE
+        return BAD_SIGNATURE, False
+    return (None, by.startswith("previous_")) if by else (BAD_SIGNATURE, False)
 
 
 def media_type(content_type: str | None) -> str:
