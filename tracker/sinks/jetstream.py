@@ -129,7 +129,7 @@ class NatsSink:
             try:
                 nc = await self.link.connect()
                 js = nc.jetstream(timeout=self.cfg.timeout_s)
-                await ensure_stream(js, self.cfg, self.vendors, again=self.acked)
+                await ensure_stream(js, self.cfg, self.vendors, again=await self._acked_before())
                 log.info("NATS sink started", sink=self.name, stream=self.cfg.stream,
                          subjects=f"{self.cfg.subject_prefix}.>")
                 await self._publish_loop(js, nc)
@@ -150,6 +150,14 @@ class NatsSink:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._until_stopping(), backoff)
             backoff = min(backoff * 2, MAX_BACKOFF_S)
+
+    async def _acked_before(self) -> bool:
+        """Has the configured stream acknowledged this sink's events, in this daemon's life or
+        an earlier one's (sql/027)? Then a stream of that name missing now was lost with them."""
+        if self.acked:
+            return True
+        async with self.pool.acquire() as conn:
+            return await conn.fetchval(q.SINK_ACKED_STREAM, self.name) == self.cfg.stream
 
     async def _until_stopping(self) -> None:
         while not self.stopping:
@@ -213,6 +221,8 @@ class NatsSink:
             else:
                 await conn.execute(q.ACK_SINK_EVENTS, self.consumer, rows[done - 1]["event_id"])
                 await store.succeeded(conn, self.name)
+            if delivered and not self.acked:  # once a daemon's life: which stream took them
+                await conn.execute(q.SET_SINK_ACKED_STREAM, self.name, self.cfg.stream)
         for i, e in dead.items():
             self._counts["dead"].inc()
             log.warning("event dead-lettered", sink=self.name, event_id=rows[i]["event_id"],

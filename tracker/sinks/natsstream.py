@@ -21,9 +21,10 @@ class PublishFailed(Exception):
 async def ensure_stream(js, cfg: NatsSinkConfig, vendors: Iterable[str], again: bool) -> None:
     """The configured stream, created if missing and allowed; it must take the subject of every
     event the sink's vendors can have (else another stream, or none, would get them). `again`:
-    this stream acknowledged the sink's events since the daemon started, so missing now it was
-    lost (a broker's storage wiped) with them: made anew, and said loudly. (Across a restart the
-    daemon cannot tell that from a stream renamed in the configuration: said as a first start.)"""
+    this stream acknowledged the sink's events before (in this daemon's life or, by
+    tracker.sinks.acked_stream, an earlier one's), so missing now it was lost (a broker's storage
+    wiped) with them: made anew, and said loudly. A stream renamed in the configuration is
+    another name: made as at a first start."""
     try:
         info = await js.stream_info(cfg.stream)
     except nats.js.errors.NotFoundError:

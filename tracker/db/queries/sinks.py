@@ -172,6 +172,13 @@ SINK_SUCCEEDED = "UPDATE tracker.sinks SET last_success_at = now() WHERE name = 
 
 SINK_FAILED = "UPDATE tracker.sinks SET last_error = $2, last_error_at = now() WHERE name = $1"
 
+# A NATS sink's stream that acknowledged its events (sql/027): read when it connects, written
+# at its first acknowledgement in a daemon's life.
+SINK_ACKED_STREAM = "SELECT acked_stream FROM tracker.sinks WHERE name = $1"
+SET_SINK_ACKED_STREAM = """
+UPDATE tracker.sinks SET acked_stream = $2 WHERE name = $1 AND acked_stream IS DISTINCT FROM $2
+"""
+
 # Dead letters of sink $1 (events recorded at or after $2, if given) become pending again.
 REDRIVE_SINK = """
 UPDATE tracker.sink_deliveries
