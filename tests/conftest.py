@@ -113,3 +113,15 @@ def no_secrets_registered(monkeypatch):
 
     for name, empty in (("_secrets", set()), ("_secret_re", None), ("_sent", set()), ("_sent_re", None)):
         monkeypatch.setattr(masking, name, empty)
+
+
+@pytest.fixture(autouse=True)
+def fresh_log_throttles(monkeypatch):
+    """Every test starts with no log line held back by an earlier test's (tracker.throttle: a
+    line per key a minute)."""
+    from tracker import postbacks
+    from tracker.db import counts
+    from tracker.throttle import Throttle
+
+    monkeypatch.setattr(postbacks, "_refusals", Throttle())
+    monkeypatch.setattr(counts, "_unmapped_log", Throttle())

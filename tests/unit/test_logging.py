@@ -136,8 +136,9 @@ def test_an_unmapped_code_holding_a_secret_is_masked_before_it_is_cut(monkeypatc
     # The warning shows codes cut to 32 characters. Cut first, the secret's first 32 characters
     # were masked as the start of a secret, and the code's own text with them ("***").
     from tracker.db import counts
+    from tracker.throttle import Throttle
 
-    monkeypatch.setattr(counts, "_unmapped_log", counts._UnmappedLog())
+    monkeypatch.setattr(counts, "_unmapped_log", Throttle())
     out = io.StringIO()
     tlog.configure("info", "json", stream=out, cache=False)
     secret = "k-0123456789abcdefghijklmnopqrstuvwxyz"  # 38 characters

@@ -2,7 +2,6 @@
 transitions made, counted once per label set and batch, not per row (tracker.db.reducer)."""
 from __future__ import annotations
 
-import time
 from collections import Counter
 from typing import Iterable, Mapping, Sequence
 
@@ -10,6 +9,7 @@ from tracker import metrics
 from tracker.core.reduce import PlannedTransition
 from tracker.logging import get_logger
 from tracker.masking import mask_secrets
+from tracker.throttle import Throttle
 
 log = get_logger("tracker.reducer")
 
@@ -31,31 +31,14 @@ def count_observations(source: str, rows: Iterable[tuple[str, object, str | None
     for vendor, codes in unmapped.items():
         n = sum(codes.values())
         _child(metrics.unmapped, vendor).inc(n)
-        _unmapped_log.report(vendor, source, n, codes)
+        left_out = _unmapped_log.allow(vendor, n)
+        if left_out is not None:
+            log.warning("vendor codes not in the mapping: recorded, not guessed", vendor=vendor,
+                        source=source, reports=left_out + n, codes=[c for c, _ in codes.most_common(5)])
     return sum(sum(c.values()) for c in unmapped.values())
 
 
-class _UnmappedLog:
-    """One warning per vendor a minute at most, with what was seen meanwhile."""
-
-    EVERY_S = 60.0
-
-    def __init__(self) -> None:
-        self.last: dict[str, float] = {}
-        self.since: Counter[str] = Counter()
-
-    def report(self, vendor: str, source: str, n: int, codes: Counter[str]) -> None:
-        now = time.monotonic()
-        self.since[vendor] += n
-        if now - self.last.get(vendor, -self.EVERY_S) < self.EVERY_S:
-            return
-        self.last[vendor] = now
-        log.warning("vendor codes not in the mapping: recorded, not guessed", vendor=vendor,
-                    source=source, reports=self.since.pop(vendor),
-                    codes=[c for c, _ in codes.most_common(5)])
-
-
-_unmapped_log = _UnmappedLog()
+_unmapped_log = Throttle()  # one warning per vendor a minute at most, with what was seen meanwhile
 
 
 _children: dict[tuple, object] = {}

@@ -39,10 +39,15 @@ from tracker.logging import get_logger, register_secret
 from tracker.postbacks import core
 from tracker.postbacks.commit import GroupCommit, Refused, Unavailable
 from tracker.postbacks.worker import APPLIERS, ApplyWorker
+from tracker.throttle import Throttle
 
 log = get_logger("tracker.postbacks")
 
 ROUTE = "/postbacks/{path:.*}"
+# A vendor that changed its payload, or a signature setting gone wrong, refuses every postback:
+# a warning per vendor and reason a minute, saying how many were left out meanwhile
+# (tracker_postbacks_total counts each).
+_refusals = Throttle()
 WRITERS = 2  # group commit batches written at a time (a small one also applied)
 
 
@@ -216,9 +221,11 @@ class Postbacks:
             if by_previous:  # signed with a secret being rotated out (Twilio's previous_...)
                 metrics.postbacks_previous_token.labels(vendor).inc()
         if refusal is not None:
-            if refusal.status != 404:
+            # 404s are not logged: anyone can send them (counted, as every refusal)
+            if refusal.status != 404 and (left_out := _refusals.allow((vendor, refusal.error))) is not None:
                 log.warning("postback refused", vendor=vendor, status=refusal.status,
-                            reason=refusal.error, source=remote, content_type=ctype[:100])
+                            reason=refusal.error, source=remote, content_type=ctype[:100],
+                            left_out=left_out)
             return refusal.status, {"error": refusal.error}
         ip = core.source_ip(remote)
         raw = core.RawPostback(vendor, request.method, ctype, request.rel_url.raw_query_string,
@@ -226,7 +233,9 @@ class Postbacks:
         try:
             found = core.parse(raw, self.config.vendors.get(vendor))
         except ParseError as e:
-            log.warning("postback unreadable", vendor=vendor, error=str(e), source=remote)
+            if (left_out := _refusals.allow((vendor, "unreadable"))) is not None:
+                log.warning("postback unreadable", vendor=vendor, error=str(e), source=remote,
+                            left_out=left_out)
             return 400, {"error": str(e)}
         try:
             await self.commit.store(raw, found)
