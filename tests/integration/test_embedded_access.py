@@ -56,6 +56,21 @@ async def test_new_wal_segments_are_not_zero_filled(cluster):
     assert await fetchval(cluster.dsn, "SHOW wal_init_zero") == "off"
 
 
+async def test_its_server_log_is_a_week_of_daily_files_not_one_that_grows(cluster):
+    # `pg_ctl -l postgres.log` alone appended for as long as the tracker ran
+    conn = await asyncpg.connect(cluster.dsn)
+    try:
+        settings = {r["name"]: r["setting"] for r in await conn.fetch(
+            "SELECT name, setting FROM pg_settings WHERE name = ANY($1)",
+            ["logging_collector", "log_filename", "log_truncate_on_rotation", "log_rotation_age"])}
+        current = await conn.fetchval("SELECT pg_current_logfile()")
+    finally:
+        await conn.close()
+    assert settings == {"logging_collector": "on", "log_filename": "postgresql-%a.log",
+                        "log_truncate_on_rotation": "on", "log_rotation_age": "1440"}
+    assert current.startswith("log/postgresql-") and current.endswith(".log")  # under pgdata
+
+
 async def test_there_is_no_tcp_listener(cluster):
     assert await fetchval(cluster.dsn, "SHOW listen_addresses") == ""
     for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):

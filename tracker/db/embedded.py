@@ -246,6 +246,14 @@ class EmbeddedPostgres:
             # each 16 MB of WAL whenever no recycled segment was left (a young cluster; a burst
             # after a quiet spell): every 0.8 s at 6,000 postbacks/s (docs/performance.md).
             "wal_init_zero": "off",
+            # Its own log: a file a weekday under pgdata/log, each emptied when its day comes
+            # round again. Written with `pg_ctl -l`, it grew for as long as the tracker ran.
+            "logging_collector": "on",
+            "log_directory": "log",
+            "log_filename": "postgresql-%a.log",
+            "log_truncate_on_rotation": "on",
+            "log_rotation_age": "1d",
+            "log_rotation_size": "0",
         }
         if self.fast:
             settings |= {"fsync": "off", "full_page_writes": "off"}
