@@ -2,8 +2,12 @@
 the daemon: every one in logs (tracker.logging's scrub and redaction); those the vendors are sent
 (their keys and tokens, our postback URLs' tokens) in the rows it stores too (tracker.db.rows: a
 vendor's answer that echoes our key). Only those: a DSN's password ("tracker", on a developer's
-machine) masked in vendors' data would rewrite a host name or a word. A text cut short that ends
-in the start of a secret has that start masked too. The usual text holds none: one search.
+machine) masked in vendors' data would rewrite a host name or a word. A secret is masked where it
+stands whole, not inside a longer run of letters and digits: a numeric key inside a longer number
+is another number (masked, the data was damaged and, compared with its copy, told the key's
+digits). A text cut short that ends in the start of a secret has that start masked too. A secret
+fetched at run time (a login token) is rotated: its last few values masked, older ones forgotten.
+The usual text holds none: one search.
 """
 from __future__ import annotations
 
@@ -17,29 +21,84 @@ MIN_SECRET_LEN = 4  # shorter "secrets" would mangle every log line; they are no
 # A text cut short (vendor words are cut to 200 characters, say) may end in the start of a secret:
 # that start is masked too, from this many characters on.
 CUT_SECRET_MIN_LEN = 6
+# ... but only a text this long may have been cut: every cut made before masking keeps as many
+# (a vendor's words: tracker.adapters.base.text_of; an error logged: 200 to 500 characters). A
+# shorter text ends where its writer ended it: "batch 471122" holds no start of "4711223344".
+CUT_TEXT_MIN_LEN = 200
+# A rotated secret's values still masked: an answer to a request sent with one may come back
+# after the next login.
+ROTATED_KEPT = 3
 
 _secrets: set[str] = set()  # every one: masked in logs
 _secret_re: re.Pattern[str] | None = None
 _sent: set[str] = set()  # of which the vendors are sent: masked in stored rows too
 _sent_re: re.Pattern[str] | None = None
+_fixed: set[str] = set()  # registered for good (register_secret): never forgotten
+_rotating: dict[str, list[str]] = {}  # a rotated secret's slot: its last values, oldest first
+
+# Where a secret's letter or digit edge may stand: not against another letter or digit (that is
+# a longer word or number), but after an escape, as after the character it stands for ("%20" in
+# a URL, "\n" in JSON text). An edge that is no letter or digit ("/" of a URL path) needs none.
+_WORD = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+_BEFORE = (r"(?:(?<![0-9A-Za-z])|(?<=%[0-9A-Fa-f]{2})|(?<=\\[nrtbf])"
+           r"|(?<=\\u[0-9A-Fa-f]{4}))")
+_AFTER = r"(?![0-9A-Za-z])"
+_may_start = re.compile(_BEFORE)
 
 
-def _any_of(secrets: set[str]) -> re.Pattern[str]:
-    return re.compile("|".join(re.escape(s) for s in sorted(secrets, key=len, reverse=True)))
+def _whole(secret: str) -> str:
+    """A regex matching `secret` where it stands whole (see _BEFORE)."""
+    rx = re.escape(secret)
+    return (_BEFORE if secret[0] in _WORD else "") + rx + (_AFTER if secret[-1] in _WORD else "")
 
 
-def register_secret(value: str | None, *, sent: bool = False) -> None:
-    """Mask ``value`` wherever it appears in any logged string from now on; ``sent`` (a vendor
-    is sent it, so may echo it): in the rows stored too (tracker.db.rows)."""
+def _any_of(secrets: set[str]) -> re.Pattern[str] | None:
+    if not secrets:
+        return None
+    return re.compile("|".join(_whole(s) for s in sorted(secrets, key=len, reverse=True)))
+
+
+def _add(value: str | None, sent: bool) -> bool:
+    """Mask `value` from now on (False: too short to be a secret)."""
     global _secret_re, _sent_re
     if not value or len(value) < MIN_SECRET_LEN:
-        return
+        return False
     if value not in _secrets:
         _secrets.add(value)
         _secret_re = _any_of(_secrets)
     if sent and value not in _sent:
         _sent.add(value)
         _sent_re = _any_of(_sent)
+    return True
+
+
+def register_secret(value: str | None, *, sent: bool = False) -> None:
+    """Mask ``value`` wherever it appears in any logged string from now on; ``sent`` (a vendor
+    is sent it, so may echo it): in the rows stored too (tracker.db.rows)."""
+    if value and _add(value, sent):
+        _fixed.add(value)
+
+
+def rotate_secret(slot: str, value: str | None, *, sent: bool = False) -> None:
+    """``value`` is the newest of a secret replaced as time goes (``slot``: a vendor's login
+    token, say): masked as register_secret() masks, with the slot's ROTATED_KEPT - 1 values
+    before it; older ones are forgotten (unless registered otherwise), so that years of
+    refreshes never grow the secrets every text is searched for."""
+    global _secret_re, _sent_re
+    if not value or len(value) < MIN_SECRET_LEN:
+        return
+    kept = [v for v in _rotating.get(slot, []) if v != value] + [value]
+    _rotating[slot] = kept[-ROTATED_KEPT:]
+    gone = {v for v in kept[:-ROTATED_KEPT] if v not in _fixed} - {
+        v for k in _rotating.values() for v in k}
+    if value in _secrets and (value in _sent or not sent) and not gone:
+        return  # nothing changes
+    _secrets.difference_update(gone)
+    _secrets.add(value)
+    _sent.difference_update(gone)
+    if sent:
+        _sent.add(value)
+    _secret_re, _sent_re = _any_of(_secrets), _any_of(_sent)
 
 
 def _alternation(words: list[str]) -> str:
@@ -127,23 +186,26 @@ def _masks(stored: bool) -> _Masks | None:
 
 def mask_secrets(text: str, *, stored: bool = False, cut: bool = True) -> str:
     """``text`` with every registered secret masked (``stored``: those sent to vendors), and,
-    ``cut`` (a text that may have been cut short), the start of one (CUT_SECRET_MIN_LEN
-    characters or more) that ends it. Only registered secrets: credential-looking parts are
-    scrub()'s."""
+    ``cut`` (a text that may have been cut short: CUT_TEXT_MIN_LEN characters or more), the
+    start of one (CUT_SECRET_MIN_LEN characters or more) that ends it. Each where it stands
+    whole (_BEFORE). Only registered secrets: credential-looking parts are scrub()'s."""
     m = _masks(stored)
     if m is None:
         return text
     if m.anchor.search(text) is None:
         return text
     text = m.full.sub(MASK, text)
-    if not cut:
+    if not cut or len(text) < CUT_TEXT_MIN_LEN:
         return text
     for at in m.head_at.finditer(text, max(0, len(text) - m.longest + 1)):  # earliest first
-        rest = text[at.start():]
+        i = at.start()
+        rest = text[i:]
         if len(rest) < CUT_SECRET_MIN_LEN:
             break
+        if rest[0] in _WORD and not _may_start.match(text, i):  # inside a longer word or number
+            continue
         if any(len(s) > len(rest) and s.startswith(rest) for s in m.secrets):
-            return text[:at.start()] + MASK
+            return text[:i] + MASK
     return text
 
 
@@ -156,8 +218,9 @@ def may_hold_stored_secrets(*texts: str | None) -> bool:
 
 def mask_secrets_in_json(data: bytes) -> bytes:
     """JSON text (as orjson writes it) with the secrets sent to vendors masked in every string
-    (keys too) and number (a numeric key echoed: then a string), as mask_secrets() does; still
-    valid JSON. ``data`` itself when none holds one (nor the start of one): one search."""
+    (keys too), as mask_secrets() does, and every number that is one (a numeric key echoed:
+    then a string); still valid JSON. ``data`` itself when none holds one (nor the start of
+    one): one search."""
     m = _masks(True)
     if m is None or m.json_anchor is None or m.json_anchor.search(data) is None:
         return data
@@ -166,8 +229,9 @@ def mask_secrets_in_json(data: bytes) -> bytes:
 
 def _mask_values(value: Any) -> Any:
     """A payload, masked: its strings as any text (an adapter may keep words it cut short in
-    it); its keys and numbers by whole secrets only (never cut: a number that is a key's first
-    digits is no leak), two keys masked alike both kept."""
+    it); its keys by whole secrets only (never cut: a key's first digits are no leak); a number
+    only when it is a secret (then a string), never a part of it; two keys masked alike both
+    kept."""
     if isinstance(value, str):
         return mask_secrets(value, stored=True)
     if isinstance(value, list):
@@ -181,7 +245,7 @@ def _mask_values(value: Any) -> Any:
             out[key] = _mask_values(v)
         return out
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        text = orjson.dumps(value).decode()
-        masked = mask_secrets(text, stored=True, cut=False)
-        return value if masked == text else masked
+        # an integral float too: 12345678.0 is the key 12345678 echoed by a JavaScript vendor
+        whole = isinstance(value, int) or value.is_integer()
+        return MASK if (str(int(value)) if whole else orjson.dumps(value).decode()) in _sent else value
     return value

@@ -105,13 +105,18 @@ def _show(value: Any) -> str:
 
 
 def vendor_secrets_of(cfg: Config) -> list[str]:
-    """The secrets a vendor is given, so may echo: its credentials and its postback token."""
+    """The secrets a vendor is given, so may echo: its credentials, its postback token, and the
+    password of any of its URLs (http://user:password@host: sent as basic auth), in every form
+    dsn_passwords finds (as written, percent-decoded)."""
     out: list[str] = []
     for v in cfg.vendors.values():
         out += [s for s in (v.postback_token, v.previous_postback_token, v.api_key, v.api_token,
                             v.partner_token) if s]
         own = _VENDOR_SETTINGS.get(v.name, {})
         out += [s for k, s in v.settings.items() if s and k in own and own[k].secret]
+        urls = [v.base_url, v.status_url] + [s for k, s in v.settings.items() if k in own and own[k].url]
+        for url in filter(None, urls):
+            out += dsn_passwords(url)
     return out
 
 

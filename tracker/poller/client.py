@@ -26,6 +26,7 @@ from tracker.adapters.base import AccountError, HttpRequest, HttpResponse, Parse
 from tracker.adapters.contract import LogsIn
 from tracker.config_types import VendorConfig
 from tracker.logging import get_logger
+from tracker.masking import rotate_secret
 from tracker.poller.clock import SYSTEM_CLOCK, Clock
 from tracker.poller.transport import Transport, TransportError
 
@@ -159,6 +160,9 @@ class TokenCache:
                     self.client.pause(login.retry_after_s)
                 raise TransportError(f"login: {login.transient_error or 'no token'}")
             token, expires_on = login.token, login.expires_on
+            # Sent with every call, so echoed in errors ("expired session <token>"): masked in
+            # logs and rows as a configured secret is; the ones before it forgotten in time.
+            rotate_secret(f"{self.client.cfg.name} login token", token, sent=True)
             lifetime = (expires_on - now).total_seconds()
             # Refresh before expiry: a tenth of the lifetime early, at most five minutes early.
             margin = min(300.0, max(0.0, lifetime) * 0.1)

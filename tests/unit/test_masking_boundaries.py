@@ -1,0 +1,146 @@
+"""A registered secret is masked where it stands whole (tracker.masking): never inside a longer
+run of letters and digits, which is another value (a numeric postback token inside a longer
+number turned an integer id into "9***" and, compared with the postback kept as received, told
+the token's digits); a number in a payload only when it is the secret; the start of a secret
+only at the end of a text long enough to have been cut."""
+from __future__ import annotations
+
+import contextlib
+import string
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tracker import logging as tlog
+from tracker import masking
+from tracker.masking import CUT_TEXT_MIN_LEN, mask_secrets, mask_secrets_in_json
+
+TOKEN = "4711223344556677"  # engageSPARK's postback token, as planted by the audit
+# The postback body the audit sent: every number holds the token's digits, none is the token.
+BODY = {"id": 94711223344556677, "recipient": "+947112233445566770",
+        "deliveryError": "carrier ref 14711223344556677990", "note": "batch 88471122"}
+
+
+@contextlib.contextmanager
+def registered(*secrets: str):
+    """Only `secrets` registered (sent to vendors), for one example; the ones before restored."""
+    names = ("_secrets", "_secret_re", "_sent", "_sent_re", "_fixed", "_rotating")
+    before = {n: getattr(masking, n) for n in names}
+    for n, empty in zip(names, (set(), None, set(), None, set(), {})):
+        setattr(masking, n, empty)
+    try:
+        for s in secrets:
+            tlog.register_secret(s, sent=True)
+        yield
+    finally:
+        for n, v in before.items():
+            setattr(masking, n, v)
+
+
+def test_the_audits_postback_is_stored_and_logged_as_it_came():
+    from tracker.adapters.base import Observation
+    from tracker.core.states import State
+    from tracker.db.rows import observation_row, rows_json
+
+    o = Observation(vendor="engagespark", vendor_ref="94711223344556677", recipient=BODY["recipient"],
+                    state=State.failed, code="error", text=BODY["deliveryError"], event_at=None, raw=BODY)
+    with registered(TOKEN):
+        data = orjson.dumps(BODY)
+        assert mask_secrets_in_json(data) == data  # the integer id stays an integer
+        [row] = orjson.loads(rows_json([observation_row(o)]))
+        assert row[4:6] == ["error", "carrier ref 14711223344556677990"] and row[10] == BODY
+        assert tlog.scrub("from +94711223344556677") == "from +94711223344556677"
+        assert tlog.scrub("from +4711223344556677") == "from +***"  # the token itself, after "+"
+
+
+@pytest.mark.parametrize("text, masked", [
+    (f"https://v.example/postbacks/{TOKEN}/x", "https://v.example/postbacks/***/x"),
+    (f"GET /v1/{TOKEN}?k=1", "GET /v1/***?k=1"),
+    (f"token={TOKEN}&a=1", "token=***&a=1"),
+    (f'{{"token":"{TOKEN}"}}', '{"token":"***"}'),
+    (f"bad%20key%3A{TOKEN}%20", "bad%20key%3A***%20"),  # escapes stand for a blank, a colon
+    (f'"said:\\n{TOKEN}\\t"', '"said:\\n***\\t"'),  # JSON text's escapes
+    (f'"\\u00a0{TOKEN}"', '"\\u00a0***"'),
+    (f"{TOKEN}_{TOKEN}.", "***_***."),  # an underscore is no letter or digit
+    (f"é{TOKEN}", "é***"),  # nor is a letter outside ASCII
+    (f"x{TOKEN}", f"x{TOKEN}"), (f"{TOKEN}0", f"{TOKEN}0"), (f"A{TOKEN}b", f"A{TOKEN}b"),
+])
+def test_a_secret_is_masked_where_it_stands_whole(text, masked):
+    with registered(TOKEN):
+        assert mask_secrets(text) == masked
+        assert mask_secrets(text, stored=True) == masked
+
+
+def test_an_edge_that_is_no_letter_or_digit_needs_no_boundary():
+    # A webhook URL's path is registered as a secret (tracker.sinks.described): it follows the
+    # host's last letter, and may be followed by more path.
+    with registered("/hooks/tok-8c1f2a9e", "-suffix-key-"):
+        assert mask_secrets("https://hooks.example.com/hooks/tok-8c1f2a9e") == "https://hooks.example.com***"
+        assert mask_secrets("https://h.example/hooks/tok-8c1f2a9e2") == "https://h.example/hooks/tok-8c1f2a9e2"
+        assert mask_secrets("a-suffix-key-b") == "a***b"
+
+
+def test_a_number_is_masked_only_when_it_is_the_secret():
+    with registered(TOKEN):
+        def masked(value):
+            return orjson.loads(mask_secrets_in_json(orjson.dumps({"n": value, "t": TOKEN})))["n"]
+
+        assert masked(4711223344556677) == "***"
+        assert masked(4711223344556677.0) == "***"  # the same number, as JavaScript writes it
+        for other in (94711223344556677, 47112233445566770, 471122334455667, -4711223344556677,
+                      4711223344556677.5, 471122):
+            assert masked(other) == other
+
+
+def test_the_start_of_a_secret_is_masked_only_ending_a_text_that_may_have_been_cut():
+    with registered(TOKEN):
+        assert mask_secrets("batch 471122") == "batch 471122"  # short: its writer ended it there
+        assert mask_secrets("batch 88471122") == "batch 88471122"
+        long = "v" * (CUT_TEXT_MIN_LEN - 13) + " batch "
+        assert mask_secrets(long + "471122") == long + "***"  # cut at 200: the token's start
+        assert mask_secrets(long + "88471122") == long + "88471122"  # another number's end
+        assert mask_secrets(long + "47112") == long + "47112"  # too little to tell
+        assert mask_secrets(long + "471122", cut=False) == long + "471122"
+
+
+# --- the law, for any secret ---------------------------------------------------------------
+
+SECRET_CHARS = string.digits + string.ascii_uppercase
+# Around it: no character a secret holds (so the text holds no other copy nor start of it), no
+# "%" nor "\" (an escape before a secret stands for the character it escapes).
+AROUND = st.text(st.characters(blacklist_characters=SECRET_CHARS + "%\\", blacklist_categories=("Cs",)))
+secrets = st.text(SECRET_CHARS, min_size=masking.MIN_SECRET_LEN, max_size=24)
+lower = st.sampled_from(string.ascii_lowercase)
+apart = st.characters(blacklist_characters=string.ascii_letters + string.digits + "%\\",
+                      blacklist_categories=("Cs",))
+
+
+@given(secrets, AROUND, apart, apart, AROUND, st.booleans())
+def test_a_secret_between_non_alphanumerics_is_always_masked(secret, left, before, after, right, pad):
+    left = ("." * CUT_TEXT_MIN_LEN if pad else "") + left  # the cut rule on or off
+    with registered(secret):
+        for stored in (False, True):
+            text = left + before + secret + after + right
+            assert mask_secrets(text, stored=stored) == left + before + "***" + after + right
+            assert mask_secrets(left + before + secret, stored=stored) == left + before + "***"
+            assert mask_secrets(secret + after + right, stored=stored) == "***" + after + right
+
+
+@given(secrets, AROUND, lower, st.booleans(), AROUND, st.booleans())
+def test_a_secret_inside_a_longer_alphanumeric_run_is_never_masked(secret, left, glue, glue_left,
+                                                                   right, pad):
+    text = (("." * CUT_TEXT_MIN_LEN if pad else "") + left
+            + (glue + secret if glue_left else secret + glue) + right)
+    with registered(secret):
+        assert mask_secrets(text) == text and mask_secrets(text, stored=True) == text
+
+
+@given(st.integers(min_value=1, max_value=99), st.integers(min_value=0, max_value=9),  # 64 bits
+       st.sampled_from(["left", "right", "both"]))
+def test_a_number_holding_the_secrets_digits_is_kept(left, right, where):
+    digits = (str(left) if where != "right" else "") + TOKEN + (str(right) if where != "left" else "")
+    data = orjson.dumps({"n": int(digits), "s": digits})
+    with registered(TOKEN):
+        assert mask_secrets_in_json(data) == data
