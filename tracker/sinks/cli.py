@@ -1,7 +1,11 @@
 """`tracker sinks status | redrive NAME [--since TIME] | enable NAME | forget NAME`: the
 operator's handles on the sinks. They work on the database, with or without the daemon running (its embedded cluster
 is found by its private socket, as `tracker replay` does); a running daemon is woken by
-NOTIFY tracker_events and sends redriven events at once."""
+NOTIFY tracker_events and sends redriven events at once. A sink is known by the configuration
+given, else by the database (tracker.sinks: name, kind), so that `enable` and `redrive` work
+without the daemon's configuration, as `status` does. `forget` refuses a sink the configuration
+given names, and one a daemon runs now (tracker.sink_runners, written by every daemon every few
+seconds for the sinks it runs: store.forget)."""
 from __future__ import annotations
 
 import sys
@@ -55,18 +59,34 @@ def _on_database(config: Config, job: Callable[[asyncpg.Connection], Awaitable[i
     return on_database(config, "sinks", checked)
 
 
-def not_for(action: str, name: str, config: Config) -> str | None:
-    """Why `action` cannot be taken on sink `name`, or None. Any sink keeps dead letters (a NATS
-    sink's: events the broker refused for good), so any may be redriven; only a webhook sink is
-    ever disabled (by a 410), so only one is enabled."""
-    webhooks, nats = config.sinks.webhooks, config.sinks.nats
-    if action == "enable" and name in nats:
+def configured_kind(name: str, config: Config) -> str | None:
+    if name in config.sinks.webhooks:
+        return "webhook"
+    return "nats" if name in config.sinks.nats else None
+
+
+def not_for(action: str, name: str, kind: str) -> str | None:
+    """Why `action` cannot be taken on sink `name` of `kind`, or None. Any sink keeps dead
+    letters (a NATS sink's: events the broker refused for good), so any may be redriven; only a
+    webhook sink is ever disabled (by a 410), so only one is enabled."""
+    if action == "enable" and kind == "nats":
         return f"{name!r} is a NATS sink: only a webhook sink is ever disabled (by a 410)"
-    if action == "enable" and name not in webhooks:
-        return f"no webhook sink named {name!r}; webhook sinks: {', '.join(webhooks) or 'none configured'}"
-    if name not in webhooks and name not in nats:
-        return f"no sink named {name!r}; configured sinks: {', '.join([*webhooks, *nats]) or 'none'}"
     return None
+
+
+def unknown(name: str, config: Config) -> str:
+    names = ", ".join([*config.sinks.webhooks, *config.sinks.nats]) or "none"
+    return (f"no sink named {name!r} in the configuration (configured sinks: {names}) nor in the "
+            "database (`tracker sinks status` lists the sinks it has)")
+
+
+def running(name: str, forget: store.Forget) -> str:
+    seen = "; ".join(f"{ago:.0f} s ago by {runner}" for runner, ago in forget.running)
+    return (f"a daemon is running sink {name!r} now: seen running it {seen} (tracker.sink_runners: "
+            f"a daemon writes there every {store.SEEN_EVERY_S:.0f} s for each sink it runs, and "
+            "removes that when it stops). Take the sink out of the configuration, restart every "
+            "daemon, then forget it (a daemon killed without a stop counts as running it until "
+            f"{store.SEEN_FRESH_S:.0f} s after it was last seen)")
 
 
 def main(args, config: Config) -> int:
@@ -79,41 +99,49 @@ def main(args, config: Config) -> int:
         return _on_database(config, show)
 
     name = args.name
+    kind = configured_kind(name, config)
     if action == "forget":
-        if name in config.sinks.webhooks or name in config.sinks.nats:
+        if kind:
             print(f"sinks forget: {name!r} is still configured; take it out of the configuration "
                   "(and restart the daemons) first", file=sys.stderr)
             return 2
 
         async def forget(conn: asyncpg.Connection) -> int:
-            if not await store.forget(conn, name):
+            done = await store.forget(conn, name)
+            if not done.known:
                 print(f"sinks forget: no sink named {name!r} in the database", file=sys.stderr)
                 return 1
+            if done.running:
+                print(f"sinks forget: {running(name, done)}", file=sys.stderr)
+                return 2
             print(f"sink {name} forgotten: its cursor, pending deliveries and dead letters are gone")
             return 0
         return _on_database(config, forget)
-    refused = not_for(action, name, config)
+
+    refused = kind and not_for(action, name, kind)
     if refused:
         print(f"sinks {action}: {refused}", file=sys.stderr)
         return 2
-    if action == "enable":
-        async def enable(conn: asyncpg.Connection) -> int:
+    try:
+        since = parse_since(args.since) if action == "redrive" else None
+    except ValueError:
+        print(f"sinks redrive: --since {args.since!r} is not an ISO 8601 time", file=sys.stderr)
+        return 2
+
+    async def act(conn: asyncpg.Connection) -> int:
+        known = kind or await store.kind(conn, name)  # not in this configuration: the database's
+        refused = unknown(name, config) if known is None else not_for(action, name, known)
+        if refused:
+            print(f"sinks {action}: {refused}", file=sys.stderr)
+            return 2
+        if action == "enable":
             if not await store.enable(conn, name):
                 print(f"sinks enable: {name!r} has not run yet; nothing to enable", file=sys.stderr)
                 return 1
             print(f"sink {name} enabled: not disabled, not paused; its waiting events are due now")
             return 0
-        return _on_database(config, enable)
-
-    try:
-        since = parse_since(args.since)
-    except ValueError:
-        print(f"sinks redrive: --since {args.since!r} is not an ISO 8601 time", file=sys.stderr)
-        return 2
-
-    async def redrive(conn: asyncpg.Connection) -> int:
         n = await store.redrive(conn, name, since)
         print(f"sink {name}: {n} dead letter{'s' if n != 1 else ''} to send again"
               + (f" (events recorded since {_show(since)})" if since else ""))
         return 0
-    return _on_database(config, redrive)
+    return _on_database(config, act)

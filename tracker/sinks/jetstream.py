@@ -20,7 +20,9 @@ tracker.sinks.natsmsg) is dead-lettered into tracker.sink_deliveries in the stat
 moves the cursor past it, so it holds up nothing; `tracker sinks redrive` makes it due again
 and the loop publishes due rows (claimed, as a webhook sink's) at most a poll interval later.
 A statement the database refuses (no outage) is raised to the supervisor: logged, counted,
-restarted, named by /readyz while it lasts.
+restarted, named by /readyz while it lasts. So is the sink's row gone from the database
+(forgotten under the daemon: store.SinkGone, within store.SEEN_EVERY_S): nothing is read for it
+and no cursor is made again (the read and the acknowledgement go by the row) until it is back.
 """
 from __future__ import annotations
 
@@ -52,8 +54,6 @@ log = get_logger("tracker.sinks.nats")
 NATS_ERRORS = (nats.errors.Error, OSError, asyncio.TimeoutError)
 MAX_BACKOFF_S = 30.0
 LEASE_MARGIN_S = 10.0  # a claimed dead letter's lease: the publish timeout and this
-
-
 
 
 def refused_by_database(e: BaseException) -> bool:
@@ -98,11 +98,11 @@ class NatsSink:
         self.cfg, self.pool, self.name = cfg, pool, cfg.name
         # every vendor's, enabled or not: a disabled vendor's messages still end (window, intake)
         self.vendors = tuple(vendors)
-        self.consumer = store.consumer_name(cfg.name)
         self.poll_interval_s, self.batch = sinks.poll_interval_s, sinks.batch_size
         self.changed = asyncio.Event()
         self.stopping = False
         self.published = False  # something was acknowledged since the last failure
+        self.gone = False  # its row is gone from the database (Sinks.see): the loop fails
         self.acked = False  # the configured stream acknowledged an event since this daemon started
         self._counts = {o: metrics.sink_deliveries.labels(self.name, o)
                         for o in ("delivered", "duplicate", "failed", "dead")}
@@ -125,6 +125,8 @@ class NatsSink:
     async def run(self) -> None:
         backoff = 0.5
         while not self.stopping:
+            if self.gone:  # even while the broker is down: it would never be said otherwise
+                raise store.SinkGone(self.name)
             nc = None
             try:
                 nc = await self.link.connect()
@@ -160,12 +162,14 @@ class NatsSink:
             return await conn.fetchval(q.SINK_ACKED_STREAM, self.name) == self.cfg.stream
 
     async def _until_stopping(self) -> None:
-        while not self.stopping:
+        while not (self.stopping or self.gone):
             self.changed.clear()
             await self.changed.wait()
 
     async def _publish_loop(self, js, nc) -> None:
         while not self.stopping:
+            if self.gone:
+                raise store.SinkGone(self.name)
             self.changed.clear()
             if nc.is_closed:
                 raise PublishFailed(f"the connection to the broker closed{closed_why(nc)}")
@@ -173,7 +177,7 @@ class NatsSink:
                 if asyncio.get_running_loop().time() >= self.claim_at:
                     await self._redriven(js, nc)
                 async with self.pool.acquire() as conn:
-                    rows = await conn.fetch(q.READ_SINK_EVENTS, self.consumer, self.batch)
+                    rows = await conn.fetch(q.READ_SINK_EVENTS, self.name, self.batch)
                 if rows:
                     await self._publish(js, nc, rows)
             if len(rows) >= self.batch:
@@ -219,7 +223,7 @@ class NatsSink:
                 await store.settle(conn, self.name, self.token, self.lease_s, letters,
                                    rows[done - 1]["event_id"], delivered)
             else:
-                await conn.execute(q.ACK_SINK_EVENTS, self.consumer, rows[done - 1]["event_id"])
+                await store.ack(conn, self.name, rows[done - 1]["event_id"])
                 await store.succeeded(conn, self.name)
             if delivered and not self.acked:  # once a daemon's life: which stream took them
                 await conn.execute(q.SET_SINK_ACKED_STREAM, self.name, self.cfg.stream)

@@ -14,9 +14,31 @@ from tracker.sinks.event import encode_event
 from tracker.sinks.policy import Outcome
 
 
+# Each daemon writes that it runs its sinks (tracker.sink_runners) this often; `tracker sinks
+# forget` refuses a sink seen that recently: a few writes missed (a slow database) are no proof
+# that no daemon runs it, and a daemon killed without a stop is waited out.
+SEEN_EVERY_S = 5.0
+SEEN_FRESH_S = 30.0
+RUNNER_ROWS_KEPT_S = 86400.0  # a killed daemon's rows: dropped by the next start after this
+
+
 def consumer_name(sink: str) -> str:
     """The sink's cursor in tracker.consumers."""
     return f"sink:{sink}"
+
+
+class SinkGone(Exception):
+    """The sink's row is gone from under a loop that runs it (`tracker sinks forget`, or SQL):
+    the loop stops rather than idle or make its cursor again at position 0 (the supervisor
+    logs it, restarts it and /readyz names it while it lasts)."""
+
+    def __init__(self, sink: str):
+        super().__init__(
+            f"sink {sink!r} is no longer in the database (forgotten while this daemon runs it): "
+            "it sends nothing and moves no cursor. Take it out of the configuration of every "
+            "daemon and restart them; a daemon restarted with it still configured registers it "
+            "as a new sink, which sends every event kept again, from the oldest")
+        self.sink = sink
 
 
 @dataclass(frozen=True)
@@ -48,11 +70,30 @@ class Result:
     error: str | None = None  # redacted, for the row and the view
 
 
-async def register(conn: asyncpg.Connection, sinks: Iterable[tuple[str, str]]) -> None:
-    """Make sure every configured sink has its row ((name, kind) pairs)."""
+async def register(conn: asyncpg.Connection, sinks: Iterable[tuple[str, str]]) -> list[str]:
+    """Make sure every configured sink has its row ((name, kind) pairs); the sinks whose row is
+    new (their cursor starts at the oldest event kept)."""
     sinks = list(sinks)
-    if sinks:
-        await conn.execute(q.REGISTER_SINKS, [n for n, _ in sinks], [k for _, k in sinks])
+    if not sinks:
+        return []
+    rows = await conn.fetch(q.REGISTER_SINKS, [n for n, _ in sinks], [k for _, k in sinks])
+    return [r["name"] for r in rows if r["new"]]
+
+
+async def see(conn: asyncpg.Connection, sinks: Sequence[str], runner: str) -> set[str]:
+    """This daemon (`runner`) runs `sinks` now; those of them that still have their row."""
+    return {r["sink"] for r in await conn.fetch(q.SEE_SINKS, list(sinks), runner)}
+
+
+async def release(conn: asyncpg.Connection, runner: str) -> None:
+    """This daemon runs no sink any more (it stops); and rows of daemons long gone go too."""
+    await conn.execute(q.RELEASE_SINK_RUNNER, runner)
+    await conn.execute(q.DROP_OLD_SINK_RUNNERS, RUNNER_ROWS_KEPT_S)
+
+
+async def kind(conn: asyncpg.Connection, sink: str) -> str | None:
+    """'webhook' or 'nats' for a sink the database knows; None for one it does not."""
+    return await conn.fetchval(q.SINK_KIND, sink)
 
 
 @dataclass(frozen=True)
@@ -65,7 +106,9 @@ class Reader:
 async def take_reader(conn: asyncpg.Connection, sink: str, token: str, lease_s: float) -> Reader:
     """Take or renew the sink's reader lease (not while disabled), and its shared state."""
     row = await conn.fetchrow(q.TAKE_SINK_READER, sink, token, lease_s)
-    return Reader(False, False, 0.0) if row is None else Reader(row["ours"], row["disabled"], row["paused_s"])
+    if row is None:
+        raise SinkGone(sink)
+    return Reader(row["ours"], row["disabled"], row["paused_s"])
 
 
 async def drop_reader(conn: asyncpg.Connection, sink: str, token: str) -> None:
@@ -95,15 +138,27 @@ class Unsettled:
 async def settle(conn: asyncpg.Connection, sink: str, token: str, lease_s: float,
                  rows: Sequence[Unsettled], last_event_id: int, delivered: bool) -> None:
     """Record a read batch's undelivered events and move the cursor past the batch, in one
-    transaction (one statement); `delivered`: some of it was (the sink's last success)."""
+    transaction (one statement); `delivered`: some of it was (the sink's last success).
+    SinkGone when the sink's row is gone: nothing is written."""
     e = [u.event for u in rows]
-    await conn.execute(
-        q.SETTLE_SINK_BATCH, sink, token, [x.event_id for x in e], [x.pos for x in e],
-        [x.message_id for x in e], [x.recorded_at for x in e], [x.body for x in e],
-        [u.attempts for u in rows], [u.retry_in_s for u in rows],
-        ["dead" if u.dead else "pending" for u in rows], [u.in_flight for u in rows],
-        [u.last_status for u in rows], lease_s, consumer_name(sink), last_event_id,
-        [u.last_error for u in rows], delivered)
+    try:
+        settled = await conn.fetchrow(
+            q.SETTLE_SINK_BATCH, sink, token, [x.event_id for x in e], [x.pos for x in e],
+            [x.message_id for x in e], [x.recorded_at for x in e], [x.body for x in e],
+            [u.attempts for u in rows], [u.retry_in_s for u in rows],
+            ["dead" if u.dead else "pending" for u in rows], [u.in_flight for u in rows],
+            [u.last_status for u in rows], lease_s, consumer_name(sink), last_event_id,
+            [u.last_error for u in rows], delivered)
+    except asyncpg.ForeignKeyViolationError as error:  # its rows' only reference: the sink's row
+        raise SinkGone(sink) from error
+    if settled is None:
+        raise SinkGone(sink)
+
+
+async def ack(conn: asyncpg.Connection, sink: str, event_id: int) -> None:
+    """Move a NATS sink's cursor to `event_id`; SinkGone (and no cursor made) when its row is gone."""
+    if await conn.fetchrow(q.ACK_SINK_EVENTS, sink, event_id) is None:
+        raise SinkGone(sink)
 
 
 async def claim(conn: asyncpg.Connection, sink: str, limit: int, lease_s: float,
@@ -158,6 +213,20 @@ async def status(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     return await conn.fetch(q.SINK_STATUS)
 
 
-async def forget(conn: asyncpg.Connection, sink: str) -> bool:
-    """Remove a sink's row, deliveries, dead letters and cursor; False when there was none."""
-    return (await conn.fetchrow(q.FORGET_SINK, sink))["sinks"] > 0
+@dataclass(frozen=True)
+class Forget:
+    known: bool  # the database had the sink
+    running: list[tuple[str, float]]  # (runner, seconds since seen): daemons running it; nothing deleted
+
+
+async def forget(conn: asyncpg.Connection, sink: str, fresh_s: float = SEEN_FRESH_S) -> Forget:
+    """Remove a sink's row, deliveries, dead letters and cursor, unless a daemon was seen running
+    it within `fresh_s`. One transaction: its row locked first, so that no daemon writes that it
+    runs the sink between the look and the delete."""
+    async with conn.transaction(isolation="read_committed"):  # the look after the lock: a new snapshot
+        if await conn.fetchval(q.LOCK_SINK, sink) is None:
+            return Forget(False, [])
+        running = [(r["runner"], r["seen_s_ago"]) for r in await conn.fetch(q.SINK_RUNNING, sink, fresh_s)]
+        if not running:
+            await conn.execute(q.FORGET_SINK, sink)
+        return Forget(True, running)

@@ -25,6 +25,9 @@ Failure paths:
 - a statement the database refuses (no outage: a data error, a constraint): raised to the
   supervisor, which logs, counts and restarts the loop, and /readyz names it while it lasts;
   the batch not settled stays in hand and is settled again after the restart.
+- the sink's row gone from the database (forgotten under the daemon): store.SinkGone, the
+  supervisor's as above, at the next read or settle or within store.SEEN_EVERY_S (Sinks.see);
+  nothing is sent and no cursor is made again until the row is back.
 """
 from __future__ import annotations
 
@@ -86,6 +89,7 @@ class WebhookSink(Answers):
         self.first_result_at = math.inf
         self.due = True  # claimed rows may be due
         self.disabled = False
+        self.gone = False  # its row is gone from the database (Sinks.see): the loop fails
         self.hold = False  # an alarm came back: nothing starts until the loop has acted on it
         self.paused_until = 0.0  # loop time
         self.retry_at = math.inf  # loop time: our soonest retry, or a lease ending
@@ -124,6 +128,8 @@ class WebhookSink(Answers):
     async def _loop(self) -> None:
         last_read, more, backoff = -math.inf, False, 0.5
         while not self.stopping:
+            if self.gone:
+                raise store.SinkGone(self.name)
             self.changed.clear()
             now = self.loop.time()
             if now >= self.retry_at:

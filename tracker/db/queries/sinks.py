@@ -2,17 +2,43 @@
 
 # --- sinks (tracker.sinks, sql/008_sinks.sql, docs/events.md) -----------------------------------
 
-# $1 names, $2 kinds ('webhook' | 'nats'). A sink's cursor is consumer 'sink:<name>'.
+# $1 names, $2 kinds ('webhook' | 'nats'). A sink's cursor is consumer 'sink:<name>'. `new`:
+# the row was made now (a sink never run, or forgotten): its cursor starts at the oldest event kept.
 REGISTER_SINKS = """
 INSERT INTO tracker.sinks (name, kind, consumer)
 SELECT n, k, 'sink:' || n FROM unnest($1::text[], $2::text[]) AS u(n, k)
 ON CONFLICT (name) DO UPDATE SET kind = excluded.kind, configured_at = now()
+RETURNING name, created_at = configured_at AS new
 """
 
+# The daemons running each sink (sql/027): runner $2 runs sinks $1 now; the names returned are
+# those that still have their row (a missing one was forgotten under the daemon). FOR KEY SHARE:
+# a forget under way (FOR UPDATE) is waited for, and a row it deleted is skipped, not an error.
+SEE_SINKS = """
+WITH s AS (SELECT name FROM tracker.sinks WHERE name = ANY($1::text[]) FOR KEY SHARE)
+INSERT INTO tracker.sink_runners AS r (sink, runner, seen_at)
+SELECT name, $2, now() FROM s
+ON CONFLICT (sink, runner) DO UPDATE SET seen_at = now()
+RETURNING r.sink
+"""
 
-READ_SINK_EVENTS = "SELECT * FROM tracker.read_events($1, $2)"
+RELEASE_SINK_RUNNER = "DELETE FROM tracker.sink_runners WHERE runner = $1"
 
-ACK_SINK_EVENTS = "SELECT tracker.ack_events($1, $2)"
+# Rows of daemons killed without a stop, long after they stopped counting ($1 seconds).
+DROP_OLD_SINK_RUNNERS = """
+DELETE FROM tracker.sink_runners WHERE seen_at < now() - make_interval(secs => $1::float8)
+"""
+
+SINK_KIND = "SELECT kind FROM tracker.sinks WHERE name = $1"
+
+# A NATS sink's read and acknowledgement, by sink name ($1): nothing is read, and no cursor is
+# made again (at position 0, by ack_events), for a sink whose row is gone.
+READ_SINK_EVENTS = """
+SELECT r.* FROM tracker.sinks s CROSS JOIN LATERAL tracker.read_events(s.consumer, $2) r
+WHERE s.name = $1
+"""
+
+ACK_SINK_EVENTS = "SELECT tracker.ack_events(s.consumer, $2) FROM tracker.sinks s WHERE s.name = $1"
 
 # The reader lease: who reads the outbox for sink $1 (token $2, for $3 seconds). True: ours.
 # Also the sink's shared state: disabled (a 410, on any replica), paused (seconds left). A
@@ -69,6 +95,7 @@ WITH ins AS (
     RETURNING 1
 )
 SELECT tracker.ack_events($14, $15), (SELECT count(*) FROM ins)
+FROM tracker.sinks WHERE name = $1 AND consumer = $14  -- no row: a sink forgotten (no cursor made again)
 """
 
 # Due deliveries, leased to claim $4 for $3 seconds. A row waits while an earlier event of its
@@ -191,8 +218,19 @@ SINK_STATUS = "SELECT * FROM tracker.sink_status ORDER BY sink"
 
 WAKE_SINKS = "SELECT pg_notify('tracker_events', 'redrive')"
 
-# A sink taken out of the configuration: its row, its pending deliveries and dead letters
+# `tracker sinks forget`, in one transaction: the sink's row locked (a daemon's SEE_SINKS waits
+# from now on), the daemons seen running it within $2 seconds (then nothing is deleted), and the
+# sink taken out of the configuration: its row, its pending deliveries, dead letters and runners
 # (cascade), and its cursor, which would otherwise hold back retention of the outbox for ever.
+LOCK_SINK = "SELECT kind FROM tracker.sinks WHERE name = $1 FOR UPDATE"
+
+SINK_RUNNING = """
+SELECT runner, greatest(extract(epoch FROM now() - seen_at), 0)::float8 AS seen_s_ago
+FROM tracker.sink_runners
+WHERE sink = $1 AND seen_at > now() - make_interval(secs => $2::float8)
+ORDER BY seen_at DESC
+"""
+
 FORGET_SINK = """
 WITH s AS (DELETE FROM tracker.sinks WHERE name = $1 RETURNING consumer),
      c AS (DELETE FROM tracker.consumers WHERE consumer IN (SELECT consumer FROM s) RETURNING 1)
