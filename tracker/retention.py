@@ -1,7 +1,8 @@
 """Retention (docs/retention.md, docs/design.md#contract-9): old rows removed in small batches, each its own short
 transaction, on one replica at a time, so that a busy deployment's disk stays bounded.
 
-Kinds and what may go (the batch functions are in sql/009_route_views.sql):
+Kinds and what may go (the batch functions tracker.retain_<kind> are in sql/009_route_views.sql,
+sql/021, sql/025 and sql/028):
 
 - orphans: reports that never found their message;
 - postbacks: raw postbacks already applied (or set aside);
@@ -9,7 +10,15 @@ Kinds and what may go (the batch functions are in sql/009_route_views.sql):
 - transitions: events of final messages that every consumer and sink has acknowledged;
 - final_messages: messages final for that long whose events are all acknowledged, with their
   reports, events and the submission rows they leave behind;
-- refused_rows: submission rows refused (or that named no message); only those are walked (sql/021).
+- unreferenced_rows: submission rows taken in that no message points to (a resubmission, an id
+  used again: a message points to the first row that named it), as long as final_messages keeps
+  messages (sql/028);
+- refused_rows: submission rows refused (or that named no message); only those are walked (sql/021);
+- sink_dead_letters: a sink's dead letters, oldest first by when they died (sql/025).
+
+After the kinds, every sweep folds the poll counters (tracker.poll_stats) of replicas stopped or
+silent for a day into one history row per vendor (sql/028): vendor_health shows the same figures,
+and the table no longer gains rows with every start.
 
 A kind's sweep walks its table in id order (ids grow with time), a batch at a time, and stops
 where the rows are too young; rows held by another transaction are passed over, never waited for;
@@ -40,9 +49,16 @@ from tracker.supervisor import beat
 log = get_logger("tracker.retention")
 
 # In the order they run: the cheap, independent kinds first; messages after their reports and
-# events have mostly gone; refused rows last.
-KINDS = ("orphans", "postbacks", "observations", "transitions", "final_messages", "refused_rows",
-         "sink_dead_letters")
+# events have mostly gone, then the submission rows they leave; refused rows last.
+KINDS = ("orphans", "postbacks", "observations", "transitions", "final_messages", "unreferenced_rows",
+         "refused_rows", "sink_dead_letters")
+# A kind with no [retention] key of its own follows another's: a submission row no message points
+# to goes when messages do (walked by id, it then finds few rows kept past its cutoff).
+FOLLOWS = {"unreferenced_rows": "final_messages"}
+# Not a kind of the configuration: poll counters only change shape (their figures stay), so they
+# are folded at every sweep, whatever the kinds' limits (sql/028).
+POLL_STATS = "poll_stats"
+POLL_STATS_FOLD_DAYS = 1.0  # a replica stopped or silent this long: its rows go into history
 LOCK = "tracker.retention"
 RUNS_KEPT_DAYS = 30  # tracker.retention_runs itself is kept this long
 
@@ -59,10 +75,17 @@ class Swept:
     error: str | None = None
 
 
+def limit_days(config: RetentionConfig, kind: str) -> float:
+    """How many days a kind's rows are kept (0: for ever)."""
+    if kind == POLL_STATS:
+        return POLL_STATS_FOLD_DAYS
+    return getattr(config, f"{FOLLOWS.get(kind, kind)}_days")
+
+
 async def sweep(pool: asyncpg.Pool, config: RetentionConfig) -> list[Swept] | None:
-    """One sweep of every kind with a limit, on one replica at a time: None when another
-    replica is sweeping now."""
-    kinds = [k for k in KINDS if getattr(config, f"{k}_days") > 0]
+    """One sweep of every kind with a limit, then the poll counters' fold (recorded and counted as
+    a kind's, not returned), on one replica at a time: None when another replica is sweeping now."""
+    kinds = [k for k in KINDS if limit_days(config, k) > 0]
     async with pool.acquire() as conn:
         if not await conn.fetchval(q.RETENTION_TRY_LOCK, LOCK):
             return None
@@ -71,6 +94,7 @@ async def sweep(pool: asyncpg.Pool, config: RetentionConfig) -> list[Swept] | No
             done = []
             for kind in kinds:
                 done.append(await sweep_kind(conn, kind, config, time.monotonic() + share))
+            await sweep_kind(conn, POLL_STATS, config, time.monotonic() + share)
             await conn.execute(q.RETENTION_FORGET_RUNS, RUNS_KEPT_DAYS)
         finally:
             await conn.execute(q.RETENTION_UNLOCK, LOCK)
@@ -83,8 +107,9 @@ async def sweep_kind(conn: asyncpg.Connection, kind: str, config: RetentionConfi
     """Remove what may go of one kind, batch by batch, until nothing old is left or the
     deadline; record and count what was done."""
     out = Swept(kind)
+    metrics.retention_errors.labels(kind)  # at 0 before any failure (poll_stats: not in at_zero)
     started_at, cutoff, after = await conn.fetchrow(q.RETENTION_START, kind,
-                                                    getattr(config, f"{kind}_days"))
+                                                    limit_days(config, kind))
     resumed_after = after
     try:
         while True:

@@ -26,7 +26,7 @@ class Upkeep:
         self.tracker.every("backlog", BACKLOG_EVERY_S, self.count_backlog)
         self.tracker.every("rollup", rollup.FOLD_EVERY_S, self.fold)
         self.tracker.every("lag", LAG_EVERY_S, self.measure_lag)
-        if any(getattr(self.tracker.config.retention, f"{k}_days") > 0 for k in retention.KINDS):
+        if any(retention.limit_days(self.tracker.config.retention, k) > 0 for k in retention.KINDS):
             self.tracker.every("retention", self.tracker.config.retention.interval_s, self.retain)
 
     async def stop(self) -> None:

@@ -122,7 +122,7 @@ async def test_removes_exactly_what_may_go(pool):
         status = {r["kind"]: r for r in await conn.fetch("SELECT * FROM tracker.retention_status")}
     assert {s.kind: s.removed for s in swept} == {
         "orphans": 1, "postbacks": 1, "observations": 12, "transitions": 9, "final_messages": 2,
-        "refused_rows": 1}
+        "unreferenced_rows": 0, "refused_rows": 1}
     # Their reports and events had gone already (the kinds before); the submission row goes with them.
     final = next(s for s in swept if s.kind == "final_messages")
     assert final.also == {"observations": 0, "transitions": 0, "submissions": 1}

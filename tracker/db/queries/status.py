@@ -229,8 +229,10 @@ RETENTION_BATCH = {
     "observations": "SELECT * FROM tracker.retain_observations($1, $2, $3)",
     "transitions": "SELECT * FROM tracker.retain_transitions($1, $2, $3)",
     "final_messages": "SELECT * FROM tracker.retain_final_messages($1, $2, $3)",
+    "unreferenced_rows": "SELECT * FROM tracker.retain_unreferenced_rows($1, $2, $3)",  # sql/028
     "refused_rows": "SELECT * FROM tracker.retain_refused_rows($1, $2, $3)",
     "sink_dead_letters": "SELECT * FROM tracker.retain_sink_dead_letters($1, $2, $3)",  # sql/025
+    "poll_stats": "SELECT * FROM tracker.retain_poll_stats($1, $2, $3)",  # sql/028: folded, not removed
 }
 
 RETENTION_RECORD_RUN = """
