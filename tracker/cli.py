@@ -106,12 +106,14 @@ def main(argv: list[str] | None = None) -> int:
     sks = sk.add_subparsers(dest="sinks_command", required=True)
     sks.add_parser("status", help="each sink's position, lag and last error", parents=[config])
     rd = sks.add_parser("redrive", help="send a sink's dead letters again", parents=[config])
-    rd.add_argument("name", help="the sink ([sinks.webhooks.NAME] or [sinks.nats.NAME])")
+    rd.add_argument("name", help="the sink ([sinks.webhooks.NAME] or [sinks.nats.NAME], or one the "
+                    "database has)")
     rd.add_argument("--since", help="only events recorded at or after this ISO time")
     sks.add_parser("enable", help="deliver again to a sink disabled by a 410 Gone or paused by its "
                    "receiver", parents=[config]).add_argument(
-        "name", help="the webhook sink ([sinks.webhooks.NAME])")
-    sks.add_parser("forget", help="drop a sink no longer configured: its cursor, deliveries, dead letters",
+        "name", help="the webhook sink ([sinks.webhooks.NAME], or one the database has)")
+    sks.add_parser("forget", help="drop a sink no longer configured: its cursor, deliveries, dead "
+                   "letters (refused while a daemon runs it)",
                    parents=[config]).add_argument("name", help="the sink's name")
     sk.set_defaults(func=cmd_sinks)
     co = sub.add_parser("consumers", help="SQL consumers of events: status, register before the first "
