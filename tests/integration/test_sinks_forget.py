@@ -274,3 +274,23 @@ async def test_a_nats_sink_whose_row_is_gone_reads_nothing_again_and_fails_loudl
 
 async def _count_is(url: str, n: int) -> bool:
     return await stream_count(url) == n
+
+
+async def test_a_daemon_that_does_not_run_a_sink_the_database_has_says_so_at_start(db_dsn, pool):
+    # A sink taken out of the configuration (or enabled = false) holds back the removal of every
+    # event it has not acknowledged; one that never acknowledged anything has no cursor, so no
+    # consumer lag: only this line tells that the disk grows for it.
+    rx = await Receiver([new_secret()]).start()
+    try:
+        await rx.stop()  # nothing answers: the sink never acknowledges
+        await make_messages(pool, ["a"])
+        async with running(config(db_dsn, webhooks={"billing": hook(rx, new_secret())})):
+            await report(pool, ["a"], State.sent)
+        with structlog.testing.capture_logs() as logs:
+            async with running(config(db_dsn)):  # no sink configured any more
+                pass
+        said = [e for e in logs if e["event"].startswith("sink in the database but not run")]
+        assert [(e["log_level"], e["sink"]) for e in said] == [("warning", "billing")], said
+        assert said[0]["events_behind"] >= 1
+    finally:
+        await rx.stop()

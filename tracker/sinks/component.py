@@ -60,9 +60,11 @@ class Sinks:
 
     async def start(self) -> None:
         sinks = self.configured()
+        pool = self.tracker.pool
+        async with pool.acquire() as conn:
+            self._left_behind(await store.status(conn), {name for name, _ in sinks})
         if not sinks:
             return
-        pool = self.tracker.pool
         async with pool.acquire() as conn:
             new = await store.register(conn, sinks)
             await store.see(conn, [name for name, _ in sinks], self.runner)
@@ -92,6 +94,18 @@ class Sinks:
                 self.tracker.scheduler.remove_job(job)
         await self._release()
         self.tasks, self.loops = [], []
+
+    @staticmethod
+    def _left_behind(rows, running: set[str]) -> None:
+        """A sink the database has and this daemon does not run (taken out of the configuration,
+        or `enabled = false`) holds back the removal of every event it has not acknowledged:
+        said at each start, or the disk grows with nobody told (a sink that never acknowledged
+        anything has no cursor, so no consumer lag either)."""
+        for r in rows:
+            if r["sink"] not in running:
+                log.warning("sink in the database but not run by this daemon: the events it has not"
+                            " acknowledged are kept for it; if no daemon runs it any more,"
+                            " `tracker sinks forget` it", sink=r["sink"], events_behind=r["events_behind"])
 
     async def see(self) -> None:
         """Write that this daemon runs its sinks; a loop whose row is gone is told (and woken),
