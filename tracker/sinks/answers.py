@@ -80,8 +80,9 @@ class Answers:
             self.window.delivered()
             self.throttled_in_a_row = 0
         elif r.outcome is Outcome.dead:
-            log.warning("event dead-lettered", sink=self.name, event_id=r.event_id,
-                        status=r.status, error=r.error)
+            if (left_out := self._dead_lines.allow(None)) is not None:
+                log.warning("event dead-lettered", sink=self.name, event_id=r.event_id,
+                            status=r.status, error=r.error, left_out=left_out)
         elif r.outcome is not Outcome.gone:
             self.retry_at = min(self.retry_at, self.loop.time() + r.retry_in_s)
 

@@ -47,6 +47,7 @@ from tracker.sinks.natslink import Link, NotConnected
 from tracker.sinks.natsmsg import check_size, closed_why, headers, never_publishable, refusal, subject
 from tracker.sinks.natsstream import PublishFailed, ensure_stream
 from tracker.sinks.policy import Outcome
+from tracker.throttle import Throttle
 from tracker.supervisor import beat
 
 log = get_logger("tracker.sinks.nats")
@@ -107,6 +108,7 @@ class NatsSink:
         self._counts = {o: metrics.sink_deliveries.labels(self.name, o)
                         for o in ("delivered", "duplicate", "failed", "dead")}
         self._latency = metrics.sink_delivery_seconds.labels(self.name)
+        self._dead_lines = Throttle()  # events the stream refuses for good: a line a minute
         self.link = Link(cfg)
         self.token = secrets.token_hex(8)  # its claims of redriven dead letters
         self.lease_s = cfg.timeout_s + LEASE_MARGIN_S
@@ -229,8 +231,9 @@ class NatsSink:
                 await conn.execute(q.SET_SINK_ACKED_STREAM, self.name, self.cfg.stream)
         for i, e in dead.items():
             self._counts["dead"].inc()
-            log.warning("event dead-lettered", sink=self.name, event_id=rows[i]["event_id"],
-                        error=refusal(e))
+            if (left_out := self._dead_lines.allow(None)) is not None:
+                log.warning("event dead-lettered", sink=self.name, event_id=rows[i]["event_id"],
+                            error=refusal(e), left_out=left_out)
         self.published = self.published or delivered
         self.acked = self.acked or delivered
         now = datetime.now(timezone.utc)

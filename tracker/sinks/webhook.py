@@ -51,6 +51,7 @@ from tracker.sinks.answers import Answers
 from tracker.sinks.batch import ReadBatch
 from tracker.sinks.delivery import Done
 from tracker.sinks.policy import EventFilter, Outcome, Window
+from tracker.throttle import Throttle
 from tracker.sinks.settings import public_url
 from tracker.supervisor import beat
 
@@ -97,6 +98,8 @@ class WebhookSink(Answers):
         self._counts = {o: metrics.sink_deliveries.labels(self.name, o.value)
                         for o in Outcome if o is not Outcome.released}
         self._latency = metrics.sink_delivery_seconds.labels(self.name)
+        # a receiver gone for days dead-letters every event: a line a minute, not one each
+        self._dead_lines = Throttle()
 
     def wake(self) -> None:
         self.notified.set()
