@@ -21,10 +21,6 @@ MIN_SECRET_LEN = 4  # shorter "secrets" would mangle every log line; they are no
 # A text cut short (vendor words are cut to 200 characters, say) may end in the start of a secret:
 # that start is masked too, from this many characters on.
 CUT_SECRET_MIN_LEN = 6
-# ... but only a text this long may have been cut: every cut made before masking keeps as many
-# (a vendor's words: tracker.adapters.base.text_of; an error logged: 200 to 500 characters). A
-# shorter text ends where its writer ended it: "batch 471122" holds no start of "4711223344".
-CUT_TEXT_MIN_LEN = 200
 # A rotated secret's values still masked: an answer to a request sent with one may come back
 # after the next login.
 ROTATED_KEPT = 3
@@ -186,8 +182,8 @@ def _masks(stored: bool) -> _Masks | None:
 
 def mask_secrets(text: str, *, stored: bool = False, cut: bool = True) -> str:
     """``text`` with every registered secret masked (``stored``: those sent to vendors), and,
-    ``cut`` (a text that may have been cut short: CUT_TEXT_MIN_LEN characters or more), the
-    start of one (CUT_SECRET_MIN_LEN characters or more) that ends it. Each where it stands
+    ``cut`` (a text that may have been cut short, at any length: a code cut to 100
+    characters, say), the start of one (CUT_SECRET_MIN_LEN characters or more) that ends it. Each where it stands
     whole (_BEFORE). Only registered secrets: credential-looking parts are scrub()'s."""
     m = _masks(stored)
     if m is None:
@@ -195,7 +191,7 @@ def mask_secrets(text: str, *, stored: bool = False, cut: bool = True) -> str:
     if m.anchor.search(text) is None:
         return text
     text = m.full.sub(MASK, text)
-    if not cut or len(text) < CUT_TEXT_MIN_LEN:
+    if not cut:
         return text
     for at in m.head_at.finditer(text, max(0, len(text) - m.longest + 1)):  # earliest first
         i = at.start()

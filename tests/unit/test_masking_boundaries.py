@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from tracker import logging as tlog
 from tracker import masking
-from tracker.masking import CUT_TEXT_MIN_LEN, mask_secrets, mask_secrets_in_json
+from tracker.masking import mask_secrets, mask_secrets_in_json
 
 TOKEN = "4711223344556677"  # engageSPARK's postback token, as planted by the audit
 # The postback body the audit sent: every number holds the token's digits, none is the token.
@@ -94,15 +94,30 @@ def test_a_number_is_masked_only_when_it_is_the_secret():
             assert masked(other) == other
 
 
-def test_the_start_of_a_secret_is_masked_only_ending_a_text_that_may_have_been_cut():
+def test_the_start_of_a_secret_ending_a_text_is_masked_where_it_stands_whole():
     with registered(TOKEN):
-        assert mask_secrets("batch 471122") == "batch 471122"  # short: its writer ended it there
-        assert mask_secrets("batch 88471122") == "batch 88471122"
-        long = "v" * (CUT_TEXT_MIN_LEN - 13) + " batch "
-        assert mask_secrets(long + "471122") == long + "***"  # cut at 200: the token's start
-        assert mask_secrets(long + "88471122") == long + "88471122"  # another number's end
-        assert mask_secrets(long + "47112") == long + "47112"  # too little to tell
-        assert mask_secrets(long + "471122", cut=False) == long + "471122"
+        assert mask_secrets("batch 471122") == "batch ***"  # the token's start: it may have been cut
+        assert mask_secrets("batch 88471122") == "batch 88471122"  # another number's end
+        assert mask_secrets("batch 47112") == "batch 47112"  # too little to tell
+        assert mask_secrets("batch 471122", cut=False) == "batch 471122"
+
+
+def test_a_cut_text_is_masked_whatever_its_length_and_however_often_the_secret_came():
+    # A review found both let most of a token through into stored rows while a length rule
+    # (only texts of 200 characters or more counted as cut) stood: a code cut to 100
+    # characters, and a text cut to 200 that held the token whole once before (masked first,
+    # it was shorter than 200).
+    from tracker.adapters.base import text_of
+
+    key = "Zq8Kx2Lm9Pw4Rt7Yv3BnC5Dq"
+    with registered(key):
+        code = ("Delivery refused by the upstream gateway: the account check failed for the API key "
+                + key + " (HTTP 401)")[:100]
+        assert key[:8] in code and mask_secrets(code, stored=True).endswith("API key ***")
+        said = text_of(f"Invalid token {key}: tokens expire after 60 minutes; "
+                       + "x" * 80 + f" Received Authorization: Token {key}")
+        masked = mask_secrets(said, stored=True)
+        assert key[:6] not in masked and masked.endswith("Token ***"), masked
 
 
 # --- the law, for any secret ---------------------------------------------------------------
@@ -119,7 +134,7 @@ apart = st.characters(blacklist_characters=string.ascii_letters + string.digits 
 
 @given(secrets, AROUND, apart, apart, AROUND, st.booleans())
 def test_a_secret_between_non_alphanumerics_is_always_masked(secret, left, before, after, right, pad):
-    left = ("." * CUT_TEXT_MIN_LEN if pad else "") + left  # the cut rule on or off
+    left = ("." * 200 if pad else "") + left  # a long text (cut) or a short one
     with registered(secret):
         for stored in (False, True):
             text = left + before + secret + after + right
@@ -131,7 +146,7 @@ def test_a_secret_between_non_alphanumerics_is_always_masked(secret, left, befor
 @given(secrets, AROUND, lower, st.booleans(), AROUND, st.booleans())
 def test_a_secret_inside_a_longer_alphanumeric_run_is_never_masked(secret, left, glue, glue_left,
                                                                    right, pad):
-    text = (("." * CUT_TEXT_MIN_LEN if pad else "") + left
+    text = (("." * 200 if pad else "") + left
             + (glue + secret if glue_left else secret + glue) + right)
     with registered(secret):
         assert mask_secrets(text) == text and mask_secrets(text, stored=True) == text
