@@ -294,3 +294,17 @@ async def test_a_daemon_that_does_not_run_a_sink_the_database_has_says_so_at_sta
         assert said[0]["events_behind"] >= 1
     finally:
         await rx.stop()
+
+
+async def test_forget_is_refused_while_a_daemon_of_an_older_release_holds_the_reader_lease(db_dsn, pool):
+    # During a rolling upgrade a daemon of the release before writes no runner row; a webhook
+    # sink's reader lease, which every release takes while it reads, still tells it runs.
+    async with pool.acquire() as conn:
+        await store.register(conn, [("billing", "webhook")])
+        assert (await conn.fetchrow(q.TAKE_SINK_READER, "billing", "old-release-lease", 30.0))["ours"]
+    p = tracker_cli(db_dsn, "sinks", "forget", "billing")
+    assert p.returncode == 2 and "reader lease (old-release-lease)" in p.stderr, (p.stdout, p.stderr)
+    assert await has_row(pool, "billing")
+    await pool.execute("UPDATE tracker.sinks SET reader_until = now() WHERE name = 'billing'")  # ran out
+    p = tracker_cli(db_dsn, "sinks", "forget", "billing")
+    assert p.returncode == 0 and not await has_row(pool, "billing"), (p.stdout, p.stderr)

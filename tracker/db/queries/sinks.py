@@ -224,11 +224,16 @@ WAKE_SINKS = "SELECT pg_notify('tracker_events', 'redrive')"
 # (cascade), and its cursor, which would otherwise hold back retention of the outbox for ever.
 LOCK_SINK = "SELECT kind FROM tracker.sinks WHERE name = $1 FOR UPDATE"
 
+# Also a webhook sink's live reader lease: a daemon of an older release writes no runner row
+# but holds that lease while it reads (one of this release drops it when it stops).
 SINK_RUNNING = """
 SELECT runner, greatest(extract(epoch FROM now() - seen_at), 0)::float8 AS seen_s_ago
 FROM tracker.sink_runners
 WHERE sink = $1 AND seen_at > now() - make_interval(secs => $2::float8)
-ORDER BY seen_at DESC
+UNION ALL
+SELECT 'the daemon holding its reader lease (' || reader || ')', 0
+FROM tracker.sinks WHERE name = $1 AND reader_until > now()
+ORDER BY seen_s_ago
 """
 
 FORGET_SINK = """
