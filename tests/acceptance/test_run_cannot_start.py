@@ -27,15 +27,22 @@ def test_an_address_in_use_is_reported_with_its_setting(db_dsn, key):
         p = subprocess.run(TRACKER + ["run"], env=env, capture_output=True, text=True, timeout=60)
     finally:
         taken.close()
+    cannot, lines = said_cannot_start(p, 2)
+    assert cannot["key"] == key and cannot["address"] == address
+    assert "address already in use" in cannot["reason"]
+    assert lines[-1]["event"] == "tracker stopped"  # what had started was stopped
+
+
+def said_cannot_start(p: subprocess.CompletedProcess, code: int) -> tuple[dict, list[dict]]:
+    """`tracker run` exited `code` with one "tracker cannot start" line and no traceback: that
+    line, and every JSON line it wrote."""
     out = p.stdout + p.stderr
-    assert p.returncode == 2, out
+    assert p.returncode == code, out
     assert "Traceback" not in out and "never retrieved" not in out
     lines = [json.loads(line) for line in p.stderr.splitlines() if line.startswith("{")]
     cannot = [line for line in lines if line["event"] == "tracker cannot start"]
     assert len(cannot) == 1, out
-    assert cannot[0]["key"] == key and cannot[0]["address"] == address
-    assert "address already in use" in cannot[0]["reason"]
-    assert lines[-1]["event"] == "tracker stopped"  # what had started was stopped
+    return cannot[0], lines
 
 
 def test_migrate_in_execstartpre_exits_2_only_for_a_database_refusing_its_settings(db_dsn):
