@@ -90,7 +90,7 @@ class Tracker:
 
     async def start(self) -> None:
         logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one line per job run is noise
-        metrics.at_zero(self.config.vendors, retention.KINDS)
+        metrics.at_zero(self.config.vendors, retention.SWEPT)
         http = self.config.http
         main, ops_app = self._apps()
         parts: list[tuple[str, Part]] = []

@@ -59,6 +59,7 @@ FOLLOWS = {"unreferenced_rows": "final_messages"}
 # are folded at every sweep, whatever the kinds' limits (sql/028).
 POLL_STATS = "poll_stats"
 POLL_STATS_FOLD_DAYS = 1.0  # a replica stopped or silent this long: its rows go into history
+SWEPT = (*KINDS, POLL_STATS)  # what a sweep records and counts (tracker_retention_errors_total)
 LOCK = "tracker.retention"
 RUNS_KEPT_DAYS = 30  # tracker.retention_runs itself is kept this long
 
@@ -107,7 +108,6 @@ async def sweep_kind(conn: asyncpg.Connection, kind: str, config: RetentionConfi
     """Remove what may go of one kind, batch by batch, until nothing old is left or the
     deadline; record and count what was done."""
     out = Swept(kind)
-    metrics.retention_errors.labels(kind)  # at 0 before any failure (poll_stats: not in at_zero)
     started_at, cutoff, after = await conn.fetchrow(q.RETENTION_START, kind,
                                                     limit_days(config, kind))
     resumed_after = after

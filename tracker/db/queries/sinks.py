@@ -222,7 +222,7 @@ WAKE_SINKS = "SELECT pg_notify('tracker_events', 'redrive')"
 # from now on), the daemons seen running it within $2 seconds (then nothing is deleted), and the
 # sink taken out of the configuration: its row, its pending deliveries, dead letters and runners
 # (cascade), and its cursor, which would otherwise hold back retention of the outbox for ever.
-LOCK_SINK = "SELECT kind FROM tracker.sinks WHERE name = $1 FOR UPDATE"
+LOCK_SINK = SINK_KIND + " FOR UPDATE"
 
 # Also a webhook sink's live reader lease: a daemon of an older release writes no runner row
 # but holds that lease while it reads (one of this release drops it when it stops).
