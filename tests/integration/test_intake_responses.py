@@ -347,6 +347,31 @@ async def test_account_level_errors_refuse_the_row_and_make_no_message(pool) -> 
             "SELECT count(*) FROM tracker.submissions WHERE processed_at IS NULL") == 0
 
 
+@pytest.mark.usefixtures("no_secrets_registered")
+async def test_an_account_error_echoing_our_key_is_shown_with_the_key_masked(pool) -> None:
+    """A vendor's account error may repeat the key it was sent ("Invalid Token <key>"): the
+    row's refusal (intake_problems, the status page) and a row's note show it masked, as every
+    stored vendor word is."""
+    from tracker.masking import register_secret
+    key = "EsparkKeySECRET0042"
+    register_secret(key, sent=True)
+    async with Sandbox(knobs=KNOBS, seed=9, vendor_knobs={"sparrow": {"account": "no_funds"}}) as sb:
+        [call] = await send_many(sb, "sparrow", [OK[0]], bulk=True)
+    draft = copy.deepcopy(call.response)
+    draft["data"]["message"] = f"Saved as draft (billing error for token {key})"
+    async with pool.acquire() as conn:
+        refused = await submit(conn, "engagespark", {"error": f"Invalid Token {key}"})
+        noted = await submit(conn, "sparrow", draft, call.request)
+        r = await take_in(conn, Config())
+        assert (r.rows, r.refused) == (2, 1)
+        problems = {p["id"]: p["problem"] for p in await conn.fetch(
+            "SELECT * FROM tracker.intake_problems WHERE id = ANY($1::bigint[])", [refused, noted])}
+        assert problems[refused] == "the vendor reported an account problem: 401 Invalid Token ***"
+        assert key not in problems[noted] and "***" in problems[noted], problems[noted]
+        assert await conn.fetchval("SELECT count(*) FROM tracker.submissions"
+                                   " WHERE error LIKE $1 OR note LIKE $1", f"%{key}%") == 0
+
+
 async def test_sparrow_draft_keeps_the_batch_and_notes_the_account_problem(pool) -> None:
     """01 DRAFT ("partial success, billing error"): the batch exists at the vendor, so its
     messages are tracked (submitted: nothing says they went out), and the account problem is

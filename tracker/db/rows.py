@@ -102,7 +102,7 @@ def _json(raw) -> orjson.Fragment | None:
     return orjson.Fragment(mask_secrets_in_json(data))
 
 
-def _text(text: str | None) -> str | None:
+def masked_text(text: str | None) -> str | None:
     """A vendor's words as stored: registered secrets (and a secret's start ending a text cut
     short) masked."""
     return mask_secrets(text, stored=True) if text else text
@@ -126,7 +126,7 @@ def _row(value: object) -> list:
         if at is not None:
             code, reason = at
             if may_hold_stored_secrets(row[code], row[reason]):  # one search for the two
-                row[code], row[reason] = _text(row[code]), _text(row[reason])
+                row[code], row[reason] = masked_text(row[code]), masked_text(row[reason])
         return row
     raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
 
@@ -141,7 +141,7 @@ def observation_row(o: Observation) -> list:
     code, text = o.code, o.text
     f_code, reason = (f.code, f.reason) if f else (None, None)
     if may_hold_stored_secrets(code, text, f_code, reason):  # one search for the four
-        code, text, f_code, reason = _text(code), _text(text), _text(f_code), _text(reason)
+        code, text, f_code, reason = masked_text(code), masked_text(text), masked_text(f_code), masked_text(reason)
     return [o.vendor, o.vendor_ref, recipient_key(o.vendor, o.recipient),
             o.state.name if o.state is not None else None, code, text, o.event_at,
             f_code, reason, f.permanent if f else None, _json(o.raw)]

@@ -23,7 +23,7 @@ from tracker.config_types import Config
 from tracker.db import is_outage
 from tracker.db import queries as q
 from tracker.db import reducer
-from tracker.db.rows import rows_json
+from tracker.db.rows import masked_text, rows_json
 from tracker.intake.claims import ClaimRefused, Claims, refusal
 from tracker.intake.plan import ChunkPlan, plan_chunk, tracked_already
 from tracker.intake.rows import RowError, TakenRow, read_row
@@ -103,7 +103,10 @@ async def _take_in(conn: asyncpg.Connection, config: Config, batch_size: int | N
         if outcomes:
             await conn.execute(q.FINISH_SUBMISSIONS, list(outcomes),
                                [0 if o.error else o.count for o in outcomes.values()])
-            problems = [(sid, o.error, o.note) for sid, o in outcomes.items() if o.error or o.note]
+            # A vendor's words in them (an account error's "Invalid Token <our key>") are
+            # masked as in any row stored (tracker.masking): shown by intake_problems, /status.
+            problems = [(sid, masked_text(o.error), masked_text(o.note))
+                        for sid, o in outcomes.items() if o.error or o.note]
             if problems:
                 await conn.execute(q.FINISH_SUBMISSION_PROBLEMS, *map(list, zip(*problems)))
         transitions = sum(t for _, t in written)
