@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 from typing import Any
-from urllib.parse import unquote, unquote_plus, urlsplit
+from base64 import b64encode
+from urllib.parse import quote, quote_plus, unquote, unquote_plus, urlsplit
 
 from tracker.config.schema import _VENDOR_SETTINGS
 from tracker.config_types import Config
@@ -104,10 +105,17 @@ def _show(value: Any) -> str:
     return redact_dsn(text)
 
 
+def _basic(user: str, password: str) -> str:
+    """Basic authorization's credentials, as the header carries them (and a vendor may echo)."""
+    return b64encode(f"{user}:{password}".encode("utf-8", "surrogatepass")).decode()
+
+
 def vendor_secrets_of(cfg: Config) -> list[str]:
     """The secrets a vendor is given, so may echo: its credentials, its postback token, and the
     password of any of its URLs (http://user:password@host: sent as basic auth), in every form
-    dsn_passwords finds (as written, percent-decoded)."""
+    dsn_passwords finds (as written, percent-decoded); each also as a URL's query carries it
+    (percent-encoded: Spark Sender's api_key), and the Basic credentials sent (a URL's user and
+    password; Twilio's account SID and auth token) as the header carries them."""
     out: list[str] = []
     for v in cfg.vendors.values():
         out += [s for s in (v.postback_token, v.previous_postback_token, v.api_key, v.api_token,
@@ -117,7 +125,16 @@ def vendor_secrets_of(cfg: Config) -> list[str]:
         urls = [v.base_url, v.status_url] + [s for k, s in v.settings.items() if k in own and own[k].url]
         for url in filter(None, urls):
             out += dsn_passwords(url)
-    return out
+            try:
+                u = urlsplit(url)
+                if u.username is not None and u.password:  # as tracker.http.request sends it
+                    out.append(_basic(unquote(u.username), unquote(u.password)))
+            except ValueError:  # not a URL tracker.http.request would send either
+                pass
+        if v.settings.get("account_sid") and v.settings.get("auth_token"):  # Twilio's
+            out.append(_basic(v.settings["account_sid"], v.settings["auth_token"]))
+    out += [encoded(s, safe="") for s in out for encoded in (quote, quote_plus)]
+    return list(dict.fromkeys(out))
 
 
 def secrets_of(cfg: Config) -> list[str]:
