@@ -223,6 +223,17 @@ def mask_secrets_in_json(data: bytes) -> bytes:
     return orjson.dumps(_mask_values(orjson.loads(data)))
 
 
+def mask_secrets_in_bytes(data: bytes) -> bytes:
+    """A request's raw body as stored (JSON, a form, XML: any text) with the secrets sent to
+    vendors masked where they stand whole; ``data`` itself when none is in it: one search."""
+    m = _masks(True)
+    if m is None or m.json_anchor is None or m.json_anchor.search(data) is None:
+        return data
+    text = data.decode("utf-8", "surrogateescape")  # bytes that are no UTF-8 kept as they are
+    masked = mask_secrets(text, stored=True, cut=False)
+    return data if masked is text else masked.encode("utf-8", "surrogateescape")
+
+
 def _mask_values(value: Any) -> Any:
     """A payload, masked: its strings as any text (an adapter may keep words it cut short in
     it); its keys by whole secrets only (never cut: a key's first digits are no leak); a number

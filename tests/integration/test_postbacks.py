@@ -24,7 +24,7 @@ from tracker.adapters import skycore
 from tracker.core.states import State
 from tracker.db import queries as q
 from tracker.db.embedded import EmbeddedPostgres, running_dsn
-from tracker.postbacks import CONNECTIONS
+from tracker.postbacks import CONNECTIONS, process
 
 JSON = {"Content-Type": "application/json"}
 
@@ -188,6 +188,26 @@ async def test_nothing_secret_in_logs(db_dsn):
     text = buf.getvalue()
     assert "postback unreadable" in text and "postback refused" in text
     assert all(t not in text for t in TOKENS.values())
+
+
+async def test_a_postback_repeating_our_key_is_stored_masked(db_dsn, no_secrets_registered):
+    """A vendor's push may repeat what it was given (our key, the callback URL): the raw row
+    keeps it masked in its query and body, as every stored row does (tracker.masking), and
+    still says what it said: parsed again (the sweep, a replay), it gives the same report."""
+    key = "SkyKeySECRET5531x"
+    tlog.register_secret(key, sent=True)  # as tracker.config.load() registers a vendor's key
+    cfg = config_for(db_dsn, skycore={"api_key": key})
+    async with running(cfg) as (tr, base), session() as s:
+        async with tr.pool.acquire() as c:
+            mid = await make_message(c, "skycore", "echo-1")
+        assert (await post(s, postback_url(base, "skycore") + f"?k={key}",
+                           sky("echo-1", debug=f"key={key}")))[0] == 200
+        await settle(tr.pool)
+        row = await tr.pool.fetchrow("SELECT * FROM tracker.postbacks")
+        assert row["query"] == "k=***" and orjson.loads(row["body"])["debug"] == "key=***"
+        assert await tr.pool.fetchval("SELECT state FROM tracker.messages WHERE id=$1", mid) == "delivered"
+        again = process.parse_row(row, cfg)
+        assert [(o.vendor_ref, o.state) for o in again.found] == [("echo-1", State.delivered)]
 
 
 async def test_duplicates_and_disorder_are_harmless(db_dsn):

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from tracker import logging as tlog
 from tracker import masking
-from tracker.masking import mask_secrets, mask_secrets_in_json
+from tracker.masking import mask_secrets, mask_secrets_in_bytes, mask_secrets_in_json
 
 TOKEN = "4711223344556677"  # engageSPARK's postback token, as planted by the audit
 # The postback body the audit sent: every number holds the token's digits, none is the token.
@@ -159,3 +159,16 @@ def test_a_number_holding_the_secrets_digits_is_kept(left, right, where):
     data = orjson.dumps({"n": int(digits), "s": digits})
     with registered(TOKEN):
         assert mask_secrets_in_json(data) == data
+
+
+@given(secrets, st.binary(max_size=8), AROUND, apart, apart, AROUND)
+def test_a_raw_body_is_masked_as_its_text_and_keeps_bytes_that_are_no_utf8(secret, junk, left, before,
+                                                                            after, right):
+    """A postback's raw body as stored (any format; its bytes need not be UTF-8)."""
+    with registered(secret):
+        body = junk + (left + before + secret + after + right).encode()
+        out = mask_secrets_in_bytes(body)
+        assert out.endswith((before + "***" + after + right).encode())
+        assert out == mask_secrets(body.decode("utf-8", "surrogateescape"), stored=True,
+                                   cut=False).encode("utf-8", "surrogateescape")
+        assert mask_secrets_in_bytes(left.encode()) == left.encode()  # none in it: as it came

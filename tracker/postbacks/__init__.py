@@ -238,7 +238,7 @@ class Postbacks:
                             left_out=left_out)
             return 400, {"error": str(e)}
         try:
-            await self.commit.store(raw, found)
+            await self.commit.store(raw.as_stored(), found)
         except Unavailable:
             return core.UNAVAILABLE.status, {"error": core.UNAVAILABLE.error}
         except Refused as e:

@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import ipaddress
 import secrets
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Mapping
@@ -20,6 +21,7 @@ from tracker.adapters.base import unstorable as base_unstorable
 from tracker.adapters.contract import SignsPostbacks
 from tracker.adapters.storable import bad_text
 from tracker.config_types import Config, VendorConfig
+from tracker.masking import mask_secrets, mask_secrets_in_bytes
 from tracker.core.reduce import recipient_key
 
 # The content types each pushing vendor sends are its adapter's POSTBACK_CONTENT_TYPES (lower-
@@ -197,6 +199,15 @@ class RawPostback:
     body: bytes
     source: str | None
     received_at: datetime
+
+    def as_stored(self) -> "RawPostback":
+        """The request as stored: secrets the vendor was sent (our key, a callback URL's
+        token) masked in its query and body, as in every row stored (tracker.masking); a
+        vendor may repeat them. Parsed before (its reports are masked as they are stored)."""
+        query, body = mask_secrets(self.query, stored=True, cut=False), mask_secrets_in_bytes(self.body)
+        if query is self.query and body is self.body:
+            return self
+        return dataclasses.replace(self, query=query, body=body)
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> "RawPostback":
