@@ -246,3 +246,19 @@ def test_only_migrate_makes_an_embedded_cluster_where_there_is_none():
         assert p.returncode == 0 and "no sinks have run yet" in p.stdout, p.stderr
     finally:
         subprocess.run(["rm", "-rf", str(base)])
+
+
+def test_a_state_dir_holding_others_files_is_refused_by_every_command_as_by_run(tmp_path):
+    # `migrate` said "database unavailable" (exit 1: retried for ever), the others "no database
+    # ... `tracker migrate` makes it", which it would not.
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "notes.txt").write_text("an operator's\n")
+    env = env_with(TRACKER_DATABASE__STATE_DIR=str(theirs))
+    for args in (["migrate"], ["replay"], ["sinks", "status"], ["consumers", "status"]):
+        p = subprocess.run(TRACKER + args, env=env, capture_output=True, text=True, timeout=120)
+        assert p.returncode == 2, (args, p.stderr)
+        [line] = p.stderr.splitlines()
+        assert line.startswith(f"{args[0]}: database.state_dir = {theirs}: holds files the tracker "
+                               "did not make (notes.txt)"), line
+    assert sorted(os.listdir(theirs)) == ["notes.txt"]

@@ -3,7 +3,8 @@ else the embedded cluster a running daemon already has (found by its private soc
 command never tries to start a second postmaster on the daemon's data directory); else the
 embedded cluster started for the command alone. Only `tracker migrate` may create that cluster:
 the others, which read or replay, refuse one that does not exist yet (a mistyped state_dir left a
-new 46 MB cluster behind) in one line and exit code 2, creating nothing. A database that cannot
+new 46 MB cluster behind) in one line and exit code 2, creating nothing; a state_dir that is not
+the tracker's to take (another's files) is refused so by every command, as by the daemon. A database that cannot
 be reached, or refuses, is one line on stderr (the DSN's password scrubbed) and exit code 1,
 never a traceback. Standard output (or error) closed by its reader (`tracker sinks status |
 head -1`) is no database outage: the command stops quietly, exit code 141 (see _output_closed)."""
@@ -22,7 +23,7 @@ from tracker.config import redact_dsn
 from tracker.config_types import Config
 from tracker.db import passes, settings_refused
 from tracker.db.embedded import EmbeddedError, EmbeddedPostgres, running_dsn
-from tracker.db.state_dir import StateDirError
+from tracker.db.state_dir import StateDirError, state_dir_refusal
 
 Job = Callable[[asyncpg.Connection], Awaitable[int]]
 CREATES_CLUSTER = frozenset({"migrate"})  # `tracker run` starts its own (tracker.app)
@@ -49,6 +50,9 @@ def on_database(config: Config, command: str, job: Job) -> int:
     try:
         if dsn:
             return run(dsn)
+        refusal = state_dir_refusal(state_dir, None)  # what it holds: not the tracker's
+        if refusal is not None:
+            raise StateDirError(state_dir, refusal)
         if command not in CREATES_CLUSTER and not _has_cluster(state_dir):
             print(f"{command}: no database at {state_dir.absolute()} (database.state_dir; no database.dsn): "
                   "is the daemon's state_dir another (under systemd: TRACKER_DATABASE__STATE_DIR="
@@ -57,7 +61,10 @@ def on_database(config: Config, command: str, job: Job) -> int:
             return 2
         with EmbeddedPostgres(state_dir) as pg:
             return run(pg.dsn)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, EmbeddedError, StateDirError) as e:
+    except StateDirError as e:  # a setting to change, as for the daemon (tracker.start_error)
+        print(f"{command}: {e}", file=sys.stderr)
+        return 2
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, EmbeddedError) as e:
         if isinstance(e, BrokenPipeError) and _output_closed():
             return OUTPUT_CLOSED
         refused = isinstance(e, asyncpg.PostgresError) and not passes(e)
