@@ -10,6 +10,7 @@ import contextlib
 import gc
 import logging
 import signal
+from functools import partial
 from pathlib import Path
 from typing import AsyncIterator, Awaitable, Callable, Protocol
 
@@ -21,6 +22,7 @@ from tracker import metrics, retention, systemd
 from tracker.config import redact_dsn
 from tracker.config_types import Config
 from tracker.db import DB_ERRORS
+from tracker.db import keeper
 from tracker.db import queries as q
 from tracker.db.embedded import EmbeddedError, EmbeddedPostgres
 from tracker.db.migrate import migrate
@@ -211,7 +213,11 @@ class Tracker:
             raise database_start_error(e, None, self.config.database.state_dir) from None
         log.info("embedded PostgreSQL started", data_dir=str(self.embedded.data_dir),
                  dsn=self.embedded.dsn)
+        keeping = self.supervisor.spawn("database:embedded", partial(
+            keeper.keep_running, self.embedded, self.stopping.is_set), stopping=self.stopping.is_set)
         yield
+        keeping.cancel()
+        await asyncio.gather(keeping, return_exceptions=True)
         await asyncio.to_thread(self.embedded.stop)
 
     async def _database(self) -> AsyncIterator[None]:

@@ -276,6 +276,13 @@ class EmbeddedPostgres:
             self._cmd("createdb", "-h", str(self.socket_dir), "-p", str(self.port), "-U", DB_USER,
                       self.database)
 
+    def running(self) -> bool:
+        """Whether its postmaster runs (postmaster.pid names a live process)."""
+        try:
+            return _alive(int((self.data_dir / "postmaster.pid").read_text().split()[0]))
+        except (OSError, IndexError, ValueError):
+            return False
+
     def stop(self) -> None:
         if (self.data_dir / "postmaster.pid").exists():
             self._cmd("pg_ctl", "stop", "-D", str(self.data_dir), "-m", "fast", "-w", check=False)

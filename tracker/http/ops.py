@@ -121,7 +121,11 @@ async def readiness(tracker) -> list[Problem]:
                 todo = await pending(conn)
                 ages = None if todo else await conn.fetchrow(q.OLDEST_WAITING)
     except Exception as e:  # any failure to reach the database means not ready
-        return [Problem("database", not_answering(e)), *components]
+        pg = getattr(tracker, "embedded", None)
+        why = (f"the embedded cluster in {pg.state_dir} is not running: the tracker starts it "
+               f"again (its log: {pg.data_dir / 'log'})" if pg is not None and not pg.running()
+               else not_answering(e))
+        return [Problem("database", why), *components]
     if todo:
         versions = ", ".join(str(m.version) for m in todo)
         return [Problem("migrations", f"pending: {versions}"), *components]

@@ -1,0 +1,48 @@
+"""The embedded cluster kept running. The daemon owns it (nothing else reaches it), so a
+postmaster gone while the daemon runs (killed, the OOM killer, `pg_ctl stop` by hand) is started
+again, as systemd restarts a service: logged, counted (tracker_embedded_database_restarts_total)
+and shown in /readyz until it answers. Meanwhile every component waits for the database as in
+any outage. A cluster whose data directory is gone is not made anew (an empty database would
+lose the messages without a word): that start fails, and the supervisor tries it again after a
+backoff, with the reason in /readyz and the log."""
+from __future__ import annotations
+
+import asyncio
+from typing import Callable
+
+from tracker import metrics
+from tracker.db.embedded import EmbeddedError, EmbeddedPostgres
+from tracker.logging import get_logger
+from tracker.supervisor import beat
+
+log = get_logger("tracker.db")
+
+CHECK_EVERY_S = 1.0
+
+
+async def keep_running(pg: EmbeddedPostgres, stopping: Callable[[], bool]) -> None:
+    """Check every CHECK_EVERY_S that the cluster runs; start it again when it does not."""
+    while not stopping():
+        if not pg.running():
+            why = f"the embedded cluster in {pg.state_dir} is not running: starting it again"
+            beat().blocked(why)
+            log.error("embedded PostgreSQL not running: starting it again", data_dir=str(pg.data_dir))
+            metrics.embedded_restarts.inc()
+            if not (pg.data_dir / "PG_VERSION").exists():
+                raise EmbeddedError(f"its data directory {pg.data_dir} is gone: not made anew "
+                                    "(restore it, or stop the tracker and move the state_dir away)")
+            await _start(pg)
+            log.info("embedded PostgreSQL started again", data_dir=str(pg.data_dir))
+        beat().progress()
+        await asyncio.sleep(CHECK_EVERY_S)
+
+
+async def _start(pg: EmbeddedPostgres) -> None:
+    """pg.start() in a thread, which a cancellation (the daemon stopping) cannot stop: it is
+    waited for, so that the cluster's stop never runs beside its start."""
+    starting = asyncio.ensure_future(asyncio.to_thread(pg.start))
+    try:
+        await asyncio.shield(starting)
+    except asyncio.CancelledError:
+        await asyncio.gather(starting, return_exceptions=True)
+        raise
