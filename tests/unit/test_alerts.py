@@ -120,6 +120,18 @@ TESTS = [
             ]},
         ],
     },
+    {   # the embedded cluster started again once, at minute 30, on one host of two
+        "input_series": [
+            {"series": 'tracker_embedded_database_restarts_total{instance="a"}', "values": "0x30 1x60"},
+            {"series": 'tracker_embedded_database_restarts_total{instance="b"}', "values": "0x90"},
+        ],
+        "alert_rule_test": [
+            {"eval_time": "20m", "alertname": "EmbeddedDatabaseRestarted", "exp_alerts": []},
+            {"eval_time": "40m", "alertname": "EmbeddedDatabaseRestarted", "exp_alerts": [
+                {"exp_labels": {"severity": "warning", "instance": "a"}}]},
+            {"eval_time": "80m", "alertname": "EmbeddedDatabaseRestarted", "exp_alerts": []},
+        ],
+    },
     {   # many messages given up as unknown at one vendor, few at another
         "input_series": [
             {"series": 'tracker_transitions_total{vendor="sparrow",to_state="unknown",instance="a"}', "values": "0+2x120"},
