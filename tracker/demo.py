@@ -23,8 +23,12 @@ from tracker.db.embedded import EmbeddedPostgres
 from tracker.config_types import VENDORS, Config, DatabaseConfig, HttpConfig, LogConfig, VendorConfig
 from tracker.sandbox.client import send_many
 from tracker.sandbox.server import VENDOR_CLASSES, Sandbox
+from tracker.start_error import StartError
 
 STATE_DIR = "./var/demo"
+STATE_DIR_HINT = ("\n(the demo keeps its database in ./var/demo, under the directory it runs in: "
+                  "run it where the cluster's user can reach, e.g. a clone under /opt or /srv, or "
+                  "`chmod o+x` each directory above)")
 DEMO_CONSUMER = "demo"  # the demo reads events as this consumer
 SCALE = 0.1  # the sandbox's vendor world runs ten times faster than real time
 
@@ -134,7 +138,14 @@ async def run_demo(seconds: float, rate: float) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await tracker.start()
+    try:
+        await tracker.start()
+    except StartError as e:  # one line, as `tracker run` says it; nothing left running
+        await tracker.stop()
+        await sandbox.stop()
+        print(f"demo cannot start: {e}" + (STATE_DIR_HINT if e.key == "database.state_dir" else ""),
+              file=sys.stderr)
+        return e.code
     host, port = tracker.listen_addresses["listen"]
     push_base = f"http://{host}:{port}/postbacks"
     push_urls = {v: f"{push_base}/{v}/{c.postback_token}" for v, c in config.vendors.items()}
@@ -163,4 +174,11 @@ async def run_demo(seconds: float, rate: float) -> int:
 
 
 def main(args) -> int:
+    if getattr(args, "config", None):  # `tracker --config F demo`: it would be ignored without a word
+        print("demo: takes no configuration (--config): it makes its own, for the sandbox's "
+              "vendors on its embedded database", file=sys.stderr)
+        return 2
+    if os.environ.get("TRACKER_CONFIG"):
+        print("demo: TRACKER_CONFIG is not read: the demo makes its own configuration",
+              file=sys.stderr)
     return asyncio.run(run_demo(args.seconds, args.rate))
