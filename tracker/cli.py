@@ -129,7 +129,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.command != "sandbox" and extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = extra  # the sandbox has options of its own
-    return args.func(args)
+    try:
+        code = args.func(args)
+        sys.stdout.flush()  # what is buffered fails here, not in the interpreter's exit
+        return code
+    except BrokenPipeError:  # `tracker check-config | head -2`: its reader went away
+        from tracker.db.oneshot import OUTPUT_CLOSED, output_closed
+
+        if output_closed():
+            return OUTPUT_CLOSED
+        raise
 
 
 if __name__ == "__main__":

@@ -23,7 +23,8 @@ TRACKER = [sys.executable, "-m", "tracker"]
 
 
 @pytest.mark.parametrize("unbuffered", [False, True], ids=["buffered", "unbuffered"])
-@pytest.mark.parametrize("command", [("sinks", "status"), ("consumers", "status")], ids=" ".join)
+@pytest.mark.parametrize("command", [("sinks", "status"), ("consumers", "status"), ("check-config",)],
+                         ids=" ".join)
 def test_a_closed_stdout_is_no_database_outage(db_dsn, tmp_path, command, unbuffered):
     """The reader goes away before the command writes: quiet, exit 141, as Unix tools are.
     Buffered, the write fails when stdout is flushed (at the interpreter's exit before the fix:

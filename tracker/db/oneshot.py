@@ -7,7 +7,7 @@ new 46 MB cluster behind) in one line and exit code 2, creating nothing; a state
 the tracker's to take (another's files) is refused so by every command, as by the daemon. A database that cannot
 be reached, or refuses, is one line on stderr (the DSN's password scrubbed) and exit code 1,
 never a traceback. Standard output (or error) closed by its reader (`tracker sinks status |
-head -1`) is no database outage: the command stops quietly, exit code 141 (see _output_closed)."""
+head -1`) is no database outage: the command stops quietly, exit code 141 (see output_closed)."""
 from __future__ import annotations
 
 import asyncio
@@ -65,7 +65,7 @@ def on_database(config: Config, command: str, job: Job) -> int:
         print(f"{command}: {e}", file=sys.stderr)
         return 2
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, EmbeddedError) as e:
-        if isinstance(e, BrokenPipeError) and _output_closed():
+        if isinstance(e, BrokenPipeError) and output_closed():
             return OUTPUT_CLOSED
         refused = isinstance(e, asyncpg.PostgresError) and not passes(e)
         what = "the database refused" if refused else "database unavailable"
@@ -79,7 +79,7 @@ def on_database(config: Config, command: str, job: Job) -> int:
 OUTPUT_CLOSED = 141
 
 
-def _output_closed() -> bool:
+def output_closed() -> bool:
     """Whether standard output (or error: `2>&1 | head`) is a pipe or socket its reader has
     closed; if so, point it at /dev/null, and the caller says nothing. That is the conventional
     way (Python's documentation, signal module, "Note on SIGPIPE"): what is still buffered would
