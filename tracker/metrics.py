@@ -48,8 +48,9 @@ component_failures = Counter("tracker_component_failures_total",
                              "Unexpected errors of a background component (it restarts), by component",
                              ["component"], registry=REGISTRY)
 embedded_restarts = Counter("tracker_embedded_database_restarts_total",
-                            "Times the embedded PostgreSQL cluster was found stopped and started "
-                            "again (tracker.db.keeper)", registry=REGISTRY)
+                            "Times the embedded PostgreSQL cluster was found stopped (each is "
+                            "started again unless its data directory is gone: tracker.db.keeper)",
+                            registry=REGISTRY)
 intake_waiting = Gauge("tracker_intake_waiting_rows",
                        "Submission rows not taken in yet (counted up to 100000)", registry=REGISTRY)
 intake_oldest_age = Gauge("tracker_intake_oldest_age_seconds",

@@ -4,10 +4,11 @@ command never tries to start a second postmaster on the daemon's data directory)
 embedded cluster started for the command alone. Only `tracker migrate` may create that cluster:
 the others, which read or replay, refuse one that does not exist yet (a mistyped state_dir left a
 new 46 MB cluster behind) in one line and exit code 2, creating nothing; a state_dir that is not
-the tracker's to take (another's files) is refused so by every command, as by the daemon. A database that cannot
-be reached, or refuses, is one line on stderr (the DSN's password scrubbed) and exit code 1,
-never a traceback. Standard output (or error) closed by its reader (`tracker sinks status |
-head -1`) is no database outage: the command stops quietly, exit code 141 (see output_closed)."""
+the tracker's to take (another's files) is refused so by every command, as by the daemon. A
+database that cannot be reached, or refuses, is one line on stderr (the DSN's password scrubbed)
+and exit code 1, never a traceback. Standard output (or error) closed by its reader (`tracker
+sinks status | head -1`) is no database outage: the command stops quietly, exit code 141 (see
+output_closed)."""
 from __future__ import annotations
 
 import asyncio

@@ -141,7 +141,7 @@ def observation_row(o: Observation) -> list:
     code, text = o.code, o.text
     f_code, reason = (f.code, f.reason) if f else (None, None)
     if may_hold_stored_secrets(code, text, f_code, reason):  # one search for the four
-        code, text, f_code, reason = masked_text(code), masked_text(text), masked_text(f_code), masked_text(reason)
+        code, text, f_code, reason = map(masked_text, (code, text, f_code, reason))
     return [o.vendor, o.vendor_ref, recipient_key(o.vendor, o.recipient),
             o.state.name if o.state is not None else None, code, text, o.event_at,
             f_code, reason, f.permanent if f else None, _json(o.raw)]
