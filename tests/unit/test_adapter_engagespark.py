@@ -184,6 +184,21 @@ def test_status_http_answers():
     assert (r.account_error.code, r.account_error.reason) == ("http_402", "insufficient funds")
 
 
+def test_a_200_holding_only_an_error_is_no_status_and_fails_nothing():
+    """{"error": "internal service error"} with a 200 (no id, no delivery field) is the vendor's
+    error answer: read as a failed hand-off, it made every message past its retry deadline
+    `failed`, counted as a good poll. Now it is malformed (handled as a 5xx: no report, the
+    next poll later), whatever the deadline; {} too."""
+    old = MessageRef("SMS1-1", submitted_at=NOW - timedelta(hours=30))
+    young = MessageRef("SMS1-1", submitted_at=NOW - timedelta(hours=1))
+    for body in ({"error": "internal service error"}, {"error": "Too many requests, slow down"}, {}):
+        for ref in (old, young):
+            with pytest.raises(ParseError, match="no status field"):
+                es.parse_status([ok(body)], [ref], NOW)
+    # a status object that says its hand-off failed is still read so
+    assert stored(old, id="SMS1-1", error="telco timeout").state == State.failed
+
+
 def test_normalize_ref():
     assert es.normalize_ref(" sms20190701t053121-123-1235-0 ") == "SMS20190701T053121-123-1235-0"
     for bad in ("", None, [], True):

@@ -43,6 +43,14 @@ CODE_HANDOFF_ERROR = "error"  # `error`: the hand-off to the telco failed
 CODE_TELCO = "deliveredToTelco"  # handed to the telco, no receipt yet
 CODE_PENDING = "pending"  # the vendor holds it, nothing more known
 
+# The fields of which a status object has at least one (the documented sample: all but a few).
+# An object with none ({"error": "internal service error"} with a 200, {}) is the vendor's
+# error answer, not news of the message: past the retry deadline, its `error` read as a failed
+# hand-off made every message it answered for `failed`.
+STATUS_FIELDS = ("id", "messageId", "deliveredToTelco", "deliveredToVendor", "deliveredByVendor",
+                 "deliveredToPhone", "done", "deliveryError", "successPartCount", "successT",
+                 "deliveryDeadline")
+
 
 def normalize_ref(ref: Any) -> str:
     """For matching only: trimmed and upper-cased: ids ("SMS20190701T053121-123-1235-0") are
@@ -133,6 +141,8 @@ def observation(obj: Any, ref: MessageRef | None, now: datetime) -> Observation:
     """One status object (poll, list entry or push) -> one observation, its most advanced news."""
     if not isinstance(obj, dict):
         raise ParseError("engagespark: status entry is not an object")
+    if not any(key in obj for key in STATUS_FIELDS):
+        raise ParseError("engagespark: an answer with no status field (an error answer)")
     if ref is not None:
         vendor_ref = normalize_ref(ref.vendor_ref)
     else:
