@@ -286,6 +286,11 @@ async def test_refused_and_unsendable_requests():
             await t(HttpRequest("GET", base + "/x", headers={"X-A": "1\r\nX-Injected: 2"}))
         with pytest.raises(TransportError, match="^unsupported URL$"):
             await t(HttpRequest("GET", "ftp://example.com/x"))
+        # a host name the resolver refuses before asking (an empty label, one over 63
+        # characters) raised UnicodeError, which no caller expects: a sink's events looped
+        for host in ("hooks..example.com", "a" * 64 + ".example.com"):
+            with pytest.raises(TransportError, match="^cannot connect: the host name is no valid DNS name$"):
+                await t(HttpRequest("GET", f"https://{host}/x"))
     finally:
         await t.close()
     assert t.opened == 0

@@ -150,6 +150,22 @@ def test_a_port_out_of_range_is_still_said_so():
     assert dsn_problem("postgresql://u:pw@h:99999/db") == "the URL's port is not a number in 1..65535"
 
 
+def test_a_host_name_no_resolver_takes_is_refused_for_vendors_and_sinks(tmp_path):
+    # `hooks..example.com` passed: every request then failed, a sink's events looping
+    (tmp_path / "t.toml").write_text(
+        '[vendors.skycore]\nbase_url = "https://api..skycore.com"\n'
+        '[sinks.webhooks.billing]\nurl = "https://hooks..example.com/hooks/sms"\n'
+        'secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]\n'
+        '[sinks.nats.bus]\nservers = ["nats://' + "n" * 64 + '.example.com:4222"]\n')
+    with pytest.raises(ConfigError) as e:
+        load(str(tmp_path / "t.toml"), env={})
+    text = str(e.value)
+    for key, host in (("vendors.skycore.base_url", "api..skycore.com"),
+                      ("sinks.webhooks.billing.url", "hooks..example.com"),
+                      ("sinks.nats.bus.servers", "n" * 64 + ".example.com")):
+        assert f"{key}" in text and f"host {host!r} is no valid DNS name" in text, (key, text)
+
+
 # ---- 3. TRACKER_ names with one underscore
 
 

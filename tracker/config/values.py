@@ -28,7 +28,7 @@ from tracker.config.schema import (
     _suggest,
 )
 from tracker.config.secret_files import read_secret, secret_path
-from tracker.sinks.checks import scheme_and_host
+from tracker.sinks.checks import host_problem, scheme_and_host
 
 
 def _toml_type(v: Any) -> str:
@@ -162,6 +162,8 @@ class _Values(_Layers):
                     ok = False
                 if not ok:
                     bad(f"expected an http:// or https:// URL, got {scheme_and_host(value)}")
+                elif (problem := host_problem(u.hostname)) is not None:
+                    bad(problem)
                 elif key == "base_url":
                     value = value.rstrip("/")
         elif key in _CHOICES:

@@ -256,6 +256,8 @@ class HttpClient:
                 raise TransportError(CLOSED) from None
             except OSError as e:  # only while connecting: refused, unreachable, no such name, TLS
                 raise TransportError(f"cannot connect: {_why(e)}") from None
+            except UnicodeError:  # the resolver's: a host name with an empty or overlong label
+                raise TransportError("cannot connect: the host name is no valid DNS name") from None
             except BaseException:
                 if conn is not None:
                     conn.close()

@@ -81,6 +81,17 @@ def url_problem(url: str, schemes: tuple[str, ...]) -> str | None:
                           if url.strip().lower().startswith(s + "//")), "")
         return (f"expected a URL with a host, starting {' or '.join(s + '://' for s in schemes)}, "
                 f"got {scheme_and_host(url)}{colonless} (the rest is not shown: it may hold a token)")
+    return host_problem(u.hostname)
+
+
+def host_problem(host: str) -> str | None:
+    """Why a URL's host name could never be resolved (None: it may be): an empty label
+    (`hooks..example.com`) or one over 63 characters, which the resolver refuses before asking,
+    so that every request would fail."""
+    try:
+        host.encode("idna")
+    except UnicodeError:
+        return f"host {host[:80]!r} is no valid DNS name (an empty label, or one over 63 characters)"
     return None
 
 
