@@ -7,7 +7,10 @@ real receiver on loopback, a real nats-server."""
 from __future__ import annotations
 
 import dataclasses
+import io
+import sys
 
+import orjson
 import pytest
 
 from tests.metrics_support import failures
@@ -16,6 +19,7 @@ from tests.nats_support import NatsServer, check_stream, needs_nats, stream_mess
 from tests.postbacks_support import readyz, running, session
 from tests.sinks_support import (Receiver, config, events, make_messages, new_secret, report,
                                  wait_until)
+from tracker import logging as tlog
 from tracker.core.states import State
 
 
@@ -96,3 +100,39 @@ async def test_a_refused_statement_in_a_nats_sink_is_the_supervisors(db_dsn, poo
         check_stream(await stream_messages(broker.url), await events(pool))
     finally:
         broker.stop()
+
+
+async def test_a_webhook_deliverys_own_error_is_a_failed_attempt_shown_and_dead_lettered(
+        db_dsn, pool, monkeypatch):
+    """An error of our own in a delivery (a host name the resolver refused raised UnicodeError):
+    the claim was left to its lease and sent again for ever, a log line each time, nothing
+    counted. Now it is a failed attempt in its words (last_error), retried on the schedule,
+    then dead-lettered (counted); its traceback logged once a minute, not once per event."""
+    from tracker.sinks import delivery
+
+    async def buggy(*args, **kwargs):
+        raise RuntimeError("a bug in the delivery")
+
+    monkeypatch.setattr(delivery, "post", buggy)
+    buf = io.StringIO()
+    tlog.configure("info", "json", stream=buf, cache=False)
+    refs = [f"b{i}" for i in range(5)]
+    await make_messages(pool, refs)
+    hook = {"url": "http://127.0.0.1:9/hooks", "secrets": (new_secret(),), "timeout_s": 2.0,
+            "retry_schedule_s": [0, 0.2]}
+    try:
+        async with running(supervised(config(db_dsn, webhooks={"crm": hook}))):
+            await report(pool, refs, State.sent)
+            await wait_until(lambda: all_dead(pool), 30, "5 events dead-lettered")
+            status = await pool.fetchrow("SELECT * FROM tracker.sink_status WHERE sink = 'crm'")
+    finally:
+        tlog.configure("info", "console", stream=sys.stderr, cache=False)
+    assert status["last_error"] == "the delivery failed: RuntimeError: a bug in the delivery"
+    assert status["events_behind"] == 0  # the cursor went on: nothing sent again for ever
+    lines = [orjson.loads(line) for line in buf.getvalue().splitlines()]
+    bugs = [line for line in lines if "failed by an error of ours" in line["event"]]
+    assert len(bugs) == 1 and "RuntimeError: a bug in the delivery" in bugs[0]["exception"], bugs
+
+
+async def all_dead(pool) -> bool:
+    return await pool.fetchval("SELECT dead_letters FROM tracker.sink_status WHERE sink = 'crm'") == 5

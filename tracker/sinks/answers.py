@@ -75,6 +75,9 @@ class Answers:
             self.due = True
             return
         self._counts[r.outcome].inc()
+        if done.bug is not None and (left_out := self._bug_lines.allow(None)) is not None:
+            log.error("webhook delivery failed by an error of ours: counted as a failed attempt",
+                      sink=self.name, event_id=r.event_id, left_out=left_out, exc_info=done.bug)
         if r.outcome is Outcome.delivered:
             self._latency.observe(max(0.0, done.age_s))
             self.window.delivered()

@@ -27,6 +27,7 @@ class Done:
     result: Result
     age_s: float = 0.0  # since the event was recorded
     retry_after_s: float | None = None  # what a throttling receiver asked for
+    bug: Exception | None = None  # an error of our own that failed the attempt (logged)
 
 
 def released(c: Claimed) -> Done:
@@ -62,11 +63,22 @@ async def post(http: HttpClient, url: str, keys: list[bytes], c: Claimed,
 
 async def attempt(http: HttpClient, url: str, keys: list[bytes], c: Claimed,
                   timeout_s: float, schedule: tuple[float, ...], rand: Callable[[], float]) -> Done:
-    status, error, wait = await post(http, url, keys, c, timeout_s)
+    """One attempt. An error of our own (a bug, not the receiver's nor the network's) is a
+    failed attempt too, in its words: retried on the schedule, then dead-lettered, and shown in
+    the sink's last_error; before, the claim was left to its lease and sent again for ever,
+    with nothing counted. The caller logs it (`bug`)."""
+    try:
+        status, error, wait = await post(http, url, keys, c, timeout_s)
+    except Exception as e:
+        status, error, wait = None, f"the delivery failed: {type(e).__name__}: {e}", None
+        bug = e
+    else:
+        bug = None
     outcome, retry_in_s = verdict(status, c.attempts, schedule, rand(), wait)
     if outcome is Outcome.delivered:
         error = None
     elif status is not None:
         error = f"HTTP {status}" + (f" (Retry-After {wait:g} s)" if wait is not None else "")
     age = (datetime.now(timezone.utc) - c.recorded_at).total_seconds()
-    return Done(Result(c.event_id, outcome, retry_in_s, status, error and scrub(error)[:300]), age, wait)
+    return Done(Result(c.event_id, outcome, retry_in_s, status, error and scrub(error)[:300]), age,
+                wait, bug)

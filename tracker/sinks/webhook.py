@@ -100,6 +100,7 @@ class WebhookSink(Answers):
         self._latency = metrics.sink_delivery_seconds.labels(self.name)
         # a receiver gone for days dead-letters every event: a line a minute, not one each
         self._dead_lines = Throttle()
+        self._bug_lines = Throttle()  # a delivery's own error, with its traceback: a line a minute
 
     def wake(self) -> None:
         self.notified.set()
