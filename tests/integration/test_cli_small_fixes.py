@@ -111,6 +111,9 @@ async def test_sinks_status_says_why_a_sink_is_disabled(db_dsn, pool, tmp_path):
     async with pool.acquire() as conn:  # as the sink loop marks it (tracker.sinks.answers)
         await store.register(conn, [("crm", "webhook"), ("audit", "webhook")])
         await store.disable(conn, "crm", reason)
+        # a receiver's Retry-After: how long the sink stays silent (it was not shown)
+        await conn.execute("UPDATE tracker.sinks SET paused_until = '2999-01-01 00:00:00+00'"
+                           " WHERE name = 'audit'")
     cfg = write_config(tmp_path / "t.toml", db_dsn)
     p = await asyncio.to_thread(subprocess.run, [*TRACKER, "--config", str(cfg), "sinks", "status"],
                                 capture_output=True, text=True, timeout=60)
@@ -119,6 +122,7 @@ async def test_sinks_status_says_why_a_sink_is_disabled(db_dsn, pool, tmp_path):
     assert header.split()[-3:] == ["disabled", "last_error", "disabled_reason"], p.stdout
     by_sink = {row.split()[0]: row for row in rows}
     assert by_sink["crm"].split()[-len(reason.split()) - 2:] == ["True", "-", *reason.split()], p.stdout
-    assert by_sink["audit"].split()[-3:] == ["False", "-", "-"], p.stdout
+    assert by_sink["audit"].split()[-5:] == ["2999-01-01", "00:00:00Z", "False", "-", "-"], p.stdout
+    assert by_sink["audit"].index("2999") == header.index("paused_until"), p.stdout
     # the long reason last: the columns before it line up as before
     assert by_sink["crm"].index("True") == header.index("disabled") == by_sink["audit"].index("False")

@@ -21,7 +21,8 @@ from tracker.sinks import store
 # disabled_reason last: a disabled sink's is a long sentence (why, and the command that
 # enables it again), kept from pushing the other columns apart.
 COLUMNS = ("sink", "kind", "position", "events_behind", "pending", "dead_letters",
-           "oldest_undelivered_age", "last_success_at", "disabled", "last_error", "disabled_reason")
+           "oldest_undelivered_age", "last_success_at", "last_error_at", "paused_until", "disabled",
+           "last_error", "disabled_reason")  # the long texts last
 
 
 def parse_since(text: str | None) -> datetime | None:
