@@ -185,18 +185,21 @@ def test_status_http_answers():
 
 
 def test_a_200_holding_only_an_error_is_no_status_and_fails_nothing():
-    """{"error": "internal service error"} with a 200 (no id, no delivery field) is the vendor's
+    """{"error": "internal service error"} with a 200 (no delivery field) is the vendor's
     error answer: read as a failed hand-off, it made every message past its retry deadline
     `failed`, counted as a good poll. Now it is malformed (handled as a 5xx: no report, the
     next poll later), whatever the deadline; {} too."""
     old = MessageRef("SMS1-1", submitted_at=NOW - timedelta(hours=30))
     young = MessageRef("SMS1-1", submitted_at=NOW - timedelta(hours=1))
-    for body in ({"error": "internal service error"}, {"error": "Too many requests, slow down"}, {}):
+    for body in ({"error": "internal service error"}, {"error": "Too many requests, slow down"}, {},
+                 {"id": "SMS1-1", "error": "internal service error"},  # naming the message too
+                 {"messageId": "SMS1-1", "error": "Invalid Token"}):
         for ref in (old, young):
             with pytest.raises(ParseError, match="no status field"):
                 es.parse_status([ok(body)], [ref], NOW)
-    # a status object that says its hand-off failed is still read so
-    assert stored(old, id="SMS1-1", error="telco timeout").state == State.failed
+    # a status object that says its hand-off failed is still read so; one with only its id: held
+    assert stored(old, deliveredToTelco=False, error="telco timeout").state == State.failed
+    assert stored(old).state == State.accepted
 
 
 def test_normalize_ref():

@@ -43,13 +43,12 @@ CODE_HANDOFF_ERROR = "error"  # `error`: the hand-off to the telco failed
 CODE_TELCO = "deliveredToTelco"  # handed to the telco, no receipt yet
 CODE_PENDING = "pending"  # the vendor holds it, nothing more known
 
-# The fields of which a status object has at least one (the documented sample: all but a few).
-# An object with none ({"error": "internal service error"} with a 200, {}) is the vendor's
-# error answer, not news of the message: past the retry deadline, its `error` read as a failed
-# hand-off made every message it answered for `failed`.
-STATUS_FIELDS = ("id", "messageId", "deliveredToTelco", "deliveredToVendor", "deliveredByVendor",
-                 "deliveredToPhone", "done", "deliveryError", "successPartCount", "successT",
-                 "deliveryDeadline")
+# The fields that say where a message is (the documented sample has most of them). An object
+# with none ({"error": "internal service error"} with a 200, with or without the message's id;
+# {}) is the vendor's error answer, not news of the message: past the retry deadline, its
+# `error` read as a failed hand-off made every message it answered for `failed`.
+DELIVERY_FIELDS = ("deliveredToTelco", "deliveredToVendor", "deliveredByVendor", "deliveredToPhone",
+                   "done", "deliveryError", "successPartCount", "successT", "deliveryDeadline")
 
 
 def normalize_ref(ref: Any) -> str:
@@ -141,7 +140,8 @@ def observation(obj: Any, ref: MessageRef | None, now: datetime) -> Observation:
     """One status object (poll, list entry or push) -> one observation, its most advanced news."""
     if not isinstance(obj, dict):
         raise ParseError("engagespark: status entry is not an object")
-    if not any(key in obj for key in STATUS_FIELDS):
+    if not any(key in obj for key in DELIVERY_FIELDS) and ("error" in obj or not (
+            "id" in obj or "messageId" in obj)):
         raise ParseError("engagespark: an answer with no status field (an error answer)")
     if ref is not None:
         vendor_ref = normalize_ref(ref.vendor_ref)
