@@ -279,6 +279,22 @@ def test_accepted_entries_beside_an_account_problem_are_tracked_and_the_problem_
     # With no entries it stays an account problem alone: no message is made.
     r = es.parse_send({"error": "Insufficient balance", "messages": []}, request, NOW)
     assert (r.account_error.code, r.observations) == ("402", [])
+    # ... and so with entries that only repeat it (none names a message taken): not `rejected`
+    mirrored = [{"id": "", "error": "insufficient funds"}, {"id": "", "error": "insufficient funds"}]
+    r = es.parse_send({"error": "insufficient funds", "messages": mirrored}, request, NOW)
+    assert (r.account_error.code, r.observations) == ("402", [])
+
+
+def test_a_whole_call_outage_repeated_in_every_entry_rejects_nothing():
+    # "The API's response structure will always be the same": a 500's words (or a 409's) may
+    # come back in each entry too. Two requested messages were made `rejected` (final) by them.
+    request = {"orgid": 1, "messages": [{"to": "639170000001"}, {"to": "639170000002"}]}
+    for words in ("internal service error", "duplicate clientDedup"):
+        body = {"error": words, "messages": [{"id": "", "error": words}, {"id": "", "error": words}]}
+        for response in (body, ok(body, 500 if "service" in words else 409)):
+            r = es.parse_send(response, request, NOW)
+            assert r.observations and all(o.state is not State.rejected for o in r.observations), (
+                words, r.observations)
 
 
 # --- list endpoint --------------------------------------------------------------------------------

@@ -131,6 +131,13 @@ def _bulk_entries(result: SendResult, entries: list[Any], requested: list[Any] |
             result.observations.append(_accepted(ident, recipient, entry, deadline))
 
 
+def _any_taken(entries: Any) -> bool:
+    """Whether a bulk answer's entry names a message the vendor took (a non-empty id)."""
+    return isinstance(entries, list) and any(
+        isinstance(e, dict) and (id_text(e.get("id", e.get("messageId"))) or "").strip()
+        for e in entries)
+
+
 @guarded("engagespark send")
 def parse_send(response: Any, request: Any | None, now: datetime) -> SendResult:
     """Bulk (`messages`, matched by position to the request's `messages[i].to`) and
@@ -139,7 +146,8 @@ def parse_send(response: Any, request: Any | None, now: datetime) -> SendResult:
     (one message), or, when one refusal covers many requested messages, {error, errorCode,
     index} with the request's position. A top-level `error` with an empty `messages` list is
     that whole-call refusal (an account problem's words: no message, the account error); with
-    entries, the entries decide and an account problem is only noted. A 409 duplicate
+    entries, the entries decide and an account problem is only noted, unless none names a
+    message taken (they only repeat a whole call's failure). A 409 duplicate
     clientDedup, a 5xx, 408 or 429 (or, without the status, their words) is no refusal: see
     `_unsettled`. Linear in the response's and the request's size."""
     status = response.status if isinstance(response, HttpResponse) else None
@@ -164,7 +172,11 @@ def parse_send(response: Any, request: Any | None, now: datetime) -> SendResult:
     unsettled = _unsettled_code(status, error, code)
     account = None if unsettled else _account_error_from_text(error, status)
     entries = body.get("messages")
-    if isinstance(entries, list) and entries:
+    # A whole call that failed (a 5xx's or a 409's words, an account problem) may repeat its
+    # error in every entry ("the response structure will always be the same"): with no entry
+    # naming a message the vendor took, the top-level error decides, never a `rejected` each.
+    whole = (unsettled or account) and not _any_taken(entries)
+    if isinstance(entries, list) and entries and not whole:
         # `messages` "corresponds to the list of messages in the API request": each entry says
         # what became of its message (an id: accepted), whatever the top-level `error` says. An
         # account problem beside them is kept for the operator, never in place of them.
