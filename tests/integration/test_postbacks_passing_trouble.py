@@ -127,6 +127,11 @@ async def test_a_message_held_locked_delays_only_its_own_postback(db_dsn):
         finally:
             await holder.close()
         await wait_until(lambda: _is(delivered_refs(tr.pool), {"held-1", *free}), 20)  # lock gone
+
+        async def ready() -> bool:  # with no more traffic: an applier idle is no failing one
+            return (await readyz(s, base))[0] == 200
+
+        await wait_until(ready, 20, step=0.1)
         assert not [e for e in logs if e["event"] == "postback set aside"]
         assert await tr.pool.fetchval("SELECT count(*) FROM tracker.postbacks WHERE error IS NOT NULL") == 0
 

@@ -12,8 +12,9 @@ the worker applies. A batch the database refuses for what it holds, or one a mes
 past lock_timeout, is applied row by row: a row refused alone is set aside with its error
 (tracker.postback_problems); a row still held stays unprocessed and, once the others are applied,
 the lock's error is raised for the supervisor (counted, /readyz names the component while it
-lasts), and the sweep tries the row again. Progress for the supervisor: a batch applied, or a
-sweep done.
+lasts), and the sweep tries the row again. Progress for the supervisor: a batch applied, a
+sweep done, or (the other applier) nothing left to apply: one that failed and then found
+nothing to do is no longer failing, with no new postback needed to say so.
 """
 from __future__ import annotations
 
@@ -128,6 +129,7 @@ class ApplyWorker:
             if not self.received:
                 if self.stopping:
                     return
+                beat().progress()  # nothing to apply is no failing (after a restart, say)
                 await self.wake_more.wait()
                 continue
             items = self.received[:RECEIVED_BATCH]
