@@ -5,7 +5,8 @@ vendor's answer that echoes our key). Only those: a DSN's password ("tracker", o
 machine) masked in vendors' data would rewrite a host name or a word. A secret is masked where it
 stands whole, not inside a longer run of letters and digits: a numeric key inside a longer number
 is another number (masked, the data was damaged and, compared with its copy, told the key's
-digits). A text cut short that ends in the start of a secret has that start masked too. A secret
+digits). A text cut short that ends in the start of a secret has that start masked too, unless
+that start is a public word (a vendor's name, which a token may begin with). A secret
 fetched at run time (a login token) is rotated: its last few values masked, older ones forgotten.
 The usual text holds none: one search.
 """
@@ -30,6 +31,10 @@ _secret_re: re.Pattern[str] | None = None
 _sent: set[str] = set()  # of which the vendors are sent: masked in stored rows too
 _sent_re: re.Pattern[str] | None = None
 _fixed: set[str] = set()  # registered for good (register_secret): never forgotten
+# Words anyone may read (the vendors' names): a text ending in one is no secret's start cut
+# short, even where a secret starts with it (an auth token "twilio-secondary-..." masked every
+# log line's "vendor": "twilio"); showing it tells nothing.
+_public: set[str] = set()
 _rotating: dict[str, list[str]] = {}  # a rotated secret's slot: its last values, oldest first
 
 # Where a secret's letter or digit edge may stand: not against another letter or digit (that is
@@ -73,6 +78,11 @@ def register_secret(value: str | None, *, sent: bool = False) -> None:
     is sent it, so may echo it): in the rows stored too (tracker.db.rows)."""
     if value and _add(value, sent):
         _fixed.add(value)
+
+
+def register_public(*words: str) -> None:
+    """Words never masked as a secret's start (a vendor's name): see _public."""
+    _public.update(words)
 
 
 def rotate_secret(slot: str, value: str | None, *, sent: bool = False) -> None:
@@ -199,6 +209,8 @@ def mask_secrets(text: str, *, stored: bool = False, cut: bool = True) -> str:
         if len(rest) < CUT_SECRET_MIN_LEN:
             break
         if rest[0] in _WORD and not _may_start.match(text, i):  # inside a longer word or number
+            continue
+        if rest in _public:
             continue
         if any(len(s) > len(rest) and s.startswith(rest) for s in m.secrets):
             return text[:i] + MASK

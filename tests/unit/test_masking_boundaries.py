@@ -172,3 +172,28 @@ def test_a_raw_body_is_masked_as_its_text_and_keeps_bytes_that_are_no_utf8(secre
         assert out == mask_secrets(body.decode("utf-8", "surrogateescape"), stored=True,
                                    cut=False).encode("utf-8", "surrogateescape")
         assert mask_secrets_in_bytes(left.encode()) == left.encode()  # none in it: as it came
+
+
+def test_a_vendors_name_is_never_taken_for_a_secrets_start(monkeypatch):
+    # An auth token "twilio-secondary-..." masked every log line's "vendor": "twilio" (and a
+    # text ending in the name): the start of a secret cut short, as the rule read it. A public
+    # word shown tells nothing; the secret itself, or a longer start of it, is still masked.
+    monkeypatch.setattr(masking, "_public", {"twilio"})
+    with registered("twilio-secondary-0123456789"):
+        for stored in (False, True):
+            assert mask_secrets("twilio", stored=stored) == "twilio"
+            assert mask_secrets("refused by twilio", stored=stored) == "refused by twilio"
+            assert mask_secrets("token twilio-sec", stored=stored) == "token ***"
+            assert mask_secrets("twilio-secondary-0123456789 x", stored=stored) == "*** x"
+        assert tlog.scrub("vendor twilio") == "vendor twilio"
+
+
+def test_the_configured_vendors_are_the_public_words(monkeypatch):
+    from tracker.config import load
+
+    monkeypatch.setattr(masking, "_public", set())
+    with registered():
+        load(None, env={"TRACKER_VENDORS__TWILIO__AUTH_TOKEN": "twilio-secondary-0123456789"})
+        assert {"twilio", "skycore"} <= masking._public
+        assert tlog.scrub('"vendor": "twilio"') == '"vendor": "twilio"'
+        assert tlog.scrub("twilio-secondary-0123456789") == "***"

@@ -202,9 +202,11 @@ def load(path: str | None = None, env: Mapping[str, str] | None = None) -> Confi
     loader = _Loader(_config_path(path, env), env)
     cfg = loader.load()
     from tracker.logging import register_secret  # late: tracker.logging imports tracker.config
+    from tracker.masking import register_public
 
     sent = set(vendor_secrets_of(cfg))  # masked in the rows stored too (tracker.masking)
     for s in secrets_of(cfg):
         register_secret(s, sent=s in sent)
+    register_public(*cfg.vendors)
     return cfg
 
