@@ -41,6 +41,13 @@ class VendorConfig:
     # Keys only this vendor has, declared by its adapter (SETTINGS): key -> value.
     settings: Mapping[str, str] = field(default_factory=dict, repr=False)  # may hold secrets
 
+    def previous_secrets(self) -> list[str]:
+        """The settings holding a secret being rotated out, still accepted (their names):
+        previous_postback_token, and a vendor's own previous_* (Twilio's auth token, its
+        SharedKey's secret)."""
+        own = sorted(k for k, v in self.settings.items() if v and k.startswith("previous_"))
+        return (["previous_postback_token"] if self.previous_postback_token else []) + own
+
     @classmethod
     def from_keys(cls, name: str, **keys: Any) -> "VendorConfig":
         """A VendorConfig from flat keys, as a configuration file's [vendors.<name>] has them:

@@ -61,3 +61,16 @@ def test_check_config_says_a_rotation_is_under_way(tmp_path):
     line = next(x for x in out.getvalue().splitlines() if x.strip().startswith("vendor skycore:"))
     assert "previous_postback_token accepted too" in line
     assert OLD not in out.getvalue() and NEW not in out.getvalue()
+
+
+def test_check_config_says_a_twilio_rotation_is_under_way(tmp_path):
+    # Twilio's callbacks are signed with its auth token: its previous_auth_token (and a SharedKey's
+    # previous secret) are its rotation, which check-config did not mention: nothing reminded to
+    # remove them.
+    path = write(tmp_path, f'[vendors.twilio]\npostback_token = "{NEW}"\naccount_sid = "AC1"\n'
+                           f'auth_token = "new-auth-token-0123"\nprevious_auth_token = "{OLD}"\n')
+    out = io.StringIO()
+    assert check_config(path, env={}, out=out) == 0
+    line = next(x for x in out.getvalue().splitlines() if x.strip().startswith("vendor twilio:"))
+    assert "previous_auth_token accepted too" in line, line
+    assert OLD not in out.getvalue()

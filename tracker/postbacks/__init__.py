@@ -158,7 +158,8 @@ class Postbacks:
                                   max_wait_s=http.group_commit_ms / 1000.0, writers=WRITERS)
         self.commit.start(self.tracker.supervisor.spawn)
         log.info("postbacks ready", vendors=sorted(self.routes),
-                 previous_token_accepted=sorted(v for v, r in self.routes.items() if r.previous_digest))
+                 previous_token_accepted=sorted(v for v in self.routes
+                                                if self.config.vendors[v].previous_secrets()))
 
     async def stop(self) -> None:
         """Answer what is in flight (stored: 200, else 503), let the worker apply what was
