@@ -195,6 +195,9 @@ class Supervisor:
             try:
                 with its_beat.working():
                     await sweep()
+            except asyncio.CancelledError:  # the stop (the scheduler's shutdown): no error, and
+                # not apscheduler's "Job raised an exception" with a traceback at every stop
+                log.info("sweep cancelled by the stop; its work rolls back", sweep=name)
             except Exception as e:
                 if is_outage(e):
                     log.warning("sweep failed: database unavailable", sweep=name,

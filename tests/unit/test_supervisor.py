@@ -353,3 +353,31 @@ async def test_a_failure_clears_what_the_component_said_blocked_it():
 
     await asyncio.wait_for(sup.spawn("unit-blocked", loop, stopping=lambda: len(calls) >= 2), 5)
     assert not any("pid 42" in p.reason for p in sup.problems())
+
+
+async def test_a_sweep_cancelled_by_the_stop_is_no_error_and_no_failure(caplog):
+    # The daemon's stop shuts the scheduler down with a sweep in flight (retention, say):
+    # apscheduler logged `Job ... raised an exception` with the CancelledError's traceback, an
+    # error at every such stop. Now a line that says what happened; nothing failed.
+    import logging
+
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+    sup = Supervisor(HealthConfig())
+    started = asyncio.Event()
+
+    async def slow() -> None:
+        started.set()
+        await asyncio.sleep(30)
+
+    sched = AsyncIOScheduler()
+    sched.add_job(sup.job("sweep:slow", slow), "interval", seconds=0.05, id="slow", max_instances=1)
+    before = failures("sweep:slow")
+    with caplog.at_level(logging.INFO), structlog.testing.capture_logs() as logs:
+        sched.start()
+        await asyncio.wait_for(started.wait(), 5)
+        sched.shutdown(wait=False)
+        await wait_until(lambda: any(e["event"].startswith("sweep cancelled") for e in logs), 5,
+                         "the sweep's cancellation said")
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert failures("sweep:slow") == before and sup.problems() == []
