@@ -83,6 +83,23 @@ def test_environment_overrides_and_defines_sinks(tmp_path):
     assert "pw-123456" in config.secrets_of(cfg)
 
 
+def test_a_sink_misspelt_in_an_environment_variable_is_said_so_at_the_variable(tmp_path):
+    # TRACKER_SINKS__WEBHOOKS__BILLNG__ENABLED (OPERATIONS.md's way to keep a replica from
+    # running a sink) was reported as the file's sink `billng` missing its url and secrets.
+    text = f'[sinks.webhooks.billing]\nurl = "https://a.example.com/"\nsecrets = ["{SECRET}"]\n'
+    found = problems(tmp_path, text, {"TRACKER_SINKS__WEBHOOKS__BILLNG__ENABLED": "false",
+                                      "TRACKER_SINKS__NATS__BSU__STREAM": "EVENTS"})
+    assert found == [
+        "environment: TRACKER_SINKS__NATS__BSU__STREAM: names sink 'bsu', which the file has not, "
+        "with no servers: a misspelt sink name?",
+        "environment: TRACKER_SINKS__WEBHOOKS__BILLNG__ENABLED: names sink 'billng', which the "
+        "file has not, with no url: a misspelt sink name? (the file's webhooks: billing)"], found
+    # a sink the environment alone defines, with where it delivers to, is one as before
+    cfg = load(tmp_path, text, {"TRACKER_SINKS__WEBHOOKS__AUDIT__URL": "https://b.example.com/",
+                                "TRACKER_SINKS__WEBHOOKS__AUDIT__SECRETS": SECRET})
+    assert set(cfg.sinks.webhooks) == {"billing", "audit"}
+
+
 def test_check_config_names_every_mistake(tmp_path):
     found = problems(tmp_path, f"""
 [sinks.webhooks.crm]

@@ -154,6 +154,8 @@ class SinkSettings:
         webhooks, nats = {}, {}
         for (kind, name), layers in sorted(self.sinks.items()):
             values = self.merged(layers, FILE_KEYS[kind])
+            if self._misspelt(kind, name, layers, values):
+                continue
             if kind == "webhooks":
                 built = self.webhook(name, values)
                 if built is not None:
@@ -166,6 +168,24 @@ class SinkSettings:
             self.problem(self.path or "environment", f"sinks.nats.{name}",
                          f"a webhook sink is named {name!r} too; sink names must be unique")
         return SinksConfig(webhooks=webhooks, nats=nats, **g)
+
+    def _misspelt(self, kind: str, name: str, layers: dict[str, dict[str, Raw]],
+                  values: dict[str, Raw]) -> bool:
+        """A sink named only by environment variables that lack where it delivers to: most likely
+        a sink of the file, misspelt in a variable's name (TRACKER_SINKS__WEBHOOKS__BILLNG__ENABLED
+        was reported as the file's sink `billng` missing its url and secrets). Said once, at the
+        variable; True then."""
+        needed = "url" if kind == "webhooks" else "servers"
+        if "file" in layers or needed in values or f"{needed}_file" in values:
+            return False
+        named = sorted(self.sinks_in_file(kind))
+        first = min(layers["env"].values(), key=lambda r: r.key)
+        self.problem(first, "", f"names sink {name!r}, which the file has not, with no {needed}: "
+                     "a misspelt sink name?" + (f" (the file's {kind}: {', '.join(named)})" if named else ""))
+        return True
+
+    def sinks_in_file(self, kind: str) -> set[str]:
+        return {n for (k, n), layers in self.sinks.items() if k == kind and "file" in layers}
 
     def convert(self, kind: str, key: str, raw: Raw) -> Any:
         """The value as `kind`, or None after reporting why not (a secret is not quoted)."""
