@@ -11,7 +11,7 @@ by batch, and the daemon's worker skips them.
 from __future__ import annotations
 
 import sys
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import TextIO
 
 import asyncpg
@@ -48,10 +48,33 @@ class Progress:
         self.stream.flush()
 
 
+def reports_kept_for(config: Config) -> timedelta | None:
+    """How long retention keeps a postback's reports (observations, or their message with its
+    history): None, for ever."""
+    days = [d for d in (config.retention.observations_days, config.retention.final_messages_days)
+            if d > 0]
+    return timedelta(days=min(days)) if days else None
+
+
 async def replay(conn: asyncpg.Connection, config: Config, vendor: str | None,
                  since: datetime | None, progress: Progress | None = None) -> Outcome:
-    total = await conn.fetchval(q.COUNT_REPLAY_POSTBACKS, vendor, since)
-    progress = progress or Progress(total)
+    """Replay what `vendor` (None: every vendor) sent since `since` (None: ever), but never a
+    postback older than its reports' retention (reports_kept_for): retention may have removed
+    what it produced, and a replay would add it again (a report of a message long gone, kept as
+    an orphan that names a missing message). Those left out are said on the progress stream."""
+    progress = progress or Progress(0)
+    kept = reports_kept_for(config)
+    if kept is not None:
+        kept_from = datetime.now(timezone.utc) - kept
+        if since is None or since < kept_from:
+            older = await conn.fetchval(q.COUNT_REPLAY_POSTBACKS, vendor, since, kept_from)
+            if older:
+                progress.stream.write(
+                    f"replay: {older} postbacks received before {kept_from:%Y-%m-%d %H:%M}Z left "
+                    f"out: retention keeps reports {kept.days} days (retention.observations_days, "
+                    "final_messages_days), and replaying them would add back what it removed\n")
+            since = kept_from
+    total = await conn.fetchval(q.COUNT_REPLAY_POSTBACKS, vendor, since, None)
     progress.total = total
     out, last = Outcome(), 0
     progress.show(0)

@@ -3,6 +3,7 @@ group commit, the apply worker, failure paths, polls pushed out, replay."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import subprocess
 import io
@@ -400,6 +401,39 @@ async def test_replay_after_a_mapping_fix_adds_only_what_changed(db_dsn, monkeyp
             third = await replay.replay(conn, cfg, None, None, replay.Progress(0, io.StringIO()))
         assert (third.unreadable, third.observations) == (1, 0)
         assert await tr.pool.fetchval("SELECT count(*) FROM tracker.postback_problems") == 1
+
+
+async def test_replay_leaves_out_postbacks_older_than_their_reports_retention(db_dsn):
+    # A raw postback kept longer than the reports it produced (postbacks_days = 0, or longer
+    # than observations_days): retention removed its report (or its message), and a replay added
+    # it again, as a new report, or as an orphan naming a message that "never was".
+    cfg = config_for(db_dsn)
+    async with running(cfg) as (tr, base), session() as s:
+        async with tr.pool.acquire() as c:
+            await make_message(c, "skycore", "old-1")
+            await make_message(c, "skycore", "new-1")
+        for ref in ("old-1", "new-1"):
+            assert (await post(s, postback_url(base, "skycore"), sky(ref)))[0] == 200
+        await settle(tr.pool)
+        await tr.pool.execute("UPDATE tracker.postbacks SET received_at = now() - interval '40 days'"
+                              " WHERE convert_from(body, 'UTF8') LIKE '%old-1%'")
+        await tr.pool.execute("DELETE FROM tracker.observations o USING tracker.messages m"
+                              " WHERE o.message_id = m.id AND m.vendor_ref = 'old-1'")  # retention's
+        said = io.StringIO()
+        async with tr.pool.acquire() as conn:
+            out = await replay.replay(conn, cfg, None, None, replay.Progress(0, said))
+        assert (out.rows, out.observations) == (1, 0), out  # new-1 only, and nothing new in it
+        assert "replay: 1 postbacks received before" in said.getvalue()
+        assert "retention keeps reports 30 days" in said.getvalue()
+        assert await tr.pool.fetchval(
+            "SELECT count(*) FROM tracker.observations o JOIN tracker.messages m ON m.id = o.message_id"
+            " WHERE m.vendor_ref = 'old-1'") == 0
+        # reports kept for ever: every stored postback is replayed
+        forever = dataclasses.replace(cfg, retention=dataclasses.replace(
+            cfg.retention, observations_days=0, final_messages_days=0))
+        async with tr.pool.acquire() as conn:
+            out = await replay.replay(conn, forever, None, None, replay.Progress(0, io.StringIO()))
+        assert (out.rows, out.observations) == (2, 1), out
 
 
 def _refuse_n201(parse):

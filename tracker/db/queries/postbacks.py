@@ -44,9 +44,11 @@ LIMIT $4
 FOR UPDATE
 """
 
+# $1 vendor, $2 since, $3 before (None: no bound).
 COUNT_REPLAY_POSTBACKS = """
 SELECT count(*) FROM tracker.postbacks
 WHERE ($1::text IS NULL OR vendor = $1) AND ($2::timestamptz IS NULL OR received_at >= $2)
+  AND ($3::timestamptz IS NULL OR received_at < $3)
 """
 
 # What these raw postbacks have produced so far (replay appends only what is new).
