@@ -51,6 +51,27 @@ def test_the_id_as_issued_is_kept_beside_the_normalized_one():
     assert o.issued_ref == "0042" and o.vendor_ref != " 0042 "
 
 
+def test_invisible_characters_in_an_id_are_removed_and_noted():
+    # A byte-order mark or zero-width space from a CSV export: the id was kept with it, and no
+    # report ever matched (the message went `unknown`), without a word.
+    for raw in ("\ufeffSM" + "c" * 32, "SM" + "c" * 16 + "\u200b" + "c" * 16):
+        taken = read_row(row(vendor="twilio", vendor_ref=raw), NOW, 10)
+        [o] = taken.observations
+        assert o.vendor_ref == "SM" + "c" * 32 and o.issued_ref in (None, "SM" + "c" * 32)
+        assert taken.note == "vendor_ref held 1 invisible characters (a byte-order mark, a " \
+                             "zero-width space): removed", taken.note
+    assert read_row(row(vendor="twilio", vendor_ref="SM" + "c" * 32), NOW, 10).note is None
+
+
+def test_a_submitted_at_ahead_of_the_clock_is_taken_and_noted():
+    # A local time written as UTC (Nepal, +5:45): taken, within the day allowed, but every
+    # latency measured from it read short (sub-second deliveries), without a word.
+    taken = read_row(row(submitted_at=NOW + timedelta(hours=5, minutes=45)), NOW, 10)
+    assert taken.note == ("submitted_at is 345 minutes ahead of the tracker's clock (a local time "
+                          "written as UTC?): delivery latencies measured from it read short")
+    assert read_row(row(submitted_at=NOW + timedelta(minutes=4)), NOW, 10).note is None
+
+
 def observation(ref: str, state: State | None, at_s: int = 0) -> Observation:
     return Observation(vendor="skycore", vendor_ref=ref, recipient=None, state=state, code=str(state),
                        event_at=NOW + timedelta(seconds=at_s))
