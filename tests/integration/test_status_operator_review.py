@@ -75,6 +75,22 @@ async def test_a_vendor_refusing_every_send_shows_its_refused_rows(pool):
     assert shown(page, "skycore")["refused"] == "0" and "refused at intake since" not in card(page, "vendor-skycore")
 
 
+async def test_rows_refused_for_a_vendor_no_card_shows_are_on_the_page(pool):
+    # 50 rows sent as vendor 'SparkSender' (the wrong case), all refused: intake_problems listed
+    # them, but every card said "refused at intake 0" and the page looked idle.
+    why = "unknown vendor 'SparkSender'; expected one of sparksender, engagespark"
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO tracker.submissions (vendor, response, processed_at, error, created_at)"
+            " SELECT 'SparkSender', '{}', now(), $1, now() - interval '1 minute'"
+            " FROM generate_series(1, 50)", why)
+    page = await page_of(pool)
+    said = card(page, "pipeline")
+    assert has_any(said, {f"50 submission rows refused since {h} for vendor &#x27;SparkSender&#x27;, "
+                          f"not one of ours: {esc(why)}" for h in since(HOUR)}), said
+    assert all(shown(page, v)["refused"] == "0" for v in ("sparksender", "twilio"))
+
+
 async def test_account_errors_half_open_circuits_and_poll_errors_have_an_age(pool):
     async with pool.acquire() as conn:
         await conn.execute(

@@ -145,6 +145,7 @@ async def gather(tracker) -> StatusData:
                       postbacks_waiting=waiting["postbacks"], postbacks_oldest_s=ages["postbacks_s"],
                       consumers=list(consumers), sinks=sinks, sinks_note=sinks_note, routes=list(routes),
                       retention=list(retention), count_cap=COUNT_CAP, stall_s=cfg.health.intake_stall_s,
+                      refused_elsewhere=[r for v, r in sorted(refused.items()) if v not in names],
                       postbacks_stall_s=cfg.health.postbacks_stall_s)
 
 

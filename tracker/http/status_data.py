@@ -88,6 +88,9 @@ class StatusData:
     sinks_note: str | None = None
     routes: list[Mapping[str, Any]] = field(default_factory=list)  # top routes by volume
     retention: list[Mapping[str, Any]] = field(default_factory=list)  # last run per kind
+    # submission rows refused since hour_from for a vendor no card shows (a misspelt vendor
+    # name: a whole feed refused would look idle): vendor, refused, last_error, capped
+    refused_elsewhere: list[Mapping[str, Any]] = field(default_factory=list)
     count_cap: int = 100_000
     stall_s: float = 60.0  # health.intake_stall_s
     postbacks_stall_s: float = 60.0

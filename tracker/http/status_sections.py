@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from tracker.http.status_data import StatusData, age_level
-from tracker.http.status_format import ago, badge, cell, count, esc, kpi, ratio, seconds
+from tracker.http.status_format import ago, badge, cell, count, esc, hour_label, kpi, ratio, seconds
 
 
 def tracker_card(d: StatusData) -> str:
@@ -56,11 +56,23 @@ def pipeline(d: StatusData) -> str:
     {kpi("postbacks waiting to be applied", "postbacks_waiting", count(d.postbacks_waiting, d.count_cap))}
     {kpi("oldest waiting", "postbacks_oldest", postbacks)}
   </div>
+  {refused_elsewhere(d)}
   <h3>Consumers other than sinks (events not acknowledged)</h3>
   <table class="consumers"><tr><th>consumer</th><th class="n">behind</th><th class="n">oldest</th></tr>
   {consumers}</table>
   {sinks(d)}
 </section>"""
+
+
+def refused_elsewhere(d: StatusData) -> str:
+    """Rows refused for a vendor no card shows (a misspelt name: `SparkSender`): each card's
+    "refused at intake" would miss them, and a whole feed refused would look idle."""
+    since = f"since {hour_label(d.hour_from, d.now)}" if d.hour_from else "in the last hour"
+    return "".join(
+        f'<div class="sub err wrap" data-k="refused_elsewhere">'
+        f'{count(r["refused"], r["refused"] if r["capped"] else r["refused"] + 1)} submission '
+        f'rows refused {since} for vendor {esc(repr(r["vendor"]))}, not one of ours: '
+        f'{esc(r["last_error"] or "")}</div>' for r in d.refused_elsewhere)
 
 
 def sinks(d: StatusData) -> str:
