@@ -51,8 +51,8 @@ def summary(cfg: Config) -> list[str]:
         pushes = adapters.get(v.name).PUSHES  # a vendor that never calls back needs no token
         if pushes and not v.postback_token:
             notes.append("no postback_token (postbacks refused)")
-        elif pushes and v.previous_secrets():
-            notes.append(f"{' and '.join(v.previous_secrets())} accepted too (a rotation: remove "
+        elif pushes and (previous := v.previous_secrets()):
+            notes.append(f"{' and '.join(previous)} accepted too (a rotation: remove "
                          "it once tracker_postbacks_previous_token_total stops rising)")
         lines.append(f"vendor {v.name}: enabled, {', '.join(notes)}")
     lines += sinks_described.summary(cfg.sinks)

@@ -20,12 +20,17 @@ log = get_logger("tracker.db")
 CHECK_EVERY_S = 1.0
 
 
+def not_running(pg: EmbeddedPostgres) -> str:
+    """What /readyz and the keeper's own component say while the cluster is down."""
+    return (f"the embedded cluster in {pg.state_dir} is not running: the tracker starts it again "
+            f"(its log: {pg.data_dir / 'log'})")
+
+
 async def keep_running(pg: EmbeddedPostgres, stopping: Callable[[], bool]) -> None:
     """Check every CHECK_EVERY_S that the cluster runs; start it again when it does not."""
     while not stopping():
         if not pg.running():
-            why = f"the embedded cluster in {pg.state_dir} is not running: starting it again"
-            beat().blocked(why)
+            beat().blocked(not_running(pg))
             log.error("embedded PostgreSQL not running: starting it again", data_dir=str(pg.data_dir))
             metrics.embedded_restarts.inc()
             if not (pg.data_dir / "PG_VERSION").exists():

@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from tracker import metrics
 from tracker.config_types import HealthConfig
+from tracker.db import keeper
 from tracker.db import queries as q
 from tracker.db.migrate import pending
 from tracker.http import status
@@ -122,9 +123,7 @@ async def readiness(tracker) -> list[Problem]:
                 ages = None if todo else await conn.fetchrow(q.OLDEST_WAITING)
     except Exception as e:  # any failure to reach the database means not ready
         pg = getattr(tracker, "embedded", None)
-        why = (f"the embedded cluster in {pg.state_dir} is not running: the tracker starts it "
-               f"again (its log: {pg.data_dir / 'log'})" if pg is not None and not pg.running()
-               else not_answering(e))
+        why = keeper.not_running(pg) if pg is not None and not pg.running() else not_answering(e)
         return [Problem("database", why), *components]
     if todo:
         versions = ", ".join(str(m.version) for m in todo)

@@ -8,8 +8,7 @@ import hashlib
 import hmac
 import ipaddress
 import secrets
-import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Callable, Mapping
 from urllib.parse import parse_qsl
@@ -207,7 +206,7 @@ class RawPostback:
         query, body = mask_secrets(self.query, stored=True, cut=False), mask_secrets_in_bytes(self.body)
         if query is self.query and body is self.body:
             return self
-        return dataclasses.replace(self, query=query, body=body)
+        return replace(self, query=query, body=body)
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> "RawPostback":

@@ -67,13 +67,11 @@ async def attempt(http: HttpClient, url: str, keys: list[bytes], c: Claimed,
     failed attempt too, in its words: retried on the schedule, then dead-lettered, and shown in
     the sink's last_error; before, the claim was left to its lease and sent again for ever,
     with nothing counted. The caller logs it (`bug`)."""
+    bug = None
     try:
         status, error, wait = await post(http, url, keys, c, timeout_s)
     except Exception as e:
-        status, error, wait = None, f"the delivery failed: {type(e).__name__}: {e}", None
-        bug = e
-    else:
-        bug = None
+        status, error, wait, bug = None, f"the delivery failed: {type(e).__name__}: {e}", None, e
     outcome, retry_in_s = verdict(status, c.attempts, schedule, rand(), wait)
     if outcome is Outcome.delivered:
         error = None

@@ -178,14 +178,11 @@ class SinkSettings:
         needed = "url" if kind == "webhooks" else "servers"
         if "file" in layers or needed in values or f"{needed}_file" in values:
             return False
-        named = sorted(self.sinks_in_file(kind))
+        named = sorted(n for (k, n), sink in self.sinks.items() if k == kind and "file" in sink)
         first = min(layers["env"].values(), key=lambda r: r.key)
         self.problem(first, "", f"names sink {name!r}, which the file has not, with no {needed}: "
                      "a misspelt sink name?" + (f" (the file's {kind}: {', '.join(named)})" if named else ""))
         return True
-
-    def sinks_in_file(self, kind: str) -> set[str]:
-        return {n for (k, n), layers in self.sinks.items() if k == kind and "file" in layers}
 
     def convert(self, kind: str, key: str, raw: Raw) -> Any:
         """The value as `kind`, or None after reporting why not (a secret is not quoted)."""
