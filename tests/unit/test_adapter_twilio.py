@@ -436,6 +436,34 @@ def test_refused_sends():
         tw.parse_send({"hello": "world"}, None, NOW)
 
 
+@pytest.mark.parametrize("answer", [
+    HttpResponse(500, {}, b'{"code": 20500, "message": "Internal Server Error", "status": 500}'),
+    HttpResponse(503, {}, b'{"code": 20503, "message": "Service unavailable", "status": 503}'),
+    {"code": 20500, "message": "Internal Server Error", "status": 500},  # the body alone, as stored
+    {"code": 20001, "message": "gateway", "status": 502},  # any 5xx
+])
+def test_a_send_call_the_api_failed_to_answer_is_unknown_not_rejected(answer):
+    # Twilio's 20500 page: a send retried after a 500 may reach the customer twice: it may
+    # have been sent, so `rejected` (final: "the vendor refused it") would be false.
+    r = tw.parse_send(answer, {"To": "+14155550100"}, NOW)
+    [o] = r.observations
+    assert (o.vendor_ref, o.recipient, o.state, o.failure) == ("", "14155550100", State.unknown, None)
+    assert r.account_error is not None and "whether Twilio sent the message is unknown" in r.account_error.reason
+
+
+@pytest.mark.parametrize("answer", [
+    HttpResponse(429, {}, b'{"code": 20429, "message": "Too Many Requests", "status": 429}'),
+    {"code": 20429, "message": "Too Many Requests", "status": 429},
+])
+def test_a_send_call_refused_for_the_rate_is_rejected_not_for_ever_and_noted(answer):
+    # "An API Request that receives an error 429 response is never processed and is always safe
+    # to retry": refused, not permanent, and the row says the call (not the number) was refused.
+    r = tw.parse_send(answer, {"To": "+14155550100"}, NOW)
+    [o] = r.observations
+    assert (o.state, o.code, o.failure.permanent) == (State.rejected, "20429", False)
+    assert "request rate" in r.account_error.reason
+
+
 # --- fuzzing ----------------------------------------------------------------------------------------
 
 WORDS = sorted(tw.STATUSES) + sorted(tw.ERROR_CODES)

@@ -59,10 +59,10 @@ from tracker.adapters.base import (
     text_of,
 )
 from tracker.adapters.twilio_codes import (  # noqa: F401 - re-exported (tests, docs)
-    ACCOUNT_CODES, ERROR_CODES, NOT_THROUGH, STATUSES)
+    ACCOUNT_CODES, CALL_REFUSED_CODES, ERROR_CODES, NOT_THROUGH, STATUSES, UNSETTLED_CODES)
 from tracker.adapters.twilio_signature import (  # noqa: F401 - re-exported; verify_postback: SignsPostbacks
     SIGNATURE_HEADER, SIGNATURE_SETTINGS_HEADER, signature, signed_url, verify_postback)
-from tracker.core.states import Failure
+from tracker.core.states import Failure, State
 
 if TYPE_CHECKING:
     from tracker.config_types import VendorConfig
@@ -278,10 +278,30 @@ def parse_send(response: Any, request: Any | None, now: datetime) -> SendResult:
         result.account_error = AccountError(code, text or ACCOUNT_CODES.get(code, "account error"))
         return result
     recipient = recipient_digits(body.get("to")) or _request_to(request)
-    known = ERROR_CODES.get(code)
-    state, reason, permanent = known if known else (None, text, None)
+    unsettled = code in UNSETTLED_CODES or (http or "").startswith("5")
+    if unsettled or code in CALL_REFUSED_CODES or http == "429":
+        # The call failed, not the message: the row's note says so, besides the message.
+        result.account_error = AccountError(code, _call_failure(code, text, unsettled))
+    if unsettled:  # Twilio may have sent it (20500: "possible ... multiple messages")
+        state, reason, permanent = State.unknown, text or "the API failed to answer", None
+    elif code in CALL_REFUSED_CODES or http == "429":  # "never processed": refused, not for ever
+        state, reason, permanent = State.rejected, text or CALL_REFUSED_CODES.get(code, "refused"), False
+    else:
+        known = ERROR_CODES.get(code)
+        state, reason, permanent = known if known else (None, text, None)
+    failed = state is not None and state is not State.unknown  # `unknown` is no failure report
     result.observations.append(Observation(
         vendor=NAME, vendor_ref=NO_REF, recipient=recipient, state=state, code=code,
-        text=text or reason, failure=Failure(code, text or reason, permanent) if state else None,
+        text=text or reason, failure=Failure(code, text or reason, permanent) if failed else None,
         raw=body))
     return result
+
+
+def _call_failure(code: str, text: str | None, unsettled: bool) -> str:
+    """The row's note for a send call that failed as a call (a 5xx, a 429)."""
+    words = repr(text) if text else f"code {code}"
+    if unsettled:
+        return (f"the API failed to answer the send call ({words}): whether Twilio sent the "
+                "message is unknown, so it is kept `unknown`, never polled (no SID was given)")
+    return (f"the API refused the send call for the account's request rate ({words}): Twilio "
+            "never processed it, so it is `rejected` (not permanent); sending it again is safe")

@@ -57,3 +57,8 @@ ACCOUNT_CODES = {
     "21606": "the From number cannot send SMS",
     "21608": "trial accounts send only to verified numbers",
 }
+# Error codes of a send call that failed as a call. Twilio's error pages: a 429 "is never processed
+# and is always safe to retry" (refused, not permanent); after a 500 "it is possible for a customer
+# to receive multiple messages" if retried, so whether it was sent is unknown (as after a 503).
+CALL_REFUSED_CODES = {"20429": "too many requests"}
+UNSETTLED_CODES = frozenset({"20500", "20503"})
