@@ -222,6 +222,10 @@ def test_a_window_of_centuries_ends_at_the_end_of_time_not_in_an_error():
     ("79161234567", ("RU", 7)), ("94711111111", ("LK", 94)), ("639171234567", ("PH", 63)),
     ("12345", (None, None)), ("", (None, None)), (None, (None, None)), ("999999999999", (None, None)),
     ("8823456789", (None, 882)), ("1" * 16, (None, None)),
+    # a national form: a US number without its 1 is no Swiss number (+41 has no 10-digit
+    # numbers): no country rather than a guessed one
+    ("4155552671", (None, None)), ("14155552671", ("US", 1)), ("4144668181", (None, None)),
+    ("41446681800", ("CH", 41)),
 ])
 def test_the_destination_is_read_from_the_recipient_never_an_error(recipient, expected):
     from tracker.core.route import destination
