@@ -70,9 +70,9 @@ def test_the_summary_shows_a_vendors_base_url_as_scheme_host_and_port(tmp_path):
 
 @pytest.mark.parametrize("text,shown", [
     (f'[vendors.twilio]\npublic_base_url = "ftp://u:{S}@h.example/x?token={S}"\n',
-     "vendors.twilio.public_base_url: expected an http:// or https:// URL, got scheme 'ftp', host 'h.example'"),
+     "vendors.twilio.public_base_url: expected a URL with a host, starting http:// or https://, got scheme 'ftp', host 'h.example'"),
     (f'[vendors.sparksender]\nstatus_url = "api.example/status?token={S}"\n',
-     "vendors.sparksender.status_url: expected an http:// or https:// URL, got no scheme, no host"),
+     "vendors.sparksender.status_url: expected a URL with a host, starting http:// or https://, got no scheme, no host"),
     (f'[vendors.sparksender]\nbase_url = ["https://api.example/?api_key={S}"]\n',
      "vendors.sparksender.base_url: expected a string, got array\n"),
     (f'[sinks.webhooks.w]\nurl = ["https://hooks.example/h/{S}"]\nsecrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]\n',
@@ -88,8 +88,8 @@ def test_a_url_valued_setting_from_the_environment_shows_at_most_its_scheme_and_
     code, out = run(tmp_path, "", {"TRACKER_VENDORS__TWILIO__PUBLIC_BASE_URL": f"sms.example/{S}",
                                    "TRACKER_VENDORS__SPARKSENDER__STATUS_URL": f"ftp://st.example/?t={S}"})
     assert code == 2, out
-    assert "TRACKER_VENDORS__TWILIO__PUBLIC_BASE_URL: expected an http:// or https:// URL, got no scheme" in out
-    assert "TRACKER_VENDORS__SPARKSENDER__STATUS_URL: expected an http:// or https:// URL, got scheme 'ftp', host 'st.example'" in out
+    assert "TRACKER_VENDORS__TWILIO__PUBLIC_BASE_URL: expected a URL with a host, starting http:// or https://, got no scheme" in out
+    assert "TRACKER_VENDORS__SPARKSENDER__STATUS_URL: expected a URL with a host, starting http:// or https://, got scheme 'ftp', host 'st.example'" in out
     assert S not in out
 
 

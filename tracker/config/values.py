@@ -5,7 +5,6 @@ from __future__ import annotations
 import ipaddress
 import math
 from typing import Any
-from urllib.parse import urlsplit
 
 from tracker.config.dsn import dsn_problem
 from tracker.config.layers import _Layers, _Raw
@@ -28,7 +27,7 @@ from tracker.config.schema import (
     _suggest,
 )
 from tracker.config.secret_files import read_secret, secret_path
-from tracker.sinks.checks import host_problem, scheme_and_host
+from tracker.sinks.checks import scheme_and_host, url_problem
 
 
 def _toml_type(v: Any) -> str:
@@ -154,15 +153,7 @@ class _Values(_Layers):
                 "postbacks are a few KB, and every request may be held in memory whole")
         elif key in _URL_KEYS:
             if value:
-                try:
-                    u = urlsplit(value)
-                    ok = u.scheme in ("http", "https") and bool(u.hostname)
-                    _ = u.port  # raises on a malformed port
-                except ValueError:
-                    ok = False
-                if not ok:
-                    bad(f"expected an http:// or https:// URL, got {scheme_and_host(value)}")
-                elif (problem := host_problem(u.hostname)) is not None:
+                if (problem := url_problem(value, ("http", "https"))) is not None:
                     bad(problem)
                 elif key == "base_url":
                     value = value.rstrip("/")
