@@ -234,6 +234,32 @@ def test_the_destination_is_read_from_the_recipient_never_an_error(recipient, ex
     assert destination(recipient) == expected  # the second time from the cache
 
 
+@given(st.text("0123456789", min_size=7, max_size=15), st.text("0123456789", min_size=7, max_size=15))
+def test_a_cached_destination_is_what_phonenumbers_says_of_the_number_itself(first, number):
+    # The cache keys a single-region calling code by the code and the length alone: the answer for
+    # `number` must not depend on which number came first. (Regions sharing a code go by the
+    # leading digits: the first number of a prefix stands for the rest, as documented.)
+    import phonenumbers
+
+    from tracker.core.route import _NON_GEOGRAPHIC, COUNTRY_CODE_TO_REGION_CODE, destination
+
+    destination(first)
+    got = destination(number)
+    try:
+        parsed = phonenumbers.parse("+" + number, None)
+    except phonenumbers.NumberParseException:
+        assert got == (None, None)
+        return
+    if not phonenumbers.is_possible_number(parsed):
+        assert got == (None, None)
+        return
+    regions = COUNTRY_CODE_TO_REGION_CODE[parsed.country_code]
+    if len(regions) == 1 and regions[0] != _NON_GEOGRAPHIC:
+        assert got == (regions[0], parsed.country_code)
+    else:
+        assert got[1] == parsed.country_code
+
+
 def test_a_message_row_carries_its_destination():
     rows = [TakenRow(1, None, NOW, [Observation(vendor="sparksender", vendor_ref="1", recipient="639171234567",
                                          state=State.accepted, code="a")])]

@@ -27,7 +27,10 @@ def destination(recipient: str | None) -> tuple[str | None, int | None]:
             break
     else:
         return UNKNOWN
-    key = (recipient[:n + 5], len(recipient))
+    regions = COUNTRY_CODE_TO_REGION_CODE[code]
+    # One region: its calling code and the length decide all. Several: the leading digits too.
+    lead = n if len(regions) == 1 and regions[0] != _NON_GEOGRAPHIC else n + 5
+    key = (recipient[:lead], len(recipient))
     found = _by_prefix.get(key)
     if found is None:
         if len(_by_prefix) >= _CACHE_MAX:
