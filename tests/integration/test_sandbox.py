@@ -523,6 +523,21 @@ async def test_fates_converge_to_truth(http: aiohttp.ClientSession) -> None:
             assert got.get(n, "sent") == expect(("sparrow", batch, n))
 
 
+async def test_a_twilio_sms_is_never_read(http: aiohttp.ClientSession) -> None:
+    # `read` is WhatsApp's and RCS's (docs/vendors.md): an SMS, all the fake sends, ends
+    # `delivered` in the Message resource and in the truth, whatever the `read` knob asks for.
+    async with sandbox(only("read")) as sb:
+        sent = await send_many(sb, "twilio", ["14155550101", "14155550102", "14155550103"])
+        await settle(sb)
+        assert {(v["fate"], v["final"]) for v in sb.truth().values()} == {("delivered", "delivered")}
+        cfg = sb.vendor_config("twilio")
+        auth = aiohttp.BasicAuth(cfg["account_sid"], cfg["auth_token"])
+        for call in sent:
+            url = f"{cfg['base_url']}/2010-04-01/Accounts/{cfg['account_sid']}/Messages/{call.response['sid']}.json"
+            status, resource, _ = await get_json(http, "GET", url, auth=auth)
+            assert (status, resource["status"]) == (200, "delivered")
+
+
 async def test_same_seed_same_fates() -> None:
     async def run() -> list[str]:
         async with sandbox({**FAST, "latency": "lognormal"}, seed=3) as sb:

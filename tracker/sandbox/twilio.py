@@ -40,7 +40,7 @@ from tracker.sandbox.knobs import Knobs
 from tracker.sandbox.truth import Message
 
 API = "/2010-04-01/Accounts/{account}"
-STATUS = {"sent": "sent", "delivered": "delivered", "read": "read", "failed": "undelivered",
+STATUS = {"sent": "sent", "delivered": "delivered", "failed": "undelivered",
           "rejected": "undelivered", "expired": "failed"}
 NEVER_SENT = frozenset({"30001", "30036"})  # failed in Twilio's queue: `failed`, never `sent`
 ERRORS = {"30001": "Queue overflow", "30003": "Unreachable destination handset",
@@ -67,7 +67,9 @@ def sign(token: str, url: str, params: dict[str, str], algorithm: str = "HMAC_SH
 
 class Twilio(Vendor):
     name = "twilio"
-    CODES = {"delivered": ("delivered",), "read": ("read",), "failed": ("30003", "30008", "30001"),
+    # `read` is WhatsApp's and RCS's: an SMS (all the fake sends) is at most `delivered`.
+    FATE_MAP = {"read": "delivered"}
+    CODES = {"delivered": ("delivered",), "failed": ("30003", "30008", "30001"),
              "rejected": ("30004", "30005", "30006", "30007"), "expired": ("30036",),
              "no_receipt": ("sent",)}
     CREDENTIALS = {"account_sid": "AC00000000000000000000000000sandbox",
