@@ -531,10 +531,10 @@ async def test_a_twilio_sms_is_never_read(http: aiohttp.ClientSession) -> None:
         await settle(sb)
         assert {(v["fate"], v["final"]) for v in sb.truth().values()} == {("delivered", "delivered")}
         cfg = sb.vendor_config("twilio")
-        auth = aiohttp.BasicAuth(cfg["account_sid"], cfg["auth_token"])
+        auth = {"Authorization": aiohttp.encode_basic_auth(cfg["account_sid"], cfg["auth_token"])}
         for call in sent:
             url = f"{cfg['base_url']}/2010-04-01/Accounts/{cfg['account_sid']}/Messages/{call.response['sid']}.json"
-            status, resource, _ = await get_json(http, "GET", url, auth=auth)
+            status, resource, _ = await get_json(http, "GET", url, headers=auth)
             assert (status, resource["status"]) == (200, "delivered")
 
 
