@@ -65,7 +65,8 @@ async def seed(conn, *, backlog: bool = True) -> None:
     await conn.execute("INSERT INTO tracker.consumers (consumer, acked_pos) VALUES ($1, 0)", HOSTILE_CONSUMER)
     await conn.execute(
         "INSERT INTO tracker.retention_runs (kind, started_at, cutoff, removed, batches)"
-        " VALUES ('postbacks', now() - interval '1 hour', now() - interval '15 days', 1234, 2)")
+        " VALUES ('postbacks', now() - interval '2 hours', now() - interval '15 days', 4321, 5),"
+        " ('postbacks', now() - interval '1 hour', now() - interval '15 days', 1234, 2)")
     if backlog:
         await conn.execute(
             "INSERT INTO tracker.submissions (vendor, vendor_ref, created_at)"

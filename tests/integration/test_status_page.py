@@ -85,6 +85,7 @@ async def test_each_vendor_shows_its_figures_escaped(pool):
     assert page.count("<svg") == len(expected_cards())  # a chart per vendor
     assert "no sinks: tracker.sink_status does not exist" in page
     assert ">postbacks</td>" in page and ">1,234</td>" in page  # what retention last removed
+    assert ">4,321</td>" not in page  # the run before
     # Top routes: Spark Sender to the US first (10 messages).
     routes = page[page.index("Top routes"):]
     assert re.search(r"<td>sparksender</td><td>US</td><td>–</td><td class=\"n\">10</td>"

@@ -29,6 +29,7 @@ from tracker.http.status_format import esc
 from tracker.http.status_page import render
 from tracker.logging import get_logger, scrub
 from tracker.metrics import REGISTRY
+from tracker.retention import SWEPT
 
 log = get_logger("tracker.status")
 
@@ -127,7 +128,7 @@ async def gather(tracker) -> StatusData:
         consumers = await conn.fetch(q.STATUS_CONSUMERS)
         replicas = await conn.fetch(q.STATUS_POLLING_REPLICAS)
         routes = await conn.fetch(q.STATUS_TOP_ROUTES, (now - timedelta(days=1)).date(), TOP_ROUTES)
-        retention = await conn.fetch(q.STATUS_RETENTION)
+        retention = await conn.fetch(q.STATUS_RETENTION, list(SWEPT))
         sinks, sinks_note = await _sinks(conn)
     counted = {r["vendor"]: r for r in looks}
     # a vendor disabled (or no longer configured) still has a card while it has figures or
