@@ -142,7 +142,7 @@ class Sinks:
 
     async def refresh_lag(self) -> None:
         async with self.tracker.pool.acquire() as conn:
-            rows = await store.status(conn)
+            rows = await store.lag(conn)
         running = {s.name for s in self.loops}
         for r in rows:
             if r["sink"] in running:

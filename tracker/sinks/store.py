@@ -213,6 +213,10 @@ async def status(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     return await conn.fetch(q.SINK_STATUS)
 
 
+async def lag(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    return await conn.fetch(q.SINK_LAG)
+
+
 @dataclass(frozen=True)
 class Forget:
     known: bool  # the database had the sink

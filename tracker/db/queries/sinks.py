@@ -215,6 +215,8 @@ WHERE sink = $1 AND status = 'dead' AND ($2::timestamptz IS NULL OR recorded_at 
 """
 
 SINK_STATUS = "SELECT * FROM tracker.sink_status ORDER BY sink"
+# What the lag gauges read every 10 s: without dead_letters, whose count (sql/029) is left out.
+SINK_LAG = "SELECT sink, events_behind, disabled FROM tracker.sink_status ORDER BY sink"
 
 WAKE_SINKS = "SELECT pg_notify('tracker_events', 'redrive')"
 
