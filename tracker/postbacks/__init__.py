@@ -207,7 +207,7 @@ class Postbacks:
             route = self.routes[vendor]
             if route.previous_digest is not None and core.previous_token(route, token):
                 metrics.postbacks_previous_token.labels(vendor).inc()
-            refusal = core.encoding_refused(request.headers.get("Content-Encoding"))
+            refusal = core.encoding_refused(request.headers.getall("Content-Encoding", ()))
         if refusal is None and request.content_length is not None and request.content_length > self.max_body:
             refusal = core.TOO_LARGE
         if refusal is None:

@@ -10,7 +10,7 @@ import ipaddress
 import secrets
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 from urllib.parse import parse_qsl
 
 from tracker import adapters
@@ -49,8 +49,11 @@ BAD_SIGNATURE = Refusal(403, "signature does not verify")  # a vendor that signs
 ENCODED = Refusal(400, "unsupported Content-Encoding: send the body uncompressed")
 
 
-def encoding_refused(content_encoding: str | None) -> Refusal | None:
-    return None if (content_encoding or "identity").strip().lower() in ("identity", "") else ENCODED
+def encoding_refused(content_encodings: Iterable[str]) -> Refusal | None:
+    """ENCODED unless every coding of every Content-Encoding line is `identity`: a server that
+    inflates by any of them (aiohttp by the last) would read the body short, by the length sent."""
+    codings = (c.strip().lower() for line in content_encodings for c in line.split(","))
+    return None if all(c in ("identity", "") for c in codings) else ENCODED
 
 
 @dataclass(frozen=True, slots=True)
