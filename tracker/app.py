@@ -27,7 +27,7 @@ from tracker.db import queries as q
 from tracker.db.embedded import EmbeddedError, EmbeddedPostgres
 from tracker.db.migrate import migrate
 from tracker.db.state_dir import StateDirError
-from tracker.http import ops
+from tracker.http import connections, ops
 from tracker.http.middleware import cut_slow_bodies
 from tracker.intake.loops import IntakeLoops
 from tracker.logging import get_logger
@@ -40,6 +40,7 @@ log = get_logger("tracker.app")
 # role's or the database's default (a startup option outranks ALTER ROLE/DATABASE ... SET).
 DURABLE = {"synchronous_commit": "on"}
 HTTP_SHUTDOWN_S = 10.0  # stop(): time in-flight requests get to be answered
+OPEN_FILES_RESERVE = 256  # descriptors beside the connections: the pool, the client's, files
 STOP_DATABASE_WAIT_S = 45.0  # stop(): then what still waits on the database is let go (unit: 90 s)
 
 
@@ -261,20 +262,29 @@ class Tracker:
 
     def _listener(self, key: str, address: str, app: web.Application) -> Part:
         async def listener() -> AsyncIterator[None]:
+            http = self.config.http
+            soft, _ = connections.raise_open_files()
+            if soft < http.max_connections + OPEN_FILES_RESERVE:
+                log.warning("the process may open fewer files than http.max_connections needs: "
+                            "past the limit, connections fail before they are refused in order "
+                            "(raise LimitNOFILE in the unit, or lower http.max_connections)",
+                            open_files_limit=soft, max_connections=http.max_connections, listener=key)
             runner = web.AppRunner(app, access_log=None, shutdown_timeout=HTTP_SHUTDOWN_S,
-                                   keepalive_timeout=self.config.http.keepalive_timeout_s)
+                                   keepalive_timeout=http.keepalive_timeout_s, **connections.RUNNER_LIMITS)
             await runner.setup()
             host, port = address.rsplit(":", 1)
-            site = web.TCPSite(runner, host.strip("[]"), int(port))
+            name = key.removeprefix("http.")
             try:
-                await site.start()
+                server = await connections.serve(runner, host.strip("[]"), int(port),
+                                                 http.max_connections, name)
             except OSError as e:  # in use, not ours to bind, no such host
                 await runner.cleanup()
                 raise StartError(key, address, e.strerror or str(e)) from None
-            sock = site._server.sockets[0].getsockname()  # the real port when port 0 was asked for
-            self.listen_addresses[key.removeprefix("http.")] = (sock[0], sock[1])
+            sock = server.sockets[0].getsockname()  # the real port when port 0 was asked for
+            self.listen_addresses[name] = (sock[0], sock[1])
             yield
-            await runner.cleanup()  # answers in-flight requests first
+            server.close()  # no new connections; then the runner answers in-flight requests
+            await runner.cleanup()
         return listener
 
     async def _sweeps(self) -> AsyncIterator[None]:

@@ -67,6 +67,7 @@ class HttpConfig:
     group_commit_max: int = 256
     body_timeout_s: float = 10.0  # a request body not received within this is cut off
     keepalive_timeout_s: float = 15.0  # an idle connection (or one slow to send headers) is closed
+    max_connections: int = 512  # per listener; one more is closed at once (tracker/http/connections.py)
     trusted_proxies: tuple[str, ...] = ()  # CIDRs whose X-Forwarded-For names the client
     status_token: str | None = None  # secret; set: /status asks for it (?token= or Bearer)
 

@@ -33,6 +33,9 @@ circuit_open = Gauge("tracker_circuit_open",
                      registry=REGISTRY)
 postbacks = Counter("tracker_postbacks_total", "Postback requests, by vendor and HTTP status",
                     ["vendor", "status"], registry=REGISTRY)
+http_connections_refused = Counter("tracker_http_connections_refused_total",
+                                   "Connections closed at once: the listener held http.max_connections",
+                                   ["listener"], registry=REGISTRY)
 postbacks_previous_token = Counter("tracker_postbacks_previous_token_total",
                                    "Postback requests admitted by the token being rotated out "
                                    "(vendors.<vendor>.previous_postback_token) or signed with a "

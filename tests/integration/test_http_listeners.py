@@ -1,5 +1,6 @@
 """The daemon's HTTP listeners: an address already in use is reported naming its setting (and
-nothing is left running), a body trickled in is cut off, an idle connection is closed."""
+nothing is left running), a body trickled in is cut off, an idle connection is closed, and no
+client can hold more than the listener's connections and a request's header lines."""
 from __future__ import annotations
 
 import asyncio
@@ -10,8 +11,9 @@ import time
 import pytest
 import structlog
 
-from tests.postbacks_support import TOKENS, config_for, replace_http, running
+from tests.postbacks_support import TOKENS, config_for, metric_value, replace_http, running
 from tracker.app import Tracker
+from tracker.http.connections import HEADERS_MAX
 from tracker.start_error import StartError
 
 
@@ -96,3 +98,59 @@ async def test_an_idle_connection_is_closed(db_dsn):
         finally:
             writer.close()
         assert 0.4 < took < 3
+
+
+async def healthz(host: str, port: int) -> bytes:
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        async with asyncio.timeout(5):
+            return (await reader.read()).split(b"\r\n", 1)[0]
+    finally:
+        writer.close()
+
+
+async def test_connections_past_the_limit_are_closed_at_once_counted_and_logged(db_dsn):
+    # A flood of idle connections used up the process's descriptors: every postback was reset,
+    # and the embedded cluster's keeper, unable to open its pid file, restarted PostgreSQL.
+    config = replace_http(config_for(db_dsn), max_connections=3, keepalive_timeout_s=30.0)
+    async with running(config) as (tr, base):
+        host, port = tr.listen_addresses["listen"]
+        idle = [await asyncio.open_connection(host, port) for _ in range(3)]
+        try:
+            for reader, writer in idle:  # each sends the start of a request: held, not closed
+                writer.write(b"GET /healthz HTTP/1.1\r\n")
+            with structlog.testing.capture_logs() as logs:
+                reader, writer = await asyncio.open_connection(host, port)
+                writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                took = await closed_within(reader, 5)  # closed unanswered
+                writer.close()
+            assert took < 1
+            [line] = [e for e in logs if e["event"].startswith("connection refused")]
+            assert (line["listener"], line["max_connections"]) == ("listen", 3)
+            idle.pop()[1].close()
+            for _ in range(100):  # the server sees the close when its loop next runs
+                if await healthz(host, port) == b"HTTP/1.1 200 OK":
+                    break
+                await asyncio.sleep(0.02)
+            else:
+                raise AssertionError("a connection freed was never served again")
+        finally:
+            for _, writer in idle:
+                writer.close()
+        refused = 'tracker_http_connections_refused_total{listener="listen"}'
+        assert await metric_value(base, refused) >= 1
+
+
+async def test_a_request_with_more_header_lines_than_the_limit_is_refused(db_dsn):
+    # aiohttp's default (128 lines of 8,190 bytes) let one unfinished request hold 2 MB
+    async with running(config_for(db_dsn)) as (tr, base):
+        host, port = tr.listen_addresses["listen"]
+        reader, writer = await asyncio.open_connection(host, port)
+        many = b"".join(b"X-Filler-%d: x\r\n" % i for i in range(HEADERS_MAX + 1))
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + many + b"\r\n")
+        async with asyncio.timeout(5):
+            status = (await reader.read()).split(b"\r\n", 1)[0]
+        writer.close()
+        assert status.endswith(b" 400 Bad Request"), status  # aiohttp's parser answers HTTP/1.0
+        assert await healthz(host, port) == b"HTTP/1.1 200 OK"

@@ -277,10 +277,12 @@ class EmbeddedPostgres:
                       self.database)
 
     def running(self) -> bool:
-        """Whether its postmaster runs (postmaster.pid names a live process)."""
+        """Whether its postmaster runs (postmaster.pid names a live process). A pid file that
+        cannot be read for another reason (EMFILE: the process's descriptors used up) raises:
+        that says nothing of the cluster, and taken for "stopped" it was restarted for nothing."""
         try:
             return _alive(int((self.data_dir / "postmaster.pid").read_text().split()[0]))
-        except (OSError, IndexError, ValueError):
+        except (FileNotFoundError, IndexError, ValueError):  # none, or one being written
             return False
 
     def stop(self) -> None:

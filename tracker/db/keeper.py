@@ -26,6 +26,14 @@ def not_running(pg: EmbeddedPostgres) -> str:
             f"(its log: {pg.data_dir / 'log'})")
 
 
+def seen_stopped(pg: EmbeddedPostgres) -> bool:
+    """Whether the cluster is known to be stopped (False where its pid file cannot be read)."""
+    try:
+        return not pg.running()
+    except OSError:
+        return False
+
+
 async def keep_running(pg: EmbeddedPostgres, stopping: Callable[[], bool]) -> None:
     """Check every CHECK_EVERY_S that the cluster runs; start it again when it does not."""
     while not stopping():

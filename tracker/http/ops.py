@@ -123,7 +123,7 @@ async def readiness(tracker) -> list[Problem]:
                 ages = None if todo else await conn.fetchrow(q.OLDEST_WAITING)
     except Exception as e:  # any failure to reach the database means not ready
         pg = getattr(tracker, "embedded", None)
-        why = keeper.not_running(pg) if pg is not None and not pg.running() else not_answering(e)
+        why = keeper.not_running(pg) if pg is not None and keeper.seen_stopped(pg) else not_answering(e)
         return [Problem("database", why), *components]
     if todo:
         versions = ", ".join(str(m.version) for m in todo)

@@ -1,0 +1,78 @@
+"""The listeners' own bounds on what a client may hold, so that no flood of connections (idle,
+or sending headers that never end) can take the daemon's file descriptors or memory: anyone who
+can reach the postback port may open them, token or not.
+
+- At most `http.max_connections` open connections per listener; one more is closed at once,
+  counted (tracker_http_connections_refused_total) and logged a line a minute. Without it,
+  about 1,000 idle connections used up the process's descriptors (systemd's default soft limit
+  is 1,024): every postback was reset, and the embedded cluster's keeper, unable to open its pid
+  file, took PostgreSQL for stopped.
+- At most HEADERS_MAX header lines of at most FIELD_MAX bytes each: aiohttp's defaults (128 of
+  8,190 bytes) let each unfinished request hold about 2 MB, 1.8 GB in a reviewer's run of 900
+  connections. A vendor's postback has a dozen headers; proxies add a few more.
+Together they bound what clients can make the daemon hold to about 200 MB (the README says what
+was measured), and a proxy in front can limit them per client.
+- The process's soft limit of open files raised to its hard limit at start (raise_open_files).
+"""
+from __future__ import annotations
+
+import asyncio
+import resource
+
+from aiohttp import web
+
+from tracker import metrics
+from tracker.logging import get_logger
+from tracker.throttle import Throttle
+
+log = get_logger("tracker.http")
+
+HEADERS_MAX = 48
+FIELD_MAX = 4096  # a header line's bytes: a vendor's signature or a proxy's forwarding chain fits
+RUNNER_LIMITS = {"max_headers": HEADERS_MAX, "max_field_size": FIELD_MAX}
+_lines = Throttle()
+
+
+class _Closed(asyncio.Protocol):
+    """A connection over the limit: closed as soon as it is accepted."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.abort()
+
+
+class Capped:
+    """A protocol factory for loop.create_server: the runner's server's, until `limit`
+    connections are open on this listener."""
+
+    def __init__(self, server: web.Server, limit: int, listener: str) -> None:
+        self.server, self.limit, self.listener = server, limit, listener
+
+    def __call__(self) -> asyncio.Protocol:
+        if len(self.server.connections) < self.limit:
+            return self.server()
+        metrics.http_connections_refused.labels(self.listener).inc()
+        if (left_out := _lines.allow(self.listener)) is not None:
+            log.warning("connection refused: the listener holds its most connections (idle "
+                        "clients or a flood; a proxy in front can limit them per client)",
+                        listener=self.listener, max_connections=self.limit, left_out=left_out)
+        return _Closed()
+
+
+async def serve(runner: web.AppRunner, host: str, port: int, limit: int,
+                listener: str) -> asyncio.AbstractServer:
+    """Listen on host:port for the runner's application, at most `limit` connections open."""
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(Capped(runner.server, limit, listener), host, port,
+                                    reuse_address=True)
+
+
+def raise_open_files() -> tuple[int, int]:
+    """The soft limit of open files raised to the hard one; returns (soft, hard) after."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass  # kept as it was: the start says whether it is enough (app.py)
+    return soft, hard
