@@ -33,6 +33,9 @@ circuit_open = Gauge("tracker_circuit_open",
                      registry=REGISTRY)
 postbacks = Counter("tracker_postbacks_total", "Postback requests, by vendor and HTTP status",
                     ["vendor", "status"], registry=REGISTRY)
+status_refused = Counter("tracker_status_refused_total",
+                         "Requests for the status page without its token (or with a wrong one)",
+                         registry=REGISTRY)
 http_connections_refused = Counter("tracker_http_connections_refused_total",
                                    "Connections closed at once: the listener held http.max_connections",
                                    ["listener"], registry=REGISTRY)

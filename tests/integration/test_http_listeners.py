@@ -13,7 +13,9 @@ import structlog
 
 from tests.postbacks_support import TOKENS, config_for, metric_value, replace_http, running
 from tracker.app import Tracker
+from tracker.http import middleware
 from tracker.http.connections import HEADERS_MAX
+from tracker.throttle import Throttle
 from tracker.start_error import StartError
 
 
@@ -60,7 +62,8 @@ async def closed_within(reader: asyncio.StreamReader, timeout: float) -> float:
     return time.monotonic() - started
 
 
-async def test_a_body_trickled_in_is_cut_off(db_dsn):
+async def test_a_body_trickled_in_is_cut_off(db_dsn, monkeypatch):
+    monkeypatch.setattr(middleware, "_slow_lines", Throttle())  # logged a line a minute: the first
     config = replace_http(config_for(db_dsn), body_timeout_s=0.5, keepalive_timeout_s=30.0)
     async with running(config) as (tr, base):
         host, port = tr.listen_addresses["listen"]

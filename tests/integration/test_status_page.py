@@ -9,9 +9,11 @@ from types import SimpleNamespace
 
 import aiohttp
 import pytest
+import structlog
 from aiohttp import web
 
 from tests.status_support import HOSTILE_CODE, HOSTILE_CONSUMER, expected_cards, seed
+from tracker import metrics
 from tracker.config_types import Config, HttpConfig
 from tracker.http import ops, status
 from tracker.http.status_page import esc
@@ -128,6 +130,21 @@ async def test_token_in_query_or_bearer_compared_and_kept_in_the_refresh(pool):
             assert f'content="15;url=/status?token={TOKEN}"' in await r.text()
         async with session.get(url, headers={"Authorization": f"Bearer {TOKEN}"}) as r:
             assert r.status == 200 and 'content="15;url=/status"' in await r.text()
+
+
+async def test_refusals_are_counted_and_logged_a_line_a_minute(pool, monkeypatch):
+    # anyone who reaches the listener can send them: 3,000 wrong tokens wrote 3,000 lines
+    monkeypatch.setattr(status, "_refusals", status.Throttle())
+    config = dataclasses.replace(Config(), http=HttpConfig(status_token=TOKEN, trusted_proxies=("127.0.0.1/32",)))
+    before = metrics.status_refused._value.get()
+    async with serving(pool, config) as (session, url):
+        with structlog.testing.capture_logs() as logs:
+            for _ in range(20):
+                async with session.get(url + "?token=guess", headers={"X-Forwarded-For": "203.0.113.9"}) as r:
+                    assert r.status == 401
+    [line] = [e for e in logs if e["event"].startswith("status page refused")]
+    assert (line["peer"], line["left_out"]) == ("203.0.113.9", 0)  # the client, not the proxy
+    assert metrics.status_refused._value.get() - before == 20
 
 
 async def test_figures_are_kept_a_few_seconds(pool, monkeypatch):

@@ -6,8 +6,10 @@ import asyncio
 from aiohttp import web
 
 from tracker.logging import get_logger
+from tracker.throttle import Throttle
 
 log = get_logger("tracker.http")
+_slow_lines = Throttle()  # a line a minute
 
 
 def cut_slow_bodies(timeout_s: float):
@@ -20,8 +22,9 @@ def cut_slow_bodies(timeout_s: float):
 
         def cut() -> None:
             if not request.content.is_eof():
-                log.warning("request body too slow; connection closed", peer=request.remote,
-                            body_timeout_s=timeout_s)
+                if (left_out := _slow_lines.allow("slow")) is not None:  # anyone can send them
+                    log.warning("request body too slow; connection closed", peer=request.remote,
+                                body_timeout_s=timeout_s, left_out=left_out)
                 request.protocol.force_close()
 
         timer = asyncio.get_running_loop().call_later(timeout_s, cut)

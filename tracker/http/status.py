@@ -28,9 +28,13 @@ from tracker.http.status_data import ComponentStatus, StatusData, TrackerStatus,
 from tracker.http.status_format import esc
 from tracker.http.status_page import render
 from tracker.logging import get_logger, scrub
+from tracker import metrics
 from tracker.metrics import REGISTRY
+from tracker.postbacks.core import client_address, networks
+from tracker.throttle import Throttle
 from tracker.retention import SWEPT
 
+_refusals = Throttle()
 log = get_logger("tracker.status")
 
 CACHE_S = 5.0
@@ -73,7 +77,12 @@ class StatusPage:
     async def handle(self, request: web.Request) -> web.Response:
         token = self.tracker.config.http.status_token
         if not authorized(request, token):
-            log.info("status page refused: missing or wrong token", peer=request.remote)
+            # anyone who reaches the listener can send these: counted, a line a minute
+            metrics.status_refused.inc()
+            if (left_out := _refusals.allow("status")) is not None:
+                log.info("status page refused: missing or wrong token", left_out=left_out,
+                         peer=client_address(request.remote, ", ".join(request.headers.getall(
+                             "X-Forwarded-For", ())), networks(self.tracker.config.http.trusted_proxies)))
             return web.Response(status=401, text="401: the status page needs its token (?token=...)\n",
                                 headers={"WWW-Authenticate": 'Bearer realm="tracker status"', **HEADERS})
         try:
