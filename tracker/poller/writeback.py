@@ -84,16 +84,16 @@ class WriteBack:
         """One transaction: lock the messages the claim still holds (a claim that outlived its
         lease, and may have been taken over, writes nothing for those), store the reports
         through the reducer and release each message with its next poll."""
-        now = self.clock.now()
         async with self.pool().acquire() as conn, conn.transaction():
-            held = {rec[0]: STATES[rec[1]] for rec in await conn.fetch(
-                q.HOLD_CLAIMED, [r.id for r in rows], self.owner, lease_until)}
+            locked = await conn.fetch(q.HOLD_CLAIMED, [r.id for r in rows], self.owner, lease_until)
+            held = {rec[0]: STATES[rec[1]] for rec in locked}
             if len(held) < len(rows):
                 log.warning("claim outlived its lease: results dropped for messages taken over",
                             vendor=self.name, dropped=len(rows) - len(held))
                 metrics.poll_answers_lost.labels(self.name).inc(len(rows) - len(held))
             if not held:
                 return
+            now = locked[0][2]  # the database's time (see HOLD_CLAIMED)
             found, releases = [], []
             handed_back = Outcome(polled=False, wait_s=0.0)
             for r in rows:

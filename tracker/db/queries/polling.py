@@ -89,8 +89,11 @@ WHERE vendor = $1 AND next_poll_at IS NOT NULL AND (lease_until IS NULL OR lease
 # still holds, with their states (the reducer plans against them: reducer.apply_polls); a claim
 # whose lease expired and was taken over holds nothing and writes nothing.
 # $1 ids, $2 owner, $3 lease_until as claimed.
+# now(): the time the write-back dates its reports and next polls by, the database's (as the claim
+# judges them due by): a daemon's clock an hour behind wrote next polls already due, and polled
+# the same messages in a loop while new ones starved.
 HOLD_CLAIMED = """
-SELECT id, state FROM tracker.messages
+SELECT id, state, now() FROM tracker.messages
 WHERE id = ANY($1::bigint[]) AND lease_owner = $2 AND lease_until = $3
 ORDER BY id
 FOR NO KEY UPDATE
