@@ -10,7 +10,7 @@ from tests.polling_support import (all_final, db_states, make_config, numbers, s
                                    start_poller, status_requests, wait_until)
 from tracker.db import queries as q
 from tracker.poller.outcomes import Outcome
-from tracker.poller import schedule
+from tracker.poller import engine, schedule
 from tracker.sandbox import Sandbox
 
 # Vendor world at 1/100 speed: sent after ~20 ms, receipts within 1 s, engageSPARK retries 2 s.
@@ -172,7 +172,8 @@ async def test_window_sweep_turns_open_messages_unknown_keeping_history(sandbox,
     p = await start_poller(config, pool)
     await p.stop()
     async with pool.acquire() as conn:
-        await conn.execute("UPDATE tracker.messages SET window_ends_at = now() - interval '1 s'"
+        await conn.execute("UPDATE tracker.messages SET window_ends_at = now() - interval '1 s',"
+                           " poll_count = greatest(poll_count, 1)"  # looked up at least once
                            " WHERE vendor_ref IN (SELECT vendor_ref FROM tracker.messages ORDER BY id LIMIT 4)")
     await p.sweep_windows()
     async with pool.acquire() as conn:
@@ -185,6 +186,24 @@ async def test_window_sweep_turns_open_messages_unknown_keeping_history(sandbox,
     assert states == {"unknown": 4, "accepted": 1} or states == {"unknown": 4, "submitted": 1}
     assert len(history) == 4 and {r["source"] for r in history} == {"tracker"}
     assert polled == 0
+
+
+async def test_a_message_never_looked_up_is_asked_before_its_window_is_taken_as_ended(sandbox, pool, db_dsn):
+    # A backlog taken in with its senders' times, its windows over already: it was `unknown`
+    # before any status call went out. A vendor down for good still ends them, a day later.
+    config = make_config(sandbox, db_dsn)
+    await send(sandbox, pool, config, "sparksender", numbers(3))
+    async with pool.acquire() as conn:
+        ids = [r[0] for r in await conn.fetch("SELECT id FROM tracker.messages ORDER BY id")]
+        await conn.execute("UPDATE tracker.messages SET window_ends_at = now() - interval '1 s'")
+        await conn.execute("UPDATE tracker.messages SET window_ends_at = now() - interval '25 hours'"
+                           " WHERE id = $1", ids[0])
+        assert await engine.end_windows(conn) == 1  # the one a day past its window, unasked
+        assert await engine.end_windows(conn) == 0  # the others wait for their look
+        await conn.execute("UPDATE tracker.messages SET poll_count = 1 WHERE id = $1", ids[1])  # asked
+        assert await engine.end_windows(conn) == 1
+        states = [r[0] for r in await conn.fetch("SELECT state FROM tracker.messages ORDER BY id")]
+    assert states[:2] == ["unknown", "unknown"] and states[2] != "unknown"
 
 
 async def test_unmapped_codes_and_counts_show_in_vendor_health(sandbox, pool, db_dsn):

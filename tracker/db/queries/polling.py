@@ -134,10 +134,14 @@ UPDATE tracker.messages SET next_poll_at = now()
 WHERE state < 'unknown' AND next_poll_at IS NULL AND vendor = ANY($1::text[])
 """
 
-# Tracking windows that ended on messages not final yet. $1 how many.
+# Tracking windows that ended on messages not final yet. $1 how many. A message of a polled
+# vendor never looked up yet is asked first, for up to a day more: a backlog taken in
+# with its senders' times, its windows already over, was `unknown` before any status call went
+# out (400 of 500 delivered messages, at 20 polls a second). A vendor down for good still ends them.
 WINDOW_ENDED = """
 SELECT id, vendor, vendor_ref, recipient FROM tracker.messages
 WHERE state < 'unknown' AND window_ends_at <= now()
+  AND (poll_count > 0 OR next_poll_at IS NULL OR window_ends_at <= now() - interval '1 day')
 ORDER BY window_ends_at
 LIMIT $1
 FOR NO KEY UPDATE SKIP LOCKED
