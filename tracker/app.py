@@ -18,7 +18,7 @@ import asyncpg
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from tracker import metrics, retention, systemd
+from tracker import metrics, retention, sweep_clock, systemd
 from tracker.config import redact_dsn
 from tracker.config_types import Config
 from tracker.db import DB_ERRORS
@@ -289,7 +289,11 @@ class Tracker:
 
     async def _sweeps(self) -> AsyncIterator[None]:
         self.scheduler.start()  # the jobs components added with every()
+        watching = self.supervisor.spawn("sweeps:clock", lambda: sweep_clock.keep_planned(
+            self.scheduler, self.stopping.is_set), stopping=self.stopping.is_set)
         yield
+        watching.cancel()
+        await asyncio.gather(watching, return_exceptions=True)
         self.scheduler.shutdown(wait=False)  # a sweep in flight is cancelled: it rolls back
 
     async def _watchdog(self) -> AsyncIterator[None]:
