@@ -60,6 +60,7 @@ class Vendors:
         self.sparrow_receipts = True  # False: the reports list nobody yet
         self.sparrow_tokens: set[str] = set()
         self.logins = 0
+        self.token_lifetime_s = 100.0  # expires_on, from our clock's now
         self.throttle: str | None = None  # Retry-After of a 429 for every status call
         self.fail: int | None = None  # HTTP status of every status call
         self.log: list[tuple[float, HttpRequest]] = []
@@ -99,7 +100,7 @@ class Vendors:
             return answer({"data": {"errors": "Invalid API Token"}, "result": "11"}, 401)
         token = f"jwt-{self.logins}"
         self.sparrow_tokens.add(token)
-        expires = self.clock.now() + timedelta(seconds=100)
+        expires = self.clock.now() + timedelta(seconds=self.token_lifetime_s)
         return answer({"data": {"message": "Success", "token": token,
                                 "expires_on": expires.isoformat()}, "result": "00"})
 
@@ -412,6 +413,25 @@ async def test_a_timeout_counts_as_an_error_and_the_message_is_polled_again(pool
 
 
 # --- Sparrow's token ------------------------------------------------------------------------------
+
+
+async def test_a_token_already_expired_by_our_clock_is_kept_not_a_login_before_every_call(
+        pool, clock, vendors, worker_of):
+    # A vendor clock two hours slow (or naive_time_zone wrong): expires_on was past on arrival,
+    # and every status call logged in first, without a word.
+    cfg = config()
+    vendors.sparrow_receipts = False
+    vendors.token_lifetime_s = -7200.0
+    await make_messages(pool, cfg, "sparrow", 5)
+    w = worker_of("sparrow", cfg)
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(4):
+            await w.tick()
+            clock.advance(10.0)
+            await make_due(pool)
+    assert vendors.logins == 1 and len(vendors.status_calls("sparrow.test")) == 8
+    [line] = [e for e in logs if e["event"].startswith("login token's expires_on is past")]
+    assert line["vendor"] == "sparrow"
 
 
 async def test_sparrow_logs_in_once_refreshes_before_expiry_and_after_a_401(pool, clock, vendors,

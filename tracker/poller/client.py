@@ -31,6 +31,9 @@ from tracker.poller.clock import SYSTEM_CLOCK, Clock
 from tracker.poller.transport import Transport, TransportError
 
 log = get_logger("tracker.poller")
+# A login token whose expires_on is already past by our clock is kept this long (or until the
+# vendor refuses it: a 401 logs in again): taken at its word, every call logged in first.
+FALLBACK_LIFETIME = timedelta(hours=1)
 
 BURST_WINDOW_S = 0.1
 THROTTLED_WAIT_S = 1.0  # a 429 that does not say for how long
@@ -137,6 +140,7 @@ class TokenCache:
         self.token: str | None = None
         self.refresh_at = None
         self.lock = asyncio.Lock()
+        self.expiry_off = 0  # logins whose expires_on was already past by our clock
 
     def forget(self, token: str | None) -> None:
         if token is not None and token == self.token:
@@ -164,6 +168,14 @@ class TokenCache:
             # logs and rows as a configured secret is; the ones before it forgotten in time.
             rotate_secret(f"{self.client.cfg.name} login token", token, sent=True)
             lifetime = (expires_on - now).total_seconds()
+            if lifetime <= 0:  # already past by our clock: the vendor's (or its time zone) is off
+                self.expiry_off += 1
+                if self.expiry_off == 1 or self.expiry_off % 1000 == 0:
+                    log.warning("login token's expires_on is past by our clock (the vendor's clock "
+                                "or naive_time_zone is off): kept until the vendor refuses it",
+                                vendor=self.client.cfg.name, expires_on=expires_on.isoformat(),
+                                times=self.expiry_off)
+                expires_on, lifetime = now + FALLBACK_LIFETIME, FALLBACK_LIFETIME.total_seconds()
             # Refresh before expiry: a tenth of the lifetime early, at most five minutes early.
             margin = min(300.0, max(0.0, lifetime) * 0.1)
             self.token, self.refresh_at = token, expires_on - timedelta(seconds=margin)
