@@ -9,6 +9,10 @@ observations = Counter("tracker_observations_total", "Reports stored, by vendor 
 unmapped = Counter("tracker_unmapped_codes_total",
                    "Reports whose vendor code is not mapped (the codes: tracker.vendor_health)",
                    ["vendor"], registry=REGISTRY)
+event_times_replaced = Counter("tracker_event_times_replaced_total",
+                               "Reports whose vendor event time no report can mean (over 10 minutes "
+                               "ahead of receipt, or over 400 days before): the time received "
+                               "stands for it", ["vendor"], registry=REGISTRY)
 transitions = Counter("tracker_transitions_total", "State changes, by vendor and new state",
                       ["vendor", "to_state"], registry=REGISTRY)
 intake_rows = Counter("tracker_intake_rows_total", "Submission rows handled, by result",

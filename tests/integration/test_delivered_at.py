@@ -115,3 +115,58 @@ async def test_delivery_time_is_the_earliest_delivery_reported_however_batched(p
     for i, name in enumerate(names):
         times = [secs for j, state, secs in seq if j == i and state >= State.delivered]
         assert got[name] == (T0 + timedelta(seconds=min(times)) if times else None), name
+
+
+async def test_a_vendor_time_no_report_can_mean_is_kept_but_the_time_received_stands_for_it(pool, monkeypatch):
+    # engageSPARK's successT as Go's zero time made a delivery time the year 1 for good (the
+    # earliest is kept), and one 400 days ahead moved the day's p90 to 191 days.
+    import structlog
+
+    from tracker import metrics
+    from tracker.db import counts
+    from tracker.throttle import Throttle
+
+    monkeypatch.setattr(counts, "_times_log", Throttle(every_s=0.0))  # every batch's line
+
+    def odd(ref: str, at: datetime) -> Observation:
+        return Observation(vendor="twilio", vendor_ref=ref, recipient=None, state=State.delivered,
+                           code="delivered", event_at=at)
+
+    counted = metrics.event_times_replaced.labels("twilio")
+    async with pool.acquire() as conn:
+        for how in ("postback", "poll"):
+            zero, ahead, fine = f"{how}-zero", f"{how}-ahead", f"{how}-fine"
+            ids = await make(conn, [zero, ahead, fine])
+            before = counted._value.get()
+            with structlog.testing.capture_logs() as logs:
+                await apply_batch(conn, how, [odd(zero, datetime(1, 1, 1, tzinfo=timezone.utc)),
+                                              odd(ahead, datetime.now(timezone.utc) + timedelta(days=400)),
+                                              report(fine, State.delivered, 60)], ids)
+            got = await delivered_at(conn, ids)
+            now = datetime.now(timezone.utc)
+            assert all(abs((got[r] - now).total_seconds()) < 60 for r in (zero, ahead)), (how, got)
+            assert got[fine] == T0 + timedelta(seconds=60)
+            assert counted._value.get() - before == 2
+            [line] = [e for e in logs if e["event"].startswith("vendor event times no report can mean")]
+            assert (line["vendor"], line["reports"]) == ("twilio", 2)
+            kept = {r[0] for r in await conn.fetch(
+                "SELECT event_at FROM tracker.observations WHERE message_id = $1", ids[zero])}
+            assert kept == {datetime(1, 1, 1, tzinfo=timezone.utc)}  # the vendor's, as it said
+            occurred = await conn.fetchval("SELECT occurred_at FROM tracker.transitions"
+                                           " WHERE message_id = $1 AND to_state = 'delivered'", ids[ahead])
+            assert abs((occurred - now).total_seconds()) < 60
+        await rollup_agrees(conn)
+
+
+async def test_the_sql_report_time_is_the_pythons(pool):
+    from tracker.core.reduce import EVENT_AHEAD_MAX, EVENT_PAST_MAX, report_time
+
+    received = datetime(2026, 12, 5, 12, 0, tzinfo=timezone.utc)
+    us = timedelta(microseconds=1)
+    cases = [None, datetime(1, 1, 1, tzinfo=timezone.utc), datetime(9999, 12, 31, tzinfo=timezone.utc),
+             received, received + EVENT_AHEAD_MAX, received + EVENT_AHEAD_MAX + us,
+             received - EVENT_PAST_MAX, received - EVENT_PAST_MAX - us, received - timedelta(days=3)]
+    async with pool.acquire() as conn:
+        for at in cases:
+            assert await conn.fetchval("SELECT tracker.report_time($1, $2)", at, received) == \
+                report_time(at, received), at

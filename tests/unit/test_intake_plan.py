@@ -260,6 +260,16 @@ def test_a_cached_destination_is_what_phonenumbers_says_of_the_number_itself(fir
         assert got[1] == parsed.country_code
 
 
+def test_a_vendor_time_no_report_can_mean_is_noted_and_the_time_taken_in_stands_for_it():
+    sid = "SM" + "a" * 32
+    response = orjson.dumps({"sid": sid, "status": "queued", "to": "+14155550100",
+                             "date_updated": "Thu, 30 Jul 2099 20:12:33 +0000"}).decode()
+    taken = read_row(row(vendor="twilio", vendor_ref=None, response=response), NOW, 10)
+    assert "1 vendor event time(s) over 10 minutes ahead" in taken.note
+    [m] = plan_chunk([taken], VENDORS, NOW).transitions
+    assert m.report.occurred_at == NOW  # not 2099
+
+
 def test_a_message_row_carries_its_destination():
     rows = [TakenRow(1, None, NOW, [Observation(vendor="sparksender", vendor_ref="1", recipient="639171234567",
                                          state=State.accepted, code="a")])]

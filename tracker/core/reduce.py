@@ -4,7 +4,7 @@ tracker.db.reducer reads the states under row locks, calls plan(), and writes wh
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Iterable, Mapping
 
 from tracker.adapters import KEYED_BY_RECIPIENT  # each vendor's own fact, gathered by the registry
@@ -15,6 +15,25 @@ def recipient_key(vendor: str, recipient: str | None) -> str:
     return (recipient or "") if vendor in KEYED_BY_RECIPIENT else ""
 
 
+# A vendor's event time that no report can mean: further ahead of its receipt than a clock is off
+# (a vendor's clock fast, a zone misread), or older than any message tracked (Go's zero time,
+# 0001-01-01). Taken as given, one made its message's delivery time the year 1 for good (the
+# earliest is kept) and another moved a day's p90 latency to 191 days. The report keeps the
+# vendor's time (tracker.observations.event_at, its raw payload); its transition and delivery
+# time take the time it was received. SQL's twin: tracker.report_time (sql/031).
+EVENT_AHEAD_MAX = timedelta(minutes=10)
+EVENT_PAST_MAX = timedelta(days=400)
+
+
+def plausible(event_at: datetime | None, received_at: datetime) -> bool:
+    return event_at is None or received_at - EVENT_PAST_MAX <= event_at <= received_at + EVENT_AHEAD_MAX
+
+
+def report_time(event_at: datetime | None, received_at: datetime) -> datetime:
+    """The time a report stands for: the vendor's, unless absent or implausible (above)."""
+    return event_at if event_at is not None and plausible(event_at, received_at) else received_at
+
+
 @dataclass(frozen=True, slots=True)
 class Report:
     """An observation as stored: what the planner needs of it."""
@@ -23,7 +42,7 @@ class Report:
     message_id: int
     state: State
     source: str
-    occurred_at: datetime  # vendor's event time, else the time we received it
+    occurred_at: datetime  # report_time(): vendor's event time, else the time we received it
     failure_code: str | None = None
     failure_reason: str | None = None
     failure_permanent: bool | None = None

@@ -1,12 +1,14 @@
-"""The reducer's metrics: observations stored (and vendor codes not in the mapping) and
-transitions made, counted once per label set and batch, not per row (tracker.db.reducer)."""
+"""The reducer's metrics: observations stored (and vendor codes not in the mapping, and vendor
+times no report can mean) and transitions made, counted once per label set and batch, not per
+row (tracker.db.reducer)."""
 from __future__ import annotations
 
 from collections import Counter
+from datetime import datetime
 from typing import Iterable, Mapping, Sequence
 
 from tracker import metrics
-from tracker.core.reduce import PlannedTransition
+from tracker.core.reduce import PlannedTransition, plausible
 from tracker.logging import get_logger
 from tracker.masking import mask_secrets
 from tracker.throttle import Throttle
@@ -57,3 +59,25 @@ def count_transitions(planned: Sequence[PlannedTransition], vendor_of: Mapping[i
     counts = Counter((vendor_of[t.message_id], t.to_state.name) for t in planned)
     for labels, n in counts.items():
         _child(metrics.transitions, *labels).inc(n)
+
+
+def count_implausible_times(found: Iterable[tuple[str, datetime | None, datetime]]) -> None:
+    """(vendor, event time, received at) of reports: those whose vendor time no report can mean
+    (core.reduce.plausible; the time received stands for it) counted per vendor, and logged at
+    most once a minute per vendor."""
+    odd: Counter[str] = Counter()
+    example: dict[str, tuple[datetime, datetime]] = {}
+    for vendor, event_at, received_at in found:
+        if not plausible(event_at, received_at):
+            odd[vendor] += 1
+            example.setdefault(vendor, (event_at, received_at))
+    for vendor, n in odd.items():
+        _child(metrics.event_times_replaced, vendor).inc(n)
+        if (left_out := _times_log.allow(vendor, n)) is not None:
+            at, received = example[vendor]
+            log.warning("vendor event times no report can mean (its clock or time zone is off?): "
+                        "the time received stands for them", vendor=vendor, reports=left_out + n,
+                        event_at=at.isoformat(), received_at=received.isoformat())
+
+
+_times_log = Throttle()

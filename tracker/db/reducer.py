@@ -19,11 +19,11 @@ from typing import Iterable, Mapping, Sequence
 import asyncpg
 
 from tracker.adapters.base import Observation
-from tracker.core.reduce import PlannedTransition, Report, delivery_times, plan
+from tracker.core.reduce import PlannedTransition, Report, delivery_times, plan, report_time
 from tracker.core.states import State
 from tracker.db import DB_ERRORS, transaction
 from tracker.db import queries as q
-from tracker.db.counts import count_observations, count_transitions
+from tracker.db.counts import count_implausible_times, count_observations, count_transitions
 from tracker.db.rows import MessageWrite, message_write, observation_row, rows_json, transitions_json
 from tracker.logging import get_logger
 
@@ -64,6 +64,7 @@ async def apply(
         raise ValueError("received_at and postback_id: one value, or one per observation")
     given = rows_json([*observation_row(o), at, pb, o.operator]
                        for o, at, pb in zip(observations, now, postback_ids))
+    count_implausible_times((o.vendor, o.event_at, at) for o, at in zip(observations, now))
     claimed: list[int] = []
     async with transaction(conn):
         if claim is None:
@@ -107,7 +108,7 @@ async def apply_polls(
             reported.add(mid)
             if o.state is not None:
                 f = o.failure
-                reports.append(Report(oid, mid, o.state, "poll", o.event_at or received_at,
+                reports.append(Report(oid, mid, o.state, "poll", report_time(o.event_at, received_at),
                                       f.code if f else None, f.reason if f else None,
                                       f.permanent if f else None))
     planned = plan(current, reports)
@@ -120,6 +121,7 @@ async def apply_polls(
                        next_at, n)
         for mid, next_at, n in releases], planned)
     unmapped = count_observations("poll", ((o.vendor, o.state, o.code) for _, o in found))
+    count_implausible_times((o.vendor, o.event_at, received_at) for _, o in found)
     vendor_of = {mid: o.vendor for mid, o in found}
     count_transitions(planned, vendor_of)
     return Applied(stored=len(found), unmapped=unmapped, transitions=planned)

@@ -21,7 +21,7 @@ from typing import Mapping, Sequence
 from tracker import adapters
 from tracker.adapters.base import Observation
 from tracker.config_types import VendorConfig
-from tracker.core.reduce import PlannedTransition, Report, delivery_times, plan, recipient_key
+from tracker.core.reduce import PlannedTransition, Report, delivery_times, plan, recipient_key, report_time
 from tracker.core.route import destination
 from tracker.core.states import Failure, State
 from tracker.db.rows import NewMessageRow
@@ -77,7 +77,7 @@ def plan_chunk(rows: Sequence[TakenRow], vendors: Mapping[str, VendorConfig],
                 state, f = State.rejected, Failure(o.code, o.text or UNMAPPED_REFUSAL.format(o.code), None)
             if state is not None:
                 reports.append(Report(len(out.observations), k, state, "submit",
-                                      o.event_at or now, f.code if f else None,
+                                      report_time(o.event_at, now), f.code if f else None,
                                       f.reason if f else None, f.permanent if f else None))
             out.observations.append((k, o))
     out.transitions = plan(dict.fromkeys(range(len(out.keys)), State.submitted), reports)

@@ -18,7 +18,7 @@ from tracker.adapters import sparrow_recipients
 from tracker.adapters.base import (MAX_CLIENT_REF_LEN, MAX_RECIPIENT_LEN, MAX_REF_LEN, NO_REF,
                                    Observation, ParseError, digits, json_value)
 from tracker.config_types import VENDORS
-from tracker.core.reduce import recipient_key
+from tracker.core.reduce import EVENT_AHEAD_MAX, EVENT_PAST_MAX, plausible, recipient_key
 from tracker.core.states import State
 
 # A vendor's retry deadline further out than this after submission is clamped (with a note):
@@ -93,7 +93,7 @@ def read_row(row: Mapping[str, Any], now: datetime, max_messages: int) -> TakenR
         if len(found) > max_messages:
             raise RowError(f"the row names {len(found)} messages; at most {max_messages} are "
                            "taken per row (intake.max_messages_per_row)")
-        found, by_row = _bounded(row["id"], row["submitted_at"], found, notes)
+        found, by_row = _bounded(row["id"], row["submitted_at"], now, found, notes)
     else:
         raise RowError("row has neither vendor_ref nor response")
     messages = len({(o.vendor_ref, recipient_key(o.vendor, o.recipient)) for o in found})
@@ -174,15 +174,17 @@ def _note_digitless(find, request: Any, notes: list[str]) -> None:
                      f"message: {listed}")
 
 
-def _bounded(submission_id: int, submitted_at: datetime, found: list[Observation],
+def _bounded(submission_id: int, submitted_at: datetime, now: datetime, found: list[Observation],
              notes: list[str]) -> tuple[list[Observation], frozenset[int]]:
     """The row's observations, within the bounds, refused-before-an-id messages keyed by their
-    row (their indexes returned beside), and deadlines clamped."""
+    row (their indexes returned beside), and deadlines clamped; vendor times no report can mean
+    (core.reduce.plausible: the time taken in stands for them) noted."""
     out = []
     by_row = []
     latest = submitted_at + MAX_DEADLINE
-    clamped = 0
+    clamped = odd = 0
     for i, o in enumerate(found):
+        odd += not plausible(o.event_at, now)
         if o.vendor_ref == NO_REF:  # refused by the vendor before it gave an id: key by row
             o = replace(o, vendor_ref=f"refused:{submission_id}:{i}")
             by_row.append(i)
@@ -199,6 +201,10 @@ def _bounded(submission_id: int, submitted_at: datetime, found: list[Observation
     if clamped:
         notes.append(f"{clamped} vendor deadline(s) more than {MAX_DEADLINE.days} days after "
                      f"submission (or unreadable) were clamped to {latest.isoformat()}")
+    if odd:
+        notes.append(f"{odd} vendor event time(s) over {EVENT_AHEAD_MAX.seconds // 60} minutes "
+                     f"ahead of the tracker's clock or over {EVENT_PAST_MAX.days} days before "
+                     "it: the time taken in stands for them")
     return out, frozenset(by_row)
 
 
