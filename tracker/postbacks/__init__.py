@@ -68,6 +68,12 @@ OK = 200, {"status": "ok"}
 _OK_BODY = orjson.dumps(OK[1])
 
 
+def _route(request: web.Request) -> tuple[str, str]:
+    """(vendor, token) of the request's path; ("", "") where it names no such pair."""
+    parts = request.match_info["path"].removesuffix("/").split("/")  # a trailing / is fine
+    return (parts[0], parts[1]) if len(parts) == 2 else ("", "")
+
+
 def _answer(status: int, payload: dict) -> web.Response:
     body = _OK_BODY if payload is OK[1] else orjson.dumps(payload)
     return web.Response(status=status, body=body, content_type="application/json")
@@ -182,21 +188,35 @@ class Postbacks:
             self.pool.terminate()
 
     def add_routes(self, app: web.Application) -> None:
-        app.router.add_route("POST", ROUTE, self.handle)
+        app.router.add_route("POST", ROUTE, self.handle, expect_handler=self._expect)
         app.router.add_route("GET", ROUTE, self.handle)
 
     # --- HTTP ----------------------------------------------------------------------------------
 
     async def handle(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
-        parts = request.match_info["path"].removesuffix("/").split("/")  # a trailing / is fine
-        vendor, token = (parts[0], parts[1]) if len(parts) == 2 else ("", "")
+        vendor, token = _route(request)
         status, payload = await self._receive(request, vendor, token)
         _count(vendor, status).inc()
         metrics.postback_seconds.observe(time.perf_counter() - started)
         return _answer(status, payload)
 
-    async def _receive(self, request: web.Request, vendor: str, token: str) -> tuple[int, dict]:
+    async def _expect(self, request: web.Request) -> web.Response | None:
+        """`Expect: 100-continue`: the body is invited only when it would be read. A request
+        refused before its body (vendor, token, address, content type or length) is answered
+        at once: aiohttp's own handler invited 50 MB for a 413 or a wrong token's 404."""
+        if self._refused_unread(request, *_route(request))[0] is not None:
+            return await self.handle(request)  # the refusal, counted and logged as any
+        if request.headers.get("Expect", "").lower() != "100-continue":
+            return web.Response(status=417, text="417: only Expect: 100-continue is understood\n")
+        if request.version >= (1, 1):
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # as aiohttp does
+        return None
+
+    def _refused_unread(self, request: web.Request, vendor: str,
+                        token: str) -> tuple[core.Refusal | None, str | None, str]:
+        """Why the request is refused before its body is read (None: it is read), with the
+        client's address and the content type."""
         ctype = request.headers.get("Content-Type", "")
         remote = core.client_address(request.remote, ", ".join(request.headers.getall(
             "X-Forwarded-For", ())), self.trusted_proxies)  # every line: one list, in order
@@ -204,13 +224,17 @@ class Postbacks:
         refusal = core.admit(self.routes, vendor, token, remote,
                              ctype if request.body_exists else "")
         if refusal is None:
-            route = self.routes[vendor]
-            if route.previous_digest is not None and core.previous_token(route, token):
-                metrics.postbacks_previous_token.labels(vendor).inc()
             refusal = core.encoding_refused(request.headers.getall("Content-Encoding", ()))
         if refusal is None and request.content_length is not None and request.content_length > self.max_body:
             refusal = core.TOO_LARGE
+        return refusal, remote, ctype
+
+    async def _receive(self, request: web.Request, vendor: str, token: str) -> tuple[int, dict]:
+        refusal, remote, ctype = self._refused_unread(request, vendor, token)
         if refusal is None:
+            route = self.routes[vendor]
+            if route.previous_digest is not None and core.previous_token(route, token):
+                metrics.postbacks_previous_token.labels(vendor).inc()
             body, refusal = await self._read(request)
         if refusal is None and self.routes[vendor].verify is not None:
             # a vendor that signs its postbacks: checked before anything is parsed
