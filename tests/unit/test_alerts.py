@@ -132,6 +132,19 @@ TESTS = [
             {"eval_time": "80m", "alertname": "EmbeddedDatabaseRestarted", "exp_alerts": []},
         ],
     },
+    {   # a listener full for a few minutes on one host
+        "input_series": [
+            {"series": 'tracker_http_connections_refused_total{listener="listen",instance="a"}',
+             "values": "0x30 0+50x5 250x60"},
+            {"series": 'tracker_http_connections_refused_total{listener="listen",instance="b"}', "values": "0x95"},
+        ],
+        "alert_rule_test": [
+            {"eval_time": "20m", "alertname": "ListenerFull", "exp_alerts": []},
+            {"eval_time": "33m", "alertname": "ListenerFull", "exp_alerts": [
+                {"exp_labels": {"severity": "warning", "instance": "a", "listener": "listen"}}]},
+            {"eval_time": "60m", "alertname": "ListenerFull", "exp_alerts": []},
+        ],
+    },
     {   # many messages given up as unknown at one vendor, few at another
         "input_series": [
             {"series": 'tracker_transitions_total{vendor="sparrow",to_state="unknown",instance="a"}', "values": "0+2x120"},
