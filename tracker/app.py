@@ -28,7 +28,7 @@ from tracker.db.embedded import EmbeddedError, EmbeddedPostgres
 from tracker.db.migrate import migrate
 from tracker.db.state_dir import StateDirError
 from tracker.http import connections, ops
-from tracker.http.middleware import cut_slow_bodies
+from tracker.http.middleware import count_router_refusals, cut_slow_bodies, server_name
 from tracker.intake.loops import IntakeLoops
 from tracker.logging import get_logger
 from tracker.start_error import StartError, database_start_error
@@ -251,9 +251,11 @@ class Tracker:
         """The postback listener's application, and the operations one (the same, unless
         http.ops_listen is set)."""
         http = self.config.http
-        cut = [cut_slow_bodies(http.body_timeout_s)]
+        cut = [count_router_refusals, cut_slow_bodies(http.body_timeout_s)]
         main = web.Application(client_max_size=http.max_body_bytes, middlewares=cut)
         ops_app = web.Application(middlewares=cut) if http.ops_listen else main
+        for app in {id(a): a for a in (main, ops_app)}.values():
+            app.on_response_prepare.append(server_name)
         ops.add_routes(ops_app, self)
         for c in self.components:
             if hasattr(c, "add_routes"):

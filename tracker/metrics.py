@@ -37,6 +37,9 @@ circuit_open = Gauge("tracker_circuit_open",
                      registry=REGISTRY)
 postbacks = Counter("tracker_postbacks_total", "Postback requests, by vendor and HTTP status",
                     ["vendor", "status"], registry=REGISTRY)
+http_refused = Counter("tracker_http_refused_total",
+                       "Requests the router refused before any handler: no such path (404), a "
+                       "method the route does not take (405)", ["status"], registry=REGISTRY)
 status_refused = Counter("tracker_status_refused_total",
                          "Requests for the status page without its token (or with a wrong one)",
                          registry=REGISTRY)

@@ -8,6 +8,7 @@ import contextlib
 import socket
 import time
 
+import aiohttp
 import orjson
 import pytest
 import structlog
@@ -188,3 +189,20 @@ async def test_expect_100_continue_invites_only_a_body_that_would_be_read(db_dsn
             answer = await reader.readuntil(b"\r\n\r\n")
         writer.close()
         assert answer.startswith(b"HTTP/1.1 200 OK"), answer
+
+
+async def test_what_the_router_refuses_is_counted_and_the_server_does_not_name_its_versions(db_dsn, monkeypatch):
+    # a vendor posting with a method we do not take (PUT) was refused without a trace
+    monkeypatch.setattr(middleware, "_method_lines", Throttle())
+    async with running(config_for(db_dsn)) as (tr, base):
+        with structlog.testing.capture_logs() as logs:
+            async with aiohttp.ClientSession() as s:
+                async with s.put(f"{base}/postbacks/skycore/{TOKENS['skycore']}", data=b"{}") as r:
+                    assert r.status == 405 and r.headers["Server"] == "tracker"
+                async with s.get(f"{base}/no-such-page") as r:
+                    assert r.status == 404 and r.headers["Server"] == "tracker"
+                async with s.get(f"{base}/healthz") as r:
+                    assert r.status == 200 and r.headers["Server"] == "tracker"
+        assert await metric_value(base, 'tracker_http_refused_total{status="405"}') >= 1
+        assert await metric_value(base, 'tracker_http_refused_total{status="404"}') >= 1
+        assert any(e["event"] == "request refused: method not allowed" and e["method"] == "PUT" for e in logs)
