@@ -40,7 +40,6 @@ log = get_logger("tracker.app")
 # role's or the database's default (a startup option outranks ALTER ROLE/DATABASE ... SET).
 DURABLE = {"synchronous_commit": "on"}
 HTTP_SHUTDOWN_S = 10.0  # stop(): time in-flight requests get to be answered
-OPEN_FILES_RESERVE = 256  # descriptors beside the connections: the pool, the client's, files
 STOP_DATABASE_WAIT_S = 45.0  # stop(): then what still waits on the database is let go (unit: 90 s)
 
 
@@ -265,12 +264,6 @@ class Tracker:
     def _listener(self, key: str, address: str, app: web.Application) -> Part:
         async def listener() -> AsyncIterator[None]:
             http = self.config.http
-            soft, _ = connections.raise_open_files()
-            if soft < http.max_connections + OPEN_FILES_RESERVE:
-                log.warning("the process may open fewer files than http.max_connections needs: "
-                            "past the limit, connections fail before they are refused in order "
-                            "(raise LimitNOFILE in the unit, or lower http.max_connections)",
-                            open_files_limit=soft, max_connections=http.max_connections, listener=key)
             runner = web.AppRunner(app, access_log=None, shutdown_timeout=HTTP_SHUTDOWN_S,
                                    keepalive_timeout=http.keepalive_timeout_s, **connections.RUNNER_LIMITS)
             await runner.setup()

@@ -206,3 +206,23 @@ async def test_what_the_router_refuses_is_counted_and_the_server_does_not_name_i
         assert await metric_value(base, 'tracker_http_refused_total{status="405"}') >= 1
         assert await metric_value(base, 'tracker_http_refused_total{status="404"}') >= 1
         assert any(e["event"] == "request refused: method not allowed" and e["method"] == "PUT" for e in logs)
+
+
+async def test_an_open_files_limit_too_low_for_the_connections_is_said_at_start(db_dsn, monkeypatch):
+    from tracker.http import connections
+
+    monkeypatch.setattr(connections, "raise_open_files", lambda: (300, 300))
+    with structlog.testing.capture_logs() as logs:
+        async with running(config_for(db_dsn)):
+            pass
+    [line] = [e for e in logs if e["event"].startswith("the process may open fewer files")]
+    assert (line["open_files_limit"], line["max_connections"], line["listener"]) == (300, 512, "listen")
+
+
+def test_the_open_files_soft_limit_is_raised_to_the_hard_one():
+    import resource
+
+    from tracker.http.connections import raise_open_files
+
+    soft, hard = raise_open_files()
+    assert soft == hard == resource.getrlimit(resource.RLIMIT_NOFILE)[0]

@@ -30,6 +30,7 @@ log = get_logger("tracker.http")
 HEADERS_MAX = 48
 FIELD_MAX = 4096  # a header line's bytes: a vendor's signature or a proxy's forwarding chain fits
 RUNNER_LIMITS = {"max_headers": HEADERS_MAX, "max_field_size": FIELD_MAX}
+OPEN_FILES_RESERVE = 256  # descriptors beside the connections: the pool, the client's, files
 _lines = Throttle()
 
 
@@ -61,6 +62,12 @@ class Capped:
 async def serve(runner: web.AppRunner, host: str, port: int, limit: int,
                 listener: str) -> asyncio.AbstractServer:
     """Listen on host:port for the runner's application, at most `limit` connections open."""
+    soft, _ = raise_open_files()
+    if soft < limit + OPEN_FILES_RESERVE:
+        log.warning("the process may open fewer files than http.max_connections needs: past "
+                    "the limit, connections fail before they are refused in order (raise "
+                    "LimitNOFILE in the unit, or lower http.max_connections)",
+                    open_files_limit=soft, max_connections=limit, listener=listener)
     loop = asyncio.get_running_loop()
     return await loop.create_server(Capped(runner.server, limit, listener), host, port,
                                     reuse_address=True)
