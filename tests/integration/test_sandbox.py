@@ -440,7 +440,9 @@ async def test_sparrow_login_compose_reports_callbacks(http: aiohttp.ClientSessi
         assert {d["id"] for d in instant} == {batch}
         truth = sb.truth()
         assert truth[("sparrow", batch, "9779800000001")]["final"] == "read"
-        assert truth[("sparrow", batch, "abc")]["final"] == "rejected"
+        # "abc" is refused, but without digits it names no message the tracker can have
+        # (docs/vendors.md: skipped), so the truth leaves it out
+        assert not [k for k in truth if k[2] == "abc"]
 
         # the token expires (30 s scaled by 0.01 = 0.3 s)
         await asyncio.sleep(0.35)

@@ -5,6 +5,7 @@ import asyncio
 import ipaddress
 import random
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, ClassVar
 
@@ -109,9 +110,32 @@ def clean_number(raw: Any) -> str | None:
 
 
 def digits_or_raw(raw: Any) -> str:
-    """A refused number as the truth keys it: its digits, or the raw text if it has none."""
+    """A number's digits, or the raw text if it has none (bench/_chaos/load.py keys the load's
+    refusals so; the fakes' truth uses `refused_digits`, which leaves digitless numbers out)."""
     digits = "".join(ch for ch in str(raw) if ch.isdigit())
     return digits or str(raw).strip()
+
+
+def refused_digits(raw: Any) -> str | None:
+    """A refused number as the tracker keys it (tracker.adapters.base.recipient_digits): its
+    decimal digits (of any script, as ASCII digits; a '+', spaces, dashes and letters dropped),
+    or None when it has none or is not a string or an integer. A number without digits names no
+    message the tracker can have (docs/vendors.md: such recipients are skipped), so the truth
+    leaves it out (Vendor.refuse)."""
+    if isinstance(raw, bool) or not isinstance(raw, (str, int)):
+        return None
+    text = str(raw)
+    return "".join(ch if ch <= "9" else str(unicodedata.decimal(ch))
+                   for ch in text if ch.isdecimal()) or None
+
+
+def generic_fault(status: int) -> web.Response:
+    """A fault knob's answer where the vendor documents none: a 429 as a bare JSON error, a 5xx
+    as a web server's or gateway's HTML page."""
+    if status == 429:
+        return json_response({"error": "Too Many Requests"}, status=429)
+    return web.Response(status=status, text=f"<html><body><h1>{status} Server Error</h1>"
+                        "</body></html>", content_type="text/html")
 
 
 def is_loopback_url(url: str) -> bool:
@@ -198,12 +222,25 @@ class Vendor:
             self.sandbox.schedule(self.name, quirks(pushes, knobs, rng))
         return msg
 
-    def refuse(self, ref: str | None, recipient: str, code: str,
-               data: dict[str, Any] | None = None) -> Message:
-        msg = refused(self.name, ref, recipient, code, now=self.now(), wall=utcnow(),
+    def refuse(self, ref: str | None, raw: Any, code: str,
+               data: dict[str, Any] | None = None) -> Message | None:
+        """Record a number refused at send time as `rejected`, keyed by its digits as the tracker
+        keys it (`refused_digits`: the raw number as given, or its digits); None, and nothing
+        recorded, for a number without digits, which names no message the tracker can have."""
+        number = refused_digits(raw)
+        if number is None:
+            return None
+        msg = refused(self.name, ref, number, code, now=self.now(), wall=utcnow(),
                       keyed_by_recipient=self.KEYED_BY_RECIPIENT, data=data)
         self.sandbox.record(msg)
         return msg
+
+    def fault_answer(self, request: web.Request, status: int) -> web.Response:
+        """What this vendor answers when a fault knob (rate limit, throttle_share,
+        server_error_share) fails `request` with `status` (429, 500, 502 or 503), before its
+        handler runs; the middleware adds Retry-After to a 429. By default `generic_fault`: a
+        vendor whose pages document no error shape for these statuses."""
+        return generic_fault(status)
 
     def pushes(self, msg: Message, knobs: Knobs) -> list[Push]:
         """The postbacks this message will cause (vendors with callbacks override)."""

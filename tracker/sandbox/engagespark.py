@@ -10,7 +10,11 @@
   mode `nextPage` is the last id returned (pass it as `after`), in `page` mode the next page number
   (engagespark_listing.py).
 Errors: 400 {error, errorCode, context}, 401 {"error": "Invalid Token"}, 402 when knob
-`account` is no_funds (every call), 409 duplicate `clientDedup`.
+`account` is no_funds (every call), 409 duplicate `clientDedup`. The fault knobs' 429 and 500
+come in the call's own structure ("The API's response structure will always be the same"): a
+send call's success fields with `error` set ("internal service error", the page's words for 500;
+"too many requests", the sandbox's) and no message; a status or list call's as its 400s. 502 and
+503, which the pages do not list, are a gateway's HTML page.
 
 Status object fields: `deliveredToTelco`, `deliveredToPhone` (unknown | confirmed | failed),
 `done`, `error`, `deliveryError`, `successPartCount`, `successT` (null until delivered), ... ;
@@ -35,7 +39,6 @@ from tracker.sandbox.common import (
     Route,
     Vendor,
     clean_number,
-    digits_or_raw,
     is_loopback_url,
     json_response,
     read_json,
@@ -52,6 +55,15 @@ from tracker.sandbox.truth import Message, utcnow
 
 def es_deadline(dt: datetime) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%S.%f") + f"{dt.microsecond % 1000:03d}Z"
+
+
+# The fault knobs' 429 and 500 in engageSPARK's response structure ("The API's response structure
+# will always be the same"): 500 in the page's words, 429 (undocumented) in the sandbox's. 502
+# and 503, which the pages do not list, are a gateway's HTML page (vendor_http.Faults).
+FAULTS = {429: ("too many requests", "too_many_requests"),
+          500: ("internal service error", "internal_error")}
+BULK_PATH = "/v1/messaging/sms/phonenumbers"
+SINGLE_PATHS = ("/v1/sms/contact", "/v1/sms/phonenumber")
 
 
 def parts_of(text: str) -> int:
@@ -110,6 +122,23 @@ class EngageSpark(Vendor):
             return error(402, "insufficient funds", "insufficient_funds")
         return None
 
+    def fault_answer(self, request: web.Request, status: int) -> web.Response:
+        """A send call's answer in the structure of its success (bulk: `error`, estimates,
+        `acceptedMessages`, `messages` empty; single: `error`, `messageId` empty, ...); a status
+        or list call's as its 400s are ({error, errorCode, context})."""
+        if status not in FAULTS:
+            return super().fault_answer(request, status)
+        text, code = FAULTS[status]
+        path = request.path.rstrip("/")
+        if path.endswith(BULK_PATH):
+            return json_response({"error": text, **self._estimate(0), "acceptedMessages": 0,
+                                  "deliveryDeadline": "", "messages": []}, status=status)
+        if path.endswith(SINGLE_PATHS):
+            return json_response({"error": text, "messageId": "", "estimateParts": 0,
+                                  **self._estimate(0), "deliveryDeadline": "", "contactId": 0,
+                                  "to": "", "message": ""}, status=status)
+        return error(status, text, code)
+
     def _org_ok(self, org: Any) -> bool:
         return str(org).strip() == str(self.creds["org_id"])
 
@@ -160,7 +189,7 @@ class EngageSpark(Vendor):
             m = m if isinstance(m, dict) else {}
             number, err = self._check_message(m.get("to"), m.get("message"))
             if err is not None:
-                self.refuse(None, number or digits_or_raw(m.get("to", "")), err)
+                self.refuse(None, number or m.get("to"), err)
                 out.append({"id": "", "estimateMicro": 0, "estimate": "0.00", "error": err})
                 continue
             msg, deadline = self._create(number, str(m.get("from", "")), m["message"], i)
@@ -210,7 +239,7 @@ class EngageSpark(Vendor):
         text = body.get("message")
         number, err = self._check_message(to, text)
         if err is not None:
-            self.refuse(None, number or digits_or_raw(to or ""), err)
+            self.refuse(None, number or to, err)
             return json_response({
                 "error": err, "errorCode": "invalid_request", "context": {}, "messageId": "",
                 "estimateParts": 0, **self._estimate(0), "deliveryDeadline": "",

@@ -188,7 +188,9 @@ class Sandbox:
     def truth(self) -> dict[TruthKey, dict[str, Any]]:
         """(vendor, vendor_ref, recipient for Sparrow else None) -> what the message ends as.
 
-        vendor_ref is None (and recipient set) for a number the vendor refused without an id."""
+        vendor_ref is None (and recipient set) for a number the vendor refused without an id:
+        its digits, as the tracker keys the message it makes of the refusal (a '+', spaces and
+        letters dropped); a refused number without digits, which the tracker skips, is not here."""
         now = asyncio.get_running_loop().time()
         return {key: merged_truth(msgs, now) for key, msgs in self._messages.items()}
 

@@ -13,7 +13,10 @@
   v2 has no "expired": the sandbox reports an expiry as E201 Failed there.
 Errors: E100 (bad request, from the vendor's intro page), E103 (bad key: one of the documented
 authentication codes; which one is the sandbox's choice), E111 Invalid Sender (the page), E110
-invalid recipient (the sandbox's choice: the real code is not public).
+invalid recipient (the sandbox's choice: the real code is not public). E110 and E111 refuse one
+message without an id: the truth holds its `to` digits as `rejected`. The page documents no
+HTTP errors (every answer is HTTP 200): the fault knobs' 429 is a bare {"error": ...} and their
+5xx a web server's HTML page.
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tracker.sandbox.common import (BadBody, Push, Route, Vendor, clean_number, digits_or_raw,
+from tracker.sandbox.common import (BadBody, Push, Route, Vendor, clean_number,
                                     dumps, json_response, read_json)
 from tracker.sandbox.knobs import Knobs
 from tracker.sandbox.truth import Message
@@ -80,10 +83,11 @@ class Skycore(Vendor):
                 or not isinstance(text, str) or not text):
             return failure("E100", BAD_REQUEST, to)
         if clean_number(sender) is None and not str(sender).isdigit():
+            self.refuse(None, to, "E111")  # one message refused without an id (not E10x: auth)
             return failure("E111", "Invalid Sender.", to)
         number = clean_number(to)
         if number is None:
-            self.refuse(None, digits_or_raw(to), "E110")
+            self.refuse(None, to, "E110")
             return failure("E110", "Invalid Recipient.", to)
         tid = "".join(self.rng.choice(ALNUM) for _ in range(12))
         operator = OPERATORS[int(number[-1]) % len(OPERATORS)]

@@ -10,8 +10,11 @@
   7 api inactive, 8 suspended.
 Parameters come as query string, form body or JSON object. Knob `account`: inactive 201/7,
 suspended 210/8, no_funds 208, maintenance 214 (215 with an `error` text on bulk calls).
+No HTTP errors are documented (every answer is HTTP 200): the fault knobs' 429 is a bare
+{"error": ...} and their 5xx a web server's HTML page.
 Sandbox choices (not documented by the vendor): a number with anything but digits and a leading
-'+' or with fewer than 8 digits gets 203, more than 15 digits 205; an empty message 209. A call
+'+' or with fewer than 8 digits gets 203, more than 15 digits 205; one of country code 850 206
+(country not available), 500 212 (no rate card), 672 213 (no route); an empty message 209. A call
 refused whole for its message (209, or 216 for a knob `blocked_words` word) is answered
 {"status_code": N}, and the truth holds each number it named as refused with that code.
 """
@@ -22,13 +25,19 @@ from typing import Any
 
 from aiohttp import web
 
-from tracker.sandbox.common import Route, Vendor, digits_or_raw, json_response, read_params
+from tracker.sandbox.common import Route, Vendor, json_response, read_params
 from tracker.sandbox.knobs import Knobs
 
 ACCOUNT_SEND = {"inactive": 201, "suspended": 210, "no_funds": 208, "maintenance": 214}
 ACCOUNT_STATUS = {"inactive": 7, "suspended": 8}
 MESSAGE_REFUSALS = {209, 216}  # refuse the message itself: each number it names is refused (truth)
 STATUS = {"sent": 1, "delivered": 2, "failed": 3, "rejected": 3}
+# The page's per-country send codes (both calls list them): numbers of these country codes are
+# refused with them, one number at a time (the bulk call's `unsuccess`). Which countries is the
+# sandbox's choice; none of them is a country the demo, the tests or the benches send to.
+COUNTRY_REFUSALS = (("850", 206),  # Country is not Available for Sending SMS
+                    ("500", 212),  # Rate Card is not Set for the Country
+                    ("672", 213))  # Route is not Set for the Country
 
 
 class SparkSender(Vendor):
@@ -71,7 +80,7 @@ class SparkSender(Vendor):
             return 203
         if len(body) > 15:
             return 205
-        return None
+        return next((code for prefix, code in COUNTRY_REFUSALS if body.startswith(prefix)), None)
 
     def _accept(self, raw: str) -> str:
         ref = str(next(self._ids))
@@ -86,9 +95,9 @@ class SparkSender(Vendor):
             raw = p.get("recipient_contact_no", "").strip()
             code = 207 if not raw else self._number_error(raw)
             if code is not None and raw:
-                self.refuse(None, digits_or_raw(raw), str(code))
+                self.refuse(None, raw, str(code))
         elif code in MESSAGE_REFUSALS and p.get("recipient_contact_no", "").strip():
-            self.refuse(None, digits_or_raw(p["recipient_contact_no"].strip()), str(code))
+            self.refuse(None, p["recipient_contact_no"], str(code))
         if code is not None:
             return json_response(self._error_body(code))
         ref = self._accept(p["recipient_contact_no"])
@@ -104,7 +113,7 @@ class SparkSender(Vendor):
             code = 207
         if code in MESSAGE_REFUSALS:  # the whole call refused: every number it named
             for raw in numbers:
-                self.refuse(None, digits_or_raw(raw), str(code))
+                self.refuse(None, raw, str(code))
         if code is not None:
             return json_response(self._error_body(code, bulk=True))
         success: list[dict[str, Any]] = []
@@ -116,7 +125,7 @@ class SparkSender(Vendor):
                 success.append({"number": raw, "msgId": ref})
                 self.refs(request, ref)
             else:
-                self.refuse(None, digits_or_raw(raw), str(err))
+                self.refuse(None, raw, str(err))
                 unsuccess.append({"number": raw, "status": err})
         return json_response({"success": [success], "unsuccess": [unsuccess]})
 

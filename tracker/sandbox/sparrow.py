@@ -22,7 +22,12 @@ batch; the tracked unit is (batch uuid, recipient).
 Sparrow has no "failed" in its reports: the sandbox reports a failure as expired. Times without a
 zone ("ts") are in its setting `naive_time_zone` (`set_naive_time_zone`), by default Nepal time
 (+05:45), like `expires_on`: the sandbox's reading of the vendor.
-Sandbox choices: 401 bodies for bad or expired Bearer tokens ({"data": {"errors": ...},
+A compose refused whole with 11 DATA_ERROR ("data.text is required") refuses each number it names:
+the truth holds each as (sparrow, None, digits) `rejected`, code 11, as it does the numbers of a
+compose without a valid one (code invalid). Refused numbers without digits are not in the truth.
+Sandbox choices: the fault knobs' 429 and 500 in the envelope, `result` the HTTP status (the page's
+11 means "Message Sending Failed", a refusal), `status` TOO_MANY_REQUESTS / SERVER_ERROR; 502 and
+503 a gateway's HTML page; 401 bodies for bad or expired Bearer tokens ({"data": {"errors": ...},
 "result": "11", "status": "UNAUTHORIZED"}) and 404 for an unknown batch are not documented.
 """
 from __future__ import annotations
@@ -39,7 +44,7 @@ import orjson
 from aiohttp import web
 
 from tracker.sandbox.common import (MALFORMABLE, BadBody, Push, Route, Vendor, clean_number,
-                                    digits_or_raw, dumps, json_response, read_json)
+                                    dumps, json_response, read_json)
 from tracker.sandbox.client import SendError
 from tracker.sandbox.knobs import Knobs
 from tracker.sandbox.sparrow_settings import (REPORT_CHOICES, REPORT_METHODS,  # noqa: F401 - re-exported
@@ -49,6 +54,11 @@ from tracker.sandbox.truth import Message, utcnow
 
 DLR = {"delivered": "00", "read": "01", "expired": "02"}
 ACCOUNT_LOGIN = {"suspended": "Account is Expired", "inactive": "Invalid User"}
+# The fault knobs' 429 and 500 in Sparrow's envelope (vendor_http.Faults). The page documents only
+# results 00, 01 and 11 ("Message Sending Failed", HTTP 400), none of which a throttled or failed
+# call is: the sandbox's `result` is the HTTP status. 502 and 503 are a gateway's HTML page.
+FAULTS = {429: ("Too Many Requests", "TOO_MANY_REQUESTS"),
+          500: ("Internal Server Error", "SERVER_ERROR")}
 
 
 def envelope(data: Any, result: str = "00", status: str = "OK") -> dict[str, Any]:
@@ -88,6 +98,12 @@ class Sparrow(Vendor):
             *(Route(REPORT_METHODS, f"/v1/intlsms/{prefix}/report/{{uuid}}/{tail}", self.report,
                     malformable=True)
               for prefix in REPORT_PREFIXES for tail in ("", *(f"{p}/" for p in REPORT_PATHS), "failed/"))]
+
+    def fault_answer(self, request: web.Request, status: int) -> web.Response:
+        if status in FAULTS:
+            text, state = FAULTS[status]
+            return json_response(envelope({"errors": text}, str(status), state), status=status)
+        return super().fault_answer(request, status)
 
     # -- auth --
     async def login(self, request: web.Request) -> web.Response:
@@ -143,6 +159,9 @@ class Sparrow(Vendor):
             return fail(400, "data and session are required")
         text, recipients = data.get("text"), session.get("recipients")
         if not isinstance(text, str) or not text.strip():
+            # 11 DATA_ERROR for the whole compose: each number it names is refused, no batch
+            for raw in recipients if isinstance(recipients, list) else ():
+                self.refuse(None, raw, "11", {"raw": raw})
             return fail(400, "data.text is required")
         if not isinstance(recipients, list) or not recipients:
             return fail(400, "session.recipients is required")
@@ -155,8 +174,8 @@ class Sparrow(Vendor):
             else:
                 valid.setdefault(number)
         if not valid:  # refused without a batch: the truth keys them (sparrow, None, number)
-            for raw in dict.fromkeys(str(r) for r in invalid):
-                self.refuse(None, digits_or_raw(raw), "invalid", {"raw": raw})
+            for raw in invalid:
+                self.refuse(None, raw, "invalid", {"raw": raw})  # one key per number: merged
             return fail(400, "No valid recipients", invalid_recipients=invalid)
         knobs = self.knobs
         batch_id = str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
@@ -178,7 +197,7 @@ class Sparrow(Vendor):
         for number in valid:
             batch["messages"][number] = self.accept(batch_id, number, {"batch": batch_id})
         for raw in invalid:
-            self.refuse(batch_id, digits_or_raw(raw), "invalid", {"batch": batch_id, "raw": raw})
+            self.refuse(batch_id, raw, "invalid", {"batch": batch_id, "raw": raw})
         batch["dispatched_at"] = max(m.time_of("sent") or m.t0 for m in batch["messages"].values())
         self.sandbox.schedule(self.name, [Push(
             due=batch["dispatched_at"], content_type="application/json", ref=batch_id,

@@ -4,7 +4,8 @@ HTTP basic auth (AccountSid, AuthToken) on every call.
 - `POST /2010-04-01/Accounts/{AccountSid}/Messages.json` form `To`, `From`, `Body`,
   `StatusCallback`? -> 201 and the Message resource (`sid` SM..., `status` "queued", ...), or an
   error object `{"code", "message", "more_info", "status"}`: 21211 invalid To, 21602 no body,
-  21604 no From, 20003 bad credentials (401).
+  21604 no From, 20003 bad credentials (401). A 21211, 21602 or 21604 is one message refused
+  without a SID: the truth holds its To's digits as `rejected` (none for a To without digits).
 - `GET /2010-04-01/Accounts/{AccountSid}/Messages/{Sid}.json` -> the Message resource as it is
   now: `queued` then `sending` (accepted), `sent`, `delivered` / `read`, or `undelivered` with
   `error_code` and `error_message`; 404 `{"code": 20404}` for a SID it does not know.
@@ -20,7 +21,10 @@ HTTP basic auth (AccountSid, AuthToken) on every call.
   {"shared_key_secret": ...}})` or by `use_shared_key(secret, algorithm)`.
 A message that never left Twilio's queue (30001 queue overflow: "queued for 10 hours and then
 they automatically fail"; 30036 validity period expired: "Twilio does not send the message") is
-`failed`, never `sent` before it. Sandbox choices (the documentation does not say): an inactive,
+`failed`, never `sent` before it. 30002 (account suspended after the message was queued, before Twilio sent it) is `failed` the same
+way; 30009 (missing segment) is `undelivered` after `sent`. The fault knobs answer with Twilio's
+error objects 20429 (429), 20500 (500), 20503 (503); a 502 is a gateway's HTML page.
+Sandbox choices (the documentation does not say): an inactive,
 suspended or unfunded account is 401 with code 20005 on every call, maintenance is 503;
 callbacks are sent once (no retries).
 """
@@ -35,20 +39,27 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from tracker.sandbox.common import Push, Route, Vendor, clean_number, digits_or_raw, json_response
+from tracker.sandbox.common import Push, Route, Vendor, clean_number, json_response
 from tracker.sandbox.knobs import Knobs
 from tracker.sandbox.truth import Message
 
 API = "/2010-04-01/Accounts/{account}"
 STATUS = {"sent": "sent", "delivered": "delivered", "failed": "undelivered",
           "rejected": "undelivered", "expired": "failed"}
-NEVER_SENT = frozenset({"30001", "30036"})  # failed in Twilio's queue: `failed`, never `sent`
-ERRORS = {"30001": "Queue overflow", "30003": "Unreachable destination handset",
+# failed in Twilio's queue: `failed`, never `sent` (30002: the account was suspended after the
+# message was queued and before Twilio sent it)
+NEVER_SENT = frozenset({"30001", "30002", "30036"})
+ERRORS = {"30001": "Queue overflow", "30002": "Account suspended",
+          "30003": "Unreachable destination handset", "30009": "Missing segment",
           "30036": "Validity Period Expired",
           "30004": "Message blocked", "30005": "Unknown destination handset",
           "30006": "Landline or unreachable carrier",
           "30007": "Message filtered (carrier violation)", "30008": "Unknown error"}
 ACCOUNT_DOWN = ("inactive", "suspended", "no_funds")
+# The fault knobs' answers as Twilio's error objects (its error pages 20429, 20500, 20503); a 502
+# is a gateway's HTML page (Twilio documents no code for it): vendor_http.Faults.
+FAULTS = {429: (20429, "Too Many Requests"), 500: (20500, "Internal Server Error"),
+          503: (20503, "Service Unavailable")}
 HASHES = {"HMAC_SHA1": hashlib.sha1, "HMAC_SHA256": hashlib.sha256}  # a SharedKey's algorithms
 SHARED_KEY_ID = "webhooks_sharedkey_sandbox0000000000000000000"
 
@@ -69,7 +80,10 @@ class Twilio(Vendor):
     name = "twilio"
     # `read` is WhatsApp's and RCS's: an SMS (all the fake sends) is at most `delivered`.
     FATE_MAP = {"read": "delivered"}
-    CODES = {"delivered": ("delivered",), "failed": ("30003", "30008", "30001"),
+    # A fate's code is drawn uniformly from its tuple: repeats are weights. 30002 (account
+    # suspended) and 30009 (missing segment) come at 1 in 11 of failures each.
+    CODES = {"delivered": ("delivered",),
+             "failed": ("30003", "30008", "30001") * 3 + ("30002", "30009"),
              "rejected": ("30004", "30005", "30006", "30007"), "expired": ("30036",),
              "no_receipt": ("sent",)}
     CREDENTIALS = {"account_sid": "AC00000000000000000000000000sandbox",
@@ -105,6 +119,11 @@ class Twilio(Vendor):
     def routes(self) -> list[Route]:
         return [Route(("POST",), API + "/Messages.json", self.create),
                 Route(("GET",), API + "/Messages/{sid}.json", self.fetch, malformable=True)]
+
+    def fault_answer(self, request: web.Request, status: int) -> web.Response:
+        if status in FAULTS:
+            return error(status, *FAULTS[status])
+        return super().fault_answer(request, status)
 
     # -- guards --
     def _guard(self, request: web.Request) -> web.Response | None:
@@ -160,13 +179,15 @@ class Twilio(Vendor):
             return denied
         form = {k: str(v) for k, v in (await request.post()).items()}
         to, sender, body = form.get("To", ""), form.get("From", ""), form.get("Body", "")
-        if not sender:
+        if not sender:  # refused without a SID: the tracker keys it by the To's digits
+            self.refuse(None, to, "21604")
             return error(400, 21604, "A 'From' phone number is required.")
         if not body.strip():
+            self.refuse(None, to, "21602")
             return error(400, 21602, "Message body is required.")
         number = clean_number(to) if to.strip().startswith("+") else None
         if number is None:
-            self.refuse(None, digits_or_raw(to), "21211")
+            self.refuse(None, to, "21211")
             return error(400, 21211, f"The 'To' number {to} is not a valid phone number.")
         sid = "SM%032x" % self.rng.getrandbits(128)
         msg = self.accept(sid, number, {"body": body, "from": sender,

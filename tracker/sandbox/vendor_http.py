@@ -1,6 +1,8 @@
 """The vendors' side of the sandbox's HTTP server: each fake's routes under its prefix
 (`/sparksender`, `/engagespark`, ...), behind a middleware that plays the knobs' faults (delay,
-rate limit, throttling, server errors, slowness, garbled answers) and logs every request."""
+rate limit, throttling, server errors, slowness, garbled answers) and logs every request. A
+rate limit, throttle or server error is answered before the vendor's handler, in the vendor's own
+error shape (Vendor.fault_answer), with Retry-After on a 429."""
 from __future__ import annotations
 
 import asyncio
@@ -15,6 +17,7 @@ from tracker.sandbox.common import MALFORMABLE, REFS, json_response
 from tracker.sandbox.knobs import Knobs
 
 if TYPE_CHECKING:
+    from tracker.sandbox.common import Vendor
     from tracker.sandbox.server import Sandbox
 
 
@@ -50,7 +53,7 @@ class Faults:
         try:
             if knobs.answer_delay_s:
                 await asyncio.sleep(knobs.answer_delay_s)
-            response = self._fault(vendor, knobs)
+            response = self._fault(vendor, knobs, request)
             if response is None:
                 if knobs.slow_share and vendors[vendor].rng.random() < knobs.slow_share:
                     await asyncio.sleep(knobs.slow_delay_s)
@@ -67,21 +70,25 @@ class Faults:
         finally:
             self.sandbox.log_request(request, vendor, status, retry_after, garbled)
 
-    def _fault(self, vendor: str, knobs: Knobs) -> web.Response | None:
-        rng = self.sandbox.vendors[vendor].rng
+    def _fault(self, vendor: str, knobs: Knobs, request: web.Request) -> web.Response | None:
+        """A fault knob's answer, in the vendor's own error shape (Vendor.fault_answer), or None."""
+        fake = self.sandbox.vendors[vendor]
+        rng = fake.rng
         if knobs.rate_limit_per_s > 0:
             wait = self._take_token(vendor, knobs.rate_limit_per_s)
             if wait > 0:
-                return json_response({"error": "Too Many Requests"}, status=429,
-                                     headers={"Retry-After": str(max(1, math.ceil(wait)))})
+                return self._too_many(fake, request, max(1, math.ceil(wait)))
         if knobs.throttle_share and rng.random() < knobs.throttle_share:
-            return json_response({"error": "Too Many Requests"}, status=429,
-                                 headers={"Retry-After": str(knobs.retry_after_s)})
+            return self._too_many(fake, request, knobs.retry_after_s)
         if knobs.server_error_share and rng.random() < knobs.server_error_share:
-            status = rng.choice((500, 502, 503))
-            return web.Response(status=status, text=f"<html><body><h1>{status} Server Error</h1>"
-                                "</body></html>", content_type="text/html")
+            return fake.fault_answer(request, rng.choice((500, 502, 503)))
         return None
+
+    @staticmethod
+    def _too_many(fake: "Vendor", request: web.Request, retry_after: int) -> web.Response:
+        response = fake.fault_answer(request, 429)
+        response.headers["Retry-After"] = str(retry_after)
+        return response
 
     def _take_token(self, vendor: str, rate: float) -> float:
         """Token bucket (capacity = one second's worth); seconds to wait, 0 if allowed."""
