@@ -64,7 +64,6 @@ async def apply(
         raise ValueError("received_at and postback_id: one value, or one per observation")
     given = rows_json([*observation_row(o), at, pb, o.operator]
                        for o, at, pb in zip(observations, now, postback_ids))
-    count_implausible_times((o.vendor, o.event_at, at) for o, at in zip(observations, now))
     claimed: list[int] = []
     async with transaction(conn):
         if claim is None:
@@ -75,6 +74,7 @@ async def apply(
             rows = [r for r in rows if r["id"] is not None]
         result = await _raise_states(conn, rows)
     count_observations(source, ((r["vendor"], r["state"], r["code"]) for r in rows))
+    count_implausible_times((o.vendor, o.event_at, at) for o, at in zip(observations, now))
     result.stored = len(rows)
     result.orphan_ids = [r["id"] for r in rows if r["message_id"] is None]
     result.orphans = len(result.orphan_ids)
