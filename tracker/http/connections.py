@@ -10,9 +10,11 @@ can reach the postback port may open them, token or not.
 - At most HEADERS_MAX header lines of at most FIELD_MAX bytes each: aiohttp's defaults (128 of
   8,190 bytes) let each unfinished request hold about 2 MB, 1.8 GB in a reviewer's run of 900
   connections. A vendor's postback has a dozen headers; proxies add a few more.
-Together they bound what clients can make the daemon hold to about 200 MB (the README says what
-was measured), and a proxy in front can limit them per client.
 - The process's soft limit of open files raised to its hard limit at start (raise_open_files).
+
+Together they bound what clients can make the daemon hold to about 250 MB (600 connections each
+holding 47 header lines of 4,000 bytes: 254 MB; a burst accepted in one turn of the loop may pass
+the limit by a few before they count), and a proxy in front can limit them per client.
 """
 from __future__ import annotations
 
