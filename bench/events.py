@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _polling import PY, ROOT, CpuMeter, database, migrated  # noqa: E402
 from _post import Poster  # noqa: E402
+import _wrk  # noqa: E402  (its STARTED: the postbacks' event time)
 
 import asyncpg  # noqa: E402
 import orjson  # noqa: E402
@@ -97,7 +98,7 @@ def consumer_main(dsn: str, n: int, timeout: float, path: str) -> None:
 def body(ref: str, i: int) -> bytes:
     return orjson.dumps({"origin": "SMS_MT", "code": "N202", "sent-as": "SMS", "status": "Delivered",
                          "from": "00000", "to": f"1555{i % 10_000_000:07d}", "tracking-id": ref,
-                         "timestamp": "2024-05-01T12:00:00.000000+00:00"})
+                         "timestamp": _wrk.STARTED})
 
 
 def pct(xs: list[float], p: float) -> float:

@@ -42,6 +42,7 @@ import asyncpg  # noqa: E402
 import orjson  # noqa: E402
 
 from bench._polling import CpuMeter, Daemon, database, migrated, toml  # noqa: E402
+from bench import _wrk  # noqa: E402  (its STARTED: the postbacks' event time)
 from bench._post import Poster  # noqa: E402
 from bench._receiver import ReceiverProc  # noqa: E402
 from tracker.adapters.base import HttpRequest  # noqa: E402
@@ -152,7 +153,7 @@ async def throughput(args, dsn: str, tmp: Path, rx: ReceiverProc, session) -> di
 def postback(ref: str) -> bytes:
     return orjson.dumps({"origin": "SMS_MT", "code": "N202", "sent-as": "SMS", "status": "Delivered",
                          "from": "00000", "to": "15550000000", "tracking-id": ref,
-                         "timestamp": "2024-05-01T12:00:00.000000+00:00"})
+                         "timestamp": _wrk.STARTED})
 
 
 async def latency(args, dsn: str, pg_pid: int | None, tmp: Path, rx: ReceiverProc, session) -> dict:

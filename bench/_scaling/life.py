@@ -9,6 +9,7 @@ import aiohttp
 import asyncpg
 import orjson
 
+import _wrk  # (its STARTED: the postbacks' event time)
 from _polling import Daemon, migrated, sandbox, send_sparksender, submit, write_config
 from _scaling.common import BENCH, TOKEN, Meter, consume_all, per_message, wait_for
 
@@ -42,7 +43,7 @@ async def life_postback(dsn: str, pg_pid: int, n: int, tmp: Path) -> dict:
                     body = orjson.dumps({"origin": "SMS_MT", "code": "N202", "status": "Delivered",
                                          "to": f"1555{i:07d}", "tracking-id": f"life{i:08d}",
                                          "operator-name": "AT&T",
-                                         "timestamp": "2024-05-01T12:00:00.000000+00:00"})
+                                         "timestamp": _wrk.STARTED})
                     async with s.post(url, data=body, headers=headers) as r:
                         await r.read()
                         assert r.status == 200, r.status

@@ -157,16 +157,3 @@ async def test_a_vendor_time_no_report_can_mean_is_kept_but_the_time_received_st
             assert abs((occurred - now).total_seconds()) < 60
         await rollup_agrees(conn)
 
-
-async def test_the_sql_report_time_is_the_pythons(pool):
-    from tracker.core.reduce import EVENT_AHEAD_MAX, EVENT_PAST_MAX, report_time
-
-    received = datetime(2026, 12, 5, 12, 0, tzinfo=timezone.utc)
-    us = timedelta(microseconds=1)
-    cases = [None, datetime(1, 1, 1, tzinfo=timezone.utc), datetime(9999, 12, 31, tzinfo=timezone.utc),
-             received, received + EVENT_AHEAD_MAX, received + EVENT_AHEAD_MAX + us,
-             received - EVENT_PAST_MAX, received - EVENT_PAST_MAX - us, received - timedelta(days=3)]
-    async with pool.acquire() as conn:
-        for at in cases:
-            assert await conn.fetchval("SELECT tracker.report_time($1, $2)", at, received) == \
-                report_time(at, received), at

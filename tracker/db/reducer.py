@@ -210,8 +210,9 @@ async def _raise_states(conn: asyncpg.Connection, rows: Sequence[asyncpg.Record]
     state, read under the row lock its statement took (queries.reducer._LOCKED)."""
     current = {r["message_id"]: State[r["current_state"]] for r in rows
                if r["current_state"] is not None}
-    reports = [
-        Report(r["id"], r["message_id"], State[r["state"]], r["source"], r["occurred_at"],
+    reports = [  # occurred_at: the vendor's time, else the time received (core.reduce.report_time)
+        Report(r["id"], r["message_id"], State[r["state"]], r["source"],
+               report_time(r["occurred_at"], r["received_at"]),
                r["failure_code"], r["failure_reason"], r["failure_permanent"])
         for r in rows
         if r["message_id"] in current and r["state"] is not None

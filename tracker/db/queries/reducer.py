@@ -54,7 +54,7 @@ _STORE_GIVEN = """o AS (
     ) m ON true
     {only}
     RETURNING id, message_id, vendor, code, state, source,
-              tracker.report_time(event_at, received_at) AS occurred_at, received_at, failure_code,
+              coalesce(event_at, received_at) AS occurred_at, received_at, failure_code,
               failure_reason, failure_permanent, operator, postback_id
 )"""
 INSERT_OBSERVATIONS = "WITH " + _STORE_GIVEN.format(only="") + _REPORTS_AND_STATES
@@ -135,7 +135,7 @@ ADOPT_WAITING = """, stored AS (
     FROM waiting w
     WHERE o.id = w.id
     RETURNING o.id, o.message_id, o.vendor, o.code, o.state, o.source,
-              tracker.report_time(o.event_at, o.received_at) AS occurred_at, o.received_at,
+              coalesce(o.event_at, o.received_at) AS occurred_at, o.received_at,
               o.failure_code, o.failure_reason, o.failure_permanent, o.operator, o.postback_id
 )""" + _REPORTS_AND_STATES
 
