@@ -1,0 +1,32 @@
+"""The time a report stands for (core.reduce.report_time): the vendor's, unless absent or one no
+report can mean; then the time it was received."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from hypothesis import given, strategies as st
+
+from tracker.core.reduce import EVENT_AHEAD_MAX, EVENT_PAST_MAX, plausible, report_time
+
+times = st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30),
+                     timezones=st.just(timezone.utc))
+received = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1),
+                        timezones=st.just(timezone.utc))
+
+
+@given(st.none() | times, received)
+def test_a_report_stands_for_the_vendors_time_or_the_time_received_never_another(at, got):
+    t = report_time(at, got)
+    assert t in (at, got)
+    assert got - EVENT_PAST_MAX <= t <= got + EVENT_AHEAD_MAX  # never a time no report can mean
+    assert (t == at) == (at is not None and plausible(at, got))
+
+
+def test_the_bounds_are_inclusive_and_go_no_further():
+    got = datetime(2026, 12, 5, 12, tzinfo=timezone.utc)
+    us = timedelta(microseconds=1)
+    assert report_time(got + EVENT_AHEAD_MAX, got) == got + EVENT_AHEAD_MAX
+    assert report_time(got + EVENT_AHEAD_MAX + us, got) == got
+    assert report_time(got - EVENT_PAST_MAX, got) == got - EVENT_PAST_MAX
+    assert report_time(got - EVENT_PAST_MAX - us, got) == got
+    assert report_time(datetime(1, 1, 1, tzinfo=timezone.utc), got) == got  # Go's zero time
