@@ -30,7 +30,7 @@ from tracker.http.status_page import render
 from tracker.logging import get_logger, scrub
 from tracker import metrics
 from tracker.metrics import REGISTRY
-from tracker.postbacks.core import client_address, networks
+from tracker.postbacks.core import networks, request_client
 from tracker.throttle import Throttle
 from tracker.retention import SWEPT
 
@@ -71,6 +71,7 @@ def authorized(request: web.Request, token: str | None) -> bool:
 class StatusPage:
     def __init__(self, tracker) -> None:
         self.tracker = tracker
+        self.trusted_proxies = networks(tracker.config.http.trusted_proxies)
         self.cached: tuple[float, StatusData] | None = None
         self.gathering: asyncio.Task | None = None
 
@@ -81,8 +82,7 @@ class StatusPage:
             metrics.status_refused.inc()
             if (left_out := _refusals.allow("status")) is not None:
                 log.info("status page refused: missing or wrong token", left_out=left_out,
-                         peer=client_address(request.remote, ", ".join(request.headers.getall(
-                             "X-Forwarded-For", ())), networks(self.tracker.config.http.trusted_proxies)))
+                         peer=request_client(request.remote, request.headers, self.trusted_proxies))
             return web.Response(status=401, text="401: the status page needs its token (?token=...)\n",
                                 headers={"WWW-Authenticate": 'Bearer realm="tracker status"', **HEADERS})
         try:

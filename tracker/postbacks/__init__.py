@@ -218,8 +218,7 @@ class Postbacks:
         """Why the request is refused before its body is read (None: it is read), with the
         client's address and the content type."""
         ctype = request.headers.get("Content-Type", "")
-        remote = core.client_address(request.remote, ", ".join(request.headers.getall(
-            "X-Forwarded-For", ())), self.trusted_proxies)  # every line: one list, in order
+        remote = core.request_client(request.remote, request.headers, self.trusted_proxies)
         # A content type says nothing without a body (some clients label an empty GET too).
         refusal = core.admit(self.routes, vendor, token, remote,
                              ctype if request.body_exists else "")

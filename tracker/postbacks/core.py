@@ -171,6 +171,12 @@ def _within(ip, nets: Networks) -> bool:
 MAX_HOPS = 32  # of X-Forwarded-For read, from the right
 
 
+def request_client(peer: str | None, headers: Any, trusted: Networks) -> str | None:
+    """client_address() of a request (`headers`: aiohttp's, with getall): every X-Forwarded-For
+    line, one list, in order."""
+    return client_address(peer, ", ".join(headers.getall("X-Forwarded-For", ())), trusted)
+
+
 def client_address(peer: str | None, forwarded_for: str | None, trusted: Networks) -> str | None:
     """The client's address: the TCP peer, unless the peer is a trusted proxy (http.trusted_proxies)
     that says whom it forwards for. Then the nearest address in X-Forwarded-For that is not
