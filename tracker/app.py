@@ -211,6 +211,9 @@ class Tracker:
             raise
         except (EmbeddedError, StateDirError, OSError) as e:
             raise database_start_error(e, None, self.config.database.state_dir) from None
+        if self.embedded.orphan_stopped is not None:
+            log.warning("an embedded cluster left running by a tracker that is gone was stopped "
+                        "and started again", postmaster_pid=self.embedded.orphan_stopped)
         log.info("embedded PostgreSQL started", data_dir=str(self.embedded.data_dir),
                  dsn=self.embedded.dsn)
         keeping = self.supervisor.spawn("database:embedded", partial(

@@ -20,6 +20,7 @@ import orjson
 from tracker import logging as tlog
 from tracker.db import queries as q
 from tracker.db.embedded import EmbeddedPostgres
+from tracker.db.state_dir import StateDirError
 from tracker.config_types import VENDORS, Config, DatabaseConfig, HttpConfig, LogConfig, VendorConfig
 from tracker.sandbox.client import send_many
 from tracker.sandbox.server import VENDOR_CLASSES, Sandbox
@@ -128,7 +129,11 @@ async def run_demo(seconds: float, rate: float) -> int:
     from tracker.app import Tracker
 
     tlog.configure("warning", "console" if sys.stderr.isatty() else "json")
-    _fresh_state_dir()
+    try:
+        _fresh_state_dir()
+    except StateDirError as e:  # another demo runs there
+        print(f"demo cannot start: {e}", file=sys.stderr)
+        return 2
     sandbox = Sandbox(seed=42, knobs={"time_scale": SCALE, "latency_s": 20.0, "deadline_s": 60.0,
                                       "duplicate_share": 0.1, "out_of_order_share": 0.1})
     await sandbox.start()

@@ -32,7 +32,7 @@ from tracker.config_types import (
     RetentionConfig,
     VendorConfig,
 )
-from tracker.db.embedded import MAX_CONNECTIONS as EMBEDDED_MAX_CONNECTIONS
+from tracker.db.cluster_settings import MAX_CONNECTIONS as EMBEDDED_MAX_CONNECTIONS
 
 
 class _Loader(_Values):

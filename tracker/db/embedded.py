@@ -15,7 +15,6 @@ from __future__ import annotations
 import glob
 import os
 import pwd
-import shlex
 import shutil
 import subprocess
 import tempfile
@@ -24,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from tracker.db.state_dir import state_dir_refusal, take_state_dir
+from tracker.db.cluster_settings import DB_USER, access_rules, server_options
+from tracker.db.state_dir import own, state_dir_refusal, take_state_dir
 
 INSTALL_HINT = (
     "no PostgreSQL server binaries (initdb, pg_ctl) found on PATH or under "
@@ -56,9 +56,6 @@ DEFAULT_PORT = 5432  # names the socket file only: the directory is private, so 
 SOCKET_DIR = "run"
 # A Unix socket path must fit sun_path: 108 bytes with the terminating NUL.
 MAX_SOCKET_PATH = 107
-AUTH_MAP = "tracker"
-DB_USER = "tracker"
-MAX_CONNECTIONS = 200  # tracker.config keeps database.pool_max well below it
 
 
 def socket_dsn(socket_dir: Path | str, port: int, database: str) -> str:
@@ -142,6 +139,8 @@ class EmbeddedPostgres:
         self.user = _run_as()
         self.socket_dir = self.state_dir / SOCKET_DIR
         self._own_tmp_socket_dir: Path | None = None  # made by us when state_dir is too deep
+        self._owner: int | None = None  # state_dir.OWNER_LOCK's descriptor, while we run the cluster
+        self.orphan_stopped: int | None = None  # a postmaster nobody ran, stopped by start()
 
     @property
     def dsn(self) -> str:
@@ -198,68 +197,50 @@ class EmbeddedPostgres:
             self._own_tmp_socket_dir = Path(tempfile.mkdtemp(prefix="tracker-pg-", dir="/tmp"))
         return self._own_tmp_socket_dir
 
-    def _write_access_rules(self) -> None:
-        """pg_hba.conf and pg_ident.conf, rewritten at every start so that a cluster made by an
-        older tracker (which trusted every local user over TCP) is locked down as well."""
-        os_users = {_os_user_name(os.geteuid())}
-        if self.user is not None:
-            os_users.add(self.user.pw_name)
-        hba = ("# Written by tracker.db.embedded at every start: edits are lost.\n"
-               "# No TCP listener; the Unix socket's directory is private; and only the OS users\n"
-               f"# in pg_ident.conf map '{AUTH_MAP}' may connect, as '{DB_USER}'.\n"
-               f"local all {DB_USER} peer map={AUTH_MAP}\n")
-        ident = "# Written by tracker.db.embedded at every start: edits are lost.\n" + "".join(
-            f"{AUTH_MAP} {name} {DB_USER}\n" for name in sorted(os_users))
-        for name, text in (("pg_hba.conf", hba), ("pg_ident.conf", ident)):
+    def start(self) -> "EmbeddedPostgres":
+        self._prepare_dirs()
+        took = self._owner is None
+        if took:
+            self._owner = own(self.state_dir)
+        try:
+            return self._start_owned()
+        except BaseException:
+            if took:
+                self._disown()
+            raise
+
+    def _disown(self) -> None:
+        if self._owner is not None:
+            os.close(self._owner)  # the flock goes with it
+            self._owner = None
+
+    def _start_owned(self) -> "EmbeddedPostgres":
+        # A postmaster that runs while nobody owns the cluster was left by a tracker that is
+        # gone (SIGKILL; pg_ctl's server outlives it): stopped, and started again by us with our
+        # access rules. Before, every start failed on it until somebody found it by hand.
+        pid = self._postmaster_pid()
+        if pid is not None and _alive(pid):
+            self._cmd("pg_ctl", "stop", "-D", str(self.data_dir), "-m", "fast", "-w", check=False)
+            self.orphan_stopped = pid
+        if not (self.data_dir / "PG_VERSION").exists():
+            self._cmd("initdb", "-D", str(self.data_dir), "-U", DB_USER,
+                      "--auth-local=peer", "--auth-host=reject",
+                      "-E", "UTF8", "--locale=C", *(["--no-sync"] if self.fast else []))
+        os_users = {_os_user_name(os.geteuid())} | ({self.user.pw_name} if self.user else set())
+        for name, text in access_rules(os_users).items():
             path = self.data_dir / name
             path.write_text(text)
             if self.user is not None:
                 os.chown(path, self.user.pw_uid, self.user.pw_gid)
             os.chmod(path, 0o600)
-
-    def start(self) -> "EmbeddedPostgres":
-        self._prepare_dirs()
-        if not (self.data_dir / "PG_VERSION").exists():
-            self._cmd("initdb", "-D", str(self.data_dir), "-U", DB_USER,
-                      "--auth-local=peer", "--auth-host=reject",
-                      "-E", "UTF8", "--locale=C", *(["--no-sync"] if self.fast else []))
-        self._write_access_rules()
         self._cmd("pg_ctl", "start", "-D", str(self.data_dir), "-w", "-t", "60",
-                  "-l", str(self.state_dir / "postgres.log"), "-o", self._server_options())
+                  "-l", str(self.state_dir / "postgres.log"), "-o", server_options(self.socket_dir, self.port, self.fast))
         try:
             self._ensure_database()
         except BaseException:
             self.stop()  # never leave a half-started cluster behind
             raise
         return self
-
-    def _server_options(self) -> str:
-        """postgres options, for pg_ctl -o (which hands them to /bin/sh: hence the quoting)."""
-        settings = {
-            "listen_addresses": "",  # no TCP at all
-            "unix_socket_directories": str(self.socket_dir),
-            "unix_socket_permissions": "0700",
-            "max_connections": str(MAX_CONNECTIONS),
-            "jit": "off",  # small queries; and the unit's MemoryDenyWriteExecute= forbids JIT code
-            # A new WAL segment is created, not zero-filled: the zero-fill (16 MB written and
-            # flushed while the WAL write lock is held) stalled every commit for about 50 ms
-            # each 16 MB of WAL whenever no recycled segment was left (a young cluster; a burst
-            # after a quiet spell): every 0.8 s at 6,000 postbacks/s (docs/performance.md).
-            "wal_init_zero": "off",
-            # Its own log: a file a weekday under pgdata/log, each emptied when its day comes
-            # round again. Written with `pg_ctl -l`, it grew for as long as the tracker ran.
-            "logging_collector": "on",
-            "log_directory": "log",
-            "log_filename": "postgresql-%a.log",
-            "log_truncate_on_rotation": "on",
-            "log_rotation_age": "1d",
-            "log_rotation_size": "0",
-        }
-        if self.fast:
-            settings |= {"fsync": "off", "full_page_writes": "off"}
-        opts = [f"-p {self.port}"]
-        opts += [f"-c {shlex.quote(f'{k}={v}')}" for k, v in settings.items()]
-        return " ".join(opts)
 
     def _ensure_database(self) -> None:
         for _ in range(50):
@@ -280,14 +261,25 @@ class EmbeddedPostgres:
         """Whether its postmaster runs (postmaster.pid names a live process). A pid file that
         cannot be read for another reason (EMFILE: the process's descriptors used up) raises:
         that says nothing of the cluster, and taken for "stopped" it was restarted for nothing."""
+        pid = self._postmaster_pid()
+        return pid is not None and _alive(pid)
+
+    def _postmaster_pid(self) -> int | None:
         try:
-            return _alive(int((self.data_dir / "postmaster.pid").read_text().split()[0]))
+            return int((self.data_dir / "postmaster.pid").read_text().split()[0])
         except (FileNotFoundError, IndexError, ValueError):  # none, or one being written
-            return False
+            return None
 
     def stop(self) -> None:
-        if (self.data_dir / "postmaster.pid").exists():
-            self._cmd("pg_ctl", "stop", "-D", str(self.data_dir), "-m", "fast", "-w", check=False)
+        """Stop the cluster we run, or one nobody runs (a killed demo's); one that another live
+        process runs is left to it (StateDirError)."""
+        if self._owner is None and self.state_dir.is_dir():
+            self._owner = own(self.state_dir)
+        try:
+            if (self.data_dir / "postmaster.pid").exists():
+                self._cmd("pg_ctl", "stop", "-D", str(self.data_dir), "-m", "fast", "-w", check=False)
+        finally:
+            self._disown()
         if self._own_tmp_socket_dir is not None:
             shutil.rmtree(self._own_tmp_socket_dir, ignore_errors=True)
             self._own_tmp_socket_dir = None

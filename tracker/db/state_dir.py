@@ -4,6 +4,7 @@ anything (an operator's directory, a shared one like /tmp, one the cluster's use
 A directory the tracker creates holds MARKER; one made before the marker holds pgdata/PG_VERSION."""
 from __future__ import annotations
 
+import fcntl
 import os
 import pwd
 import stat
@@ -25,6 +26,34 @@ class StateDirError(RuntimeError):
 MARKER = ".tracker-state-dir"
 MARKER_TEXT = ("This directory was created by the SMS delivery tracker (tracker.db.embedded) for its\n"
                "embedded PostgreSQL cluster. The tracker makes it private to the cluster's user.\n")
+
+
+# Held (flock) by the one process that runs the embedded cluster, for as long as it runs it. The
+# kernel lets go when that process dies, however it dies: a postmaster alive while the lock is
+# free was left by a tracker that is gone.
+OWNER_LOCK = ".tracker-owner.lock"
+
+
+def own(path: Path) -> int:
+    """Take OWNER_LOCK in ``path`` (its descriptor: closing it lets go), or refuse naming the
+    process that holds it. Without it a second `tracker run` on one state_dir failed in pg_ctl's
+    words ("another server might be running") with the exit code of a database that may come
+    back, and was restarted every 2 s for ever."""
+    try:
+        fd = os.open(path / OWNER_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as e:
+        raise StateDirError(path, f"cannot write in it: {e.strerror or e}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 100, 0).decode(errors="replace").strip() or "a process"
+        os.close(fd)
+        raise StateDirError(path, f"its embedded cluster is run by another tracker process "
+                            f"({holder}): give each daemon its own state_dir (or one "
+                            "database.dsn), or stop the other first") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()}\n".encode(), 0)
+    return fd
 
 
 def state_dir_refusal(path: Path, user: pwd.struct_passwd | None) -> str | None:
