@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
 from functools import partial
 from pathlib import Path
@@ -151,8 +152,9 @@ class Tracker:
         for another's migration lock, a slow embedded cluster) cancels the start: what did start
         stops, in reverse, and READY is never sent."""
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stopping.set)
+        on_terminal = os.isatty(0)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.add_signal_handler(sig, self._signalled, sig, on_terminal)
         starting = asyncio.create_task(self.start(), name="start")
         asked = asyncio.create_task(self.stopping.wait(), name="stop signal")
         try:
@@ -171,6 +173,23 @@ class Tracker:
         finally:
             asked.cancel()
             await self.stop()
+
+    def _signalled(self, sig: signal.Signals, on_terminal: bool) -> None:
+        """SIGTERM and SIGINT stop. SIGHUP stops a run whose terminal hung up; with none (under
+        systemd) it is logged and changes nothing: the configuration is read at start, and a stop
+        would leave the unit down (Restart=on-failure). Unhandled, it killed the daemon on the
+        spot, the embedded cluster left running. A signal during a stop is logged, and the stop
+        goes on: it waits for the database at most STOP_DATABASE_WAIT_S."""
+        name = signal.Signals(sig).name
+        if sig == signal.SIGHUP and not on_terminal:
+            log.warning("SIGHUP ignored: the configuration is read only at start; restart the "
+                        "service to apply a change")
+        elif self.stopping.is_set():
+            log.warning("stop already under way: still waiting for what is in flight",
+                        signal=name, database_wait_max_s=STOP_DATABASE_WAIT_S)
+        else:
+            log.info("stop asked", signal=name)
+            self.stopping.set()
 
     # --- what components use (Host) -----------------------------------------------------------
 

@@ -141,7 +141,7 @@ async def run_demo(seconds: float, rate: float) -> int:
     tracker = Tracker(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGHUP: its terminal gone
         loop.add_signal_handler(sig, stop.set)
     try:
         await tracker.start()

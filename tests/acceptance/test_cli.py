@@ -131,6 +131,21 @@ def test_run_on_a_configured_database_stops_cleanly_on_sigterm(db_dsn):
     assert "Traceback" not in log
 
 
+def test_sighup_under_a_service_manager_is_logged_and_the_daemon_runs_on(db_dsn):
+    # No terminal (as under systemd): SIGHUP killed the daemon on the spot, exit 129, nothing
+    # logged, its work cut off and an embedded cluster left running.
+    proc, lines = _run_until_ready(env_with(TRACKER_DATABASE__DSN=db_dsn, TRACKER_LOG__FORMAT="json",
+                                            TRACKER_HTTP__LISTEN="127.0.0.1:0"))
+    ready = json.loads(lines[-1])
+    proc.send_signal(signal.SIGHUP)
+    line = proc.stdout.readline()
+    assert "SIGHUP ignored" in line, line
+    assert _get("http://" + ready["listen"] + "/readyz") == (200, {"status": "ready"})
+    log = _stop(proc, lines)
+    assert proc.returncode == 0, log
+    assert '"signal":"SIGTERM"' in log and "tracker stopped" in log
+
+
 def test_run_on_the_embedded_default(tmp_path):
     state = Path(tempfile.mkdtemp(prefix="tracker-embedded-"))
     os.chmod(state, 0o755)
@@ -154,7 +169,7 @@ def test_run_on_the_embedded_default(tmp_path):
 def _run_until(env, text: str, timeout=60):
     """`tracker run` until a line holding `text`; (process, lines so far)."""
     proc = subprocess.Popen(TRACKER + ["run"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
     lines = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -41,6 +41,6 @@ async def test_a_stop_asked_while_the_embedded_cluster_starts_stops_the_cluster_
         assert not (state / "pgdata" / "postmaster.pid").exists()  # and it was stopped
         assert tracker.pool is None  # the start went no further
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         EmbeddedPostgres(state).stop()  # whatever a failed assertion left running
