@@ -49,6 +49,30 @@ async def test_migrate_from_several_processes_on_an_empty_database(empty_db_dsn)
         assert p.returncode == 0, err
 
 
+async def test_migrate_waiting_for_the_lock_says_who_holds_it_and_never_queues_on_it(db_dsn):
+    # A blocking pg_advisory_lock waited without a word, and a `tracker migrate` stopped meanwhile
+    # left its server session queued on the lock until the holder let go.
+    holder = await asyncpg.connect(db_dsn, server_settings={"application_name": "an operator"})
+    try:
+        await holder.execute("SELECT pg_advisory_lock(hashtext('tracker.migrate'))")
+        proc = subprocess.Popen(TRACKER + ["migrate"], env=env_with(TRACKER_DATABASE__DSN=db_dsn),
+                                stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+        said = json.loads(proc.stderr.readline())
+        assert said["event"].startswith("waiting for the migration lock"), said
+        assert said["holder_pid"] == await holder.fetchval("SELECT pg_backend_pid()")
+        assert said["holder_application"] == "an operator"
+        assert await holder.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                                     " AND NOT granted") == 0  # it asks; it does not queue
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        await holder.execute("SELECT pg_advisory_unlock(hashtext('tracker.migrate'))")
+        done = subprocess.run(TRACKER + ["migrate"], env=env_with(TRACKER_DATABASE__DSN=db_dsn),
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0 and "migrations done" in done.stderr, done.stderr
+    finally:
+        await holder.close()
+
+
 def test_migrate_on_a_database_it_cannot_use_says_so_in_one_line():
     for dsn, said in (("postgresql://u:S3cretPW@127.0.0.1:9/x", "migrate: database unavailable: "),
                       ("postgresql://u:S3cretPW@127.0.0.1:9/x?sslmode=nonsense", "sslmode")):

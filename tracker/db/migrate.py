@@ -2,14 +2,21 @@
 lock so that several replicas starting at once apply each file exactly once."""
 from __future__ import annotations
 
+import asyncio
 import functools
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
 
 from tracker.db import queries as q
+from tracker.logging import get_logger
+
+log = get_logger("tracker.migrate")
+LOCK_RETRY_S = 0.5
+LOCK_WAIT_LOG_S = 10.0
 
 _NAME = re.compile(r"^(\d+)_([\w-]+)\.sql$")
 
@@ -58,7 +65,7 @@ async def pending(conn: asyncpg.Connection) -> list[Migration]:
 
 async def migrate(conn: asyncpg.Connection) -> list[Migration]:
     """Apply what is missing; return what this call applied."""
-    await conn.execute(q.MIGRATION_LOCK)
+    await _take_lock(conn)
     try:
         await conn.execute(q.CREATE_MIGRATIONS_TABLE)
         todo = await pending(conn)
@@ -69,3 +76,25 @@ async def migrate(conn: asyncpg.Connection) -> list[Migration]:
         return todo
     finally:
         await conn.execute(q.MIGRATION_UNLOCK)
+
+
+async def _take_lock(conn: asyncpg.Connection) -> None:
+    """Take the migration lock, asking again every LOCK_RETRY_S, and saying every
+    LOCK_WAIT_LOG_S who holds it. A blocking pg_advisory_lock waited without a word (for up to
+    the unit's TimeoutStartSec), and a `tracker migrate` stopped meanwhile left its server
+    session queued on the lock until the holder let go."""
+    waited_since = None
+    logged_at = 0.0
+    while not await conn.fetchval(q.TRY_MIGRATION_LOCK):
+        now = time.monotonic()
+        if waited_since is None:
+            waited_since = now
+        if now - logged_at >= LOCK_WAIT_LOG_S:
+            logged_at = now
+            holder = await conn.fetchrow(q.MIGRATION_LOCK_HOLDER)
+            log.warning("waiting for the migration lock: another process migrates",
+                        waited_s=round(now - waited_since),
+                        holder_pid=holder["pid"] if holder else None,
+                        holder_application=holder["application_name"] if holder else None,
+                        holder_connected_s=round(holder["connected_s"]) if holder else None)
+        await asyncio.sleep(LOCK_RETRY_S)

@@ -32,7 +32,18 @@ COUNT_INTAKE_PROBLEMS = "SELECT count(*) FROM tracker.intake_problems"
 
 # --- migrations --------------------------------------------------------------------------------
 
-MIGRATION_LOCK = "SELECT pg_advisory_lock(hashtext('tracker.migrate'))"
+TRY_MIGRATION_LOCK = "SELECT pg_try_advisory_lock(hashtext('tracker.migrate'))"
+# Who holds it (an advisory lock on one bigint key: objid is its low 32 bits, objsubid 1): its
+# pid, application_name and how long its session has been connected; never its query text.
+MIGRATION_LOCK_HOLDER = """
+SELECT a.pid, a.application_name,
+       extract(epoch FROM clock_timestamp() - a.backend_start)::float8 AS connected_s
+FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND l.objid = (hashtext('tracker.migrate')::bigint & 4294967295)::oid
+LIMIT 1
+"""
 MIGRATION_UNLOCK = "SELECT pg_advisory_unlock(hashtext('tracker.migrate'))"
 CREATE_MIGRATIONS_TABLE = """
 CREATE SCHEMA IF NOT EXISTS tracker;
