@@ -7,6 +7,7 @@ The stream's subjects: test_sinks_nats_subjects."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 import time
@@ -55,6 +56,31 @@ async def test_events_published_once_each_in_order_and_the_cursor_follows_acks(d
     check_stream(await stream_messages(broker.url), evs)
     st = await pool.fetchrow("SELECT * FROM tracker.sink_status WHERE sink = 'bus'")
     assert st["kind"] == "nats" and st["position"] == max(e["pos"] for e in evs) and st["last_success_at"]
+
+
+async def test_two_replicas_publish_each_event_once_and_the_other_takes_over_at_a_stop(
+        db_dsn, pool, broker):
+    # Every replica read and published every event, the broker dropping the repeats: one
+    # publish per event and replica (2.07 a event with three replicas, a reviewer measured).
+    refs = [f"m{i}" for i in range(40)]
+    await make_messages(pool, refs)
+    duplicates = metric("tracker_sink_deliveries_total", sink="bus", outcome="duplicate")
+    delivered = metric("tracker_sink_deliveries_total", sink="bus", outcome="delivered")
+    cfg = config(db_dsn, nats={"bus": sink(broker)})
+    async with contextlib.AsyncExitStack() as replicas:
+        a, _ = await replicas.enter_async_context(running(cfg))
+        b, _ = await replicas.enter_async_context(running(cfg))
+        for state in (State.accepted, State.sent):
+            await report(pool, refs, state)
+        await wait_until(lambda: behind(pool, 0), 20, "the cursor at the end")
+        reader = await pool.fetchval("SELECT reader FROM tracker.sinks WHERE name = 'bus'")
+        holder = next(t for t in (a, b) if _nats_loop(t).token == reader)
+        await holder.stop()  # the lease's holder goes: the other takes over at once
+        await report(pool, refs, State.delivered)
+        await wait_until(lambda: behind(pool, 0), 10, "the cursor at the end again")
+    check_stream(await stream_messages(broker.url), await events(pool))
+    assert metric("tracker_sink_deliveries_total", sink="bus", outcome="delivered") - delivered == 120
+    assert metric("tracker_sink_deliveries_total", sink="bus", outcome="duplicate") - duplicates == 0
 
 
 async def test_missing_stream_is_reported_then_used_once_created(db_dsn, pool, broker):
@@ -291,6 +317,10 @@ async def test_a_publish_the_broker_refuses_permission_for_is_named_not_only_tim
     finally:
         await nc.close()
         broker.stop()
+
+
+def _nats_loop(tracker):
+    return next(c for c in tracker.components if hasattr(c, "loops")).loops[0]
 
 
 async def _body_of(pool, vendor_ref: str) -> tuple[bytes, int]:

@@ -1,6 +1,8 @@
 """A NATS JetStream sink's loop: outbox -> JetStream, cursor moved on the publish acknowledgement.
 
-Each turn reads up to `sinks.batch_size` events after the sink's cursor (tracker.read_events),
+Each turn of the replica holding the sink's reader lease (one at a time, as for a webhook sink;
+dropped at a stop or a failure) reads up to `sinks.batch_size` events after the sink's cursor
+(tracker.read_events),
 publishes each to `<subject_prefix>.<vendor>.<to_state>` with `Nats-Msg-Id` = event id, and
 acknowledges (tracker.ack_events) the longest prefix of the batch that JetStream acknowledged.
 One message's events go in waves: the second event of a message in a batch is published only
@@ -112,6 +114,9 @@ class NatsSink:
         self.link = Link(cfg)
         self.token = secrets.token_hex(8)  # its claims of redriven dead letters
         self.lease_s = cfg.timeout_s + LEASE_MARGIN_S
+        # Renewed each turn (a turn's publishes take a few timeouts at most). Before the lease
+        # every replica read and published every event, the broker dropping all but one.
+        self.reader_lease_s = 3 * cfg.timeout_s + LEASE_MARGIN_S
         self.claim_at = 0.0  # loop time: look for redriven dead letters then
 
     def wake(self) -> None:
@@ -149,11 +154,19 @@ class NatsSink:
             finally:
                 if nc is not None:
                     await self.link.close(nc)
+                await self._drop_reader()
             if self.stopping:
                 return
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._until_stopping(), backoff)
             backoff = min(backoff * 2, MAX_BACKOFF_S)
+
+    async def _drop_reader(self) -> None:
+        """Stopped or failing (the broker away from this replica): another replica may read
+        at once. With the database away too, the lease ends by itself."""
+        with contextlib.suppress(*DB_ERRORS):
+            async with self.pool.acquire() as conn:
+                await store.drop_reader(conn, self.name, self.token)
 
     async def _acked_before(self) -> bool:
         """Has the configured stream acknowledged this sink's events, in this daemon's life or
@@ -179,7 +192,8 @@ class NatsSink:
                 if asyncio.get_running_loop().time() >= self.claim_at:
                     await self._redriven(js, nc)
                 async with self.pool.acquire() as conn:
-                    rows = await conn.fetch(q.READ_SINK_EVENTS, self.name, self.batch)
+                    reader = await store.take_reader(conn, self.name, self.token, self.reader_lease_s)
+                    rows = await conn.fetch(q.READ_SINK_EVENTS, self.name, self.batch) if reader.ours else []
                 if rows:
                     await self._publish(js, nc, rows)
             if len(rows) >= self.batch:
