@@ -47,7 +47,8 @@ async def count_router_refusals(request: web.Request, handler):
     except web.HTTPException as e:
         if e.status in (404, 405):
             metrics.http_refused.labels(str(e.status)).inc()
-            if e.status == 405 and (left_out := _method_lines.allow(request.method[:20])) is not None:
+            # one key for every method: a method is any token to aiohttp's pure-Python parser
+            if e.status == 405 and (left_out := _method_lines.allow(405)) is not None:
                 log.warning("request refused: method not allowed", method=request.method[:20],
                             path=request.path[:40], left_out=left_out)
         raise

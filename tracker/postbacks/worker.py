@@ -30,6 +30,7 @@ from tracker.logging import get_logger
 from tracker.postbacks.process import (BatchFailed, Outcome, Parsed, adopt_late, apply_stored,
                                        process_pending, process_received)
 from tracker.supervisor import beat
+from tracker.throttle import Throttle
 
 log = get_logger("tracker.postbacks")
 
@@ -38,6 +39,10 @@ RECEIVED_BATCH = 1000  # rows applied per transaction with what their handlers p
 APPLIERS = 2  # stored batches applied at a time: the worker, and one more while it is busy
 SWEEP_S = 5.0  # the worker looks for rows left by others (a crash, another replica) this often
 STOP_GRACE_S = 10.0  # stop(): time the worker gets to apply what was stored
+# Parsed postbacks kept in memory for the appliers at most; beyond, a stored batch is left to the
+# sweep, which parses it again from its rows: the backlog of an apply that cannot keep up (a
+# message's lock held for long, a slow database) is then held by the database, not in memory.
+RECEIVED_MAX = 20_000
 
 class ApplyWorker:
     """The worker (sweeps too) and the other appliers, sharing what the handlers hand over."""
@@ -52,6 +57,7 @@ class ApplyWorker:
         self.wake_more = asyncio.Event()  # the other appliers'
         self.stopping = False
         self.tasks: list[asyncio.Task] = []
+        self._over = Throttle()  # take() over RECEIVED_MAX: a line a minute
 
     def start(self) -> None:
         self.tasks = [self.supervisor.spawn("postbacks", self._work, stopping=lambda: self.stopping)]
@@ -70,6 +76,11 @@ class ApplyWorker:
     def take(self, items: list[Parsed]) -> None:
         """Postbacks just stored (committed) unapplied, with what their handlers parsed."""
         first = not self.received
+        if len(self.received) + len(items) > RECEIVED_MAX:
+            if (left_out := self._over.allow("over")) is not None:
+                log.warning("postbacks stored faster than they are applied: left to the sweep",
+                            rows=len(items), waiting=len(self.received), left_out=left_out)
+            return
         self.received += items
         if first:  # the worker applies at once when idle (woken by the commit, not a timer);
             self.wake.set()  # while it applies, the next batch grows,
