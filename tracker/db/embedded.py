@@ -234,7 +234,8 @@ class EmbeddedPostgres:
                 os.chown(path, self.user.pw_uid, self.user.pw_gid)
             os.chmod(path, 0o600)
         self._cmd("pg_ctl", "start", "-D", str(self.data_dir), "-w", "-t", "60",
-                  "-l", str(self.state_dir / "postgres.log"), "-o", server_options(self.socket_dir, self.port, self.fast))
+                  "-l", str(self.state_dir / "postgres.log"),
+                  "-o", server_options(self.socket_dir, self.port, self.fast))
         try:
             self._ensure_database()
         except BaseException:
