@@ -214,3 +214,41 @@ async def test_a_migrations_short_lock_on_the_table_delays_a_postback_not_refuse
             return await delivered_refs(tr.pool) == {"ddl-1"}
 
         await wait_until(applied, 15)
+
+
+async def test_a_schema_changed_under_the_daemon_is_503_or_waits_never_400_or_set_aside(db_dsn):
+    # A column renamed under a running daemon (a newer release's migration in a rolling upgrade;
+    # a privilege revoked is the same, SQLSTATE class 42) is the database's trouble, not the
+    # postback's: storing answered 400 and applying set every row aside for good, /readyz ready.
+    # Now storing is answered 503 (the vendor retries), and rows stored but not applied wait,
+    # the failure counted and named by /readyz, until the database takes them again.
+    config = config_for(db_dsn)
+    config = dataclasses.replace(config, health=dataclasses.replace(
+        config.health, failures_before_unready=1, restart_backoff_max_s=0.5))
+    async with running(config) as (tr, base), session() as s:
+        await tr.pool.execute("INSERT INTO tracker.messages (vendor, vendor_ref) VALUES"
+                              " ('skycore', 'sc-0'), ('skycore', 'sc-1')")
+        url = postback_url(base, "skycore")
+
+        async def post(ref: str) -> tuple[int, dict]:
+            async with s.post(url, data=delivered(ref), headers=JSON) as r:
+                return r.status, await r.json()
+
+        await tr.pool.execute("ALTER TABLE tracker.postbacks RENAME COLUMN content_type TO ct")
+        assert await post("sc-0") == (503, {"error": "temporarily unavailable, retry later"})
+        await tr.pool.execute("ALTER TABLE tracker.postbacks RENAME COLUMN ct TO content_type")
+        assert (await post("sc-0"))[0] == 200  # the vendor's retry
+
+        await tr.pool.execute("ALTER TABLE tracker.observations RENAME COLUMN operator TO op")
+        assert (await post("sc-1"))[0] == 200  # stored: its apply waits
+
+        async def named_failing() -> bool:
+            status, body = await readyz(s, base)
+            return status == 503 and any("UndefinedColumnError" in r for r in named(body, "postbacks"))
+
+        await wait_until(named_failing, 20, step=0.1)
+        assert await tr.pool.fetchval("SELECT count(*) FROM tracker.postbacks"
+                                      " WHERE processed_at IS NULL AND error IS NULL") == 1
+        await tr.pool.execute("ALTER TABLE tracker.observations RENAME COLUMN op TO operator")
+        await wait_until(lambda: _is(delivered_refs(tr.pool), {"sc-0", "sc-1"}), 20)
+        assert await tr.pool.fetchval("SELECT count(*) FROM tracker.postbacks WHERE error IS NOT NULL") == 0

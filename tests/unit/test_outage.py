@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from tracker.db import is_outage, passes
+from tracker.db import is_outage, passes, row_refused
 
 
 def test_a_database_closed_to_connections_is_an_outage_and_other_55000s_are_not():
@@ -49,3 +49,32 @@ def test_connection_and_server_errors_are_outages_data_errors_are_not():
             raise RuntimeError("wrapped") from e
     except RuntimeError as wrapped:
         assert is_outage(wrapped)  # what it was raised from counts
+
+
+def test_only_what_a_row_holds_or_a_bug_is_the_rows_refusal():
+    # A privilege revoked or a column renamed under the daemon answered postbacks 400 and set
+    # stored ones aside for good; only data (22), integrity (23) and limit (54) errors, or a bug
+    # outside the database, are a row's own.
+    x = asyncpg.exceptions
+    rows = [x.NumericValueOutOfRangeError("out of range"), x.CharacterNotInRepertoireError("0x00"),
+            x.UniqueViolationError("duplicate key"), x.ProgramLimitExceededError("index row too big"),
+            ValueError("a bug while planning this row")]
+    databases = [x.InsufficientPrivilegeError("permission denied for table postbacks"),
+                 x.UndefinedColumnError('column "content_type" does not exist'),
+                 x.UndefinedTableError('relation "tracker.postbacks" does not exist'),
+                 x.LockNotAvailableError("could not obtain lock"),
+                 x.ReadOnlySQLTransactionError("read-only transaction"),
+                 x.InFailedSQLTransactionError("current transaction is aborted"),
+                 ConnectionRefusedError(), TimeoutError(), asyncpg.InterfaceError("connection closed")]
+    for e in rows:
+        assert row_refused(e), e
+    for e in databases:
+        assert not row_refused(e), e
+    for cause, refused in ((rows[2], True), (databases[0], False)):
+        try:
+            try:
+                raise cause
+            except Exception as e:
+                raise RuntimeError("1 postbacks not applied") from e
+        except RuntimeError as wrapped:
+            assert row_refused(wrapped) is refused  # what it was raised from decides

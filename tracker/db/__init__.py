@@ -21,9 +21,7 @@ OUTAGES = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.Inter
 # Errors that pass with time while the database answers: a lock not had within lock_timeout, a
 # database gone read-only (a standby behind the DSN after a failover, maintenance), a session
 # ended by its idle timeout. Not outages: a component that keeps meeting them fails, is counted,
-# and /readyz names it (waited out as outages, they hid a lock never granted). But where the
-# alternative to trying again is refusing work for good (a postback answered 400 or set aside),
-# they are tried again (passes()).
+# and /readyz names it (waited out as outages, they hid a lock never granted).
 PASSING = (asyncpg.exceptions.LockNotAvailableError,
            asyncpg.exceptions.ReadOnlySQLTransactionError,
            asyncpg.exceptions.IdleInTransactionSessionTimeoutError)
@@ -59,6 +57,24 @@ def passes(e: BaseException | None) -> bool:
     """Is `e` an outage, or an error that passes with time (PASSING), or raised from one? Then
     the work is to be tried again, never refused for good."""
     return any(isinstance(c, PASSING) or _outage(c) for c in _chain(e))
+
+
+# PostgreSQL refusing what a row says, not the database: data exceptions (22: out of range, bad
+# text), integrity constraints (23), program limits (54: index row too large).
+ROW_SQLSTATE_CLASSES = ("22", "23", "54")
+
+
+def row_refused(e: BaseException | None) -> bool:
+    """Was `e` (or what it was raised from) a refusal of what a row holds (ROW_SQLSTATE_CLASSES),
+    or a failure outside the database while handling it (a bug: logged with its traceback)? Then
+    that row alone is refused or set aside, and its batch-mates go on. Anything else the database
+    says is the database's, not the row's (a privilege revoked, a column renamed under us by a
+    newer release, a lock, an outage): the work is tried again and the failure shown. A postback
+    was answered 400, or set aside for good, for those, /readyz ready all along."""
+    for c in _chain(e):
+        if isinstance(c, asyncpg.PostgresError):
+            return str(c.sqlstate or "").startswith(ROW_SQLSTATE_CLASSES)
+    return not any(isinstance(c, DB_ERRORS) for c in _chain(e))
 
 
 # What PostgreSQL says of the DSN's own settings (SQLSTATE class 28, and 3D000): no wait mends it.

@@ -20,7 +20,7 @@ from typing import Any, Callable
 import asyncpg
 
 from tracker.config_types import Config
-from tracker.db import is_outage
+from tracker.db import row_refused
 from tracker.db import queries as q
 from tracker.db import reducer
 from tracker.db.rows import masked_text, rows_json
@@ -37,10 +37,6 @@ CHUNK_MESSAGES = 10_000  # messages written per savepoint (a row's messages are 
 SLICE = 2_000  # messages per statement
 OFF_LOOP_BYTES = 64 << 10  # rows and chunks larger than this are read and planned in a thread
 SLICE_S = 0.002  # reading small rows, the loop gets a turn at least this often
-# PostgreSQL refusing what a row says, not the database being unavailable: data exceptions
-# (22: out of range, bad text), integrity constraints (23), program limits (54: index row too
-# large). Anything else is the batch's problem and goes to the caller to retry.
-ROW_SQLSTATE_CLASSES = ("22", "23", "54")
 
 
 @dataclass
@@ -175,11 +171,8 @@ async def _write_isolated(conn: asyncpg.Connection, rows: list[TakenRow], vendor
         async with conn.transaction():
             made, steps, notes = await _write(conn, rows, vendors, now)
     except Exception as e:
-        if isinstance(e, asyncpg.PostgresError):
-            if not str(getattr(e, "sqlstate", "") or "").startswith(ROW_SQLSTATE_CLASSES):
-                raise  # the batch's problem (the caller retries it), not one row's
-        elif is_outage(e) or conn.is_closed():
-            raise
+        if not row_refused(e) or conn.is_closed():
+            raise  # the batch's problem (the caller retries it), not one row's
         if len(rows) == 1:
             if isinstance(e, asyncpg.PostgresError):
                 reason = refusal(e)

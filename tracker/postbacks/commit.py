@@ -24,7 +24,7 @@ from typing import Callable, NamedTuple, Protocol
 import asyncpg
 
 from tracker.adapters.base import Observation
-from tracker.db import passes
+from tracker.db import row_refused
 from tracker.db import queries as q
 from tracker.logging import get_logger
 from tracker.supervisor import beat
@@ -251,7 +251,7 @@ class GroupCommit:
                         # time (a message's lock, past lock_timeout): the batch is stored alone
                         # and the worker applies it (or sets a refused row aside, logged). The
                         # database itself away: the COPY below fails too, answered 503.
-                        if not passes(e):
+                        if row_refused(e):
                             log.warning("postback batch refused; stored unapplied for the worker",
                                         rows=len(raws), error=type(e).__name__)
                             self.refused += 1
@@ -269,7 +269,7 @@ class GroupCommit:
             if answered:  # stored and applied; what failed was only the look for late orphans
                 log.warning("postbacks applied; orphans left to the sweep", error=type(e).__name__)
                 return
-            if not passes(e) and len(batch) > 1:  # one row refused: the rest stored apart
+            if row_refused(e) and len(batch) > 1:  # one row refused: the rest stored apart
                 half = len(batch) // 2
                 await self._write(batch[:half])
                 await self._write(batch[half:])
@@ -277,14 +277,14 @@ class GroupCommit:
             # any failure before the commit: nobody is told 200, everybody retries (but a
             # postback the database refuses alone: answered 400, it would be refused again,
             # and the handler logs it with its vendor and source)
-            if passes(e):
+            if not row_refused(e):
                 self._log_failure(e, len(raws))
             self._answer(batch, None, e)
 
     def _answer(self, batch: list[Entry], ids: list[int] | None,
                 error: BaseException | None) -> None:
         """Each waiting handler: its row's id (committed), or Unavailable (answer 503)."""
-        refused = error is not None and len(batch) == 1 and not passes(error)
+        refused = error is not None and len(batch) == 1 and row_refused(error)
         for i, e in enumerate(batch):
             if not e.answer.done():
                 if error is None:

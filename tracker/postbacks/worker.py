@@ -24,7 +24,7 @@ import contextlib
 import asyncpg
 
 from tracker.config_types import Config
-from tracker.db import is_outage, lock_not_had, passes
+from tracker.db import is_outage, lock_not_had, row_refused
 from tracker.db import queries as q
 from tracker.logging import get_logger
 from tracker.postbacks.process import (BatchFailed, Outcome, Parsed, adopt_late, apply_stored,
@@ -214,5 +214,7 @@ class ApplyWorker:
 
 def row_by_row(e: BatchFailed) -> bool:
     """Whether the rows of a failed batch are applied one by one: the database refused the batch
-    for a row it holds, or a message's lock held it (the others are applied around that one)."""
-    return not passes(e) or lock_not_had(e)
+    for a row it holds, or a message's lock held it (the others are applied around that one).
+    Anything else (a privilege, a column gone) leaves the rows unprocessed, raised for the
+    supervisor; the sweep applies them once the database takes them again."""
+    return row_refused(e) or lock_not_had(e)
