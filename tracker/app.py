@@ -39,7 +39,16 @@ log = get_logger("tracker.app")
 
 # Every transaction that leads to a 200 or a transition is durable at commit, whatever the
 # role's or the database's default (a startup option outranks ALTER ROLE/DATABASE ... SET).
-DURABLE = {"synchronous_commit": "on"}
+
+
+def session_settings(wedged_after_s: float) -> dict[str, str]:
+    """The main pool's sessions: durable commits, and a lock waited for half of
+    health.wedged_after_s at most. Held longer by another session (an operator's LOCK TABLE or
+    ALTER TABLE on tracker.messages), a statement fails: counted, its component restarted and
+    named by /readyz. Waited for without end, it kept intake and the pollers busy until they
+    counted as wedged, which holds back the watchdog: systemd killed every replica at once, for
+    a lock no restart can take."""
+    return {"synchronous_commit": "on", "lock_timeout": f"{round(wedged_after_s * 500)}ms"}
 HTTP_SHUTDOWN_S = 10.0  # stop(): time in-flight requests get to be answered
 STOP_DATABASE_WAIT_S = 45.0  # stop(): then what still waits on the database is let go (unit: 90 s)
 
@@ -248,7 +257,8 @@ class Tracker:
         self.dsn = dsn  # components that keep connections of their own (tracker.postbacks)
         try:
             self.pool = await asyncpg.create_pool(dsn, min_size=db.pool_min, max_size=db.pool_max,
-                                                  server_settings=DURABLE)
+                                                  server_settings=session_settings(
+                                                      self.config.health.wedged_after_s))
         except DB_ERRORS as e:
             raise database_start_error(e, db.dsn, db.state_dir) from None
         try:

@@ -95,7 +95,9 @@ async def test_a_message_held_locked_delays_only_its_own_postback(db_dsn):
         config.health, failures_before_unready=1, restart_backoff_max_s=0.5))
     free = [f"free-{i}" for i in range(6)]
     async with running(config) as (tr, base), session() as s:
-        assert await tr.pool.fetchval("SELECT current_setting('lock_timeout')") == "0"
+        plain = await asyncpg.connect(db_dsn)  # the server's own: none, as the postbacks' 1 s is theirs
+        assert await plain.fetchval("SELECT current_setting('lock_timeout')") == "0"
+        await plain.close()
         await tr.pool.execute("INSERT INTO tracker.messages (vendor, vendor_ref)"
                               " SELECT 'skycore', unnest($1::text[])", ["held-1", *free])
         holder = await asyncpg.connect(db_dsn)

@@ -181,13 +181,13 @@ async def test_a_lock_never_granted_in_a_sweep_is_counted_and_named(db_dsn, pool
     # a fold that could never take its lock was a warning line for ever and /readyz said ready.
     component = "sweep:rollup"
     await make_messages(pool, ["l1", "l2"])  # their deltas wait in route_deltas
-    database = await pool.fetchval("SELECT current_database()")
-    await pool.execute(f'ALTER DATABASE "{database}" SET lock_timeout = \'300ms\'')  # the daemon's sessions
+    cfg = config(db_dsn)  # the daemon's sessions wait 500 ms for a lock: half of wedged_after_s
+    cfg = dataclasses.replace(cfg, health=dataclasses.replace(cfg.health, wedged_after_s=1.0))
     holder = await asyncpg.connect(db_dsn)
     before = failures(component)
     try:
         await holder.execute("BEGIN; LOCK TABLE tracker.route_days IN ACCESS EXCLUSIVE MODE")
-        async with running(config(db_dsn)) as (tr, base), session() as s:
+        async with running(cfg) as (tr, base), session() as s:
             async def named_failing() -> bool:
                 run_now(tr, "rollup")
                 status, body = await readyz(s, base)
@@ -205,4 +205,3 @@ async def test_a_lock_never_granted_in_a_sweep_is_counted_and_named(db_dsn, pool
             await wait_until(folded_and_ready, 20, "folded and ready again", step=0.2)
     finally:
         await holder.close()
-        await pool.execute(f'ALTER DATABASE "{database}" RESET lock_timeout')

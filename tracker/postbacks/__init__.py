@@ -34,11 +34,13 @@ from aiohttp.http_exceptions import HttpProcessingError
 from tracker import metrics
 from tracker.adapters.base import ParseError, PostbackRequest
 from tracker.config_types import VENDORS
+from tracker.db import DB_ERRORS, is_outage
 from tracker.db import queries as q
-from tracker.logging import get_logger, register_secret
+from tracker.logging import get_logger, register_secret, scrub
 from tracker.postbacks import core
 from tracker.postbacks.commit import GroupCommit, Refused, Unavailable
 from tracker.postbacks.worker import APPLIERS, ApplyWorker
+from tracker.start_error import database_start_error
 from tracker.throttle import Throttle
 
 log = get_logger("tracker.postbacks")
@@ -104,9 +106,13 @@ async def _warm(conn: asyncpg.Connection) -> None:
     """Each new connection of the postback path runs its statements once, on nothing, in a
     transaction rolled back: asyncpg prepares them and looks up their types, the backend
     plans them and loads the tables and indexes, before a postback waits for any of that (the
-    first batches on new connections took 50-90 ms: docs/performance.md, session 15). A failure
-    here is one to connect: asyncpg drops the connection and the batch that wanted it is
-    answered 503 (at start, the daemon does not start)."""
+    first batches on new connections took 50-90 ms: docs/performance.md, session 15). An
+    outage here is one to connect: asyncpg drops the connection and the batch that wanted it is
+    answered 503 (at start, the daemon does not start). Anything else (a table locked by another
+    session past lock_timeout, a privilege or a column the database refuses) leaves the
+    connection cold, logged: the daemon starts and stores postbacks, and what the statements
+    meet is met, counted and shown where they run. It stopped the start with a traceback,
+    restarted every 2 s for as long as the lock was held."""
     tx = conn.transaction()
     await tx.start()
     try:
@@ -116,6 +122,11 @@ async def _warm(conn: asyncpg.Connection) -> None:
         await conn.fetch(q.INSERT_OBSERVATIONS, "[]", "postback")
         await conn.fetch(q.CLAIM_AND_INSERT_OBSERVATIONS, "[]", "postback", [])
         await conn.execute(q.WRITE_MESSAGES, "[]", [], "[]")
+    except asyncpg.PostgresError as e:
+        if is_outage(e):
+            raise
+        log.warning("postback connection not warmed: its first batches will be slower",
+                    error=f"{type(e).__name__}: {scrub(str(e))[:200]}")
     finally:
         await tx.rollback()
 
@@ -152,9 +163,13 @@ class Postbacks:
             # plans, asyncpg's type lookups) took 60-90 ms; with asyncpg's default (an idle
             # connection closed after 300 s), the first burst after every quiet 5 minutes paid
             # that again (docs/performance.md, session 14).
-            self.pool = await asyncpg.create_pool(
-                dsn, min_size=CONNECTIONS, max_size=CONNECTIONS, init=_warm, reset=_keep_session,
-                server_settings=SESSION_SETTINGS, max_inactive_connection_lifetime=0)
+            try:
+                self.pool = await asyncpg.create_pool(
+                    dsn, min_size=CONNECTIONS, max_size=CONNECTIONS, init=_warm, reset=_keep_session,
+                    server_settings=SESSION_SETTINGS, max_inactive_connection_lifetime=0)
+            except DB_ERRORS as e:  # one line naming the setting, as the main pool's (not a traceback)
+                db = self.config.database
+                raise database_start_error(e, db.dsn, db.state_dir) from None
             self.own_pool = True
         else:
             self.pool = self.tracker.pool
