@@ -73,6 +73,19 @@ async def test_migrate_waiting_for_the_lock_says_who_holds_it_and_never_queues_o
         await holder.close()
 
 
+async def test_a_database_a_newer_release_migrated_is_said_at_migrate(db_dsn):
+    # Gone back to an older release without restoring: nothing said so, and its statements met
+    # the newer schema's changes as refusals.
+    conn = await asyncpg.connect(db_dsn)
+    await conn.execute("INSERT INTO tracker.schema_migrations (version, name) VALUES (999, 'newer')")
+    await conn.close()
+    done = subprocess.run(TRACKER + ["migrate"], env=env_with(TRACKER_DATABASE__DSN=db_dsn),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    said = [json.loads(line) for line in done.stderr.splitlines() if "this release does not have" in line]
+    assert [e["versions"] for e in said] == [[999]]
+
+
 def test_migrate_on_a_database_it_cannot_use_says_so_in_one_line():
     for dsn, said in (("postgresql://u:S3cretPW@127.0.0.1:9/x", "migrate: database unavailable: "),
                       ("postgresql://u:S3cretPW@127.0.0.1:9/x?sslmode=nonsense", "sslmode")):

@@ -68,7 +68,13 @@ async def migrate(conn: asyncpg.Connection) -> list[Migration]:
     await _take_lock(conn)
     try:
         await conn.execute(q.CREATE_MIGRATIONS_TABLE)
-        todo = await pending(conn)
+        done = await applied(conn)
+        if newer := sorted(done - {m.version for m in migrations()}):
+            # a newer release migrated it (gone back without restoring: deploy/OPERATIONS.md,
+            # "Upgrading"); what its schema changed may refuse this release's statements
+            log.warning("the database holds migrations this release does not have: a newer "
+                        "release applied them", versions=newer)
+        todo = [m for m in migrations() if m.version not in done]
         for m in todo:
             async with conn.transaction():
                 await conn.execute(m.path.read_text())
