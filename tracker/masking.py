@@ -12,8 +12,10 @@ The usual text holds none: one search.
 """
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 import orjson
 
@@ -59,16 +61,25 @@ def _any_of(secrets: set[str]) -> re.Pattern[str] | None:
     return re.compile("|".join(_whole(s) for s in sorted(secrets, key=len, reverse=True)))
 
 
+def _forms(value: str) -> set[str]:
+    """`value` and the forms an echo of it takes: upper or lower case (a vendor that normalises
+    what it repeats), percent-encoded (a URL, a form body), with `/` escaped as PHP's JSON writes
+    it. Each is masked as a secret of its own: only the exact bytes were."""
+    return {value, value.upper(), value.lower(), quote(value, safe=""), quote_plus(value),
+            value.replace("/", "\\/")}
+
+
 def _add(value: str | None, sent: bool) -> bool:
     """Mask `value` from now on (False: too short to be a secret)."""
     global _secret_re, _sent_re
     if not value or len(value) < MIN_SECRET_LEN:
         return False
-    if value not in _secrets:
-        _secrets.add(value)
+    forms = _forms(value)
+    if not forms <= _secrets:
+        _secrets.update(forms)
         _secret_re = _any_of(_secrets)
-    if sent and value not in _sent:
-        _sent.add(value)
+    if sent and not forms <= _sent:
+        _sent.update(forms)
         _sent_re = _any_of(_sent)
     return True
 
@@ -97,13 +108,16 @@ def rotate_secret(slot: str, value: str | None, *, sent: bool = False) -> None:
     _rotating[slot] = kept[-ROTATED_KEPT:]
     gone = {v for v in kept[:-ROTATED_KEPT] if v not in _fixed} - {
         v for k in _rotating.values() for v in k}
-    if value in _secrets and (value in _sent or not sent) and not gone:
+    forms = _forms(value)
+    if forms <= _secrets and (forms <= _sent or not sent) and not gone:
         return  # nothing changes
-    _secrets.difference_update(gone)
-    _secrets.add(value)
-    _sent.difference_update(gone)
+    still = set().union(*map(_forms, _fixed), *(_forms(v) for k in _rotating.values() for v in k))
+    gone_forms = set().union(*map(_forms, gone)) - still
+    _secrets.difference_update(gone_forms)
+    _secrets.update(forms)
+    _sent.difference_update(gone_forms)
     if sent:
-        _sent.add(value)
+        _sent.update(forms)
     _secret_re, _sent_re = _any_of(_secrets), _any_of(_sent)
 
 
@@ -167,13 +181,15 @@ class _Masks:
         # anchor holds its escaped form once encoded. A secret orjson cannot encode (a lone
         # surrogate) is in no JSON it writes. (Latin-1 keeps each byte one character: a trie of
         # the bytes.)
-        escaped = []
+        # A raw body (mask_secrets_in_bytes) holds them as sent: unescaped too (a vendor's "\/").
+        escaped = set()
         for a in anchors:
-            try:
-                escaped.append(orjson.dumps(a)[1:-1].decode("latin-1"))
-            except orjson.JSONEncodeError:
-                pass
-        self.json_anchor = re.compile(_alternation(escaped).encode("latin-1")) if escaped else None
+            with contextlib.suppress(orjson.JSONEncodeError):
+                escaped.add(orjson.dumps(a)[1:-1].decode("latin-1"))
+            with contextlib.suppress(UnicodeEncodeError):
+                escaped.add(a.encode("utf-8").decode("latin-1"))
+        self.json_anchor = (re.compile(_alternation(sorted(escaped)).encode("latin-1"))
+                            if escaped else None)
 
 
 _made: dict[bool, _Masks] = {}  # stored (the secrets sent) or not (every one): its masks

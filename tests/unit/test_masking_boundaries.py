@@ -197,3 +197,19 @@ def test_the_configured_vendors_are_the_public_words(monkeypatch):
         assert {"twilio", "skycore"} <= masking._public
         assert tlog.scrub('"vendor": "twilio"') == '"vendor": "twilio"'
         assert tlog.scrub("twilio-secondary-0123456789") == "***"
+
+
+def test_a_secret_echoed_in_another_case_or_encoding_is_masked_in_rows_and_logs():
+    # A vendor echoing our key upper-cased, percent-encoded in a URL, form-encoded, or with its
+    # "/" escaped as PHP's JSON writes it: only the exact bytes were masked, the rest stored in
+    # failure reasons and raw bodies and sent on in every webhook event.
+    key = "Ab+cd/Ef9GhIj=="
+    with registered(key):
+        for echo in ("AB+CD/EF9GHIJ==", "ab+cd/ef9ghij==", "Ab%2Bcd%2FEf9GhIj%3D%3D",
+                     "Ab+cd\\/Ef9GhIj=="):
+            said = f"invalid credential {echo} for account"
+            assert mask_secrets(said, stored=True) == "invalid credential *** for account", echo
+            assert tlog.scrub(said) == "invalid credential *** for account", echo
+            body = b'{"error":"' + said.encode() + b'"}'  # the bytes as the vendor sent them
+            assert mask_secrets_in_bytes(body) == b'{"error":"invalid credential *** for account"}', echo
+        assert mask_secrets("invalid credential Ab+cd/Ef9GhIk== for account", stored=True).count("***") == 0
