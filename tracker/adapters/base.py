@@ -10,6 +10,8 @@ X` stays the one way to reach any of them.
 from __future__ import annotations
 
 import functools
+import json
+import re
 import unicodedata
 from datetime import datetime, timezone, tzinfo
 from email.utils import parsedate_to_datetime
@@ -168,7 +170,22 @@ def load_json(body: Any, what: str) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
+        if _LONE_SURROGATE.search(body):
+            # JSON with a lone surrogate escape ("\ud83c": a JavaScript vendor's text cut inside
+            # an emoji) is JSON, which orjson refuses whole: the body is read by json, and the
+            # surrogate replaced where it is stored (storable.cleaned). Every report in it was lost.
+            try:
+                return json.loads(bytes(body), parse_constant=_no_constant)
+            except ValueError:
+                pass
         raise ParseError(f"{what}: body is not valid JSON") from None
+
+
+_LONE_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")  # NaN, Infinity: orjson refuses them too
 
 
 def json_value(value: Any, what: str) -> Any:

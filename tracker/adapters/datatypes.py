@@ -29,6 +29,7 @@ class NotConfigured(Exception):
 # every message of the row.
 MAX_REF_LEN = 200
 MAX_RECIPIENT_LEN = 32
+MAX_CODE_LEN = 100  # a vendor's code is indexed (observations_unmapped): longer ones are cut
 MAX_CLIENT_REF_LEN = 500
 # An integer id, code or number longer than this (about 300 digits) is none of them: it is never
 # turned into text (slow for huge integers, and refused by Python beyond 4,300 digits).

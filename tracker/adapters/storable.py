@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from tracker.adapters.datatypes import Observation
+from tracker.adapters.datatypes import MAX_CODE_LEN, Observation
 
 
 def bad_text(value: Any) -> bool:
@@ -35,6 +35,8 @@ def unstorable(o: Observation) -> str | None:
     texts = (o.vendor_ref, o.issued_ref, o.recipient, o.code, o.text, o.operator) + ((f.code, f.reason) if f else ())
     if any(bad_text(t) for t in texts) or not o.vendor_ref:
         return "text with NUL or invalid characters"
+    if any(c is not None and len(c) > MAX_CODE_LEN for c in (o.code, f.code if f else None)):
+        return f"vendor code over {MAX_CODE_LEN} characters"
     for at in (o.event_at, o.deadline):
         if at is not None:
             try:
@@ -51,23 +53,36 @@ def unstorable(o: Observation) -> str | None:
     return None
 
 
-def _clean_text(value: Any) -> Any:
+def _clean_text(value: Any, limit: int | None = None) -> Any:
     if not isinstance(value, str):
         return value
-    return value.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")
+    return value.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")[:limit]
+
+
+def _clean_data(value: Any) -> Any:
+    """A payload's strings (keys too) cleaned as texts are; the rest as it is."""
+    if isinstance(value, str):
+        return _clean_text(value)
+    if isinstance(value, list):
+        return [_clean_data(v) for v in value]
+    if isinstance(value, dict):
+        return {_clean_text(k): _clean_data(v) for k, v in value.items()}
+    return value
 
 
 def cleaned(o: Observation) -> Observation:
     """`o` with what PostgreSQL cannot store in its texts and raw payload replaced: NUL by
-    U+FFFD, a lone surrogate by '?'. Its key (vendor_ref, recipient) and times are left as they
-    are: if those cannot be stored, the report stays unstorable."""
+    U+FFFD, a lone surrogate by '?', a code cut to MAX_CODE_LEN. Its key (vendor_ref,
+    recipient) and times are left as they are: if those cannot be stored, the report stays
+    unstorable."""
     f = o.failure
     raw = o.raw
     if raw is not None:
         try:
-            raw = orjson.loads(orjson.dumps(raw, default=str).replace(b"\\u0000", b"\\ufffd"))
+            raw = orjson.loads(orjson.dumps(_clean_data(raw), default=str).replace(b"\\u0000", b"\\ufffd"))
         except (TypeError, orjson.JSONDecodeError):
             raw = _clean_text(str(raw))
-    return replace(o, code=_clean_text(o.code), text=_clean_text(o.text), raw=raw,
+    return replace(o, code=_clean_text(o.code, MAX_CODE_LEN), text=_clean_text(o.text), raw=raw,
                    operator=_clean_text(o.operator),
-                   failure=replace(f, code=_clean_text(f.code), reason=_clean_text(f.reason)) if f else None)
+                   failure=replace(f, code=_clean_text(f.code, MAX_CODE_LEN),
+                                   reason=_clean_text(f.reason)) if f else None)
