@@ -160,8 +160,9 @@ class TokenCache:
             if login.account_error is not None:
                 raise AccountProblem(login.account_error)
             if login.token is None or login.expires_on is None:  # the vendor is down, not our account
-                if login.retry_after_s:
-                    self.client.pause(login.retry_after_s)
+                if login.retry_after_s:  # capped as fetch caps it (a login's 503 with a day's
+                    # Retry-After stopped the vendor's polling for that day, unseen)
+                    self.client.pause(min(login.retry_after_s, self.client.cfg.max_poll_interval_s))
                 raise TransportError(f"login: {login.transient_error or 'no token'}")
             token, expires_on = login.token, login.expires_on
             # Sent with every call, so echoed in errors ("expired session <token>"): masked in
