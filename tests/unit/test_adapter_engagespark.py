@@ -323,8 +323,14 @@ def test_list_cursor_mode_and_errors():
     assert es.parse_list(ok({"error": "Invalid Token"}, 401), NOW).account_error.code == "http_401"
     assert es.parse_list(ok({}, 404), NOW).account_error.code == "http_404"
     assert es.parse_list(ok(b"", 503, {"Retry-After": "2"}), NOW).retry_after_s == 2.0
-    with pytest.raises(ParseError):
-        es.parse_list(ok({"messages": [{"recipient": "1"}]}), NOW)  # an entry without id
+    # an entry that cannot be read (no id) is skipped, not the page: its message, if claimed,
+    # is not seen and is asked for alone
+    good = {"id": "SMS1-1", "recipient": "63", "deliveredToTelco": True, "done": False}
+    r = es.parse_list(ok({"messages": [{"recipient": "1"}, {"id": None}, good]}), NOW)
+    assert [o.vendor_ref for o in r.observations] == ["SMS1-1"]
+    # a page of more entries than any page asks for is refused before they are read
+    with pytest.raises(ParseError, match="1001 entries on a page"):
+        es.parse_list(ok({"messages": [good] * (es.LIST_MAX_SIZE + 1)}), NOW)
 
 
 def test_status_request_url_sends_the_id_as_issued():

@@ -148,7 +148,11 @@ def parse_list(resp: HttpResponse, now: datetime, request: HttpRequest | None = 
         messages = []
     if not isinstance(messages, list):
         raise ParseError("engagespark list: messages is not a list")
-    result.observations = [observation(m, None, now) for m in messages]
+    if len(messages) > LIST_MAX_SIZE:  # more than any page asks for (`size`): refused before
+        # reading (a page of a million small entries held the event loop 10 s, looking healthy)
+        raise ParseError(f"engagespark list: {len(messages)} entries on a page; at most "
+                         f"{LIST_MAX_SIZE} are asked for")
+    result.observations = [o for o in (_entry(m, now) for m in messages) if o is not None]
     if bool_of(body.get("hasNextPage")) and request is not None:
         params = dict(request.params or {})
         nxt = body.get("nextPage")
@@ -162,6 +166,17 @@ def parse_list(resp: HttpResponse, now: datetime, request: HttpRequest | None = 
             params["after"] = after  # the vendor's id, sent back as it wrote it
         result.next_request = HttpRequest(request.method, request.url, params=params, headers=request.headers)
     return result
+
+
+def _entry(m: Any, now: datetime) -> Observation | None:
+    """A list entry, or None for one that cannot be read (no id, say): it names no message we
+    can tell, and a claimed message it may have been is not seen, so it is asked for alone
+    (tracker.poller.listing). One such entry made the whole page malformed, the list endpoint
+    rested, every message of the claim asked for one by one."""
+    try:
+        return observation(m, None, now)
+    except ParseError:
+        return None
 
 
 @guarded("engagespark postback")
