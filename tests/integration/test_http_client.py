@@ -311,3 +311,23 @@ async def test_tls_is_verified():
         finally:
             await good.close()
             await default.close()
+
+
+async def test_each_vendors_transport_takes_answers_as_large_as_its_calls_need_and_no_larger(server):
+    # One message's status is small; 32 MiB for every vendor let one hostile answer of empty
+    # objects take a gigabyte to parse. A Sparrow batch report of 200,000 recipients is 10 MB.
+    from tracker.config_types import VendorConfig
+    from tracker.poller.transport import vendor_transport
+
+    _, base = server
+    two_mib = HttpRequest("GET", base + "/sized", params={"n": str(2 * 1024 * 1024)})
+    for vendor, fits in (("twilio", False), ("sparksender", False), ("engagespark", True), ("sparrow", True)):
+        t = vendor_transport(VendorConfig(name=vendor))
+        try:
+            if fits:
+                assert len((await t(two_mib)).body) == 2 * 1024 * 1024
+            else:
+                with pytest.raises(TransportError, match="^answer too large$"):
+                    await t(two_mib)
+        finally:
+            await t.close()

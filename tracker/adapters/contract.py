@@ -33,6 +33,9 @@ class Adapter(Protocol):
 
     NAME: str  # the vendor's name in configuration, tables and URLs
     POLLS: bool  # has a status query
+    # the largest answer its calls may need (bytes): one message's status is small, a list page
+    # or a batch report is not; the client refuses more (an answer is parsed whole, in memory)
+    MAX_ANSWER_BYTES: int
     PUSHES: bool  # sends postbacks
     KEYED_BY_RECIPIENT: bool  # its id names a batch: a message is (vendor_ref, recipient)
     POSTBACK_CONTENT_TYPES: frozenset[str]  # media types its postbacks come as (empty: none)

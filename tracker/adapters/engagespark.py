@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 
 # NAME and normalize_ref: tracker.adapters.engagespark_status, with the status object.
 POLLS = True
+MAX_ANSWER_BYTES = 4 * 1024 * 1024  # a list page of LIST_MAX_SIZE entries (about 450 B each)
 PUSHES = True
 KEYED_BY_RECIPIENT = False
 # clientPushURL: undocumented; the status object as JSON or form fields

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 NAME = "skycore"
 POLLS = False
+MAX_ANSWER_BYTES = 1024 * 1024  # a send's answer (it is never polled)
 PUSHES = True
 KEYED_BY_RECIPIENT = False
 # v2 JSON; v1 XML (as XML, or form-encoded with an `xml` field on some accounts)

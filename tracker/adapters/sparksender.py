@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 
 NAME = "sparksender"
 POLLS = True
+MAX_ANSWER_BYTES = 1024 * 1024  # one message's status
 PUSHES = False
 KEYED_BY_RECIPIENT = False
 POSTBACK_CONTENT_TYPES: frozenset[str] = frozenset()  # no callbacks

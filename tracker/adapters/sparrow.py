@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 NAME = "sparrow"
 POLLS = True
+MAX_ANSWER_BYTES = 32 * 1024 * 1024  # a batch's report: 200,000 recipients are about 10 MB
 PUSHES = True
 KEYED_BY_RECIPIENT = True
 POSTBACK_CONTENT_TYPES = frozenset({"application/json"})  # DLR callbacks

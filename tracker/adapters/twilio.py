@@ -69,6 +69,7 @@ if TYPE_CHECKING:
 
 NAME = "twilio"
 POLLS = True
+MAX_ANSWER_BYTES = 1024 * 1024  # one message's resource
 PUSHES = True
 KEYED_BY_RECIPIENT = False
 POSTBACK_CONTENT_TYPES = frozenset({"application/x-www-form-urlencoded"})  # status callbacks

@@ -15,6 +15,7 @@ from __future__ import annotations
 import inspect
 from typing import TYPE_CHECKING, Awaitable, Callable, Protocol
 
+from tracker import adapters
 from tracker.adapters.base import HttpRequest, HttpResponse
 from tracker.http.client import HttpClient
 from tracker.http.errors import TransportError  # noqa: F401 - the seam's error: callers import it from here
@@ -56,5 +57,7 @@ TransportFactory = Callable[["VendorConfig"], Transport]  # one transport per ve
 
 
 def vendor_transport(cfg: VendorConfig) -> Transport:
-    """The daemon's transport for one vendor."""
-    return HttpClient(cfg.concurrency, cfg.request_timeout_s)
+    """The daemon's transport for one vendor: answers up to its adapter's MAX_ANSWER_BYTES (32
+    MiB for every vendor let one hostile answer of empty objects take a gigabyte to parse)."""
+    return HttpClient(cfg.concurrency, cfg.request_timeout_s,
+                      max_body=adapters.get(cfg.name).MAX_ANSWER_BYTES)
