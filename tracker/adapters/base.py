@@ -16,6 +16,7 @@ import unicodedata
 from datetime import datetime, timezone, tzinfo
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Callable, Mapping
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -62,6 +63,9 @@ def classify_http(resp: HttpResponse, now: datetime, into: Any, *,
         return READ
     if s in lookup:
         return LOOKUP
+    if 300 <= s < 400:  # never followed (credentials would go with it): say where to
+        into.transient_error = into.transient_error or f"HTTP {s}: {redirected(resp)}"
+        return NOTED
     if s in account or s in ACCOUNT_STATUSES:
         why = (reason(resp) if reason else "") or account.get(s) or ACCOUNT_STATUSES[s]
         into.account_error = into.account_error or AccountError(f"http_{s}", why)
@@ -72,6 +76,15 @@ def classify_http(resp: HttpResponse, now: datetime, into: Any, *,
         if wait is not None:
             into.retry_after_s = max(into.retry_after_s or 0.0, wait)
     return NOTED
+
+
+def redirected(resp: HttpResponse) -> str:
+    """What a 3xx says, for an operator: the origin it points at (never its path or query,
+    which may carry a key); a base_url to correct, most likely."""
+    location = next((v for k, v in resp.headers.items() if k.lower() == "location"), "")
+    origin = urlsplit(location.strip())
+    where = f"{origin.scheme}://{origin.hostname}" if origin.scheme and origin.hostname else "elsewhere"
+    return f"the vendor redirects to {where} (not followed: check base_url)"
 
 
 def digits(number: Any) -> str:

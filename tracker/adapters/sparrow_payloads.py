@@ -250,7 +250,7 @@ def read_login(resp: HttpResponse, now: datetime, naive_tz: tzinfo) -> LoginResu
     """parse_login, an expires_on without an offset read in `naive_tz`."""
     s = resp.status
     login = LoginResult()
-    if is_transient(s):
+    if is_transient(s) or 300 <= s < 400:  # a redirect is no refusal of our credentials
         classify_http(resp, now, login)
         return login
     try:
