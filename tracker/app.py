@@ -48,7 +48,8 @@ def session_settings(wedged_after_s: float) -> dict[str, str]:
     named by /readyz. Waited for without end, it kept intake and the pollers busy until they
     counted as wedged, which holds back the watchdog: systemd killed every replica at once, for
     a lock no restart can take."""
-    return {"synchronous_commit": "on", "lock_timeout": f"{round(wedged_after_s * 500)}ms"}
+    return {"synchronous_commit": "on", "lock_timeout": f"{round(wedged_after_s * 500)}ms",
+            "application_name": "tracker"}  # named in pg_stat_activity, as its other sessions are
 HTTP_SHUTDOWN_S = 10.0  # stop(): time in-flight requests get to be answered
 STOP_DATABASE_WAIT_S = 45.0  # stop(): then what still waits on the database is let go (unit: 90 s)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import re
 import time
 from dataclasses import dataclass
@@ -34,6 +35,16 @@ class Migration:
     version: int
     name: str
     path: Path
+    sql: str
+    sha256: str
+
+
+# Versions a release applied and a later one withdrew (what they did is done otherwise): a
+# database holding one was not migrated by a newer release.
+RETIRED = {26: "stranded first polls (the poller's start makes them due)",
+           31: "the time a report stands for (decided in Python; never released)"}
+FILE_TRIES = 12  # a file that meets a lock held elsewhere (MIGRATION_LOCK_TIMEOUT) is tried again
+FILE_RETRY_S = 1.0
 
 
 @functools.cache
@@ -45,7 +56,9 @@ def migrations() -> tuple[Migration, ...]:
     for path in sorted(sql_dir().iterdir()):
         m = _NAME.match(path.name)
         if m:
-            found.append(Migration(int(m.group(1)), m.group(2), path))
+            data = path.read_bytes()
+            found.append(Migration(int(m.group(1)), m.group(2), path, data.decode(),
+                                   hashlib.sha256(data).hexdigest()))
     versions = [m.version for m in found]
     if len(set(versions)) != len(versions):
         raise RuntimeError(f"two migrations share a number in {sql_dir()}")
@@ -68,20 +81,59 @@ async def migrate(conn: asyncpg.Connection) -> list[Migration]:
     await _take_lock(conn)
     try:
         await conn.execute(q.CREATE_MIGRATIONS_TABLE)
-        done = await applied(conn)
-        if newer := sorted(done - {m.version for m in migrations()}):
-            # a newer release migrated it (gone back without restoring: deploy/OPERATIONS.md,
-            # "Upgrading"); what its schema changed may refuse this release's statements
-            log.warning("the database holds migrations this release does not have: a newer "
-                        "release applied them", versions=newer)
+        done = await _check_applied(conn)
         todo = [m for m in migrations() if m.version not in done]
         for m in todo:
-            async with conn.transaction():
-                await conn.execute(m.path.read_text())
-                await conn.execute(q.RECORD_MIGRATION, m.version, m.name)
+            await _apply(conn, m)
         return todo
     finally:
         await conn.execute(q.MIGRATION_UNLOCK)
+
+
+async def _check_applied(conn: asyncpg.Connection) -> set[int]:
+    """The versions applied, after saying what does not match this release's files: versions it
+    does not have (a newer release applied them: gone back without restoring, deploy/
+    OPERATIONS.md, "Upgrading"), and ones applied from another file (one edited or renamed after
+    a database applied it: that database kept the old one's schema, silently)."""
+    mine = {m.version: m for m in migrations()}
+    rows = await conn.fetch(q.APPLIED_MIGRATION_FILES)
+    if newer := [r["version"] for r in rows if r["version"] not in mine and r["version"] not in RETIRED]:
+        log.warning("the database holds migrations this release does not have: a newer "
+                    "release applied them", versions=newer)
+    unhashed = []
+    for r in rows:
+        m = mine.get(r["version"])
+        if m is None:
+            continue
+        if r["name"] != m.name or r["sha256"] not in (None, m.sha256):
+            log.warning("a migration was applied from another file than this release's: its "
+                        "schema may differ", version=m.version, applied=r["name"], file=m.path.name)
+        elif r["sha256"] is None:
+            unhashed.append(m)
+    if unhashed:
+        await conn.execute(q.KEEP_MIGRATION_HASHES, [m.version for m in unhashed],
+                           [m.sha256 for m in unhashed])
+    return {r["version"] for r in rows}
+
+
+async def _apply(conn: asyncpg.Connection, m: Migration) -> None:
+    """One file in one transaction, its locks waited for MIGRATION_LOCK_TIMEOUT at most (then
+    the file is tried again, FILE_TRIES times): behind another session's open transaction, a
+    lock it waited for held every writer of the table queued for as long. A deadlock with the
+    daemons' statements is tried again too."""
+    for attempt in range(1, FILE_TRIES + 1):
+        try:
+            async with conn.transaction():
+                await conn.execute(q.MIGRATION_LOCK_TIMEOUT)
+                await conn.execute(m.sql)
+                await conn.execute(q.RECORD_MIGRATION, m.version, m.name, m.sha256)
+            return
+        except (asyncpg.LockNotAvailableError, asyncpg.DeadlockDetectedError) as e:
+            if attempt == FILE_TRIES:
+                raise
+            log.warning("migration met a lock another session holds: tried again", version=m.version,
+                        name=m.name, attempt=attempt, error=type(e).__name__)
+            await asyncio.sleep(FILE_RETRY_S)
 
 
 async def _take_lock(conn: asyncpg.Connection) -> None:

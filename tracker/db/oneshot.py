@@ -34,7 +34,8 @@ def on_database(config: Config, command: str, job: Job) -> int:
     """`job`'s exit code, run on one connection; 1 when the database fails it, 2 when there is
     none to run it on."""
     async def go(dsn: str) -> int:
-        conn = await asyncpg.connect(dsn)
+        # named, so that pg_stat_activity (and migrate's waiting line) tells what a session is
+        conn = await asyncpg.connect(dsn, server_settings={"application_name": f"tracker {command}"})
         try:
             return await job(conn)
         finally:

@@ -51,10 +51,28 @@ CREATE TABLE IF NOT EXISTS tracker.schema_migrations (
     version    integer PRIMARY KEY,
     name       text NOT NULL,
     applied_at timestamptz NOT NULL DEFAULT now()
-)
+);
+-- the SHA-256 of the file applied (NULL: applied by a release before it was kept). Added once,
+-- looked up first: an ALTER at every start would queue behind any session reading the table.
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT FROM information_schema.columns WHERE table_schema = 'tracker'
+                   AND table_name = 'schema_migrations' AND column_name = 'sha256') THEN
+        ALTER TABLE tracker.schema_migrations ADD COLUMN sha256 text;
+    END IF;
+END $$
 """
 APPLIED_MIGRATIONS = "SELECT version FROM tracker.schema_migrations ORDER BY version"
-RECORD_MIGRATION = "INSERT INTO tracker.schema_migrations (version, name) VALUES ($1, $2)"
+APPLIED_MIGRATION_FILES = "SELECT version, name, sha256 FROM tracker.schema_migrations ORDER BY version"
+RECORD_MIGRATION = "INSERT INTO tracker.schema_migrations (version, name, sha256) VALUES ($1, $2, $3)"
+# The files' hashes where a release before kept none: taken as those applied (nothing tells).
+KEEP_MIGRATION_HASHES = """
+UPDATE tracker.schema_migrations s SET sha256 = f.sha256
+FROM unnest($1::int[], $2::text[]) AS f(version, sha256)
+WHERE s.version = f.version AND s.sha256 IS NULL
+"""
+# A file's statements wait this long at most for a lock (then the file is tried again): one
+# session's open transaction held every writer queued behind a migration's lock for as long.
+MIGRATION_LOCK_TIMEOUT = "SET LOCAL lock_timeout = '5s'"
 MIGRATIONS_TABLE_EXISTS = "SELECT to_regclass('tracker.schema_migrations') IS NOT NULL"
 
 
