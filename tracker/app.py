@@ -103,7 +103,8 @@ class Tracker:
 
     async def start(self) -> None:
         logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one line per job run is noise
-        metrics.at_zero(self.config.vendors, retention.SWEPT)
+        metrics.at_zero(self.config.vendors, retention.SWEPT,
+                        ("listen", "ops_listen") if self.config.http.ops_listen else ("listen",))
         http = self.config.http
         main, ops_app = self._apps()
         parts: list[tuple[str, Part]] = []
@@ -264,6 +265,7 @@ class Tracker:
             raise database_start_error(e, db.dsn, db.state_dir) from None
         try:
             log.info("database connected", dsn=redact_dsn(dsn))
+            metrics.database_up.set(1)
             async with self.pool.acquire() as conn:
                 applied = await migrate(conn)
                 if applied:

@@ -53,8 +53,9 @@ postbacks_previous_token = Counter("tracker_postbacks_previous_token_total",
                                    "previous_shared_key_secret): while this rises, the vendor "
                                    "still uses the old one", ["vendor"], registry=REGISTRY)
 postback_seconds = Histogram("tracker_postback_seconds", "Postback answer latency",
-                             registry=REGISTRY,
-                             buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1, 5))
+                             registry=REGISTRY,  # 0.5: PostbackAnswersSlow's; 10: Skycore gives up
+                             buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1,
+                                      2.5, 5, 10, 30))
 
 # Supervision and backlogs (tracker.supervisor, /readyz). Component names are a fixed set.
 component_failures = Counter("tracker_component_failures_total",
@@ -64,6 +65,10 @@ embedded_restarts = Counter("tracker_embedded_database_restarts_total",
                             "Times the embedded PostgreSQL cluster was found stopped (each is "
                             "started again unless its data directory is gone: tracker.db.keeper)",
                             registry=REGISTRY)
+database_up = Gauge("tracker_database_up",
+                    "1 while this replica's last look at the database (the backlog sweep, every "
+                    "10 s, and each /readyz) got an answer; 0 while it does not",
+                    registry=REGISTRY)
 intake_waiting = Gauge("tracker_intake_waiting_rows",
                        "Submission rows not taken in yet (counted up to 100000)", registry=REGISTRY)
 intake_oldest_age = Gauge("tracker_intake_oldest_age_seconds",
@@ -113,12 +118,16 @@ retention_last_run = Gauge("tracker_retention_last_run_timestamp_seconds",
                            registry=REGISTRY)
 
 
-def at_zero(vendors, retention_kinds) -> None:
+def at_zero(vendors, retention_kinds, listeners=("listen",)) -> None:
     """The counters' series a dashboard or alert names, made at 0 when the daemon starts: a series
-    that first appears at 1 shows no increase() in Prometheus, so a one-off unmapped code never
-    alerted. (Components' failure counters start at 0 as each component is first supervised.)"""
+    that first appears at 1 shows no increase() in Prometheus, so a one-off unmapped code (or a
+    flood of connections shorter than a scrape) never alerted. (Components' failure counters
+    start at 0 as each component is first supervised.)"""
     for v in vendors:
         unmapped.labels(v)
         poll_answers_lost.labels(v)
+        postbacks.labels(v, "503")
     for kind in retention_kinds:
         retention_errors.labels(kind)
+    for listener in listeners:
+        http_connections_refused.labels(listener)

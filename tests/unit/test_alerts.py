@@ -145,6 +145,34 @@ TESTS = [
             {"eval_time": "60m", "alertname": "ListenerFull", "exp_alerts": []},
         ],
     },
+    {   # a database away from one replica for 10 minutes; another replica down altogether
+        "input_series": [
+            {"series": 'tracker_database_up{instance="a"}', "values": "1x10 0x10 1x20"},
+            {"series": 'tracker_database_up{instance="b"}', "values": "1x40"},
+            {"series": 'up{job="tracker",instance="a"}', "values": "1x40"},
+            {"series": 'up{job="tracker",instance="c"}', "values": "1x10 0x30"},
+        ],
+        "alert_rule_test": [
+            {"eval_time": "11m", "alertname": "TrackerDatabaseDown", "exp_alerts": []},  # not 2 min yet
+            {"eval_time": "15m", "alertname": "TrackerDatabaseDown", "exp_alerts": [
+                {"exp_labels": {"severity": "page", "instance": "a"}}]},
+            {"eval_time": "25m", "alertname": "TrackerDatabaseDown", "exp_alerts": []},
+            {"eval_time": "13m", "alertname": "TrackerReplicaDown", "exp_alerts": []},
+            {"eval_time": "20m", "alertname": "TrackerReplicaDown", "exp_alerts": [
+                {"exp_labels": {"severity": "page", "instance": "c", "job": "tracker"}}]},
+        ],
+    },
+    {   # postbacks answered 503 while vendors still call; wrong-token 404s beside them are no part of it
+        "input_series": [
+            {"series": 'tracker_postbacks_total{vendor="skycore",status="200",instance="a"}', "values": "0+100x10 1000x30"},
+            {"series": 'tracker_postbacks_total{vendor="skycore",status="503",instance="a"}', "values": "0x10 0+10x30"},
+            {"series": 'tracker_postbacks_total{vendor="unknown",status="404",instance="a"}', "values": "0+1000x40"},
+        ],
+        "alert_rule_test": [
+            {"eval_time": "25m", "alertname": "PostbacksRefusedUnavailable", "exp_alerts": [
+                {"exp_labels": {"severity": "page"}}]},
+        ],
+    },
     {   # many messages given up as unknown at one vendor, few at another
         "input_series": [
             {"series": 'tracker_transitions_total{vendor="sparrow",to_state="unknown",instance="a"}', "values": "0+2x120"},

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 import time
 from typing import Callable
 
@@ -19,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from tracker import metrics
 from tracker.config_types import HealthConfig
-from tracker.db import keeper
+from tracker.db import DB_ERRORS, keeper
 from tracker.db import queries as q
 from tracker.db.migrate import pending
 from tracker.http import status
@@ -96,12 +97,28 @@ def record_ages(intake_s: float | None, postbacks_s: float | None) -> None:
 async def count_backlog(pool, heads: HeadClock) -> None:
     """Refresh the backlog gauges: submission rows and postbacks waiting, and for how long
     (a periodic sweep: its errors, the database unavailable included, are Supervisor.job's)."""
-    async with pool.acquire() as conn:
-        counts = await conn.fetchrow(q.COUNT_WAITING, BACKLOG_COUNT_MAX)
-        ages = await conn.fetchrow(q.OLDEST_WAITING)
+    try:
+        async with pool.acquire() as conn:
+            counts = await conn.fetchrow(q.COUNT_WAITING, BACKLOG_COUNT_MAX)
+            ages = await conn.fetchrow(q.OLDEST_WAITING)
+    except DB_ERRORS:
+        database_seen(False)
+        raise
+    database_seen(True)
     metrics.intake_waiting.set(counts["intake"])
     metrics.postbacks_waiting.set(counts["postbacks"])
     record_ages(heads.age(ages["intake_head"], ages["intake_s"]), ages["postbacks_s"])
+
+
+def database_seen(answered: bool) -> None:
+    """tracker_database_up; while the database does not answer, the backlog gauges say nothing
+    (NaN): their last values, frozen, kept an alert firing on a stall long gone (IntakeStalled
+    through an outage), and no alert said the database was away."""
+    metrics.database_up.set(1 if answered else 0)
+    if not answered:
+        for gauge in (metrics.intake_waiting, metrics.intake_oldest_age, metrics.postbacks_waiting,
+                      metrics.postbacks_oldest_age):
+            gauge.set(math.nan)
 
 
 def not_answering(e: BaseException) -> str:
@@ -122,9 +139,11 @@ async def readiness(tracker) -> list[Problem]:
                 todo = await pending(conn)
                 ages = None if todo else await conn.fetchrow(q.OLDEST_WAITING)
     except Exception as e:  # any failure to reach the database means not ready
+        database_seen(False)
         pg = getattr(tracker, "embedded", None)
         why = keeper.not_running(pg) if pg is not None and keeper.seen_stopped(pg) else not_answering(e)
         return [Problem("database", why), *components]
+    database_seen(True)
     if todo:
         versions = ", ".join(str(m.version) for m in todo)
         return [Problem("migrations", f"pending: {versions}"), *components]
