@@ -66,6 +66,7 @@ async def test_each_vendor_shows_its_figures_escaped(pool):
         async with session.get(url) as r:
             assert r.status == 200 and r.content_type == "text/html"
             assert "script-src" not in r.headers["Content-Security-Policy"]  # no script at all
+            assert "frame-ancestors 'none'" in r.headers["Content-Security-Policy"]  # never framed
             assert r.headers["Cache-Control"] == "no-store"
             page = await r.text()
     for vendor, figures in expected_cards().items():

@@ -50,8 +50,10 @@ HEADERS = {
     "Cache-Control": "no-store",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",  # the token may be in the URL
-    # No script, no fetch, no frame: styles inline, charts inline SVG.
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:",
+    # No script, no fetch, no frame: styles inline, charts inline SVG; and never shown inside
+    # another site's frame (default-src does not cover that)
+    "Content-Security-Policy": ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
+                                "frame-ancestors 'none'"),
 }
 
 
