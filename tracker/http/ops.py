@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from tracker import metrics
 from tracker.config_types import HealthConfig
-from tracker.db import DB_ERRORS, keeper
+from tracker.db import DB_ERRORS, is_outage, keeper
 from tracker.db import queries as q
 from tracker.db.migrate import pending
 from tracker.http import status
@@ -101,8 +101,9 @@ async def count_backlog(pool, heads: HeadClock) -> None:
         async with pool.acquire() as conn:
             counts = await conn.fetchrow(q.COUNT_WAITING, BACKLOG_COUNT_MAX)
             ages = await conn.fetchrow(q.OLDEST_WAITING)
-    except DB_ERRORS:
-        database_seen(False)
+    except DB_ERRORS as e:
+        if is_outage(e):  # (a statement refused: the database answered, the sweep fails)
+            database_seen(False)
         raise
     database_seen(True)
     metrics.intake_waiting.set(counts["intake"])
@@ -139,7 +140,8 @@ async def readiness(tracker) -> list[Problem]:
                 todo = await pending(conn)
                 ages = None if todo else await conn.fetchrow(q.OLDEST_WAITING)
     except Exception as e:  # any failure to reach the database means not ready
-        database_seen(False)
+        if is_outage(e):
+            database_seen(False)
         pg = getattr(tracker, "embedded", None)
         why = keeper.not_running(pg) if pg is not None and keeper.seen_stopped(pg) else not_answering(e)
         return [Problem("database", why), *components]
