@@ -31,16 +31,32 @@ async def test_hashes_are_kept_and_a_file_other_than_the_applied_one_is_said(db_
         assert dict(await conn.fetch("SELECT version, sha256 FROM tracker.schema_migrations")) == hashes
         await conn.execute("UPDATE tracker.schema_migrations SET sha256 = NULL WHERE version = 1")
         await conn.execute("UPDATE tracker.schema_migrations SET sha256 = 'edited' WHERE version = 2")
-        await conn.execute("UPDATE tracker.schema_migrations SET name = 'sinks_acked_stream' WHERE version = 27")
+        await conn.execute("UPDATE tracker.schema_migrations SET name = 'renamed' WHERE version = 3")
         await conn.execute("INSERT INTO tracker.schema_migrations (version, name) VALUES (26, 'x'), (31, 'y')")
         with structlog.testing.capture_logs() as logs:
             assert await migrate(conn) == []
         other = said(logs, "a migration was applied from another file")
-        assert [(e["version"], e["applied"]) for e in other] == [(2, migrations()[1].name),
-                                                                 (27, "sinks_acked_stream")]
+        assert [(e["version"], e["applied"]) for e in other] == [(2, migrations()[1].name), (3, "renamed")]
         assert not said(logs, "the database holds migrations this release does not have")  # 26, 31: withdrawn
         assert await conn.fetchval("SELECT sha256 FROM tracker.schema_migrations WHERE version = 1") \
             == migrations()[0].sha256  # kept where a release before kept none
+    finally:
+        await conn.close()
+
+
+async def test_an_earlier_file_a_later_migration_mends_is_said_once_then_recorded_as_mended(db_dsn):
+    conn = await asyncpg.connect(db_dsn)
+    try:  # the first 027's record, and 032 (which makes what 027 became) applied
+        await conn.execute("UPDATE tracker.schema_migrations SET name = 'sinks_acked_stream',"
+                           " sha256 = NULL WHERE version = 27")
+        with structlog.testing.capture_logs() as logs:
+            await migrate(conn)
+            await migrate(conn)
+        assert [(e["event"], e["version"]) for e in logs if e.get("version") == 27] == [
+            ("a migration applied from an earlier file was mended by a later one", 27)]
+        m27 = next(m for m in migrations() if m.version == 27)
+        assert tuple(await conn.fetchrow("SELECT name, sha256 FROM tracker.schema_migrations"
+                                         " WHERE version = 27")) == (m27.name, m27.sha256)
     finally:
         await conn.close()
 

@@ -43,6 +43,9 @@ class Migration:
 # database holding one was not migrated by a newer release.
 RETIRED = {26: "stranded first polls (the poller's start makes them due)",
            31: "the time a report stands for (decided in Python; never released)"}
+# Versions whose earlier file a later migration mends (makes what the file became): once that one
+# is applied, the earlier file's record is brought up to this release's, said once, not at every start.
+MENDED_BY = {25: 32, 27: 32}
 FILE_TRIES = 12  # a file that meets a lock held elsewhere (MIGRATION_LOCK_TIMEOUT) is tried again
 FILE_RETRY_S = 1.0
 
@@ -100,20 +103,26 @@ async def _check_applied(conn: asyncpg.Connection) -> set[int]:
     if newer := [r["version"] for r in rows if r["version"] not in mine and r["version"] not in RETIRED]:
         log.warning("the database holds migrations this release does not have: a newer "
                     "release applied them", versions=newer)
+    done = {r["version"] for r in rows}
     unhashed = []
     for r in rows:
         m = mine.get(r["version"])
         if m is None:
             continue
         if r["name"] != m.name or r["sha256"] not in (None, m.sha256):
-            log.warning("a migration was applied from another file than this release's: its "
-                        "schema may differ", version=m.version, applied=r["name"], file=m.path.name)
+            if MENDED_BY.get(m.version) in done:
+                log.info("a migration applied from an earlier file was mended by a later one",
+                         version=m.version, applied=r["name"], mended_by=MENDED_BY[m.version])
+                await conn.execute(q.RECORD_MENDED_MIGRATION, m.version, m.name, m.sha256)
+            else:
+                log.warning("a migration was applied from another file than this release's: its "
+                            "schema may differ", version=m.version, applied=r["name"], file=m.path.name)
         elif r["sha256"] is None:
             unhashed.append(m)
     if unhashed:
         await conn.execute(q.KEEP_MIGRATION_HASHES, [m.version for m in unhashed],
                            [m.sha256 for m in unhashed])
-    return {r["version"] for r in rows}
+    return done
 
 
 async def _apply(conn: asyncpg.Connection, m: Migration) -> None:

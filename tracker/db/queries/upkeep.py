@@ -70,6 +70,7 @@ UPDATE tracker.schema_migrations s SET sha256 = f.sha256
 FROM unnest($1::int[], $2::text[]) AS f(version, sha256)
 WHERE s.version = f.version AND s.sha256 IS NULL
 """
+RECORD_MENDED_MIGRATION = "UPDATE tracker.schema_migrations SET name = $2, sha256 = $3 WHERE version = $1"
 # A file's statements wait this long at most for a lock (then the file is tried again): one
 # session's open transaction held every writer queued behind a migration's lock for as long.
 MIGRATION_LOCK_TIMEOUT = "SET LOCAL lock_timeout = '5s'"
