@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import timezone
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 
@@ -86,3 +86,15 @@ def cleaned(o: Observation) -> Observation:
                    operator=_clean_text(o.operator),
                    failure=replace(f, code=_clean_text(f.code, MAX_CODE_LEN),
                                    reason=_clean_text(f.reason)) if f else None)
+
+
+def repaired(o: Observation, problem: Callable[[Observation], str | None] = unstorable
+             ) -> tuple[Observation, str | None]:
+    """`o` as PostgreSQL will take it, and what still keeps it from being stored (None:
+    nothing), by `problem` (unstorable, or a caller's stricter check): checked once, and only
+    what fails that is cleaned and checked again (the poller's answers, the postbacks)."""
+    why = problem(o)
+    if why is None:
+        return o, None
+    o = cleaned(o)
+    return o, problem(o)

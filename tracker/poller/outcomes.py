@@ -10,7 +10,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Callable, Iterable, NamedTuple, Sequence
 
-from tracker.adapters.base import MessageRef, Observation, StatusResult, cleaned, unstorable
+from tracker.adapters.base import MessageRef, Observation, StatusResult
+from tracker.adapters.storable import repaired
 from tracker.poller.circuit import Outcome as PollKind
 
 MALFORMED = "malformed answer"  # unreadable, or holding what PostgreSQL cannot store
@@ -50,11 +51,9 @@ def storable(observations: Iterable[Observation]) -> list[Observation]:
     range, say) is left out."""
     out = []
     for o in observations:
-        if unstorable(o) is not None:
-            o = cleaned(o)
-            if unstorable(o) is not None:
-                continue
-        out.append(o)
+        o, problem = repaired(o)
+        if problem is None:
+            out.append(o)
     return out
 
 

@@ -18,7 +18,7 @@ from tracker.adapters.base import (MAX_RECIPIENT_LEN, MAX_REF_LEN, NotConfigured
                                    ParseError, PostbackRequest)
 from tracker.adapters.base import unstorable as base_unstorable
 from tracker.adapters.contract import SignsPostbacks
-from tracker.adapters.storable import bad_text, cleaned
+from tracker.adapters.storable import bad_text, repaired
 from tracker.config_types import Config, VendorConfig
 from tracker.masking import mask_secrets, mask_secrets_in_bytes
 from tracker.core.reduce import recipient_key
@@ -251,9 +251,7 @@ def parse(raw: RawPostback, cfg: VendorConfig | None = None) -> list[Observation
         # a stray NUL or lone surrogate in a vendor's words, a code too long to index: the
         # reading is kept, repaired as the poller repairs it (a final state was answered 400 for
         # a cosmetic character); a key or time that cannot be stored is still refused
-        if unstorable(o, raw.vendor) is not None:
-            o = cleaned(o)
-        problem = unstorable(o, raw.vendor)
+        o, problem = repaired(o, lambda o: unstorable(o, raw.vendor))
         if problem:
             raise ParseError(f"{raw.vendor} postback: {problem}")
         out.append(o)
