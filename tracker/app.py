@@ -37,21 +37,20 @@ from tracker.supervisor import Part, Supervisor
 
 log = get_logger("tracker.app")
 
-# Every transaction that leads to a 200 or a transition is durable at commit, whatever the
-# role's or the database's default (a startup option outranks ALTER ROLE/DATABASE ... SET).
+HTTP_SHUTDOWN_S = 10.0  # stop(): time in-flight requests get to be answered
+STOP_DATABASE_WAIT_S = 45.0  # stop(): then what still waits on the database is let go (unit: 90 s)
 
 
 def session_settings(wedged_after_s: float) -> dict[str, str]:
-    """The main pool's sessions: durable commits, and a lock waited for half of
-    health.wedged_after_s at most. Held longer by another session (an operator's LOCK TABLE or
-    ALTER TABLE on tracker.messages), a statement fails: counted, its component restarted and
-    named by /readyz. Waited for without end, it kept intake and the pollers busy until they
+    """The main pool's sessions. Every transaction that leads to a 200 or a transition is
+    durable at commit, whatever the role's or the database's default (a startup option outranks
+    ALTER ROLE/DATABASE ... SET). A lock is waited for half of health.wedged_after_s at most:
+    held longer by another session (an operator's LOCK TABLE or ALTER TABLE on
+    tracker.messages), a statement fails: counted, its component restarted and named by /readyz. Waited for without end, it kept intake and the pollers busy until they
     counted as wedged, which holds back the watchdog: systemd killed every replica at once, for
     a lock no restart can take."""
     return {"synchronous_commit": "on", "lock_timeout": f"{round(wedged_after_s * 500)}ms",
             "application_name": "tracker"}  # named in pg_stat_activity, as its other sessions are
-HTTP_SHUTDOWN_S = 10.0  # stop(): time in-flight requests get to be answered
-STOP_DATABASE_WAIT_S = 45.0  # stop(): then what still waits on the database is let go (unit: 90 s)
 
 
 class Host(Protocol):

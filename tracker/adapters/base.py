@@ -79,8 +79,7 @@ def classify_http(resp: HttpResponse, now: datetime, into: Any, *,
 def redirected(resp: HttpResponse) -> str:
     """What a 3xx says, for an operator: the origin it points at (never its path or query,
     which may carry a key); a base_url to correct, most likely."""
-    location = next((v for k, v in resp.headers.items() if k.lower() == "location"), "")
-    origin = urlsplit(location.strip())
+    origin = urlsplit((header(resp.headers, "Location") or "").strip())
     where = f"{origin.scheme}://{origin.hostname}" if origin.scheme and origin.hostname else "elsewhere"
     return f"the vendor redirects to {where} (not followed: check base_url)"
 
