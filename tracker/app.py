@@ -1,6 +1,6 @@
 """`tracker run`: the daemon. A thin shell that wires the database, the components, the HTTP
 listeners, the intake loop, the periodic sweeps and the systemd watchdog together under one
-supervisor (tracker.supervisor): parts start in this order and stop in reverse on SIGTERM, so
+supervisor (tracker.supervisor): parts start in this order and stop in reverse on SIGTERM (tracker.run), so
 that claiming stops first, in-flight work finishes or is handed back, and the database goes
 last; every background task is supervised."""
 from __future__ import annotations
@@ -9,8 +9,6 @@ import asyncio
 import contextlib
 import gc
 import logging
-import os
-import signal
 from functools import partial
 from pathlib import Path
 from typing import AsyncIterator, Awaitable, Callable, Protocol
@@ -156,50 +154,6 @@ class Tracker:
             getattr(c, "close_connections", lambda: None)()
         if self.pool is not None:
             self.pool.terminate()
-
-    async def run_until_signal(self) -> None:
-        """Start, run until SIGTERM or SIGINT, stop. A signal while starting (a replica waiting
-        for another's migration lock, a slow embedded cluster) cancels the start: what did start
-        stops, in reverse, and READY is never sent."""
-        loop = asyncio.get_running_loop()
-        on_terminal = os.isatty(0)
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            loop.add_signal_handler(sig, self._signalled, sig, on_terminal)
-        starting = asyncio.create_task(self.start(), name="start")
-        asked = asyncio.create_task(self.stopping.wait(), name="stop signal")
-        try:
-            await asyncio.wait({starting, asked}, return_when=asyncio.FIRST_COMPLETED)
-            if not starting.done():
-                log.info("stop asked while starting: the start is abandoned")
-                starting.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await starting
-                return
-            starting.result()  # a start that failed raises here
-            await self.stopping.wait()
-        except StartError as e:
-            log.error("tracker cannot start", key=e.key, address=e.value, reason=e.reason)
-            raise SystemExit(e.code) from None
-        finally:
-            asked.cancel()
-            await self.stop()
-
-    def _signalled(self, sig: signal.Signals, on_terminal: bool) -> None:
-        """SIGTERM and SIGINT stop. SIGHUP stops a run whose terminal hung up; with none (under
-        systemd) it is logged and changes nothing: the configuration is read at start, and a stop
-        would leave the unit down (Restart=on-failure). Unhandled, it killed the daemon on the
-        spot, the embedded cluster left running. A signal during a stop is logged, and the stop
-        goes on: it waits for the database at most STOP_DATABASE_WAIT_S."""
-        name = signal.Signals(sig).name
-        if sig == signal.SIGHUP and not on_terminal:
-            log.warning("SIGHUP ignored: the configuration is read only at start; restart the "
-                        "service to apply a change")
-        elif self.stopping.is_set():
-            log.warning("stop already under way: still waiting for what is in flight",
-                        signal=name, database_wait_max_s=STOP_DATABASE_WAIT_S)
-        else:
-            log.info("stop asked", signal=name)
-            self.stopping.set()
 
     # --- what components use (Host) -----------------------------------------------------------
 

@@ -21,11 +21,12 @@ def _load(args) -> config_mod.Config:
 def cmd_run(args) -> int:
     from tracker import loop
     from tracker.app import Tracker
+    from tracker.run import run_until_signal
 
     cfg = _load(args)
     for warning in config_mod.warnings(cfg):
         tlog.get_logger("tracker").warning("configuration: " + warning)
-    loop.run(Tracker(cfg).run_until_signal())  # uvloop where installed (tracker.loop)
+    loop.run(run_until_signal(Tracker(cfg)))  # uvloop where installed (tracker.loop)
     return 0
 
 

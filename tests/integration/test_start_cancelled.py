@@ -13,6 +13,7 @@ from pathlib import Path
 from tracker.app import Tracker
 from tracker.config_types import Config, DatabaseConfig, HttpConfig
 from tracker.db.embedded import EmbeddedPostgres
+from tracker.run import run_until_signal
 
 
 async def test_a_stop_asked_while_the_embedded_cluster_starts_stops_the_cluster_too(monkeypatch):
@@ -32,7 +33,7 @@ async def test_a_stop_asked_while_the_embedded_cluster_starts_stops_the_cluster_
     tracker = Tracker(Config(database=DatabaseConfig(state_dir=str(state)),
                              http=HttpConfig(listen="127.0.0.1:0")))
     loop = asyncio.get_running_loop()
-    run = asyncio.create_task(tracker.run_until_signal())
+    run = asyncio.create_task(run_until_signal(tracker))
     try:
         assert await asyncio.to_thread(starting.wait, 60)
         tracker.stopping.set()  # what the SIGTERM handler does

@@ -1,4 +1,4 @@
-"""What each signal does to the daemon (Tracker._signalled): SIGTERM and SIGINT stop it; SIGHUP
+"""What each signal does to the daemon (tracker.run.signalled): SIGTERM and SIGINT stop it; SIGHUP
 stops a run whose terminal hung up, and under systemd (no terminal) is logged and changes
 nothing (unhandled, it killed the daemon on the spot and left its embedded cluster running); a
 signal during a stop is logged, not dropped in silence."""
@@ -11,6 +11,7 @@ import structlog
 
 from tracker.app import Tracker
 from tracker.config_types import Config
+from tracker.run import signalled
 
 
 @pytest.fixture
@@ -25,22 +26,22 @@ def events(logs):
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_sigterm_and_sigint_stop_once_and_say_so(tracker, sig):
     with structlog.testing.capture_logs() as logs:
-        tracker._signalled(sig, False)
+        signalled(tracker, sig, False)
         assert tracker.stopping.is_set()
-        tracker._signalled(signal.SIGTERM, False)  # a second one while stopping
+        signalled(tracker, signal.SIGTERM, False)  # a second one while stopping
     assert events(logs) == [("stop asked", sig.name),
                             ("stop already under way: still waiting for what is in flight", "SIGTERM")]
 
 
 def test_sighup_without_a_terminal_changes_nothing_and_is_logged(tracker):
     with structlog.testing.capture_logs() as logs:
-        tracker._signalled(signal.SIGHUP, False)
+        signalled(tracker, signal.SIGHUP, False)
     assert not tracker.stopping.is_set()
     assert logs[0]["log_level"] == "warning" and logs[0]["event"].startswith("SIGHUP ignored")
 
 
 def test_sighup_from_a_terminal_that_hung_up_stops(tracker):
     with structlog.testing.capture_logs() as logs:
-        tracker._signalled(signal.SIGHUP, True)
+        signalled(tracker, signal.SIGHUP, True)
     assert tracker.stopping.is_set()
     assert events(logs) == [("stop asked", "SIGHUP")]
