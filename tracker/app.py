@@ -27,6 +27,7 @@ from tracker.db.embedded import EmbeddedError, EmbeddedPostgres
 from tracker.db.migrate import migrate
 from tracker.db.state_dir import StateDirError
 from tracker.http import connections, ops
+from tracker.http.drain import Drain
 from tracker.http.middleware import count_router_refusals, cut_slow_bodies, server_name
 from tracker.intake.loops import IntakeLoops
 from tracker.logging import get_logger
@@ -74,6 +75,8 @@ class Tracker:
         self.supervisor = Supervisor(config.health)
         self.heads = ops.HeadClock()  # how long the same submission row has headed the queue
         self.stopping = asyncio.Event()
+        self.ready = False  # READY=1 sent: a stop drains first (http.drain_s)
+        self.drain = Drain(config.http.drain_s)
         self.listen_addresses: dict[str, tuple[str, int]] = {}
         # Parts with their own lifecycle: each has `async start()`, `async stop()` and may have
         # `add_routes(app)` for the postback listener.
@@ -127,6 +130,7 @@ class Tracker:
         gc.collect()
         gc.freeze()
         systemd.notify("READY=1")
+        self.ready = True
         log.info("tracker ready", **{k: f"{h}:{p}" for k, (h, p) in self.listen_addresses.items()})
 
     async def stop(self) -> None:
@@ -134,6 +138,8 @@ class Tracker:
         systemd.notify("STOPPING=1")
         log.info("tracker stopping")
         self.stopping.set()
+        if self.ready:
+            await self.drain.run()  # everything still runs; /readyz says we are going
         for c in self.components:  # claiming stops first: the poller's part stops late
             getattr(c, "stop_claiming", lambda: None)()
         closing = asyncio.get_running_loop().call_later(STOP_DATABASE_WAIT_S, self._close_connections)
@@ -243,6 +249,7 @@ class Tracker:
         ops_app = web.Application(middlewares=cut) if http.ops_listen else main
         for app in {id(a): a for a in (main, ops_app)}.values():
             app.on_response_prepare.append(server_name)
+            app.on_response_prepare.append(self.drain.close_connections)
         ops.add_routes(ops_app, self)
         for c in self.components:
             if hasattr(c, "add_routes"):

@@ -70,6 +70,7 @@ class HttpConfig:
     max_connections: int = 512  # per listener; one more is closed at once (tracker/http/connections.py)
     trusted_proxies: tuple[str, ...] = ()  # CIDRs whose X-Forwarded-For names the client
     status_token: str | None = None  # secret; set: /status asks for it (?token= or Bearer)
+    drain_s: float = 0.0  # at a stop: /readyz 503 and requests still answered this long (behind a load balancer)
 
 
 @dataclass(frozen=True)

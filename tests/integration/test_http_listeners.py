@@ -13,7 +13,9 @@ import orjson
 import pytest
 import structlog
 
-from tests.postbacks_support import TOKENS, config_for, metric_value, replace_http, running
+from tests.polling_support import wait_until
+from tests.postbacks_support import (TOKENS, config_for, metric_value, named, postback_url, readyz,
+                                     replace_http, running, session)
 from tracker.app import Tracker
 from tracker.http import middleware
 from tracker.http.connections import HEADERS_MAX
@@ -229,3 +231,49 @@ def test_the_open_files_soft_limit_is_raised_to_the_hard_one():
 
     soft, hard = raise_open_files()
     assert soft == hard == resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+async def test_a_stop_with_a_drain_time_says_so_on_readyz_and_still_answers_with_connection_close(db_dsn):
+    """http.drain_s: behind a load balancer, a stop first turns /readyz 503 while requests are
+    still answered, each closing its connection; only then do the listeners close."""
+    tr = Tracker(replace_http(config_for(db_dsn), drain_s=3.0))
+    await tr.start()
+    host, port = tr.listen_addresses["listen"]
+    base = f"http://{host}:{port}"
+    async with session() as s:
+        status, _ = await readyz(s, base)
+        assert status == 200
+        async with s.get(base + "/healthz") as r:  # kept alive while not draining
+            assert r.status == 200 and r.headers.get("Connection") != "close"
+        with structlog.testing.capture_logs() as logs:
+            stopping = asyncio.create_task(tr.stop())
+
+            async def draining() -> bool:
+                return (await readyz(s, base))[0] == 503
+            await wait_until(draining, timeout=2.0, step=0.02)
+        _, body = await readyz(s, base)
+        assert named(body, "tracker") == ["stopping: draining for http.drain_s = 3 s"]
+        assert [p["component"] for p in body["problems"]] == ["tracker"]
+        async with s.post(postback_url(base, "skycore"), data=orjson.dumps(
+                {"origin": "SMS_MT", "code": "N202", "status": "Delivered", "to": "10000000001",
+                 "tracking-id": "drained-1", "timestamp": "2024-05-01T12:00:00+00:00"}),
+                headers={"Content-Type": "application/json"}) as r:
+            assert r.status == 200 and r.headers["Connection"] == "close"
+        assert not stopping.done()
+        assert await tr.pool.fetchval("SELECT count(*) FROM tracker.postbacks") == 1
+        await stopping
+    assert any(e["event"].startswith("draining") and e["drain_s"] == 3.0 for e in logs)
+    with pytest.raises(OSError):
+        await asyncio.open_connection(host, port)
+
+
+async def test_a_stop_without_a_drain_time_closes_the_listeners_at_once(db_dsn):
+    tr = Tracker(config_for(db_dsn))  # drain_s = 0, the default
+    await tr.start()
+    host, port = tr.listen_addresses["listen"]
+    with structlog.testing.capture_logs() as logs:
+        await tr.stop()
+    assert not tr.drain.under_way
+    assert not any(e["event"].startswith("draining") for e in logs)
+    with pytest.raises(OSError):
+        await asyncio.open_connection(host, port)

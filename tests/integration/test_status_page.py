@@ -15,6 +15,7 @@ from aiohttp import web
 from tests.status_support import HOSTILE_CODE, HOSTILE_CONSUMER, expected_cards, seed
 from tracker import metrics
 from tracker.config_types import Config, HttpConfig
+from tracker.http.drain import Drain
 from tracker.http import ops, status
 from tracker.http.status_page import esc
 from tracker.supervisor import Supervisor
@@ -29,7 +30,8 @@ async def serving(pool, config: Config | None = None, supervisor: Supervisor | N
     config = config or Config()
     app = web.Application()
     status.add_routes(app, SimpleNamespace(config=config, pool=pool, heads=ops.HeadClock(),
-                                           supervisor=supervisor or Supervisor(config.health)))
+                                           supervisor=supervisor or Supervisor(config.health),
+                                           drain=Drain(0)))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

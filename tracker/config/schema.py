@@ -54,7 +54,7 @@ _SECRETS: dict[str, frozenset[str]] = {
                           "partner_token"}),
 }
 # Numeric fields that may be zero; every other number must be > 0.
-_NON_NEGATIVE = frozenset({"deadline_margin_s", "group_commit_ms", "pool_min", "list_poll_min",
+_NON_NEGATIVE = frozenset({"deadline_margin_s", "drain_s", "group_commit_ms", "pool_min", "list_poll_min",
                            "pause_ms",  # and [retention] *_days: 0 keeps that kind for ever
                            *(f.name for f in dataclasses.fields(RetentionConfig) if f.name.endswith("_days"))})
 # Upper bounds of every duration and day count: beyond them a value is a typo (1e14 for 1e4),
@@ -125,6 +125,9 @@ _MAX: dict[str, tuple[float, str, str]] = {
 # check-config, then every retention batch failed out of int range, every sweep.
 MAX_BATCH_ROWS = 50_000
 _MAX["batch_size"] = (MAX_BATCH_ROWS, "rows", "a batch holds its locks for as long as it runs")
+# The drain comes before the stop proper, which may wait 45 s for the database: both within the
+# unit's TimeoutStopSec=90, after which systemd kills the daemon (deploy/tracker.service).
+_MAX["drain_s"] = (30, "s", "the unit gives a stop 90 s in all")
 # Keys only one vendor has, declared by its adapter (SETTINGS): strings, some secret, some URLs.
 _VENDOR_SETTINGS = {name: dict(a.SETTINGS) for name, a in ADAPTERS.items()}
 for _own in _VENDOR_SETTINGS.values():

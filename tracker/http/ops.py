@@ -133,6 +133,8 @@ def not_answering(e: BaseException) -> str:
 
 async def readiness(tracker) -> list[Problem]:
     """Every reason the tracker is not ready; none: ready."""
+    if tracker.drain.under_way:
+        return [Problem("tracker", f"stopping: draining for http.drain_s = {tracker.drain.seconds:g} s")]
     components = tracker.supervisor.problems()
     try:
         async with asyncio.timeout(READY_TIMEOUT_S):
