@@ -65,7 +65,7 @@ async def life_postback(dsn: str, pg_pid: int, n: int, tmp: Path) -> dict:
 
 
 KNOBS = {"time_scale": 0.01, "delivered": 1.0, "read": 0.0, "failed": 0.0, "expired": 0.0,
-         "rejected": 0.0, "no_receipt": 0.0, "temp_failure": 0.0, "latency": "fixed",
+         "rejected": 0.0, "no_receipt": 0.0, "temp_failure": 0.0, "telco_retry": 0.0, "latency": "fixed",
          "latency_s": 500.0, "sent_after_s": 50.0}
 
 

@@ -40,7 +40,7 @@ N = 1000  # messages per vendor (a few of them refused at once by the vendor)
 KNOBS = {
     "time_scale": 0.001,  # a vendor-world day is 86 real seconds; receipts come in ~0.02-1 s
     "delivered": 0.55, "read": 0.10, "failed": 0.10, "expired": 0.08, "rejected": 0.10,
-    "no_receipt": 0.07, "temp_failure": 0.25,
+    "no_receipt": 0.07, "temp_failure": 0.25, "telco_retry": 0.25,
     "duplicate_share": 0.3, "out_of_order_share": 0.3,
     "postback_timeout_s": 5000.0,  # 5 real seconds: a busy 2-core box must not cause retries
     "token_ttl_s": 10_000_000.0,  # Sparrow's token outlives the test
@@ -100,6 +100,8 @@ def expected(vendor: str, source: str, o: Observation) -> tuple[State, bool | No
     if vendor == "engagespark":
         if o.code == "error":  # a hand-off the vendor still retries (done false): not an outcome
             return (S.accepted, None)
+        if o.raw.get("done") is False:  # a telco's failure the vendor still retries: with the telco
+            return (S.sent, None)
         return ENGAGESPARK[o.code]
     if vendor == "skycore":
         status = o.text.split(" (", 1)[0] if o.code == "E202" else None
@@ -549,14 +551,21 @@ def test_each_source_alone_agrees(run: Run, vendor: str, source: str) -> None:
 
 
 def test_engagespark_pushes_are_receipts_only(run: Run) -> None:
-    """NOTES: "whenever we receive a delivery receipt we POST to this URL": every push is an
-    outcome, one per message with a receipt, none without one (hand-off retries are polled:
+    """NOTES: "whenever we receive a delivery receipt we POST to this URL": every push is a
+    receipt, an outcome or a telco's temporary failure the vendor retries after (done false,
+    read as `sent`), none for a message without one (hand-off retries are polled:
     tests/integration/test_engagespark_sandbox_pushes.py)."""
     pushed = run.read["engagespark"]["postback"]
     assert pushed
+    retried = 0
     for key, o in pushed:
-        assert o.raw["done"] is True and o.state is not None and o.state.is_final, (key, o.raw)
+        if o.raw["done"] is False:
+            retried += 1
+            assert (o.state, o.raw["deliveryError"]) == (S.sent, "contact absent - temporary"), (key, o.raw)
+        else:
+            assert o.raw["done"] is True and o.state is not None and o.state.is_final, (key, o.raw)
         assert run.truth[key]["final"] != "unknown", key
+    assert retried  # the knob telco_retry drew some
     silent = {truth_key(k) for k in run.pushed_to if run.truth[truth_key(k)]["final"] == "unknown"}
     assert silent and not silent & {k for k, _ in pushed}
 

@@ -79,3 +79,33 @@ async def test_a_retried_hand_off_is_an_error_with_the_telco_not_holding_it(http
         [o] = es.parse_postback("POST", "application/json", {}, orjson.dumps(pushed), now())
         t = sb.truth()[("engagespark", ref, None)]
         assert (o.state, o.code) == (State.rejected, t["code"]) and t["final"] == "rejected"
+
+
+async def test_a_telcos_temporary_failure_is_a_receipt_pushed_and_no_outcome_while_the_vendor_retries(
+        http: aiohttp.ClientSession) -> None:
+    """NOTES: "a failure before that deadline is not final", and `done` "not true means the vendor
+    is still retrying": a telco's receipt of a temporary failure (deliveredToPhone failed,
+    deliveryError set, done false) is pushed, as every receipt, and read as `sent` with the
+    telco's words; the outcome that follows is the message's."""
+    async with Receiver() as rx, sandbox(only("delivered", telco_retry=1.0)) as sb:
+        [call] = await send_many(sb, "engagespark", [PH[2]], client_push_url=rx.url("es"))
+        ref = call.response["messageId"]
+        msg = sb.message("engagespark", ref)
+        loop = asyncio.get_running_loop()
+        await eventually(lambda: msg.state_at(loop.time())[0] == "telco_retrying")
+        _, obj = await es_status(http, sb, ref)
+        assert (obj["deliveredToTelco"], obj["deliveredToPhone"], obj["deliveryError"], obj["error"],
+                obj["done"]) == (True, "failed", "contact absent - temporary", "", False)
+        assert sb.truth()[("engagespark", ref, None)]["current"] == "sent"
+        # not an outcome even with the deadline long past: done false says the vendor retries
+        ref_row = MessageRef(ref, PH[2], deadline=datetime(2000, 1, 1, tzinfo=timezone.utc))
+        [o] = es.parse_status([HttpResponse(200, {}, orjson.dumps(obj))], [ref_row], now()).observations
+        assert (o.state, o.code, o.failure) == (State.sent, "contact absent - temporary", None)
+        await settle(sb)
+        await eventually(lambda: len(rx.hits) >= 2)
+        first, last = rx.bodies("es")  # both receipts, in order
+        [a] = es.parse_postback("POST", "application/json", {}, orjson.dumps(first), now())
+        [b] = es.parse_postback("POST", "application/json", {}, orjson.dumps(last), now())
+        assert (a.state, a.code, first["done"]) == (State.sent, "contact absent - temporary", False)
+        assert (b.state, last["done"], last["deliveryError"]) == (State.delivered, True, "")
+        assert sb.truth()[("engagespark", ref, None)]["final"] == "delivered"

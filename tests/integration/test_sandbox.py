@@ -21,7 +21,7 @@ from tracker.sandbox import VENDORS, Knobs, Sandbox, SendError, send_many
 
 FAST = {"time_scale": 0.01, "sent_after_s": 2.0, "latency": "fixed", "latency_s": 10.0}
 NO_FATES = {"delivered": 0.0, "read": 0.0, "failed": 0.0, "expired": 0.0, "rejected": 0.0,
-            "no_receipt": 0.0, "temp_failure": 0.0}
+            "no_receipt": 0.0, "temp_failure": 0.0, "telco_retry": 0.0}
 PH = ["639171234567", "639171234568", "639171234569"]
 
 

@@ -12,7 +12,7 @@ from typing import Any, Mapping, Sequence
 
 from tracker.sandbox.truth import Message
 
-FAILED = ("failed", "expired", "rejected", "retrying")
+FAILED = ("failed", "expired", "rejected", "retrying", "telco_retrying")
 
 
 class BadQuery(ValueError):

@@ -8,12 +8,16 @@ list page and a `clientPushURL` push carry for a message in a given vendor-side 
   (NOTES: it "retries failed hand-offs"; `error` is the hand-off problem, "read it when
   deliveredToTelco is false"): `deliveredToTelco` false, `error` set, `deliveryError` empty,
   `done` false. Its final outcome follows.
+- `telco_retrying` (knob `telco_retry`): the telco's receipt said a temporary failure ("contact
+  absent - temporary") and the vendor tries again, until `deliveryDeadline` (NOTES: "a failure
+  before that deadline is not final"): `deliveredToTelco` true, `deliveredToPhone` failed,
+  `deliveryError` set, `done` false. A receipt: pushed. Its final outcome follows.
 - an outcome (`delivered`, `failed`, `expired`, `rejected`): the telco's delivery receipt,
   `deliveredToPhone` confirmed / failed with `deliveryError` the telco's reason, `done` true.
 
 Pushes: NOTES, "whenever we receive a delivery receipt we POST to this URL": one push per receipt,
-so only the outcome is pushed (a message without a receipt gets none; a hand-off retry is no
-receipt). The ground truth (tracker.sandbox.truth) is unchanged: the last real state is the
+so the outcome and a telco's temporary failure are pushed (a message without a receipt gets none;
+a hand-off retry is no receipt). The ground truth (tracker.sandbox.truth) is unchanged: the last real state is the
 outcome, or `sent` without a receipt, and a retry is reported there as `sent`, the most the
 tracker has heard by then.
 """
@@ -27,10 +31,12 @@ from tracker.sandbox.knobs import Knobs
 from tracker.sandbox.truth import Message
 
 PRICE_MICRO = 20000
-PHONE = {"delivered": "confirmed", "failed": "failed", "expired": "failed", "rejected": "failed"}
+PHONE = {"delivered": "confirmed", "failed": "failed", "expired": "failed", "rejected": "failed",
+         "telco_retrying": "failed"}
 RECEIPTS = frozenset(PHONE)  # the states a delivery receipt tells: the only ones pushed
 HANDOFF_ERROR = "network error"  # `error` while a failed hand-off is retried
-NOT_DONE = ("accepted", "retrying")  # the vendor still has work to do (done false)
+TELCO_TEMPORARY = "contact absent - temporary"  # `deliveryError` of a receipt the vendor retries after
+NOT_DONE = ("accepted", "retrying", "telco_retrying")  # the vendor still has work to do (done false)
 
 
 def es_time(dt: datetime) -> str:
@@ -39,7 +45,7 @@ def es_time(dt: datetime) -> str:
 
 def status_object(msg: Message, state: str, knobs: Knobs) -> dict[str, Any]:
     d = msg.data
-    telco = state not in NOT_DONE
+    telco = state not in ("accepted", "retrying")  # with the telco
     phone = PHONE.get(state, "unknown")
     delivered_t = msg.time_of("delivered")
     delivered = state == "delivered"
@@ -61,7 +67,8 @@ def status_object(msg: Message, state: str, knobs: Knobs) -> dict[str, Any]:
     obj.update({
         "done": state not in NOT_DONE,
         "error": HANDOFF_ERROR if state == "retrying" else "",
-        "deliveryError": msg.code if state in ("failed", "expired", "rejected") else "",
+        "deliveryError": (msg.code if state in ("failed", "expired", "rejected")
+                          else TELCO_TEMPORARY if state == "telco_retrying" else ""),
         "chargedMicro": d["parts"] * PRICE_MICRO if telco else 0,
         "client_ref": d["client_ref"], "firstName": "", "lastName": "", "fullPhoneNumber": "",
     })

@@ -46,6 +46,7 @@ class Knobs:
     rejected: float = 0.03
     no_receipt: float = 0.05  # carrier never sends a receipt: stays "sent" at the vendor forever
     temp_failure: float = 0.05  # engageSPARK: a retried 'network error' (done false) first
+    telco_retry: float = 0.03  # engageSPARK: a telco's temporary failure receipt (done false) first
     # -- vendor-world timing (scaled by time_scale) --
     time_scale: float = 1.0
     sent_after_s: float = 2.0  # accepted -> sent (uniform 0.5x..1.5x)
@@ -91,7 +92,7 @@ class Knobs:
         for name in ("delivered", "read", "failed", "expired", "rejected", "no_receipt"):
             if getattr(self, name) < 0:
                 raise ValueError(f"knob {name}: must be >= 0")
-        for name in ("temp_failure", "duplicate_share", "out_of_order_share", "throttle_share",
+        for name in ("temp_failure", "telco_retry", "duplicate_share", "out_of_order_share", "throttle_share",
                      "server_error_share", "slow_share", "malformed_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"knob {name}: must be between 0 and 1")

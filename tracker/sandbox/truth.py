@@ -1,7 +1,8 @@
 """Ground truth: each message the sandbox accepted, its planned timeline, and what it ends as.
 
 A message's timeline is a list of (monotonic time, state) points fixed when the vendor accepts
-it: `accepted`, then `sent`, optionally `retrying` (engageSPARK's temporary failure), then the
+it: `accepted`, then `sent`, optionally `retrying` and `telco_retrying` (engageSPARK's temporary
+failures: a hand-off, a telco's receipt), then the
 final outcome (and `read` after `delivered` for Sparrow "seen"). A carrier that never sends a
 receipt leaves the timeline at `sent`: the tracker should end such a message `unknown` after its
 tracking window, so the truth says final `unknown`, last real state `sent`, fate `no_receipt`.
@@ -24,6 +25,7 @@ from tracker.sandbox.knobs import Knobs
 
 FATES = ("delivered", "read", "failed", "expired", "rejected", "no_receipt")
 FINAL_STATES = ("expired", "rejected", "failed", "delivered", "read")
+RETRYING = ("retrying", "telco_retrying")  # engageSPARK, still trying: the tracker has heard `sent`
 RANK = {s: i for i, s in enumerate(("submitted", "accepted", "sent", "unknown", *FINAL_STATES))}
 
 
@@ -106,7 +108,7 @@ class Message:
             "final": self.final,
             "last_real": self.last_real,
             "fate": self.fate,
-            "current": "sent" if state == "retrying" else state,
+            "current": "sent" if state in RETRYING else state,
             "settled": settles is not None and settles <= now,
             "code": self.code,
             "number": self.recipient,
@@ -172,6 +174,8 @@ def plan(vendor: str, ref: str, recipient: str, *, knobs: Knobs, now: float, wal
     else:
         if temp_failures and rng.random() < knobs.temp_failure:
             timeline.append((sent + (final - sent) * 0.4, "retrying"))
+        if temp_failures and knobs.telco_retry and rng.random() < knobs.telco_retry:
+            timeline.append((sent + (final - sent) * 0.6, "telco_retrying"))
         if fate == "read":
             timeline.append((final, "delivered"))
             final += knobs.scaled(draw_latency(knobs, rng) * 0.5)
