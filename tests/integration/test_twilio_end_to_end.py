@@ -5,6 +5,7 @@ SharedKey), with duplicates and disorder; every message one clean chain of trans
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Callable
 from urllib.parse import urlencode
 
@@ -237,3 +238,36 @@ async def test_a_callback_signed_with_the_secret_being_rotated_out_is_counted(db
                     "Content-Type": "application/x-www-form-urlencoded"}) as r:
                 assert r.status == status, (token, await r.text())
         assert await metric_value(base, series) - before == 1  # the old one's only
+
+
+async def test_an_undelivered_message_with_a_code_not_in_the_table_is_not_polled_again_and_ends_saying_it(
+        pool, db_dsn, monkeypatch):
+    """Twilio's `undelivered` does not change, whatever its ErrorCode: one we cannot map is not
+    guessed (state None, counted), and not asked about again for the rest of the window (it was,
+    every max_poll_interval_s, for two days a message); the window ends it `unknown` naming it."""
+    import tracker.sandbox.twilio as fake
+    monkeypatch.setitem(fake.Twilio.CODES, "failed", ("30099",))  # a code Twilio may add tomorrow
+    monkeypatch.setitem(fake.ERRORS, "30099", "Some new carrier refusal")
+    knobs = {**POLLED, "delivered": 0.0, "failed": 1.0, "rejected": 0.0, "no_receipt": 0.0,
+             "expired": 0.0, "latency_s": 50.0}  # outcomes within 0.5 s, windows of 4 s
+    async with Sandbox(knobs, seed=3) as sb:
+        config = make_config(sb, db_dsn)
+        assert await send(sb, pool, config, VENDOR, NUMBERS[:5]) == 5
+        await poll_until_final(config, pool)
+        rows = await pool.fetch(
+            "SELECT m.state::text, m.window_ends_at, m.failure_code, m.failure_reason, o.text,"
+            " (SELECT count(*) FROM tracker.observations o WHERE o.message_id = m.id"
+            "  AND o.code = '30099') AS asked,"
+            " (SELECT min(o.received_at) FROM tracker.observations o WHERE o.message_id = m.id"
+            "  AND o.code = '30099') AS first_told"
+            " FROM tracker.messages m JOIN tracker.transitions t ON t.message_id = m.id"
+            " AND t.to_state = 'unknown' JOIN tracker.observations o ON o.id = t.observation_id"
+            " WHERE m.vendor = 'twilio'")
+    assert len(rows) == 5
+    for r in rows:
+        assert r["state"] == "unknown"
+        said = ("tracking window ended without a final report; the vendor's last report, not in "
+                "our mapping: 30099 (Some new carrier refusal)")
+        assert (r["text"], r["failure_code"], r["failure_reason"]) == (said, "30099", said)
+        assert r["first_told"] < r["window_ends_at"] - timedelta(seconds=2)  # told early on
+        assert 1 <= r["asked"] <= 2, r  # then once more at most, as the window closed

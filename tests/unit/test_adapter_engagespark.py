@@ -156,10 +156,14 @@ def test_delivery_error_table(derror, state, permanent):
 
 
 def test_unknown_delivery_error_is_unmapped():
+    # unmapped, and settled when the vendor is done (not polled again); while it still retries,
+    # no outcome and polled as usual
     o = status(deliveredToTelco=True, deliveredToPhone="failed", deliveryError="sim swapped", done=True)
-    assert (o.state, o.code, o.failure) == (None, "sim swapped", None)
+    assert (o.state, o.code, o.failure, o.settled) == (None, "sim swapped", None, True)
     o = status(deliveredToTelco=True, deliveredToPhone="bounced", done=True)
-    assert (o.state, o.code) == (None, "deliveredToPhone:bounced")
+    assert (o.state, o.code, o.settled) == (None, "deliveredToPhone:bounced", True)
+    o = status(deliveredToTelco=True, deliveredToPhone="failed", deliveryError="sim swapped", done=False)
+    assert (o.state, o.code, o.settled) == (State.sent, "sim swapped", False)
 
 
 def test_multipart_delivered_only_when_all_parts_are():

@@ -86,18 +86,19 @@ def test_error_codes_are_kept_and_refine_the_outcome(code, state, permanent):
 @pytest.mark.parametrize("status", ["undelivered", "failed"])
 def test_an_error_code_not_in_the_table_is_recorded_unmapped_not_guessed(status):
     # the status is the coarse group; the code, which says why, is one we do not know: counted
-    # and shown as unmapped (tracker.vendor_health), the vendor's words kept
-    r = tw.parse_status([ok({"sid": SID, "status": status, "error_code": 30022,
+    # and shown as unmapped (tracker.vendor_health), the vendor's words kept; settled all the
+    # same (Twilio's undelivered and failed do not change: the message is not polled again)
+    r = tw.parse_status([ok({"sid": SID, "status": status, "error_code": 30099,
                              "error_message": "vendor words"})], [MessageRef(SID)], NOW)
     [o] = r.observations
-    assert (o.state, o.code, o.text, o.failure) == (None, "30022", "vendor words", None)
+    assert (o.state, o.code, o.text, o.failure, o.settled) == (None, "30099", "vendor words", None, True)
     [c] = tw.parse_postback("POST", "application/x-www-form-urlencoded", {}, urlencode(
-        {"MessageSid": SID, "MessageStatus": status, "ErrorCode": "30022"}).encode(), NOW)
-    assert (c.state, c.code) == (None, "30022")
+        {"MessageSid": SID, "MessageStatus": status, "ErrorCode": "30099"}).encode(), NOW)
+    assert (c.state, c.code, c.settled) == (None, "30099", True)
     # without a code the status is all there is
     [n] = tw.parse_postback("POST", "application/x-www-form-urlencoded", {}, urlencode(
         {"MessageSid": SID, "MessageStatus": status}).encode(), NOW)
-    assert (n.state, n.code) == (State.failed, status)
+    assert (n.state, n.code, n.settled) == (State.failed, status, False)
 
 
 @pytest.mark.parametrize("status", ["failed", "undelivered"])

@@ -68,6 +68,11 @@ class Observation:
     # The mobile operator (carrier) the vendor says the message went to, where it says one
     # (Skycore's operator-name, else operator-id): kept on the message for delivery by route.
     operator: str | None = None
+    # state None, yet the vendor says it is done with the message (Twilio's undelivered or
+    # failed, engageSPARK's done, each with a code not in our table): its answer will not change,
+    # so the message is not polled again before its tracking window ends (it was, for the whole
+    # window: two days of calls a message at campaign scale).
+    settled: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -176,7 +176,8 @@ def observation(obj: Any, ref: MessageRef | None, now: datetime) -> Observation:
     def obs(state: State | None, code: str, text: str | None, failure: Failure | None = None,
             event_at: datetime | None = None) -> Observation:
         return Observation(vendor=NAME, vendor_ref=vendor_ref, recipient=recipient, state=state, code=code,
-                           text=text or None, event_at=event_at, failure=failure, deadline=deadline, raw=obj)
+                           text=text or None, event_at=event_at, failure=failure, deadline=deadline, raw=obj,
+                           settled=state is None and final)
 
     if phone == "confirmed":
         if parts is not None and ok_parts is not None and ok_parts < parts:

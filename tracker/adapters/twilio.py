@@ -148,14 +148,14 @@ def _observation(*, ref: str, recipient: str | None, status: Any, error_code: An
     code = as_code(error_code)
     code = code[:50] if code is not None and code != "0" else None
     state, text = STATUSES.get(word, (None, None))
-    failure = None
+    failure, settled = None, False
     if word in NOT_THROUGH:
         known = ERROR_CODES.get(code) if code else None
         if known is not None:
             state, text, permanent = known
             failure = Failure(code, text, permanent)
         elif code and word in ("undelivered", "failed"):  # a detailed code we do not know
-            state, text = None, error_text or text
+            state, text, settled = None, error_text or text, True  # final at Twilio all the same
         else:
             text = error_text or text
             failure = Failure(code or word, text, False if word == "canceled" else None)
@@ -164,7 +164,8 @@ def _observation(*, ref: str, recipient: str | None, status: Any, error_code: An
     # The detailed code: the ErrorCode where the message did not get through, else the status.
     return Observation(vendor=NAME, vendor_ref=normalize_ref(ref), recipient=recipient, state=state,
                        code=code if code and word in NOT_THROUGH else word, text=text,
-                       event_at=event_at, failure=failure, raw=raw, issued_ref=issued_ref)
+                       event_at=event_at, failure=failure, raw=raw, issued_ref=issued_ref,
+                       settled=settled)
 
 
 def _message(body: Any, ref: str | None, recipient: str | None = None) -> Observation:

@@ -27,8 +27,9 @@ STATUSES: dict[str, tuple[State | None, str]] = {
 NOT_THROUGH = frozenset({"undelivered", "failed", "canceled", "partially_delivered"})
 # ErrorCode -> (state, reason, permanent): what stopped a message. Another code of `undelivered`
 # or `failed` is recorded unmapped (state None, its code and the vendor's words: counted and
-# shown in tracker.vendor_health), never guessed from the coarse status; without a code, the
-# status is all there is (failed).
+# shown in tracker.vendor_health), never guessed from the coarse status, and not polled again
+# (Observation.settled: Twilio's answer will not change); its window ends it `unknown`, saying
+# the code. Without a code, the status is all there is (failed).
 ERROR_CODES: dict[str, tuple[State, str, bool | None]] = {
     "30001": (State.failed, "queue overflow", False),
     "30002": (State.failed, "account suspended", None),
@@ -42,6 +43,14 @@ ERROR_CODES: dict[str, tuple[State, str, bool | None]] = {
     "30010": (State.rejected, "message price exceeds max price", False),
     "30032": (State.rejected, "toll-free number not verified", None),
     "30034": (State.rejected, "message from an unregistered number (A2P 10DLC)", None),
+    "30017": (State.failed, "carrier network congestion", False),
+    "30018": (State.rejected, "destination carrier requires sender ID pre-registration", None),
+    "30019": (State.rejected, "content size exceeds carrier limit", True),
+    # US A2P 10DLC limits: the carrier refused traffic over the campaign's rate or daily cap
+    "30022": (State.failed, "A2P 10DLC rate limit exceeded", False),
+    "30023": (State.failed, "A2P 10DLC daily message cap reached", False),
+    "30024": (State.rejected, "numeric sender ID not provisioned on carrier", None),
+    "30027": (State.failed, "A2P 10DLC T-Mobile daily message limit reached", False),
     "30036": (State.expired, "validity period expired", False),  # never sent: queued too long
     "21211": (State.rejected, "invalid 'To' number", True),
     "21408": (State.rejected, "sending to this region is not enabled", None),

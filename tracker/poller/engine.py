@@ -56,14 +56,15 @@ import asyncio
 import os
 import secrets
 import socket
-from typing import Awaitable, Callable
+from datetime import datetime
+from typing import Any, Awaitable, Callable, Mapping
 
 import asyncpg
 
 from tracker import adapters
 from tracker.adapters.base import NotConfigured, Observation
 from tracker.config_types import Config
-from tracker.core.states import State
+from tracker.core.states import Failure, State
 from tracker.db import DB_ERRORS
 from tracker.db import queries as q
 from tracker.db import reducer
@@ -228,6 +229,20 @@ async def poll_left_unpolled(conn: asyncpg.Connection) -> int:
     return n
 
 
+def window_ended(row: Mapping[str, Any], now: datetime) -> Observation:
+    """The `unknown` that ends a message's window. When the vendor's last report was one not in
+    our mapping (a Twilio `undelivered` with an error code we do not know), its code and words
+    go with it as the failure's, so that tracker.message_status and the event say what the
+    vendor said (never guessed into a state)."""
+    text, failure = WINDOW_TEXT, None
+    if row["unmapped_code"] is not None:
+        words = f" ({row['unmapped_text'][:200]})" if row["unmapped_text"] else ""
+        text = f"{WINDOW_TEXT}; the vendor's last report, not in our mapping: {row['unmapped_code']}{words}"
+        failure = Failure(row["unmapped_code"], text, None)
+    return Observation(vendor=row["vendor"], vendor_ref=row["vendor_ref"], recipient=row["recipient"],
+                       state=State.unknown, code=WINDOW_CODE, text=text, event_at=now, failure=failure)
+
+
 async def end_windows(conn: asyncpg.Connection) -> int:
     """Turn every message whose tracking window has ended, not final yet, `unknown`."""
     total = 0
@@ -236,10 +251,7 @@ async def end_windows(conn: asyncpg.Connection) -> int:
         if not rows:
             break
         now = SYSTEM_CLOCK.now()
-        await reducer.apply(conn, "tracker", [
-            Observation(vendor=r["vendor"], vendor_ref=r["vendor_ref"], recipient=r["recipient"],
-                        state=State.unknown, code=WINDOW_CODE, text=WINDOW_TEXT, event_at=now)
-            for r in rows], received_at=now)
+        await reducer.apply(conn, "tracker", [window_ended(r, now) for r in rows], received_at=now)
         total += len(rows)
         if len(rows) < WINDOW_BATCH:
             break

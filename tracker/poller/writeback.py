@@ -25,6 +25,11 @@ log = get_logger("tracker.poller")
 STATES = {s.name: s for s in State}  # a state as the database spells it
 
 
+def settled(o: Outcome) -> bool:
+    """The answer was the vendor's last word on the message (Observation.settled)."""
+    return bool(o.observations) and all(ob.settled for ob in o.observations)
+
+
 class WriteBack:
     async def write_unwritten(self) -> None:
         """Write the answers the database refused before, while their claim's lease lasts (past
@@ -105,6 +110,8 @@ class WriteBack:
                     # a vendor's Retry-After of days (or 1e400) waits no longer than a backoff can
                     after = o.retry_after_s and min(o.retry_after_s, self.cfg.max_poll_interval_s)
                     at = schedule.next_poll_at(now, wait, r.window_ends_at, after)
+                    if r.window_ends_at is not None and settled(o):
+                        at = max(at, r.window_ends_at)  # the vendor is done: nothing new to ask
                 else:
                     at = now + timedelta(seconds=o.wait_s or 0.0)
                 found += [(r.id, obs) for obs in o.observations]

@@ -138,13 +138,20 @@ WHERE state < 'unknown' AND next_poll_at IS NULL AND vendor = ANY($1::text[])
 # vendor never looked up yet is asked first, for up to a day more: a backlog taken in
 # with its senders' times, its windows already over, was `unknown` before any status call went
 # out (400 of 500 delivered messages, at 20 polls a second). A vendor down for good still ends them.
+# With each, the message's last report when that was one we could not map (its code and words),
+# to be said with the `unknown`: "undelivered, 30022" is what the operator needs to see there.
 WINDOW_ENDED = """
-SELECT id, vendor, vendor_ref, recipient FROM tracker.messages
-WHERE state < 'unknown' AND window_ends_at <= now()
-  AND (poll_count > 0 OR next_poll_at IS NULL OR window_ends_at <= now() - interval '1 day')
-ORDER BY window_ends_at
+SELECT m.id, m.vendor, m.vendor_ref, m.recipient,
+       last.code AS unmapped_code, last.text AS unmapped_text
+FROM tracker.messages m
+LEFT JOIN LATERAL (SELECT o.state, o.code, o.text FROM tracker.observations o
+                   WHERE o.message_id = m.id ORDER BY o.id DESC LIMIT 1) last
+       ON last.state IS NULL
+WHERE m.state < 'unknown' AND m.window_ends_at <= now()
+  AND (m.poll_count > 0 OR m.next_poll_at IS NULL OR m.window_ends_at <= now() - interval '1 day')
+ORDER BY m.window_ends_at
 LIMIT $1
-FOR NO KEY UPDATE SKIP LOCKED
+FOR NO KEY UPDATE OF m SKIP LOCKED
 """
 
 # Add one flush of a poller's counters. $1 vendors, $2 replica, then per vendor: polls ok,
