@@ -132,3 +132,20 @@ SELECT (SELECT count(*) FROM (SELECT FROM tracker.submissions WHERE processed_at
        (SELECT count(*) FROM (SELECT FROM tracker.postbacks WHERE processed_at IS NULL LIMIT $1) p)
            AS postbacks
 """
+
+# `tracker restored`, after a backup is put back: every id sequence of the schema moved past the
+# ids the lost time may have handed out. Given again, to another event or message, they were
+# dropped by every consumer as repeats (webhook-id, Nats-Msg-Id in JetStream's duplicate window,
+# an SQL consumer's event_id), in silence. To the microseconds since 1970: past any id handed out
+# before now at under a million a second, restore after restore of the same backup (a fixed jump
+# is not: a second restore handed out the first one's ids again); below 2**53 (exact in JSON)
+# until the year 2255. The application's own sequences, in its schemas, are not touched.
+IDS_PAST_NOW = """
+SELECT s.sequencename AS sequence, s.last_value AS was,
+       setval(format('%I.%I', s.schemaname, s.sequencename)::regclass,
+              greatest(coalesce(s.last_value, 0) + 1,
+                       (extract(epoch FROM clock_timestamp()) * 1000000)::bigint)) AS now_at
+FROM pg_sequences s
+WHERE s.schemaname = 'tracker'
+ORDER BY s.sequencename
+"""
