@@ -25,6 +25,13 @@ def test_counters_alerts_read_start_at_zero():
     assert sample("tracker_component_failures_total", component="a-component-never-seen") == 0
 
 
+def test_a_polled_vendors_circuit_gauge_reads_0_from_the_start():
+    # it had no series until the circuit first changed: "No data" on a healthy daemon's panel
+    assert sample("tracker_circuit_open", vendor="healthy-from-start") is None
+    VendorHealth(VendorConfig(name="healthy-from-start"), ManualClock())
+    assert sample("tracker_circuit_open", vendor="healthy-from-start") == 0
+
+
 def test_the_circuit_gauge_stays_1_while_the_half_open_probe_is_out():
     cfg = VendorConfig(name="gauge-test", circuit_failures=2, circuit_reset_s=30.0)
     clock = ManualClock()

@@ -49,6 +49,9 @@ class VendorHealth:
         self.stats = Stats()
         self.m_polls = {o: metrics.polls.labels(self.name, o) for o in ("ok", "error", "account")}
         self.m_seconds = metrics.poll_seconds.labels(self.name)
+        # closed at start: a series from the first scrape ("No data" on a healthy daemon's
+        # circuit panel could not be told from a vendor not polled)
+        metrics.circuit_open.labels(self.name).set(0)
 
     # --- the circuit ----------------------------------------------------------------------------
 
