@@ -47,8 +47,10 @@ def summary(cfg: Config) -> list[str]:
         if not v.enabled:
             lines.append(f"vendor {v.name}: disabled")
             continue
-        notes = [f"base_url={_shown(v.base_url) if v.base_url else '(unset)'}"]
-        pushes = adapters.get(v.name).PUSHES  # a vendor that never calls back needs no token
+        adapter = adapters.get(v.name)
+        notes = ([f"base_url={_shown(v.base_url) if v.base_url else '(unset: not polled)'}"]
+                 if adapter.POLLS else ["never polled (postbacks only)"])
+        pushes = adapter.PUSHES  # a vendor that never calls back needs no token
         if pushes and not v.postback_token:
             notes.append("no postback_token (postbacks refused)")
         elif pushes and (previous := v.previous_secrets()):
