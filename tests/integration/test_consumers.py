@@ -170,3 +170,64 @@ async def test_registering_needs_read_committed_and_an_open_one_holds_back_only_
         await tx.rollback()
     finally:
         await holder.close()
+
+
+async def test_a_sinks_cursor_is_moved_by_the_daemon_only(pool, db_dsn):
+    """ack_events with a sink's cursor name (`sink:<name>`, as tracker.consumers shows it) moved
+    the sink past events it never sent, in silence. Refused outside the daemon's own sessions;
+    the daemon's (application_name 'tracker') move it as before."""
+    ids = await old_final_message(pool, "sink-cursor", 3)
+    await pool.execute("INSERT INTO tracker.consumers (consumer, acked_pos) VALUES ('sink:billing', 0)")
+    with pytest.raises(asyncpg.InvalidParameterValueError, match="is a sink's cursor: only the daemon moves it"):
+        await pool.execute("SELECT tracker.ack_events('sink:billing', $1)", ids[-1])
+    assert await pool.fetchval("SELECT acked_pos FROM tracker.consumers WHERE consumer = 'sink:billing'") == 0
+    daemon = await asyncpg.connect(db_dsn, server_settings={"application_name": "tracker"})
+    try:
+        assert await daemon.fetchval("SELECT tracker.ack_events('sink:billing', $1)", ids[-1]) > 0
+    finally:
+        await daemon.close()
+    await pool.execute("SELECT tracker.ack_events('billing', $1)", ids[-1])  # a consumer of that name: its own
+
+
+async def test_a_consumers_role_needs_only_usage_and_execute_and_a_read_only_role_moves_nothing(pool):
+    """read_events, ack_events, register_consumer and forget_consumer run as their owner: a
+    consumer's role is granted USAGE on the schema and EXECUTE on them, nothing on the tables
+    (which would let it write any cursor directly); a role without EXECUTE (Grafana's, read
+    only) can call none of them."""
+    ids = await old_final_message(pool, "grants", 2)
+    async with pool.acquire() as conn:
+        await conn.execute("CREATE ROLE billing_reader; CREATE ROLE dashboards")
+        await conn.execute("GRANT USAGE ON SCHEMA tracker TO billing_reader, dashboards")
+        await conn.execute(
+            "GRANT EXECUTE ON FUNCTION tracker.read_events(text, int), tracker.ack_events(text, bigint),"
+            " tracker.register_consumer(text), tracker.forget_consumer(text) TO billing_reader")
+        await conn.execute("GRANT SELECT ON tracker.consumer_status TO dashboards")
+        try:
+            await conn.execute("SET ROLE billing_reader")
+            assert await conn.fetchval("SELECT tracker.register_consumer('billing')") is not None
+            rows = await conn.fetch("SELECT * FROM tracker.read_events('billing', 10)")
+            assert [r["event_id"] for r in rows] == ids
+            assert await conn.fetchval("SELECT tracker.ack_events('billing', $1)", ids[-1]) == rows[-1]["pos"]
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):  # nothing on the tables
+                await conn.execute("UPDATE tracker.consumers SET acked_pos = 0")
+            assert await conn.fetchval("SELECT tracker.forget_consumer('billing')") is True
+            await conn.execute("RESET ROLE; SET ROLE dashboards")
+            for call in ("SELECT * FROM tracker.read_events('x', 1)", "SELECT tracker.forget_consumer('x')",
+                         "SELECT tracker.ack_events('x', 1)", "SELECT tracker.register_consumer('x')"):
+                with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                    await conn.execute(call)
+            assert await conn.fetch("SELECT * FROM tracker.consumer_status") == []
+        finally:
+            await conn.execute("RESET ROLE")
+            await conn.execute("DROP OWNED BY billing_reader, dashboards; DROP ROLE billing_reader, dashboards")
+
+
+async def test_the_consumer_functions_still_run_as_their_owner(pool):
+    # a later migration's CREATE OR REPLACE of one of them would make it SECURITY INVOKER again
+    rows = await pool.fetch(
+        "SELECT p.proname, p.prosecdef, p.proconfig FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
+        " WHERE n.nspname = 'tracker' AND p.proname IN ('read_events', 'ack_events', 'register_consumer',"
+        " 'forget_consumer') ORDER BY 1")
+    assert [(r["proname"], r["prosecdef"], r["proconfig"]) for r in rows] == [
+        (name, True, ["search_path=pg_catalog, pg_temp"])
+        for name in ("ack_events", "forget_consumer", "read_events", "register_consumer")]

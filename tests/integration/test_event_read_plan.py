@@ -34,7 +34,7 @@ async def outbox(conn) -> int:
         "SELECT event_id, pos FROM tracker.transitions ORDER BY pos DESC OFFSET $1 LIMIT 1",
         AFTER_CURSOR)
     await conn.execute("SELECT tracker.ack_events('c', $1)", event_id)
-    await conn.execute("SELECT tracker.ack_events('sink:s', $1)", event_id)
+    await conn.execute("INSERT INTO tracker.consumers (consumer, acked_pos) VALUES ('sink:s', $1)", pos)
     return pos
 
 
