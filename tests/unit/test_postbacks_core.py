@@ -213,3 +213,14 @@ def test_a_vendor_that_signs_is_authenticated_once_the_body_is_read():
 def test_a_compressed_body_is_refused(lines, refused):
     # aiohttp inflates it, and then the body no longer has its Content-Length: read short
     assert (core.encoding_refused(lines) is core.ENCODED) is refused
+
+
+def test_a_failures_reason_is_cut_so_that_no_event_carries_a_vendors_60_kb():
+    # The reason goes into every event of the message: 60 KB of status details made 60 KB
+    # webhook bodies and NATS messages, past a receiver's body limit (dead-lettered there).
+    body = orjson.dumps({**SKY, "code": "E201", "status": "Failed", "status-details": "why " * 15000})
+    [o] = core.parse(skycore_raw(body))
+    assert o.state is not None and o.state.is_failure
+    assert len(o.failure.reason) == 1000 and o.failure.reason.startswith("Failed (why why")
+    assert core.unstorable(o, "skycore") is None
+    assert len(o.raw["status-details"]) == 60000  # the vendor's words kept whole in the report

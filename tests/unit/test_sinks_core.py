@@ -65,6 +65,23 @@ def test_every_body_is_valid_against_the_schema(row):
     assert body["data"]["event_id"] == row["event_id"] and body["timestamp"] == body["data"]["recorded_at"]
 
 
+def test_an_event_is_at_most_12_kib_whatever_its_texts_hold():
+    """docs/events.md: every text of an event is bounded where it is taken in (codes 100
+    characters, a failure's reason 1,000, refs 200 and 500, recipients 32); at its worst each
+    character is a control character escaped in 6 bytes."""
+    from tracker.adapters.datatypes import (MAX_CLIENT_REF_LEN, MAX_CODE_LEN, MAX_REASON_LEN,
+                                            MAX_RECIPIENT_LEN, MAX_REF_LEN)
+    worst = "\x01"
+    row = {"event_id": 2**63 - 1, "message_id": 2**63 - 1, "vendor": "engagespark",
+           "vendor_ref": worst * MAX_REF_LEN, "recipient": worst * MAX_RECIPIENT_LEN,
+           "client_ref": worst * MAX_CLIENT_REF_LEN, "from_state": "submitted", "to_state": "unknown",
+           "source": "postback", "occurred_at": datetime(2100, 1, 1, tzinfo=timezone.utc),
+           "recorded_at": datetime(2100, 1, 1, 0, 0, 0, 999999, tzinfo=timezone.utc),
+           "failure_code": worst * MAX_CODE_LEN, "failure_reason": worst * MAX_REASON_LEN,
+           "failure_permanent": False, "is_correction": True, "pos": 2**63 - 1}
+    assert 10_000 < len(encode_event(row)) <= 12 * 1024
+
+
 @given(transitions())
 def test_body_times_are_utc_and_round_trip(row):
     data = json.loads(encode_event(row))["data"]

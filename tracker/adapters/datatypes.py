@@ -30,6 +30,9 @@ class NotConfigured(Exception):
 MAX_REF_LEN = 200
 MAX_RECIPIENT_LEN = 32
 MAX_CODE_LEN = 100  # a vendor's code is indexed (observations_unmapped): longer ones are cut
+# A failure's reason goes into every event of the message (webhook bodies, NATS messages): a
+# vendor's 60 KB of status details made 60 KB events, past a receiver's body limit. Cut to this.
+MAX_REASON_LEN = 1000
 MAX_CLIENT_REF_LEN = 500
 # An integer id, code or number longer than this (about 300 digits) is none of them: it is never
 # turned into text (slow for huge integers, and refused by Python beyond 4,300 digits).

@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import orjson
 
-from tracker.adapters.datatypes import MAX_CODE_LEN, Observation
+from tracker.adapters.datatypes import MAX_CODE_LEN, MAX_REASON_LEN, Observation
 
 
 def bad_text(value: Any) -> bool:
@@ -37,6 +37,8 @@ def unstorable(o: Observation) -> str | None:
         return "text with NUL or invalid characters"
     if any(c is not None and len(c) > MAX_CODE_LEN for c in (o.code, f.code if f else None)):
         return f"vendor code over {MAX_CODE_LEN} characters"
+    if f and f.reason is not None and len(f.reason) > MAX_REASON_LEN:
+        return f"failure reason over {MAX_REASON_LEN} characters"
     for at in (o.event_at, o.deadline):
         if at is not None:
             try:
@@ -72,7 +74,8 @@ def _clean_data(value: Any) -> Any:
 
 def cleaned(o: Observation) -> Observation:
     """`o` with what PostgreSQL cannot store in its texts and raw payload replaced: NUL by
-    U+FFFD, a lone surrogate by '?', a code cut to MAX_CODE_LEN. Its key (vendor_ref,
+    U+FFFD, a lone surrogate by '?', a code cut to MAX_CODE_LEN, a failure's reason to
+    MAX_REASON_LEN. Its key (vendor_ref,
     recipient) and times are left as they are: if those cannot be stored, the report stays
     unstorable."""
     f = o.failure
@@ -85,7 +88,7 @@ def cleaned(o: Observation) -> Observation:
     return replace(o, code=_clean_text(o.code, MAX_CODE_LEN), text=_clean_text(o.text), raw=raw,
                    operator=_clean_text(o.operator),
                    failure=replace(f, code=_clean_text(f.code, MAX_CODE_LEN),
-                                   reason=_clean_text(f.reason)) if f else None)
+                                   reason=_clean_text(f.reason, MAX_REASON_LEN)) if f else None)
 
 
 def repaired(o: Observation, problem: Callable[[Observation], str | None] = unstorable
