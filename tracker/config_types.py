@@ -132,6 +132,7 @@ class NatsSinkConfig:
     subject_prefix: str = "tracker"
     create_stream: bool = False
     duplicate_window_s: float = 120.0  # a stream we create drops repeated Nats-Msg-Ids this long
+    max_age_days: float = 7.0  # a stream we create keeps an event this long; 0: for ever
     timeout_s: float = 5.0  # connect and publish-acknowledgement timeout
     enabled: bool = True
 

@@ -360,3 +360,22 @@ async def _count_is(url: str, n: int) -> bool:
 def _cli(config_file, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "tracker", "--config", str(config_file), *args],
                           capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("max_age_days,expected_s", [(None, 7 * 86400.0), (0.5, 43200.0), (0, None)])
+async def test_a_stream_the_sink_creates_keeps_events_max_age_days(db_dsn, pool, broker, max_age_days,
+                                                                   expected_s):
+    """JetStream's own default keeps every event for ever (gigabytes a day at a few million
+    events, until its storage is full and publishes fail): a stream the sink creates keeps them
+    max_age_days (7 by default; 0: for ever)."""
+    changes = {} if max_age_days is None else {"max_age_days": max_age_days}
+    await make_messages(pool, ["aged"])
+    async with running(config(db_dsn, nats={"bus": sink(broker, **changes)})):
+        await report(pool, ["aged"], State.accepted)
+        await wait_until(lambda: _count_is(broker.url, 1), 20, "the event in the stream")
+    nc = await nats.connect(broker.url)
+    try:
+        info = await nc.jetstream().stream_info(STREAM)
+    finally:
+        await nc.close()
+    assert (info.config.max_age or None) == expected_s

@@ -119,6 +119,7 @@ subject_prefix = "sms..events"
 stream = "has space"
 [sinks.nats.bus2]
 servers = ["http://127.0.0.1:4222"]
+max_age_days = -1
 [sinks.webhooks.Bad_Name]
 url = "https://x.example.com/"
 [sinks.webhooks.typo]
@@ -141,6 +142,7 @@ urll = "https://x.example.com/"
         (f"{f}: sinks.nats.bus.subject_prefix:", "subject tokens"),
         (f"{f}: sinks.nats.bus.stream:", "stream name"),
         (f"{f}: sinks.nats.bus2.servers:", "nats://"),
+        (f"{f}: sinks.nats.bus2.max_age_days:", "-1"),
         (f"{f}: sinks.webhooks.Bad_Name:", "lower-case"),
         (f"{f}: sinks.webhooks.typo.urll:", "unknown key"),
     ]

@@ -31,16 +31,21 @@ async def ensure_stream(js, cfg: NatsSinkConfig, vendors: Iterable[str], again: 
         if not cfg.create_stream:
             raise PublishFailed(f"stream {cfg.stream} does not exist on the broker; create "
                                 "it, or set create_stream = true") from None
+        # Bounded in age unless told otherwise: JetStream's own default keeps every event for
+        # ever (590 bytes each: gigabytes a day at a few million events), until its storage is
+        # full and the sink's publishes fail. Older events stay in the outbox for replays.
         await js.add_stream(StreamConfig(
             name=cfg.stream, subjects=[f"{cfg.subject_prefix}.>"],
-            storage=StorageType.FILE, duplicate_window=cfg.duplicate_window_s))
+            storage=StorageType.FILE, duplicate_window=cfg.duplicate_window_s,
+            max_age=cfg.max_age_days * 86400 or None))
         if again:
             log.warning("NATS stream created again: the stream this sink published to was gone "
                         "from the broker, with the events it had acknowledged (its storage lost?)",
                         sink=cfg.name, stream=cfg.stream)
         else:
             log.info("NATS stream created", sink=cfg.name, stream=cfg.stream,
-                     duplicate_window_s=cfg.duplicate_window_s)
+                     duplicate_window_s=cfg.duplicate_window_s,
+                     max_age_days=cfg.max_age_days or "for ever")
         return
     prefix, taken = cfg.subject_prefix, info.config.subjects or []
     missing = not_taken(prefix, taken, vendors)

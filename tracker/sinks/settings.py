@@ -4,7 +4,7 @@
     [sinks.webhooks.<name>]      url | url_file, secrets | secrets_file, vendors, states,
                                  timeout_s, retry_schedule_s, concurrency, enabled
     [sinks.nats.<name>]          servers | servers_file, stream, subject_prefix, create_stream,
-                                 duplicate_window_s, timeout_s, enabled
+                                 duplicate_window_s, max_age_days, timeout_s, enabled
 
 Environment: TRACKER_SINKS__<KEY>, TRACKER_SINKS__WEBHOOKS__<NAME>__<KEY>,
 TRACKER_SINKS__NATS__<NAME>__<KEY>; lists are comma-separated there. tracker.config calls
@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from tracker.config.schema import MAX_DAYS
 from tracker.config.secret_files import read_secret, secret_path
 from tracker.config_types import VENDORS, NatsSinkConfig, SinksConfig, WebhookSinkConfig
 from tracker.sinks import checks
@@ -34,8 +35,8 @@ KEYS: dict[str, dict[str, str]] = {
                  "vendors": "strlist", "states": "strlist", "timeout_s": "float",
                  "retry_schedule_s": "floatlist", "concurrency": "int", "enabled": "bool"},
     "nats": {"servers": "strlist", "servers_file": "str", "stream": "str", "subject_prefix": "str",
-             "create_stream": "bool", "duplicate_window_s": "float", "timeout_s": "float",
-             "enabled": "bool"},
+             "create_stream": "bool", "duplicate_window_s": "float", "max_age_days": "float",
+             "timeout_s": "float", "enabled": "bool"},
 }
 # Never quoted: server URLs may hold passwords, a webhook URL's path and query a token
 # (secrets_of masks them in logs; problems say at most a URL's scheme and host: url_problem).
@@ -257,6 +258,7 @@ class SinkSettings:
                          "without spaces or the wildcards '*' and '>'")
         self._bounded(values, given, "timeout_s", 0.0, MAX_TIMEOUT_S, strict_low=True)
         self._bounded(values, given, "duplicate_window_s", 0.0, MAX_RETRY_DELAY_S, strict_low=True)
+        self._bounded(values, given, "max_age_days", 0.0, MAX_DAYS)
         if len(self.problems) > before:
             return None
         return NatsSinkConfig(name=name, **given)
