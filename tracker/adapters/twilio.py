@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import re
+from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Mapping
 from urllib.parse import parse_qsl, quote
@@ -53,6 +54,7 @@ from tracker.adapters.base import (
     load_json,
     lookup_failure,
     paired,
+    parse_time,
     recipient_digits,
     ref_text,
     same_message,
@@ -241,8 +243,8 @@ def parse_postback(
 # --- send responses -------------------------------------------------------------------------------
 
 
-def _request_to(request: Any) -> str | None:
-    """`To` of the send request: a form dict, JSON, or the form body as text."""
+def _request_fields(request: Any) -> dict | None:
+    """The send request's fields: a form dict, JSON, or the form body as text."""
     if request is None:
         return None
     if isinstance(request, HttpRequest):
@@ -255,7 +257,23 @@ def _request_to(request: Any) -> str | None:
                    else dict(parse_qsl(text)))
     if not isinstance(request, dict):
         raise ParseError("twilio send: request is not an object")
-    return recipient_digits(request.get("To", request.get("to")))
+    return request
+
+
+def _request_to(request: Any) -> str | None:
+    """`To` of the send request."""
+    fields = _request_fields(request)
+    return recipient_digits(fields.get("To", fields.get("to"))) if fields else None
+
+
+def _send_at(request: Any) -> datetime | None:
+    """`SendAt` of a scheduled send (ISO 8601, up to 35 days ahead), or None: a request that
+    cannot be read costs the message its later window, never its tracking."""
+    try:
+        fields = _request_fields(request)
+    except ParseError:
+        return None
+    return parse_time(fields.get("SendAt", fields.get("send_at"))) if fields else None
 
 
 @guarded("twilio send")
@@ -268,7 +286,13 @@ def parse_send(response: Any, request: Any | None, now: datetime) -> SendResult:
     body = json_object(response, "twilio send", "response")
     result = SendResult()
     if body.get("sid") is not None:
-        result.observations.append(_message(body, None))
+        o = _message(body, None)
+        if body.get("status") == "scheduled" and (send_at := _send_at(request)) is not None:
+            # Twilio sends it then: the tracking window runs to then at least (its end is the
+            # later of the vendor's window and this plus deadline_margin_s), else a message
+            # scheduled days ahead ended `unknown` before it was sent
+            o = replace(o, deadline=send_at)
+        result.observations.append(o)
         return result
     code = as_code(body.get("code"))
     if code is None:
