@@ -102,6 +102,20 @@ async def test_twilio_is_polled_until_the_ground_truth(pool, db_dsn):
         await clean_chains(pool)
 
 
+async def test_twilio_is_polled_with_an_api_key_instead_of_the_auth_token(pool, db_dsn):
+    """Twilio's advice for production: an API key (SK...) and its secret as the API's basic
+    credentials, revocable, not the account's master token. With no auth token configured at
+    all (callbacks signed with a SharedKey need none)."""
+    import tracker.sandbox.twilio as fake
+    async with Sandbox(POLLED, seed=3) as sb:
+        config = make_config(sb, db_dsn, twilio={"auth_token": None, **fake.Twilio.API_KEY})
+        assert await send(sb, pool, config, VENDOR, NUMBERS[:10]) == 10
+        await poll_until_final(config, pool)
+        assert await wrong(pool, sb) == []
+        polls = [r for r in sb.requests if r["vendor"] == VENDOR and r["method"] == "GET"]
+        assert polls and {r["status"] for r in polls} == {200}
+
+
 @pytest.mark.parametrize("behind_proxy", [False, True], ids=["direct", "behind-a-proxy"])
 async def test_signed_callbacks_with_duplicates_and_disorder_end_in_the_truth(db_dsn, behind_proxy):
     async with Sandbox(PUSHED, seed=7) as sb:

@@ -45,6 +45,24 @@ def test_status_request_is_the_message_resource_with_basic_auth():
         tw.status_requests(VendorConfig("twilio"), [MessageRef(SID)])
 
 
+def test_an_api_key_is_the_status_calls_user_instead_of_the_account_and_is_masked():
+    key = VendorConfig.from_keys("twilio", account_sid="AC0123456789abcdef0123456789abcdef",
+                                 api_key_sid="SK0123456789abcdef0123456789abcdef", api_key_secret="key-secret-42")
+    [r] = tw.status_requests(key, [MessageRef(SID)])
+    assert "/Accounts/AC0123456789abcdef0123456789abcdef/" in r.url  # the account stays in the path
+    basic = r.headers["Authorization"].removeprefix("Basic ")
+    assert base64.b64decode(basic).decode() == "SK0123456789abcdef0123456789abcdef:key-secret-42"
+    from tracker.config.redaction import vendor_secrets_of
+    from tracker.config_types import Config
+    assert {"key-secret-42", basic} <= set(vendor_secrets_of(Config(vendors={"twilio": key})))
+    for settings, missing in [({"api_key_sid": "SK1"}, "go together"), ({"api_key_secret": "s"}, "go together"),
+                              ({}, "auth_token, or api_key_sid and api_key_secret"),
+                              ({"auth_token": "t", "account_sid": None}, "account_sid")]:
+        cfg = VendorConfig.from_keys("twilio", **{"account_sid": "AC1", **settings})
+        with pytest.raises(NotConfigured, match=missing):
+            tw.status_requests(cfg, [MessageRef(SID)])
+
+
 def test_golden_undelivered_poll():
     r = tw.parse_status([ok(raw("twilio", "message_undelivered.json"))], [MessageRef(SID, "14155552345")], NOW)
     [o] = r.observations

@@ -66,7 +66,8 @@ def test_optional_credentials_are_commented_out_in_both():
     _, config_optional = config_credentials()
     assert set(unit_optional) == set(config_optional) == {"database-dsn", "twilio-auth-token",
                                                           "twilio-postback-token", "twilio-shared-key",
-                                                          "skycore-postback-token-old", "skycore-api-key"}
+                                                          "skycore-postback-token-old", "skycore-api-key",
+                                                          "twilio-api-key-secret"}
 
 
 def test_credentials_come_from_where_the_guide_says():

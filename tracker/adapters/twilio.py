@@ -3,7 +3,7 @@ pushed as status callbacks to the `StatusCallback` URL given with each send, eac
 `X-Twilio-Signature`. Built from Twilio's public API documentation (docs/vendors.md#sources).
 
 - Status: `GET {base}/2010-04-01/Accounts/{AccountSid}/Messages/{Sid}.json`, HTTP basic auth
-  (account_sid, auth_token). The answer is the Message resource (`sid`, `status`, `error_code`,
+  (account_sid, auth_token; or an API key: api_key_sid, api_key_secret). The answer is the Message resource (`sid`, `status`, `error_code`,
   `error_message`, `to`, `date_updated`, ...); 404 (code 20404) names no message we know.
 - Status callbacks: form-encoded `MessageSid`, `MessageStatus` (also `SmsSid`, `SmsStatus`),
   `ErrorCode`, `To`, `From`, `AccountSid`, `ApiVersion`, and on delivered / undelivered
@@ -77,8 +77,11 @@ KEYED_BY_RECIPIENT = False
 POSTBACK_CONTENT_TYPES = frozenset({"application/x-www-form-urlencoded"})  # status callbacks
 SETTINGS = {
     "account_sid": Setting("the account's SID (AC...): the status call's path and its user"),
-    "auth_token": Setting("the account's auth token: the status call's password and the key "
-                          "of every callback's signature", secret=True),
+    "auth_token": Setting("the account's auth token: the key of every callback's signature, and "
+                          "the status call's password unless an API key is set", secret=True),
+    "api_key_sid": Setting("an API key's SID (SK...), with api_key_secret: the status calls' "
+                           "user instead of the account (revocable, not the master token)"),
+    "api_key_secret": Setting("that API key's secret: the status calls' password", secret=True),
     "shared_key_secret": Setting("the secret of the SharedKey that signs callbacks where a Twilio "
                                  "Webhook Rule says so (X-Twilio-Webhooks-Signature-Settings); "
                                  "unset: such callbacks are refused", secret=True),
@@ -95,7 +98,7 @@ SETTINGS = {
 DEFAULT_BASE_URL = "https://api.twilio.com"
 API_VERSION = "2010-04-01"
 
-HTTP_ACCOUNT_STATUSES = {401: "authentication failed (check account_sid and auth_token)",
+HTTP_ACCOUNT_STATUSES = {401: "authentication failed (check account_sid and auth_token, or the API key)",
                          403: "forbidden"}
 
 _SID = re.compile(r"[A-Za-z]{2}[0-9a-fA-F]{32}")
@@ -111,19 +114,29 @@ def normalize_ref(ref: Any) -> str:
     return text
 
 
-def _credentials(cfg: VendorConfig) -> tuple[str, str]:
-    sid, token = cfg.settings.get("account_sid"), cfg.settings.get("auth_token")
-    if not sid or not token:
-        raise NotConfigured("twilio: account_sid and auth_token must be configured")
-    return sid, token
+def _credentials(cfg: VendorConfig) -> tuple[str, str, str]:
+    """(the account in the path, user, password) of the status calls: an API key and its secret
+    where set (what Twilio advises for production: revocable, and not the account's master
+    token), else the account SID and its auth token."""
+    s = cfg.settings
+    sid, key, secret, token = (s.get(k) for k in ("account_sid", "api_key_sid", "api_key_secret", "auth_token"))
+    if not sid:
+        raise NotConfigured("twilio: account_sid must be configured")
+    if bool(key) != bool(secret):
+        raise NotConfigured("twilio: api_key_sid and api_key_secret go together")
+    if key:
+        return sid, key, secret
+    if not token:
+        raise NotConfigured("twilio: auth_token, or api_key_sid and api_key_secret, must be configured")
+    return sid, sid, token
 
 
 def status_requests(
     cfg: VendorConfig, refs: list[MessageRef], token: str | None = None
 ) -> list[HttpRequest]:
     """One GET of the Message resource per message, its SID as issued (encoded for the path)."""
-    sid, auth = _credentials(cfg)
-    basic = base64.b64encode(f"{sid}:{auth}".encode()).decode()
+    sid, user, password = _credentials(cfg)
+    basic = base64.b64encode(f"{user}:{password}".encode()).decode()
     headers = {"Authorization": f"Basic {basic}", "Accept": "application/json"}
     base = base_url(cfg, DEFAULT_BASE_URL)
     account = quote(sid, safe="")

@@ -133,6 +133,8 @@ def vendor_secrets_of(cfg: Config) -> list[str]:
                 pass
         if v.settings.get("account_sid") and v.settings.get("auth_token"):  # Twilio's
             out.append(_basic(v.settings["account_sid"], v.settings["auth_token"]))
+        if v.settings.get("api_key_sid") and v.settings.get("api_key_secret"):  # Twilio's API key
+            out.append(_basic(v.settings["api_key_sid"], v.settings["api_key_secret"]))
     out += [encoded(s, safe="") for s in out for encoded in (quote, quote_plus)]
     return list(dict.fromkeys(out))
 

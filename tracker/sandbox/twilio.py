@@ -88,6 +88,10 @@ class Twilio(Vendor):
              "no_receipt": ("sent",)}
     CREDENTIALS = {"account_sid": "AC00000000000000000000000000sandbox",
                    "auth_token": "sandbox-twilio-auth-token"}
+    # An API key of the account (Twilio's advice for production): its SID and secret are the
+    # API's basic credentials instead of the account SID and auth token.
+    API_KEY = {"api_key_sid": "SK0000000000000000000000000sandbox",
+               "api_key_secret": "sandbox-twilio-api-key-secret"}
     SENDER = "+15005550006"
     BULK_SEND = False  # one message per call
     PUSH_URL = "per_send"  # StatusCallback with each message
@@ -133,8 +137,9 @@ class Twilio(Vendor):
             user, _, password = base64.b64decode(given.strip()).decode().partition(":")
         except (ValueError, UnicodeDecodeError):
             user = password = ""
-        if (knobs.bad_credentials or scheme.lower() != "basic" or user != self.creds["account_sid"]
-                or password != self.creds["auth_token"]
+        known = {(self.creds["account_sid"], self.creds["auth_token"]),
+                 (self.API_KEY["api_key_sid"], self.API_KEY["api_key_secret"])}
+        if (knobs.bad_credentials or scheme.lower() != "basic" or (user, password) not in known
                 or request.match_info["account"] != self.creds["account_sid"]):
             return error(401, 20003, "Authenticate")
         if knobs.account in ACCOUNT_DOWN:
