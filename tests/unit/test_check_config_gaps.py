@@ -57,7 +57,7 @@ def test_a_polled_vendor_without_credentials_is_a_problem_naming_its_keys():
 @pytest.mark.parametrize("vendor,text,keys", [
     ("engagespark", 'base_url = "https://e.example"\norg_id = "12"\n', ("org_id", "api_key")),
     ("sparrow", 'base_url = "https://sp.example"\napi_token = "TOKEN-canary-9"\n', ("api_token", "partner_token")),
-    ("twilio", 'base_url = "https://api.twilio.com"\naccount_sid = "AC1"\n', ("account_sid", "auth_token")),
+    ("twilio", 'base_url = "https://api.twilio.com"\naccount_sid = "AC1"\n', ("auth_token", "api_key_sid", "api_key_secret")),
 ])
 def test_each_polled_vendor_is_checked_by_its_adapter_in_the_file_too(tmp_path, vendor, text, keys):
     code, out = run({}, f"[vendors.{vendor}]\n{text}", tmp_path)
@@ -217,3 +217,19 @@ def test_the_guide_quotes_what_check_config_prints(tmp_path):
     quoted = re.findall(r"`(config OK[^`]*)`", guide, flags=re.IGNORECASE)
     assert quoted and all(q == "config OK: /etc/tracker/tracker.toml" for q in quoted), quoted
     assert "/etc/tracker/tracker.toml check-config" in guide
+
+
+def test_one_vendors_key_in_anothers_table_is_refused_naming_whose_it_is(tmp_path):
+    # The credential fields every vendor's table accepted (org_id, api_token, user_id, ...):
+    # an engageSPARK org_id put under Twilio was taken and ignored, "config OK"
+    code, out = run({"TRACKER_VENDORS__SPARROW__USER_ID": "u"},
+                    '[vendors.twilio]\norg_id = "12"\napi_token_file = "f"\n'
+                    '[vendors.skycore]\naccount_sid = "AC1"\n[vendors.engagespark]\norg_id = "12"\n', tmp_path)
+    assert code == 2, out
+    f = tmp_path / "tracker.toml"
+    assert out.splitlines()[1:] == [
+        f"{f}: vendors.twilio.org_id: org_id is not a setting of twilio (it is engagespark's): in the wrong vendor's table?",
+        f"{f}: vendors.twilio.api_token_file: api_token is not a setting of twilio (it is sparrow's): in the wrong vendor's table?",
+        f"{f}: vendors.skycore.account_sid: account_sid is not a setting of skycore (it is twilio's): in the wrong vendor's table?",
+        "environment: TRACKER_VENDORS__SPARROW__USER_ID: user_id is not a setting of sparrow (it is sparksender's): "
+        "in the wrong vendor's table?"]

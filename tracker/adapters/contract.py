@@ -40,6 +40,9 @@ class Adapter(Protocol):
     KEYED_BY_RECIPIENT: bool  # its id names a batch: a message is (vendor_ref, recipient)
     POSTBACK_CONTENT_TYPES: frozenset[str]  # media types its postbacks come as (empty: none)
     SETTINGS: Mapping[str, Setting]  # configuration keys only this vendor has
+    # the VendorConfig credential fields it reads (config.schema.VENDOR_FIELDS): another
+    # vendor's are refused in its table, not ignored in silence
+    CREDENTIALS: frozenset[str]
 
     def normalize_ref(self, ref: Any) -> str:
         """The vendor id in canonical form, for matching only; ParseError for a bad id."""

@@ -55,7 +55,8 @@ PUSHES = True
 KEYED_BY_RECIPIENT = False
 # clientPushURL: undocumented; the status object as JSON or form fields
 POSTBACK_CONTENT_TYPES = frozenset({"application/json", "application/x-www-form-urlencoded"})
-SETTINGS: dict[str, Setting] = {}  # org_id, api_key: VendorConfig fields
+SETTINGS: dict[str, Setting] = {}
+CREDENTIALS = frozenset({"org_id", "api_key"})
 
 DEFAULT_BASE_URL = "https://api.engagespark.com"
 LIST_MAX_SIZE = 1000

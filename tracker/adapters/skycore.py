@@ -45,7 +45,8 @@ KEYED_BY_RECIPIENT = False
 # v2 JSON; v1 XML (as XML, or form-encoded with an `xml` field on some accounts)
 POSTBACK_CONTENT_TYPES = frozenset({"application/json", "application/xml", "text/xml",
                                     "application/x-www-form-urlencoded"})
-SETTINGS: dict[str, Setting] = {}  # api_key: a VendorConfig field
+SETTINGS: dict[str, Setting] = {}
+CREDENTIALS = frozenset({"api_key"})  # never polled: only masked where an answer echoes it
 
 # Unambiguous postback codes -> (state, permanent).
 CODES: dict[str, tuple[State, bool | None]] = {

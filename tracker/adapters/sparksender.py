@@ -51,7 +51,8 @@ MAX_ANSWER_BYTES = 1024 * 1024  # one message's status
 PUSHES = False
 KEYED_BY_RECIPIENT = False
 POSTBACK_CONTENT_TYPES: frozenset[str] = frozenset()  # no callbacks
-SETTINGS: dict[str, Setting] = {}  # status_url, user_id, api_key: VendorConfig fields
+SETTINGS: dict[str, Setting] = {}
+CREDENTIALS = frozenset({"status_url", "user_id", "api_key"})
 
 DEFAULT_BASE_URL = "https://cp.sparksender.com"
 STATUS_PATH = "/api/getStatus/"  # not published by the vendor: confirm, or set cfg.status_url

@@ -20,8 +20,8 @@ from tracker.adapters.base import (LOOKUP, MAX_REF_LEN, NO_REF, READ, AccountErr
                                    SendResult, StatusResult, as_code, base_url, digits, failure_if,
                                    guarded, json_object, lookup_failure, parse_time, same_message)
 from tracker.adapters.contract import Adapter, bound
-from tracker.adapters.sparrow_payloads import (  # noqa: F401 - re-exported: SETTINGS, abilities (LogsIn, ...)
-    DEFAULT_BASE_URL, NAIVE_TZ, RESULT_DATA_ERROR, RESULT_DRAFT, RESULT_OK, SETTINGS, batch_of, batches,
+from tracker.adapters.sparrow_payloads import (  # noqa: F401 - re-exported: SETTINGS, CREDENTIALS, abilities (LogsIn, ...)
+    DEFAULT_BASE_URL, NAIVE_TZ, RESULT_DATA_ERROR, RESULT_DRAFT, RESULT_OK, SETTINGS, CREDENTIALS, batch_of, batches,
     error_words, login_refusal, login_request, naive_zone, normalize_ref, read_login, record,
     report_answer, report_call, result_code)
 from tracker.adapters.sparrow_recipients import (  # noqa: F401 - re-exported (the intake's note)

@@ -61,7 +61,8 @@ REPORT_METHODS = ("GET", "POST")
 REPORT_PREFIXES = ("compose", "campaign")  # the segment before report/: /v1/intlsms/<it>/report/
 DEFAULT_REPORT_PATH, DEFAULT_REPORT_METHOD = REPORT_PATHS[0], REPORT_METHODS[0]
 DEFAULT_REPORT_PREFIX = REPORT_PREFIXES[0]
-SETTINGS: dict[str, Setting] = {  # besides api_token, partner_token: VendorConfig fields
+CREDENTIALS = frozenset({"api_token", "partner_token"})
+SETTINGS: dict[str, Setting] = {  # besides CREDENTIALS
     "report_prefix": Setting("the report calls' path prefix, `/v1/intlsms/<prefix>/report/...`: "
                              "`compose` (default) or `campaign`; the vendor's page names both: "
                              "confirm with the vendor", choices=REPORT_PREFIXES),

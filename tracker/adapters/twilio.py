@@ -75,6 +75,7 @@ MAX_ANSWER_BYTES = 1024 * 1024  # one message's resource
 PUSHES = True
 KEYED_BY_RECIPIENT = False
 POSTBACK_CONTENT_TYPES = frozenset({"application/x-www-form-urlencoded"})  # status callbacks
+CREDENTIALS: frozenset[str] = frozenset()  # its own, in SETTINGS
 SETTINGS = {
     "account_sid": Setting("the account's SID (AC...): the status call's path and its user"),
     "auth_token": Setting("the account's auth token: the key of every callback's signature, and "

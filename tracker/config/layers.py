@@ -18,6 +18,7 @@ from tracker.config.schema import (
     _allowed_keys,
     _suggest,
 )
+from tracker.config.schema import whose as _whose
 from tracker.config_types import VENDORS
 from tracker.sinks import settings as sink_settings
 
@@ -30,6 +31,14 @@ def _env_names() -> dict[str, str]:
               for v in VENDORS for k in _allowed_keys("vendors", v)]
     names += [f"{ENV_PREFIX}SINKS__{k.upper()}" for k in sink_settings.GLOBAL_KEYS]
     return {n.replace("__", "_").lower(): n for n in names}
+
+
+def _not_a_key(key: str, vendor: str | None, hint: str, quoted: bool = False) -> str:
+    """Why a key is refused: another vendor's (said so: put in the wrong table), or unknown."""
+    if (owners := _whose(key, vendor)) is not None:
+        base = key.removesuffix("_file")
+        return f"{base} is not a setting of {vendor} (it is {owners}): in the wrong vendor's table?"
+    return f"unknown key '{key}'{hint}" if quoted else f"unknown key{hint}"
 
 
 @dataclass
@@ -117,7 +126,7 @@ class _Layers:
             dotted = f"{prefix}.{key}"
             if key not in allowed:
                 hint = " (it is taken from the section name)" if key == "name" and vendor else ""
-                self.problem(self.path, dotted, f"unknown key{hint or _suggest(key, allowed)}")
+                self.problem(self.path, dotted, _not_a_key(key, vendor, hint or _suggest(key, allowed)))
                 continue
             self._put(section, vendor, "file", key, _Raw(value, self.path, dotted, False))
 
@@ -162,7 +171,7 @@ class _Layers:
                 continue
             allowed = _allowed_keys(section, vendor)
             if key not in allowed:
-                self.problem(ENVIRONMENT, name, f"unknown key '{key}'{_suggest(key, allowed)}")
+                self.problem(ENVIRONMENT, name, _not_a_key(key, vendor, _suggest(key, allowed), quoted=True))
                 continue
             self._put(section, vendor, "env", key, _Raw(value, ENVIRONMENT, name, True))
 

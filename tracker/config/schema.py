@@ -130,6 +130,21 @@ _MAX["batch_size"] = (MAX_BATCH_ROWS, "rows", "a batch holds its locks for as lo
 _MAX["drain_s"] = (30, "s", "the unit gives a stop 90 s in all")
 # Keys only one vendor has, declared by its adapter (SETTINGS): strings, some secret, some URLs.
 _VENDOR_SETTINGS = {name: dict(a.SETTINGS) for name, a in ADAPTERS.items()}
+# VendorConfig's credential fields, each read by some vendors only (their adapters' CREDENTIALS):
+# in another vendor's table, one is refused naming whose it is (an engageSPARK org_id put under
+# Twilio was taken and ignored in silence).
+VENDOR_FIELDS = frozenset({"status_url", "user_id", "api_key", "org_id", "api_token", "partner_token"})
+_CREDENTIALS = {name: a.CREDENTIALS for name, a in ADAPTERS.items()}
+
+
+def whose(key: str, vendor: str | None) -> str | None:
+    """The vendors whose key (or `<key>_file`) this is, when it is not `vendor`'s: a reason to
+    refuse it, else None."""
+    key = key.removesuffix("_file")
+    if vendor not in _CREDENTIALS or key in _CREDENTIALS[vendor] or key in _VENDOR_SETTINGS[vendor]:
+        return None
+    owners = [f"{n}'s" for n in _CREDENTIALS if key in _CREDENTIALS[n] or key in _VENDOR_SETTINGS[n]]
+    return (", ".join(owners[:-1]) + " and " + owners[-1] if len(owners) > 1 else owners[0]) if owners else None
 for _own in _VENDOR_SETTINGS.values():
     for _key, _setting in _own.items():
         _FIELDS["vendors"][_key] = "optstr"
@@ -146,8 +161,8 @@ def _allowed_keys(section: str, vendor: str | None = None) -> list[str]:
     secrets = _SECRETS.get(section, frozenset())
     if section == "vendors":  # the common keys and this vendor's own
         own = _VENDOR_SETTINGS.get(vendor or "", {})
-        keys = [k for k in keys if k in _COMMON_VENDOR_KEYS or k in own]
-        secrets = {k for k in secrets if k in _COMMON_VENDOR_KEYS or k in own}
+        keys = [k for k in keys if (k in _COMMON_VENDOR_KEYS and not whose(k, vendor)) or k in own]
+        secrets = {k for k in secrets if (k in _COMMON_VENDOR_KEYS and not whose(k, vendor)) or k in own}
     keys += [f"{k}_file" for k in sorted(secrets)]
     return keys
 
