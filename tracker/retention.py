@@ -146,7 +146,10 @@ async def sweep_kind(conn: asyncpg.Connection, kind: str, config: RetentionConfi
         await conn.execute(q.RETENTION_KEEP_CURSOR, kind, after)
     metrics.retention_removed.labels(kind).inc(out.removed)
     metrics.retention_behind.labels(kind).set(1 if out.behind else 0)
-    if out.removed or out.error:
+    # A sweep that removed nothing, failed in nothing and left nothing is not recorded (one row a
+    # kind a sweep otherwise); one that ran out of time is, or RetentionBehind's runbook found
+    # no row and no log line of the kind it fired for.
+    if out.removed or out.error or out.behind:
         await conn.execute(q.RETENTION_RECORD_RUN, kind, started_at, cutoff, out.removed,
                            orjson.dumps(out.also).decode() if out.also else None, out.batches,
                            out.error)

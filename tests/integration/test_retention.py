@@ -198,6 +198,9 @@ async def test_a_budget_spent_leaves_the_rest_to_the_next_sweep(pool):
     [first] = [s for s in await retention.sweep(pool, tight) if s.kind == "postbacks"]
     assert first.behind and first.removed == 0
     assert metrics.retention_behind.labels("postbacks")._value.get() == 1
+    # recorded, so that RetentionBehind's runbook finds the kind's run (nothing removed, no error)
+    run = await pool.fetchrow("SELECT * FROM tracker.retention_status WHERE kind = 'postbacks'")
+    assert run is not None and (run["removed"], run["error"]) == (0, None)
     swept = {s.kind: s for s in await retention.sweep(pool, dataclasses.replace(CONFIG, batch_size=7))}
     assert swept["postbacks"].removed == 50 and swept["postbacks"].batches == 9  # 8 batches, 1 to see the end
     assert metrics.retention_behind.labels("postbacks")._value.get() == 0
