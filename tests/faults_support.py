@@ -1,7 +1,9 @@
 """Database faults made to happen in a test: PostgreSQL refusing a statement for what a row holds
 (a trigger that raises an error of a given SQLSTATE when a condition on the row holds: a real
 refusal, through the real statement, without data that takes minutes to build), and a database
-that does not answer (FreezingProxy)."""
+that does not answer (FreezingProxy): every connection, or those open now only (a NAT table
+flushed, a failover that dropped packets: the sockets stay open, nothing passes, and new
+connections work)."""
 from __future__ import annotations
 
 import asyncio
@@ -38,6 +40,12 @@ class FreezingProxy:
         self.flowing.set()
         self.server: asyncio.Server | None = None
         self.writers: list[asyncio.StreamWriter] = []
+        self.connections: list[asyncio.Event] = []  # each connection's own flow
+
+    def silence_open_connections(self) -> None:
+        """Nothing passes any more on the connections open now, for good; new ones flow."""
+        for flowing in self.connections:
+            flowing.clear()
 
     async def start(self) -> FreezingProxy:
         self.server = await asyncio.start_server(self._client, "127.0.0.1", 0)
@@ -62,13 +70,18 @@ class FreezingProxy:
         else:
             up_reader, up_writer = await asyncio.open_connection(host, port)
         self.writers += [writer, up_writer]
-        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer),
+        own = asyncio.Event()
+        own.set()
+        self.connections.append(own)
+        await asyncio.gather(self._pipe(reader, up_writer, own), self._pipe(up_reader, writer, own),
                              return_exceptions=True)
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    own: asyncio.Event) -> None:
         try:
             while data := await reader.read(65536):
                 await self.flowing.wait()  # frozen: held, never dropped
+                await own.wait()
                 writer.write(data)
                 await writer.drain()
         finally:

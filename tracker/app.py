@@ -21,7 +21,7 @@ from tracker import metrics, retention, sweep_clock, systemd
 from tracker.config import redact_dsn
 from tracker.config_types import Config
 from tracker.db import DB_ERRORS
-from tracker.db import keeper
+from tracker.db import keeper, liveness
 from tracker.db import queries as q
 from tracker.db.embedded import EmbeddedError, EmbeddedPostgres
 from tracker.db.migrate import migrate
@@ -49,7 +49,8 @@ def session_settings(wedged_after_s: float) -> dict[str, str]:
     counted as wedged, which holds back the watchdog: systemd killed every replica at once, for
     a lock no restart can take."""
     return {"synchronous_commit": "on", "lock_timeout": f"{round(wedged_after_s * 500)}ms",
-            "application_name": "tracker"}  # named in pg_stat_activity, as its other sessions are
+            "application_name": "tracker",  # named in pg_stat_activity, as its other sessions are
+            **liveness.SERVER_KEEPALIVE}  # a session of a vanished daemon ends (tracker.db.liveness)
 
 
 class Host(Protocol):
@@ -103,6 +104,7 @@ class Tracker:
 
     async def start(self) -> None:
         logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one line per job run is noise
+        sweep_clock.quiet_skipped_runs()
         metrics.at_zero(self.config.vendors, retention.SWEPT,
                         ("listen", "ops_listen") if self.config.http.ops_listen else ("listen",))
         http = self.config.http
@@ -218,7 +220,7 @@ class Tracker:
         self.dsn = dsn  # components that keep connections of their own (tracker.postbacks)
         try:
             self.pool = await asyncpg.create_pool(dsn, min_size=db.pool_min, max_size=db.pool_max,
-                                                  server_settings=session_settings(
+                                                  init=liveness.init, server_settings=session_settings(
                                                       self.config.health.wedged_after_s))
         except DB_ERRORS as e:
             raise database_start_error(e, db.dsn, db.state_dir) from None

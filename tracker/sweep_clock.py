@@ -7,6 +7,7 @@ every interval from the new time), and the step is logged."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from datetime import datetime, timezone
 from typing import Callable
@@ -36,6 +37,23 @@ class StepWatch:
         moved = (now[0] - self.last[0]) - (now[1] - self.last[1])
         self.last = now
         return moved
+
+
+class NoSkippedRuns(logging.Filter):
+    """apscheduler's "Execution of job ... skipped: maximum number of running instances reached"
+    is how a sweep that outlasts its interval looks (max_instances=1, by design): two lines a
+    second for as long as the database stalls, over the lines that say why. A sweep that takes
+    too long is the supervisor's to tell (busy without progress: wedged, on /readyz)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "maximum number of running instances reached" not in str(record.msg)
+
+
+def quiet_skipped_runs() -> None:
+    """Install NoSkippedRuns on apscheduler's scheduler logger (once)."""
+    logger = logging.getLogger("apscheduler.scheduler")
+    if not any(isinstance(f, NoSkippedRuns) for f in logger.filters):
+        logger.addFilter(NoSkippedRuns())
 
 
 def replan(scheduler: BaseScheduler) -> int:

@@ -15,6 +15,15 @@ from tracker.supervisor import beat
 log = get_logger("tracker.db.listen")
 
 RECONNECT_S = 1.0  # after a lost connection, listen again this soon
+# A listening connection only reads: one whose server went silent was never noticed (intake and
+# the sinks fell back to their sweeps, in silence, until a restart). It is asked a question this
+# often, and one not answered this soon ends it: listened on again, on a new connection.
+PING_EVERY_S = 30.0
+PING_TIMEOUT_S = 5.0
+
+
+class ListenerSilent(ConnectionError):
+    """The listening connection did not answer a ping: taken as lost."""
 
 
 async def listen(pool: Callable[[], asyncpg.Pool], channel: str, wake: Callable[[], None],
@@ -27,22 +36,33 @@ async def listen(pool: Callable[[], asyncpg.Pool], channel: str, wake: Callable[
             async with pool().acquire() as conn:
                 await listen_on(conn, channel, wake, stopping, check_s)
         except DB_ERRORS as e:
-            log.warning("listener lost; reconnecting", channel=channel, error=type(e).__name__)
+            log.warning("listener lost; reconnecting", channel=channel, error=type(e).__name__,
+                        reason=str(e)[:200] if isinstance(e, ListenerSilent) else None)
         await asyncio.sleep(RECONNECT_S)
 
 
 async def listen_on(conn: asyncpg.Connection, channel: str, wake: Callable[[], None],
                     stopping: Callable[[], bool], check_s: float = 1.0) -> None:
-    """Listen on one connection until it closes or `stopping()` (looked at every `check_s`)."""
+    """Listen on one connection until it closes, stops answering (ListenerSilent), or
+    `stopping()` (looked at every `check_s`)."""
     def on_notify(*_) -> None:
         wake()
 
     await conn.add_listener(channel, on_notify)
     wake()  # anything committed before we listened
     beat().progress()  # progress: listening
+    loop = asyncio.get_running_loop()
+    ping_at = loop.time() + PING_EVERY_S
     try:
         while not conn.is_closed() and not stopping():
             await asyncio.sleep(check_s)
+            if loop.time() >= ping_at and not conn.is_closed():
+                try:
+                    await conn.fetchval("SELECT 1", timeout=PING_TIMEOUT_S)
+                except asyncio.TimeoutError:
+                    conn.terminate()  # nothing waits for a server that does not answer
+                    raise ListenerSilent(f"no answer to a ping within {PING_TIMEOUT_S:g} s") from None
+                ping_at = loop.time() + PING_EVERY_S
     finally:
         await unlisten(conn, channel, on_notify)
 

@@ -138,7 +138,9 @@ async def readiness(tracker) -> list[Problem]:
     components = tracker.supervisor.problems()
     try:
         async with asyncio.timeout(READY_TIMEOUT_S):
-            async with tracker.pool.acquire() as conn:
+            # the acquire's timeout bounds the connection's hand-back too: after a cancel, asyncpg
+            # waits for the server to confirm it, for ever where the server went silent
+            async with tracker.pool.acquire(timeout=READY_TIMEOUT_S) as conn:
                 todo = await pending(conn)
                 ages = None if todo else await conn.fetchrow(q.OLDEST_WAITING)
     except Exception as e:  # any failure to reach the database means not ready

@@ -236,7 +236,9 @@ class GroupCommit:
         # (self._writes holds this write too)
         inline = len(batch) <= INLINE_MAX and len(self._writes) <= 1 and not self.applier.busy()
         try:
-            async with asyncio.timeout(self.timeout_s), self.pool.acquire() as conn:
+            # the acquire's timeout bounds the hand-back too (a cancel waits for the server to
+            # confirm it: for ever where it went silent, and the writer with it)
+            async with asyncio.timeout(self.timeout_s), self.pool.acquire(timeout=self.timeout_s) as conn:
                 ids = await self._take_ids(conn, len(raws))
                 items = [Parsed(i, e.raw.received_at, e.found) for i, e in zip(ids, batch)]
                 if inline:

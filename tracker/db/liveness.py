@@ -1,0 +1,43 @@
+"""A database connection whose server or network went silent (a NAT table flushed, a failover
+that dropped packets, a frozen host) was never noticed: its socket stayed open, a statement on
+it waited for ever, a pool connection handed back after a cancel waited for the server to
+confirm it, and a LISTEN connection slept on. /readyz said ready for two minutes, postbacks were
+answered 503 until the watchdog killed the daemon, and without a watchdog nothing recovered.
+
+So every connection of the daemon over TCP probes its peer (`keep_alive`, the pools' `init`):
+probes after 30 s of silence, every 10 s, three unanswered and the kernel closes it; data unacknowledged
+for 60 s closes it too. asyncpg then sees the connection lost, which the components take as
+an outage (they wait, /readyz says so) and the pool replaces it. The server probes its side
+the same way (SERVER_KEEPALIVE, session settings), so that its sessions of a vanished client do
+not hold connection slots for hours. A Unix socket (the embedded cluster) has no such fault."""
+from __future__ import annotations
+
+import socket
+
+import asyncpg
+
+IDLE_S, INTERVAL_S, COUNT = 30, 10, 3
+USER_TIMEOUT_MS = 60_000
+SERVER_KEEPALIVE = {"tcp_keepalives_idle": str(IDLE_S), "tcp_keepalives_interval": str(INTERVAL_S),
+                    "tcp_keepalives_count": str(COUNT), "tcp_user_timeout": str(USER_TIMEOUT_MS)}
+_OPTIONS = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)] + [
+    (socket.IPPROTO_TCP, getattr(socket, name), value)
+    for name, value in (("TCP_KEEPIDLE", IDLE_S), ("TCP_KEEPINTVL", INTERVAL_S),
+                        ("TCP_KEEPCNT", COUNT), ("TCP_USER_TIMEOUT", USER_TIMEOUT_MS))
+    if hasattr(socket, name)]  # Linux has them all
+
+
+def keep_alive(conn: asyncpg.Connection) -> None:
+    """Probe the peer of `conn`'s TCP socket (above); nothing for a Unix socket. asyncpg has no
+    option for it: its transport's socket (asyncpg issue 606)."""
+    transport = getattr(conn, "_transport", None)
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    for level, option, value in _OPTIONS:
+        sock.setsockopt(level, option, value)
+
+
+async def init(conn: asyncpg.Connection) -> None:
+    """The main pool's `init`: each new connection probes its peer."""
+    keep_alive(conn)
