@@ -16,7 +16,7 @@ import re
 import sys
 import time
 from functools import lru_cache, partial
-from typing import Any, TextIO
+from typing import Any, Callable, TextIO
 
 import orjson
 import structlog
@@ -191,16 +191,36 @@ class _StdlibBridge(_stdlib_logging.Handler):
             self.handleError(record)
 
 
+def _lost(write: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
+    """A line that cannot be written (the stream's reader gone: a killed `tee`, journald
+    restarted) is dropped and counted (tracker_log_lines_lost_total), never raised: raised, it
+    stopped whatever logged it, a signal handler among them (SIGTERM was lost, and the stop
+    waited for SIGKILL with the embedded cluster left running)."""
+    def msg(self: Any, message: Any) -> None:
+        try:
+            write(self, message)
+        except (OSError, ValueError):  # EPIPE, EIO; ValueError: the stream was closed
+            from tracker import metrics
+            metrics.log_lines_lost.inc()
+    return msg
+
+
 class _NamedWriteLogger(structlog.WriteLogger):
     def __init__(self, file: TextIO, name: str | None = None):
         super().__init__(file)
         self.name = name
+
+    msg = _lost(structlog.WriteLogger.msg)
+    log = debug = info = warn = warning = fatal = failure = err = error = critical = exception = msg
 
 
 class _NamedBytesLogger(structlog.BytesLogger):
     def __init__(self, file: Any, name: str | None = None):
         super().__init__(file)
         self.name = name
+
+    msg = _lost(structlog.BytesLogger.msg)
+    log = debug = info = warn = warning = fatal = failure = err = error = critical = exception = msg
 
 
 def _add_logger_name(logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:

@@ -57,6 +57,10 @@ postback_seconds = Histogram("tracker_postback_seconds", "Postback answer latenc
                              buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1,
                                       2.5, 5, 10, 30))
 
+log_lines_lost = Counter("tracker_log_lines_lost_total",
+                         "Log lines that could not be written (the log stream's reader gone): "
+                         "dropped, not raised", registry=REGISTRY)
+
 # Supervision and backlogs (tracker.supervisor, /readyz). Component names are a fixed set.
 component_failures = Counter("tracker_component_failures_total",
                              "Unexpected errors of a background component (it restarts), by component",

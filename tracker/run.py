@@ -56,5 +56,5 @@ def signalled(tracker: Tracker, sig: signal.Signals, on_terminal: bool) -> None:
         log.warning("stop already under way: still waiting for what is in flight",
                     signal=name, database_wait_max_s=STOP_DATABASE_WAIT_S)
     else:
+        tracker.stopping.set()  # first: whatever happens to the line below, the stop is asked
         log.info("stop asked", signal=name)
-        tracker.stopping.set()

@@ -314,3 +314,24 @@ def test_a_state_dir_holding_others_files_is_refused_by_every_command_as_by_run(
         assert line.startswith(f"{args[0]}: database.state_dir = {theirs}: holds files the tracker "
                                "did not make (notes.txt)"), line
     assert sorted(os.listdir(theirs)) == ["notes.txt"]
+
+
+async def test_sigterm_stops_the_daemon_after_its_log_streams_reader_is_gone(db_dsn):
+    """`tracker run | tee` with tee killed, journald restarted: a log line raised BrokenPipeError,
+    the SIGTERM handler's among them, so the stop was never asked and systemd waited for
+    SIGKILL. Lines that cannot be written are dropped (counted), and the stop goes on."""
+    env = env_with(TRACKER_DATABASE__DSN=db_dsn, TRACKER_HTTP__LISTEN="127.0.0.1:0",
+                   TRACKER_LOG__FORMAT="json")
+    proc = subprocess.Popen(TRACKER + ["run"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while b"tracker ready" not in proc.stdout.readline():
+            assert proc.poll() is None and time.monotonic() < deadline, "never ready"
+        proc.stdout.close()  # the reader goes away; the daemon logs on
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -213,3 +213,32 @@ def test_arbitrary_objects_are_stringified_and_scrubbed():
     tlog.configure("info", "json", stream=out, cache=False)
     tlog.get_logger().info("obj", creds_obj=Creds())
     assert "WWW777" not in out.getvalue()
+
+
+class GoneReader(io.StringIO):
+    """A log stream whose reader went away: every write is EPIPE."""
+
+    def write(self, s: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+class GoneReaderBytes(io.BytesIO):
+    def write(self, b) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+class WithBuffer(io.StringIO):
+    buffer = GoneReaderBytes()
+
+
+@pytest.mark.parametrize("stream,fmt", [(GoneReader(), "console"), (WithBuffer(), "json")],
+                         ids=["text", "bytes"])
+def test_a_line_the_stream_cannot_take_is_dropped_and_counted_never_raised(stream, fmt):
+    # raised, it stopped whatever logged it: the SIGTERM handler's line lost the stop itself
+    from tracker import metrics
+    tlog.configure("info", fmt, stream=stream, cache=False)
+    before = metrics.log_lines_lost._value.get()
+    log = tlog.get_logger("tracker.test")
+    log.info("stop asked", signal="SIGTERM")
+    log.error("and this")
+    assert metrics.log_lines_lost._value.get() == before + 2
