@@ -14,6 +14,7 @@ import asyncpg
 from tests.integration.test_status_page import card, serving, shown
 from tests.status_support import add_messages
 from tracker.config_types import Config, HealthConfig
+from tracker.http.drain import Drain
 from tracker.http import ops, status
 from tracker.http.status_page import esc
 from tracker.supervisor import Beat, Supervisor, beat
@@ -255,7 +256,7 @@ async def test_the_page_queries_run_without_jit(db_dsn):
     try:
         config = Config()
         await status.gather(SimpleNamespace(config=config, pool=pool, heads=ops.HeadClock(),
-                                            supervisor=Supervisor(config.health)))
+                                            supervisor=Supervisor(config.health), drain=Drain(0)))
         assert len(JitWatched.seen) >= 10 and set(JitWatched.seen) == {"off"}, JitWatched.seen
     finally:
         await pool.close()
