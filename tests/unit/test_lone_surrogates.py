@@ -33,3 +33,10 @@ def test_what_it_says_is_stored_with_the_surrogate_replaced():
     assert kept.state == State.delivered and kept.text.startswith("Happy birthday ")
     orjson.dumps(kept.raw)  # storable as JSON: no surrogate left, keys included
     assert "\ud83c" not in kept.text
+
+
+@pytest.mark.parametrize("escape,char", [("\\udc80", "\udc80"), ("\\uDFFF", "\udfff"), ("\\uDBFF", "\udbff")])
+def test_a_lone_low_or_upper_case_surrogate_is_read_too(escape, char):
+    # only a high one (\\ud8xx-\\udbxx) was tested: a body with a lone low one is as common
+    # (a text cut after the first half of a pair, or a pair reversed)
+    assert load_json(b'{"m": "x' + escape.encode() + b'y"}', "t") == {"m": f"x{char}y"}

@@ -224,3 +224,14 @@ def test_a_failures_reason_is_cut_so_that_no_event_carries_a_vendors_60_kb():
     assert len(o.failure.reason) == 1000 and o.failure.reason.startswith("Failed (why why")
     assert core.unstorable(o, "skycore") is None
     assert len(o.raw["status-details"]) == 60000  # the vendor's words kept whole in the report
+
+
+def test_a_failures_code_too_long_to_index_is_cut_too():
+    # the observation's code was tested; its failure's (the same code, stored in the message's
+    # and the event's failure_code) was not: kept whole, it was refused by the index after a 200
+    from tracker.adapters.base import Failure
+    from tracker.adapters.storable import repaired
+    o = Observation(vendor="sparrow", vendor_ref="b-1", recipient="9779800000001", state=State.failed,
+                    code="7" * 100, failure=Failure("9" * 9000, "why", None))
+    fixed, problem = repaired(o)
+    assert problem is None and fixed.failure.code == "9" * 100

@@ -29,3 +29,16 @@ def test_a_sparrow_login_redirecting_is_no_refusal_of_the_credentials():
     assert login.account_error is None and login.token is None
     assert "redirects to https://api.example.net" in login.transient_error
     assert "SECRET" not in login.transient_error
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+@pytest.mark.parametrize("location,said", [
+    ("/v2/x?api_key=SECRET", "elsewhere"),  # relative: its path and query may hold the key
+    ("https://user:SECRET@api.example.net:8443/v2?api_key=SECRET", "https://api.example.net"),
+    ("", "elsewhere")])
+def test_a_redirects_message_holds_no_path_query_port_or_credentials(status, location, said):
+    r = adapters.get("twilio").parse_status([HttpResponse(status, {"Location": location}, b"")],
+                                            [MessageRef("ref-1")], NOW)
+    assert r.transient_error == (f"HTTP {status}: the vendor redirects to {said}"
+                                 " (not followed: check base_url)")
+    assert "SECRET" not in r.transient_error and "user" not in r.transient_error
