@@ -36,6 +36,33 @@ async def test_the_backlog_sweep_says_when_the_database_is_away_and_the_backlog_
         assert math.isnan(value(name)), name
 
 
+async def test_a_statement_the_database_refuses_is_no_outage_of_the_gauge(db_dsn):
+    # The database answers, and refuses (a table renamed under the daemon, a privilege revoked):
+    # tracker_database_up stays 1, or TrackerDatabaseDown paged for a permissions error
+    from types import SimpleNamespace
+
+    from tracker.config_types import Config
+    from tracker.http.drain import Drain
+    from tracker.supervisor import Supervisor
+
+    pool = await asyncpg.create_pool(db_dsn, min_size=1, max_size=1)
+    config = Config()
+    tracker = SimpleNamespace(config=config, pool=pool, heads=ops.HeadClock(), embedded=None,
+                              supervisor=Supervisor(config.health), drain=Drain(0))
+    try:
+        await ops.count_backlog(pool, tracker.heads)
+        assert value("tracker_database_up") == 1
+        await pool.execute("ALTER TABLE tracker.postbacks RENAME TO postbacks_away")
+        with pytest.raises(asyncpg.UndefinedTableError):
+            await ops.count_backlog(pool, tracker.heads)
+        [problem] = await ops.readiness(tracker)
+        assert problem.component == "database" and "UndefinedTableError" in problem.reason
+        assert value("tracker_database_up") == 1
+    finally:
+        await pool.execute("ALTER TABLE tracker.postbacks_away RENAME TO postbacks")
+        await pool.close()
+
+
 async def test_the_series_alerts_count_on_are_there_at_zero_from_the_start(db_dsn):
     # A series born at its first count shows no increase() in Prometheus: a flood of connections
     # shorter than a scrape never raised ListenerFull.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 
 import asyncpg
+import pytest
 import structlog
 
 from tests.polling_support import wait_until
@@ -98,6 +99,28 @@ async def test_a_file_whose_lock_is_held_waits_a_bounded_time_and_is_tried_again
                 await writer.close()
             await lock.rollback()
             assert [m.version for m in await asyncio.wait_for(running, 20)] == [32]
+    finally:
+        await holder.close()
+        await conn.close()
+
+
+
+async def test_a_file_whose_lock_is_never_had_fails_the_migration_and_is_not_recorded(db_dsn, monkeypatch):
+    # after its last try the error is raised: had it been swallowed, the file would count as
+    # applied without being so, and the daemon would start on a schema without it
+    monkeypatch.setattr(q, "MIGRATION_LOCK_TIMEOUT", "SET LOCAL lock_timeout = '50ms'")
+    monkeypatch.setattr(migrate_module, "FILE_RETRY_S", 0.01)
+    monkeypatch.setattr(migrate_module, "FILE_TRIES", 2)
+    conn = await asyncpg.connect(db_dsn)
+    holder = await asyncpg.connect(db_dsn)
+    try:
+        await conn.execute("DROP INDEX tracker.sink_deliveries_dead_at;"
+                           " DELETE FROM tracker.schema_migrations WHERE version = 32")
+        async with holder.transaction():  # held for the whole migration
+            await holder.execute("LOCK TABLE tracker.sink_deliveries IN ROW EXCLUSIVE MODE")
+            with pytest.raises(asyncpg.LockNotAvailableError):
+                await asyncio.wait_for(migrate(conn), 20)
+        assert not await conn.fetchval("SELECT count(*) FROM tracker.schema_migrations WHERE version = 32")
     finally:
         await holder.close()
         await conn.close()
