@@ -1,9 +1,12 @@
 """The `tracker` command as an operator runs it: real processes, real PostgreSQL."""
 import os
+import queue
+import select
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import json
 import urllib.error
@@ -135,10 +138,17 @@ def _run_until_ready(env, timeout=60):
     return _run_until(env, "tracker ready", timeout)
 
 
-def _stop(proc, lines):
+def _stop(proc, lines, timeout=30):
+    """SIGTERM; the rest of its output once it has exited (within `timeout`)."""
     proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=30)
-    lines.append(out)
+    try:
+        proc.wait(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    deadline = time.monotonic() + 10
+    while (line := _next_line(proc, deadline)) is not None:
+        lines.append(line)
     return "".join(lines)
 
 
@@ -175,8 +185,8 @@ def test_sighup_under_a_service_manager_is_logged_and_the_daemon_runs_on(db_dsn)
                                             TRACKER_HTTP__LISTEN="127.0.0.1:0"))
     ready = json.loads(lines[-1])
     proc.send_signal(signal.SIGHUP)
-    line = proc.stdout.readline()
-    assert "SIGHUP ignored" in line, line
+    line = _next_line(proc, time.monotonic() + 30)  # never a read without end: it hung the run
+    assert line is not None and "SIGHUP ignored" in line, line
     assert _get("http://" + ready["listen"] + "/readyz") == (200, {"status": "ready"})
     log = _stop(proc, lines)
     assert proc.returncode == 0, log
@@ -204,20 +214,35 @@ def test_run_on_the_embedded_default(tmp_path):
 
 
 def _run_until(env, text: str, timeout=60):
-    """`tracker run` until a line holding `text`; (process, lines so far)."""
+    """`tracker run` until a line holding `text`; (process, lines so far). Its output is read by
+    a thread into `proc.lines` (a line at a time, None at its end), so that no wait for a line
+    is without bound: a daemon that says nothing fails the test, never hangs it."""
     proc = subprocess.Popen(TRACKER + ["run"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
+    proc.lines = queue.Queue()
+
+    def pump() -> None:
+        for line in proc.stdout:
+            proc.lines.put(line)
+        proc.lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
     lines = []
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
+    while (line := _next_line(proc, deadline)) is not None:
         lines.append(line)
         if text in line:
             return proc, lines
     proc.kill()
     raise AssertionError(f"no {text!r} from tracker run:\n" + "".join(lines))
+
+
+def _next_line(proc, deadline: float) -> str | None:
+    """The daemon's next line; None at its end, or once `deadline` (monotonic) has passed."""
+    try:
+        return proc.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+    except queue.Empty:
+        return None
 
 
 async def test_sigterm_while_starting_stops_at_once_and_never_says_ready(db_dsn):
@@ -228,9 +253,7 @@ async def test_sigterm_while_starting_stops_at_once_and_never_says_ready(db_dsn)
         await holder.execute("SELECT pg_advisory_lock(hashtext('tracker.migrate'))")
         proc, lines = _run_until(env_with(TRACKER_DATABASE__DSN=db_dsn, TRACKER_LOG__FORMAT="json",
                                           TRACKER_HTTP__LISTEN="127.0.0.1:0"), "database connected")
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=15)  # the lock is still held: it did not wait for it
-        log = "".join(lines) + out
+        log = _stop(proc, lines, timeout=15)  # the lock is still held: it did not wait for it
         assert proc.returncode == 0, log
         assert "tracker ready" not in log and "tracker stopped" in log
         assert "Traceback" not in log
@@ -322,12 +345,15 @@ async def test_sigterm_stops_the_daemon_after_its_log_streams_reader_is_gone(db_
     SIGKILL. Lines that cannot be written are dropped (counted), and the stop goes on."""
     env = env_with(TRACKER_DATABASE__DSN=db_dsn, TRACKER_HTTP__LISTEN="127.0.0.1:0",
                    TRACKER_LOG__FORMAT="json")
-    proc = subprocess.Popen(TRACKER + ["run"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(TRACKER + ["run"], env=env, stdout=subprocess.PIPE, bufsize=0,  # select sees
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)             # every byte
     try:
         deadline = time.monotonic() + 60
-        while b"tracker ready" not in proc.stdout.readline():
-            assert proc.poll() is None and time.monotonic() < deadline, "never ready"
+        while True:  # its own reads (no pump thread: this test closes the pipe), each bounded
+            waited = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))[0]
+            assert waited and proc.poll() is None, "never ready"
+            if b"tracker ready" in proc.stdout.readline():
+                break
         proc.stdout.close()  # the reader goes away; the daemon logs on
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
