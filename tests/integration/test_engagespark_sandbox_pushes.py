@@ -38,7 +38,7 @@ async def test_no_receipt_means_no_push_and_outcomes_push_once(http: aiohttp.Cli
         silent = refs - receipts
         assert receipts and silent  # both kinds were drawn
         await eventually(lambda: len(rx.hits) >= len(receipts))
-        await asyncio.sleep(0.3)  # a stray push for a message without a receipt would be here by now
+        await eventually(lambda: sb.pending_postbacks() == 0)  # every push out: none is still to come
         pushed = rx.bodies("es")
         assert sorted(p["id"] for p in pushed) == sorted(receipts)  # one each, none for `silent`
         for p in pushed:
@@ -73,8 +73,7 @@ async def test_a_retried_hand_off_is_an_error_with_the_telco_not_holding_it(http
         await settle(sb)
         _, obj = await es_status(http, sb, ref)
         assert (obj["deliveredToTelco"], obj["error"], obj["done"]) == (True, "", True)
-        await eventually(lambda: len(rx.hits) >= 1)
-        await asyncio.sleep(0.2)
+        await eventually(lambda: len(rx.hits) >= 1 and sb.pending_postbacks() == 0)
         [pushed] = rx.bodies("es")  # only the receipt; the retry was not pushed
         [o] = es.parse_postback("POST", "application/json", {}, orjson.dumps(pushed), now())
         t = sb.truth()[("engagespark", ref, None)]

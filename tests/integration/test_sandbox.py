@@ -167,7 +167,6 @@ async def test_sparksender_failures_and_no_receipt(http: aiohttp.ClientSession) 
         sb.set_knobs(**only("no_receipt"))
         [silent] = await send_many(sb, "sparksender", [PH[1]])
         await settle(sb)
-        await asyncio.sleep(0.15)
         assert await ss_status(http, sb, call.response["msg_id"]) == 3
         assert await ss_status(http, sb, silent.response["msg_id"]) == 1  # sent, forever
         truth = sb.truth()
@@ -269,8 +268,7 @@ async def test_engagespark_temporary_failure_and_push(http: aiohttp.ClientSessio
         _, obj = await es_status(http, sb, ref)
         assert obj["done"] is True and obj["deliveredToPhone"] == "confirmed"
         assert obj["deliveryError"] == "" and obj["error"] == ""
-        await eventually(lambda: len(rx.hits) == 1)
-        await asyncio.sleep(0.2)
+        await eventually(lambda: sb.pending_postbacks() == 0)  # every push out and answered
         pushed = rx.bodies("es")
         assert [(p["id"], p["deliveredToPhone"], p["done"]) for p in pushed] == [(ref, "confirmed", True)]
 
@@ -320,7 +318,7 @@ async def test_skycore_postback_retry_and_cap() -> None:
         sb.set_postback_url("skycore", rx.url("sky"))
         [call] = await send_many(sb, "skycore", [PH[0]])
         await eventually(lambda: len(rx.hits) == 3)
-        await asyncio.sleep(0.4)
+        await eventually(lambda: sb.pending_postbacks() == 0)  # none left to send
         assert len(rx.hits) == 3  # 200 on the third: no more
         assert len({h[3] for h in rx.hits}) == 1  # the same postback each time
         gaps = [b[0] - a[0] for a, b in zip(rx.hits, rx.hits[1:])]
@@ -332,9 +330,8 @@ async def test_skycore_postback_retry_and_cap() -> None:
         sb.set_postback_url("skycore", rx.url("sky"))
         await send_many(sb, "skycore", [PH[0]])
         await eventually(lambda: len(rx.hits) == 6)
-        await asyncio.sleep(0.3)
+        await eventually(lambda: sb.pending_postbacks() == 0)  # none left to send
         assert len(rx.hits) == 6  # first attempt + 5 retries
-        assert sb.pending_postbacks() == 0
 
 
 async def test_duplicate_out_of_order_and_malformed_postbacks() -> None:
