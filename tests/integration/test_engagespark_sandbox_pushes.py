@@ -8,13 +8,12 @@
 - the ground truth stays what the adapter reads in the end."""
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime, timezone
 
 import aiohttp
 import orjson
 
-from tests.integration.test_sandbox import (PH, Receiver, es_status, eventually, http, only,  # noqa: F401
+from tests.integration.test_sandbox import (PH, Receiver, es_in_state, es_status, eventually, http, only,  # noqa: F401
                                             sandbox, settle)
 from tracker.adapters import engagespark as es
 from tracker.adapters.base import HttpResponse, MessageRef
@@ -54,11 +53,7 @@ async def test_no_receipt_means_no_push_and_outcomes_push_once(http: aiohttp.Cli
 
 async def test_a_retried_hand_off_is_an_error_with_the_telco_not_holding_it(http: aiohttp.ClientSession) -> None:
     async with Receiver() as rx, sandbox(only("rejected", temp_failure=1.0)) as sb:
-        [call] = await send_many(sb, "engagespark", [PH[1]], client_push_url=rx.url("es"))
-        ref = call.response["messageId"]
-        msg = sb.message("engagespark", ref)
-        loop = asyncio.get_running_loop()
-        await eventually(lambda: msg.state_at(loop.time())[0] == "retrying")
+        ref = await es_in_state(sb, rx, PH[1], "retrying")
         status, obj = await es_status(http, sb, ref)
         assert status == 200
         assert (obj["deliveredToTelco"], obj["deliveredToPhone"], obj["error"], obj["deliveryError"],
@@ -87,11 +82,7 @@ async def test_a_telcos_temporary_failure_is_a_receipt_pushed_and_no_outcome_whi
     deliveryError set, done false) is pushed, as every receipt, and read as `sent` with the
     telco's words; the outcome that follows is the message's."""
     async with Receiver() as rx, sandbox(only("delivered", telco_retry=1.0)) as sb:
-        [call] = await send_many(sb, "engagespark", [PH[2]], client_push_url=rx.url("es"))
-        ref = call.response["messageId"]
-        msg = sb.message("engagespark", ref)
-        loop = asyncio.get_running_loop()
-        await eventually(lambda: msg.state_at(loop.time())[0] == "telco_retrying")
+        ref = await es_in_state(sb, rx, PH[2], "telco_retrying")
         _, obj = await es_status(http, sb, ref)
         assert (obj["deliveredToTelco"], obj["deliveredToPhone"], obj["deliveryError"], obj["error"],
                 obj["done"]) == (True, "failed", "contact absent - temporary", "", False)

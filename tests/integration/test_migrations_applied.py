@@ -74,14 +74,25 @@ async def test_what_an_earlier_027_and_025_left_out_is_made(db_dsn):
         await conn.close()
 
 
+# 032 as if not applied yet: its index (on tracker.sink_deliveries) to build again
+UNDO_032 = ("DROP INDEX tracker.sink_deliveries_dead_at;"
+            " DELETE FROM tracker.schema_migrations WHERE version = 32")
+
+
+def quick_lock_tries(monkeypatch, lock_timeout: str, retry_s: float, tries: int | None = None) -> None:
+    """A file's lock waited for `lock_timeout`, tried again after `retry_s`, `tries` times."""
+    monkeypatch.setattr(q, "MIGRATION_LOCK_TIMEOUT", f"SET LOCAL lock_timeout = '{lock_timeout}'")
+    monkeypatch.setattr(migrate_module, "FILE_RETRY_S", retry_s)
+    if tries is not None:
+        monkeypatch.setattr(migrate_module, "FILE_TRIES", tries)
+
+
 async def test_a_file_whose_lock_is_held_waits_a_bounded_time_and_is_tried_again(db_dsn, monkeypatch):
-    monkeypatch.setattr(q, "MIGRATION_LOCK_TIMEOUT", "SET LOCAL lock_timeout = '100ms'")
-    monkeypatch.setattr(migrate_module, "FILE_RETRY_S", 0.05)
+    quick_lock_tries(monkeypatch, "100ms", 0.05)
     conn = await asyncpg.connect(db_dsn)
     holder = await asyncpg.connect(db_dsn)
     try:
-        await conn.execute("DROP INDEX tracker.sink_deliveries_dead_at;"
-                           " DELETE FROM tracker.schema_migrations WHERE version = 32")
+        await conn.execute(UNDO_032)
         lock = holder.transaction()  # a writer's open transaction: the index's build waits for it
         await lock.start()
         await holder.execute("LOCK TABLE tracker.sink_deliveries IN ROW EXCLUSIVE MODE")
@@ -108,14 +119,11 @@ async def test_a_file_whose_lock_is_held_waits_a_bounded_time_and_is_tried_again
 async def test_a_file_whose_lock_is_never_had_fails_the_migration_and_is_not_recorded(db_dsn, monkeypatch):
     # after its last try the error is raised: had it been swallowed, the file would count as
     # applied without being so, and the daemon would start on a schema without it
-    monkeypatch.setattr(q, "MIGRATION_LOCK_TIMEOUT", "SET LOCAL lock_timeout = '50ms'")
-    monkeypatch.setattr(migrate_module, "FILE_RETRY_S", 0.01)
-    monkeypatch.setattr(migrate_module, "FILE_TRIES", 2)
+    quick_lock_tries(monkeypatch, "50ms", 0.01, tries=2)
     conn = await asyncpg.connect(db_dsn)
     holder = await asyncpg.connect(db_dsn)
     try:
-        await conn.execute("DROP INDEX tracker.sink_deliveries_dead_at;"
-                           " DELETE FROM tracker.schema_migrations WHERE version = 32")
+        await conn.execute(UNDO_032)
         async with holder.transaction():  # held for the whole migration
             await holder.execute("LOCK TABLE tracker.sink_deliveries IN ROW EXCLUSIVE MODE")
             with pytest.raises(asyncpg.LockNotAvailableError):

@@ -85,6 +85,16 @@ async def eventually(pred: Callable[[], bool], timeout: float = 5.0) -> None:
         await asyncio.sleep(0.02)
 
 
+async def es_in_state(sb: Sandbox, rx: "Receiver", number: str, state: str) -> str:
+    """An engageSPARK message sent (its pushes to `rx`), once in vendor-side `state`: its id."""
+    [call] = await send_many(sb, "engagespark", [number], client_push_url=rx.url("es"))
+    ref = call.response["messageId"]
+    msg = sb.message("engagespark", ref)
+    loop = asyncio.get_running_loop()
+    await eventually(lambda: msg.state_at(loop.time())[0] == state)
+    return ref
+
+
 async def settle(sb: Sandbox, timeout: float = 5.0) -> None:
     await eventually(lambda: all(v["settled"] or v["fate"] == "no_receipt"
                                  for v in sb.truth().values()), timeout)
@@ -256,11 +266,7 @@ async def test_engagespark_temporary_failure_and_push(http: aiohttp.ClientSessio
     # A retried hand-off (NOTES: the vendor "retries failed hand-offs"; `error` is read "when
     # deliveredToTelco is false") is not a receipt: it is polled, never pushed.
     async with Receiver() as rx, sandbox(only("delivered", temp_failure=1.0)) as sb:
-        [call] = await send_many(sb, "engagespark", [PH[0]], client_push_url=rx.url("es"))
-        ref = call.response["messageId"]
-        msg = sb.message("engagespark", ref)
-        loop = asyncio.get_running_loop()
-        await eventually(lambda: msg.state_at(loop.time())[0] == "retrying")
+        ref = await es_in_state(sb, rx, PH[0], "retrying")
         _, obj = await es_status(http, sb, ref)
         assert (obj["deliveredToTelco"], obj["error"], obj["deliveryError"], obj["done"]) == (
             False, "network error", "", False)
