@@ -22,7 +22,9 @@ WEDGED_AFTER_S = 2.0
 
 def test_the_main_pool_waits_for_a_lock_half_the_time_that_makes_a_component_wedged():
     assert session_settings(120.0) == {"synchronous_commit": "on", "lock_timeout": "60000ms",
-                                       "application_name": "tracker"}
+                                       "application_name": "tracker", "tcp_keepalives_idle": "30",
+                                       "tcp_keepalives_interval": "10", "tcp_keepalives_count": "3",
+                                       "tcp_user_timeout": "60000"}
 
 
 async def test_a_long_table_lock_is_failing_not_wedged_and_a_daemon_still_starts(db_dsn):
