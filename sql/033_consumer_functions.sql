@@ -1,16 +1,18 @@
 -- A sink's cursor (consumer `sink:<name>`) was moved by anyone's ack_events: one mistaken call
 -- (a name copied from tracker.consumers) moved a webhook or NATS sink past events it never sent,
 -- with nothing dead-lettered and sink_status 0 behind. register_consumer and forget_consumer
--- refuse such names already (023). Now ack_events does too, outside the daemon's own sessions
--- (application_name 'tracker': its main pool, in this release and the one before, so that a
--- rolling upgrade's older replicas keep delivering). A guard against mistakes, not a permission.
+-- refuse such names already (023). Now ack_events does too, from a session that names itself
+-- otherwise than the daemon's main pool ('tracker'; psql, a consumer that names itself): a
+-- guard against mistakes, not a permission. A session with no name is let through: a daemon of
+-- a release before session names (its sinks would fail, its /readyz 503, for the whole of a
+-- rolling upgrade); asyncpg names none by default.
 CREATE OR REPLACE FUNCTION tracker.ack_events(consumer text, event_id bigint) RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
     p bigint;
 BEGIN
     PERFORM tracker.check_consumer_name(ack_events.consumer);
-    IF ack_events.consumer LIKE 'sink:%' AND current_setting('application_name') <> 'tracker' THEN
+    IF ack_events.consumer LIKE 'sink:%' AND current_setting('application_name') NOT IN ('tracker', '') THEN
         RAISE EXCEPTION 'consumer % is a sink''s cursor: only the daemon moves it (`tracker sinks status`; `tracker sinks redrive` sends again)',
             ack_events.consumer USING ERRCODE = 'invalid_parameter_value';
     END IF;

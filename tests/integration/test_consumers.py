@@ -174,18 +174,25 @@ async def test_registering_needs_read_committed_and_an_open_one_holds_back_only_
 
 async def test_a_sinks_cursor_is_moved_by_the_daemon_only(pool, db_dsn):
     """ack_events with a sink's cursor name (`sink:<name>`, as tracker.consumers shows it) moved
-    the sink past events it never sent, in silence. Refused outside the daemon's own sessions;
-    the daemon's (application_name 'tracker') move it as before."""
+    the sink past events it never sent, in silence. Refused from a session that names itself
+    otherwise than the daemon; the daemon's (application_name 'tracker', or none: a release
+    before session names, during a rolling upgrade) move it as before."""
     ids = await old_final_message(pool, "sink-cursor", 3)
     await pool.execute("INSERT INTO tracker.consumers (consumer, acked_pos) VALUES ('sink:billing', 0)")
-    with pytest.raises(asyncpg.InvalidParameterValueError, match="is a sink's cursor: only the daemon moves it"):
-        await pool.execute("SELECT tracker.ack_events('sink:billing', $1)", ids[-1])
+    for name in ("psql", "billing-service"):  # an operator's psql, a consumer that names itself
+        other = await asyncpg.connect(db_dsn, server_settings={"application_name": name})
+        try:
+            with pytest.raises(asyncpg.InvalidParameterValueError, match="is a sink's cursor: only the daemon moves it"):
+                await other.execute("SELECT tracker.ack_events('sink:billing', $1)", ids[-1])
+        finally:
+            await other.close()
     assert await pool.fetchval("SELECT acked_pos FROM tracker.consumers WHERE consumer = 'sink:billing'") == 0
-    daemon = await asyncpg.connect(db_dsn, server_settings={"application_name": "tracker"})
-    try:
-        assert await daemon.fetchval("SELECT tracker.ack_events('sink:billing', $1)", ids[-1]) > 0
-    finally:
-        await daemon.close()
+    for name in ("tracker", ""):  # the daemon's main pool; one of a release before session names
+        daemon = await asyncpg.connect(db_dsn, server_settings={"application_name": name})
+        try:
+            assert await daemon.fetchval("SELECT tracker.ack_events('sink:billing', $1)", ids[-1]) > 0
+        finally:
+            await daemon.close()
     await pool.execute("SELECT tracker.ack_events('billing', $1)", ids[-1])  # a consumer of that name: its own
 
 
