@@ -310,3 +310,27 @@ async def test_messages_an_earlier_release_left_unpolled_are_made_due_at_the_sta
 
 async def due_now(due) -> bool:
     return (await due())[("sparksender", "left")] is True
+
+
+async def test_a_twilio_send_scheduled_for_later_is_tracked_and_first_polled_from_then(pool):
+    # Twilio's SendAt (up to 35 days ahead): from the submission, the 48 h window ended the
+    # message `unknown` before Twilio sent it, and the polls until then were spent on nothing
+    import orjson
+    from datetime import datetime, timedelta, timezone
+
+    from tracker.config_types import VendorConfig
+    send_at = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(days=10)
+    sid = "SM" + "a" * 32
+    config = Config(vendors={"twilio": VendorConfig.from_keys("twilio", tracking_window_s=172800.0,
+                                                               first_poll_s=30.0)})
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO tracker.submissions (vendor, request, response) VALUES ('twilio', $1::jsonb, $2::jsonb)",
+            orjson.dumps({"To": "+14155552345", "SendAt": send_at.isoformat(), "MessagingServiceSid": "MG1"}).decode(),
+            orjson.dumps({"sid": sid, "status": "scheduled", "to": "+14155552345"}).decode())
+        r = await take_in(conn, config)
+        assert (r.rows, r.messages, r.refused) == (1, 1, 0)
+        m = await conn.fetchrow("SELECT * FROM tracker.message_status WHERE vendor = 'twilio'")
+    assert (m["state"], m["vendor_ref"]) == ("accepted", sid)
+    assert m["window_ends_at"] == send_at + timedelta(days=2)
+    assert m["next_poll_at"] == send_at + timedelta(seconds=30)

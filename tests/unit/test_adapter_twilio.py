@@ -445,18 +445,16 @@ def test_golden_send_response():
 @pytest.mark.parametrize("request_", [
     {"To": "+14155552345", "SendAt": "2024-05-20T09:00:00Z", "MessagingServiceSid": "MG1"},
     "To=%2B14155552345&SendAt=2024-05-20T09%3A00%3A00Z&MessagingServiceSid=MG1"])
-def test_a_scheduled_send_is_tracked_until_twilio_sends_it(request_):
-    # SendAt may be 35 days ahead: without it as the message's deadline, its window (48 h by
-    # default) ended it `unknown` before Twilio sent it
+def test_a_scheduled_send_is_tracked_from_when_twilio_sends_it(request_):
+    # SendAt may be 35 days ahead: from the submission, its window (48 h by default) ended it
+    # `unknown` before Twilio sent it; and polls from then on were spent on nothing
     [o] = tw.parse_send({"sid": SID, "status": "scheduled", "to": "+14155552345"}, request_, NOW).observations
-    assert (o.state, o.deadline) == (State.accepted, datetime(2024, 5, 20, 9, tzinfo=timezone.utc))
-    from tracker.intake.plan import window_end
-    vc = VendorConfig.from_keys("twilio", tracking_window_s=172800.0, deadline_margin_s=3600.0)
-    assert window_end(NOW, o.deadline, vc) == datetime(2024, 5, 20, 10, tzinfo=timezone.utc)
-    # queued (not scheduled), or a request that cannot be read: no deadline, the message tracked all the same
+    send_at = datetime(2024, 5, 20, 9, tzinfo=timezone.utc)
+    assert (o.state, o.scheduled_for, o.deadline) == (State.accepted, send_at, None)
+    # queued (not scheduled), or a request that cannot be read: tracked from the submission
     [q] = tw.parse_send({"sid": SID, "status": "queued"}, request_, NOW).observations
     [b] = tw.parse_send({"sid": SID, "status": "scheduled"}, "[not a form]", NOW).observations
-    assert q.deadline is None and (b.deadline, b.state) == (None, State.accepted)
+    assert q.scheduled_for is None and (b.scheduled_for, b.state) == (None, State.accepted)
 
 
 def test_refused_sends():

@@ -76,6 +76,9 @@ class Observation:
     # so the message is not polled again before its tracking window ends (it was, for the whole
     # window: two days of calls a message at campaign scale).
     settled: bool = False
+    # When the vendor sends the message, where it is scheduled for later (Twilio's SendAt, up to
+    # 35 days ahead): its tracking window and its first poll start then, not at submission.
+    scheduled_for: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

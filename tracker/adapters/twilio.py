@@ -302,10 +302,9 @@ def parse_send(response: Any, request: Any | None, now: datetime) -> SendResult:
     if body.get("sid") is not None:
         o = _message(body, None)
         if body.get("status") == "scheduled" and (send_at := _send_at(request)) is not None:
-            # Twilio sends it then: the tracking window runs to then at least (its end is the
-            # later of the vendor's window and this plus deadline_margin_s), else a message
-            # scheduled days ahead ended `unknown` before it was sent
-            o = replace(o, deadline=send_at)
+            # Twilio sends it then: its tracking window and first poll start then (from the
+            # submission, a message scheduled days ahead ended `unknown` before it was sent)
+            o = replace(o, scheduled_for=send_at)
         result.observations.append(o)
         return result
     code = as_code(body.get("code"))

@@ -155,20 +155,22 @@ def _message_row(key: Key, row: TakenRow, o: Observation, step: PlannedTransitio
     # with the vendor disabled (sinks only, say) took its rows in with no first poll, and no
     # replica ever polled them; nor, once re-enabled, did this one.
     polled = polled and adapters.get(o.vendor).POLLS and not state.is_final
+    starts = max(row.submitted_at, o.scheduled_for or row.submitted_at)  # sent then, not before
     return NewMessageRow(
         *key, o.issued_ref if o.issued_ref != o.vendor_ref else None, o.recipient,
         row.client_ref, row.id, row.submitted_at, o.deadline,
-        window_end(row.submitted_at, o.deadline, vc),
-        _after(row.submitted_at, vc.first_poll_s) if polled else None,
+        window_end(starts, o.deadline, vc),
+        _after(starts, vc.first_poll_s) if polled else None,
         state.name, delivered_at,
         r.failure_code if r else None, r.failure_reason if r else None,
         r.failure_permanent if r else None, now, *destination(o.recipient))
 
 
-def window_end(submitted_at: datetime, deadline: datetime | None, vc: VendorConfig) -> datetime:
-    """When the tracking window closes: the vendor's window after submission, or its retry
-    deadline plus a margin when that is later (engageSPARK)."""
-    window = _after(submitted_at, vc.tracking_window_s)
+def window_end(starts: datetime, deadline: datetime | None, vc: VendorConfig) -> datetime:
+    """When the tracking window closes: the vendor's window after the message starts (its
+    submission, or when a scheduled send goes out), or its retry deadline plus a margin when
+    that is later (engageSPARK)."""
+    window = _after(starts, vc.tracking_window_s)
     if deadline is not None:  # the vendor retries until then: wait for it, plus a margin
         window = max(window, _after(deadline, vc.deadline_margin_s))
     return window
