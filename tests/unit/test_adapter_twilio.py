@@ -533,3 +533,24 @@ def test_status_answer_naming_another_sid_is_malformed():
     for body in ({"sid": "sm" + "A" * 32, "status": "delivered"}, {"status": "delivered"}):
         [o] = tw.parse_status([ok(body)], [asked], NOW).observations
         assert (o.vendor_ref, o.state) == ("SM" + "a" * 32, State.delivered)
+
+
+def test_callbacks_with_nothing_to_verify_them_are_refused_by_check_config(tmp_path):
+    # an API key for the status calls and a postback_token, but no auth_token (nor a shared key):
+    # every callback would be answered 403, and `read` (only callbacks tell it) never heard
+    from tracker.config import ConfigError
+    from tracker.config.loader import load
+    base = ('[vendors.twilio]\naccount_sid = "AC1"\napi_key_sid = "SK1"\napi_key_secret = "key-secret-0123"\n'
+            'postback_token = "pb-token-0123456789"\n')
+    (tmp_path / "tracker.toml").write_text(base)
+    with pytest.raises(ConfigError) as e:
+        load(str(tmp_path / "tracker.toml"), env={})
+    [problem] = e.value.problems
+    assert problem.key == "vendors.twilio.postback_token"
+    assert problem.reason.startswith("is set, but nothing verifies twilio's callbacks: set "
+                                     "vendors.twilio.auth_token or vendors.twilio.shared_key_secret")
+    for more in ('auth_token = "auth-0123"\n', 'shared_key_secret = "shared-0123"\n'):
+        (tmp_path / "tracker.toml").write_text(base + more)
+        assert load(str(tmp_path / "tracker.toml"), env={}).vendors["twilio"].postback_token
+    (tmp_path / "tracker.toml").write_text(base.replace('postback_token = "pb-token-0123456789"\n', ""))
+    assert load(str(tmp_path / "tracker.toml"), env={}).vendors["twilio"].postback_token is None  # polled only

@@ -76,6 +76,10 @@ PUSHES = True
 KEYED_BY_RECIPIENT = False
 POSTBACK_CONTENT_TYPES = frozenset({"application/x-www-form-urlencoded"})  # status callbacks
 CREDENTIALS: frozenset[str] = frozenset()  # its own, in SETTINGS
+# What verifies a callback (SignsPostbacks): with a postback_token and neither of these, every
+# callback would be refused 403 (the status calls may use an API key instead of the auth token):
+# check-config refuses that.
+SIGNING_KEYS = ("auth_token", "shared_key_secret")
 SETTINGS = {
     "account_sid": Setting("the account's SID (AC...): the status call's path and its user"),
     "auth_token": Setting("the account's auth token: the key of every callback's signature, and "

@@ -6,6 +6,7 @@ import os
 import re
 from typing import Any, Mapping
 
+from tracker import adapters
 from tracker.config.listen import Listener, parse_listen
 from tracker.config.polling import not_configured, polled
 from tracker.config.problems import ConfigError
@@ -61,6 +62,7 @@ class _Loader(_Values):
         for v in VENDORS:
             self.check_poll_schedule(v, vendors[v])
             self.check_previous_token(v, vendors[v])
+            self.check_signed(v, vendors[v])
             self.check_polled(v, vendors[v])
         sinks = self.sinks.build()
         for file, key, reason in self.sinks.problems:
@@ -161,6 +163,19 @@ class _Loader(_Values):
                 self.cross_problem("vendors", vendor, key,
                                    f"is the same as vendors.{vendor}.{current}: a rotation needs a "
                                    "new secret")
+
+    def check_signed(self, vendor: str, given: dict[str, Any]) -> None:
+        """A vendor whose callbacks are signed (its adapter's SIGNING_KEYS), taking them (a
+        postback_token), with no key to verify them: every callback would be refused 403."""
+        keys = getattr(adapters.get(vendor), "SIGNING_KEYS", ())
+        if not keys or not given.get("postback_token") or given.get("enabled") is False:
+            return
+        if not self.usable("vendors", vendor, "postback_token", *keys) or any(given.get(k) for k in keys):
+            return
+        either = " or ".join(f"vendors.{vendor}.{k}" for k in keys)
+        self.cross_problem("vendors", vendor, "postback_token",
+                           f"is set, but nothing verifies {vendor}'s callbacks: set {either} "
+                           "(every callback would be refused 403), or unset postback_token")
 
     def check_polled(self, vendor: str, given: dict[str, Any]) -> None:
         """A vendor `tracker run` polls (tracker.config.polling.polled) whose adapter cannot build
