@@ -120,6 +120,9 @@ stream = "has space"
 [sinks.nats.bus2]
 servers = ["http://127.0.0.1:4222"]
 max_age_days = -1
+[sinks.nats.bus3]
+servers = ["nats://127.0.0.1:4222"]
+max_age_days = 0.001
 [sinks.webhooks.Bad_Name]
 url = "https://x.example.com/"
 [sinks.webhooks.typo]
@@ -143,6 +146,7 @@ urll = "https://x.example.com/"
         (f"{f}: sinks.nats.bus.stream:", "stream name"),
         (f"{f}: sinks.nats.bus2.servers:", "nats://"),
         (f"{f}: sinks.nats.bus2.max_age_days:", "-1"),
+        (f"{f}: sinks.nats.bus3.max_age_days:", "less than duplicate_window_s (120 s): JetStream refuses"),
         (f"{f}: sinks.webhooks.Bad_Name:", "lower-case"),
         (f"{f}: sinks.webhooks.typo.urll:", "unknown key"),
     ]

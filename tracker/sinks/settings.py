@@ -259,6 +259,11 @@ class SinkSettings:
         self._bounded(values, given, "timeout_s", 0.0, MAX_TIMEOUT_S, strict_low=True)
         self._bounded(values, given, "duplicate_window_s", 0.0, MAX_RETRY_DELAY_S, strict_low=True)
         self._bounded(values, given, "max_age_days", 0.0, MAX_DAYS)
+        age_s = given.get("max_age_days", NatsSinkConfig.max_age_days) * 86400
+        window_s = given.get("duplicate_window_s", NatsSinkConfig.duplicate_window_s)
+        if 0 < age_s < window_s and "max_age_days" in values:  # JetStream refuses such a stream
+            self.problem(values["max_age_days"], "", f"keeps events {age_s:g} s, less than "
+                         f"duplicate_window_s ({window_s:g} s): JetStream refuses such a stream")
         if len(self.problems) > before:
             return None
         return NatsSinkConfig(name=name, **given)
