@@ -46,12 +46,15 @@ def signalled(tracker: Tracker, sig: signal.Signals, on_terminal: bool) -> None:
     """SIGTERM and SIGINT stop. SIGHUP stops a run whose terminal hung up; with none (under
     systemd) it is logged and changes nothing: the configuration is read at start, and a stop
     would leave the unit down (Restart=on-failure). Unhandled, it killed the daemon on the spot,
-    the embedded cluster left running. A signal during a stop is logged, and the stop goes on:
-    it waits for the database at most STOP_DATABASE_WAIT_S."""
+    the embedded cluster left running. A signal during the drain (http.drain_s) ends it; during
+    the rest of a stop it is logged, and the stop goes on: it waits for the database at most
+    STOP_DATABASE_WAIT_S."""
     name = signal.Signals(sig).name
     if sig == signal.SIGHUP and not on_terminal:
         log.warning("SIGHUP ignored: the configuration is read only at start; restart the "
                     "service to apply a change")
+    elif tracker.stopping.is_set() and tracker.drain.under_way:
+        tracker.drain.cut()  # a second signal: no more waiting for the load balancer
     elif tracker.stopping.is_set():
         log.warning("stop already under way: still waiting for what is in flight",
                     signal=name, database_wait_max_s=STOP_DATABASE_WAIT_S)

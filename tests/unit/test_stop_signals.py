@@ -45,3 +45,22 @@ def test_sighup_from_a_terminal_that_hung_up_stops(tracker):
         signalled(tracker, signal.SIGHUP, True)
     assert tracker.stopping.is_set()
     assert events(logs) == [("stop asked", "SIGHUP")]
+
+
+async def test_a_second_signal_during_the_drain_ends_it_at_once():
+    # Ctrl-C twice, or a second SIGTERM: the operator does not want to wait out http.drain_s
+    import asyncio
+    import dataclasses
+
+    config = Config()
+    tracker = Tracker(dataclasses.replace(config, http=dataclasses.replace(config.http, drain_s=30.0)))
+    with structlog.testing.capture_logs() as logs:
+        signalled(tracker, signal.SIGTERM, False)
+        draining = asyncio.create_task(tracker.drain.run())
+        while not tracker.drain.under_way:
+            await asyncio.sleep(0)
+        signalled(tracker, signal.SIGINT, False)
+        await asyncio.wait_for(draining, 5)  # not the 30 s
+    assert [e["event"] for e in logs] == [
+        "stop asked", "draining: /readyz answers 503 and requests are still answered",
+        "drain cut short: stopping now"]
