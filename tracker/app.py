@@ -109,6 +109,9 @@ class Tracker:
                         ("listen", "ops_listen") if self.config.http.ops_listen else ("listen",))
         http = self.config.http
         main, ops_app = self._apps()
+        for key, address in (("http.listen", http.listen), ("http.ops_listen", http.ops_listen)):
+            if address and (why := connections.taken(address)):
+                raise StartError(key, address, why)  # before the embedded cluster is made
         parts: list[tuple[str, Part]] = []
         if not self.config.database.dsn:
             parts.append(("embedded database", self._embedded_database))

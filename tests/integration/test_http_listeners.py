@@ -17,7 +17,8 @@ from tests.polling_support import wait_until
 from tests.postbacks_support import (TOKENS, config_for, metric_value, named, postback_url, readyz,
                                      replace_http, running, session)
 from tracker.app import Tracker
-from tracker.http import middleware
+from tracker.config_types import Config, DatabaseConfig
+from tracker.http import connections, middleware
 from tracker.http.connections import HEADERS_MAX
 from tracker.throttle import Throttle
 from tracker.start_error import StartError
@@ -34,20 +35,42 @@ def taken_port():
         s.close()
 
 
+def on_taken(db_dsn: str | None, key: str, address: str, **database) -> Config:
+    config = config_for(db_dsn) if db_dsn else Config(database=DatabaseConfig(**database))
+    return replace_http(config, **{key.removeprefix("http."): address})
+
+
 @pytest.mark.parametrize("key", ["http.listen", "http.ops_listen"])
-async def test_an_address_in_use_names_its_setting_and_nothing_is_left_running(db_dsn, key):
+async def test_an_address_in_use_names_its_setting_before_anything_starts(db_dsn, key):
     with taken_port() as address:
-        config = config_for(db_dsn)
-        if key == "http.listen":
-            config = replace_http(config, listen=address)
-        else:
-            config = replace_http(config, ops_listen=address)
-        tr = Tracker(config)
+        tr = Tracker(on_taken(db_dsn, key, address))
         with pytest.raises(StartError) as e:
             await tr.start()
     assert e.value.key == key and e.value.value == address
     assert "address already in use" in e.value.reason
     assert str(e.value).startswith(f"{key} = {address}: ")
+    assert tr.pool is None and not tr.listen_addresses  # nothing was started
+
+
+async def test_an_address_in_use_makes_no_embedded_cluster(tmp_path):
+    # a new state_dir was initialised (46 MB), the cluster started and stopped, only to exit 2
+    with taken_port() as address:
+        tr = Tracker(on_taken(None, "http.listen", address, state_dir=str(tmp_path / "state")))
+        with pytest.raises(StartError):
+            await tr.start()
+    assert not (tmp_path / "state").exists() and tr.embedded is None
+
+
+@pytest.mark.parametrize("key", ["http.listen", "http.ops_listen"])
+async def test_an_address_taken_after_the_look_stops_what_started_in_reverse(db_dsn, key, monkeypatch):
+    # the look before the start is the early word; the bind decides (another process may take
+    # the port in between): what started by then is stopped, nothing left running
+    monkeypatch.setattr(connections, "taken", lambda address: None)
+    with taken_port() as address:
+        tr = Tracker(on_taken(db_dsn, key, address))
+        with pytest.raises(StartError) as e:
+            await tr.start()
+    assert e.value.key == key and "address already in use" in e.value.reason
     assert tr.pool is not None and tr.pool.is_closing()  # the parts that started are stopped
     postbacks = next(c for c in tr.components if type(c).__name__ == "Postbacks")
     assert postbacks.worker is None  # the postback worker too

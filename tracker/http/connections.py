@@ -19,7 +19,9 @@ the limit by a few before they count), and a proxy in front can limit them per c
 from __future__ import annotations
 
 import asyncio
+import os
 import resource
+import socket
 
 from aiohttp import web
 
@@ -73,6 +75,24 @@ async def serve(runner: web.AppRunner, host: str, port: int, limit: int,
     loop = asyncio.get_running_loop()
     return await loop.create_server(Capped(runner.server, limit, listener), host, port,
                                     reuse_address=True)
+
+
+def taken(address: str) -> str | None:
+    """Why `address` (host:port, as http.listen) cannot be listened on now, or None: looked at
+    before anything else starts, so that a port in use stops the start before the embedded
+    cluster is made (a new state_dir was initialised, 46 MB, only to exit 2 on the port). The
+    listener's own bind still decides; this is the early word."""
+    host, _, port = address.rpartition(":")
+    if not port.isdigit() or int(port) == 0:
+        return None
+    host = host.strip("[]")
+    try:
+        family = socket.getaddrinfo(host or None, int(port), type=socket.SOCK_STREAM,
+                                    flags=socket.AI_PASSIVE)[0][0]
+        socket.create_server((host, int(port)), family=family).close()
+    except OSError as e:  # as the listener's bind says it: "address already in use"
+        return os.strerror(e.errno).lower() if e.errno else str(e)
+    return None
 
 
 def raise_open_files() -> tuple[int, int]:
