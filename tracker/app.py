@@ -21,7 +21,7 @@ from tracker import metrics, retention, sweep_clock, systemd
 from tracker.config import redact_dsn
 from tracker.config_types import Config
 from tracker.db import DB_ERRORS
-from tracker.db import keeper, liveness
+from tracker.db import keeper, sessions
 from tracker.db import queries as q
 from tracker.db.embedded import EmbeddedError, EmbeddedPostgres
 from tracker.db.migrate import migrate
@@ -38,19 +38,6 @@ log = get_logger("tracker.app")
 
 HTTP_SHUTDOWN_S = 10.0  # stop(): time in-flight requests get to be answered
 STOP_DATABASE_WAIT_S = 45.0  # stop(): then what still waits on the database is let go (unit: 90 s)
-
-
-def session_settings(wedged_after_s: float) -> dict[str, str]:
-    """The main pool's sessions. Every transaction that leads to a 200 or a transition is
-    durable at commit, whatever the role's or the database's default (a startup option outranks
-    ALTER ROLE/DATABASE ... SET). A lock is waited for half of health.wedged_after_s at most:
-    held longer by another session (an operator's LOCK TABLE or ALTER TABLE on
-    tracker.messages), a statement fails: counted, its component restarted and named by /readyz. Waited for without end, it kept intake and the pollers busy until they
-    counted as wedged, which holds back the watchdog: systemd killed every replica at once, for
-    a lock no restart can take."""
-    return {"synchronous_commit": "on", "lock_timeout": f"{round(wedged_after_s * 500)}ms",
-            "application_name": "tracker",  # named in pg_stat_activity, as its other sessions are
-            **liveness.SERVER_KEEPALIVE}  # a session of a vanished daemon ends (tracker.db.liveness)
 
 
 class Host(Protocol):
@@ -223,7 +210,7 @@ class Tracker:
         self.dsn = dsn  # components that keep connections of their own (tracker.postbacks)
         try:
             self.pool = await asyncpg.create_pool(dsn, min_size=db.pool_min, max_size=db.pool_max,
-                                                  init=liveness.init, server_settings=session_settings(
+                                                  init=sessions.init, server_settings=sessions.session_settings(
                                                       self.config.health.wedged_after_s))
         except DB_ERRORS as e:
             raise database_start_error(e, db.dsn, db.state_dir) from None

@@ -17,7 +17,7 @@ import structlog
 from tests.faults_support import FreezingProxy
 from tests.polling_support import wait_until
 from tracker.config_types import Config
-from tracker.db import liveness
+from tracker.db import sessions
 from tracker.db import listen as listen_mod
 from tracker.http import ops
 from tracker.http.drain import Drain
@@ -26,7 +26,7 @@ from tracker.supervisor import Supervisor
 
 async def proxied_pool(db_dsn: str, **kw) -> tuple[FreezingProxy, asyncpg.Pool]:
     proxy = await FreezingProxy(db_dsn).start()
-    pool = await asyncpg.create_pool(proxy.dsn(db_dsn), init=liveness.init, **kw)
+    pool = await asyncpg.create_pool(proxy.dsn(db_dsn), init=sessions.init, **kw)
     return proxy, pool
 
 

@@ -15,7 +15,7 @@ import structlog
 
 from tests.polling_support import wait_until
 from tests.postbacks_support import config_for, postback_url, readyz, running, session
-from tracker.app import session_settings
+from tracker.db.sessions import session_settings
 
 WEDGED_AFTER_S = 2.0
 

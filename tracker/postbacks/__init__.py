@@ -34,7 +34,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from tracker import metrics
 from tracker.adapters.base import ParseError, PostbackRequest
 from tracker.config_types import VENDORS
-from tracker.db import DB_ERRORS, is_outage, liveness
+from tracker.db import DB_ERRORS, is_outage, sessions
 from tracker.db import queries as q
 from tracker.logging import get_logger, register_secret, scrub
 from tracker.postbacks import core
@@ -64,7 +64,7 @@ WRITERS = 2  # group commit batches written at a time (a small one also applied)
 # applies the rest around the held message (tracker.postbacks.worker).
 SESSION_SETTINGS = {"synchronous_commit": "on", "plan_cache_mode": "force_generic_plan",
                     "application_name": "tracker postbacks", "lock_timeout": "1s",
-                    **liveness.SERVER_KEEPALIVE}
+                    **sessions.SERVER_KEEPALIVE}
 CONNECTIONS = WRITERS + APPLIERS
 
 OK = 200, {"status": "ok"}
@@ -114,7 +114,7 @@ async def _warm(conn: asyncpg.Connection) -> None:
     connection cold, logged: the daemon starts and stores postbacks, and what the statements
     meet is met, counted and shown where they run. It stopped the start with a traceback,
     restarted every 2 s for as long as the lock was held."""
-    liveness.keep_alive(conn)  # a silent peer noticed (tracker.db.liveness)
+    sessions.keep_alive(conn)  # a silent peer noticed (tracker.db.sessions)
     tx = conn.transaction()
     await tx.start()
     try:

@@ -1,4 +1,7 @@
-"""A database connection whose server or network went silent (a NAT table flushed, a failover
+"""The daemon's database sessions: what the main pool's are set to (session_settings), and how
+every connection notices a peer gone silent (keep_alive).
+
+A database connection whose server or network went silent (a NAT table flushed, a failover
 that dropped packets, a frozen host) was never noticed: its socket stayed open, a statement on
 it waited for ever, a pool connection handed back after a cancel waited for the server to
 confirm it, and a LISTEN connection slept on. /readyz said ready for two minutes, postbacks were
@@ -41,3 +44,16 @@ def keep_alive(conn: asyncpg.Connection) -> None:
 async def init(conn: asyncpg.Connection) -> None:
     """The main pool's `init`: each new connection probes its peer."""
     keep_alive(conn)
+
+
+def session_settings(wedged_after_s: float) -> dict[str, str]:
+    """The main pool's sessions. Every transaction that leads to a 200 or a transition is
+    durable at commit, whatever the role's or the database's default (a startup option outranks
+    ALTER ROLE/DATABASE ... SET). A lock is waited for half of health.wedged_after_s at most:
+    held longer by another session (an operator's LOCK TABLE or ALTER TABLE on
+    tracker.messages), a statement fails: counted, its component restarted and named by /readyz. Waited for without end, it kept intake and the pollers busy until they
+    counted as wedged, which holds back the watchdog: systemd killed every replica at once, for
+    a lock no restart can take."""
+    return {"synchronous_commit": "on", "lock_timeout": f"{round(wedged_after_s * 500)}ms",
+            "application_name": "tracker",  # named in pg_stat_activity, as its other sessions are
+            **SERVER_KEEPALIVE}  # a session of a vanished daemon ends (above)
