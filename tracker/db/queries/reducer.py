@@ -125,6 +125,7 @@ WITH waiting AS MATERIALIZED (
     JOIN tracker.messages m
       ON m.vendor = o.vendor AND m.vendor_ref = o.vendor_ref AND m.recipient_key = o.recipient_key
     WHERE o.message_id IS NULL
+      AND o.received_at > timestamptz '2000-01-01'  -- the predicate of its index (sql/034)
       AND ($1::float8 IS NULL OR o.received_at > now() - make_interval(secs => $1::float8))
     ORDER BY o.id
     FOR UPDATE OF o
