@@ -32,6 +32,7 @@ def test_what_it_says_is_stored_with_the_surrogate_replaced():
     [kept] = storable([o])
     assert kept.state == State.delivered and kept.text.startswith("Happy birthday ")
     orjson.dumps(kept.raw)  # storable as JSON: no surrogate left, keys included
+    assert isinstance(kept.raw, dict) and kept.raw["id"] == "m-1"  # kept as data, not its text
     assert "\ud83c" not in kept.text
 
 
