@@ -254,11 +254,10 @@ class Tracker:
             runner = web.AppRunner(app, access_log=None, shutdown_timeout=HTTP_SHUTDOWN_S,
                                    keepalive_timeout=http.keepalive_timeout_s, **connections.RUNNER_LIMITS)
             await runner.setup()
-            host, port = address.rsplit(":", 1)
+            host, port = connections.host_port(address)
             name = key.removeprefix("http.")
             try:
-                server = await connections.serve(runner, host.strip("[]"), int(port),
-                                                 http.max_connections, name)
+                server = await connections.serve(runner, host, port, http.max_connections, name)
             except OSError as e:  # in use, not ours to bind, no such host
                 await runner.cleanup()
                 raise StartError(key, address, e.strerror or str(e)) from None

@@ -40,8 +40,9 @@ class Adapter(Protocol):
     KEYED_BY_RECIPIENT: bool  # its id names a batch: a message is (vendor_ref, recipient)
     POSTBACK_CONTENT_TYPES: frozenset[str]  # media types its postbacks come as (empty: none)
     SETTINGS: Mapping[str, Setting]  # configuration keys only this vendor has
-    # the VendorConfig credential fields it reads (config.schema.VENDOR_FIELDS): another
-    # vendor's are refused in its table, not ignored in silence
+    # the VendorConfig credential fields it reads (status_url, user_id, api_key, org_id,
+    # api_token, partner_token: config.schema.whose): another vendor's are refused in its
+    # table, not ignored in silence
     CREDENTIALS: frozenset[str]
 
     def normalize_ref(self, ref: Any) -> str:

@@ -133,7 +133,6 @@ _VENDOR_SETTINGS = {name: dict(a.SETTINGS) for name, a in ADAPTERS.items()}
 # VendorConfig's credential fields, each read by some vendors only (their adapters' CREDENTIALS):
 # in another vendor's table, one is refused naming whose it is (an engageSPARK org_id put under
 # Twilio was taken and ignored in silence).
-VENDOR_FIELDS = frozenset({"status_url", "user_id", "api_key", "org_id", "api_token", "partner_token"})
 _CREDENTIALS = {name: a.CREDENTIALS for name, a in ADAPTERS.items()}
 
 

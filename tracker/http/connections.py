@@ -77,19 +77,24 @@ async def serve(runner: web.AppRunner, host: str, port: int, limit: int,
                                     reuse_address=True)
 
 
+def host_port(address: str) -> tuple[str, int]:
+    """(host, port) of a listen address as the configuration checked it (`[::1]:8080` too)."""
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
 def taken(address: str) -> str | None:
     """Why `address` (host:port, as http.listen) cannot be listened on now, or None: looked at
     before anything else starts, so that a port in use stops the start before the embedded
     cluster is made (a new state_dir was initialised, 46 MB, only to exit 2 on the port). The
     listener's own bind still decides; this is the early word."""
-    host, _, port = address.rpartition(":")
-    if not port.isdigit() or int(port) == 0:
+    host, port = host_port(address)
+    if port == 0:  # any free port: none is taken
         return None
-    host = host.strip("[]")
     try:
-        family = socket.getaddrinfo(host or None, int(port), type=socket.SOCK_STREAM,
+        family = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
                                     flags=socket.AI_PASSIVE)[0][0]
-        socket.create_server((host, int(port)), family=family).close()
+        socket.create_server((host, port), family=family).close()
     except OSError as e:  # as the listener's bind says it: "address already in use"
         return os.strerror(e.errno).lower() if e.errno else str(e)
     return None
