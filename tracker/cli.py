@@ -45,22 +45,6 @@ def cmd_migrate(args) -> int:
     return on_database(cfg, "migrate", go)
 
 
-def cmd_restored(args) -> int:
-    from tracker.db import queries as q
-    from tracker.db.oneshot import on_database
-
-    async def go(conn) -> int:
-        async with conn.transaction():
-            moved = await conn.fetch(q.IDS_PAST_NOW)
-        for r in moved:
-            print(f"{r['sequence']}: {r['was'] if r['was'] is not None else 'unused'} -> {r['now_at']}")
-        print("ids moved past any the restored backup's lost time handed out; now tell the "
-              "consumers that the database went back (deploy/OPERATIONS.md, \"Restoring a backup\")")
-        return 0
-
-    return on_database(_load(args), "restored", go)
-
-
 def cmd_check_config(args) -> int:
     return config_mod.check_config(args.config)
 
@@ -105,9 +89,6 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="run the daemon", parents=[config]).set_defaults(func=cmd_run)
     sub.add_parser("migrate", help="apply database migrations", parents=[config]).set_defaults(func=cmd_migrate)
-    sub.add_parser("restored", help="after a backup is restored, before the daemons start: move "
-                   "every id past those handed out since the backup", parents=[config]
-                   ).set_defaults(func=cmd_restored)
     sub.add_parser("check-config", help="validate the configuration",
                    parents=[config]).set_defaults(func=cmd_check_config)
     sb = sub.add_parser("sandbox", help="run the fake vendors (options: tracker sandbox --help)",

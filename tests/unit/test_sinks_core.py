@@ -91,7 +91,7 @@ def test_body_times_are_utc_and_round_trip(row):
 
 
 def test_body_of_a_correction_with_failure_details():
-    row = {"event_id": 7, "message_id": 3, "vendor": "skycore", "vendor_ref": "AB12", "recipient": "15550100",
+    row = {"event_id": 1714564801000512, "message_id": 1714564700000003, "vendor": "skycore", "vendor_ref": "AB12", "recipient": "15550100",
            "client_ref": None, "from_state": "failed", "to_state": "delivered", "source": "postback",
            "occurred_at": datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc),
            "recorded_at": datetime(2024, 5, 1, 12, 0, 1, 500, tzinfo=timezone.utc),

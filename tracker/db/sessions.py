@@ -1,5 +1,6 @@
-"""The daemon's database sessions: what the main pool's are set to (session_settings), and how
-every connection notices a peer gone silent (keep_alive).
+"""The daemon's database sessions: what the main pool's are set to (session_settings), how every
+connection notices a peer gone silent (keep_alive), and how no connection of the tracker's hands
+out an id again after the database went back in time (ids_past_now).
 
 A database connection whose server or network went silent (a NAT table flushed, a failover
 that dropped packets, a frozen host) was never noticed: its socket stayed open, a statement on
@@ -18,6 +19,8 @@ from __future__ import annotations
 import socket
 
 import asyncpg
+
+from tracker.db import queries as q
 
 IDLE_S, INTERVAL_S, COUNT = 30, 10, 3
 USER_TIMEOUT_MS = 60_000
@@ -41,9 +44,20 @@ def keep_alive(conn: asyncpg.Connection) -> None:
         sock.setsockopt(level, option, value)
 
 
+async def ids_past_now(conn: asyncpg.Connection) -> None:
+    """The schema's id sequences moved past any id a restored backup or a promoted standby lost
+    (queries.IDS_PAST_NOW), before `conn` inserts anything: run by each new connection of the
+    pools and of the one-off commands, so that neither a restore nor a failover needs a step
+    an operator could forget. Its errors are the connection's: an outage is one to connect; a
+    refusal (a role that may not set the sequences) stops the start with one line naming it,
+    and later fails the component that wanted the connection (counted, named by /readyz)."""
+    await conn.execute(q.IDS_PAST_NOW)
+
+
 async def init(conn: asyncpg.Connection) -> None:
-    """The main pool's `init`: each new connection probes its peer."""
+    """The main pool's `init`: each new connection probes its peer and moves the ids (above)."""
     keep_alive(conn)
+    await ids_past_now(conn)
 
 
 def session_settings(wedged_after_s: float) -> dict[str, str]:

@@ -114,7 +114,7 @@ async def _warm(conn: asyncpg.Connection) -> None:
     connection cold, logged: the daemon starts and stores postbacks, and what the statements
     meet is met, counted and shown where they run. It stopped the start with a traceback,
     restarted every 2 s for as long as the lock was held."""
-    sessions.keep_alive(conn)  # a silent peer noticed (tracker.db.sessions)
+    await sessions.init(conn)  # a silent peer noticed, the ids moved (tracker.db.sessions)
     tx = conn.transaction()
     await tx.start()
     try:

@@ -133,19 +133,25 @@ SELECT (SELECT count(*) FROM (SELECT FROM tracker.submissions WHERE processed_at
            AS postbacks
 """
 
-# `tracker restored`, after a backup is put back: every id sequence of the schema moved past the
-# ids the lost time may have handed out. Given again, to another event or message, they were
-# dropped by every consumer as repeats (webhook-id, Nats-Msg-Id in JetStream's duplicate window,
-# an SQL consumer's event_id), in silence. To the microseconds since 1970: past any id handed out
-# before now at under a million a second, restore after restore of the same backup (a fixed jump
-# is not: a second restore handed out the first one's ids again); below 2**53 (exact in JSON)
-# until the year 2255. The application's own sequences, in its schemas, are not touched.
+# Every connection of the tracker's, before its first statement (tracker.db.sessions.ids_past_now):
+# each id sequence of the schema that is behind the microseconds since 1970 is moved up to them.
+# A backup put back, or a standby promoted that missed the primary's last commits, would hand out
+# again the ids the lost time had handed out, to other events and messages, and every consumer
+# drops those as repeats (webhook-id, Nats-Msg-Id in JetStream's duplicate window, an SQL
+# consumer's event_id), in silence. Ids taken at under a million a second stay behind the clock, so
+# the first connection after such a restore (the daemon's start, its pools' reconnection after a
+# failover, a one-off command) moves them past any id of the lost time, restore after restore of
+# the same backup; below 2**53 (exact in JSON) until the year 2255. Only ever forward, one
+# connection at a time (the lock: two connections' clocks read in one order and applied in the
+# other would move a sequence back under a third's inserts); nothing where writes are refused (a
+# standby: a read-only command still runs; the daemon is refused at its first write, as before). One
+# simple query, one implicit transaction, one round trip. The application's own sequences, in its
+# schemas, are not touched.
 IDS_PAST_NOW = """
-SELECT s.sequencename AS sequence, s.last_value AS was,
-       setval(format('%I.%I', s.schemaname, s.sequencename)::regclass,
-              greatest(coalesce(s.last_value, 0) + 1,
-                       (extract(epoch FROM clock_timestamp()) * 1000000)::bigint)) AS now_at
-FROM pg_sequences s
-WHERE s.schemaname = 'tracker'
-ORDER BY s.sequencename
+SELECT pg_advisory_xact_lock(hashtext('tracker.ids'));
+SELECT setval(format('%I.%I', s.schemaname, s.sequencename)::regclass, n.us)
+FROM pg_sequences s,
+     LATERAL (SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint AS us) n
+WHERE s.schemaname = 'tracker' AND coalesce(s.last_value, 0) < n.us
+  AND current_setting('transaction_read_only') = 'off'  -- a standby: nothing to move, nor may it
 """
