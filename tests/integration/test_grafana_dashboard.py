@@ -135,3 +135,19 @@ async def test_the_readonly_roles_grants_reach_views_a_later_migration_adds(pool
         finally:
             await conn.execute(f'DROP OWNED BY "{role}"')
             await conn.execute(f'DROP ROLE "{role}"')
+
+
+async def test_days_are_utc_days_whatever_the_sessions_time_zone(pool):
+    """`day` is a UTC day; Grafana sets no session TimeZone, and a database's default is the
+    host's zone at initdb. Cast in the session's zone, the panel's range began the day before
+    west of UTC and left out the UTC day's rows for its first hours."""
+    async with pool.acquire() as conn:
+        await seed(conn)
+        day = await conn.fetchval("SELECT max(day) FROM tracker.delivery_by_route")
+    start = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+    [(title, t)] = [(n, t) for n, t in targets("postgres") if n == "Delivery by route and day"]
+    sql = grafana_macros(t["rawSql"], start, start + timedelta(hours=3))
+    for zone in ("UTC", "Pacific/Pago_Pago", "Pacific/Kiritimati"):  # -11 and +14
+        async with pool.acquire() as conn, conn.transaction(readonly=True):
+            await conn.execute(f"SET LOCAL TimeZone = '{zone}'")
+            assert {r["day"] for r in await conn.fetch(sql)} == {day}, zone
