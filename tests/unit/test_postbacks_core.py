@@ -84,6 +84,15 @@ def test_allow_networks():
     assert core.admit(routes, "skycore", "wrong", "127.0.0.1", "") is core.NOT_FOUND
 
 
+def test_an_ipv4_mapped_network_allows_the_ipv4_sources_it_names():
+    """As a dual-stack proxy writes addresses: passed by check-config, it matched nothing."""
+    routes = core.routes_from(config(skycore={"allow_networks": ("::ffff:127.0.0.0/104",)}))
+    for remote in ("127.0.0.5", "::ffff:127.0.0.5"):
+        assert core.admit(routes, "skycore", "secret-skycore", remote, "") is None, remote
+    assert core.admit(routes, "skycore", "secret-skycore", "128.0.0.1", "") is core.NOT_FOUND
+    assert core.networks(["::ffff:0:0/95"])[0].version == 6  # wider than the mapped range: as given
+
+
 TRUSTED = core.networks(["10.0.0.0/8", "fd00::/8"])
 
 
@@ -99,6 +108,10 @@ TRUSTED = core.networks(["10.0.0.0/8", "fd00::/8"])
     # the client wrote 32 hops itself, the proxy appended the real address: the nearest counts
     ("10.0.0.5", ", ".join(["203.0.113.7"] * 32) + ", 198.51.100.66", "198.51.100.66"),
     ("10.0.0.5", ", ".join(["10.9.9.9"] * 33), "10.0.0.5"),  # more proxies than are read: the peer
+    # a proxy that appends the port (Azure's): the address without it, never the proxy's own
+    ("10.0.0.5", "203.0.113.9:5678", "203.0.113.9"),
+    ("10.0.0.5", "[2001:db8::7]:443, 10.0.0.9:80", "2001:db8::7"),
+    ("10.0.0.5", "[2001:db8::7]", "2001:db8::7"),
 ])
 def test_the_client_address_comes_from_x_forwarded_for_only_behind_a_trusted_proxy(peer, header, client):
     assert core.client_address(peer, header, TRUSTED) == client

@@ -160,8 +160,17 @@ def previous_token(route: Route, token: str) -> bool:
 Networks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
 
 
+_MAPPED = ipaddress.ip_network("::ffff:0:0/96")
+
+
 def networks(cidrs) -> Networks:
-    return tuple(ipaddress.ip_network(n, strict=False) for n in cidrs)
+    """The CIDRs, an IPv4-mapped one (`::ffff:203.0.113.0/120`, as a dual-stack proxy writes
+    addresses) as the IPv4 network it names: a source is compared as IPv4 (source_ip), so such
+    an entry, passed by check-config, matched nothing and refused every postback."""
+    nets = (ipaddress.ip_network(n, strict=False) for n in cidrs)
+    return tuple(ipaddress.ip_network((int(n.network_address) & 0xFFFFFFFF, n.prefixlen - 96))
+                 if n.version == 6 and n.prefixlen >= 96 and n.subnet_of(_MAPPED) else n
+                 for n in nets)
 
 
 def _within(ip, nets: Networks) -> bool:
@@ -184,7 +193,7 @@ def client_address(peer: str | None, forwarded_for: str | None, trusted: Network
     from anyone else is ignored; a malformed one leaves the peer."""
     if not trusted or not forwarded_for or not _within(source_ip(peer), trusted):
         return peer
-    hops = [h.strip() for h in forwarded_for.split(",")]
+    hops = [_address(h.strip()) for h in forwarded_for.split(",")]
     for hop in reversed(hops[-MAX_HOPS:]):  # the nearest: the proxies appended them
         ip = source_ip(hop)
         if ip is None:
@@ -194,6 +203,15 @@ def client_address(peer: str | None, forwarded_for: str | None, trusted: Network
     if len(hops) > MAX_HOPS:  # that many trusted proxies in a row: none of it is believed
         return peer
     return source_ip(hops[0]) and hops[0] or peer
+
+
+def _address(hop: str) -> str:
+    """An X-Forwarded-For entry without the port some proxies append (Azure's `203.0.113.9:5678`,
+    `[2001:db8::7]:443`): read as unreadable, it left the proxy's own address as the source, and
+    `allow_networks` refused every postback."""
+    if hop.startswith("[") and "]" in hop:
+        return hop[1:hop.index("]")]
+    return hop.split(":", 1)[0] if hop.count(":") == 1 else hop
 
 
 @dataclass(frozen=True, slots=True)
