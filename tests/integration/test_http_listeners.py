@@ -140,6 +140,17 @@ async def healthz(host: str, port: int) -> bytes:
         writer.close()
 
 
+async def test_every_address_written_as_ipv6_takes_ipv4_too(db_dsn):
+    """`[::]` (every address, as on Linux): asyncio binds an IPv6 socket v6-only, and every
+    vendor posting over IPv4 was refused the connection."""
+    async with running(replace_http(config_for(db_dsn), listen="[::]:0")) as (tr, _):
+        port = tr.listen_addresses["listen"][1]
+        for host in ("127.0.0.1", "::1"):
+            assert await healthz(host, port) == b"HTTP/1.1 200 OK", host
+    with taken_port() as address:  # and the early look sees an IPv4 port taken
+        assert connections.taken(f"[::]:{address.rsplit(':', 1)[1]}") == "address already in use"
+
+
 async def test_connections_past_the_limit_are_closed_at_once_counted_and_logged(db_dsn):
     # A flood of idle connections used up the process's descriptors: every postback was reset,
     # and the embedded cluster's keeper, unable to open its pid file, restarted PostgreSQL.

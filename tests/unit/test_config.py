@@ -437,6 +437,8 @@ def test_a_stalled_lookup_costs_only_the_resolve_timeout(monkeypatch):
     ("0.0.0.0:8080", "127.0.0.1:8080"),  # the wildcard takes every IPv4 address
     ("127.0.0.1:8080", "localhost:8080"),
     ("[::]:9000", "[::1]:9000"),
+    ("[::]:9000", "127.0.0.1:9000"),  # `[::]` is bound for both families
+    ("0.0.0.0:9000", "[::]:9000"),
     (None, "127.0.0.1:8080"),  # the default http.listen
 ])
 def test_ops_listen_must_not_take_the_postback_listeners_address(tmp_path, listen, ops):

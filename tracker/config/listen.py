@@ -28,10 +28,12 @@ class Listener:
 
     def clashes_with(self, other: "Listener") -> bool:
         """Would binding both fail? Same port (0 picks a free one) and an address in common,
-        or one of them the wildcard of the other's family (asyncio binds IPv6 sockets v6-only)."""
+        or one of them the wildcard of the other's family, `::` of both (tracker.http.connections
+        binds it dual-stack)."""
         if self.port == 0 or self.port != other.port:
             return False
-        return any(a.version == b.version and (a == b or a.is_unspecified or b.is_unspecified)
+        return any((a.version == b.version and (a == b or a.is_unspecified or b.is_unspecified))
+                   or (a.version == 6 and a.is_unspecified) or (b.version == 6 and b.is_unspecified)
                    for a in self.addresses for b in other.addresses)
 
 

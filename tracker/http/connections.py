@@ -73,8 +73,23 @@ async def serve(runner: web.AppRunner, host: str, port: int, limit: int,
                     "LimitNOFILE in the unit, or lower http.max_connections)",
                     open_files_limit=soft, max_connections=limit, listener=listener)
     loop = asyncio.get_running_loop()
-    return await loop.create_server(Capped(runner.server, limit, listener), host, port,
-                                    reuse_address=True)
+    factory = Capped(runner.server, limit, listener)
+    if _every_address(host):  # both families on one socket (asyncio alone binds it IPv6 only)
+        return await loop.create_server(factory, sock=_dual_stack(host, port))
+    return await loop.create_server(factory, host, port, reuse_address=True)
+
+
+def _every_address(host: str) -> bool:
+    """`[::]`: written, as on Linux, for every address of both families. asyncio binds an IPv6
+    socket v6-only, so every vendor posting over IPv4 was refused the connection, with
+    check-config content."""
+    return host.strip("[]") == "::"
+
+
+def _dual_stack(host: str, port: int) -> socket.socket:
+    """A listening socket on `host` taking IPv4 (as mapped addresses) and IPv6 (SO_REUSEADDR set)."""
+    return socket.create_server((host.strip("[]"), port), family=socket.AF_INET6,
+                                dualstack_ipv6=True)
 
 
 def host_port(address: str) -> tuple[str, int]:
@@ -92,6 +107,9 @@ def taken(address: str) -> str | None:
     if port == 0:  # any free port: none is taken
         return None
     try:
+        if _every_address(host):
+            _dual_stack(host, port).close()
+            return None
         family = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
                                     flags=socket.AI_PASSIVE)[0][0]
         socket.create_server((host, port), family=family).close()
