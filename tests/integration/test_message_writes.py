@@ -40,9 +40,9 @@ async def message(conn, ref: str) -> tuple:
 @pytest.mark.parametrize("steps", [len(STORY), 2, 1])
 async def test_every_source_writes_a_message_alike(pool, steps):
     async with pool.acquire() as conn:
-        await conn.execute("INSERT INTO tracker.messages (vendor, vendor_ref, next_poll_at)"
-                           " SELECT 'sparksender', unnest($1::text[]), now()",
-                           ["by-postback", "by-tracker", "by-poll"])
+        await conn.execute("INSERT INTO tracker.messages (vendor, vendor_ref, submitted_at, next_poll_at)"
+                           " SELECT 'sparksender', unnest($1::text[]), $2, now()",
+                           ["by-postback", "by-tracker", "by-poll"], AT)
         ids = {r["vendor_ref"]: r["id"] for r in await conn.fetch(
             "SELECT id, vendor_ref FROM tracker.messages")}
         for i, batch in enumerate(STORY[:steps]):
@@ -51,13 +51,13 @@ async def test_every_source_writes_a_message_alike(pool, steps):
                 ref = f"by-{source}"
                 await reducer.apply(conn, source, [_for(o, ref) for o in batch], received_at=received)
             async with conn.transaction():
-                held = {r["id"]: State[r["state"]] for r in await conn.fetch(
-                    "SELECT id, state FROM tracker.messages WHERE id = $1 FOR NO KEY UPDATE",
-                    ids["by-poll"])}
+                [r] = await conn.fetch("SELECT id, state, submitted_at FROM tracker.messages"
+                                       " WHERE id = $1 FOR NO KEY UPDATE", ids["by-poll"])
                 mid = ids["by-poll"]
-                await reducer.apply_polls(conn, held, [(mid, _for(o, "by-poll")) for o in batch],
+                await reducer.apply_polls(conn, {mid: State[r["state"]]},
+                                          [(mid, _for(o, "by-poll")) for o in batch],
                                           [(mid, received + timedelta(minutes=5), 1)],
-                                          received_at=received)
+                                          received_at=received, submitted_at={mid: r["submitted_at"]})
         written = {ref: await message(conn, ref) for ref in ids}
         histories = {ref: [tuple(r) for r in await conn.fetch(
             "SELECT from_state::text, to_state::text, occurred_at, failure_code, is_correction"

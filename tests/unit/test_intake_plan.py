@@ -270,6 +270,16 @@ def test_a_vendor_time_no_report_can_mean_is_noted_and_the_time_taken_in_stands_
     assert m.report.occurred_at == NOW  # not 2099
 
 
+def test_a_vendor_time_long_before_the_submission_is_noted_and_the_time_taken_in_stands_for_it():
+    sid = "SM" + "b" * 32
+    response = orjson.dumps({"sid": sid, "status": "queued", "to": "+14155550100",
+                             "date_updated": "Wed, 02 Dec 2026 06:15:00 +0000"}).decode()  # 5 h 45 early
+    taken = read_row(row(vendor="twilio", vendor_ref=None, response=response), NOW, 10)
+    assert "10 minutes before submitted_at" in taken.note and taken.note.startswith("1 vendor event time(s)")
+    [m] = plan_chunk([taken], VENDORS, NOW).transitions
+    assert m.report.occurred_at == NOW
+
+
 def test_a_message_row_carries_its_destination():
     rows = [TakenRow(1, None, NOW, [Observation(vendor="sparksender", vendor_ref="1", recipient="639171234567",
                                          state=State.accepted, code="a")])]

@@ -16,23 +16,38 @@ def recipient_key(vendor: str, recipient: str | None) -> str:
 
 
 # A vendor's event time that no report can mean: further ahead of its receipt than a clock is off
-# (a vendor's clock fast, a zone misread), or older than any message tracked (Go's zero time,
-# 0001-01-01). Taken as given, one made its message's delivery time the year 1 for good (the
-# earliest is kept) and another moved a day's p90 latency to 191 days. The report keeps the
-# vendor's time (tracker.observations.event_at, its raw payload); its transition and delivery
-# time take the time it was received (here, not in SQL: a function in the statements that store
-# reports cost PostgreSQL 11-15 us a postback, bench/postbacks.py).
+# (a vendor's clock fast, a zone misread), before its message was submitted by more than clocks
+# are apart (a zone misread the other way: Sparrow's times, written without an offset, read in
+# vendors.sparrow.naive_time_zone while Sparrow wrote UTC), or older than any message tracked
+# (Go's zero time, 0001-01-01). Taken as given, one made its message's delivery time the year 1
+# for good (the earliest is kept), another moved a day's p90 latency to 191 days, and a zone
+# misread westwards put every delivery before its submission: latency 0, for years, unsaid. The
+# report keeps the vendor's time (tracker.observations.event_at, its raw payload); its
+# transition and delivery time take the time it was received, counted and logged
+# (tracker.db.counts) (here, not in SQL: a function in the statements that store reports cost
+# PostgreSQL 11-15 us a postback, bench/postbacks.py).
 EVENT_AHEAD_MAX = timedelta(minutes=10)
+EVENT_BEFORE_SUBMISSION_MAX = timedelta(minutes=10)
 EVENT_PAST_MAX = timedelta(days=400)
 
 
-def plausible(event_at: datetime | None, received_at: datetime) -> bool:
-    return event_at is None or received_at - EVENT_PAST_MAX <= event_at <= received_at + EVENT_AHEAD_MAX
+def plausible(event_at: datetime | None, received_at: datetime,
+              submitted_at: datetime | None = None) -> bool:
+    """`submitted_at`: the message's, where it is known (not for a report waiting for its
+    message)."""
+    if event_at is None:
+        return True
+    earliest = received_at - EVENT_PAST_MAX
+    if submitted_at is not None:
+        earliest = max(earliest, submitted_at - EVENT_BEFORE_SUBMISSION_MAX)
+    return earliest <= event_at <= received_at + EVENT_AHEAD_MAX
 
 
-def report_time(event_at: datetime | None, received_at: datetime) -> datetime:
+def report_time(event_at: datetime | None, received_at: datetime,
+                submitted_at: datetime | None = None) -> datetime:
     """The time a report stands for: the vendor's, unless absent or implausible (above)."""
-    return event_at if event_at is not None and plausible(event_at, received_at) else received_at
+    return (event_at if event_at is not None and plausible(event_at, received_at, submitted_at)
+            else received_at)
 
 
 @dataclass(frozen=True, slots=True)

@@ -61,23 +61,25 @@ def count_transitions(planned: Sequence[PlannedTransition], vendor_of: Mapping[i
         _child(metrics.transitions, *labels).inc(n)
 
 
-def count_implausible_times(found: Iterable[tuple[str, datetime | None, datetime]]) -> None:
-    """(vendor, event time, received at) of reports: those whose vendor time no report can mean
-    (core.reduce.plausible; the time received stands for it) counted per vendor, and logged at
-    most once a minute per vendor."""
+def count_implausible_times(found: Iterable[tuple[str, datetime | None, datetime, datetime | None]]) -> None:
+    """(vendor, event time, received at, its message's submission time or None) of reports:
+    those whose vendor time no report can mean (core.reduce.plausible; the time received stands
+    for it) counted per vendor, and logged at most once a minute per vendor."""
     odd: Counter[str] = Counter()
-    example: dict[str, tuple[datetime, datetime]] = {}
-    for vendor, event_at, received_at in found:
-        if not plausible(event_at, received_at):
+    example: dict[str, tuple[datetime, datetime, datetime | None]] = {}
+    for vendor, event_at, received_at, submitted_at in found:
+        if not plausible(event_at, received_at, submitted_at):
             odd[vendor] += 1
-            example.setdefault(vendor, (event_at, received_at))
+            example.setdefault(vendor, (event_at, received_at, submitted_at))
     for vendor, n in odd.items():
         _child(metrics.event_times_replaced, vendor).inc(n)
         if (left_out := _times_log.allow(vendor, n)) is not None:
-            at, received = example[vendor]
-            log.warning("vendor event times no report can mean (its clock or time zone is off?): "
-                        "the time received stands for them", vendor=vendor, reports=left_out + n,
-                        event_at=at.isoformat(), received_at=received.isoformat())
+            at, received, submitted = example[vendor]
+            log.warning("vendor event times no report can mean (its clock or time zone is off? "
+                        "vendors.<name>.naive_time_zone?): the time received stands for them",
+                        vendor=vendor, reports=left_out + n, event_at=at.isoformat(),
+                        received_at=received.isoformat(),
+                        submitted_at=submitted.isoformat() if submitted else None)
 
 
 _times_log = Throttle()

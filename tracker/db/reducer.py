@@ -74,7 +74,8 @@ async def apply(
             rows = [r for r in rows if r["id"] is not None]
         result = await _raise_states(conn, rows)
     count_observations(source, ((r["vendor"], r["state"], r["code"]) for r in rows))
-    count_implausible_times((o.vendor, o.event_at, at) for o, at in zip(observations, now))
+    count_implausible_times((r["vendor"], r["occurred_at"], r["received_at"], r["submitted_at"])
+                            for r in rows)
     result.stored = len(rows)
     result.orphan_ids = [r["id"] for r in rows if r["message_id"] is None]
     result.orphans = len(result.orphan_ids)
@@ -90,6 +91,7 @@ async def apply_polls(
     releases: Sequence[tuple[int, datetime, int]],
     *,
     received_at: datetime,
+    submitted_at: Mapping[int, datetime] | None = None,
 ) -> Applied:
     """The poller's write-back, in the caller's transaction: the same effects as
     `apply(conn, "poll", observations)` followed by handing the messages back, in the same one
@@ -98,7 +100,9 @@ async def apply_polls(
     The caller holds every message of `current` locked (FOR NO KEY UPDATE, in id order:
     queries.HOLD_CLAIMED) and read its state under that lock. `found` are the poll's
     observations of those messages, as (message id, observation); `releases` are (message id,
-    next poll, polls to add) for the messages to hand back."""
+    next poll, polls to add) for the messages to hand back; `submitted_at`, the messages' (read
+    with their states), bounds their vendor times (core.reduce.plausible)."""
+    submitted = submitted_at or {}
     reports: list[Report] = []
     reported: set[int] = set()
     if found:
@@ -108,7 +112,8 @@ async def apply_polls(
             reported.add(mid)
             if o.state is not None:
                 f = o.failure
-                reports.append(Report(oid, mid, o.state, "poll", report_time(o.event_at, received_at),
+                reports.append(Report(oid, mid, o.state, "poll",
+                                      report_time(o.event_at, received_at, submitted.get(mid)),
                                       f.code if f else None, f.reason if f else None,
                                       f.permanent if f else None))
     planned = plan(current, reports)
@@ -121,7 +126,7 @@ async def apply_polls(
                        next_at, n)
         for mid, next_at, n in releases], planned)
     unmapped = count_observations("poll", ((o.vendor, o.state, o.code) for _, o in found))
-    count_implausible_times((o.vendor, o.event_at, received_at) for _, o in found)
+    count_implausible_times((o.vendor, o.event_at, received_at, submitted.get(mid)) for mid, o in found)
     vendor_of = {mid: o.vendor for mid, o in found}
     count_transitions(planned, vendor_of)
     return Applied(stored=len(found), unmapped=unmapped, transitions=planned)
@@ -212,7 +217,7 @@ async def _raise_states(conn: asyncpg.Connection, rows: Sequence[asyncpg.Record]
                if r["current_state"] is not None}
     reports = [  # occurred_at: the vendor's time, else the time received (core.reduce.report_time)
         Report(r["id"], r["message_id"], State[r["state"]], r["source"],
-               report_time(r["occurred_at"], r["received_at"]),
+               report_time(r["occurred_at"], r["received_at"], r["submitted_at"]),
                r["failure_code"], r["failure_reason"], r["failure_permanent"])
         for r in rows
         if r["message_id"] in current and r["state"] is not None

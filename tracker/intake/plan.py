@@ -77,7 +77,7 @@ def plan_chunk(rows: Sequence[TakenRow], vendors: Mapping[str, VendorConfig],
                 state, f = State.rejected, Failure(o.code, o.text or UNMAPPED_REFUSAL.format(o.code), None)
             if state is not None:
                 reports.append(Report(len(out.observations), k, state, "submit",
-                                      report_time(o.event_at, now), f.code if f else None,
+                                      report_time(o.event_at, now, row.submitted_at), f.code if f else None,
                                       f.reason if f else None, f.permanent if f else None))
             out.observations.append((k, o))
     out.transitions = plan(dict.fromkeys(range(len(out.keys)), State.submitted), reports)

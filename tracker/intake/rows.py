@@ -18,7 +18,7 @@ from tracker.adapters import sparrow_recipients
 from tracker.adapters.base import (MAX_CLIENT_REF_LEN, MAX_RECIPIENT_LEN, MAX_REF_LEN, NO_REF,
                                    Observation, ParseError, digits, json_value)
 from tracker.config_types import VENDORS
-from tracker.core.reduce import EVENT_AHEAD_MAX, EVENT_PAST_MAX, plausible, recipient_key
+from tracker.core.reduce import EVENT_AHEAD_MAX, EVENT_BEFORE_SUBMISSION_MAX, EVENT_PAST_MAX, plausible, recipient_key
 from tracker.core.states import State
 
 # A vendor's retry deadline further out than this after submission is clamped (with a note):
@@ -184,7 +184,7 @@ def _bounded(submission_id: int, submitted_at: datetime, now: datetime, found: l
     latest = submitted_at + MAX_DEADLINE
     clamped = odd = 0
     for i, o in enumerate(found):
-        odd += not plausible(o.event_at, now)
+        odd += not plausible(o.event_at, now, submitted_at)
         if o.vendor_ref == NO_REF:  # refused by the vendor before it gave an id: key by row
             o = replace(o, vendor_ref=f"refused:{submission_id}:{i}")
             by_row.append(i)
@@ -203,8 +203,9 @@ def _bounded(submission_id: int, submitted_at: datetime, now: datetime, found: l
                      f"submission (or unreadable) were clamped to {latest.isoformat()}")
     if odd:
         notes.append(f"{odd} vendor event time(s) over {EVENT_AHEAD_MAX.seconds // 60} minutes "
-                     f"ahead of the tracker's clock or over {EVENT_PAST_MAX.days} days before "
-                     "it: the time taken in stands for them")
+                     f"ahead of the tracker's clock, over {EVENT_BEFORE_SUBMISSION_MAX.seconds // 60} "
+                     f"minutes before submitted_at or over {EVENT_PAST_MAX.days} days before "
+                     "the clock: the time taken in stands for them")
     return out, frozenset(by_row)
 
 

@@ -116,4 +116,5 @@ class WriteBack:
                     at = now + timedelta(seconds=o.wait_s or 0.0)
                 found += [(r.id, obs) for obs in o.observations]
                 releases.append((r.id, at, 1 if o.polled else 0))
-            await reducer.apply_polls(conn, held, found, releases, received_at=now)
+            await reducer.apply_polls(conn, held, found, releases, received_at=now,
+                                      submitted_at={rec[0]: rec[3] for rec in locked})

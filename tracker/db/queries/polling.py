@@ -93,7 +93,7 @@ WHERE vendor = $1 AND next_poll_at IS NOT NULL AND (lease_until IS NULL OR lease
 # judges them due by): a daemon's clock an hour behind wrote next polls already due, and polled
 # the same messages in a loop while new ones starved.
 HOLD_CLAIMED = """
-SELECT id, state, now() FROM tracker.messages
+SELECT id, state, now(), submitted_at FROM tracker.messages
 WHERE id = ANY($1::bigint[]) AND lease_owner = $2 AND lease_until = $3
 ORDER BY id
 FOR NO KEY UPDATE

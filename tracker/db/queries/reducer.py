@@ -15,13 +15,13 @@ states written; the publisher's."""
 # would wait on the FK checks of concurrent inserts.
 _LOCKED = """,
 locked AS MATERIALIZED (
-    SELECT id, state FROM tracker.messages
+    SELECT id, state, submitted_at FROM tracker.messages
     WHERE id = ANY (ARRAY(SELECT message_id FROM stored WHERE message_id IS NOT NULL))
     ORDER BY id
     FOR NO KEY UPDATE
 )"""
 _REPORTS_AND_STATES = _LOCKED + """
-SELECT stored.*, locked.state AS current_state
+SELECT stored.*, locked.state AS current_state, locked.submitted_at
 FROM stored LEFT JOIN locked ON locked.id = stored.message_id
 ORDER BY stored.id
 """
@@ -73,7 +73,7 @@ WITH claimed AS (
     WHERE p.id = c.id
     RETURNING p.id
 ), """ + _STORE_GIVEN.format(only="WHERE o.postback_id = ANY (ARRAY(SELECT id FROM claimed))") + _LOCKED + """
-SELECT claimed.id AS claimed_id, stored.*, locked.state AS current_state
+SELECT claimed.id AS claimed_id, stored.*, locked.state AS current_state, locked.submitted_at
 FROM claimed
 LEFT JOIN stored ON stored.postback_id = claimed.id
 LEFT JOIN locked ON locked.id = stored.message_id
