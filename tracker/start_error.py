@@ -26,7 +26,7 @@ def database_start_error(e: BaseException, dsn: str | None, state_dir: str) -> S
     not restart us, RestartPreventExitStatus); anything else may pass (exit 1: restarted), a
     database read-only for a while (a standby behind the DSN after a failover) among them."""
     if isinstance(e, StateDirError):
-        return StartError(e.key, e.value, e.reason)
+        return StartError(e.key, e.value, e.reason, e.code)
     key, value = ("database.dsn", redact_dsn(dsn)) if dsn else ("database.state_dir", state_dir)
     setting = settings_refused(e)
     reason = scrub(f"{type(e).__name__}: {redact_dsn(str(e))}")[:300]

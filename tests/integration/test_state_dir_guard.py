@@ -3,6 +3,7 @@ directory the tracker created, never one that holds someone else's files (/var/l
 working directory of `state_dir = ""`), and refuses such a one before changing anything."""
 from __future__ import annotations
 
+import errno
 import io
 import os
 import shutil
@@ -15,7 +16,8 @@ import pytest
 from tracker.config.report import check_config
 from tracker.db import embedded
 from tracker.db.embedded import EmbeddedPostgres, check_state_dir
-from tracker.db.state_dir import MARKER, StateDirError, state_dir_refusal
+from tracker.db.state_dir import MARKER, StateDirError, state_dir_refusal, take_state_dir
+from tracker.start_error import database_start_error
 
 
 @pytest.fixture
@@ -161,3 +163,31 @@ def test_a_state_dir_the_cluster_user_cannot_reach_is_refused_before_anything_is
     assert not target.exists()
     # check-config, often run by another user than the service, says nothing of who can reach it
     assert check_state_dir(target) is None
+
+
+# ---- a full disk
+
+
+@pytest.mark.parametrize("errno_, code", [(errno.ENOSPC, 1), (errno.EDQUOT, 1), (errno.EIO, 1),
+                                          (errno.EACCES, 2)])
+def test_a_full_disk_at_start_is_an_exit_that_is_restarted_and_leaves_the_marker_whole(base, monkeypatch, errno_, code):
+    """The marker was rewritten at every start: on a full disk that left it empty, and the
+    failure was taken for a setting (exit 2), which the unit never restarts once space is freed."""
+    state = base / "pg"
+    take_state_dir(state, None)
+    marker = (state / MARKER).read_text()
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno_, os.strerror(errno_))
+
+    monkeypatch.setattr(Path, "write_text", full)
+    take_state_dir(state, None)  # the marker as it should be: nothing to write
+    (state / MARKER).write_bytes(b"an older marker\n")  # one that must be written again
+    with pytest.raises(StateDirError) as e:
+        take_state_dir(state, None)
+    assert e.value.code == code and os.strerror(errno_) in e.value.reason
+    assert database_start_error(e.value, None, str(state)).code == code
+    assert (state / MARKER).read_bytes() == b"an older marker\n"  # not left empty
+    monkeypatch.undo()
+    take_state_dir(state, None)  # space freed: taken again, the marker whole
+    assert (state / MARKER).read_text() == marker

@@ -66,7 +66,7 @@ def on_database(config: Config, command: str, job: Job) -> int:
             return run(pg.dsn)
     except StateDirError as e:  # a setting to change, as for the daemon (tracker.start_error)
         print(f"{command}: {e}", file=sys.stderr)
-        return 2
+        return e.code
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, EmbeddedError) as e:
         if isinstance(e, BrokenPipeError) and output_closed():
             return OUTPUT_CLOSED

@@ -4,6 +4,7 @@ anything (an operator's directory, a shared one like /tmp, one the cluster's use
 A directory the tracker creates holds MARKER; one made before the marker holds pgdata/PG_VERSION."""
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import pwd
@@ -13,12 +14,18 @@ from pathlib import Path
 
 class StateDirError(RuntimeError):
     """``database.state_dir`` cannot be used, for a reason the operator can fix (shaped as
-    tracker.start_error.StartError: the key, its value, the reason). Raised before anything is
+    tracker.start_error.StartError: the key, its value, the reason, the exit code: 2, a setting
+    to change; 1, a filesystem full or failing, which may pass). Raised before anything is
     changed."""
 
-    def __init__(self, value: Path | str, reason: str):
-        self.key, self.value, self.reason = "database.state_dir", str(value), reason
+    def __init__(self, value: Path | str, reason: str, code: int = 2):
+        self.key, self.value, self.reason, self.code = "database.state_dir", str(value), reason, code
         super().__init__(f"{self.key} = {self.value}: {reason}")
+
+
+# A filesystem full or failing: no setting to change, and it may pass (space freed). Taken for a
+# setting (exit 2), the unit never restarted the daemon once space was freed.
+PASSING_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO})
 
 
 # Written into a state directory the tracker creates: the directory is the tracker's to make
@@ -78,9 +85,23 @@ def take_state_dir(path: Path, user: pwd.struct_passwd | None) -> None:
             path.mkdir(parents=True)
         elif not (path / MARKER).is_file():
             _check_empty_dir_owner(path, user)
-        (path / MARKER).write_text(MARKER_TEXT)
+        _write_marker(path / MARKER)
     except OSError as e:
-        raise StateDirError(path, f"cannot create it or write in it: {e.strerror or e}") from None
+        raise StateDirError(path, f"cannot create it or write in it: {e.strerror or e}",
+                            1 if e.errno in PASSING_ERRNOS else 2) from None
+
+
+def _write_marker(marker: Path) -> None:
+    """The marker, written only when it is not there as it should be, and whole or not at all:
+    rewritten at every start, a start on a full disk left it empty."""
+    try:
+        if marker.read_text() == MARKER_TEXT:
+            return
+    except (FileNotFoundError, UnicodeDecodeError):
+        pass
+    new = marker.with_name(marker.name + ".new")
+    new.write_text(MARKER_TEXT)
+    new.replace(marker)
 
 
 def _check_empty_dir_owner(path: Path, user: pwd.struct_passwd | None) -> None:
