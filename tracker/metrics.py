@@ -71,7 +71,9 @@ embedded_restarts = Counter("tracker_embedded_database_restarts_total",
                             registry=REGISTRY)
 database_up = Gauge("tracker_database_up",
                     "1 while this replica's last look at the database (the backlog sweep, every "
-                    "10 s, and each /readyz) got an answer; 0 while it does not",
+                    "10 s, and each /readyz) got an answer; 0 while it does not, or while the "
+                    "database refuses work for want of resources (disk full: SQLSTATE class 53, "
+                    "in the last 30 s)",
                     registry=REGISTRY)
 intake_waiting = Gauge("tracker_intake_waiting_rows",
                        "Submission rows not taken in yet (counted up to 100000)", registry=REGISTRY)

@@ -15,6 +15,8 @@ import pytest
 from tests.postbacks_support import metric_value, named, readyz, running, session
 from tests.sinks_support import wait_until
 from tracker.config_types import Config, DatabaseConfig, HttpConfig
+from tracker.db import keeper
+from tracker.db.embedded import EmbeddedError, EmbeddedPostgres
 
 RESTARTS = "tracker_embedded_database_restarts_total"
 
@@ -49,7 +51,8 @@ async def test_a_stopped_embedded_cluster_is_started_again_and_never_made_anew(s
         status, body = await readyz(s, base)
         assert named(body, "database") == [
             f"the embedded cluster in {pg.state_dir} is not running: the tracker starts it again "
-            f"(its log: {pg.data_dir / 'log'})"]
+            f"(its logs: {pg.data_dir / 'log'}, and {pg.state_dir / 'postgres.log'} for a start "
+            "that failed)"]
         assert not pg.running() and not version.exists()  # nothing made anew
 
         (pg.data_dir / "PG_VERSION.away").rename(version)  # the operator puts it back
@@ -61,3 +64,20 @@ async def test_a_stopped_embedded_cluster_is_started_again_and_never_made_anew(s
         assert pg.running()
         assert await tr.pool.fetchval("SELECT vendor_ref FROM tracker.messages") == "kept-1"
         assert await metric_value(base, RESTARTS) >= 2  # each time it was found stopped
+
+
+def test_a_start_that_fails_says_what_the_server_said_and_a_full_filesystem_is_named(state_dir, monkeypatch):
+    """pg_ctl says only "Examine the log output"; on a full disk the reason ("could not write
+    lock file") is in postgres.log alone, and the server's own log holds nothing of it."""
+    pg = EmbeddedPostgres(state_dir, fast=True)
+    pg.start()
+    pg.stop()
+    with open(pg.data_dir / "postgresql.auto.conf", "a") as f:
+        f.write("no_such_setting = 1\n")  # a start that fails, as a full disk's does
+    with pytest.raises(EmbeddedError) as e:
+        pg.start()
+    assert "postgres.log: " in str(e.value) and "no_such_setting" in str(e.value), e.value
+    monkeypatch.setattr(keeper, "LOW_SPACE_BYTES", 2 ** 62)  # any filesystem is full by this
+    assert "KiB free: free space there (never in pgdata)" in keeper.not_running(pg)
+    monkeypatch.undo()
+    assert "free" not in keeper.not_running(pg)

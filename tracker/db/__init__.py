@@ -1,6 +1,7 @@
 """The database shell: migrations, the reducer, the embedded cluster, SQL statements."""
 import asyncio
 import contextlib
+import time
 
 import asyncpg
 
@@ -44,8 +45,31 @@ def _chain(e: BaseException | None, limit: int = 10):
 
 
 def _outage(e: BaseException) -> bool:
+    _note_wanting(e)
     return ((isinstance(e, OUTAGES) and not isinstance(e, asyncpg.exceptions.DataError))
             or _closed_to_connections(e))
+
+
+# The database answering but refusing work for want of resources (SQLSTATE class 53: its disk
+# full, out of memory): its reads still answer, so /readyz and tracker_database_up said all was
+# well while every write failed, postbacks were answered 503 and the components waited it out
+# as an outage, for as long as the disk stayed full. Every component's database failure is
+# judged here (is_outage, passes, row_refused), which notes the last such refusal;
+# tracker.http.ops names it.
+WANTING_S = 30.0
+_wanting = {"at": float("-inf"), "what": ""}
+
+
+def _note_wanting(e: BaseException) -> None:
+    if isinstance(e, asyncpg.exceptions.InsufficientResourcesError):
+        _wanting.update(at=time.monotonic(), what=f"{type(e).__name__}: {e}")
+
+
+def wanting_resources() -> str | None:
+    """What the database said when it last refused work for want of resources, if that was
+    within WANTING_S; else None."""
+    ago = time.monotonic() - _wanting["at"]
+    return f"{_wanting['what']} ({ago:.0f} s ago)" if ago <= WANTING_S else None
 
 
 def is_outage(e: BaseException | None) -> bool:
@@ -73,6 +97,7 @@ def row_refused(e: BaseException | None) -> bool:
     was answered 400, or set aside for good, for those, /readyz ready all along."""
     for c in _chain(e):
         if isinstance(c, asyncpg.PostgresError):
+            _note_wanting(c)
             return str(c.sqlstate or "").startswith(ROW_SQLSTATE_CLASSES)
     return not any(isinstance(c, DB_ERRORS) for c in _chain(e))
 

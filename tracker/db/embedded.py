@@ -147,6 +147,21 @@ class EmbeddedPostgres:
         """Unix socket, peer authentication: no host, no password."""
         return socket_dsn(self.socket_dir, self.port, self.database)
 
+    @property
+    def start_log(self) -> Path:
+        """Where the server writes until its own log (pgdata/log) is open, and what a start
+        that fails says: a full disk's "could not write lock file" is only here."""
+        return self.state_dir / "postgres.log"
+
+    def start_log_tail(self, lines: int = 3) -> str:
+        try:
+            with open(self.start_log, "rb") as f:
+                f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
+                tail = f.read().decode("utf-8", "replace").splitlines()
+        except OSError as e:
+            return f"unreadable ({e.strerror or e})"
+        return " | ".join(line.strip() for line in tail[-lines:] if line.strip()) or "empty"
+
     def _cmd(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         kwargs: dict = {}
         if self.user is not None:
@@ -233,9 +248,12 @@ class EmbeddedPostgres:
             if self.user is not None:
                 os.chown(path, self.user.pw_uid, self.user.pw_gid)
             os.chmod(path, 0o600)
-        self._cmd("pg_ctl", "start", "-D", str(self.data_dir), "-w", "-t", "60",
-                  "-l", str(self.state_dir / "postgres.log"),
-                  "-o", server_options(self.socket_dir, self.port, self.fast))
+        try:
+            self._cmd("pg_ctl", "start", "-D", str(self.data_dir), "-w", "-t", "60",
+                      "-l", str(self.start_log),
+                      "-o", server_options(self.socket_dir, self.port, self.fast))
+        except EmbeddedError as e:  # pg_ctl says "Examine the log output": say what it holds
+            raise EmbeddedError(f"{e}; {self.start_log.name}: {self.start_log_tail()}") from None
         try:
             self._ensure_database()
         except BaseException:

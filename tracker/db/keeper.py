@@ -8,6 +8,7 @@ backoff, with the reason in /readyz and the log."""
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Callable
 
 from tracker import metrics
@@ -20,10 +21,22 @@ log = get_logger("tracker.db")
 CHECK_EVERY_S = 1.0
 
 
+LOW_SPACE_BYTES = 64 * 1024 * 1024
+
+
 def not_running(pg: EmbeddedPostgres) -> str:
-    """What /readyz and the keeper's own component say while the cluster is down."""
+    """What /readyz and the keeper's own component say while the cluster is down: where to look,
+    and a full filesystem when it is one (a PANIC on a full disk is written nowhere: its own log
+    could not be written either)."""
+    try:
+        st = os.statvfs(pg.state_dir)
+        free = st.f_bavail * st.f_frsize
+    except OSError:
+        free = None
+    full = (f"; its filesystem has {free // 1024} KiB free: free space there (never in pgdata)"
+            if free is not None and free < LOW_SPACE_BYTES else "")
     return (f"the embedded cluster in {pg.state_dir} is not running: the tracker starts it again "
-            f"(its log: {pg.data_dir / 'log'})")
+            f"(its logs: {pg.data_dir / 'log'}, and {pg.start_log} for a start that failed){full}")
 
 
 def seen_stopped(pg: EmbeddedPostgres) -> bool:

@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from tracker import metrics
 from tracker.config_types import HealthConfig
-from tracker.db import DB_ERRORS, is_outage, keeper
+from tracker.db import DB_ERRORS, is_outage, keeper, wanting_resources
 from tracker.db import queries as q
 from tracker.db.migrate import pending
 from tracker.http import status
@@ -112,10 +112,11 @@ async def count_backlog(pool, heads: HeadClock) -> None:
 
 
 def database_seen(answered: bool) -> None:
-    """tracker_database_up; while the database does not answer, the backlog gauges say nothing
-    (NaN): their last values, frozen, kept an alert firing on a stall long gone (IntakeStalled
-    through an outage), and no alert said the database was away."""
-    metrics.database_up.set(1 if answered else 0)
+    """tracker_database_up: 0 also while it answers but refuses work for want of resources
+    (tracker.db.wanting_resources: its disk full); while the database does not answer, the
+    backlog gauges say nothing (NaN): their last values, frozen, kept an alert firing on a stall
+    long gone (IntakeStalled through an outage), and no alert said the database was away."""
+    metrics.database_up.set(1 if answered and wanting_resources() is None else 0)
     if not answered:
         for gauge in (metrics.intake_waiting, metrics.intake_oldest_age, metrics.postbacks_waiting,
                       metrics.postbacks_oldest_age):
@@ -150,6 +151,9 @@ async def readiness(tracker) -> list[Problem]:
         why = keeper.not_running(pg) if pg is not None and keeper.seen_stopped(pg) else not_answering(e)
         return [Problem("database", why), *components]
     database_seen(True)
+    if (wanting := wanting_resources()) is not None:  # the stalls it causes would say less
+        return [Problem("database", scrub(f"refusing work for want of resources (disk full?): "
+                                          f"{wanting}")[:300]), *components]
     if todo:
         versions = ", ".join(str(m.version) for m in todo)
         return [Problem("migrations", f"pending: {versions}"), *components]
