@@ -44,8 +44,13 @@ status_refused = Counter("tracker_status_refused_total",
                          "Requests for the status page without its token (or with a wrong one)",
                          registry=REGISTRY)
 http_connections_refused = Counter("tracker_http_connections_refused_total",
-                                   "Connections closed at once: the listener held http.max_connections",
+                                   "Connections closed at once: the listener held "
+                                   "http.max_connections, each holding a request",
                                    ["listener"], registry=REGISTRY)
+http_connections_shed = Counter("tracker_http_connections_shed_total",
+                                "Connections closed to make room for a new one: the listener held "
+                                "http.max_connections, and this one, the oldest such, no request",
+                                ["listener"], registry=REGISTRY)
 postbacks_previous_token = Counter("tracker_postbacks_previous_token_total",
                                    "Postback requests admitted by the token being rotated out "
                                    "(vendors.<vendor>.previous_postback_token) or signed with a "
@@ -137,3 +142,4 @@ def at_zero(vendors, retention_kinds, listeners=("listen",)) -> None:
         retention_errors.labels(kind)
     for listener in listeners:
         http_connections_refused.labels(listener)
+        http_connections_shed.labels(listener)

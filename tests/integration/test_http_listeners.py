@@ -151,16 +151,56 @@ async def test_every_address_written_as_ipv6_takes_ipv4_too(db_dsn):
         assert connections.taken(f"[::]:{address.rsplit(':', 1)[1]}") == "address already in use"
 
 
-async def test_connections_past_the_limit_are_closed_at_once_counted_and_logged(db_dsn):
-    # A flood of idle connections used up the process's descriptors: every postback was reset,
-    # and the embedded cluster's keeper, unable to open its pid file, restarted PostgreSQL.
+async def test_a_full_listener_sheds_its_oldest_connection_that_holds_no_request(db_dsn):
+    # A flood of idle connections used up the process's descriptors (hence the limit); then
+    # one client holding the limit's connections, each with a head never finished, shut every
+    # vendor out, allow_networks or not: the new connection was the one closed.
     config = replace_http(config_for(db_dsn), max_connections=3, keepalive_timeout_s=30.0)
     async with running(config) as (tr, base):
         host, port = tr.listen_addresses["listen"]
-        idle = [await asyncio.open_connection(host, port) for _ in range(3)]
+
+        async def slow_one() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+            """Served once (so the server holds it), then the start of a request, and no more."""
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            async with asyncio.timeout(5):
+                await reader.readuntil(b"}")
+            writer.write(b"GET /healthz HTTP/1.1\r\n")
+            return reader, writer
+
+        slow = [await slow_one() for _ in range(3)]
         try:
-            for reader, writer in idle:  # each sends the start of a request: held, not closed
-                writer.write(b"GET /healthz HTTP/1.1\r\n")
+            for i in range(2):  # the listener full: a new one is served, the oldest slow one closed
+                with structlog.testing.capture_logs() as logs:
+                    assert await healthz(host, port) == b"HTTP/1.1 200 OK", i
+                assert await closed_within(slow[i][0], 5) < 1, i
+                if i == 0:
+                    [line] = [e for e in logs if e["event"].startswith("connection shed")]
+                    assert (line["listener"], line["max_connections"]) == ("listen", 3)
+                slow.append(await slow_one())  # full again
+            for reader, _ in slow[2:]:  # the younger ones are held
+                with pytest.raises(TimeoutError):
+                    await closed_within(reader, 0.2)
+        finally:
+            for _, writer in slow:
+                writer.close()
+        shed = 'tracker_http_connections_shed_total{listener="listen"}'
+        assert await metric_value(base, shed) >= 2
+
+
+async def test_connections_past_the_limit_each_holding_a_request_are_closed_at_once_counted_and_logged(db_dsn):
+    config = replace_http(config_for(db_dsn), max_connections=3, keepalive_timeout_s=30.0,
+                          body_timeout_s=30.0)
+    async with running(config) as (tr, base):
+        host, port = tr.listen_addresses["listen"]
+        path = postback_url("", "skycore")
+        busy = [await asyncio.open_connection(host, port) for _ in range(3)]
+        try:
+            for reader, writer in busy:  # a request read, its body awaited: held, not shed
+                writer.write(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                             "\r\nContent-Length: 100\r\nExpect: 100-continue\r\n\r\n".encode())
+                async with asyncio.timeout(5):  # its handler reads the body: the request is held
+                    assert b"100 Continue" in await reader.readuntil(b"\r\n\r\n")
             with structlog.testing.capture_logs() as logs:
                 reader, writer = await asyncio.open_connection(host, port)
                 writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -169,7 +209,7 @@ async def test_connections_past_the_limit_are_closed_at_once_counted_and_logged(
             assert took < 1
             [line] = [e for e in logs if e["event"].startswith("connection refused")]
             assert (line["listener"], line["max_connections"]) == ("listen", 3)
-            idle.pop()[1].close()
+            busy.pop()[1].close()
             for _ in range(100):  # the server sees the close when its loop next runs
                 if await healthz(host, port) == b"HTTP/1.1 200 OK":
                     break
@@ -177,7 +217,7 @@ async def test_connections_past_the_limit_are_closed_at_once_counted_and_logged(
             else:
                 raise AssertionError("a connection freed was never served again")
         finally:
-            for _, writer in idle:
+            for _, writer in busy:
                 writer.close()
         refused = 'tracker_http_connections_refused_total{listener="listen"}'
         assert await metric_value(base, refused) >= 1

@@ -137,12 +137,18 @@ TESTS = [
             {"series": 'tracker_http_connections_refused_total{listener="listen",instance="a"}',
              "values": "0x30 0+50x5 250x60"},
             {"series": 'tracker_http_connections_refused_total{listener="listen",instance="b"}', "values": "0x95"},
+            {"series": 'tracker_http_connections_shed_total{listener="listen",instance="a"}', "values": "0x95"},
+            # slow clients shed to make room, none refused: still a full listener
+            {"series": 'tracker_http_connections_shed_total{listener="listen",instance="b"}',
+             "values": "0x60 0+30x5 150x30"},
         ],
         "alert_rule_test": [
             {"eval_time": "20m", "alertname": "ListenerFull", "exp_alerts": []},
             {"eval_time": "33m", "alertname": "ListenerFull", "exp_alerts": [
                 {"exp_labels": {"severity": "warning", "instance": "a", "listener": "listen"}}]},
-            {"eval_time": "60m", "alertname": "ListenerFull", "exp_alerts": []},
+            {"eval_time": "55m", "alertname": "ListenerFull", "exp_alerts": []},
+            {"eval_time": "63m", "alertname": "ListenerFull", "exp_alerts": [
+                {"exp_labels": {"severity": "warning", "instance": "b", "listener": "listen"}}]},
         ],
     },
     {   # a database away from one replica for 10 minutes; another replica down altogether

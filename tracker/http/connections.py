@@ -2,11 +2,16 @@
 or sending headers that never end) can take the daemon's file descriptors or memory: anyone who
 can reach the postback port may open them, token or not.
 
-- At most `http.max_connections` open connections per listener; one more is closed at once,
-  counted (tracker_http_connections_refused_total) and logged a line a minute. Without it,
-  about 1,000 idle connections used up the process's descriptors (systemd's default soft limit
-  is 1,024): every postback was reset, and the embedded cluster's keeper, unable to open its pid
-  file, took PostgreSQL for stopped.
+- At most `http.max_connections` open connections per listener. Without it, about 1,000 idle
+  connections used up the process's descriptors (systemd's default soft limit is 1,024): every
+  postback was reset, and the embedded cluster's keeper, unable to open its pid file, took
+  PostgreSQL for stopped. At the limit, the oldest connection that holds no request (idle
+  between requests, or its request's head not complete) is closed to make room, counted
+  (tracker_http_connections_shed_total) and logged a line a minute: refusing the new one
+  instead let one client holding 512 slow connections (1.5 KB/s) shut every vendor out,
+  `allow_networks` or not (it is checked once a request is read). Only when every connection
+  holds a request is the new one closed at once, counted (tracker_http_connections_refused_total)
+  and logged.
 - At most HEADERS_MAX header lines of at most FIELD_MAX bytes each: aiohttp's defaults (128 of
   8,190 bytes) let each unfinished request hold about 2 MB, 1.8 GB in a reviewer's run of 900
   connections. A vendor's postback has a dozen headers; proxies add a few more.
@@ -36,6 +41,7 @@ FIELD_MAX = 4096  # a header line's bytes: a vendor's signature or a proxy's for
 RUNNER_LIMITS = {"max_headers": HEADERS_MAX, "max_field_size": FIELD_MAX}
 OPEN_FILES_RESERVE = 256  # descriptors beside the connections: the pool, the client's, files
 _lines = Throttle()
+_shed_lines = Throttle()
 
 
 class _Closed(asyncio.Protocol):
@@ -53,7 +59,7 @@ class Capped:
         self.server, self.limit, self.listener = server, limit, listener
 
     def __call__(self) -> asyncio.Protocol:
-        if len(self.server.connections) < self.limit:
+        if len(self.server.connections) < self.limit or self._shed_one():
             return self.server()
         metrics.http_connections_refused.labels(self.listener).inc()
         if (left_out := _lines.allow(self.listener)) is not None:
@@ -61,6 +67,23 @@ class Capped:
                         "clients or a flood; a proxy in front can limit them per client)",
                         listener=self.listener, max_connections=self.limit, left_out=left_out)
         return _Closed()
+
+    def _shed_one(self) -> bool:
+        """Close the oldest connection that holds no request (above); False when every one
+        does. aiohttp's internals (its server's connections in the order they came, a
+        handler's wait for its next request): test_http_listeners fails if they change."""
+        for handler in getattr(self.server, "_connections", ()):
+            waiter = getattr(handler, "_waiter", None)
+            if waiter is not None and not waiter.done() and not getattr(handler, "_force_close", True):
+                handler.force_close()
+                metrics.http_connections_shed.labels(self.listener).inc()
+                if (left_out := _shed_lines.allow(self.listener)) is not None:
+                    log.warning("connection shed: the listener held its most connections; the "
+                                "oldest one holding no request was closed (idle or slow clients, "
+                                "or a flood)", listener=self.listener,
+                                max_connections=self.limit, left_out=left_out)
+                return True
+        return False
 
 
 async def serve(runner: web.AppRunner, host: str, port: int, limit: int,
