@@ -107,12 +107,16 @@ EXTRA_FIELDS = "tracker_fields"  # a stdlib record attribute: fields the bridge 
 
 
 class MalformedRequestFilter(_stdlib_logging.Filter):
-    """Rewrites aiohttp's "Error handling request" ERROR records for unparseable requests (an
-    8 KB URL, bad header bytes, Transfer-Encoding with Content-Length, ...) into one brief
-    WARNING: the peer, the error's type and its message, no traceback. Anyone who can reach the
+    """Rewrites aiohttp's "Error handling request" records for unparseable requests (an 8 KB
+    URL, bad header bytes, Transfer-Encoding with Content-Length, TLS or other bytes that are not
+    HTTP at all, ...) into one brief WARNING: the peer, the error's type and its message, no
+    traceback. Each is counted (tracker_http_malformed_total{kind}). Anyone who can reach the
     listener can send those, so at most ``per_minute`` are logged per minute; the next one
-    logged after a quiet spell carries ``suppressed``, the count of those left out. Other records
-    (a handler's own exception, say) pass unchanged."""
+    logged after a quiet spell carries ``suppressed``, the count of those left out. aiohttp logs
+    a connection's first request that is not HTTP at debug level only, so its loggers are let
+    through at debug and any other record below the root's level is dropped here: a vendor
+    posting TLS to the plain port (an `https://` URL) looked like that vendor gone quiet. Other
+    records (a handler's own exception, say) pass unchanged."""
 
     WINDOW_S = 60.0
 
@@ -126,8 +130,10 @@ class MalformedRequestFilter(_stdlib_logging.Filter):
 
     def filter(self, record: _stdlib_logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if record.levelno < _stdlib_logging.WARNING or not isinstance(exc, HttpProcessingError):
-            return True
+        if not isinstance(exc, HttpProcessingError):
+            return record.levelno >= _stdlib_logging.getLogger().getEffectiveLevel()
+        from tracker import metrics
+        metrics.http_malformed.labels(malformed_kind(exc)).inc()
         if not self._may_log():
             self.suppressed += 1
             return False
@@ -155,6 +161,15 @@ class MalformedRequestFilter(_stdlib_logging.Filter):
         record.exc_info, record.exc_text, record.stack_info = None, None, None
 
 
+def malformed_kind(exc: HttpProcessingError) -> str:
+    """`tls` (a TLS handshake, 0x16 0x03, on the plain port), `not_http` (other bytes no HTTP
+    method starts with), `bad_request` (HTTP the parser refuses)."""
+    if type(exc).__name__ != "BadHttpMethod":
+        return "bad_request"
+    said = str(exc.message or exc)
+    return "tls" if "HTTPS traffic" in said or "\\x16\\x03" in said else "not_http"
+
+
 def _brief_error(exc: HttpProcessingError) -> str:
     """``Type: message`` on one line, cut short: the message may quote the request itself."""
     text = " ".join(str(exc.message or exc).split())
@@ -169,6 +184,7 @@ _malformed_requests = MalformedRequestFilter()
 def _filter_aiohttp_server_logs() -> None:
     for name in AIOHTTP_SERVER_LOGGERS:
         logger = _stdlib_logging.getLogger(name)
+        logger.setLevel(_stdlib_logging.DEBUG)  # its debug line for bytes that are not HTTP (above)
         for f in [f for f in logger.filters if isinstance(f, MalformedRequestFilter)]:
             logger.removeFilter(f)
         logger.addFilter(_malformed_requests)

@@ -47,6 +47,10 @@ http_connections_refused = Counter("tracker_http_connections_refused_total",
                                    "Connections closed at once: the listener held "
                                    "http.max_connections, each holding a request",
                                    ["listener"], registry=REGISTRY)
+http_malformed = Counter("tracker_http_malformed_total",
+                         "Requests the HTTP parser refused (400, connection closed): tls (a TLS "
+                         "handshake on the plain port), not_http (other bytes), bad_request",
+                         ["kind"], registry=REGISTRY)
 http_connections_shed = Counter("tracker_http_connections_shed_total",
                                 "Connections closed to make room for a new one: the listener held "
                                 "http.max_connections, and this one, the oldest such, no request",

@@ -44,6 +44,7 @@ def clock(monkeypatch):
         logger = stdlib_logging.getLogger(name)
         for f in [f for f in logger.filters if isinstance(f, tlog.MalformedRequestFilter)]:
             logger.removeFilter(f)
+        logger.setLevel(stdlib_logging.NOTSET)
 
 
 @pytest.fixture
@@ -110,6 +111,29 @@ async def test_a_malformed_request_is_one_brief_warning(server, log_lines, reque
     assert line["peer"] == "127.0.0.1"
     assert "exception" not in line and "Traceback" not in orjson.dumps(line).decode()
     assert "suppressed" not in line
+
+
+TLS_HELLO = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(range(32)) + b"\r\n\r\n"
+NOT_HTTP = b"SSH-2.0-OpenSSH_9.2\r\n\r\n"
+
+
+@pytest.mark.parametrize("request_bytes,kind", [(TLS_HELLO, "tls"), (NOT_HTTP, "not_http"),
+                                                (LONG_URL, "bad_request")])
+async def test_bytes_that_are_not_http_are_one_brief_warning_and_counted_by_kind(server, log_lines, request_bytes, kind):
+    """aiohttp logs a connection's first request that is not HTTP at debug level only: a vendor
+    posting TLS to the plain port (an https:// URL) looked like that vendor gone quiet."""
+    from tracker import metrics
+    counted = metrics.http_malformed.labels(kind)
+    before = counted._value.get()
+    assert status(await send_raw(server, request_bytes)) == 400
+    [line] = aiohttp_lines(log_lines())
+    assert line["level"] == "warning" and line["event"] == "malformed HTTP request refused"
+    assert counted._value.get() - before == 1
+
+
+async def test_aiohttps_other_debug_lines_stay_out(log_lines):
+    stdlib_logging.getLogger("aiohttp.server").debug("Ignored premature client disconnection")
+    assert aiohttp_lines(log_lines()) == []
 
 
 async def test_a_flood_is_rate_limited_and_counted(server, log_lines, clock):
