@@ -291,11 +291,23 @@ async def test_an_open_files_limit_too_low_for_the_connections_is_said_at_start(
     from tracker.http import connections
 
     monkeypatch.setattr(connections, "raise_open_files", lambda: (300, 300))
+    monkeypatch.setattr(connections, "Capped", Recorded)
     with structlog.testing.capture_logs() as logs:
         async with running(config_for(db_dsn)):
             pass
     [line] = [e for e in logs if e["event"].startswith("the process may open fewer files")]
     assert (line["open_files_limit"], line["max_connections"], line["listener"]) == (300, 512, "listen")
+    # and the listener holds what the descriptors allow (a flood took them all before the cap:
+    # the embedded cluster's keeper could not open its pid file)
+    assert line["holds"] == 300 - connections.OPEN_FILES_RESERVE == Recorded.limits[-1]
+
+
+class Recorded(connections.Capped):
+    limits: list[int] = []
+
+    def __init__(self, server, limit: int, listener: str) -> None:
+        super().__init__(server, limit, listener)
+        Recorded.limits.append(limit)
 
 
 def test_the_open_files_soft_limit_is_raised_to_the_hard_one():

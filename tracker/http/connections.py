@@ -90,11 +90,13 @@ async def serve(runner: web.AppRunner, host: str, port: int, limit: int,
                 listener: str) -> asyncio.AbstractServer:
     """Listen on host:port for the runner's application, at most `limit` connections open."""
     soft, _ = raise_open_files()
-    if soft < limit + OPEN_FILES_RESERVE:
-        log.warning("the process may open fewer files than http.max_connections needs: past "
-                    "the limit, connections fail before they are refused in order (raise "
-                    "LimitNOFILE in the unit, or lower http.max_connections)",
-                    open_files_limit=soft, max_connections=limit, listener=listener)
+    if soft < limit + OPEN_FILES_RESERVE:  # else a flood took every descriptor before the cap
+        lowered = max(16, soft - OPEN_FILES_RESERVE)  # (the pid file, the database, the keeper's)
+        log.warning("the process may open fewer files than http.max_connections needs: the "
+                    "listener holds fewer connections (raise LimitNOFILE in the unit, or lower "
+                    "http.max_connections)", open_files_limit=soft, max_connections=limit,
+                    holds=lowered, listener=listener)
+        limit = lowered
     loop = asyncio.get_running_loop()
     factory = Capped(runner.server, limit, listener)
     if _every_address(host):  # both families on one socket (asyncio alone binds it IPv6 only)
