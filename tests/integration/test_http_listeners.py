@@ -89,6 +89,39 @@ async def closed_within(reader: asyncio.StreamReader, timeout: float) -> float:
     return time.monotonic() - started
 
 
+async def test_a_body_too_large_is_answered_413_and_the_rest_is_not_read_for_long(db_dsn):
+    # aiohttp read and dropped the rest for 10 s: one client pushed 3.8 GB through a
+    # connection, 6 s of the daemon's CPU
+    async with running(config_for(db_dsn)) as (tr, base):
+        host, port = tr.listen_addresses["listen"]
+        reader, writer = await asyncio.open_connection(host, port)
+        path = postback_url("", "skycore")
+        writer.write(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     f"Content-Length: {10 ** 10}\r\n\r\n".encode())
+        started = time.monotonic()
+
+        async def push() -> None:
+            chunk = b"x" * 65536
+            with contextlib.suppress(ConnectionError):
+                while time.monotonic() - started < 15:
+                    writer.write(chunk)
+                    await writer.drain()
+
+        pushing = asyncio.create_task(push())
+        try:
+            async with asyncio.timeout(15):
+                answer = await reader.readuntil(b"\r\n")
+                with contextlib.suppress(ConnectionResetError):  # closed, or reset: either ends it
+                    while await reader.read(65536):
+                        pass
+            took = time.monotonic() - started
+        finally:
+            pushing.cancel()
+            writer.close()
+        assert answer.startswith(b"HTTP/1.1 413")
+        assert took < connections.LINGER_S + 3, took
+
+
 async def test_a_body_trickled_in_is_cut_off(db_dsn, monkeypatch):
     monkeypatch.setattr(middleware, "_slow_lines", Throttle())  # logged a line a minute: the first
     config = replace_http(config_for(db_dsn), body_timeout_s=0.5, keepalive_timeout_s=30.0)
