@@ -12,6 +12,7 @@ import time
 from types import SimpleNamespace
 
 import asyncpg
+import pytest
 import structlog
 
 from tests.faults_support import FreezingProxy
@@ -97,3 +98,25 @@ async def test_a_listener_on_a_silent_connection_is_noticed_and_listens_again(db
             await asyncio.wait_for(task, 10)
             pool.terminate()
             await proxy.stop()
+
+
+async def test_the_backlog_sweep_says_a_silent_database_is_down_within_its_bound(db_dsn):
+    """The sweep's look had no bound: a database gone silent read as up for 90 s, unless
+    something happened to ask /readyz (its ops listener is kept off the load balancer)."""
+    from tracker import metrics
+
+    proxy, pool = await proxied_pool(db_dsn, min_size=1, max_size=1)
+    heads = ops.HeadClock()
+    try:
+        await ops.count_backlog(pool, heads)
+        assert metrics.database_up._value.get() == 1
+        proxy.silence_open_connections()
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(TimeoutError):
+            await ops.count_backlog(pool, heads)
+        # (the look, then the connection handed back, each bounded by it)
+        assert asyncio.get_running_loop().time() - started < 2 * ops.READY_TIMEOUT_S + 1
+        assert metrics.database_up._value.get() == 0
+    finally:
+        pool.terminate()
+        await proxy.stop()

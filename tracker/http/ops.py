@@ -97,8 +97,9 @@ def record_ages(intake_s: float | None, postbacks_s: float | None) -> None:
 async def count_backlog(pool, heads: HeadClock) -> None:
     """Refresh the backlog gauges: submission rows and postbacks waiting, and for how long
     (a periodic sweep: its errors, the database unavailable included, are Supervisor.job's)."""
-    try:
-        async with pool.acquire() as conn:
+    try:  # bounded as /readyz's look: a database gone silent read as up for 90 s, unless
+        # something happened to ask /readyz (the ops listener is kept off the load balancer)
+        async with asyncio.timeout(READY_TIMEOUT_S), pool.acquire(timeout=READY_TIMEOUT_S) as conn:
             counts = await conn.fetchrow(q.COUNT_WAITING, BACKLOG_COUNT_MAX)
             ages = await conn.fetchrow(q.OLDEST_WAITING)
     except DB_ERRORS as e:
