@@ -9,6 +9,10 @@ observations = Counter("tracker_observations_total", "Reports stored, by vendor 
 unmapped = Counter("tracker_unmapped_codes_total",
                    "Reports whose vendor code is not mapped (the codes: tracker.vendor_health)",
                    ["vendor"], registry=REGISTRY)
+poll_unknown_ids = Counter("tracker_poll_unknown_ids_total",
+                           "Status answers saying the vendor does not know the id asked about (a "
+                           "wrong vendor_ref from the sending application?)", ["vendor"],
+                           registry=REGISTRY)
 event_times_replaced = Counter("tracker_event_times_replaced_total",
                                "Reports whose vendor event time no report can mean (over 10 minutes "
                                "ahead of receipt, or over 400 days before): the time received "
@@ -140,6 +144,7 @@ def at_zero(vendors, retention_kinds, listeners=("listen",)) -> None:
     start at 0 as each component is first supervised.)"""
     for v in vendors:
         unmapped.labels(v)
+        poll_unknown_ids.labels(v)
         poll_answers_lost.labels(v)
         postbacks.labels(v, "503")
     for kind in retention_kinds:

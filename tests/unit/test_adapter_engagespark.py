@@ -182,6 +182,7 @@ def test_status_http_answers():
     [lookup, sent] = r.observations
     assert (lookup.vendor_ref, lookup.recipient, lookup.state, lookup.code, lookup.text) == (
         "A", "63912", None, "404", "not found")
+    assert lookup.unknown_id and not sent.unknown_id
     assert (sent.vendor_ref, sent.state) == ("B", State.sent)
     assert (r.transient_error, r.retry_after_s, r.account_error) == ("HTTP 429", 30.0, None)
     r = es.parse_status([ok({"error": "insufficient funds"}, 402)], [MessageRef("a")], NOW)

@@ -75,6 +75,7 @@ def test_status_table(value, state, failure):
     [o] = ss.parse_status([ok({"sms_status": value})], [MessageRef("0077", "+94 77")], NOW).observations
     assert (o.vendor_ref, o.recipient, o.state, o.failure) == ("77", "9477", state, failure)
     assert o.code == str(value).strip()
+    assert o.unknown_id == (o.code == "5")  # a lookup, counted apart: never an unmapped code
 
 
 @pytest.mark.parametrize("value", [6, "7", 8])

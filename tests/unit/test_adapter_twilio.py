@@ -140,7 +140,8 @@ def test_a_message_failed_as_the_account_was_suspended_is_the_messages_failure_n
 def test_http_answers():
     refs = [MessageRef(SID)]
     r = tw.parse_status([ok(raw("twilio", "error_20404.json"), 404)], refs, NOW)
-    assert [(o.state, o.code) for o in r.observations] == [(None, "404")] and r.account_error is None
+    assert [(o.state, o.code, o.unknown_id) for o in r.observations] == [(None, "404", True)]
+    assert r.account_error is None
     r = tw.parse_status([ok(raw("twilio", "error_20003.json"), 401)], refs, NOW)
     assert r.account_error == AccountError("http_401", "Authenticate") and r.observations == []
     r = tw.parse_status([ok(b"", 429, {"Retry-After": "3"})], refs, NOW)

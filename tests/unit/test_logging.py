@@ -143,8 +143,8 @@ def test_an_unmapped_code_holding_a_secret_is_masked_before_it_is_cut(monkeypatc
     tlog.configure("info", "json", stream=out, cache=False)
     secret = "k-0123456789abcdefghijklmnopqrstuvwxyz"  # 38 characters
     tlog.register_secret(secret)
-    assert counts.count_observations("poll", [("skycore", None, f"{secret}-E42"),
-                                              ("skycore", None, "E17")]) == 2
+    assert counts.count_observations("poll", [("skycore", None, f"{secret}-E42", False),
+                                              ("skycore", None, "E17", False)]) == 2
     [rec] = json_lines(out.getvalue())
     assert sorted(rec["codes"]) == ["***-E42", "E17"]
     assert secret[:12] not in out.getvalue()
@@ -242,3 +242,24 @@ def test_a_line_the_stream_cannot_take_is_dropped_and_counted_never_raised(strea
     log.info("stop asked", signal="SIGTERM")
     log.error("and this")
     assert metrics.log_lines_lost._value.get() == before + 2
+
+
+def test_a_lookup_failure_is_counted_apart_never_as_an_unmapped_code(monkeypatch):
+    """Spark Sender's 5 "Invalid Msg Id" (a wrong vendor_ref) was counted and logged as an
+    unmapped code on every poll of its window, and the alert sent the operator to the
+    developers for a mapping."""
+    from tracker import metrics
+    from tracker.db import counts
+    from tracker.throttle import Throttle
+
+    monkeypatch.setattr(counts, "_unmapped_log", Throttle())
+    monkeypatch.setattr(counts, "_unknown_log", Throttle())
+    unmapped, unknown = metrics.unmapped.labels("sparksender"), metrics.poll_unknown_ids.labels("sparksender")
+    before = unmapped._value.get(), unknown._value.get()
+    with structlog.testing.capture_logs() as logs:
+        assert counts.count_observations("poll", [("sparksender", None, "5", True),
+                                                  ("sparksender", None, "99", False)]) == 1
+    assert (unmapped._value.get() - before[0], unknown._value.get() - before[1]) == (1, 1)
+    said = {e["event"].split(":")[0]: e for e in logs}
+    assert said["vendor codes not in the mapping"]["codes"] == ["99"]
+    assert said["status calls about ids the vendor does not know (a wrong vendor_ref from the sending application?)"]["reports"] == 1

@@ -51,4 +51,4 @@ def test_operator_is_the_last_field_and_optional():
     o = Observation(vendor="skycore", vendor_ref="t-1", recipient=None, state=State.sent, code="N201")
     assert o.operator is None
     assert Observation.__dataclass_fields__["operator"].default is None
-    assert list(Observation.__dataclass_fields__)[-3:] == ["operator", "settled", "scheduled_for"]
+    assert list(Observation.__dataclass_fields__)[-4:] == ["operator", "settled", "scheduled_for", "unknown_id"]

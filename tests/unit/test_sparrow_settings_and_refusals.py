@@ -142,7 +142,8 @@ def test_a_404_in_sparrows_envelope_is_still_the_batch_not_found():
     missing = ok(refused("Batch not found"), 404)
     r = sp.parse_status([missing, missing], refs, NOW)
     assert r.account_error is None
-    assert [(o.recipient, o.state, o.code) for o in r.observations] == [("9779801234567", None, "404")]
+    assert [(o.recipient, o.state, o.code, o.unknown_id) for o in r.observations] == [
+        ("9779801234567", None, "404", True)]
 
 
 def sp_report(**records) -> dict:

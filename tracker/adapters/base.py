@@ -149,7 +149,7 @@ def lookup_failure(vendor: str, vendor_ref: str, recipient: str | None, status: 
     """What a LOOKUP answer (classify_http) says: the vendor does not know this id. Recorded with
     the HTTP status as its code and no state, never guessed."""
     return Observation(vendor=vendor, vendor_ref=vendor_ref, recipient=recipient, state=None,
-                       code=str(status), text=text)
+                       code=str(status), text=text, unknown_id=True)
 
 
 def same_message(label: str, named: Any, asked: str, normalize: Callable[[Any], str],

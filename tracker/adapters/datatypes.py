@@ -79,6 +79,11 @@ class Observation:
     # When the vendor sends the message, where it is scheduled for later (Twilio's SendAt, up to
     # 35 days ahead): its tracking window and its first poll start then, not at submission.
     scheduled_for: datetime | None = None
+    # state None because the vendor does not know the id asked about (a lookup failure: an HTTP
+    # 404, Spark Sender's 5 "Invalid Msg Id"), not because its code is unmapped: most often a
+    # wrong vendor_ref from the sending application. Counted apart (tracker_poll_unknown_ids_total),
+    # never as an unmapped code (which sent the operator to the developers for a mapping).
+    unknown_id: bool = False
 
 
 @dataclass(frozen=True, slots=True)

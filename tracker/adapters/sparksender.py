@@ -39,6 +39,7 @@ from tracker.adapters.sparksender_codes import (
     SEND_REJECT_CODES,
     STATUS_ACCOUNT_CODES,
     STATUS_CODES,
+    UNKNOWN_ID_CODE,
 )
 from tracker.core.states import Failure, State
 
@@ -140,6 +141,7 @@ def parse_status(responses: list[HttpResponse], refs: list[MessageRef], now: dat
                 text=text,
                 failure=failure,
                 raw=body,
+                unknown_id=code == UNKNOWN_ID_CODE,
             )
         )
     return result

@@ -15,6 +15,7 @@ STATUS_CODES: dict[str, tuple[State | None, str, bool | None]] = {
     "4": (State.accepted, "Processing", None),
     "5": (None, "Invalid Msg Id", None),
 }
+UNKNOWN_ID_CODE = "5"  # the lookup failure: the platform does not know the msg_id asked about
 # sms_status values that are about the account, never a message.
 STATUS_ACCOUNT_CODES = {
     "6": "Api key is invalid",

@@ -16,16 +16,21 @@ from tracker.throttle import Throttle
 log = get_logger("tracker.reducer")
 
 
-def count_observations(source: str, rows: Iterable[tuple[str, object, str | None]]) -> int:
-    """Metrics for stored observations, (vendor, state, code) each: one increment per label set
-    and batch, not per row. Unmapped codes are counted per vendor (a code is never a label: any
-    vendor can send any number of them) and logged, at most once a minute per vendor; the codes
-    themselves are in tracker.vendor_health. Returns how many were unmapped."""
+def count_observations(source: str, rows: Iterable[tuple[str, object, str | None, bool]]) -> int:
+    """Metrics for stored observations, (vendor, state, code, unknown id) each: one increment
+    per label set and batch, not per row. Unmapped codes are counted per vendor (a code is never
+    a label: any vendor can send any number of them) and logged, at most once a minute per
+    vendor; the codes themselves are in tracker.vendor_health. A lookup failure (the vendor does
+    not know the id: Observation.unknown_id) is counted and logged apart, not as unmapped.
+    Returns how many were unmapped."""
     stored: Counter[str] = Counter()
     unmapped: dict[str, Counter[str]] = {}
-    for vendor, state, code in rows:
+    unknown: Counter[str] = Counter()
+    for vendor, state, code, unknown_id in rows:
         stored[vendor] += 1
-        if state is None:
+        if unknown_id:
+            unknown[vendor] += 1
+        elif state is None:
             # masked, then cut: what is left of a code around a secret stays readable
             unmapped.setdefault(vendor, Counter())[mask_secrets(str(code), cut=False)[:32]] += 1
     for vendor, n in stored.items():
@@ -37,10 +42,17 @@ def count_observations(source: str, rows: Iterable[tuple[str, object, str | None
         if left_out is not None:
             log.warning("vendor codes not in the mapping: recorded, not guessed", vendor=vendor,
                         source=source, reports=left_out + n, codes=[c for c, _ in codes.most_common(5)])
+    for vendor, n in unknown.items():
+        _child(metrics.poll_unknown_ids, vendor).inc(n)
+        if (left_out := _unknown_log.allow(vendor, n)) is not None:
+            log.warning("status calls about ids the vendor does not know (a wrong vendor_ref from "
+                        "the sending application?): their messages end unknown", vendor=vendor,
+                        reports=left_out + n)
     return sum(sum(c.values()) for c in unmapped.values())
 
 
 _unmapped_log = Throttle()  # one warning per vendor a minute at most, with what was seen meanwhile
+_unknown_log = Throttle()
 
 
 _children: dict[tuple, object] = {}

@@ -73,7 +73,7 @@ async def apply(
             claimed = sorted({r["claimed_id"] for r in rows})
             rows = [r for r in rows if r["id"] is not None]
         result = await _raise_states(conn, rows)
-    count_observations(source, ((r["vendor"], r["state"], r["code"]) for r in rows))
+    count_observations(source, ((r["vendor"], r["state"], r["code"], False) for r in rows))  # (no lookups)
     count_implausible_times((r["vendor"], r["occurred_at"], r["received_at"], r["submitted_at"])
                             for r in rows)
     result.stored = len(rows)
@@ -125,7 +125,7 @@ async def apply_polls(
                        received_at if mid in reported else None, named.get(mid), received_at,
                        next_at, n)
         for mid, next_at, n in releases], planned)
-    unmapped = count_observations("poll", ((o.vendor, o.state, o.code) for _, o in found))
+    unmapped = count_observations("poll", ((o.vendor, o.state, o.code, o.unknown_id) for _, o in found))
     count_implausible_times((o.vendor, o.event_at, received_at, submitted.get(mid)) for mid, o in found)
     vendor_of = {mid: o.vendor for mid, o in found}
     count_transitions(planned, vendor_of)
@@ -149,7 +149,7 @@ async def insert_observations_of(conn: asyncpg.Connection, source: str,
         await write_messages(conn, [message_write(mid, operator=op, operator_at=received_at)
                                     for mid, op in named.items()])
     if count:
-        count_observations(source, ((o.vendor, o.state, o.code) for _, o in found))
+        count_observations(source, ((o.vendor, o.state, o.code, o.unknown_id) for _, o in found))
     return sorted(r[0] for r in stored)  # ids follow the order given
 
 
