@@ -76,6 +76,8 @@ TESTS = [
             {"series": 'tracker_postbacks_total{vendor="skycore",status="404",instance="a"}', "values": "0+5x60"},
             {"series": 'tracker_postbacks_total{vendor="skycore",status="200",instance="a"}', "values": "0+5x60"},
             {"series": 'tracker_postbacks_total{vendor="unknown",status="404",instance="a"}', "values": "0+3x60"},
+            # a path naming no vendor, steadily: a callback URL misspelt (a scanner's few: above)
+            {"series": 'tracker_postbacks_total{vendor="unknown",status="404",instance="b"}', "values": "0x20 0+30x40"},
             {"series": 'tracker_postbacks_total{vendor="engagespark",status="404",instance="a"}', "values": "0+1x60"},
             {"series": 'tracker_postbacks_total{vendor="engagespark",status="200",instance="a"}', "values": "0+100x60"},
             {"series": 'tracker_postbacks_total{vendor="twilio",status="403",instance="a"}', "values": "0+1x60"},
@@ -84,8 +86,10 @@ TESTS = [
             {"eval_time": "5m", "alertname": "PostbacksRefusedNotFound", "exp_alerts": []},  # not for 10m yet
             {"eval_time": "40m", "alertname": "PostbacksRefusedNotFound", "exp_alerts": [
                 {"exp_labels": {"severity": "page", "vendor": "skycore"}},
-                {"exp_labels": {"severity": "page", "vendor": "unknown"}},
-            ]},  # engagespark: 1 %; twilio: 15 in 15 minutes, under the count
+            ]},  # engagespark: 1 %; twilio: 15 in 15 minutes, under the count; unknown: its own rule
+            {"eval_time": "18m", "alertname": "PostbacksToNoVendor", "exp_alerts": []},  # 3 a minute
+            {"eval_time": "50m", "alertname": "PostbacksToNoVendor", "exp_alerts": [
+                {"exp_labels": {"severity": "warning"}}]},
         ],
     },
     {   # a webhook sink: 410 once, then dead letters; another sink fine
