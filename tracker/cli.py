@@ -45,6 +45,14 @@ def cmd_migrate(args) -> int:
     return on_database(cfg, "migrate", go)
 
 
+def cmd_restored(_args) -> int:
+    """The release before's step after a restore, kept for runbooks that name it: nothing to do."""
+    print("tracker restored: nothing to do: every connection the tracker opens moves its ids past "
+          "a restored backup's (deploy/OPERATIONS.md, \"Restoring a backup\"); this command "
+          "goes in a later release")
+    return 0
+
+
 def cmd_check_config(args) -> int:
     return config_mod.check_config(args.config)
 
@@ -89,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="run the daemon", parents=[config]).set_defaults(func=cmd_run)
     sub.add_parser("migrate", help="apply database migrations", parents=[config]).set_defaults(func=cmd_migrate)
+    sub.add_parser("restored", help="nothing to do any more (ids move by themselves); kept for "
+                   "runbooks", parents=[config]).set_defaults(func=cmd_restored)
     sub.add_parser("check-config", help="validate the configuration",
                    parents=[config]).set_defaults(func=cmd_check_config)
     sb = sub.add_parser("sandbox", help="run the fake vendors (options: tracker sandbox --help)",

@@ -15,8 +15,9 @@ poll_unknown_ids = Counter("tracker_poll_unknown_ids_total",
                            registry=REGISTRY)
 event_times_replaced = Counter("tracker_event_times_replaced_total",
                                "Reports whose vendor event time no report can mean (over 10 minutes "
-                               "ahead of receipt, or over 400 days before): the time received "
-                               "stands for it", ["vendor"], registry=REGISTRY)
+                               "ahead of receipt, over 10 minutes before its message's submission, "
+                               "or over 400 days before receipt): the time received stands for it",
+                               ["vendor"], registry=REGISTRY)
 transitions = Counter("tracker_transitions_total", "State changes, by vendor and new state",
                       ["vendor", "to_state"], registry=REGISTRY)
 intake_rows = Counter("tracker_intake_rows_total", "Submission rows handled, by result",
@@ -85,8 +86,8 @@ embedded_restarts = Counter("tracker_embedded_database_restarts_total",
 database_up = Gauge("tracker_database_up",
                     "1 while this replica's last look at the database (the backlog sweep, every "
                     "10 s, and each /readyz) got an answer; 0 while it does not, or while the "
-                    "database refuses work for want of resources (disk full: SQLSTATE class 53, "
-                    "in the last 30 s)",
+                    "database refuses work for want of resources (disk full or out of memory: "
+                    "SQLSTATE 53100, 53200, in the last 30 s)",
                     registry=REGISTRY)
 intake_waiting = Gauge("tracker_intake_waiting_rows",
                        "Submission rows not taken in yet (counted up to 100000)", registry=REGISTRY)

@@ -159,3 +159,22 @@ async def test_a_sequence_ahead_of_the_clock_is_left_where_it_is(db_dsn):
         assert await conn.fetchval("SELECT nextval('tracker.messages_id_seq')") == ahead + 1
     finally:
         await conn.close()
+
+
+async def test_an_integer_sequence_in_the_schema_is_left_and_no_connection_refused(db_dsn):
+    """A sequence that cannot hold the microseconds (a `serial` column someone added): moved, it
+    failed every connection, and no daemon could start."""
+    conn = await asyncpg.connect(db_dsn)
+    try:
+        await conn.execute("CREATE SEQUENCE tracker.small_seq AS integer")
+        await sessions.ids_past_now(conn)
+        assert await conn.fetchval("SELECT nextval('tracker.small_seq')") == 1
+        assert await conn.fetchval("SELECT last_value FROM tracker.messages_id_seq") > 2 ** 50
+    finally:
+        await conn.close()
+
+
+def test_tracker_restored_of_the_release_before_is_kept_for_runbooks_and_does_nothing(db_dsn):
+    p = subprocess.run(TRACKER + ["restored"], env=env_with(TRACKER_DATABASE__DSN=db_dsn),
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and "nothing to do" in p.stdout, (p.stdout, p.stderr)

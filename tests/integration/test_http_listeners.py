@@ -182,6 +182,17 @@ async def test_every_address_written_as_ipv6_takes_ipv4_too(db_dsn):
             assert await healthz(host, port) == b"HTTP/1.1 200 OK", host
     with taken_port() as address:  # and the early look sees an IPv4 port taken
         assert connections.taken(f"[::]:{address.rsplit(':', 1)[1]}") == "address already in use"
+        assert connections.taken(f"[0::]:{address.rsplit(':', 1)[1]}") == "address already in use"
+
+
+def test_every_address_where_ipv6_is_off_is_one_line_not_a_traceback(monkeypatch):
+    """Python's dual-stack socket raises ValueError where the kernel has IPv6 turned off: the
+    start died with a traceback instead of naming the setting."""
+    def no_ipv6(*_args, **_kwargs):
+        raise ValueError("dualstack_ipv6 not supported on this platform")
+
+    monkeypatch.setattr(connections.socket, "create_server", no_ipv6)
+    assert connections.taken("[::]:8080").startswith("the host has IPv6 turned off: listen on 0.0.0.0")
 
 
 async def test_a_full_listener_sheds_its_oldest_connection_that_holds_no_request(db_dsn):

@@ -16,7 +16,7 @@ import pytest
 from tracker.config.report import check_config
 from tracker.db import embedded
 from tracker.db.embedded import EmbeddedPostgres, check_state_dir
-from tracker.db.state_dir import MARKER, StateDirError, state_dir_refusal, take_state_dir
+from tracker.db.state_dir import MARKER, MARKER_NEW, StateDirError, state_dir_refusal, take_state_dir
 from tracker.start_error import database_start_error
 
 
@@ -176,8 +176,10 @@ def test_a_full_disk_at_start_is_an_exit_that_is_restarted_and_leaves_the_marker
     state = base / "pg"
     take_state_dir(state, None)
     marker = (state / MARKER).read_text()
+    real_write = Path.write_text
 
-    def full(self, *args, **kwargs):
+    def full(self, *args, **kwargs):  # as a full disk does: the file made, nothing written
+        real_write(self, "")
         raise OSError(errno_, os.strerror(errno_))
 
     monkeypatch.setattr(Path, "write_text", full)
@@ -188,6 +190,31 @@ def test_a_full_disk_at_start_is_an_exit_that_is_restarted_and_leaves_the_marker
     assert e.value.code == code and os.strerror(errno_) in e.value.reason
     assert database_start_error(e.value, None, str(state)).code == code
     assert (state / MARKER).read_bytes() == b"an older marker\n"  # not left empty
+    assert sorted(os.listdir(state)) == [MARKER]  # nothing else left behind
     monkeypatch.undo()
     take_state_dir(state, None)  # space freed: taken again, the marker whole
     assert (state / MARKER).read_text() == marker
+
+
+def test_a_first_start_on_a_full_disk_leaves_a_directory_the_next_start_takes(base, monkeypatch):
+    """The unit's StateDirectory= is made empty: a first start on a full disk left the marker
+    half made (`.new`), and the next start refused the directory as holding files the tracker
+    did not make (exit 2, never restarted)."""
+    state = base / "empty"
+    state.mkdir()
+    (state / MARKER_NEW).write_bytes(b"")  # as a start killed while writing it leaves it
+    assert state_dir_refusal(state, None) is None
+    real_write = Path.write_text
+
+    def full(self, *args, **kwargs):
+        real_write(self, "")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(StateDirError) as e:
+        take_state_dir(state, None)
+    assert e.value.code == 1
+    monkeypatch.undo()
+    assert state_dir_refusal(state, None) is None
+    take_state_dir(state, None)
+    assert (state / MARKER).is_file() and not (state / MARKER_NEW).exists()

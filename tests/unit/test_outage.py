@@ -78,3 +78,18 @@ def test_only_what_a_row_holds_or_a_bug_is_the_rows_refusal():
                 raise RuntimeError("1 postbacks not applied") from e
         except RuntimeError as wrapped:
             assert row_refused(wrapped) is refused  # what it was raised from decides
+
+
+def test_only_a_full_disk_or_memory_counts_as_the_database_wanting_resources(monkeypatch):
+    """Too many connections (53300) is an outage to connect, as before: the connections open
+    still work. Noted as wanting resources, one failed pool growth made every replica unready
+    for 30 s, saying "disk full"."""
+    import asyncpg
+
+    from tracker import db
+
+    monkeypatch.setattr(db, "_wanting", {"at": float("-inf"), "what": ""})
+    assert db.is_outage(asyncpg.exceptions.TooManyConnectionsError("sorry, too many clients already"))
+    assert db.wanting_resources() is None
+    assert not db.row_refused(asyncpg.exceptions.DiskFullError("could not extend file"))
+    assert "DiskFullError: could not extend file" in db.wanting_resources()

@@ -31,6 +31,7 @@ PASSING_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO})
 # Written into a state directory the tracker creates: the directory is the tracker's to make
 # private (chown, chmod) at every start. One made before the marker existed holds pgdata/PG_VERSION.
 MARKER = ".tracker-state-dir"
+MARKER_NEW = MARKER + ".new"  # the marker being written (tracker.db.state_dir._write_marker)
 MARKER_TEXT = ("This directory was created by the SMS delivery tracker (tracker.db.embedded) for its\n"
                "embedded PostgreSQL cluster. The tracker makes it private to the cluster's user.\n")
 
@@ -99,9 +100,13 @@ def _write_marker(marker: Path) -> None:
             return
     except (FileNotFoundError, UnicodeDecodeError):
         pass
-    new = marker.with_name(marker.name + ".new")
-    new.write_text(MARKER_TEXT)
-    new.replace(marker)
+    new = marker.with_name(MARKER_NEW)
+    try:
+        new.write_text(MARKER_TEXT)
+        new.replace(marker)
+    except OSError:
+        new.unlink(missing_ok=True)  # left behind, it was a file not the tracker's: exit 2
+        raise
 
 
 def _check_empty_dir_owner(path: Path, user: pwd.struct_passwd | None) -> None:
@@ -141,8 +146,8 @@ def _taken_refusal(path: Path) -> str | None:
         return "is not a directory"
     if (path / MARKER).is_file() or (path / "pgdata" / "PG_VERSION").is_file():
         return None
-    try:
-        entries = sorted(os.listdir(path))
+    try:  # (a marker being written when a start was cut short, a full disk: the tracker's own)
+        entries = sorted(e for e in os.listdir(path) if e != MARKER_NEW)
     except OSError as e:
         return f"cannot be read: {e.strerror or e}"
     if entries:

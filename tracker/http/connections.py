@@ -24,6 +24,8 @@ the limit by a few before they count), and a proxy in front can limit them per c
 from __future__ import annotations
 
 import asyncio
+import errno
+import ipaddress
 import os
 import resource
 import socket
@@ -109,16 +111,25 @@ async def serve(runner: web.AppRunner, host: str, port: int, limit: int,
 
 
 def _every_address(host: str) -> bool:
-    """`[::]`: written, as on Linux, for every address of both families. asyncio binds an IPv6
-    socket v6-only, so every vendor posting over IPv4 was refused the connection, with
-    check-config content."""
-    return host.strip("[]") == "::"
+    """`[::]` (or `[0::]`): written, as on Linux, for every address of both families. asyncio
+    binds an IPv6 socket v6-only, so every vendor posting over IPv4 was refused the connection,
+    with check-config content (config.listen.Listener.clashes_with reads it the same way)."""
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return ip.version == 6 and ip.is_unspecified
 
 
 def _dual_stack(host: str, port: int) -> socket.socket:
-    """A listening socket on `host` taking IPv4 (as mapped addresses) and IPv6 (SO_REUSEADDR set)."""
-    return socket.create_server((host.strip("[]"), port), family=socket.AF_INET6,
-                                dualstack_ipv6=True)
+    """A listening socket on `host` taking IPv4 (as mapped addresses) and IPv6 (SO_REUSEADDR set);
+    OSError, as any bind's, where the host has IPv6 turned off (Python says ValueError)."""
+    try:
+        return socket.create_server((host.strip("[]"), port), family=socket.AF_INET6,
+                                    dualstack_ipv6=True)
+    except ValueError:
+        raise OSError(errno.EAFNOSUPPORT, "the host has IPv6 turned off: listen on 0.0.0.0 for "
+                      "every IPv4 address") from None
 
 
 def host_port(address: str) -> tuple[str, int]:
@@ -143,6 +154,8 @@ def taken(address: str) -> str | None:
                                     flags=socket.AI_PASSIVE)[0][0]
         socket.create_server((host, port), family=family).close()
     except OSError as e:  # as the listener's bind says it: "address already in use"
+        if e.errno == errno.EAFNOSUPPORT and e.strerror:  # _dual_stack's own words
+            return e.strerror
         return os.strerror(e.errno).lower() if e.errno else str(e)
     return None
 

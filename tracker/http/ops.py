@@ -153,8 +153,8 @@ async def readiness(tracker) -> list[Problem]:
         return [Problem("database", why), *components]
     database_seen(True)
     if (wanting := wanting_resources()) is not None:  # the stalls it causes would say less
-        return [Problem("database", scrub(f"refusing work for want of resources (disk full?): "
-                                          f"{wanting}")[:300]), *components]
+        return [Problem("database", scrub(f"refusing work for want of resources: {wanting}")[:300]),
+                *components]
     if todo:
         versions = ", ".join(str(m.version) for m in todo)
         return [Problem("migrations", f"pending: {versions}"), *components]

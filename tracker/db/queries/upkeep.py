@@ -153,5 +153,6 @@ SELECT setval(format('%I.%I', s.schemaname, s.sequencename)::regclass, n.us)
 FROM pg_sequences s,
      LATERAL (SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint AS us) n
 WHERE s.schemaname = 'tracker' AND coalesce(s.last_value, 0) < n.us
+  AND s.max_value >= n.us  -- an integer sequence of someone's in the schema: left, never refused
   AND current_setting('transaction_read_only') = 'off'  -- a standby: nothing to move, nor may it
 """
