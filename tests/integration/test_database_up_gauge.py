@@ -95,3 +95,22 @@ async def test_a_replica_that_finds_another_sweeping_retention_says_nothing_of_b
     finally:
         await other.execute("SELECT pg_advisory_unlock(hashtext($1))", retention.LOCK)
         await pool.release(other)
+
+
+async def test_a_busy_pool_is_no_outage_of_the_gauge_nor_of_the_backlog(db_dsn, monkeypatch):
+    """Every connection in use (a large backlog's load): the sweep waits its period, then fails
+    without saying the database is down, and the backlog gauges keep their values (NaN, they
+    hid IntakeStalled exactly when the backlog was large)."""
+    monkeypatch.setattr(ops, "BACKLOG_ACQUIRE_S", 0.2)
+    pool = await asyncpg.create_pool(db_dsn, min_size=1, max_size=1)
+    heads = ops.HeadClock()
+    try:
+        await pool.execute("INSERT INTO tracker.submissions (vendor, vendor_ref, recipient, created_at)"
+                           " VALUES ('skycore', 'busy-1', '15550001111', now() - interval '10 minutes')")
+        await ops.count_backlog(pool, heads)
+        async with pool.acquire():  # the pool's one connection, taken
+            with pytest.raises(ops.PoolBusy):
+                await ops.count_backlog(pool, heads)
+        assert value("tracker_database_up") == 1 and value("tracker_intake_waiting_rows") == 1
+    finally:
+        await pool.close()

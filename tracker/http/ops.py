@@ -10,6 +10,7 @@ Each /readyz and a periodic sweep (count_backlog) refresh the backlog gauges.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import math
 import time
@@ -30,6 +31,12 @@ from tracker.supervisor_health import Problem
 
 
 READY_TIMEOUT_S = 2.0
+BACKLOG_ACQUIRE_S = 10.0  # the backlog sweep's period
+
+
+class PoolBusy(Exception):
+    """Every connection of the pool in use for as long as the backlog sweep waited: the work's
+    load, not the database's absence (the sweep fails, logged and counted; the gauges stay)."""
 BACKLOG_COUNT_MAX = 100_000  # the backlog gauges count up to this many rows: bounded work
 
 
@@ -97,15 +104,27 @@ def record_ages(intake_s: float | None, postbacks_s: float | None) -> None:
 async def count_backlog(pool, heads: HeadClock) -> None:
     """Refresh the backlog gauges: submission rows and postbacks waiting, and for how long
     (a periodic sweep: its errors, the database unavailable included, are Supervisor.job's)."""
-    try:  # bounded as /readyz's look: a database gone silent read as up for 90 s, unless
+    try:  # a busy pool is waited for (the sweep's own period), and is no outage: the gauges
+        # keep their values, or they hid IntakeStalled under a large backlog's load
+        conn = await pool.acquire(timeout=BACKLOG_ACQUIRE_S)
+    except TimeoutError:
+        raise PoolBusy(f"no connection free in the pool within {BACKLOG_ACQUIRE_S:g} s") from None
+    except DB_ERRORS as e:
+        if is_outage(e):
+            database_seen(False)
+        raise
+    try:  # the look bounded as /readyz's: a database gone silent read as up for 90 s, unless
         # something happened to ask /readyz (the ops listener is kept off the load balancer)
-        async with asyncio.timeout(READY_TIMEOUT_S), pool.acquire(timeout=READY_TIMEOUT_S) as conn:
+        async with asyncio.timeout(READY_TIMEOUT_S):
             counts = await conn.fetchrow(q.COUNT_WAITING, BACKLOG_COUNT_MAX)
             ages = await conn.fetchrow(q.OLDEST_WAITING)
     except DB_ERRORS as e:
         if is_outage(e):  # (a statement refused: the database answered, the sweep fails)
             database_seen(False)
         raise
+    finally:  # (bounded too: after a cancel, asyncpg waits for the server to confirm it)
+        with contextlib.suppress(Exception):
+            await pool.release(conn, timeout=READY_TIMEOUT_S)
     database_seen(True)
     metrics.intake_waiting.set(counts["intake"])
     metrics.postbacks_waiting.set(counts["postbacks"])
