@@ -52,16 +52,14 @@ def _outage(e: BaseException) -> bool:
 
 # The database answering but refusing work for want of resources (its disk full, 53100; out of
 # memory, 53200; not too many connections, 53300, nor a configured limit, 53400: the connections
-# open still work, and those are outages as before): its reads still answer, so /readyz and tracker_database_up said all was
-# well while every write failed, postbacks were answered 503 and the components waited it out
-# as an outage, for as long as the disk stayed full. Every component's database failure is
-# judged here (is_outage, passes, row_refused), which notes the last such refusal;
-# tracker.http.ops names it.
+# open still work, and those stay outages as before). Its reads still answer, so /readyz and
+# tracker_database_up said all was well while every write failed, postbacks were answered 503
+# and the components waited it out as an outage, for as long as the disk stayed full. Every
+# component's database failure is judged here (is_outage, passes, row_refused), which notes the
+# last such refusal; tracker.http.ops names it.
+WANTING = (asyncpg.exceptions.DiskFullError, asyncpg.exceptions.OutOfMemoryError)
 WANTING_S = 30.0
 _wanting = {"at": float("-inf"), "what": ""}
-
-
-WANTING = (asyncpg.exceptions.DiskFullError, asyncpg.exceptions.OutOfMemoryError)
 
 
 def _note_wanting(e: BaseException) -> None:

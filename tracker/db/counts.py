@@ -73,7 +73,8 @@ def count_transitions(planned: Sequence[PlannedTransition], vendor_of: Mapping[i
         _child(metrics.transitions, *labels).inc(n)
 
 
-def count_implausible_times(found: Iterable[tuple[str, datetime | None, datetime, datetime | None]]) -> None:
+def count_implausible_times(
+        found: Iterable[tuple[str, datetime | None, datetime, datetime | None]]) -> None:
     """(vendor, event time, received at, its message's submission time or None) of reports:
     those whose vendor time no report can mean (core.reduce.plausible; the time received stands
     for it) counted per vendor, and logged at most once a minute per vendor."""

@@ -32,12 +32,12 @@ from tracker.supervisor_health import Problem
 
 READY_TIMEOUT_S = 2.0
 BACKLOG_ACQUIRE_S = 10.0  # the backlog sweep's period
+BACKLOG_COUNT_MAX = 100_000  # the backlog gauges count up to this many rows: bounded work
 
 
 class PoolBusy(Exception):
     """Every connection of the pool in use for as long as the backlog sweep waited: the work's
     load, not the database's absence (the sweep fails, logged and counted; the gauges stay)."""
-BACKLOG_COUNT_MAX = 100_000  # the backlog gauges count up to this many rows: bounded work
 
 
 def stalls(intake_s: float | None, postbacks_s: float | None, health: HealthConfig,

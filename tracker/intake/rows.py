@@ -18,7 +18,8 @@ from tracker.adapters import sparrow_recipients
 from tracker.adapters.base import (MAX_CLIENT_REF_LEN, MAX_RECIPIENT_LEN, MAX_REF_LEN, NO_REF,
                                    Observation, ParseError, digits, json_value)
 from tracker.config_types import VENDORS
-from tracker.core.reduce import EVENT_AHEAD_MAX, EVENT_BEFORE_SUBMISSION_MAX, EVENT_PAST_MAX, plausible, recipient_key
+from tracker.core.reduce import (EVENT_AHEAD_MAX, EVENT_BEFORE_SUBMISSION_MAX, EVENT_PAST_MAX, plausible,
+                                 recipient_key)
 from tracker.core.states import State
 
 # A vendor's retry deadline further out than this after submission is clamped (with a note):
