@@ -33,8 +33,14 @@ class Listener:
         if self.port == 0 or self.port != other.port:
             return False
         return any((a.version == b.version and (a == b or a.is_unspecified or b.is_unspecified))
-                   or (a.version == 6 and a.is_unspecified) or (b.version == 6 and b.is_unspecified)
+                   or dual_stack(a) or dual_stack(b)
                    for a in self.addresses for b in other.addresses)
+
+
+def dual_stack(ip: IPAddress) -> bool:
+    """`::` (`[::]`, `[0::]`): every address of both families, as on Linux; bound so by
+    tracker.http.connections (asyncio alone binds an IPv6 socket v6-only)."""
+    return ip.version == 6 and ip.is_unspecified
 
 
 def parse_listen(text: str) -> Listener | str:

@@ -91,7 +91,7 @@ async def apply_polls(
     releases: Sequence[tuple[int, datetime, int]],
     *,
     received_at: datetime,
-    submitted_at: Mapping[int, datetime] | None = None,
+    submitted_at: Mapping[int, datetime],
 ) -> Applied:
     """The poller's write-back, in the caller's transaction: the same effects as
     `apply(conn, "poll", observations)` followed by handing the messages back, in the same one
@@ -101,8 +101,8 @@ async def apply_polls(
     queries.HOLD_CLAIMED) and read its state under that lock. `found` are the poll's
     observations of those messages, as (message id, observation); `releases` are (message id,
     next poll, polls to add) for the messages to hand back; `submitted_at`, the messages' (read
-    with their states), bounds their vendor times (core.reduce.plausible)."""
-    submitted = submitted_at or {}
+    with their states), bounds their vendor times (core.reduce.plausible): required, so that no
+    caller leaves the bound out without a word."""
     reports: list[Report] = []
     reported: set[int] = set()
     if found:
@@ -113,7 +113,7 @@ async def apply_polls(
             if o.state is not None:
                 f = o.failure
                 reports.append(Report(oid, mid, o.state, "poll",
-                                      report_time(o.event_at, received_at, submitted.get(mid)),
+                                      report_time(o.event_at, received_at, submitted_at[mid]),
                                       f.code if f else None, f.reason if f else None,
                                       f.permanent if f else None))
     planned = plan(current, reports)
@@ -126,7 +126,7 @@ async def apply_polls(
                        next_at, n)
         for mid, next_at, n in releases], planned)
     unmapped = count_observations("poll", ((o.vendor, o.state, o.code, o.unknown_id) for _, o in found))
-    count_implausible_times((o.vendor, o.event_at, received_at, submitted.get(mid)) for mid, o in found)
+    count_implausible_times((o.vendor, o.event_at, received_at, submitted_at[mid]) for mid, o in found)
     vendor_of = {mid: o.vendor for mid, o in found}
     count_transitions(planned, vendor_of)
     return Applied(stored=len(found), unmapped=unmapped, transitions=planned)

@@ -33,6 +33,7 @@ import socket
 from aiohttp import web
 
 from tracker import metrics
+from tracker.config.listen import dual_stack
 from tracker.logging import get_logger
 from tracker.throttle import Throttle
 
@@ -111,14 +112,12 @@ async def serve(runner: web.AppRunner, host: str, port: int, limit: int,
 
 
 def _every_address(host: str) -> bool:
-    """`[::]` (or `[0::]`): written, as on Linux, for every address of both families. asyncio
-    binds an IPv6 socket v6-only, so every vendor posting over IPv4 was refused the connection,
-    with check-config content (config.listen.Listener.clashes_with reads it the same way)."""
+    """A host written for every address of both families (config.listen.dual_stack): bound
+    v6-only, as asyncio does, every vendor posting over IPv4 was refused the connection."""
     try:
-        ip = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
+        return dual_stack(ipaddress.ip_address(host.strip("[]")))
+    except ValueError:  # a name, or IPv4: bound as given
         return False
-    return ip.version == 6 and ip.is_unspecified
 
 
 def _dual_stack(host: str, port: int) -> socket.socket:
