@@ -81,7 +81,8 @@ component_failures = Counter("tracker_component_failures_total",
                              ["component"], registry=REGISTRY)
 embedded_restarts = Counter("tracker_embedded_database_restarts_total",
                             "Times the embedded PostgreSQL cluster was found stopped (each is "
-                            "started again unless its data directory is gone: tracker.db.keeper)",
+                            "started again unless its data directory is gone, counted once "
+                            "however many starts it takes: tracker.db.keeper)",
                             registry=REGISTRY)
 database_up = Gauge("tracker_database_up",
                     "1 while this replica's last look at the database (the backlog sweep, every "

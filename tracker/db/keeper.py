@@ -1,7 +1,7 @@
 """The embedded cluster kept running. The daemon owns it (nothing else reaches it), so a
 postmaster gone while the daemon runs (killed, the OOM killer, `pg_ctl stop` by hand) is started
-again, as systemd restarts a service: logged, counted (tracker_embedded_database_restarts_total)
-and shown in /readyz until it answers. Meanwhile every component waits for the database as in
+again, as systemd restarts a service: logged, counted once an outage however many starts it takes
+(tracker_embedded_database_restarts_total) and shown in /readyz until it answers. Meanwhile every component waits for the database as in
 any outage. A cluster whose data directory is gone is not made anew (an empty database would
 lose the messages without a word): that start fails, and the supervisor tries it again after a
 backoff, with the reason in /readyz and the log."""
@@ -22,6 +22,10 @@ CHECK_EVERY_S = 1.0
 
 
 LOW_SPACE_BYTES = 64 * 1024 * 1024
+
+# Data directories found stopped and not yet seen running again: an outage is counted once,
+# though the supervisor runs keep_running anew after each start that fails (a full disk: nine).
+_DOWN: set = set()
 
 
 def not_running(pg: EmbeddedPostgres) -> str:
@@ -53,11 +57,14 @@ async def keep_running(pg: EmbeddedPostgres, stopping: Callable[[], bool]) -> No
         if not pg.running():
             beat().blocked(not_running(pg))
             log.error("embedded PostgreSQL not running: starting it again", data_dir=str(pg.data_dir))
-            metrics.embedded_restarts.inc()
+            if pg.data_dir not in _DOWN:
+                _DOWN.add(pg.data_dir)
+                metrics.embedded_restarts.inc()
             if not (pg.data_dir / "PG_VERSION").exists():
                 raise EmbeddedError(f"its data directory {pg.data_dir} is gone: not made anew "
                                     "(restore it, or stop the tracker and move the state_dir away)")
             await _start(pg)
+            _DOWN.discard(pg.data_dir)
             log.info("embedded PostgreSQL started again", data_dir=str(pg.data_dir))
         beat().progress()
         await asyncio.sleep(CHECK_EVERY_S)
