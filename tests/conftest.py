@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -45,10 +47,14 @@ def pg_server():
         return
     tmp = tempfile.mkdtemp(prefix="tracker-test-")
     os.chmod(tmp, 0o755)  # the cluster may run as the postgres user
+    reaper = subprocess.Popen([sys.executable, "-m", "tests.cluster_reaper", str(os.getpid()), tmp],
+                              cwd=Path(__file__).parent.parent, start_new_session=True)
     pg = EmbeddedPostgres(Path(tmp) / "pg", fast=True).start()
     try:
         yield pg.dsn
     finally:
+        reaper.kill()
+        reaper.wait()
         pg.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
