@@ -20,6 +20,7 @@ from tracker.config_types import VENDORS, Config
 from tracker.db import queries as q
 from tracker.db.oneshot import on_database
 from tracker.postbacks.process import Outcome, replay_rows
+from tracker.db import clock as db_clock
 
 BATCH = 500
 
@@ -65,7 +66,7 @@ async def replay(conn: asyncpg.Connection, config: Config, vendor: str | None,
     progress = progress or Progress(0)
     kept = reports_kept_for(config)
     if kept is not None:
-        kept_from = datetime.now(timezone.utc) - kept
+        kept_from = db_clock.now() - kept
         if since is None or since < kept_from:
             older = await conn.fetchval(q.COUNT_REPLAY_POSTBACKS, vendor, since, kept_from)
             if older:

@@ -1,12 +1,13 @@
 """The daemon's upkeep sweeps (a component: tracker.app starts it with the others): adopting
-reports that raced their message, the backlog gauges, folding the delivery rollup, the outbox
-readers' lag gauges, and retention. Each runs under the supervisor as `sweep:<name>`
+reports that raced their message, the backlog gauges, this host's clock against the
+database's, folding the delivery rollup, the outbox readers' lag gauges, and retention. Each runs under the supervisor as `sweep:<name>`
 (apscheduler); adopting, folding and retention on one replica at a time. The database
 unavailable is waited out until the next run; any other database error fails the run, which the
 supervisor logs, counts and shows in /readyz while it keeps failing."""
 from __future__ import annotations
 
 from tracker import metrics, retention, rollup
+from tracker.db import clock
 from tracker.db import queries as q
 from tracker.db import reducer
 from tracker.http import ops
@@ -24,6 +25,7 @@ class Upkeep:
     async def start(self) -> None:
         self.tracker.every("orphans", ORPHANS_EVERY_S, self.adopt_orphans)
         self.tracker.every("backlog", BACKLOG_EVERY_S, self.count_backlog)
+        self.tracker.every("clock", clock.CLOCK_EVERY_S, self.read_clock)
         self.tracker.every("rollup", rollup.FOLD_EVERY_S, self.fold)
         self.tracker.every("lag", LAG_EVERY_S, self.measure_lag)
         if any(retention.limit_days(self.tracker.config.retention, k) > 0 for k in retention.KINDS):
@@ -40,6 +42,11 @@ class Upkeep:
 
     async def count_backlog(self) -> None:
         await ops.count_backlog(self.tracker.pool, self.tracker.heads)
+
+    async def read_clock(self) -> None:
+        """This host's clock against the database's, kept (tracker.db.clock)."""
+        async with self.tracker.pool.acquire() as conn:
+            await clock.read(conn)
 
     async def fold(self) -> None:
         await self.tracker.exclusive("rollup", rollup.fold)

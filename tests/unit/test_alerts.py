@@ -136,6 +136,17 @@ TESTS = [
             {"eval_time": "80m", "alertname": "EmbeddedDatabaseRestarted", "exp_alerts": []},
         ],
     },
+    {   # one host's clock 700 s behind the database's from minute 30; another's 1 s ahead
+        "input_series": [
+            {"series": 'tracker_database_clock_offset_seconds{instance="a"}', "values": "0x30 700x60"},
+            {"series": 'tracker_database_clock_offset_seconds{instance="b"}', "values": "-1x90"},
+        ],
+        "alert_rule_test": [
+            {"eval_time": "35m", "alertname": "DaemonClockOff", "exp_alerts": []},
+            {"eval_time": "45m", "alertname": "DaemonClockOff", "exp_alerts": [
+                {"exp_labels": {"severity": "warning", "instance": "a"}}]},
+        ],
+    },
     {   # a listener full for a few minutes on one host
         "input_series": [
             {"series": 'tracker_http_connections_refused_total{listener="listen",instance="a"}',

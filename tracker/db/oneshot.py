@@ -22,7 +22,7 @@ import asyncpg
 
 from tracker.config import redact_dsn
 from tracker.config_types import Config
-from tracker.db import passes, sessions, settings_refused
+from tracker.db import clock, passes, sessions, settings_refused
 from tracker.db.embedded import EmbeddedError, EmbeddedPostgres, running_dsn
 from tracker.db.state_dir import StateDirError, state_dir_refusal
 
@@ -38,6 +38,7 @@ def on_database(config: Config, command: str, job: Job) -> int:
         conn = await asyncpg.connect(dsn, server_settings={"application_name": f"tracker {command}"})
         try:
             await sessions.ids_past_now(conn)  # `replay` numbers events: never a lost time's ids
+            await clock.read(conn)  # `replay` keeps what is younger than the database's time
             return await job(conn)
         finally:
             await conn.close()

@@ -13,7 +13,7 @@ written, COMMIT.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Iterable, Mapping, Sequence
 
 import asyncpg
@@ -26,6 +26,7 @@ from tracker.db import queries as q
 from tracker.db.counts import count_implausible_times, count_observations, count_transitions
 from tracker.db.rows import MessageWrite, message_write, observation_row, rows_json, transitions_json
 from tracker.logging import get_logger
+from tracker.db import clock
 
 log = get_logger("tracker.reducer")
 
@@ -58,7 +59,7 @@ async def apply(
     if not observations and claim is None:
         return Applied()
     n = len(observations)
-    now = received_at if isinstance(received_at, Sequence) else [received_at or datetime.now(timezone.utc)] * n
+    now = received_at if isinstance(received_at, Sequence) else [received_at or clock.now()] * n
     postback_ids = postback_id if isinstance(postback_id, Sequence) else [postback_id] * n
     if len(now) != n or len(postback_ids) != n:
         raise ValueError("received_at and postback_id: one value, or one per observation")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from urllib.parse import quote
 
 import asyncpg
@@ -22,6 +22,7 @@ from aiohttp import web
 
 from tracker.config_types import VendorConfig
 from tracker.db import DB_ERRORS
+from tracker.db import clock as db_clock
 from tracker.db import queries as q
 from tracker.http import ops  # readiness (ops imports this module too: used at call time)
 from tracker.http.status_data import ComponentStatus, StatusData, TrackerStatus, UnmappedCode, VendorStatus
@@ -113,7 +114,7 @@ class StatusPage:
 
 async def gather(tracker) -> StatusData:
     cfg = tracker.config
-    now = datetime.now(timezone.utc)
+    now = db_clock.now()
     # the rollup's windows start at a clock hour (vendor_figures_since truncates): say which
     hour_from = (now - timedelta(hours=1)).replace(minute=0, second=0, microsecond=0)
     day_from = (now - timedelta(days=1)).replace(minute=0, second=0, microsecond=0)

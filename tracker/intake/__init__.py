@@ -14,7 +14,7 @@ import contextlib
 import gc
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Callable
 
 import asyncpg
@@ -28,6 +28,7 @@ from tracker.intake.claims import ClaimRefused, Claims, refusal
 from tracker.intake.plan import ChunkPlan, plan_chunk, tracked_already
 from tracker.intake.rows import RowError, TakenRow, read_row
 from tracker.logging import get_logger
+from tracker.db import clock as db_clock
 
 __all__ = ["IntakeResult", "RowError", "take_in"]
 
@@ -63,7 +64,7 @@ async def take_in(conn: asyncpg.Connection, config: Config, batch_size: int | No
 
 async def _take_in(conn: asyncpg.Connection, config: Config, batch_size: int | None,
                    careful: bool) -> IntakeResult:
-    now = datetime.now(timezone.utc)
+    now = db_clock.now()
     vendors = config.vendors
     limit = config.intake.max_messages_per_row
     outcomes: dict[int, _Outcome] = {}

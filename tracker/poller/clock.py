@@ -2,7 +2,8 @@
 expiry, backoff) is tested without waiting: the daemon uses SYSTEM_CLOCK, tests a ManualClock.
 
 `monotonic()` measures intervals (circuit, pauses); `now()` is the wall time written to the
-database (next polls) and handed to the adapters; `sleep()` waits on this clock's time.
+database (next polls) and handed to the adapters: the database's (tracker.db.clock), which
+decides what is due; `sleep()` waits on this clock's time.
 """
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import asyncio
 import time
 from datetime import datetime, timedelta, timezone
 from typing import Protocol
+
+from tracker.db import clock as db_clock
 
 
 class Clock(Protocol):
@@ -25,7 +28,7 @@ class SystemClock:
         return time.monotonic()
 
     def now(self) -> datetime:
-        return datetime.now(timezone.utc)
+        return db_clock.now()
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)

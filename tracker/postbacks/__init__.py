@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from datetime import datetime, timezone
 
 import asyncpg
 import orjson
@@ -42,6 +41,7 @@ from tracker.postbacks.commit import GroupCommit, Refused, Unavailable
 from tracker.postbacks.worker import APPLIERS, ApplyWorker
 from tracker.start_error import database_start_error
 from tracker.throttle import Throttle
+from tracker.db import clock as db_clock
 
 log = get_logger("tracker.postbacks")
 
@@ -270,7 +270,7 @@ class Postbacks:
             return refusal.status, {"error": refusal.error}
         ip = core.source_ip(remote)
         raw = core.RawPostback(vendor, request.method, ctype, request.rel_url.raw_query_string,
-                               body, ip and ip.compressed, datetime.now(timezone.utc))
+                               body, ip and ip.compressed, db_clock.now())
         try:
             found = core.parse(raw, self.config.vendors.get(vendor))
         except ParseError as e:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from datetime import datetime, timezone
 from typing import Callable, NamedTuple, Protocol
 
 import asyncpg
@@ -31,6 +30,7 @@ from tracker.supervisor import beat
 from tracker.postbacks.core import RawPostback
 from tracker.postbacks.rows import copy_rows, copy_unapplied
 from tracker.postbacks.process import Outcome, Parsed
+from tracker.db import clock as db_clock
 
 log = get_logger("tracker.postbacks")
 
@@ -244,7 +244,7 @@ class GroupCommit:
                 if inline:
                     try:
                         async with conn.transaction():
-                            await copy_rows(conn, ids, raws, datetime.now(timezone.utc))
+                            await copy_rows(conn, ids, raws, db_clock.now())
                             out = await self.applier.apply_stored(conn, items)
                     except Exception as e:
                         if conn.is_closed():

@@ -2,9 +2,7 @@
 answer, classify. The I/O edge of the webhook sink; the verdict is tracker.sinks.policy's."""
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Callable
 
 from tracker.adapters.base import HttpRequest
@@ -14,6 +12,7 @@ from tracker.logging import scrub
 from tracker.sinks import signing
 from tracker.sinks.policy import Outcome, retry_after, verdict
 from tracker.sinks.store import Claimed, Result
+from tracker.db import clock as db_clock
 
 MAX_ANSWER_BYTES = 64 * 1024  # of a receiver's answer body, read (to reuse the connection) and dropped;
 # past it the connection is dropped instead, and the status still counts
@@ -51,14 +50,15 @@ def client(concurrency: int, timeout_s: float) -> HttpClient:
 async def post(http: HttpClient, url: str, keys: list[bytes], c: Claimed,
                timeout_s: float) -> tuple[int | None, str | None, float | None]:
     """(HTTP status or None, what went wrong, Retry-After seconds)."""
-    headers = signing.headers(keys, str(c.event_id), int(time.time()), c.body)
+    headers = signing.headers(keys, str(c.event_id), int(db_clock.time_s()), c.body)
     try:
         resp = await http(HttpRequest("POST", url, headers=headers, content=c.body))
     except TooLarge as answered:  # the rest of a long answer is not read: its status counts
-        return answered.status, None, retry_after(answered.headers.get("Retry-After"))
+        wait = retry_after(answered.headers.get("Retry-After"), db_clock.now())
+        return answered.status, None, wait
     except TransportError as e:
         return None, describe(e, timeout_s), None
-    return resp.status, None, retry_after(resp.headers.get("Retry-After"))
+    return resp.status, None, retry_after(resp.headers.get("Retry-After"), db_clock.now())
 
 
 async def attempt(http: HttpClient, url: str, keys: list[bytes], c: Claimed,
@@ -77,6 +77,6 @@ async def attempt(http: HttpClient, url: str, keys: list[bytes], c: Claimed,
         error = None
     elif status is not None:
         error = f"HTTP {status}" + (f" (Retry-After {wait:g} s)" if wait is not None else "")
-    age = (datetime.now(timezone.utc) - c.recorded_at).total_seconds()
+    age = (db_clock.now() - c.recorded_at).total_seconds()
     return Done(Result(c.event_id, outcome, retry_in_s, status, error and scrub(error)[:300]), age,
                 wait, bug)

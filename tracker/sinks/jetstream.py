@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from datetime import datetime, timezone
 from typing import Iterable, Sequence
 
 import asyncpg
@@ -51,6 +50,7 @@ from tracker.sinks.natsstream import PublishFailed, ensure_stream
 from tracker.sinks.policy import Outcome
 from tracker.throttle import Throttle
 from tracker.supervisor import beat
+from tracker.db import clock as db_clock
 
 log = get_logger("tracker.sinks.nats")
 
@@ -250,7 +250,7 @@ class NatsSink:
                             error=refusal(e), left_out=left_out)
         self.published = self.published or delivered
         self.acked = self.acked or delivered
-        now = datetime.now(timezone.utc)
+        now = db_clock.now()
         for i, r in enumerate(rows[:done]):
             if i not in dead:
                 self._latency.observe(max(0.0, (now - r["recorded_at"]).total_seconds()))
