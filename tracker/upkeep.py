@@ -25,7 +25,7 @@ class Upkeep:
     async def start(self) -> None:
         self.tracker.every("orphans", ORPHANS_EVERY_S, self.adopt_orphans)
         self.tracker.every("backlog", BACKLOG_EVERY_S, self.count_backlog)
-        self.tracker.every("clock", clock.CLOCK_EVERY_S, self.read_clock)
+        self.tracker.every("database_clock", clock.CLOCK_EVERY_S, self.read_clock)
         self.tracker.every("rollup", rollup.FOLD_EVERY_S, self.fold)
         self.tracker.every("lag", LAG_EVERY_S, self.measure_lag)
         if any(retention.limit_days(self.tracker.config.retention, k) > 0 for k in retention.KINDS):
