@@ -23,7 +23,7 @@ import structlog
 from aiohttp.http_exceptions import HttpProcessingError
 
 from tracker.config import redact_dsn
-from tracker.masking import MASK, mask_secrets, register_secret
+from tracker.masking import MASK, mask_secrets, register_secret, shortened
 
 __all__ = ["MalformedRequestFilter", "configure", "get_logger", "redact", "register_secret", "scrub"]
 
@@ -172,9 +172,7 @@ def malformed_kind(exc: HttpProcessingError) -> str:
 
 def _brief_error(exc: HttpProcessingError) -> str:
     """``Type: message`` on one line, cut short: the message may quote the request itself."""
-    text = " ".join(str(exc.message or exc).split())
-    if len(text) > MALFORMED_ERROR_MAX_CHARS:
-        text = text[: MALFORMED_ERROR_MAX_CHARS - 3] + "..."
+    text = shortened(" ".join(str(exc.message or exc).split()), MALFORMED_ERROR_MAX_CHARS)
     return f"{type(exc).__name__}: {text}"
 
 

@@ -233,6 +233,14 @@ def mask_secrets(text: str, *, stored: bool = False, cut: bool = True) -> str:
     return text
 
 
+def shortened(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, "..." ending it, the start of a secret left at the
+    cut masked first: behind the "...", mask_secrets would no longer see it end the text."""
+    if len(text) <= limit:
+        return text
+    return mask_secrets(text[:limit - 3]) + "..."
+
+
 def may_hold_stored_secrets(*texts: str | None) -> bool:
     """Whether any of ``texts`` may hold a secret sent to vendors or the start of one (False:
     mask_secrets(stored=True) would give each back as it is), in one search."""

@@ -379,3 +379,25 @@ async def test_a_stream_the_sink_creates_keeps_events_max_age_days(db_dsn, pool,
     finally:
         await nc.close()
     assert (info.config.max_age or None) == expected_s
+
+
+async def test_a_password_holding_url_delimiters_percent_encoded_authenticates(db_dsn, pool, tmp_path):
+    # A URL's user and password hold `@ : / %` percent-encoded, as they must; nats-py sent them
+    # as written, so such a password never authenticated (reviewer C, session 28).
+    user, password = "tr@cker", "p@ss/w:rd%1"
+    conf = f'authorization {{ users = [ {{user: "{user}", password: "{password}"}} ] }}\n'
+    broker = NatsServer(tmp_path, conf=conf).start()
+    try:
+        url = broker.url.replace("nats://", "nats://tr%40cker:p%40ss%2Fw%3Ard%251@")
+        await make_messages(pool, ["enc1"])
+        async with running(config(db_dsn, nats={"bus": sink(None, servers=(url,))})):
+            await report(pool, ["enc1"], State.accepted)
+            await wait_until(lambda: _status_is(pool, events_behind=0), 20,
+                             "the event published with the decoded credentials")
+        nc = await nats.connect(broker.url, user=user, password=password)
+        try:
+            assert (await nc.jetstream().stream_info(STREAM)).state.messages == 1
+        finally:
+            await nc.close()
+    finally:
+        broker.stop()

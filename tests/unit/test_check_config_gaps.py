@@ -233,3 +233,12 @@ def test_one_vendors_key_in_anothers_table_is_refused_naming_whose_it_is(tmp_pat
         f"{f}: vendors.skycore.account_sid: account_sid is not a setting of skycore (it is twilio's): in the wrong vendor's table?",
         "environment: TRACKER_VENDORS__SPARROW__USER_ID: user_id is not a setting of sparrow (it is sparksender's): "
         "in the wrong vendor's table?"]
+
+
+@pytest.mark.parametrize("dsn", ["postgresql://u:pw@h:5432/db\nsecond line SECRET-2",
+                                 "postgresql://u:pw@h:5432/db\tx", "postgresql://u:pw@h/d\r"])
+def test_a_dsn_holding_a_line_break_is_refused_without_quoting_it(dsn):
+    # A dsn_file's lines after the first became part of the database's name, and check-config
+    # printed them (reviewer C, session 28).
+    said = dsn_problem(dsn)
+    assert said is not None and "control character" in said and "SECRET" not in said

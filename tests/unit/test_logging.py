@@ -263,3 +263,19 @@ def test_a_lookup_failure_is_counted_apart_never_as_an_unmapped_code(monkeypatch
     said = {e["event"].split(":")[0]: e for e in logs}
     assert said["vendor codes not in the mapping"]["codes"] == ["99"]
     assert said["status calls about ids the vendor does not know (a wrong vendor_ref from the sending application?)"]["reports"] == 1
+
+
+def test_the_start_of_a_secret_left_at_a_cut_is_masked_before_the_dots():
+    # A malformed request's error is cut to MALFORMED_ERROR_MAX_CHARS and "..." ends it: the
+    # start of a secret at the cut was masked only where it ended the text (reviewer C,
+    # session 28: `b'X-Note: a... SECRET-twA...` logged).
+    from aiohttp.http_exceptions import BadHttpMessage
+
+    secret = "SECRET-twAuth-06-abcdef"
+    tlog.register_secret(secret)
+    keep = tlog.MALFORMED_ERROR_MAX_CHARS - 3 - len("Invalid header value char: X-Note: ") - 10
+    exc = BadHttpMessage(f"Invalid header value char: X-Note: {'a' * keep} {secret}\\x00")
+    shown = tlog._brief_error(exc)
+    assert shown.endswith("***...") and secret[:10] not in shown, shown
+    from tracker.intake.rows import shown as quoted  # an intake note's quote, cut to 60
+    assert quoted("x" * 45 + " " + secret) == "'" + "x" * 45 + " ***..."

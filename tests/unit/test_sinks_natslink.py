@@ -2,7 +2,10 @@
 nats-py's error callback and the bound on a first connection."""
 from __future__ import annotations
 
+import pytest
+
 from tracker.config_types import NatsSinkConfig
+from tracker.sinks.checks import nats_credentials
 from tracker.sinks.natslink import ATTEMPT_STEPS, RECONNECT_WAIT_S, Quiet, connect_bound_s
 
 
@@ -26,3 +29,17 @@ def test_the_first_connection_is_bounded_by_the_sinks_settings():
     two = NatsSinkConfig(name="b", servers=("nats://h1:4222", "nats://h2:4222"), timeout_s=0.2)
     assert connect_bound_s(one) == ATTEMPT_STEPS * 2 + RECONNECT_WAIT_S
     assert connect_bound_s(two) == 2 * (ATTEMPT_STEPS * 1 + RECONNECT_WAIT_S)  # at least 1 s each
+
+
+@pytest.mark.parametrize("servers,bare,options", [
+    (["nats://h:4222"], ["nats://h:4222"], {}),
+    (["nats://u:p%40ss%2F1@h:4222", "nats://u:p%40ss%2F1@g:4222"], ["nats://h:4222", "nats://g:4222"],
+     {"user": "u", "password": "p@ss/1"}),
+    (["nats://t%3Aok@h:4222", "nats://g:4222"], ["nats://h:4222", "nats://g:4222"], {"token": "t:ok"}),
+])
+def test_the_servers_credentials_are_given_decoded_as_the_client_s_options(servers, bare, options):
+    assert nats_credentials(servers) == (bare, options)
+
+
+def test_servers_naming_different_credentials_are_used_as_given():
+    assert nats_credentials(["nats://a:1@h:4222", "nats://b:2@g:4222"]) is None

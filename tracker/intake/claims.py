@@ -21,6 +21,7 @@ import asyncpg
 
 from tracker.db import queries as q
 from tracker.logging import get_logger
+from tracker.masking import shortened
 
 log = get_logger("tracker.intake")
 
@@ -35,9 +36,7 @@ class ClaimRefused(Exception):
 
 
 def refusal(e: asyncpg.PostgresError) -> str:
-    text = str(e).replace("\x00", "")
-    if len(text) > 300:
-        text = text[:297] + "..."
+    text = shortened(str(e).replace("\x00", ""), 300)
     return f"refused by PostgreSQL ({e.sqlstate}): {text}"
 
 

@@ -21,6 +21,7 @@ from tracker.config_types import VENDORS
 from tracker.core.reduce import (EVENT_AHEAD_MAX, EVENT_BEFORE_SUBMISSION_MAX, EVENT_PAST_MAX, plausible,
                                  recipient_key)
 from tracker.core.states import State
+from tracker.masking import shortened
 
 # A vendor's retry deadline further out than this after submission is clamped (with a note):
 # no vendor retries for months, and a year-9999 deadline must not keep a message open forever.
@@ -220,5 +221,4 @@ def _before(at: datetime, limit: datetime) -> bool:
 
 def shown(value: Any) -> str:
     """A value as a note or a refusal quotes it: its repr, cut to 60 characters."""
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return shortened(repr(value), 60)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
-from urllib.parse import urlsplit
+from typing import Any, Sequence
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from tracker.core.states import State
 
@@ -82,6 +82,26 @@ def url_problem(url: str, schemes: tuple[str, ...]) -> str | None:
         return (f"expected a URL with a host, starting {' or '.join(s + '://' for s in schemes)}, "
                 f"got {scheme_and_host(url)}{colonless} (the rest is not shown: it may hold a token)")
     return host_problem(u.hostname)
+
+
+def nats_credentials(servers: Sequence[str]) -> tuple[list[str], dict[str, str]] | None:
+    """The servers' URLs without their user and password, and those as nats-py's options
+    (`user` and `password`, or `token` for a user alone), percent-decoding done: nats-py sends a
+    URL's userinfo as written, so a password holding `@`, `:` or `/` (percent-encoded, as a URL
+    must) never authenticated. None where the servers name different credentials (options
+    apply to every server): the URLs are then used as given."""
+    found, bare = set(), []
+    for server in servers:
+        u = urlsplit(server.strip())
+        if u.username is not None or u.password is not None:
+            found.add((unquote(u.username or ""), None if u.password is None else unquote(u.password)))
+        bare.append(urlunsplit(u._replace(netloc=u.netloc.rpartition("@")[2])))
+    if len(found) > 1:
+        return None
+    if not found:
+        return bare, {}
+    [(user, password)] = found
+    return bare, ({"token": user} if password is None else {"user": user, "password": password})
 
 
 def host_problem(host: str) -> str | None:

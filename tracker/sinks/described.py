@@ -2,7 +2,7 @@
 appear (logs, errors, stored rows) and check-config's summary lines, which quote no secret."""
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from tracker.config_types import SinksConfig
 from tracker.sinks.checks import public_url
@@ -26,7 +26,8 @@ def secrets_of(sinks: SinksConfig) -> list[str]:
                 u = urlsplit(server)
             except ValueError:
                 continue
-            out += [x for x in (u.password, u.username if u.password is None else None) if x]
+            said = (u.password, u.username if u.password is None else None)
+            out += [y for x in said if x for y in {x, unquote(x)}]  # as written, as sent
     return out
 
 

@@ -25,6 +25,7 @@ from nats.aio.client import Client
 
 from tracker.config_types import NatsSinkConfig
 from tracker.logging import get_logger, scrub
+from tracker.sinks.checks import nats_credentials
 
 log = get_logger("tracker.sinks.nats")
 
@@ -82,8 +83,9 @@ class Link:
         self.connected, self.failures = False, []
         self.all_failed = asyncio.Event()
         bound = connect_bound_s(self.cfg)
+        servers, credentials = nats_credentials(self.cfg.servers) or (list(self.cfg.servers), {})
         attempt = asyncio.ensure_future(nc.connect(
-            servers=list(self.cfg.servers), name=f"sms-delivery-tracker sink {self.name}",
+            servers=servers, **credentials, name=f"sms-delivery-tracker sink {self.name}",
             connect_timeout=connect_timeout_s(self.cfg), allow_reconnect=True,
             max_reconnect_attempts=-1, reconnect_time_wait=RECONNECT_WAIT_S,
             error_cb=self._on_error, disconnected_cb=self._on_disconnected,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Mapping
+from urllib.parse import urlsplit
 
 from tracker.config.schema import MAX_DAYS
 from tracker.config.secret_files import read_secret, secret_path
@@ -21,7 +22,7 @@ from tracker.config_types import VENDORS, NatsSinkConfig, SinksConfig, WebhookSi
 from tracker.sinks import checks
 from tracker.sinks.checks import (EVENT_STATES, MAX_BATCH, MAX_CONCURRENCY, MAX_RETRIES,
                                   MAX_RETRY_DELAY_S, MAX_TIMEOUT_S, NAME, NATS_SCHEMES, STREAM,
-                                  SUBJECT_TOKEN, public_url, url_problem)
+                                  SUBJECT_TOKEN, nats_credentials, public_url, url_problem)
 from tracker.sinks.signing import BadSecret, parse_secret
 
 __all__ = ["SinkSettings", "public_url"]
@@ -249,6 +250,11 @@ class SinkSettings:
         for i, server in enumerate(servers or ()):
             if reason := url_problem(server, NATS_SCHEMES):
                 self.problem(values["servers"], "", f"server {i + 1}: {reason}")
+        if (servers and len(self.problems) == before and nats_credentials(servers) is None
+                and any("%" in urlsplit(s.strip()).netloc for s in servers)):
+            self.problem(values["servers"], "", "the servers name different users or passwords, "
+                         "one of them percent-encoded: the NATS client sends such a one as "
+                         "written; give every server the same credentials")
         stream = given.get("stream")
         if stream is not None and not STREAM.fullmatch(stream):
             self.problem(values["stream"], "", "a JetStream stream name: letters, digits, '-' and '_' only")
