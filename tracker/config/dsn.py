@@ -126,8 +126,7 @@ def dsn_problem(dsn: str) -> str | None:
     password: asyncpg's reason is given only if the DSN with its password hidden draws the same
     reason (else the password's own characters are what it stumbled on)."""
     if any(c < " " or c == "\x7f" for c in dsn):  # a dsn_file's second line, a stray tab
-        return ("it holds a line break or another control character (a dsn_file holds the "
-                "DSN alone, on one line)")
+        return "it holds a line break or another control character"
     if "://" not in dsn and _KEY_VALUE.match(dsn):
         return (f"a libpq key=value string is not accepted (asyncpg, which the tracker connects "
                 f"with, takes only URLs): write it as {URL_FORM}")

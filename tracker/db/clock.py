@@ -10,16 +10,21 @@ were dated 700 s early, intake blamed the application's submitted_at, the postba
 read 700 s; ahead, each idle poll loop woke 50 times a second, and a message's events were
 dated backwards (reviewer A, session 28).
 
-So the daemon measures its clock against the database's (one round trip: at each new
-connection of the main pool and every CLOCK_EVERY_S, tracker.upkeep) and `now()` is its host's
-time plus that offset, good to half a round trip. The offset is a gauge
+So the daemon reads the database's clock (one round trip: at each new connection of the main
+pool and every CLOCK_EVERY_S, tracker.upkeep) and `now()` is that reading moved on by this
+host's monotonic clock since: good to half a round trip, and untouched by a step of the host's
+wall clock (NTP putting it right would otherwise have moved every time by the old offset until
+the next reading). A reading whose round trip took over MAX_TRIP_S and twice the kept one's (a
+busy event loop, a stall: its middle says nothing) is not taken; a database far away, whose
+every trip is long, is still read. The database's clock minus the host's wall clock is a gauge
 (tracker_database_clock_offset_seconds), logged above WARN_S, and the alert DaemonClockOff fires
-while it stays above 5 s: a host's clock that far off is wrong for everything else on it. The
+while it stays above 5 s: a host clock that far off is wrong for everything else on it. The
 host's own clock still plans the sweeps (tracker.sweep_clock) and times the logs' lines."""
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from dataclasses import dataclass
+from datetime import datetime, timezone
 
 import asyncpg
 
@@ -31,41 +36,60 @@ log = get_logger("tracker.db")
 
 CLOCK_EVERY_S = 10.0
 WARN_S = 2.0
+MAX_TRIP_S = 0.1
 READ = "SELECT extract(epoch FROM clock_timestamp())::float8"
 
-_offset_s = 0.0  # the database's clock minus this host's, as last measured
+
+@dataclass(frozen=True)
+class Reading:
+    """The database's clock (`database`, seconds since 1970) at this host's monotonic `at`,
+    read in a round trip of `trip_s`."""
+    database: float
+    at: float
+    trip_s: float
+
+    def now_s(self, monotonic: float) -> float:
+        return self.database + (monotonic - self.at)
+
+    def better_than(self, kept: Reading | None) -> bool:
+        return kept is None or self.trip_s <= max(MAX_TRIP_S, 2 * kept.trip_s)
+
+
+_kept: Reading | None = None  # none yet: this host's clock
 _warned = Throttle(every_s=600.0)
-
-
-def now() -> datetime:
-    """The database's time now."""
-    return datetime.now(timezone.utc) + timedelta(seconds=_offset_s)
 
 
 def time_s() -> float:
     """The database's time now, in seconds since 1970."""
-    return time.time() + _offset_s
+    return time.time() if _kept is None else _kept.now_s(time.monotonic())
 
 
-def offset_s() -> float:
-    return _offset_s
+def now() -> datetime:
+    """The database's time now."""
+    return datetime.fromtimestamp(time_s(), timezone.utc)
 
 
-def offset_of(before: float, database: float, after: float) -> float:
-    """The database's clock minus this host's, from a reading of the database's taken between
-    two of this host's: the middle of the round trip is the best guess of when it was taken."""
-    return database - (before + after) / 2
+def reading(before: float, database: float, after: float) -> Reading:
+    """A reading of the database's clock taken between two of this host's monotonic clock: the
+    middle of the round trip is the best guess of when it was taken."""
+    return Reading(database, (before + after) / 2, after - before)
 
 
-async def read(conn: asyncpg.Connection) -> float:
-    """Measure the offset on `conn` and keep it. Its errors are the caller's (an outage)."""
-    global _offset_s
-    before = time.time()
+async def read(conn: asyncpg.Connection) -> None:
+    """Read the database's clock on `conn`; keep the reading unless a better one is kept.
+    Its errors are the caller's (an outage)."""
+    global _kept
+    before = time.monotonic()
     database = await conn.fetchval(READ)
-    _offset_s = offset_of(before, database, time.time())
-    metrics.database_clock_offset.set(_offset_s)
-    if abs(_offset_s) > WARN_S and (left_out := _warned.allow("offset")) is not None:
+    after = time.monotonic()
+    wall = time.time()
+    r = reading(before, database, after)
+    if not r.better_than(_kept):
+        return
+    _kept = r
+    offset = r.now_s(after) - wall  # the database's clock minus this host's wall clock
+    metrics.database_clock_offset.set(offset)
+    if abs(offset) > WARN_S and (left_out := _warned.allow("offset")) is not None:
         log.warning("this host's clock differs from the database's: the tracker takes the "
-                    "database's time (fix the clock: NTP)", offset_s=round(_offset_s, 3),
+                    "database's time (fix the clock: NTP)", offset_s=round(offset, 3),
                     left_out=left_out)
-    return _offset_s

@@ -54,7 +54,9 @@ def seen_stopped(pg: EmbeddedPostgres) -> bool:
 async def keep_running(pg: EmbeddedPostgres, stopping: Callable[[], bool]) -> None:
     """Check every CHECK_EVERY_S that the cluster runs; start it again when it does not."""
     while not stopping():
-        if not pg.running():
+        if pg.running():
+            _DOWN.discard(pg.data_dir)  # up again, however (pg_ctl's wait ran out; by hand)
+        else:
             beat().blocked(not_running(pg))
             log.error("embedded PostgreSQL not running: starting it again", data_dir=str(pg.data_dir))
             if pg.data_dir not in _DOWN:

@@ -7,10 +7,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import math
-from datetime import datetime, timezone
 
 import asyncpg
 
+from tracker.db import clock as db_clock
 from tracker.logging import get_logger
 from tracker.sinks import delivery, store
 from tracker.sinks.delivery import Done
@@ -144,7 +144,7 @@ class Answers:
             return
         self.disabled = True
         self._hand_back_queue()
-        reason = (f"the receiver answered 410 Gone at {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC;"
+        reason = (f"the receiver answered 410 Gone at {db_clock.now():%Y-%m-%d %H:%M:%S} UTC;"
                   f" `tracker sinks enable {self.name}` sends again")
         await store.disable(conn, self.name, reason)
         log.error("webhook sink disabled: the receiver answered 410 Gone", sink=self.name,

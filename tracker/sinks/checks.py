@@ -88,19 +88,22 @@ def nats_credentials(servers: Sequence[str]) -> tuple[list[str], dict[str, str]]
     """The servers' URLs without their user and password, and those as nats-py's options
     (`user` and `password`, or `token` for a user alone), percent-decoding done: nats-py sends a
     URL's userinfo as written, so a password holding `@`, `:` or `/` (percent-encoded, as a URL
-    must) never authenticated. None where the servers name different credentials (options
-    apply to every server): the URLs are then used as given."""
+    must) never authenticated. None where the servers do not all name the same ones (options
+    apply to every server: one server's password would go to another given none): the URLs
+    are then used as given."""
     found, bare = set(), []
     for server in servers:
         u = urlsplit(server.strip())
-        if u.username is not None or u.password is not None:
-            found.add((unquote(u.username or ""), None if u.password is None else unquote(u.password)))
+        has = u.username is not None or u.password is not None
+        found.add((unquote(u.username or ""), None if u.password is None else unquote(u.password))
+                  if has else None)
         bare.append(urlunsplit(u._replace(netloc=u.netloc.rpartition("@")[2])))
     if len(found) > 1:
         return None
-    if not found:
+    [given] = found or {None}
+    if given is None:
         return bare, {}
-    [(user, password)] = found
+    user, password = given
     return bare, ({"token": user} if password is None else {"user": user, "password": password})
 
 

@@ -252,9 +252,9 @@ class SinkSettings:
                 self.problem(values["servers"], "", f"server {i + 1}: {reason}")
         if (servers and len(self.problems) == before and nats_credentials(servers) is None
                 and any("%" in urlsplit(s.strip()).netloc for s in servers)):
-            self.problem(values["servers"], "", "the servers name different users or passwords, "
-                         "one of them percent-encoded: the NATS client sends such a one as "
-                         "written; give every server the same credentials")
+            self.problem(values["servers"], "", "the servers name different users or passwords "
+                         "(or some none), one of them percent-encoded: the NATS client sends "
+                         "such a one as written; give every server the same credentials")
         stream = given.get("stream")
         if stream is not None and not STREAM.fullmatch(stream):
             self.problem(values["stream"], "", "a JetStream stream name: letters, digits, '-' and '_' only")
