@@ -112,8 +112,9 @@ async def test_the_backlog_sweep_says_a_silent_database_is_down_within_its_bound
         assert metrics.database_up._value.get() == 1
         proxy.silence_open_connections()
         started = asyncio.get_running_loop().time()
-        with pytest.raises(TimeoutError):
-            await ops.count_backlog(pool, heads)
+        with pytest.raises(TimeoutError):  # the outer bound: a regression fails, never hangs
+            async with asyncio.timeout(2 * ops.READY_TIMEOUT_S + 5):
+                await ops.count_backlog(pool, heads)
         # (the look, then the connection handed back, each bounded by it)
         assert asyncio.get_running_loop().time() - started < 2 * ops.READY_TIMEOUT_S + 1
         assert metrics.database_up._value.get() == 0

@@ -3,6 +3,7 @@ answer, the gauge says 0 and the backlog gauges say nothing (NaN). No alert said
 was away, and IntakeStalled went on firing through an outage on a value frozen before it."""
 from __future__ import annotations
 
+import asyncio
 import math
 
 import asyncpg
@@ -109,8 +110,8 @@ async def test_a_busy_pool_is_no_outage_of_the_gauge_nor_of_the_backlog(db_dsn, 
                            " VALUES ('skycore', 'busy-1', '15550001111', now() - interval '10 minutes')")
         await ops.count_backlog(pool, heads)
         async with pool.acquire():  # the pool's one connection, taken
-            with pytest.raises(ops.PoolBusy):
-                await ops.count_backlog(pool, heads)
+            with pytest.raises(ops.PoolBusy):  # (bounded: a regression fails, never hangs)
+                await asyncio.wait_for(ops.count_backlog(pool, heads), 10)
         assert value("tracker_database_up") == 1 and value("tracker_intake_waiting_rows") == 1
     finally:
         await pool.close()

@@ -160,3 +160,20 @@ async def test_a_vendor_time_no_report_can_mean_is_kept_but_the_time_received_st
             assert abs((occurred - now).total_seconds()) < 60
         await rollup_agrees(conn)
 
+
+
+async def test_claimed_postbacks_never_take_a_time_long_before_submission(pool):
+    # The claim path (process_received: CLAIM_AND_INSERT_OBSERVATIONS) bounds a vendor time by
+    # the message's submission as the other paths do (reviewer B, session 28).
+    t0 = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=2)
+    async with pool.acquire() as conn:
+        mid = await conn.fetchval("INSERT INTO tracker.messages (vendor, vendor_ref, submitted_at)"
+                                  " VALUES ('twilio', 'claim-early', $1) RETURNING id", t0)
+        pid = await conn.fetchval("INSERT INTO tracker.postbacks (vendor, method, body, received_at)"
+                                  " VALUES ('twilio', 'POST', '{}', now()) RETURNING id")
+        early = t0 - timedelta(hours=5, minutes=45)
+        o = Observation(vendor="twilio", vendor_ref="claim-early", recipient=None,
+                        state=State.delivered, code="delivered", event_at=early)
+        await reducer.apply(conn, "postback", [o], postback_id=pid, claim=[pid])
+        at = await conn.fetchval("SELECT delivered_at FROM tracker.messages WHERE id = $1", mid)
+        assert at is not None and at >= t0, at

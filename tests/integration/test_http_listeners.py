@@ -407,3 +407,13 @@ async def test_a_stop_without_a_drain_time_closes_the_listeners_at_once(db_dsn):
     assert not any(e["event"].startswith("draining") for e in logs)
     with pytest.raises(OSError):
         await asyncio.open_connection(host, port)
+
+
+async def test_every_ipv4_address_is_bound_and_looked_at_as_before(db_dsn):
+    # `0.0.0.0`, the usual production setting, beside the dual-stack path for `[::]`: taken
+    # for it, every IPv4 listener failed to bind (reviewer B, session 28).
+    async with running(replace_http(config_for(db_dsn), listen="0.0.0.0:0")) as (tr, _):
+        port = tr.listen_addresses["listen"][1]
+        assert await healthz("127.0.0.1", port) == b"HTTP/1.1 200 OK"
+    with taken_port() as address:
+        assert connections.taken(f"0.0.0.0:{address.rsplit(':', 1)[1]}") == "address already in use"

@@ -163,3 +163,15 @@ async def test_the_token_in_a_malformed_postback_url_is_masked(server, log_lines
     await send_raw(server, request)
     text = "".join(orjson.dumps(r).decode() for r in aiohttp_lines(log_lines()))
     assert "tok-SECRET-123" not in text
+
+
+async def test_a_flood_of_malformed_requests_is_counted_whole(server, log_lines, clock):
+    # The log is throttled; the count is not (a flood is when it matters: reviewer B).
+    from tracker import metrics
+
+    counted = metrics.http_malformed.labels("bad_request")
+    before = counted._value.get()
+    for _ in range(PER_MINUTE + 7):
+        assert status(await send_raw(server, LONG_URL)) == 400
+    assert counted._value.get() - before == PER_MINUTE + 7
+    assert len(log_lines()) <= PER_MINUTE + 1

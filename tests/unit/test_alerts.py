@@ -136,6 +136,26 @@ TESTS = [
             {"eval_time": "80m", "alertname": "EmbeddedDatabaseRestarted", "exp_alerts": []},
         ],
     },
+    {   # a quiet vendor's circuit open throughout, a half-open probe with nothing due reading 0
+        # for one scrape in three: pages (max_over_time; reviewer B, session 28)
+        "input_series": [
+            {"series": 'tracker_circuit_open{vendor="sparrow",instance="a"}',
+             "values": " ".join(["1", "1", "0"] * 20)},
+        ],
+        "alert_rule_test": [
+            {"eval_time": "20m", "alertname": "VendorCircuitOpen", "exp_alerts": [
+                {"exp_labels": {"severity": "page", "vendor": "sparrow"}}]},
+        ],
+    },
+    {   # a scanner's 3 stray requests a minute, for an hour: never PostbacksToNoVendor
+        "input_series": [
+            {"series": 'tracker_postbacks_total{vendor="unknown",status="404",instance="a"}',
+             "values": "0+3x60"},
+        ],
+        "alert_rule_test": [
+            {"eval_time": "45m", "alertname": "PostbacksToNoVendor", "exp_alerts": []},
+        ],
+    },
     {   # one host's clock 700 s behind the database's from minute 30; another's 1 s ahead
         "input_series": [
             {"series": 'tracker_database_clock_offset_seconds{instance="a"}', "values": "0x30 700x60"},
