@@ -121,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
                     "database has)")
     rd.add_argument("--since", help="only events recorded at or after this ISO time")
     sks.add_parser("enable", help="deliver again to a sink disabled by a 410 Gone or paused by its "
-                   "receiver", parents=[config]).add_argument(
+                   "receiver, or whose url changed: every event waiting for a retry is due now",
+                   parents=[config]).add_argument(
         "name", help="the webhook sink ([sinks.webhooks.NAME], or one the database has)")
     sks.add_parser("forget", help="drop a sink no longer configured: its cursor, deliveries, dead "
                    "letters (refused while a daemon runs it)",

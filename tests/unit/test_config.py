@@ -479,19 +479,23 @@ def test_the_first_poll_must_fit_the_schedule(tmp_path):
 [vendors.sparksender]
 first_poll_s = 600
 max_poll_interval_s = 300
-[vendors.skycore]
+[vendors.engagespark]
 max_poll_interval_s = 10        # below the default first_poll_s (30)
+[vendors.skycore]               # never polled: its schedule is not looked at (reviewer D)
+first_poll_s = 600
+tracking_window_s = 60
 [vendors.sparrow]
 first_poll_s = 60
 max_poll_interval_s = 60
 tracking_window_s = 60
 """, tmp_path)
-    assert set(problems) == {"vendors.sparksender.first_poll_s", "vendors.skycore.max_poll_interval_s",
+    assert set(problems) == {"vendors.sparksender.first_poll_s", "vendors.engagespark.max_poll_interval_s",
                              "vendors.sparrow.first_poll_s"}
     assert problems["vendors.sparksender.first_poll_s"] == (
         "vendors.sparksender.first_poll_s (600 s) exceeds vendors.sparksender.max_poll_interval_s "
         "(300 s): the first poll would wait longer than any later one")
-    assert "exceeds vendors.skycore.max_poll_interval_s (10 s)" in problems["vendors.skycore.max_poll_interval_s"]
+    assert "exceeds vendors.engagespark.max_poll_interval_s (10 s)" in problems[
+        "vendors.engagespark.max_poll_interval_s"]
     assert "given up on before their first poll" in problems["vendors.sparrow.first_poll_s"]
 
 
@@ -542,6 +546,7 @@ listen = "999.1.1.1:80"
 max_body_bytes = 512
 [vendors.skycore]
 postback_token = "guessable"
+[vendors.twilio]
 first_poll_s = 7200
 """)
     out = io.StringIO()
@@ -551,6 +556,6 @@ first_poll_s = 7200
     assert lines[1] == f"{path}: http.listen: '999.1.1.1' is not a valid IPv4 address"
     assert lines[2].startswith(f"{path}: http.max_body_bytes: must be between 1024")
     assert lines[3].startswith(f"{path}: vendors.skycore.postback_token: is shorter than 16 characters")
-    assert lines[4].startswith(f"{path}: vendors.skycore.first_poll_s: vendors.skycore.first_poll_s (7200 s) "
-                               "exceeds vendors.skycore.max_poll_interval_s (3600 s)")
+    assert lines[4].startswith(f"{path}: vendors.twilio.first_poll_s: vendors.twilio.first_poll_s (7200 s) "
+                               "exceeds vendors.twilio.max_poll_interval_s (3600 s)")
     assert "guessable" not in out.getvalue()

@@ -132,6 +132,8 @@ class _Loader(_Values):
         keys = ("first_poll_s", "max_poll_interval_s", "tracking_window_s")
         if not self.usable("vendors", vendor, *keys):
             return
+        if not adapters.get(vendor).POLLS:
+            return  # never polled (Skycore): a schedule of polls means nothing
         first, cap, window = (given.get(k, getattr(VendorConfig, k)) for k in keys)
         prefix = f"vendors.{vendor}"
         # Name the key the operator set: that is the one to change.

@@ -127,6 +127,9 @@ class Poller:
 
     async def start(self) -> None:
         for name, cfg in self.config.vendors.items():
+            if adapters.get(name).POLLS and not cfg.enabled:
+                log.warning("vendor disabled: its messages are not polled, and those whose "
+                            "tracking window ends meanwhile end unknown", vendor=name)
             if not adapters.get(name).POLLS or not cfg.enabled:
                 continue  # push-only (Skycore) or disabled: its windows still end (sweep)
             if not cfg.base_url:
