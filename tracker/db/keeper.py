@@ -1,14 +1,16 @@
 """The embedded cluster kept running. The daemon owns it (nothing else reaches it), so a
 postmaster gone while the daemon runs (killed, the OOM killer, `pg_ctl stop` by hand) is started
-again, as systemd restarts a service: logged, counted once an outage however many starts it takes
-(tracker_embedded_database_restarts_total) and shown in /readyz until it answers. Meanwhile every component waits for the database as in
-any outage. A cluster whose data directory is gone is not made anew (an empty database would
-lose the messages without a word): that start fails, and the supervisor tries it again after a
-backoff, with the reason in /readyz and the log."""
+again, as systemd restarts a service: logged, counted once an outage however many starts it
+takes (tracker_embedded_database_restarts_total) and shown in /readyz until it answers.
+Meanwhile every component waits for the database as in any outage. A cluster whose data
+directory is gone is not made anew (an empty database would lose the messages without a word):
+that start fails, and the supervisor tries it again after a backoff, with the reason in /readyz
+and the log."""
 from __future__ import annotations
 
 import asyncio
 import os
+from pathlib import Path
 from typing import Callable
 
 from tracker import metrics
@@ -25,7 +27,7 @@ LOW_SPACE_BYTES = 64 * 1024 * 1024
 
 # Data directories found stopped and not yet seen running again: an outage is counted once,
 # though the supervisor runs keep_running anew after each start that fails (a full disk: nine).
-_DOWN: set = set()
+_DOWN: set[Path] = set()
 
 
 def not_running(pg: EmbeddedPostgres) -> str:

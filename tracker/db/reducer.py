@@ -22,11 +22,11 @@ from tracker.adapters.base import Observation
 from tracker.core.reduce import PlannedTransition, Report, delivery_times, plan, report_time
 from tracker.core.states import State
 from tracker.db import DB_ERRORS, transaction
+from tracker.db import clock
 from tracker.db import queries as q
 from tracker.db.counts import count_implausible_times, count_observations, count_transitions
 from tracker.db.rows import MessageWrite, message_write, observation_row, rows_json, transitions_json
 from tracker.logging import get_logger
-from tracker.db import clock
 
 log = get_logger("tracker.reducer")
 

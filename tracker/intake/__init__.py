@@ -20,6 +20,7 @@ from typing import Any, Callable
 import asyncpg
 
 from tracker.config_types import Config
+from tracker.db import clock as db_clock
 from tracker.db import row_refused
 from tracker.db import queries as q
 from tracker.db import reducer
@@ -28,7 +29,6 @@ from tracker.intake.claims import ClaimRefused, Claims, refusal
 from tracker.intake.plan import ChunkPlan, plan_chunk, tracked_already
 from tracker.intake.rows import RowError, TakenRow, read_row
 from tracker.logging import get_logger
-from tracker.db import clock as db_clock
 
 __all__ = ["IntakeResult", "RowError", "take_in"]
 
