@@ -28,8 +28,9 @@ class Upkeep:
         self.tracker.every("database_clock", clock.CLOCK_EVERY_S, self.read_clock)
         self.tracker.every("rollup", rollup.FOLD_EVERY_S, self.fold)
         self.tracker.every("lag", LAG_EVERY_S, self.measure_lag)
-        if any(retention.limit_days(self.tracker.config.retention, k) > 0 for k in retention.KINDS):
-            self.tracker.every("retention", self.tracker.config.retention.interval_s, self.retain)
+        # Always: with every kind kept for ever, it still folds the poll counters of stopped
+        # replicas (each start adds a row a polled vendor: unfolded, they grew without end).
+        self.tracker.every("retention", self.tracker.config.retention.interval_s, self.retain)
 
     async def stop(self) -> None:
         """Nothing held: the scheduler's shutdown ends a sweep in flight (it rolls back)."""

@@ -231,3 +231,22 @@ async def test_a_fold_that_fails_is_logged_counted_recorded_and_the_sweep_goes_o
         assert await conn.fetchval("SELECT count(*) FROM tracker.poll_stats") == 1
         assert await conn.fetchval("SELECT poll_successes FROM tracker.vendor_health"
                                    " WHERE vendor = 'sparksender'") == 8
+
+
+async def test_a_daemon_keeping_everything_still_folds_the_poll_counters(pool, db_dsn):
+    # With every kind kept for ever no sweep was scheduled, so each start's rows (one a polled
+    # vendor) were never folded: the table grew without end (reviewer E, session 28).
+    from tests.postbacks_support import config_for, running
+    from tests.sinks_support import wait_until
+
+    async with pool.acquire() as conn:
+        await started_and_stopped(conn, "host/9/gone", {"sparksender": (4, 1, "timeout")}, "3 days")
+    config = dataclasses.replace(config_for(db_dsn), retention=dataclasses.replace(NONE, interval_s=0.2))
+    async with running(config):
+        async def folded() -> bool:
+            return not await pool.fetchval(
+                "SELECT count(*) FROM tracker.poll_stats WHERE replica = 'host/9/gone'")
+
+        await wait_until(folded, 30, "the stopped replica's counters folded into history")
+    assert await pool.fetchval("SELECT polls_ok FROM tracker.poll_stats"
+                               " WHERE replica = '(history)' AND vendor = 'sparksender'") == 4
