@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from typing import Any, Awaitable, Callable
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Iterable
 
 import orjson
 
@@ -81,6 +82,22 @@ async def send(sandbox: Sandbox, pool, config: Config, vendor: str, numbers: lis
             assert r.refused == 0, "intake refused a sandbox send"
             if r.rows == 0:
                 return made
+
+
+def write_daemon_config(path: Path, dsn: str, sandbox: Sandbox, polls: dict[str, Any],
+                        vendors: Iterable[str], **per_vendor: Any) -> None:
+    """A `tracker run` configuration file: the sandbox's `vendors`, each with `polls` and
+    `per_vendor` settings, its log in JSON (the tests read its lines)."""
+    from tests.sinks_support import toml_value
+
+    lines = ["[database]", f"dsn = {toml_value(dsn)}", "pool_min = 1", "pool_max = 6",
+             "[http]", 'listen = "127.0.0.1:0"', "[intake]", "sweep_interval_s = 0.5",
+             "[log]", 'level = "info"', 'format = "json"']
+    for vendor in vendors:
+        lines.append(f"[vendors.{vendor}]")
+        for k, v in {**sandbox.vendor_config(vendor), **polls, **per_vendor}.items():
+            lines.append(f"{k} = {toml_value(v)}")
+    path.write_text("\n".join(lines) + "\n")
 
 
 def numbers(n: int, prefix: str = "63917", start: int = 0) -> list[str]:

@@ -16,10 +16,10 @@ import sys
 import time
 from pathlib import Path
 
-import aiohttp
 import orjson
 import pytest
 
+from tests.polling_support import write_daemon_config
 from tests.postbacks_support import metric_value
 from tracker import adapters
 from tracker.sandbox import Sandbox, send_many
@@ -38,25 +38,6 @@ POLLS = {"first_poll_s": 0.5, "max_poll_interval_s": 2.0, "tracking_window_s": W
 VENDORS = ("sparksender", "skycore", "engagespark")  # polled; pushed with times; pushed
 TOKEN = "tok-clock-skew-5f3a9c1e7b0d"
 N = 30
-
-
-def toml_value(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def write_config(path: Path, dsn: str, sandbox: Sandbox) -> None:
-    lines = ["[database]", f"dsn = {toml_value(dsn)}", "pool_min = 1", "pool_max = 6",
-             "[http]", 'listen = "127.0.0.1:0"', "[intake]", "sweep_interval_s = 0.5",
-             "[log]", 'level = "info"', 'format = "json"']
-    for vendor in VENDORS:
-        lines.append(f"[vendors.{vendor}]")
-        for k, v in {**sandbox.vendor_config(vendor), **POLLS, "postback_token": TOKEN}.items():
-            lines.append(f"{k} = {toml_value(v)}")
-    path.write_text("\n".join(lines) + "\n")
 
 
 async def start_skewed(config: Path, log: Path, offset_s: int) -> tuple[asyncio.subprocess.Process, str]:
@@ -85,7 +66,7 @@ async def test_a_daemon_whose_clock_is_off_writes_the_database_s_time(pool, db_d
     sandbox = Sandbox(knobs=KNOBS, seed=11)
     await sandbox.start()
     config, log = tmp_path / "tracker.toml", tmp_path / "daemon.log"
-    write_config(config, db_dsn, sandbox)
+    write_daemon_config(config, db_dsn, sandbox, POLLS, VENDORS, postback_token=TOKEN)
     proc, base = await start_skewed(config, log, offset_s)
     try:
         assert await metric_value(base, "tracker_database_clock_offset_seconds") == pytest.approx(

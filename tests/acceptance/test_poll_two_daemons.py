@@ -15,7 +15,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.polling_support import numbers
+from tests.polling_support import numbers, write_daemon_config
 from tracker import adapters
 from tracker.poller import schedule
 from tracker.config_types import VendorConfig
@@ -28,25 +28,6 @@ POLLS = {"first_poll_s": 0.5, "max_poll_interval_s": 2.0, "tracking_window_s": 2
          "deadline_margin_s": 1.0, "rate_limit_per_s": 500.0, "concurrency": 8,
          "request_timeout_s": 1.0, "batch_size": 50, "list_poll_min": 0}
 SENDS = {"sparksender": 250, "engagespark": 250, "sparrow": 50}  # recipients per send call
-
-
-def toml_value(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def write_config(path: Path, dsn: str, sandbox: Sandbox) -> None:
-    lines = ["[database]", f"dsn = {toml_value(dsn)}", "pool_min = 1", "pool_max = 6",
-             "[http]", 'listen = "127.0.0.1:0"', "[intake]", "sweep_interval_s = 0.5",
-             "[log]", 'level = "info"', 'format = "json"']
-    for vendor in SENDS:
-        lines.append(f"[vendors.{vendor}]")
-        for k, v in {**sandbox.vendor_config(vendor), **POLLS}.items():
-            lines.append(f"{k} = {toml_value(v)}")
-    path.write_text("\n".join(lines) + "\n")
 
 
 async def start_daemon(config: Path, log: Path) -> asyncio.subprocess.Process:
@@ -74,7 +55,7 @@ async def test_two_daemons_one_killed(pool, db_dsn, tmp_path):
     sandbox = Sandbox(knobs=KNOBS, seed=99)
     await sandbox.start()
     config = tmp_path / "tracker.toml"
-    write_config(config, db_dsn, sandbox)
+    write_daemon_config(config, db_dsn, sandbox, POLLS, SENDS)
     a_log, b_log = tmp_path / "a.log", tmp_path / "b.log"
     a = await start_daemon(config, a_log)
     b = await start_daemon(config, b_log)
