@@ -10,6 +10,7 @@ from typing import Any, Awaitable, Callable, Iterable
 
 import orjson
 
+from tests.sinks_support import toml_value
 from tracker import intake
 from tracker.app import Tracker
 from tracker.config_types import VENDORS, Config, DatabaseConfig, HttpConfig, VendorConfig
@@ -88,8 +89,6 @@ def write_daemon_config(path: Path, dsn: str, sandbox: Sandbox, polls: dict[str,
                         vendors: Iterable[str], **per_vendor: Any) -> None:
     """A `tracker run` configuration file: the sandbox's `vendors`, each with `polls` and
     `per_vendor` settings, its log in JSON (the tests read its lines)."""
-    from tests.sinks_support import toml_value
-
     lines = ["[database]", f"dsn = {toml_value(dsn)}", "pool_min = 1", "pool_max = 6",
              "[http]", 'listen = "127.0.0.1:0"', "[intake]", "sweep_interval_s = 0.5",
              "[log]", 'level = "info"', 'format = "json"']

@@ -21,7 +21,7 @@ from tracker import metrics, retention, sweep_clock, systemd
 from tracker.config import redact_dsn
 from tracker.config_types import Config
 from tracker.db import DB_ERRORS
-from tracker.db import keeper, sessions
+from tracker.db import clock, keeper, sessions
 from tracker.db import queries as q
 from tracker.db.embedded import EmbeddedError, EmbeddedPostgres
 from tracker.db.migrate import migrate
@@ -218,6 +218,7 @@ class Tracker:
             log.info("database connected", dsn=redact_dsn(dsn))
             metrics.database_up.set(1)
             async with self.pool.acquire() as conn:
+                await clock.read(conn)  # before any part writes a time (tracker.db.clock)
                 applied = await migrate(conn)
                 if applied:
                     log.info("migrations applied", versions=[m.version for m in applied])

@@ -85,8 +85,8 @@ embedded_restarts = Counter("tracker_embedded_database_restarts_total",
                             "however many starts it takes: tracker.db.keeper)",
                             registry=REGISTRY)
 database_clock_offset = Gauge("tracker_database_clock_offset_seconds",
-                              "The database's clock minus this host's, measured at each new "
-                              "connection and every 10 s; the tracker takes the database's time "
+                              "The database's clock minus this host's, measured at start and "
+                              "every 10 s; the tracker takes the database's time "
                               "(tracker.db.clock)", registry=REGISTRY)
 database_up = Gauge("tracker_database_up",
                     "1 while this replica's last look at the database (the backlog sweep, every "

@@ -9,6 +9,7 @@ from urllib.parse import quote, quote_plus, unquote, unquote_plus, urlsplit
 
 from tracker.config.schema import _VENDOR_SETTINGS
 from tracker.config_types import Config
+from tracker.masking import shortened
 from tracker.sinks import described as sinks_described
 from tracker.sinks.checks import public_url
 
@@ -99,10 +100,7 @@ def _public(value: Any) -> Any:
 def _show(value: Any) -> str:
     """A non-secret value for a problem text: short, and any URL in it as scheme://host[:port] only
     (a URL-valued key's problem shows even less: tracker.config.problems)."""
-    text = repr(_public(value))
-    if len(text) > 60:
-        text = text[:57] + "..."
-    return redact_dsn(text)
+    return redact_dsn(shortened(repr(_public(value)), 60))
 
 
 def _basic(user: str, password: str) -> str:

@@ -10,8 +10,8 @@ were dated 700 s early, intake blamed the application's submitted_at, the postba
 read 700 s; ahead, each idle poll loop woke 50 times a second, and a message's events were
 dated backwards (reviewer A, session 28).
 
-So the daemon reads the database's clock (one round trip: at each new connection of the main
-pool and every CLOCK_EVERY_S, tracker.upkeep) and `now()` is that reading moved on by this
+So the daemon reads the database's clock (one round trip: at its start, before any part writes,
+then every CLOCK_EVERY_S, tracker.upkeep; once in each one-off command) and `now()` is that reading moved on by this
 host's monotonic clock since: good to half a round trip, and untouched by a step of the host's
 wall clock (NTP putting it right would otherwise have moved every time by the old offset until
 the next reading). A reading whose round trip took over MAX_TRIP_S and twice the kept one's (a

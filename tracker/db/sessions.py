@@ -20,7 +20,6 @@ import socket
 
 import asyncpg
 
-from tracker.db import clock
 from tracker.db import queries as q
 
 IDLE_S, INTERVAL_S, COUNT = 30, 10, 3
@@ -56,11 +55,9 @@ async def ids_past_now(conn: asyncpg.Connection) -> None:
 
 
 async def init(conn: asyncpg.Connection) -> None:
-    """The main pool's `init`: each new connection probes its peer, moves the ids (above) and
-    measures this host's clock against the database's (tracker.db.clock)."""
+    """The main pool's `init`: each new connection probes its peer and moves the ids (above)."""
     keep_alive(conn)
     await ids_past_now(conn)
-    await clock.read(conn)
 
 
 def session_settings(wedged_after_s: float) -> dict[str, str]:

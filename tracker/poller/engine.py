@@ -127,11 +127,12 @@ class Poller:
 
     async def start(self) -> None:
         for name, cfg in self.config.vendors.items():
-            if adapters.get(name).POLLS and not cfg.enabled:
-                log.warning("vendor disabled: its messages are not polled, and those whose "
-                            "tracking window ends meanwhile end unknown", vendor=name)
-            if not adapters.get(name).POLLS or not cfg.enabled:
-                continue  # push-only (Skycore) or disabled: its windows still end (sweep)
+            polls = adapters.get(name).POLLS
+            if not polls or not cfg.enabled:  # push-only (Skycore) or disabled: windows still end
+                if polls:
+                    log.warning("vendor disabled: its messages are not polled, and those whose "
+                                "tracking window ends meanwhile end unknown", vendor=name)
+                continue
             if not cfg.base_url:
                 log.warning("vendor has no base_url: its messages are not polled", vendor=name)
                 continue

@@ -100,7 +100,7 @@ def nats_credentials(servers: Sequence[str]) -> tuple[list[str], dict[str, str]]
         bare.append(urlunsplit(u._replace(netloc=u.netloc.rpartition("@")[2])))
     if len(found) > 1:
         return None
-    [given] = found or {None}
+    given = next(iter(found), None)
     if given is None:
         return bare, {}
     user, password = given
